@@ -1,0 +1,201 @@
+"""Composition root: config -> audit, recorder, built-in targets -> SSH listener.
+
+Lifecycle: ``run()`` starts everything, serves until SIGTERM/SIGINT (or ``stop()``),
+then stops accepting, lets existing sessions drain for ``gateway.drain_timeout`` seconds,
+tells the ones still running that the bastion is shutting down, and finalizes every
+recording before returning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+
+from gateway._version import __version__
+from gateway.audit import AuditEvent, AuditLog, Kind
+from gateway.auth.passwords import hash_password
+from gateway.auth.ratelimit import FailureLimiter
+from gateway.config import Config, TargetConfig
+from gateway.errors import HostKeyMismatch, TargetDenied, TargetError, UnknownTarget
+from gateway.routing import Route
+from gateway.ssh.algorithms import SERVER_ALGORITHMS
+from gateway.ssh.demo_target import LocalShellTarget
+from gateway.ssh.upstream import Endpoint, TofuStore, connect, endpoint_for
+from recorder.service import Recorder
+
+if TYPE_CHECKING:
+    from gateway.ssh.server import BastionServer, ConnContext
+
+log = logging.getLogger("bastille.app")
+
+
+class GatewayApp:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.version = __version__
+        self.recorder = Recorder(config.recording)
+        self.audit_log = AuditLog(config.audit.file, syslog=config.audit.syslog,
+                                  syslog_address=config.audit.syslog_address,
+                                  syslog_facility=config.audit.syslog_facility)
+        self.limiter = FailureLimiter(config.gateway.max_auth_failures,
+                                      config.gateway.auth_failure_window)
+        self.tofu = TofuStore(config.data_dir / "known_targets")
+        self.dummy_hash = hash_password("not-a-password")  # equalizes timing for unknown users
+        self.connections: set[BastionServer] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._builtin_targets: dict[str, LocalShellTarget] = {}
+        self._keys: dict[str, list[bytes]] = {
+            name: [asyncssh.import_public_key(k).public_data for k in user.keys]
+            for name, user in config.users.items()
+        }
+        self._server: asyncssh.SSHAcceptor | None = None
+        self._stopping = asyncio.Event()
+        self.port = 0
+
+    # ------------------------------------------------------------ services for sessions
+    def audit(self, event: AuditEvent) -> None:
+        self.audit_log.emit(event)
+
+    def user_keys(self, user: str) -> list[bytes]:
+        return self._keys.get(user, [])
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def authorize(self, ctx: ConnContext, name: str) -> TargetConfig:
+        target = self.config.targets.get(name)
+        user = self.config.users.get(ctx.user.name)
+        if target is None or user is None:
+            self.audit(AuditEvent(Kind.REFUSED, "denied", user=ctx.user.name, source=ctx.source,
+                                  target=name, detail={"reason": "unknown target"}))
+            raise UnknownTarget(f"unknown target {name!r}; "
+                                "'ssh USER@BASTION help' lists yours")
+        if not target.permits(user):
+            self.audit(AuditEvent(Kind.REFUSED, "denied", user=ctx.user.name, source=ctx.source,
+                                  target=name, detail={"reason": "not allowed"}))
+            raise TargetDenied(f"{ctx.user.name} is not allowed to use target {name!r}")
+        return target
+
+    async def upstream(self, ctx: ConnContext, target: TargetConfig) -> asyncssh.SSHClientConnection:
+        """The connection to ``target`` for this user connection (opened once, shared by
+        its channels)."""
+        existing = ctx.upstreams.get(target.name)
+        if isinstance(existing, asyncio.Future):
+            return await asyncio.shield(existing)
+        if existing is not None and not existing.is_closed():
+            return existing
+        future: asyncio.Future[asyncssh.SSHClientConnection] = \
+            asyncio.get_running_loop().create_future()
+        ctx.upstreams[target.name] = future
+        try:
+            conn = await connect(target.name, self._endpoint(target), self.tofu)
+        except TargetError as exc:
+            ctx.upstreams.pop(target.name, None)
+            kind = Kind.HOST_KEY_MISMATCH if isinstance(exc, HostKeyMismatch) else \
+                Kind.TARGET_CONNECT
+            self.audit(AuditEvent(kind, "failed", user=ctx.user.name, source=ctx.source,
+                                  target=target.name, detail={"error": str(exc)}))
+            future.set_exception(exc)
+            future.exception()  # mark retrieved
+            raise
+        ctx.upstreams[target.name] = conn
+        future.set_result(conn)
+        return conn
+
+    def _endpoint(self, target: TargetConfig) -> Endpoint:
+        if target.builtin is not None:
+            return self._builtin_targets[target.name].endpoint()
+        return endpoint_for(target, self.tofu)
+
+    def builtin(self, route: Route, ctx: ConnContext) -> str:
+        """Run a built-in command and return its text (shown to the user)."""
+        user = self.config.users.get(ctx.user.name)
+        targets = self.config.targets_for(user) if user else []
+        lines = [f"bastille {self.version}. Targets available to {ctx.user.name}:"]
+        lines += [f"  {t.name:<16} {t.description}".rstrip() for t in targets] or ["  (none)"]
+        lines += ["", "Connect:   ssh -t USER@BASTION TARGET",
+                  "Run:       ssh USER@BASTION TARGET -- COMMAND",
+                  "Transfer:  scp FILE USER+TARGET@BASTION:PATH   (also sftp, rsync -e ssh)"]
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        await self.recorder.start()
+        for target in self.config.targets.values():
+            if target.builtin == "local-shell":
+                local = LocalShellTarget()
+                await local.start()
+                self._builtin_targets[target.name] = local
+        from gateway.ssh.server import BastionServer
+
+        gw = self.config.gateway
+        self._server = await asyncssh.create_server(
+            lambda: BastionServer(self), gw.listen_host, gw.listen_port,
+            server_host_keys=[str(p) for p in gw.host_keys],
+            login_timeout=gw.login_timeout, encoding=None,
+            agent_forwarding=False, x11_forwarding=False, allow_scp=False,
+            keepalive_interval=60, keepalive_count_max=3,
+            server_version=f"bastille_{self.version}",
+            **SERVER_ALGORITHMS,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={
+            "event": "start", "listen": f"{gw.listen_host}:{self.port}",
+            "version": self.version}))
+        log.info("bastille %s listening on %s:%d", self.version, gw.listen_host, self.port)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Start, serve until a stop signal, then drain and finalize."""
+        await self.start()
+        await self.run_started()
+
+    async def run_started(self) -> None:
+        """Serve (after ``start()``) until a stop signal, then drain and finalize."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop)
+            except (NotImplementedError, RuntimeError):
+                pass
+        try:
+            await self._stopping.wait()
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        gw = self.config.gateway
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        log.info("draining %d session(s) for up to %.0f s", len(self._tasks), gw.drain_timeout)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=gw.drain_timeout)
+        for conn in list(self.connections):
+            if conn.ctx is not None:
+                for session in list(conn.ctx.sessions):
+                    session.terminate("the bastion is shutting down")
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5)
+        for conn in list(self.connections):
+            if conn.ctx is not None:
+                conn.ctx.conn.close()
+        await self.recorder.close(timeout=max(5.0, gw.drain_timeout))
+        for local in self._builtin_targets.values():
+            await local.close()
+        self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={"event": "stop"}))
+        self.audit_log.close()

@@ -1,0 +1,284 @@
+"""The ``bastille`` command.
+
+    bastille demo [--port N] [--data DIR] [--write-config DIR]
+    bastille serve -c CONFIG
+    bastille config check -c CONFIG
+    bastille audit [-c CONFIG | --data DIR] [--since WHEN] [--user U] [--kind K] [--json]
+    bastille hash-password
+    bastille sessions list|show, play, export, verify, reindex, keygen   (recordings)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from gateway._version import __version__
+from gateway.errors import ConfigError
+
+EPILOG = """\
+examples:
+  bastille demo                         run a demo appliance on 127.0.0.1:2222
+  ssh -p 2222 -t demo@127.0.0.1 demo    connect to it (password: demo)
+  bastille config check -c /etc/bastille/bastille.toml
+  bastille serve -c /etc/bastille/bastille.toml
+  bastille sessions list --data ~/.local/share/bastille/demo
+"""
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    if getattr(args, "config", None):
+        return Path(args.config)
+    data = getattr(args, "data", None)
+    if data:
+        from gateway.demo import CONFIG_NAME
+
+        candidate = Path(data) / CONFIG_NAME
+        if candidate.exists():
+            return candidate
+        raise SystemExit(f"bastille: no {CONFIG_NAME} in {data} (is it a demo directory?)")
+    env = os.environ.get("BASTILLE_CONFIG")
+    if env:
+        return Path(env)
+    default = Path("/etc/bastille/bastille.toml")
+    if default.exists():
+        return default
+    from gateway.demo import CONFIG_NAME, default_data_dir
+
+    demo = default_data_dir() / CONFIG_NAME
+    if demo.exists():
+        return demo
+    raise SystemExit("bastille: no config: pass -c CONFIG (or --data DIR for a demo directory)")
+
+
+def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from gateway.config import load_config
+
+    try:
+        return load_config(_config_path(args))
+    except ConfigError as exc:
+        print(f"bastille: invalid configuration:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _resolve_recorder(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    return _load(args).recording
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", metavar="CONFIG", help="config file (TOML)")
+    p.add_argument("--data", metavar="DIR", help="a `bastille demo` directory instead of -c")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _load(args)
+    return _serve(config)
+
+
+def _serve(config, banner: str | None = None) -> int:  # type: ignore[no-untyped-def]
+    from gateway.app import GatewayApp
+
+    async def main() -> None:
+        app = GatewayApp(config)
+        try:
+            await app.start()
+        except OSError as exc:
+            print(f"bastille: cannot listen on {config.gateway.listen_host}:"
+                  f"{config.gateway.listen_port}: {exc.strerror or exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        if banner:
+            print(banner.replace("{port}", str(app.port)), flush=True)
+        await app.run_started()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+    from gateway.demo import write_demo_config
+
+    if args.write_config:
+        directory = Path(args.write_config)
+        if (directory / "bastille.toml").exists() and not args.force:
+            print(f"bastille: {directory / 'bastille.toml'} exists (use --force to replace)",
+                  file=sys.stderr)
+            return 1
+        path = write_demo_config(directory, args.port, overwrite=True)
+        print(f"wrote {path} and the keys it needs beside it.\n"
+              f"check it:  bastille config check -c {path}\n"
+              f"run it:    bastille serve -c {path}")
+        return 0
+    from gateway.demo import default_data_dir
+
+    directory = Path(args.data) if args.data else default_data_dir()
+    path = write_demo_config(directory, args.port)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"bastille: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    if config.gateway.listen_port != args.port:
+        path = write_demo_config(directory, args.port, overwrite=True)
+        config = load_config(path)
+    banner = (
+        f"bastille {__version__} demo gateway listening on 127.0.0.1:{{port}}\n"
+        f"  data directory: {directory}\n"
+        f"  recordings:     {config.recording.file_dir}\n"
+        f"  audit log:      {config.audit.file}\n"
+        f"  config:         {path}\n\n"
+        "Connect (password: demo):\n"
+        "  ssh -p {port} -t demo@127.0.0.1 demo\n"
+        "  ssh -p {port} demo@127.0.0.1 demo -- uptime\n"
+        "  scp -P {port} FILE demo+demo@127.0.0.1:/tmp/\n\n"
+        "Then look at what was recorded:\n"
+        f"  bastille sessions list --data {directory}\n"
+        f"  bastille play ID --data {directory}\n\n"
+        "Ctrl-C stops the gateway."
+    )
+    return _serve(config, banner)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+
+    try:
+        config = load_config(_config_path(args))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
+        return 1
+    print(f"{config.path}: OK ({len(config.users)} user(s), {len(config.targets)} target(s), "
+          f"listening on {config.gateway.listen_host}:{config.gateway.listen_port})")
+    return 0
+
+
+def _parse_since(value: str) -> float:
+    from datetime import datetime
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if value and value[-1] in units and value[:-1].isdigit():
+        return time.time() - int(value[:-1]) * units[value[-1]]
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise SystemExit(f"bastille: --since: expected e.g. 2h, 3d or 2026-11-24T10:00, "
+                         f"got {value!r}") from None
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from gateway.audit import read_events
+
+    config = _load(args)
+    since = _parse_since(args.since) if args.since else None
+    if not config.audit.file.exists():
+        print(f"bastille: no audit log yet at {config.audit.file}", file=sys.stderr)
+        return 1
+    for record in read_events(config.audit.file, since=since, user=args.user, kind=args.kind):
+        if args.json:
+            print(json.dumps(record, ensure_ascii=False))
+            continue
+        detail = record.get("detail") or {}
+        extra = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in detail.items())
+        who = record.get("user") or "-"
+        target = record.get("target") or "-"
+        print(f"{record.get('time', '?')}  {record.get('kind', '?'):<22} "
+              f"{record.get('outcome', '?'):<8} {who:<12} {target:<12} "
+              f"{record.get('source', '')}  {extra}".rstrip())
+    return 0
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    from gateway.auth.passwords import hash_password
+
+    if sys.stdin.isatty():
+        first = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != first:
+            print("bastille: the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        first = sys.stdin.readline().rstrip("\n")
+    if not first:
+        print("bastille: empty password", file=sys.stderr)
+        return 1
+    print(hash_password(first))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bastille", description="SSH bastion that relays, records and enforces policy.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"bastille {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="run a demo gateway with a built-in target (no root)",
+                       description="Run a demo gateway on 127.0.0.1 with user demo/demo and a "
+                       "built-in target 'demo' (a local shell), recording to a local directory.")
+    p.add_argument("--port", type=int, default=2222, help="listen port (default 2222)")
+    p.add_argument("--data", metavar="DIR", help="demo directory (default "
+                   "~/.local/share/bastille/demo)")
+    p.add_argument("--write-config", metavar="DIR",
+                   help="write the demo's config and keys to DIR and exit")
+    p.add_argument("--force", action="store_true", help="with --write-config: replace")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("serve", help="run the gateway", description="Run the gateway until "
+                       "SIGTERM/SIGINT; sessions then drain for gateway.drain_timeout.")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("config", help="configuration tools")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    c = csub.add_parser("check", help="validate a config; prints file:line: key: problem")
+    _add_config_args(c)
+    c.set_defaults(func=cmd_config_check)
+
+    p = sub.add_parser("audit", help="read the audit log")
+    _add_config_args(p)
+    p.add_argument("--since", help="e.g. 2h, 3d, 2026-11-24T10:00")
+    p.add_argument("--user", help="only this user")
+    p.add_argument("--kind", help="only this kind (prefix), e.g. login, policy")
+    p.add_argument("--json", action="store_true", help="JSON lines")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("hash-password", help="print an scrypt hash for users.NAME.password_hash "
+                       "(reads the password from the terminal or one line of stdin)")
+    p.set_defaults(func=cmd_hash_password)
+
+    try:
+        from recorder.cli import add_commands
+    except ImportError:  # pragma: no cover - recorder CLI not installed
+        pass
+    else:
+        add_commands(sub, _resolve_recorder)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level if args.command != "demo" else min(level, logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("asyncssh").setLevel(logging.WARNING if args.verbose < 2 else logging.DEBUG)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Exceptions raised by the gateway.
+
+Tree::
+
+    BastilleError
+    ├── ConfigError            a config file is invalid (carries every problem found)
+    ├── AuthError              a user could not be authenticated or authorized
+    ├── TargetError            the bastion could not reach or log into a target
+    │   ├── UnknownTarget      no target of that name (or not visible to the user)
+    │   ├── TargetDenied       the user may not use this target
+    │   ├── TargetUnreachable  connection refused / timed out / DNS failure
+    │   ├── HostKeyMismatch    the target's host key is not the pinned one
+    │   └── TargetAuthFailed   the target refused the bastion's credentials
+    └── ChannelDenied          a forwarding or channel type is refused by policy
+
+Every message of these exceptions is written to be shown to a user: short, no secret,
+no stack trace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class BastilleError(Exception):
+    """Root of every gateway exception."""
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem in a config file: where it is and what is wrong."""
+
+    file: str
+    key: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(BastilleError):
+    """A config file is invalid; ``problems`` lists every problem found."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class AuthError(BastilleError):
+    """Authentication or authorization failed."""
+
+
+class TargetError(BastilleError):
+    """The bastion could not provide the requested target."""
+
+
+class UnknownTarget(TargetError):
+    """No such target (or not visible to this user)."""
+
+
+class TargetDenied(TargetError):
+    """The user is not allowed to use this target."""
+
+
+class TargetUnreachable(TargetError):
+    """The target is down or refusing connections."""
+
+
+class HostKeyMismatch(TargetError):
+    """The target presented a host key that is not pinned."""
+
+
+class TargetAuthFailed(TargetError):
+    """The target rejected the bastion's credentials."""
+
+
+class ChannelDenied(BastilleError):
+    """A channel type or forwarding request is refused."""

@@ -1,0 +1,193 @@
+"""The user-facing SSH server: authentication, and authorization of every channel type.
+
+* Public keys from ``users.NAME.keys``: compared in constant time against every key of
+  the user (no early exit); asyncssh verifies the signature, so an unsigned key offer
+  never authenticates.
+* Passwords (``password_hash``) only from loopback clients unless
+  ``gateway.allow_passwords`` is true (the demo user lives on loopback).
+* Failed attempts are rate-limited per source address and per user name, and audited.
+* Session channels go to :class:`gateway.ssh.session.GatewaySession`. direct-tcpip
+  (``ssh -L``/``-W``) is relayed *through the target* when the target allows it for the
+  user; remote forwarding, X11, tun/tap and Unix sockets are refused with a message.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+
+from gateway.audit import AuditEvent, Kind
+from gateway.auth.passwords import verify_password
+from gateway.config import UserConfig
+from gateway.errors import BastilleError
+from gateway.routing import Login, parse_login
+from gateway.ssh.session import GatewaySession
+
+if TYPE_CHECKING:
+    from gateway.app import GatewayApp
+
+log = logging.getLogger("bastille.server")
+
+_NOBODY = UserConfig(name="")
+
+
+@dataclass
+class ConnContext:
+    """What one authenticated user connection knows about itself."""
+
+    app: GatewayApp
+    conn: asyncssh.SSHServerConnection
+    source: str
+    login: Login
+    user: UserConfig = _NOBODY
+    upstreams: dict[str, Any] = field(default_factory=dict)
+    sessions: set[GatewaySession] = field(default_factory=set)
+
+
+def _is_loopback(addr: str) -> bool:
+    try:
+        return ipaddress.ip_address(addr.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class BastionServer(asyncssh.SSHServer):
+    def __init__(self, app: GatewayApp) -> None:
+        self.app = app
+        self.ctx: ConnContext | None = None
+        self._host = ""
+        self._authenticated = False
+        self._attempted = False
+
+    # ------------------------------------------------------------ connection
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        peer = conn.get_extra_info("peername") or ("?", 0)
+        self._host = str(peer[0])
+        self.ctx = ConnContext(self.app, conn, f"{peer[0]}:{peer[1]}", Login("", None))
+        self.app.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.app.connections.discard(self)
+        ctx = self.ctx
+        if ctx is None:
+            return
+        if not self._authenticated and self._attempted:
+            self.app.limiter.record_failure(self._host, f"user:{ctx.login.user}")
+            self.app.audit(AuditEvent(Kind.LOGIN, "failed", user=ctx.login.user,
+                                      source=ctx.source, detail={"reason": "no accepted key"}))
+        for conn in ctx.upstreams.values():
+            if not isinstance(conn, BaseException):
+                conn.close()
+        ctx.upstreams.clear()
+
+    # ------------------------------------------------------------ authentication
+    def begin_auth(self, username: str) -> bool:
+        assert self.ctx is not None
+        self.ctx.login = parse_login(username)
+        user = self.app.config.users.get(self.ctx.login.user)
+        self.ctx.user = user if user is not None else UserConfig(name=self.ctx.login.user)
+        if self.app.limiter.blocked(self._host, f"user:{self.ctx.login.user}"):
+            self.app.audit(AuditEvent(Kind.LOGIN_RATE_LIMITED, "denied",
+                                      user=self.ctx.login.user, source=self.ctx.source))
+            raise asyncssh.DisconnectError(
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+                "too many failed logins; try again later")
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        assert self.ctx is not None
+        self._attempted = True
+        offered = key.public_data
+        match = False
+        for line in self.app.user_keys(self.ctx.user.name):
+            match |= hmac.compare_digest(line, offered)
+        return match
+
+    def password_auth_supported(self) -> bool:
+        return self.app.config.gateway.allow_passwords or _is_loopback(self._host)
+
+    def validate_password(self, username: str, password: str) -> bool:
+        assert self.ctx is not None
+        user = self.ctx.user
+        ok = verify_password(password, user.password_hash.reveal()) \
+            if user.password_hash is not None else verify_password(password, self.app.dummy_hash)
+        if not ok:
+            self.app.limiter.record_failure(self._host, f"user:{user.name}")
+            self.app.audit(AuditEvent(Kind.LOGIN, "failed", user=user.name,
+                                      source=self.ctx.source, detail={"method": "password"}))
+        return ok
+
+    def auth_completed(self) -> None:
+        assert self.ctx is not None
+        self._authenticated = True
+        self.app.audit(AuditEvent(Kind.LOGIN, "ok", user=self.ctx.user.name,
+                                  source=self.ctx.source,
+                                  target=self.ctx.login.target or ""))
+
+    # ------------------------------------------------------------ channels
+    def session_requested(self) -> GatewaySession:
+        assert self.ctx is not None
+        session = GatewaySession(self.ctx)
+        self.ctx.sessions.add(session)
+        return session
+
+    def _refuse(self, channel: str, message: str) -> asyncssh.ChannelOpenError:
+        assert self.ctx is not None
+        self.app.audit(AuditEvent(Kind.REFUSED, "denied", user=self.ctx.user.name,
+                                  source=self.ctx.source, target=self.ctx.login.target or "",
+                                  detail={"channel": channel, "reason": message}))
+        return asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                                         f"bastille: {message}")
+
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
+                             orig_port: int) -> Any:
+        assert self.ctx is not None
+        ctx = self.ctx
+        where = f"{dest_host}:{dest_port}"
+        if ctx.login.target is None:
+            raise self._refuse("direct-tcpip", "port forwarding needs the USER+TARGET@BASTION "
+                               "login form")
+        try:
+            target = self.app.authorize(ctx, ctx.login.target)
+        except BastilleError as exc:
+            raise self._refuse("direct-tcpip", str(exc)) from None
+        if not target.allow_local_forwarding.allows(ctx.user.name, ctx.user.groups):
+            raise self._refuse("direct-tcpip",
+                               f"port forwarding to {where} is not allowed on {target.name}")
+        self.app.audit(AuditEvent(Kind.FORWARD, "ok", user=ctx.user.name, source=ctx.source,
+                                  target=target.name, detail={"to": where}))
+
+        async def tunnel() -> Any:
+            try:
+                upstream = await self.app.upstream(ctx, target)
+            except BastilleError as exc:
+                raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from None
+            return await ctx.conn.forward_tunneled_connection(upstream, dest_host, dest_port)
+
+        return tunnel()
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        self._refuse("tcpip-forward", "remote port forwarding is not supported by this bastion")
+        return False
+
+    def unix_connection_requested(self, dest_path: str) -> Any:
+        raise self._refuse("direct-streamlocal", "Unix socket forwarding is not allowed")
+
+    def unix_server_requested(self, listen_path: str) -> bool:
+        self._refuse("streamlocal-forward", "Unix socket forwarding is not allowed")
+        return False
+
+    def tun_requested(self, unit: int | None) -> Any:
+        raise self._refuse("tun", "tunnel devices are not allowed")
+
+    def tap_requested(self, unit: int | None) -> Any:
+        raise self._refuse("tap", "tap devices are not allowed")
+

@@ -1,0 +1,151 @@
+"""The bastion's own connection to a target, with credentials only the bastion holds.
+
+Host keys are pinned from the config; ``trust_on_first_use`` targets store the first key
+seen in ``DATA_DIR/known_targets`` and pin it from then on. Every failure becomes a
+:class:`gateway.errors.TargetError` with a short message fit to show the user; the
+credentials themselves never appear in a message or a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+
+from gateway.config import TargetConfig
+from gateway.errors import HostKeyMismatch, TargetAuthFailed, TargetError, TargetUnreachable
+from gateway.ssh.algorithms import CLIENT_ALGORITHMS
+
+log = logging.getLogger("bastille.upstream")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to log into a target (resolved from config or a builtin target)."""
+
+    host: str
+    port: int
+    username: str
+    client_keys: tuple[asyncssh.SSHKey, ...] = ()
+    password: str | None = None
+    host_keys: tuple[asyncssh.SSHKey, ...] = ()
+    trust_on_first_use: bool = False
+    connect_timeout: float = 10.0
+
+    def __repr__(self) -> str:  # never show credentials
+        return f"Endpoint({self.username}@{self.host}:{self.port})"
+
+
+class TofuStore:
+    """``name key`` lines remembered for trust-on-first-use targets (file mode 0600)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def get(self, target: str) -> asyncssh.SSHKey | None:
+        try:
+            for line in self.path.read_text().splitlines():
+                name, _, key = line.partition(" ")
+                if name == target:
+                    return asyncssh.import_public_key(key)
+        except FileNotFoundError:
+            return None
+        return None
+
+    def put(self, target: str, key: asyncssh.SSHKey) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as fh:
+            fh.write(f"{target} {key.export_public_key().decode().strip()}\n")
+
+
+def endpoint_for(target: TargetConfig, tofu: TofuStore) -> Endpoint:
+    """Build the endpoint of a configured (non-builtin) target, loading its secret."""
+    keys: list[asyncssh.SSHKey] = []
+    password = None
+    try:
+        if target.key_file is not None:
+            keys.append(asyncssh.read_private_key(str(target.key_file)))
+        elif target.key_env:
+            keys.append(asyncssh.import_private_key(os.environ[target.key_env]))
+        elif target.password_file is not None:
+            password = target.password_file.read_text().rstrip("\n")
+        elif target.password_env:
+            password = os.environ[target.password_env]
+    except (OSError, KeyError, asyncssh.KeyImportError) as exc:
+        log.error("target %s: cannot load its credential (%s)", target.name, type(exc).__name__)
+        raise TargetError(f"target {target.name} is misconfigured on the bastion "
+                          "(its credential cannot be loaded); tell an administrator") from None
+    pinned = [asyncssh.import_public_key(k) for k in target.host_keys]
+    if not pinned and target.trust_on_first_use:
+        known = tofu.get(target.name)
+        if known is not None:
+            pinned.append(known)
+    return Endpoint(
+        host=target.host, port=target.port, username=target.user, client_keys=tuple(keys),
+        password=password, host_keys=tuple(pinned),
+        trust_on_first_use=target.trust_on_first_use and not pinned,
+        connect_timeout=target.connect_timeout,
+    )
+
+
+class _UpstreamClient(asyncssh.SSHClient):
+    """Captures the key a target presented so a mismatch can name its fingerprint."""
+
+    def __init__(self, tofu: bool) -> None:
+        self.tofu = tofu
+        self.presented: asyncssh.SSHKey | None = None
+
+    def validate_host_public_key(self, host: str, addr: str, port: int,
+                                 key: asyncssh.SSHKey) -> bool:
+        self.presented = key
+        return self.tofu
+
+
+async def connect(name: str, ep: Endpoint, tofu: TofuStore | None = None
+                  ) -> asyncssh.SSHClientConnection:
+    """Open the upstream SSH connection; raise a TargetError subclass on failure."""
+    client = _UpstreamClient(ep.trust_on_first_use)
+    try:
+        conn = await asyncio.wait_for(
+            asyncssh.connect(
+                ep.host, ep.port, username=ep.username,
+                client_factory=lambda: client,
+                client_keys=list(ep.client_keys) if ep.client_keys else None,
+                password=ep.password,
+                known_hosts=(list(ep.host_keys), [], []),
+                agent_path=None, config=None, preferred_auth=(
+                    "publickey" if ep.client_keys else "password,keyboard-interactive"),
+                connect_timeout=ep.connect_timeout, login_timeout=ep.connect_timeout,
+                keepalive_interval=30, keepalive_count_max=3,
+                **CLIENT_ALGORITHMS,
+            ),
+            timeout=ep.connect_timeout * 2,
+        )
+    except asyncssh.HostKeyNotVerifiable:
+        seen = client.presented.get_fingerprint() if client.presented else "unknown"
+        raise HostKeyMismatch(
+            f"target {name} presented an unexpected host key ({seen}); "
+            "the connection was refused and the event audited") from None
+    except asyncssh.PermissionDenied:
+        raise TargetAuthFailed(
+            f"target {name} refused the bastion's credentials; tell an administrator") from None
+    except (TimeoutError, asyncio.TimeoutError):
+        raise TargetUnreachable(f"target {name} did not answer in time") from None
+    except (ConnectionRefusedError, socket.gaierror, OSError) as exc:
+        reason = "refused the connection" if isinstance(exc, ConnectionRefusedError) else (
+            "is unreachable" if not isinstance(exc, socket.gaierror) else
+            "has an address that does not resolve")
+        raise TargetUnreachable(f"target {name} {reason}") from None
+    except asyncssh.Error as exc:
+        raise TargetUnreachable(f"target {name} closed the connection: {exc.reason}") from None
+    if ep.trust_on_first_use and tofu is not None and client.presented is not None:
+        tofu.put(name, client.presented)
+        log.warning("target %s: trusted host key %s on first use", name,
+                    client.presented.get_fingerprint())
+    return conn

@@ -1,0 +1,454 @@
+"""Command-line commands for recordings: sessions, play, export, verify, reindex, keygen.
+
+The gateway's ``bastille`` entry point calls :func:`add_commands`. Every command except
+``keygen`` takes ``-c/--config`` or ``--data`` and gets its settings from ``resolve``.
+Exit codes: 0 success, 1 failure (bad recording, verification failed, I/O error),
+2 usage error or unknown session.
+
+A session is named by its id, a unique prefix of it, or the path of a ``.bstl`` file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from recorder import events as ev
+from recorder.errors import FormatError, RecorderError, SinkError
+from recorder.index import Index
+from recorder.reader import Recording
+from recorder.settings import RecorderSettings
+from recorder.sinks.base import Sink
+
+Resolve = Callable[[argparse.Namespace], RecorderSettings]
+_REL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class CliError(Exception):
+    """A user-facing error with an exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def parse_when(text: str, now: float | None = None) -> float:
+    """``2h``/``30m``/``3d``/``1w``/``45s`` ago, or an ISO date/time (naive = local time)."""
+    now = time.time() if now is None else now
+    m = _REL.match(text)
+    if m:
+        return now - float(m.group(1)) * _UNITS[m.group(2)]
+    try:
+        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"invalid time {text!r}: use an ISO date such as 2026-11-24 or 2026-11-24T10:00, "
+            "or a relative age such as 30m, 2h, 3d, 1w"
+        ) from exc
+    return value.timestamp()
+
+
+class _FileSource:
+    """ByteSource over a plain file (``bastille play recording.bstl``)."""
+
+    def __init__(self, path: Path) -> None:
+        self._f = open(path, "rb")  # closed with the process
+        self._size = os.fstat(self._f.fileno()).st_size
+
+    def size(self) -> int:
+        return self._size
+
+    def read(self, offset: int, length: int) -> bytes:
+        self._f.seek(offset)
+        return self._f.read(max(0, min(length, self._size - offset)))
+
+
+class _Ctx:
+    def __init__(self, settings: RecorderSettings) -> None:
+        self.settings = settings
+        self._sink: Sink | None = None
+        self._index: Index | None = None
+
+    @property
+    def sink(self) -> Sink:
+        if self._sink is None:
+            from recorder.service import open_sink
+
+            self._sink = open_sink(self.settings)
+        return self._sink
+
+    @property
+    def index(self) -> Index:
+        if self._index is None:
+            self._index = Index(self.settings.data_dir / "index.sqlite3")
+        return self._index
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+        if self._sink is not None:
+            self._sink.close()
+
+    def resolve_name(self, ident: str) -> str:
+        """Sink name of a session id / unique prefix (index first, then the sink's names)."""
+        row = self.index.get(ident)
+        if row is not None:
+            return row.name
+        rows = self.index.find(ident)
+        if len(rows) == 1:
+            return rows[0].name
+        if len(rows) > 1:
+            ids = ", ".join(r.id for r in rows)
+            raise CliError(f"session id prefix {ident!r} is ambiguous: {ids}", 2)
+        names = [n for n in self.sink.names() if Path(n).name.startswith(ident)]
+        if len(names) == 1:
+            return names[0]
+        if len(names) > 1:
+            raise CliError(f"session id prefix {ident!r} is ambiguous", 2)
+        raise CliError(f"no session {ident!r} (see `bastille sessions list`)", 2)
+
+    def open(self, ident: str) -> Recording:
+        path = Path(ident)
+        try:
+            if ident.endswith(".bstl") and path.is_file():
+                return Recording(_FileSource(path), str(path))
+            return Recording.from_sink(self.sink, self.resolve_name(ident))
+        except FormatError as exc:
+            raise CliError(f"{ident}: malformed recording: {exc}") from exc
+        except SinkError as exc:
+            raise CliError(f"{ident}: {exc}") from exc
+
+
+def _fmt_time(t: float | None) -> str:
+    if not t:
+        return "-"
+    return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _run(resolve: Resolve, fn: Callable[[_Ctx, argparse.Namespace], int]) -> Callable[..., int]:
+    def runner(args: argparse.Namespace) -> int:
+        try:
+            settings = resolve(args)
+        except (RecorderError, OSError, ValueError) as exc:
+            print(f"bastille: error: {exc}", file=sys.stderr)
+            return 2
+        ctx = _Ctx(settings)
+        try:
+            return fn(ctx, args)
+        except CliError as exc:
+            print(f"bastille: error: {exc}", file=sys.stderr)
+            return exc.code
+        except RecorderError as exc:
+            print(f"bastille: error: {exc}", file=sys.stderr)
+            return 1
+        except BrokenPipeError:
+            return 0
+        finally:
+            ctx.close()
+
+    return runner
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def _cmd_list(ctx: _Ctx, a: argparse.Namespace) -> int:
+    rows = ctx.index.list_sessions(
+        user=a.user, target=a.target, since=a.since, until=a.until, text=a.text, limit=a.limit
+    )
+    if a.json:
+        print(json.dumps([r.to_json() for r in rows], indent=2))
+        return 0
+    if not rows:
+        print("no sessions", file=sys.stderr)
+        return 0
+    print(
+        f"{'ID':28} {'START':19} {'DUR':>8} {'USER':12} {'TARGET':16} {'KIND':6} {'STATUS':9} CMDS"
+    )
+    for r in rows:
+        dur = f"{(r.end - r.start):.0f}s" if r.end else "-"
+        print(
+            f"{r.id:28} {_fmt_time(r.start):19} {dur:>8} {r.user[:12]:12} "
+            f"{r.target[:16]:16} {r.kind[:6]:6} {r.status:9} {r.commands}"
+        )
+    return 0
+
+
+def _cmd_show(ctx: _Ctx, a: argparse.Namespace) -> int:
+    rec = ctx.open(a.id)
+    h = rec.header
+    notable: list[dict[str, Any]] = []
+    for e in rec.events():
+        if e.type in ev.JSON_TYPES and e.type != ev.EXIT:
+            notable.append({"time": round(e.time, 3), "type": e.name, **e.fields()})
+    info = {
+        "session_id": rec.session_id,
+        "name": rec.name,
+        "status": rec.status,
+        "header": h,
+        "duration": rec.duration,
+        "trailer": {k: v for k, v in (rec.trailer or {}).items() if k != "parts"},
+        "signed": rec.signature is not None,
+        "problems": rec.problems,
+        "events": notable,
+    }
+    if a.json:
+        print(json.dumps(info, indent=2, ensure_ascii=False))
+        return 0 if rec.status == "ended" else 1
+    print(f"session   {rec.session_id}")
+    print(
+        f"user      {h.get('user')}  ->  target {h.get('target')} ({h.get('protocol')}, "
+        f"{h.get('kind')})"
+    )
+    print(f"client    {h.get('client_addr')}")
+    print(f"started   {_fmt_time(rec.start_time)}   duration {rec.duration:.1f}s")
+    if h.get("command"):
+        print(f"command   {h.get('command')}")
+    tr = rec.trailer or {}
+    print(
+        f"status    {rec.status}   exit {tr.get('exit_status', '-')}   "
+        f"signed {'yes' if rec.signature else 'no'}   stored as {rec.name}"
+    )
+    for p in rec.problems:
+        print(f"problem   {p}")
+    for item in notable:
+        t, typ = item.pop("time"), item.pop("type")
+        text = item.get("text") or item.get("command") or item.get("path") or ""
+        extra = {k: v for k, v in item.items() if k not in ("text",) and v not in (None, "")}
+        print(f"  {t:9.3f}s  {typ:13} {text}  {json.dumps(extra, ensure_ascii=False)}")
+    return 0 if rec.status == "ended" else 1
+
+
+def _cmd_play(ctx: _Ctx, a: argparse.Namespace) -> int:
+    from recorder.replay import play
+
+    rec = ctx.open(a.id)
+    speed = 0.0 if a.no_wait else a.speed
+    play(rec, sys.stdout.buffer, speed=speed, max_idle=a.max_idle)
+    for p in rec.problems:
+        print(f"\r\nbastille: warning: {p}", file=sys.stderr)
+    return 0
+
+
+def _cmd_export(ctx: _Ctx, a: argparse.Namespace) -> int:
+    from recorder.export import export_asciicast
+
+    rec = ctx.open(a.id)
+    if a.output == "-":
+        n = export_asciicast(rec, sys.stdout, include_input=a.input)
+    else:
+        tmp = Path(a.output + ".tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                n = export_asciicast(rec, f, include_input=a.input)
+            os.replace(tmp, a.output)
+        except OSError as exc:
+            raise CliError(f"cannot write {a.output}: {exc.strerror}") from exc
+        print(f"wrote {n} events to {a.output}", file=sys.stderr)
+    for p in rec.problems:
+        print(f"bastille: warning: {p}", file=sys.stderr)
+    return 0
+
+
+def _cmd_verify(ctx: _Ctx, a: argparse.Namespace) -> int:
+    from recorder.signing import load_public_key
+    from recorder.verify import VerifyReport, verify_recording, verify_source
+
+    trusted: list[bytes] | None = None
+    keys = list(a.public_key or [])
+    if not keys and ctx.settings.signing_key is not None:
+        keys = [ctx.settings.signing_key]
+    if keys:
+        trusted = [load_public_key(Path(k)) for k in keys]
+    if a.all:
+        names = ctx.sink.names()
+    elif a.id:
+        names = [a.id]
+    else:
+        raise CliError("give a session id or --all", 2)
+    reports: list[VerifyReport] = []
+    for ident in names:
+        if not a.all and ident.endswith(".bstl") and Path(ident).is_file():
+            src = _FileSource(Path(ident))
+            rep = verify_source(src, ident, trusted=trusted, require_signature=a.require_signature)
+        else:
+            name = ident if a.all else ctx.resolve_name(ident)
+            rep = verify_recording(
+                ctx.sink, name, trusted=trusted, require_signature=a.require_signature
+            )
+        reports.append(rep)
+    if a.json:
+        print(json.dumps([r.__dict__ for r in reports], indent=2))
+    else:
+        for r in reports:
+            label = r.session_id or r.name
+            where = ""
+            if r.first_bad_chunk is not None:
+                where = f" (first bad chunk: {r.first_bad_chunk})"
+            print(f"{'OK  ' if r.ok else 'FAIL'} {label}: {r.status}: {r.message}{where}")
+        if a.all:
+            bad = sum(not r.ok for r in reports)
+            print(f"{len(reports)} recordings, {bad} failed", file=sys.stderr)
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def _cmd_reindex(ctx: _Ctx, a: argparse.Namespace) -> int:
+    from recorder.postprocess import reindex
+
+    def progress(name: str, status: str) -> None:
+        if a.verbose:
+            print(f"{name}: {status}", file=sys.stderr)
+
+    count, problems = reindex(
+        ctx.settings, ctx.sink, ctx.index, screen=not a.no_screen, progress=progress
+    )
+    for p in problems:
+        print(f"bastille: warning: {p}", file=sys.stderr)
+    print(f"indexed {count} recordings into {ctx.index.path}")
+    return 0
+
+
+def _cmd_keygen(a: argparse.Namespace) -> int:
+    from recorder.signing import generate
+
+    try:
+        key, pub = generate(Path(a.output))
+    except RecorderError as exc:
+        print(f"bastille: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote private key {key} (mode 0600) and public key {pub}")
+    print(f'set recorder signing_key = "{key}"; verify with --public-key {pub}')
+    return 0
+
+
+# ---------------------------------------------------------------------- parser
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-c", "--config", metavar="PATH", help="gateway configuration file")
+    g.add_argument("--data", metavar="DIR", help="data directory (e.g. of `bastille demo`)")
+
+
+def _when(text: str) -> float:
+    return parse_when(text)
+
+
+def add_commands(sub: argparse._SubParsersAction, resolve: Resolve) -> None:
+    """Register the recording commands on the ``bastille`` sub-parser collection."""
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    sessions = sub.add_parser("sessions", help="list and inspect recorded sessions")
+    ssub = sessions.add_subparsers(dest="sessions_command", metavar="{list,show}")
+    ssub.required = True
+    p = ssub.add_parser(
+        "list",
+        help="list sessions (newest first)",
+        formatter_class=fmt,
+        description="List recorded sessions, newest first, filtered by any combination.",
+        epilog="examples:\n  bastille sessions list --user alice --since 2h\n"
+        "  bastille sessions list --text 'rm -rf' --json",
+    )
+    _common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--user", help="only sessions of this user")
+    p.add_argument("--target", help="only sessions to this target")
+    p.add_argument(
+        "--since",
+        type=_when,
+        metavar="WHEN",
+        help="started at or after WHEN: ISO date/time or age like 30m, 2h, 3d",
+    )
+    p.add_argument("--until", type=_when, metavar="WHEN", help="started before WHEN")
+    p.add_argument(
+        "--text",
+        metavar="QUERY",
+        help="a command or screen text containing QUERY (case-insensitive)",
+    )
+    p.add_argument("--limit", type=int, default=200, help="at most this many (default 200)")
+    p.set_defaults(func=_run(resolve, _cmd_list))
+
+    p = ssub.add_parser("show", help="show one session: header, status, commands, events")
+    _common(p)
+    p.add_argument("id", help="session id, unique prefix, or .bstl file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_run(resolve, _cmd_show))
+
+    p = sub.add_parser(
+        "play",
+        help="replay a session in this terminal",
+        description="Write a session's output to this terminal with its timing.",
+    )
+    _common(p)
+    p.add_argument("id", help="session id, unique prefix, or .bstl file")
+    p.add_argument("--speed", type=float, default=1.0, help="speed factor (0 = no delays)")
+    p.add_argument("--no-wait", action="store_true", help="no delays at all")
+    p.add_argument(
+        "--max-idle",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="cap idle pauses at this many seconds (default 2)",
+    )
+    p.set_defaults(func=_run(resolve, _cmd_play))
+
+    p = sub.add_parser(
+        "export",
+        help="export a session (asciicast v2)",
+        description="Export a session as asciicast v2 for asciinema. Output is decoded as "
+        "UTF-8; invalid bytes become U+FFFD.",
+    )
+    _common(p)
+    p.add_argument("id", help="session id, unique prefix, or .bstl file")
+    p.add_argument("--format", choices=["asciicast"], default="asciicast")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="output file, - for stdout"
+    )
+    p.add_argument("--input", action="store_true", help="include keyboard input ('i' events)")
+    p.set_defaults(func=_run(resolve, _cmd_export))
+
+    p = sub.add_parser(
+        "verify",
+        help="check hash chains and signatures",
+        description="Verify recordings: hash chain (names the first bad chunk), trailer, "
+        "and the Ed25519 signature against the configured or given public key. "
+        "Exit 0 only if every recording passed.",
+    )
+    _common(p)
+    p.add_argument("id", nargs="?", help="session id, unique prefix, or .bstl file")
+    p.add_argument("--all", action="store_true", help="every stored recording")
+    p.add_argument(
+        "--public-key",
+        action="append",
+        metavar="PEM",
+        help="trusted public key (repeatable; default: the configured signing key)",
+    )
+    p.add_argument(
+        "--require-signature", action="store_true", help="treat unsigned recordings as failures"
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_run(resolve, _cmd_verify))
+
+    p = sub.add_parser("reindex", help="rebuild the session index from the recordings")
+    _common(p)
+    p.add_argument("--no-screen", action="store_true", help="skip screen text and keyframes (fast)")
+    p.add_argument("-v", "--verbose", action="store_true", help="print each recording")
+    p.set_defaults(func=_run(resolve, _cmd_reindex))
+
+    p = sub.add_parser(
+        "keygen",
+        help="create an Ed25519 key for signing recordings",
+        description="Write an Ed25519 private key (PEM PKCS8, mode 0600) to FILE and its "
+        "public key to FILE.pub. Same as: openssl genpkey -algorithm ed25519 -out FILE",
+    )
+    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.set_defaults(func=_cmd_keygen)

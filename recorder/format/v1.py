@@ -1,0 +1,520 @@
+"""Recording format v1: chunk framing, hash chain, zstd parts, events.
+
+Byte layout (all integers little-endian; full description in ``docs/recording-format.md``)::
+
+    file    := FILE_MAGIC(6) major(1) minor(1) chunk*
+    chunk   := header(44) payload(length) digest(32)
+    header  := CHUNK_MAGIC(4) type(1) flags(1) reserved(2) seq(u32) part(u32)
+               length(u32) raw_len(u32) t_first_us(u64) t_last_us(u64) hcrc(u32)
+    digest  := sha256(prev_digest || header || payload)   (prev of chunk 0: CHAIN_SEED)
+    event   := type(u8) t_us(u64) length(u32) payload      (inside decompressed data)
+
+Chunk 0 is the header chunk (JSON), then data chunks (zstd), then at close a trailer
+(JSON) and optionally a signature chunk (JSON). The payloads of the data chunks of one
+part, concatenated, form one zstd frame; each data chunk ends with a zstd block flush so
+it is decodable as soon as it is written.
+
+Known limits: a damaged data chunk makes the rest of its part (<= ``PART_RAW_BYTES`` of
+events) unreadable, the reader resumes at the next part. Payloads and decoded chunk
+sizes above ``MAX_PAYLOAD``/``MAX_RAW`` are rejected as malformed (bounded memory).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import zstandard
+
+from recorder import events as ev
+from recorder.errors import FormatError
+
+FILE_MAGIC = b"BSTREC"
+VERSION_MAJOR = 1
+VERSION_MINOR = 0
+FILE_HEADER = FILE_MAGIC + bytes([VERSION_MAJOR, VERSION_MINOR])
+
+CHUNK_MAGIC = b"\x89BCK"
+_HDR_BODY = struct.Struct("<4sBBHIIIIQQ")  # 40 bytes, followed by crc32 of these 40 bytes
+_CRC = struct.Struct("<I")
+HEADER_LEN = _HDR_BODY.size + _CRC.size  # 44
+DIGEST_LEN = 32
+CHAIN_SEED = hashlib.sha256(b"bastille recording v1").digest()
+
+EVENT_HDR = struct.Struct("<BQI")  # 13 bytes: type, time (us since start), length
+
+HEADER = 0x48  # "H" JSON session header (chunk 0)
+DATA = 0x44  # "D" zstd-compressed events
+TRAILER = 0x54  # "T" JSON summary written at close
+SIGNATURE = 0x53  # "S" JSON Ed25519 signature over the chain head (the trailer's digest)
+CHUNK_NAMES = {HEADER: "header", DATA: "data", TRAILER: "trailer", SIGNATURE: "signature"}
+
+FRAME_START = 0x01  # this data chunk starts a new zstd frame (a new part)
+FRAME_END = 0x02  # this data chunk ends its zstd frame
+
+MAX_PAYLOAD = 16 * 1024 * 1024  # largest chunk payload a reader accepts
+MAX_RAW = 16 * 1024 * 1024  # largest decoded size of one data chunk a reader accepts
+MAX_EVENT = 1024 * 1024  # writers split output into events of at most this size
+PART_RAW_BYTES = 2 * 1024 * 1024  # writers start a new zstd frame after this much data
+MAX_WINDOW = 1 << 23  # largest zstd window a reader accepts (8 MiB)
+SIGNED_PREFIX = "bastille-recording-v1"
+
+
+def signed_message(session_id: str, trailer_seq: int, head: bytes) -> bytes:
+    """The exact bytes an Ed25519 signature covers (ASCII, one line, no newline)."""
+    return f"{SIGNED_PREFIX} {session_id} {trailer_seq} {head.hex()}".encode()
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def encode_event(etype: int, t_us: int, payload: bytes) -> bytes:
+    """Frame one event (inside the decompressed stream)."""
+    return EVENT_HDR.pack(etype, t_us, len(payload)) + payload
+
+
+class Encoder:
+    """Pure, deterministic producer of v1 bytes for one recording (no I/O, no threads).
+
+    Args:
+        header: JSON-serialisable session header (written as chunk 0).
+        level: zstd level.
+        window_log: zstd window log (17 = 128 KiB window, ~1.3 MiB of compressor memory).
+        part_raw_bytes: start a new zstd frame after this much decoded data.
+    """
+
+    def __init__(
+        self,
+        header: dict[str, Any],
+        *,
+        level: int = 3,
+        window_log: int = 17,
+        part_raw_bytes: int = PART_RAW_BYTES,
+    ) -> None:
+        self.header = header
+        params = zstandard.ZstdCompressionParameters.from_level(level, window_log=window_log)
+        self._cctx = zstandard.ZstdCompressor(compression_params=params)
+        self._cobj: Any = None
+        self._part_raw_bytes = part_raw_bytes
+        self._part_raw = 0
+        self.seq = 0
+        self.part = -1
+        self.offset = 0
+        self.head = CHAIN_SEED
+        self.parts: list[list[int]] = []  # [first data seq, byte offset, t_first_us]
+
+    def _chunk(
+        self,
+        ctype: int,
+        payload: bytes,
+        *,
+        flags: int = 0,
+        part: int = 0,
+        raw_len: int = 0,
+        t_first: int = 0,
+        t_last: int = 0,
+    ) -> bytes:
+        body = _HDR_BODY.pack(
+            CHUNK_MAGIC, ctype, flags, 0, self.seq, part, len(payload), raw_len, t_first, t_last
+        )
+        hdr = body + _CRC.pack(zlib.crc32(body))
+        digest = hashlib.sha256(self.head + hdr + payload).digest()
+        self.head = digest
+        self.seq += 1
+        out = hdr + payload + digest
+        self.offset += len(out)
+        return out
+
+    def begin(self) -> bytes:
+        """File header plus the header chunk."""
+        self.offset = len(FILE_HEADER)
+        return FILE_HEADER + self._chunk(HEADER, ev.dumps(self.header))
+
+    def data(self, raw: bytes, t_first: int, t_last: int, *, final: bool = False) -> bytes:
+        """One data chunk holding ``raw`` (whole encoded events); ends the part if due."""
+        flags = 0
+        if self._cobj is None:
+            self._cobj = self._cctx.compressobj()
+            self.part += 1
+            self._part_raw = 0
+            flags |= FRAME_START
+            self.parts.append([self.seq, self.offset, t_first])
+        self._part_raw += len(raw)
+        payload = self._cobj.compress(raw) if raw else b""
+        if final or self._part_raw >= self._part_raw_bytes:
+            payload += self._cobj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
+            self._cobj = None
+            flags |= FRAME_END
+        else:
+            payload += self._cobj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+        return self._chunk(
+            DATA,
+            payload,
+            flags=flags,
+            part=self.part,
+            raw_len=len(raw),
+            t_first=t_first,
+            t_last=t_last,
+        )
+
+    @property
+    def frame_open(self) -> bool:
+        return self._cobj is not None
+
+    def trailer(self, info: dict[str, Any]) -> bytes:
+        """The trailer chunk (closes an open frame first with an empty final data chunk)."""
+        out = b""
+        if self._cobj is not None:
+            out = self.data(b"", 0, 0, final=True)
+        body = dict(info)
+        body["parts"] = self.parts
+        return out + self._chunk(TRAILER, ev.dumps(body))
+
+    def signature(self, sign: Callable[[bytes], bytes], public_key: bytes, key_id: str) -> bytes:
+        """Signature chunk over the current chain head (call right after ``trailer``)."""
+        import base64
+
+        trailer_seq = self.seq - 1
+        message = signed_message(str(self.header.get("session_id", "")), trailer_seq, self.head)
+        body = {
+            "alg": "Ed25519",
+            "key_id": key_id,
+            "public_key": base64.b64encode(public_key).decode(),
+            "message": message.decode(),
+            "signature": base64.b64encode(sign(message)).decode(),
+        }
+        return self._chunk(SIGNATURE, ev.dumps(body))
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class ByteSource(Protocol):
+    """Random-access bytes of one stored recording."""
+
+    def size(self) -> int: ...
+
+    def read(self, offset: int, length: int) -> bytes: ...
+
+
+class BytesSource:
+    """A recording held in memory."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = bytes(data)
+
+    def size(self) -> int:
+        return len(self._data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self._data[offset : offset + length]
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A chunk whose header CRC and digest were checked."""
+
+    seq: int
+    type: int
+    flags: int
+    part: int
+    offset: int
+    length: int
+    raw_len: int
+    t_first: int
+    t_last: int
+    digest: bytes
+
+    @property
+    def payload_offset(self) -> int:
+        return self.offset + HEADER_LEN
+
+    @property
+    def end(self) -> int:
+        return self.offset + HEADER_LEN + self.length + DIGEST_LEN
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """The first thing wrong with a recording's chunk sequence."""
+
+    chunk: int  # the chunk number expected at that position
+    offset: int
+    kind: str  # "truncated" | "corrupt" | "hash" | "missing" | "trailing" | "version"
+    message: str
+
+
+@dataclass
+class ScanResult:
+    """Outcome of scanning a recording from the start."""
+
+    chunks: list[Chunk] = field(default_factory=list)  # verified chunks, in order
+    problem: Problem | None = None  # first problem (None: intact up to its end)
+    resumed: list[Chunk] = field(default_factory=list)  # chunks found after a damaged region
+    minor: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return any(c.type == TRAILER for c in self.chunks)
+
+
+def _parse_header(hdr: bytes) -> tuple[int, ...] | None:
+    if len(hdr) < HEADER_LEN or hdr[:4] != CHUNK_MAGIC:
+        return None
+    body = hdr[: _HDR_BODY.size]
+    (crc,) = _CRC.unpack_from(hdr, _HDR_BODY.size)
+    if zlib.crc32(body) != crc:
+        return None
+    return _HDR_BODY.unpack(body)[1:]
+
+
+def _check_chunk(src: ByteSource, offset: int, prev: bytes, size: int) -> Chunk | str:
+    """Chunk at ``offset`` or a reason string ("truncated:..." / "corrupt:..." / "hash")."""
+    hdr = src.read(offset, HEADER_LEN)
+    if len(hdr) < HEADER_LEN:
+        return "truncated:recording ends inside a chunk header"
+    fields = _parse_header(hdr)
+    if fields is None:
+        return "corrupt:bad chunk header (magic or checksum)"
+    ctype, flags, _res, seq, part, length, raw_len, t_first, t_last = fields
+    if length > MAX_PAYLOAD or raw_len > MAX_RAW:
+        return f"corrupt:chunk sizes over the limit ({length}/{raw_len} bytes)"
+    end = offset + HEADER_LEN + length + DIGEST_LEN
+    if end > size:
+        return f"truncated:recording ends inside chunk {seq} (needs {end - size} more bytes)"
+    payload = src.read(offset + HEADER_LEN, length)
+    digest = src.read(offset + HEADER_LEN + length, DIGEST_LEN)
+    if len(payload) != length or len(digest) != DIGEST_LEN:
+        return "truncated:short read"
+    if hashlib.sha256(prev + hdr + payload).digest() != digest:
+        return f"hash:{seq}"
+    return Chunk(seq, ctype, flags, part, offset, length, raw_len, t_first, t_last, digest)
+
+
+def scan(src: ByteSource, *, resync: bool = True) -> ScanResult:
+    """Walk the chunk sequence, verifying every header checksum and chain digest.
+
+    Args:
+        src: the recording bytes.
+        resync: after damage, search forward for the next intact chunk (for readers that
+            want to show what survived); verification only needs the first problem.
+
+    Raises:
+        FormatError: not a v1 recording (bad magic or unsupported major version).
+    """
+    size = src.size()
+    head = src.read(0, len(FILE_HEADER))
+    if len(head) < len(FILE_HEADER) or head[:6] != FILE_MAGIC:
+        raise FormatError("not a bastille recording (bad file magic)")
+    if head[6] != VERSION_MAJOR:
+        raise FormatError(f"unsupported recording format version {head[6]}.{head[7]}")
+    result = ScanResult(minor=head[7])
+    offset = len(FILE_HEADER)
+    prev = CHAIN_SEED
+    expected = 0
+    while offset < size:
+        got = _check_chunk(src, offset, prev, size)
+        if isinstance(got, Chunk) and got.seq == expected:
+            result.chunks.append(got)
+            prev = got.digest
+            offset = got.end
+            expected += 1
+            if got.type == SIGNATURE and offset < size:
+                result.problem = Problem(
+                    expected, offset, "trailing", f"unexpected data after the signature at {offset}"
+                )
+                break
+            continue
+        result.problem = _problem(src, offset, prev, size, expected, got)
+        break
+    if result.problem is not None and resync and result.problem.kind != "trailing":
+        result.resumed = _resync(src, result.problem.offset + 1, size)
+    return result
+
+
+def _problem(
+    src: ByteSource, offset: int, prev: bytes, size: int, expected: int, got: Chunk | str
+) -> Problem:
+    if isinstance(got, Chunk):
+        kind = "missing" if got.seq > expected else "reordered"
+        return Problem(
+            expected,
+            offset,
+            "missing",
+            f"chunk {expected} at offset {offset}: found chunk {got.seq} instead "
+            f"({kind}: a chunk was dropped or chunks were reordered)",
+        )
+    reason, _, detail = got.partition(":")
+    if reason == "hash":
+        seq = int(detail)
+        if seq != expected:
+            return Problem(
+                expected,
+                offset,
+                "missing",
+                f"chunk {expected} at offset {offset}: found chunk {seq} instead "
+                "(a chunk was dropped or chunks were reordered)",
+            )
+        return Problem(
+            expected,
+            offset,
+            "hash",
+            f"chunk {expected} at offset {offset}: digest mismatch "
+            "(its bytes or the chain before it were altered)",
+        )
+    if reason == "truncated":
+        msg = f"chunk {expected} at offset {offset}: {detail}"
+        return Problem(expected, offset, "truncated", msg)
+    return Problem(expected, offset, "corrupt", f"chunk {expected} at offset {offset}: {detail}")
+
+
+def _resync(src: ByteSource, start: int, size: int, window: int = 1 << 20) -> list[Chunk]:
+    """Find intact chunks after a damaged region (each checked against the 32 bytes before it)."""
+    found: list[Chunk] = []
+    pos = start
+    while pos < size:
+        buf = src.read(pos, window + len(CHUNK_MAGIC))
+        if not buf:
+            break
+        idx = buf.find(CHUNK_MAGIC)
+        if idx < 0:
+            pos += max(1, len(buf) - len(CHUNK_MAGIC) + 1)
+            continue
+        cand = pos + idx
+        if cand >= DIGEST_LEN + len(FILE_HEADER):
+            prev = src.read(cand - DIGEST_LEN, DIGEST_LEN)
+            got = _check_chunk(src, cand, prev, size)
+            if isinstance(got, Chunk):
+                found.append(got)
+                offset = got.end
+                while offset < size:
+                    nxt = _check_chunk(src, offset, got.digest, size)
+                    if not isinstance(nxt, Chunk) or nxt.seq != got.seq + 1:
+                        break
+                    found.append(nxt)
+                    got = nxt
+                    offset = nxt.end
+                pos = offset
+                if offset >= size:
+                    break
+                continue
+        pos = cand + 1
+    return found
+
+
+def read_json(src: ByteSource, chunk: Chunk) -> dict[str, Any]:
+    """Decode a JSON chunk payload (header, trailer, signature)."""
+    try:
+        value = json.loads(src.read(chunk.payload_offset, chunk.length))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FormatError(f"chunk {chunk.seq}: malformed JSON payload") from exc
+    if not isinstance(value, dict):
+        raise FormatError(f"chunk {chunk.seq}: JSON payload is not an object")
+    return value
+
+
+class _PayloadFeed:
+    """File-like object handing zstd the payloads of consecutive chunks of one part."""
+
+    def __init__(self, src: ByteSource, chunks: list[Chunk]) -> None:
+        self._src = src
+        self._chunks = iter(chunks)
+        self._buf = b""
+
+    def read(self, n: int = -1) -> bytes:
+        while not self._buf:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return b""
+            self._buf = self._src.read(chunk.payload_offset, chunk.length)
+        if n < 0 or n >= len(self._buf):
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+
+def parse_events(raw: bytes, part: int, seq: int) -> list[ev.Event]:
+    """Split a data chunk's decoded bytes into events; FormatError if malformed."""
+    out: list[ev.Event] = []
+    pos = 0
+    n = len(raw)
+    hsize = EVENT_HDR.size
+    while pos < n:
+        if n - pos < hsize:
+            raise FormatError(f"chunk {seq}: truncated event header")
+        etype, t_us, length = EVENT_HDR.unpack_from(raw, pos)
+        pos += hsize
+        if length > n - pos:
+            raise FormatError(f"chunk {seq}: event length {length} past the chunk end")
+        out.append(ev.Event(etype, t_us / 1e6, raw[pos : pos + length], part))
+        pos += length
+    return out
+
+
+def part_runs(chunks: list[Chunk]) -> list[list[Chunk]]:
+    """Group data chunks into decodable runs: each starts at a frame start, seq contiguous."""
+    runs: list[list[Chunk]] = []
+    cur: list[Chunk] | None = None
+    for c in chunks:
+        if c.type != DATA:
+            cur = None
+            continue
+        if c.flags & FRAME_START:
+            cur = [c]
+            runs.append(cur)
+        elif cur is not None and c.part == cur[-1].part and c.seq == cur[-1].seq + 1:
+            cur.append(c)
+        else:
+            cur = None  # continuation of a part whose start was lost
+            continue
+        if c.flags & FRAME_END:
+            cur = None
+    return runs
+
+
+def decode_run(
+    src: ByteSource,
+    run: list[Chunk],
+    on_problem: Callable[[str], None],
+    *,
+    skip_to_seq: int | None = None,
+) -> Iterator[tuple[Chunk, list[ev.Event]]]:
+    """Decode one part; yields (chunk, its events). Stops (reporting) at the first error.
+
+    Memory is bounded: zstd output is read ``raw_len`` bytes at a time (<= MAX_RAW) and the
+    window is capped at MAX_WINDOW, so a decompression bomb cannot allocate more.
+    """
+    dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+    feed: Any = _PayloadFeed(src, run)  # file-like: zstandard only calls read()
+    reader = dctx.stream_reader(feed, read_size=65536, read_across_frames=False)
+    try:
+        for chunk in run:
+            parts: list[bytes] = []
+            got = 0
+            while got < chunk.raw_len:
+                piece = reader.read(min(chunk.raw_len - got, 1 << 20))
+                if not piece:
+                    break
+                parts.append(piece)
+                got += len(piece)
+            if got != chunk.raw_len:
+                on_problem(f"chunk {chunk.seq}: decoded {got} bytes, header says {chunk.raw_len}")
+                return
+            if skip_to_seq is not None and chunk.seq < skip_to_seq:
+                continue
+            try:
+                events = parse_events(b"".join(parts), chunk.part, chunk.seq)
+            except FormatError as exc:
+                on_problem(str(exc))
+                return
+            yield chunk, events
+    except zstandard.ZstdError as exc:
+        on_problem(f"part {run[0].part} (chunk {run[0].seq}): zstd error: {exc}")
+    finally:
+        reader.close()

@@ -1,0 +1,327 @@
+"""SQLite (FTS5) index of sessions, commands and rendered screen text.
+
+One file, ``data_dir/index.sqlite3`` (WAL mode). Updated when sessions open and close
+and when the background screen pass finishes, never per byte. Everything in it can be
+rebuilt from the recordings alone (:func:`recorder.postprocess.reindex`).
+
+Text search uses an FTS5 trigram table (substring matches, case-insensitive) over
+commands and screen lines; queries shorter than three characters fall back to LIKE.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recorder.errors import RecorderError
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY, user TEXT, target TEXT, protocol TEXT, kind TEXT, client TEXT,
+    start REAL, end REAL, exit_status INTEGER, exit_signal TEXT, status TEXT,
+    commands INTEGER DEFAULT 0, policy_events INTEGER DEFAULT 0, name TEXT,
+    signature TEXT, command TEXT, output_bytes INTEGER DEFAULT 0,
+    screen_indexed INTEGER DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS sessions_start ON sessions(start);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user);
+CREATE INDEX IF NOT EXISTS sessions_target ON sessions(target);
+CREATE TABLE IF NOT EXISTS commands (session TEXT, offset REAL, text TEXT, source TEXT);
+CREATE INDEX IF NOT EXISTS commands_session ON commands(session);
+CREATE VIRTUAL TABLE IF NOT EXISTS content USING fts5(
+    text, session UNINDEXED, offset UNINDEXED, kind UNINDEXED, tokenize='trigram'
+);
+"""
+_COLUMNS = (
+    "id, user, target, protocol, kind, client, start, end, exit_status, exit_signal, status, "
+    "commands, policy_events, name, signature, command, output_bytes, screen_indexed"
+)
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    """One session as the index knows it."""
+
+    id: str
+    user: str
+    target: str
+    protocol: str
+    kind: str
+    client: str
+    start: float
+    end: float | None
+    exit_status: int | None
+    exit_signal: str | None
+    status: str  # live | ended | truncated | damaged | failed
+    commands: int
+    policy_events: int
+    name: str
+    signature: str | None  # signed | unsigned | None (unknown yet)
+    command: str | None
+    output_bytes: int
+    screen_indexed: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Index:
+    """Thread-safe handle on the index database (one connection, one lock)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+            )
+            self._db.commit()
+        except sqlite3.Error as exc:
+            raise RecorderError(f"cannot open the session index {self.path}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _write(self, sql: str, params: Sequence[Any] = ()) -> None:
+        with self._lock:
+            try:
+                self._db.execute(sql, params)
+                self._db.commit()
+            except sqlite3.Error as exc:
+                raise RecorderError(f"session index update failed: {exc}") from exc
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise RecorderError(f"session index query failed: {exc}") from exc
+
+    # ------------------------------------------------------------------ updates
+
+    def session_opened(self, header: dict[str, Any], name: str, status: str = "live") -> None:
+        self._write(
+            "INSERT OR REPLACE INTO sessions (id, user, target, protocol, kind, client, start, "
+            "status, name, command) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                str(header.get("session_id", "")),
+                str(header.get("user", "")),
+                str(header.get("target", "")),
+                str(header.get("protocol", "")),
+                str(header.get("kind", "")),
+                str(header.get("client_addr", "")),
+                _float(header.get("start_time")),
+                status,
+                name,
+                header.get("command") if isinstance(header.get("command"), str) else None,
+            ),
+        )
+
+    def session_closed(
+        self,
+        session_id: str,
+        *,
+        end: float | None,
+        exit_status: int | None,
+        exit_signal: str | None,
+        status: str,
+        commands: Iterable[tuple[float, str, str]],
+        policy_events: int,
+        signature: str | None,
+        output_bytes: int,
+    ) -> None:
+        cmds = list(commands)
+        with self._lock:
+            try:
+                self._db.execute(
+                    "UPDATE sessions SET end=?, exit_status=?, exit_signal=?, status=?, "
+                    "commands=?, policy_events=?, signature=?, output_bytes=? WHERE id=?",
+                    (
+                        end,
+                        exit_status if isinstance(exit_status, int) else None,
+                        exit_signal if isinstance(exit_signal, str) else None,
+                        status,
+                        len(cmds),
+                        policy_events,
+                        signature,
+                        output_bytes,
+                        session_id,
+                    ),
+                )
+                self._db.execute("DELETE FROM commands WHERE session=?", (session_id,))
+                self._db.execute(
+                    "DELETE FROM content WHERE session=? AND kind='command'", (session_id,)
+                )
+                self._db.executemany(
+                    "INSERT INTO commands VALUES (?,?,?,?)",
+                    [(session_id, t, text, src) for t, text, src in cmds],
+                )
+                self._db.executemany(
+                    "INSERT INTO content (text, session, offset, kind) VALUES (?,?,?,'command')",
+                    [(text, session_id, t) for t, text, _src in cmds],
+                )
+                self._db.commit()
+            except sqlite3.Error as exc:
+                raise RecorderError(f"session index update failed: {exc}") from exc
+
+    def set_status(self, session_id: str, status: str) -> None:
+        self._write("UPDATE sessions SET status=? WHERE id=?", (status, session_id))
+
+    def set_screen_lines(self, session_id: str, lines: Iterable[tuple[float, str]]) -> None:
+        rows = [(text, session_id, t) for t, text in lines]
+        with self._lock:
+            try:
+                self._db.execute(
+                    "DELETE FROM content WHERE session=? AND kind='screen'", (session_id,)
+                )
+                self._db.executemany(
+                    "INSERT INTO content (text, session, offset, kind) VALUES (?,?,?,'screen')",
+                    rows,
+                )
+                self._db.execute("UPDATE sessions SET screen_indexed=1 WHERE id=?", (session_id,))
+                self._db.commit()
+            except sqlite3.Error as exc:
+                raise RecorderError(f"session index update failed: {exc}") from exc
+
+    def clear(self) -> None:
+        with self._lock:
+            try:
+                self._db.execute("DELETE FROM sessions")
+                self._db.execute("DELETE FROM commands")
+                self._db.execute("DELETE FROM content")
+                self._db.commit()
+            except sqlite3.Error as exc:
+                raise RecorderError(f"session index update failed: {exc}") from exc
+
+    # ------------------------------------------------------------------ queries
+
+    def list_sessions(
+        self,
+        *,
+        user: str | None = None,
+        target: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        text: str | None = None,
+        status: str | None = None,
+        limit: int = 1000,
+    ) -> list[SessionRow]:
+        """Sessions matching every given filter, newest first."""
+        where: list[str] = []
+        params: list[Any] = []
+        if user is not None:
+            where.append("user = ?")
+            params.append(user)
+        if target is not None:
+            where.append("target = ?")
+            params.append(target)
+        if since is not None:
+            where.append("start >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("start < ?")
+            params.append(until)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if text:
+            if len(text) >= 3:
+                where.append("id IN (SELECT session FROM content WHERE content MATCH ?)")
+                params.append('"' + text.replace('"', '""') + '"')
+            else:
+                where.append("id IN (SELECT session FROM content WHERE text LIKE ? ESCAPE '\\')")
+                params.append("%" + _like(text) + "%")
+        sql = f"SELECT {_COLUMNS} FROM sessions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY start DESC, id DESC LIMIT ?"
+        params.append(int(limit))
+        return [_row(r) for r in self._query(sql, params)]
+
+    def get(self, session_id: str) -> SessionRow | None:
+        rows = self._query(f"SELECT {_COLUMNS} FROM sessions WHERE id = ?", (session_id,))
+        return _row(rows[0]) if rows else None
+
+    def find(self, prefix: str) -> list[SessionRow]:
+        """Sessions whose id starts with ``prefix`` (for short ids on the command line)."""
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM sessions WHERE id LIKE ? ESCAPE '\\' LIMIT 10",
+            (_like(prefix) + "%",),
+        )
+        return [_row(r) for r in rows]
+
+    def commands(self, session_id: str) -> list[tuple[float, str, str]]:
+        rows = self._query(
+            "SELECT offset, text, source FROM commands WHERE session=? ORDER BY offset, rowid",
+            (session_id,),
+        )
+        return [(float(t), str(text), str(src)) for t, text, src in rows]
+
+    def matches(self, session_id: str, text: str, limit: int = 50) -> list[tuple[float, str, str]]:
+        """(offset, kind, text) of the commands and screen lines of a session containing text."""
+        if len(text) >= 3:
+            rows = self._query(
+                "SELECT offset, kind, text FROM content WHERE content MATCH ? AND session=? "
+                "ORDER BY offset LIMIT ?",
+                ('"' + text.replace('"', '""') + '"', session_id, limit),
+            )
+        else:
+            rows = self._query(
+                "SELECT offset, kind, text FROM content WHERE text LIKE ? ESCAPE '\\' "
+                "AND session=? ORDER BY offset LIMIT ?",
+                ("%" + _like(text) + "%", session_id, limit),
+            )
+        return [(float(t or 0), str(k), str(x)) for t, k, x in rows]
+
+    def screen_lines(self, session_id: str) -> list[tuple[float, str]]:
+        rows = self._query(
+            "SELECT offset, text FROM content WHERE session=? AND kind='screen' ORDER BY rowid",
+            (session_id,),
+        )
+        return [(float(t or 0), str(x)) for t, x in rows]
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _float(v: object) -> float:
+    try:
+        return float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _row(r: tuple[Any, ...]) -> SessionRow:
+    return SessionRow(
+        id=r[0],
+        user=r[1] or "",
+        target=r[2] or "",
+        protocol=r[3] or "",
+        kind=r[4] or "",
+        client=r[5] or "",
+        start=float(r[6] or 0),
+        end=r[7],
+        exit_status=r[8],
+        exit_signal=r[9],
+        status=r[10] or "",
+        commands=int(r[11] or 0),
+        policy_events=int(r[12] or 0),
+        name=r[13] or "",
+        signature=r[14],
+        command=r[15],
+        output_bytes=int(r[16] or 0),
+        screen_indexed=bool(r[17]),
+    )

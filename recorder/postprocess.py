@@ -1,0 +1,193 @@
+"""Background work after a session closes, and rebuilding the index from recordings.
+
+The post-processor thread builds keyframes and screen text (pyte, slow) for closed
+recordings, off the event loop, one at a time. Its queue is bounded (``QUEUE_CAP``);
+when full a session is skipped and keeps ``screen_indexed = 0`` in the index: the
+player builds keyframes lazily, and ``bastille reindex`` fills the screen text in.
+
+``reindex`` rebuilds the whole index from the sink alone. Run it with the gateway
+stopped: recordings still being written are indexed as "truncated" until they close.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from recorder import events as ev
+from recorder import keyframes
+from recorder.errors import FormatError, RecorderError, SinkError
+from recorder.index import Index
+from recorder.reader import Recording
+from recorder.settings import RecorderSettings
+from recorder.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+QUEUE_CAP = 256  # closed sessions waiting for their screen pass; beyond, reindex catches up
+
+
+def index_recording(
+    index: Index,
+    rec: Recording,
+    *,
+    screen: bool = True,
+    data_dir: Path | None = None,
+    interval: float = 10.0,
+) -> None:
+    """(Re)write everything the index holds about one recording, from the recording."""
+    commands: list[tuple[float, str, str]] = []
+    policy = 0
+    output_bytes = 0
+    exit_status: int | None = None
+    exit_signal: str | None = None
+    last = 0.0
+    for e in rec.events():
+        last = e.time
+        if e.type in (ev.OUTPUT, ev.STDERR):
+            output_bytes += len(e.data)
+        elif e.type == ev.COMMAND:
+            f = e.fields()
+            commands.append((e.time, str(f.get("text", "")), str(f.get("source", ""))))
+        elif e.type in (ev.POLICY, ev.APPROVAL):
+            policy += 1
+        elif e.type == ev.EXIT:
+            f = e.fields()
+            st, sig = f.get("status"), f.get("signal")
+            exit_status = st if isinstance(st, int) and not isinstance(st, bool) else None
+            exit_signal = sig if isinstance(sig, str) else None
+    trailer = rec.trailer or {}
+    end = trailer.get("end_time")
+    if not isinstance(end, int | float) or isinstance(end, bool):
+        end = rec.start_time + last
+    index.session_opened(rec.header, rec.name, status=rec.status)
+    index.session_closed(
+        rec.session_id,
+        end=float(end),
+        exit_status=exit_status,
+        exit_signal=exit_signal,
+        status=rec.status,
+        commands=commands,
+        policy_events=policy,
+        signature="signed" if rec.signature else "unsigned",
+        output_bytes=output_bytes,
+    )
+    if screen:
+        kfi = keyframes.build(rec, interval)
+        index.set_screen_lines(rec.session_id, kfi.lines)
+        if data_dir is not None and rec.finished:
+            try:
+                keyframes.save(data_dir, kfi)
+            except OSError as exc:
+                log.warning("recorder: cannot cache keyframes: %s", exc)
+
+
+def reindex(
+    settings: RecorderSettings,
+    sink: Sink,
+    index: Index,
+    *,
+    screen: bool = True,
+    progress: Callable[[str, str], None] | None = None,
+) -> tuple[int, list[str]]:
+    """Rebuild the index from the sink; returns (recordings indexed, problems)."""
+    index.clear()
+    count = 0
+    problems: list[str] = []
+    for name in sink.names():
+        try:
+            rec = Recording.from_sink(sink, name)
+            index_recording(
+                index,
+                rec,
+                screen=screen,
+                data_dir=settings.data_dir,
+                interval=settings.keyframe_interval,
+            )
+        except (FormatError, SinkError) as exc:
+            problems.append(f"{name}: {exc}")
+            if progress:
+                progress(name, f"skipped: {exc}")
+            continue
+        count += 1
+        for p in rec.problems:
+            problems.append(f"{name}: {p}")
+        if progress:
+            progress(name, rec.status)
+    return count, problems
+
+
+class Postprocessor:
+    """The background thread that runs the screen pass for closed sessions."""
+
+    def __init__(self, settings: RecorderSettings, sink: Sink, index: Index) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.index = index
+        # Bounded: see QUEUE_CAP. Items are (job kind, sink name, session id).
+        self._q: queue.Queue[tuple[str, str, str] | None] = queue.Queue(maxsize=QUEUE_CAP)
+        self._thread = threading.Thread(target=self._run, name="recorder-screen", daemon=True)
+        self._stop = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, name: str, session_id: str) -> bool:
+        """Queue the screen pass of a closed recording; False if the queue is full."""
+        try:
+            self._q.put_nowait(("screen", name, session_id))
+        except queue.Full:
+            log.warning("recorder: screen indexing queue full; %s left for reindex", session_id)
+            return False
+        return True
+
+    def recover_stale(self) -> None:
+        """Re-read sessions a previous process left "live" (it crashed) and fix their rows."""
+        try:
+            stale = self.index.list_sessions(status="live", limit=QUEUE_CAP)
+        except RecorderError as exc:
+            log.warning("recorder: %s", exc)
+            return
+        for row in stale:
+            try:
+                self._q.put_nowait(("stale", row.name, row.id))
+            except queue.Full:
+                break
+
+    def stop(self, timeout: float) -> None:
+        self._stop = True
+        try:
+            self._q.put_nowait(None)
+        except queue.Full:
+            pass
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop:
+            item = self._q.get()
+            if item is None:
+                return
+            kind, name, session_id = item
+            try:
+                rec = Recording.from_sink(self.sink, name)
+                index_recording(
+                    self.index,
+                    rec,
+                    screen=True,
+                    data_dir=self.settings.data_dir,
+                    interval=self.settings.keyframe_interval,
+                )
+            except (FormatError, SinkError) as exc:
+                log.warning("recorder: cannot index %s: %s", name, exc)
+                if kind == "stale":
+                    try:
+                        self.index.set_status(session_id, "damaged")
+                    except RecorderError:
+                        pass
+            except RecorderError as exc:
+                log.warning("recorder: index update for %s failed: %s", name, exc)
+            except Exception:  # keep the thread alive for the next sessions
+                log.exception("recorder: screen pass of %s failed", name)

@@ -1,0 +1,150 @@
+"""Exec sessions and refusals through the gateway, with the real OpenSSH client and sshd."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+
+import pytest
+
+from tests.e2e.conftest import audit_events
+from tests.e2e.rig import TARGET_USER, Rig
+
+pytestmark = pytest.mark.e2e
+
+
+def test_exec_runs_on_target_as_target_user(rig: Rig) -> None:
+    r = rig.ssh("alice", "web1", "--", "id", "-un")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"{TARGET_USER}\n".encode()
+
+
+def test_exec_without_double_dash(rig: Rig) -> None:
+    r = rig.ssh("alice", "web1", "echo", "hello")
+    assert (r.returncode, r.stdout) == (0, b"hello\n")
+
+
+def test_exec_exit_code_and_stderr_exact(rig: Rig) -> None:
+    r = rig.ssh("alice", "web1", "--", "echo out; echo err >&2; exit 7")
+    assert r.returncode == 7
+    assert r.stdout == b"out\n"
+    assert r.stderr == b"err\n"
+
+
+def test_exec_stdin_binary_roundtrip(rig: Rig) -> None:
+    data = os.urandom(3 * 1024 * 1024) + bytes(range(256))
+    r = rig.ssh("alice", "web1", "--", "cat", input=data)
+    assert r.returncode == 0
+    assert hashlib.sha256(r.stdout).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_echo_data_pipe_cat(rig: Rig) -> None:
+    r = rig.ssh("alice", "web1", "--", "cat", input=b"data\n")
+    assert (r.returncode, r.stdout) == (0, b"data\n")
+
+
+def test_plus_form_exec(rig: Rig) -> None:
+    r = rig.ssh("alice+web1", "uname", "-s")
+    assert (r.returncode, r.stdout) == (0, b"Linux\n")
+
+
+def test_exit_signal_passed_through(rig: Rig) -> None:
+    r = rig.ssh("alice", "web1", "--", "kill -TERM $$")
+    # OpenSSH reports a remote signal as exit status 255 with a message
+    assert r.returncode == 255
+    assert b"signal" in r.stderr.lower() or r.returncode != 0
+
+
+def test_exec_is_audited(rig: Rig) -> None:
+    r = rig.ssh("alice", "web1", "--", "echo", "audited-marker-1")
+    assert r.returncode == 0
+    events = audit_events(rig, kind="exec", user="alice", target="web1")
+    assert any(e["detail"]["command"] == "echo audited-marker-1" for e in events)
+    assert audit_events(rig, kind="login", outcome="ok", user="alice")
+
+
+def test_credentials_never_reach_the_user(rig: Rig) -> None:
+    r = rig.ssh("alice", "pwtarget", "--", "echo", "ok")
+    assert (r.returncode, r.stdout) == (0, b"ok\n")
+    secret = os.environ["BASTILLE_T1_PW"].encode()
+    assert secret not in r.stdout + r.stderr
+    assert secret not in (rig.data / "audit.jsonl").read_bytes()
+    assert secret not in rig.gateway.logs().encode()
+
+
+# ------------------------------------------------------------------ refusals
+
+
+def _refused(r: subprocess.CompletedProcess[bytes], text: str) -> None:
+    assert r.returncode != 0
+    assert text in r.stderr.decode(), r.stderr
+
+
+def test_unknown_target(rig: Rig) -> None:
+    _refused(rig.ssh("alice", "nosuch", "--", "true"), "unknown target 'nosuch'")
+
+
+def test_target_not_allowed(rig: Rig) -> None:
+    _refused(rig.ssh("alice", "secret", "--", "true"), "alice is not allowed to use target")
+    _refused(rig.ssh("bob", "web1", "--", "true"), "bob is not allowed to use target 'web1'")
+    assert audit_events(rig, kind="refused", user="bob", target="web1")
+
+
+def test_target_down(rig: Rig) -> None:
+    _refused(rig.ssh("alice", "down", "--", "true"), "target down refused the connection")
+
+
+def test_wrong_host_key_refused_and_audited(rig: Rig) -> None:
+    r = rig.ssh("alice", "wrongkey", "--", "echo", "should-not-run")
+    _refused(r, "target wrongkey presented an unexpected host key (SHA256:")
+    assert b"should-not-run" not in r.stdout
+    assert audit_events(rig, kind="target.host_key_mismatch", target="wrongkey")
+
+
+def test_bad_target_credentials(rig: Rig) -> None:
+    _refused(rig.ssh("alice", "badcreds", "--", "true"),
+             "target badcreds refused the bastion's credentials")
+
+
+def test_unknown_user_and_wrong_key_do_not_authenticate(rig: Rig) -> None:
+    r = rig.ssh("nobody", "web1", "--", "true", key="alice")
+    assert r.returncode == 255 and b"Permission denied" in r.stderr
+    r = rig.ssh("alice", "web1", "--", "true", key="mallory")
+    assert r.returncode == 255 and b"Permission denied" in r.stderr
+
+
+def test_no_target_without_tty_explains(rig: Rig) -> None:
+    r = rig.ssh("alice")
+    _refused(r, "name a target")
+
+
+def test_help_lists_allowed_targets(rig: Rig) -> None:
+    r = rig.ssh("alice", "help")
+    out = r.stderr.decode() + r.stdout.decode()
+    assert "web1" in out and "web frontend" in out
+    assert "secret" not in out
+
+
+def test_local_forwarding_refused_by_default(rig: Rig) -> None:
+    r = rig.ssh("alice+web1", extra=["-W", f"127.0.0.1:{rig.sshd.port}", "-o", "LogLevel=INFO"],
+                input=b"")
+    assert r.returncode != 0
+    assert b"port forwarding to 127.0.0.1" in r.stderr and b"not allowed" in r.stderr
+    assert audit_events(rig, kind="refused", channel="direct-tcpip")
+
+
+def test_local_forwarding_allowed_goes_through_target(rig: Rig) -> None:
+    # -W through the target to the target's own sshd: we read its SSH banner
+    r = rig.ssh("alice+web1fwd", extra=["-W", f"127.0.0.1:{rig.sshd.port}"],
+                input=b"", timeout=20)
+    assert r.stdout.startswith(b"SSH-2.0-OpenSSH"), (r.stdout[:80], r.stderr)
+    assert audit_events(rig, kind="forward", target="web1fwd")
+
+
+def test_remote_forwarding_refused(rig: Rig) -> None:
+    r = rig.ssh("alice+web1", "echo", "still-runs",
+                extra=["-R", "127.0.0.1:0:127.0.0.1:22", "-o", "ExitOnForwardFailure=yes"])
+    assert r.returncode != 0
+    assert b"remote port forwarding failed" in r.stderr.lower() or \
+        b"forwarding" in r.stderr.lower()
