@@ -84,9 +84,10 @@ class GatewayApp:
             raise TargetDenied(f"{ctx.user.name} is not allowed to use target {name!r}")
         return target
 
-    async def upstream(self, ctx: ConnContext, target: TargetConfig) -> asyncssh.SSHClientConnection:
+    async def upstream(self, ctx: ConnContext, target: TargetConfig,
+                       agent_path: str | None = None) -> asyncssh.SSHClientConnection:
         """The connection to ``target`` for this user connection (opened once, shared by
-        its channels)."""
+        its channels). ``agent_path`` forwards the user's agent (caller checked policy)."""
         existing = ctx.upstreams.get(target.name)
         if isinstance(existing, asyncio.Future):
             return await asyncio.shield(existing)
@@ -96,7 +97,8 @@ class GatewayApp:
             asyncio.get_running_loop().create_future()
         ctx.upstreams[target.name] = future
         try:
-            conn = await connect(target.name, self._endpoint(target), self.tofu)
+            conn = await connect(target.name, self._endpoint(target), self.tofu,
+                                 agent_path=agent_path)
         except TargetError as exc:
             ctx.upstreams.pop(target.name, None)
             kind = Kind.HOST_KEY_MISMATCH if isinstance(exc, HostKeyMismatch) else \
@@ -141,7 +143,7 @@ class GatewayApp:
             lambda: BastionServer(self), gw.listen_host, gw.listen_port,
             server_host_keys=[str(p) for p in gw.host_keys],
             login_timeout=gw.login_timeout, encoding=None,
-            agent_forwarding=False, x11_forwarding=False, allow_scp=False,
+            agent_forwarding=True, x11_forwarding=False, allow_scp=False,
             keepalive_interval=60, keepalive_count_max=3,
             server_version=f"bastille_{self.version}",
             **SERVER_ALGORITHMS,

@@ -34,7 +34,7 @@ from recorder.errors import FormatError
 from recorder.reader import Recording
 from recorder.screen import Terminal
 
-BURST_CAP = 128 * 1024  # bytes of output fed to pyte per keyframe interval at most
+BURST_CAP = 64 * 1024  # bytes of output fed to pyte per keyframe interval at most
 MAX_LINES = 100_000  # distinct screen lines kept per session
 _CLEARS = (b"\x1b[2J", b"\x1b[J", b"\x1b[0J", b"\x1bc", b"\x1b[?1049h", b"\x1b[?47h")
 

@@ -313,8 +313,17 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         await self._start_recording(route)
         if self._rec is None:
             return
+        agent = self.chan.get_agent_path()
+        if agent is not None and not target.allow_agent_forwarding.allows(
+                self.ctx.user.name, self.ctx.user.groups):
+            self.app.audit(self._event(Kind.REFUSED, "denied", {"channel": "agent-forwarding"}))
+            self._write_user(_say(f"agent forwarding is not allowed on {target.name}; "
+                                  "continuing without it", self.has_pty), stderr=True)
+            agent = None
+        elif agent is not None:
+            self.app.audit(self._event(Kind.FORWARD, "ok", {"channel": "agent-forwarding"}))
         try:
-            conn = await self.app.upstream(self.ctx, target)
+            conn = await self.app.upstream(self.ctx, target, agent)
         except TargetError as exc:
             self._rec.marker(f"target connection failed: {exc}")
             self._fail(str(exc), 1)

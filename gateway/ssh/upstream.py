@@ -107,9 +107,14 @@ class _UpstreamClient(asyncssh.SSHClient):
         return self.tofu
 
 
-async def connect(name: str, ep: Endpoint, tofu: TofuStore | None = None
-                  ) -> asyncssh.SSHClientConnection:
-    """Open the upstream SSH connection; raise a TargetError subclass on failure."""
+async def connect(name: str, ep: Endpoint, tofu: TofuStore | None = None, *,
+                  agent_path: str | None = None) -> asyncssh.SSHClientConnection:
+    """Open the upstream SSH connection; raise a TargetError subclass on failure.
+
+    ``agent_path``: the user's forwarded agent socket, to forward on to the target (only
+    when the target allows agent forwarding for the user). The bastion never uses the
+    user's agent to authenticate itself.
+    """
     client = _UpstreamClient(ep.trust_on_first_use)
     try:
         conn = await asyncio.wait_for(
@@ -119,7 +124,9 @@ async def connect(name: str, ep: Endpoint, tofu: TofuStore | None = None
                 client_keys=list(ep.client_keys) if ep.client_keys else None,
                 password=ep.password,
                 known_hosts=(list(ep.host_keys), [], []),
-                agent_path=None, config=None, preferred_auth=(
+                agent_path=None, config=None,
+                agent_forwarding=agent_path if agent_path else False,
+                preferred_auth=(
                     "publickey" if ep.client_keys else "password,keyboard-interactive"),
                 connect_timeout=ep.connect_timeout, login_timeout=ep.connect_timeout,
                 keepalive_interval=30, keepalive_count_max=3,

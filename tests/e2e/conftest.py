@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,11 +30,13 @@ pytestmark = pytest.mark.e2e
 
 
 def write_config(root: Path, sshd: Sshd, port: int, *, extra: str = "",
-                 gateway_extra: str = "", recording_extra: str = "") -> Path:
-    keys = {name: keygen(root / f"{name}_key", name) for name in ("alice", "bob", "mallory")
-            if not (root / f"{name}_key").exists()}
-    keys = {name: Path(root / f"{name}_key.pub").read_text().strip()
-            for name in ("alice", "bob", "mallory")}
+                 gateway_extra: str = "", recording_extra: str = "",
+                 name: str = "bastille.toml", data: str = "data") -> Path:
+    for who in ("alice", "bob", "mallory"):
+        if not (root / f"{who}_key").exists():
+            keygen(root / f"{who}_key", who)
+    keys = {who: Path(root / f"{who}_key.pub").read_text().strip()
+            for who in ("alice", "bob", "mallory")}
     if not (root / "gw_host_key").exists():
         keygen(root / "gw_host_key")
     if not (root / "recording.key").exists():
@@ -49,14 +53,16 @@ port = {sshd.port}
 user = "{TARGET_USER}"
 key_file = "target_key"
 host_keys = ["{sshd.host_key_pub}"]"""
-    config = root / "bastille.toml"
+    defaults = {"drain_timeout": '"5s"', "max_auth_failures": "50"}
+    gateway_defaults = "\n".join(f"{k} = {v}" for k, v in defaults.items()
+                                  if f"{k} =" not in gateway_extra)
+    config = root / name
     config.write_text(f"""\
 [gateway]
 listen = "127.0.0.1:{port}"
 host_keys = ["gw_host_key"]
-data_dir = "data"
-drain_timeout = "5s"
-max_auth_failures = 50
+data_dir = "{data}"
+{gateway_defaults}
 {gateway_extra}
 
 [recording]
@@ -80,6 +86,11 @@ groups = ["ops"]
 {target}
 groups = ["ops"]
 allow_local_forwarding = ["alice"]
+
+[targets.web1agent]
+{target}
+groups = ["ops"]
+allow_agent_forwarding = ["group:ops"]
 
 [targets.wrongkey]
 {target.replace(sshd.host_key_pub, other_pub)}
@@ -150,3 +161,27 @@ def audit_events(rig: Rig, **match: Any) -> list[dict[str, Any]]:
         if all(flat.get(k) == v for k, v in match.items()):
             out.append(record)
     return out
+
+
+@pytest.fixture
+def make_gateway(rig: Rig) -> Iterator[Any]:
+    """Start an extra gateway (same keys and target as ``rig``) with config additions."""
+    started: list[Gateway] = []
+
+    def start(**kw: str) -> Rig:
+        port = free_port()
+        tag = f"{os.getpid()}-{time.monotonic_ns()}"
+        config = write_config(rig.root, rig.sshd, port, name=f"extra-{tag}.toml",
+                              data=f"data-{tag}", **kw)
+        gw = Gateway(config, port)
+        gw.start()
+        started.append(gw)
+        known = rig.root / f"known_hosts-{tag}"
+        host_pub = " ".join((rig.root / "gw_host_key.pub").read_text().split()[:2])
+        known.write_text(f"[127.0.0.1]:{port} {host_pub}\n")
+        return Rig(root=rig.root, sshd=rig.sshd, gateway=gw, known_hosts=known, keys=rig.keys,
+                   data_dir=rig.root / f"data-{tag}")
+
+    yield start
+    for gw in started:
+        gw.stop(signal.SIGKILL)

@@ -153,10 +153,11 @@ class Rig:
     gateway: Gateway
     known_hosts: Path
     keys: dict[str, Path] = field(default_factory=dict)
+    data_dir: Path | None = None
 
     @property
     def data(self) -> Path:
-        return self.root / "data"
+        return self.data_dir or self.root / "data"
 
     def ssh_args(self, user: str, *, key: str | None = None, tty: bool = False,
                  extra: Sequence[str] = ()) -> list[str]:
@@ -176,10 +177,10 @@ class Rig:
         return subprocess.run([*self.ssh_args(user, key=key, extra=extra), *command],
                               input=input, capture_output=True, timeout=timeout)
 
-    def scp_args(self) -> list[str]:
+    def scp_args(self, user: str = "alice") -> list[str]:
         return ["-F", "/dev/null", "-P", str(self.gateway.port), "-o",
                 f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-                "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", str(self.keys["alice"])]
+                "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", str(self.keys[user])]
 
     def ssh_command_string(self) -> str:
         """For rsync -e."""

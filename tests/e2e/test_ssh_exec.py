@@ -148,3 +148,32 @@ def test_remote_forwarding_refused(rig: Rig) -> None:
     assert r.returncode != 0
     assert b"remote port forwarding failed" in r.stderr.lower() or \
         b"forwarding" in r.stderr.lower()
+
+
+@pytest.fixture
+def agent(rig: Rig):  # type: ignore[no-untyped-def]
+    out = subprocess.run(["ssh-agent", "-s"], capture_output=True, check=True).stdout.decode()
+    env = dict(os.environ)
+    for part in out.replace("\n", ";").split(";"):
+        if "=" in part and part.strip().startswith("SSH_"):
+            k, v = part.strip().split("=", 1)
+            env[k] = v
+    subprocess.run(["ssh-add", str(rig.keys["bob"])], env=env, check=True, capture_output=True)
+    yield env
+    subprocess.run(["ssh-agent", "-k"], env=env, capture_output=True)
+
+
+def test_agent_forwarding_allowed_by_config(rig: Rig, agent: dict[str, str]) -> None:
+    args = rig.ssh_args("alice", extra=["-A"])
+    r = subprocess.run([*args, "web1agent", "--", "ssh-add", "-l"], env=agent,
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert b"bob" in r.stdout  # the key in alice's local agent, seen from the target
+
+
+def test_agent_forwarding_refused_by_default(rig: Rig, agent: dict[str, str]) -> None:
+    args = rig.ssh_args("alice", extra=["-A"])
+    r = subprocess.run([*args, "web1", "--", "ssh-add -l; echo rc=$?"], env=agent,
+                       capture_output=True, timeout=30)
+    assert b"agent forwarding is not allowed on web1" in r.stderr
+    assert b"bob" not in r.stdout and b"rc=2" in r.stdout  # no agent on the target

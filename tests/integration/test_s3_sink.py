@@ -388,6 +388,13 @@ def test_kill_9_mid_upload_then_recover(
     upload_id = uploads[0]["UploadId"]
     before = s3_client.list_parts(Bucket=bucket, Key="rec/crash/k9.bstl", UploadId=upload_id)
     assert len(before["Parts"]) >= 1
+    (entry,) = [p for p in spool.iterdir() if p.is_dir()]
+    assert entry.stat().st_mode & 0o777 == 0o700
+    assert {f.name: f.stat().st_mode & 0o777 for f in entry.iterdir()} == {
+        "data": 0o600,
+        "state.json": 0o600,
+    }
+    assert (entry / "data").read_bytes() == data  # the flushed bytes survived kill -9
 
     sink = S3Sink(dataclasses.replace(settings, endpoint_url=fault_proxy.url), spool)
     try:

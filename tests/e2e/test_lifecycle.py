@@ -1,0 +1,77 @@
+"""Gateway lifecycle: SIGTERM drain, rate limiting, idle and maximum session time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from tests.e2e.rig import Rig
+
+pytestmark = pytest.mark.e2e
+
+
+def _audit(rig: Rig) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(line) for line in (rig.data / "audit.jsonl").read_text().splitlines()]
+
+
+def test_failed_logins_are_rate_limited_and_audited(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    g: Rig = make_gateway(gateway_extra='max_auth_failures = 3\nauth_failure_window = "1m"')
+    for _ in range(3):
+        r = g.ssh("alice", "web1", "--", "true", key="mallory")
+        assert r.returncode == 255 and b"Permission denied" in r.stderr
+    r = g.ssh("alice", "web1", "--", "echo", "hi")  # the right key, but too late
+    assert r.returncode == 255
+    assert b"too many failed logins" in r.stderr
+    kinds = [e["kind"] for e in _audit(g)]
+    assert kinds.count("login") >= 3 and "login.rate_limited" in kinds
+    failed = [e for e in _audit(g) if e["kind"] == "login" and e["outcome"] == "failed"]
+    assert all(e["user"] == "alice" and e["source"].startswith("127.0.0.1:") for e in failed)
+
+
+def test_sigterm_drains_running_sessions(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    g: Rig = make_gateway()
+    proc = subprocess.Popen([*g.ssh_args("alice"), "web1", "--", "sleep 1; echo drained"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.6)  # the session is running on the target
+    assert g.gateway.proc is not None
+    g.gateway.proc.terminate()
+    out, err = proc.communicate(timeout=20)
+    assert (proc.returncode, out) == (0, b"drained\n"), err
+    assert g.gateway.proc.wait(20) == 0
+    r = g.ssh("alice", "web1", "--", "true")
+    assert r.returncode == 255  # no longer listening
+    events = _audit(g)
+    assert any(e["kind"] == "session.end" and e["detail"].get("exit_status") == 0 for e in events)
+    assert events[-1]["kind"] == "gateway" and events[-1]["detail"]["event"] == "stop"
+
+
+def test_sessions_past_drain_timeout_are_told(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    g: Rig = make_gateway(gateway_extra='drain_timeout = "1s"')
+    proc = subprocess.Popen([*g.ssh_args("alice"), "web1", "--", "sleep 30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.6)
+    assert g.gateway.proc is not None
+    started = time.monotonic()
+    g.gateway.proc.terminate()
+    out, err = proc.communicate(timeout=20)
+    assert b"the bastion is shutting down" in err
+    assert time.monotonic() - started < 15
+    assert g.gateway.proc.wait(20) == 0
+
+
+def test_idle_timeout(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    g: Rig = make_gateway(gateway_extra='idle_timeout = "2s"')
+    started = time.monotonic()
+    r = g.ssh("alice", "web1", "--", "sleep 20", timeout=30)
+    assert b"idle timeout" in r.stderr
+    assert time.monotonic() - started < 10
+
+
+def test_max_session_length(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    g: Rig = make_gateway(gateway_extra='max_session = "2s"')
+    r = g.ssh("alice", "web1", "--", "while true; do echo tick; sleep 0.2; done", timeout=30)
+    assert b"maximum session length reached" in r.stderr
+    assert r.stdout.startswith(b"tick\n")
