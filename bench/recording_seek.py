@@ -33,8 +33,9 @@ def synthetic(minutes: int, seed: int = 1) -> bytes:
     header = SessionHeader("bench0001", "alice", "web1", "ssh", "shell", "127.0.0.1:1", 0.0)
     sink = MemorySink()
     writer = Writer(settings, sink, None)
-    state = SessionState(sink_name(header), header_fields(header, settings, None), settings,
-                         WINDOW_LOG)
+    state = SessionState(
+        sink_name(header), header_fields(header, settings, None), settings, WINDOW_LOG
+    )
     writer.open(state)
     t = 0.0
     n = 0
@@ -68,22 +69,30 @@ def main() -> int:
     a = ap.parse_args()
     t0 = time.perf_counter()
     data = synthetic(a.minutes)
-    print(f"recording: {a.minutes} min, {len(data) / 1e6:.1f} MB stored "
-          f"(generated in {time.perf_counter() - t0:.1f}s)")
+    print(
+        f"recording: {a.minutes} min, {len(data) / 1e6:.1f} MB stored "
+        f"(generated in {time.perf_counter() - t0:.1f}s)"
+    )
     t0 = time.perf_counter()
     rec = Recording.from_bytes(data)
-    print(f"open + verify chunk chain: {(time.perf_counter() - t0) * 1000:.0f} ms "
-          f"({len(rec.chunks)} chunks)")
+    print(
+        f"open + verify chunk chain: {(time.perf_counter() - t0) * 1000:.0f} ms "
+        f"({len(rec.chunks)} chunks)"
+    )
     t0 = time.perf_counter()
     kfi = keyframes.build(rec, interval=10.0)
-    print(f"keyframe build (background pass): {time.perf_counter() - t0:.1f}s, "
-          f"{len(kfi.keyframes)} keyframes, {sum(k.approx for k in kfi.keyframes)} sampled")
+    print(
+        f"keyframe build (background pass): {time.perf_counter() - t0:.1f}s, "
+        f"{len(kfi.keyframes)} keyframes, {sum(k.approx for k in kfi.keyframes)} sampled"
+    )
     with tempfile.TemporaryDirectory() as d:
         keyframes.save(Path(d), kfi)
         size = keyframes.cache_path(Path(d), kfi.session_id).stat().st_size
         t0 = time.perf_counter()
         kfi = keyframes.load_or_build(rec, Path(d))
-        print(f"keyframe cache: {size / 1e6:.2f} MB, load {(time.perf_counter() - t0) * 1000:.0f} ms")
+        print(
+            f"keyframe cache: {size / 1e6:.2f} MB, load {(time.perf_counter() - t0) * 1000:.0f} ms"
+        )
     rnd = random.Random(2)
     times = []
     for _ in range(a.seeks):
@@ -94,8 +103,10 @@ def main() -> int:
     times.sort()
     p50 = statistics.median(times) * 1000
     p95 = times[int(len(times) * 0.95) - 1] * 1000
-    print(f"seek: p50 {p50:.0f} ms, p95 {p95:.0f} ms, max {times[-1] * 1000:.0f} ms "
-          f"over {a.seeks} random seeks (target < 200 ms)")
+    print(
+        f"seek: p50 {p50:.0f} ms, p95 {p95:.0f} ms, max {times[-1] * 1000:.0f} ms "
+        f"over {a.seeks} random seeks (target < 200 ms)"
+    )
     return 0
 
 

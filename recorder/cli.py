@@ -198,6 +198,7 @@ def _cmd_show(ctx: _Ctx, a: argparse.Namespace) -> int:
         "duration": rec.duration,
         "trailer": {k: v for k, v in (rec.trailer or {}).items() if k != "parts"},
         "signed": rec.signature is not None,
+        "signature": rec.signature,
         "problems": rec.problems,
         "events": notable,
     }
@@ -222,8 +223,9 @@ def _cmd_show(ctx: _Ctx, a: argparse.Namespace) -> int:
         print(f"problem   {p}")
     for item in notable:
         t, typ = item.pop("time"), item.pop("type")
-        text = item.get("text") or item.get("command") or item.get("path") or ""
-        extra = {k: v for k, v in item.items() if k not in ("text",) and v not in (None, "")}
+        key = next((k for k in ("text", "command", "path", "kind") if item.get(k)), "")
+        text = str(item.get(key, "")) if key else ""
+        extra = {k: v for k, v in item.items() if k != key and v not in (None, "")}
         print(f"  {t:9.3f}s  {typ:13} {text}  {json.dumps(extra, ensure_ascii=False)}")
     return 0 if rec.status == "ended" else 1
 

@@ -9,8 +9,13 @@ Backlog bound: ``congested`` is true above ``settings.queue_bytes`` of unwritten
 (the relay should ``await wait_writable()``); above twice that the recording fails
 (``RecordingFailed``: under ``on_failure = "terminate"`` the gateway ends the session).
 
-Known limits: a sink that hangs (rather than failing) is not detected by a watchdog; the
-sessions see backpressure instead.
+Stalled storage: a watchdog task fails every open recording when one sink call has
+been blocked for ``stall_timeout`` seconds (default 1.5 s, so that under
+``on_failure = "terminate"`` the gateway can end sessions within 2 s), and
+``open_session`` gives up after ``2 x stall_timeout`` (at least 2 s).
+
+Known limits: one writer thread serves all sessions, so one stalled sink call stalls
+(and, after ``stall_timeout``, fails) every open recording, not only its own.
 """
 
 from __future__ import annotations
@@ -291,10 +296,17 @@ class SessionRecording:
             pass
 
     def _overflow(self) -> None:
-        err = RecordingFailed(
-            f"recording {self.name}: more than {self._hard_cap} bytes not yet written "
-            "(storage too slow or the relay ignores backpressure)"
+        self._fail(
+            RecordingFailed(
+                f"recording {self.name}: more than {self._hard_cap} bytes not yet written "
+                "(storage too slow or the relay ignores backpressure)"
+            )
         )
+
+    def _fail(self, err: RecorderError) -> None:
+        """Fail the recording from the loop thread (the writer drops what is left)."""
+        if self._failed is not None:
+            return
         self._dead = True
         self._s.error = err
         self._s.pending.clear()
@@ -352,6 +364,7 @@ class Recorder:
         *,
         clock: Callable[[], float] = time.time,
         sink: Sink | None = None,
+        stall_timeout: float = 1.5,
     ) -> None:
         self.settings = settings
         self._clock = clock
@@ -361,6 +374,8 @@ class Recorder:
         self._post: Postprocessor | None = None
         self._open: dict[str, SessionRecording] = {}
         self.index: Index = None  # type: ignore[assignment]
+        self.stall_timeout = stall_timeout
+        self._watchdog: asyncio.Task[None] | None = None
 
     @staticmethod
     def new_session_id() -> str:
@@ -398,6 +413,23 @@ class Recorder:
         self._post = Postprocessor(self.settings, sink, self.index)
         self._post.start()
         self._post.recover_stale()
+        self._watchdog = asyncio.create_task(self._watch(), name="recorder-watchdog")
+
+    async def _watch(self) -> None:
+        """Fail every open recording when the storage has been stuck too long."""
+        while True:
+            await asyncio.sleep(min(0.25, self.stall_timeout / 4))
+            writer = self._writer
+            busy = writer.busy_since if writer is not None else None
+            if busy is None or time.monotonic() - busy < self.stall_timeout:
+                continue
+            for rec in list(self._open.values()):
+                rec._fail(
+                    RecordingFailed(
+                        f"recording {rec.name}: storage has not answered for "
+                        f"{time.monotonic() - busy:.1f}s"
+                    )
+                )
 
     async def open_session(self, header: SessionHeader) -> SessionRecording:
         """Start recording a session; returns once its header is durable in the sink.
@@ -414,7 +446,9 @@ class Recorder:
         writer = self._writer
         try:
             fut = writer.call(lambda: writer.open(state))
-            await asyncio.wait_for(asyncio.wrap_future(fut), timeout=10.0)
+            await asyncio.wait_for(
+                asyncio.wrap_future(fut), timeout=max(2.0, 2 * self.stall_timeout)
+            )
         except (SinkError, RecordingFailed) as exc:
             raise RecordingFailed(f"cannot start recording {state.name}: {exc}") from exc
         except TimeoutError as exc:
@@ -456,6 +490,10 @@ class Recorder:
     async def close(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - API contract
         """Finalise every open recording within ``timeout`` seconds, then stop threads."""
         deadline = time.monotonic() + timeout
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.wait([self._watchdog])
+            self._watchdog = None
         recs = list(self._open.values())
         if recs:
             for r in recs:

@@ -105,6 +105,7 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         self._bytes_in = 0
         self._bytes_out = 0
         self._early: list[tuple[bytes, asyncssh.DataType]] = []
+        self._discard_input = False
 
     # ------------------------------------------------------------ channel requests
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
@@ -140,6 +141,8 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
     # ------------------------------------------------------------ user -> target
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         self._last_activity = time.monotonic()
+        if self._discard_input:
+            return
         if self._menu is not None:
             self._menu_input(data)
             return
@@ -264,8 +267,21 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
 
     def _fail(self, message: str, status: int = 1) -> None:
         self._write_user(_say(message, self.has_pty), stderr=True)
-        if self.chan is not None and not self._user_closed.is_set():
-            self.chan.exit(status)
+        self._exit_user(status)
+
+    def _exit_user(self, status: int) -> None:
+        chan = self.chan
+        if chan is None or self._user_closed.is_set():
+            return
+        self._menu = None
+        # a paused channel holds its close until buffered input is delivered: drain it
+        # (input after the end is dropped, since no target is attached any more)
+        self._discard_input = True
+        chan.resume_reading()
+        try:
+            chan.exit(status)
+        except (BrokenPipeError, ConnectionError, OSError):
+            pass
 
     async def _run(self) -> None:
         try:
@@ -292,8 +308,7 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
                 return
             chosen = await self._run_menu()
             if chosen is None:
-                if not self._user_closed.is_set():
-                    self.chan.exit(0)
+                self._exit_user(0)
                 return
             route = Route(target=chosen, command=None)
         try:
@@ -475,16 +490,18 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         chan = self.chan
         if chan is None or self._user_closed.is_set():
             return
-        try:
-            if reason is None and self.exit_signal is not None:
-                sig, core, msg, lang = self.exit_signal
+        if reason is None and self.exit_signal is not None:
+            sig, core, msg, lang = self.exit_signal
+            self._discard_input = True
+            chan.resume_reading()
+            try:
                 chan.exit_with_signal(sig, core, msg, lang)
-            elif reason is None:
-                chan.exit(self.exit_status if self.exit_status is not None else 0)
-            else:
-                chan.exit(255)
-        except (BrokenPipeError, ConnectionError, OSError):
-            pass
+            except (BrokenPipeError, ConnectionError, OSError):
+                pass
+        elif reason is None:
+            self._exit_user(self.exit_status if self.exit_status is not None else 0)
+        else:
+            self._exit_user(255)
 
     async def _finish(self) -> None:
         if self._sftp is not None:

@@ -157,7 +157,7 @@ def audit_events(rig: Rig, **match: Any) -> list[dict[str, Any]]:
     out = []
     for line in path.read_text().splitlines():
         record = json.loads(line)
-        flat = {**record, **record.get("detail", {})}
+        flat = {**record.get("detail", {}), **record}
         if all(flat.get(k) == v for k, v in match.items()):
             out.append(record)
     return out

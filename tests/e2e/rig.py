@@ -198,12 +198,13 @@ class Tmux:
         self.sock = str(root / f"tmux-{os.getpid()}-{time.monotonic_ns()}")
         import shlex
 
+        self.status_file = Path(self.sock + ".status")
+        # the exit status goes to a file (tmux's own pane_dead_status is unreliable when a
+        # client exits quickly); the pane then stays open so its last screen can be read
         cmd = " ".join(shlex.quote(c) for c in command)
-        # keep the pane after exit so the final screen and status can be read
+        wrapped = f"{cmd}; echo $? > {shlex.quote(str(self.status_file))}; sleep 600"
         subprocess.run(["tmux", "-S", self.sock, "new-session", "-d", "-x", str(cols), "-y",
-                        str(rows), cmd], check=True, env={**os.environ, **(env or {})})
-        subprocess.run(["tmux", "-S", self.sock, "set-option", "-g", "remain-on-exit", "on"],
-                       check=True)
+                        str(rows), wrapped], check=True, env={**os.environ, **(env or {})})
 
     def send(self, *keys: str, literal: bool = False) -> None:
         subprocess.run(["tmux", "-S", self.sock, "send-keys", *(["-l"] if literal else []),
@@ -231,18 +232,17 @@ class Tmux:
                         str(rows)], check=True)
 
     def dead_status(self, timeout: float = 15.0) -> int:
+        """Wait for the command to exit; return its exit status."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            out = subprocess.run(["tmux", "-S", self.sock, "display-message", "-p",
-                                  "#{pane_dead} #{pane_dead_status} #{pane_dead_signal}"], capture_output=True)
-            parts = out.stdout.decode().split()
-            if parts and parts[0] == "1":
-                if len(parts) > 1 and parts[1].isdigit():
-                    return int(parts[1])
-                if len(parts) > 2:
-                    raise AssertionError(f"ssh died: {out.stdout!r}\n{self.screen()}")
+            try:
+                text = self.status_file.read_text().strip()
+            except FileNotFoundError:
+                text = ""
+            if text:
+                return int(text)
             time.sleep(0.1)
-        raise AssertionError("the ssh client did not exit")
+        raise AssertionError(f"the ssh client did not exit:\n{self.screen()}")
 
     def close(self) -> None:
         subprocess.run(["tmux", "-S", self.sock, "kill-server"], capture_output=True)

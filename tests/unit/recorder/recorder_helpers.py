@@ -54,21 +54,23 @@ def build_recording(
     settings = settings or RecorderSettings(data_dir=Path("/nonexistent"))
     sink = sink or MemorySink()
     writer = Writer(settings, sink, signer)
-    state = SessionState(sink_name(header), header_fields(header, settings, signer), settings,
-                         WINDOW_LOG)
+    state = SessionState(
+        sink_name(header), header_fields(header, settings, signer), settings, WINDOW_LOG
+    )
     writer.open(state)
     last = 0.0
     for batch in batches:
         for t, etype, data in batch:
-            state.pending.append((etype, int(round(t * 1e6)), data))
+            state.pending.append((etype, round(t * 1e6), data))
             state.enqueued += len(data)
             last = max(last, t)
         state.write_pending(settings.flush_bytes)
     if close:
         from recorder import events as ev
 
-        state.pending.append((ev.EXIT, int(round(last * 1e6)),
-                              ev.dumps({"status": exit_status, "signal": None})))
+        state.pending.append(
+            (ev.EXIT, round(last * 1e6), ev.dumps({"status": exit_status, "signal": None}))
+        )
         writer.finish(state, header.start_time + last, exit_status, None)
         assert state.error is None, state.error
     else:

@@ -93,7 +93,9 @@ def test_sessions_show(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "no session 'nope'" in capsys.readouterr().err
 
 
-def test_play_writes_the_exact_bytes(data: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+def test_play_writes_the_exact_bytes(
+    data: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
     assert _main(["play", "--data", str(data), "cli-one-0001", "--no-wait"]) == 0
     assert capsysbinary.readouterr().out == b"".join(OUTPUT) + b"bye\r\n"
 
@@ -119,8 +121,21 @@ def _name(data: Path, sid: str) -> str:
 @pytest.mark.skipif(shutil.which("asciinema") is None, reason="Debian asciinema not installed")
 def test_export_asciicast_is_accepted_by_asciinema(data: Path, tmp_path: Path) -> None:
     cast = tmp_path / "one.cast"
-    assert _main(["export", "--data", str(data), "cli-one-0001", "--format", "asciicast",
-                  "-o", str(cast)]) == 0
+    assert (
+        _main(
+            [
+                "export",
+                "--data",
+                str(data),
+                "cli-one-0001",
+                "--format",
+                "asciicast",
+                "-o",
+                str(cast),
+            ]
+        )
+        == 0
+    )
     lines = cast.read_text().splitlines()
     header = json.loads(lines[0])
     assert (header["version"], header["width"], header["height"]) == (2, 80, 24)
@@ -147,9 +162,8 @@ def _asciinema_cat(cast: Path) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
             ["asciinema", "cat", str(cast)],
             stdin=slave,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            preexec_fn=ctty,  # noqa: PLW1509 - single-threaded enough for setsid+ioctl
+            capture_output=True,
+            preexec_fn=ctty,
             timeout=30,
             check=False,
         )
@@ -175,7 +189,9 @@ def test_verify_and_tampering(data: Path, capsys: pytest.CaptureFixture[str]) ->
     assert _main(["verify", "--data", str(data), str(path)]) == 1  # a .bstl path works too
 
 
-def test_keygen_sign_and_verify_with_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_keygen_sign_and_verify_with_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     key = tmp_path / "rec.key"
     assert _main(["keygen", "-o", str(key)]) == 0
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
@@ -199,8 +215,10 @@ def test_keygen_sign_and_verify_with_keys(tmp_path: Path, capsys: pytest.Capture
     other = tmp_path / "other.key"
     assert _main(["keygen", "-o", str(other)]) == 0
     capsys.readouterr()
-    assert _main(["verify", "--data", str(data), "signed-0001", "--public-key",
-                  str(other) + ".pub"]) == 1
+    assert (
+        _main(["verify", "--data", str(data), "signed-0001", "--public-key", str(other) + ".pub"])
+        == 1
+    )
     assert "wrong-key" in capsys.readouterr().out
 
 

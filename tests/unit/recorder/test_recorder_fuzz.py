@@ -29,8 +29,16 @@ VALID, _ = build_recording(
 def _read_everything(data: bytes) -> None:
     """Every reader entry point; only FormatError may escape."""
     report = verify_source(v1.BytesSource(data))
-    assert report.status in {"ok", "unsigned", "truncated", "damaged", "bad-signature",
-                             "wrong-key", "missing-signature", "unreadable"}
+    assert report.status in {
+        "ok",
+        "unsigned",
+        "truncated",
+        "damaged",
+        "bad-signature",
+        "wrong-key",
+        "missing-signature",
+        "unreadable",
+    }
     try:
         rec = Recording.from_bytes(data)
     except FormatError:

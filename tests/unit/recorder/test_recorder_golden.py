@@ -87,8 +87,15 @@ def test_reader_decodes_golden_file() -> None:
     assert got[: len(want)] == want
     assert got[-1][1] == ev.EXIT
     assert rec.events().__next__().fields() == {}
-    assert [c.type for c in rec.chunks] == [v1.HEADER, v1.DATA, v1.DATA, v1.DATA, v1.DATA,
-                                            v1.TRAILER, v1.SIGNATURE]
+    assert [c.type for c in rec.chunks] == [
+        v1.HEADER,
+        v1.DATA,
+        v1.DATA,
+        v1.DATA,
+        v1.DATA,
+        v1.TRAILER,
+        v1.SIGNATURE,
+    ]
     assert rec.trailer is not None and rec.trailer["exit_status"] == 0
     report = verify_source(v1.BytesSource((GOLDEN / "v1-basic.bstl").read_bytes()))
     assert report.status == "ok", report.message

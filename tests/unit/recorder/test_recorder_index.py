@@ -7,7 +7,7 @@ from pathlib import Path
 
 from recorder_helpers import FakeClock, make_header, wait_until
 
-from recorder.index import Index
+from recorder.index import Index, SessionRow
 from recorder.postprocess import reindex
 from recorder.service import Recorder
 from recorder.settings import RecorderSettings
@@ -26,8 +26,14 @@ def _record(tmp_path: Path) -> RecorderSettings:
         sessions = [
             ("s-alice-1", "alice", "web1", 0.0, "ls -la", b"total 0\r\nsecret-report.txt\r\n"),
             ("s-bob-1", "bob", "db1", DAY, "psql", b"psql (15.4)\r\npostgres=# "),
-            ("s-alice-2", "alice", "db1", 2 * DAY, "rm -rf /tmp/x",
-             b"\x1b[2J\x1b[Hdeleting files\r\n"),
+            (
+                "s-alice-2",
+                "alice",
+                "db1",
+                2 * DAY,
+                "rm -rf /tmp/x",
+                b"\x1b[2J\x1b[Hdeleting files\r\n",
+            ),
         ]
         for sid, user, target, offset, cmd, out in sessions:
             h = make_header(sid, user=user, target=target, start_time=clock.now + offset)
@@ -47,7 +53,7 @@ def _record(tmp_path: Path) -> RecorderSettings:
     return settings
 
 
-def _ids(rows: list) -> list[str]:  # type: ignore[type-arg]
+def _ids(rows: list[SessionRow]) -> list[str]:
     return sorted(r.id for r in rows)
 
 
@@ -68,7 +74,12 @@ def _check_queries(index: Index) -> None:
     row = index.get("s-alice-1")
     assert row is not None
     assert (row.user, row.target, row.status, row.commands, row.exit_status) == (
-        "alice", "web1", "ended", 1, 0)
+        "alice",
+        "web1",
+        "ended",
+        1,
+        0,
+    )
     assert row.end is not None and abs(row.end - row.start - 2.5) < 1e-6
     assert index.commands("s-alice-1") == [(0.5, "ls -la", "interactive")]
     assert [x[1] for x in index.matches("s-alice-1", "secret")] == ["screen"]

@@ -36,10 +36,12 @@ def _synthetic(minutes: int = 20, seed: int = 7) -> bytes:
                 data = b"\x1b[>4;2m\x1b[" + b"9" * 100 + b"m ok\r\n"  # pyte crash guards
             elif kind < 0.8:
                 cols, rows = rnd.choice([(80, 24), (100, 30), (60, 20)])
-                batch.append((t, ev.RESIZE, cols.to_bytes(2, "little") + rows.to_bytes(2, "little")))
+                batch.append(
+                    (t, ev.RESIZE, cols.to_bytes(2, "little") + rows.to_bytes(2, "little"))
+                )
                 continue
             else:
-                whole = f"\x1b[1;31msplit \u00e9\u00e8\x1b[0m\r\n".encode()
+                whole = "\x1b[1;31msplit \u00e9\u00e8\x1b[0m\r\n".encode()
                 cut = rnd.randint(1, len(whole) - 1)
                 batch.append((t, ev.OUTPUT, whole[:cut]))
                 data = whole[cut:]
@@ -96,8 +98,10 @@ def test_screen_lines_are_collected() -> None:
 def test_bulk_output_is_sampled_and_seek_still_agrees_with_itself() -> None:
     big = b"".join(b"row %07d\r\n" % i for i in range(60_000))  # ~660 KB in one interval
     data, _ = build_recording(
-        [[(1.0, ev.OUTPUT, big[:300_000]), (2.0, ev.OUTPUT, big[300_000:])],
-         [(15.0, ev.OUTPUT, b"after\r\n")]],
+        [
+            [(1.0, ev.OUTPUT, big[:300_000]), (2.0, ev.OUTPUT, big[300_000:])],
+            [(15.0, ev.OUTPUT, b"after\r\n")],
+        ],
         header=make_header("bulk0001"),
     )
     rec = Recording.from_bytes(data)

@@ -44,8 +44,9 @@ def test_roundtrip_output_is_byte_exact(tmp_path: Path) -> None:
     async def main() -> tuple[str, Recorder]:
         r = Recorder(_settings(tmp_path))
         await r.start()
-        s = await r.open_session(make_header(Recorder.new_session_id(), kind="exec",
-                                             command="cat /dev/urandom"))
+        s = await r.open_session(
+            make_header(Recorder.new_session_id(), kind="exec", command="cat /dev/urandom")
+        )
         for i, chunk in enumerate(_chunks(1, 60)):
             s.output(chunk, stream=2 if i % 7 == 0 else 1)
             s.input(chunk[:3])
@@ -56,7 +57,7 @@ def test_roundtrip_output_is_byte_exact(tmp_path: Path) -> None:
         await r.close()
         return s.name, r
 
-    name, r = asyncio.run(main())
+    name, _r = asyncio.run(main())
     data = _chunks(1, 60)
     rec = Recording.from_sink(FileSink(tmp_path / "data" / "recordings"), name)
     assert rec.status == "ended" and rec.problems == []
@@ -250,8 +251,38 @@ def test_signed_recording_and_index_row(tmp_path: Path) -> None:
         row = r.index.get("sig1")
         assert row is not None
         assert (row.status, row.signature, row.commands, row.policy_events) == (
-            "ended", "signed", 1, 1)
+            "ended",
+            "signed",
+            1,
+            1,
+        )
         assert wait_until(lambda: r.index.get("sig1").screen_indexed)  # type: ignore[union-attr]
+        await r.close()
+
+    asyncio.run(main())
+
+
+def test_stalled_storage_fails_recordings_within_two_seconds(tmp_path: Path) -> None:
+    sink = _GatedSink()
+
+    async def main() -> None:
+        r = Recorder(_settings(tmp_path, flush_interval=0.1), sink=sink)
+        await r.start()
+        s = await r.open_session(make_header("stall1"))
+        failed = asyncio.Event()
+        errors: list[RecorderError] = []
+
+        def on_failure(err: RecorderError) -> None:
+            errors.append(err)
+            failed.set()
+
+        s.add_failure_callback(on_failure)
+        sink.gate.clear()  # the storage stops answering (writes block)
+        s.output(b"x" * 1000)
+        await asyncio.wait_for(failed.wait(), 2.0)
+        assert "storage has not answered" in str(errors[0])
+        sink.gate.set()
+        await s.close()
         await r.close()
 
     asyncio.run(main())

@@ -38,9 +38,9 @@ def _chunks(data: bytes) -> list[v1.Chunk]:
     return scan.chunks
 
 
-def _verify(data: bytes, key: Path | None = None, **kw: bool) -> tuple[str, int | None, str]:
+def _verify(data: bytes, key: Path | None = None) -> tuple[str, int | None, str]:
     trusted = [load_public_key(key.with_name(key.name + ".pub"))] if key else None
-    r = verify_source(v1.BytesSource(data), trusted=trusted, **kw)
+    r = verify_source(v1.BytesSource(data), trusted=trusted)
     return r.status, r.first_bad_chunk, r.message
 
 
@@ -87,7 +87,9 @@ def test_truncation_at_chunk_boundary_reports_missing_trailer(signed: bytes) -> 
 def test_reordered_chunks(signed: bytes) -> None:
     cs = _chunks(signed)
     a, b = cs[2], cs[3]
-    data = signed[: a.offset] + signed[b.offset : b.end] + signed[a.offset : a.end] + signed[b.end :]
+    data = (
+        signed[: a.offset] + signed[b.offset : b.end] + signed[a.offset : a.end] + signed[b.end :]
+    )
     status, bad, msg = _verify(data)
     assert (status, bad) == ("damaged", 2), msg
     assert "found chunk 3" in msg
@@ -165,9 +167,22 @@ def test_signature_verifies_with_openssl(signed: bytes, key: Path, tmp_path: Pat
     (tmp_path / "sig").write_bytes(base64.b64decode(body["signature"]))
     pub = key.with_name(key.name + ".pub")
     res = subprocess.run(
-        ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(pub), "-rawin",
-         "-in", str(tmp_path / "msg"), "-sigfile", str(tmp_path / "sig")],
-        capture_output=True, text=True, check=False,
+        [
+            "openssl",
+            "pkeyutl",
+            "-verify",
+            "-pubin",
+            "-inkey",
+            str(pub),
+            "-rawin",
+            "-in",
+            str(tmp_path / "msg"),
+            "-sigfile",
+            str(tmp_path / "sig"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Signature Verified Successfully" in res.stdout

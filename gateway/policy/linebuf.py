@@ -1,0 +1,451 @@
+"""Reconstruct the command line an interactive user is about to run.
+
+One ``LineTracker`` per interactive session. The relay feeds it the target's output
+(``feed_output``, hot path: appends to a bounded buffer and scans for a few mode
+switches with C-speed byte searches) and the user's input (``feed_input``: splits it
+into events so the relay can hold each Enter key). When an Enter is held, the relay
+calls ``current_line`` in a worker thread: it renders only the output since the start
+of the line (capped at ``RENDER_CAP`` bytes) with pyte and reads the line off the
+emulated screen.
+
+Prompt heuristic: the prompt is what the screen shows before the user's first
+keystroke of the line (the output offset of that keystroke is the line's *mark*). The
+line is the text from the end of the prompt to the last non-blank row. If a row after
+the prompt starts with the prompt again (the user typed ahead while a command was
+still running), the last such row is used. If there is no mark (Enter on an
+untouched, possibly pre-filled line, or keys typed ahead in the same input chunk as a
+previous Enter), the last prompt seen is looked for on the cursor's row; if it is not
+found, ``prompt_guessed`` is set and ``raw`` holds the whole row, which the policy
+checks as well.
+
+Waiting for the echo: the relay forwards the bytes before an Enter, then should wait
+until the target echoed them (``output_since_input()`` is True and the output has been
+quiet for ~20 ms, at most ~300 ms) before calling ``current_line``.
+
+Known limits: the emulated screen is not the user's (output before the line is not
+rendered); a shell whose line editor draws suggestions after the cursor (fish, zsh
+autosuggestions) shows text that will not run (it is checked too, so it can only make
+a line stricter, and raises a *mismatch* signal); pyte has no alternate screen, so
+full-screen programs are only detected (``alternate_screen``), not read.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+import pyte
+
+from gateway.policy.keys import KeyLine
+from gateway.policy.sanitize import sanitize, strip_escapes
+
+TAIL_CAP = 64 * 1024  # output kept for line reconstruction; older output never matters
+RENDER_CAP = 32 * 1024  # bytes rendered by pyte per call (~25 ms at pyte's ~1.2 MiB/s)
+MAX_ROWS = 1000  # emulated screen height cap
+MAX_RECORDS = 64  # lines remembered for current_line(line_id): relay holds one at a time
+MAX_SIGNALS = 256  # evasion signals kept until take_signals(); oldest dropped
+
+_ALT_RE = re.compile(rb"\x1b\[\?(?:1049|1047|47)([hl])")
+_INPUT_RE = re.compile(
+    rb"(?P<ps>\x1b\[200~)|(?P<pe>\x1b\[201~)"
+    rb"|(?P<csi>\x1b\[[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e])|(?P<ss3>\x1bO[\x40-\x7e])"
+    rb"|(?P<meta>\x1b[^\x1b])|(?P<esc>\x1b)"
+    rb"|(?P<enter>\r\n?|\n|\x0f)|(?P<ctl>[\x00-\x1f\x7f])|(?P<text>[^\x00-\x1f\x7f\x1b]+)"
+)
+# Only long prefixes are carried: a lone ESC or "ESC [" must reach the target at once.
+_PASTE_PREFIXES = (b"\x1b[200", b"\x1b[201", b"\x1b[20")
+_SEARCH_RE = re.compile(
+    r"^\((?:failed )?(?:reverse-|forward-)?i-search\)`([^']*)': ?(.*)$"
+)
+_GUESS_PROMPT_RE = re.compile(r"^.{0,80}?[$#%>] ")
+
+
+@dataclass(frozen=True)
+class InputEvent:
+    """One piece of user input for the relay.
+
+    Attributes:
+        kind: ``"data"`` (forward ``data`` now) or ``"enter"`` (forward ``data`` now,
+            hold ``enter`` until the policy decides).
+        data: bytes to forward at once.
+        enter: the held Enter bytes (``\\r``, ``\\n``, ``\\r\\n`` or Ctrl-O).
+        in_paste: the Enter is a newline inside a bracketed paste.
+        line_id: pass it to ``current_line`` for this Enter.
+    """
+
+    kind: str
+    data: bytes
+    enter: bytes = b""
+    in_paste: bool = False
+    line_id: int = 0
+
+
+@dataclass(frozen=True)
+class LineSnapshot:
+    """The line the user is about to run, as far as the bastion can see it.
+
+    Attributes:
+        text: the command line (prompt stripped; earlier continuation lines joined
+            with newlines).
+        prompt: the prompt text detected before the line.
+        raw: the whole screen row(s) of the line when the prompt was guessed, else
+            the same as ``text``.
+        typed: the line modelled from the keystrokes alone, when every key was
+            understood and echo was on; else None.
+        continuation: earlier lines of this command were accepted as unfinished.
+        alternate_screen: a full-screen program owns the terminal: the line is not a
+            shell line.
+        echo_off: printable keys were typed but nothing was echoed (password prompt).
+        mismatch: the keys and the echoed line disagree.
+        search: the shell's incremental history search was showing.
+        prompt_guessed: the prompt could not be located by the mark heuristic.
+        hidden_typed: the keystroke model when echo was off (may be a password:
+            never log it; only match rules against it).
+    """
+
+    text: str
+    prompt: str = ""
+    raw: str = ""
+    typed: str | None = None
+    continuation: bool = False
+    alternate_screen: bool = False
+    echo_off: bool = False
+    mismatch: bool = False
+    search: bool = False
+    prompt_guessed: bool = False
+    hidden_typed: str | None = field(default=None, repr=False)
+
+
+@dataclass
+class _Line:
+    id: int
+    mark: int | None
+    keys: KeyLine = field(default_factory=KeyLine)
+
+
+class LineTracker:
+    """Per interactive session: reconstructs the command line at each Enter."""
+
+    def __init__(self, cols: int = 80, rows: int = 24) -> None:
+        """Create a tracker for a terminal of ``cols`` x ``rows``."""
+        self.cols = max(2, int(cols))
+        self.rows = max(2, int(rows))
+        self._lock = threading.Lock()  # feed_* on the loop thread, current_line in a worker
+        self._tail = bytearray()
+        self._base = 0  # stream offset of _tail[0]
+        self._total = 0  # output bytes seen
+        self._carry = b""  # last bytes of output, for mode sequences split across chunks
+        self._alt = False
+        self._in_carry = b""  # partial bracketed-paste marker at the end of input
+        self._in_paste = False
+        self._line: _Line | None = None
+        self._records: OrderedDict[int, _Line] = OrderedDict()
+        self._next_id = 1
+        self._pending: list[str] = []
+        self._prompt = ""
+        self._signals: deque[tuple[str, str]] = deque(maxlen=MAX_SIGNALS)
+        self._last_input_at = 0  # output offset when input was last fed
+
+    # ------------------------------------------------------------------ hot path
+
+    def feed_output(self, data: bytes) -> None:
+        """Record target output (cheap: bounded append plus C-speed scans)."""
+        if not data:
+            return
+        with self._lock:
+            if self._carry:  # a mode sequence may straddle the previous chunk
+                for m in _ALT_RE.finditer(self._carry + data[:8]):
+                    self._set_alt(m.group(1) == b"h")
+            if b"\x1b[?" in data:
+                for m in _ALT_RE.finditer(data):
+                    self._set_alt(m.group(1) == b"h")
+            end = data[-7:]
+            esc = end.rfind(b"\x1b")
+            self._carry = end[esc:] if esc >= 0 else b""
+            self._tail += data
+            self._total += len(data)
+            if len(self._tail) > 2 * TAIL_CAP:
+                cut = len(self._tail) - TAIL_CAP
+                del self._tail[:cut]
+                self._base += cut
+
+    def _set_alt(self, on: bool) -> None:
+        if on and not self._alt:
+            self._signal("alternate_screen", "a full-screen program took the terminal")
+        self._alt = on
+
+    def _signal(self, kind: str, detail: str) -> None:
+        self._signals.append((kind, detail))
+
+    def output_since_input(self) -> bool:
+        """True if the target has sent output since the last input was fed."""
+        return self._total > self._last_input_at
+
+    def take_signals(self) -> list[tuple[str, str]]:
+        """Evasion signals since the last call: ``(kind, detail)``, no secrets."""
+        with self._lock:
+            out = list(self._signals)
+            self._signals.clear()
+            return out
+
+    # ------------------------------------------------------------------ input
+
+    def feed_input(self, data: bytes) -> list[InputEvent]:
+        """Split user input into events; every Enter becomes an ``enter`` event."""
+        with self._lock:
+            return self._feed_input(data)
+
+    def _feed_input(self, data: bytes) -> list[InputEvent]:
+        data = self._in_carry + data
+        self._in_carry = b""
+        for p in _PASTE_PREFIXES:
+            if data.endswith(p) and len(data) > 0:
+                self._in_carry = p
+                data = data[: -len(p)]
+                break
+        events: list[InputEvent] = []
+        self._last_input_at = self._total
+        start = 0
+        entered = False
+        for m in _INPUT_RE.finditer(data):
+            kind = m.lastgroup
+            if self._line is None:
+                self._line = self._new_line(None if entered else self._total)
+            keys = self._line.keys
+            tok = m.group(0)
+            if kind == "ps":
+                self._in_paste = True
+            elif kind == "pe":
+                self._in_paste = False
+            elif kind == "enter":
+                lid = self._line.id
+                events.append(InputEvent("enter", data[start : m.start()], tok,
+                                         self._in_paste, lid))
+                start = m.end()
+                if self._in_paste:
+                    keys.insert("\n")
+                else:
+                    self._records[lid] = self._line
+                    while len(self._records) > MAX_RECORDS:
+                        self._records.popitem(last=False)
+                    self._line = None
+                    entered = True
+            elif kind == "text":
+                keys.insert(tok.decode("utf-8", "replace"))
+            elif kind == "ctl":
+                if self._in_paste and tok in (b"\t",):
+                    keys.insert("\t")
+                elif tok == b"\x03":
+                    self._line = None  # the shell abandons the line and prints a prompt
+                else:
+                    keys.control(tok[0])
+            elif kind in ("csi", "ss3"):
+                keys.escape(tok)
+            else:
+                keys.known = False
+        if start < len(data):
+            events.append(InputEvent("data", data[start:]))
+        return events
+
+    def _new_line(self, mark: int | None) -> _Line:
+        line = _Line(self._next_id, mark)
+        self._next_id += 1
+        self._records[line.id] = line
+        while len(self._records) > MAX_RECORDS:
+            self._records.popitem(last=False)
+        return line
+
+    def resize(self, cols: int, rows: int) -> None:
+        """The user's terminal changed size."""
+        with self._lock:
+            self.cols = max(2, int(cols))
+            self.rows = max(2, int(rows))
+
+    def continue_line(self, text: str) -> None:
+        """The Enter just released left the command unfinished (continuation prompt).
+
+        Args:
+            text: the whole command so far (``LineSnapshot.text``).
+        """
+        with self._lock:
+            self._pending = text.split("\n") if text else [""]
+
+    def end_line(self) -> None:
+        """The command is complete (run or refused): forget continuation lines."""
+        with self._lock:
+            self._pending = []
+
+    # ------------------------------------------------------------------ reading
+
+    def current_line(self, line_id: int | None = None) -> LineSnapshot:
+        """Reconstruct the line for the Enter of ``line_id`` (default: the latest).
+
+        CPU-bound (pyte over at most ``RENDER_CAP`` bytes): run it in a worker thread.
+        Never raises: a rendering failure falls back to the output with escape
+        sequences stripped, and raises a ``render_error`` signal.
+        """
+        with self._lock:
+            if line_id is not None and line_id in self._records:
+                line = self._records[line_id]
+            elif self._line is not None:
+                line = self._line
+            else:
+                line = next(reversed(self._records.values()), None) if self._records else None
+            alt = self._alt
+            tail = bytes(self._tail)
+            base = self._base
+            pending = list(self._pending)
+            cols, rows = self.cols, self.rows
+            learned = self._prompt
+        keys = line.keys if line is not None else KeyLine()
+        mark = line.mark if line is not None else None
+        if alt:
+            return LineSnapshot("", alternate_screen=True,
+                                continuation=bool(pending))
+        try:
+            text, prompt, raw, search, guessed = _render(tail, base, mark, cols, rows, learned)
+        except Exception:  # fail closed: never lose the line because pyte misbehaved
+            self._signal("render_error", "terminal emulation failed; used stripped output")
+            text = _crude_line(tail, base, mark)
+            prompt, raw, search, guessed = "", text, False, True
+        if prompt and not guessed:
+            with self._lock:
+                self._prompt = prompt
+        echo_off = keys.printable > 0 and not text.strip() and not raw.strip()
+        typed: str | None = keys.text if keys.known and not echo_off else None
+        mismatch = False
+        if typed is not None and not search and typed.strip() != text.strip():
+            mismatch = True
+            self._signal("mismatch",
+                         f"typed {len(typed)} characters, the line shows {len(text)}")
+        if echo_off:
+            self._signal("echo_off", "keys typed without echo")
+        if guessed:
+            self._signal("prompt_guessed", "prompt not found by the mark heuristic")
+        if pending:
+            text = "\n".join([*pending, text])
+            raw = "\n".join([*pending, raw])
+            if typed is not None:
+                typed = "\n".join([*pending, typed])
+        return LineSnapshot(
+            text=text,
+            prompt=prompt,
+            raw=raw,
+            typed=typed,
+            continuation=bool(pending),
+            echo_off=echo_off,
+            mismatch=mismatch,
+            search=search,
+            prompt_guessed=guessed,
+            hidden_typed=keys.text if echo_off else None,
+        )
+
+
+# --------------------------------------------------------------------------- render
+
+
+def _screen_rows(screen: pyte.Screen, cols: int) -> list[str]:
+    out = []
+    for y in range(screen.lines):
+        row = screen.buffer[y]
+        out.append("".join(row[x].data for x in range(cols)))
+    return out
+
+
+def _full(row: str, screen: pyte.Screen, y: int, cols: int) -> bool:
+    last = screen.buffer[y][cols - 1].data
+    return last not in (" ",)
+
+
+def _join(screen: pyte.Screen, cols: int, first: int, first_col: int, last: int) -> str:
+    parts: list[str] = []
+    for y in range(first, last + 1):
+        row = screen.buffer[y]
+        x0 = first_col if y == first else 0
+        text = "".join(row[x].data for x in range(x0, cols))
+        if y < last and _full(text, screen, y, cols):
+            parts.append(text)
+        else:
+            parts.append(text.rstrip() + ("\n" if y < last else ""))
+    return "".join(parts).rstrip()
+
+
+def _render(
+    tail: bytes, base: int, mark: int | None, cols: int, rows: int, learned: str
+) -> tuple[str, str, str, bool, bool]:
+    """Render the line; return (text, prompt, raw, search, prompt_guessed)."""
+    end = len(tail)
+    mark_idx = None if mark is None else mark - base
+    if mark_idx is not None and not (0 <= mark_idx <= end):
+        mark_idx = None
+    anchor = mark_idx if mark_idx is not None else end
+    start = tail.rfind(b"\n", max(0, anchor - RENDER_CAP), anchor) + 1
+    if start == 0 and anchor - RENDER_CAP > 0:
+        start = anchor - RENDER_CAP
+    if end - start > 2 * RENDER_CAP:
+        mark_idx = None
+        start = end - RENDER_CAP
+    region = tail[start:]
+    needed = region.count(b"\n") + len(region) // cols + 2
+    height = min(MAX_ROWS, max(rows, needed))
+    screen = pyte.Screen(cols, height)
+    stream = pyte.Stream(screen)
+    if mark_idx is not None:
+        stream.feed(sanitize(region[: mark_idx - start]).decode("utf-8", "replace"))
+        pr, pc = screen.cursor.y, screen.cursor.x
+        stream.feed(sanitize(region[mark_idx - start :]).decode("utf-8", "replace"))
+    else:
+        stream.feed(sanitize(region).decode("utf-8", "replace"))
+        pr, pc = -1, 0
+    cr = screen.cursor.y
+    rows_text = _screen_rows(screen, cols)
+    last = max(cr, max((y for y, t in enumerate(rows_text) if t.strip()), default=0))
+
+    # Incremental history search shows its own prompt on the cursor's row.
+    lstart = cr
+    while lstart > 0 and _full(rows_text[lstart - 1], screen, lstart - 1, cols):
+        lstart -= 1
+    logical = _join(screen, cols, lstart, 0, max(cr, lstart))
+    m = _SEARCH_RE.match(logical)
+    if m:
+        return m.group(2).rstrip(), "", logical, True, False
+
+    if pr >= 0:
+        prompt = rows_text[pr][:pc]
+        # Typed ahead: the prompt was printed again after the mark.
+        if len(prompt.strip()) >= 2:
+            for y in range(last, pr, -1):
+                if rows_text[y].startswith(prompt):
+                    text = _join(screen, cols, y, len(prompt), last)
+                    return text, prompt, text, False, False
+        if pr <= last:
+            text = _join(screen, cols, pr, pc, last)
+            return text, prompt, text, False, False
+    # No usable mark: find the last prompt seen on the cursor's line.
+    raw = _join(screen, cols, lstart, 0, last)
+    if learned.strip():
+        for y in range(last, -1, -1):
+            if rows_text[y].startswith(learned):
+                text = _join(screen, cols, y, len(learned), last)
+                return text, learned, text, False, False
+    g = _GUESS_PROMPT_RE.match(raw)
+    text = raw[g.end() :] if g else raw
+    return text, "", raw, False, True
+
+
+def _crude_line(tail: bytes, base: int, mark: int | None) -> str:
+    """Fallback line: output since the mark, escapes stripped, \\b and \\r applied."""
+    start = 0 if mark is None else max(0, mark - base)
+    data = strip_escapes(tail[start:][-RENDER_CAP:]).decode("utf-8", "replace")
+    line: list[str] = []
+    for ch in data.split("\n")[-1]:
+        if ch == "\b":
+            if line:
+                line.pop()
+        elif ch == "\r":
+            line = []
+        elif ch.isprintable():
+            line.append(ch)
+    return "".join(line).strip()

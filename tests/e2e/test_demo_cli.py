@@ -1,0 +1,130 @@
+"""The embedded default (`bastille demo`) and the CLI, as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.rig import Tmux, free_port, have_tools, wait_port
+
+pytestmark = pytest.mark.e2e
+
+BASTILLE = [sys.executable, "-m", "gateway"]
+
+
+@pytest.fixture
+def demo(tmp_path: Path):  # type: ignore[no-untyped-def]
+    reason = have_tools()
+    if reason:
+        pytest.skip(reason)
+    port = free_port()
+    data = tmp_path / "demo"
+    log = open(tmp_path / "demo.log", "wb")
+    proc = subprocess.Popen([*BASTILLE, "demo", "--port", str(port), "--data", str(data)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    wait_port(port, proc=proc)
+    yield port, data, tmp_path / "demo.log"
+    proc.terminate()
+    proc.wait(20)
+    log.close()
+
+
+def _ssh(port: int, tmp: Path, *args: str, user: str = "demo") -> list[str]:
+    return ["sshpass", "-p", "demo", "ssh", "-F", "/dev/null", "-p", str(port),
+            "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={tmp}/kh",
+            "-o", "PubkeyAuthentication=no", "-o", "LogLevel=ERROR", *args, f"{user}@127.0.0.1"]
+
+
+def test_demo_prints_how_to_connect_and_serves_a_shell(demo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    port, data, log = demo
+    banner = log.read_text()
+    assert f"ssh -p {port} -t demo@127.0.0.1 demo" in banner
+    assert str(data) in banner
+    r = subprocess.run([*_ssh(port, tmp_path, "-T"), "demo", "--", "echo", "hi-from-demo"],
+                       capture_output=True, timeout=30)
+    assert (r.returncode, r.stdout) == (0, b"hi-from-demo\n"), r.stderr
+    t = Tmux(tmp_path, [*_ssh(port, tmp_path, "-tt"), "demo"])
+    try:
+        t.type("export PS1='DEMO$ '\n")
+        t.wait_for("DEMO$ ")
+        t.type("echo demo-$((40+2))\n")
+        t.wait_for("demo-42")
+        t.type("exit\n")
+        assert t.dead_status() == 0
+    finally:
+        t.close()
+    assert (data / "bastille.toml").exists()
+    assert any((data / "data" / "recordings").rglob("*.bstl"))
+    audit = subprocess.run([*BASTILLE, "audit", "--data", str(data), "--kind", "session"],
+                           capture_output=True, timeout=30, text=True)
+    assert audit.returncode == 0 and "session.start" in audit.stdout and " demo " in audit.stdout
+
+
+def test_demo_wrong_password_refused(demo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    port, data, _ = demo
+    args = _ssh(port, tmp_path, "-T", "-o", "NumberOfPasswordPrompts=1")
+    args[2] = "wrong"
+    r = subprocess.run([*args, "demo", "--", "true"], capture_output=True, timeout=30)
+    assert r.returncode == 5  # sshpass: the password was refused
+    audit = (data / "data" / "audit.jsonl").read_text()
+    assert '"kind":"login","outcome":"failed","user":"demo"' in audit
+    assert "wrong" not in audit
+
+
+def test_write_config_then_check_then_serve(tmp_path: Path) -> None:
+    out = tmp_path / "cfg"
+    port = free_port()
+    r = subprocess.run([*BASTILLE, "demo", "--write-config", str(out), "--port", str(port)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and f"bastille serve -c {out / 'bastille.toml'}" in r.stdout
+    assert oct((out / "bastille.toml").stat().st_mode & 0o777) == "0o600"
+    check = subprocess.run([*BASTILLE, "config", "check", "-c", str(out / "bastille.toml")],
+                           capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0 and "OK" in check.stdout
+    again = subprocess.run([*BASTILLE, "demo", "--write-config", str(out)], capture_output=True,
+                           text=True, timeout=30)
+    assert again.returncode == 1 and "exists" in again.stderr
+    proc = subprocess.Popen([*BASTILLE, "serve", "-c", str(out / "bastille.toml")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_port(port, proc=proc)
+        r2 = subprocess.run([*_ssh(port, tmp_path, "-T"), "demo", "--", "echo", "served"],
+                            capture_output=True, timeout=30)
+        assert r2.stdout == b"served\n", r2.stderr
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0
+
+
+def test_config_check_reports_file_key_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[gateway]\nlisten = "nowhere"\nhost_keys = ["missing_key"]\n'
+                   '[targets.web1]\nhost = "x"\nport = "22"\n')
+    r = subprocess.run([*BASTILLE, "config", "check", "-c", str(cfg)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1
+    assert f"{cfg}:2: gateway.listen: expected 'host:port', got 'nowhere'" in r.stderr
+    assert f"{cfg}:6: targets.web1.port: expected an integer, got a string" in r.stderr
+    assert "problem(s) found" in r.stderr
+
+
+def test_serve_with_broken_config_exits_2(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[gateway\n")
+    r = subprocess.run([*BASTILLE, "serve", "-c", str(cfg)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 2 and "not valid TOML" in r.stderr
+
+
+def test_help_is_helpful() -> None:
+    r = subprocess.run([*BASTILLE, "--help"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0
+    for word in ("demo", "serve", "config", "audit", "examples:"):
+        assert word in r.stdout
+    env = {**os.environ, "HOME": "/nonexistent-home"}
+    r = subprocess.run([*BASTILLE, "audit"], capture_output=True, text=True, timeout=30, env=env)
+    assert r.returncode != 0 and "no config" in r.stderr
