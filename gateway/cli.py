@@ -69,6 +69,17 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _resolve_recorder(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """Recorder settings from -c CONFIG, from a demo directory, or from a bare data dir."""
+    data = getattr(args, "data", None)
+    if data and not getattr(args, "config", None):
+        from gateway.demo import CONFIG_NAME
+        from recorder.settings import RecorderSettings
+
+        directory = Path(data)
+        if not (directory / CONFIG_NAME).exists():
+            if not directory.is_dir():
+                raise SystemExit(f"bastille: {directory} is not a directory")
+            return RecorderSettings(data_dir=directory)
     return _load(args).recording
 
 

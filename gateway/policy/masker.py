@@ -1,0 +1,418 @@
+"""Streaming masker for target output: secrets never reach the recording or the user.
+
+``StreamMasker.feed`` works on the *visible* text (escape sequences are set aside, so a
+colour code between two characters of a key does not hide it), across chunk
+boundaries (the last ``CONTEXT`` visible bytes already emitted are kept as context and
+a possible partial match at the end is held back), and replaces every masked
+character with ``*`` characters of the same display width (wide characters become
+``**``), keeping escape sequences, newlines and tabs: the terminal layout is kept.
+
+Held bytes: only a suffix that could be the start of a match (``MaskPattern.prefix``)
+is held. ``flush(now)`` releases it after ``hold_deadline``; a held partial at least
+``min_mask`` characters long is masked then (more of the secret may follow), a shorter
+one is emitted. ``flush(now, end=True)`` emits everything (end of stream: a partial is
+not a secret).
+
+Fails closed: any exception while masking a chunk emits that chunk with every
+visible character masked (escape sequences and line breaks kept).
+
+Known limits: a secret split by cursor movement (printed out of order, or drawn by a
+full-screen program) is not recognised; a partial secret shorter than ``min_mask``
+that stalls past the deadline is emitted (a leading fragment, e.g. the first digits
+of a card number, which PCI DSS allows to show); secrets shorter than 4 characters are
+not masked (they would mask ordinary text).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+CONTEXT = 256  # visible bytes of already-emitted text kept for matches that straddle
+MAX_HOLD = 8192  # never hold more than this; beyond it the held part is masked and sent
+MIN_SECRET = 4  # shorter vaulted secrets are ignored (documented)
+_ESC_RE = re.compile(
+    rb"\x1b\[[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]"
+    rb"|\x1b\][^\x07\x1b]{0,4096}(?:\x07|\x1b\\)"
+    rb"|\x1b[PX^_][^\x1b]{0,4096}\x1b\\"
+    rb"|\x1b[\x20-\x2f]*[\x30-\x4f\x51-\x57\x59\x5a\x5c\x60-\x7e]"  # not [ ] P X ^ _
+)
+# An escape sequence that is still incomplete at the end of the data.
+_PARTIAL_ESC_RE = re.compile(
+    rb"\x1b(?:\[[\x30-\x3f]*[\x20-\x2f]*|\][^\x07\x1b]{0,4096}\x1b?|[PX^_][^\x1b]{0,4096}\x1b?"
+    rb"|[\x20-\x2f]*)\Z"
+)
+
+
+@dataclass(frozen=True)
+class MaskPattern:
+    """One thing to mask.
+
+    Attributes:
+        name: for docs and audit ("aws-access-key-id").
+        regex: searched in the visible text (bytes).
+        prefix: matches, at the end of the text (``\\Z``), a possible incomplete match
+            to hold back; None holds any trailing run of non-space characters (safe,
+            but it delays echo of ordinary words: give a prefix when you can).
+        group: the regex group to mask (0: the whole match).
+        min_mask: a held partial this long is masked at the deadline.
+        luhn: only mask digit runs that pass the Luhn check (card numbers).
+    """
+
+    name: str
+    regex: re.Pattern[bytes]
+    prefix: re.Pattern[bytes] | None = None
+    group: int = 0
+    min_mask: int = 8
+    luhn: bool = False
+
+    @classmethod
+    def from_config(cls, name: str, regex: str, prefix: str | None = None) -> MaskPattern:
+        """Build a pattern from config strings (``re.error`` on a bad regex)."""
+        rx = re.compile(regex.encode())
+        px = re.compile(prefix.encode() + rb"\Z") if prefix else re.compile(rb"\S{1,128}\Z")
+        return cls(name, rx, px, 0, 4)
+
+
+def _prefixes(*literals: str) -> bytes:
+    """``(?:a|ab|abc)`` for every non-empty proper prefix of the literals."""
+    out = sorted({lit[:k] for lit in literals for k in range(1, len(lit))}, key=len, reverse=True)
+    return b"(?:" + b"|".join(re.escape(p).encode() for p in out) + b")"
+
+
+def _token(name: str, starts: Sequence[str], body: bytes, lo: int, hi: int) -> MaskPattern:
+    lits = b"(?:" + b"|".join(re.escape(s).encode() for s in starts) + b")"
+    edge = rb"(?<![A-Za-z0-9_])"
+    rx = re.compile(edge + lits + body + b"{%d,%d}" % (lo, hi) + rb"(?!" + body + b")")
+    px = re.compile(edge + b"(?:" + _prefixes(*starts) + b"|" + lits + body + b"{0,%d})\\Z" % hi)
+    return MaskPattern(name, rx, px)
+
+
+_KEYWORD = rb"(?:[Aa][Ww][Ss]_?)?(?:[Ss][Ee][Cc][Rr][Ee][Tt]_?[Aa][Cc][Cc][Ee][Ss][Ss]_?[Kk][Ee][Yy])"
+
+BUILTIN_PATTERNS: tuple[MaskPattern, ...] = (
+    _token("aws-access-key-id",
+           ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "APKA"),
+           rb"[A-Z0-9]", 16, 16),
+    MaskPattern(
+        "aws-secret-access-key",
+        re.compile(_KEYWORD + rb"[\"']?\s{0,4}[:=]\s{0,4}[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"),
+        re.compile(_KEYWORD + rb"[\"']?\s{0,4}[:=]\s{0,4}[\"']?[A-Za-z0-9/+]{0,40}\Z"),
+        group=1,
+    ),
+    _token("github-token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), rb"[A-Za-z0-9]", 36, 255),
+    _token("github-fine-grained-token", ("github_pat_",), rb"[A-Za-z0-9_]", 22, 255),
+    _token("slack-token", ("xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-", "xoxe-", "xapp-"),
+           rb"[A-Za-z0-9-]", 10, 250),
+    MaskPattern(
+        "credit-card",
+        re.compile(rb"[0-9](?:[ -]?[0-9]){12,18}(?![0-9])"),
+        re.compile(rb"(?<![0-9])[0-9](?:[ -]?[0-9]){5,17}[ -]?\Z"),
+        min_mask=6,
+        luhn=True,
+    ),
+)
+_KEY_BEGIN_RE = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+_KEY_END_RE = re.compile(rb"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+_KEY_END_PREFIX_RE = re.compile(rb"(?:-{1,5}|-----E|-----EN|-----END|-----END [A-Z0-9 ]{0,60}-{0,4})\Z")
+_KEY_PREFIX_RE = re.compile(
+    rb"(?:" + _prefixes("-----BEGIN ") + rb"|-----BEGIN (?:[A-Z0-9]+ ?){0,6}(?:P(?:R(?:I(?:V(?:"
+    rb"A(?:T(?:E(?: (?:K(?:E(?:Y(?:-{0,4})?)?)?)?)?)?)?)?)?)?)?)?)\Z"
+)
+
+
+def luhn_ok(digits: bytes) -> bool:
+    """Luhn checksum of an ASCII digit string."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ch - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _mask_text(raw: bytes, replacement: str) -> bytes:
+    """Replace every visible character with ``replacement`` of the same width."""
+    out: list[str] = []
+    for ch in raw.decode("utf-8", "surrogateescape"):
+        if ch in "\r\n\t" or (not ch.isprintable() and not ("\udc80" <= ch <= "\udcff")):
+            out.append(ch)
+        elif unicodedata.combining(ch):
+            continue
+        elif unicodedata.east_asian_width(ch) in ("W", "F"):
+            out.append(replacement * 2)
+        else:
+            out.append(replacement)
+    return "".join(out).encode("utf-8", "surrogateescape")
+
+
+def mask_all(data: bytes, replacement: str = "*") -> bytes:
+    """Mask every visible character, keeping escape sequences (fail-closed output)."""
+    out = bytearray()
+    pos = 0
+    for m in _ESC_RE.finditer(data):
+        out += _mask_text(data[pos : m.start()], replacement)
+        out += m.group(0)
+        pos = m.end()
+    out += _mask_text(data[pos:], replacement)
+    return bytes(out)
+
+
+class StreamMasker:
+    """Masks secrets in one output stream (one per channel direction)."""
+
+    def __init__(
+        self,
+        patterns: Sequence[MaskPattern] = BUILTIN_PATTERNS,
+        *,
+        secrets: Sequence[str] = (),
+        hold_deadline: float = 0.05,
+        replacement: str = "*",
+    ) -> None:
+        """Create a masker.
+
+        Args:
+            patterns: what to mask (``BUILTIN_PATTERNS`` plus configured ones).
+            secrets: literal strings to mask (the vaulted target secrets); lines of a
+                multi-line secret are masked one by one; shorter than 4: ignored.
+            hold_deadline: seconds a possible partial match may be held back.
+            replacement: one narrow character.
+        """
+        if len(replacement) != 1 or unicodedata.east_asian_width(replacement) in ("W", "F"):
+            raise ValueError("replacement must be one narrow character")
+        self.patterns = tuple(patterns)
+        self.deadline = hold_deadline
+        self.replacement = replacement
+        parts: set[bytes] = set()
+        for s in secrets:
+            for line in s.replace("\r", "\n").split("\n"):
+                line = line.strip()
+                if len(line) >= MIN_SECRET:
+                    parts.add(line.encode())
+        self._secrets = sorted(parts, key=len, reverse=True)
+        self._secret_re = (
+            re.compile(b"|".join(re.escape(p) for p in self._secrets)) if parts else None
+        )
+        self._held = b""
+        self._held_since: float | None = None
+        self._ctx = b""
+        self._in_key = False
+
+    # ------------------------------------------------------------------ public
+
+    def feed(self, data: bytes, now: float) -> bytes:
+        """Mask a chunk; return what is safe to emit now (may hold a partial match)."""
+        buf = self._held + data if self._held else data
+        if not buf:
+            return b""
+        try:
+            out, held = self._process(buf, final=False, deadline=False)
+        except Exception:  # fail closed
+            self._held, self._held_since = b"", None
+            return mask_all(buf, self.replacement)
+        if held:
+            if not self._held:
+                self._held_since = now
+        else:
+            self._held_since = None
+        self._held = held
+        return out
+
+    def flush(self, now: float, *, end: bool = False) -> bytes:
+        """Emit held bytes whose deadline passed (or all of them at end of stream)."""
+        if not self._held:
+            return b""
+        since = self._held_since if self._held_since is not None else now
+        if not end and now - since < self.deadline:
+            return b""
+        buf, self._held, self._held_since = self._held, b"", None
+        try:
+            out, _ = self._process(buf, final=True, deadline=not end)
+        except Exception:
+            return mask_all(buf, self.replacement)
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When ``flush`` will have something to emit (None: nothing held)."""
+        if not self._held or self._held_since is None:
+            return None
+        return self._held_since + self.deadline
+
+    # ------------------------------------------------------------------ internals
+
+    def _process(self, buf: bytes, *, final: bool, deadline: bool) -> tuple[bytes, bytes]:
+        # 1. visible projection: (orig_start, vis_start, length) segments
+        pending = len(buf)
+        if b"\x1b" in buf:
+            tail_esc = buf.rfind(b"\x1b", max(0, len(buf) - 4200))
+            if tail_esc >= 0 and not _ESC_RE.match(buf, tail_esc):
+                if _PARTIAL_ESC_RE.match(buf, tail_esc) and not final:
+                    pending = tail_esc
+            segs: list[tuple[int, int, int]] = []
+            pieces: list[bytes] = []
+            pos = vpos = 0
+            for m in _ESC_RE.finditer(buf, 0, pending):
+                if m.start() > pos:
+                    segs.append((pos, vpos, m.start() - pos))
+                    pieces.append(buf[pos : m.start()])
+                    vpos += m.start() - pos
+                pos = m.end()
+            if pending > pos:
+                segs.append((pos, vpos, pending - pos))
+                pieces.append(buf[pos:pending])
+            vis = b"".join(pieces)
+        else:
+            segs = [(0, 0, len(buf))]
+            vis = buf
+        off = len(self._ctx)
+        text = self._ctx + vis if off else vis
+
+        # 2. ranges to mask (text coordinates)
+        ranges: list[tuple[int, int]] = []
+        for p in self.patterns:
+            if p.luhn:
+                for m in p.regex.finditer(text):
+                    s, e = m.span()
+                    if e <= off or (s > 0 and 48 <= text[s - 1] <= 57):
+                        continue
+                    digits = bytes(c for c in m.group(0) if 48 <= c <= 57)
+                    if 13 <= len(digits) <= 19 and luhn_ok(digits):
+                        ranges.append((s, e))
+            else:
+                for m in p.regex.finditer(text):
+                    s, e = m.span(p.group)
+                    if e > off:
+                        ranges.append((s, e))
+        if self._secret_re is not None:
+            for m in self._secret_re.finditer(text):
+                if m.end() > off:
+                    ranges.append(m.span())
+        key_ranges, key_events = self._key_ranges(text, off)
+        ranges.extend(key_ranges)
+
+        # 3. hold point (text coordinates)
+        hold = len(text)
+        if not final:
+            in_key_at_end = key_events[-1][1] if key_events else self._in_key
+            hold = self._hold_point(text, off, in_key_at_end)
+            if len(text) - hold > MAX_HOLD:
+                hold = len(text)  # too long to be a partial: emit, masked below
+                ranges.append((max(off, len(text) - MAX_HOLD), len(text)))
+        elif deadline:
+            ranges.extend(self._partial_ranges(text, off))
+        hold_vis = max(0, hold - off)
+
+        # 4. emit
+        orig_hold = self._orig_index(segs, hold_vis, pending)
+        out = bytearray(buf[:orig_hold])
+        spans: list[tuple[int, int]] = []
+        for s, e in ranges:
+            s, e = max(s - off, 0), min(e - off, hold_vis)
+            if s < e:
+                spans.extend(self._orig_spans(segs, s, e, buf))
+        for a, b in sorted(set(spans), reverse=True):
+            out[a:b] = _mask_text(buf[a:b], self.replacement)
+        self._ctx = (text[:hold])[-CONTEXT:]
+        for pos, state in key_events:
+            if pos <= hold:
+                self._in_key = state
+        return bytes(out), buf[orig_hold:]
+
+    def _key_ranges(
+        self, text: bytes, off: int
+    ) -> tuple[list[tuple[int, int]], list[tuple[int, bool]]]:
+        """Private-key blocks: mask between the BEGIN and END lines (state kept).
+
+        Returns the ranges to mask and the state changes ``(position, in_key)`` so the
+        caller can keep the state at the point it actually emits up to.
+        """
+        ranges: list[tuple[int, int]] = []
+        events: list[tuple[int, bool]] = []
+        in_key = self._in_key
+        pos = off
+        while True:
+            if not in_key:
+                m = _KEY_BEGIN_RE.search(text, max(0, pos - 64) if pos == off else pos)
+                while m is not None and m.end() <= off:
+                    m = _KEY_BEGIN_RE.search(text, m.end())
+                if m is None:
+                    return ranges, events
+                in_key, pos = True, m.end()
+                events.append((pos, True))
+            end = _KEY_END_RE.search(text, max(0, pos - 40) if pos == off else pos)
+            while end is not None and end.end() <= off:
+                end = _KEY_END_RE.search(text, end.end())
+            if end is None:
+                ranges.append((pos, len(text)))
+                return ranges, events
+            ranges.append((pos, end.start()))
+            in_key, pos = False, end.end()
+            events.append((pos, False))
+
+    def _hold_point(self, text: bytes, off: int, in_key: bool) -> int:
+        window_start = max(0, len(text) - 512)
+        window = text[window_start:]
+        hold = len(text)
+        for p in self.patterns:
+            px = p.prefix or re.compile(rb"\S{1,128}\Z")
+            m = px.search(window)
+            if m is not None:
+                hold = min(hold, window_start + m.start())
+        m = (_KEY_END_PREFIX_RE if in_key else _KEY_PREFIX_RE).search(window)
+        if m is not None:
+            hold = min(hold, window_start + m.start())
+        for s in self._secrets:
+            for k in range(min(len(s) - 1, len(text)), 0, -1):
+                if text.endswith(s[:k]):
+                    hold = min(hold, len(text) - k)
+                    break
+        return max(hold, off)
+
+    def _partial_ranges(self, text: bytes, off: int) -> list[tuple[int, int]]:
+        """At a deadline: partial matches long enough to be worth masking."""
+        out: list[tuple[int, int]] = []
+        window_start = max(0, len(text) - 512)
+        window = text[window_start:]
+        for p in self.patterns:
+            if p.prefix is None:
+                continue
+            m = p.prefix.search(window)
+            if m is not None and m.end() - m.start() >= p.min_mask:
+                out.append((window_start + m.start(), len(text)))
+        for s in self._secrets:
+            for k in range(min(len(s) - 1, len(text)), 0, -1):
+                if text.endswith(s[:k]):
+                    if k >= min(3, len(s)):
+                        out.append((len(text) - k, len(text)))
+                    break
+        return out
+
+    @staticmethod
+    def _orig_index(segs: list[tuple[int, int, int]], vis_idx: int, pending: int) -> int:
+        """Original byte index of visible index ``vis_idx`` (escapes before it included)."""
+        for o, v, n in segs:
+            if vis_idx < v + n:
+                return o + max(0, vis_idx - v)
+        return pending
+
+    @staticmethod
+    def _orig_spans(
+        segs: list[tuple[int, int, int]], s: int, e: int, buf: bytes
+    ) -> list[tuple[int, int]]:
+        out: list[tuple[int, int]] = []
+        for o, v, n in segs:
+            a, b = max(s, v), min(e, v + n)
+            if a >= b:
+                continue
+            oa, ob = o + a - v, o + b - v
+            while oa > o and (buf[oa] & 0xC0) == 0x80:  # whole UTF-8 characters
+                oa -= 1
+            while ob < o + n and (buf[ob] & 0xC0) == 0x80:
+                ob += 1
+            out.append((oa, ob))
+        return out
