@@ -56,9 +56,7 @@ _INPUT_RE = re.compile(
 )
 # Only long prefixes are carried: a lone ESC or "ESC [" must reach the target at once.
 _PASTE_PREFIXES = (b"\x1b[200", b"\x1b[201", b"\x1b[20")
-_SEARCH_RE = re.compile(
-    r"^\((?:failed )?(?:reverse-|forward-)?i-search\)`([^']*)': ?(.*)$"
-)
+_SEARCH_RE = re.compile(r"^\((?:failed )?(?:reverse-|forward-)?i-search\)`([^']*)': ?(.*)$")
 _GUESS_PROMPT_RE = re.compile(r"^.{0,80}?[$#%>] ")
 
 
@@ -221,8 +219,9 @@ class LineTracker:
                 self._in_paste = False
             elif kind == "enter":
                 lid = self._line.id
-                events.append(InputEvent("enter", data[start : m.start()], tok,
-                                         self._in_paste, lid))
+                events.append(
+                    InputEvent("enter", data[start : m.start()], tok, self._in_paste, lid)
+                )
                 start = m.end()
                 if self._in_paste:
                     keys.insert("\n")
@@ -302,8 +301,7 @@ class LineTracker:
         keys = line.keys if line is not None else KeyLine()
         mark = line.mark if line is not None else None
         if alt:
-            return LineSnapshot("", alternate_screen=True,
-                                continuation=bool(pending))
+            return LineSnapshot("", alternate_screen=True, continuation=bool(pending))
         try:
             text, prompt, raw, search, guessed = _render(tail, base, mark, cols, rows, learned)
         except Exception:  # fail closed: never lose the line because pyte misbehaved
@@ -318,8 +316,7 @@ class LineTracker:
         mismatch = False
         if typed is not None and not search and typed.strip() != text.strip():
             mismatch = True
-            self._signal("mismatch",
-                         f"typed {len(typed)} characters, the line shows {len(text)}")
+            self._signal("mismatch", f"typed {len(typed)} characters, the line shows {len(text)}")
         if echo_off:
             self._signal("echo_off", "keys typed without echo")
         if guessed:

@@ -90,22 +90,35 @@ def _token(name: str, starts: Sequence[str], body: bytes, lo: int, hi: int) -> M
     return MaskPattern(name, rx, px)
 
 
-_KEYWORD = rb"(?:[Aa][Ww][Ss]_?)?(?:[Ss][Ee][Cc][Rr][Ee][Tt]_?[Aa][Cc][Cc][Ee][Ss][Ss]_?[Kk][Ee][Yy])"
+_KEYWORD = (
+    rb"(?:[Aa][Ww][Ss]_?)?(?:[Ss][Ee][Cc][Rr][Ee][Tt]_?[Aa][Cc][Cc][Ee][Ss][Ss]_?[Kk][Ee][Yy])"
+)
 
 BUILTIN_PATTERNS: tuple[MaskPattern, ...] = (
-    _token("aws-access-key-id",
-           ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "APKA"),
-           rb"[A-Z0-9]", 16, 16),
+    _token(
+        "aws-access-key-id",
+        ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "APKA"),
+        rb"[A-Z0-9]",
+        16,
+        16,
+    ),
     MaskPattern(
         "aws-secret-access-key",
-        re.compile(_KEYWORD + rb"[\"']?\s{0,4}[:=]\s{0,4}[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"),
+        re.compile(
+            _KEYWORD + rb"[\"']?\s{0,4}[:=]\s{0,4}[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"
+        ),
         re.compile(_KEYWORD + rb"[\"']?\s{0,4}[:=]\s{0,4}[\"']?[A-Za-z0-9/+]{0,40}\Z"),
         group=1,
     ),
     _token("github-token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), rb"[A-Za-z0-9]", 36, 255),
     _token("github-fine-grained-token", ("github_pat_",), rb"[A-Za-z0-9_]", 22, 255),
-    _token("slack-token", ("xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-", "xoxe-", "xapp-"),
-           rb"[A-Za-z0-9-]", 10, 250),
+    _token(
+        "slack-token",
+        ("xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-", "xoxe-", "xapp-"),
+        rb"[A-Za-z0-9-]",
+        10,
+        250,
+    ),
     MaskPattern(
         "credit-card",
         re.compile(rb"[0-9](?:[ -]?[0-9]){12,18}(?![0-9])"),
@@ -116,7 +129,9 @@ BUILTIN_PATTERNS: tuple[MaskPattern, ...] = (
 )
 _KEY_BEGIN_RE = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
 _KEY_END_RE = re.compile(rb"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----")
-_KEY_END_PREFIX_RE = re.compile(rb"(?:-{1,5}|-----E|-----EN|-----END|-----END [A-Z0-9 ]{0,60}-{0,4})\Z")
+_KEY_END_PREFIX_RE = re.compile(
+    rb"(?:-{1,5}|-----E|-----EN|-----END|-----END [A-Z0-9 ]{0,60}-{0,4})\Z"
+)
 _KEY_PREFIX_RE = re.compile(
     rb"(?:" + _prefixes("-----BEGIN ") + rb"|-----BEGIN (?:[A-Z0-9]+ ?){0,6}(?:P(?:R(?:I(?:V(?:"
     rb"A(?:T(?:E(?: (?:K(?:E(?:Y(?:-{0,4})?)?)?)?)?)?)?)?)?)?)?)?)\Z"

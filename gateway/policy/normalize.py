@@ -36,8 +36,25 @@ SHELLS = frozenset(
     {"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "rbash", "fish", "csh", "tcsh", "yash"}
 )
 INTERPRETERS = frozenset(
-    {"perl", "ruby", "node", "nodejs", "php", "lua", "tclsh", "pwsh", "python", "python2",
-     "python3", "pypy", "pypy3", "irb", "Rscript", "osascript", "expect"}
+    {
+        "perl",
+        "ruby",
+        "node",
+        "nodejs",
+        "php",
+        "lua",
+        "tclsh",
+        "pwsh",
+        "python",
+        "python2",
+        "python3",
+        "pypy",
+        "pypy3",
+        "irb",
+        "Rscript",
+        "osascript",
+        "expect",
+    }
 )
 DECODERS = frozenset({"base64", "base32", "basenc", "xxd", "uudecode", "openssl"})
 PROBE_VALUES = ("/", "/*", "-rf /", "/dev/sda", "-R 777 /")
@@ -102,7 +119,9 @@ def expand_braces(text: str, limit: int = 64) -> list[str]:
     if m is None:
         return [text]
     body = m.group(1)
-    seq = re.fullmatch(r"(-?\d+)\.\.(-?\d+)", body) or re.fullmatch(r"([a-zA-Z])\.\.([a-zA-Z])", body)
+    seq = re.fullmatch(r"(-?\d+)\.\.(-?\d+)", body) or re.fullmatch(
+        r"([a-zA-Z])\.\.([a-zA-Z])", body
+    )
     if "," in body:
         alts = body.split(",")
     elif seq:
@@ -193,29 +212,108 @@ _SIMPLE_WRAPPERS: dict[str, tuple[str, frozenset[str], int]] = {
     "proxychains4": ("f", frozenset(), 0),
     "torsocks": ("uapP", frozenset(), 0),
     "firejail": ("", frozenset(), 0),
-    "nsenter": ("tmuinpUCSGrw", frozenset({"target", "mount", "uts", "ipc", "net", "pid",
-                                           "user", "cgroup", "setuid", "setgid", "root",
-                                           "wd"}), 0),
-    "unshare": ("", frozenset({"map-user", "map-group", "setuid", "setgid", "root", "wd",
-                               "propagation", "setgroups"}), 0),
-    "systemd-run": ("pEMHu", frozenset({"unit", "property", "description", "slice", "uid",
-                                        "gid", "setenv", "machine", "host",
-                                        "working-directory", "nice", "on-calendar"}), 0),
+    "nsenter": (
+        "tmuinpUCSGrw",
+        frozenset(
+            {
+                "target",
+                "mount",
+                "uts",
+                "ipc",
+                "net",
+                "pid",
+                "user",
+                "cgroup",
+                "setuid",
+                "setgid",
+                "root",
+                "wd",
+            }
+        ),
+        0,
+    ),
+    "unshare": (
+        "",
+        frozenset(
+            {"map-user", "map-group", "setuid", "setgid", "root", "wd", "propagation", "setgroups"}
+        ),
+        0,
+    ),
+    "systemd-run": (
+        "pEMHu",
+        frozenset(
+            {
+                "unit",
+                "property",
+                "description",
+                "slice",
+                "uid",
+                "gid",
+                "setenv",
+                "machine",
+                "host",
+                "working-directory",
+                "nice",
+                "on-calendar",
+            }
+        ),
+        0,
+    ),
     "doas": ("uC", frozenset(), 0),
-    "sudo": ("ugCDhpRrtTU", frozenset({"user", "group", "close-from", "chdir", "host",
-                                       "prompt", "chroot", "role", "type", "command-timeout",
-                                       "other-user"}), 0),
+    "sudo": (
+        "ugCDhpRrtTU",
+        frozenset(
+            {
+                "user",
+                "group",
+                "close-from",
+                "chdir",
+                "host",
+                "prompt",
+                "chroot",
+                "role",
+                "type",
+                "command-timeout",
+                "other-user",
+            }
+        ),
+        0,
+    ),
     "command": ("", frozenset(), 0),
     "env": ("uCS", frozenset({"unset", "chdir", "split-string"}), 0),
-    "xargs": ("aEdILnPsi", frozenset({"arg-file", "eof", "delimiter", "replace",
-                                      "max-lines", "max-args", "max-procs", "max-chars"}), 0),
+    "xargs": (
+        "aEdILnPsi",
+        frozenset(
+            {
+                "arg-file",
+                "eof",
+                "delimiter",
+                "replace",
+                "max-lines",
+                "max-args",
+                "max-procs",
+                "max-chars",
+            }
+        ),
+        0,
+    ),
     "flock": ("wEn", frozenset({"timeout", "conflict-exit-code"}), 1),
     "watch": ("nd", frozenset({"interval", "differences"}), 0),
-    "script": ("cOIBTEm", frozenset({"command", "log-out", "log-in", "log-io",
-                                     "log-timing", "echo", "logging-format"}), 0),
+    "script": (
+        "cOIBTEm",
+        frozenset(
+            {"command", "log-out", "log-in", "log-io", "log-timing", "echo", "logging-format"}
+        ),
+        0,
+    ),
     "runuser": ("ugGcsw", frozenset({"user", "group", "supp-group", "command", "shell"}), 0),
-    "su": ("cgGsw", frozenset({"command", "group", "supp-group", "shell",
-                               "whitelist-environment", "session-command"}), 0),
+    "su": (
+        "cgGsw",
+        frozenset(
+            {"command", "group", "supp-group", "shell", "whitelist-environment", "session-command"}
+        ),
+        0,
+    ),
     "ssh": ("BbcDEeFIiJLlmOoPpQRSWw", frozenset(), 1),
 }
 # Wrappers whose remaining arguments form a shell string (joined with spaces).
@@ -372,8 +470,12 @@ def _interpreter(name: str, rest: list[Word], ctx: Context, sink: Sink) -> None:
     while i < n:
         a = rest[i].value
         if a in ("-c", "-e", "-E", "-r", "--eval", "-p", "--print") or (
-            a.startswith("-") and not a.startswith("--") and a[-1:] in "ce" and len(a) <= 4
-            and name not in ("node", "nodejs") and a[1:].isalpha()
+            a.startswith("-")
+            and not a.startswith("--")
+            and a[-1:] in "ce"
+            and len(a) <= 4
+            and name not in ("node", "nodejs")
+            and a[1:].isalpha()
         ):
             code = rest[i + 1] if i + 1 < n else None
             if code is None or code.is_dynamic:

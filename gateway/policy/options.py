@@ -121,8 +121,19 @@ SPECS: dict[str, OptSpec] = {
             "no-ask-password": "",
             "runtime": "",
         },
-        long_with_arg=frozenset({"type", "property", "host", "machine", "signal", "lines",
-                                 "state", "output", "kill-whom"}),
+        long_with_arg=frozenset(
+            {
+                "type",
+                "property",
+                "host",
+                "machine",
+                "signal",
+                "lines",
+                "state",
+                "output",
+                "kill-whom",
+            }
+        ),
     ),
     "userdel": OptSpec(
         "frZ",

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from gateway.policy.linebuf import LineSnapshot
 from gateway.policy.normalize import SimpleCommand, norm_path
 from gateway.policy.shell import Analysis, analyze
 
@@ -162,9 +163,62 @@ class PolicyEngine:
         partial = Analysis(analysis.commands, others, True)
         d = self._decide(partial, user=user, groups=groups, target=target)
         if d.action is Action.ALLOW:
-            return Decision(Action.ALLOW, None, "unfinished command: waiting for the rest",
-                            d.commands, incomplete=True)
+            return Decision(
+                Action.ALLOW,
+                None,
+                "unfinished command: waiting for the rest",
+                d.commands,
+                incomplete=True,
+            )
         return d
+
+    def decide_snapshot(
+        self,
+        snapshot: LineSnapshot,
+        *,
+        user: str,
+        groups: Sequence[str],
+        target: str,
+    ) -> Decision:
+        """Decide an interactive Enter from a ``LineTracker`` snapshot.
+
+        * alternate screen (a full-screen program): ALLOW, the line is not a shell
+          line (the tracker raised an ``alternate_screen`` signal for the audit);
+        * echo off (password prompt): only rules are matched against the typed keys
+          (never uncertainty, a password is not shell); the keys are never returned;
+        * otherwise the screen text, the raw row (when the prompt was guessed) and the
+          keystroke model (when complete) are all decided with ``decide_partial``;
+          the most severe wins.
+        """
+        if snapshot.alternate_screen:
+            return Decision(Action.ALLOW, None, "full-screen program: not a shell line", ())
+        if snapshot.echo_off:
+            hidden = snapshot.hidden_typed or ""
+            a = analyze(hidden, interactive=True)
+            d = self._decide(Analysis(a.commands, ()), user=user, groups=groups, target=target)
+            if d.action is Action.ALLOW:
+                return Decision(Action.ALLOW, None, "typed without echo", ())
+            return Decision(d.action, d.rule, d.reason, ("(typed without echo)",))
+        texts = [snapshot.text]
+        if snapshot.prompt_guessed and snapshot.raw and snapshot.raw not in texts:
+            texts.append(snapshot.raw)
+        if snapshot.typed is not None and snapshot.typed not in texts:
+            texts.append(snapshot.typed)
+        best: Decision | None = None
+        commands: list[str] = []
+        for t in texts:
+            d = self.decide_partial(t, user=user, groups=groups, target=target)
+            commands.extend(c for c in d.commands if c not in commands)
+            if best is None or SEVERITY[d.action] > SEVERITY[best.action]:
+                best = d
+        assert best is not None
+        return Decision(
+            best.action,
+            best.rule,
+            best.reason,
+            tuple(commands),
+            incomplete=best.incomplete and best.action is Action.ALLOW,
+        )
 
     def decide_path(
         self, op: str, path: str, *, user: str, groups: Sequence[str], target: str
@@ -215,8 +269,9 @@ class PolicyEngine:
         uncertain = list(analysis.uncertain)
         for cmd in analysis.commands:
             a, rule = self._match(cmd.text, scoped)
-            if SEVERITY[a] > SEVERITY[action] or (deciding is None and rule is not None
-                                                  and a is action):
+            if SEVERITY[a] > SEVERITY[action] or (
+                deciding is None and rule is not None and a is action
+            ):
                 action, deciding = a, rule
             for probe in cmd.probes:
                 pa, prule = self._match(probe, scoped)
@@ -230,20 +285,29 @@ class PolicyEngine:
         commands = tuple(c.text for c in analysis.commands)
         if action is Action.DENY:
             assert deciding is not None or self.default is Action.DENY
-            return Decision(action, deciding.name if deciding else None,
-                            _reason(action, deciding), commands)
-        if uncertain and SEVERITY[self.on_uncertain] > SEVERITY[action] or (
-            uncertain and self.on_uncertain is action and deciding is None
+            return Decision(
+                action, deciding.name if deciding else None, _reason(action, deciding), commands
+            )
+        if (
+            (uncertain
+            and SEVERITY[self.on_uncertain] > SEVERITY[action])
+            or (uncertain and self.on_uncertain is action and deciding is None)
         ):
             return Decision(self.on_uncertain, None, uncertain[0], commands)
-        return Decision(action, deciding.name if deciding else None,
-                        _reason(action, deciding), commands)
+        return Decision(
+            action, deciding.name if deciding else None, _reason(action, deciding), commands
+        )
 
 
 def _reason(action: Action, rule: Rule | None) -> str:
     if rule is None:
-        return {Action.ALLOW: "allowed", Action.DENY: "denied by default",
-                Action.APPROVE: "needs approval by default"}[action]
-    return {Action.ALLOW: f"allowed by rule {rule.name!r}",
-            Action.DENY: f"denied by rule {rule.name!r}",
-            Action.APPROVE: f"rule {rule.name!r} needs approval"}[action]
+        return {
+            Action.ALLOW: "allowed",
+            Action.DENY: "denied by default",
+            Action.APPROVE: "needs approval by default",
+        }[action]
+    return {
+        Action.ALLOW: f"allowed by rule {rule.name!r}",
+        Action.DENY: f"denied by rule {rule.name!r}",
+        Action.APPROVE: f"rule {rule.name!r} needs approval",
+    }[action]

@@ -101,7 +101,7 @@ def _has_history_expansion(line: str) -> bool:
         elif c == "!" and i + 1 < n:
             nxt = line[i + 1]
             prev = line[i - 1] if i else ""
-            if nxt not in " \t\n=(\"" and prev not in "${":
+            if nxt not in ' \t\n=("' and prev not in "${":
                 return True
         i += 1
     return False
@@ -220,8 +220,17 @@ class _Visit:
             body = node.child_by_field_name("body")
             if body is not None:
                 self.walk(body, Context())
-        elif t in ("heredoc_body", "comment", "string_content", "raw_string", "word",
-                   "heredoc_start", "heredoc_end", "variable_name", "number"):
+        elif t in (
+            "heredoc_body",
+            "comment",
+            "string_content",
+            "raw_string",
+            "word",
+            "heredoc_start",
+            "heredoc_end",
+            "variable_name",
+            "number",
+        ):
             return
         else:
             if t == "ERROR" and not node.named_children:
@@ -254,8 +263,13 @@ class _Visit:
             if c.type == "pipeline":
                 for stage in c.named_children:
                     self.walk(stage, Context("pipe"))
-            elif c.type in ("list", "command", "redirected_statement", "subshell",
-                            "compound_statement"):
+            elif c.type in (
+                "list",
+                "command",
+                "redirected_statement",
+                "subshell",
+                "compound_statement",
+            ):
                 self.walk(c, Context())
             else:
                 for d in _substitutions(c):
@@ -277,15 +291,17 @@ class _Visit:
             return None
         dest = r.child_by_field_name("destination")
         op = "".join(
-            self.text(c) for c in r.children
+            self.text(c)
+            for c in r.children
             if c is not dest and c.type not in ("file_descriptor",) and not c.is_named
         )
         if dest is None:
             return None
         return f"{op} {norm_path(self.word(dest).value)}"
 
-    def command(self, node: tree_sitter.Node, redirects: list[tree_sitter.Node],
-                ctx: Context) -> None:
+    def command(
+        self, node: tree_sitter.Node, redirects: list[tree_sitter.Node], ctx: Context
+    ) -> None:
         inner_redirects = [c for c in node.children if c.type.endswith("_redirect")]
         all_redirects = [*inner_redirects, *redirects]
         ctx = self.stdin_ctx(inner_redirects, ctx)

@@ -131,7 +131,6 @@ def starter_toml() -> str:
     for name, rx, action, why in STARTER_RULES:
         assert "'" not in rx and "\n" not in rx
         out.append(
-            f"# {why}\n[[policy.rules]]\nname = \"{name}\"\nmatch = '{rx}'\n"
-            f"action = \"{action}\"\n"
+            f'# {why}\n[[policy.rules]]\nname = "{name}"\nmatch = \'{rx}\'\naction = "{action}"\n'
         )
     return "\n".join(out)
