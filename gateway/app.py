@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from gateway._version import __version__
+from gateway.approvals import ApprovalStore, Request, notify_webhook
 from gateway.audit import AuditEvent, AuditLog, Kind
 from gateway.auth.passwords import hash_password
 from gateway.auth.ratelimit import FailureLimiter
 from gateway.config import Config, TargetConfig
 from gateway.errors import HostKeyMismatch, TargetDenied, TargetError, UnknownTarget
+from gateway.policy import BUILTIN_PATTERNS, Action, MaskPattern, PolicyEngine, Rule, StreamMasker
 from gateway.routing import Route
 from gateway.ssh.algorithms import SERVER_ALGORITHMS
 from gateway.ssh.demo_target import LocalShellTarget
@@ -55,6 +57,11 @@ class GatewayApp:
         }
         self._server: asyncssh.SSHAcceptor | None = None
         self._stopping = asyncio.Event()
+        self.policy_engine = build_engine(config)
+        self._mask_patterns = (*BUILTIN_PATTERNS, *(
+            MaskPattern.from_config(f"custom-{i}", rx)
+            for i, rx in enumerate(config.policy.mask_patterns)))
+        self.approvals = ApprovalStore(config.data_dir / "approvals.sqlite3")
         self.port = 0
 
     # ------------------------------------------------------------ services for sessions
@@ -117,8 +124,36 @@ class GatewayApp:
             return self._builtin_targets[target.name].endpoint()
         return endpoint_for(target, self.tofu)
 
+    def masker_for(self, target: TargetConfig) -> StreamMasker:
+        """A masker for one session: built-in and configured patterns, plus the target's
+        vaulted password (so it is masked if it is ever echoed)."""
+        secrets: list[str] = []
+        if target.builtin is None:
+            try:
+                password = endpoint_for(target, self.tofu).password
+            except TargetError:
+                password = None
+            if password:
+                secrets.append(password)
+        return StreamMasker(self._mask_patterns, secrets=secrets)
+
+    def notify_approvers(self, request: Request) -> None:
+        cfg = self.config.approvals
+        self.audit(AuditEvent(Kind.APPROVAL, "requested", user=request.user,
+                              target=request.target, session=request.session,
+                              detail={"request": request.id, "command": request.command,
+                                      "rule": request.rule}))
+        if cfg.webhook_url:
+            asyncio.get_running_loop().run_in_executor(
+                None, notify_webhook, cfg.webhook_url, cfg.webhook_format, request)
+
     def builtin(self, route: Route, ctx: ConnContext) -> str:
         """Run a built-in command and return its text (shown to the user)."""
+        if route.builtin == "approvals":
+            from gateway.approvals_cli import run_approvals
+
+            return run_approvals(self, ctx.user.name, ctx.user.groups, route.builtin_args,
+                                 source=ctx.source)
         user = self.config.users.get(ctx.user.name)
         targets = self.config.targets_for(user) if user else []
         lines = [f"bastille {self.version}. Targets available to {ctx.user.name}:"]
@@ -130,6 +165,9 @@ class GatewayApp:
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        expired = self.approvals.expire_all_pending()
+        if expired:
+            log.warning("%d approval request(s) left pending by a previous run expired", expired)
         await self.recorder.start()
         for target in self.config.targets.values():
             if target.builtin == "local-shell":
@@ -199,5 +237,19 @@ class GatewayApp:
         await self.recorder.close(timeout=max(5.0, gw.drain_timeout))
         for local in self._builtin_targets.values():
             await local.close()
+        self.approvals.close()
         self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={"event": "stop"}))
         self.audit_log.close()
+
+
+def build_engine(config: Config) -> PolicyEngine | None:
+    """The policy engine of ``[policy]``; None when there is no policy at all."""
+    import re
+
+    policy = config.policy
+    if not policy.enabled:
+        return None
+    rules = [Rule(name=r.name, match=re.compile(r.match), action=Action(r.action),
+                  targets=r.targets, users=r.users, groups=r.groups) for r in policy.rules]
+    return PolicyEngine(rules, default=Action(policy.default),
+                        on_uncertain=Action(policy.on_uncertain))

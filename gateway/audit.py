@@ -107,7 +107,7 @@ class AuditLog:
             try:
                 self._syslog.emit(logging.LogRecord("bastille.audit", logging.INFO, "", 0,
                                                     line, None, None))
-            except Exception as exc:  # noqa: BLE001 - syslog down must not kill sessions
+            except Exception as exc:
                 log.warning("cannot send audit event to syslog: %s", exc)
 
     def close(self) -> None:

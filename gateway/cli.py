@@ -227,6 +227,44 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_approvals(args: argparse.Namespace) -> int:
+    from gateway.approvals import ApprovalStore
+    from gateway.approvals_cli import format_requests, run_approvals
+    from gateway.audit import AuditLog
+
+    config = _load(args)
+    store = ApprovalStore(config.data_dir / "approvals.sqlite3")
+    if args.action == "list":
+        requests = store.list(status=None if args.all else "pending")
+        if args.json:
+            print(json.dumps([r.to_json() for r in requests], indent=2))
+        else:
+            print(format_requests(requests, time.time()))
+        return 0
+    if not args.as_user:
+        print("bastille: --as USER is required (the approver you act as)", file=sys.stderr)
+        return 2
+    user = config.users.get(args.as_user)
+    if user is None:
+        print(f"bastille: no user {args.as_user!r} in the config", file=sys.stderr)
+        return 2
+
+    class _Ctx:
+        pass
+
+    ctx = _Ctx()
+    ctx.config = config  # type: ignore[attr-defined]
+    ctx.approvals = store  # type: ignore[attr-defined]
+    audit = AuditLog(config.audit.file)
+    ctx.audit = audit.emit  # type: ignore[attr-defined]
+    line = f"{args.action} {args.id} {' '.join(args.reason or [])}".strip()
+    out = run_approvals(ctx, user.name, user.groups, line, source="cli")
+    audit.close()
+    failed = out.startswith("bastille:")
+    print(out, file=sys.stderr if failed else sys.stdout)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bastille", description="SSH bastion that relays, records and enforces policy.",
@@ -264,6 +302,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", help="only this kind (prefix), e.g. login, policy")
     p.add_argument("--json", action="store_true", help="JSON lines")
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("approvals", help="list, approve or deny held commands",
+                       description="Approval requests of the running gateway. Approving or "
+                       "denying needs --as USER, a configured approver who is not the "
+                       "requester.")
+    _add_config_args(p)
+    p.add_argument("action", choices=["list", "approve", "deny"])
+    p.add_argument("id", nargs="?", help="request number (approve/deny)")
+    p.add_argument("reason", nargs="*", help="reason shown to the requester")
+    p.add_argument("--as", dest="as_user", metavar="USER", help="the approver you act as")
+    p.add_argument("--all", action="store_true", help="list: also decided requests")
+    p.add_argument("--json", action="store_true", help="list: JSON")
+    p.set_defaults(func=cmd_approvals)
 
     p = sub.add_parser("hash-password", help="print an scrypt hash for users.NAME.password_hash "
                        "(reads the password from the terminal or one line of stdin)")

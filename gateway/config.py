@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.tomlpos import key_lines, line_of
@@ -116,6 +116,39 @@ class TargetConfig:
 
 
 @dataclass(frozen=True)
+class RuleConfig:
+    name: str
+    match: str
+    action: str  # allow | deny | approve
+    targets: tuple[str, ...] = ("*",)
+    users: tuple[str, ...] = ("*",)
+    groups: tuple[str, ...] = ("*",)
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """``[policy]``: command rules and masking. No rules and default allow = no policy."""
+
+    rules: tuple[RuleConfig, ...] = ()
+    default: str = "allow"
+    on_uncertain: str = "approve"
+    mask_live: bool = True  # mask secrets in what users see (recordings are always masked)
+    mask_patterns: tuple[str, ...] = ()  # extra regexes to mask
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.rules) or self.default != "allow"
+
+
+@dataclass(frozen=True)
+class ApprovalSettings:
+    approvers: Principals = NOBODY
+    timeout: float = 300.0
+    webhook_url: str = ""
+    webhook_format: str = "json"  # json | slack
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     data_dir: Path
@@ -124,6 +157,8 @@ class Config:
     recording: RecorderSettings
     users: Mapping[str, UserConfig]
     targets: Mapping[str, TargetConfig]
+    policy: PolicySettings = PolicySettings()
+    approvals: ApprovalSettings = ApprovalSettings()
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
     def targets_for(self, user: UserConfig) -> list[TargetConfig]:
@@ -276,8 +311,7 @@ def parse_listen(value: str) -> tuple[str, int] | None:
 
 # --------------------------------------------------------------------------- sections
 
-_TOP = {"gateway", "audit", "recording", "users", "targets", "policy", "approvals", "oidc",
-        "rdp"}
+_TOP = {"gateway", "audit", "recording", "users", "targets", "policy", "approvals"}
 _GATEWAY = {"listen", "host_keys", "banner", "login_timeout", "idle_timeout", "max_session",
             "drain_timeout", "max_auth_failures", "auth_failure_window", "data_dir",
             "allow_passwords"}
@@ -311,7 +345,7 @@ def _gateway(r: _Reader, data: dict[str, Any]) -> tuple[GatewaySettings, Path]:
                   "(create one: ssh-keygen -t ed25519 -N '' -f ssh_host_ed25519_key)")
     for i, key in enumerate(host_keys):
         if not key.is_file():
-            r.problem(f"gateway.host_keys", f"host key file [{i}] {key} does not exist")
+            r.problem("gateway.host_keys", f"host key file [{i}] {key} does not exist")
     data_dir = r.path_value(g, "data_dir", "gateway", r.base / "data") or r.base / "data"
     settings = GatewaySettings(
         listen_host=parsed[0],
@@ -390,7 +424,8 @@ def _recording(r: _Reader, data: dict[str, Any], data_dir: Path) -> RecorderSett
             retry_interval=r.duration(s, "retry_interval", "recording.s3", 2.0),
         )
     elif storage != "file":
-        r.problem("recording.storage", f"expected \"file\" or \"s3://bucket/prefix\", got {storage!r}")
+        r.problem("recording.storage",
+                  f"expected \"file\" or \"s3://bucket/prefix\", got {storage!r}")
     signing_key = r.path_value(rec, "signing_key", "recording", None)
     if signing_key is not None and not signing_key.is_file():
         r.problem("recording.signing_key",
@@ -443,7 +478,8 @@ def _users(r: _Reader, data: dict[str, Any]) -> dict[str, UserConfig]:
     return users
 
 
-def _targets(r: _Reader, data: dict[str, Any], users: Mapping[str, UserConfig]) -> dict[str, TargetConfig]:
+def _targets(r: _Reader, data: dict[str, Any],
+             users: Mapping[str, UserConfig]) -> dict[str, TargetConfig]:
     targets: dict[str, TargetConfig] = {}
     for name, t in r.table(data, "targets", "targets").items():
         path = f"targets.{name}"
@@ -512,13 +548,85 @@ def _check_remote_target(r: _Reader, path: str, t: TargetConfig) -> None:
             r.problem(f"{path}.host_keys", f"key [{i}] is not an OpenSSH public key line")
 
 
+_POLICY = {"rules", "default", "on_uncertain", "mask_live", "mask_patterns"}
+_RULE = {"name", "match", "action", "targets", "users", "groups"}
+_APPROVALS = {"approvers", "timeout", "webhook_url", "webhook_format"}
+_ACTIONS = ("allow", "deny", "approve")
+
+
+def _policy(r: _Reader, data: dict[str, Any]) -> PolicySettings:
+    p = r.table(data, "policy", "policy")
+    r.check_keys(p, "policy", _POLICY)
+    rules: list[RuleConfig] = []
+    raw_rules = p.get("rules", [])
+    if not isinstance(raw_rules, list):
+        r.problem("policy.rules", "expected [[policy.rules]] tables")
+        raw_rules = []
+    seen: set[str] = set()
+    for i, rule in enumerate(raw_rules):
+        path = f"policy.rules[{i}]"
+        if not isinstance(rule, dict):
+            r.problem(path, f"expected a table, got {_kind(rule)}")
+            continue
+        r.check_keys(rule, path, _RULE)
+        name = r.get(rule, "name", path, str, "")
+        match = r.get(rule, "match", path, str, "")
+        if not name:
+            r.problem(f"{path}.name", "required")
+        elif name in seen:
+            r.problem(f"{path}.name", f"duplicate rule name {name!r}")
+        seen.add(name)
+        if not match:
+            r.problem(f"{path}.match", "required (a regex over the normalized command)")
+        else:
+            try:
+                re.compile(match)
+            except re.error as exc:
+                r.problem(f"{path}.match", f"not a valid regex: {exc}")
+        rules.append(RuleConfig(
+            name=name, match=match,
+            action=r.choice(rule, "action", path, _ACTIONS, "deny"),
+            targets=r.str_list(rule, "targets", path) or ("*",),
+            users=r.str_list(rule, "users", path) or ("*",),
+            groups=r.str_list(rule, "groups", path) or ("*",),
+        ))
+    patterns = r.str_list(p, "mask_patterns", "policy")
+    for i, pattern in enumerate(patterns):
+        try:
+            re.compile(pattern.encode())
+        except re.error as exc:
+            r.problem("policy.mask_patterns", f"pattern [{i}] is not a valid regex: {exc}")
+    return PolicySettings(
+        rules=tuple(rules),
+        default=r.choice(p, "default", "policy", _ACTIONS, "allow"),
+        on_uncertain=r.choice(p, "on_uncertain", "policy", _ACTIONS, "approve"),
+        mask_live=r.get(p, "mask_live", "policy", bool, True),
+        mask_patterns=patterns,
+    )
+
+
+def _approvals(r: _Reader, data: dict[str, Any]) -> ApprovalSettings:
+    a = r.table(data, "approvals", "approvals")
+    r.check_keys(a, "approvals", _APPROVALS)
+    url = r.get(a, "webhook_url", "approvals", str, "")
+    if url and not url.startswith(("http://", "https://")):
+        r.problem("approvals.webhook_url", "expected an http:// or https:// URL")
+    return ApprovalSettings(
+        approvers=r.principals(a, "approvers", "approvals"),
+        timeout=r.duration(a, "timeout", "approvals", 300.0),
+        webhook_url=url,
+        webhook_format=r.choice(a, "webhook_format", "approvals", ("json", "slack"), "json"),
+    )
+
+
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Load and validate a config file; raise ConfigError listing every problem."""
     file = Path(path).resolve()
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError([ConfigProblem(str(file), "", None, f"cannot read: {exc.strerror}")]) from exc
+        problem = ConfigProblem(str(file), "", None, f"cannot read: {exc.strerror}")
+        raise ConfigError([problem]) from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -532,10 +640,13 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     recording = _recording(r, data, data_dir)
     users = _users(r, data)
     targets = _targets(r, data, users)
+    policy = _policy(r, data)
+    approvals = _approvals(r, data)
     for name, user in users.items():
         if not user.keys and user.password_hash is None:
             r.problem(f"users.{name}", "has no keys and no password_hash: it can never log in")
     if r.problems:
         raise ConfigError(r.problems)
     return Config(path=file, data_dir=data_dir, gateway=gateway, audit=audit,
-                  recording=recording, users=users, targets=targets, raw=data)
+                  recording=recording, users=users, targets=targets, policy=policy,
+                  approvals=approvals, raw=data)

@@ -42,7 +42,8 @@ from gateway.policy.keys import KeyLine
 from gateway.policy.sanitize import sanitize, strip_escapes
 
 TAIL_CAP = 64 * 1024  # output kept for line reconstruction; older output never matters
-RENDER_CAP = 32 * 1024  # bytes rendered by pyte per call (~25 ms at pyte's ~1.2 MiB/s)
+RENDER_CAP = 32 * 1024  # bytes rendered without a mark (~25 ms at pyte's ~1.2 MiB/s); with
+# a mark, the line's output since the mark is rendered whole (at most the tail, 128 KiB)
 MAX_ROWS = 1000  # emulated screen height cap
 MAX_RECORDS = 64  # lines remembered for current_line(line_id): relay holds one at a time
 MAX_SIGNALS = 256  # evasion signals kept until take_signals(); oldest dropped
@@ -51,7 +52,7 @@ _ALT_RE = re.compile(rb"\x1b\[\?(?:1049|1047|47)([hl])")
 _INPUT_RE = re.compile(
     rb"(?P<ps>\x1b\[200~)|(?P<pe>\x1b\[201~)"
     rb"|(?P<csi>\x1b\[[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e])|(?P<ss3>\x1bO[\x40-\x7e])"
-    rb"|(?P<meta>\x1b[^\x1b])|(?P<esc>\x1b)"
+    rb"|(?P<meta>\x1b[^\x00-\x1f\x7f])|(?P<esc>\x1b)"
     rb"|(?P<enter>\r\n?|\n|\x0f)|(?P<ctl>[\x00-\x1f\x7f])|(?P<text>[^\x00-\x1f\x7f\x1b]+)"
 )
 # Only long prefixes are carried: a lone ESC or "ESC [" must reach the target at once.
@@ -121,6 +122,7 @@ class _Line:
     id: int
     mark: int | None
     keys: KeyLine = field(default_factory=KeyLine)
+    pasted: bool = False  # bracketed paste seen: the shell echoes it only at its end
 
 
 class LineTracker:
@@ -210,11 +212,15 @@ class LineTracker:
         for m in _INPUT_RE.finditer(data):
             kind = m.lastgroup
             if self._line is None:
-                self._line = self._new_line(None if entered else self._total)
+                # Typed ahead after an Enter, or Enter as the first key (a pre-filled
+                # line): the output offset says nothing about where the prompt is.
+                typeahead = entered or kind == "enter"
+                self._line = self._new_line(None if typeahead else self._total)
             keys = self._line.keys
             tok = m.group(0)
             if kind == "ps":
                 self._in_paste = True
+                self._line.pasted = True
             elif kind == "pe":
                 self._in_paste = False
             elif kind == "enter":
@@ -285,6 +291,7 @@ class LineTracker:
         Never raises: a rendering failure falls back to the output with escape
         sequences stripped, and raises a ``render_error`` signal.
         """
+        line: _Line | None
         with self._lock:
             if line_id is not None and line_id in self._records:
                 line = self._records[line_id]
@@ -311,10 +318,11 @@ class LineTracker:
         if prompt and not guessed:
             with self._lock:
                 self._prompt = prompt
-        echo_off = keys.printable > 0 and not text.strip() and not raw.strip()
+        pasted = line.pasted if line is not None else False
+        echo_off = keys.printable > 0 and not text.strip() and not raw.strip() and not pasted
         typed: str | None = keys.text if keys.known and not echo_off else None
         mismatch = False
-        if typed is not None and not search and typed.strip() != text.strip():
+        if typed is not None and not search and not pasted and typed.strip() != text.strip():
             mismatch = True
             self._signal("mismatch", f"typed {len(typed)} characters, the line shows {len(text)}")
         if echo_off:
@@ -373,29 +381,28 @@ def _render(
     tail: bytes, base: int, mark: int | None, cols: int, rows: int, learned: str
 ) -> tuple[str, str, str, bool, bool]:
     """Render the line; return (text, prompt, raw, search, prompt_guessed)."""
-    end = len(tail)
     mark_idx = None if mark is None else mark - base
-    if mark_idx is not None and not (0 <= mark_idx <= end):
+    if mark_idx is not None and not (0 <= mark_idx <= len(tail)):
         mark_idx = None
-    anchor = mark_idx if mark_idx is not None else end
-    start = tail.rfind(b"\n", max(0, anchor - RENDER_CAP), anchor) + 1
-    if start == 0 and anchor - RENDER_CAP > 0:
-        start = anchor - RENDER_CAP
-    if end - start > 2 * RENDER_CAP:
-        mark_idx = None
-        start = end - RENDER_CAP
-    region = tail[start:]
+    # Sanitize before cutting so a long escape sequence cannot be cut into text.
+    if mark_idx is not None:
+        before = tail[:mark_idx]
+        before = sanitize(before[before.rfind(b"\n") + 1 :])
+        after = sanitize(tail[mark_idx:])
+    else:
+        cut = tail[-RENDER_CAP:]
+        nl = cut.find(b"\n")
+        before, after = b"", sanitize(cut[nl + 1 :] if 0 <= nl < len(cut) // 2 else cut)
+    region = before + after
     needed = region.count(b"\n") + len(region) // cols + 2
     height = min(MAX_ROWS, max(rows, needed))
     screen = pyte.Screen(cols, height)
     stream = pyte.Stream(screen)
+    pr, pc = -1, 0
     if mark_idx is not None:
-        stream.feed(sanitize(region[: mark_idx - start]).decode("utf-8", "replace"))
+        stream.feed(before.decode("utf-8", "replace"))
         pr, pc = screen.cursor.y, screen.cursor.x
-        stream.feed(sanitize(region[mark_idx - start :]).decode("utf-8", "replace"))
-    else:
-        stream.feed(sanitize(region).decode("utf-8", "replace"))
-        pr, pc = -1, 0
+    stream.feed(after.decode("utf-8", "replace"))
     cr = screen.cursor.y
     rows_text = _screen_rows(screen, cols)
     last = max(cr, max((y for y, t in enumerate(rows_text) if t.strip()), default=0))

@@ -59,6 +59,17 @@ class MaskPattern:
         group: the regex group to mask (0: the whole match).
         min_mask: a held partial this long is masked at the deadline.
         luhn: only mask digit runs that pass the Luhn check (card numbers).
+        triggers: literals one of which must be in the text for the regex to run
+            (a C-speed ``in`` test that keeps ordinary output fast); empty: always run.
+        lower: the triggers are tested against the lower-cased text.
+        gate: for a pattern without literal triggers, a cheaper group-free regex
+            that every match contains (tested before the full regex).
+        window: the longest partial match ``prefix`` can hold.
+        spaceless: ``prefix`` never matches white space (only the trailing run of
+            non-space characters is examined).
+
+    A prefix must not match a partial ending in a line break (the masker skips the
+    prefix checks when the text ends with one).
     """
 
     name: str
@@ -67,6 +78,11 @@ class MaskPattern:
     group: int = 0
     min_mask: int = 8
     luhn: bool = False
+    triggers: tuple[bytes, ...] = ()
+    lower: bool = False
+    gate: bytes | None = None  # regex source (no groups) that any match must contain
+    window: int = 512  # longest partial match the prefix may hold
+    spaceless: bool = False  # the prefix never contains white space
 
     @classmethod
     def from_config(cls, name: str, regex: str, prefix: str | None = None) -> MaskPattern:
@@ -82,12 +98,35 @@ def _prefixes(*literals: str) -> bytes:
     return b"(?:" + b"|".join(re.escape(p).encode() for p in out) + b")"
 
 
+def _trie(literals: Sequence[bytes]) -> bytes:
+    """A regex matching any of ``literals``, factored by common prefixes (fast in sre)."""
+    if not literals:
+        return b""
+    if any(len(x) == 0 for x in literals):
+        rest = [x for x in literals if x]
+        return b"(?:" + _trie(rest) + b")?" if rest else b""
+    groups: dict[int, list[bytes]] = {}
+    for x in literals:
+        groups.setdefault(x[0], []).append(x[1:])
+    alts = [re.escape(bytes([c])) + _trie(tails) for c, tails in sorted(groups.items())]
+    return alts[0] if len(alts) == 1 else b"(?:" + b"|".join(alts) + b")"
+
+
 def _token(name: str, starts: Sequence[str], body: bytes, lo: int, hi: int) -> MaskPattern:
     lits = b"(?:" + b"|".join(re.escape(s).encode() for s in starts) + b")"
     edge = rb"(?<![A-Za-z0-9_])"
-    rx = re.compile(edge + lits + body + b"{%d,%d}" % (lo, hi) + rb"(?!" + body + b")")
+    # The left edge is checked in Python: a leading look-behind would disable the
+    # regex engine's literal-prefix scan.
+    rx = re.compile(lits + body + b"{%d,%d}" % (lo, hi) + rb"(?!" + body + b")")
     px = re.compile(edge + b"(?:" + _prefixes(*starts) + b"|" + lits + body + b"{0,%d})\\Z" % hi)
-    return MaskPattern(name, rx, px)
+    return MaskPattern(
+        name,
+        rx,
+        px,
+        triggers=tuple(x.encode() for x in starts),
+        window=hi + max(len(x) for x in starts) + 1,
+        spaceless=True,
+    )
 
 
 _KEYWORD = (
@@ -107,8 +146,11 @@ BUILTIN_PATTERNS: tuple[MaskPattern, ...] = (
         re.compile(
             _KEYWORD + rb"[\"']?\s{0,4}[:=]\s{0,4}[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"
         ),
-        re.compile(_KEYWORD + rb"[\"']?\s{0,4}[:=]\s{0,4}[\"']?[A-Za-z0-9/+]{0,40}\Z"),
+        re.compile(_KEYWORD + rb"[\"']?[ \t]{0,4}[:=][ \t]{0,4}[\"']?[A-Za-z0-9/+]{0,40}\Z"),
         group=1,
+        triggers=(b"secret_access", b"secretaccess"),
+        lower=True,
+        window=100,
     ),
     _token("github-token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), rb"[A-Za-z0-9]", 36, 255),
     _token("github-fine-grained-token", ("github_pat_",), rb"[A-Za-z0-9_]", 22, 255),
@@ -121,10 +163,17 @@ BUILTIN_PATTERNS: tuple[MaskPattern, ...] = (
     ),
     MaskPattern(
         "credit-card",
-        re.compile(rb"[0-9](?:[ -]?[0-9]){12,18}(?![0-9])"),
-        re.compile(rb"(?<![0-9])[0-9](?:[ -]?[0-9]){5,17}[ -]?\Z"),
+        # 13-19 digits, or 4-4-4-(1..7) / 4-6-(4..5) groups with one separator kind;
+        # issuer digit 2-6 (Mastercard 2/5, Amex/Diners 3, Visa 4, Discover 6).
+        re.compile(
+            rb"[2-6][0-9]{3}(?:[0-9]{9,15}|([ -])[0-9]{4}\1[0-9]{4}\1[0-9]{1,7}"
+            rb"|([ -])[0-9]{6}\2[0-9]{4,5})(?![0-9])"
+        ),
+        re.compile(rb"(?<![0-9])[2-6](?:[ -]?[0-9]){5,17}[ -]?\Z"),
         min_mask=6,
         luhn=True,
+        window=40,
+        gate=rb"[2-6][0-9]{3}(?:[0-9]{9}|[ -][0-9]{4}[ -][0-9]{4}[ -][0-9]|[ -][0-9]{6}[ -][0-9]{4})",
     ),
 )
 _KEY_BEGIN_RE = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
@@ -136,6 +185,21 @@ _KEY_PREFIX_RE = re.compile(
     rb"(?:" + _prefixes("-----BEGIN ") + rb"|-----BEGIN (?:[A-Z0-9]+ ?){0,6}(?:P(?:R(?:I(?:V(?:"
     rb"A(?:T(?:E(?: (?:K(?:E(?:Y(?:-{0,4})?)?)?)?)?)?)?)?)?)?)?)?)\Z"
 )
+
+
+_ANY_RUN_RE = re.compile(rb"\S{1,128}\Z")
+
+
+def _secret_partial(text: bytes, secret: bytes) -> int:
+    """Length of the longest proper prefix of ``secret`` that ``text`` ends with."""
+    tail = text[-(len(secret) - 1) :] if len(secret) > 1 else b""
+    first = secret[:1]
+    i = tail.find(first)
+    while i >= 0:
+        if secret.startswith(tail[i:]):
+            return len(tail) - i
+        i = tail.find(first, i + 1)
+    return 0
 
 
 def luhn_ok(digits: bytes) -> bool:
@@ -213,6 +277,11 @@ class StreamMasker:
         self._secret_re = (
             re.compile(b"|".join(re.escape(p) for p in self._secrets)) if parts else None
         )
+        lits = sorted({t for p in self.patterns if not p.lower for t in p.triggers})
+        # One prefix-factored regex pass decides whether any token pattern must run
+        # (one pass per gate: a single alternation of everything is 3x slower in sre).
+        self._gate = re.compile(_trie(lits)) if lits else None
+        self._gates = {id(p): re.compile(p.gate) for p in self.patterns if p.gate}
         self._held = b""
         self._held_since: float | None = None
         self._ctx = b""
@@ -261,52 +330,22 @@ class StreamMasker:
     # ------------------------------------------------------------------ internals
 
     def _process(self, buf: bytes, *, final: bool, deadline: bool) -> tuple[bytes, bytes]:
-        # 1. visible projection: (orig_start, vis_start, length) segments
+        # 1. visible projection (C-speed split; segments only built when needed)
         pending = len(buf)
-        if b"\x1b" in buf:
+        has_esc = b"\x1b" in buf
+        if has_esc:
             tail_esc = buf.rfind(b"\x1b", max(0, len(buf) - 4200))
             if tail_esc >= 0 and not _ESC_RE.match(buf, tail_esc):
                 if _PARTIAL_ESC_RE.match(buf, tail_esc) and not final:
                     pending = tail_esc
-            segs: list[tuple[int, int, int]] = []
-            pieces: list[bytes] = []
-            pos = vpos = 0
-            for m in _ESC_RE.finditer(buf, 0, pending):
-                if m.start() > pos:
-                    segs.append((pos, vpos, m.start() - pos))
-                    pieces.append(buf[pos : m.start()])
-                    vpos += m.start() - pos
-                pos = m.end()
-            if pending > pos:
-                segs.append((pos, vpos, pending - pos))
-                pieces.append(buf[pos:pending])
-            vis = b"".join(pieces)
+            vis = b"".join(_ESC_RE.split(buf[:pending]))
         else:
-            segs = [(0, 0, len(buf))]
             vis = buf
         off = len(self._ctx)
         text = self._ctx + vis if off else vis
 
         # 2. ranges to mask (text coordinates)
-        ranges: list[tuple[int, int]] = []
-        for p in self.patterns:
-            if p.luhn:
-                for m in p.regex.finditer(text):
-                    s, e = m.span()
-                    if e <= off or (s > 0 and 48 <= text[s - 1] <= 57):
-                        continue
-                    digits = bytes(c for c in m.group(0) if 48 <= c <= 57)
-                    if 13 <= len(digits) <= 19 and luhn_ok(digits):
-                        ranges.append((s, e))
-            else:
-                for m in p.regex.finditer(text):
-                    s, e = m.span(p.group)
-                    if e > off:
-                        ranges.append((s, e))
-        if self._secret_re is not None:
-            for m in self._secret_re.finditer(text):
-                if m.end() > off:
-                    ranges.append(m.span())
+        ranges = self._match_ranges(text, off)
         key_ranges, key_events = self._key_ranges(text, off)
         ranges.extend(key_ranges)
 
@@ -323,6 +362,10 @@ class StreamMasker:
         hold_vis = max(0, hold - off)
 
         # 4. emit
+        if not ranges and hold_vis == len(vis):  # fast path: nothing to mask or hold
+            self._ctx = text[-CONTEXT:]
+            return buf[:pending], buf[pending:]
+        segs = self._segments(buf, pending) if has_esc else [(0, 0, len(buf))]
         orig_hold = self._orig_index(segs, hold_vis, pending)
         out = bytearray(buf[:orig_hold])
         spans: list[tuple[int, int]] = []
@@ -338,6 +381,59 @@ class StreamMasker:
                 self._in_key = state
         return bytes(out), buf[orig_hold:]
 
+    def _match_ranges(self, text: bytes, off: int) -> list[tuple[int, int]]:
+        ranges: list[tuple[int, int]] = []
+        lowered: bytes | None = None
+        gated: bool | None = None
+        for p in self.patterns:
+            if p.gate is not None and not self._gates[id(p)].search(text):
+                continue
+            if p.triggers and not p.lower:
+                if gated is None:
+                    gated = self._gate is not None and self._gate.search(text) is not None
+                if not gated:
+                    continue
+            if p.triggers:
+                if p.lower:
+                    lowered = text.lower() if lowered is None else lowered
+                    hay = lowered
+                else:
+                    hay = text
+                if not any(t in hay for t in p.triggers):
+                    continue
+            for m in p.regex.finditer(text):
+                s, e = m.span(p.group)
+                if e <= off:
+                    continue
+                ms = m.start()
+                if ms > 0 and (text[ms - 1 : ms].isalnum() or text[ms - 1] == 95):
+                    if (p.triggers and p.group == 0) or p.luhn:  # tokens, cards: left edge
+                        continue
+                if p.luhn:
+                    digits = bytes(c for c in m.group(0) if 48 <= c <= 57)
+                    if not (13 <= len(digits) <= 19 and luhn_ok(digits)):
+                        continue
+                ranges.append((s, e))
+        if self._secret_re is not None and any(x in text for x in self._secrets):
+            for m in self._secret_re.finditer(text):
+                if m.end() > off:
+                    ranges.append(m.span())
+        return ranges
+
+    @staticmethod
+    def _segments(buf: bytes, pending: int) -> list[tuple[int, int, int]]:
+        """(orig_start, vis_start, length) of each run of visible bytes."""
+        segs: list[tuple[int, int, int]] = []
+        pos = vpos = 0
+        for m in _ESC_RE.finditer(buf, 0, pending):
+            if m.start() > pos:
+                segs.append((pos, vpos, m.start() - pos))
+                vpos += m.start() - pos
+            pos = m.end()
+        if pending > pos:
+            segs.append((pos, vpos, pending - pos))
+        return segs
+
     def _key_ranges(
         self, text: bytes, off: int
     ) -> tuple[list[tuple[int, int]], list[tuple[int, bool]]]:
@@ -349,6 +445,8 @@ class StreamMasker:
         ranges: list[tuple[int, int]] = []
         events: list[tuple[int, bool]] = []
         in_key = self._in_key
+        if not in_key and b"PRIVATE KEY-----" not in text:
+            return ranges, events
         pos = off
         while True:
             if not in_key:
@@ -370,22 +468,27 @@ class StreamMasker:
             events.append((pos, False))
 
     def _hold_point(self, text: bytes, off: int, in_key: bool) -> int:
-        window_start = max(0, len(text) - 512)
-        window = text[window_start:]
-        hold = len(text)
+        if text[-1:] in (b"\n", b"\r") or not text:
+            return len(text)  # no prefix can end with a line break
+        n = len(text)
+        # Start of the trailing run without white space: spaceless prefixes live there.
+        run = max(text.rfind(c, max(0, n - 512)) for c in (b" ", b"\t", b"\n", b"\r")) + 1
+        hold = n
         for p in self.patterns:
-            px = p.prefix or re.compile(rb"\S{1,128}\Z")
-            m = px.search(window)
+            px = p.prefix or _ANY_RUN_RE
+            start = max(0, n - p.window)
+            if p.spaceless or p.prefix is None:
+                start = max(start, run)
+            m = px.search(text, start)
             if m is not None:
-                hold = min(hold, window_start + m.start())
-        m = (_KEY_END_PREFIX_RE if in_key else _KEY_PREFIX_RE).search(window)
+                hold = min(hold, m.start())
+        m = (_KEY_END_PREFIX_RE if in_key else _KEY_PREFIX_RE).search(text, max(0, n - 96))
         if m is not None:
-            hold = min(hold, window_start + m.start())
-        for s in self._secrets:
-            for k in range(min(len(s) - 1, len(text)), 0, -1):
-                if text.endswith(s[:k]):
-                    hold = min(hold, len(text) - k)
-                    break
+            hold = min(hold, m.start())
+        for sec in self._secrets:
+            k = _secret_partial(text, sec)
+            if k:
+                hold = min(hold, n - k)
         return max(hold, off)
 
     def _partial_ranges(self, text: bytes, off: int) -> list[tuple[int, int]]:
@@ -399,12 +502,10 @@ class StreamMasker:
             m = p.prefix.search(window)
             if m is not None and m.end() - m.start() >= p.min_mask:
                 out.append((window_start + m.start(), len(text)))
-        for s in self._secrets:
-            for k in range(min(len(s) - 1, len(text)), 0, -1):
-                if text.endswith(s[:k]):
-                    if k >= min(3, len(s)):
-                        out.append((len(text) - k, len(text)))
-                    break
+        for sec in self._secrets:
+            k = _secret_partial(text, sec)
+            if k >= min(3, len(sec)):
+                out.append((len(text) - k, len(text)))
         return out
 
     @staticmethod

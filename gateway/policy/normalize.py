@@ -537,6 +537,8 @@ def _wrapper(
         return False
     if name in ("su", "runuser", "script", "flock"):
         cmd = values.get("-c") or values.get("--command") or values.get("--session-command")
+        if cmd is None and name in ("su", "runuser"):
+            cmd = _permuted_command_opt(rest, with_arg)
         if cmd is not None:
             idx = next((k for k, w in enumerate(rest) if w.value == cmd), None)
             if idx is not None and rest[idx].is_dynamic:
@@ -575,6 +577,28 @@ def _wrapper(
         inner_ctx.stdin = None
     analyze_argv(list(inner), redirects, inner_ctx, sink, depth + 1)
     return True
+
+
+def _permuted_command_opt(words: Sequence[Word], with_arg: str) -> str | None:
+    """GNU getopt permutes: ``su - root -c CMD`` has ``-c`` after operands."""
+    for k, w in enumerate(words):
+        a = w.value
+        if a == "--":
+            return None
+        if a.startswith("--command=") or a.startswith("--session-command="):
+            return a.partition("=")[2]
+        if a in ("--command", "--session-command"):
+            return words[k + 1].value if k + 1 < len(words) else ""
+        if a.startswith("-") and not a.startswith("--") and len(a) > 1:
+            for j, c in enumerate(a[1:]):
+                if c == "c":
+                    rest = a[j + 2 :]
+                    if rest:
+                        return rest
+                    return words[k + 1].value if k + 1 < len(words) else ""
+                if c in with_arg:
+                    break
+    return None
 
 
 def is_decoder(words: Sequence[Word]) -> bool:

@@ -288,10 +288,8 @@ class PolicyEngine:
             return Decision(
                 action, deciding.name if deciding else None, _reason(action, deciding), commands
             )
-        if (
-            (uncertain
-            and SEVERITY[self.on_uncertain] > SEVERITY[action])
-            or (uncertain and self.on_uncertain is action and deciding is None)
+        if (uncertain and SEVERITY[self.on_uncertain] > SEVERITY[action]) or (
+            uncertain and self.on_uncertain is action and deciding is None
         ):
             return Decision(self.on_uncertain, None, uncertain[0], commands)
         return Decision(

@@ -15,6 +15,7 @@ the session (or in rc files) are invisible: a line is analysed on its own.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -101,7 +102,7 @@ def _has_history_expansion(line: str) -> bool:
         elif c == "!" and i + 1 < n:
             nxt = line[i + 1]
             prev = line[i - 1] if i else ""
-            if nxt not in ' \t\n=("' and prev not in "${":
+            if nxt not in ' \t\n=("' and not (prev and prev in "${"):
                 return True
         i += 1
     return False
@@ -138,14 +139,71 @@ class _Walker:
         return incomplete
 
 
+_OPEN = {"if": 1, "fi": -1, "do": 1, "done": -1, "case": 1, "esac": -1, "{": 1, "}": -1}
+_HEREDOC_RE = re.compile(r"<<-?\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1")
+_TRAILING_OPS = ("|", "&&", "||", "|&")
+
+
 def _looks_incomplete(text: str, root: tree_sitter.Node) -> bool:
-    stripped = text.rstrip(" \t")
-    if stripped.endswith("\\") and not stripped.endswith("\\\\"):
+    """True if bash would print its continuation prompt rather than run or reject.
+
+    Deliberately narrow: an open quote, a trailing backslash or operator, more
+    ``if/do/case/{/(`` than closers, or a here-document without its end line.
+    Anything else tree-sitter rejects is "could not parse".
+    """
+    del root
+    quote = ""
+    depth = 0
+    word: list[str] = []
+    i, n = 0, len(text)
+
+    def end_word() -> None:
+        nonlocal depth
+        if word:
+            depth += _OPEN.get("".join(word), 0)
+            word.clear()
+
+    while i < n:
+        c = text[i]
+        if quote == "'":
+            if c == "'":
+                quote = ""
+        elif quote == '"':
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                quote = ""
+        elif c == "\\":
+            if i + 1 >= n:
+                return True
+            word.append(text[i : i + 2])
+            i += 1
+        elif c in "'\"":
+            quote = c
+            word.append("q")
+        elif c == "#" and not word:
+            while i < n and text[i] != "\n":
+                i += 1
+            continue
+        elif c in " \t\n;&|":
+            end_word()
+        elif c == "(":
+            end_word()
+            depth += 1
+        elif c == ")":
+            end_word()
+            depth -= 1
+        else:
+            word.append(c)
+        i += 1
+    end_word()
+    if quote or depth > 0:
         return True
-    for node in _iter(root):
-        if node.is_missing:
-            return True
-        if node.type == "ERROR" and node.end_byte >= len(text.rstrip().encode()):
+    if text.rstrip().endswith(_TRAILING_OPS):
+        return True
+    for m in _HEREDOC_RE.finditer(text):
+        rest = text[m.end() :].split("\n")[1:]
+        if not any(line.strip("\t") == m.group(2) for line in rest):
             return True
     return False
 
@@ -216,6 +274,8 @@ class _Visit:
         elif t in ("command_substitution", "process_substitution"):
             for c in node.named_children:
                 self.walk(c, Context())
+        elif t in ("declaration_command", "unset_command"):
+            self.declaration(node)
         elif t == "function_definition":
             body = node.child_by_field_name("body")
             if body is not None:
@@ -237,6 +297,18 @@ class _Visit:
                 return
             for c in node.named_children:
                 self.walk(c, ctx)
+
+    def declaration(self, node: tree_sitter.Node) -> None:
+        """``export X=1``, ``declare -x``, ``unset HISTFILE``: a command rules can see."""
+        words = [self.word(c) for c in node.children if c.is_named and c.type != "comment"]
+        keyword = node.children[0] if node.children else None
+        name = self.text(keyword) if keyword is not None and not keyword.is_named else ""
+        if name:
+            argv = [name, *(w.value for w in words)]
+            self.sink.commands.append(SimpleCommand(" ".join(argv), tuple(argv)))
+        for c in node.children:
+            for d in _substitutions(c):
+                self.walk(d, Context())
 
     def stage_is_decoder(self, stage: tree_sitter.Node) -> bool:
         cmd = stage

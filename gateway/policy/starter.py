@@ -75,7 +75,7 @@ STARTER_RULES: tuple[tuple[str, str, str, str], ...] = (
     (
         "approve-account-change",
         r"^(?:userdel|groupdel|deluser|delgroup|useradd|adduser|usermod|groupmod|passwd"
-        r"|chpasswd|visudo|vipw)(?: |$)",
+        r"|chpasswd|vipw)(?: |$)|^visudo(?! -c)(?: |$)",
         "approve",
         "changing accounts or passwords",
     ),
@@ -102,6 +102,12 @@ STARTER_RULES: tuple[tuple[str, str, str, str], ...] = (
         r"^crontab(?: \S+)* -r(?: |$)",
         "approve",
         "removing a crontab",
+    ),
+    (
+        "approve-find-delete",
+        r"^find (?:/|/" + _SYSTEM_DIRS + r")/?(?: \S+)* -(?:delete|exec rm|execdir rm)(?: |$)",
+        "approve",
+        "find deleting under a system directory",
     ),
     (
         "approve-history-wipe",

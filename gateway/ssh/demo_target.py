@@ -19,6 +19,7 @@ import pwd
 import signal
 import struct
 import termios
+
 import asyncssh
 
 from gateway.ssh.upstream import Endpoint
@@ -28,6 +29,9 @@ log = logging.getLogger("bastille.demo_target")
 _SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "HUP": signal.SIGHUP,
             "KILL": signal.SIGKILL, "QUIT": signal.SIGQUIT, "USR1": signal.SIGUSR1,
             "USR2": signal.SIGUSR2, "WINCH": signal.SIGWINCH}
+
+
+_HOME = os.path.expanduser("~")
 
 
 def _shell() -> str:
@@ -49,6 +53,7 @@ async def _handle(process: asyncssh.SSHServerProcess[bytes]) -> None:
     shell = _shell()
     argv = [shell, "-c", command] if command is not None else [shell, "-l"]
     loop = asyncio.get_running_loop()
+    home = _HOME
     master: int | None = None
     try:
         if term:
@@ -57,13 +62,13 @@ async def _handle(process: asyncssh.SSHServerProcess[bytes]) -> None:
             _set_size(master, cols or 80, rows or 24)
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=slave, stdout=slave, stderr=slave, env=env,
-                cwd=os.path.expanduser("~"), start_new_session=True,
+                cwd=home, start_new_session=True,
                 preexec_fn=_make_controlling_tty)
             os.close(slave)
         else:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=env, cwd=os.path.expanduser("~"),
+                stderr=asyncio.subprocess.PIPE, env=env, cwd=home,
                 start_new_session=True)
     except OSError as exc:
         process.stderr.write(f"cannot start {shell}: {exc.strerror}\n".encode())

@@ -24,6 +24,7 @@ from gateway.audit import AuditEvent, Kind
 from gateway.errors import BastilleError, TargetError
 from gateway.routing import Route, route_request
 from gateway.ssh.menu import QUIT, MenuEntry, TargetMenu
+from gateway.ssh.policy_relay import InteractivePolicy, exec_decision
 from gateway.transfers import FileOp, ScpTap, SftpTap, Transfer
 from recorder.errors import RecorderError
 
@@ -106,9 +107,10 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         self._bytes_out = 0
         self._early: list[tuple[bytes, asyncssh.DataType]] = []
         self._discard_input = False
+        self._ipolicy: InteractivePolicy | None = None
 
     # ------------------------------------------------------------ channel requests
-    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self.chan = chan
         chan.pause_reading()  # nothing reaches a target before it is chosen and recorded
 
@@ -154,6 +156,10 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         rec = self._rec
         if rec is not None:
             rec.input(data)
+        if self._ipolicy is not None:
+            self._bytes_in += len(data)
+            self._ipolicy.input(data)
+            return
         if self._sftp is not None:
             self._sftp.from_client(data)
         elif self._scp is not None and self._scp.direction == "upload":
@@ -174,6 +180,8 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         self.term_size = (width, height, pixwidth, pixheight)
         if self._rec is not None:
             self._rec.resize(width, height)
+        if self._ipolicy is not None:
+            self._ipolicy.resize(width, height)
         if self._upstream is not None:
             self._upstream.change_terminal_size(width, height, pixwidth, pixheight)
 
@@ -203,24 +211,48 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
     # ------------------------------------------------------------ target -> user
     def from_target(self, data: bytes, datatype: asyncssh.DataType) -> None:
         self._last_activity = time.monotonic()
+        self._bytes_out += len(data)
+        if self._ipolicy is not None:
+            self._ipolicy.output(data)
+            self._check_congestion()
+            return
         rec = self._rec
         if rec is not None:
             rec.output(data, 2 if datatype == asyncssh.EXTENDED_DATA_STDERR else 1)
-            if rec.congested and self._rec_ok:
-                self._rec_ok = False
-                self._update_target_reading()
-                self.app.spawn(self._await_recorder(rec), "recorder backpressure")
+            self._check_congestion()
         if self._sftp is not None:
             self._sftp.from_server(data)
         elif self._scp is not None and self._scp.direction == "download":
             self._scp.feed(data)
-        self._bytes_out += len(data)
         chan = self.chan
         if chan is not None and not self._user_closed.is_set():
             try:
                 chan.write(data, datatype)
             except (BrokenPipeError, ConnectionError):
                 self._user_closed.set()
+
+    def _check_congestion(self) -> None:
+        rec = self._rec
+        if rec is not None and rec.congested and self._rec_ok:
+            self._rec_ok = False
+            self._update_target_reading()
+            self.app.spawn(self._await_recorder(rec), "recorder backpressure")
+
+    def _to_user(self, data: bytes) -> None:
+        chan = self.chan
+        if data and chan is not None and not self._user_closed.is_set():
+            try:
+                chan.write(data)
+            except (BrokenPipeError, ConnectionError):
+                self._user_closed.set()
+
+    def _to_target(self, data: bytes) -> None:
+        if self._upstream is not None and data:
+            self._upstream.write(data)
+
+    def _record_output(self, data: bytes) -> None:
+        if self._rec is not None and data:
+            self._rec.output(data, 1)
 
     async def _await_recorder(self, rec: SessionRecording) -> None:
         await rec.wait_writable()
@@ -299,7 +331,10 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         assert self.chan is not None
         route = route_request(self.ctx.login, self.command if self.kind == "exec" else None)
         if route.builtin is not None:
-            self._fail(self.app.builtin(route, self.ctx), 0)
+            text = self.app.builtin(route, self.ctx)
+            eol = "\r\n" if self.has_pty else "\n"
+            self._write_user((text.replace("\n", eol) + eol).encode())
+            self._exit_user(1 if text.startswith("bastille:") else 0)
             return
         if route.target is None:
             if self.kind != "shell" or not self.has_pty:
@@ -317,6 +352,8 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             self._fail(str(exc), 1)
             return
         self.target_name = target.name
+        if route.command is None and self.kind == "exec":
+            self.kind = "shell"  # `ssh -t alice@bastion web1`: the exec string named the target
         if route.command is not None:
             self.kind = "exec"
             if self.command is not None and self.ctx.login.target is not None:
@@ -328,15 +365,17 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         await self._start_recording(route)
         if self._rec is None:
             return
+        if route.command is not None and not await self._exec_allowed(route.command):
+            return
         agent = self.chan.get_agent_path()
         if agent is not None and not target.allow_agent_forwarding.allows(
                 self.ctx.user.name, self.ctx.user.groups):
-            self.app.audit(self._event(Kind.REFUSED, "denied", {"channel": "agent-forwarding"}))
+            self.app.audit(self.audit_event(Kind.REFUSED, "denied", {"channel": "agent-forwarding"}))
             self._write_user(_say(f"agent forwarding is not allowed on {target.name}; "
                                   "continuing without it", self.has_pty), stderr=True)
             agent = None
         elif agent is not None:
-            self.app.audit(self._event(Kind.FORWARD, "ok", {"channel": "agent-forwarding"}))
+            self.app.audit(self.audit_event(Kind.FORWARD, "ok", {"channel": "agent-forwarding"}))
         try:
             conn = await self.app.upstream(self.ctx, target, agent)
         except TargetError as exc:
@@ -346,12 +385,88 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         await self._open_upstream(conn, route)
         if self._upstream is None:
             return
+        if self.has_pty and self.kind == "shell":
+            self._ipolicy = InteractivePolicy(
+                self, self.app.masker_for(target), self._to_target, self._to_user,
+                self._record_output, decide=self.app.policy_engine is not None)
+        # keys typed ahead (before the target was ready) take the same policy path
+        early, self._early = self._early, []
+        for data, datatype in early:
+            self.data_received(data, datatype)
+        if self._user_eof:
+            self._upstream.write_eof()
         self.chan.resume_reading()
         async with asyncio.TaskGroup() as tg:
             watchdog = tg.create_task(self._watchdog())
             waiter = tg.create_task(self._wait_end())
             await waiter
             watchdog.cancel()
+
+    async def _exec_allowed(self, command: str) -> bool:
+        engine = self.app.policy_engine
+        if engine is None:
+            return True
+        decision = exec_decision(engine, command, user=self.ctx.user.name,
+                                 groups=self.ctx.user.groups, target=self.target_name)
+        self.record_decision(command, decision, source="exec", record_command=False)
+        if decision.action == "allow":
+            return True
+        if decision.action == "deny":
+            self._fail(f"denied by policy: {decision.reason}", 1)
+            return False
+        store = self.app.approvals
+        request = store.create(user=self.ctx.user.name, target=self.target_name,
+                               session=self.session_id, command=command, rule=decision.rule,
+                               reason=decision.reason, timeout=self.app.config.approvals.timeout)
+        self.app.notify_approvers(request)
+        minutes = max(1, round(self.app.config.approvals.timeout / 60))
+        self._write_user(_say(f"{decision.reason}", self.has_pty) + _say(
+            f"waiting for approval #{request.id} (expires in {minutes}m)", self.has_pty),
+            stderr=True)
+        waiter = asyncio.ensure_future(store.wait(request.id))
+        closed = asyncio.ensure_future(self._user_closed.wait())
+        try:
+            await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+        if not waiter.done():
+            waiter.cancel()
+            store.cancel(request.id, "the user disconnected")
+            return False
+        result = waiter.result()
+        self.record_approval(result)
+        if result.status == "approved":
+            self._write_user(_say(f"approved by {result.decided_by}", self.has_pty),
+                             stderr=True)
+            return True
+        self._fail(f"request #{request.id} {result.status}; the command was not run", 1)
+        return False
+
+    def record_decision(self, text: str, decision: Any, *, source: str,
+                        record_command: bool = True) -> None:
+        """Record and audit one decided command line."""
+        rec = self._rec
+        if rec is not None and record_command:
+            rec.command(text, source=source)
+        action = str(decision.action)
+        if rec is not None and (action != "allow" or decision.rule):
+            rec.policy(command=text, action=action, rule=decision.rule, reason=decision.reason)
+        if action == "allow":
+            if source == "interactive":
+                self.app.audit(self.audit_event(Kind.COMMAND, "ok", {"command": text}))
+        else:
+            self.app.audit(self.audit_event(Kind.POLICY, action, {
+                "command": text, "rule": decision.rule, "reason": decision.reason,
+                "source": source}))
+
+    def record_approval(self, request: Any) -> None:
+        if self._rec is not None:
+            self._rec.approval(request_id=str(request.id), command=request.command,
+                               decision=request.status, approver=request.decided_by,
+                               reason=request.decision_reason or "")
+        self.app.audit(self.audit_event(Kind.APPROVAL, request.status, {
+            "request": request.id, "command": request.command,
+            "approver": request.decided_by, "reason": request.decision_reason}))
 
     async def _run_menu(self) -> str | None:
         assert self.chan is not None
@@ -396,7 +511,7 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             self._rec = await self.app.recorder.open_session(header)
         except RecorderError as exc:
             log.error("recording cannot start for %s: %s", self.ctx.user.name, exc)
-            self.app.audit(self._event(Kind.RECORDING, "failed", {"error": str(exc)}))
+            self.app.audit(self.audit_event(Kind.RECORDING, "failed", {"error": str(exc)}))
             if self.app.config.recording.on_failure == "terminate":
                 self._fail("this session cannot be recorded, so it was not started; "
                            "tell an administrator", 1)
@@ -405,12 +520,12 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             self._rec = None
             return
         self._rec.add_failure_callback(self._on_recording_failed)
-        self.app.audit(self._event(Kind.SESSION_START, "ok", {
+        self.app.audit(self.audit_event(Kind.SESSION_START, "ok", {
             "kind": self.kind, **({"command": route.command} if route.command else {}),
             **({"term": self.term_type} if self.has_pty else {})}))
         if route.command is not None:
             self._rec.command(route.command, source="exec")
-            self.app.audit(self._event(Kind.EXEC, "ok", {"command": route.command}))
+            self.app.audit(self.audit_event(Kind.EXEC, "ok", {"command": route.command}))
 
     async def _open_upstream(self, conn: asyncssh.SSHClientConnection, route: Route) -> None:
         assert self.chan is not None
@@ -433,12 +548,7 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             self._fail(f"target {self.target_name} refused the session: {reason}", 1)
             return
         self._upstream = chan
-        early, self._early = self._early, []
-        for data, datatype in early:
-            self.data_received(data, datatype)
-        if self._user_eof:
-            chan.write_eof()
-        self.app.audit(self._event(Kind.TARGET_CONNECT, "ok", {}))
+        self.app.audit(self.audit_event(Kind.TARGET_CONNECT, "ok", {}))
 
     async def _wait_end(self) -> None:
         user = asyncio.ensure_future(self._user_closed.wait())
@@ -470,7 +580,7 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
                 return
 
     def _on_recording_failed(self, exc: RecorderError) -> None:
-        self.app.audit(self._event(Kind.RECORDING, "failed", {"error": str(exc)}))
+        self.app.audit(self.audit_event(Kind.RECORDING, "failed", {"error": str(exc)}))
         if self.app.config.recording.on_failure == "terminate":
             self._end_user("recording failed, so the session was terminated")
 
@@ -504,6 +614,8 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             self._exit_user(255)
 
     async def _finish(self) -> None:
+        if self._ipolicy is not None:
+            self._ipolicy.close()
         if self._sftp is not None:
             self._sftp.close()
         if self._upstream is not None:
@@ -513,8 +625,8 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             try:
                 await self._rec.close(exit_status=self.exit_status, exit_signal=signal)
             except RecorderError as exc:
-                self.app.audit(self._event(Kind.RECORDING, "failed", {"error": str(exc)}))
-            self.app.audit(self._event(Kind.SESSION_END, "ok", {
+                self.app.audit(self.audit_event(Kind.RECORDING, "failed", {"error": str(exc)}))
+            self.app.audit(self.audit_event(Kind.SESSION_END, "ok", {
                 "exit_status": self.exit_status, "exit_signal": signal,
                 "bytes_in": self._bytes_in, "bytes_out": self._bytes_out,
                 **({"reason": self._ending} if self._ending else {})}))
@@ -524,16 +636,16 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         if self._rec is not None:
             self._rec.file_transfer(path=t.path, direction=t.direction, size=t.size,
                                     sha256=t.sha256, protocol=t.protocol)
-        self.app.audit(self._event(Kind.FILE_TRANSFER, "ok", {
+        self.app.audit(self.audit_event(Kind.FILE_TRANSFER, "ok", {
             "path": t.path, "direction": t.direction, "size": t.size, "sha256": t.sha256,
             "protocol": t.protocol}))
 
     def _on_file_op(self, op: FileOp) -> None:
         if self._rec is not None:
             self._rec.event("file_op", {"op": op.op, "path": op.path, "new_path": op.new_path})
-        self.app.audit(self._event(Kind.FILE_TRANSFER, "ok", {
+        self.app.audit(self.audit_event(Kind.FILE_TRANSFER, "ok", {
             "op": op.op, "path": op.path, **({"new_path": op.new_path} if op.new_path else {})}))
 
-    def _event(self, kind: Kind, outcome: str, detail: dict[str, Any]) -> AuditEvent:
+    def audit_event(self, kind: Kind, outcome: str, detail: dict[str, Any]) -> AuditEvent:
         return AuditEvent(kind, outcome, user=self.ctx.user.name, source=self.ctx.source,
                           target=self.target_name, session=self.session_id, detail=detail)

@@ -142,7 +142,7 @@ async def connect(name: str, ep: Endpoint, tofu: TofuStore | None = None, *,
     except asyncssh.PermissionDenied:
         raise TargetAuthFailed(
             f"target {name} refused the bastion's credentials; tell an administrator") from None
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         raise TargetUnreachable(f"target {name} did not answer in time") from None
     except (ConnectionRefusedError, socket.gaierror, OSError) as exc:
         reason = "refused the connection" if isinstance(exc, ConnectionRefusedError) else (

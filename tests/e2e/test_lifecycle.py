@@ -56,7 +56,7 @@ def test_sessions_past_drain_timeout_are_told(make_gateway) -> None:  # type: ig
     assert g.gateway.proc is not None
     started = time.monotonic()
     g.gateway.proc.terminate()
-    out, err = proc.communicate(timeout=20)
+    _, err = proc.communicate(timeout=20)
     assert b"the bastion is shutting down" in err
     assert time.monotonic() - started < 15
     assert g.gateway.proc.wait(20) == 0

@@ -80,7 +80,7 @@ def test_unknown_key_suggests(tmp_path: Path) -> None:
 
 def test_every_problem_is_reported(tmp_path: Path) -> None:
     bad = GOOD.replace('idle_timeout = "30m"', 'idle_timeout = "soon"').replace(
-        'key_file = "tk"', 'key_file = "missing"').replace('groups = ["ops"]\n', 'groups = "ops"\n', 0)
+        'key_file = "tk"', 'key_file = "missing"')
     problems = _problems(tmp_path, bad)
     assert any("gateway.idle_timeout: expected seconds or a duration" in p for p in problems)
     assert any("targets.web1.key_file:" in p and "does not exist" in p for p in problems)

@@ -1,0 +1,211 @@
+"""Policy in the data path of one interactive (PTY shell) session.
+
+* Output: fed to the :class:`LineTracker` (cheap tail bookkeeping) and the
+  :class:`StreamMasker`; the masked bytes go to the recording always and to the user when
+  ``policy.mask_live`` is on. A held partial match is flushed by a timer at its deadline.
+* Input: split by the tracker; the Enter key is held while the line is reconstructed
+  (pyte, in a worker thread) and decided. Keys typed meanwhile are queued (bounded) and
+  replayed after an allow; discarded while an approval is pending.
+* Deny: the line is cancelled on the target (Ctrl-C: the shell drops the whole line,
+  continuation lines included) and the user sees the rule. Approve: the user sees
+  ``waiting for approval #ID (expires in 5m)``; Ctrl-C cancels; on approval the held
+  Enter is released, so what runs is exactly the line that was approved.
+
+Limits are documented in docs/policy.md: non-PTY exec and file transfers are decided on
+their command line and not masked (their bytes must stay exact).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from gateway.audit import Kind
+from gateway.policy import Action, Decision, LineTracker, StreamMasker
+
+if TYPE_CHECKING:
+    from gateway.ssh.session import GatewaySession
+
+log = logging.getLogger("bastille.policy")
+
+MAX_QUEUED_INPUT = 64 * 1024  # keys typed while a decision is pending (bounded)
+
+
+class InteractivePolicy:
+    def __init__(self, session: GatewaySession, masker: StreamMasker | None,
+                 write_target: Callable[[bytes], None], write_user: Callable[[bytes], None],
+                 record_output: Callable[[bytes], None], *, decide: bool = True) -> None:
+        self.s = session
+        self.app = session.app
+        cols, rows = session.term_size[:2]
+        self.tracker = LineTracker(cols or 80, rows or 24)
+        self.masker = masker
+        self._write_target = write_target
+        self._write_user = write_user
+        self._record_output = record_output
+        self._deciding = False
+        self._waiting_approval: int | None = None
+        self._queued = bytearray()
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._decide_lines = decide
+
+    # ------------------------------------------------------------ output
+    def output(self, data: bytes) -> None:
+        self.tracker.feed_output(data)
+        if self.masker is None:
+            self._record_output(data)
+            self._write_user(data)
+            return
+        masked = self.masker.feed(data, time.monotonic())
+        if masked:
+            self._record_output(masked)
+        self._write_user(masked if self.app.config.policy.mask_live else data)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        assert self.masker is not None
+        deadline = self.masker.next_deadline()
+        if deadline is None or self._flush_handle is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._flush_handle = loop.call_later(max(0.0, deadline - time.monotonic()) + 0.001,
+                                             self._flush)
+
+    def _flush(self, end: bool = False) -> None:
+        self._flush_handle = None
+        if self.masker is None:
+            return
+        out = self.masker.flush(time.monotonic(), end=end)
+        if out:
+            self._record_output(out)
+            if self.app.config.policy.mask_live:
+                self._write_user(out)
+        if not end:
+            self._schedule_flush()
+
+    def close(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._flush(end=True)
+
+    def resize(self, cols: int, rows: int) -> None:
+        self.tracker.resize(cols, rows)
+
+    # ------------------------------------------------------------ input
+    def input(self, data: bytes) -> None:
+        if not self._decide_lines:
+            self._write_target(data)
+            return
+        if self._waiting_approval is not None:
+            if b"\x03" in data:
+                self.app.spawn(self._cancel_approval(), "approval cancel")
+            return  # keys typed while waiting are discarded
+        if self._deciding:
+            if len(self._queued) + len(data) <= MAX_QUEUED_INPUT:
+                self._queued += data
+            return
+        events = self.tracker.feed_input(data)
+        for i, event in enumerate(events):
+            if event.data:
+                self._write_target(event.data)
+            if event.kind == "enter":
+                self._deciding = True
+                rest = b"".join(e.data + e.enter for e in events[i + 1:])
+                self._queued += rest
+                self.app.spawn(self._decide(event.enter, event.line_id), "policy decision")
+                return
+
+    async def _decide(self, enter: bytes, line_id: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            snapshot = await loop.run_in_executor(None, self.tracker.current_line, line_id)
+            ctx = self.s.ctx
+            decision = self.engine.decide_snapshot(
+                snapshot, user=ctx.user.name, groups=sorted(ctx.user.groups),
+                target=self.s.target_name)
+            for kind, detail in self.tracker.take_signals():
+                self.app.audit(self.s.audit_event(Kind.EVASION, "flagged",
+                                                  {"signal": kind, "detail": detail}))
+            text = snapshot.text if not snapshot.echo_off else "(typed without echo)"
+            if decision.incomplete and decision.action is Action.ALLOW:
+                self.tracker.continue_line(snapshot.text)
+                self._release(enter)
+                return
+            self.s.record_decision(text, decision, source="interactive")
+            if decision.action is Action.ALLOW:
+                self.tracker.end_line()
+                self._release(enter)
+            elif decision.action is Action.DENY:
+                self.tracker.end_line()
+                self._refuse(f"denied by policy: {decision.reason}")
+            else:
+                await self._approval(text, decision, enter)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # fail closed: the Enter is not released
+            log.exception("policy decision failed")
+            self.tracker.end_line()
+            self._refuse("the policy could not decide this command; it was not run")
+
+    @property
+    def engine(self):  # type: ignore[no-untyped-def]
+        return self.app.policy_engine
+
+    def _release(self, enter: bytes) -> None:
+        self._write_target(enter)
+        self._resume()
+
+    def _resume(self) -> None:
+        self._deciding = False
+        self._waiting_approval = None
+        queued, self._queued = bytes(self._queued), bytearray()
+        if queued:
+            self.input(queued)
+
+    def _refuse(self, message: str) -> None:
+        self._write_user(f"\r\nbastille: {message}\r\n".encode())
+        self._queued.clear()
+        self._write_target(b"\x03")  # the shell drops the whole line and prompts again
+        self._resume()
+
+    async def _approval(self, text: str, decision: Decision, enter: bytes) -> None:
+        store = self.app.approvals
+        cfg = self.app.config.approvals
+        ctx = self.s.ctx
+        request = store.create(user=ctx.user.name, target=self.s.target_name,
+                               session=self.s.session_id, command=text, rule=decision.rule,
+                               reason=decision.reason, timeout=cfg.timeout)
+        self._waiting_approval = request.id
+        self._queued.clear()
+        self.app.notify_approvers(request)
+        minutes = max(1, round(cfg.timeout / 60))
+        self._write_user(
+            f"\r\nbastille: {decision.reason}\r\nbastille: waiting for approval #{request.id} "
+            f"(expires in {minutes}m; Ctrl-C cancels)\r\n".encode())
+        result = await store.wait(request.id)
+        self.s.record_approval(result)
+        if result.status == "approved":
+            self._write_user(f"bastille: approved by {result.decided_by}\r\n".encode())
+            self.tracker.end_line()
+            self._release(enter)
+        else:
+            why = {"denied": f"denied by {result.decided_by}", "expired": "expired",
+                   "cancelled": "cancelled"}.get(result.status, result.status)
+            if result.decision_reason and result.status == "denied":
+                why += f": {result.decision_reason}"
+            self.tracker.end_line()
+            self._refuse(f"request #{request.id} {why}; the command was not run")
+
+    async def _cancel_approval(self) -> None:
+        if self._waiting_approval is not None:
+            self.app.approvals.cancel(self._waiting_approval, "cancelled by the user")
+
+
+def exec_decision(engine: Any, command: str, *, user: str, groups: frozenset[str],
+                  target: str) -> Decision:
+    """Decide an exec request: the command string is exact."""
+    decision: Decision = engine.decide(command, user=user, groups=sorted(groups), target=target)
+    return decision

@@ -1,0 +1,427 @@
+"""The Replay screen: one recorded session played back in a terminal view.
+
+Keys (see the footer and docs/player.md): space play/pause, +/- speed (0.25x-16x),
+i skip idle time, left/right -/+5 s, home/end, g go to a time, n/p next/previous
+command, / search in the session, ]/[ next/previous hit, c copy the screen, y copy the
+current command, escape back to the list.
+
+All seeking and pyte feeding runs in one worker thread at a time; the UI thread only
+shows finished frames. When the worker falls behind (very fast playback of heavy
+output), frames are skipped, never queued.
+
+Known limits: the same as :mod:`player.data` (no alternate screen, burst sampling);
+live sessions are shown as recorded so far (reopen to refresh), and watching them as
+they happen is not implemented here.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import ScrollableContainer, Vertical
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Footer, Input, Label, Static
+
+from player.data import Archive, Cursor, Mark, SessionData, integrity_label
+from player.terminal_view import Frame, TerminalView, make_frame
+from player.timeline import Timeline
+from recorder.errors import RecorderError
+
+SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+TICK = 0.1  # seconds between playback frames (10 fps is plenty for a terminal)
+IDLE_LIMIT = 1.0  # with idle skipping, a pause longer than this is cut short
+SEEK_STEP = 5.0
+_TIME = re.compile(r"^\s*([+-]?)\s*(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d+)?)\s*$")
+
+
+def parse_time(text: str, now: float) -> float | None:
+    """``90``, ``1:30``, ``1:02:03``; a leading ``+``/``-`` is relative to ``now``."""
+    m = _TIME.match(text)
+    if not m:
+        return None
+    sign, a, b, sec = m.groups()
+    parts = [int(x) for x in (a, b) if x is not None]
+    value = float(sec)
+    for i, p in enumerate(reversed(parts)):
+        value += p * 60 ** (i + 1)
+    if sign == "+":
+        return now + value
+    if sign == "-":
+        return now - value
+    return value
+
+
+def fmt_clock(t: float) -> str:
+    s = int(max(t, 0))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def copy_dir() -> Path:
+    """Where copies are also written (private to the user: 0700)."""
+    base = Path(os.environ.get("BASTILLE_PLAYER_COPY_DIR") or tempfile.gettempdir())
+    path = base / f"bastille-player-{os.getuid()}"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+class GotoScreen(ModalScreen[float | None]):
+    """Asks for a time to go to."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, now: float) -> None:
+        super().__init__()
+        self.now = now
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="goto"):
+            yield Label("Go to time (90, 1:30, 1:02:03, +30, -10):")
+            yield Input(placeholder=fmt_clock(self.now), id="goto-input")
+            yield Static("", id="goto-error")
+
+    @on(Input.Submitted)
+    def _submit(self, event: Input.Submitted) -> None:
+        value = parse_time(event.value, self.now)
+        if value is None:
+            self.query_one("#goto-error", Static).update(
+                Text(f"not a time: {event.value!r}", "bold red")
+            )
+            return
+        self.dismiss(value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ReplayScreen(Screen[None]):
+    """Plays one session."""
+
+    BINDINGS = [
+        Binding("space", "toggle_play", "Play/Pause"),
+        Binding("left", "seek(-5)", "-5s"),
+        Binding("right", "seek(5)", "+5s"),
+        Binding("plus,equals_sign", "speed(1)", "Faster"),
+        Binding("minus", "speed(-1)", "Slower"),
+        Binding("i", "toggle_idle", "Idle skip"),
+        Binding("n", "command(1)", "Next cmd"),
+        Binding("p", "command(-1)", "Prev cmd"),
+        Binding("slash", "search", "Search"),
+        Binding("right_square_bracket", "hit(1)", "Next hit"),
+        Binding("left_square_bracket", "hit(-1)", "Prev hit", show=False),
+        Binding("g", "goto", "Go to"),
+        Binding("c", "copy_screen", "Copy screen"),
+        Binding("y", "copy_command", "Copy cmd"),
+        Binding("home", "jump(0)", "Start", show=False),
+        Binding("end", "jump(1)", "End", show=False),
+        Binding("escape,q", "back", "Back"),
+    ]
+
+    def __init__(self, archive: Archive, session_id: str, *, search: str = "") -> None:
+        super().__init__()
+        self.archive = archive
+        self.session_id = session_id
+        self.data: SessionData | None = None
+        self.cursor: Cursor | None = None
+        self.position = 0.0
+        self.playing = False
+        self.speed_index = SPEEDS.index(1.0)
+        self.skip_idle = True
+        self.search_text = search
+        self.hits: list[Mark] = []
+        self.integrity = "..."
+        self.error = ""
+        self._busy = False
+        self._want: float | None = None
+        self._last_tick = time.monotonic()
+        self.last_copy: Path | None = None
+
+    @property
+    def speed(self) -> float:
+        return SPEEDS[self.speed_index]
+
+    def compose(self) -> ComposeResult:
+        yield Static("loading...", id="replay-title")
+        with ScrollableContainer(id="screen-box"):
+            yield TerminalView(id="term")
+        yield Timeline(id="timeline")
+        yield Static("", id="replay-status")
+        yield Input(placeholder="search in this session (enter)", id="replay-search")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#replay-search", Input).display = False
+        self.set_interval(TICK, self._tick)
+        self._load()
+
+    # ------------------------------------------------------------------ loading
+
+    @work(thread=True, exclusive=True, group="replay-load")
+    def _load(self) -> None:
+        try:
+            data = self.archive.open(self.session_id)
+            cursor = Cursor(data)
+            frame = make_frame(cursor.term, highlight=self.search_text)
+        except RecorderError as exc:
+            self.app.call_from_thread(self._failed, str(exc))
+            return
+        hits = self.archive.search(data, self.search_text) if self.search_text else []
+        self.app.call_from_thread(self._loaded, data, cursor, frame, hits)
+        label = integrity_label(self.archive.verify(data.row)) if data.row else "unknown"
+        self.app.call_from_thread(self._set_integrity, label)
+
+    def _failed(self, message: str) -> None:
+        self.error = message
+        self.query_one("#replay-title", Static).update(Text(message, "bold red"))
+        self.notify(message, severity="error")
+
+    def _loaded(self, data: SessionData, cursor: Cursor, frame: Frame, hits: list[Mark]) -> None:
+        self.data = data
+        self.cursor = cursor
+        self.hits = hits
+        self.query_one(TerminalView).show(frame)
+        self._update_title()
+        self._update_status()
+        if hits:
+            self._goto(hits[0].time)
+
+    def _set_integrity(self, label: str) -> None:
+        self.integrity = label
+        self._update_title()
+
+    def _update_title(self) -> None:
+        d = self.data
+        if d is None:
+            return
+        h = d.rec.header
+        start = dt.datetime.fromtimestamp(d.rec.start_time).strftime("%Y-%m-%d %H:%M:%S")
+        style = (
+            "green"
+            if self.integrity == "verified"
+            else ("yellow" if self.integrity in ("unsigned", "...") else "bold red")
+        )
+        title = Text(
+            f"{h.get('user', '')}@{h.get('target', '')} {h.get('protocol', '')} "
+            f"{start}  {d.rec.status}  "
+        )
+        title.append(self.integrity, style)
+        for p in d.rec.problems[:1]:
+            title.append(f"  {p}", "yellow")
+        self.query_one("#replay-title", Static).update(title)
+
+    def _update_status(self) -> None:
+        d = self.data
+        if d is None:
+            return
+        state = "playing" if self.playing else "paused"
+        idle = "skip-idle" if self.skip_idle else "real-time"
+        line = Text(
+            f"{fmt_clock(self.position)}/{fmt_clock(d.duration)} {state} {self.speed:g}x {idle}"
+        )
+        if self.hits:
+            line.append(f"  {len(self.hits)} hits", "yellow")
+        cmd = d.command_at(self.position)
+        if cmd is not None:
+            line.append("  $ " + cmd.text, "cyan")
+        self.query_one("#replay-status", Static).update(line)
+        self.query_one(Timeline).update_state(d.duration, self.position, [*d.marks, *self.hits])
+
+    # ------------------------------------------------------------------ moving
+
+    def _goto(self, t: float) -> None:
+        """Show the screen at session time ``t`` (asynchronously; latest request wins)."""
+        if self.data is None:
+            return
+        self._want = min(max(t, 0.0), self.data.duration)
+        self.position = self._want
+        self._update_status()
+        if not self._busy:
+            self._start_render()
+
+    def _start_render(self) -> None:
+        if self._want is None:
+            return
+        t, self._want = self._want, None
+        self._busy = True
+        self._render_at(t)
+
+    @work(thread=True, group="replay-render")
+    def _render_at(self, t: float) -> None:
+        cursor = self.cursor
+        if cursor is None:
+            return
+        try:
+            with cursor.lock:
+                cursor.advance(t)
+                frame = make_frame(cursor.term, highlight=self.search_text)
+        except RecorderError as exc:
+            self.app.call_from_thread(self._failed, str(exc))
+            frame = None
+        self.app.call_from_thread(self._rendered, frame)
+
+    def _rendered(self, frame: Frame | None) -> None:
+        self._busy = False
+        if frame is not None:
+            self.query_one(TerminalView).show(frame)
+        if self._want is not None:
+            self._start_render()
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        elapsed, self._last_tick = now - self._last_tick, now
+        d = self.data
+        if not self.playing or d is None or self._busy:
+            return
+        t = self.position + elapsed * self.speed
+        if self.skip_idle:
+            i = bisect.bisect_right(d.output_times, self.position) - 1
+            last_out = d.output_times[i] if i >= 0 else 0.0
+            nxt = d.next_output_after(self.position)
+            if t - last_out > IDLE_LIMIT and nxt is not None and nxt > t:
+                t = nxt
+        if t >= d.duration:
+            t = d.duration
+            self.playing = False
+        self._goto(t)
+
+    # ------------------------------------------------------------------ actions
+
+    def action_toggle_play(self) -> None:
+        if self.data is None:
+            return
+        if not self.playing and self.position >= self.data.duration:
+            self._goto(0.0)
+        self.playing = not self.playing
+        self._last_tick = time.monotonic()
+        self._update_status()
+
+    def action_seek(self, delta: float) -> None:
+        self._goto(self.position + float(delta))
+
+    def action_jump(self, where: int) -> None:
+        if self.data is not None:
+            self._goto(self.data.duration if where else 0.0)
+
+    def action_speed(self, step: int) -> None:
+        self.speed_index = min(max(self.speed_index + int(step), 0), len(SPEEDS) - 1)
+        self._update_status()
+
+    def action_toggle_idle(self) -> None:
+        self.skip_idle = not self.skip_idle
+        self._update_status()
+
+    def _step(self, marks: list[Mark], direction: int, what: str) -> None:
+        if not marks:
+            self.notify(f"no {what} in this session", severity="warning")
+            return
+        eps = 1e-3
+        if direction > 0:
+            nxt = [m for m in marks if m.time > self.position + eps]
+            target = nxt[0] if nxt else None
+        else:
+            prev = [m for m in marks if m.time < self.position - eps]
+            target = prev[-1] if prev else None
+        if target is None:
+            self.notify(f"no {'next' if direction > 0 else 'previous'} {what}")
+            return
+        self.playing = False
+        self._goto(target.time)
+
+    def action_command(self, direction: int) -> None:
+        if self.data is not None:
+            self._step(self.data.commands, int(direction), "command")
+
+    def action_hit(self, direction: int) -> None:
+        self._step(self.hits, int(direction), "search hit")
+
+    def action_search(self) -> None:
+        box = self.query_one("#replay-search", Input)
+        box.display = True
+        box.value = self.search_text
+        box.focus()
+
+    @on(Input.Submitted, "#replay-search")
+    def _search_submitted(self, event: Input.Submitted) -> None:
+        box = self.query_one("#replay-search", Input)
+        box.display = False
+        self.search_text = event.value.strip()
+        if self.data is not None:
+            self._search(self.data, self.search_text)
+
+    @work(thread=True, exclusive=True, group="replay-search")
+    def _search(self, data: SessionData, text: str) -> None:
+        try:
+            hits = self.archive.search(data, text)
+        except RecorderError as exc:
+            self.app.call_from_thread(self._failed, str(exc))
+            return
+        self.app.call_from_thread(self._searched, text, hits)
+
+    def _searched(self, text: str, hits: list[Mark]) -> None:
+        self.hits = hits
+        if not text:
+            self._goto(self.position)
+            return
+        if not hits:
+            self.notify(f"{text!r} not found in this session", severity="warning")
+            self._goto(self.position)
+            return
+        self.notify(f"{len(hits)} hits for {text!r}")
+        after = [h for h in hits if h.time >= self.position - 1e-3]
+        self.playing = False
+        self._goto((after or hits)[0].time)
+
+    def action_goto(self) -> None:
+        def done(value: float | None) -> None:
+            if value is not None:
+                self.playing = False
+                self._goto(value)
+
+        self.app.push_screen(GotoScreen(self.position), done)
+
+    def _copy(self, text: str, what: str) -> None:
+        if not text:
+            self.notify(f"nothing to copy ({what} is empty)", severity="warning")
+            return
+        self.app.copy_to_clipboard(text)
+        try:
+            path = copy_dir() / f"{self.session_id}-{int(self.position * 1000)}-{what}.txt"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            self.notify(f"copied {what} to the clipboard; file copy failed: {exc}")
+            return
+        self.last_copy = path
+        self.notify(f"copied {what} to the clipboard and {path}")
+
+    def action_copy_screen(self) -> None:
+        self._copy(self.query_one(TerminalView).screen_text(), "screen")
+
+    def action_copy_command(self) -> None:
+        cmd = self.data.command_at(self.position) if self.data else None
+        self._copy(cmd.text + "\n" if cmd else "", "command")
+
+    def action_back(self) -> None:
+        box = self.query_one("#replay-search", Input)
+        if box.display:
+            box.display = False
+            return
+        self.playing = False
+        if len(self.app.screen_stack) > 2:
+            self.app.pop_screen()
+        else:
+            self.app.exit()
+
+    @on(Timeline.Seek)
+    def _timeline_click(self, event: Timeline.Seek) -> None:
+        self._goto(event.time)

@@ -1,0 +1,89 @@
+"""A one-line timeline of a session: position, commands, policy events, transfers, hits.
+
+Each cell stands for ``duration / width`` seconds; when several marks fall in one cell
+the most important kind is drawn (deny > approval > transfer > hit > command > marker).
+Clicking a cell seeks there (mouse optional; the keys do the same).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.app import RenderResult
+from textual.message import Message
+from textual.widget import Widget
+
+from player.data import Mark
+
+# kind -> (glyph, style, priority)
+GLYPHS: dict[str, tuple[str, str, int]] = {
+    "deny": ("x", "bold white on red", 6),
+    "gap": ("!", "bold white on red", 6),
+    "approval": ("a", "bold black on green", 5),
+    "transfer": ("f", "bold black on magenta", 4),
+    "hit": ("*", "bold black on yellow", 3),
+    "command": ("|", "bold cyan", 2),
+    "allow": ("|", "cyan", 1),
+    "marker": (".", "white", 1),
+}
+
+
+def render_timeline(width: int, duration: float, position: float, marks: Sequence[Mark]) -> Text:
+    """The timeline as Rich text of exactly ``width`` cells."""
+    width = max(width, 1)
+    cells: list[tuple[str, str, int]] = [("-", "grey50", 0)] * width
+    span = duration if duration > 0 else 1.0
+
+    def cell(t: float) -> int:
+        return min(width - 1, max(0, int(t / span * width)))
+
+    for m in marks:
+        glyph = GLYPHS.get(m.kind)
+        if glyph is None:
+            continue
+        i = cell(m.time)
+        if glyph[2] > cells[i][2]:
+            cells[i] = glyph
+    pos = cell(position)
+    text = Text(no_wrap=True, end="")
+    for i, (char, style, _prio) in enumerate(cells):
+        if i == pos:
+            text.append(char if char != "-" else " ", Style.parse(style) + Style(reverse=True))
+        else:
+            text.append(char, style)
+    return text
+
+
+class Timeline(Widget):
+    """The session timeline; posts :class:`Timeline.Seek` when clicked."""
+
+    DEFAULT_CSS = "Timeline { height: 1; width: 1fr; }"
+
+    class Seek(Message):
+        """The user clicked the timeline at session time ``time``."""
+
+        def __init__(self, time: float) -> None:
+            super().__init__()
+            self.time = time
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.duration = 0.0
+        self.position = 0.0
+        self.marks: list[Mark] = []
+
+    def update_state(self, duration: float, position: float, marks: Sequence[Mark]) -> None:
+        self.duration = duration
+        self.position = position
+        self.marks = list(marks)
+        self.refresh()
+
+    def render(self) -> RenderResult:
+        return render_timeline(self.size.width, self.duration, self.position, self.marks)
+
+    def on_click(self, event: events.Click) -> None:
+        width = max(self.size.width, 1)
+        self.post_message(self.Seek(self.duration * event.x / width))

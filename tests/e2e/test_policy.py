@@ -1,0 +1,208 @@
+"""Policy in the data path, through the real gateway to a real bash on sshd."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from tests.e2e.rig import Rig, Tmux
+
+pytestmark = pytest.mark.e2e
+
+POLICY = """
+[policy]
+default = "allow"
+on_uncertain = "approve"
+
+[[policy.rules]]
+name = "no-forbidden-files"
+match = '^touch \\S*forbidden'
+action = "deny"
+
+[[policy.rules]]
+name = "echo-needs-approval"
+match = '^echo approve-me'
+action = "approve"
+
+[approvals]
+approvers = ["alice", "bob"]
+timeout = "{timeout}"
+"""
+
+
+@pytest.fixture
+def pol(make_gateway) -> Rig:  # type: ignore[no-untyped-def]
+    g: Rig = make_gateway(extra=POLICY.format(timeout="30s"))
+    return g
+
+
+def _audit(g: Rig, kind: str) -> list[dict[str, Any]]:
+    return [e for e in map(json.loads, (g.data / "audit.jsonl").read_text().splitlines())
+            if e["kind"] == kind]
+
+
+def _exists(g: Rig, path: str) -> bool:
+    return g.ssh("alice", "web1", "--", "test", "-e", path).returncode == 0
+
+
+def test_exec_denied_never_reaches_target(pol: Rig) -> None:
+    path = f"/tmp/forbidden-{os.getpid()}-a"
+    r = pol.ssh("alice", "web1", "--", "touch", path)
+    assert r.returncode == 1
+    assert b"denied by policy" in r.stderr and b"no-forbidden-files" in r.stderr
+    assert not _exists(pol, path)
+    assert any(e["detail"]["rule"] == "no-forbidden-files" for e in _audit(pol, "policy"))
+
+
+@pytest.mark.parametrize("evasion", [
+    "sh -c 'touch {p}'", "t''ouch {p}", "\\touch {p}", "/usr/bin/../bin/touch {p}",
+    "true; touch {p}", "env touch {p}", "sudo -n touch {p}", "$'\\x74ouch' {p}",
+])
+def test_exec_evasions_denied(pol: Rig, evasion: str) -> None:
+    path = f"/tmp/forbidden-{os.getpid()}-{abs(hash(evasion)) % 10000}"
+    r = pol.ssh("alice", "web1", "--", evasion.format(p=path))
+    assert r.returncode == 1 and b"denied by policy" in r.stderr, r.stderr
+    assert not _exists(pol, path)
+
+
+def test_exec_dynamic_command_needs_approval_and_is_denied(pol: Rig) -> None:
+    path = f"/tmp/dyn-{os.getpid()}"
+    proc = subprocess.Popen([*pol.ssh_args("alice"), "web1", "--", f"$(echo touch) {path}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    rid = _wait_request(pol)
+    r = pol.ssh("bob", "approvals", "deny", str(rid), "not today")
+    assert b"denied" in r.stdout, r
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 1 and b"denied" in err
+    assert not _exists(pol, path)
+
+
+def _wait_request(g: Rig, timeout: float = 15) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = g.ssh("bob", "approvals", "list")
+        ids = re.findall(rb"^\s*(\d+)\s", r.stdout, re.M)
+        if ids:
+            return int(ids[0])
+        time.sleep(0.3)
+    raise AssertionError("no pending approval request")
+
+
+def _term(g: Rig) -> Tmux:
+    t = Tmux(g.root, [*g.ssh_args("alice", tty=True), "web1"])
+    t.type("export PS1='PROMPT$ '\n")
+    t.wait_for("\nPROMPT$")
+    return t
+
+
+def test_type_ahead_goes_through_policy(pol: Rig) -> None:
+    """Keys typed before the target session is ready are decided like any other."""
+    path = f"/tmp/forbidden-{os.getpid()}-ahead"
+    t = Tmux(pol.root, [*pol.ssh_args("alice", tty=True), "web1"])
+    try:
+        t.type(f"touch {path}\n")
+        t.wait_for("denied by policy")
+    finally:
+        t.close()
+    assert not _exists(pol, path)
+
+
+def test_interactive_deny_and_shell_still_usable(pol: Rig) -> None:
+    path = f"/tmp/forbidden-{os.getpid()}-i"
+    t = _term(pol)
+    try:
+        t.type(f"touch {path}\n")
+        t.wait_for("denied by policy")
+        assert "no-forbidden-files" in t.screen()
+        t.type("echo still-$((20+1))\n")
+        t.wait_for("still-21")
+    finally:
+        t.close()
+    assert not _exists(pol, path)
+
+
+def test_interactive_edit_keys_cannot_sneak_a_command(pol: Rig) -> None:
+    path = f"/tmp/forbidden-{os.getpid()}-e"
+    t = _term(pol)
+    try:
+        t.type(f"tXuch {path}")
+        t.send("Home")
+        t.send("Right")
+        t.send("Delete")
+        t.type("o")
+        t.send("Enter")
+        t.wait_for("denied by policy")
+    finally:
+        t.close()
+    assert not _exists(pol, path)
+
+
+def test_interactive_approval_flow(pol: Rig) -> None:
+    t = _term(pol)
+    try:
+        t.type("echo approve-me-$((7*6))\n")
+        t.wait_for("waiting for approval #")
+        rid = _wait_request(pol)
+        own = pol.ssh("alice", "approvals", "approve", str(rid))
+        assert b"nobody may approve or deny their own request" in own.stdout
+        t.type("ignored-keys")  # discarded while waiting
+        ok = pol.ssh("bob", "approvals", "approve", str(rid), "looks fine")
+        assert b"approved" in ok.stdout
+        screen = t.wait_for("approve-me-42\n") if False else t.wait_for("approved by bob")
+        t.wait_for("approve-me-42")
+        assert "ignored-keys" not in t.screen().split("approved by bob")[-1]
+        del screen
+    finally:
+        t.close()
+    kinds = [e["outcome"] for e in _audit(pol, "approval")]
+    assert "requested" in kinds and "approved" in kinds and "refused" in kinds
+
+
+def test_approval_timeout_means_deny(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    g: Rig = make_gateway(extra=POLICY.format(timeout="2s"))
+    r = g.ssh("alice", "web1", "--", "echo approve-me-late", timeout=30)
+    assert r.returncode == 1 and b"expired" in r.stderr
+    assert b"approve-me-late" not in r.stdout
+
+
+def test_restart_never_approves(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    g: Rig = make_gateway(extra=POLICY.format(timeout="5m"))
+    proc = subprocess.Popen([*g.ssh_args("alice"), "web1", "--", "echo approve-me-restart"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    rid = _wait_request(g)
+    g.gateway.stop()
+    proc.communicate(timeout=20)
+    g.gateway.start()
+    r = subprocess.run(["python", "-m", "gateway", "approvals", "list", "--all", "--json", "-c",
+                        str(g.gateway.config)], capture_output=True, text=True, timeout=30)
+    status = {x["id"]: x["status"] for x in json.loads(r.stdout)}
+    assert status[rid] in ("expired", "cancelled")
+
+
+def test_secrets_masked_live_and_in_recording(pol: Rig) -> None:
+    key = "AKIA" + "IOSFODNN7EXAMPLE"
+    t = _term(pol)
+    try:
+        t.type(f"printf '%s%s\\n' AKIA IOSFODNN7EXAMPLE; echo done-$((1+1))\n")
+        screen = t.wait_for("done-2")
+    finally:
+        t.close()
+    assert key not in screen
+    assert "****************" in screen or "AKIA" not in screen.split("done-2")[0].splitlines()[-2]
+    blobs = b"".join(p.read_bytes() for p in (pol.data / "recordings").rglob("*.bstl*"))
+    import zstandard
+
+    del zstandard
+    out = subprocess.run(["python", "-m", "gateway", "sessions", "list", "--json", "-c",
+                          str(pol.gateway.config)], capture_output=True, text=True, timeout=30)
+    for s in json.loads(out.stdout):
+        play = subprocess.run(["python", "-m", "gateway", "play", s["id"], "--speed", "0", "-c",
+                               str(pol.gateway.config)], capture_output=True, timeout=30)
+        assert key.encode() not in play.stdout
+    del blobs
