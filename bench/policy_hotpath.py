@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.policy import LineTracker, PolicyEngine, StreamMasker, starter_rules  # noqa: E402
+from gateway.policy import LineTracker, PolicyEngine, StreamMasker, starter_rules
 
 
 def corpus(mib: int, seed: int = 7) -> list[bytes]:
@@ -111,8 +111,10 @@ def main() -> None:
     mk2 = bench_masker(plain)
     print(f"StreamMasker.feed (text):{size / mk2:8.1f} MiB/s  (ordinary prose, no digits)")
     p50, p99, worst, n = bench_decide()
-    print(f"PolicyEngine.decide:     p50 {p50:.3f} ms  p99 {p99:.3f} ms  max {worst:.3f} ms"
-          f"  ({n} ordinary commands x 5)")
+    print(
+        f"PolicyEngine.decide:     p50 {p50:.3f} ms  p99 {p99:.3f} ms  max {worst:.3f} ms"
+        f"  ({n} ordinary commands x 5)"
+    )
     print(f"LineTracker.current_line: {bench_render():.2f} ms per call (typical line)")
 
 

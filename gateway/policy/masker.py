@@ -33,6 +33,7 @@ from dataclasses import dataclass
 CONTEXT = 256  # visible bytes of already-emitted text kept for matches that straddle
 MAX_HOLD = 8192  # never hold more than this; beyond it the held part is masked and sent
 MIN_SECRET = 4  # shorter vaulted secrets are ignored (documented)
+KEY_MAX = 16 * 1024  # a private-key block with no END line stops masking after this much
 _ESC_RE = re.compile(
     rb"\x1b\[[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]"
     rb"|\x1b\][^\x07\x1b]{0,4096}(?:\x07|\x1b\\)"
@@ -173,7 +174,10 @@ BUILTIN_PATTERNS: tuple[MaskPattern, ...] = (
         min_mask=6,
         luhn=True,
         window=40,
-        gate=rb"[2-6][0-9]{3}(?:[0-9]{9}|[ -][0-9]{4}[ -][0-9]{4}[ -][0-9]|[ -][0-9]{6}[ -][0-9]{4})",
+        gate=(
+            rb"[2-6][0-9]{3}(?:[0-9]{9}|[ -][0-9]{4}[ -][0-9]{4}[ -][0-9]"
+            rb"|[ -][0-9]{6}[ -][0-9]{4})"
+        ),
     ),
 )
 _KEY_BEGIN_RE = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
@@ -286,6 +290,7 @@ class StreamMasker:
         self._held_since: float | None = None
         self._ctx = b""
         self._in_key = False
+        self._key_count = 0  # visible bytes emitted inside the current key block
 
     # ------------------------------------------------------------------ public
 
@@ -376,9 +381,15 @@ class StreamMasker:
         for a, b in sorted(set(spans), reverse=True):
             out[a:b] = _mask_text(buf[a:b], self.replacement)
         self._ctx = (text[:hold])[-CONTEXT:]
+        was_in_key = self._in_key
         for pos, state in key_events:
             if pos <= hold:
                 self._in_key = state
+                self._key_count = 0
+        if self._in_key and was_in_key:
+            self._key_count += hold_vis
+            if self._key_count > KEY_MAX:  # no END line: a truncated key, stop masking
+                self._in_key = False
         return bytes(out), buf[orig_hold:]
 
     def _match_ranges(self, text: bytes, off: int) -> list[tuple[int, int]]:

@@ -370,7 +370,8 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         agent = self.chan.get_agent_path()
         if agent is not None and not target.allow_agent_forwarding.allows(
                 self.ctx.user.name, self.ctx.user.groups):
-            self.app.audit(self.audit_event(Kind.REFUSED, "denied", {"channel": "agent-forwarding"}))
+            self.app.audit(self.audit_event(Kind.REFUSED, "denied",
+                                            {"channel": "agent-forwarding"}))
             self._write_user(_say(f"agent forwarding is not allowed on {target.name}; "
                                   "continuing without it", self.has_pty), stderr=True)
             agent = None

@@ -189,7 +189,7 @@ def test_secrets_masked_live_and_in_recording(pol: Rig) -> None:
     key = "AKIA" + "IOSFODNN7EXAMPLE"
     t = _term(pol)
     try:
-        t.type(f"printf '%s%s\\n' AKIA IOSFODNN7EXAMPLE; echo done-$((1+1))\n")
+        t.type("printf '%s%s\\n' AKIA IOSFODNN7EXAMPLE; echo done-$((1+1))\n")
         screen = t.wait_for("done-2")
     finally:
         t.close()

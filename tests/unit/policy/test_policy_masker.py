@@ -209,3 +209,13 @@ def test_mask_all_keeps_escapes_and_layout() -> None:
 def test_bad_replacement_rejected() -> None:
     with pytest.raises(ValueError):
         StreamMasker(replacement="中")
+
+
+def test_truncated_key_block_stops_masking_eventually() -> None:
+    m = StreamMasker()
+    out = m.feed(b"-----BEGIN RSA PRIVATE KEY-----\r\n", now=0.0)
+    body = b"QUJD" * 16 + b"\r\n"
+    masked = b"".join(m.feed(body, now=0.0) for _ in range(400))  # ~27 KiB, no END
+    assert b"QUJD" not in masked[:16 * 1024]  # the key itself never shows
+    later = m.feed(b"$ ls\r\n", now=0.0)
+    assert out.startswith(b"-----BEGIN") and later == b"$ ls\r\n"

@@ -1,0 +1,144 @@
+"""Recordings for the player tests, written by the real recorder (``recorder.service``).
+
+Run as a script (``python player_recordings.py DATA_DIR``) to build the same archive for
+the tmux end-to-end test. Three sessions, all signed:
+
+* ``play-alice-0001`` alice@web1: a coloured prompt, ``ls --color``, a vim-like
+  alternate-screen program, a resize to 100x30, an scp upload (file transfer event), a
+  denied ``rm -rf /`` (policy event), a 30 s idle gap, ``echo needle-in-haystack``.
+* ``play-bob-0002`` bob@db1: ``uptime``.
+* ``play-carol-0003`` carol@web1: ``cat /etc/hostname``; one byte of its first data
+  chunk is flipped after the session closed (tampered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from recorder.service import Recorder, SessionHeader
+from recorder.settings import RecorderSettings
+from recorder.signing import generate
+
+START = 1_763_900_000.0  # 2025-11-23 12:13:20 UTC
+PROMPT_A = b"\x1b[1;32malice@web1\x1b[0m:\x1b[1;34m~\x1b[0m$ "
+LS = b"\x1b[01;34mdocs\x1b[0m  \x1b[01;32mrun.sh\x1b[0m  notes.txt  \x1b[41;37mALERT\x1b[0m\r\n"
+VIM_ENTER = (
+    b"\x1b[?1049h\x1b[>4;2m\x1b[H\x1b[2J"
+    b"hello secret-plan\r\n"
+    + b"".join(b"\x1b[1;34m~\x1b[0m\r\n" for _ in range(20))
+    + b'\x1b[7m"notes.txt" 1L, 18B\x1b[0m\x1b[1;1H'
+)
+VIM_LEAVE = b"\x1b[?1049l\x1b[2J\x1b[H"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def header(sid: str, user: str, target: str, start: float) -> SessionHeader:
+    return SessionHeader(
+        session_id=sid,
+        user=user,
+        target=target,
+        protocol="ssh",
+        kind="shell",
+        client_addr="203.0.113.5:51234",
+        start_time=start,
+        term="xterm-256color",
+        gateway_version="0.1.0",
+    )
+
+
+async def _record(data: Path) -> None:
+    key = data / "recording.key"
+    if not key.exists():
+        data.mkdir(parents=True, exist_ok=True)
+        generate(key)
+    clock = Clock()
+    settings = RecorderSettings(data_dir=data, signing_key=key, keyframe_interval=5.0)
+    r = Recorder(settings, clock=clock)
+    await r.start()
+
+    s = await r.open_session(header("play-alice-0001", "alice", "web1", clock.now))
+    s.output(b"Welcome to web1\r\n" + PROMPT_A)
+    clock.now += 1.0
+    s.input(b"ls --color\r")
+    s.command("ls --color", source="interactive")
+    s.output(b"ls --color\r\n" + LS + PROMPT_A)
+    clock.now += 2.0
+    s.command("vim notes.txt", source="interactive")
+    s.output(b"vim notes.txt\r\n")
+    clock.now += 0.5
+    s.output(VIM_ENTER)
+    clock.now += 3.0
+    s.output(VIM_LEAVE + PROMPT_A)
+    clock.now += 1.0
+    s.resize(100, 30)
+    s.output(b"\r\n" + PROMPT_A)
+    clock.now += 1.0
+    s.command("scp report.pdf backup:", source="interactive")
+    s.output(b"scp report.pdf backup:\r\nreport.pdf  100%  12KB\r\n" + PROMPT_A)
+    s.file_transfer(
+        path="/home/alice/report.pdf", direction="upload", size=12288, sha256="ab" * 32,
+        protocol="scp",
+    )  # fmt: skip
+    clock.now += 1.0
+    s.command("rm -rf /", source="interactive")
+    s.policy(command="rm -rf /", action="deny", rule="no-rm-root", reason="destructive")
+    s.output(b"rm -rf /\r\n\x1b[31mbastille: denied by rule no-rm-root\x1b[0m\r\n" + PROMPT_A)
+    clock.now += 30.0  # idle
+    s.command("echo needle-in-haystack", source="interactive")
+    s.output(b"echo needle-in-haystack\r\nneedle-in-haystack\r\n" + PROMPT_A)
+    clock.now += 1.0
+    await s.close(exit_status=0)
+
+    clock.now = START + 3600
+    s = await r.open_session(header("play-bob-0002", "bob", "db1", clock.now))
+    s.output(b"bob@db1$ ")
+    clock.now += 1.0
+    s.command("uptime", source="interactive")
+    s.output(b"uptime\r\n 12:00:00 up 3 days,  load average: 0.00\r\nbob@db1$ ")
+    clock.now += 1.0
+    await s.close(exit_status=0)
+
+    clock.now = START + 7200
+    s = await r.open_session(header("play-carol-0003", "carol", "web1", clock.now))
+    s.output(b"carol@web1$ ")
+    clock.now += 1.0
+    s.command("cat /etc/hostname", source="interactive")
+    s.output(b"cat /etc/hostname\r\nweb1\r\ncarol@web1$ ")
+    clock.now += 1.0
+    await s.close(exit_status=0)
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if all(x.screen_indexed for x in r.index.list_sessions()):
+            break
+        await asyncio.sleep(0.02)
+    await r.close()
+
+    # tamper with carol's recording: flip one byte of the first data chunk's payload
+    path = next((data / "recordings").rglob("play-carol-0003.bstl"))
+    raw = bytearray(path.read_bytes())
+    pos = raw.index(b"\x89BCKD") + 44 + 3
+    raw[pos] ^= 0x40
+    path.write_bytes(bytes(raw))
+    for kf in (data / "keyframes").glob("*.kf"):
+        kf.unlink()  # derived data: the player rebuilds it
+
+
+def make_archive(data: Path) -> Path:
+    """Record the three sessions into ``data`` (a new directory); returns it."""
+    asyncio.run(_record(data))
+    return data
+
+
+if __name__ == "__main__":
+    make_archive(Path(sys.argv[1]))
