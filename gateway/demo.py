@@ -59,6 +59,19 @@ description = "a local shell on this machine (built-in demo target)"
 users = ["demo"]
 allow_local_forwarding = false
 
+# Command policy: evaluated in order, first match wins (docs/policy.md).
+# Denied commands never reach the target; "approve" holds the command until an approver
+# runs `bastille approvals approve ID --as NAME` (nobody approves their own request).
+[policy]
+default = "allow"
+on_uncertain = "approve"
+mask_live = true
+
+{starter_policy}
+[approvals]
+approvers = ["group:approvers"]
+timeout = "5m"
+
 # A real target looks like this:
 # [targets.web1]
 # host = "10.0.0.5"
@@ -88,7 +101,10 @@ def write_demo_config(directory: Path, port: int = 2222, *, overwrite: bool = Fa
 
         generate(signing)
     (directory / "data").mkdir(exist_ok=True, mode=0o700)
-    text = _TEMPLATE.format(port=port, password_hash=hash_password("demo"), config=config)
+    from gateway.policy import starter_toml
+
+    text = _TEMPLATE.format(port=port, password_hash=hash_password("demo"), config=config,
+                            starter_policy=starter_toml())
     _write_private(config, text.encode())
     return config
 

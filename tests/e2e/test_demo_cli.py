@@ -64,6 +64,14 @@ def test_demo_prints_how_to_connect_and_serves_a_shell(demo, tmp_path: Path) -> 
     assert audit.returncode == 0 and "session.start" in audit.stdout and " demo " in audit.stdout
 
 
+def test_demo_ships_a_starter_policy(demo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    port, _, _ = demo
+    r = subprocess.run([*_ssh(port, tmp_path, "-T"), "demo", "--",
+                        "mkfs.ext4 /dev/bastille-does-not-exist"], capture_output=True,
+                       timeout=30)
+    assert r.returncode == 1 and b"no-filesystem-format" in r.stderr
+
+
 def test_demo_wrong_password_refused(demo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     port, data, _ = demo
     args = _ssh(port, tmp_path, "-T", "-o", "NumberOfPasswordPrompts=1")
