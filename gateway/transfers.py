@@ -69,13 +69,31 @@ def _string(buf: memoryview, pos: int) -> tuple[bytes, int]:
     return bytes(buf[pos:pos + n]), pos + n
 
 
+_FX_PERMISSION_DENIED = 3
+_POLICY_OPS = {_OPEN: "open", _REMOVE: "remove", _MKDIR: "mkdir", _RMDIR: "rmdir",
+               _RENAME: "rename", 17: "stat", 7: "stat", 9: "setstat",
+               20: "symlink", 19: "readlink", 16: "realpath", 11: "list"}
+
+# Decides one client request: (op, path) -> a refusal message, or None to let it through.
+Gate = Callable[[str, str], "str | None"]
+
+
 class SftpTap:
-    """Watches an SFTP session; calls ``on_transfer``/``on_op`` as files complete."""
+    """Watches an SFTP session; calls ``on_transfer``/``on_op`` as files complete.
+
+    With a ``gate``, client requests that name a path (open, remove, rename, mkdir...) are
+    decided before they reach the target: a refused request is dropped and answered with
+    ``SSH_FX_PERMISSION_DENIED`` and the reason. Use :meth:`filter_client` then, which
+    returns the bytes to forward (whole packets only) and the replies for the client.
+    """
 
     def __init__(self, on_transfer: Callable[[Transfer], None],
-                 on_op: Callable[[FileOp], None] | None = None) -> None:
+                 on_op: Callable[[FileOp], None] | None = None, gate: Gate | None = None
+                 ) -> None:
         self._on_transfer = on_transfer
         self._on_op = on_op
+        self._gate = gate
+        self._pending = bytearray()  # client bytes not yet forming a whole packet
         self._bufs = (bytearray(), bytearray())  # client->server, server->client
         self._opens: dict[int, str] = {}
         self._reads: dict[int, tuple[bytes, int]] = {}
@@ -84,6 +102,52 @@ class SftpTap:
 
     def from_client(self, data: bytes) -> None:
         self._feed(0, data)
+
+    def filter_client(self, data: bytes) -> tuple[bytes, bytes]:
+        """Gate whole client packets: return (bytes for the target, replies for the user)."""
+        if self._gate is None or self.broken:
+            self._feed(0, data)
+            return data, b""
+        buf = self._pending
+        buf += data
+        forward = bytearray()
+        replies = bytearray()
+        while len(buf) >= 4:
+            (length,) = struct.unpack_from(">I", buf, 0)
+            if length < 1 or length > MAX_PACKET:
+                self.broken = True  # not SFTP as we know it: fail closed, forward nothing
+                buf.clear()
+                raise ValueError("unparseable SFTP stream")
+            if len(buf) < 4 + length:
+                break
+            packet = bytes(buf[:4 + length])
+            del buf[:4 + length]
+            refusal = self._check(packet)
+            if refusal is None:
+                forward += packet
+                self._feed(0, packet)
+            else:
+                replies += _status(packet, refusal)
+        return bytes(forward), bytes(replies)
+
+    def _check(self, packet: bytes) -> str | None:
+        assert self._gate is not None
+        kind = packet[4]
+        op = _POLICY_OPS.get(kind)
+        if op is None or len(packet) < 13:
+            return None
+        try:
+            path, pos = _string(memoryview(packet)[4:], 5)
+        except (ValueError, struct.error):
+            return "malformed request"
+        text = path.decode("utf-8", "replace")
+        if kind == _OPEN:
+            try:
+                (pflags,) = struct.unpack_from(">I", packet, 4 + pos)
+            except struct.error:
+                return "malformed request"
+            op = "put" if pflags & _FXF_WRITE else "get"
+        return self._gate(op, text)
 
     def from_server(self, data: bytes) -> None:
         self._feed(1, data)
@@ -242,3 +306,12 @@ class ScpTap:
                 self._dirs.append(parts[2])
         elif line.startswith("E") and self._dirs:
             self._dirs.pop()
+
+
+def _status(request: bytes, message: str) -> bytes:
+    """An SSH_FXP_STATUS permission-denied reply to ``request`` (a whole packet)."""
+    req_id = request[5:9]
+    msg = message.encode()
+    body = (bytes([_STATUS]) + req_id + struct.pack(">I", _FX_PERMISSION_DENIED)
+            + struct.pack(">I", len(msg)) + msg + struct.pack(">I", 2) + b"en")
+    return struct.pack(">I", len(body)) + body

@@ -89,7 +89,7 @@ class FindScreen(Screen[None]):
             yield Input(placeholder="/ search commands + screen", id="f-text")
         yield DataTable(id="sessions", cursor_type="row", zebra_stripes=True)
         yield Static("", id="find-status")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -204,7 +204,7 @@ class FindScreen(Screen[None]):
         table = self.query_one(DataTable)
         try:
             style = INTEGRITY_STYLE.get(label, "bold red")
-            table.update_cell(session_id, "integrity", Text(label, style))
+            table.update_cell(session_id, "integrity", Text(label, style), update_width=True)
         except Exception:  # the row is gone (a newer query replaced the table)
             return
 

@@ -107,20 +107,20 @@ class ReplayScreen(Screen[None]):
     """Plays one session."""
 
     BINDINGS = [
-        Binding("space", "toggle_play", "Play/Pause"),
-        Binding("left", "seek(-5)", "-5s"),
-        Binding("right", "seek(5)", "+5s"),
-        Binding("plus,equals_sign", "speed(1)", "Faster"),
-        Binding("minus", "speed(-1)", "Slower"),
-        Binding("i", "toggle_idle", "Idle skip"),
-        Binding("n", "command(1)", "Next cmd"),
-        Binding("p", "command(-1)", "Prev cmd"),
-        Binding("slash", "search", "Search"),
-        Binding("right_square_bracket", "hit(1)", "Next hit"),
-        Binding("left_square_bracket", "hit(-1)", "Prev hit", show=False),
+        Binding("space", "toggle_play", "Play"),
+        Binding("left", "seek(-5)", "-5s", show=False),
+        Binding("right", "seek(5)", "+5s", show=False),
+        Binding("plus,equals_sign", "speed(1)", "Speed+", show=False),
+        Binding("minus", "speed(-1)", "Speed-", show=False),
+        Binding("i", "toggle_idle", "Idle"),
+        Binding("n", "command(1)", "Cmd+"),
+        Binding("p", "command(-1)", "Cmd-"),
+        Binding("slash", "search", "Find"),
+        Binding("right_square_bracket", "hit(1)", "Hit+"),
+        Binding("left_square_bracket", "hit(-1)", "Hit-", show=False),
         Binding("g", "goto", "Go to"),
-        Binding("c", "copy_screen", "Copy screen"),
-        Binding("y", "copy_command", "Copy cmd"),
+        Binding("c", "copy_screen", "Copy"),
+        Binding("y", "copy_command", "Yank cmd"),
         Binding("home", "jump(0)", "Start", show=False),
         Binding("end", "jump(1)", "End", show=False),
         Binding("escape,q", "back", "Back"),
@@ -156,7 +156,7 @@ class ReplayScreen(Screen[None]):
         yield Timeline(id="timeline")
         yield Static("", id="replay-status")
         yield Input(placeholder="search in this session (enter)", id="replay-search")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one("#replay-search", Input).display = False
@@ -188,7 +188,7 @@ class ReplayScreen(Screen[None]):
         self.data = data
         self.cursor = cursor
         self.hits = hits
-        self.query_one(TerminalView).show(frame)
+        self._show_frame(frame)
         self._update_title()
         self._update_status()
         if hits:
@@ -271,9 +271,17 @@ class ReplayScreen(Screen[None]):
     def _rendered(self, frame: Frame | None) -> None:
         self._busy = False
         if frame is not None:
-            self.query_one(TerminalView).show(frame)
+            self._show_frame(frame)
         if self._want is not None:
             self._start_render()
+
+    def _show_frame(self, frame: Frame) -> None:
+        self.query_one(TerminalView).show(frame)
+        box = self.query_one("#screen-box", ScrollableContainer)
+        height = box.size.height
+        y = frame.cursor[1]
+        if height and not box.scroll_y <= y < box.scroll_y + height:
+            box.scroll_to(y=max(0, y - height + 1), animate=False)
 
     def _tick(self) -> None:
         now = time.monotonic()

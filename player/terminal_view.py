@@ -112,11 +112,15 @@ class Frame:
     text: Text
     lines: list[str]
     size: tuple[int, int]
+    cursor: tuple[int, int] = (0, 0)
 
 
 def make_frame(term: Terminal, *, highlight: str = "") -> Frame:
     """Render ``term`` (the caller holds whatever lock protects it)."""
-    return Frame(render_screen(term, highlight=highlight), term.display(), term.size)
+    cur = term.screen.cursor
+    return Frame(
+        render_screen(term, highlight=highlight), term.display(), term.size, (cur.x, cur.y)
+    )
 
 
 class TerminalView(Widget):

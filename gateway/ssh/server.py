@@ -162,6 +162,13 @@ class BastionServer(asyncssh.SSHServer):
         if not target.allow_local_forwarding.allows(ctx.user.name, ctx.user.groups):
             raise self._refuse("direct-tcpip",
                                f"port forwarding to {where} is not allowed on {target.name}")
+        engine = self.app.policy_engine
+        if engine is not None:
+            decision = engine.decide_forward("local", dest_host, dest_port, user=ctx.user.name,
+                                             groups=sorted(ctx.user.groups), target=target.name)
+            if decision.action != "allow":
+                raise self._refuse("direct-tcpip", f"port forwarding to {where}: "
+                                   f"{decision.reason}")
         self.app.audit(AuditEvent(Kind.FORWARD, "ok", user=ctx.user.name, source=ctx.source,
                                   target=target.name, detail={"to": where}))
 

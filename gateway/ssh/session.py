@@ -161,7 +161,15 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             self._ipolicy.input(data)
             return
         if self._sftp is not None:
-            self._sftp.from_client(data)
+            try:
+                data, replies = self._sftp.filter_client(data)
+            except ValueError:
+                self._end_user("unreadable SFTP stream; the session was closed")
+                return
+            if replies:
+                self._to_user(replies)
+            if not data:
+                return
         elif self._scp is not None and self._scp.direction == "upload":
             self._scp.feed(data)
         self._bytes_in += len(data)
@@ -361,7 +369,8 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
                     self.kind = "scp"
                     self._scp = ScpTap(route.command, self._on_transfer)
         if self.subsystem == "sftp":
-            self._sftp = SftpTap(self._on_transfer, self._on_file_op)
+            gate = self._sftp_gate if self.app.policy_engine is not None else None
+            self._sftp = SftpTap(self._on_transfer, self._on_file_op, gate)
         await self._start_recording(route)
         if self._rec is None:
             return
@@ -442,6 +451,20 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             return True
         self._fail(f"request #{request.id} {result.status}; the command was not run", 1)
         return False
+
+    def _sftp_gate(self, op: str, path: str) -> str | None:
+        engine = self.app.policy_engine
+        assert engine is not None
+        decision = engine.decide_path(op, path, user=self.ctx.user.name,
+                                      groups=sorted(self.ctx.user.groups),
+                                      target=self.target_name)
+        if decision.action == "allow":
+            return None
+        self.record_decision(f"sftp-{op} {path}", decision, source="sftp", record_command=False)
+        if decision.action == "approve":
+            return (f"bastille: {decision.reason}: file operations cannot wait for approval; "
+                    "use an interactive session")
+        return f"bastille: denied by policy: {decision.reason}"
 
     def record_decision(self, text: str, decision: Any, *, source: str,
                         record_command: bool = True) -> None:

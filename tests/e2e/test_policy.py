@@ -206,3 +206,43 @@ def test_secrets_masked_live_and_in_recording(pol: Rig) -> None:
                                str(pol.gateway.config)], capture_output=True, timeout=30)
         assert key.encode() not in play.stdout
     del blobs
+
+
+def test_sftp_paths_are_policy_inputs(make_gateway, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    extra = POLICY.format(timeout="30s") + """
+[[policy.rules]]
+name = "no-hostname-download"
+match = '^sftp-get /etc/hostname$'
+action = "deny"
+"""
+    # rules are evaluated in order: append the sftp rule after the others
+    extra = extra.replace("[approvals]", "").replace('approvers = ["alice", "bob"]', "").replace(
+        'timeout = "30s"', "")
+    extra += '\n[approvals]\napprovers = ["bob"]\n'
+    g: Rig = make_gateway(extra=extra)
+    batch = tmp_path / "batch"
+    batch.write_text(f"get /etc/hostname {tmp_path}/h\n")
+    r = subprocess.run(["sftp", *g.scp_args(), "-b", str(batch), "alice+web1@127.0.0.1"],
+                       capture_output=True, timeout=30)
+    assert r.returncode != 0
+    assert b"Permission denied" in r.stderr  # the client shows the status code only
+    assert not (tmp_path / "h").exists()
+    ok = tmp_path / "b2"
+    ok.write_text(f"get /etc/os-release {tmp_path}/h\n")
+    r = subprocess.run(["sftp", *g.scp_args(), "-b", str(ok), "alice+web1@127.0.0.1"],
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0 and (tmp_path / "h").exists()
+    assert any(e["detail"].get("rule") == "no-hostname-download" for e in _audit(g, "policy"))
+
+
+def test_forwarding_is_a_policy_input(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    extra = """
+[policy]
+[[policy.rules]]
+name = "no-forward-to-ssh"
+match = '^forward-local \\S+:22$'
+action = "deny"
+"""
+    g: Rig = make_gateway(extra=extra.replace("[targets.", "[targets."))
+    r = g.ssh("alice+web1fwd", extra=["-W", "127.0.0.1:22", "-o", "LogLevel=INFO"], input=b"")
+    assert r.returncode != 0 and b"no-forward-to-ssh" in r.stderr

@@ -1,0 +1,349 @@
+"""Shared setup for the benchmarks: a throwaway OpenSSH sshd target on a loopback port and
+one or more `bastille serve` gateways in front of it, plus the ssh/scp argument lists for
+the direct path (client -> sshd) and the bastion path (client -> gateway -> sshd).
+
+Needs root (``useradd`` for the target account) and Debian's openssh-server/client. It
+reuses the e2e rig's helpers (tests/e2e/rig.py), so it runs from the repository root.
+
+Known limits: recording cannot be turned off in bastille (it is fail-closed), so the
+"recording off" configuration of the benchmarks is "recording on, stored on tmpfs"
+(``/dev/shm``): it removes disk I/O, not the recorder's CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.e2e.rig import (  # noqa: E402
+    TARGET_PASSWORD,
+    TARGET_USER,
+    Sshd,
+    ensure_user,
+    free_port,
+    have_tools,
+    keygen,
+    wait_port,
+)
+
+MIB = 1024 * 1024
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SSH_COMMON = ["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+              "-o", "StrictHostKeyChecking=yes", "-o", "LogLevel=ERROR"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc/PID/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The p-th percentile (0-100) by nearest rank."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+@dataclass
+class GatewayProc:
+    """One `python -m gateway serve -c CONFIG` subprocess (not verbose: logging is not
+    what we measure)."""
+
+    name: str
+    config: Path
+    port: int
+    data: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.config.parent / f"{self.name}.log"
+        with open(log, "ab") as fh:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve", "-c", str(self.config)],
+                stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            wait_port(self.port, proc=self.proc)
+        except Exception:
+            raise RuntimeError(f"gateway {self.name} did not start:\n"
+                               f"{log.read_text(errors='replace')}") from None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def rss(self) -> int:
+        return rss_bytes(self.pid)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class BenchRig:
+    """sshd + gateways. Use as a context manager; everything lives under a temp dir.
+
+    Args:
+        gateways: name -> recording dir ("" = the default, under the gateway's data dir
+            on disk; a path = `[recording] dir` there, e.g. on /dev/shm).
+        max_startups: sshd MaxStartups/MaxSessions (the concurrency benchmark needs many).
+    """
+
+    gateways: dict[str, str] = field(default_factory=lambda: {"bastion": ""})
+    max_startups: int = 100
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bastille-bench-")))
+    sshd: Sshd | None = None
+    gws: dict[str, GatewayProc] = field(default_factory=dict)
+    known_hosts: Path | None = None
+    shm_dirs: list[Path] = field(default_factory=list)
+
+    def __enter__(self) -> BenchRig:
+        reason = have_tools()
+        if reason:
+            raise SystemExit(f"cannot run the benchmark: {reason}")
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        os.chmod(self.root, 0o755)
+        ensure_user(TARGET_USER, TARGET_PASSWORD)
+        target_pub = keygen(self.root / "target_key", "bastion-to-target")
+        keygen(self.root / "alice_key", "alice")
+        keygen(self.root / "gw_host_key")
+        from recorder.signing import generate
+
+        generate(self.root / "recording.key")
+        self.sshd = Sshd(self.root / "sshd")
+        self.sshd.start({TARGET_USER: [target_pub]})
+        if self.max_startups > 10:  # sshd reads the config at start: restart with more room
+            self.sshd.stop()
+            cfg = self.sshd.root / "sshd_config"
+            cfg.write_text(cfg.read_text() + f"MaxStartups {self.max_startups}\n"
+                           f"MaxSessions {self.max_startups}\n")
+            self.sshd.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)],
+                                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            wait_port(self.sshd.port, proc=self.sshd.proc)
+        alice = (self.root / "alice_key.pub").read_text().strip()
+        gw_pub = " ".join((self.root / "gw_host_key.pub").read_text().split()[:2])
+        lines = [f"[127.0.0.1]:{self.sshd.port} {self.sshd.host_key_pub}"]
+        for name, rec_dir in self.gateways.items():
+            port = free_port()
+            data = self.root / f"data-{name}"
+            rec_line = ""
+            if rec_dir:
+                d = Path(tempfile.mkdtemp(prefix=f"bastille-bench-{name}-", dir=rec_dir))
+                self.shm_dirs.append(d)
+                rec_line = f'dir = "{d}"'
+            config = self.root / f"{name}.toml"
+            config.write_text(f"""\
+[gateway]
+listen = "127.0.0.1:{port}"
+host_keys = ["gw_host_key"]
+data_dir = "{data}"
+drain_timeout = "10s"
+max_auth_failures = 50
+
+[recording]
+signing_key = "recording.key"
+{rec_line}
+
+[users.alice]
+keys = ["{alice}"]
+groups = ["ops"]
+
+[targets.web1]
+host = "127.0.0.1"
+port = {self.sshd.port}
+user = "{TARGET_USER}"
+key_file = "target_key"
+host_keys = ["{self.sshd.host_key_pub}"]
+groups = ["ops"]
+""")
+            gw = GatewayProc(name, config, port, data)
+            self.gws[name] = gw
+            gw.start()
+            lines.append(f"[127.0.0.1]:{port} {gw_pub}")
+        self.known_hosts = self.root / "known_hosts"
+        self.known_hosts.write_text("\n".join(lines) + "\n")
+
+    def close(self) -> None:
+        for gw in self.gws.values():
+            gw.stop()
+        if self.sshd is not None:
+            self.sshd.stop()
+        for d in self.shm_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- argument lists ---------------------------------------------------------------
+
+    def _common(self, port_flag: str, port: int, key: str) -> list[str]:
+        return [*SSH_COMMON, port_flag, str(port), "-o", f"UserKnownHostsFile={self.known_hosts}",
+                "-i", str(self.root / key)]
+
+    def ssh(self, via: str | None, *, tty: bool = False) -> list[str]:
+        """`ssh ... DEST` for a command or a shell: direct (via=None) or through gateway
+        ``via``. Append the remote command with :meth:`command`."""
+        assert self.sshd is not None
+        flag = ["-tt"] if tty else ["-T"]
+        if via is None:
+            return ["ssh", *self._common("-p", self.sshd.port, "target_key"), *flag,
+                    f"{TARGET_USER}@127.0.0.1"]
+        gw = self.gws[via]
+        return ["ssh", *self._common("-p", gw.port, "alice_key"), *flag, "alice+web1@127.0.0.1"]
+
+    def scp(self, via: str | None) -> tuple[list[str], str]:
+        """(`scp` options, remote prefix "USER@127.0.0.1:") for direct or via a gateway."""
+        assert self.sshd is not None
+        if via is None:
+            return (["scp", "-q", *self._common("-P", self.sshd.port, "target_key")],
+                    f"{TARGET_USER}@127.0.0.1:")
+        gw = self.gws[via]
+        return (["scp", "-q", *self._common("-P", gw.port, "alice_key")], "alice+web1@127.0.0.1:")
+
+    def sftp(self, via: str | None) -> list[str]:
+        """`sftp -b -` options and destination, direct or via a gateway."""
+        assert self.sshd is not None
+        if via is None:
+            return ["sftp", "-q", *self._common("-P", self.sshd.port, "target_key"), "-b", "-",
+                    f"{TARGET_USER}@127.0.0.1"]
+        gw = self.gws[via]
+        return ["sftp", "-q", *self._common("-P", gw.port, "alice_key"), "-b", "-",
+                "alice+web1@127.0.0.1"]
+
+
+def shared_file(name: str) -> Path:
+    """A path in a world-readable scratch dir that both the benchmark and the target
+    account can read and write."""
+    d = Path(tempfile.gettempdir()) / "bastille-bench-files"
+    d.mkdir(exist_ok=True)
+    os.chmod(d, 0o1777)
+    return d / name
+
+
+def make_random_file(path: Path, size: int) -> Path:
+    """A file of ``size`` random bytes (kept between runs if the size matches)."""
+    if not path.exists() or path.stat().st_size != size:
+        with open(path, "wb") as fh:
+            left = size
+            while left:
+                n = min(left, 8 * MIB)
+                fh.write(os.urandom(n))
+                left -= n
+    os.chmod(path, 0o644)
+    return path
+
+
+def make_terminal_corpus(path: Path, size: int, seed: int = 7) -> Path:
+    """A synthetic terminal-output corpus: `ls -l`-style listings, coloured compiler and
+    log lines, progress bars with carriage returns, a few hex dumps. Deterministic."""
+    import random
+
+    if path.exists() and path.stat().st_size == size:
+        return path
+    rnd = random.Random(seed)
+    words = ("src build main util config test server client handler request response "
+             "error warning info debug cache index token session record policy target "
+             "gateway relay channel stream buffer queue worker thread").split()
+    out = bytearray()
+    while len(out) < size:
+        kind = rnd.random()
+        if kind < 0.35:
+            name = "_".join(rnd.choice(words) for _ in range(rnd.randint(1, 3)))
+            out += (f"-rw-r--r-- 1 {rnd.choice(['root', 'alice', 'www-data'])} staff "
+                    f"{rnd.randint(0, 10**7):>9} Nov {rnd.randint(1, 30):>2} "
+                    f"{rnd.randint(0, 23):02}:{rnd.randint(0, 59):02} "
+                    f"\x1b[01;34m{name}.{rnd.choice(['py', 'c', 'h', 'log', 'txt'])}\x1b[0m\n"
+                    ).encode()
+        elif kind < 0.7:
+            lvl, col = rnd.choice([("INFO", 32), ("WARN", 33), ("ERROR", 31), ("DEBUG", 36)])
+            msg = " ".join(rnd.choice(words) for _ in range(rnd.randint(4, 14)))
+            out += (f"2026-11-24T{rnd.randint(0, 23):02}:{rnd.randint(0, 59):02}:"
+                    f"{rnd.randint(0, 59):02}.{rnd.randint(0, 999):03}Z \x1b[{col}m{lvl}\x1b[0m "
+                    f"[{rnd.choice(words)}:{rnd.randint(1, 999)}] {msg} "
+                    f"id={rnd.getrandbits(32):08x}\n").encode()
+        elif kind < 0.9:
+            for pct in range(0, 101, 20):
+                bar = "#" * (pct // 5) + " " * (20 - pct // 5)
+                out += f"\r[{bar}] {pct:3}% {rnd.randint(1, 999)} kB/s".encode()
+            out += b"\n"
+        else:
+            base = rnd.getrandbits(24)
+            for i in range(4):
+                chunk = rnd.randbytes(16)
+                out += (f"{base + 16 * i:08x}  " + " ".join(f"{b:02x}" for b in chunk) +
+                        "  |" + "".join(chr(b) if 32 <= b < 127 else "." for b in chunk) +
+                        "|\n").encode()
+    path.write_bytes(bytes(out[:size]))
+    os.chmod(path, 0o644)
+    return path
+
+
+def timed_run(args: Sequence[str], *, input: bytes | None = None, timeout: float = 600,
+              stdout: int | None = subprocess.DEVNULL) -> float:
+    """Run a client command to completion; wall seconds. Fails loudly on a non-zero exit."""
+    t0 = time.perf_counter()
+    p = subprocess.run(list(args), input=input, stdout=stdout, stderr=subprocess.PIPE,
+                       timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
+    dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:1])} ... exited {p.returncode}: "
+                           f"{p.stderr.decode(errors='replace')[-500:]}")
+    return dt
+
+
+def machine() -> str:
+    """One line describing the machine and the software measured."""
+    import asyncssh
+
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    ssh_v = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
+    return (f"{os.cpu_count()} CPUs ({cpu}); {ssh_v}; Python {sys.version.split()[0]}; "
+            f"asyncssh {asyncssh.__version__}")

@@ -1,0 +1,103 @@
+"""Pilot tests of the Find screen against an archive written by the real recorder."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import NOW, settle
+from rich.text import Text
+from textual.widgets import DataTable, Static
+
+from player.app import PlayerApp
+from player.find import FindScreen
+from player.replay import ReplayScreen
+from recorder.settings import RecorderSettings
+
+
+def _rows(app: PlayerApp) -> list[list[str]]:
+    table = app.screen.query_one(DataTable)
+    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+def _status(app: PlayerApp) -> str:
+    return str(app.screen.query_one("#find-status", Static).render())
+
+
+def _col(app: PlayerApp, name: str) -> list[str]:
+    table = app.screen.query_one(DataTable)
+    idx = list(table.columns).index(name)  # type: ignore[arg-type]
+    return [row[idx] for row in _rows(app)]
+
+
+@pytest.mark.asyncio
+async def test_lists_sessions_with_status_and_integrity(settings: RecorderSettings) -> None:
+    app = PlayerApp(settings, clock=lambda: NOW)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert isinstance(app.screen, FindScreen)
+        assert _col(app, "id") == ["play-carol-0003", "play-bob-0002", "play-alice-0001"]
+        assert _col(app, "user") == ["carol", "bob", "alice"]
+        assert _col(app, "status") == ["ended", "ended", "ended"]
+        assert _col(app, "integrity") == ["tampered@1", "verified", "verified"]
+        assert _col(app, "cmds") == ["1", "1", "5"]
+        assert _col(app, "pol") == ["0", "0", "1"]
+        assert _col(app, "dur") == ["0m02s", "0m02s", "0m40s"]
+        assert "3 sessions" in _status(app) or "play-carol-0003" in _status(app)
+
+
+@pytest.mark.asyncio
+async def test_filters_user_target_since(settings: RecorderSettings) -> None:
+    app = PlayerApp(settings, clock=lambda: NOW)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("u", *"bob", "enter")
+        await settle(pilot)
+        assert _col(app, "id") == ["play-bob-0002"]
+        await pilot.press("u", *["backspace"] * 3, "t", *"web1", "enter")
+        await settle(pilot)
+        assert _col(app, "id") == ["play-carol-0003", "play-alice-0001"]
+        await pilot.press("s", *"1h", "enter")
+        await settle(pilot)
+        assert _col(app, "id") == ["play-carol-0003"]
+        await pilot.press("s", "backspace", "backspace", *"yesterday")
+        await pilot.pause(0.3)
+        await settle(pilot)
+        assert "invalid time 'yesterday'" in _status(app)
+
+
+@pytest.mark.asyncio
+async def test_full_text_search_highlights_the_match(settings: RecorderSettings) -> None:
+    app = PlayerApp(settings, clock=lambda: NOW)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *"secret-plan", "enter")
+        await settle(pilot)
+        assert _col(app, "id") == ["play-alice-0001"]
+        status = app.screen.query_one("#find-status", Static).render()
+        assert isinstance(status, Text)
+        assert "hello secret-plan" in status.plain
+        spans = [status.plain[s.start : s.end] for s in status.spans if "yellow" in str(s.style)]
+        assert spans == ["secret-plan"]
+        # a command search (FTS over commands) finds bob only
+        await pilot.press("slash", *["backspace"] * 11, *"uptime", "enter")
+        await settle(pilot)
+        assert _col(app, "id") == ["play-bob-0002"]
+        await pilot.press("slash", *["backspace"] * 6, *"no-such-text", "enter")
+        await settle(pilot)
+        assert _col(app, "id") == []
+        assert "0 sessions" in _status(app)
+
+
+@pytest.mark.asyncio
+async def test_enter_opens_replay_and_escape_returns(settings: RecorderSettings) -> None:
+    app = PlayerApp(settings, clock=lambda: NOW)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("down", "enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ReplayScreen)
+        assert app.screen.session_id == "play-bob-0002"
+        title = str(app.screen.query_one("#replay-title", Static).render())
+        assert "bob@db1" in title and "verified" in title
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, FindScreen)
