@@ -109,6 +109,7 @@ class TargetConfig:
     users: frozenset[str] = frozenset()
     groups: frozenset[str] = frozenset()
     allow_local_forwarding: Principals = NOBODY
+    allow_remote_forwarding: Principals = NOBODY
     allow_agent_forwarding: Principals = NOBODY
 
     def permits(self, user: UserConfig) -> bool:
@@ -325,7 +326,7 @@ _USER = {"keys", "keys_file", "groups", "password_hash"}
 _TARGET = {"host", "port", "user", "description", "builtin", "key_file", "key_env",
            "password_file", "password_env", "host_keys", "trust_on_first_use",
            "connect_timeout", "users", "groups", "allow_local_forwarding",
-           "allow_agent_forwarding"}
+           "allow_remote_forwarding", "allow_agent_forwarding"}
 
 
 def _gateway(r: _Reader, data: dict[str, Any]) -> tuple[GatewaySettings, Path]:
@@ -510,6 +511,7 @@ def _targets(r: _Reader, data: dict[str, Any],
             users=frozenset(r.str_list(t, "users", path)),
             groups=frozenset(r.str_list(t, "groups", path)),
             allow_local_forwarding=r.principals(t, "allow_local_forwarding", path),
+            allow_remote_forwarding=r.principals(t, "allow_remote_forwarding", path),
             allow_agent_forwarding=r.principals(t, "allow_agent_forwarding", path),
         )
         if builtin is None:

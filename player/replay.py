@@ -151,7 +151,7 @@ class ReplayScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static("loading...", id="replay-title")
-        with ScrollableContainer(id="screen-box"):
+        with ScrollableContainer(id="screen-box", can_focus=False):
             yield TerminalView(id="term")
         yield Timeline(id="timeline")
         yield Static("", id="replay-status")

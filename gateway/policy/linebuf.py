@@ -100,6 +100,9 @@ class LineSnapshot:
         mismatch: the keys and the echoed line disagree.
         search: the shell's incremental history search was showing.
         prompt_guessed: the prompt could not be located by the mark heuristic.
+        echo_pending: the line's keys came in one chunk and the target has not output
+            anything since: the screen does not show them yet (the relay read too
+            early); ``typed`` is then the only view of the line.
         hidden_typed: the keystroke model when echo was off (may be a password:
             never log it; only match rules against it).
     """
@@ -114,6 +117,7 @@ class LineSnapshot:
     mismatch: bool = False
     search: bool = False
     prompt_guessed: bool = False
+    echo_pending: bool = False
     hidden_typed: str | None = field(default=None, repr=False)
 
 
@@ -123,6 +127,9 @@ class _Line:
     mark: int | None
     keys: KeyLine = field(default_factory=KeyLine)
     pasted: bool = False  # bracketed paste seen: the shell echoes it only at its end
+    chunk: int = -1  # last input chunk that touched this line
+    input_at: int = 0  # output offset when that chunk was fed
+    printable_before: int = 0  # printable keys typed in earlier chunks
 
 
 class LineTracker:
@@ -147,6 +154,7 @@ class LineTracker:
         self._prompt = ""
         self._signals: deque[tuple[str, str]] = deque(maxlen=MAX_SIGNALS)
         self._last_input_at = 0  # output offset when input was last fed
+        self._chunks = 0  # input chunks fed
 
     # ------------------------------------------------------------------ hot path
 
@@ -207,6 +215,7 @@ class LineTracker:
                 break
         events: list[InputEvent] = []
         self._last_input_at = self._total
+        self._chunks += 1
         start = 0
         entered = False
         for m in _INPUT_RE.finditer(data):
@@ -217,6 +226,10 @@ class LineTracker:
                 typeahead = entered or kind == "enter"
                 self._line = self._new_line(None if typeahead else self._total)
             keys = self._line.keys
+            if self._line.chunk != self._chunks:
+                self._line.chunk = self._chunks
+                self._line.input_at = self._total
+                self._line.printable_before = keys.printable
             tok = m.group(0)
             if kind == "ps":
                 self._in_paste = True
@@ -305,6 +318,7 @@ class LineTracker:
             pending = list(self._pending)
             cols, rows = self.cols, self.rows
             learned = self._prompt
+            total = self._total
         keys = line.keys if line is not None else KeyLine()
         mark = line.mark if line is not None else None
         if alt:
@@ -319,10 +333,30 @@ class LineTracker:
             with self._lock:
                 self._prompt = prompt
         pasted = line.pasted if line is not None else False
-        echo_off = keys.printable > 0 and not text.strip() and not raw.strip() and not pasted
+        # Keys all sent in one chunk and no output since: the echo has not arrived yet
+        # (the relay did not wait): the screen is stale, the keystroke model decides.
+        echo_pending = (
+            line is not None
+            and keys.printable > 0
+            and line.printable_before == 0
+            and total <= line.input_at
+        )
+        echo_off = (
+            keys.printable > 0
+            and not text.strip()
+            and not raw.strip()
+            and not pasted
+            and not echo_pending
+        )
         typed: str | None = keys.text if keys.known and not echo_off else None
         mismatch = False
-        if typed is not None and not search and not pasted and typed.strip() != text.strip():
+        if (
+            typed is not None
+            and not search
+            and not pasted
+            and not echo_pending
+            and typed.strip() != text.strip()
+        ):
             mismatch = True
             self._signal("mismatch", f"typed {len(typed)} characters, the line shows {len(text)}")
         if echo_off:
@@ -344,6 +378,7 @@ class LineTracker:
             mismatch=mismatch,
             search=search,
             prompt_guessed=guessed,
+            echo_pending=echo_pending,
             hidden_typed=keys.text if echo_off else None,
         )
 

@@ -186,6 +186,8 @@ class PolicyEngine:
           line (the tracker raised an ``alternate_screen`` signal for the audit);
         * echo off (password prompt): only rules are matched against the typed keys
           (never uncertainty, a password is not shell); the keys are never returned;
+        * echo pending (the relay read the line before the target echoed it) and keys
+          that cannot be modelled: ``on_uncertain``;
         * otherwise the screen text, the raw row (when the prompt was guessed) and the
           keystroke model (when complete) are all decided with ``decide_partial``;
           the most severe wins.
@@ -199,6 +201,9 @@ class PolicyEngine:
             if d.action is Action.ALLOW:
                 return Decision(Action.ALLOW, None, "typed without echo", ())
             return Decision(d.action, d.rule, d.reason, ("(typed without echo)",))
+        if snapshot.echo_pending and snapshot.typed is None:
+            # The screen is stale and the keys cannot be modelled (Tab, history...).
+            return Decision(self.on_uncertain, None, "line not echoed yet", ())
         texts = [snapshot.text]
         if snapshot.prompt_guessed and snapshot.raw and snapshot.raw not in texts:
             texts.append(snapshot.raw)

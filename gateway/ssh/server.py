@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
@@ -181,9 +182,64 @@ class BastionServer(asyncssh.SSHServer):
 
         return tunnel()
 
-    def server_requested(self, listen_host: str, listen_port: int) -> bool:
-        self._refuse("tcpip-forward", "remote port forwarding is not supported by this bastion")
-        return False
+    def server_requested(self, listen_host: str, listen_port: int) -> Any:
+        """``ssh -R``: the *target* listens; its connections come back to the user."""
+        assert self.ctx is not None
+        ctx = self.ctx
+        where = f"{listen_host}:{listen_port}"
+        if ctx.login.target is None:
+            self._refuse("tcpip-forward", "remote forwarding needs the USER+TARGET@BASTION "
+                         "login form")
+            return False
+        try:
+            target = self.app.authorize(ctx, ctx.login.target)
+        except BastilleError as exc:
+            self._refuse("tcpip-forward", str(exc))
+            return False
+        if not target.allow_remote_forwarding.allows(ctx.user.name, ctx.user.groups):
+            self._refuse("tcpip-forward",
+                         f"remote forwarding of {where} is not allowed on {target.name}")
+            return False
+        engine = self.app.policy_engine
+        if engine is not None:
+            decision = engine.decide_forward("remote", listen_host, listen_port,
+                                             user=ctx.user.name,
+                                             groups=sorted(ctx.user.groups), target=target.name)
+            if decision.action != "allow":
+                self._refuse("tcpip-forward", f"remote forwarding of {where}: {decision.reason}")
+                return False
+        self.app.audit(AuditEvent(Kind.FORWARD, "ok", user=ctx.user.name, source=ctx.source,
+                                  target=target.name, detail={"remote": where}))
+        return self._remote_listener(target, listen_host, listen_port)
+
+    async def _remote_listener(self, target: Any, listen_host: str, listen_port: int) -> Any:
+        assert self.ctx is not None
+        ctx = self.ctx
+        try:
+            upstream = await self.app.upstream(ctx, target)
+        except BastilleError:
+            return None
+        bound: list[int] = [listen_port]
+
+        def handler_factory(orig_host: str, orig_port: int) -> Any:
+            async def handle(t_reader: Any, t_writer: Any) -> None:
+                try:
+                    u_reader, u_writer = await ctx.conn.open_connection(
+                        listen_host, bound[0], orig_host, orig_port, encoding=None)
+                except (asyncssh.Error, OSError):
+                    t_writer.close()
+                    return
+                await _pipe_both(t_reader, t_writer, u_reader, u_writer)
+            return handle
+
+        try:
+            listener = await upstream.start_server(handler_factory, listen_host, listen_port,
+                                                   encoding=None)
+        except (asyncssh.Error, OSError) as exc:
+            log.info("remote forwarding on %s failed: %s", target.name, exc)
+            return None
+        bound[0] = listener.get_port()
+        return listener
 
     def unix_connection_requested(self, dest_path: str) -> Any:
         raise self._refuse("direct-streamlocal", "Unix socket forwarding is not allowed")
@@ -198,3 +254,20 @@ class BastionServer(asyncssh.SSHServer):
     def tap_requested(self, unit: int | None) -> Any:
         raise self._refuse("tap", "tap devices are not allowed")
 
+
+
+async def _pipe_both(ar: Any, aw: Any, br: Any, bw: Any) -> None:
+    """Copy bytes both ways between two stream pairs until both directions end."""
+
+    async def copy(reader: Any, writer: Any) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            writer.write_eof()
+        except (asyncssh.Error, OSError):
+            writer.close()
+
+    await asyncio.gather(copy(ar, bw), copy(br, aw), return_exceptions=True)
+    aw.close()
+    bw.close()

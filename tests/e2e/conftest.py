@@ -87,6 +87,11 @@ groups = ["ops"]
 groups = ["ops"]
 allow_local_forwarding = ["alice"]
 
+[targets.web1rfwd]
+{target}
+groups = ["ops"]
+allow_remote_forwarding = ["alice"]
+
 [targets.web1agent]
 {target}
 groups = ["ops"]

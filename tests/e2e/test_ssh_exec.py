@@ -142,6 +142,34 @@ def test_local_forwarding_allowed_goes_through_target(rig: Rig) -> None:
     assert audit_events(rig, kind="forward", target="web1fwd")
 
 
+def test_remote_forwarding_allowed_listens_on_target(rig: Rig) -> None:
+    """ssh -R through the bastion: the target listens, connections come back to the client."""
+    import socket
+    import threading
+
+    from tests.e2e.rig import free_port
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    local_port = server.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        conn.sendall(b"hello-from-client-side\n")
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    remote_port = free_port()
+    r = rig.ssh("alice+web1rfwd",
+                f"sleep 0.5; exec 3<>/dev/tcp/127.0.0.1/{remote_port}; head -1 <&3",
+                extra=["-R", f"127.0.0.1:{remote_port}:127.0.0.1:{local_port}",
+                       "-o", "ExitOnForwardFailure=yes"], timeout=30)
+    server.close()
+    assert r.stdout == b"hello-from-client-side\n", r.stderr
+    assert audit_events(rig, kind="forward", target="web1rfwd")
+
+
 def test_remote_forwarding_refused(rig: Rig) -> None:
     r = rig.ssh("alice+web1", "echo", "still-runs",
                 extra=["-R", "127.0.0.1:0:127.0.0.1:22", "-o", "ExitOnForwardFailure=yes"])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any, ParamSpec
 
 import pytest
 from player_recordings import START, make_archive
@@ -15,6 +17,7 @@ from textual.pilot import Pilot
 from player.replay import ReplayScreen
 from recorder.settings import RecorderSettings
 
+P = ParamSpec("P")
 NOW = START + 7200 + 120  # the player's clock in tests: two minutes after carol's session
 
 
@@ -59,3 +62,13 @@ async def settle(pilot: Pilot[object]) -> None:
             continue
         return
     raise AssertionError("the player did not settle")
+
+
+def sync(fn: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
+    """Run an async test with asyncio.run (no pytest-asyncio here)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        asyncio.run(fn(*args, **kwargs))
+
+    return wrapper

@@ -58,9 +58,6 @@ def header(sid: str, user: str, target: str, start: float) -> SessionHeader:
 
 async def _record(data: Path) -> None:
     key = data / "recording.key"
-    if not key.exists():
-        data.mkdir(parents=True, exist_ok=True)
-        generate(key)
     clock = Clock()
     settings = RecorderSettings(data_dir=data, signing_key=key, keyframe_interval=5.0)
     r = Recorder(settings, clock=clock)
@@ -136,6 +133,8 @@ async def _record(data: Path) -> None:
 
 def make_archive(data: Path) -> Path:
     """Record the three sessions into ``data`` (a new directory); returns it."""
+    data.mkdir(parents=True, exist_ok=True)
+    generate(data / "recording.key")
     asyncio.run(_record(data))
     return data
 

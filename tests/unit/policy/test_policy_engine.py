@@ -207,3 +207,13 @@ def test_analyser_bug_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shell, "analyze_argv", boom)
     d = PolicyEngine([]).decide("ls", **A)
     assert (d.action, d.reason) == (Action.APPROVE, "could not analyse")
+
+
+def test_decide_snapshot_echo_pending() -> None:
+    eng = PolicyEngine(starter_rules())
+    d = eng.decide_snapshot(LineSnapshot(text="", typed="curl x | sh", echo_pending=True), **A)
+    assert (d.action, d.reason) == (Action.APPROVE, "pipe into interpreter sh")
+    d = eng.decide_snapshot(LineSnapshot(text="", typed=None, echo_pending=True), **A)
+    assert (d.action, d.reason) == (Action.APPROVE, "line not echoed yet")
+    d = eng.decide_snapshot(LineSnapshot(text="", typed="ls", echo_pending=True), **A)
+    assert d.action is Action.ALLOW

@@ -272,3 +272,26 @@ def test_enter_on_prefilled_line_uses_learned_prompt() -> None:
     (ev2,) = t.feed_input(b"\r")
     s = t.current_line(ev2.line_id)
     assert s.text == "rm -rf /"
+
+
+def test_line_read_before_echo_uses_keys() -> None:
+    """A relay that reads the line before the echo arrived: the keys decide, no echo_off."""
+    t = LineTracker()
+    t.feed_output(b"$ ")
+    (ev,) = t.feed_input(b"curl x | sh\r")
+    s = t.current_line(ev.line_id)
+    assert s.echo_pending and not s.echo_off
+    assert s.typed == "curl x | sh"
+    (ev2,) = t.feed_input(b"ls /tm\t\r")
+    s2 = t.current_line(ev2.line_id)
+    assert s2.echo_pending and s2.typed is None
+
+
+def test_password_typed_key_by_key_is_echo_off() -> None:
+    t = LineTracker()
+    t.feed_output(b"Password: ")
+    for k in (b"p", b"w", b"$", b"("):
+        t.feed_input(k)
+    (ev,) = t.feed_input(b"\r")
+    s = t.current_line(ev.line_id)
+    assert s.echo_off and not s.echo_pending and s.hidden_typed == "pw$("
