@@ -7,8 +7,10 @@
   ``gateway.allow_passwords`` is true (the demo user lives on loopback).
 * Failed attempts are rate-limited per source address and per user name, and audited.
 * Session channels go to :class:`gateway.ssh.session.GatewaySession`. direct-tcpip
-  (``ssh -L``/``-W``) is relayed *through the target* when the target allows it for the
-  user; remote forwarding, X11, tun/tap and Unix sockets are refused with a message.
+  (``ssh -L``/``-W``) is relayed *through the target*, and ``ssh -R`` makes the target
+  listen, when the target allows it for the user and the policy allows the address;
+  X11, tun/tap and Unix sockets are refused with a message. Forwarded TCP bytes are not
+  recorded (the forwarding itself is audited).
 """
 
 from __future__ import annotations
