@@ -516,4 +516,9 @@ class Recorder:
         if self.index is not None:
             self.index.close()
         if self._sink is not None:
+            # let remote uploads finish within the deadline; what does not stays in the
+            # spool and is completed by recover() at the next start
+            wait_idle = getattr(self._sink, "wait_idle", None)
+            if wait_idle is not None:
+                await loop.run_in_executor(None, wait_idle, max(0.1, deadline - time.monotonic()))
             await loop.run_in_executor(None, self._sink.close)

@@ -371,8 +371,7 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         if self.subsystem == "sftp":
             gate = self._sftp_gate if self.app.policy_engine is not None else None
             self._sftp = SftpTap(self._on_transfer, self._on_file_op, gate)
-        await self._start_recording(route)
-        if self._rec is None:
+        if not await self._start_recording(route):
             return
         if route.command is not None and not await self._exec_allowed(route.command):
             return
@@ -389,7 +388,8 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         try:
             conn = await self.app.upstream(self.ctx, target, agent)
         except TargetError as exc:
-            self._rec.marker(f"target connection failed: {exc}")
+            if self._rec is not None:
+                self._rec.marker(f"target connection failed: {exc}")
             self._fail(str(exc), 1)
             return
         await self._open_upstream(conn, route)
@@ -520,7 +520,8 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         if result is not None and not self._menu_done.done():
             self._menu_done.set_result(None if result is QUIT else str(result))
 
-    async def _start_recording(self, route: Route) -> None:
+    async def _start_recording(self, route: Route) -> bool:
+        """Open the recording; False if the session must not run (fail closed)."""
         from recorder.service import SessionHeader
 
         self.session_id = self.app.recorder.new_session_id()
@@ -536,13 +537,14 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         except RecorderError as exc:
             log.error("recording cannot start for %s: %s", self.ctx.user.name, exc)
             self.app.audit(self.audit_event(Kind.RECORDING, "failed", {"error": str(exc)}))
+            self._rec = None
             if self.app.config.recording.on_failure == "terminate":
                 self._fail("this session cannot be recorded, so it was not started; "
                            "tell an administrator", 1)
-                self._rec = None
-                return
-            self._rec = None
-            return
+                return False
+            self.app.audit(self.audit_event(Kind.SESSION_START, "unrecorded", {
+                "kind": self.kind, **({"command": route.command} if route.command else {})}))
+            return True
         self._rec.add_failure_callback(self._on_recording_failed)
         self.app.audit(self.audit_event(Kind.SESSION_START, "ok", {
             "kind": self.kind, **({"command": route.command} if route.command else {}),
@@ -550,6 +552,7 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         if route.command is not None:
             self._rec.command(route.command, source="exec")
             self.app.audit(self.audit_event(Kind.EXEC, "ok", {"command": route.command}))
+        return True
 
     async def _open_upstream(self, conn: asyncssh.SSHClientConnection, route: Route) -> None:
         assert self.chan is not None

@@ -209,3 +209,28 @@ def test_recording_failure_fails_closed(make_gateway, tmp_path: Path) -> None:  
         assert len(r.stdout) < 50_000_000
     finally:
         subprocess.run(["umount", "-l", str(tiny)], capture_output=True)
+
+
+def test_on_failure_continue_runs_unrecorded_and_audits(make_gateway, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    tiny = tmp_path / "tiny2"
+    tiny.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(tiny)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        fd = os.open(tiny / "fill", os.O_WRONLY | os.O_CREAT)  # fill to the last byte
+        try:
+            while os.write(fd, b"\0" * 512):
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        g: Rig = make_gateway(recording_extra=f'dir = "{tiny}"\non_failure = "continue"')
+        r = g.ssh("alice", "web1", "--", "echo", "runs-anyway")
+        assert (r.returncode, r.stdout) == (0, b"runs-anyway\n")
+        audit = [json.loads(x) for x in (g.data / "audit.jsonl").read_text().splitlines()]
+        assert any(e["kind"] == "recording" and e["outcome"] == "failed" for e in audit)
+        assert any(e["kind"] == "session.start" and e["outcome"] == "unrecorded" for e in audit)
+    finally:
+        subprocess.run(["umount", "-l", str(tiny)], capture_output=True)
