@@ -71,6 +71,10 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(143)
+
+
 @dataclass
 class GatewayProc:
     """One `python -m gateway serve -c CONFIG` subprocess (not verbose: logging is not
@@ -105,6 +109,18 @@ class GatewayProc:
     def rss(self) -> int:
         return rss_bytes(self.pid)
 
+    def settle(self, quiet: float = 0.02, window: float = 0.5, limit: float = 120) -> float:
+        """Wait until the gateway is idle (background work after a session, such as
+        finishing a recording, is done): CPU use under ``quiet`` of a core over
+        ``window`` seconds. Returns the seconds waited."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < limit:
+            c0 = self.cpu()
+            time.sleep(window)
+            if self.cpu() - c0 <= quiet * window:
+                break
+        return time.monotonic() - t0
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -137,6 +153,7 @@ class BenchRig:
         reason = have_tools()
         if reason:
             raise SystemExit(f"cannot run the benchmark: {reason}")
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so `kill PID` still cleans up
         try:
             self._start()
         except BaseException:

@@ -15,7 +15,11 @@ fail-closed), so the second one is the closest honest stand-in for "recording of
 removes storage I/O, not the recorder's CPU.
 
 Columns: MiB/s direct and through each gateway, ratio to direct, and the gateway
-process's CPU milliseconds per MiB moved (utime+stime from /proc/PID/stat).
+process's CPU milliseconds per MiB moved (utime+stime of all its threads, from
+/proc/PID/stat), counted until the gateway is idle again: that includes the recording's
+after-close work (keyframe pass), which runs after the client has already finished.
+Before each timed cell every gateway is left to go idle, so one cell's background work
+does not slow the next.
 
 Known limits: one run per cell by default (``--repeat`` takes the best of N); loopback
 only, so the client, gateway and sshd share the machine's cores.
@@ -117,20 +121,36 @@ def main(argv: list[str] | None = None) -> int:
         for g in GATEWAYS:
             header += f" {g + ' MiB/s':>18} {'ratio':>6} {'gw CPU ms/MiB':>13}"
         print(header)
+        failures: list[str] = []
         for name in names:
             nbytes, run = work[name]
             mib = nbytes / MIB
+            for gw in rig.gws.values():
+                gw.settle()
             direct = min(run(None) for _ in range(a.repeat))
             line = f"{name:<10} {mib / direct:>12.1f}"
             for g, gw in rig.gws.items():
                 best, cpu = float("inf"), 0.0
                 for _ in range(a.repeat):
+                    for other in rig.gws.values():
+                        other.settle()
                     c0 = gw.cpu()
-                    dt = run(g)
+                    try:
+                        dt = run(g)
+                    except RuntimeError as exc:  # a failed cell is a result: report it
+                        failures.append(f"{name} via {g}: {exc}")
+                        continue
+                    finally:
+                        gw.settle()
                     if dt < best:
                         best, cpu = dt, gw.cpu() - c0
+                if best == float("inf"):
+                    line += f" {'FAILED':>18} {'-':>6} {'-':>13}"
+                    continue
                 line += f" {mib / best:>18.1f} {direct / best:>6.2f} {cpu * 1000 / mib:>13.2f}"
             print(line, flush=True)
+        for f in failures:
+            print(f"# FAILED {' '.join(f.split())[:300]}")
     up = shared_file("upload.bin")
     if up.exists():
         os.unlink(up)

@@ -62,6 +62,10 @@ class GatewayApp:
             MaskPattern.from_config(f"custom-{i}", rx)
             for i, rx in enumerate(config.policy.mask_patterns)))
         self.approvals = ApprovalStore(config.data_dir / "approvals.sqlite3")
+        # xauth file shared by the X11 listener asyncssh opens for users and the
+        # bastion's own X11 client side toward targets
+        self.x11_auth_path = config.data_dir / "x11" / "Xauthority"
+        self.x11_auth_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.port = 0
 
     # ------------------------------------------------------------ services for sessions
@@ -181,7 +185,8 @@ class GatewayApp:
             lambda: BastionServer(self), gw.listen_host, gw.listen_port,
             server_host_keys=[str(p) for p in gw.host_keys],
             login_timeout=gw.login_timeout, encoding=None,
-            agent_forwarding=True, x11_forwarding=False, allow_scp=False,
+            agent_forwarding=True, x11_forwarding=True, x11_auth_path=str(self.x11_auth_path),
+            allow_scp=False,
             keepalive_interval=60, keepalive_count_max=3,
             server_version=f"bastille_{self.version}",
             **SERVER_ALGORITHMS,

@@ -110,6 +110,7 @@ class TargetConfig:
     groups: frozenset[str] = frozenset()
     allow_local_forwarding: Principals = NOBODY
     allow_remote_forwarding: Principals = NOBODY
+    allow_x11_forwarding: Principals = NOBODY
     allow_agent_forwarding: Principals = NOBODY
 
     def permits(self, user: UserConfig) -> bool:
@@ -326,7 +327,7 @@ _USER = {"keys", "keys_file", "groups", "password_hash"}
 _TARGET = {"host", "port", "user", "description", "builtin", "key_file", "key_env",
            "password_file", "password_env", "host_keys", "trust_on_first_use",
            "connect_timeout", "users", "groups", "allow_local_forwarding",
-           "allow_remote_forwarding", "allow_agent_forwarding"}
+           "allow_remote_forwarding", "allow_agent_forwarding", "allow_x11_forwarding"}
 
 
 def _gateway(r: _Reader, data: dict[str, Any]) -> tuple[GatewaySettings, Path]:
@@ -512,6 +513,7 @@ def _targets(r: _Reader, data: dict[str, Any],
             groups=frozenset(r.str_list(t, "groups", path)),
             allow_local_forwarding=r.principals(t, "allow_local_forwarding", path),
             allow_remote_forwarding=r.principals(t, "allow_remote_forwarding", path),
+            allow_x11_forwarding=r.principals(t, "allow_x11_forwarding", path),
             allow_agent_forwarding=r.principals(t, "allow_agent_forwarding", path),
         )
         if builtin is None:

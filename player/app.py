@@ -51,7 +51,7 @@ class PlayerApp(App[int]):
     def on_mount(self) -> None:
         self.push_screen(FindScreen(self.archive, self.clock))
         if self.session_id:
-            self.push_screen(ReplayScreen(self.archive, self.session_id))
+            self.push_screen(ReplayScreen(self.archive, self.session_id, standalone=True))
 
     def on_unmount(self) -> None:
         self.archive.close()

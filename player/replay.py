@@ -104,7 +104,9 @@ class GotoScreen(ModalScreen[float | None]):
 
 
 class ReplayScreen(Screen[None]):
-    """Plays one session."""
+    """Plays one session (``standalone``: opened from the command line, back quits)."""
+
+    AUTO_FOCUS = ""  # keys go to the screen's bindings, not to a widget
 
     BINDINGS = [
         Binding("space", "toggle_play", "Play"),
@@ -126,8 +128,11 @@ class ReplayScreen(Screen[None]):
         Binding("escape,q", "back", "Back"),
     ]
 
-    def __init__(self, archive: Archive, session_id: str, *, search: str = "") -> None:
+    def __init__(
+        self, archive: Archive, session_id: str, *, search: str = "", standalone: bool = False
+    ) -> None:
         super().__init__()
+        self.standalone = standalone
         self.archive = archive
         self.session_id = session_id
         self.data: SessionData | None = None
@@ -155,11 +160,12 @@ class ReplayScreen(Screen[None]):
             yield TerminalView(id="term")
         yield Timeline(id="timeline")
         yield Static("", id="replay-status")
-        yield Input(placeholder="search in this session (enter)", id="replay-search")
+        box = Input(placeholder="search in this session (enter)", id="replay-search")
+        box.display = False
+        yield box
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
-        self.query_one("#replay-search", Input).display = False
         self.set_interval(TICK, self._tick)
         self._load()
 
@@ -361,6 +367,7 @@ class ReplayScreen(Screen[None]):
     def _search_submitted(self, event: Input.Submitted) -> None:
         box = self.query_one("#replay-search", Input)
         box.display = False
+        self.set_focus(None)
         self.search_text = event.value.strip()
         if self.data is not None:
             self._search(self.data, self.search_text)
@@ -383,7 +390,6 @@ class ReplayScreen(Screen[None]):
             self.notify(f"{text!r} not found in this session", severity="warning")
             self._goto(self.position)
             return
-        self.notify(f"{len(hits)} hits for {text!r}")
         after = [h for h in hits if h.time >= self.position - 1e-3]
         self.playing = False
         self._goto((after or hits)[0].time)
@@ -423,12 +429,13 @@ class ReplayScreen(Screen[None]):
         box = self.query_one("#replay-search", Input)
         if box.display:
             box.display = False
+            self.set_focus(None)
             return
         self.playing = False
-        if len(self.app.screen_stack) > 2:
-            self.app.pop_screen()
+        if self.standalone:
+            self.app.exit(0)
         else:
-            self.app.exit()
+            self.app.pop_screen()
 
     @on(Timeline.Seek)
     def _timeline_click(self, event: Timeline.Seek) -> None:

@@ -9,8 +9,8 @@
 * Session channels go to :class:`gateway.ssh.session.GatewaySession`. direct-tcpip
   (``ssh -L``/``-W``) is relayed *through the target*, and ``ssh -R`` makes the target
   listen, when the target allows it for the user and the policy allows the address;
-  X11, tun/tap and Unix sockets are refused with a message. Forwarded TCP bytes are not
-  recorded (the forwarding itself is audited).
+  X11 likewise per target (see session.py); tun/tap and Unix sockets are refused.
+  Forwarded TCP bytes are not recorded (the forwarding itself is audited).
 """
 
 from __future__ import annotations

@@ -108,6 +108,7 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         self._early: list[tuple[bytes, asyncssh.DataType]] = []
         self._discard_input = False
         self._ipolicy: InteractivePolicy | None = None
+        self._x11_allowed = False
 
     # ------------------------------------------------------------ channel requests
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
@@ -375,6 +376,8 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             return
         if route.command is not None and not await self._exec_allowed(route.command):
             return
+        self._x11_allowed = target.allow_x11_forwarding.allows(self.ctx.user.name,
+                                                               self.ctx.user.groups)
         agent = self.chan.get_agent_path()
         if agent is not None and not target.allow_agent_forwarding.allows(
                 self.ctx.user.name, self.ctx.user.groups):
@@ -558,6 +561,16 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         assert self.chan is not None
         env = {k: v for k, v in self.chan.get_environment().items() if k in _FORWARD_ENV}
         kwargs: dict[str, Any] = {"encoding": None, "env": env}
+        display = self.chan.get_x11_display()
+        if display is not None:
+            if self._x11_allowed:
+                kwargs.update(x11_forwarding=True, x11_display=display,
+                              x11_auth_path=str(self.app.x11_auth_path))
+                self.app.audit(self.audit_event(Kind.FORWARD, "ok", {"channel": "x11"}))
+            else:
+                self.app.audit(self.audit_event(Kind.REFUSED, "denied", {"channel": "x11"}))
+                self._write_user(_say(f"X11 forwarding is not allowed on {self.target_name}; "
+                                      "continuing without it", self.has_pty), stderr=True)
         if self.has_pty:
             kwargs.update(request_pty="force", term_type=self.term_type or "xterm",
                           term_size=self.term_size, term_modes=self.term_modes)

@@ -92,6 +92,11 @@ allow_local_forwarding = ["alice"]
 groups = ["ops"]
 allow_remote_forwarding = ["alice"]
 
+[targets.web1x11]
+{target}
+groups = ["ops"]
+allow_x11_forwarding = ["alice"]
+
 [targets.web1agent]
 {target}
 groups = ["ops"]

@@ -91,6 +91,8 @@ PermitRootLogin no
 Subsystem sftp {SFTP_SERVER}
 AcceptEnv LANG LC_*
 AllowTcpForwarding yes
+X11Forwarding yes
+X11UseLocalhost yes
 LogLevel ERROR
 """)
         Path("/run/sshd").mkdir(exist_ok=True)

@@ -208,7 +208,10 @@ async def test_copy_screen_and_command(settings: RecorderSettings) -> None:
         await pilot.press("n")
         await settle(pilot)
         await pilot.press("c")
-        expected = "Welcome to web1\nalice@web1:~$ ls --color\n"
+        expected = (
+            "Welcome to web1\nalice@web1:~$ ls --color\ndocs  run.sh  notes.txt  ALERT\n"
+            "alice@web1:~$\n"
+        )
         assert app.clipboard == expected
         assert scr.last_copy is not None
         assert scr.last_copy.read_text() == expected

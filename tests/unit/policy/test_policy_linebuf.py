@@ -129,7 +129,9 @@ def test_ctrl_c_starts_a_new_line(bash: BashPty) -> None:
 
 def test_password_prompt_is_echo_off(bash: BashPty) -> None:
     bash.run("read -s secret")
-    s = one(bash.keys(b"hunter2\r"))
+    for ch in b"hunter2":  # typed key by key, like a person
+        bash.keys(bytes([ch]))
+    s = one(bash.keys(b"\r"))
     assert s.echo_off
     assert s.text == "" and s.typed is None
     assert s.hidden_typed == "hunter2"

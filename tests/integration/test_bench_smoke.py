@@ -1,0 +1,75 @@
+"""Smoke runs of the benchmarks in bench/: each one, at tiny sizes, still starts its real
+sshd and gateway, drives the real OpenSSH clients, and prints its result table.
+
+These check that the benchmarks work, not how fast anything is (no timing assertions):
+the figures themselves are in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.rig import have_tools
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.e2e
+
+
+def run_bench(name: str, *args: str, timeout: float = 120) -> str:
+    reason = have_tools()
+    if reason:
+        pytest.skip(reason)
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), *args],
+                       cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, f"{name} failed:\n{p.stdout}\n{p.stderr}"
+    return p.stdout
+
+
+def rows(out: str) -> list[list[str]]:
+    return [line.split() for line in out.splitlines() if line and not line.startswith("#")]
+
+
+@pytest.mark.slow
+def test_throughput_smoke_prints_every_workload_with_ratios() -> None:
+    out = run_bench("throughput", "--smoke")
+    table = rows(out)
+    assert table[0][:2] == ["workload", "direct"]
+    names = [r[0] for r in table[1:]]
+    assert names == ["exec-zero", "exec-cat", "scp-up", "scp-down", "sftp-up", "sftp-down",
+                     "pty-cat"]
+    for r in table[1:]:
+        # direct, then (MiB/s, ratio, CPU ms/MiB) for each of the two gateways
+        assert len(r) == 8, r
+        assert all(float(x) > 0 for x in r[1:]), r
+
+
+def test_latency_smoke_prints_direct_and_bastion_percentiles() -> None:
+    out = run_bench("latency", "--smoke")
+    table = rows(out)
+    assert table[0][0] == "condition"
+    idle = table[1]
+    assert idle[0] == "idle" and len(idle) == 9
+    direct_p50, bastion_p50 = float(idle[1]), float(idle[3])
+    assert direct_p50 > 0 and bastion_p50 > 0
+
+
+def test_concurrency_smoke_opens_every_session_and_drops_none() -> None:
+    out = run_bench("concurrency", "--smoke")
+    table = {r[0]: r for r in rows(out)}
+    for path in ("direct", "bastion"):
+        opened, failed, dropped = (int(x) for x in table[path][1:4])
+        assert (opened, failed, dropped) == (5, 0, 0), table[path]
+    assert "ratio" in table
+
+
+def test_recording_size_smoke_compares_with_gzipped_asciicast() -> None:
+    out = run_bench("recording_size", "--smoke")
+    table = {r[0]: r for r in rows(out)}
+    for name in ("corpus", "commands"):
+        out_mib, stored_mib, gz_mib = (float(x) for x in table[name][1:4])
+        assert out_mib > 0 and stored_mib > 0 and gz_mib > 0, table[name]

@@ -1,0 +1,58 @@
+"""SVG snapshots of the player's main screens at 80x24 (``--snapshot-update`` to refresh).
+
+The archive is recorded with a fixed clock and times are shown in UTC, so the screens
+are deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from conftest import NOW, settle
+from textual.pilot import Pilot
+
+from player.app import PlayerApp
+from recorder.settings import RecorderSettings
+
+SnapCompare = Callable[..., bool]
+
+
+def test_find_screen(snap_compare: SnapCompare, settings: RecorderSettings) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+
+    app = PlayerApp(settings, clock=lambda: NOW)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_find_screen_text_search(snap_compare: SnapCompare, settings: RecorderSettings) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        await pilot.press("slash", *"secret", "enter")
+        await settle(pilot)
+
+    app = PlayerApp(settings, clock=lambda: NOW)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_replay_screen_colours(snap_compare: SnapCompare, settings: RecorderSettings) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        await pilot.press("n", "n", "n", "n")  # the denied rm -rf / at 9.5 s
+        await settle(pilot)
+
+    app = PlayerApp(settings, session_id="play-alice-0001", clock=lambda: NOW)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_replay_screen_full_screen_program(
+    snap_compare: SnapCompare, settings: RecorderSettings
+) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        await pilot.press("slash", *"secret", "enter")  # vim's screen, match highlighted
+        await settle(pilot)
+
+    app = PlayerApp(settings, session_id="play-alice-0001", clock=lambda: NOW)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
