@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.e2e.rig import (  # noqa: E402
+from tests.e2e.rig import (
     TARGET_PASSWORD,
     TARGET_USER,
     Sshd,
@@ -39,14 +39,24 @@ from tests.e2e.rig import (  # noqa: E402
 
 MIB = 1024 * 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-SSH_COMMON = ["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-              "-o", "StrictHostKeyChecking=yes", "-o", "LogLevel=ERROR"]
+SSH_COMMON = [
+    "-F",
+    "/dev/null",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "IdentitiesOnly=yes",
+    "-o",
+    "StrictHostKeyChecking=yes",
+    "-o",
+    "LogLevel=ERROR",
+]
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (all its threads), from /proc/PID/stat."""
     stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
@@ -91,12 +101,16 @@ class GatewayProc:
         with open(log, "ab") as fh:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "serve", "-c", str(self.config)],
-                stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         try:
             wait_port(self.port, proc=self.proc)
         except Exception:
-            raise RuntimeError(f"gateway {self.name} did not start:\n"
-                               f"{log.read_text(errors='replace')}") from None
+            raise RuntimeError(
+                f"gateway {self.name} did not start:\n{log.read_text(errors='replace')}"
+            ) from None
 
     @property
     def pid(self) -> int:
@@ -178,10 +192,15 @@ class BenchRig:
         if self.max_startups > 10:  # sshd reads the config at start: restart with more room
             self.sshd.stop()
             cfg = self.sshd.root / "sshd_config"
-            cfg.write_text(cfg.read_text() + f"MaxStartups {self.max_startups}\n"
-                           f"MaxSessions {self.max_startups}\n")
-            self.sshd.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)],
-                                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            cfg.write_text(
+                cfg.read_text() + f"MaxStartups {self.max_startups}\n"
+                f"MaxSessions {self.max_startups}\n"
+            )
+            self.sshd.proc = subprocess.Popen(
+                ["/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
             wait_port(self.sshd.port, proc=self.sshd.proc)
         alice = (self.root / "alice_key.pub").read_text().strip()
         gw_pub = " ".join((self.root / "gw_host_key.pub").read_text().split()[:2])
@@ -238,8 +257,15 @@ groups = ["ops"]
     # -- argument lists ---------------------------------------------------------------
 
     def _common(self, port_flag: str, port: int, key: str) -> list[str]:
-        return [*SSH_COMMON, port_flag, str(port), "-o", f"UserKnownHostsFile={self.known_hosts}",
-                "-i", str(self.root / key)]
+        return [
+            *SSH_COMMON,
+            port_flag,
+            str(port),
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-i",
+            str(self.root / key),
+        ]
 
     def ssh(self, via: str | None, *, tty: bool = False) -> list[str]:
         """`ssh ... DEST` for a command or a shell: direct (via=None) or through gateway
@@ -247,8 +273,12 @@ groups = ["ops"]
         assert self.sshd is not None
         flag = ["-tt"] if tty else ["-T"]
         if via is None:
-            return ["ssh", *self._common("-p", self.sshd.port, "target_key"), *flag,
-                    f"{TARGET_USER}@127.0.0.1"]
+            return [
+                "ssh",
+                *self._common("-p", self.sshd.port, "target_key"),
+                *flag,
+                f"{TARGET_USER}@127.0.0.1",
+            ]
         gw = self.gws[via]
         return ["ssh", *self._common("-p", gw.port, "alice_key"), *flag, "alice+web1@127.0.0.1"]
 
@@ -256,8 +286,10 @@ groups = ["ops"]
         """(`scp` options, remote prefix "USER@127.0.0.1:") for direct or via a gateway."""
         assert self.sshd is not None
         if via is None:
-            return (["scp", "-q", *self._common("-P", self.sshd.port, "target_key")],
-                    f"{TARGET_USER}@127.0.0.1:")
+            return (
+                ["scp", "-q", *self._common("-P", self.sshd.port, "target_key")],
+                f"{TARGET_USER}@127.0.0.1:",
+            )
         gw = self.gws[via]
         return (["scp", "-q", *self._common("-P", gw.port, "alice_key")], "alice+web1@127.0.0.1:")
 
@@ -265,11 +297,23 @@ groups = ["ops"]
         """`sftp -b -` options and destination, direct or via a gateway."""
         assert self.sshd is not None
         if via is None:
-            return ["sftp", "-q", *self._common("-P", self.sshd.port, "target_key"), "-b", "-",
-                    f"{TARGET_USER}@127.0.0.1"]
+            return [
+                "sftp",
+                "-q",
+                *self._common("-P", self.sshd.port, "target_key"),
+                "-b",
+                "-",
+                f"{TARGET_USER}@127.0.0.1",
+            ]
         gw = self.gws[via]
-        return ["sftp", "-q", *self._common("-P", gw.port, "alice_key"), "-b", "-",
-                "alice+web1@127.0.0.1"]
+        return [
+            "sftp",
+            "-q",
+            *self._common("-P", gw.port, "alice_key"),
+            "-b",
+            "-",
+            "alice+web1@127.0.0.1",
+        ]
 
 
 def shared_file(name: str) -> Path:
@@ -302,26 +346,31 @@ def make_terminal_corpus(path: Path, size: int, seed: int = 7) -> Path:
     if path.exists() and path.stat().st_size == size:
         return path
     rnd = random.Random(seed)
-    words = ("src build main util config test server client handler request response "
-             "error warning info debug cache index token session record policy target "
-             "gateway relay channel stream buffer queue worker thread").split()
+    words = (
+        "src build main util config test server client handler request response "
+        "error warning info debug cache index token session record policy target "
+        "gateway relay channel stream buffer queue worker thread"
+    ).split()
     out = bytearray()
     while len(out) < size:
         kind = rnd.random()
         if kind < 0.35:
             name = "_".join(rnd.choice(words) for _ in range(rnd.randint(1, 3)))
-            out += (f"-rw-r--r-- 1 {rnd.choice(['root', 'alice', 'www-data'])} staff "
-                    f"{rnd.randint(0, 10**7):>9} Nov {rnd.randint(1, 30):>2} "
-                    f"{rnd.randint(0, 23):02}:{rnd.randint(0, 59):02} "
-                    f"\x1b[01;34m{name}.{rnd.choice(['py', 'c', 'h', 'log', 'txt'])}\x1b[0m\n"
-                    ).encode()
+            out += (
+                f"-rw-r--r-- 1 {rnd.choice(['root', 'alice', 'www-data'])} staff "
+                f"{rnd.randint(0, 10**7):>9} Nov {rnd.randint(1, 30):>2} "
+                f"{rnd.randint(0, 23):02}:{rnd.randint(0, 59):02} "
+                f"\x1b[01;34m{name}.{rnd.choice(['py', 'c', 'h', 'log', 'txt'])}\x1b[0m\n"
+            ).encode()
         elif kind < 0.7:
             lvl, col = rnd.choice([("INFO", 32), ("WARN", 33), ("ERROR", 31), ("DEBUG", 36)])
             msg = " ".join(rnd.choice(words) for _ in range(rnd.randint(4, 14)))
-            out += (f"2026-11-24T{rnd.randint(0, 23):02}:{rnd.randint(0, 59):02}:"
-                    f"{rnd.randint(0, 59):02}.{rnd.randint(0, 999):03}Z \x1b[{col}m{lvl}\x1b[0m "
-                    f"[{rnd.choice(words)}:{rnd.randint(1, 999)}] {msg} "
-                    f"id={rnd.getrandbits(32):08x}\n").encode()
+            out += (
+                f"2026-11-24T{rnd.randint(0, 23):02}:{rnd.randint(0, 59):02}:"
+                f"{rnd.randint(0, 59):02}.{rnd.randint(0, 999):03}Z \x1b[{col}m{lvl}\x1b[0m "
+                f"[{rnd.choice(words)}:{rnd.randint(1, 999)}] {msg} "
+                f"id={rnd.getrandbits(32):08x}\n"
+            ).encode()
         elif kind < 0.9:
             for pct in range(0, 101, 20):
                 bar = "#" * (pct // 5) + " " * (20 - pct // 5)
@@ -331,24 +380,41 @@ def make_terminal_corpus(path: Path, size: int, seed: int = 7) -> Path:
             base = rnd.getrandbits(24)
             for i in range(4):
                 chunk = rnd.randbytes(16)
-                out += (f"{base + 16 * i:08x}  " + " ".join(f"{b:02x}" for b in chunk) +
-                        "  |" + "".join(chr(b) if 32 <= b < 127 else "." for b in chunk) +
-                        "|\n").encode()
+                out += (
+                    f"{base + 16 * i:08x}  "
+                    + " ".join(f"{b:02x}" for b in chunk)
+                    + "  |"
+                    + "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+                    + "|\n"
+                ).encode()
     path.write_bytes(bytes(out[:size]))
     os.chmod(path, 0o644)
     return path
 
 
-def timed_run(args: Sequence[str], *, input: bytes | None = None, timeout: float = 600,
-              stdout: int | None = subprocess.DEVNULL) -> float:
+def timed_run(
+    args: Sequence[str],
+    *,
+    input: bytes | None = None,
+    timeout: float = 600,
+    stdout: int | None = subprocess.DEVNULL,
+) -> float:
     """Run a client command to completion; wall seconds. Fails loudly on a non-zero exit."""
     t0 = time.perf_counter()
-    p = subprocess.run(list(args), input=input, stdout=stdout, stderr=subprocess.PIPE,
-                       timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
+    p = subprocess.run(
+        list(args),
+        input=input,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        timeout=timeout,
+        stdin=None if input is not None else subprocess.DEVNULL,
+    )
     dt = time.perf_counter() - t0
     if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(args[:1])} ... exited {p.returncode}: "
-                           f"{p.stderr.decode(errors='replace')[-500:]}")
+        raise RuntimeError(
+            f"{' '.join(args[:1])} ... exited {p.returncode}: "
+            f"{p.stderr.decode(errors='replace')[-500:]}"
+        )
     return dt
 
 
@@ -362,5 +428,7 @@ def machine() -> str:
             cpu = line.split(":", 1)[1].strip()
             break
     ssh_v = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
-    return (f"{os.cpu_count()} CPUs ({cpu}); {ssh_v}; Python {sys.version.split()[0]}; "
-            f"asyncssh {asyncssh.__version__}")
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}); {ssh_v}; Python {sys.version.split()[0]}; "
+        f"asyncssh {asyncssh.__version__}"
+    )

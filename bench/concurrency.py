@@ -31,12 +31,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import asyncssh
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._rig import MIB, TARGET_USER, BenchRig, machine, percentile  # noqa: E402
+from bench._rig import MIB, TARGET_USER, BenchRig, machine, percentile
 
 KEYS = b"abcdefghijklmnopqrstuvwxyz"
 
@@ -67,6 +68,9 @@ class Typist(asyncssh.SSHClientSession[bytes]):
             self.first_output.set_exception(exc or ConnectionError("closed"))
 
 
+Opened = tuple[asyncssh.SSHClientConnection, asyncssh.SSHClientChannel[bytes], "Typist"]
+
+
 @dataclass
 class Result:
     setup_s: float = 0.0
@@ -78,20 +82,37 @@ class Result:
     cpu_s: float = 0.0
 
 
-async def open_one(port: int, user: str, key: str, known: str,
-                   ) -> tuple[asyncssh.SSHClientConnection, asyncssh.SSHClientChannel[bytes],
-                              Typist]:
-    conn = await asyncssh.connect("127.0.0.1", port, username=user, client_keys=[key],
-                                  known_hosts=known, config=None, agent_path=None)
-    chan, sess = await conn.create_session(Typist, request_pty="force", term_type="xterm",
-                                           term_size=(120, 40), encoding=None)
+async def open_one(
+    port: int,
+    user: str,
+    key: str,
+    known: str,
+) -> tuple[asyncssh.SSHClientConnection, asyncssh.SSHClientChannel[bytes], Typist]:
+    conn = await asyncssh.connect(
+        "127.0.0.1",
+        port,
+        username=user,
+        client_keys=[key],
+        known_hosts=known,
+        config=None,
+        agent_path=None,
+    )
+    chan, session = await conn.create_session(
+        Typist, request_pty="force", term_type="xterm", term_size=(120, 40), encoding=None
+    )
+    sess = cast(Typist, session)
     await asyncio.wait_for(sess.first_output, 60)
     await asyncio.sleep(0.3)  # let the prompt finish
     return conn, chan, sess
 
 
-async def type_keys(chan: asyncssh.SSHClientChannel[bytes], sess: Typist, stop_at: float,
-                    interval: float, echoes: list[float]) -> bool:
+async def type_keys(
+    chan: asyncssh.SSHClientChannel[bytes],
+    sess: Typist,
+    stop_at: float,
+    interval: float,
+    echoes: list[float],
+) -> bool:
     """Type until ``stop_at``; False if the session dropped."""
     await asyncio.sleep(random.random() * interval)
     i = 0
@@ -99,7 +120,7 @@ async def type_keys(chan: asyncssh.SSHClientChannel[bytes], sess: Typist, stop_a
         if i and i % 60 == 0:
             chan.write(b"\x15")
             await asyncio.sleep(0.05)
-        key = KEYS[i % len(KEYS):i % len(KEYS) + 1]
+        key = KEYS[i % len(KEYS) : i % len(KEYS) + 1]
         sess.buf.clear()
         sess.echoed.clear()
         sess.waiting = key
@@ -117,15 +138,25 @@ async def type_keys(chan: asyncssh.SSHClientChannel[bytes], sess: Typist, stop_a
     return True
 
 
-async def run_load(port: int, user: str, key: str, known: str, n: int, parallel: int,
-                   seconds: float, interval: float, rig: BenchRig, via: str | None) -> Result:
+async def run_load(
+    port: int,
+    user: str,
+    key: str,
+    known: str,
+    n: int,
+    parallel: int,
+    seconds: float,
+    interval: float,
+    rig: BenchRig,
+    via: str | None,
+) -> Result:
     res = Result()
     gw = rig.gws[via] if via else None
     rss0 = gw.rss() if gw else 0
     cpu0 = gw.cpu() if gw else 0.0
     sem = asyncio.Semaphore(parallel)
 
-    async def guarded() -> tuple | None:  # type: ignore[type-arg]
+    async def guarded() -> Opened | None:
         async with sem:
             try:
                 return await open_one(port, user, key, known)
@@ -142,12 +173,13 @@ async def run_load(port: int, user: str, key: str, known: str, n: int, parallel:
     if gw:
         res.rss_per_session = (gw.rss() - rss0) / max(1, len(sessions))
     stop_at = time.monotonic() + seconds
-    ok = await asyncio.gather(*(type_keys(chan, sess, stop_at, interval, res.echoes)
-                                for _, chan, sess in sessions))
+    ok = await asyncio.gather(
+        *(type_keys(chan, sess, stop_at, interval, res.echoes) for _, chan, sess in sessions)
+    )
     res.dropped = ok.count(False)
     if gw:
         res.cpu_s = gw.cpu() - cpu0
-    for conn, chan, _ in sessions:
+    for _conn, chan, _ in sessions:
         chan.write(b"\x15exit\r")
     await asyncio.sleep(0.5)
     for conn, _, _ in sessions:
@@ -171,34 +203,75 @@ def main(argv: list[str] | None = None) -> int:
     want = min(hard, max(soft, 8 * a.sessions + 1024))
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))  # inherited by the gateway
     print(f"# concurrency: {machine()}")
-    print(f"# {a.sessions} interactive PTY sessions, one key per {a.interval}s each for "
-          f"{a.seconds:.0f}s, {a.parallel} setups in flight")
+    print(
+        f"# {a.sessions} interactive PTY sessions, one key per {a.interval}s each for "
+        f"{a.seconds:.0f}s, {a.parallel} setups in flight"
+    )
     with BenchRig(max_startups=max(100, 2 * a.parallel)) as rig:
         assert rig.sshd is not None and rig.known_hosts is not None
         known = str(rig.known_hosts)
         rows = []
         if not a.no_direct:
-            rows.append(("direct", asyncio.run(run_load(
-                rig.sshd.port, TARGET_USER, str(rig.root / "target_key"), known, a.sessions,
-                a.parallel, a.seconds, a.interval, rig, None))))
+            rows.append(
+                (
+                    "direct",
+                    asyncio.run(
+                        run_load(
+                            rig.sshd.port,
+                            TARGET_USER,
+                            str(rig.root / "target_key"),
+                            known,
+                            a.sessions,
+                            a.parallel,
+                            a.seconds,
+                            a.interval,
+                            rig,
+                            None,
+                        )
+                    ),
+                )
+            )
         gw = rig.gws["bastion"]
-        rows.append(("bastion", asyncio.run(run_load(
-            gw.port, "alice+web1", str(rig.root / "alice_key"), known, a.sessions, a.parallel,
-            a.seconds, a.interval, rig, "bastion"))))
-        print(f"{'path':<8} {'opened':>6} {'failed':>6} {'dropped':>7} {'setup/s':>8} "
-              f"{'echo p50 ms':>11} {'p99 ms':>7} {'keys':>7} {'gw MiB/sess':>11} "
-              f"{'gw CPU %':>8}")
+        rows.append(
+            (
+                "bastion",
+                asyncio.run(
+                    run_load(
+                        gw.port,
+                        "alice+web1",
+                        str(rig.root / "alice_key"),
+                        known,
+                        a.sessions,
+                        a.parallel,
+                        a.seconds,
+                        a.interval,
+                        rig,
+                        "bastion",
+                    )
+                ),
+            )
+        )
+        print(
+            f"{'path':<8} {'opened':>6} {'failed':>6} {'dropped':>7} {'setup/s':>8} "
+            f"{'echo p50 ms':>11} {'p99 ms':>7} {'keys':>7} {'gw MiB/sess':>11} "
+            f"{'gw CPU %':>8}"
+        )
         for name, r in rows:
-            print(f"{name:<8} {r.opened:>6} {r.failed_setup:>6} {r.dropped:>7} "
-                  f"{r.opened / r.setup_s:>8.1f} {percentile(r.echoes, 50) * 1e3:>11.2f} "
-                  f"{percentile(r.echoes, 99) * 1e3:>7.2f} {len(r.echoes):>7} "
-                  f"{r.rss_per_session / MIB if name != 'direct' else float('nan'):>11.2f} "
-                  f"{r.cpu_s / a.seconds * 100 if name != 'direct' else float('nan'):>8.0f}")
+            print(
+                f"{name:<8} {r.opened:>6} {r.failed_setup:>6} {r.dropped:>7} "
+                f"{r.opened / r.setup_s:>8.1f} {percentile(r.echoes, 50) * 1e3:>11.2f} "
+                f"{percentile(r.echoes, 99) * 1e3:>7.2f} {len(r.echoes):>7} "
+                f"{r.rss_per_session / MIB if name != 'direct' else float('nan'):>11.2f} "
+                f"{r.cpu_s / a.seconds * 100 if name != 'direct' else float('nan'):>8.0f}"
+            )
         if len(rows) == 2:
             d, b = rows[0][1], rows[1][1]
-            print(f"ratio    setup rate bastion/direct {(b.opened / b.setup_s) / (d.opened / d.setup_s):.2f}"
-                  f"; echo p99 bastion/direct "
-                  f"{percentile(b.echoes, 99) / percentile(d.echoes, 99):.2f}")
+            rate = (b.opened / b.setup_s) / (d.opened / d.setup_s)
+            print(
+                f"ratio    setup rate bastion/direct {rate:.2f}"
+                f"; echo p99 bastion/direct "
+                f"{percentile(b.echoes, 99) / percentile(d.echoes, 99):.2f}"
+            )
     return 0
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._rig import BenchRig, machine, percentile  # noqa: E402
+from bench._rig import BenchRig, machine, percentile
 
 KEYS = b"abcdefghijklmnopqrstuvwxyz"
 
@@ -43,8 +43,9 @@ class PtyClient:
     def __init__(self, args: list[str]) -> None:
         self.master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
-        self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            args, stdin=slave, stdout=slave, stderr=slave, start_new_session=True
+        )
         os.close(slave)
 
     def drain(self, quiet: float = 0.3, limit: float = 10.0) -> bytes:
@@ -84,7 +85,7 @@ class PtyClient:
             if i and i % 60 == 0:
                 os.write(self.master, b"\x15")  # Ctrl-U: kill the line
                 self.drain(quiet=0.05)
-            times.append(self.echo_time(KEYS[i % len(KEYS):i % len(KEYS) + 1]))
+            times.append(self.echo_time(KEYS[i % len(KEYS) : i % len(KEYS) + 1]))
             time.sleep(0.002)
         return times
 
@@ -101,9 +102,12 @@ class PtyClient:
 def run_one(rig: BenchRig, via: str | None, keys: int, loaded: bool) -> list[float]:
     bulk = None
     if loaded:
-        bulk = subprocess.Popen([*rig.ssh(via), "head -c 100G /dev/zero"],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        bulk = subprocess.Popen(
+            [*rig.ssh(via), "head -c 100G /dev/zero"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(1.0)
     client = PtyClient(rig.ssh(via, tty=True))
     try:
@@ -128,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# latency: {machine()}")
     print(f"# {keys} keys per cell; echo time in ms")
     with BenchRig() as rig:
-        print(f"{'condition':<10} {'direct p50':>10} {'p99':>7} {'bastion p50':>11} {'p99':>7} "
-              f"{'added p50':>9} {'added p99':>9} {'ratio p50':>9} {'gw CPU ms':>9}")
+        print(
+            f"{'condition':<10} {'direct p50':>10} {'p99':>7} {'bastion p50':>11} {'p99':>7} "
+            f"{'added p50':>9} {'added p99':>9} {'ratio p50':>9} {'gw CPU ms':>9}"
+        )
         gw = rig.gws["bastion"]
         for cond in conditions:
             d = run_one(rig, None, keys, cond == "loaded")
@@ -138,9 +144,11 @@ def main(argv: list[str] | None = None) -> int:
             cpu = (gw.cpu() - c0) * 1000
             dp50, dp99 = percentile(d, 50) * 1e3, percentile(d, 99) * 1e3
             bp50, bp99 = percentile(b, 50) * 1e3, percentile(b, 99) * 1e3
-            print(f"{cond:<10} {dp50:>10.3f} {dp99:>7.3f} {bp50:>11.3f} {bp99:>7.3f} "
-                  f"{bp50 - dp50:>9.3f} {bp99 - dp99:>9.3f} {bp50 / dp50:>9.2f} {cpu:>9.0f}",
-                  flush=True)
+            print(
+                f"{cond:<10} {dp50:>10.3f} {dp99:>7.3f} {bp50:>11.3f} {bp99:>7.3f} "
+                f"{bp50 - dp50:>9.3f} {bp99 - dp99:>9.3f} {bp50 / dp50:>9.2f} {cpu:>9.0f}",
+                flush=True,
+            )
     return 0
 
 

@@ -31,16 +31,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._rig import MIB, BenchRig, machine, make_terminal_corpus, shared_file  # noqa: E402
+from bench._rig import MIB, BenchRig, machine, make_terminal_corpus, shared_file
 
-COMMANDS = ("ls -lR /usr 2>/dev/null | head -c {n}; ps auxww; cat /etc/services; "
-            "seq 1 20000; dpkg -l | head -c {n}")
+COMMANDS = (
+    "ls -lR /usr 2>/dev/null | head -c {n}; ps auxww; cat /etc/services; "
+    "seq 1 20000; dpkg -l | head -c {n}"
+)
 
 
 def run_session(rig: BenchRig, script: str) -> int:
     """One interactive session; returns output bytes the client received."""
-    p = subprocess.run(rig.ssh("bastion", tty=True), input=(script + "; exit\n").encode(),
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600)
+    p = subprocess.run(
+        rig.ssh("bastion", tty=True),
+        input=(script + "; exit\n").encode(),
+        capture_output=True,
+        timeout=600,
+    )
     if p.returncode != 0:
         raise RuntimeError(f"session failed ({p.returncode}): {p.stderr.decode()[-300:]}")
     return len(p.stdout)
@@ -59,12 +65,28 @@ def measure(rig: BenchRig, name: str, script: str, tmp: Path) -> str:
         raise RuntimeError(f"expected one new recording, found {new}")
     stored = sum(p.stat().st_size for p in new)
     cast = tmp / f"{name}.cast"
-    subprocess.run([sys.executable, "-m", "gateway", "export", "-c", str(gw.config),
-                    str(bstl[0]), "--format", "asciicast", "-o", str(cast)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "export",
+            "-c",
+            str(gw.config),
+            str(bstl[0]),
+            "--format",
+            "asciicast",
+            "-o",
+            str(cast),
+        ],
+        check=True,
+        capture_output=True,
+    )
     gz = len(gzip.compress(cast.read_bytes(), compresslevel=6))
-    return (f"{name:<9} {out_bytes / MIB:>10.2f} {stored / MIB:>10.3f} {gz / MIB:>13.3f} "
-            f"{stored / out_bytes:>12.4f} {gz / out_bytes:>14.4f} {stored / gz:>12.2f}")
+    return (
+        f"{name:<9} {out_bytes / MIB:>10.2f} {stored / MIB:>10.3f} {gz / MIB:>13.3f} "
+        f"{stored / out_bytes:>12.4f} {gz / out_bytes:>14.4f} {stored / gz:>12.2f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     corpus = make_terminal_corpus(shared_file(f"corpus-{a.corpus_mib}M.txt"), a.corpus_mib * MIB)
     print(f"# recording_size: {machine()}")
     with BenchRig() as rig, tempfile.TemporaryDirectory() as tmp:
-        print(f"{'workload':<9} {'output MiB':>10} {'stored MiB':>10} {'asciicast.gz':>13} "
-              f"{'stored/byte':>12} {'cast.gz/byte':>14} {'ratio st/gz':>12}")
+        print(
+            f"{'workload':<9} {'output MiB':>10} {'stored MiB':>10} {'asciicast.gz':>13} "
+            f"{'stored/byte':>12} {'cast.gz/byte':>14} {'ratio st/gz':>12}"
+        )
         print(measure(rig, "corpus", f"cat {corpus}", Path(tmp)), flush=True)
         print(measure(rig, "commands", COMMANDS.format(n=cmd_bytes), Path(tmp)), flush=True)
     return 0

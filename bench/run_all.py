@@ -41,8 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         if name in a.skip.split(",") or (a.only and name not in a.only.split(",")):
             continue
         args = [sys.executable, str(HERE / f"{name}.py"), *(smoke if a.smoke else full)]
-        print(f"\n## {name}: {' '.join(Path(x).name if i < 2 else x for i, x in enumerate(args))}",
-              flush=True)
+        print(
+            f"\n## {name}: {' '.join(Path(x).name if i < 2 else x for i, x in enumerate(args))}",
+            flush=True,
+        )
         t0 = time.monotonic()
         rc = subprocess.run(args, cwd=HERE.parent).returncode
         print(f"## {name}: exit {rc}, {time.monotonic() - t0:.0f}s", flush=True)

@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._rig import (  # noqa: E402
+from bench._rig import (
     MIB,
     BenchRig,
     machine,
@@ -52,8 +52,9 @@ from bench._rig import (  # noqa: E402
 GATEWAYS = {"bastion": "", "bastion-shm": "/dev/shm"}
 
 
-def workloads(rig: BenchRig, zero_bytes: int, rand: Path, corpus: Path,
-              scratch: Path) -> dict[str, tuple[int, Callable[[str | None], float]]]:
+def workloads(
+    rig: BenchRig, zero_bytes: int, rand: Path, corpus: Path, scratch: Path
+) -> dict[str, tuple[int, Callable[[str | None], float]]]:
     """name -> (bytes moved, run(via) -> seconds)."""
     remote_up = shared_file("upload.bin")
 
@@ -112,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     rand = make_random_file(shared_file(f"random-{a.file_mib}M.bin"), a.file_mib * MIB)
     corpus = make_terminal_corpus(shared_file(f"corpus-{a.pty_mib}M.txt"), a.pty_mib * MIB)
     print(f"# throughput: {machine()}")
-    print(f"# exec-zero {a.size_mib} MiB, file {a.file_mib} MiB, pty corpus {a.pty_mib} MiB, "
-          f"best of {a.repeat}")
+    print(
+        f"# exec-zero {a.size_mib} MiB, file {a.file_mib} MiB, pty corpus {a.pty_mib} MiB, "
+        f"best of {a.repeat}"
+    )
     with BenchRig(gateways=GATEWAYS) as rig, tempfile.TemporaryDirectory() as tmp:
         work = workloads(rig, a.size_mib * MIB, rand, corpus, Path(tmp))
         names = [n for n in work if not a.only or n in a.only.split(",")]

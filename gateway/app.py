@@ -59,8 +59,8 @@ class GatewayApp:
         self._stopping = asyncio.Event()
         self.policy_engine = build_engine(config)
         self._mask_patterns = (*BUILTIN_PATTERNS, *(
-            MaskPattern.from_config(f"custom-{i}", rx)
-            for i, rx in enumerate(config.policy.mask_patterns)))
+            MaskPattern.from_config(f"custom-{i}", rx, prefix)
+            for i, (rx, prefix) in enumerate(config.policy.mask_patterns)))
         self.approvals = ApprovalStore(config.data_dir / "approvals.sqlite3")
         # xauth file shared by the X11 listener asyncssh opens for users and the
         # bastion's own X11 client side toward targets

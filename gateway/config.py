@@ -135,7 +135,7 @@ class PolicySettings:
     default: str = "allow"
     on_uncertain: str = "approve"
     mask_live: bool = True  # mask secrets in what users see (recordings are always masked)
-    mask_patterns: tuple[str, ...] = ()  # extra regexes to mask
+    mask_patterns: tuple[tuple[str, str | None], ...] = ()  # extra (regex, prefix) to mask
 
     @property
     def enabled(self) -> bool:
@@ -594,18 +594,33 @@ def _policy(r: _Reader, data: dict[str, Any]) -> PolicySettings:
             users=r.str_list(rule, "users", path) or ("*",),
             groups=r.str_list(rule, "groups", path) or ("*",),
         ))
-    patterns = r.str_list(p, "mask_patterns", "policy")
-    for i, pattern in enumerate(patterns):
-        try:
-            re.compile(pattern.encode())
-        except re.error as exc:
-            r.problem("policy.mask_patterns", f"pattern [{i}] is not a valid regex: {exc}")
+    patterns: list[tuple[str, str | None]] = []
+    raw_patterns = p.get("mask_patterns", [])
+    if not isinstance(raw_patterns, list):
+        r.problem("policy.mask_patterns", "expected a list of regexes or {regex, prefix} tables")
+        raw_patterns = []
+    for i, item in enumerate(raw_patterns):
+        regex, prefix = (item, None) if isinstance(item, str) else (
+            (item.get("regex"), item.get("prefix")) if isinstance(item, dict) else (None, None))
+        if not isinstance(regex, str) or not (prefix is None or isinstance(prefix, str)):
+            r.problem("policy.mask_patterns", f"pattern [{i}]: expected a regex string or "
+                      "{regex = '...', prefix = '...'}")
+            continue
+        for what, rx in (("regex", regex), ("prefix", prefix)):
+            if rx is None:
+                continue
+            try:
+                re.compile(rx.encode())
+            except re.error as exc:
+                r.problem("policy.mask_patterns", f"pattern [{i}] {what} is not a valid "
+                          f"regex: {exc}")
+        patterns.append((regex, prefix))
     return PolicySettings(
         rules=tuple(rules),
         default=r.choice(p, "default", "policy", _ACTIONS, "allow"),
         on_uncertain=r.choice(p, "on_uncertain", "policy", _ACTIONS, "approve"),
         mask_live=r.get(p, "mask_live", "policy", bool, True),
-        mask_patterns=patterns,
+        mask_patterns=tuple(patterns),
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import time
 from collections.abc import Callable
 
 from rich.text import Text
@@ -168,11 +169,17 @@ class FindScreen(Screen[None]):
         if worker.is_cancelled:
             return
         self.app.call_from_thread(self._show_rows, rows, matches)
+        batch: dict[str, str] = {}
+        flushed = time.monotonic()
         for r in rows[:VERIFY_ROWS]:
             if worker.is_cancelled:
                 return
-            label = integrity_label(self.archive.verify(r))
-            self.app.call_from_thread(self._set_integrity, r.id, label)
+            batch[r.id] = integrity_label(self.archive.verify(r))
+            if len(batch) >= 50 or time.monotonic() - flushed > 0.25:
+                self.app.call_from_thread(self._set_integrity, batch)
+                batch, flushed = {}, time.monotonic()
+        if batch and not worker.is_cancelled:
+            self.app.call_from_thread(self._set_integrity, batch)
 
     # ------------------------------------------------------------------ table
 
@@ -197,16 +204,21 @@ class FindScreen(Screen[None]):
             )
         n = len(rows)
         more = f" (first {LIMIT})" if n >= LIMIT else ""
-        self._status(f"{n} session{'s' if n != 1 else ''}{more}")
+        count = f"{n} session{'s' if n != 1 else ''}{more}"
+        self.query_one("#find-title", Static).update(f"bastille player: {count}")
+        self._status(count)
         self._describe_current()
 
-    def _set_integrity(self, session_id: str, label: str) -> None:
+    def _set_integrity(self, labels: dict[str, str]) -> None:
         table = self.query_one(DataTable)
-        try:
+        for i, (session_id, label) in enumerate(labels.items()):
             style = INTEGRITY_STYLE.get(label, "bold red")
-            table.update_cell(session_id, "integrity", Text(label, style), update_width=True)
-        except Exception:  # the row is gone (a newer query replaced the table)
-            return
+            try:
+                table.update_cell(
+                    session_id, "integrity", Text(label, style), update_width=i == len(labels) - 1
+                )
+            except Exception:  # the row is gone (a newer query replaced the table)
+                continue
 
     def _status(self, text: str, error: bool = False) -> None:
         widget = self.query_one("#find-status", Static)

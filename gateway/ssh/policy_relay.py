@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("bastille.policy")
 
 MAX_QUEUED_INPUT = 64 * 1024  # keys typed while a decision is pending (bounded)
+ECHO_WAIT = 0.3  # seconds to wait for the echo of pasted keys before deciding
 
 
 class InteractivePolicy:
@@ -51,9 +52,11 @@ class InteractivePolicy:
         self._queued = bytearray()
         self._flush_handle: asyncio.TimerHandle | None = None
         self._decide_lines = decide
+        self._last_output = 0.0
 
     # ------------------------------------------------------------ output
     def output(self, data: bytes) -> None:
+        self._last_output = time.monotonic()
         self.tracker.feed_output(data)
         if self.masker is None:
             self._record_output(data)
@@ -118,9 +121,22 @@ class InteractivePolicy:
                 self.app.spawn(self._decide(event.enter, event.line_id), "policy decision")
                 return
 
+    async def _await_echo(self) -> None:
+        """If the shell has not echoed the keys sent with this Enter yet (a paste), wait
+        for the echo and ~10 ms of quiet, at most ECHO_WAIT; typed lines need no wait."""
+        if self.tracker.output_since_input():
+            return
+        deadline = time.monotonic() + ECHO_WAIT
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+            if self.tracker.output_since_input() and \
+                    time.monotonic() - self._last_output >= 0.01:
+                return
+
     async def _decide(self, enter: bytes, line_id: int) -> None:
         loop = asyncio.get_running_loop()
         try:
+            await self._await_echo()
             snapshot = await loop.run_in_executor(None, self.tracker.current_line, line_id)
             ctx = self.s.ctx
             decision = self.engine.decide_snapshot(

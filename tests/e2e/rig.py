@@ -230,6 +230,18 @@ class Tmux:
             time.sleep(0.1)
         raise AssertionError(f"{text!r} not on screen after {timeout}s:\n{screen}")
 
+    def wait_re(self, pattern: str, timeout: float = 15.0) -> str:
+        import re
+
+        deadline = time.monotonic() + timeout
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if re.search(pattern, screen, re.M):
+                return screen
+            time.sleep(0.1)
+        raise AssertionError(f"/{pattern}/ not on screen after {timeout}s:\n{screen}")
+
     def resize(self, cols: int, rows: int) -> None:
         subprocess.run(["tmux", "-S", self.sock, "resize-window", "-x", str(cols), "-y",
                         str(rows)], check=True)

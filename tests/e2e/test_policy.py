@@ -96,6 +96,7 @@ def _wait_request(g: Rig, timeout: float = 15) -> int:
 
 def _term(g: Rig) -> Tmux:
     t = Tmux(g.root, [*g.ssh_args("alice", tty=True), "web1"])
+    t.wait_re(r"[$#]$")  # the shell's first prompt: no type-ahead in these tests
     t.type("export PS1='PROMPT$ '\n")
     t.wait_for("\nPROMPT$")
     return t

@@ -24,8 +24,13 @@ def run_bench(name: str, *args: str, timeout: float = 120) -> str:
     reason = have_tools()
     if reason:
         pytest.skip(reason)
-    p = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), *args],
-                       cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / f"{name}.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert p.returncode == 0, f"{name} failed:\n{p.stdout}\n{p.stderr}"
     return p.stdout
 
@@ -40,8 +45,15 @@ def test_throughput_smoke_prints_every_workload_with_ratios() -> None:
     table = rows(out)
     assert table[0][:2] == ["workload", "direct"]
     names = [r[0] for r in table[1:]]
-    assert names == ["exec-zero", "exec-cat", "scp-up", "scp-down", "sftp-up", "sftp-down",
-                     "pty-cat"]
+    assert names == [
+        "exec-zero",
+        "exec-cat",
+        "scp-up",
+        "scp-down",
+        "sftp-up",
+        "sftp-down",
+        "pty-cat",
+    ]
     for r in table[1:]:
         # direct, then (MiB/s, ratio, CPU ms/MiB) for each of the two gateways
         assert len(r) == 8, r

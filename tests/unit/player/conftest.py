@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import shutil
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ParamSpec
 
 import pytest
-from player_recordings import START, make_archive
-from textual.pilot import Pilot
+from player_recordings import make_archive
 
-from player.replay import ReplayScreen
 from recorder.settings import RecorderSettings
-
-P = ParamSpec("P")
-NOW = START + 7200 + 120  # the player's clock in tests: two minutes after carol's session
 
 
 @pytest.fixture(autouse=True)
@@ -43,32 +35,3 @@ def settings(archive_template: Path, tmp_path: Path) -> RecorderSettings:
     data = tmp_path / "data"
     shutil.copytree(archive_template, data)
     return RecorderSettings(data_dir=data, signing_key=data / "recording.key")
-
-
-async def settle(pilot: Pilot[object]) -> None:
-    """Wait until workers are done and the replay screen shows the requested position."""
-    for _ in range(200):
-        await pilot.pause()
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-        scr = pilot.app.screen
-        if isinstance(scr, ReplayScreen) and (
-            scr._busy or scr._want is not None or (scr.data is None and not scr.error)
-        ):
-            await asyncio.sleep(0.01)
-            continue
-        if any(not w.is_finished for w in pilot.app.workers):
-            await asyncio.sleep(0.01)
-            continue
-        return
-    raise AssertionError("the player did not settle")
-
-
-def sync(fn: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
-    """Run an async test with asyncio.run (no pytest-asyncio here)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
-        asyncio.run(fn(*args, **kwargs))
-
-    return wrapper

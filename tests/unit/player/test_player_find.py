@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import NOW, settle, sync
+from player_testing import NOW, settle, sync
 from textual.content import Content
 from textual.widgets import DataTable, Static
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from conftest import NOW, settle, sync
+from player_testing import NOW, settle, sync
 from textual.widgets import Input, Static
 
 from player.app import PlayerApp

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from conftest import NOW, settle
+from player_testing import NOW, settle
 from textual.pilot import Pilot
 
 from player.app import PlayerApp

@@ -1,0 +1,45 @@
+"""Helpers shared by the player tests (imported by name: this directory is on sys.path)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec
+
+from player_recordings import START
+from textual.pilot import Pilot
+
+from player.replay import ReplayScreen
+
+P = ParamSpec("P")
+NOW = START + 7200 + 120  # the player's clock in tests: two minutes after carol's session
+
+
+async def settle(pilot: Pilot[object]) -> None:
+    """Wait until workers are done and the replay screen shows the requested position."""
+    for _ in range(200):
+        await pilot.pause()
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        scr = pilot.app.screen
+        if isinstance(scr, ReplayScreen) and (
+            scr._busy or scr._want is not None or (scr.data is None and not scr.error)
+        ):
+            await asyncio.sleep(0.01)
+            continue
+        if any(not w.is_finished for w in pilot.app.workers):
+            await asyncio.sleep(0.01)
+            continue
+        return
+    raise AssertionError("the player did not settle")
+
+
+def sync(fn: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
+    """Run an async test with asyncio.run (no pytest-asyncio here)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
