@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -183,54 +184,46 @@ def test_tampered_recording_is_detected(make_gateway) -> None:  # type: ignore[n
     assert "chunk" in (v.stdout + v.stderr).lower()
 
 
-def test_recording_failure_fails_closed(make_gateway, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Storage that cannot be written: the session does not start (on_failure=terminate)."""
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs filled to the last byte by the file ``fill`` (root only)."""
     tiny = tmp_path / "tiny"
     tiny.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(tiny)],
                       capture_output=True).returncode != 0:
         pytest.skip("cannot mount a tmpfs here")
+    fd = os.open(tiny / "fill", os.O_WRONLY | os.O_CREAT)
     try:
-        (tiny / "fill").write_bytes(b"\0" * 60_000)
-        with pytest.raises(OSError):
-            (tiny / "fill2").write_bytes(b"\0" * 64_000)
-        g: Rig = make_gateway(recording_extra=f'dir = "{tiny}"')
-        r = g.ssh("alice", "web1", "--", "echo", "must-not-run")
-        assert r.returncode != 0
-        assert b"must-not-run" not in r.stdout
-        assert b"cannot be recorded" in r.stderr
-        (tiny / "fill").unlink()
-        # a running session that fills the disk is ended within ~2 s
-        started = time.monotonic()
-        r = g.ssh("alice", "web1", "--", "head -c 50000000 /dev/urandom | base64",
-                  timeout=60)
-        assert b"recording failed" in r.stderr
-        assert time.monotonic() - started < 20
-        assert len(r.stdout) < 50_000_000
-    finally:
-        subprocess.run(["umount", "-l", str(tiny)], capture_output=True)
-
-
-def test_on_failure_continue_runs_unrecorded_and_audits(make_gateway, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    tiny = tmp_path / "tiny2"
-    tiny.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(tiny)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        fd = os.open(tiny / "fill", os.O_WRONLY | os.O_CREAT)  # fill to the last byte
-        try:
-            while os.write(fd, b"\0" * 512):
-                pass
-        except OSError:
+        while os.write(fd, b"\0" * 512):
             pass
-        finally:
-            os.close(fd)
-        g: Rig = make_gateway(recording_extra=f'dir = "{tiny}"\non_failure = "continue"')
-        r = g.ssh("alice", "web1", "--", "echo", "runs-anyway")
-        assert (r.returncode, r.stdout) == (0, b"runs-anyway\n")
-        audit = [json.loads(x) for x in (g.data / "audit.jsonl").read_text().splitlines()]
-        assert any(e["kind"] == "recording" and e["outcome"] == "failed" for e in audit)
-        assert any(e["kind"] == "session.start" and e["outcome"] == "unrecorded" for e in audit)
+    except OSError:
+        pass
     finally:
-        subprocess.run(["umount", "-l", str(tiny)], capture_output=True)
+        os.close(fd)
+    yield tiny
+    subprocess.run(["umount", "-l", str(tiny)], capture_output=True)
+
+
+def test_recording_failure_fails_closed(make_gateway, full_disk: Path) -> None:  # type: ignore[no-untyped-def]
+    """Storage that cannot be written: the session does not start (on_failure=terminate)."""
+    g: Rig = make_gateway(recording_extra=f'dir = "{full_disk}"')
+    r = g.ssh("alice", "web1", "--", "echo", "must-not-run")
+    assert r.returncode != 0
+    assert b"must-not-run" not in r.stdout
+    assert b"cannot be recorded" in r.stderr
+    (full_disk / "fill").unlink()
+    # a running session that fills the disk is ended within ~2 s
+    started = time.monotonic()
+    r = g.ssh("alice", "web1", "--", "head -c 50000000 /dev/urandom | base64", timeout=60)
+    assert b"recording failed" in r.stderr
+    assert time.monotonic() - started < 20
+    assert len(r.stdout) < 50_000_000
+
+
+def test_on_failure_continue_runs_unrecorded_and_audits(make_gateway, full_disk: Path) -> None:  # type: ignore[no-untyped-def]
+    g: Rig = make_gateway(recording_extra=f'dir = "{full_disk}"\non_failure = "continue"')
+    r = g.ssh("alice", "web1", "--", "echo", "runs-anyway")
+    assert (r.returncode, r.stdout) == (0, b"runs-anyway\n")
+    audit = [json.loads(x) for x in (g.data / "audit.jsonl").read_text().splitlines()]
+    assert any(e["kind"] == "recording" and e["outcome"] == "failed" for e in audit)
+    assert any(e["kind"] == "session.start" and e["outcome"] == "unrecorded" for e in audit)
