@@ -648,6 +648,10 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
                 chan.exit_with_signal(sig, core, msg, lang)
             except (BrokenPipeError, ConnectionError, OSError):
                 pass
+        elif reason is None and self.exit_status is None:
+            self._write_user(_say(f"target {self.target_name} closed the session without an "
+                                  "exit status", self.has_pty), stderr=True)
+            self._exit_user(255)
         elif reason is None:
             self._exit_user(self.exit_status if self.exit_status is not None else 0)
         else:

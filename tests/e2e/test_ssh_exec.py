@@ -205,3 +205,65 @@ def test_agent_forwarding_refused_by_default(rig: Rig, agent: dict[str, str]) ->
                        capture_output=True, timeout=30)
     assert b"agent forwarding is not allowed on web1" in r.stderr
     assert b"bob" not in r.stdout and b"rc=2" in r.stdout  # no agent on the target
+
+
+def test_unsigned_key_offer_does_not_authenticate(rig: Rig, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Offering alice's public key without being able to sign (no private key, no agent)."""
+    import shutil
+
+    pub_only = tmp_path / "alice_only.pub"
+    shutil.copy(str(rig.keys["alice"]) + ".pub", pub_only)
+    args = rig.ssh_args("alice", key="nobody-has-this", extra=["-i", str(pub_only),
+                                                               "-o", "LogLevel=DEBUG1"])
+    r = subprocess.run([*args, "web1", "--", "echo", "nope"], capture_output=True, timeout=30,
+                       env={k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"})
+    assert r.returncode == 255 and b"nope" not in r.stdout
+    assert b"Server accepts key" in r.stderr  # the offer alone was answered with PK_OK...
+    assert b"Permission denied" in r.stderr  # ...but without a signature there is no login
+
+
+def test_client_that_vanishes_ends_the_session(rig: Rig) -> None:
+    import signal as sig
+    import time
+
+    marker = f"vanish-{os.getpid()}"
+    proc = subprocess.Popen([*rig.ssh_args("alice"), "web1", "--", f"sleep 60; echo {marker}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    proc.send_signal(sig.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        starts = [e for e in audit_events(rig, kind="session.start")
+                  if marker in e.get("detail", {}).get("command", "")]
+        if starts and audit_events(rig, kind="session.end", session=starts[-1]["session"]):
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the session did not end when its client vanished")
+
+
+def test_target_that_vanishes_ends_the_session(rig: Rig) -> None:
+    # the target-side shell kills its own sshd session process: the target "vanishes"
+    r = rig.ssh("alice", "web1", "--", "echo before; sleep 0.5; kill -9 $PPID; sleep 5; echo after",
+                timeout=30)
+    assert b"before" in r.stdout and b"after" not in r.stdout
+    assert r.returncode == 255
+    assert b"target web1 closed the session without an exit status" in r.stderr
+
+
+def test_trust_on_first_use_pins_the_first_key(rig: Rig, make_gateway) -> None:  # type: ignore[no-untyped-def]
+    extra = f"""
+[targets.tofu]
+host = "127.0.0.1"
+port = {rig.sshd.port}
+user = "bastille-t1"
+key_file = "target_key"
+trust_on_first_use = true
+groups = ["ops"]
+"""
+    g: Rig = make_gateway(extra=extra)
+    assert g.ssh("alice", "tofu", "--", "echo", "first").stdout == b"first\n"
+    known = (g.data / "known_targets").read_text()
+    assert known.startswith("tofu ssh-ed25519 ") and rig.sshd.host_key_pub.split()[1] in known
+    assert g.ssh("alice", "tofu", "--", "echo", "second").stdout == b"second\n"
