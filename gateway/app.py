@@ -90,9 +90,13 @@ class GatewayApp:
             raise UnknownTarget(f"unknown target {name!r}; "
                                 "'ssh USER@BASTION help' lists yours")
         if not target.permits(user):
+            grant = self.approvals.active_grant(user.name, name)
+            if grant is not None:
+                return target
             self.audit(AuditEvent(Kind.REFUSED, "denied", user=ctx.user.name, source=ctx.source,
                                   target=name, detail={"reason": "not allowed"}))
-            raise TargetDenied(f"{ctx.user.name} is not allowed to use target {name!r}")
+            raise TargetDenied(f"{ctx.user.name} is not allowed to use target {name!r} "
+                               f"(ask for access: ssh USER@BASTION request {name} 1h REASON)")
         return target
 
     async def upstream(self, ctx: ConnContext, target: TargetConfig,
@@ -153,6 +157,10 @@ class GatewayApp:
 
     def builtin(self, route: Route, ctx: ConnContext) -> str:
         """Run a built-in command and return its text (shown to the user)."""
+        if route.builtin == "request":
+            from gateway.approvals_cli import request_access
+
+            return request_access(self, ctx.user.name, route.builtin_args, source=ctx.source)
         if route.builtin == "approvals":
             from gateway.approvals_cli import run_approvals
 

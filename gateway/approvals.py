@@ -45,7 +45,9 @@ CREATE TABLE IF NOT EXISTS requests (
     status TEXT NOT NULL,
     decided_by TEXT,
     decided_at REAL,
-    decision_reason TEXT
+    decision_reason TEXT,
+    kind TEXT NOT NULL DEFAULT 'command',
+    grant_seconds REAL
 );
 """
 
@@ -69,6 +71,8 @@ class Request:
     decided_by: str | None
     decided_at: float | None
     decision_reason: str | None
+    kind: str = "command"  # command | access
+    grant_seconds: float | None = None  # access: how long the approved access lasts
 
     def to_json(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -104,6 +108,32 @@ class ApprovalStore:
         request = self.get(int(rid or 0))
         assert request is not None
         return request
+
+    def create_access(self, *, user: str, target: str, seconds: float, reason: str,
+                      timeout: float) -> Request:
+        """A just-in-time access request: ``user`` asks to use ``target`` for ``seconds``."""
+        now = self._clock()
+        hours = seconds / 3600
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO requests (created, expires, user, target, session, command, rule,"
+                " reason, status, kind, grant_seconds) VALUES (?, ?, ?, ?, '', ?, NULL, ?,"
+                " 'pending', 'access', ?)",
+                (now, now + timeout, user, target, f"access to {target} for {hours:g}h",
+                 reason, seconds))
+            rid = cur.lastrowid
+        request = self.get(int(rid or 0))
+        assert request is not None
+        return request
+
+    def active_grant(self, user: str, target: str) -> Request | None:
+        """The approved access request that currently lets ``user`` use ``target``."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM requests WHERE kind = 'access' AND status = 'approved' AND "
+                "user = ? AND target = ? AND decided_at + grant_seconds > ? "
+                "ORDER BY decided_at DESC LIMIT 1", (user, target, self._clock())).fetchone()
+        return self._row(row)
 
     def get(self, rid: int) -> Request | None:
         with self._lock:

@@ -24,7 +24,7 @@ from recorder.settings import RecorderSettings, S3Settings
 T = TypeVar("T")
 
 BUILTIN_TARGETS = ("local-shell",)
-RESERVED_TARGET_NAMES = ("approvals", "player", "help")
+RESERVED_TARGET_NAMES = ("approvals", "player", "help", "request")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 

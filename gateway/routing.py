@@ -8,7 +8,8 @@ Forms (all with a stock OpenSSH client):
 * ``ssh -t alice@bastion``                 -> menu of alice's targets
 * ``ssh alice+web1@bastion [cmd]``         -> target web1; the whole command goes to the
   target (this is the form scp, sftp and rsync use)
-* ``ssh alice@bastion approvals ...`` / ``player`` -> built-in commands of the appliance
+* ``ssh alice@bastion approvals ...`` / ``request TARGET [DURATION] [REASON]`` -> built-in
+  commands of the appliance
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-BUILTIN_COMMANDS = ("approvals", "help")
+BUILTIN_COMMANDS = ("approvals", "request", "help")
 _TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 

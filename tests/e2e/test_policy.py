@@ -247,3 +247,61 @@ action = "deny"
     g: Rig = make_gateway(extra=extra.replace("[targets.", "[targets."))
     r = g.ssh("alice+web1fwd", extra=["-W", "127.0.0.1:22", "-o", "LogLevel=INFO"], input=b"")
     assert r.returncode != 0 and b"no-forward-to-ssh" in r.stderr
+
+
+def test_webhook_notified_and_ctrl_c_cancels(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    import http.server
+    import threading
+
+    received: list[dict[str, Any]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server API
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    extra = POLICY.format(timeout="30s") + f'webhook_url = "{url}"\nwebhook_format = "slack"\n'
+    g: Rig = make_gateway(extra=extra)
+    t = _term(g)
+    try:
+        t.type("echo approve-me-$((3+4))\n")
+        t.wait_for("waiting for approval #")
+        deadline = time.monotonic() + 10
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert received and "approve-me" in received[0]["text"]
+        assert "bastille approvals approve" in received[0]["text"]
+        t.send("C-c")
+        t.wait_for("cancelled; the command was not run")
+        t.type("echo after-$((5+5))\n")
+        t.wait_for("after-10")
+        assert "approve-me-7\n" not in t.screen().replace("echo approve-me-", "")
+    finally:
+        t.close()
+        server.shutdown()
+    r = subprocess.run(["python", "-m", "gateway", "approvals", "list", "--all", "--json", "-c",
+                        str(g.gateway.config)], capture_output=True, text=True, timeout=30)
+    assert [x["status"] for x in json.loads(r.stdout)] == ["cancelled"]
+
+
+def test_just_in_time_access_request(pol: Rig) -> None:
+    assert pol.ssh("bob", "web1", "--", "true").returncode == 1  # not allowed by config
+    r = pol.ssh("bob", "request", "web1", "30m", "debugging", "incident", "42")
+    assert b"access request #" in r.stdout, r
+    rid = int(re.search(rb"#(\d+)", r.stdout).group(1))  # type: ignore[union-attr]
+    own = pol.ssh("bob", "approvals", "approve", str(rid))
+    assert b"nobody may approve or deny their own request" in own.stdout
+    assert pol.ssh("bob", "web1", "--", "true").returncode == 1  # still pending
+    ok = pol.ssh("alice", "approvals", "approve", str(rid))
+    assert b"approved" in ok.stdout
+    r = pol.ssh("bob", "web1", "--", "echo", "jit-ok")
+    assert (r.returncode, r.stdout) == (0, b"jit-ok\n")
+    assert pol.ssh("bob", "secret", "--", "true").returncode == 1  # only the granted target
