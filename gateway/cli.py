@@ -210,6 +210,40 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_oidc(args: argparse.Namespace) -> int:
+    """``bastille oidc bindings [USER]`` / ``bastille oidc revoke USER``."""
+    import datetime
+
+    from gateway.auth.bindings import BindingStore
+
+    config = _load(args)
+    if config.oidc is None:
+        print(f"bastille: {config.path} has no [oidc] section", file=sys.stderr)
+        return 2
+    store = BindingStore(config.data_dir / "oidc_bindings.sqlite3")
+    if args.action == "revoke":
+        if not args.user:
+            print("bastille: oidc revoke needs a USER", file=sys.stderr)
+            return 2
+        n = store.revoke(args.user)
+        print(f"revoked {n} live binding(s) of {args.user}")
+        return 0
+    rows = store.list(args.user)
+    if args.json:
+        for b in rows:
+            print(json.dumps({"user": b.user, "key_sha256": b.key_sha256,
+                              "groups": sorted(b.groups), "subject": b.subject,
+                              "created": b.created, "expires": b.expires}))
+        return 0
+    for b in rows:
+        until = datetime.datetime.fromtimestamp(b.expires, datetime.UTC)
+        print(f"{b.user:<16} {b.key_sha256[:16]}  until {until:%Y-%m-%dT%H:%M:%SZ}  "
+              f"groups={','.join(sorted(b.groups)) or '-'}")
+    if not rows:
+        print("no live bindings")
+    return 0
+
+
 def cmd_hash_password(args: argparse.Namespace) -> int:
     from gateway.auth.passwords import hash_password
 
@@ -265,6 +299,12 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_player(args: argparse.Namespace) -> int:
+    from player.app import run_player
+
+    return run_player(_resolve_recorder(args), session_id=args.id)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bastille", description="SSH bastion that relays, records and enforces policy.",
@@ -316,6 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="list: JSON")
     p.set_defaults(func=cmd_approvals)
 
+    p = sub.add_parser("oidc", help="single sign-on key bindings: list or revoke",
+                       description="Keys bound to an IdP login (see docs/sso.md). 'revoke "
+                       "USER' ends every binding of USER at once.")
+    _add_config_args(p)
+    p.add_argument("action", choices=["bindings", "revoke"])
+    p.add_argument("user", nargs="?", help="the user (required for revoke)")
+    p.add_argument("--json", action="store_true", help="bindings: JSON lines")
+    p.set_defaults(func=cmd_oidc)
+
     p = sub.add_parser("hash-password", help="print an scrypt hash for users.NAME.password_hash "
                        "(reads the password from the terminal or one line of stdin)")
     p.set_defaults(func=cmd_hash_password)
@@ -326,6 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_commands(sub, _resolve_recorder)
+
+    p = sub.add_parser("player", help="find and replay recorded sessions (terminal UI)",
+                       description="Open the player: a session list with filters and "
+                       "full-text search, and a replay view (see docs/player.md).")
+    _add_config_args(p)
+    p.add_argument("id", nargs="?", help="open this session directly")
+    p.set_defaults(func=cmd_player)
     return parser
 
 

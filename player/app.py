@@ -58,7 +58,7 @@ class PlayerApp(App[int]):
 
 
 def run_player(settings: RecorderSettings, *, session_id: str | None = None) -> int:
-    """Run the player in the current terminal; returns the exit code (0)."""
+    """Run the player in the current terminal; returns the exit code (0, or 1 on a crash)."""
     app = PlayerApp(settings, session_id=session_id)
-    result = app.run()
-    return int(result or 0)
+    app.run()
+    return app.return_code or 0

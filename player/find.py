@@ -1,6 +1,7 @@
 """The Find screen: every recorded session, filtered as you type.
 
-Filters: user, target, since (``2h``, ``3d``, ``2026-11-24T10:00``) and full-text search
+Filters: user, target, time (``2h``, ``3d``, ``2026-11-24T10:00``, or a range ``A..B``
+where either side may be empty; ``B`` is exclusive) and full-text search
 over commands and screen text (the recorder's FTS5 index). Index queries and integrity
 checks run in worker threads; the table is updated when they finish, so a large archive
 never blocks typing. The integrity column is filled for the first ``VERIFY_ROWS`` rows
@@ -38,8 +39,14 @@ INTEGRITY_STYLE = {"verified": "green", "unsigned": "yellow"}
 STATUS_STYLE = {"live": "bold green", "ended": "", "truncated": "yellow", "damaged": "bold red"}
 
 
-def fmt_start(t: float) -> str:
-    return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M") if t else "-"
+def fmt_start(t: float, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """Local time of a unix time ("-" when unknown, "?" when out of range)."""
+    if not t:
+        return "-"
+    try:
+        return dt.datetime.fromtimestamp(t).strftime(fmt)
+    except (OverflowError, OSError, ValueError):
+        return "?"
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -86,7 +93,7 @@ class FindScreen(Screen[None]):
         with Horizontal(id="filters"):
             yield Input(placeholder="user", id="f-user")
             yield Input(placeholder="target", id="f-target")
-            yield Input(placeholder="since (2h, 3d, date)", id="f-since")
+            yield Input(placeholder="since: 2h, 3d, A..B", id="f-since")
             yield Input(placeholder="/ search commands + screen", id="f-text")
         yield DataTable(id="sessions", cursor_type="row", zebra_stripes=True)
         yield Static("", id="find-status")
@@ -134,12 +141,16 @@ class FindScreen(Screen[None]):
         since_text = self.query_one("#f-since", Input).value.strip()
         text = self.query_one("#f-text", Input).value.strip()
         since: float | None = None
-        if since_text:
-            try:
-                since = parse_when(since_text, now=self.clock())
-            except argparse.ArgumentTypeError as exc:
-                return str(exc)
-        return {"user": user, "target": target, "since": since, "text": text}
+        until: float | None = None
+        first, sep, second = since_text.partition("..")
+        try:
+            if first.strip():
+                since = parse_when(first.strip(), now=self.clock())
+            if sep and second.strip():
+                until = parse_when(second.strip(), now=self.clock())
+        except argparse.ArgumentTypeError as exc:
+            return str(exc)
+        return {"user": user, "target": target, "since": since, "until": until, "text": text}
 
     def reload(self) -> None:
         """Query the index again with the current filters (in a worker)."""

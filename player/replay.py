@@ -17,9 +17,9 @@ they happen is not implemented here.
 from __future__ import annotations
 
 import bisect
-import datetime as dt
 import os
 import re
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +33,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Label, Static
 
 from player.data import Archive, Cursor, Mark, SessionData, integrity_label
+from player.find import fmt_start
 from player.terminal_view import Frame, TerminalView, make_frame
 from player.timeline import Timeline
 from recorder.errors import RecorderError
@@ -41,6 +42,8 @@ SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 TICK = 0.1  # seconds between playback frames (10 fps is plenty for a terminal)
 IDLE_LIMIT = 1.0  # with idle skipping, a pause longer than this is cut short
 SEEK_STEP = 5.0
+# malformed recordings or keyframe caches: reported on screen, never a crash
+_BAD_DATA = (RecorderError, ValueError, KeyError, TypeError, IndexError, OverflowError)
 _TIME = re.compile(r"^\s*([+-]?)\s*(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d+)?)\s*$")
 
 
@@ -67,10 +70,18 @@ def fmt_clock(t: float) -> str:
 
 
 def copy_dir() -> Path:
-    """Where copies are also written (private to the user: 0700)."""
+    """Where copies are also written: a directory private to this user (0700).
+
+    Raises:
+        OSError: it cannot be created, or it exists but is not ours or not private
+            (someone else could read what is copied, or plant a symlink there).
+    """
     base = Path(os.environ.get("BASTILLE_PLAYER_COPY_DIR") or tempfile.gettempdir())
     path = base / f"bastille-player-{os.getuid()}"
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise OSError(f"{path} is not a private directory of this user")
     return path
 
 
@@ -177,10 +188,14 @@ class ReplayScreen(Screen[None]):
             data = self.archive.open(self.session_id)
             cursor = Cursor(data)
             frame = make_frame(cursor.term, highlight=self.search_text)
-        except RecorderError as exc:
-            self.app.call_from_thread(self._failed, str(exc))
+        except _BAD_DATA as exc:
+            self.app.call_from_thread(self._failed, f"cannot replay {self.session_id}: {exc}")
             return
-        hits = self.archive.search(data, self.search_text) if self.search_text else []
+        try:
+            hits = self.archive.search(data, self.search_text) if self.search_text else []
+        except RecorderError as exc:  # the index failed: the replay still works
+            self.app.call_from_thread(self.notify, str(exc), severity="warning")
+            hits = []
         self.app.call_from_thread(self._loaded, data, cursor, frame, hits)
         label = integrity_label(self.archive.verify(data.row)) if data.row else "unknown"
         self.app.call_from_thread(self._set_integrity, label)
@@ -209,15 +224,17 @@ class ReplayScreen(Screen[None]):
         if d is None:
             return
         h = d.rec.header
-        start = dt.datetime.fromtimestamp(d.rec.start_time).strftime("%Y-%m-%d %H:%M:%S")
+        start = fmt_start(d.rec.start_time, "%Y-%m-%d %H:%M:%S")
         style = (
             "green"
             if self.integrity == "verified"
             else ("yellow" if self.integrity in ("unsigned", "...") else "bold red")
         )
+        status = d.rec.status
+        if d.row is not None and d.row.status == "live" and status == "truncated":
+            status = "live (recorded so far)"
         title = Text(
-            f"{h.get('user', '')}@{h.get('target', '')} {h.get('protocol', '')} "
-            f"{start}  {d.rec.status}  "
+            f"{h.get('user', '')}@{h.get('target', '')} {h.get('protocol', '')} {start}  {status}  "
         )
         title.append(self.integrity, style)
         for p in d.rec.problems[:1]:
@@ -269,8 +286,8 @@ class ReplayScreen(Screen[None]):
             with cursor.lock:
                 cursor.advance(t)
                 frame = make_frame(cursor.term, highlight=self.search_text)
-        except RecorderError as exc:
-            self.app.call_from_thread(self._failed, str(exc))
+        except _BAD_DATA as exc:
+            self.app.call_from_thread(self._failed, f"cannot replay {self.session_id}: {exc}")
             frame = None
         self.app.call_from_thread(self._rendered, frame)
 
@@ -409,7 +426,8 @@ class ReplayScreen(Screen[None]):
         self.app.copy_to_clipboard(text)
         try:
             path = copy_dir() / f"{self.session_id}-{int(self.position * 1000)}-{what}.txt"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+            fd = os.open(path, flags, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
         except OSError as exc:

@@ -63,6 +63,7 @@ def tmux(tmp_path: Path) -> Iterator[Tmux]:
     env = f"TZ=UTC BASTILLE_PLAYER_COPY_DIR={tmp_path / 'copies'} PYTHONPATH={ROOT}"
     cmd = f"cd {ROOT} && env {env} {sys.executable} -m player --data {data}; sleep 60"
     t.run("new-session", "-d", "-s", "player", "-x", "80", "-y", "24", cmd)
+    t.run("set-option", "-g", "set-clipboard", "on")  # accept OSC 52 from the app
     t.copies = tmp_path / "copies"  # type: ignore[attr-defined]
     try:
         yield t
@@ -90,6 +91,7 @@ def test_find_replay_search_copy_in_tmux(tmux: Tmux) -> None:
     tmux.wait_for("copied screen")
     copies = list(tmux.copies.rglob("*-screen.txt"))  # type: ignore[attr-defined]
     assert len(copies) == 1 and "needle-in-haystack" in copies[0].read_text()
+    assert tmux.run("show-buffer") == copies[0].read_text()  # OSC 52 reached the terminal
     tmux.keys("Escape")
     tmux.wait_for("integrity")
     tmux.keys("q")

@@ -9,11 +9,15 @@ the tmux end-to-end test. Three sessions, all signed:
 * ``play-bob-0002`` bob@db1: ``uptime``.
 * ``play-carol-0003`` carol@web1: ``cat /etc/hostname``; one byte of its first data
   chunk is flipped after the session closed (tampered).
+* ``play-dave-0004`` dave@db1: still open when its recorder process is killed with
+  SIGKILL (the index says live; the recording has no trailer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -131,13 +135,44 @@ async def _record(data: Path) -> None:
         kf.unlink()  # derived data: the player rebuilds it
 
 
+async def _record_live(data: Path) -> None:
+    """Record dave's session and never close it (the parent kills this process)."""
+    clock = Clock()
+    clock.now = START + 10800
+    settings = RecorderSettings(
+        data_dir=data, signing_key=data / "recording.key", flush_interval=0.1
+    )
+    r = Recorder(settings, clock=clock)
+    await r.start()
+    s = await r.open_session(header("play-dave-0004", "dave", "db1", clock.now))
+    clock.now += 1.0
+    s.command("tail -f /var/log/syslog", source="interactive")
+    s.output(b"dave@db1$ tail -f /var/log/syslog\r\nNov 23 15:13:21 db1 cron[1]: ok\r\n")
+    await asyncio.sleep(0.6)  # several flush intervals: the chunk is durable
+    print("ready", flush=True)
+    await asyncio.sleep(60)
+
+
 def make_archive(data: Path) -> Path:
-    """Record the three sessions into ``data`` (a new directory); returns it."""
+    """Record the four sessions into ``data`` (a new directory); returns it."""
     data.mkdir(parents=True, exist_ok=True)
     generate(data / "recording.key")
     asyncio.run(_record(data))
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--live", str(data)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "ready", f"the live-session recorder failed: {line!r}"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
     return data
 
 
 if __name__ == "__main__":
-    make_archive(Path(sys.argv[1]))
+    if sys.argv[1] == "--live":
+        asyncio.run(_record_live(Path(sys.argv[2])))
+    else:
+        make_archive(Path(sys.argv[1]))

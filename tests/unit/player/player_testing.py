@@ -13,7 +13,7 @@ from textual.pilot import Pilot
 from player.replay import ReplayScreen
 
 P = ParamSpec("P")
-NOW = START + 7200 + 120  # the player's clock in tests: two minutes after carol's session
+NOW = START + 10800 + 120  # the player's clock in tests: two minutes after dave's start
 
 
 async def settle(pilot: Pilot[object]) -> None:

@@ -33,14 +33,16 @@ async def test_lists_sessions_with_status_and_integrity(settings: RecorderSettin
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         assert isinstance(app.screen, FindScreen)
-        assert _col(app, "id") == ["play-carol-0003", "play-bob-0002", "play-alice-0001"]
-        assert _col(app, "user") == ["carol", "bob", "alice"]
-        assert _col(app, "status") == ["ended", "ended", "ended"]
-        assert _col(app, "integrity") == ["tampered@1", "verified", "verified"]
-        assert _col(app, "cmds") == ["1", "1", "5"]
-        assert _col(app, "pol") == ["0", "0", "1"]
-        assert _col(app, "dur") == ["0m02s", "0m02s", "0m40s"]
-        assert "3 sessions" in _status(app) or "play-carol-0003" in _status(app)
+        ids = ["play-dave-0004", "play-carol-0003", "play-bob-0002", "play-alice-0001"]
+        assert _col(app, "id") == ids
+        assert _col(app, "user") == ["dave", "carol", "bob", "alice"]
+        assert _col(app, "status") == ["live", "ended", "ended", "ended"]
+        assert _col(app, "integrity") == ["truncated@2", "tampered@1", "verified", "verified"]
+        assert _col(app, "cmds") == ["0", "1", "1", "5"]  # a live session's count comes at close
+        assert _col(app, "pol") == ["0", "0", "0", "1"]
+        assert _col(app, "dur") == ["-", "0m02s", "0m02s", "0m40s"]
+        title = str(app.screen.query_one("#find-title", Static).render())
+        assert title == "bastille player: 4 sessions"
 
 
 @sync
@@ -51,13 +53,20 @@ async def test_filters_user_target_since(settings: RecorderSettings) -> None:
         await pilot.press("u", *"bob", "enter")
         await settle(pilot)
         assert _col(app, "id") == ["play-bob-0002"]
-        await pilot.press("u", *["backspace"] * 3, "enter", "t", *"web1", "enter")
+        await pilot.press("u", "ctrl+u", "enter", "t", *"web1", "enter")
         await settle(pilot)
         assert _col(app, "id") == ["play-carol-0003", "play-alice-0001"]
-        await pilot.press("s", *"1h", "enter")
+        await pilot.press("t", "ctrl+u", "enter", "s", *"2h", "enter")
         await settle(pilot)
-        assert _col(app, "id") == ["play-carol-0003"]
-        await pilot.press("s", "backspace", "backspace", *"yesterday")
+        assert _col(app, "id") == ["play-dave-0004", "play-carol-0003"]
+        await pilot.press("s", "ctrl+u", *"2025-11-23T13:00..2025-11-23T15:00")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert _col(app, "id") == ["play-carol-0003", "play-bob-0002"]
+        await pilot.press("s", "ctrl+u", *"..13:00", "enter")
+        await settle(pilot)
+        assert "invalid time '13:00'" in _status(app)
+        await pilot.press("s", "ctrl+u", *"yesterday")
         await pilot.pause(0.3)
         await settle(pilot)
         assert "invalid time 'yesterday'" in _status(app)
@@ -76,11 +85,17 @@ async def test_full_text_search_highlights_the_match(settings: RecorderSettings)
         assert "hello secret-plan" in status.plain
         spans = [status.plain[s.start : s.end] for s in status.spans]
         assert spans == ["secret-plan"]  # the match is highlighted, nothing else
+        await pilot.press("enter")  # the replay opens at the moment the match appeared
+        await settle(pilot)
+        assert isinstance(app.screen, ReplayScreen) and app.screen.position == 3.5
+        await pilot.press("escape")
+        await settle(pilot)
+        assert isinstance(app.screen, FindScreen)
         # a command search (FTS over commands) finds bob only
-        await pilot.press("slash", *["backspace"] * 11, *"uptime", "enter")
+        await pilot.press("slash", "ctrl+u", *"uptime", "enter")
         await settle(pilot)
         assert _col(app, "id") == ["play-bob-0002"]
-        await pilot.press("slash", *["backspace"] * 6, *"no-such-text", "enter")
+        await pilot.press("slash", "ctrl+u", *"no-such-text", "enter")
         await settle(pilot)
         assert _col(app, "id") == []
         assert "0 sessions" in _status(app)
@@ -91,7 +106,7 @@ async def test_enter_opens_replay_and_escape_returns(settings: RecorderSettings)
     app = PlayerApp(settings, clock=lambda: NOW)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        await pilot.press("down", "enter")
+        await pilot.press("down", "down", "enter")
         await settle(pilot)
         assert isinstance(app.screen, ReplayScreen)
         assert app.screen.session_id == "play-bob-0002"

@@ -9,8 +9,11 @@ The session (see ``player_recordings.py``): commands at 1.0 (``ls --color``), 3.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from pathlib import Path
 
+import pytest
 from player_testing import NOW, settle, sync
 from textual.widgets import Input, Static
 
@@ -190,10 +193,10 @@ async def test_search_in_session_jumps_to_when_text_appeared(settings: RecorderS
         await pilot.press("right_square_bracket")
         await settle(pilot)
         assert scr.position == 3.5
-        await pilot.press("slash", *["backspace"] * 11, *"needle", "enter")
+        await pilot.press("slash", "ctrl+u", *"needle", "enter")
         await settle(pilot)
         assert scr.position == 39.5 and [h.time for h in scr.hits] == [39.5]
-        await pilot.press("slash", *["backspace"] * 6, *"nowhere-text", "enter")
+        await pilot.press("slash", "ctrl+u", *"nowhere-text", "enter")
         await settle(pilot)
         assert scr.hits == [] and scr.position == 39.5
         assert not scr.query_one("#replay-search", Input).display
@@ -231,6 +234,19 @@ async def test_tampered_recording_is_flagged(settings: RecorderSettings) -> None
 
 
 @sync
+async def test_live_session_shows_what_was_recorded_so_far(settings: RecorderSettings) -> None:
+    app = PlayerApp(settings, session_id="play-dave-0004", clock=lambda: NOW)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        title = str(app.screen.query_one("#replay-title", Static).render())
+        assert "dave@db1" in title and "live (recorded so far)" in title
+        assert "truncated@2" in title and "no trailer" in title
+        await pilot.press("end")
+        await settle(pilot)
+        assert "cron[1]: ok" in _text(app)
+
+
+@sync
 async def test_unknown_session_shows_an_error(settings: RecorderSettings) -> None:
     app = PlayerApp(settings, session_id="nope", clock=lambda: NOW)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -251,3 +267,41 @@ async def test_timeline_click_seeks(settings: RecorderSettings) -> None:
         await pilot.click(Timeline, offset=(40, 0))
         await settle(pilot)
         assert scr.position == 40.5 * 40 / 80
+
+
+@sync
+async def test_copy_refuses_a_shared_copy_directory(
+    settings: RecorderSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = tmp_path / "shared"
+    (shared / f"bastille-player-{os.getuid()}").mkdir(parents=True)
+    (shared / f"bastille-player-{os.getuid()}").chmod(0o777)
+    monkeypatch.setenv("BASTILLE_PLAYER_COPY_DIR", str(shared))
+    app = PlayerApp(settings, session_id=ALICE, clock=lambda: NOW)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("c")
+        scr = _screen(app)
+        assert app.clipboard == "Welcome to web1\nalice@web1:~$\n"  # the clipboard still works
+        assert scr.last_copy is None
+        assert list((shared / f"bastille-player-{os.getuid()}").iterdir()) == []
+
+
+@sync
+async def test_corrupt_keyframe_cache_is_reported_not_a_crash(settings: RecorderSettings) -> None:
+    from player.data import Archive
+    from recorder import keyframes
+
+    archive = Archive(settings)
+    kfi = archive.open(ALICE).kfi  # builds and caches the keyframes
+    archive.close()
+    kfi.keyframes[1].snapshot = {"cols": 80}  # damaged cache: no lines, no cursor
+    keyframes.save(settings.data_dir, kfi)
+    app = PlayerApp(settings, session_id=ALICE, clock=lambda: NOW)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("g", *"6", "enter")
+        await settle(pilot)
+        title = str(app.screen.query_one("#replay-title", Static).render())
+        assert "cannot replay play-alice-0001" in title
+        assert app.is_running
