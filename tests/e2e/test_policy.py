@@ -256,7 +256,7 @@ def test_webhook_notified_and_ctrl_c_cancels(make_gateway) -> None:  # type: ign
     received: list[dict[str, Any]] = []
 
     class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server API
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             received.append(json.loads(body))
             self.send_response(204)
