@@ -157,6 +157,7 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         rec = self._rec
         if rec is not None:
             rec.input(data)
+            self._check_congestion()  # uploads: pause the user when the recorder lags
         if self._ipolicy is not None:
             self._bytes_in += len(data)
             self._ipolicy.input(data)
@@ -282,9 +283,9 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         if self.chan is None or self._user_closed.is_set():
             return
         self._user_read_ok = ok
-        if ok:
+        if ok and self._rec_ok:
             self.chan.resume_reading()
-        else:
+        elif not self._discard_input:
             self.chan.pause_reading()
 
     def _update_target_reading(self) -> None:
@@ -295,6 +296,12 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             up.resume_reading()
         else:
             up.pause_reading()
+        chan = self.chan
+        if chan is not None and not self._user_closed.is_set() and not self._discard_input:
+            if self._user_read_ok and self._rec_ok:
+                chan.resume_reading()
+            else:
+                chan.pause_reading()
 
     # ------------------------------------------------------------ lifecycle
     def _write_user(self, data: bytes, stderr: bool = False) -> None:

@@ -93,3 +93,15 @@ def test_sftp_refused_for_forbidden_target(rig: Rig, tmp_path: Path) -> None:
                        capture_output=True, timeout=30)
     assert r.returncode != 0
     assert b"not allowed to use target 'secret'" in r.stderr
+
+
+def test_large_upload_is_paced_by_the_recorder(rig: Rig, tmp_path: Path) -> None:
+    """An upload faster than the recorder must be slowed down, not cut off."""
+    src = tmp_path / "big.bin"
+    with open(src, "wb") as fh:
+        for _ in range(40):
+            fh.write(os.urandom(1024 * 1024))
+    remote = f"{REMOTE_TMP}/big-{os.getpid()}.bin"
+    _run(["scp", *rig.scp_args(), str(src), f"alice+web1@127.0.0.1:{remote}"])
+    check = rig.ssh("alice", "web1", "--", f"sha256sum {remote}; rm -f {remote}")
+    assert check.stdout.split()[0].decode() == _sha(src.read_bytes())
