@@ -76,7 +76,10 @@ class PtyClient:
             r, _, _ = select.select([self.master], [], [], timeout)
             if not r:
                 raise TimeoutError(f"no echo of {key!r} within {timeout}s")
-            seen += os.read(self.master, 65536)
+            try:
+                seen += os.read(self.master, 65536)
+            except OSError as exc:  # EIO: the ssh client exited
+                raise RuntimeError(f"the ssh session ended (exit {self.proc.poll()})") from exc
         return time.perf_counter() - t0
 
     def measure(self, n: int) -> list[float]:

@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.smoke:
         a.size_mib, a.file_mib, a.pty_mib, a.repeat = 8, 4, 2, 1
+    window = 0.1 if a.smoke else 0.5  # idle-check window before/after each cell (s)
     rand = make_random_file(shared_file(f"random-{a.file_mib}M.bin"), a.file_mib * MIB)
     corpus = make_terminal_corpus(shared_file(f"corpus-{a.pty_mib}M.txt"), a.pty_mib * MIB)
     print(f"# throughput: {machine()}")
@@ -129,14 +130,14 @@ def main(argv: list[str] | None = None) -> int:
             nbytes, run = work[name]
             mib = nbytes / MIB
             for gw in rig.gws.values():
-                gw.settle()
+                gw.settle(window=window)
             direct = min(run(None) for _ in range(a.repeat))
             line = f"{name:<10} {mib / direct:>12.1f}"
             for g, gw in rig.gws.items():
                 best, cpu = float("inf"), 0.0
                 for _ in range(a.repeat):
                     for other in rig.gws.values():
-                        other.settle()
+                        other.settle(window=window)
                     c0 = gw.cpu()
                     try:
                         dt = run(g)
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                         failures.append(f"{name} via {g}: {exc}")
                         continue
                     finally:
-                        gw.settle()
+                        gw.settle(window=window)
                     if dt < best:
                         best, cpu = dt, gw.cpu() - c0
                 if best == float("inf"):
