@@ -83,7 +83,8 @@ class GatewayApp:
 
     def authorize(self, ctx: ConnContext, name: str) -> TargetConfig:
         target = self.config.targets.get(name)
-        user = self.config.users.get(ctx.user.name)
+        # an SSO login carries its IdP-mapped groups on the connection
+        user = ctx.user if ctx.sso else self.config.users.get(ctx.user.name)
         if target is None or user is None:
             self.audit(AuditEvent(Kind.REFUSED, "denied", user=ctx.user.name, source=ctx.source,
                                   target=name, detail={"reason": "unknown target"}))
@@ -166,7 +167,7 @@ class GatewayApp:
 
             return run_approvals(self, ctx.user.name, ctx.user.groups, route.builtin_args,
                                  source=ctx.source)
-        user = self.config.users.get(ctx.user.name)
+        user = ctx.user if ctx.sso else self.config.users.get(ctx.user.name)
         targets = self.config.targets_for(user) if user else []
         lines = [f"bastille {self.version}. Targets available to {ctx.user.name}:"]
         lines += [f"  {t.name:<16} {t.description}".rstrip() for t in targets] or ["  (none)"]

@@ -9,6 +9,7 @@ The reference of every key is in README.md ("Configuration reference"); keep bot
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -150,6 +151,39 @@ class ApprovalSettings:
     webhook_format: str = "json"  # json | slack
 
 
+#: gateway.login_timeout when [oidc] is set and login_timeout is not (IdP codes live ~10 min)
+SSO_LOGIN_TIMEOUT = 600.0
+
+#: Signature algorithms an ID token may use. Symmetric (HS*) and "none" are never
+#: accepted: a client secret must not be able to mint identities.
+OIDC_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+             "EdDSA")
+
+
+@dataclass(frozen=True)
+class OidcSettings:
+    """``[oidc]``: single sign-on with the OAuth 2.0 device flow (see docs/sso.md)."""
+
+    issuer: str
+    client_id: str
+    client_secret: Secret | None = None
+    scopes: tuple[str, ...] = ("openid", "profile", "groups")
+    username_claim: str = "preferred_username"
+    groups_claim: str = "groups"
+    binding_ttl: float = 8 * 3600.0
+    allowed_algs: tuple[str, ...] = ("RS256", "ES256")
+    #: IdP group -> bastille groups; empty: IdP groups are used as they are
+    group_map: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    http_timeout: float = 10.0
+    leeway: float = 60.0
+
+    def map_groups(self, idp_groups: list[str] | tuple[str, ...]) -> frozenset[str]:
+        """The bastille groups (used by ``targets.*.groups`` and approvers) for IdP groups."""
+        if not self.group_map:
+            return frozenset(idp_groups)
+        return frozenset(g for idp in idp_groups for g in self.group_map.get(idp, ()))
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -161,6 +195,7 @@ class Config:
     targets: Mapping[str, TargetConfig]
     policy: PolicySettings = PolicySettings()
     approvals: ApprovalSettings = ApprovalSettings()
+    oidc: OidcSettings | None = None
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
     def targets_for(self, user: UserConfig) -> list[TargetConfig]:
@@ -313,7 +348,10 @@ def parse_listen(value: str) -> tuple[str, int] | None:
 
 # --------------------------------------------------------------------------- sections
 
-_TOP = {"gateway", "audit", "recording", "users", "targets", "policy", "approvals"}
+_TOP = {"gateway", "audit", "recording", "users", "targets", "policy", "approvals", "oidc"}
+_OIDC = {"issuer", "client_id", "client_secret_env", "client_secret_file", "scopes",
+         "username_claim", "groups_claim", "binding_ttl", "allowed_algs", "group_map",
+         "http_timeout", "leeway"}
 _GATEWAY = {"listen", "host_keys", "banner", "login_timeout", "idle_timeout", "max_session",
             "drain_timeout", "max_auth_failures", "auth_failure_window", "data_dir",
             "allow_passwords"}
@@ -638,6 +676,47 @@ def _approvals(r: _Reader, data: dict[str, Any]) -> ApprovalSettings:
     )
 
 
+def _oidc(r: _Reader, data: dict[str, Any]) -> OidcSettings | None:
+    if "oidc" not in data:
+        return None
+    o = r.table(data, "oidc", "oidc")
+    r.check_keys(o, "oidc", _OIDC)
+    issuer = r.get(o, "issuer", "oidc", str, "").rstrip("/")
+    if not issuer.startswith(("http://", "https://")):
+        r.problem("oidc.issuer", "expected the IdP's issuer URL (https://...)")
+    client_id = r.get(o, "client_id", "oidc", str, "")
+    if not client_id:
+        r.problem("oidc.client_id", "required: the client id registered at the IdP")
+    secret = _secret_from(r, o, "oidc", "client_secret_env", "client_secret_file")
+    algs = r.str_list(o, "allowed_algs", "oidc") if "allowed_algs" in o else ("RS256", "ES256")
+    for alg in algs:
+        if alg not in OIDC_ALGS:
+            r.problem("oidc.allowed_algs",
+                      f"{alg!r} is not allowed; use asymmetric ones: {', '.join(OIDC_ALGS)}")
+    if not algs:
+        r.problem("oidc.allowed_algs", "expected at least one algorithm")
+    group_map: dict[str, tuple[str, ...]] = {}
+    for idp_group, value in r.table(o, "group_map", "oidc.group_map").items():
+        group_map[idp_group] = r.str_list({"v": value}, "v", f"oidc.group_map.{idp_group}")
+    scopes = r.str_list(o, "scopes", "oidc") if "scopes" in o else \
+        ("openid", "profile", "groups")
+    if "openid" not in scopes:
+        r.problem("oidc.scopes", "must include 'openid' (the ID token carries the identity)")
+    return OidcSettings(
+        issuer=issuer,
+        client_id=client_id,
+        client_secret=Secret(secret) if secret else None,
+        scopes=scopes,
+        username_claim=r.get(o, "username_claim", "oidc", str, "preferred_username"),
+        groups_claim=r.get(o, "groups_claim", "oidc", str, "groups"),
+        binding_ttl=r.duration(o, "binding_ttl", "oidc", 8 * 3600.0),
+        allowed_algs=algs,
+        group_map=group_map,
+        http_timeout=r.duration(o, "http_timeout", "oidc", 10.0),
+        leeway=r.duration(o, "leeway", "oidc", 60.0),
+    )
+
+
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Load and validate a config file; raise ConfigError listing every problem."""
     file = Path(path).resolve()
@@ -661,6 +740,11 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     targets = _targets(r, data, users)
     policy = _policy(r, data)
     approvals = _approvals(r, data)
+    oidc = _oidc(r, data)
+    gw_table = data.get("gateway")
+    if oidc is not None and not (isinstance(gw_table, dict) and "login_timeout" in gw_table):
+        # a device-flow login waits for the user's browser: 120 s is too short
+        gateway = dataclasses.replace(gateway, login_timeout=SSO_LOGIN_TIMEOUT)
     for name, user in users.items():
         if not user.keys and user.password_hash is None:
             r.problem(f"users.{name}", "has no keys and no password_hash: it can never log in")
@@ -668,4 +752,4 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(r.problems)
     return Config(path=file, data_dir=data_dir, gateway=gateway, audit=audit,
                   recording=recording, users=users, targets=targets, policy=policy,
-                  approvals=approvals, raw=data)
+                  approvals=approvals, oidc=oidc, raw=data)

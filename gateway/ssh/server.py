@@ -5,6 +5,13 @@
   never authenticates.
 * Passwords (``password_hash``) only from loopback clients unless
   ``gateway.allow_passwords`` is true (the demo user lives on loopback).
+* Single sign-on (``[oidc]``, see docs/sso.md): keyboard-interactive login runs the
+  OAuth 2.0 device flow; the prompt shows the verification URL and user code, and the
+  answer is accepted once the IdP confirms and the ID token validates for this SSH user
+  name. The keys the client offered earlier in the connection are then bound to that
+  identity (gateway/auth/bindings.py) and log in without the browser until the binding
+  expires or ``bastille oidc revoke USER`` ends it. Without ``[oidc]``, keyboard-interactive
+  stays asyncssh's password fallback.
 * Failed attempts are rate-limited per source address and per user name, and audited.
 * Session channels go to :class:`gateway.ssh.session.GatewaySession`. direct-tcpip
   (``ssh -L``/``-W``) is relayed *through the target*, and ``ssh -R`` makes the target
@@ -19,12 +26,15 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import asyncssh
 
 from gateway.audit import AuditEvent, Kind
+from gateway.auth.bindings import BindingStore
+from gateway.auth.oidc import NoGroups, OidcClient, OidcError, identity_for
 from gateway.auth.passwords import verify_password
 from gateway.config import UserConfig
 from gateway.errors import BastilleError
@@ -37,6 +47,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("bastille.server")
 
 _NOBODY = UserConfig(name="")
+_MAX_OFFERED = 8  # keys remembered per connection for binding after SSO (OpenSSH offers few)
+_SSO: weakref.WeakKeyDictionary[Any, tuple[OidcClient, BindingStore]] = \
+    weakref.WeakKeyDictionary()
+
+
+def sso_for(app: GatewayApp) -> tuple[OidcClient, BindingStore]:
+    """The app's OIDC client and binding store (created on first use; needs ``[oidc]``)."""
+    found = _SSO.get(app)
+    if found is None:
+        assert app.config.oidc is not None
+        found = (OidcClient(app.config.oidc),
+                 BindingStore(app.config.data_dir / "oidc_bindings.sqlite3"))
+        _SSO[app] = found
+    return found
 
 
 @dataclass
@@ -48,6 +72,7 @@ class ConnContext:
     source: str
     login: Login
     user: UserConfig = _NOBODY
+    sso: bool = False  # user (and groups) came from an IdP login or its key binding
     upstreams: dict[str, Any] = field(default_factory=dict)
     sessions: set[GatewaySession] = field(default_factory=set)
 
@@ -66,6 +91,8 @@ class BastionServer(asyncssh.SSHServer):
         self._host = ""
         self._authenticated = False
         self._attempted = False
+        self._offered: list[bytes] = []
+        self._grant: Any = None
 
     # ------------------------------------------------------------ connection
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
@@ -112,7 +139,82 @@ class BastionServer(asyncssh.SSHServer):
         match = False
         for line in self.app.user_keys(self.ctx.user.name):
             match |= hmac.compare_digest(line, offered)
-        return match
+        if match or self.app.config.oidc is None:
+            return match
+        binding = sso_for(self.app)[1].lookup(offered, self.ctx.login.user)
+        if binding is not None:
+            self._adopt(binding.groups)
+            return True
+        if offered not in self._offered and len(self._offered) < _MAX_OFFERED:
+            self._offered.append(offered)
+        return False
+
+    # ------------------------------------------------------------ single sign-on
+    def kbdint_auth_supported(self) -> bool:
+        if self.app.config.oidc is None:
+            return NotImplemented  # type: ignore[no-any-return,unused-ignore]  # -> password
+        return True
+
+    async def get_kbdint_challenge(self, username: str, lang: str,
+                                   submethods: str) -> Any:
+        assert self.ctx is not None
+        self._attempted = True
+        client = sso_for(self.app)[0]
+        try:
+            self._grant = grant = await client.start()
+        except OidcError as exc:
+            self._sso_failed(str(exc))
+        prompt = (f"Single sign-on: open {grant.verification_uri} and enter the code "
+                  f"{grant.user_code}\r\n(or open {grant.verification_uri_complete})\r\n"
+                  "then press Enter here: ")
+        return ("bastille single sign-on", "", "", ((prompt, True),))
+
+    async def validate_kbdint_response(self, username: str, responses: Any) -> Any:
+        assert self.ctx is not None
+        settings = self.app.config.oidc
+        grant, self._grant = self._grant, None
+        if settings is None or grant is None:
+            return False
+        client, store = sso_for(self.app)
+        try:
+            claims = await client.wait(grant)
+            ident = identity_for(claims, settings, self.ctx.login.user)
+            groups = settings.map_groups(ident.idp_groups)
+            known = self.app.config.users.get(ident.user)
+            if known is None and not groups:
+                raise NoGroups(f"{ident.user} is in no group with access to this bastion; "
+                               "ask your administrator")
+        except OidcError as exc:
+            self._sso_failed(str(exc))
+        self._adopt(groups)
+        for key in self._offered:
+            store.bind(key, ident.user, groups, ident.subject, ident.issuer,
+                       settings.binding_ttl)
+        self.app.audit(AuditEvent(Kind.LOGIN, "ok", user=ident.user, source=self.ctx.source,
+                                  detail={"method": "oidc", "subject": ident.subject,
+                                          "bound_keys": len(self._offered)}))
+        return True
+
+    def _sso_failed(self, message: str) -> NoReturn:
+        assert self.ctx is not None  # the failure itself is counted in connection_lost
+        self.app.audit(AuditEvent(Kind.LOGIN, "failed", user=self.ctx.login.user,
+                                  source=self.ctx.source,
+                                  detail={"method": "oidc", "reason": message}))
+        raise asyncssh.DisconnectError(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+                                       f"bastille: single sign-on failed: {message}")
+
+    def _adopt(self, groups: frozenset[str]) -> None:
+        """Make this connection's user the SSO identity with its IdP-mapped groups."""
+        assert self.ctx is not None
+        self.ctx.sso = True
+        name = self.ctx.login.user
+        known = self.app.config.users.get(name)
+        if known is not None:
+            self.ctx.user = UserConfig(name=name, keys=known.keys,
+                                       groups=known.groups | groups,
+                                       password_hash=known.password_hash)
+            return
+        self.ctx.user = UserConfig(name=name, groups=groups)
 
     def password_auth_supported(self) -> bool:
         return self.app.config.gateway.allow_passwords or _is_loopback(self._host)
