@@ -225,3 +225,52 @@ def exec_decision(engine: Any, command: str, *, user: str, groups: frozenset[str
     """Decide an exec request: the command string is exact."""
     decision: Decision = engine.decide(command, user=user, groups=sorted(groups), target=target)
     return decision
+
+
+class ExecMasker:
+    """Masks secrets in the output of exec sessions (per stream) before it is recorded.
+
+    The live stream of a non-PTY exec is passed through byte-exact (it may be binary data
+    a script depends on); with a PTY and ``policy.mask_live`` the user sees the masked
+    bytes too. Held partial matches are flushed by a timer at their deadline.
+    """
+
+    def __init__(self, make_masker: Callable[[], StreamMasker],
+                 record: Callable[[bytes, int], None], live: Callable[[bytes, int], None] | None
+                 ) -> None:
+        self._maskers = {1: make_masker(), 2: make_masker()}
+        self._record = record
+        self._live = live
+        self._timer: asyncio.TimerHandle | None = None
+
+    def output(self, data: bytes, stream: int) -> None:
+        masked = self._maskers[stream].feed(data, time.monotonic())
+        if masked:
+            self._record(masked, stream)
+            if self._live is not None:
+                self._live(masked, stream)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._timer is not None:
+            return
+        deadlines = [d for m in self._maskers.values() if (d := m.next_deadline()) is not None]
+        if deadlines:
+            delay = max(0.0, min(deadlines) - time.monotonic()) + 0.001
+            self._timer = asyncio.get_running_loop().call_later(delay, self._flush)
+
+    def _flush(self, end: bool = False) -> None:
+        self._timer = None
+        for stream, masker in self._maskers.items():
+            out = masker.flush(time.monotonic(), end=end)
+            if out:
+                self._record(out, stream)
+                if self._live is not None:
+                    self._live(out, stream)
+        if not end:
+            self._schedule()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._flush(end=True)

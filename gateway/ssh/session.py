@@ -24,7 +24,7 @@ from gateway.audit import AuditEvent, Kind
 from gateway.errors import BastilleError, TargetError
 from gateway.routing import Route, route_request
 from gateway.ssh.menu import QUIT, MenuEntry, TargetMenu
-from gateway.ssh.policy_relay import InteractivePolicy, exec_decision
+from gateway.ssh.policy_relay import ExecMasker, InteractivePolicy, exec_decision
 from gateway.transfers import FileOp, ScpTap, SftpTap, Transfer
 from recorder.errors import RecorderError
 
@@ -109,6 +109,7 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         self._discard_input = False
         self._ipolicy: InteractivePolicy | None = None
         self._x11_allowed = False
+        self._exec_masker: ExecMasker | None = None
 
     # ------------------------------------------------------------ channel requests
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
@@ -227,8 +228,14 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             self._check_congestion()
             return
         rec = self._rec
-        if rec is not None:
-            rec.output(data, 2 if datatype == asyncssh.EXTENDED_DATA_STDERR else 1)
+        stream = 2 if datatype == asyncssh.EXTENDED_DATA_STDERR else 1
+        if self._exec_masker is not None:
+            self._exec_masker.output(data, stream)
+            self._check_congestion()
+            if self.has_pty and self.app.config.policy.mask_live:
+                return  # the masker wrote the masked bytes to the user
+        elif rec is not None:
+            rec.output(data, stream)
             self._check_congestion()
         if self._sftp is not None:
             self._sftp.from_server(data)
@@ -259,6 +266,18 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
     def _to_target(self, data: bytes) -> None:
         if self._upstream is not None and data:
             self._upstream.write(data)
+
+    def _record_stream(self, data: bytes, stream: int) -> None:
+        if self._rec is not None and data:
+            self._rec.output(data, stream)
+
+    def _masked_to_user(self, data: bytes, stream: int) -> None:
+        chan = self.chan
+        if data and chan is not None and not self._user_closed.is_set():
+            try:
+                chan.write(data, asyncssh.EXTENDED_DATA_STDERR if stream == 2 else None)
+            except (BrokenPipeError, ConnectionError):
+                self._user_closed.set()
 
     def _record_output(self, data: bytes) -> None:
         if self._rec is not None and data:
@@ -409,6 +428,13 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             self._ipolicy = InteractivePolicy(
                 self, self.app.masker_for(target), self._to_target, self._to_user,
                 self._record_output, decide=self.app.policy_engine is not None)
+        elif self.kind == "exec" and route.command is not None and \
+                not route.command.startswith(("rsync --server", "scp ")):
+            # secrets are masked in what is recorded; live too for terminal output
+            live = self._masked_to_user if self.has_pty and \
+                self.app.config.policy.mask_live else None
+            self._exec_masker = ExecMasker(lambda: self.app.masker_for(target),
+                                           self._record_stream, live)
         # keys typed ahead (before the target was ready) take the same policy path
         early, self._early = self._early, []
         for data, datatype in early:
@@ -667,6 +693,8 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
     async def _finish(self) -> None:
         if self._ipolicy is not None:
             self._ipolicy.close()
+        if self._exec_masker is not None:
+            self._exec_masker.close()
         if self._sftp is not None:
             self._sftp.close()
         if self._upstream is not None:
