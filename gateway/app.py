@@ -32,6 +32,7 @@ from recorder.service import Recorder
 
 if TYPE_CHECKING:
     from gateway.ssh.server import BastionServer, ConnContext
+    from gateway.ssh.session import GatewaySession
 
 log = logging.getLogger("bastille.app")
 
@@ -49,6 +50,8 @@ class GatewayApp:
         self.tofu = TofuStore(config.data_dir / "known_targets")
         self.dummy_hash = hash_password("not-a-password")  # equalizes timing for unknown users
         self.connections: set[BastionServer] = set()
+        self.sessions: dict[str, GatewaySession] = {}  # live recorded sessions by id
+        self._kill_task: asyncio.Task[Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._builtin_targets: dict[str, LocalShellTarget] = {}
         self._keys: dict[str, list[bytes]] = {
@@ -201,10 +204,30 @@ class GatewayApp:
             **SERVER_ALGORITHMS,
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        self._kill_task = self.spawn(self._watch_kills(), "kill requests")
         self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={
             "event": "start", "listen": f"{gw.listen_host}:{self.port}",
             "version": self.version}))
         log.info("bastille %s listening on %s:%d", self.version, gw.listen_host, self.port)
+
+    async def _watch_kills(self) -> None:
+        """Carry out `bastille sessions kill` requests for sessions of this process."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                pending = await loop.run_in_executor(None, self.approvals.pending_kills)
+            except Exception:
+                log.exception("cannot read kill requests")
+                continue
+            for session_id, by, reason in pending:
+                session = self.sessions.get(session_id)
+                if session is None:
+                    continue
+                self.approvals.kill_done(session_id)
+                self.audit(session.audit_event(Kind.SESSION_KILL, "ok",
+                                               {"by": by, "reason": reason}))
+                session.terminate(f"session terminated by {by}: {reason}")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -232,6 +255,8 @@ class GatewayApp:
         if self._server is not None:
             self._server.close()
             self._server = None
+        if self._kill_task is not None:
+            self._kill_task.cancel()
         log.info("draining %d session(s) for up to %.0f s", len(self._tasks), gw.drain_timeout)
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=gw.drain_timeout)

@@ -49,6 +49,13 @@ CREATE TABLE IF NOT EXISTS requests (
     kind TEXT NOT NULL DEFAULT 'command',
     grant_seconds REAL
 );
+CREATE TABLE IF NOT EXISTS kills (
+    session TEXT PRIMARY KEY,
+    requested_by TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    created REAL NOT NULL,
+    done REAL
+);
 """
 
 
@@ -134,6 +141,30 @@ class ApprovalStore:
                 "user = ? AND target = ? AND decided_at + grant_seconds > ? "
                 "ORDER BY decided_at DESC LIMIT 1", (user, target, self._clock())).fetchone()
         return self._row(row)
+
+    def request_kill(self, session: str, *, by: str, reason: str) -> None:
+        """Ask the gateway that runs ``session`` to end it (picked up within ~1 s)."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO kills VALUES (?, ?, ?, ?, NULL)",
+                             (session, by, reason, self._clock()))
+
+    def pending_kills(self) -> list[tuple[str, str, str]]:
+        """(session, requested_by, reason) of kill requests not carried out yet."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT session, requested_by, reason FROM kills WHERE done IS NULL").fetchall()
+        return [(str(a), str(b), str(c)) for a, b, c in rows]
+
+    def kill_done(self, session: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE kills SET done = ? WHERE session = ?",
+                             (self._clock(), session))
+
+    def kill_status(self, session: str) -> float | None:
+        with self._lock:
+            row = self._db.execute("SELECT done FROM kills WHERE session = ?",
+                                   (session,)).fetchone()
+        return row[0] if row else None
 
     def get(self, rid: int) -> Request | None:
         with self._lock:

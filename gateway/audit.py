@@ -29,6 +29,7 @@ class Kind(StrEnum):
     LOGIN_RATE_LIMITED = "login.rate_limited"
     SESSION_START = "session.start"
     SESSION_END = "session.end"
+    SESSION_KILL = "session.kill"
     TARGET_CONNECT = "target.connect"
     HOST_KEY_MISMATCH = "target.host_key_mismatch"
     EXEC = "exec"

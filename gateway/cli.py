@@ -299,6 +299,45 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_sessions_kill(args: argparse.Namespace) -> int:
+    from gateway.approvals import ApprovalStore
+    from gateway.audit import AuditEvent, AuditLog, Kind
+    from recorder.index import Index
+
+    config = _load(args)
+    user = config.users.get(args.as_user)
+    if user is None or not config.approvals.approvers.allows(user.name, user.groups):
+        print(f"bastille: {args.as_user} is not an auditor (configured approver)",
+              file=sys.stderr)
+        return 2
+    index = Index(config.recording.data_dir / "index.sqlite3")
+    rows = [r for r in index.list_sessions(status="live", limit=100000)
+            if r.id.startswith(args.id)]
+    index.close()
+    live = [r for r in rows if r.status == "live"]
+    if len(live) != 1:
+        what = "no live session" if not live else "several live sessions"
+        print(f"bastille: {what} matches {args.id!r}", file=sys.stderr)
+        return 2
+    session = live[0]
+    store = ApprovalStore(config.data_dir / "approvals.sqlite3")
+    store.request_kill(session.id, by=user.name, reason=args.reason)
+    audit = AuditLog(config.audit.file)
+    audit.emit(AuditEvent(Kind.SESSION_KILL, "requested", user=user.name, source="cli",
+                          target=session.target, session=session.id,
+                          detail={"session_user": session.user, "reason": args.reason}))
+    audit.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if store.kill_status(session.id):
+            print(f"session {session.id} of {session.user} on {session.target} terminated")
+            return 0
+        time.sleep(0.2)
+    print(f"bastille: kill of {session.id} requested; the gateway has not confirmed it "
+          "(is it running?)", file=sys.stderr)
+    return 1
+
+
 def cmd_player(args: argparse.Namespace) -> int:
     from player.app import run_player
 
@@ -375,6 +414,22 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_commands(sub, _resolve_recorder)
+
+    sessions = sub.choices.get("sessions")
+    if sessions is not None:
+        for action in sessions._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                action.metavar = "{list,show,kill}"
+                k = action.add_parser(
+                    "kill", help="end a live session (the user sees the reason)",
+                    description="Ask the running gateway to end a live session within ~2 s; "
+                    "the user sees the reason; audited. --as names the auditor (a "
+                    "configured approver).")
+                _add_config_args(k)
+                k.add_argument("id", help="session id (or a unique prefix)")
+                k.add_argument("--reason", required=True, help="shown to the user")
+                k.add_argument("--as", dest="as_user", required=True, metavar="USER")
+                k.set_defaults(func=cmd_sessions_kill)
 
     p = sub.add_parser("player", help="find and replay recorded sessions (terminal UI)",
                        description="Open the player: a session list with filters and "

@@ -582,6 +582,7 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
                 "kind": self.kind, **({"command": route.command} if route.command else {})}))
             return True
         self._rec.add_failure_callback(self._on_recording_failed)
+        self.app.sessions[self.session_id] = self
         self.app.audit(self.audit_event(Kind.SESSION_START, "ok", {
             "kind": self.kind, **({"command": route.command} if route.command else {}),
             **({"term": self.term_type} if self.has_pty else {})}))
@@ -691,6 +692,7 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             self._exit_user(255)
 
     async def _finish(self) -> None:
+        self.app.sessions.pop(self.session_id, None)
         if self._ipolicy is not None:
             self._ipolicy.close()
         if self._exec_masker is not None:

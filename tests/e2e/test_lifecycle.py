@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 
 import pytest
@@ -75,3 +76,22 @@ def test_max_session_length(make_gateway) -> None:  # type: ignore[no-untyped-de
     r = g.ssh("alice", "web1", "--", "while true; do echo tick; sleep 0.2; done", timeout=30)
     assert b"maximum session length reached" in r.stderr
     assert r.stdout.startswith(b"tick\n")
+
+
+def test_auditor_kills_a_live_session(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    g: Rig = make_gateway(extra='\n[approvals]\napprovers = ["bob"]\n')
+    proc = subprocess.Popen([*g.ssh_args("alice"), "web1", "--",
+                             "while true; do echo alive; sleep 0.2; done"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1.5)
+    ids = [e["session"] for e in _audit(g) if e["kind"] == "session.start"]
+    cli = [sys.executable, "-m", "gateway", "sessions", "kill", ids[-1][:10], "--reason",
+           "policy breach", "-c", str(g.gateway.config)]
+    denied = subprocess.run([*cli, "--as", "alice"], capture_output=True, text=True, timeout=30)
+    assert denied.returncode == 2 and "not an auditor" in denied.stderr
+    ok = subprocess.run([*cli, "--as", "bob"], capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    _, err = proc.communicate(timeout=10)
+    assert b"session terminated by bob: policy breach" in err
+    kinds = [(e["kind"], e["outcome"]) for e in _audit(g)]
+    assert ("session.kill", "requested") in kinds and ("session.kill", "ok") in kinds
