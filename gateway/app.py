@@ -14,8 +14,6 @@ import signal
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-import asyncssh
-
 from gateway._version import __version__
 from gateway.approvals import ApprovalStore, Request, notify_webhook
 from gateway.audit import AuditEvent, AuditLog, Kind
@@ -25,12 +23,15 @@ from gateway.config import Config, TargetConfig
 from gateway.errors import HostKeyMismatch, TargetDenied, TargetError, UnknownTarget
 from gateway.policy import BUILTIN_PATTERNS, Action, MaskPattern, PolicyEngine, Rule, StreamMasker
 from gateway.routing import Route
-from gateway.ssh.algorithms import SERVER_ALGORITHMS
 from gateway.ssh.demo_target import LocalShellTarget
+from gateway.ssh.keys import public_key_blob
 from gateway.ssh.upstream import Endpoint, TofuStore, connect, endpoint_for
 from recorder.service import Recorder
 
 if TYPE_CHECKING:
+    from asyncssh import SSHClientConnection
+
+    from gateway.ssh.listener import Listener
     from gateway.ssh.server import BastionServer, ConnContext
     from gateway.ssh.session import GatewaySession
 
@@ -55,10 +56,10 @@ class GatewayApp:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._builtin_targets: dict[str, LocalShellTarget] = {}
         self._keys: dict[str, list[bytes]] = {
-            name: [asyncssh.import_public_key(k).public_data for k in user.keys]
+            name: [public_key_blob(k) for k in user.keys]
             for name, user in config.users.items()
         }
-        self._server: asyncssh.SSHAcceptor | None = None
+        self._server: Listener | None = None
         self._stopping = asyncio.Event()
         self.policy_engine = build_engine(config)
         self._mask_patterns = (*BUILTIN_PATTERNS, *(
@@ -104,7 +105,7 @@ class GatewayApp:
         return target
 
     async def upstream(self, ctx: ConnContext, target: TargetConfig,
-                       agent_path: str | None = None) -> asyncssh.SSHClientConnection:
+                       agent_path: str | None = None) -> SSHClientConnection:
         """The connection to ``target`` for this user connection (opened once, shared by
         its channels). ``agent_path`` forwards the user's agent (caller checked policy)."""
         existing = ctx.upstreams.get(target.name)
@@ -112,7 +113,7 @@ class GatewayApp:
             return await asyncio.shield(existing)
         if existing is not None and not existing.is_closed():
             return existing
-        future: asyncio.Future[asyncssh.SSHClientConnection] = \
+        future: asyncio.Future[SSHClientConnection] = \
             asyncio.get_running_loop().create_future()
         ctx.upstreams[target.name] = future
         try:
@@ -190,19 +191,10 @@ class GatewayApp:
                 local = LocalShellTarget()
                 await local.start()
                 self._builtin_targets[target.name] = local
-        from gateway.ssh.server import BastionServer
+        from gateway.ssh.listener import start_listener
 
         gw = self.config.gateway
-        self._server = await asyncssh.create_server(
-            lambda: BastionServer(self), gw.listen_host, gw.listen_port,
-            server_host_keys=[str(p) for p in gw.host_keys],
-            login_timeout=gw.login_timeout, encoding=None,
-            agent_forwarding=True, x11_forwarding=True, x11_auth_path=str(self.x11_auth_path),
-            allow_scp=False,
-            keepalive_interval=60, keepalive_count_max=3,
-            server_version=f"bastille_{self.version}",
-            **SERVER_ALGORITHMS,
-        )
+        self._server = await start_listener(self)
         self.port = self._server.sockets[0].getsockname()[1]
         self._kill_task = self.spawn(self._watch_kills(), "kill requests")
         self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={

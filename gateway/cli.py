@@ -97,12 +97,15 @@ def _serve(config, banner: str | None = None) -> int:  # type: ignore[no-untyped
     from gateway.app import GatewayApp
 
     async def main() -> None:
+        from gateway.errors import BastilleError
+        from recorder.errors import RecorderError
+
         app = GatewayApp(config)
         try:
             await app.start()
-        except OSError as exc:
-            print(f"bastille: cannot listen on {config.gateway.listen_host}:"
-                  f"{config.gateway.listen_port}: {exc.strerror or exc}", file=sys.stderr)
+        except (BastilleError, RecorderError, OSError) as exc:
+            print(f"bastille: cannot start: {exc}", file=sys.stderr)
+            await app.recorder.close(timeout=5)
             raise SystemExit(1) from None
         if banner:
             print(banner.replace("{port}", str(app.port)), flush=True)

@@ -386,6 +386,12 @@ def _gateway(r: _Reader, data: dict[str, Any]) -> tuple[GatewaySettings, Path]:
     for i, key in enumerate(host_keys):
         if not key.is_file():
             r.problem("gateway.host_keys", f"host key file [{i}] {key} does not exist")
+        else:
+            from gateway.ssh.keys import check_private_key
+
+            why = check_private_key(key)
+            if why:
+                r.problem("gateway.host_keys", f"host key file [{i}]: {why}")
     data_dir = r.path_value(g, "data_dir", "gateway", r.base / "data") or r.base / "data"
     settings = GatewaySettings(
         listen_host=parsed[0],
@@ -470,6 +476,14 @@ def _recording(r: _Reader, data: dict[str, Any], data_dir: Path) -> RecorderSett
     if signing_key is not None and not signing_key.is_file():
         r.problem("recording.signing_key",
                   f"{signing_key} does not exist (create it: bastille keygen -o {signing_key})")
+    elif signing_key is not None:
+        from recorder.errors import RecorderError
+        from recorder.signing import load_signer
+
+        try:
+            load_signer(signing_key)
+        except RecorderError as exc:
+            r.problem("recording.signing_key", str(exc))
     on_failure = r.choice(rec, "on_failure", "recording", ("terminate", "continue"), "terminate")
     return RecorderSettings(
         data_dir=data_dir,

@@ -15,8 +15,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import asyncssh
-
 from gateway.auth.passwords import hash_password
 
 CONFIG_NAME = "bastille.toml"
@@ -92,9 +90,9 @@ def write_demo_config(directory: Path, port: int = 2222, *, overwrite: bool = Fa
         return config
     host_key = directory / "ssh_host_ed25519_key"
     if not host_key.exists():
-        key = asyncssh.generate_private_key("ssh-ed25519", comment="bastille demo host key")
-        _write_private(host_key, key.export_private_key())
-        (directory / "ssh_host_ed25519_key.pub").write_bytes(key.export_public_key())
+        from gateway.ssh.keys import generate_host_key
+
+        generate_host_key(host_key, "bastille demo host key")
     signing = directory / "recording.key"
     if not signing.exists():
         from recorder.signing import generate

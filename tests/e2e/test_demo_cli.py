@@ -136,3 +136,35 @@ def test_help_is_helpful() -> None:
     env = {**os.environ, "HOME": "/nonexistent-home"}
     r = subprocess.run([*BASTILLE, "audit"], capture_output=True, text=True, timeout=30, env=env)
     assert r.returncode != 0 and "no config" in r.stderr
+
+
+def test_broken_keys_and_busy_port_are_reported(tmp_path: Path) -> None:
+    out = tmp_path / "cfg"
+    port = free_port()
+    subprocess.run([*BASTILLE, "demo", "--write-config", str(out), "--port", str(port)],
+                   check=True, capture_output=True, timeout=30)
+    cfg = str(out / "bastille.toml")
+    (out / "ssh_host_ed25519_key").write_text("garbage\n")
+    (out / "recording.key").write_text("garbage\n")
+    r = subprocess.run([*BASTILLE, "config", "check", "-c", cfg], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1
+    assert "gateway.host_keys: host key file [0]:" in r.stderr
+    assert "recording.signing_key: signing key" in r.stderr
+    r = subprocess.run([*BASTILLE, "serve", "-c", cfg], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 2 and "invalid configuration" in r.stderr
+    assert "Traceback" not in r.stderr
+    # a busy port: a clear one-line error, exit 1
+    other = tmp_path / "other"
+    subprocess.run([*BASTILLE, "demo", "--write-config", str(other), "--port", str(port)],
+                   check=True, capture_output=True, timeout=30)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen(1)
+        r = subprocess.run([*BASTILLE, "serve", "-c", str(other / "bastille.toml")],
+                           capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr

@@ -29,6 +29,7 @@ from gateway.auth.oidc import (
 )
 from gateway.config import OidcSettings, load_config
 from gateway.errors import ConfigError
+from gateway.ssh.keys import generate_host_key
 
 with warnings.catch_warnings():  # authlib 1.x marks authlib.jose deprecated (-> joserfc)
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -199,7 +200,7 @@ def test_binding_store_expiry_and_revoke(tmp_path: Path) -> None:
 
 
 def test_config_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "hk").write_text("x")
+    generate_host_key(tmp_path / "hk", "test")
     monkeypatch.setenv("OIDC_SECRET_T", "s3cret")
     p = tmp_path / "b.toml"
     p.write_text('[gateway]\nhost_keys = ["hk"]\n\n[oidc]\nissuer = "https://idp.example/"\n'
@@ -218,7 +219,7 @@ def test_config_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_config_errors_have_lines(tmp_path: Path) -> None:
-    (tmp_path / "hk").write_text("x")
+    generate_host_key(tmp_path / "hk", "test")
     p = tmp_path / "b.toml"
     p.write_text('[gateway]\nhost_keys = ["hk"]\n\n[oidc]\nissuer = "idp.example"\n'
                  'allowed_algs = ["RS256", "HS256", "none"]\nbinding_tll = "1h"\n')

@@ -8,12 +8,14 @@ import pytest
 
 from gateway.config import load_config, parse_duration
 from gateway.errors import ConfigError
+from gateway.ssh.keys import generate_host_key
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGd1c3Rvbm9tZXRoaW5nZWxzZWhlcmUxMjM0NTY3ODk0 a@b"
 
 
 def _write(tmp_path: Path, text: str) -> Path:
-    (tmp_path / "hk").write_text("x")
+    if not (tmp_path / "hk").exists():
+        generate_host_key(tmp_path / "hk", "test")
     (tmp_path / "tk").write_text("x")
     p = tmp_path / "b.toml"
     p.write_text(text)
