@@ -19,7 +19,7 @@ from gateway.approvals import ApprovalStore, Request, notify_webhook
 from gateway.audit import AuditEvent, AuditLog, Kind
 from gateway.auth.passwords import hash_password
 from gateway.auth.ratelimit import FailureLimiter
-from gateway.config import Config, TargetConfig
+from gateway.config import NOBODY, Config, TargetConfig
 from gateway.errors import HostKeyMismatch, TargetDenied, TargetError, UnknownTarget
 from gateway.policy import BUILTIN_PATTERNS, Action, MaskPattern, PolicyEngine, Rule, StreamMasker
 from gateway.routing import Route
@@ -150,6 +150,16 @@ class GatewayApp:
                 secrets.append(password)
         return StreamMasker(self._mask_patterns, secrets=secrets)
 
+    def player_target(self) -> tuple[TargetConfig, str]:
+        """The built-in target that serves the player TUI over SSH, and its command."""
+        import shlex
+        import sys
+
+        command = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "gateway", "player",
+                                                    "-c", str(self.config.path)))
+        return TargetConfig(name="player", builtin="local-shell",
+                            description="the session player"), command
+
     def notify_approvers(self, request: Request) -> None:
         cfg = self.config.approvals
         self.audit(AuditEvent(Kind.APPROVAL, "requested", user=request.user,
@@ -186,11 +196,13 @@ class GatewayApp:
         if expired:
             log.warning("%d approval request(s) left pending by a previous run expired", expired)
         await self.recorder.start()
-        for target in self.config.targets.values():
-            if target.builtin == "local-shell":
-                local = LocalShellTarget()
-                await local.start()
-                self._builtin_targets[target.name] = local
+        builtins = [t.name for t in self.config.targets.values() if t.builtin == "local-shell"]
+        if self.config.approvals.approvers != NOBODY:
+            builtins.append("player")  # serves `ssh -t auditor@bastion player`
+        for name in builtins:
+            local = LocalShellTarget()
+            await local.start()
+            self._builtin_targets[name] = local
         from gateway.ssh.listener import start_listener
 
         gw = self.config.gateway

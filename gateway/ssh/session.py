@@ -365,7 +365,12 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
     async def _run_inner(self) -> None:
         assert self.chan is not None
         route = route_request(self.ctx.login, self.command if self.kind == "exec" else None)
-        if route.builtin is not None:
+        if route.builtin == "player":
+            target_or_none = self._player_route()
+            if target_or_none is None:
+                return
+            player_target, route = target_or_none
+        elif route.builtin is not None:
             text = self.app.builtin(route, self.ctx)
             eol = "\r\n" if self.has_pty else "\n"
             self._write_user((text.replace("\n", eol) + eol).encode())
@@ -382,12 +387,15 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
                 return
             route = Route(target=chosen, command=None)
         try:
-            target = self.app.authorize(self.ctx, route.target or "")
+            target = player_target if route.builtin == "player" else \
+                self.app.authorize(self.ctx, route.target or "")
         except BastilleError as exc:
             self._fail(str(exc), 1)
             return
         self.target_name = target.name
-        if route.command is None and self.kind == "exec":
+        if route.builtin == "player":
+            pass
+        elif route.command is None and self.kind == "exec":
             self.kind = "shell"  # `ssh -t alice@bastion web1`: the exec string named the target
         if route.command is not None:
             self.kind = "exec"
@@ -447,6 +455,20 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             waiter = tg.create_task(self._wait_end())
             await waiter
             watchdog.cancel()
+
+    def _player_route(self) -> tuple[Any, Route] | None:
+        """`ssh -t auditor@bastion player`: the player TUI, for approvers/auditors only."""
+        user = self.ctx.user
+        if not self.app.config.approvals.approvers.allows(user.name, user.groups):
+            self._fail(f"{user.name} may not use the player (auditors are the configured "
+                       "approvers)", 1)
+            return None
+        if not self.has_pty:
+            self._fail("the player needs a terminal: ssh -t USER@BASTION player", 2)
+            return None
+        target, command = self.app.player_target()
+        self.kind = "player"
+        return target, Route(target=target.name, command=command, builtin="player")
 
     async def _exec_allowed(self, command: str) -> bool:
         engine = self.app.policy_engine
