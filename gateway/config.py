@@ -136,6 +136,7 @@ class PolicySettings:
     default: str = "allow"
     on_uncertain: str = "approve"
     mask_live: bool = True  # mask secrets in what users see (recordings are always masked)
+    mask_exec: bool = True  # mask the recordings of exec sessions (costs bulk throughput)
     mask_patterns: tuple[tuple[str, str | None], ...] = ()  # extra (regex, prefix) to mask
 
     @property
@@ -604,7 +605,7 @@ def _check_remote_target(r: _Reader, path: str, t: TargetConfig) -> None:
             r.problem(f"{path}.host_keys", f"key [{i}] is not an OpenSSH public key line")
 
 
-_POLICY = {"rules", "default", "on_uncertain", "mask_live", "mask_patterns"}
+_POLICY = {"rules", "default", "on_uncertain", "mask_live", "mask_exec", "mask_patterns"}
 _RULE = {"name", "match", "action", "targets", "users", "groups"}
 _APPROVALS = {"approvers", "timeout", "webhook_url", "webhook_format"}
 _ACTIONS = ("allow", "deny", "approve")
@@ -672,6 +673,7 @@ def _policy(r: _Reader, data: dict[str, Any]) -> PolicySettings:
         default=r.choice(p, "default", "policy", _ACTIONS, "allow"),
         on_uncertain=r.choice(p, "on_uncertain", "policy", _ACTIONS, "approve"),
         mask_live=r.get(p, "mask_live", "policy", bool, True),
+        mask_exec=r.get(p, "mask_exec", "policy", bool, True),
         mask_patterns=tuple(patterns),
     )
 

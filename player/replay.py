@@ -9,9 +9,13 @@ All seeking and pyte feeding runs in one worker thread at a time; the UI thread 
 shows finished frames. When the worker falls behind (very fast playback of heavy
 output), frames are skipped, never queued.
 
+Live sessions are followed as they happen (``f`` toggles): every ``LIVE_REFRESH``
+seconds the recording is reopened and, while following, the view jumps to its end; the
+flush interval of the gateway's recorder (~1 s) bounds how fresh it is.
+
 Known limits: the same as :mod:`player.data` (no alternate screen, burst sampling);
-live sessions are shown as recorded so far (reopen to refresh), and watching them as
-they happen is not implemented here.
+following reopens the recording and rebuilds its keyframes each time (keyframes are only
+cached for finished recordings), so following a very long live session costs CPU.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from recorder.errors import RecorderError
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 TICK = 0.1  # seconds between playback frames (10 fps is plenty for a terminal)
+LIVE_REFRESH = 1.5  # seconds between reloads of a live session
 IDLE_LIMIT = 1.0  # with idle skipping, a pause longer than this is cut short
 SEEK_STEP = 5.0
 # malformed recordings or keyframe caches: reported on screen, never a crash
@@ -136,6 +141,7 @@ class ReplayScreen(Screen[None]):
         Binding("y", "copy_command", "Yank cmd"),
         Binding("home", "jump(0)", "Start", show=False),
         Binding("end", "jump(1)", "End", show=False),
+        Binding("f", "follow", "Follow"),
         Binding("escape,q", "back", "Back"),
     ]
 
@@ -160,6 +166,8 @@ class ReplayScreen(Screen[None]):
         self._want: float | None = None
         self._last_tick = time.monotonic()
         self.last_copy: Path | None = None
+        self.following = False
+        self._reloading = False
 
     @property
     def speed(self) -> float:
@@ -178,6 +186,7 @@ class ReplayScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.set_interval(TICK, self._tick)
+        self.set_interval(LIVE_REFRESH, self._refresh_live)
         self._load()
 
     # ------------------------------------------------------------------ loading
@@ -214,6 +223,59 @@ class ReplayScreen(Screen[None]):
         self._update_status()
         if hits:
             self._goto(hits[0].time)
+        elif self._is_live(data):
+            self.following = True
+            self._goto(data.duration)
+
+    @staticmethod
+    def _is_live(data: SessionData) -> bool:
+        return data.row is not None and data.row.status == "live"
+
+    # ------------------------------------------------------------------ live sessions
+
+    def _refresh_live(self) -> None:
+        d = self.data
+        if d is None or self._reloading or not self._is_live(d):
+            return
+        self._reloading = True
+        self._reload()
+
+    @work(thread=True, exclusive=True, group="replay-reload")
+    def _reload(self) -> None:
+        try:
+            data = self.archive.open(self.session_id)
+            cursor = Cursor(data)
+        except _BAD_DATA:
+            self.app.call_from_thread(self._reloaded, None, None)
+            return
+        self.app.call_from_thread(self._reloaded, data, cursor)
+
+    def _reloaded(self, data: SessionData | None, cursor: Cursor | None) -> None:
+        self._reloading = False
+        old = self.data
+        if data is None or cursor is None or old is None:
+            return
+        ended = not self._is_live(data)
+        if data.duration <= old.duration and not ended:
+            return
+        at_end = self.position >= old.duration - 0.5
+        self.data, self.cursor = data, cursor
+        self._update_title()
+        self._goto(data.duration if self.following and at_end else self.position)
+        if ended:
+            self.following = False
+            self.notify("the session has ended")
+
+    def action_follow(self) -> None:
+        d = self.data
+        if d is None or not self._is_live(d):
+            self.notify("only a live session can be followed", severity="warning")
+            return
+        self.following = not self.following
+        if self.following:
+            self.playing = False
+            self._goto(d.duration)
+        self._update_status()
 
     def _set_integrity(self, label: str) -> None:
         self.integrity = label
@@ -245,7 +307,7 @@ class ReplayScreen(Screen[None]):
         d = self.data
         if d is None:
             return
-        state = "playing" if self.playing else "paused"
+        state = "following" if self.following else ("playing" if self.playing else "paused")
         idle = "skip-idle" if self.skip_idle else "real-time"
         line = Text(
             f"{fmt_clock(self.position)}/{fmt_clock(d.duration)} {state} {self.speed:g}x {idle}"

@@ -437,6 +437,7 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
                 self, self.app.masker_for(target), self._to_target, self._to_user,
                 self._record_output, decide=self.app.policy_engine is not None)
         elif self.kind == "exec" and route.command is not None and \
+                self.app.config.policy.mask_exec and \
                 not route.command.startswith(("rsync --server", "scp ")):
             # secrets are masked in what is recorded; live too for terminal output
             live = self._masked_to_user if self.has_pty and \

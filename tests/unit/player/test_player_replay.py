@@ -305,3 +305,39 @@ async def test_corrupt_keyframe_cache_is_reported_not_a_crash(settings: Recorder
         title = str(app.screen.query_one("#replay-title", Static).render())
         assert "cannot replay play-alice-0001" in title
         assert app.is_running
+
+
+@sync
+async def test_follows_a_live_session_as_it_happens(tmp_path: Path) -> None:
+    """A session still being recorded is followed: new output appears without reopening."""
+    from recorder.service import Recorder, SessionHeader
+
+    settings = RecorderSettings(data_dir=tmp_path / "data", flush_interval=0.1)
+    recorder = Recorder(settings)
+    await recorder.start()
+    live = await recorder.open_session(SessionHeader(
+        session_id=Recorder.new_session_id(), user="eve", target="web9", protocol="ssh",
+        kind="shell", client_addr="127.0.0.1:1", start_time=time.time()))
+    live.output(b"first-line\r\n")
+    await asyncio.sleep(0.6)
+    app = PlayerApp(settings, session_id=live.session_id)
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            assert "first-line" in _text(app) and "following" in _status(app)
+            live.output(b"second-line\r\n")
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                await pilot.pause()
+                if "second-line" in _text(app):
+                    break
+            assert "second-line" in _text(app)
+            await live.close(exit_status=0)
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                await pilot.pause()
+                if not _screen(app).following:
+                    break
+            assert not _screen(app).following
+    finally:
+        await recorder.close()
