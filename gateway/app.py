@@ -82,8 +82,13 @@ class GatewayApp:
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %r failed", task.get_name(), exc_info=task.exception())
 
     def authorize(self, ctx: ConnContext, name: str) -> TargetConfig:
         target = self.config.targets.get(name)

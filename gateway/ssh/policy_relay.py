@@ -3,6 +3,9 @@
 * Output: fed to the :class:`LineTracker` (cheap tail bookkeeping) and the
   :class:`StreamMasker`; the masked bytes go to the recording always and to the user when
   ``policy.mask_live`` is on. A held partial match is flushed by a timer at its deadline.
+* Input is recorded per line, at its Enter: a line typed with echo off (a password
+  prompt) is recorded with its printable keys replaced by ``*``. Keystroke timing inside
+  a line is therefore not kept in recordings.
 * Input: split by the tracker; the Enter key is held while the line is reconstructed
   (pyte, in a worker thread) and decided. Keys typed meanwhile are queued (bounded) and
   replayed after an allow; discarded while an approval is pending.
@@ -32,13 +35,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("bastille.policy")
 
 MAX_QUEUED_INPUT = 64 * 1024  # keys typed while a decision is pending (bounded)
+MAX_LINE_INPUT = 4096  # input kept until its Enter; longer lines are recorded as they go
 ECHO_WAIT = 0.3  # seconds to wait for the echo of pasted keys before deciding
 
 
 class InteractivePolicy:
     def __init__(self, session: GatewaySession, masker: StreamMasker | None,
                  write_target: Callable[[bytes], None], write_user: Callable[[bytes], None],
-                 record_output: Callable[[bytes], None], *, decide: bool = True) -> None:
+                 record_output: Callable[[bytes], None], *, decide: bool = True,
+                 record_input: Callable[[bytes], None] | None = None) -> None:
         self.s = session
         self.app = session.app
         cols, rows = session.term_size[:2]
@@ -52,6 +57,9 @@ class InteractivePolicy:
         self._queued = bytearray()
         self._flush_handle: asyncio.TimerHandle | None = None
         self._decide_lines = decide
+        self._record_input = record_input
+        self._line_input = bytearray()  # typed since the last Enter, recorded at the Enter
+        self._recording: set[asyncio.Task[None]] = set()  # lines still being classified
         self._last_output = 0.0
 
     # ------------------------------------------------------------ output
@@ -89,18 +97,67 @@ class InteractivePolicy:
         if not end:
             self._schedule_flush()
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        """End of session: finish classifying typed lines (bounded), flush everything."""
+        if self._recording:
+            await asyncio.wait(set(self._recording), timeout=2.0)
         if self._flush_handle is not None:
             self._flush_handle.cancel()
         self._flush(end=True)
+        self._store_input(self._end_keys(b""), echo_off=False)
 
     def resize(self, cols: int, rows: int) -> None:
         self.tracker.resize(cols, rows)
 
     # ------------------------------------------------------------ input
+    def user_input(self, data: bytes) -> None:
+        """Keys from the user -> policy -> target (recorded per line, see the module doc)."""
+        self.input(data)
+
+    def _keys(self, data: bytes) -> None:
+        """Collect the keys of the current line for its recording (bounded)."""
+        if self._record_input is None:
+            return
+        self._line_input += data
+        if len(self._line_input) > MAX_LINE_INPUT:
+            self._store_input(bytes(self._line_input), echo_off=False)
+            self._line_input.clear()
+
+    def _end_keys(self, enter: bytes) -> bytes:
+        line = bytes(self._line_input) + enter
+        self._line_input.clear()
+        return line
+
+    def _store_input(self, data: bytes, *, echo_off: bool) -> None:
+        if data and self._record_input is not None:
+            self._record_input(_hide_printable(data) if echo_off else data)
+
+    async def _record_line(self, line_id: int, keys: bytes) -> None:
+        """Without rules: still find out whether the line was typed without echo."""
+        loop = asyncio.get_running_loop()
+        try:
+            await self._await_echo()
+            snapshot = await loop.run_in_executor(None, self.tracker.current_line, line_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # fail closed: hide what cannot be classified
+            self._store_input(keys, echo_off=True)
+            return
+        self.tracker.end_line()
+        self._store_input(keys, echo_off=_unechoed(snapshot))
+
     def input(self, data: bytes) -> None:
         if not self._decide_lines:
             self._write_target(data)
+            if self._record_input is not None:
+                for event in self.tracker.feed_input(data):
+                    self._keys(event.data)
+                    if event.kind == "enter":
+                        keys = self._end_keys(event.enter)
+                        task = self.app.spawn(self._record_line(event.line_id, keys),
+                                              "input record")
+                        self._recording.add(task)
+                        task.add_done_callback(self._recording.discard)
             return
         if self._waiting_approval is not None:
             if b"\x03" in data:
@@ -114,11 +171,14 @@ class InteractivePolicy:
         for i, event in enumerate(events):
             if event.data:
                 self._write_target(event.data)
+                self._keys(event.data)
             if event.kind == "enter":
                 self._deciding = True
                 rest = b"".join(e.data + e.enter for e in events[i + 1:])
                 self._queued += rest
-                self.app.spawn(self._decide(event.enter, event.line_id), "policy decision")
+                keys = self._end_keys(event.enter)
+                self.app.spawn(self._decide(event.enter, event.line_id, keys),
+                               "policy decision")
                 return
 
     async def _await_echo(self) -> None:
@@ -133,11 +193,12 @@ class InteractivePolicy:
                     time.monotonic() - self._last_output >= 0.01:
                 return
 
-    async def _decide(self, enter: bytes, line_id: int) -> None:
+    async def _decide(self, enter: bytes, line_id: int, keys: bytes = b"") -> None:
         loop = asyncio.get_running_loop()
         try:
             await self._await_echo()
             snapshot = await loop.run_in_executor(None, self.tracker.current_line, line_id)
+            self._store_input(keys, echo_off=_unechoed(snapshot))
             ctx = self.s.ctx
             decision = self.engine.decide_snapshot(
                 snapshot, user=ctx.user.name, groups=sorted(ctx.user.groups),
@@ -274,3 +335,17 @@ class ExecMasker:
         if self._timer is not None:
             self._timer.cancel()
         self._flush(end=True)
+
+
+def _hide_printable(data: bytes) -> bytes:
+    """Printable ASCII and UTF-8 bytes become ``*``; control keys (Enter...) stay."""
+    return bytes(0x2A if b >= 0x20 and b != 0x7F else b for b in data)
+
+
+def _unechoed(snapshot: Any) -> bool:
+    """The keys of this line did not show up on screen (a password prompt, or keys the
+    shell did not echo as typed): their recording is hidden (fail closed)."""
+    if snapshot.echo_off:
+        return True
+    typed = snapshot.typed
+    return bool(typed) and typed not in (snapshot.raw or "") and typed not in snapshot.text

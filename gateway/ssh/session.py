@@ -156,13 +156,13 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             self._early.append((data, datatype))
             return
         rec = self._rec
+        if self._ipolicy is not None:
+            self._bytes_in += len(data)
+            self._ipolicy.user_input(data)  # recorded per line (echo-off lines hidden)
+            return
         if rec is not None:
             rec.input(data)
             self._check_congestion()  # uploads: pause the user when the recorder lags
-        if self._ipolicy is not None:
-            self._bytes_in += len(data)
-            self._ipolicy.input(data)
-            return
         if self._sftp is not None:
             try:
                 data, replies = self._sftp.filter_client(data)
@@ -278,6 +278,10 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
                 chan.write(data, asyncssh.EXTENDED_DATA_STDERR if stream == 2 else None)
             except (BrokenPipeError, ConnectionError):
                 self._user_closed.set()
+
+    def _record_input(self, data: bytes) -> None:
+        if self._rec is not None and data:
+            self._rec.input(data)
 
     def _record_output(self, data: bytes) -> None:
         if self._rec is not None and data:
@@ -435,7 +439,8 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         if self.has_pty and self.kind == "shell":
             self._ipolicy = InteractivePolicy(
                 self, self.app.masker_for(target), self._to_target, self._to_user,
-                self._record_output, decide=self.app.policy_engine is not None)
+                self._record_output, decide=self.app.policy_engine is not None,
+                record_input=self._record_input)
         elif self.kind == "exec" and route.command is not None and \
                 self.app.config.policy.mask_exec and \
                 not route.command.startswith(("rsync --server", "scp ")):
@@ -717,7 +722,7 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
     async def _finish(self) -> None:
         self.app.sessions.pop(self.session_id, None)
         if self._ipolicy is not None:
-            self._ipolicy.close()
+            await self._ipolicy.aclose()
         if self._exec_masker is not None:
             self._exec_masker.close()
         if self._sftp is not None:

@@ -266,3 +266,30 @@ def test_one_gigabyte_exec_fidelity(rig: Rig) -> None:
         if e.type == ev.OUTPUT:
             recorded.update(e.data)
     assert recorded.hexdigest() == client.hexdigest()
+
+
+@pytest.mark.parametrize("with_policy", [False, True], ids=["no-policy", "policy"])
+def test_password_typed_without_echo_is_not_recorded(rig: Rig, make_gateway,  # type: ignore[no-untyped-def]
+                                                     with_policy: bool) -> None:
+    from tests.e2e.rig import Tmux
+
+    extra = '\n[policy]\ndefault = "allow"\n[[policy.rules]]\nname = "x"\nmatch = "^nope$"\n' \
+        'action = "deny"\n' if with_policy else ""
+    g: Rig = make_gateway(extra=extra)
+    secret = f"hunter2-{os.getpid()}-s3cret"
+    t = Tmux(g.root, [*g.ssh_args("alice", tty=True), "web1"])
+    try:
+        t.wait_re(r"[$#]$")
+        t.type("read -s -p 'pw: ' X; echo got-${#X}\n")
+        t.wait_for("pw:")
+        t.type(secret + "\n")
+        t.wait_for(f"got-{len(secret)}")
+        t.type("exit\n")
+        t.dead_status()
+    finally:
+        t.close()
+    s = [x for x in sessions(g) if x["target"] == "web1"][0]
+    typed = b"".join(e.data for e in recording(g, s).events() if e.type == ev.INPUT)
+    assert b"read -s -p" in typed  # ordinary lines are recorded as typed
+    assert secret.encode() not in typed
+    assert b"*" * len(secret) in typed
