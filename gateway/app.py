@@ -155,13 +155,15 @@ class GatewayApp:
                 secrets.append(password)
         return StreamMasker(self._mask_patterns, secrets=secrets)
 
-    def player_target(self) -> tuple[TargetConfig, str]:
-        """The built-in target that serves the player TUI over SSH, and its command."""
+    def player_target(self, user: str) -> tuple[TargetConfig, str]:
+        """The built-in target that serves the player TUI over SSH, and its command
+        (run as the authenticated ``user``, for the approvals pane)."""
         import shlex
         import sys
 
         command = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "gateway", "player",
-                                                    "-c", str(self.config.path)))
+                                                    "-c", str(self.config.path),
+                                                    "--as", user))
         return TargetConfig(name="player", builtin="local-shell",
                             description="the session player"), command
 

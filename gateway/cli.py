@@ -343,8 +343,28 @@ def cmd_sessions_kill(args: argparse.Namespace) -> int:
 
 def cmd_player(args: argparse.Namespace) -> int:
     from player.app import run_player
+    from player.approvals import Approver
 
-    return run_player(_resolve_recorder(args), session_id=args.id)
+    approver = None
+    if args.as_user:
+        from gateway.audit import AuditEvent, AuditLog, Kind
+
+        config = _load(args)
+        user = config.users.get(args.as_user)
+        groups = user.groups if user is not None else frozenset()
+        may = user is not None and config.approvals.approvers.allows(user.name, groups)
+
+        def audited(request, reason: str) -> None:  # type: ignore[no-untyped-def]
+            log = AuditLog(config.audit.file)
+            log.emit(AuditEvent(Kind.APPROVAL, request.status, user=args.as_user,
+                                source="player", target=request.target,
+                                session=request.session,
+                                detail={"request": request.id, "requester": request.user,
+                                        "command": request.command, "reason": reason}))
+            log.close()
+
+        approver = Approver(args.as_user, groups, may, audited)
+    return run_player(_resolve_recorder(args), session_id=args.id, approver=approver)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -439,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "full-text search, and a replay view (see docs/player.md).")
     _add_config_args(p)
     p.add_argument("id", nargs="?", help="open this session directly")
+    p.add_argument("--as", dest="as_user", metavar="USER",
+                   help="who you are, for the approvals pane (a configured approver)")
     p.set_defaults(func=cmd_player)
     return parser
 

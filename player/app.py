@@ -5,8 +5,9 @@ opens that session's replay directly (escape then quits). The player imports
 ``recorder`` only, never ``gateway``; it reads the index and the recordings (local
 files or S3, as configured) and writes nothing but the keyframe cache.
 
-Known limits: watching live sessions as they happen, terminating them, and the
-approvals pane are not implemented yet (they need the gateway's control channel).
+``a`` opens the Approvals pane (:mod:`player.approvals`): the caller says who is using
+the player and whether they may decide (``approver``). Live sessions are followed in
+the Replay screen; terminating one is ``bastille sessions kill`` (gateway CLI).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from textual.app import App
 
+from player.approvals import ApprovalsScreen, Approver
 from player.data import Archive
 from player.find import FindScreen
 from player.replay import ReplayScreen
@@ -41,8 +43,10 @@ class PlayerApp(App[int]):
         *,
         session_id: str | None = None,
         clock: Callable[[], float] = time.time,
+        approver: Approver | None = None,
     ) -> None:
         super().__init__()
+        self.approver = approver or Approver(name="")
         self.settings = settings
         self.session_id = session_id
         self.clock = clock
@@ -56,9 +60,17 @@ class PlayerApp(App[int]):
     def on_unmount(self) -> None:
         self.archive.close()
 
+    def action_approvals(self) -> None:
+        from recorder.approvals import ApprovalStore
 
-def run_player(settings: RecorderSettings, *, session_id: str | None = None) -> int:
+        store = ApprovalStore(self.settings.data_dir / "approvals.sqlite3")
+        self.push_screen(ApprovalsScreen(store, self.approver, self.clock),
+                         lambda _: store.close())
+
+
+def run_player(settings: RecorderSettings, *, session_id: str | None = None,
+               approver: Approver | None = None) -> int:
     """Run the player in the current terminal; returns the exit code (0, or 1 on a crash)."""
-    app = PlayerApp(settings, session_id=session_id)
+    app = PlayerApp(settings, session_id=session_id, approver=approver)
     app.run()
     return app.return_code or 0

@@ -76,6 +76,7 @@ class FindScreen(Screen[None]):
         Binding("s", "focus_filter('f-since')", "Since"),
         Binding("escape", "focus_table", "List", show=False),
         Binding("r", "refresh", "Refresh"),
+        Binding("a", "app.approvals", "Approvals"),
         Binding("q", "app.quit", "Quit"),
     ]
 

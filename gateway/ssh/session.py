@@ -472,7 +472,7 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         if not self.has_pty:
             self._fail("the player needs a terminal: ssh -t USER@BASTION player", 2)
             return None
-        target, command = self.app.player_target()
+        target, command = self.app.player_target(user.name)
         self.kind = "player"
         return target, Route(target=target.name, command=command, builtin="player")
 
