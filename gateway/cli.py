@@ -363,7 +363,14 @@ def cmd_player(args: argparse.Namespace) -> int:
                                         "command": request.command, "reason": reason}))
             log.close()
 
-        approver = Approver(args.as_user, groups, may, audited)
+        def killed(session: str, reason: str) -> None:
+            log = AuditLog(config.audit.file)
+            log.emit(AuditEvent(Kind.SESSION_KILL, "requested", user=args.as_user,
+                                source="player", session=session,
+                                detail={"reason": reason}))
+            log.close()
+
+        approver = Approver(args.as_user, groups, may, audited, killed)
     return run_player(_resolve_recorder(args), session_id=args.id, approver=approver)
 
 

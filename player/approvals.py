@@ -33,6 +33,7 @@ class Approver:
     groups: frozenset[str] = frozenset()
     may_decide: bool = False
     on_decided: Callable[[Request, str], None] | None = field(default=None, compare=False)
+    on_kill: Callable[[str, str], None] | None = field(default=None, compare=False)
 
     def allows(self, user: str, groups: frozenset[str]) -> bool:
         return self.may_decide and user == self.name

@@ -142,6 +142,7 @@ class ReplayScreen(Screen[None]):
         Binding("home", "jump(0)", "Start", show=False),
         Binding("end", "jump(1)", "End", show=False),
         Binding("f", "follow", "Follow"),
+        Binding("k", "kill", "Kill", show=False),
         Binding("escape,q", "back", "Back"),
     ]
 
@@ -182,6 +183,10 @@ class ReplayScreen(Screen[None]):
         box = Input(placeholder="search in this session (enter)", id="replay-search")
         box.display = False
         yield box
+        kill = Input(placeholder="reason shown to the user (enter ends the session, escape "
+                     "cancels)", id="replay-kill")
+        kill.display = False
+        yield kill
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -505,7 +510,51 @@ class ReplayScreen(Screen[None]):
         cmd = self.data.command_at(self.position) if self.data else None
         self._copy(cmd.text + "\n" if cmd else "", "command")
 
+    def action_kill(self) -> None:
+        approver = getattr(self.app, "approver", None)
+        d = self.data
+        if d is None or not self._is_live(d):
+            self.notify("only a live session can be terminated", severity="warning")
+            return
+        if approver is None or not approver.may_decide:
+            self.notify("only an auditor (a configured approver) may terminate sessions",
+                        severity="warning")
+            return
+        box = self.query_one("#replay-kill", Input)
+        box.value = ""
+        box.display = True
+        box.focus()
+
+    @on(Input.Submitted, "#replay-kill")
+    def _kill_submitted(self, event: Input.Submitted) -> None:
+        from recorder.approvals import ApprovalStore
+
+        box = self.query_one("#replay-kill", Input)
+        box.display = False
+        self.set_focus(None)
+        reason = event.value.strip()
+        if not reason:
+            self.notify("a reason is required (it is shown to the user)", severity="warning")
+            return
+        approver = getattr(self.app, "approver", None)
+        d = self.data
+        if approver is None or d is None or d.row is None:
+            return
+        store = ApprovalStore(self.archive.settings.data_dir / "approvals.sqlite3")
+        try:
+            store.request_kill(d.row.id, by=approver.name, reason=reason)
+        finally:
+            store.close()
+        if approver.on_kill is not None:
+            approver.on_kill(d.row.id, reason)
+        self.notify(f"termination of {d.row.id} requested: the gateway ends it within ~1 s")
+
     def action_back(self) -> None:
+        kill = self.query_one("#replay-kill", Input)
+        if kill.display:
+            kill.display = False
+            self.set_focus(None)
+            return
         box = self.query_one("#replay-search", Input)
         if box.display:
             box.display = False

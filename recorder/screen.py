@@ -17,8 +17,12 @@ Bytes are decoded as UTF-8 with U+FFFD for invalid sequences.
 * pyte's ``Screen.display`` raises on an empty cell left by a resize that cut a wide
   character: :meth:`Terminal.display` renders the buffer itself.
 
-Known limits: pyte has no alternate screen and no scrollback here; cells hidden by a
-shrinking resize are not part of a snapshot.
+* pyte has no alternate screen: :class:`_AltScreen` adds one (private modes 47, 1047,
+  1049): entering saves the main screen and cursor and clears, leaving restores them, so
+  a replay shows the shell again after vim/less/htop exit.
+
+Known limits: no scrollback here; cells hidden by a shrinking resize are not part of a
+snapshot.
 """
 
 from __future__ import annotations
@@ -88,6 +92,53 @@ def _charset_name(table: str) -> str:
     return "B"
 
 
+_ALT_MODES = (47, 1047, 1049)
+
+
+class _AltScreen(pyte.Screen):
+    """pyte screen with an alternate screen buffer (see the module docstring)."""
+
+    def __init__(self, columns: int, lines: int) -> None:
+        super().__init__(columns, lines)
+        self.saved_main: tuple[dict[int, dict[int, Char]], Cursor] | None = None
+
+    def set_mode(self, *modes: int, **kwargs: Any) -> None:
+        if kwargs.get("private") and any(m in _ALT_MODES for m in modes):
+            if self.saved_main is None:
+                lines = {y: dict(self.buffer[y]) for y in range(self.lines)}
+                cur = self.cursor
+                saved = Cursor(cur.x, cur.y, cur.attrs)
+                saved.hidden = cur.hidden
+                self.saved_main = (lines, saved)
+                self.erase_in_display(2)
+            modes = tuple(m for m in modes if m not in _ALT_MODES)
+            if not modes:
+                return
+        super().set_mode(*modes, **kwargs)
+
+    def reset_mode(self, *modes: int, **kwargs: Any) -> None:
+        if kwargs.get("private") and any(m in _ALT_MODES for m in modes):
+            if self.saved_main is not None:
+                lines, cur = self.saved_main
+                self.saved_main = None
+                self.erase_in_display(2)
+                for y, row in lines.items():
+                    if y < self.lines:
+                        line = self.buffer[y]
+                        for x, ch in row.items():
+                            if x < self.columns:
+                                line[x] = ch
+                restored = Cursor(min(cur.x, self.columns - 1), min(cur.y, self.lines - 1),
+                                  cur.attrs)
+                restored.hidden = cur.hidden
+                self.cursor = restored
+                self.dirty.update(range(self.lines))
+            modes = tuple(m for m in modes if m not in _ALT_MODES)
+            if not modes:
+                return
+        super().reset_mode(*modes, **kwargs)
+
+
 class Terminal:
     """A terminal screen fed with raw output bytes.
 
@@ -99,7 +150,7 @@ class Terminal:
     def __init__(self, cols: int = 80, rows: int = 24) -> None:
         cols = min(max(int(cols), 1), 1000)
         rows = min(max(int(rows), 1), 1000)
-        self.screen = pyte.Screen(cols, rows)
+        self.screen = _AltScreen(cols, rows)
         self.stream = pyte.Stream(self.screen)
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._carry = ""
@@ -151,11 +202,14 @@ class Terminal:
     # ----------------------------------------------------------- snapshot/restore
 
     def _row(self, y: int) -> list[list[Any]]:
-        line = self.screen.buffer[y]
+        return self._runs(self.screen.buffer[y])
+
+    def _runs(self, line: Any) -> list[list[Any]]:
         runs: list[list[Any]] = []
         cur: list[Any] | None = None
         for x in range(self.screen.columns):
-            c = line[x]
+            c = line.get(x, _DEFAULT) if isinstance(line, dict) and not hasattr(
+                line, "default") else line[x]
             if c == _DEFAULT:
                 cur = None
                 continue
@@ -211,6 +265,10 @@ class Terminal:
                 ]
                 for p in s.savepoints
             ],
+            "alt": None if s.saved_main is None else [
+                [[y, self._runs(row)] for y, row in s.saved_main[0].items() if row],
+                self._cursor(s.saved_main[1]),
+            ],
             "title": s.title,
             "icon": s.icon_name,
             "carry": self._carry,
@@ -248,6 +306,19 @@ class Terminal:
             )
             for p in snap["save"]
         ]
+        alt = snap.get("alt")
+        if alt:
+            saved: dict[int, dict[int, Char]] = {}
+            for y, runs in alt[0]:
+                row: dict[int, Char] = {}
+                for x, fg, bg, flags, data in runs:
+                    if flags & _SINGLE:
+                        row[x] = _char(data, fg, bg, flags & ~_SINGLE)
+                    else:
+                        for i, ch in enumerate(data):
+                            row[x + i] = _char(ch, fg, bg, flags)
+                saved[int(y)] = row
+            s.saved_main = (saved, cls._make_cursor(alt[1]))
         s.title = snap["title"]
         s.icon_name = snap["icon"]
         term._carry = snap["carry"]

@@ -78,3 +78,42 @@ async def test_read_only_user_cannot_decide(settings: RecorderSettings, tmp_path
     got = store.get(req.id)
     assert got is not None and got.status == "pending"
     store.close()
+
+
+@sync
+async def test_auditor_terminates_a_live_session_from_the_replay(tmp_path: Path) -> None:
+    from recorder.service import Recorder, SessionHeader
+
+    settings = RecorderSettings(data_dir=tmp_path / "data", flush_interval=0.1)
+    recorder = Recorder(settings)
+    await recorder.start()
+    live = await recorder.open_session(SessionHeader(
+        session_id=Recorder.new_session_id(), user="alice", target="db1", protocol="ssh",
+        kind="shell", client_addr="127.0.0.1:1", start_time=0.0))
+    live.output(b"$ tail -f /var/log/syslog\r\n")
+    await asyncio.sleep(0.5)
+    kills: list[tuple[str, str]] = []
+    bob = Approver("bob", frozenset(), True, None, lambda s, why: kills.append((s, why)))
+    try:
+        for approver, allowed in ((Approver("carol"), False), (bob, True)):
+            app = PlayerApp(settings, session_id=live.session_id, approver=approver)
+            async with app.run_test(size=(100, 30)) as pilot:
+                for _ in range(50):
+                    await pilot.pause()
+                    await asyncio.sleep(0.05)
+                    if getattr(app.screen, "data", None) is not None:
+                        break
+                await pilot.press("k")
+                await pilot.pause()
+                box = app.screen.query_one("#replay-kill")
+                assert bool(box.display) is allowed
+                if allowed:
+                    await pilot.press(*"data exfiltration", "enter")
+                    await pilot.pause()
+        store = ApprovalStore(settings.data_dir / "approvals.sqlite3")
+        assert store.pending_kills() == [(live.session_id, "bob", "data exfiltration")]
+        assert kills == [(live.session_id, "data exfiltration")]
+        store.close()
+    finally:
+        await live.close(exit_status=0)
+        await recorder.close()
