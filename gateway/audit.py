@@ -30,6 +30,7 @@ class Kind(StrEnum):
     SESSION_START = "session.start"
     SESSION_END = "session.end"
     SESSION_KILL = "session.kill"
+    SESSION_WATCH = "session.watch"
     TARGET_CONNECT = "target.connect"
     HOST_KEY_MISMATCH = "target.host_key_mismatch"
     EXEC = "exec"

@@ -370,7 +370,13 @@ def cmd_player(args: argparse.Namespace) -> int:
                                 detail={"reason": reason}))
             log.close()
 
-        approver = Approver(args.as_user, groups, may, audited, killed)
+        def watched(session: str) -> None:
+            log = AuditLog(config.audit.file)
+            log.emit(AuditEvent(Kind.SESSION_WATCH, "ok", user=args.as_user, source="player",
+                                session=session))
+            log.close()
+
+        approver = Approver(args.as_user, groups, may, audited, killed, watched)
     return run_player(_resolve_recorder(args), session_id=args.id, approver=approver)
 
 

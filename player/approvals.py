@@ -34,6 +34,7 @@ class Approver:
     may_decide: bool = False
     on_decided: Callable[[Request, str], None] | None = field(default=None, compare=False)
     on_kill: Callable[[str, str], None] | None = field(default=None, compare=False)
+    on_watch: Callable[[str], None] | None = field(default=None, compare=False)
 
     def allows(self, user: str, groups: frozenset[str]) -> bool:
         return self.may_decide and user == self.name

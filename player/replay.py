@@ -231,6 +231,10 @@ class ReplayScreen(Screen[None]):
         elif self._is_live(data):
             self.following = True
             self._goto(data.duration)
+        approver = getattr(self.app, "approver", None)
+        if self._is_live(data) and data.row is not None and approver is not None and \
+                approver.on_watch is not None:
+            approver.on_watch(data.row.id)  # watching a live session is audited
 
     @staticmethod
     def _is_live(data: SessionData) -> bool:

@@ -93,7 +93,9 @@ async def test_auditor_terminates_a_live_session_from_the_replay(tmp_path: Path)
     live.output(b"$ tail -f /var/log/syslog\r\n")
     await asyncio.sleep(0.5)
     kills: list[tuple[str, str]] = []
-    bob = Approver("bob", frozenset(), True, None, lambda s, why: kills.append((s, why)))
+    watched: list[str] = []
+    bob = Approver("bob", frozenset(), True, None, lambda s, why: kills.append((s, why)),
+                   watched.append)
     try:
         for approver, allowed in ((Approver("carol"), False), (bob, True)):
             app = PlayerApp(settings, session_id=live.session_id, approver=approver)
@@ -113,6 +115,7 @@ async def test_auditor_terminates_a_live_session_from_the_replay(tmp_path: Path)
         store = ApprovalStore(settings.data_dir / "approvals.sqlite3")
         assert store.pending_kills() == [(live.session_id, "bob", "data exfiltration")]
         assert kills == [(live.session_id, "data exfiltration")]
+        assert watched == [live.session_id]  # opening a live session is reported (audit)
         store.close()
     finally:
         await live.close(exit_status=0)
