@@ -268,7 +268,8 @@ class GatewayApp:
             self._server = None
         if self._kill_task is not None:
             self._kill_task.cancel()
-        log.info("draining %d session(s) for up to %.0f s", len(self._tasks), gw.drain_timeout)
+        sessions = len([t for t in self._tasks if t is not self._kill_task])
+        log.info("draining %d task(s) of sessions for up to %.0f s", sessions, gw.drain_timeout)
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=gw.drain_timeout)
         for conn in list(self.connections):
