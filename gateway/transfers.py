@@ -74,8 +74,19 @@ _POLICY_OPS = {_OPEN: "open", _REMOVE: "remove", _MKDIR: "mkdir", _RMDIR: "rmdir
                _RENAME: "rename", 17: "stat", 7: "stat", 9: "setstat",
                20: "symlink", 19: "readlink", 16: "realpath", 11: "list"}
 
-# Decides one client request: (op, path) -> a refusal message, or None to let it through.
-Gate = Callable[[str, str], "str | None"]
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A gate's answer: this request waits for a human decision (see ``SftpTap.release``)."""
+
+    op: str
+    path: str
+
+
+# Decides one client request: (op, path) -> None to let it through, a refusal message,
+# or a Hold (the request and everything after it wait until ``release``).
+Gate = Callable[[str, str], "str | Hold | None"]
 
 
 class SftpTap:
@@ -85,6 +96,9 @@ class SftpTap:
     decided before they reach the target: a refused request is dropped and answered with
     ``SSH_FX_PERMISSION_DENIED`` and the reason. Use :meth:`filter_client` then, which
     returns the bytes to forward (whole packets only) and the replies for the client.
+    A request the gate holds (:class:`Hold`) stops the stream: it and every later client
+    byte stay in the tap (``held`` is set) until :meth:`release` says yes or no, so the
+    order of requests is kept. The caller stops reading from the client meanwhile.
     """
 
     def __init__(self, on_transfer: Callable[[Transfer], None],
@@ -99,6 +113,7 @@ class SftpTap:
         self._reads: dict[int, tuple[bytes, int]] = {}
         self._handles: dict[bytes, _Handle] = {}
         self.broken = False  # set when the stream could not be parsed; the tap stops
+        self.held: Hold | None = None  # a request waiting for a decision
 
     def from_client(self, data: bytes) -> None:
         self._feed(0, data)
@@ -112,7 +127,7 @@ class SftpTap:
         buf += data
         forward = bytearray()
         replies = bytearray()
-        while len(buf) >= 4:
+        while len(buf) >= 4 and self.held is None:
             (length,) = struct.unpack_from(">I", buf, 0)
             if length < 1 or length > MAX_PACKET:
                 self.broken = True  # not SFTP as we know it: fail closed, forward nothing
@@ -121,8 +136,11 @@ class SftpTap:
             if len(buf) < 4 + length:
                 break
             packet = bytes(buf[:4 + length])
-            del buf[:4 + length]
             refusal = self._check(packet)
+            if isinstance(refusal, Hold):
+                self.held = refusal  # the packet stays first in the buffer
+                break
+            del buf[:4 + length]
             if refusal is None:
                 forward += packet
                 self._feed(0, packet)
@@ -130,7 +148,26 @@ class SftpTap:
                 replies += _status(packet, refusal)
         return bytes(forward), bytes(replies)
 
-    def _check(self, packet: bytes) -> str | None:
+    def release(self, refusal: str | None) -> tuple[bytes, bytes]:
+        """Decide the held request (None: forward it; else refuse it with this message)
+        and go on with the bytes that queued behind it; returns like ``filter_client``
+        (``held`` may be set again by a later request)."""
+        if self.held is None:
+            return b"", b""
+        self.held = None
+        buf = self._pending
+        (length,) = struct.unpack_from(">I", buf, 0)
+        packet = bytes(buf[:4 + length])
+        del buf[:4 + length]
+        if refusal is None:
+            self._feed(0, packet)
+            head, tail = packet, b""
+        else:
+            head, tail = b"", _status(packet, refusal)
+        forward, replies = self.filter_client(b"")
+        return head + forward, tail + replies
+
+    def _check(self, packet: bytes) -> str | Hold | None:
         assert self._gate is not None
         kind = packet[4]
         op = _POLICY_OPS.get(kind)

@@ -25,7 +25,7 @@ from gateway.errors import BastilleError, TargetError
 from gateway.routing import Route, route_request
 from gateway.ssh.menu import QUIT, MenuEntry, TargetMenu
 from gateway.ssh.policy_relay import ExecMasker, InteractivePolicy, exec_decision
-from gateway.transfers import FileOp, ScpTap, SftpTap, Transfer
+from gateway.transfers import FileOp, Hold, ScpTap, SftpTap, Transfer
 from recorder.errors import RecorderError
 
 if TYPE_CHECKING:
@@ -94,6 +94,8 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         self._menu: TargetMenu | None = None
         self._menu_done: asyncio.Future[str | None] | None = None
         self._sftp: SftpTap | None = None
+        self._sftp_holding = False  # a request waits for approval: the user is not read
+        self._sftp_decision: Any = None
         self._scp: ScpTap | None = None
         self._user_closed = asyncio.Event()
         self._target_done = asyncio.Event()
@@ -171,6 +173,8 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
                 return
             if replies:
                 self._to_user(replies)
+            if self._sftp.held is not None:
+                self._sftp_held_check()
             if not data:
                 return
         elif self._scp is not None and self._scp.direction == "upload":
@@ -306,7 +310,7 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         if self.chan is None or self._user_closed.is_set():
             return
         self._user_read_ok = ok
-        if ok and self._rec_ok:
+        if ok and self._rec_ok and not self._sftp_holding:
             self.chan.resume_reading()
         elif not self._discard_input:
             self.chan.pause_reading()
@@ -321,7 +325,7 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             up.pause_reading()
         chan = self.chan
         if chan is not None and not self._user_closed.is_set() and not self._discard_input:
-            if self._user_read_ok and self._rec_ok:
+            if self._user_read_ok and self._rec_ok and not self._sftp_holding:
                 chan.resume_reading()
             else:
                 chan.pause_reading()
@@ -488,6 +492,17 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         if decision.action == "deny":
             self._fail(f"denied by policy: {decision.reason}", 1)
             return False
+        result = await self._await_approval(command, decision)
+        if result is None:
+            return False
+        if result.status == "approved":
+            return True
+        self._fail(f"request #{result.id} {result.status}; the command was not run", 1)
+        return False
+
+    async def _await_approval(self, command: str, decision: Any) -> Any:
+        """Ask the approvers about ``command``; the final request, or None when the user
+        went away first (the request is then cancelled)."""
         store = self.app.approvals
         request = store.create(user=self.ctx.user.name, target=self.target_name,
                                session=self.session_id, command=command, rule=decision.rule,
@@ -503,20 +518,55 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             closed.cancel()
-        if not waiter.done():
-            waiter.cancel()
-            store.cancel(request.id, "the user disconnected")
-            return False
+            if not waiter.done():
+                waiter.cancel()
+                store.cancel(request.id, "the user disconnected")
+        if waiter.cancelled():
+            return None
         result = waiter.result()
         self.record_approval(result)
         if result.status == "approved":
             self._write_user(_say(f"approved by {result.decided_by}", self.has_pty),
                              stderr=True)
-            return True
-        self._fail(f"request #{request.id} {result.status}; the command was not run", 1)
-        return False
+        return result
 
-    def _sftp_gate(self, op: str, path: str) -> str | None:
+    async def _sftp_approval(self, hold: Hold, decision: Any) -> None:
+        """A held SFTP request: wait for the approvers, then forward or refuse it."""
+        assert self._sftp is not None
+        result = await self._await_approval(f"sftp-{hold.op} {hold.path}", decision)
+        if result is None:
+            return
+        if result.status == "approved":
+            refusal = None
+        else:
+            refusal = f"bastille: request #{result.id} {result.status}"
+            self._write_user(_say(f"{refusal}; the file operation was not run", False),
+                             stderr=True)
+        try:
+            forward, replies = self._sftp.release(refusal)
+        except ValueError:
+            self._end_user("unreadable SFTP stream; the session was closed")
+            return
+        self._to_user(replies)
+        if forward:
+            self._bytes_in += len(forward)
+            self._to_target(forward)
+        self._sftp_held_check()
+
+    def _sftp_held_check(self) -> None:
+        """Start waiting for approval if the SFTP tap holds a request; read from the user
+        only while it holds none."""
+        tap = self._sftp
+        held = tap is not None and tap.held is not None
+        if held and not self._sftp_holding:
+            assert tap is not None and tap.held is not None
+            self.app.spawn(self._sftp_approval(tap.held, self._sftp_decision),
+                           "sftp approval")
+        if held != self._sftp_holding:
+            self._sftp_holding = held
+            self._update_target_reading()
+
+    def _sftp_gate(self, op: str, path: str) -> str | Hold | None:
         engine = self.app.policy_engine
         assert engine is not None
         decision = engine.decide_path(op, path, user=self.ctx.user.name,
@@ -526,8 +576,8 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             return None
         self.record_decision(f"sftp-{op} {path}", decision, source="sftp", record_command=False)
         if decision.action == "approve":
-            return (f"bastille: {decision.reason}: file operations cannot wait for approval; "
-                    "use an interactive session")
+            self._sftp_decision = decision
+            return Hold(op, path)
         return f"bastille: denied by policy: {decision.reason}"
 
     def record_decision(self, text: str, decision: Any, *, source: str,

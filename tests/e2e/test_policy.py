@@ -236,6 +236,62 @@ action = "deny"
     assert any(e["detail"].get("rule") == "no-hostname-download" for e in _audit(g, "policy"))
 
 
+SFTP_APPROVAL = """
+[policy]
+default = "allow"
+
+[[policy.rules]]
+name = "uploads-to-opt-need-approval"
+match = '^sftp-put /tmp/held-'
+action = "approve"
+
+[approvals]
+approvers = ["bob"]
+timeout = "30s"
+"""
+
+
+@pytest.mark.parametrize("verdict", ["approve", "deny"])
+def test_sftp_request_waits_for_approval(make_gateway, tmp_path, verdict: str) -> None:  # type: ignore[no-untyped-def]
+    g: Rig = make_gateway(extra=SFTP_APPROVAL)
+    local = tmp_path / "payload"
+    local.write_bytes(b"held upload " * 1000)
+    remote = f"/tmp/held-{os.getpid()}-{verdict}"
+    batch = tmp_path / "batch"
+    # the get after the put must wait too: requests keep their order
+    batch.write_text(f"put {local} {remote}\nget /etc/os-release {tmp_path}/after\n")
+    proc = subprocess.Popen(["sftp", *g.scp_args(), "-b", str(batch), "alice+web1@127.0.0.1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        rid = _wait_request(g)
+        time.sleep(0.5)
+        assert proc.poll() is None, "sftp finished before the approver decided"
+        assert not (tmp_path / "after").exists()
+        assert not _exists(g, remote)
+        own = g.ssh("alice", "approvals", "approve", str(rid))
+        assert b"approved" not in own.stdout, own.stdout  # alice is not an approver
+        decided = g.ssh("bob", "approvals", verdict, str(rid), "checked")
+        assert decided.returncode == 0, decided.stdout + decided.stderr
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert b"waiting for approval #%d" % rid in err
+    if verdict == "approve":
+        assert proc.returncode == 0, err
+        assert b"approved by bob" in err
+        cat = g.ssh("alice", "web1", "--", "cat", remote)
+        assert cat.stdout == local.read_bytes()
+        assert (tmp_path / "after").exists()
+    else:
+        assert proc.returncode != 0
+        assert b"request #%d denied" % rid in err
+        assert not _exists(g, remote)
+    outcomes = [e["outcome"] for e in _audit(g, "approval")]
+    assert "requested" in outcomes and ("approved" if verdict == "approve" else "denied") \
+        in outcomes
+
+
 def test_forwarding_is_a_policy_input(make_gateway) -> None:  # type: ignore[no-untyped-def]
     extra = """
 [policy]
