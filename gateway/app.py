@@ -31,6 +31,7 @@ from recorder.service import Recorder
 if TYPE_CHECKING:
     from asyncssh import SSHClientConnection
 
+    from gateway.rdp.supervisor import RdpSupervisor
     from gateway.ssh.listener import Listener
     from gateway.ssh.server import BastionServer, ConnContext
     from gateway.ssh.session import GatewaySession
@@ -60,6 +61,7 @@ class GatewayApp:
             for name, user in config.users.items()
         }
         self._server: Listener | None = None
+        self._rdp: RdpSupervisor | None = None
         self._stopping = asyncio.Event()
         self.policy_engine = build_engine(config)
         self._mask_patterns = (*BUILTIN_PATTERNS, *(
@@ -99,6 +101,11 @@ class GatewayApp:
                                   target=name, detail={"reason": "unknown target"}))
             raise UnknownTarget(f"unknown target {name!r}; "
                                 "'ssh USER@BASTION help' lists yours")
+        if target.protocol == "rdp":
+            self.audit(AuditEvent(Kind.REFUSED, "denied", user=ctx.user.name, source=ctx.source,
+                                  target=name, detail={"reason": "rdp target over ssh"}))
+            raise UnknownTarget(f"{name!r} is an RDP target: connect to it with an RDP client "
+                                "(docs/rdp.md)")
         if not target.permits(user):
             grant = self.approvals.active_grant(user.name, name)
             if grant is not None:
@@ -142,7 +149,7 @@ class GatewayApp:
             return self._builtin_targets[target.name].endpoint()
         return endpoint_for(target, self.tofu)
 
-    def masker_for(self, target: TargetConfig) -> StreamMasker:
+    def masker_for(self, target: TargetConfig, *, binary: bool = False) -> StreamMasker:
         """A masker for one session: built-in and configured patterns, plus the target's
         vaulted password (so it is masked if it is ever echoed)."""
         secrets: list[str] = []
@@ -153,7 +160,7 @@ class GatewayApp:
                 password = None
             if password:
                 secrets.append(password)
-        return StreamMasker(self._mask_patterns, secrets=secrets)
+        return StreamMasker(self._mask_patterns, secrets=secrets, binary=binary)
 
     def player_target(self, user: str) -> tuple[TargetConfig, str]:
         """The built-in target that serves the player TUI over SSH, and its command
@@ -195,6 +202,11 @@ class GatewayApp:
         lines += ["", "Connect:   ssh -t USER@BASTION TARGET",
                   "Run:       ssh USER@BASTION TARGET -- COMMAND",
                   "Transfer:  scp FILE USER+TARGET@BASTION:PATH   (also sftp, rsync -e ssh)"]
+        rdp = [t for t in self.config.targets.values()
+               if user is not None and t.protocol == "rdp" and t.permits(user)]
+        if rdp and self.config.rdp is not None:
+            lines += ["", "RDP targets (an RDP client, user name USER#TARGET):"]
+            lines += [f"  {t.name:<16} {t.description}".rstrip() for t in rdp]
         return "\n".join(lines)
 
     # ------------------------------------------------------------ lifecycle
@@ -213,6 +225,12 @@ class GatewayApp:
         from gateway.ssh.listener import start_listener
 
         gw = self.config.gateway
+        if self.config.rdp is not None:  # RDP runs in worker processes (gateway/rdp/)
+            from gateway.rdp.supervisor import RdpSupervisor
+
+            self._rdp = RdpSupervisor(self.config, self.audit_log,
+                                      verbose=log.isEnabledFor(logging.DEBUG))
+            await self._rdp.start()
         self._server = await start_listener(self)
         self.port = self._server.sockets[0].getsockname()[1]
         self._kill_task = self.spawn(self._watch_kills(), "kill requests")
@@ -266,6 +284,10 @@ class GatewayApp:
         if self._server is not None:
             self._server.close()
             self._server = None
+        rdp_stop = None
+        if self._rdp is not None:  # RDP workers drain in parallel with SSH sessions
+            rdp_stop = asyncio.get_running_loop().create_task(
+                self._rdp.stop(gw.drain_timeout + 15))
         if self._kill_task is not None:
             self._kill_task.cancel()
         sessions = len([t for t in self._tasks if t is not self._kill_task])
@@ -285,6 +307,8 @@ class GatewayApp:
         for conn in list(self.connections):
             if conn.ctx is not None:
                 conn.ctx.conn.close()
+        if rdp_stop is not None:
+            await rdp_stop
         await self.recorder.close(timeout=max(5.0, gw.drain_timeout))
         for local in self._builtin_targets.values():
             await local.close()

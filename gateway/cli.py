@@ -93,6 +93,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return _serve(config)
 
 
+READ_CHUNK = 64 * 1024
+
+
+def _fair_reads() -> None:
+    """Read at most ``READ_CHUNK`` bytes per socket per event-loop turn (asyncio: 256 KiB).
+
+    One loop turn handles everything one recv returned; at ~10 ms/MiB of gateway work, a
+    256 KiB read from a bulk session is ~3 ms during which no other session's keystroke
+    moves, and an echo needs two turns. Measured (bench/latency.py, another session
+    streaming): echo p99 9.8 ms at 256 KiB, 4.2 ms at 64 KiB, 2.9 ms at 16 KiB; 16 KiB
+    cost ~20% of bulk throughput, 64 KiB is within run-to-run noise.
+    """
+    import asyncio.selector_events as selector_events
+
+    transport = getattr(selector_events, "_SelectorSocketTransport", None)
+    if transport is not None and hasattr(transport, "max_size"):
+        transport.max_size = READ_CHUNK
+
+
 def _serve(config, banner: str | None = None) -> int:  # type: ignore[no-untyped-def]
     from gateway.app import GatewayApp
 
@@ -111,6 +130,7 @@ def _serve(config, banner: str | None = None) -> int:  # type: ignore[no-untyped
             print(banner.replace("{port}", str(app.port)), flush=True)
         await app.run_started()
 
+    _fair_reads()
     try:
         asyncio.run(main())
     except KeyboardInterrupt:
@@ -173,8 +193,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
         return 1
+    rdp = f", RDP on {config.rdp.listen_host}:{config.rdp.listen_port}" if config.rdp else ""
     print(f"{config.path}: OK ({len(config.users)} user(s), {len(config.targets)} target(s), "
-          f"listening on {config.gateway.listen_host}:{config.gateway.listen_port})")
+          f"listening on {config.gateway.listen_host}:{config.gateway.listen_port}{rdp})")
     return 0
 
 
@@ -444,12 +465,20 @@ def build_parser() -> argparse.ArgumentParser:
                        "(reads the password from the terminal or one line of stdin)")
     p.set_defaults(func=cmd_hash_password)
 
+    from gateway.rdp.cli import add_commands as add_rdp_commands
+
+    add_rdp_commands(sub, _add_config_args, _load)
+
     try:
         from recorder.cli import add_commands
     except ImportError:  # pragma: no cover - recorder CLI not installed
         pass
     else:
         add_commands(sub, _resolve_recorder)
+        from gateway.rdp.cli import export_rendered
+        from recorder.cli import EXPORTERS
+
+        EXPORTERS.update(mp4=export_rendered, png=export_rendered)
 
     sessions = sub.choices.get("sessions")
     if sessions is not None:

@@ -113,6 +113,13 @@ class TargetConfig:
     allow_remote_forwarding: Principals = NOBODY
     allow_x11_forwarding: Principals = NOBODY
     allow_agent_forwarding: Principals = NOBODY
+    # RDP (protocol = "rdp"; see docs/rdp.md)
+    protocol: str = "ssh"  # "ssh" | "rdp"
+    rdp_cert_sha256: tuple[str, ...] = ()  # pinned SHA-256 of the target's TLS certificate
+    rdp_domain: str = ""
+    rdp_listen_port: int = 0  # a gateway port that always leads to this target (0: none)
+    allow_clipboard: bool = False
+    allow_drive_redirection: bool = False
 
     def permits(self, user: UserConfig) -> bool:
         return user.name in self.users or bool(self.groups & user.groups)
@@ -137,6 +144,7 @@ class PolicySettings:
     on_uncertain: str = "approve"
     mask_live: bool = True  # mask secrets in what users see (recordings are always masked)
     mask_exec: bool = True  # mask the recordings of exec sessions (costs bulk throughput)
+    mask_transfers: bool = True  # mask file contents (sftp/scp/rsync) in recordings
     mask_patterns: tuple[tuple[str, str | None], ...] = ()  # extra (regex, prefix) to mask
 
     @property
@@ -186,6 +194,20 @@ class OidcSettings:
 
 
 @dataclass(frozen=True)
+class RdpSettings:
+    """``[rdp]``: the RDP listener (optional extra ``bastille[rdp]``; see docs/rdp.md)."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 3389
+    tls_cert: Path | None = None  # None: a self-signed certificate in DATA_DIR/rdp
+    tls_key: Path | None = None
+    token_ttl: float = 300.0  # lifetime of `bastille rdp-file` routing tokens and PINs
+    public_address: str = ""  # host[:port] written into .rdp files (default: listen)
+    workers: int = 1  # worker processes (SO_REUSEPORT); RDP never runs in the SSH process
+    login_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     data_dir: Path
@@ -197,10 +219,12 @@ class Config:
     policy: PolicySettings = PolicySettings()
     approvals: ApprovalSettings = ApprovalSettings()
     oidc: OidcSettings | None = None
+    rdp: RdpSettings | None = None
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
     def targets_for(self, user: UserConfig) -> list[TargetConfig]:
-        return [t for t in self.targets.values() if t.permits(user)]
+        """The SSH targets ``user`` may use (RDP targets are reached with RDP clients)."""
+        return [t for t in self.targets.values() if t.permits(user) and t.protocol != "rdp"]
 
 
 # --------------------------------------------------------------------------- reader
@@ -349,7 +373,13 @@ def parse_listen(value: str) -> tuple[str, int] | None:
 
 # --------------------------------------------------------------------------- sections
 
-_TOP = {"gateway", "audit", "recording", "users", "targets", "policy", "approvals", "oidc"}
+_TOP = {"gateway", "audit", "recording", "users", "targets", "policy", "approvals", "oidc",
+        "rdp"}
+_RDP = {"listen", "tls_cert", "tls_key", "token_ttl", "public_address", "workers",
+        "login_timeout"}
+_TARGET_RDP = {"protocol", "rdp_cert_sha256", "rdp_domain", "rdp_listen_port",
+               "allow_clipboard", "allow_drive_redirection"}
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _OIDC = {"issuer", "client_id", "client_secret_env", "client_secret_file", "scopes",
          "username_claim", "groups_claim", "binding_ttl", "allowed_algs", "group_map",
          "http_timeout", "leeway"}
@@ -544,14 +574,15 @@ def _targets(r: _Reader, data: dict[str, Any],
         if not _NAME.match(name) or name in RESERVED_TARGET_NAMES:
             r.problem(path, "target names use letters, digits, '.', '_' and '-' "
                       f"and may not be one of {', '.join(RESERVED_TARGET_NAMES)}")
-        r.check_keys(t, path, _TARGET)
+        r.check_keys(t, path, _TARGET | _TARGET_RDP)
+        protocol = r.choice(t, "protocol", path, ("ssh", "rdp"), "ssh")
         builtin = r.get(t, "builtin", path, str, "") or None
         if builtin is not None and builtin not in BUILTIN_TARGETS:
             r.problem(f"{path}.builtin", f"expected one of {', '.join(BUILTIN_TARGETS)}")
         target = TargetConfig(
             name=name,
             host=r.get(t, "host", path, str, ""),
-            port=r.int_range(t, "port", path, 1, 65535, 22),
+            port=r.int_range(t, "port", path, 1, 65535, 3389 if protocol == "rdp" else 22),
             user=r.get(t, "user", path, str, ""),
             description=r.get(t, "description", path, str, ""),
             builtin=builtin,
@@ -568,9 +599,21 @@ def _targets(r: _Reader, data: dict[str, Any],
             allow_remote_forwarding=r.principals(t, "allow_remote_forwarding", path),
             allow_x11_forwarding=r.principals(t, "allow_x11_forwarding", path),
             allow_agent_forwarding=r.principals(t, "allow_agent_forwarding", path),
+            protocol=protocol,
+            rdp_cert_sha256=tuple(_normalize_fingerprint(f)
+                                  for f in r.str_list(t, "rdp_cert_sha256", path)),
+            rdp_domain=r.get(t, "rdp_domain", path, str, ""),
+            rdp_listen_port=r.int_range(t, "rdp_listen_port", path, 0, 65535, 0),
+            allow_clipboard=r.get(t, "allow_clipboard", path, bool, False),
+            allow_drive_redirection=r.get(t, "allow_drive_redirection", path, bool, False),
         )
-        if builtin is None:
+        if protocol == "rdp":
+            _check_rdp_target(r, path, target, t)
+        elif builtin is None:
             _check_remote_target(r, path, target)
+        else:
+            for key in sorted(_TARGET_RDP & set(t) - {"protocol"}):
+                r.problem(f"{path}.{key}", "only for RDP targets (protocol = \"rdp\")")
         for u in target.users:
             if u not in users:
                 r.problem(f"{path}.users", f"unknown user {u!r}")
@@ -605,7 +648,89 @@ def _check_remote_target(r: _Reader, path: str, t: TargetConfig) -> None:
             r.problem(f"{path}.host_keys", f"key [{i}] is not an OpenSSH public key line")
 
 
-_POLICY = {"rules", "default", "on_uncertain", "mask_live", "mask_exec", "mask_patterns"}
+def _normalize_fingerprint(value: str) -> str:
+    """'AB:CD:...' or 'abcd...' (optionally prefixed 'sha256:') -> lowercase hex."""
+    v = value.strip().lower()
+    v = v.removeprefix("sha256:").removeprefix("sha256/")
+    return v.replace(":", "").replace(" ", "")
+
+
+def _check_rdp_target(r: _Reader, path: str, t: TargetConfig, raw: Mapping[str, Any]) -> None:
+    if t.builtin is not None:
+        r.problem(f"{path}.builtin", "an RDP target cannot be a built-in target")
+    if not t.host:
+        r.problem(f"{path}.host", "required (the target's address)")
+    if not t.user:
+        r.problem(f"{path}.user", "required (the account the bastion logs into)")
+    creds = [k for k, v in (("password_file", t.password_file),
+                            ("password_env", t.password_env)) if v]
+    if len(creds) != 1:
+        r.problem(path, "an RDP target needs exactly one of password_file, password_env "
+                  f"(found {', '.join(creds) or 'none'})")
+    for key in ("key_file", "key_env", "host_keys", "trust_on_first_use",
+                "allow_local_forwarding", "allow_remote_forwarding", "allow_agent_forwarding",
+                "allow_x11_forwarding"):
+        if key in raw:
+            r.problem(f"{path}.{key}", "not used by RDP targets (protocol = \"rdp\")")
+    if t.password_file is not None and not t.password_file.is_file():
+        r.problem(f"{path}.password_file", f"{t.password_file} does not exist")
+    if t.password_env and t.password_env not in os.environ:
+        r.problem(f"{path}.password_env", f"environment variable {t.password_env} is not set")
+    if not t.rdp_cert_sha256:
+        r.problem(f"{path}.rdp_cert_sha256", "pin the target's TLS certificate (its SHA-256, "
+                  "from `bastille rdp-fingerprint HOST:PORT`)")
+    for i, fp in enumerate(t.rdp_cert_sha256):
+        if not _SHA256_HEX.match(fp):
+            r.problem(f"{path}.rdp_cert_sha256", f"[{i}] is not a SHA-256 fingerprint "
+                      "(64 hex digits, colons allowed)")
+
+
+def _rdp(r: _Reader, data: dict[str, Any], targets: Mapping[str, TargetConfig],
+         gw: GatewaySettings) -> RdpSettings | None:
+    if "rdp" not in data:
+        for t in targets.values():
+            if t.protocol == "rdp":
+                r.problem(f"targets.{t.name}.protocol",
+                          "RDP targets need an [rdp] section (its listen address)")
+                break
+        return None
+    d = r.table(data, "rdp", "rdp")
+    r.check_keys(d, "rdp", _RDP)
+    listen = r.get(d, "listen", "rdp", str, "127.0.0.1:3389")
+    parsed = parse_listen(listen)
+    if parsed is None:
+        r.problem("rdp.listen", f"expected 'host:port', got {listen!r}")
+        parsed = ("127.0.0.1", 3389)
+    cert = r.path_value(d, "tls_cert", "rdp", None)
+    key = r.path_value(d, "tls_key", "rdp", None)
+    if (cert is None) != (key is None):
+        r.problem("rdp.tls_cert", "set both tls_cert and tls_key, or neither (a self-signed "
+                  "certificate is then created in DATA_DIR/rdp)")
+    for name, p in (("tls_cert", cert), ("tls_key", key)):
+        if p is not None and not p.is_file():
+            r.problem(f"rdp.{name}", f"{p} does not exist")
+    ports = {parsed[1]: "rdp.listen", gw.listen_port: "gateway.listen"}
+    for t in targets.values():
+        if t.rdp_listen_port:
+            where = ports.get(t.rdp_listen_port)
+            if where:
+                r.problem(f"targets.{t.name}.rdp_listen_port",
+                          f"port {t.rdp_listen_port} is already used by {where}")
+            ports[t.rdp_listen_port] = f"targets.{t.name}.rdp_listen_port"
+    return RdpSettings(
+        listen_host=parsed[0],
+        listen_port=parsed[1],
+        tls_cert=cert,
+        tls_key=key,
+        token_ttl=r.duration(d, "token_ttl", "rdp", 300.0),
+        public_address=r.get(d, "public_address", "rdp", str, ""),
+        workers=r.int_range(d, "workers", "rdp", 1, 64, 1),
+        login_timeout=r.duration(d, "login_timeout", "rdp", 60.0),
+    )
+
+
+_POLICY = {"rules", "default", "on_uncertain", "mask_live", "mask_exec", "mask_transfers",
+           "mask_patterns"}
 _RULE = {"name", "match", "action", "targets", "users", "groups"}
 _APPROVALS = {"approvers", "timeout", "webhook_url", "webhook_format"}
 _ACTIONS = ("allow", "deny", "approve")
@@ -674,6 +799,7 @@ def _policy(r: _Reader, data: dict[str, Any]) -> PolicySettings:
         on_uncertain=r.choice(p, "on_uncertain", "policy", _ACTIONS, "approve"),
         mask_live=r.get(p, "mask_live", "policy", bool, True),
         mask_exec=r.get(p, "mask_exec", "policy", bool, True),
+        mask_transfers=r.get(p, "mask_transfers", "policy", bool, True),
         mask_patterns=tuple(patterns),
     )
 
@@ -757,6 +883,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     policy = _policy(r, data)
     approvals = _approvals(r, data)
     oidc = _oidc(r, data)
+    rdp = _rdp(r, data, targets, gateway)
     gw_table = data.get("gateway")
     if oidc is not None and not (isinstance(gw_table, dict) and "login_timeout" in gw_table):
         # a device-flow login waits for the user's browser: 120 s is too short
@@ -768,4 +895,4 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(r.problems)
     return Config(path=file, data_dir=data_dir, gateway=gateway, audit=audit,
                   recording=recording, users=users, targets=targets, policy=policy,
-                  approvals=approvals, oidc=oidc, raw=data)
+                  approvals=approvals, oidc=oidc, rdp=rdp, raw=data)

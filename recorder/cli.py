@@ -241,10 +241,28 @@ def _cmd_play(ctx: _Ctx, a: argparse.Namespace) -> int:
     return 0
 
 
+# Formats other than asciicast, contributed by the application (the gateway registers RDP
+# video and frames here: rendering needs pyrdp, which the recorder never imports).
+# exporter(recording, output path, args) -> a one-line summary; raises ValueError/OSError.
+EXPORTERS: dict[str, Callable[[Any, str, argparse.Namespace], str]] = {}
+
+
 def _cmd_export(ctx: _Ctx, a: argparse.Namespace) -> int:
     from recorder.export import export_asciicast
 
     rec = ctx.open(a.id)
+    if a.format != "asciicast":
+        exporter = EXPORTERS.get(a.format)
+        if exporter is None:
+            raise CliError(f"--format {a.format} renders RDP sessions; it needs the "
+                           "bastille[rdp] extra (pyrdp)")
+        if a.output == "-":
+            raise CliError(f"--format {a.format} writes a file: give -o FILE")
+        try:
+            print(exporter(rec, a.output, a), file=sys.stderr)
+        except (OSError, ValueError) as exc:
+            raise CliError(str(exc)) from exc
+        return 0
     if a.output == "-":
         n = export_asciicast(rec, sys.stdout, include_input=a.input)
     else:
@@ -405,13 +423,16 @@ def add_commands(sub: argparse._SubParsersAction, resolve: Resolve) -> None:
 
     p = sub.add_parser(
         "export",
-        help="export a session (asciicast v2)",
-        description="Export a session as asciicast v2 for asciinema. Output is decoded as "
-        "UTF-8; invalid bytes become U+FFFD.",
+        help="export a session (asciicast v2; RDP: mp4 video or a png frame)",
+        description="Export a terminal session as asciicast v2 for asciinema (output is "
+        "decoded as UTF-8; invalid bytes become U+FFFD), or an RDP session as an MP4 video "
+        "or one PNG frame (--at SECONDS), rendered offscreen; mp4/png need the "
+        "bastille[rdp-video] extra (PySide6, av).",
     )
     _common(p)
     p.add_argument("id", help="session id, unique prefix, or .bstl file")
-    p.add_argument("--format", choices=["asciicast"], default="asciicast")
+    p.add_argument("--format", choices=["asciicast", "mp4", "png"], default="asciicast")
+    p.add_argument("--at", type=float, metavar="SECONDS", help="png: seconds into the session")
     p.add_argument(
         "-o", "--output", required=True, metavar="FILE", help="output file, - for stdout"
     )

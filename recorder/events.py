@@ -22,8 +22,9 @@ MARKER = 20  # JSON {"text"}
 GENERIC = 21  # JSON {"kind", "fields"}
 EXIT = 22  # JSON {"status", "signal"}
 GAP = 23  # JSON {"reason", "dropped_bytes"}: the recorder lost data (written by the recorder)
+RDP = 24  # one pyrdp replay PDU (binary; see docs/rdp.md): screen, input, clipboard, ...
 
-BINARY_TYPES = frozenset({OUTPUT, STDERR, INPUT, RESIZE})
+BINARY_TYPES = frozenset({OUTPUT, STDERR, INPUT, RESIZE, RDP})
 JSON_TYPES = frozenset({COMMAND, POLICY, APPROVAL, FILE_TRANSFER, MARKER, GENERIC, EXIT, GAP})
 
 NAMES = {
@@ -39,6 +40,7 @@ NAMES = {
     GENERIC: "event",
     EXIT: "exit",
     GAP: "gap",
+    RDP: "rdp",
 }
 
 

@@ -242,6 +242,12 @@ class SessionRecording:
             },
         )
 
+    def rdp(self, data: bytes) -> None:
+        """One pyrdp replay PDU (type, timestamp and payload as pyrdp writes them)."""
+        if self._dead or not data:
+            return
+        self._put(ev.RDP, bytes(data))
+
     def marker(self, text: str) -> None:
         self._json(ev.MARKER, {"text": text})
 
@@ -365,8 +371,12 @@ class Recorder:
         clock: Callable[[], float] = time.time,
         sink: Sink | None = None,
         stall_timeout: float = 1.5,
+        recover: bool = True,
     ) -> None:
         self.settings = settings
+        # False in helper processes (RDP workers) that share the storage and the index
+        # with a gateway process: only the gateway finishes what a crashed process left
+        self._recover = recover
         self._clock = clock
         self._sink = sink
         self._signer: Signer | None = None
@@ -404,7 +414,8 @@ class Recorder:
             self._sink = await loop.run_in_executor(None, open_sink, self.settings)
         sink = self._sink
         try:
-            await loop.run_in_executor(None, sink.recover)
+            if self._recover:
+                await loop.run_in_executor(None, sink.recover)
         except SinkError as exc:
             raise RecorderError(f"recording storage recovery failed: {exc}") from exc
         self.index = Index(self.settings.data_dir / "index.sqlite3")
@@ -412,7 +423,8 @@ class Recorder:
         self._writer.start()
         self._post = Postprocessor(self.settings, sink, self.index)
         self._post.start()
-        self._post.recover_stale()
+        if self._recover:
+            self._post.recover_stale()
         self._watchdog = asyncio.create_task(self._watch(), name="recorder-watchdog")
 
     async def _watch(self) -> None:

@@ -285,6 +285,13 @@ def _mask_text(raw: bytes, replacement: str) -> bytes:
     return "".join(out).encode("utf-8", "surrogateescape")
 
 
+def _mask_bytes(raw: bytes, replacement: str) -> bytes:
+    """Binary streams (file transfers): every byte but CR, LF and tab becomes the
+    replacement, so lengths and offsets in the surrounding protocol stay valid."""
+    rep = replacement.encode()[0]
+    return bytes(b if b in (9, 10, 13) else rep for b in raw)
+
+
 def mask_all(data: bytes, replacement: str = "*") -> bytes:
     """Mask every visible character, keeping escape sequences (fail-closed output)."""
     out = bytearray()
@@ -308,6 +315,7 @@ class StreamMasker:
         hold_deadline: float = 0.05,
         replacement: str = "*",
         accelerate: bool | None = None,
+        binary: bool = False,
     ) -> None:
         """Create a masker.
 
@@ -319,12 +327,16 @@ class StreamMasker:
             replacement: one narrow character.
             accelerate: use the Hyperscan prefilter (None: when available); the
                 output is the same either way, only faster.
+            binary: a byte stream, not a terminal (SFTP/scp data): a masked span keeps
+                its length in bytes (every byte becomes ``replacement``) instead of its
+                display width, and the fail-closed path masks bytes the same way.
         """
         if len(replacement) != 1 or unicodedata.east_asian_width(replacement) in ("W", "F"):
             raise ValueError("replacement must be one narrow character")
         self.patterns = tuple(patterns)
         self.deadline = hold_deadline
         self.replacement = replacement
+        self.binary = binary
         parts: set[bytes] = set()
         for s in secrets:
             for line in s.replace("\r", "\n").split("\n"):
@@ -378,7 +390,7 @@ class StreamMasker:
             out, held = self._process(buf, final=False, deadline=False)
         except Exception:  # fail closed
             self._held, self._held_since = b"", None
-            return mask_all(buf, self.replacement)
+            return self._mask_everything(buf)
         if held:
             if not self._held:
                 self._held_since = now
@@ -398,7 +410,7 @@ class StreamMasker:
         try:
             out, _ = self._process(buf, final=True, deadline=not end)
         except Exception:
-            return mask_all(buf, self.replacement)
+            return self._mask_everything(buf)
         return out
 
     def next_deadline(self) -> float | None:
@@ -408,6 +420,10 @@ class StreamMasker:
         return self._held_since + self.deadline
 
     # ------------------------------------------------------------------ internals
+
+    def _mask_everything(self, buf: bytes) -> bytes:
+        return _mask_bytes(buf, self.replacement) if self.binary else mask_all(
+            buf, self.replacement)
 
     def _process(self, buf: bytes, *, final: bool, deadline: bool) -> tuple[bytes, bytes]:
         # 1. visible projection (C-speed split; segments only built when needed)
@@ -455,7 +471,7 @@ class StreamMasker:
             if s < e:
                 spans.extend(self._orig_spans(segs, s, e, buf))
         for a, b in sorted(set(spans), reverse=True):
-            out[a:b] = _mask_text(buf[a:b], self.replacement)
+            out[a:b] = (_mask_bytes if self.binary else _mask_text)(buf[a:b], self.replacement)
         self._ctx = (text[:hold])[-CONTEXT:]
         was_in_key = self._in_key
         for pos, state in key_events:

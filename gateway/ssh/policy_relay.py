@@ -294,12 +294,14 @@ class ExecMasker:
     The live stream of a non-PTY exec is passed through byte-exact (it may be binary data
     a script depends on); with a PTY and ``policy.mask_live`` the user sees the masked
     bytes too. Held partial matches are flushed by a timer at their deadline.
+    File transfers (SFTP, scp, rsync) use it with ``streams=(0, 1, 2)``: stream 0 is the
+    user's input (uploads), masked for the recording only.
     """
 
     def __init__(self, make_masker: Callable[[], StreamMasker],
-                 record: Callable[[bytes, int], None], live: Callable[[bytes, int], None] | None
-                 ) -> None:
-        self._maskers = {1: make_masker(), 2: make_masker()}
+                 record: Callable[[bytes, int], None], live: Callable[[bytes, int], None] | None,
+                 streams: tuple[int, ...] = (1, 2)) -> None:
+        self._maskers = {stream: make_masker() for stream in streams}
         self._record = record
         self._live = live
         self._timer: asyncio.TimerHandle | None = None
@@ -308,7 +310,7 @@ class ExecMasker:
         masked = self._maskers[stream].feed(data, time.monotonic())
         if masked:
             self._record(masked, stream)
-            if self._live is not None:
+            if self._live is not None and stream:
                 self._live(masked, stream)
         self._schedule()
 
@@ -326,7 +328,7 @@ class ExecMasker:
             out = masker.flush(time.monotonic(), end=end)
             if out:
                 self._record(out, stream)
-                if self._live is not None:
+                if self._live is not None and stream:
                     self._live(out, stream)
         if not end:
             self._schedule()

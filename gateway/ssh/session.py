@@ -112,6 +112,7 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         self._ipolicy: InteractivePolicy | None = None
         self._x11_allowed = False
         self._exec_masker: ExecMasker | None = None
+        self._transfer_masker: ExecMasker | None = None  # sftp/scp/rsync, both directions
 
     # ------------------------------------------------------------ channel requests
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
@@ -162,7 +163,10 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             self._bytes_in += len(data)
             self._ipolicy.user_input(data)  # recorded per line (echo-off lines hidden)
             return
-        if rec is not None:
+        if self._transfer_masker is not None:
+            self._transfer_masker.output(data, 0)
+            self._check_congestion()  # uploads: pause the user when the recorder lags
+        elif rec is not None:
             rec.input(data)
             self._check_congestion()  # uploads: pause the user when the recorder lags
         if self._sftp is not None:
@@ -238,6 +242,9 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             self._check_congestion()
             if self.has_pty and self.app.config.policy.mask_live:
                 return  # the masker wrote the masked bytes to the user
+        elif self._transfer_masker is not None:
+            self._transfer_masker.output(data, stream)
+            self._check_congestion()
         elif rec is not None:
             rec.output(data, stream)
             self._check_congestion()
@@ -282,6 +289,13 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
                 chan.write(data, asyncssh.EXTENDED_DATA_STDERR if stream == 2 else None)
             except (BrokenPipeError, ConnectionError):
                 self._user_closed.set()
+
+    def _record_transfer(self, data: bytes, stream: int) -> None:
+        if self._rec is not None and data:
+            if stream == 0:
+                self._rec.input(data)
+            else:
+                self._rec.output(data, stream)
 
     def _record_input(self, data: bytes) -> None:
         if self._rec is not None and data:
@@ -440,11 +454,19 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         await self._open_upstream(conn, route)
         if self._upstream is None:
             return
+        transfer = (route.command or "").startswith(("rsync --server", "scp "))
         if self.has_pty and self.kind == "shell":
             self._ipolicy = InteractivePolicy(
                 self, self.app.masker_for(target), self._to_target, self._to_user,
                 self._record_output, decide=self.app.policy_engine is not None,
                 record_input=self._record_input)
+        elif self.has_pty and self.kind == "exec" and not transfer:
+            # `ssh -t host -- sudo x`: the command was decided above; keys are recorded
+            # per line like a shell's, so a password typed without echo is stored as `*`
+            masker = self.app.masker_for(target) if self.app.config.policy.mask_exec else None
+            self._ipolicy = InteractivePolicy(
+                self, masker, self._to_target, self._to_user, self._record_output,
+                decide=False, record_input=self._record_input)
         elif self.kind == "exec" and route.command is not None and \
                 self.app.config.policy.mask_exec and \
                 not route.command.startswith(("rsync --server", "scp ")):
@@ -453,6 +475,13 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
                 self.app.config.policy.mask_live else None
             self._exec_masker = ExecMasker(lambda: self.app.masker_for(target),
                                            self._record_stream, live)
+        elif self.app.config.policy.mask_transfers and self._rec is not None and (
+                self.kind == "sftp" or (route.command or "").startswith(("rsync --server",
+                                                                          "scp "))):
+            # file contents: masked in the recording (same length), exact for the user
+            self._transfer_masker = ExecMasker(
+                lambda: self.app.masker_for(target, binary=True), self._record_transfer,
+                None, streams=(0, 1, 2))
         # keys typed ahead (before the target was ready) take the same policy path
         early, self._early = self._early, []
         for data, datatype in early:
@@ -775,6 +804,8 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             await self._ipolicy.aclose()
         if self._exec_masker is not None:
             self._exec_masker.close()
+        if self._transfer_masker is not None:
+            self._transfer_masker.close()
         if self._sftp is not None:
             self._sftp.close()
         if self._upstream is not None:

@@ -272,7 +272,7 @@ def test_sftp_request_waits_for_approval(make_gateway, tmp_path, verdict: str) -
         assert b"approved" not in own.stdout, own.stdout  # alice is not an approver
         decided = g.ssh("bob", "approvals", verdict, str(rid), "checked")
         assert decided.returncode == 0, decided.stdout + decided.stderr
-        out, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()

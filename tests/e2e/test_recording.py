@@ -295,3 +295,28 @@ def test_password_typed_without_echo_is_not_recorded(rig: Rig, make_gateway,  # 
     # ordinary lines are recorded as typed; under heavy load the classification may
     # hide one more line (it fails closed), never show a hidden one
     assert b"read -s -p" in typed or b"*" * 20 in typed
+
+
+def test_password_typed_in_pty_exec_is_not_recorded(rig: Rig) -> None:
+    """`ssh -t host -- CMD` (sudo, passwd...): keys typed without echo are stored as `*`."""
+    from tests.e2e.rig import Tmux
+
+    secret = f"execpw-{os.getpid()}-s3cret"
+    marker = f"ptyexec-{os.getpid()}"
+    cmd = f"read -s -p 'pw: ' X; echo; echo {marker}-${{#X}}; read -p 'name: ' N; echo hi-$N"
+    t = Tmux(rig.root, [*rig.ssh_args("alice", tty=True), "web1", "--", cmd])
+    try:
+        t.wait_for("pw:")
+        t.type(secret + "\n")
+        t.wait_for(f"{marker}-{len(secret)}")
+        t.wait_for("name:")
+        t.type("visible-name\n")
+        t.wait_for("hi-visible-name")
+        t.dead_status()
+    finally:
+        t.close()
+    s = find_session(rig, marker)
+    typed = b"".join(e.data for e in recording(rig, s).events() if e.type == ev.INPUT)
+    assert secret.encode() not in typed
+    assert b"*" * len(secret) in typed
+    assert b"visible-name" in typed  # echoed input is recorded as typed

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,47 @@ def test_large_upload_is_paced_by_the_recorder(rig: Rig, tmp_path: Path) -> None
     _run(["scp", *rig.scp_args(), str(src), f"alice+web1@127.0.0.1:{remote}"])
     check = rig.ssh("alice", "web1", "--", f"sha256sum {remote}; rm -f {remote}")
     assert check.stdout.split()[0].decode() == _sha(src.read_bytes())
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["scp-sftp", "scp-legacy"])
+def test_file_contents_masked_in_recording_exact_for_user(rig: Rig, tmp_path: Path,
+                                                          legacy: bool) -> None:
+    from recorder import events as ev
+    from recorder.reader import Recording
+    from recorder.sinks.file import FileSink
+
+    key = "AKIA" + "IOSFODNN7EXAMPLE"
+    card = "4111 1111 1111 1111"
+    data = os.urandom(100_000) + f"\naws {key} card {card}\n".encode() + os.urandom(50_000)
+    name = f"masked-{'o' if legacy else 's'}-{os.getpid()}.bin"
+    src = tmp_path / name  # legacy scp names the source's basename in its stream
+    src.write_bytes(data)
+    remote = f"{REMOTE_TMP}/{name}"
+    flags = ["-O"] if legacy else []
+    _run(["scp", *flags, *rig.scp_args(), str(src), f"alice+web1@127.0.0.1:{remote}"])
+    back = tmp_path / "back.bin"
+    _run(["scp", *flags, *rig.scp_args(), f"alice+web1@127.0.0.1:{remote}", str(back)])
+    assert back.read_bytes() == data  # the user's bytes are exact both ways
+    check = rig.ssh("alice", "web1", "--", "sha256sum", remote)
+    assert check.stdout.split()[0].decode() == _sha(data)
+    # the recordings of the two transfers hold the file with the secrets masked
+    sink = FileSink(rig.data / "recordings")
+    found = 0
+    deadline = time.monotonic() + 15
+    while found < 2 and time.monotonic() < deadline:
+        found = 0
+        for rec_name in sink.names():
+            blob = b"".join(e.data for e in Recording.from_sink(sink, rec_name).events()
+                            if e.is_output or e.type == ev.INPUT)
+            if name.encode() not in blob:
+                continue
+            assert key.encode() not in blob and card.encode() not in blob
+            if b"\naws " not in blob:
+                continue  # the sha256sum exec
+            found += 1
+            # masked in place, same length: the recorded SFTP/scp stream stays well-formed
+            assert re.search(rb"\naws (?:AKIA)?\*{16,20} card [ *]{19}\n", blob), \
+                blob[blob.find(b"\naws "):][:60]
+            assert len(re.findall(rb"\naws [A-Z*]{20} card [0-9 *]{19}\n", blob)) >= 1
+        time.sleep(0.3)
+    assert found == 2

@@ -219,3 +219,24 @@ def test_truncated_key_block_stops_masking_eventually() -> None:
     assert b"QUJD" not in masked[:16 * 1024]  # the key itself never shows
     later = m.feed(b"$ ls\r\n", now=0.0)
     assert out.startswith(b"-----BEGIN") and later == b"$ ls\r\n"
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    noise=st.lists(st.binary(max_size=60), max_size=6),
+    which=st.lists(st.sampled_from(sorted(SECRETS)), min_size=1, max_size=3),
+    cuts=st.lists(st.integers(0, 600), max_size=10),
+)
+def test_binary_mode_keeps_length_and_masks(
+    noise: list[bytes], which: list[str], cuts: list[int]
+) -> None:
+    """File transfers: masked in place, byte for byte, so SFTP/scp framing stays valid."""
+    parts = [b" " + SECRETS[w].encode() + b"\n" for w in which]
+    data = b"".join(n.replace(b"\x1b", b"") + p for n, p in zip(noise + [b""] * 3, parts,
+                                                                strict=False))
+    data += "密码secret 中文".encode()
+    out = run(StreamMasker(secrets=[VAULTED, "密码secret"], binary=True), data, cuts)
+    assert len(out) == len(data)
+    for w in which:
+        assert CORE[w].encode() not in out
+    assert "密码secret".encode() not in out

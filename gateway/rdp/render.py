@@ -1,0 +1,94 @@
+"""Render an RDP session's replay stream to MP4 video or a PNG frame, offscreen.
+
+Uses pyrdp's player (``RenderingEventHandler``, ``MP4EventHandler``) with Qt's offscreen
+platform; needs the optional ``bastille[rdp-video]`` extra (PySide6, av,
+qimage2ndarray). Only ``bastille rdp-replay --format mp4|png`` calls this: never the
+gateway.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+
+class RenderUnavailable(Exception):
+    """PySide6 / av / pyrdp are not installed."""
+
+
+def _qt() -> Any:
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    try:
+        from PySide6.QtGui import QGuiApplication
+    except ImportError as exc:
+        raise RenderUnavailable(
+            f"video/frame export needs PySide6 and av (pip install 'bastille[rdp-video]'): "
+            f"{exc}") from exc
+    app = QGuiApplication.instance() or QGuiApplication([])
+    return app
+
+
+def _replay(data: bytes) -> Any:
+    try:
+        from pyrdp.player.Replay import Replay
+    except ImportError as exc:
+        raise RenderUnavailable(f"pyrdp is not installed: {exc}") from exc
+    from gateway.rdp import fixes
+
+    fixes.install()
+    return Replay(io.BytesIO(data))
+
+
+def render_mp4(data: bytes, out: Path, fps: int = 30) -> int:
+    """Write the session as H.264 MP4; returns the number of replay events rendered."""
+    _qt()
+    replay = _replay(data)
+    try:
+        from pyrdp.convert.MP4EventHandler import MP4EventHandler
+    except ImportError as exc:
+        raise RenderUnavailable(f"video export needs av and qimage2ndarray: {exc}") from exc
+    handler = MP4EventHandler(str(out), fps=fps)
+    count = 0
+    for pdu, _ in replay:
+        handler.onPDUReceived(pdu)
+        count += 1
+    handler.cleanup()
+    return count
+
+
+def render_png(data: bytes, out: Path, at: float | None = None) -> float:
+    """Write the screen as it was ``at`` seconds into the session (default: the end)
+    as PNG; returns the time of the last event drawn."""
+    _qt()
+    replay = _replay(data)
+    try:
+        from pyrdp.convert.MP4EventHandler import MP4Image
+        from pyrdp.enum import CapabilityType
+        from pyrdp.player.RenderingEventHandler import RenderingEventHandler
+    except ImportError as exc:
+        raise RenderUnavailable(f"frame export needs PySide6: {exc}") from exc
+
+    class FrameHandler(RenderingEventHandler):
+        def onCapabilities(self, caps: Any) -> None:
+            bmp = caps[CapabilityType.CAPSTYPE_BITMAP]
+            self.imageHandler.resize(bmp.desktopWidth, bmp.desktopHeight)
+            super().onCapabilities(caps)
+
+    image = MP4Image()
+    handler = FrameHandler(image)
+    first: int | None = None
+    shown = 0.0
+    for pdu, _ in replay:
+        first = pdu.timestamp if first is None else first
+        t = (pdu.timestamp - first) / 1000.0
+        if at is not None and t > at:
+            break
+        handler.onPDUReceived(pdu)
+        shown = t
+    if image.screen is None:
+        raise ValueError("the recording has no screen data")
+    if not image.screen.save(str(out), "PNG"):
+        raise OSError(f"cannot write {out}")
+    return shown

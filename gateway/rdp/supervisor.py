@@ -1,0 +1,112 @@
+"""Runs the RDP worker processes for the gateway (asyncio side; no pyrdp import here).
+
+:meth:`RdpSupervisor.start` creates the listener's TLS certificate if needed, starts
+``[rdp] workers`` processes (:mod:`gateway.rdp.worker`) and waits until each is
+listening; a worker that exits unexpectedly (a crash, or its watchdog after a stuck
+parser) is audited and replaced. :meth:`RdpSupervisor.stop` sends SIGTERM (workers
+drain their sessions and finalize recordings) and waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+
+from gateway.audit import AuditEvent, Kind
+from gateway.config import Config
+from gateway.errors import BastilleError
+
+log = logging.getLogger("bastille.rdp")
+
+START_TIMEOUT = 30.0
+RESTART_DELAY = 1.0
+
+
+class RdpUnavailable(BastilleError):
+    """The RDP workers cannot start (pyrdp missing, port in use, ...)."""
+
+
+class RdpSupervisor:
+    def __init__(self, config: Config, audit: object, verbose: bool = False) -> None:
+        self.config = config
+        self._audit = audit
+        self._verbose = verbose
+        self._procs: dict[int, asyncio.subprocess.Process] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    def audit(self, event: AuditEvent) -> None:
+        emit = getattr(self._audit, "emit", None) or self._audit
+        emit(event)  # type: ignore[operator]
+
+    async def start(self) -> None:
+        from gateway.rdp.tls import ensure_certificate
+
+        assert self.config.rdp is not None
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, ensure_certificate, self.config)
+        for slot in range(self.config.rdp.workers):
+            await self._spawn(slot)
+
+    async def _spawn(self, slot: int) -> None:
+        cmd = [sys.executable, "-m", "gateway.rdp.worker", "-c", str(self.config.path)]
+        if self._verbose:
+            cmd.append("-v")
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        assert proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
+        except TimeoutError:
+            line = b""
+        if line.strip() != b"ready":
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            code = await proc.wait()
+            hint = " (pyrdp is not installed: pip install 'bastille[rdp]')" \
+                if code == 3 else ""
+            raise RdpUnavailable(f"the RDP worker did not start (exit {code}){hint}")
+        self._procs[slot] = proc
+        task = asyncio.get_running_loop().create_task(self._watch(slot, proc),
+                                                      name=f"rdp worker {slot}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch(self, slot: int, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while await proc.stdout.readline():
+            pass
+        code = await proc.wait()
+        if self._stopping:
+            return
+        self.audit(AuditEvent(Kind.GATEWAY, "failed", detail={
+            "event": "rdp worker exited", "pid": proc.pid, "status": code}))
+        log.error("rdp worker %d exited with %s; starting a new one", proc.pid, code)
+        await asyncio.sleep(RESTART_DELAY)
+        if not self._stopping:
+            try:
+                await self._spawn(slot)
+            except RdpUnavailable as exc:
+                log.error("%s", exc)
+
+    async def stop(self, timeout: float) -> None:  # noqa: ASYNC109 - drain budget
+        self._stopping = True
+        procs = list(self._procs.values())
+        for proc in procs:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        for task in list(self._tasks):
+            task.cancel()

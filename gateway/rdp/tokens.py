@@ -1,0 +1,111 @@
+"""One-time routing tokens and one-time PINs for RDP logins (stdlib only).
+
+``bastille rdp-file alice web1`` issues a routing token: a random string written into the
+``.rdp`` file's ``loadbalanceinfo``; the client sends it in its first packet (X.224
+Connection Request), the RDP worker consumes it there and routes the connection to the
+target it was issued for. ``bastille rdp-pin alice`` issues a one-time PIN that alice may
+type instead of her bastion password.
+
+Only SHA-256 digests of tokens and PINs are stored (``DATA_DIR/rdp_tokens.sqlite3``,
+mode 0600), each with its user, target, expiry and a used flag: a token works once, until
+it expires, and only for the user it was issued to. The file is shared by the CLI and the
+RDP worker processes; SQLite serialises concurrent consumers, so a token replayed in
+parallel still succeeds at most once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+TOKEN_PREFIX = "bst1."
+PIN_DIGITS = 8
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokens (
+    digest TEXT PRIMARY KEY, kind TEXT NOT NULL, user TEXT NOT NULL, target TEXT NOT NULL,
+    created REAL NOT NULL, expires REAL NOT NULL, used REAL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a consumed token or PIN allows."""
+
+    user: str
+    target: str  # "" for a PIN (any target the user may use)
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class TokenStore:
+    """Issue and consume one-time tokens; ``clock`` is injectable for tests."""
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fresh = not self.path.exists()
+        self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
+                                   check_same_thread=False)
+        self._lock = threading.Lock()  # one connection, used from the loop and executors
+        if fresh:
+            os.chmod(self.path, 0o600)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _issue(self, value: str, kind: str, user: str, target: str, ttl: float) -> None:
+        now = self._clock()
+        with self._lock:
+            self._db.execute("DELETE FROM tokens WHERE expires < ?", (now - 86400,))
+            self._db.execute("INSERT INTO tokens VALUES (?,?,?,?,?,?,NULL)",
+                             (_digest(value), kind, user, target, now, now + ttl))
+
+    def issue_token(self, user: str, target: str, ttl: float) -> str:
+        """A new routing token for ``user`` to reach ``target`` once within ``ttl`` s."""
+        token = TOKEN_PREFIX + secrets.token_urlsafe(24)
+        self._issue(token, "route", user, target, ttl)
+        return token
+
+    def issue_pin(self, user: str, ttl: float) -> str:
+        """A new one-time PIN that ``user`` may type instead of the bastion password."""
+        pin = "".join(secrets.choice("0123456789") for _ in range(PIN_DIGITS))
+        self._issue(f"{user}\0{pin}", "pin", user, "", ttl)
+        return pin
+
+    def _consume(self, value: str, kind: str) -> Grant | None:
+        now = self._clock()
+        digest = _digest(value)
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE tokens SET used=? WHERE digest=? AND kind=? AND used IS NULL "
+                "AND expires>=? RETURNING user, target", (now, digest, kind, now))
+            row = cur.fetchone()
+            cur.close()
+        return Grant(user=row[0], target=row[1]) if row else None
+
+    def consume_token(self, token: str) -> Grant | None:
+        """The grant of an unused, unexpired routing token (marked used), else None."""
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+            return None
+        return self._consume(token, "route")
+
+    def consume_pin(self, user: str, pin: str) -> bool:
+        """True (and the PIN is used up) if ``pin`` is a valid one-time PIN of ``user``."""
+        if len(pin) != PIN_DIGITS or not pin.isdigit():
+            return False
+        grant = self._consume(f"{user}\0{pin}", "pin")
+        return grant is not None and hmac.compare_digest(grant.user, user)

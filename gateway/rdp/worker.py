@@ -1,0 +1,260 @@
+"""The RDP worker process: ``python -m gateway.rdp.worker -c CONFIG``.
+
+The gateway process starts ``[rdp] workers`` of these (:mod:`gateway.rdp.supervisor`);
+each runs Twisted's asyncio reactor with pyrdp, listens on the RDP port(s) with
+``SO_REUSEPORT`` (the kernel spreads connections over the workers), and records into the
+same storage, index and audit log as the gateway. pyrdp parsing therefore never runs on
+the SSH gateway's event loop, and a stuck parser stalls at most the sessions of one
+worker: a watchdog thread ends a worker whose loop has not turned for
+``WATCHDOG_SECONDS`` (exit 70), and the supervisor starts a new one.
+
+On SIGTERM the worker stops listening, lets sessions run for ``gateway.drain_timeout``,
+then closes them and finalizes their recordings.
+
+Protocol with the supervisor: one line ``ready`` on stdout once listening; exit status
+3 if pyrdp is not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+from gateway._version import __version__
+from gateway.config import Config, load_config
+
+log = logging.getLogger("bastille.rdp")
+
+WATCHDOG_SECONDS = 15.0
+EXIT_NO_PYRDP = 3
+EXIT_STUCK = 70
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+class _Watchdog:
+    """Ends the process when the event loop stops turning (a stuck parser)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: float) -> None:
+        self.loop = loop
+        self.limit = limit
+        self.last = time.monotonic()
+        self.stopped = False
+
+    def tick(self) -> None:
+        self.last = time.monotonic()
+        if not self.stopped:
+            self.loop.call_later(0.5, self.tick)
+
+    def run(self) -> None:
+        while not self.stopped:
+            time.sleep(1.0)
+            stalled = time.monotonic() - self.last
+            if stalled > self.limit and not self.stopped:
+                print(f"bastille-rdp: event loop stalled for {stalled:.0f} s (stuck RDP "
+                      "parser?); exiting so that a fresh worker takes over",
+                      file=sys.stderr, flush=True)
+                os._exit(EXIT_STUCK)
+
+
+async def serve(config: Config, stop: asyncio.Event) -> None:
+    """Listen and serve RDP until ``stop`` is set; then drain and finalize."""
+    from pyrdp.logging.adapters import SessionLogger
+    from twisted.internet import reactor as _reactor
+    from twisted.internet.protocol import ServerFactory
+
+    from gateway.audit import AuditEvent, AuditLog, Kind
+    from gateway.rdp.gate import RdpGate
+    from gateway.rdp.mitm import BastilleRDPMITM, TLSContexts, mitm_config
+    from gateway.rdp.tls import ensure_certificate
+    from gateway.rdp.tokens import TokenStore
+    from recorder.service import Recorder
+
+    assert config.rdp is not None
+    reactor: Any = _reactor
+    rdp = config.rdp
+    recorder = Recorder(config.recording, recover=False)
+    await recorder.start()
+    audit = AuditLog(config.audit.file, syslog=config.audit.syslog,
+                     syslog_address=config.audit.syslog_address,
+                     syslog_facility=config.audit.syslog_facility)
+    tokens = TokenStore(config.data_dir / "rdp_tokens.sqlite3")
+    gate = RdpGate(config, recorder, audit, tokens, version=__version__)
+    cert, key = ensure_certificate(config)
+    tls = TLSContexts(str(cert), str(key))
+    scratch = tempfile.mkdtemp(prefix="bastille-rdp-")  # pyrdp insists on an output dir
+    mitms: set[Any] = set()
+
+    class Factory(ServerFactory):
+        def __init__(self, fixed_target: str | None) -> None:
+            self.fixed_target = fixed_target
+            self.count = 0
+
+        def buildProtocol(self, addr: Any) -> Any:
+            self.count += 1
+            sid = f"w{os.getpid()}-{self.count}"
+            main_log = SessionLogger(logging.getLogger("pyrdp.mitm.connections"), sid)
+            crawler_log = SessionLogger(logging.getLogger("crawler"), sid)
+            mitm = BastilleRDPMITM(gate, tls, self.fixed_target, main_log, crawler_log,
+                                   mitm_config(scratch))
+            mitm.login_timeout = rdp.login_timeout
+            mitms.add(mitm)
+            mitm.on_gone = mitms.discard
+            return mitm.getProtocol()
+
+    ports = []
+    binds: list[tuple[int, str | None]] = [(rdp.listen_port, None)]
+    binds += [(t.rdp_listen_port, t.name) for t in config.targets.values()
+              if t.protocol == "rdp" and t.rdp_listen_port]
+    for port, fixed in binds:
+        sock = _listen_socket(rdp.listen_host, port)
+        family = sock.family
+        ports.append(reactor.adoptStreamPort(sock.fileno(), family, Factory(fixed)))
+        sock.close()
+    log.info("rdp worker %d listening on %s:%d", os.getpid(), rdp.listen_host,
+             rdp.listen_port)
+    print("ready", flush=True)
+    kills = asyncio.get_running_loop().create_task(_watch_kills(config, gate),
+                                                   name="rdp kill requests")
+    try:
+        await stop.wait()
+    finally:
+        kills.cancel()
+        for p in ports:
+            p.stopListening()
+        deadline = time.monotonic() + config.gateway.drain_timeout
+        while gate.connections and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+        for mitm in list(mitms):
+            conn = getattr(mitm.state, "bastille_conn", None)
+            if conn is not None:
+                conn.end_reason = "the bastion is shutting down"
+            mitm.drop()
+        for conn in list(gate.connections):
+            await conn.closed("the bastion is shutting down")
+        await recorder.close(timeout=max(5.0, config.gateway.drain_timeout))
+        tokens.close()
+        audit.emit(AuditEvent(Kind.GATEWAY, "ok", detail={"event": "rdp worker stop",
+                                                           "pid": os.getpid()}))
+        audit.close()
+
+
+async def _watch_kills(config: Config, gate: Any) -> None:
+    """Carry out `bastille sessions kill` requests for this worker's RDP sessions, and
+    end sessions past ``gateway.max_session`` or without input for ``idle_timeout``."""
+    from gateway.approvals import ApprovalStore
+    from gateway.audit import Kind
+
+    store = ApprovalStore(config.data_dir / "approvals.sqlite3")
+    loop = asyncio.get_running_loop()
+    max_session = config.gateway.max_session
+    idle = config.gateway.idle_timeout
+    try:
+        while True:
+            await asyncio.sleep(1.0)
+            for conn in list(gate.connections):
+                if conn.on_terminate is None:
+                    continue
+                if max_session and conn.age() > max_session:
+                    conn.end_reason = "maximum session time reached"
+                    conn.on_terminate()
+                elif idle and time.monotonic() - conn.last_input > idle:
+                    conn.end_reason = "idle timeout (no keyboard or mouse input)"
+                    conn.on_terminate()
+            if not gate.connections:
+                continue
+            try:
+                pending = await loop.run_in_executor(None, store.pending_kills)
+            except Exception:
+                log.exception("cannot read kill requests")
+                continue
+            live = {c.session_id: c for c in gate.connections}
+            for session_id, by, reason in pending:
+                conn = live.get(session_id)
+                if conn is None or conn.on_terminate is None:
+                    continue
+                store.kill_done(session_id)
+                gate.audit(conn.event(Kind.SESSION_KILL, "ok", {"by": by, "reason": reason}))
+                conn.end_reason = f"session terminated by {by}: {reason}"
+                conn.on_terminate()
+    finally:
+        store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway.rdp.worker")
+    parser.add_argument("-c", "--config", required=True)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="bastille-rdp[%(process)d] %(levelname)s %(message)s")
+    config = load_config(args.config)
+    if config.rdp is None:
+        print("bastille-rdp: the config has no [rdp] section", file=sys.stderr)
+        return 2
+    try:
+        import pyrdp  # noqa: F401
+        from twisted.internet import asyncioreactor
+    except ImportError as exc:
+        print(f"bastille-rdp: RDP needs the optional extra (pip install 'bastille[rdp]'; "
+              f"see docs/rdp.md): {exc}", file=sys.stderr)
+        return EXIT_NO_PYRDP
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    asyncioreactor.install(loop)
+    from twisted.internet import reactor as _reactor
+
+    from gateway.rdp import fixes, mitm
+
+    fixes.install()
+    fixes.configure_logging(logging.DEBUG if args.verbose else logging.WARNING)
+    mitm.install_components()
+    stop = asyncio.Event()
+    watchdog = _Watchdog(loop, WATCHDOG_SECONDS)
+    result: dict[str, BaseException] = {}
+
+    def started() -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        watchdog.tick()
+        threading.Thread(target=watchdog.run, name="rdp-watchdog", daemon=True).start()
+        task = loop.create_task(serve(config, stop))
+
+        def done(t: asyncio.Task[None]) -> None:
+            watchdog.stopped = True
+            if not t.cancelled() and t.exception() is not None:
+                result["error"] = t.exception()  # type: ignore[assignment]
+            reactor.stop()
+
+        task.add_done_callback(done)
+
+    reactor: Any = _reactor
+    reactor.callWhenRunning(started)
+    reactor.run(installSignalHandlers=False)
+    if "error" in result:
+        err = result["error"]
+        print(f"bastille-rdp: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

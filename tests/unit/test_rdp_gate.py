@@ -1,0 +1,197 @@
+"""The bastion side of RDP connections (gateway/rdp/gate.py), without pyrdp: routing,
+login with password or one-time PIN, credential injection, recording, audit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway.audit import AuditLog
+from gateway.auth.passwords import hash_password
+from gateway.config import Config, load_config
+from gateway.rdp.gate import RdpGate, Refused
+from gateway.rdp.routing import RouteRequest
+from gateway.rdp.tokens import TokenStore
+from gateway.ssh.keys import generate_host_key
+from recorder import events as ev
+from recorder.reader import Recording
+from recorder.service import Recorder
+
+ALICE_PW = "alice-Pw-secret-1"
+TARGET_PW = "Target-Pw-secret-2"
+
+
+def _config(tmp_path: Path) -> Config:
+    generate_host_key(tmp_path / "hk", "test")
+    (tmp_path / "pw").write_text(TARGET_PW + "\n")
+    (tmp_path / "b.toml").write_text(f"""
+[gateway]
+listen = "127.0.0.1:2200"
+host_keys = ["hk"]
+max_auth_failures = 3
+
+[rdp]
+listen = "127.0.0.1:3390"
+
+[users.alice]
+password_hash = "{hash_password(ALICE_PW)}"
+groups = ["ops"]
+
+[users.bob]
+password_hash = "{hash_password('bob-pw')}"
+
+[targets.win1]
+protocol = "rdp"
+host = "10.0.0.9"
+user = "Administrator"
+rdp_domain = "CORP"
+password_file = "pw"
+rdp_cert_sha256 = ["{'ab' * 32}"]
+groups = ["ops"]
+""")
+    return load_config(tmp_path / "b.toml")
+
+
+def _audit(tmp_path: Path) -> list[dict[str, object]]:
+    path = tmp_path / "data" / "audit.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+async def _gate(tmp_path: Path) -> tuple[RdpGate, Recorder]:
+    config = _config(tmp_path)
+    recorder = Recorder(config.recording)
+    await recorder.start()
+    gate = RdpGate(config, recorder, AuditLog(config.audit.file),
+                   TokenStore(config.data_dir / "rdp_tokens.sqlite3"))
+    return gate, recorder
+
+
+def test_login_injects_target_credentials_and_records(tmp_path: Path) -> None:
+    async def main() -> None:
+        gate, recorder = await _gate(tmp_path)
+        conn = gate.route(RouteRequest(user="alice", target="win1"), "10.1.1.1:5000", None)
+        creds = await conn.login("alice#win1", ALICE_PW, "")
+        assert (creds.user, creds.password, creds.domain) == \
+            ("Administrator", TARGET_PW, "CORP")
+        assert TARGET_PW not in repr(creds)
+        conn.on_replay(b"\x01\x02replay")
+        for code in (0x12, 0x2E, 0x23, 0x18):  # e c h o
+            conn.keys.scancode(code, False)
+        conn.keys.scancode(0x1C, False)
+        conn.on_clipboard("upload", "copied text")
+        await conn.closed()
+        await recorder.close()
+
+    asyncio.run(main())
+    records = _audit(tmp_path)
+    kinds = [r["kind"] for r in records]
+    assert kinds[:2] == ["login", "session.start"] and "session.end" in kinds
+    text = (tmp_path / "data" / "audit.jsonl").read_text()
+    assert ALICE_PW not in text and TARGET_PW not in text
+    rec_path = next((tmp_path / "data" / "recordings").rglob("*.bstl"))
+    rec = Recording.from_bytes(rec_path.read_bytes())
+    events = list(rec.events())
+    assert [e.data for e in events if e.type == ev.RDP] == [b"\x01\x02replay"]
+    commands = [e.fields() for e in events if e.type == ev.COMMAND]
+    assert {"text": "echo", "source": "rdp-keys"} in commands
+    assert {"text": "copied text", "source": "rdp-clipboard-upload"} in commands
+    blob = b"".join(e.data for e in events)
+    assert ALICE_PW.encode() not in blob and TARGET_PW.encode() not in blob
+    from recorder.index import Index
+
+    index = Index(tmp_path / "data" / "index.sqlite3")
+    assert [r.protocol for r in index.list_sessions(text="echo")] == ["rdp"]
+    index.close()
+
+
+def test_refusals(tmp_path: Path) -> None:
+    async def main() -> None:
+        gate, recorder = await _gate(tmp_path)
+        src = "10.1.1.1:5000"
+        with pytest.raises(Refused, match="unknown RDP target"):
+            gate.route(RouteRequest(user="alice", target="nosuch"), src, None)
+        with pytest.raises(Refused, match="no target"):
+            gate.route(RouteRequest(user="alice"), src, None)
+        with pytest.raises(Refused, match="routing token"):
+            gate.route(RouteRequest(token="bst1.AAAAAAAAAAAAAAAAAAAA"), src, None)
+        conn = gate.route(RouteRequest(user="alice", target="win1"), src, None)
+        with pytest.raises(Refused, match="wrong user name or password"):
+            await conn.login("alice", "wrong", "")
+        conn = gate.route(RouteRequest(user="alice", target="win1"), src, None)
+        with pytest.raises(Refused, match="differs from the routed user"):
+            await conn.login("bob", "bob-pw", "")
+        conn = gate.route(RouteRequest(user="bob", target="win1"), src, None)
+        with pytest.raises(Refused, match="not allowed"):
+            await conn.login("bob", "bob-pw", "")
+        conn = gate.route(RouteRequest(user="nobody", target="win1"), src, None)
+        with pytest.raises(Refused, match="wrong user name or password"):
+            await conn.login("nobody", "x", "")
+        await recorder.close()
+
+    asyncio.run(main())
+    records = _audit(tmp_path)
+    assert not [r for r in records if r["kind"] == "session.start"]
+    assert len([r for r in records if r["kind"] == "login" and r["outcome"] == "failed"]) == 2
+    assert "wrong" not in (tmp_path / "data" / "audit.jsonl").read_text().replace(
+        "wrong user", "")
+
+
+def test_token_route_and_pin_login(tmp_path: Path) -> None:
+    async def main() -> None:
+        gate, recorder = await _gate(tmp_path)
+        token = gate.tokens.issue_token("alice", "win1", 60)
+        pin = gate.tokens.issue_pin("alice", 60)
+        conn = gate.route(RouteRequest(token=token), "10.1.1.1:5000", None)
+        assert (conn.routed_user, conn.target.name, conn.via) == ("alice", "win1", "token")
+        creds = await conn.login("", pin, "")  # no user name typed: the token's user
+        assert creds.user == "Administrator"
+        await conn.closed()
+        with pytest.raises(Refused):
+            gate.route(RouteRequest(token=token), "10.1.1.1:5001", None)
+        conn = gate.route(RouteRequest(), "10.1.1.1:5002", "win1")  # per-target port
+        with pytest.raises(Refused):
+            await conn.login("alice", pin, "")  # the PIN was used up
+        await recorder.close()
+
+    asyncio.run(main())
+    logins = [r for r in _audit(tmp_path) if r["kind"] == "login"]
+    assert logins[0]["detail"] == {"protocol": "rdp", "method": "pin", "route": "token"}
+
+
+def test_rate_limit(tmp_path: Path) -> None:
+    async def main() -> None:
+        gate, recorder = await _gate(tmp_path)
+        for _ in range(3):
+            conn = gate.route(RouteRequest(user="alice", target="win1"), "10.9.9.9:1", None)
+            with pytest.raises(Refused):
+                await conn.login("alice", "bad", "")
+        with pytest.raises(Refused, match="too many"):
+            gate.route(RouteRequest(user="alice", target="win1"), "10.9.9.9:1", None)
+        await recorder.close()
+
+    asyncio.run(main())
+
+
+def test_client_gone_during_login_leaves_no_live_recording(tmp_path: Path) -> None:
+    async def main() -> None:
+        gate, recorder = await _gate(tmp_path)
+        conn = gate.route(RouteRequest(user="alice", target="win1"), "10.1.1.1:5000", None)
+        login = asyncio.ensure_future(conn.login("alice", ALICE_PW, ""))
+        await asyncio.sleep(0)  # the password check runs in a thread
+        await conn.closed("client disconnected")  # the client leaves meanwhile
+        with pytest.raises(Refused, match="went away"):
+            await login
+        assert not gate.connections
+        await recorder.close()
+
+    asyncio.run(main())
+    from recorder.index import Index
+
+    index = Index(tmp_path / "data" / "index.sqlite3")
+    assert [r.status for r in index.list_sessions()] in ([], ["ended"])
+    index.close()
+    kinds = [r["kind"] for r in _audit(tmp_path)]
+    assert kinds.count("session.start") == kinds.count("session.end")
