@@ -153,10 +153,12 @@ class BenchRig:
         gateways: name -> recording dir ("" = the default, under the gateway's data dir
             on disk; a path = `[recording] dir` there, e.g. on /dev/shm).
         max_startups: sshd MaxStartups/MaxSessions (the concurrency benchmark needs many).
+        extra: name -> TOML appended to that gateway's config (e.g. a ``[policy]``).
     """
 
     gateways: dict[str, str] = field(default_factory=lambda: {"bastion": ""})
     max_startups: int = 100
+    extra: dict[str, str] = field(default_factory=dict)
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bastille-bench-")))
     sshd: Sshd | None = None
     gws: dict[str, GatewayProc] = field(default_factory=dict)
@@ -237,7 +239,7 @@ user = "{TARGET_USER}"
 key_file = "target_key"
 host_keys = ["{self.sshd.host_key_pub}"]
 groups = ["ops"]
-""")
+""" + self.extra.get(name, ""))
             gw = GatewayProc(name, config, port, data)
             self.gws[name] = gw
             gw.start()

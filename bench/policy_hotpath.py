@@ -1,6 +1,6 @@
 """Throughput of the policy layer's hot paths, and decide() latency.
 
-Run: ``python bench/policy_hotpath.py [--mib 50]``
+Run: ``python bench/policy_hotpath.py [--mib 50]``  (``--smoke``: 1 MiB)
 
 * ``LineTracker.feed_output``: every output byte of every interactive session;
 * ``StreamMasker.feed``: every output byte when masking is on (always for recordings);
@@ -98,8 +98,9 @@ def bench_render() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=int, default=50)
+    ap.add_argument("--smoke", action="store_true", help="1 MiB")
     args = ap.parse_args()
-    chunks = corpus(args.mib)
+    chunks = corpus(1 if args.smoke else args.mib)
     size = sum(len(c) for c in chunks) / 2**20
     fo = bench_feed_output(chunks)
     print(f"LineTracker.feed_output: {size / fo:8.1f} MiB/s  ({size:.0f} MiB, 4 KiB chunks)")

@@ -1,9 +1,8 @@
 """Run every benchmark, one after the other, and print their tables.
 
-Our benchmarks (throughput, latency, concurrency, recording_size) start their own sshd
-and gateways on loopback ports; the recorder's own (recording_seek, recording_memory)
-need neither. The policy hot path (bench/policy_hotpath.py) belongs to the policy layer
-and is not run here until policy is wired into the relay.
+Our benchmarks (throughput, latency, policy_overhead, concurrency, recording_size) start
+their own sshd and gateways on loopback ports; the recorder's own (recording_seek,
+recording_memory) and the policy layer's (policy_hotpath) need neither.
 
 Run: python bench/run_all.py [--smoke] [--skip NAME,...] [-- extra args are not passed]
 Full run takes roughly 15 minutes on 2 cores; ``--smoke`` about a minute.
@@ -23,6 +22,8 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "throughput": ([], ["--smoke"]),
     "latency": ([], ["--smoke"]),
+    "policy_overhead": ([], ["--smoke"]),
+    "policy_hotpath": ([], ["--smoke"]),
     "concurrency": ([], ["--smoke"]),
     "recording_size": ([], ["--smoke"]),
     "recording_seek": ([], ["--minutes", "2", "--seeks", "5"]),

@@ -214,7 +214,10 @@ class LineTracker:
                 data = data[: -len(p)]
                 break
         events: list[InputEvent] = []
-        self._last_input_at = self._total
+        if data.strip(b"\r\n"):
+            # keys the target will echo; a lone Enter is not echoed before it is
+            # released (the relay holds it), so it must not make the relay wait for echo
+            self._last_input_at = self._total
         self._chunks += 1
         start = 0
         entered = False

@@ -428,7 +428,7 @@ class StreamMasker:
     def _process(self, buf: bytes, *, final: bool, deadline: bool) -> tuple[bytes, bytes]:
         # 1. visible projection (C-speed split; segments only built when needed)
         pending = len(buf)
-        has_esc = b"\x1b" in buf
+        has_esc = not self.binary and b"\x1b" in buf  # files: bytes, not a terminal
         if has_esc:
             tail_esc = buf.rfind(b"\x1b", max(0, len(buf) - 4200))
             if tail_esc >= 0 and not _ESC_RE.match(buf, tail_esc):

@@ -70,6 +70,14 @@ def test_latency_smoke_prints_direct_and_bastion_percentiles() -> None:
     assert direct_p50 > 0 and bastion_p50 > 0
 
 
+def test_policy_overhead_smoke_prints_three_paths() -> None:
+    out = run_bench("policy_overhead", "--smoke")
+    table = {r[0]: r for r in rows(out)}
+    for path in ("direct", "bastion", "bastion-policy"):
+        assert float(table[path][1]) > 0, table
+    assert "# policy adds:" in out
+
+
 def test_concurrency_smoke_opens_every_session_and_drops_none() -> None:
     out = run_bench("concurrency", "--smoke")
     table = {r[0]: r for r in rows(out)}

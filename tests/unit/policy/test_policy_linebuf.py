@@ -297,3 +297,20 @@ def test_password_typed_key_by_key_is_echo_off() -> None:
     (ev,) = t.feed_input(b"\r")
     s = t.current_line(ev.line_id)
     assert s.echo_off and not s.echo_pending and s.hidden_typed == "pw$("
+
+
+def test_lone_enter_does_not_wait_for_an_echo() -> None:
+    """Typed keys, echoed, then Enter in its own packet (how people type): the relay holds
+    that Enter, so the target cannot echo anything for it; waiting would add ECHO_WAIT
+    (300 ms) to every command. A paste (keys + Enter together) still waits."""
+    t = LineTracker()
+    t.feed_output(b"$ ")
+    t.feed_input(b"ls")
+    assert not t.output_since_input()
+    t.feed_output(b"ls")
+    assert t.output_since_input()
+    t.feed_input(b"\r")
+    assert t.output_since_input()  # nothing new to wait for
+    t.feed_output(b"\r\nfile\r\n$ ")
+    t.feed_input(b"pwd\r")
+    assert not t.output_since_input()  # the pasted keys' echo is still to come
