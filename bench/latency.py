@@ -6,8 +6,10 @@ interactive path). The client writes one key to the pty master, then times how l
 takes for the echo (bash's readline writes the key back) to come out of the master. Each
 60 keys it sends Ctrl-U and drains the redraw, so the line never wraps.
 
-Conditions: ``idle``, and ``loaded``: another session on the same path (the same gateway,
-or the same sshd for direct) streams `head -c 100G /dev/zero` to /dev/null meanwhile.
+Conditions: ``idle``; ``loaded``: another session on the same path (the same gateway,
+or the same sshd for direct) streams `head -c 100G /dev/zero` to /dev/null meanwhile;
+``loaded-pty``: another *interactive* session (pty, line tracking, live masking) runs
+`cat` of a 64 MiB terminal-output file in a loop.
 
 Known limits: the client, ssh, gateway, sshd and bash share the machine's cores, so the
 loaded figures include CPU contention with the streaming client and sshd (as they would
@@ -32,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._rig import BenchRig, machine, percentile
+from bench._rig import MIB, BenchRig, machine, make_terminal_corpus, percentile, shared_file
 
 KEYS = b"abcdefghijklmnopqrstuvwxyz"
 
@@ -102,9 +104,9 @@ class PtyClient:
         os.close(self.master)
 
 
-def run_one(rig: BenchRig, via: str | None, keys: int, loaded: bool) -> list[float]:
+def run_one(rig: BenchRig, via: str | None, keys: int, load: str) -> list[float]:
     bulk = None
-    if loaded:
+    if load == "loaded":
         bulk = subprocess.Popen(
             [*rig.ssh(via), "head -c 100G /dev/zero"],
             stdin=subprocess.DEVNULL,
@@ -112,6 +114,20 @@ def run_one(rig: BenchRig, via: str | None, keys: int, loaded: bool) -> list[flo
             stderr=subprocess.DEVNULL,
         )
         time.sleep(1.0)
+    elif load == "loaded-pty":
+        # an interactive session (pty, line tracking, live masking) cat-ing a large
+        # terminal-output file over and over
+        corpus = make_terminal_corpus(shared_file("latency-corpus-64M.txt"), 64 * MIB)
+        bulk = subprocess.Popen(
+            rig.ssh(via, tty=True),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        assert bulk.stdin is not None
+        bulk.stdin.write(f"while :; do cat {corpus}; done\n".encode())
+        bulk.stdin.flush()
+        time.sleep(2.0)
     client = PtyClient(rig.ssh(via, tty=True))
     try:
         client.ready()
@@ -130,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keys", type=int, default=1000)
     ap.add_argument("--smoke", action="store_true", help="30 keys, idle only")
     a = ap.parse_args(argv)
-    conditions = ["idle"] if a.smoke else ["idle", "loaded"]
+    conditions = ["idle"] if a.smoke else ["idle", "loaded", "loaded-pty"]
     keys = 30 if a.smoke else a.keys
     print(f"# latency: {machine()}")
     print(f"# {keys} keys per cell; echo time in ms")
@@ -141,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         gw = rig.gws["bastion"]
         for cond in conditions:
-            d = run_one(rig, None, keys, cond == "loaded")
+            d = run_one(rig, None, keys, cond)
             c0 = gw.cpu()
-            b = run_one(rig, "bastion", keys, cond == "loaded")
+            b = run_one(rig, "bastion", keys, cond)
             cpu = (gw.cpu() - c0) * 1000
             dp50, dp99 = percentile(d, 50) * 1e3, percentile(d, 99) * 1e3
             bp50, bp99 = percentile(b, 50) * 1e3, percentile(b, 99) * 1e3

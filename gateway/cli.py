@@ -93,17 +93,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return _serve(config)
 
 
-READ_CHUNK = 64 * 1024
+READ_CHUNK = 16 * 1024
 
 
 def _fair_reads() -> None:
     """Read at most ``READ_CHUNK`` bytes per socket per event-loop turn (asyncio: 256 KiB).
 
-    One loop turn handles everything one recv returned; at ~10 ms/MiB of gateway work, a
-    256 KiB read from a bulk session is ~3 ms during which no other session's keystroke
-    moves, and an echo needs two turns. Measured (bench/latency.py, another session
-    streaming): echo p99 9.8 ms at 256 KiB, 4.2 ms at 64 KiB, 2.9 ms at 16 KiB; 16 KiB
-    cost ~20% of bulk throughput, 64 KiB is within run-to-run noise.
+    One loop turn handles everything one recv returned; at 10-30 ms/MiB of gateway work,
+    a 256 KiB read from a bulk session is 3-8 ms during which no other session's
+    keystroke moves, and an echo needs two turns. Measured with bench/latency.py (echo
+    p99 while another session streams an exec / cats a file in a PTY): 256 KiB 9.8 / -
+    ms, 64 KiB 2.8 / 14.4 ms, 32 KiB 2.0 / 8.8 ms, 16 KiB 1.6-2.1 / 4.4 ms. Bulk
+    throughput at 16 KiB vs 64 KiB: within ~5-10% (run-to-run noise is about as large).
     """
     import asyncio.selector_events as selector_events
 

@@ -399,14 +399,21 @@ _TARGET = {"host", "port", "user", "description", "builtin", "key_file", "key_en
            "allow_remote_forwarding", "allow_agent_forwarding", "allow_x11_forwarding"}
 
 
+def _listen(r: _Reader, table: Mapping[str, Any], section: str,
+            default: tuple[str, int]) -> tuple[str, int]:
+    """``SECTION.listen`` as (host, port); a bad value is reported, the default used."""
+    listen = r.get(table, "listen", section, str, f"{default[0]}:{default[1]}")
+    parsed = parse_listen(listen)
+    if parsed is None:
+        r.problem(f"{section}.listen", f"expected 'host:port', got {listen!r}")
+        return default
+    return parsed
+
+
 def _gateway(r: _Reader, data: dict[str, Any]) -> tuple[GatewaySettings, Path]:
     g = r.table(data, "gateway", "gateway")
     r.check_keys(g, "gateway", _GATEWAY)
-    listen = r.get(g, "listen", "gateway", str, "127.0.0.1:2222")
-    parsed = parse_listen(listen)
-    if parsed is None:
-        r.problem("gateway.listen", f"expected 'host:port', got {listen!r}")
-        parsed = ("127.0.0.1", 2222)
+    parsed = _listen(r, g, "gateway", ("127.0.0.1", 2222))
     host_keys = tuple(
         p if p.is_absolute() else r.base / p
         for p in (Path(os.path.expanduser(k)) for k in r.str_list(g, "host_keys", "gateway"))
@@ -696,11 +703,7 @@ def _rdp(r: _Reader, data: dict[str, Any], targets: Mapping[str, TargetConfig],
         return None
     d = r.table(data, "rdp", "rdp")
     r.check_keys(d, "rdp", _RDP)
-    listen = r.get(d, "listen", "rdp", str, "127.0.0.1:3389")
-    parsed = parse_listen(listen)
-    if parsed is None:
-        r.problem("rdp.listen", f"expected 'host:port', got {listen!r}")
-        parsed = ("127.0.0.1", 3389)
+    parsed = _listen(r, d, "rdp", ("127.0.0.1", 3389))
     cert = r.path_value(d, "tls_cert", "rdp", None)
     key = r.path_value(d, "tls_key", "rdp", None)
     if (cert is None) != (key is None):
