@@ -190,6 +190,14 @@ class GatewayApp:
             from gateway.approvals_cli import request_access
 
             return request_access(self, ctx.user.name, route.builtin_args, source=ctx.source)
+        if route.builtin == "rdp":
+            from gateway.rdp.cli import rdp_login_text
+
+            user = ctx.user if ctx.sso else self.config.users.get(ctx.user.name)
+            if user is None:
+                return "bastille: no RDP access for this login"
+            return rdp_login_text(self.config, user, ctx.sso, route.builtin_args,
+                                  ctx.source, self.audit)
         if route.builtin == "approvals":
             from gateway.approvals_cli import run_approvals
 
@@ -207,6 +215,8 @@ class GatewayApp:
         if rdp and self.config.rdp is not None:
             lines += ["", "RDP targets (an RDP client, user name USER#TARGET):"]
             lines += [f"  {t.name:<16} {t.description}".rstrip() for t in rdp]
+            lines += ["One-time RDP password (also for single sign-on users): "
+                      "ssh USER@BASTION rdp [TARGET]"]
         return "\n".join(lines)
 
     # ------------------------------------------------------------ lifecycle

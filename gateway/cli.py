@@ -404,7 +404,8 @@ def cmd_player(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bastille", description="SSH bastion that relays, records and enforces policy.",
+        prog="bastille",
+        description="SSH and RDP bastion that relays, records and enforces policy.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"bastille {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")

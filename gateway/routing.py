@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-BUILTIN_COMMANDS = ("approvals", "request", "player", "help")
+BUILTIN_COMMANDS = ("approvals", "request", "player", "rdp", "help")
 _TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 

@@ -99,6 +99,48 @@ def cmd_rdp_pin(args: argparse.Namespace, load: Callable[[argparse.Namespace], A
     return 0
 
 
+def rdp_login_text(config: Any, user: Any, sso: bool, args: str, source: str,
+                   audit: Callable[[Any], None]) -> str:
+    """``ssh USER@BASTION rdp [TARGET]``: a one-time PIN for an RDP login, for the user
+    who just authenticated over SSH (with a key, a password or single sign-on).
+
+    Users known only to the IdP have no bastion password: this PIN is how they log in
+    over RDP. It carries the groups of this SSH login (the IdP's, for SSO), works once,
+    for this user only, until ``rdp.token_ttl``. Never logged; audited as issued.
+    """
+    from gateway.rdp.tokens import TokenStore
+
+    if config.rdp is None:
+        return "bastille: RDP is not enabled on this bastion"
+    words = args.split()
+    allowed = sorted(t.name for t in config.targets.values()
+                     if t.protocol == "rdp" and t.permits(user))
+    if len(words) > 1 or (words and words[0] not in allowed):
+        wanted = words[0] if words else ""
+        return (f"bastille: {wanted!r} is not an RDP target you may use; yours: "
+                f"{', '.join(allowed) or '(none)'}\nusage: rdp [TARGET]")
+    if not allowed:
+        return "bastille: no RDP target is available to you"
+    ttl = config.rdp.token_ttl
+    store = TokenStore(config.data_dir / "rdp_tokens.sqlite3")
+    try:
+        pin = store.issue_sso_pin(user.name, user.groups, ttl) if sso else \
+            store.issue_pin(user.name, ttl)
+    finally:
+        store.close()
+    audit(AuditEvent(Kind.GATEWAY, "ok", user=user.name, source=source,
+                     detail={"event": "rdp pin issued", "ttl": ttl, "sso": sso}))
+    target = words[0] if words else allowed[0]
+    minutes = max(1, round(ttl / 60))
+    return "\n".join([
+        f"One-time RDP login for {user.name} (works once, for {minutes} min):",
+        f"  server:    {_address(config)}",
+        f"  user name: {user.name}#{target}",
+        f"  password:  {pin}",
+        f"RDP targets you may use: {', '.join(allowed)}",
+    ])
+
+
 def cmd_rdp_fingerprint(args: argparse.Namespace) -> int:
     from gateway.rdp.tls import fetch_fingerprint
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from gateway.audit import AuditEvent, AuditLog, Kind
 from gateway.auth.passwords import hash_password, verify_password
 from gateway.auth.ratelimit import FailureLimiter
-from gateway.config import Config, TargetConfig
+from gateway.config import Config, TargetConfig, UserConfig
 from gateway.rdp.keys import KeyDecoder
 from gateway.rdp.routing import RouteRequest, client_user
 from gateway.rdp.tokens import TokenStore
@@ -175,6 +175,14 @@ class RdpConnection:
         if not ok and user is not None:
             ok = await loop.run_in_executor(None, gate.tokens.consume_pin, name, password)
             method = "pin"
+        elif not ok and user is None and cfg.oidc is not None:
+            # a user known only to the IdP: a one-time PIN issued after their SSO login
+            # (`ssh USER@BASTION rdp`) carries the groups the IdP gave them
+            groups = await loop.run_in_executor(None, gate.tokens.consume_sso_pin, name,
+                                                password)
+            if groups is not None:
+                user = UserConfig(name=name, groups=groups)
+                ok, method = True, "sso-pin"
         password = ""
         if not ok or user is None or (user.password_hash is None and method == "password"):
             gate.limiter.record_failure(src, f"user:{name}")

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ PIN_DIGITS = 8
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
     digest TEXT PRIMARY KEY, kind TEXT NOT NULL, user TEXT NOT NULL, target TEXT NOT NULL,
-    created REAL NOT NULL, expires REAL NOT NULL, used REAL
+    created REAL NOT NULL, expires REAL NOT NULL, used REAL, groups TEXT
 );
 """
 
@@ -42,6 +43,7 @@ class Grant:
 
     user: str
     target: str  # "" for a PIN (any target the user may use)
+    groups: frozenset[str] = frozenset()  # SSO PINs: the groups the IdP gave
 
 
 def _digest(value: str) -> str:
@@ -63,16 +65,22 @@ class TokenStore:
             os.chmod(self.path, 0o600)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(tokens)")}
+        if "groups" not in columns:  # a store from before SSO PINs
+            self._db.execute("ALTER TABLE tokens ADD COLUMN groups TEXT")
 
     def close(self) -> None:
         self._db.close()
 
-    def _issue(self, value: str, kind: str, user: str, target: str, ttl: float) -> None:
+    def _issue(self, value: str, kind: str, user: str, target: str, ttl: float,
+               groups: str | None = None) -> None:
         now = self._clock()
         with self._lock:
             self._db.execute("DELETE FROM tokens WHERE expires < ?", (now - 86400,))
-            self._db.execute("INSERT INTO tokens VALUES (?,?,?,?,?,?,NULL)",
-                             (_digest(value), kind, user, target, now, now + ttl))
+            self._db.execute(
+                "INSERT INTO tokens (digest, kind, user, target, created, expires, used, groups)"
+                " VALUES (?,?,?,?,?,?,NULL,?)",
+                (_digest(value), kind, user, target, now, now + ttl, groups))
 
     def issue_token(self, user: str, target: str, ttl: float) -> str:
         """A new routing token for ``user`` to reach ``target`` once within ``ttl`` s."""
@@ -86,16 +94,27 @@ class TokenStore:
         self._issue(f"{user}\0{pin}", "pin", user, "", ttl)
         return pin
 
+    def issue_sso_pin(self, user: str, groups: Iterable[str], ttl: float) -> str:
+        """A one-time PIN for a user who logged in by single sign-on (not in ``[users]``):
+        it carries the groups the IdP gave them, which decide the targets they may use."""
+        pin = "".join(secrets.choice("0123456789") for _ in range(PIN_DIGITS))
+        self._issue(f"{user}\0{pin}", "sso-pin", user, "", ttl,
+                    json.dumps(sorted(set(groups))))
+        return pin
+
     def _consume(self, value: str, kind: str) -> Grant | None:
         now = self._clock()
         digest = _digest(value)
         with self._lock:
             cur = self._db.execute(
                 "UPDATE tokens SET used=? WHERE digest=? AND kind=? AND used IS NULL "
-                "AND expires>=? RETURNING user, target", (now, digest, kind, now))
+                "AND expires>=? RETURNING user, target, groups", (now, digest, kind, now))
             row = cur.fetchone()
             cur.close()
-        return Grant(user=row[0], target=row[1]) if row else None
+        if not row:
+            return None
+        groups = frozenset(json.loads(row[2])) if row[2] else frozenset()
+        return Grant(user=row[0], target=row[1], groups=groups)
 
     def consume_token(self, token: str) -> Grant | None:
         """The grant of an unused, unexpired routing token (marked used), else None."""
@@ -109,3 +128,12 @@ class TokenStore:
             return False
         grant = self._consume(f"{user}\0{pin}", "pin")
         return grant is not None and hmac.compare_digest(grant.user, user)
+
+    def consume_sso_pin(self, user: str, pin: str) -> frozenset[str] | None:
+        """The IdP groups of a valid single-sign-on PIN of ``user`` (used up), else None."""
+        if len(pin) != PIN_DIGITS or not pin.isdigit():
+            return None
+        grant = self._consume(f"{user}\0{pin}", "sso-pin")
+        if grant is None or not hmac.compare_digest(grant.user, user):
+            return None
+        return grant.groups

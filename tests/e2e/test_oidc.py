@@ -216,3 +216,61 @@ def test_expired_code_gives_a_clear_message(make_gateway: Any, rig: Rig, tmp_pat
         assert t.dead_status() == 255
     finally:
         short.stop()
+
+
+def test_sso_user_gets_a_one_time_rdp_password(make_gateway: Any, idp: Provider, rig: Rig,
+                                               tmp_path: Path, terms: list[Tmux],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """dave exists only at the IdP: after his SSO login, `ssh dave@bastion rdp win1` gives
+    him a one-time RDP password carrying his IdP groups (the RDP gate accepts it for users
+    not in [users]; tests/unit/test_rdp_gate.py drives that login)."""
+    pytest.importorskip("pyrdp", reason="the RDP extra is not installed")
+    from gateway.rdp.tokens import TokenStore
+
+    monkeypatch.setenv(SECRET_ENV, "bastille-test-secret")
+    (tmp_path / "win1.pw").write_text("Target-Pw-9\n")
+    rdp = f"""
+[rdp]
+listen = "127.0.0.1:{free_port()}"
+
+[targets.win1]
+protocol = "rdp"
+host = "127.0.0.1"
+port = {free_port()}
+user = "Administrator"
+password_file = "{tmp_path / 'win1.pw'}"
+rdp_cert_sha256 = ["{'ab' * 32}"]
+groups = ["ops"]
+"""
+    gw = make_gateway(extra=_oidc_section(idp.issuer) + rdp,
+                      gateway_extra='login_timeout = "60s"')
+    key = tmp_path / "dave_key"
+    keygen(key, "dave")
+    t = Tmux(rig.root, _ssh(gw, "dave", key, "rdp", "win1", tty=True))
+    terms.append(t)
+    uri, code = _sso_prompt(t)
+    assert "Sign-in Success" in approve(uri, code, "dave")
+    t.type("\n")
+    screen = t.wait_re(r"password: +\d{8}", timeout=20)
+    assert "dave#win1" in screen
+    m = re.search(r"password: +(\d{8})", screen)
+    assert m is not None
+    pin = m.group(1)
+    t.dead_status()
+    # not a target he may not use
+    other = subprocess.run(_ssh(gw, "dave", key, "rdp", "web1", batch=True),
+                           capture_output=True, timeout=30)
+    assert other.returncode != 0 and b"not an RDP target you may use" in other.stdout
+    # the PIN is a one-time SSO login for dave with his IdP groups, and nobody else's
+    store = TokenStore(gw.data / "rdp_tokens.sqlite3")
+    try:
+        assert store.consume_sso_pin("alice", pin) is None
+        groups = store.consume_sso_pin("dave", pin)
+        assert groups is not None and "ops" in groups
+        assert store.consume_sso_pin("dave", pin) is None
+    finally:
+        store.close()
+    issued = audit_events(gw, kind="gateway", user="dave")
+    assert any(e["detail"].get("event") == "rdp pin issued" for e in issued)
+    assert pin not in (gw.data / "audit.jsonl").read_text()
+    assert pin not in gw.gateway.logs()

@@ -195,3 +195,87 @@ def test_client_gone_during_login_leaves_no_live_recording(tmp_path: Path) -> No
     index.close()
     kinds = [r["kind"] for r in _audit(tmp_path)]
     assert kinds.count("session.start") == kinds.count("session.end")
+
+
+async def _sso_gate(tmp_path: Path, *, oidc: bool) -> tuple[RdpGate, Recorder]:
+    config = _config(tmp_path)
+    if oidc:
+        text = (tmp_path / "b.toml").read_text() + (
+            '\n[oidc]\nissuer = "https://idp.example"\nclient_id = "bastille"\n')
+        (tmp_path / "b.toml").write_text(text)
+        config = load_config(tmp_path / "b.toml")
+        assert config.oidc is not None
+    recorder = Recorder(config.recording)
+    await recorder.start()
+    gate = RdpGate(config, recorder, AuditLog(config.audit.file),
+                   TokenStore(config.data_dir / "rdp_tokens.sqlite3"))
+    return gate, recorder
+
+
+def test_sso_user_logs_in_with_a_one_time_pin_carrying_idp_groups(tmp_path: Path) -> None:
+    """carol is not in [users]: she logged in over SSH by single sign-on, ran
+    `ssh carol@bastion rdp`, and types the PIN it printed as her RDP password."""
+    async def main() -> None:
+        gate, recorder = await _sso_gate(tmp_path, oidc=True)
+        pin = gate.tokens.issue_sso_pin("carol", {"ops"}, 60)
+        conn = gate.route(RouteRequest(user="carol", target="win1"), "10.1.1.1:5000", None)
+        creds = await conn.login("carol#win1", pin, "")
+        assert (creds.user, creds.domain) == ("Administrator", "CORP")
+        assert conn.user == "carol"
+        await conn.closed()
+        # used up; and a PIN works for the user it was issued to only
+        for user, value in (("carol", pin), ("dave", gate.tokens.issue_sso_pin("carol", {"ops"},
+                                                                             60))):
+            conn = gate.route(RouteRequest(user=user, target="win1"), "10.1.1.2:5000", None)
+            with pytest.raises(Refused):
+                await conn.login(user, value, "")
+        # the IdP groups decide: without "ops", win1 is not allowed
+        pin = gate.tokens.issue_sso_pin("erin", {"dev"}, 60)
+        conn = gate.route(RouteRequest(user="erin", target="win1"), "10.1.1.3:5000", None)
+        with pytest.raises(Refused, match="not allowed"):
+            await conn.login("erin", pin, "")
+        # an SSO PIN is not a bastion password or an ordinary PIN of a configured user
+        pin = gate.tokens.issue_sso_pin("alice", {"ops"}, 60)
+        conn = gate.route(RouteRequest(user="alice", target="win1"), "10.1.1.4:5000", None)
+        with pytest.raises(Refused):
+            await conn.login("alice", pin, "")
+        await recorder.close()
+
+    asyncio.run(main())
+    logins = [r for r in _audit(tmp_path) if r["kind"] == "login"]
+    assert logins[0]["outcome"] == "ok" and logins[0]["user"] == "carol"
+    assert logins[0]["detail"]["method"] == "sso-pin"
+    text = (tmp_path / "data" / "audit.jsonl").read_text()
+    assert "Target-Pw" not in text
+
+
+def test_sso_pin_refused_without_oidc(tmp_path: Path) -> None:
+    async def main() -> None:
+        gate, recorder = await _sso_gate(tmp_path, oidc=False)
+        pin = gate.tokens.issue_sso_pin("carol", {"ops"}, 60)
+        conn = gate.route(RouteRequest(user="carol", target="win1"), "10.1.1.1:5000", None)
+        with pytest.raises(Refused):
+            await conn.login("carol", pin, "")
+        await recorder.close()
+
+    asyncio.run(main())
+
+
+def test_token_store_from_before_sso_pins_is_upgraded(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE tokens (digest TEXT PRIMARY KEY, kind TEXT NOT NULL, user TEXT "
+               "NOT NULL, target TEXT NOT NULL, created REAL NOT NULL, expires REAL NOT NULL, "
+               "used REAL)")
+    db.commit()
+    db.close()
+    store = TokenStore(path)
+    try:
+        pin = store.issue_sso_pin("carol", ["ops", "dba"], 60)
+        assert store.consume_sso_pin("carol", pin) == frozenset({"ops", "dba"})
+        assert store.consume_sso_pin("carol", pin) is None
+        assert store.consume_pin("carol", store.issue_pin("carol", 60))
+    finally:
+        store.close()
