@@ -60,8 +60,14 @@ def _audit(tmp_path: Path) -> list[dict[str, object]]:
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
-async def _gate(tmp_path: Path) -> tuple[RdpGate, Recorder]:
+async def _gate(tmp_path: Path, *, oidc: bool = False) -> tuple[RdpGate, Recorder]:
     config = _config(tmp_path)
+    if oidc:
+        text = (tmp_path / "b.toml").read_text() + (
+            '\n[oidc]\nissuer = "https://idp.example"\nclient_id = "bastille"\n')
+        (tmp_path / "b.toml").write_text(text)
+        config = load_config(tmp_path / "b.toml")
+        assert config.oidc is not None
     recorder = Recorder(config.recording)
     await recorder.start()
     gate = RdpGate(config, recorder, AuditLog(config.audit.file),
@@ -197,26 +203,11 @@ def test_client_gone_during_login_leaves_no_live_recording(tmp_path: Path) -> No
     assert kinds.count("session.start") == kinds.count("session.end")
 
 
-async def _sso_gate(tmp_path: Path, *, oidc: bool) -> tuple[RdpGate, Recorder]:
-    config = _config(tmp_path)
-    if oidc:
-        text = (tmp_path / "b.toml").read_text() + (
-            '\n[oidc]\nissuer = "https://idp.example"\nclient_id = "bastille"\n')
-        (tmp_path / "b.toml").write_text(text)
-        config = load_config(tmp_path / "b.toml")
-        assert config.oidc is not None
-    recorder = Recorder(config.recording)
-    await recorder.start()
-    gate = RdpGate(config, recorder, AuditLog(config.audit.file),
-                   TokenStore(config.data_dir / "rdp_tokens.sqlite3"))
-    return gate, recorder
-
-
 def test_sso_user_logs_in_with_a_one_time_pin_carrying_idp_groups(tmp_path: Path) -> None:
     """carol is not in [users]: she logged in over SSH by single sign-on, ran
     `ssh carol@bastion rdp`, and types the PIN it printed as her RDP password."""
     async def main() -> None:
-        gate, recorder = await _sso_gate(tmp_path, oidc=True)
+        gate, recorder = await _gate(tmp_path, oidc=True)
         pin = gate.tokens.issue_sso_pin("carol", {"ops"}, 60)
         conn = gate.route(RouteRequest(user="carol", target="win1"), "10.1.1.1:5000", None)
         creds = await conn.login("carol#win1", pin, "")
@@ -251,7 +242,7 @@ def test_sso_user_logs_in_with_a_one_time_pin_carrying_idp_groups(tmp_path: Path
 
 def test_sso_pin_refused_without_oidc(tmp_path: Path) -> None:
     async def main() -> None:
-        gate, recorder = await _sso_gate(tmp_path, oidc=False)
+        gate, recorder = await _gate(tmp_path)
         pin = gate.tokens.issue_sso_pin("carol", {"ops"}, 60)
         conn = gate.route(RouteRequest(user="carol", target="win1"), "10.1.1.1:5000", None)
         with pytest.raises(Refused):
