@@ -1,4 +1,4 @@
-"""Policy in the data path of one interactive (PTY shell) session.
+"""Policy in the data path of one interactive session (a PTY shell or PTY exec).
 
 * Output: fed to the :class:`LineTracker` (cheap tail bookkeeping) and the
   :class:`StreamMasker`; the masked bytes go to the recording always and to the user when
@@ -15,7 +15,8 @@
   Enter is released, so what runs is exactly the line that was approved.
 
 Limits are documented in docs/policy.md: non-PTY exec and file transfers are decided on
-their command line and not masked (their bytes must stay exact).
+their command line (and SFTP requests on their paths); what they send the user stays
+byte-exact, only their recordings are masked (:class:`ExecMasker`).
 """
 
 from __future__ import annotations
@@ -289,29 +290,27 @@ def exec_decision(engine: Any, command: str, *, user: str, groups: frozenset[str
 
 
 class ExecMasker:
-    """Masks secrets in the output of exec sessions (per stream) before it is recorded.
+    """Masks secrets in what is recorded of a session without a PTY, per stream.
 
-    The live stream of a non-PTY exec is passed through byte-exact (it may be binary data
-    a script depends on); with a PTY and ``policy.mask_live`` the user sees the masked
-    bytes too. Held partial matches are flushed by a timer at their deadline.
-    File transfers (SFTP, scp, rsync) use it with ``streams=(0, 1, 2)``: stream 0 is the
-    user's input (uploads), masked for the recording only.
+    Exec output (streams 1, 2) and file transfers (``streams=(0, 1, 2)``: stream 0 is the
+    user's input, i.e. uploads) reach the user byte-exact (scripts and files depend on
+    them); only the recording is masked. Exec sessions with a PTY take the interactive
+    path instead (masked live too). Held partial matches are flushed by a timer at their
+    deadline.
     """
 
     def __init__(self, make_masker: Callable[[], StreamMasker],
-                 record: Callable[[bytes, int], None], live: Callable[[bytes, int], None] | None,
+                 record: Callable[[bytes, int], None],
                  streams: tuple[int, ...] = (1, 2)) -> None:
         self._maskers = {stream: make_masker() for stream in streams}
+        self.masks_input = 0 in self._maskers
         self._record = record
-        self._live = live
         self._timer: asyncio.TimerHandle | None = None
 
     def output(self, data: bytes, stream: int) -> None:
         masked = self._maskers[stream].feed(data, time.monotonic())
         if masked:
             self._record(masked, stream)
-            if self._live is not None and stream:
-                self._live(masked, stream)
         self._schedule()
 
     def _schedule(self) -> None:
@@ -328,8 +327,6 @@ class ExecMasker:
             out = masker.flush(time.monotonic(), end=end)
             if out:
                 self._record(out, stream)
-                if self._live is not None and stream:
-                    self._live(out, stream)
         if not end:
             self._schedule()
 

@@ -111,8 +111,8 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         self._discard_input = False
         self._ipolicy: InteractivePolicy | None = None
         self._x11_allowed = False
-        self._exec_masker: ExecMasker | None = None
-        self._transfer_masker: ExecMasker | None = None  # sftp/scp/rsync, both directions
+        # exec output, or file transfers (both directions): masked for the recording only
+        self._rec_masker: ExecMasker | None = None
 
     # ------------------------------------------------------------ channel requests
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
@@ -163,8 +163,8 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             self._bytes_in += len(data)
             self._ipolicy.user_input(data)  # recorded per line (echo-off lines hidden)
             return
-        if self._transfer_masker is not None:
-            self._transfer_masker.output(data, 0)
+        if self._rec_masker is not None and self._rec_masker.masks_input:
+            self._rec_masker.output(data, 0)
             self._check_congestion()  # uploads: pause the user when the recorder lags
         elif rec is not None:
             rec.input(data)
@@ -237,13 +237,8 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             return
         rec = self._rec
         stream = 2 if datatype == asyncssh.EXTENDED_DATA_STDERR else 1
-        if self._exec_masker is not None:
-            self._exec_masker.output(data, stream)
-            self._check_congestion()
-            if self.has_pty and self.app.config.policy.mask_live:
-                return  # the masker wrote the masked bytes to the user
-        elif self._transfer_masker is not None:
-            self._transfer_masker.output(data, stream)
+        if self._rec_masker is not None:
+            self._rec_masker.output(data, stream)
             self._check_congestion()
         elif rec is not None:
             rec.output(data, stream)
@@ -279,18 +274,7 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             self._upstream.write(data)
 
     def _record_stream(self, data: bytes, stream: int) -> None:
-        if self._rec is not None and data:
-            self._rec.output(data, stream)
-
-    def _masked_to_user(self, data: bytes, stream: int) -> None:
-        chan = self.chan
-        if data and chan is not None and not self._user_closed.is_set():
-            try:
-                chan.write(data, asyncssh.EXTENDED_DATA_STDERR if stream == 2 else None)
-            except (BrokenPipeError, ConnectionError):
-                self._user_closed.set()
-
-    def _record_transfer(self, data: bytes, stream: int) -> None:
+        """Record masked bytes: stream 0 is the user's input, 1/2 stdout/stderr."""
         if self._rec is not None and data:
             if stream == 0:
                 self._rec.input(data)
@@ -467,21 +451,16 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             self._ipolicy = InteractivePolicy(
                 self, masker, self._to_target, self._to_user, self._record_output,
                 decide=False, record_input=self._record_input)
-        elif self.kind == "exec" and route.command is not None and \
-                self.app.config.policy.mask_exec and \
-                not route.command.startswith(("rsync --server", "scp ")):
-            # secrets are masked in what is recorded; live too for terminal output
-            live = self._masked_to_user if self.has_pty and \
-                self.app.config.policy.mask_live else None
-            self._exec_masker = ExecMasker(lambda: self.app.masker_for(target),
-                                           self._record_stream, live)
+        elif self.kind == "exec" and not transfer and self.app.config.policy.mask_exec:
+            # no PTY: secrets are masked in what is recorded; the user gets exact bytes
+            self._rec_masker = ExecMasker(lambda: self.app.masker_for(target),
+                                          self._record_stream)
         elif self.app.config.policy.mask_transfers and self._rec is not None and (
-                self.kind == "sftp" or (route.command or "").startswith(("rsync --server",
-                                                                          "scp "))):
+                self.kind == "sftp" or transfer):
             # file contents: masked in the recording (same length), exact for the user
-            self._transfer_masker = ExecMasker(
-                lambda: self.app.masker_for(target, binary=True), self._record_transfer,
-                None, streams=(0, 1, 2))
+            self._rec_masker = ExecMasker(
+                lambda: self.app.masker_for(target, binary=True), self._record_stream,
+                streams=(0, 1, 2))
         # keys typed ahead (before the target was ready) take the same policy path
         early, self._early = self._early, []
         for data, datatype in early:
@@ -802,10 +781,8 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         self.app.sessions.pop(self.session_id, None)
         if self._ipolicy is not None:
             await self._ipolicy.aclose()
-        if self._exec_masker is not None:
-            self._exec_masker.close()
-        if self._transfer_masker is not None:
-            self._transfer_masker.close()
+        if self._rec_masker is not None:
+            self._rec_masker.close()
         if self._sftp is not None:
             self._sftp.close()
         if self._upstream is not None:
