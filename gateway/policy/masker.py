@@ -494,18 +494,19 @@ class StreamMasker:
         words: bytes | None = None
         digits: bytes | None = None
         for i, p in enumerate(self.patterns):
-            if i in covered:
+            if i in covered:  # the Hyperscan gate decided
                 assert hits is not None
                 if i not in hits:
                     continue
-            elif p.word_run:
-                words = text.translate(_WORD_CLASS) if words is None else words
-                if b"w" * p.word_run not in words:
-                    continue
-            if p.shapes:
-                digits = text.translate(_DIGIT_CLASS) if digits is None else digits
-                if not any(shape in digits for shape in p.shapes):
-                    continue
+            else:  # pure-Python gates (no Hyperscan here, or a gate it cannot compile)
+                if p.word_run:
+                    words = text.translate(_WORD_CLASS) if words is None else words
+                    if b"w" * p.word_run not in words:
+                        continue
+                if p.shapes:
+                    digits = text.translate(_DIGIT_CLASS) if digits is None else digits
+                    if not any(shape in digits for shape in p.shapes):
+                        continue
             if p.gate is not None and not self._gates[id(p)].search(text):
                 continue
             if p.triggers and not p.lower:
