@@ -45,6 +45,7 @@ TAIL_CAP = 64 * 1024  # output kept for line reconstruction; older output never 
 RENDER_CAP = 32 * 1024  # bytes rendered without a mark (~25 ms at pyte's ~1.2 MiB/s); with
 # a mark, the line's output since the mark is rendered whole (at most the tail, 128 KiB)
 MAX_ROWS = 1000  # emulated screen height cap
+MAX_COLS = 1000  # emulated screen width cap (the gateway clamps client sizes to this too)
 MAX_RECORDS = 64  # lines remembered for current_line(line_id): relay holds one at a time
 MAX_SIGNALS = 256  # evasion signals kept until take_signals(); oldest dropped
 
@@ -136,9 +137,9 @@ class LineTracker:
     """Per interactive session: reconstructs the command line at each Enter."""
 
     def __init__(self, cols: int = 80, rows: int = 24) -> None:
-        """Create a tracker for a terminal of ``cols`` x ``rows``."""
-        self.cols = max(2, int(cols))
-        self.rows = max(2, int(rows))
+        """Create a tracker for a terminal of ``cols`` x ``rows`` (clamped to the caps)."""
+        self.cols = min(MAX_COLS, max(2, int(cols)))
+        self.rows = min(MAX_ROWS, max(2, int(rows)))
         self._lock = threading.Lock()  # feed_* on the loop thread, current_line in a worker
         self._tail = bytearray()
         self._base = 0  # stream offset of _tail[0]
@@ -281,8 +282,8 @@ class LineTracker:
     def resize(self, cols: int, rows: int) -> None:
         """The user's terminal changed size."""
         with self._lock:
-            self.cols = max(2, int(cols))
-            self.rows = max(2, int(rows))
+            self.cols = min(MAX_COLS, max(2, int(cols)))
+            self.rows = min(MAX_ROWS, max(2, int(rows)))
 
     def continue_line(self, text: str) -> None:
         """The Enter just released left the command unfinished (continuation prompt).
@@ -389,25 +390,35 @@ class LineTracker:
 # --------------------------------------------------------------------------- render
 
 
+def _row_text(screen: pyte.Screen, y: int, cols: int) -> str:
+    """One emulated row as text, in time proportional to what was drawn on it (rows
+    never written cost nothing, whatever the terminal's size)."""
+    row = screen.buffer.get(y)
+    if not row:
+        return " " * cols
+    cells = [" "] * cols
+    for x, char in row.items():
+        if 0 <= x < cols:
+            cells[x] = char.data
+    return "".join(cells)
+
+
 def _screen_rows(screen: pyte.Screen, cols: int) -> list[str]:
-    out = []
-    for y in range(screen.lines):
-        row = screen.buffer[y]
-        out.append("".join(row[x].data for x in range(cols)))
-    return out
+    return [_row_text(screen, y, cols) for y in range(screen.lines)]
 
 
 def _full(row: str, screen: pyte.Screen, y: int, cols: int) -> bool:
-    last = screen.buffer[y][cols - 1].data
-    return last not in (" ",)
+    """The row's last cell is drawn on (the line wraps into the next row)."""
+    cells = screen.buffer.get(y)
+    char = cells.get(cols - 1) if cells else None
+    return char is not None and char.data != " "
 
 
 def _join(screen: pyte.Screen, cols: int, first: int, first_col: int, last: int) -> str:
     parts: list[str] = []
     for y in range(first, last + 1):
-        row = screen.buffer[y]
         x0 = first_col if y == first else 0
-        text = "".join(row[x].data for x in range(x0, cols))
+        text = _row_text(screen, y, cols)[x0:]
         if y < last and _full(text, screen, y, cols):
             parts.append(text)
         else:

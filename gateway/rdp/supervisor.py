@@ -5,6 +5,12 @@
 listening; a worker that exits unexpectedly (a crash, or its watchdog after a stuck
 parser) is audited and replaced. :meth:`RdpSupervisor.stop` sends SIGTERM (workers
 drain their sessions and finalize recordings) and waits.
+
+Workers listen with ``SO_REUSEPORT``, so a worker left over from a gateway that was
+killed could silently share the port and serve an old configuration. Before starting
+any worker, the supervisor binds each RDP port *without* ``SO_REUSEPORT``: if that
+fails, something already listens there and the gateway refuses to start. Workers get
+the gateway's pid and end themselves when it is gone (see :mod:`gateway.rdp.worker`).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 
 from gateway.audit import AuditEvent, Kind
@@ -28,6 +35,33 @@ RESTART_DELAY = 1.0
 
 class RdpUnavailable(BastilleError):
     """The RDP workers cannot start (pyrdp missing, port in use, ...)."""
+
+
+def rdp_ports(config: Config) -> list[tuple[str, int]]:
+    """Every address the RDP workers listen on."""
+    assert config.rdp is not None
+    host = config.rdp.listen_host
+    ports = [config.rdp.listen_port]
+    ports += [t.rdp_listen_port for t in config.targets.values()
+              if t.protocol == "rdp" and t.rdp_listen_port]
+    return [(host, p) for p in ports]
+
+
+def check_ports_free(config: Config) -> None:
+    """Refuse to start when an RDP port already has a listener (e.g. an orphaned worker
+    of a killed gateway, which would share it through ``SO_REUSEPORT``)."""
+    for host, port in rdp_ports(config):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+                probe.listen(1)
+            except OSError as exc:
+                raise RdpUnavailable(
+                    f"RDP port {host}:{port} is already in use ({exc.strerror}); is an "
+                    f"RDP worker of an earlier gateway still running? "
+                    f"(ss -ltnp 'sport = :{port}')") from None
 
 
 class RdpSupervisor:
@@ -48,12 +82,14 @@ class RdpSupervisor:
 
         assert self.config.rdp is not None
         loop = asyncio.get_running_loop()
+        check_ports_free(self.config)
         await loop.run_in_executor(None, ensure_certificate, self.config)
         for slot in range(self.config.rdp.workers):
             await self._spawn(slot)
 
     async def _spawn(self, slot: int) -> None:
-        cmd = [sys.executable, "-m", "gateway.rdp.worker", "-c", str(self.config.path)]
+        cmd = [sys.executable, "-m", "gateway.rdp.worker", "-c", str(self.config.path),
+               "--parent", str(os.getpid())]
         if self._verbose:
             cmd.append("-v")
         proc = await asyncio.create_subprocess_exec(

@@ -13,6 +13,11 @@ then closes them and finalizes their recordings.
 
 Protocol with the supervisor: one line ``ready`` on stdout once listening; exit status
 3 if pyrdp is not installed.
+
+A worker never outlives its gateway: it asks the kernel for SIGTERM when its parent
+dies (``PR_SET_PDEATHSIG``; it then drains and finalizes like on a normal stop), and
+its watchdog thread also checks that the parent given by ``--parent`` is still its
+parent, so a gateway killed with SIGKILL leaves no orphan listening on the RDP port.
 """
 
 from __future__ import annotations
@@ -37,6 +42,22 @@ log = logging.getLogger("bastille.rdp")
 WATCHDOG_SECONDS = 15.0
 EXIT_NO_PYRDP = 3
 EXIT_STUCK = 70
+EXIT_ORPHANED = 71
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """SIGTERM this process when ``parent`` exits (Linux); exit now if it already has."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the watchdog's parent check remains
+        pass
+    if os.getppid() != parent:
+        print("bastille-rdp: the gateway that started this worker is gone; exiting",
+              file=sys.stderr, flush=True)
+        os._exit(EXIT_ORPHANED)
 
 
 def _listen_socket(host: str, port: int) -> socket.socket:
@@ -53,9 +74,11 @@ def _listen_socket(host: str, port: int) -> socket.socket:
 class _Watchdog:
     """Ends the process when the event loop stops turning (a stuck parser)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, limit: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: float,
+                 parent: int | None = None) -> None:
         self.loop = loop
         self.limit = limit
+        self.parent = parent
         self.last = time.monotonic()
         self.stopped = False
 
@@ -67,6 +90,10 @@ class _Watchdog:
     def run(self) -> None:
         while not self.stopped:
             time.sleep(1.0)
+            if self.parent is not None and os.getppid() != self.parent:
+                # the gateway died and the death signal was lost: stop as on SIGTERM
+                self.parent = None
+                self.loop.call_soon_threadsafe(os.kill, os.getpid(), signal.SIGTERM)
             stalled = time.monotonic() - self.last
             if stalled > self.limit and not self.stopped:
                 print(f"bastille-rdp: event loop stalled for {stalled:.0f} s (stuck RDP "
@@ -203,7 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway.rdp.worker")
     parser.add_argument("-c", "--config", required=True)
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--parent", type=int, default=None,
+                        help="the gateway's pid: exit when it is gone")
     args = parser.parse_args(argv)
+    if args.parent is not None:
+        die_with_parent(args.parent)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="bastille-rdp[%(process)d] %(levelname)s %(message)s")
     config = load_config(args.config)
@@ -228,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     fixes.configure_logging(logging.DEBUG if args.verbose else logging.WARNING)
     mitm.install_components()
     stop = asyncio.Event()
-    watchdog = _Watchdog(loop, WATCHDOG_SECONDS)
+    watchdog = _Watchdog(loop, WATCHDOG_SECONDS, args.parent)
     result: dict[str, BaseException] = {}
 
     def started() -> None:

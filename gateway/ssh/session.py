@@ -22,6 +22,7 @@ import asyncssh
 
 from gateway.audit import AuditEvent, Kind
 from gateway.errors import BastilleError, TargetError
+from gateway.limits import MAX_TERM_TYPE, clamp_term_size
 from gateway.routing import Route, route_request
 from gateway.ssh.menu import QUIT, MenuEntry, TargetMenu
 from gateway.ssh.policy_relay import ExecMasker, InteractivePolicy, exec_decision
@@ -122,7 +123,8 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
     def pty_requested(self, term_type: str, term_size: tuple[int, int, int, int],
                       term_modes: Any) -> bool:
         self.has_pty = True
-        self.term_type, self.term_size, self.term_modes = term_type, term_size, term_modes
+        self.term_type, self.term_modes = term_type[:MAX_TERM_TYPE], term_modes
+        self.term_size = clamp_term_size(*term_size)
         return True
 
     def shell_requested(self) -> bool:
@@ -196,7 +198,8 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int,
                               pixheight: int) -> None:
-        self.term_size = (width, height, pixwidth, pixheight)
+        self.term_size = clamp_term_size(width, height, pixwidth, pixheight)
+        width, height, pixwidth, pixheight = self.term_size
         if self._rec is not None:
             self._rec.resize(width, height)
         if self._ipolicy is not None:

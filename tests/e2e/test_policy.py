@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from typing import Any
 
@@ -14,6 +15,12 @@ import pytest
 from tests.e2e.rig import Rig, Tmux
 
 pytestmark = pytest.mark.e2e
+
+
+def _bastille(g: Rig, *args: str) -> subprocess.CompletedProcess[str]:
+    """The appliance CLI of this gateway, run by the test's own interpreter."""
+    return subprocess.run([sys.executable, "-m", "gateway", *args, "-c", str(g.gateway.config)],
+                          capture_output=True, text=True, errors="replace", timeout=30)
 
 POLICY = """
 [policy]
@@ -180,8 +187,7 @@ def test_restart_never_approves(make_gateway) -> None:  # type: ignore[no-untype
     g.gateway.stop()
     proc.communicate(timeout=20)
     g.gateway.start()
-    r = subprocess.run(["python", "-m", "gateway", "approvals", "list", "--all", "--json", "-c",
-                        str(g.gateway.config)], capture_output=True, text=True, timeout=30)
+    r = _bastille(g, "approvals", "list", "--all", "--json")
     status = {x["id"]: x["status"] for x in json.loads(r.stdout)}
     assert status[rid] in ("expired", "cancelled")
 
@@ -200,12 +206,10 @@ def test_secrets_masked_live_and_in_recording(pol: Rig) -> None:
     import zstandard
 
     del zstandard
-    out = subprocess.run(["python", "-m", "gateway", "sessions", "list", "--json", "-c",
-                          str(pol.gateway.config)], capture_output=True, text=True, timeout=30)
+    out = _bastille(pol, "sessions", "list", "--json")
     for s in json.loads(out.stdout):
-        play = subprocess.run(["python", "-m", "gateway", "play", s["id"], "--speed", "0", "-c",
-                               str(pol.gateway.config)], capture_output=True, timeout=30)
-        assert key.encode() not in play.stdout
+        play = _bastille(pol, "play", s["id"], "--speed", "0")
+        assert key not in play.stdout
     del blobs
 
 
@@ -343,8 +347,7 @@ def test_webhook_notified_and_ctrl_c_cancels(make_gateway) -> None:  # type: ign
     finally:
         t.close()
         server.shutdown()
-    r = subprocess.run(["python", "-m", "gateway", "approvals", "list", "--all", "--json", "-c",
-                        str(g.gateway.config)], capture_output=True, text=True, timeout=30)
+    r = _bastille(g, "approvals", "list", "--all", "--json")
     assert [x["status"] for x in json.loads(r.stdout)] == ["cancelled"]
 
 

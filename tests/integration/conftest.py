@@ -29,6 +29,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import venv_tool
+
 MOTO_AK = "AKIAFAKEFAKEFAKE0000"
 # A made-up secret; the tests check it never shows up in errors or logs.
 MOTO_SK = "fake-secret-Zm9vYmFyYmF6cXV4LXNlY3JldA"
@@ -49,9 +51,9 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
     """Start ``moto_server`` on a free loopback port; yield its endpoint URL."""
-    exe = shutil.which("moto_server")
+    exe = venv_tool("moto_server")
     if exe is None:
-        pytest.skip("moto_server not on PATH (pip install 'moto[server]')")
+        pytest.fail("moto_server is not installed next to this Python (pip install 'moto[server]')")
     port = free_port()
     proc = subprocess.Popen(
         [exe, "-H", "127.0.0.1", "-p", str(port)],
