@@ -1,0 +1,2 @@
+"""Leaf helpers shared by every bastille package (gateway, recorder, player); imports
+nothing of them."""
