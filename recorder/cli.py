@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common.safetext import visible
 from recorder import events as ev
 from recorder.errors import FormatError, RecorderError, SinkError
 from recorder.index import Index
@@ -89,7 +90,17 @@ class _Ctx:
     @property
     def index(self) -> Index:
         if self._index is None:
-            self._index = Index(self.settings.data_dir / "index.sqlite3")
+            try:
+                self._index = Index(self.settings.data_dir / "index.sqlite3")
+            except RecorderError as exc:
+                raise CliError(f"{exc} (the index is rebuilt from the recordings by "
+                               "`bastille reindex`, or by the gateway at its next start)") from exc
+        return self._index
+
+    def checked_index(self) -> Index:
+        """The index, a damaged file moved aside and replaced by an empty one."""
+        if self._index is None:
+            self._index = Index.open_checked(self.settings.data_dir / "index.sqlite3")
         return self._index
 
     def close(self) -> None:
@@ -204,7 +215,7 @@ def _cmd_show(ctx: _Ctx, a: argparse.Namespace) -> int:
     }
     if a.json:
         print(json.dumps(info, indent=2, ensure_ascii=False))
-        return 0 if rec.status == "ended" else 1
+        return 0 if rec.status in ("ended", "recovered") else 1
     print(f"session   {rec.session_id}")
     print(
         f"user      {h.get('user')}  ->  target {h.get('target')} ({h.get('protocol')}, "
@@ -227,7 +238,7 @@ def _cmd_show(ctx: _Ctx, a: argparse.Namespace) -> int:
         text = str(item.get(key, "")) if key else ""
         extra = {k: v for k, v in item.items() if k != key and v not in (None, "")}
         print(f"  {t:9.3f}s  {typ:13} {text}  {json.dumps(extra, ensure_ascii=False)}")
-    return 0 if rec.status == "ended" else 1
+    return 0 if rec.status in ("ended", "recovered") else 1
 
 
 def _cmd_play(ctx: _Ctx, a: argparse.Namespace) -> int:
@@ -279,45 +290,101 @@ def _cmd_export(ctx: _Ctx, a: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_verify(ctx: _Ctx, a: argparse.Namespace) -> int:
+def _verify_keys(ctx: _Ctx, a: argparse.Namespace) -> tuple[list[bytes] | None, bool]:
+    """Trusted keys and whether a signature is required: with a configured signing key
+    (or ``--public-key``), every recording must be signed by one of them."""
     from recorder.signing import load_public_key
-    from recorder.verify import VerifyReport, verify_recording, verify_source
 
-    trusted: list[bytes] | None = None
     keys = list(a.public_key or [])
     if not keys and ctx.settings.signing_key is not None:
         keys = [ctx.settings.signing_key]
-    if keys:
-        trusted = [load_public_key(Path(k)) for k in keys]
+    if not keys:
+        return None, a.require_signature
+    trusted = [load_public_key(Path(k)) for k in keys]
+    return trusted, a.require_signature or not a.allow_unsigned
+
+
+def _verify_row(ctx: _Ctx, row: Any, names: set[str] | None, trusted: list[bytes] | None,
+                require: bool) -> Any:
+    """Verify the recording of one indexed session and bind it to the index's row."""
+    from recorder.verify import Expected, VerifyReport, check_binding, verify_recording
+
+    live_note = "still being recorded; it is verified once it ends"
+    exists = row.name in names if names is not None else _exists(ctx.sink, row.name)
+    if not exists:
+        if row.status == "live":
+            return VerifyReport(row.name, row.id, "live", True, live_note)
+        return VerifyReport(row.name, row.id, "missing", False,
+                            f"the index lists this session but its recording {row.name} is "
+                            "not in storage (deleted, or storage was emptied)")
+    rep = verify_recording(ctx.sink, row.name, trusted=trusted, require_signature=require)
+    if row.status == "live" and rep.status == "truncated":
+        return VerifyReport(row.name, row.id, "live", True, live_note, header=rep.header)
+    expected = Expected(row.id, row.user, row.target, row.start, row.name)
+    return check_binding(rep, expected)
+
+
+def _exists(sink: Sink, name: str) -> bool:
+    try:
+        sink.size(name)
+    except SinkError:
+        return False
+    return True
+
+
+def _resolve_row(ctx: _Ctx, ident: str) -> Any:
+    row = ctx.index.get(ident)
+    if row is not None:
+        return row
+    rows = ctx.index.find(ident)
+    if len(rows) > 1:
+        ids = ", ".join(r.id for r in rows)
+        raise CliError(f"session id prefix {ident!r} is ambiguous: {ids}", 2)
+    return rows[0] if rows else None
+
+
+def _cmd_verify(ctx: _Ctx, a: argparse.Namespace) -> int:
+    from recorder.verify import VerifyReport, verify_recording, verify_source
+
+    trusted, require = _verify_keys(ctx, a)
+    reports: list[VerifyReport] = []
     if a.all:
-        names = ctx.sink.names()
+        names = set(ctx.sink.names())
+        rows = ctx.index.all_sessions()
+        for row in rows:
+            reports.append(_verify_row(ctx, row, names, trusted, require))
+        for name in sorted(names - {r.name for r in rows}):
+            rep = verify_recording(ctx.sink, name, trusted=trusted, require_signature=require)
+            reports.append(rep)
     elif a.id:
-        names = [a.id]
+        ident = a.id
+        if ident.endswith(".bstl") and Path(ident).is_file():
+            src = _FileSource(Path(ident))
+            reports.append(verify_source(src, ident, trusted=trusted, require_signature=require))
+        elif (row := _resolve_row(ctx, ident)) is not None:
+            reports.append(_verify_row(ctx, row, None, trusted, require))
+        else:
+            name = ctx.resolve_name(ident)
+            rep = verify_recording(ctx.sink, name, trusted=trusted, require_signature=require)
+            reports.append(rep)
     else:
         raise CliError("give a session id or --all", 2)
-    reports: list[VerifyReport] = []
-    for ident in names:
-        if not a.all and ident.endswith(".bstl") and Path(ident).is_file():
-            src = _FileSource(Path(ident))
-            rep = verify_source(src, ident, trusted=trusted, require_signature=a.require_signature)
-        else:
-            name = ident if a.all else ctx.resolve_name(ident)
-            rep = verify_recording(
-                ctx.sink, name, trusted=trusted, require_signature=a.require_signature
-            )
-        reports.append(rep)
     if a.json:
-        print(json.dumps([r.__dict__ for r in reports], indent=2))
+        print(json.dumps([r.to_json() for r in reports], indent=2))
     else:
         for r in reports:
-            label = r.session_id or r.name
+            label = visible(r.session_id or r.name)
             where = ""
             if r.first_bad_chunk is not None:
                 where = f" (first bad chunk: {r.first_bad_chunk})"
-            print(f"{'OK  ' if r.ok else 'FAIL'} {label}: {r.status}: {r.message}{where}")
+            mark = "LIVE" if r.live else "OK  " if r.ok else "FAIL"
+            print(f"{mark} {label}: {r.status}: {visible(r.message)}{where}")
         if a.all:
             bad = sum(not r.ok for r in reports)
-            print(f"{len(reports)} recordings, {bad} failed", file=sys.stderr)
+            live = sum(r.live for r in reports)
+            done = len(reports) - live
+            print(f"{done} recordings, {bad} failed; {live} live (not verified yet)",
+                  file=sys.stderr)
     return 0 if all(r.ok for r in reports) else 1
 
 
@@ -328,8 +395,12 @@ def _cmd_reindex(ctx: _Ctx, a: argparse.Namespace) -> int:
         if a.verbose:
             print(f"{name}: {status}", file=sys.stderr)
 
+    index = ctx.checked_index()
+    if index.recreated is not None:
+        print(f"bastille: the index was damaged; moved aside as {index.recreated}",
+              file=sys.stderr)
     count, problems = reindex(
-        ctx.settings, ctx.sink, ctx.index, screen=not a.no_screen, progress=progress
+        ctx.settings, ctx.sink, index, screen=not a.no_screen, progress=progress
     )
     for p in problems:
         print(f"bastille: warning: {p}", file=sys.stderr)
@@ -441,10 +512,13 @@ def add_commands(sub: argparse._SubParsersAction, resolve: Resolve) -> None:
 
     p = sub.add_parser(
         "verify",
-        help="check hash chains and signatures",
+        help="check hash chains, signatures and that each recording is its session's",
         description="Verify recordings: hash chain (names the first bad chunk), trailer, "
-        "and the Ed25519 signature against the configured or given public key. "
-        "Exit 0 only if every recording passed.",
+        "the Ed25519 signature against the configured or given public key (required when "
+        "a key is configured), and that each recording is the one of the session the "
+        "index lists under its id (same id, user, target, start). --all also fails for "
+        "indexed sessions whose recording is gone, and lists live sessions apart. "
+        "Exit 0 only if every finished recording passed.",
     )
     _common(p)
     p.add_argument("id", nargs="?", help="session id, unique prefix, or .bstl file")
@@ -456,7 +530,15 @@ def add_commands(sub: argparse._SubParsersAction, resolve: Resolve) -> None:
         help="trusted public key (repeatable; default: the configured signing key)",
     )
     p.add_argument(
-        "--require-signature", action="store_true", help="treat unsigned recordings as failures"
+        "--require-signature",
+        action="store_true",
+        help="treat unsigned recordings as failures (the default when a key is configured)",
+    )
+    p.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="accept unsigned recordings even with a configured key (e.g. ones recorded "
+        "before a key was configured)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_run(resolve, _cmd_verify))

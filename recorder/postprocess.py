@@ -92,9 +92,15 @@ def reindex(
     *,
     screen: bool = True,
     progress: Callable[[str, str], None] | None = None,
+    clear: bool = True,
 ) -> tuple[int, list[str]]:
-    """Rebuild the index from the sink; returns (recordings indexed, problems)."""
-    index.clear()
+    """Rebuild the index from the sink; returns (recordings indexed, problems).
+
+    ``clear=False`` adds to an index that is in use (sessions opened meanwhile keep
+    their rows).
+    """
+    if clear:
+        index.clear()
     count = 0
     problems: list[str] = []
     for name in sink.names():
@@ -143,6 +149,20 @@ class Postprocessor:
             log.warning("recorder: screen indexing queue full; %s left for reindex", session_id)
             return False
         return True
+
+    def rebuild_in_background(self) -> None:
+        """Rebuild a recreated (empty) index from the recordings in a daemon thread."""
+
+        def run() -> None:
+            try:
+                count, problems = reindex(self.settings, self.sink, self.index, clear=False)
+            except Exception:  # a cache rebuild must not take the gateway down
+                log.exception("recorder: rebuilding the session index failed")
+                return
+            log.warning("recorder: session index rebuilt from %d recordings (%d problems)",
+                        count, len(problems))
+
+        threading.Thread(target=run, name="recorder-reindex", daemon=True).start()
 
     def recover_stale(self) -> None:
         """Re-read sessions a previous process left "live" (it crashed) and fix their rows."""

@@ -418,11 +418,13 @@ class Recorder:
                 await loop.run_in_executor(None, sink.recover)
         except SinkError as exc:
             raise RecorderError(f"recording storage recovery failed: {exc}") from exc
-        self.index = Index(self.settings.data_dir / "index.sqlite3")
+        self.index = Index.open_checked(self.settings.data_dir / "index.sqlite3")
         self._writer = Writer(self.settings, sink, self._signer)
         self._writer.start()
         self._post = Postprocessor(self.settings, sink, self.index)
         self._post.start()
+        if self.index.recreated is not None:  # damaged: rebuilt while serving
+            self._post.rebuild_in_background()
         if self._recover:
             self._post.recover_stale()
         self._watchdog = asyncio.create_task(self._watch(), name="recorder-watchdog")
