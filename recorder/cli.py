@@ -188,8 +188,9 @@ def _cmd_list(ctx: _Ctx, a: argparse.Namespace) -> int:
     for r in rows:
         dur = f"{(r.end - r.start):.0f}s" if r.end else "-"
         print(
-            f"{r.id:28} {_fmt_time(r.start):19} {dur:>8} {r.user[:12]:12} "
-            f"{r.target[:16]:16} {r.kind[:6]:6} {r.status:9} {r.commands}"
+            f"{visible(r.id):28} {_fmt_time(r.start):19} {dur:>8} {visible(r.user)[:12]:12} "
+            f"{visible(r.target)[:16]:16} {visible(r.kind)[:6]:6} {visible(r.status):9} "
+            f"{r.commands}"
         )
     return 0
 
@@ -213,31 +214,32 @@ def _cmd_show(ctx: _Ctx, a: argparse.Namespace) -> int:
         "problems": rec.problems,
         "events": notable,
     }
-    if a.json:
-        print(json.dumps(info, indent=2, ensure_ascii=False))
+    if a.json:  # ASCII-escaped: no control or bidi character reaches a terminal
+        print(json.dumps(info, indent=2))
         return 0 if rec.status in ("ended", "recovered") else 1
-    print(f"session   {rec.session_id}")
+    v = visible
+    print(f"session   {v(rec.session_id)}")
     print(
-        f"user      {h.get('user')}  ->  target {h.get('target')} ({h.get('protocol')}, "
-        f"{h.get('kind')})"
+        f"user      {v(h.get('user'))}  ->  target {v(h.get('target'))} "
+        f"({v(h.get('protocol'))}, {v(h.get('kind'))})"
     )
-    print(f"client    {h.get('client_addr')}")
+    print(f"client    {v(h.get('client_addr'))}")
     print(f"started   {_fmt_time(rec.start_time)}   duration {rec.duration:.1f}s")
     if h.get("command"):
-        print(f"command   {h.get('command')}")
+        print(f"command   {v(h.get('command'))}")
     tr = rec.trailer or {}
     print(
-        f"status    {rec.status}   exit {tr.get('exit_status', '-')}   "
-        f"signed {'yes' if rec.signature else 'no'}   stored as {rec.name}"
+        f"status    {rec.status}   exit {v(tr.get('exit_status', '-'))}   "
+        f"signed {'yes' if rec.signature else 'no'}   stored as {v(rec.name)}"
     )
     for p in rec.problems:
-        print(f"problem   {p}")
+        print(f"problem   {v(p)}")
     for item in notable:
         t, typ = item.pop("time"), item.pop("type")
         key = next((k for k in ("text", "command", "path", "kind") if item.get(k)), "")
         text = str(item.get(key, "")) if key else ""
-        extra = {k: v for k, v in item.items() if k != key and v not in (None, "")}
-        print(f"  {t:9.3f}s  {typ:13} {text}  {json.dumps(extra, ensure_ascii=False)}")
+        extra = {k: val for k, val in item.items() if k != key and val not in (None, "")}
+        print(f"  {t:9.3f}s  {v(typ):13} {v(text)}  {json.dumps(extra)}")
     return 0 if rec.status in ("ended", "recovered") else 1
 
 
@@ -246,9 +248,9 @@ def _cmd_play(ctx: _Ctx, a: argparse.Namespace) -> int:
 
     rec = ctx.open(a.id)
     speed = 0.0 if a.no_wait else a.speed
-    play(rec, sys.stdout.buffer, speed=speed, max_idle=a.max_idle)
+    play(rec, sys.stdout.buffer, speed=speed, max_idle=a.max_idle, raw=a.raw)
     for p in rec.problems:
-        print(f"\r\nbastille: warning: {p}", file=sys.stderr)
+        print(f"\r\nbastille: warning: {visible(p)}", file=sys.stderr)
     return 0
 
 
@@ -489,6 +491,13 @@ def add_commands(sub: argparse._SubParsersAction, resolve: Resolve) -> None:
         default=2.0,
         metavar="SECONDS",
         help="cap idle pauses at this many seconds (default 2)",
+    )
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="write the recorded bytes exactly (for a file or pipe); by default window "
+        "titles, clipboard writes, report requests and mouse/keyboard modes the target sent "
+        "are dropped so that they never reach your terminal (colours are kept)",
     )
     p.set_defaults(func=_run(resolve, _cmd_play))
 
