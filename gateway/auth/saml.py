@@ -61,6 +61,26 @@ MAX_RESPONSE = 256 * 1024  # bytes of base64 SAMLResponse accepted (real ones ar
 MAX_OUTSTANDING = 4096  # AuthnRequests waiting for an answer (each login holds one)
 REQUEST_TTL = 600.0  # an AuthnRequest unanswered this long is forgotten
 REJECTED = "the identity provider's answer was rejected"
+BEARER = "urn:oasis:names:tc:SAML:2.0:cm:bearer"
+#: Signature and digest algorithms accepted (SHA-1 is refused: collisions are practical)
+SIGNATURE_ALGS = frozenset({
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha384",
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512",
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256",
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384",
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512",
+})
+DIGEST_ALGS = frozenset({
+    "http://www.w3.org/2001/04/xmlenc#sha256",
+    "http://www.w3.org/2001/04/xmldsig-more#sha384",
+    "http://www.w3.org/2001/04/xmlenc#sha512",
+})
+
+# pysaml2 logs whole messages and xmlsec1 command lines at debug level, and assertions
+# are bearer credentials until they expire: its own logging stays off; the reasons of
+# every refusal are logged here, without the message.
+logging.getLogger("saml2").setLevel(logging.CRITICAL)
 
 
 class SamlError(AuthError):
@@ -145,6 +165,13 @@ def structural_check(xml: bytes, idp_entity_id: str) -> str:
         refs = sig.findall(f"{{{NS_DS}}}SignedInfo/{{{NS_DS}}}Reference")
         if len(refs) != 1 or refs[0].get("URI") != f"#{owner}" or not owner:
             _reject("a signature does not cover its own element")
+        method = sig.find(f"{{{NS_DS}}}SignedInfo/{{{NS_DS}}}SignatureMethod")
+        digest = refs[0].find(f"{{{NS_DS}}}DigestMethod")
+        for what, el, allowed in (("signature", method, SIGNATURE_ALGS),
+                                  ("digest", digest, DIGEST_ALGS)):
+            alg = el.get("Algorithm") if el is not None else None
+            if alg not in allowed:
+                _reject(f"{what} algorithm {alg!r} is not allowed")
     issuer = assertion.find(f"{{{NS_SAML}}}Issuer")
     if issuer is None or (issuer.text or "").strip() != idp_entity_id:
         _reject(f"assertion issuer {issuer.text if issuer is not None else None!r} is not "
@@ -189,6 +216,8 @@ class SamlServiceProvider:
             "cert_file": str(sp_cert),
             "metadata": {"local": [str(settings.idp_metadata)]},
             "accepted_time_diff": int(settings.clock_skew),
+            "signing_algorithm": "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+            "digest_algorithm": "http://www.w3.org/2001/04/xmlenc#sha256",
             "allow_unknown_attributes": True,
             "delete_tmpfiles": True,
             "service": {"sp": {
@@ -271,7 +300,7 @@ class SamlServiceProvider:
         except SamlError:
             raise
         except Exception as exc:  # pysaml2 raises many types, some bare Exception
-            _reject(f"{type(exc).__name__}: {str(exc)[:300]}")
+            _reject(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
         if resp is None or resp.assertion is None:
             _reject("pysaml2 refused the response (destination, status or time)")
         if resp.assertion.id != assertion_id:
@@ -281,6 +310,7 @@ class SamlServiceProvider:
         issuer = (resp.assertion.issuer.text or "").strip()
         if issuer != self.idp_entity_id:
             _reject(f"issuer {issuer!r}")
+        self._check_confirmation(resp, request_id)
         response_id = str(resp.response.id)
         keep_until = max(float(resp.not_on_or_after or 0), self.clock() + REQUEST_TTL) + \
             self.settings.clock_skew
@@ -290,6 +320,23 @@ class SamlServiceProvider:
             self._seen[response_id] = keep_until
             self._seen[assertion_id] = keep_until
         return self._identity(resp)
+
+    def _check_confirmation(self, resp: Any, request_id: str) -> None:
+        """Bearer confirmation for *this* ACS and request (pysaml2 skips Recipient)."""
+        subject = resp.assertion.subject
+        confs = list(subject.subject_confirmation or []) if subject is not None else []
+        if not confs:
+            _reject("no subject confirmation")
+        for sc in confs:
+            data = sc.subject_confirmation_data
+            if sc.method != BEARER or data is None:
+                _reject(f"subject confirmation method {sc.method!r}")
+            if data.recipient != self.acs_url:
+                _reject(f"Recipient {data.recipient!r} is not {self.acs_url!r}")
+            if (data.in_response_to or "") != request_id:
+                _reject(f"SubjectConfirmationData InResponseTo {data.in_response_to!r}")
+            if not data.not_on_or_after:
+                _reject("SubjectConfirmationData has no NotOnOrAfter")
 
     def _identity(self, resp: Any) -> SamlIdentity:
         attrs = _attributes(resp)
