@@ -40,6 +40,7 @@ import binascii
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,9 +198,11 @@ class SamlServiceProvider:
 
     def __init__(self, settings: SamlSettings, base_url: str, sp_key: Path, sp_cert: Path,
                  *, clock: Callable[[], float] = time.time) -> None:
-        from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
-        from saml2.client import Saml2Client
-        from saml2.config import SPConfig
+        with warnings.catch_warnings():  # pysaml2 imports a mode cryptography deprecated
+            warnings.simplefilter("ignore")
+            from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
+            from saml2.client import Saml2Client
+            from saml2.config import SPConfig
 
         self.settings = settings
         self.acs_url = f"{base_url}/saml/acs"

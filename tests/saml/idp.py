@@ -221,8 +221,8 @@ class Idp:
     def _sign(self, resp: Any, node_id: str, what: str, key: Path, cert: Path) -> str:
         from saml2 import samlp
         from saml2.saml import NAMESPACE as SAML_NS
-        from saml2.xmldsig import DIGEST_SHA1, DIGEST_SHA256, SIG_RSA_SHA1, SIG_RSA_SHA256
         from saml2.sigver import pre_signature_part
+        from saml2.xmldsig import DIGEST_SHA1, DIGEST_SHA256, SIG_RSA_SHA1, SIG_RSA_SHA256
 
         pub = "".join(line for line in cert.read_text().splitlines() if "-----" not in line)
         sha1 = self.attack == "sha1"
@@ -283,7 +283,7 @@ def _wrap(signed: str, attack: str, *, victim: str, user: str, evil_id: str) -> 
 
 
 class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
 
