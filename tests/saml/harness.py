@@ -211,7 +211,7 @@ class Browser:
                             resp.headers, resp.headers.get_all("Set-Cookie") or [])
         except urllib.error.HTTPError as exc:
             text = exc.read().decode("utf-8", "replace")
-            return Page(exc.code, url, text, exc.headers,
+            return Page(exc.code, exc.geturl() or url, text, exc.headers,
                         exc.headers.get_all("Set-Cookie") or [] if exc.headers else [])
 
     def get(self, url: str, **kw: Any) -> Page:
