@@ -117,6 +117,8 @@ class BastionServer(asyncssh.SSHServer):
             self.app.limiter.record_failure(self._host, f"user:{ctx.login.user}")
             self.app.audit(AuditEvent(Kind.LOGIN, "failed", user=ctx.login.user,
                                       source=ctx.source, detail={"reason": "no accepted key"}))
+        if self._pending is not None and self.app.web is not None:
+            self.app.web.cancel_ssh_login(self._pending)  # its link stops working
         for conn in ctx.upstreams.values():
             if not isinstance(conn, BaseException):
                 conn.close()
@@ -183,6 +185,9 @@ class BastionServer(asyncssh.SSHServer):
         from gateway.web.server import WebLoginError
 
         assert self.ctx is not None and self.app.web is not None
+        if self._pending is not None:  # one pending login per connection
+            self.app.web.cancel_ssh_login(self._pending)
+            self._pending = None
         try:
             self._pending = self.app.web.begin_ssh_login(self.ctx.login.user, self.ctx.source)
         except WebLoginError as exc:

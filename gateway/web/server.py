@@ -213,6 +213,13 @@ class WebService:
         finally:
             self.logins.pop(pending.code)
 
+    def cancel_ssh_login(self, pending: PendingLogin) -> None:
+        """Forget a login whose SSH connection went away or asked again."""
+        self.logins.pop(pending.code)
+        if not pending.result.done():
+            pending.result.set_exception(WebLoginError("this login was abandoned"))
+            pending.result.exception()  # retrieved: nobody may be waiting
+
     def _fail_login(self, code: str, why: str) -> None:
         pending = self.logins.get(code)
         if pending is not None and not pending.result.done():
