@@ -138,9 +138,10 @@ class WebService:
         if s.tls_cert is not None and s.tls_key is not None:
             cert, key = s.tls_cert, s.tls_key
         else:
+            names = [n for n in (host, s.listen_host, "localhost")
+                     if n not in ("0.0.0.0", "::", "")]  # wildcards are no names
             cert, key = await asyncio.to_thread(
-                ensure_self_signed, self.web_dir / "tls.crt", self.web_dir / "tls.key",
-                [host, s.listen_host, "localhost"])
+                ensure_self_signed, self.web_dir / "tls.crt", self.web_dir / "tls.key", names)
         targets = ["'self'"]
         if self.config.saml is not None:
             saml = self.config.saml
@@ -164,9 +165,8 @@ class WebService:
         site = web.TCPSite(self._runner, s.listen_host, s.listen_port,
                            ssl_context=server_context(cert, key), reuse_address=True)
         await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else s.listen_port
+        addresses = self._runner.addresses
+        self.port = int(addresses[0][1]) if addresses else s.listen_port
         log.info("web endpoint on https://%s:%d (links: %s)", s.listen_host, self.port,
                  self.base_url)
 
