@@ -40,7 +40,7 @@ if str(REPO) not in sys.path:  # run as a script: make `gateway` importable
     sys.path.insert(0, str(REPO))
 
 USERS: dict[str, list[str]] = {"dave": ["ops"], "alice": ["ops", "eng"], "bob": ["eng"],
-                               "carol": []}
+                               "carol": [], "dave.evil": ["eng"]}
 
 ATTACKS = (
     "unsigned",              # no signature anywhere
@@ -58,6 +58,9 @@ ATTACKS = (
     "xsw_extensions",        # signed one moved into Extensions, unsigned one in its place
     "other_issuer",          # signed by the IdP key but Issuer is another entity
     "sha1",                  # signed by the IdP key with RSA-SHA1 (broken digest)
+    "unsolicited",           # no InResponseTo at all (IdP-initiated)
+    "xsw_same_id",           # unsigned assertion with the signed one's ID, before it
+    "comment",               # a comment inserted in the signed user name after signing
 )
 
 
@@ -167,8 +170,10 @@ class Idp:
         from saml2.saml import NAMEID_FORMAT_UNSPECIFIED, NameID
         from saml2.time_util import instant
 
-        in_response_to = "_never" + uuid.uuid4().hex if attack == "wrong_in_response_to" \
-            else ticket["id"]
+        in_response_to: str | None = "_never" + uuid.uuid4().hex \
+            if attack == "wrong_in_response_to" else ticket["id"]
+        if attack == "unsolicited":
+            in_response_to = None
         identity = {"uid": [user], "groups": USERS[user], "mail": [f"{user}@example.test"]}
         text = self.server.create_authn_response(
             identity, in_response_to=in_response_to, destination=ticket["acs"],
@@ -213,6 +218,9 @@ class Idp:
         signed = self._sign(resp, a.id, "Assertion", key, cert)
         if attack == "tampered":
             return _replace_user(signed, user, "dave" if user != "dave" else "alice")
+        if attack == "comment":  # "dave.evil" -> "dave<!---->.evil": c14n ignores comments
+            head, dot, tail = user.partition(".")
+            return signed.replace(f">{user}<", f">{head}<!---->{dot}{tail}<")
         if attack.startswith("xsw_"):
             return _wrap(signed, attack, victim="dave" if user != "dave" else "alice",
                          user=user, evil_id=sid())
@@ -256,7 +264,8 @@ def _wrap(signed: str, attack: str, *, victim: str, user: str, evil_id: str) -> 
     good = m.group(0)
     prefix = m.group("p") or ""
     evil = _SIGNATURE.sub("", good, count=1)
-    evil = re.sub(r'\bID="[^"]+"', f'ID="{evil_id}"', evil, count=1)
+    if attack != "xsw_same_id":
+        evil = re.sub(r'\bID="[^"]+"', f'ID="{evil_id}"', evil, count=1)
     evil = _replace_user(evil, user, victim).replace(">eng<", ">ops<")
     if attack == "xsw_wrap":
         close = f"</{prefix}Conditions>"
@@ -266,7 +275,7 @@ def _wrap(signed: str, attack: str, *, victim: str, user: str, evil_id: str) -> 
             evil = evil.replace(f"</{prefix}Assertion>",
                                 f"<{prefix}Advice>{good}</{prefix}Advice></{prefix}Assertion>")
         return signed.replace(good, evil)
-    if attack == "xsw_before":
+    if attack in ("xsw_before", "xsw_same_id"):
         return signed.replace(good, evil + good)
     # xsw_extensions: the signed assertion hidden in samlp:Extensions after the Issuer
     root = re.search(r"<(?P<p>[\w.-]+:)?Response\b", signed)

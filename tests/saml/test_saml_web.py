@@ -157,8 +157,8 @@ def test_unknown_code_is_404(env: tuple[WebThread, IdpProcess]) -> None:
 
 REFUSED = ["unsigned", "response_signed_only", "other_key", "tampered", "wrong_audience",
            "expired", "not_yet_valid", "wrong_in_response_to", "wrong_destination",
-           "wrong_recipient", "xsw_wrap", "xsw_before", "xsw_extensions", "other_issuer",
-           "sha1"]
+           "wrong_recipient", "xsw_wrap", "xsw_before", "xsw_extensions", "xsw_same_id",
+           "other_issuer", "sha1", "unsolicited"]
 
 
 @pytest.mark.parametrize("attack", REFUSED)
@@ -189,6 +189,20 @@ def test_refused_approver_sign_in_gets_no_session(env: tuple[WebThread, IdpProce
         "Test IdP login" in b.get(web.url("/approvals")).text
     failed = [e for e in web.events if e.kind == "login" and e.outcome == "failed"]
     assert failed and failed[-1].detail["method"] == "saml"
+
+
+def test_comment_in_the_signed_name_does_not_truncate_it(
+        env: tuple[WebThread, IdpProcess]) -> None:
+    """``dave<!---->.evil`` still verifies (c14n drops comments); the name read must be
+    the whole ``dave.evil``, never ``dave``."""
+    web, _ = env
+    pending = _ssh_login(web, "dave")
+    b = Browser(web.cert)
+    at_idp = b.submit(b.get(web.service.login_url(pending.code)))
+    done = _through_idp(web, b, at_idp, "dave.evil", "comment")
+    assert done.status == 403
+    with pytest.raises(WebLoginError, match=r"as 'dave\.evil', but asked for SSH user 'dave'"):
+        _result(web, pending)
 
 
 def test_replayed_response_is_refused(env: tuple[WebThread, IdpProcess]) -> None:
