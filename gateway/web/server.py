@@ -40,6 +40,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import time
 import urllib.parse
@@ -78,6 +79,8 @@ log = logging.getLogger("bastille.web")
 SESSION_COOKIE = "__Host-bastille-session"
 FLOW_COOKIE = "__Host-bastille-flow"
 PRE_COOKIE = "__Host-bastille-pre"
+# IdP user names accepted (they end up in audit records, approvals and terminals)
+_USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 MAX_BODY = 512 * 1024  # bytes of a request body (a SAML response is ~10 KiB)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -393,6 +396,10 @@ class WebService:
         return self.html(message("Sign-in refused", why), 403)
 
     def _signed_in(self, request: web.Request, flow: Flow, ident: WebIdentity) -> web.Response:
+        if not _USER_NAME.fullmatch(ident.user):
+            return self._sign_in_failed(request, flow, "the identity provider sent a user "
+                                        "name bastille cannot use (letters, digits, . _ @ - "
+                                        "only); ask your administrator")
         if flow.kind == "ssh":
             pending = self.logins.get(flow.login_code)
             if pending is None or pending.result.done():

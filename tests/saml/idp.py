@@ -40,7 +40,8 @@ if str(REPO) not in sys.path:  # run as a script: make `gateway` importable
     sys.path.insert(0, str(REPO))
 
 USERS: dict[str, list[str]] = {"dave": ["ops"], "alice": ["ops", "eng"], "bob": ["eng"],
-                               "carol": [], "dave.evil": ["eng"]}
+                               "carol": [], "dave.evil": ["eng"],
+                               "ops\u202eadmin": ["ops"]}
 
 ATTACKS = (
     "unsigned",              # no signature anywhere

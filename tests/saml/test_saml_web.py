@@ -205,6 +205,15 @@ def test_comment_in_the_signed_name_does_not_truncate_it(
         _result(web, pending)
 
 
+def test_unusable_user_name_is_refused(env: tuple[WebThread, IdpProcess]) -> None:
+    """A name with a bidi override would be shown reversed in audit and approval lists."""
+    web, _ = env
+    b = Browser(web.cert)
+    done = _through_idp(web, b, b.get(web.url("/login/saml")), "ops\u202eadmin")
+    assert done.status == 403 and "user name bastille cannot use" in done.text
+    assert b.cookie(SESSION_COOKIE) is None
+
+
 def test_replayed_response_is_refused(env: tuple[WebThread, IdpProcess]) -> None:
     web, _ = env
     b = Browser(web.cert)
