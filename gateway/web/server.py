@@ -167,7 +167,13 @@ class WebService:
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.listen_host, s.listen_port,
                            ssl_context=server_context(cert, key), reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            raise OSError(exc.errno, f"web.listen {s.listen_host}:{s.listen_port}: "
+                          f"{exc.strerror or exc}") from None
         addresses = self._runner.addresses
         self.port = int(addresses[0][1]) if addresses else s.listen_port
         log.info("web endpoint on https://%s:%d (links: %s)", s.listen_host, self.port,
