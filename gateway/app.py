@@ -9,6 +9,7 @@ recording before returning.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from collections.abc import Coroutine
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from gateway.ssh.listener import Listener
     from gateway.ssh.server import BastionServer, ConnContext
     from gateway.ssh.session import GatewaySession
+    from gateway.web.server import WebService
 
 log = logging.getLogger("bastille.app")
 
@@ -62,6 +64,7 @@ class GatewayApp:
         }
         self._server: Listener | None = None
         self._rdp: RdpSupervisor | None = None
+        self.web: WebService | None = None  # the HTTPS endpoint ([web]: SAML, approvals)
         self._stopping = asyncio.Event()
         self.policy_engine = build_engine(config)
         self._mask_patterns = (*BUILTIN_PATTERNS, *(
@@ -181,8 +184,10 @@ class GatewayApp:
                               detail={"request": request.id, "command": request.command,
                                       "rule": request.rule}))
         if cfg.webhook_url:
+            link = self.web.approval_url(request.id) if self.web is not None else ""
             asyncio.get_running_loop().run_in_executor(
-                None, notify_webhook, cfg.webhook_url, cfg.webhook_format, request)
+                None, functools.partial(notify_webhook, cfg.webhook_url, cfg.webhook_format,
+                                        request, link=link))
 
     def builtin(self, route: Route, ctx: ConnContext) -> str:
         """Run a built-in command and return its text (shown to the user)."""
@@ -241,6 +246,11 @@ class GatewayApp:
             self._rdp = RdpSupervisor(self.config, self.audit_log,
                                       verbose=log.isEnabledFor(logging.DEBUG))
             await self._rdp.start()
+        if self.config.web is not None:  # before SSH: keyboard-interactive SAML needs it
+            from gateway.web.server import WebService
+
+            self.web = WebService(self.config, audit=self.audit, approvals=self.approvals)
+            await self.web.start()
         self._server = await start_listener(self)
         self.port = self._server.sockets[0].getsockname()[1]
         self._kill_task = self.spawn(self._watch_kills(), "kill requests")
@@ -294,6 +304,9 @@ class GatewayApp:
         if self._server is not None:
             self._server.close()
             self._server = None
+        if self.web is not None:  # no new browser sign-ins; waiting SSH logins fail
+            await self.web.stop()
+            self.web = None
         rdp_stop = None
         if self._rdp is not None:  # RDP workers drain in parallel with SSH sessions
             rdp_stop = asyncio.get_running_loop().create_task(

@@ -242,8 +242,8 @@ def cmd_oidc(args: argparse.Namespace) -> int:
     from gateway.auth.bindings import BindingStore
 
     config = _load(args)
-    if config.oidc is None:
-        print(f"bastille: {config.path} has no [oidc] section", file=sys.stderr)
+    if config.oidc is None and config.saml is None:
+        print(f"bastille: {config.path} has no [oidc] or [saml] section", file=sys.stderr)
         return 2
     store = BindingStore(config.data_dir / "oidc_bindings.sqlite3")
     if args.action == "revoke":

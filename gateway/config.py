@@ -207,6 +207,52 @@ class RdpSettings:
     login_timeout: float = 60.0
 
 
+# ----------------------------------------------------------- [web] and [saml] (docs/sso.md)
+
+@dataclass(frozen=True)
+class WebSettings:
+    """``[web]``: the bastion's HTTPS endpoint (SAML logins, approving from a browser)."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8443
+    public_url: str = ""  # https://HOST[:PORT] that browsers reach; links are built from it
+    tls_cert: Path | None = None  # None: a self-signed certificate in DATA_DIR/web
+    tls_key: Path | None = None
+    session_ttl: float = 900.0  # a browser session (approver login) lasts this long at most
+    login_ttl: float = 300.0  # a one-time SSH login link is usable this long
+
+    @property
+    def base_url(self) -> str:
+        """``public_url`` without a trailing slash (default: https://LISTEN)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"https://{host}:{self.listen_port}"
+
+
+@dataclass(frozen=True)
+class SamlSettings:
+    """``[saml]``: SAML 2.0 single sign-on; the bastion is the Service Provider."""
+
+    idp_metadata: Path  # the IdP's metadata, a local file: its signing certificate is pinned
+    idp_entity_id: str = ""  # "" = the only IdP in the metadata file
+    entity_id: str = ""  # "" = PUBLIC_URL/saml/metadata
+    sp_key: Path | None = None  # signs AuthnRequests; None: generated in DATA_DIR/web
+    sp_cert: Path | None = None
+    username_attribute: str = "uid"  # "" = the NameID
+    groups_attribute: str = "groups"
+    group_map: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    binding_ttl: float = 8 * 3600.0
+    clock_skew: float = 60.0
+    xmlsec_binary: str = "xmlsec1"
+
+    def map_groups(self, idp_groups: list[str] | tuple[str, ...]) -> frozenset[str]:
+        """The bastille groups for IdP groups (``group_map``; empty: used as they are)."""
+        if not self.group_map:
+            return frozenset(idp_groups)
+        return frozenset(g for idp in idp_groups for g in self.group_map.get(idp, ()))
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -220,6 +266,8 @@ class Config:
     approvals: ApprovalSettings = ApprovalSettings()
     oidc: OidcSettings | None = None
     rdp: RdpSettings | None = None
+    web: WebSettings | None = None
+    saml: SamlSettings | None = None
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
     def targets_for(self, user: UserConfig) -> list[TargetConfig]:
@@ -374,7 +422,7 @@ def parse_listen(value: str) -> tuple[str, int] | None:
 # --------------------------------------------------------------------------- sections
 
 _TOP = {"gateway", "audit", "recording", "users", "targets", "policy", "approvals", "oidc",
-        "rdp"}
+        "rdp", "web", "saml"}
 _RDP = {"listen", "tls_cert", "tls_key", "token_ttl", "public_address", "workers",
         "login_timeout"}
 _TARGET_RDP = {"protocol", "rdp_cert_sha256", "rdp_domain", "rdp_listen_port",
@@ -862,6 +910,103 @@ def _oidc(r: _Reader, data: dict[str, Any]) -> OidcSettings | None:
     )
 
 
+_WEB = {"listen", "public_url", "tls_cert", "tls_key", "session_ttl", "login_ttl"}
+_SAML = {"idp_metadata", "idp_entity_id", "entity_id", "sp_key", "sp_cert",
+         "username_attribute", "groups_attribute", "group_map", "binding_ttl", "clock_skew",
+         "xmlsec_binary"}
+
+
+def _web(r: _Reader, data: dict[str, Any], gw: GatewaySettings,
+         oidc: OidcSettings | None) -> WebSettings | None:
+    if "web" not in data:
+        if "saml" in data:
+            r.problem("saml", "SAML logins need the [web] section (the HTTPS endpoint that "
+                      "receives the identity provider's answer)")
+        return None
+    w = r.table(data, "web", "web")
+    r.check_keys(w, "web", _WEB)
+    host, port = _listen(r, w, "web", ("127.0.0.1", 8443))
+    if port == gw.listen_port and host in (gw.listen_host, "0.0.0.0", "::"):
+        r.problem("web.listen", f"port {port} is already used by gateway.listen")
+    public = r.get(w, "public_url", "web", str, "").rstrip("/")
+    if public and (not public.startswith("https://") or "?" in public or "#" in public):
+        r.problem("web.public_url", f"expected https://HOST[:PORT][/PATH], got {public!r}")
+    if not public and host in ("0.0.0.0", "::", ""):
+        r.problem("web.public_url", "required when web.listen is a wildcard address: the "
+                  "https:// address browsers reach (it is written into login and approval "
+                  "links)")
+    cert = r.path_value(w, "tls_cert", "web", None)
+    key = r.path_value(w, "tls_key", "web", None)
+    if (cert is None) != (key is None):
+        r.problem("web.tls_cert", "set both tls_cert and tls_key, or neither (a self-signed "
+                  "certificate is then created in DATA_DIR/web)")
+    for name, p in (("tls_cert", cert), ("tls_key", key)):
+        if p is not None and not p.is_file():
+            r.problem(f"web.{name}", f"{p} does not exist")
+    if oidc is None and "saml" not in data:
+        r.problem("web", "the web endpoint needs [oidc] or [saml] to sign people in")
+    session_ttl = r.duration(w, "session_ttl", "web", 900.0)
+    if not 60 <= session_ttl <= 12 * 3600:
+        r.problem("web.session_ttl", "expected between 1m and 12h")
+    login_ttl = r.duration(w, "login_ttl", "web", 300.0)
+    if not 30 <= login_ttl <= 3600:
+        r.problem("web.login_ttl", "expected between 30s and 1h")
+    return WebSettings(listen_host=host, listen_port=port, public_url=public, tls_cert=cert,
+                       tls_key=key, session_ttl=session_ttl, login_ttl=login_ttl)
+
+
+def _saml(r: _Reader, data: dict[str, Any]) -> SamlSettings | None:
+    if "saml" not in data:
+        return None
+    s = r.table(data, "saml", "saml")
+    r.check_keys(s, "saml", _SAML)
+    metadata = r.path_value(s, "idp_metadata", "saml", None)
+    idp_entity = r.get(s, "idp_entity_id", "saml", str, "")
+    if metadata is None:
+        r.problem("saml.idp_metadata", "required: the identity provider's metadata XML file "
+                  "(downloaded once; it pins the IdP's signing certificate)")
+    else:
+        from gateway.auth.saml import idp_metadata_problem
+
+        why = idp_metadata_problem(metadata, idp_entity)
+        if why:
+            r.problem("saml.idp_metadata", why)
+    sp_key = r.path_value(s, "sp_key", "saml", None)
+    sp_cert = r.path_value(s, "sp_cert", "saml", None)
+    if (sp_key is None) != (sp_cert is None):
+        r.problem("saml.sp_key", "set both sp_key and sp_cert, or neither (a key pair is "
+                  "then created in DATA_DIR/web)")
+    for name, p in (("sp_key", sp_key), ("sp_cert", sp_cert)):
+        if p is not None and not p.is_file():
+            r.problem(f"saml.{name}", f"{p} does not exist")
+    entity = r.get(s, "entity_id", "saml", str, "")
+    xmlsec = r.get(s, "xmlsec_binary", "saml", str, "xmlsec1")
+    import shutil
+
+    if shutil.which(xmlsec) is None:
+        r.problem("saml.xmlsec_binary", f"{xmlsec!r} not found: SAML signatures are checked "
+                  "with xmlsec1 (Debian: apt-get install xmlsec1)")
+    group_map: dict[str, tuple[str, ...]] = {}
+    for idp_group, value in r.table(s, "group_map", "saml.group_map").items():
+        group_map[idp_group] = r.str_list({"v": value}, "v", f"saml.group_map.{idp_group}")
+    skew = r.duration(s, "clock_skew", "saml", 60.0)
+    if skew > 600:
+        r.problem("saml.clock_skew", "at most 10m: a larger skew lets old assertions in")
+    return SamlSettings(
+        idp_metadata=metadata or Path("/nonexistent"),
+        idp_entity_id=idp_entity,
+        entity_id=entity,
+        sp_key=sp_key,
+        sp_cert=sp_cert,
+        username_attribute=r.get(s, "username_attribute", "saml", str, "uid"),
+        groups_attribute=r.get(s, "groups_attribute", "saml", str, "groups"),
+        group_map=group_map,
+        binding_ttl=r.duration(s, "binding_ttl", "saml", 8 * 3600.0),
+        clock_skew=skew,
+        xmlsec_binary=shutil.which(xmlsec) or xmlsec,
+    )
+
+
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Load and validate a config file; raise ConfigError listing every problem."""
     file = Path(path).resolve()
@@ -887,8 +1032,11 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     approvals = _approvals(r, data)
     oidc = _oidc(r, data)
     rdp = _rdp(r, data, targets, gateway)
+    web = _web(r, data, gateway, oidc)
+    saml = _saml(r, data)
     gw_table = data.get("gateway")
-    if oidc is not None and not (isinstance(gw_table, dict) and "login_timeout" in gw_table):
+    if (oidc is not None or saml is not None) and not (isinstance(gw_table, dict)
+                                                        and "login_timeout" in gw_table):
         # a device-flow login waits for the user's browser: 120 s is too short
         gateway = dataclasses.replace(gateway, login_timeout=SSO_LOGIN_TIMEOUT)
     for name, user in users.items():
@@ -898,4 +1046,4 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(r.problems)
     return Config(path=file, data_dir=data_dir, gateway=gateway, audit=audit,
                   recording=recording, users=users, targets=targets, policy=policy,
-                  approvals=approvals, oidc=oidc, rdp=rdp, raw=data)
+                  approvals=approvals, oidc=oidc, rdp=rdp, web=web, saml=saml, raw=data)

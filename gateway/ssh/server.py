@@ -48,19 +48,25 @@ log = logging.getLogger("bastille.server")
 
 _NOBODY = UserConfig(name="")
 _MAX_OFFERED = 8  # keys remembered per connection for binding after SSO (OpenSSH offers few)
-_SSO: weakref.WeakKeyDictionary[Any, tuple[OidcClient, BindingStore]] = \
+_SSO: weakref.WeakKeyDictionary[Any, tuple[OidcClient | None, BindingStore]] = \
     weakref.WeakKeyDictionary()
 
 
-def sso_for(app: GatewayApp) -> tuple[OidcClient, BindingStore]:
-    """The app's OIDC client and binding store (created on first use; needs ``[oidc]``)."""
+def sso_for(app: GatewayApp) -> tuple[OidcClient | None, BindingStore]:
+    """The app's OIDC client (with ``[oidc]``) and the key binding store shared by OIDC
+    and SAML logins (created on first use)."""
     found = _SSO.get(app)
     if found is None:
-        assert app.config.oidc is not None
-        found = (OidcClient(app.config.oidc),
+        oidc = app.config.oidc
+        found = (OidcClient(oidc) if oidc is not None else None,
                  BindingStore(app.config.data_dir / "oidc_bindings.sqlite3"))
         _SSO[app] = found
     return found
+
+
+def _saml_login(app: GatewayApp) -> bool:
+    """Keyboard-interactive logins go through the web endpoint's SAML sign-in."""
+    return app.config.saml is not None and app.web is not None
 
 
 @dataclass
@@ -93,6 +99,7 @@ class BastionServer(asyncssh.SSHServer):
         self._attempted = False
         self._offered: list[bytes] = []
         self._grant: Any = None
+        self._pending: Any = None  # a SAML login waiting for the browser (gateway/web)
 
     # ------------------------------------------------------------ connection
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
@@ -110,6 +117,8 @@ class BastionServer(asyncssh.SSHServer):
             self.app.limiter.record_failure(self._host, f"user:{ctx.login.user}")
             self.app.audit(AuditEvent(Kind.LOGIN, "failed", user=ctx.login.user,
                                       source=ctx.source, detail={"reason": "no accepted key"}))
+        if self._pending is not None and self.app.web is not None:
+            self.app.web.cancel_ssh_login(self._pending)  # its link stops working
         for conn in ctx.upstreams.values():
             if not isinstance(conn, BaseException):
                 conn.close()
@@ -139,7 +148,7 @@ class BastionServer(asyncssh.SSHServer):
         match = False
         for line in self.app.user_keys(self.ctx.user.name):
             match |= hmac.compare_digest(line, offered)
-        if match or self.app.config.oidc is None:
+        if match or (self.app.config.oidc is None and self.app.config.saml is None):
             return match
         binding = sso_for(self.app)[1].lookup(offered, self.ctx.login.user)
         if binding is not None:
@@ -151,7 +160,7 @@ class BastionServer(asyncssh.SSHServer):
 
     # ------------------------------------------------------------ single sign-on
     def kbdint_auth_supported(self) -> bool:
-        if self.app.config.oidc is None:
+        if self.app.config.oidc is None and not _saml_login(self.app):
             return NotImplemented  # type: ignore[no-any-return,unused-ignore]  # -> password
         return True
 
@@ -159,7 +168,10 @@ class BastionServer(asyncssh.SSHServer):
                                    submethods: str) -> Any:
         assert self.ctx is not None
         self._attempted = True
+        if _saml_login(self.app):
+            return self._saml_challenge()
         client = sso_for(self.app)[0]
+        assert client is not None
         try:
             self._grant = grant = await client.start()
         except OidcError as exc:
@@ -169,13 +181,53 @@ class BastionServer(asyncssh.SSHServer):
                   "then press Enter here: ")
         return ("bastille single sign-on", "", "", ((prompt, True),))
 
+    def _saml_challenge(self) -> Any:
+        from gateway.web.server import WebLoginError
+
+        assert self.ctx is not None and self.app.web is not None
+        if self._pending is not None:  # one pending login per connection
+            self.app.web.cancel_ssh_login(self._pending)
+            self._pending = None
+        try:
+            self._pending = self.app.web.begin_ssh_login(self.ctx.login.user, self.ctx.source)
+        except WebLoginError as exc:
+            self._sso_failed(str(exc), "saml")
+        url = self.app.web.login_url(self._pending.code)
+        prompt = f"Single sign-on: open {url}\r\nthen press Enter here: "
+        return ("bastille single sign-on", "", "", ((prompt, True),))
+
+    async def _saml_response(self) -> bool:
+        from gateway.web.server import WebLoginError
+
+        assert self.ctx is not None and self.app.web is not None
+        saml = self.app.config.saml
+        pending, self._pending = self._pending, None
+        if pending is None or saml is None:
+            return False
+        try:
+            ident = await self.app.web.wait_ssh_login(pending)
+        except WebLoginError as exc:
+            self._sso_failed(str(exc), "saml")
+        self._adopt(ident.groups)
+        store = sso_for(self.app)[1]
+        for key in self._offered:
+            store.bind(key, ident.user, ident.groups, ident.subject, ident.issuer,
+                       saml.binding_ttl)
+        self.app.audit(AuditEvent(Kind.LOGIN, "ok", user=ident.user, source=self.ctx.source,
+                                  detail={"method": "saml", "subject": ident.subject,
+                                          "bound_keys": len(self._offered)}))
+        return True
+
     async def validate_kbdint_response(self, username: str, responses: Any) -> Any:
         assert self.ctx is not None
+        if self._pending is not None:
+            return await self._saml_response()
         settings = self.app.config.oidc
         grant, self._grant = self._grant, None
         if settings is None or grant is None:
             return False
         client, store = sso_for(self.app)
+        assert client is not None
         try:
             claims = await client.wait(grant)
             ident = identity_for(claims, settings, self.ctx.login.user)
@@ -195,11 +247,11 @@ class BastionServer(asyncssh.SSHServer):
                                           "bound_keys": len(self._offered)}))
         return True
 
-    def _sso_failed(self, message: str) -> NoReturn:
+    def _sso_failed(self, message: str, method: str = "oidc") -> NoReturn:
         assert self.ctx is not None  # the failure itself is counted in connection_lost
         self.app.audit(AuditEvent(Kind.LOGIN, "failed", user=self.ctx.login.user,
                                   source=self.ctx.source,
-                                  detail={"method": "oidc", "reason": message}))
+                                  detail={"method": method, "reason": message}))
         raise asyncssh.DisconnectError(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
                                        f"bastille: single sign-on failed: {message}")
 
