@@ -107,7 +107,7 @@ async def test_auditor_terminates_a_live_session_from_the_replay(tmp_path: Path)
                         break
                 await pilot.press("k")
                 await pilot.pause()
-                box = app.screen.query_one("#replay-kill")
+                box = app.screen.query_one("#kill-reason")
                 assert bool(box.display) is allowed
                 if allowed:
                     await pilot.press(*"data exfiltration", "enter")
