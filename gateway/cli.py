@@ -415,6 +415,13 @@ def cmd_player(args: argparse.Namespace) -> int:
                       audit_file=audit_file)
 
 
+def _export_bundle(rec, output: str, args: argparse.Namespace) -> str:  # type: ignore[no-untyped-def]
+    """``bastille export --format bundle`` (player.evidence, imported when used)."""
+    from player.evidence import exporter
+
+    return exporter(rec, output, args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bastille",
@@ -493,10 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
         from gateway.rdp.cli import export_rendered
         from recorder.cli import EXPORTERS
 
-        EXPORTERS.update(mp4=export_rendered, png=export_rendered)
-        from player.evidence import exporter as export_bundle
-
-        EXPORTERS["bundle"] = export_bundle
+        EXPORTERS.update(mp4=export_rendered, png=export_rendered, bundle=_export_bundle)
 
     sessions = sub.choices.get("sessions")
     if sessions is not None:

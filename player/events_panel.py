@@ -37,7 +37,7 @@ class EventsPanel(Vertical):
     EventsPanel { width: 40; border-left: vkey $primary; }
     EventsPanel > #events-title { height: 1; background: $primary-background; }
     EventsPanel > DataTable { height: 1fr; scrollbar-size-horizontal: 0; }
-    EventsPanel > #events-detail { height: auto; max-height: 8; background: $boost; }
+    EventsPanel > #events-detail { height: auto; max-height: 14; background: $boost; }
     """
 
     class Jump(Message):

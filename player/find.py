@@ -1,5 +1,9 @@
 """The Find screen: every recorded session, filtered as you type.
 
+Columns: start (``MM-DD HH:MM`` when every row is of this year), user, target, kind,
+duration, commands/policy decisions, status, review (``F2`` flags raised, ``ok:NAME``
+reviewed), integrity, id.
+
 Filters: user, target, kind (``shell``, ``exec``, ``sftp``, ``scp``, ``rsync``,
 ``desktop`` for RDP, ``player``; ``transfer`` means sftp, scp and rsync; several
 separated by commas), time (``2h``, ``3d``, ``2026-11-24T10:00``, or a range ``A..B``
@@ -126,9 +130,11 @@ class FindScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        for name in ("start", "user", "target", "kind", "dur", "cmds", "pol", "status",
-                     "integrity", "review", "id"):
-            table.add_column(name, key=name)
+        for key, label in (("start", "start"), ("user", "user"), ("target", "target"),
+                           ("kind", "kind"), ("dur", "dur"), ("cmds", "cmd/pol"),
+                           ("status", "status"), ("review", "review"),
+                           ("integrity", "integrity"), ("id", "id")):
+            table.add_column(label, key=key)
         table.focus()
         self.reload()
 
@@ -229,19 +235,22 @@ class FindScreen(Screen[None]):
         self.reviews = reviews
         table = self.query_one(DataTable)
         table.clear()
+        year = fmt_start(self.clock(), "%Y")
+        start_fmt = "%m-%d %H:%M" if all(fmt_start(r.start, "%Y") == year for r in rows) \
+            else "%Y-%m-%d %H:%M"
         for r in rows:
             dur = (r.end - r.start) if r.end else None
             table.add_row(
-                fmt_start(r.start),
+                fmt_start(r.start, start_fmt),
                 cell(r.user, 16),
                 cell(r.target, 20),
                 cell(session_kind(r.kind, r.command), 8),
                 fmt_duration(dur),
-                str(r.commands),
-                str(r.policy_events),
+                Text(f"{r.commands}/{r.policy_events}",
+                     "bold" if r.policy_events else ""),
                 Text(r.status, STATUS_STYLE.get(r.status, "")),
-                "...",
                 review_cell(reviews.get(r.id)),
+                "...",
                 cell(r.id, 40),
                 key=r.id,
             )

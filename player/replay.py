@@ -59,6 +59,7 @@ LIVE_REFRESH = 1.5  # seconds between reloads of a live session
 IDLE_LIMIT = 1.0  # with idle skipping, a pause longer than this is cut short
 SEEK_STEP = 5.0
 PANEL_WIDTH = 40  # the timeline panel is shown at start when the terminal fits beside it
+PANEL_MAX = 72
 PAN_COLS, PAN_ROWS = 8, 4
 # malformed recordings or keyframe caches: reported on screen, never a crash
 _BAD_DATA = (RecorderError, ValueError, KeyError, TypeError, IndexError, OverflowError)
@@ -229,6 +230,7 @@ class ReplayScreen(SessionScreen):
             cols = data.rec.size[0]
             self.panel_visible = self.app.size.width >= cols + PANEL_WIDTH
         panel.display = self.panel_visible
+        self._size_panel()
         self._show_panel()
         self._show_frame(frame)
         self._update_title()
@@ -451,7 +453,19 @@ class ReplayScreen(SessionScreen):
         self._update_status()
 
     def on_resize(self, _event: events.Resize) -> None:
+        self._size_panel()
         self._update_status()
+
+    def _size_panel(self) -> None:
+        """The panel takes what the recorded terminal leaves (PANEL_WIDTH to
+        PANEL_MAX columns); when nothing is left it takes PANEL_WIDTH and the terminal
+        is panned."""
+        d = self.data
+        if d is None:
+            return
+        spare = self.app.size.width - d.rec.size[0]
+        width = min(spare, PANEL_MAX) if spare >= PANEL_WIDTH else PANEL_WIDTH
+        self.query_one(EventsPanel).styles.width = width
 
     def _tick(self) -> None:
         now = time.monotonic()

@@ -158,7 +158,9 @@ class TransferScreen(SessionScreen):
         for i, e in enumerate(self.rows):
             f = e.fields
             lk = look(e.kind)
-            what = Text(("F " if e.key in flagged else ""), look("flag").style)
+            what = Text()
+            if e.key in flagged:
+                what.append("F ", look("flag").style)
             if e.kind == "transfer":
                 what.append(safe(f.get("direction", ""), 12))
                 path = cell(f.get("path", ""), 200)
