@@ -1,8 +1,10 @@
 """The Find screen: every recorded session, filtered as you type.
 
-Columns: start (``MM-DD HH:MM`` when every row is of this year), user, target, kind,
-duration, commands/policy decisions, status, review (``F2`` flags raised, ``ok:NAME``
-reviewed), integrity, id.
+Columns: start (``MM-DD HH:MM`` when every row is of this year, else ``YY-MM-DD
+HH:MM``; the line under the table has the full date), user, target, kind, duration,
+commands/policy decisions (``5/1``), status, review (``F2`` flags raised, ``ok:NAME``
+reviewed), integrity, id. They fit 80 columns up to the integrity; the id is also in the
+line under the table.
 
 Filters: user, target, kind (``shell``, ``exec``, ``sftp``, ``scp``, ``rsync``,
 ``desktop`` for RDP, ``player``; ``transfer`` means sftp, scp and rsync; several
@@ -131,7 +133,7 @@ class FindScreen(Screen[None]):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         for key, label in (("start", "start"), ("user", "user"), ("target", "target"),
-                           ("kind", "kind"), ("dur", "dur"), ("cmds", "cmd/pol"),
+                           ("kind", "kind"), ("dur", "dur"), ("cmds", "cmds"),
                            ("status", "status"), ("review", "review"),
                            ("integrity", "integrity"), ("id", "id")):
             table.add_column(label, key=key)
@@ -237,7 +239,7 @@ class FindScreen(Screen[None]):
         table.clear()
         year = fmt_start(self.clock(), "%Y")
         start_fmt = "%m-%d %H:%M" if all(fmt_start(r.start, "%Y") == year for r in rows) \
-            else "%Y-%m-%d %H:%M"
+            else "%y-%m-%d %H:%M"
         for r in rows:
             dur = (r.end - r.start) if r.end else None
             table.add_row(
@@ -286,9 +288,9 @@ class FindScreen(Screen[None]):
         row = self.current_row()
         if row is None:
             return
-        line = Text(f"{safe(row.id, 40)}  {safe(row.protocol, 8)}/"
-                    f"{safe(session_kind(row.kind, row.command), 8)}  from {safe(row.client, 60)}",
-                    no_wrap=True, overflow="ellipsis")
+        line = Text(f"{safe(row.id, 40)}  {fmt_start(row.start, '%Y-%m-%d %H:%M:%S')}  "
+                    f"{safe(row.protocol, 8)}/{safe(session_kind(row.kind, row.command), 8)}"
+                    f"  from {safe(row.client, 60)}", no_wrap=True, overflow="ellipsis")
         summary = self.reviews.get(row.id)
         if summary is not None and summary.reviewed_by:
             line.append("  reviewed by " + safe(", ".join(summary.reviewed_by), 60), "green")
