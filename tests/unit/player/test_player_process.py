@@ -138,10 +138,12 @@ def test_a_closed_terminal_ends_the_player(player: Pty) -> None:
 
 def test_the_player_does_not_outlive_its_parent(settings: RecorderSettings,
                                                 tmp_path: Path) -> None:
-    """Started by a process that is then killed (the gateway crashed): it ends too."""
+    """Started by a process that is then killed (the gateway crashed): it ends too,
+    although its terminal stays open (no hangup) and it is in a session of its own (no
+    SIGHUP from its parent's death)."""
     pidfile = tmp_path / "pid"
-    script = (f"{sys.executable} -m player --data {settings.data_dir} </dev/tty & "
-              f"echo $! > {pidfile}; wait")
+    script = (f"exec 3<&0; setsid {sys.executable} -m player --data {settings.data_dir} "
+              f"<&3 3<&- & echo $! > {pidfile}; wait")
     p = Pty(["/bin/sh", "-c", script], _env(tmp_path))
     try:
         p.read_until(b"Approvals")
@@ -159,6 +161,7 @@ def test_the_player_does_not_outlive_its_parent(settings: RecorderSettings,
                 break
             time.sleep(0.1)
         else:
+            os.kill(child, signal.SIGKILL)
             raise AssertionError("the player outlived its parent")
     finally:
         p.close()
