@@ -192,6 +192,7 @@ class Archive:
 
         self.settings = settings
         self.audit_file = audit_file or settings.data_dir / "audit.jsonl"
+        self._audit = sources.AuditReader(self.audit_file)
         self.index = Index(settings.data_dir / "index.sqlite3")
         self._sink: Sink | None = None
         self._open_sink = open_sink
@@ -339,7 +340,7 @@ class Archive:
             builder.add(e)
         data.output_times = times
         data.duration = max(rec.duration, last_t)
-        context = sources.gather(self.settings.data_dir, self.audit_file, row, row.id)
+        context = sources.gather(self.settings.data_dir, self._audit, row, row.id)
         data.entries = builder.finish(context, data.duration)
         data.reviews = self.reviews_of(row.id)
         return data

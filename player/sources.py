@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -75,22 +76,66 @@ def _num(v: object) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
-def audit_context(path: Path, row: SessionRow) -> list[AuditInfo]:
-    """Forwards and evasion signals of one session from the audit log."""
+class AuditReader:
+    """Reads the audit log for sessions, remembering how far it read for each one.
+
+    A live session's replay is reopened every few seconds: only what the log gained
+    since is read again. A log that shrank (rotated) is read from its start.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._seen: dict[str, tuple[int, int, list[AuditInfo]]] = {}  # id: ino, offset, found
+        self._lock = threading.Lock()
+
+    def records(self, row: SessionRow) -> list[AuditInfo]:
+        if self.path is None:
+            return []
+        with self._lock:
+            return self._records(row)
+
+    def _records(self, row: SessionRow) -> list[AuditInfo]:
+        assert self.path is not None
+        ino, offset, found = self._seen.get(row.id, (0, 0, []))
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return list(found)
+        if st.st_ino != ino or st.st_size < offset:
+            offset, found = 0, []
+        more, offset = audit_context(self.path, row, start=offset)
+        found = (found + more)[:MAX_RECORDS]
+        if len(self._seen) > 1000:
+            self._seen.clear()
+        self._seen[row.id] = (st.st_ino, offset, found)
+        return list(found)
+
+
+def audit_context(path: Path, row: SessionRow, *, start: int = 0,
+                  ) -> tuple[list[AuditInfo], int]:
+    """Forwards and evasion signals of one session from the audit log, read from byte
+    ``start``; also the offset after the last complete line read."""
     try:
         f = open(path, "rb")
     except OSError:
-        return []
+        return [], start
     sid = row.id.encode()
     user = json.dumps(row.user).encode()
     out: list[AuditInfo] = []
     end = row.end if row.end else float("inf")
+    offset = start
     try:
         size = os.fstat(f.fileno()).st_size
-        if size > MAX_AUDIT_BYTES:
+        if size - start > MAX_AUDIT_BYTES:
             f.seek(size - MAX_AUDIT_BYTES)
             f.readline()  # skip the partial line
+        else:
+            f.seek(start)
+        offset = f.tell()
         for line in f:
+            if not line.endswith(b"\n"):
+                break  # a line being written: read it next time
+            offset += len(line)
             if len(line) > MAX_LINE or (sid not in line and b'"forward"' not in line):
                 continue
             rec = _json(line)
@@ -116,7 +161,7 @@ def audit_context(path: Path, row: SessionRow) -> list[AuditInfo]:
         pass
     finally:
         f.close()
-    return out
+    return out, offset
 
 
 def _json(line: bytes) -> dict[str, Any] | None:
@@ -127,9 +172,9 @@ def _json(line: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def gather(data_dir: Path, audit_file: Path | None, row: SessionRow | None,
+def gather(data_dir: Path, audit: AuditReader, row: SessionRow | None,
            session_id: str) -> Context:
     """The context of one session (empty parts where a source is missing)."""
     requests, kill = approvals_context(data_dir / "approvals.sqlite3", session_id)
-    audit = audit_context(audit_file, row) if audit_file is not None and row else []
-    return Context(approvals=requests, kill=kill, audit=audit)
+    records = audit.records(row) if row is not None else []
+    return Context(approvals=requests, kill=kill, audit=records)
