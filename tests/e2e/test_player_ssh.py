@@ -172,6 +172,12 @@ def test_auditor_finds_denied_and_approved_commands_on_the_timeline(  # type: ig
         p.send("Enter")  # the replay jumps there: what alice saw then
         p.wait_re(r"^0:00:0\d/0:00:0\d paused .*\$ echo approve-me", timeout=15)
         assert "PROMPT$ touch /tmp/forbidden" in p.screen()
+        time.sleep(0.4)
+        p.send("m")  # bob marks it reviewed, with a note
+        p.wait_for("Mark reviewed", timeout=10)
+        p.type("denial and approval as expected")
+        p.send("Enter")
+        p.wait_for("reviewed by bob", timeout=15)
         assert _players("bob")
     finally:
         p.close()  # bob's ssh client goes away
@@ -179,6 +185,10 @@ def test_auditor_finds_denied_and_approved_commands_on_the_timeline(  # type: ig
     while _players("bob") and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _players("bob"), "the player outlived its ssh session"
+    review = audit_events(g, kind="session.review", user="bob")
+    assert review and review[0]["outcome"] == "reviewed"
+    assert review[0]["detail"]["text"] == "denial and approval as expected"
+    assert review[0]["detail"]["signature"] == "signed"
     # the evidence bundle, with the appliance CLI, checked with standard tools only
     sid = next(e["session"] for e in audit_events(g, kind="session.start", user="alice"))
     bundle = tmp_path / "evidence.tar.gz"
@@ -196,6 +206,7 @@ def test_auditor_finds_denied_and_approved_commands_on_the_timeline(  # type: ig
     key.verify((root / "SHA256SUMS.sig").read_bytes(),  # type: ignore[call-arg, union-attr]
                (root / "SHA256SUMS").read_bytes())
     assert b"approved by bob: looks fine" in (root / "timeline.json").read_bytes()
+    assert b"denial and approval as expected" in (root / "reviews.json").read_bytes()
     r = subprocess.run([sys.executable, "-m", "gateway", "verify", "--bundle", str(bundle),
                         "--public-key", str(g.root / "recording.key.pub")],
                        capture_output=True, text=True, timeout=60)

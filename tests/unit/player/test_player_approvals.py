@@ -38,7 +38,8 @@ async def test_approve_with_reason_and_self_approval_refused(settings: RecorderS
         await pilot.pause()
         await pilot.press("a")
         table = await _wait_rows(app, pilot, 1)
-        assert "systemctl stop pg" in str(table.get_row_at(0))
+        row = [getattr(c, "plain", c) for c in table.get_row_at(0)]
+        assert row[2:] == ["alice", "db1", "approve-service-stop", "systemctl stop pg", "r"]
         await pilot.press("y")
         await pilot.press(*"looks fine")
         await pilot.press("enter")
