@@ -565,9 +565,9 @@ class ReplayScreen(SessionScreen):
     def _flag_target(self) -> tuple[float, str | None]:
         panel = self.query_one(EventsPanel)
         if panel.display and panel.list_focused:
-            entry = panel.current_entry()
-            if entry is not None:
-                return entry.time, entry.key
+            row = panel.current()
+            if row is not None:
+                return row.time, row.key
         return self.position, None
 
     @on(EventsPanel.Jump)

@@ -118,12 +118,14 @@ class SessionScreen(Screen[None]):
         if data is None:
             return
         at, key = self._flag_target()
-
-        if key is not None:
+        if key is not None:  # a flagged event, or a flag itself: withdraw the flag
             for flag in active_flags(data.reviews).values():
-                if flag.entry == key:
-                    self._review("unflag", "", flag.at, key, flag.digest)
+                if flag.entry == key or f"r{flag.id}" == key:
+                    self._review("unflag", "", flag.at, flag.entry, flag.digest)
                     return
+            if key.startswith("r"):
+                self.notify("choose a timeline event (or no row) to flag", severity="warning")
+                return
         what = f"event at {fmt_clock(at)}" if key else f"time {fmt_clock(at)}"
         self._ask(f"Flag the {what}: why? (enter to confirm)",
                   lambda text: self._review("flag", text, at, key, None))

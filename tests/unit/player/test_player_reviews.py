@@ -142,6 +142,11 @@ async def test_mark_reviewed_note_and_flag_from_the_replay(settings: RecorderSet
         await pilot.press("x", *"unexpected upload", "enter")
         await settle(pilot)
         assert [r.flagged for r in panel.rows if r.kind == "transfer"] == [True]
+        await pilot.press("x")  # on a flagged event: the flag is withdrawn
+        await settle(pilot)
+        assert [r.flagged for r in panel.rows if r.kind == "transfer"] == [False]
+        await pilot.press("x", *"unexpected upload", "enter")  # and raised again
+        await settle(pilot)
         await pilot.press("escape", "m", "enter")  # mark reviewed (empty note)
         await settle(pilot)
         title = str(scr.query_one("#replay-title", Static).render())
@@ -163,11 +168,15 @@ async def test_mark_reviewed_note_and_flag_from_the_replay(settings: RecorderSet
         await settle(pilot)
         assert len(_find_col(app, "id")) == 4
     assert audited == [("note", "why rm -rf /?", 9.5), ("flag", "unexpected upload", 8.5),
+                       ("unflag", "", 8.5), ("flag", "unexpected upload", 8.5),
                        ("reviewed", "", None)]
-    store = ReviewStore(settings.data_dir / "reviews.sqlite3")
+    store = ReviewStore(settings.data_dir / "reviews.sqlite3",
+                        trusted=[load_signer(settings.data_dir / "recording.key").public_raw])
     records = store.records("play-alice-0001")
-    assert [(r.kind, r.author, r.status != "bad-signature") for r in records] == [
-        ("note", "bob", True), ("flag", "bob", True), ("reviewed", "bob", True)]
+    assert [(r.kind, r.author, r.status) for r in records] == [
+        ("note", "bob", "signed"), ("flag", "bob", "signed"), ("unflag", "bob", "signed"),
+        ("flag", "bob", "signed"), ("reviewed", "bob", "signed")]
+    assert records[2].ref == records[1].digest  # the withdrawal names the flag
     assert records[1].entry is not None and records[0].recording  # bound to the recording
     store.close()
 
