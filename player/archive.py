@@ -102,6 +102,8 @@ class SessionData:
     output_times: list[float] = field(default_factory=list)  # distinct, sorted
     io_events: int = 0
     duration: float = 0.0
+    _cached: tuple[tuple[int, int, int, int],
+                   tuple[list[tl.Entry], list[float], list[Mark]]] | None = None
 
     @property
     def session_id(self) -> str:
@@ -133,7 +135,7 @@ class SessionData:
 
     @property
     def commands(self) -> list[tl.Entry]:
-        return [e for e in self.entries if e.kind in COMMAND_KINDS]
+        return self._cache()[0]
 
     @property
     def transfers(self) -> list[tl.Entry]:
@@ -145,11 +147,21 @@ class SessionData:
 
     @property
     def marks(self) -> list[Mark]:
-        out = [Mark(e.time, e.kind, e.text) for e in self.entries]
-        for r in self.reviews:
-            if r.at is not None and r.kind in ("note", "flag"):
-                out.append(Mark(r.at, r.kind, r.text))
-        return out
+        """Timeline entries, notes and flags as marks for the bar (computed once per
+        change of entries or reviews: the bar is redrawn ten times a second)."""
+        return self._cache()[2]
+
+    def _cache(self) -> tuple[list[tl.Entry], list[float], list[Mark]]:
+        key = (id(self.entries), len(self.entries), id(self.reviews), len(self.reviews))
+        if self._cached is None or self._cached[0] != key:
+            commands = [e for e in self.entries if e.kind in COMMAND_KINDS]
+            marks = [Mark(e.time, e.kind, e.text) for e in self.entries]
+            for r in self.reviews:
+                if r.at is not None and r.kind in ("note", "flag"):
+                    marks.append(Mark(r.at, r.kind, r.text))
+            marks.sort(key=lambda m: m.time)
+            self._cached = (key, (commands, [c.time for c in commands], marks))
+        return self._cached[1]
 
     def next_output_after(self, t: float) -> float | None:
         i = bisect.bisect_right(self.output_times, t + 1e-6)
@@ -161,11 +173,9 @@ class SessionData:
 
     def command_at(self, t: float) -> tl.Entry | None:
         """The last command entered at or before ``t``."""
-        found = None
-        for m in self.commands:
-            if m.time <= t + 1e-6:
-                found = m
-        return found
+        commands, times, _marks = self._cache()
+        i = bisect.bisect_right(times, t + 1e-6) - 1
+        return commands[i] if i >= 0 else None
 
     def entry_at(self, t: float) -> int | None:
         """Index of the last timeline entry at or before ``t``."""

@@ -9,6 +9,8 @@ list is not focused its cursor follows the playback position.
 
 from __future__ import annotations
 
+import bisect
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -51,6 +53,7 @@ class EventsPanel(Vertical):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.rows: list[PanelRow] = []
+        self._times: list[float] = []
         self._entries: dict[str, Entry] = {}
         self._reviews: dict[str, Review] = {}
 
@@ -72,6 +75,7 @@ class EventsPanel(Vertical):
         table = self.query_one(DataTable)
         keep = table.cursor_row if self.rows else 0
         self.rows = panel_rows(entries, reviews)
+        self._times = [r.time for r in self.rows]
         self._entries = {e.key: e for e in entries}
         self._reviews = {f"r{r.id}": r for r in reviews}
         table.clear()
@@ -89,12 +93,7 @@ class EventsPanel(Vertical):
         table = self.query_one(DataTable)
         if table.has_focus or not self.rows:
             return
-        idx = -1
-        for i, row in enumerate(self.rows):
-            if row.time <= position + 1e-6:
-                idx = i
-            else:
-                break
+        idx = bisect.bisect_right(self._times, position + 1e-6) - 1
         if idx >= 0 and idx != table.cursor_row:
             table.move_cursor(row=idx)
 

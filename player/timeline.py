@@ -63,10 +63,20 @@ class Timeline(Widget):
         self.duration = 0.0
         self.position = 0.0
         self.marks: list[Mark] = []
+        self._drawn: tuple[float, int, int, int, int, int] | None = None
 
     def update_state(self, duration: float, position: float, marks: Sequence[Mark]) -> None:
+        """Redrawn only when something visible changed (called ten times a second)."""
+        width = max(self.size.width, 1)
+        span = duration if duration > 0 else 1.0
+        cell = min(width - 1, max(0, int(position / span * width)))
+        key = (duration, cell, width, len(marks), id(marks[0]) if marks else 0,
+               id(marks[-1]) if marks else 0)
         self.duration = duration
         self.position = position
+        if key == self._drawn:
+            return
+        self._drawn = key
         self.marks = list(marks)
         self.refresh()
 
