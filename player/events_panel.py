@@ -74,12 +74,18 @@ class EventsPanel(Vertical):
         """Show a session's timeline (UI thread)."""
         table = self.query_one(DataTable)
         keep = table.cursor_row if self.rows else 0
-        self.rows = panel_rows(entries, reviews)
-        self._times = [r.time for r in self.rows]
+        old = self.rows
+        rows = panel_rows(entries, reviews)
+        self.rows = rows
+        self._times = [r.time for r in rows]
         self._entries = {e.key: e for e in entries}
         self._reviews = {f"r{r.id}": r for r in reviews}
-        table.clear()
-        for i, row in enumerate(self.rows):
+        start = len(old)
+        if not (old and len(rows) >= start and rows[:start] == old):
+            table.clear()  # not just more of the same (a live session grows): redraw
+            start = 0
+        for i in range(start, len(rows)):
+            row = rows[i]
             table.add_row(fmt_offset(row.time), glyph(row.kind), row_text(row), key=str(i))
         n = len(self.rows)
         self.query_one("#events-title", Static).update(
