@@ -23,7 +23,9 @@ the recording's hash chain and signature and each review's signature.
 
 :func:`write_bundle` writes one (deterministic: fixed order, times and owners);
 :func:`verify_bundle` checks one without extracting anything to disk: only regular
-files with plain relative names are read, each at most ``MAX_MEMBER`` bytes.
+files with plain relative names are read, each at most ``MAX_MEMBER`` bytes and
+``MAX_TOTAL`` together (they are checked in memory). A bundle is written 0600 through a
+temporary file created exclusively (no symlink followed).
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from recorder.signing import Signer, key_id, same_key, verify_signature
 from recorder.verify import verify_source
 
-MAX_MEMBER = 2 << 30  # largest file read from a bundle (2 GiB)
+MAX_MEMBER = 1 << 30  # largest file read from a bundle (1 GiB)
+MAX_TOTAL = 2 << 30  # all files of a bundle together (read into memory to check them)
 MAX_MEMBERS = 64
 SUMS = "SHA256SUMS"
 SUMS_SIG = "SHA256SUMS.sig"
@@ -161,7 +164,13 @@ def write_bundle(path: Path, root: str, files: Sequence[tuple[str, bytes]], *,
         members.append((SUMS_SIG, signer.sign(sums)))
     tmp = Path(str(path) + ".tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:  # a stale temporary file of ours (an earlier failed export)
+            st = tmp.lstat()
+            if st.st_uid == os.getuid() and not tmp.is_symlink():
+                tmp.unlink()
+        except FileNotFoundError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as raw, \
                 gzip.GzipFile(fileobj=raw, mode="wb", mtime=int(mtime)) as gz, \
                 tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -213,6 +222,7 @@ def _read_members(path: Path) -> tuple[str, dict[str, bytes]]:
         raise BundleError(f"{path}: not a readable bundle (tar.gz): {exc}") from exc
     files: dict[str, bytes] = {}
     root = ""
+    total = 0
     with tar:
         try:
             for n, info in enumerate(tar):
@@ -229,8 +239,10 @@ def _read_members(path: Path) -> tuple[str, dict[str, bytes]]:
                 if root and parts[0] != root:
                     raise BundleError(f"{path}: files in more than one directory")
                 root = parts[0]
-                if info.size > MAX_MEMBER:
-                    raise BundleError(f"{path}: {info.name} is too large ({info.size} bytes)")
+                total += info.size
+                if info.size > MAX_MEMBER or total > MAX_TOTAL:
+                    raise BundleError(f"{path}: {info.name} is too large ({info.size} bytes; "
+                                      f"a bundle holds at most {MAX_TOTAL} bytes)")
                 if parts[1] in files:
                     raise BundleError(f"{path}: {parts[1]} appears twice")
                 f = tar.extractfile(info)
