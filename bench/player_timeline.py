@@ -21,12 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from player.app import PlayerApp  # noqa: E402
-from player.archive import Archive  # noqa: E402
-from player.events_panel import EventsPanel  # noqa: E402
-from player.replay import ReplayScreen  # noqa: E402
-from recorder.service import Recorder, SessionHeader  # noqa: E402
-from recorder.settings import RecorderSettings  # noqa: E402
+from player.app import PlayerApp
+from player.archive import Archive
+from player.events_panel import EventsPanel
+from player.replay import ReplayScreen
+from recorder.service import Recorder, SessionHeader
+from recorder.settings import RecorderSettings
 
 SID = "bench-timeline-0001"
 

@@ -143,18 +143,18 @@ def test_auditor_finds_denied_and_approved_commands_on_the_timeline(  # type: ig
         t.close()
     p = Tmux(g.root, [*g.ssh_args("bob", tty=True), "player"], cols=160, rows=45)
     try:
-        p.wait_for("Approvals", timeout=30)  # the footer: the list is ready
-        for keys in (["u"], ["alice"], ["Enter"], ["k"], ["shell"], ["Enter"]):
-            time.sleep(0.4)  # like a person: the focus moves between keys
-            p.send(*keys)
-        p.wait_re(r"bastille player: 1 session\b", timeout=20)
-        time.sleep(0.4)
+        screen = p.wait_re(r"alice +web1 +shell", timeout=30)  # the list is loaded
+        rows = [line for line in screen.splitlines() if re.search(r"\d\d:\d\d  ", line)]
+        down = next(i for i, line in enumerate(rows) if re.search(r"alice +web1 +shell", line))
+        for _ in range(down):  # arrow keys: the list has the focus from the start
+            p.send("Down")
+            time.sleep(0.2)
         p.send("Enter")
         screen = p.wait_for("approved by bob", timeout=30)
         assert "approved by bob: looks fine" in screen
         assert "$ touch /tmp/forbidden  denied by rule no-forbidden-files" in screen, screen
         assert "$ echo approve-me-$((6*7))  held for approval" in screen
-        assert "k Kill" in screen
+        p.wait_for("k Kill")  # in the footer (drawn once the screen is laid out)
         for keys in (["Tab"], ["Down"]):  # the list, then the denied command's details
             time.sleep(0.4)
             p.send(*keys)
