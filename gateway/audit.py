@@ -31,6 +31,7 @@ class Kind(StrEnum):
     SESSION_END = "session.end"
     SESSION_KILL = "session.kill"
     SESSION_WATCH = "session.watch"
+    SESSION_REVIEW = "session.review"
     TARGET_CONNECT = "target.connect"
     HOST_KEY_MISMATCH = "target.host_key_mismatch"
     EXEC = "exec"

@@ -398,8 +398,28 @@ def cmd_player(args: argparse.Namespace) -> int:
                                 session=session))
             log.close()
 
-        approver = Approver(args.as_user, groups, may, audited, killed, watched)
-    return run_player(_resolve_recorder(args), session_id=args.id, approver=approver)
+        def reviewed(review) -> None:  # type: ignore[no-untyped-def]
+            log = AuditLog(config.audit.file)
+            log.emit(AuditEvent(Kind.SESSION_REVIEW, review.kind, user=args.as_user,
+                                source="player", session=review.session,
+                                detail={"record": review.id, "at": review.at,
+                                        "entry": review.entry, "text": review.text,
+                                        "signature": review.status}))
+            log.close()
+
+        approver = Approver(args.as_user, groups, may, audited, killed, watched, reviewed)
+    audit_file = None
+    if getattr(args, "config", None):
+        audit_file = _load(args).audit.file
+    return run_player(_resolve_recorder(args), session_id=args.id, approver=approver,
+                      audit_file=audit_file)
+
+
+def _export_bundle(rec, output: str, args: argparse.Namespace) -> str:  # type: ignore[no-untyped-def]
+    """``bastille export --format bundle`` (player.evidence, imported when used)."""
+    from player.evidence import exporter
+
+    return exporter(rec, output, args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -480,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
         from gateway.rdp.cli import export_rendered
         from recorder.cli import EXPORTERS
 
-        EXPORTERS.update(mp4=export_rendered, png=export_rendered)
+        EXPORTERS.update(mp4=export_rendered, png=export_rendered, bundle=_export_bundle)
 
     sessions = sub.choices.get("sessions")
     if sessions is not None:

@@ -267,22 +267,26 @@ def _cmd_export(ctx: _Ctx, a: argparse.Namespace) -> int:
     if a.format != "asciicast":
         exporter = EXPORTERS.get(a.format)
         if exporter is None:
+            if a.format == "bundle":
+                raise CliError("--format bundle needs the player package (not installed)")
             raise CliError(f"--format {a.format} renders RDP sessions; it needs the "
                            "bastille[rdp] extra (pyrdp)")
         if a.output == "-":
             raise CliError(f"--format {a.format} writes a file: give -o FILE")
+        a.recorder_settings = ctx.settings  # exporters that need the data directory
         try:
             print(exporter(rec, a.output, a), file=sys.stderr)
         except (OSError, ValueError) as exc:
             raise CliError(str(exc)) from exc
         return 0
+    version = a.asciicast_version or 2
     if a.output == "-":
-        n = export_asciicast(rec, sys.stdout, include_input=a.input)
+        n = export_asciicast(rec, sys.stdout, include_input=a.input, version=version)
     else:
         tmp = Path(a.output + ".tmp")
         try:
             with open(tmp, "w", encoding="utf-8") as f:
-                n = export_asciicast(rec, f, include_input=a.input)
+                n = export_asciicast(rec, f, include_input=a.input, version=version)
             os.replace(tmp, a.output)
         except OSError as exc:
             raise CliError(f"cannot write {a.output}: {exc.strerror}") from exc
@@ -290,6 +294,43 @@ def _cmd_export(ctx: _Ctx, a: argparse.Namespace) -> int:
     for p in rec.problems:
         print(f"bastille: warning: {p}", file=sys.stderr)
     return 0
+
+
+def _cmd_verify_bundle(a: argparse.Namespace, settings: RecorderSettings | None) -> int:
+    """``verify --bundle FILE``: no configuration needed (``--public-key`` to trust)."""
+    from recorder.bundle import verify_bundle
+    from recorder.signing import load_public_key
+
+    keys = list(a.public_key or [])
+    if not keys and settings is not None and settings.signing_key is not None:
+        keys = [settings.signing_key]
+    try:
+        trusted = [load_public_key(Path(k)) for k in keys] if keys else None
+    except RecorderError as exc:
+        print(f"bastille: error: {exc}", file=sys.stderr)
+        return 2
+    rep = verify_bundle(Path(a.bundle), trusted=trusted)
+    if a.json:
+        print(json.dumps(rep.to_json(), indent=2))
+    else:
+        for ok, message in rep.checks:
+            print(f"{'OK  ' if ok else 'FAIL'} {visible(message)}")
+        verdict = "verified" if rep.ok else "FAILED"
+        who = "" if rep.trusted_key or not rep.signed else \
+            " (by the key in the bundle: compare its fingerprint)"
+        print(f"bundle {visible(a.bundle)}: {verdict}{who}", file=sys.stderr)
+    return 0 if rep.ok else 1
+
+
+def _verify_runner(resolve: Resolve) -> Callable[[argparse.Namespace], int]:
+    run = _run(resolve, _cmd_verify)
+
+    def runner(args: argparse.Namespace) -> int:
+        if args.bundle and not (args.config or args.data):
+            return _cmd_verify_bundle(args, None)  # for someone without the appliance
+        return run(args)
+
+    return runner
 
 
 def _verify_keys(ctx: _Ctx, a: argparse.Namespace) -> tuple[list[bytes] | None, bool]:
@@ -348,6 +389,8 @@ def _resolve_row(ctx: _Ctx, ident: str) -> Any:
 def _cmd_verify(ctx: _Ctx, a: argparse.Namespace) -> int:
     from recorder.verify import VerifyReport, verify_recording, verify_source
 
+    if a.bundle:
+        return _cmd_verify_bundle(a, ctx.settings)
     trusted, require = _verify_keys(ctx, a)
     reports: list[VerifyReport] = []
     if a.all:
@@ -503,15 +546,20 @@ def add_commands(sub: argparse._SubParsersAction, resolve: Resolve) -> None:
 
     p = sub.add_parser(
         "export",
-        help="export a session (asciicast v2; RDP: mp4 video or a png frame)",
-        description="Export a terminal session as asciicast v2 for asciinema (output is "
-        "decoded as UTF-8; invalid bytes become U+FFFD), or an RDP session as an MP4 video "
-        "or one PNG frame (--at SECONDS), rendered offscreen; mp4/png need the "
-        "bastille[rdp-video] extra (PySide6, av).",
+        help="export a session (asciicast, an evidence bundle; RDP: mp4 video or a png frame)",
+        description="Export a terminal session as asciicast for asciinema (output is "
+        "decoded as UTF-8; invalid bytes become U+FFFD), an evidence bundle (--format "
+        "bundle: recording, signature, public key, timeline and reviews as JSON, "
+        "asciicast v3, README; signed; check it with `bastille verify --bundle FILE`), or "
+        "an RDP session as an MP4 video or one PNG frame (--at SECONDS), rendered "
+        "offscreen; mp4/png need the bastille[rdp-video] extra (PySide6, av).",
     )
     _common(p)
     p.add_argument("id", help="session id, unique prefix, or .bstl file")
-    p.add_argument("--format", choices=["asciicast", "mp4", "png"], default="asciicast")
+    p.add_argument("--format", choices=["asciicast", "bundle", "mp4", "png"],
+                   default="asciicast")
+    p.add_argument("--asciicast-version", type=int, choices=[2, 3], metavar="{2,3}",
+                   help="asciicast version (default: 2 for --format asciicast, 3 in a bundle)")
     p.add_argument("--at", type=float, metavar="SECONDS", help="png: seconds into the session")
     p.add_argument(
         "-o", "--output", required=True, metavar="FILE", help="output file, - for stdout"
@@ -532,6 +580,8 @@ def add_commands(sub: argparse._SubParsersAction, resolve: Resolve) -> None:
     _common(p)
     p.add_argument("id", nargs="?", help="session id, unique prefix, or .bstl file")
     p.add_argument("--all", action="store_true", help="every stored recording")
+    p.add_argument("--bundle", metavar="FILE", help="an evidence bundle (bastille export "
+                   "--format bundle); needs no configuration, give --public-key to trust")
     p.add_argument(
         "--public-key",
         action="append",
@@ -550,7 +600,7 @@ def add_commands(sub: argparse._SubParsersAction, resolve: Resolve) -> None:
         "before a key was configured)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=_run(resolve, _cmd_verify))
+    p.set_defaults(func=_verify_runner(resolve))
 
     p = sub.add_parser("reindex", help="rebuild the session index from the recordings")
     _common(p)
