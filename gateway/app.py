@@ -15,11 +15,10 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from gateway._version import __version__
-from gateway.approvals import ApprovalStore, Request, notify_webhook
 from gateway.audit import AuditEvent, AuditLog, Kind
 from gateway.auth.passwords import hash_password
-from gateway.auth.ratelimit import FailureLimiter
 from gateway.config import NOBODY, Config, TargetConfig
+from gateway.core.notify import notify_webhook
 from gateway.errors import HostKeyMismatch, TargetDenied, TargetError, UnknownTarget
 from gateway.policy import BUILTIN_PATTERNS, Action, MaskPattern, PolicyEngine, Rule, StreamMasker
 from gateway.routing import Route
@@ -27,6 +26,8 @@ from gateway.ssh.demo_target import LocalShellTarget
 from gateway.ssh.keys import public_key_blob
 from gateway.ssh.upstream import Endpoint, TofuStore, connect, endpoint_for
 from recorder.service import Recorder
+from state.approvals import ApprovalStore, Request
+from state.ratelimit import FailureLimiter
 
 if TYPE_CHECKING:
     from asyncssh import SSHClientConnection

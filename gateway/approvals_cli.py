@@ -7,9 +7,9 @@ import shlex
 import time
 from typing import Any, Protocol
 
-from gateway.approvals import ApprovalError, ApprovalStore, Request
 from gateway.audit import AuditEvent, Kind
 from gateway.config import Config
+from state.approvals import ApprovalError, ApprovalStore, Request
 
 USAGE = ("usage: approvals list | approvals approve ID [REASON] | approvals deny ID [REASON]")
 
@@ -69,7 +69,7 @@ MAX_ACCESS = 24 * 3600.0  # the longest just-in-time access window one request m
 
 def request_access(app: Any, user: str, args: str, *, source: str = "") -> str:
     """``request TARGET [DURATION] [REASON]``: ask approvers for time-boxed access."""
-    from gateway.config import parse_duration
+    from state.timeparse import parse_duration
 
     a: _App = app
     words = args.split()

@@ -201,13 +201,10 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def _parse_since(value: str) -> float:
-    from datetime import datetime
+    from state.timeparse import parse_when
 
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    if value and value[-1] in units and value[:-1].isdigit():
-        return time.time() - int(value[:-1]) * units[value[-1]]
     try:
-        return datetime.fromisoformat(value).timestamp()
+        return parse_when(value)
     except ValueError:
         raise SystemExit(f"bastille: --since: expected e.g. 2h, 3d or 2026-11-24T10:00, "
                          f"got {value!r}") from None
@@ -239,7 +236,7 @@ def cmd_oidc(args: argparse.Namespace) -> int:
     """``bastille oidc bindings [USER]`` / ``bastille oidc revoke USER``."""
     import datetime
 
-    from gateway.auth.bindings import BindingStore
+    from state.bindings import BindingStore
 
     config = _load(args)
     if config.oidc is None:
@@ -287,9 +284,9 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:
-    from gateway.approvals import ApprovalStore
     from gateway.approvals_cli import format_requests, run_approvals
     from gateway.audit import AuditLog
+    from state.approvals import ApprovalStore
 
     config = _load(args)
     store = ApprovalStore(config.data_dir / "approvals.sqlite3")
@@ -325,9 +322,9 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 
 
 def cmd_sessions_kill(args: argparse.Namespace) -> int:
-    from gateway.approvals import ApprovalStore
     from gateway.audit import AuditEvent, AuditLog, Kind
     from recorder.index import Index
+    from state.approvals import ApprovalStore
 
     config = _load(args)
     user = config.users.get(args.as_user)
@@ -476,7 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # pragma: no cover - recorder CLI not installed
         pass
     else:
-        add_commands(sub, _resolve_recorder)
+        from state.timeparse import parse_when
+
+        add_commands(sub, _resolve_recorder, parse_when)
         from gateway.rdp.cli import export_rendered
         from recorder.cli import EXPORTERS
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.tomlpos import key_lines, line_of
 from recorder.settings import RecorderSettings, S3Settings
+from state.timeparse import parse_duration
 
 T = TypeVar("T")
 
@@ -344,23 +345,6 @@ def _closest(key: str, allowed: set[str]) -> str | None:
 
     match = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.75)
     return match[0] if match else None
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def parse_duration(value: object) -> float | None:
-    """Seconds from an int/float or a string like '90', '30s', '5m', '8h', '1d'."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value) if value >= 0 else None
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return float(m.group(1)) * _UNITS[m.group(2)]
-    return None
 
 
 def parse_listen(value: str) -> tuple[str, int] | None:

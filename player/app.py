@@ -61,7 +61,7 @@ class PlayerApp(App[int]):
         self.archive.close()
 
     def action_approvals(self) -> None:
-        from recorder.approvals import ApprovalStore
+        from state.approvals import ApprovalStore
 
         store = ApprovalStore(self.settings.data_dir / "approvals.sqlite3")
         self.push_screen(ApprovalsScreen(store, self.approver, self.clock),

@@ -13,7 +13,6 @@ user and target filters are exact matches (as in ``bastille sessions list``).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import time
 from collections.abc import Callable
@@ -29,9 +28,9 @@ from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import get_current_worker
 
 from player.data import Archive, integrity_label
-from recorder.cli import parse_when
 from recorder.errors import RecorderError
 from recorder.index import SessionRow
+from state.timeparse import parse_when
 
 LIMIT = 1000  # rows per query: a screenful is ~20, more is for scrolling
 VERIFY_ROWS = 200  # integrity is computed for the first rows of a result only
@@ -149,7 +148,7 @@ class FindScreen(Screen[None]):
                 since = parse_when(first.strip(), now=self.clock())
             if sep and second.strip():
                 until = parse_when(second.strip(), now=self.clock())
-        except argparse.ArgumentTypeError as exc:
+        except ValueError as exc:
             return str(exc)
         return {"user": user, "target": target, "since": since, "until": until, "text": text}
 

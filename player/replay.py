@@ -531,7 +531,7 @@ class ReplayScreen(Screen[None]):
 
     @on(Input.Submitted, "#replay-kill")
     def _kill_submitted(self, event: Input.Submitted) -> None:
-        from recorder.approvals import ApprovalStore
+        from state.approvals import ApprovalStore
 
         box = self.query_one("#replay-kill", Input)
         box.display = False

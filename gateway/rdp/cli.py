@@ -38,7 +38,7 @@ def _address(config: Any) -> str:
 
 
 def cmd_rdp_file(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> int:
-    from gateway.rdp.tokens import TokenStore
+    from state.tokens import TokenStore
 
     config = load(args)
     if config.rdp is None:
@@ -79,7 +79,7 @@ def cmd_rdp_file(args: argparse.Namespace, load: Callable[[argparse.Namespace], 
 
 
 def cmd_rdp_pin(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> int:
-    from gateway.rdp.tokens import TokenStore
+    from state.tokens import TokenStore
 
     config = load(args)
     if config.rdp is None or args.user not in config.users:
@@ -108,7 +108,7 @@ def rdp_login_text(config: Any, user: Any, sso: bool, args: str, source: str,
     over RDP. It carries the groups of this SSH login (the IdP's, for SSO), works once,
     for this user only, until ``rdp.token_ttl``. Never logged; audited as issued.
     """
-    from gateway.rdp.tokens import TokenStore
+    from state.tokens import TokenStore
 
     if config.rdp is None:
         return "bastille: RDP is not enabled on this bastion"

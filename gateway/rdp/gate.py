@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING
 
 from gateway.audit import AuditEvent, AuditLog, Kind
 from gateway.auth.passwords import hash_password, verify_password
-from gateway.auth.ratelimit import FailureLimiter
 from gateway.config import Config, TargetConfig, UserConfig
 from gateway.rdp.keys import KeyDecoder
 from gateway.rdp.routing import RouteRequest, client_user
-from gateway.rdp.tokens import TokenStore
 from recorder.errors import RecorderError
 from recorder.service import Recorder, SessionHeader
+from state.ratelimit import FailureLimiter
+from state.tokens import TokenStore
 
 if TYPE_CHECKING:
     from recorder.service import SessionRecording

@@ -112,8 +112,8 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     from gateway.rdp.gate import RdpGate
     from gateway.rdp.mitm import BastilleRDPMITM, TLSContexts, mitm_config
     from gateway.rdp.tls import ensure_certificate
-    from gateway.rdp.tokens import TokenStore
     from recorder.service import Recorder
+    from state.tokens import TokenStore
 
     assert config.rdp is not None
     reactor: Any = _reactor
@@ -187,8 +187,8 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
 async def _watch_kills(config: Config, gate: Any) -> None:
     """Carry out `bastille sessions kill` requests for this worker's RDP sessions, and
     end sessions past ``gateway.max_session`` or without input for ``idle_timeout``."""
-    from gateway.approvals import ApprovalStore
     from gateway.audit import Kind
+    from state.approvals import ApprovalStore
 
     store = ApprovalStore(config.data_dir / "approvals.sqlite3")
     loop = asyncio.get_running_loop()

@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import asyncssh
 
 from gateway.audit import AuditEvent, Kind
-from gateway.auth.bindings import BindingStore
 from gateway.auth.oidc import NoGroups, OidcClient, OidcError, identity_for
 from gateway.auth.passwords import verify_password
 from gateway.config import UserConfig
 from gateway.errors import BastilleError
 from gateway.routing import Login, parse_login
 from gateway.ssh.session import GatewaySession
+from state.bindings import BindingStore
 
 if TYPE_CHECKING:
     from gateway.app import GatewayApp

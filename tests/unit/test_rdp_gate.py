@@ -14,11 +14,11 @@ from gateway.auth.passwords import hash_password
 from gateway.config import Config, load_config
 from gateway.rdp.gate import RdpGate, Refused
 from gateway.rdp.routing import RouteRequest
-from gateway.rdp.tokens import TokenStore
 from gateway.ssh.keys import generate_host_key
 from recorder import events as ev
 from recorder.reader import Recording
 from recorder.service import Recorder
+from state.tokens import TokenStore
 
 ALICE_PW = "alice-Pw-secret-1"
 TARGET_PW = "Target-Pw-secret-2"

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_config, parse_duration
+from gateway.config import load_config
 from gateway.errors import ConfigError
 from gateway.ssh.keys import generate_host_key
+from state.timeparse import parse_duration
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGd1c3Rvbm9tZXRoaW5nZWxzZWhlcmUxMjM0NTY3ODk0 a@b"
 

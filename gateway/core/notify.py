@@ -1,5 +1,4 @@
-"""Approval notifications; the queue itself is :mod:`recorder.approvals` (shared with the
-player and the CLI)."""
+"""Telling approvers that a request waits: the approvals webhook."""
 
 from __future__ import annotations
 
@@ -7,9 +6,7 @@ import json
 import logging
 import urllib.request
 
-from recorder.approvals import ApprovalError, ApprovalStore, Request
-
-__all__ = ["ApprovalError", "ApprovalStore", "Request", "notify_webhook"]
+from state.approvals import Request
 
 log = logging.getLogger("bastille.approvals")
 
