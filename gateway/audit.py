@@ -109,7 +109,7 @@ class AuditLog:
             try:
                 self._syslog.emit(logging.LogRecord("bastille.audit", logging.INFO, "", 0,
                                                     line, None, None))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - syslog down must not stop the trail
                 log.warning("cannot send audit event to syslog: %s", exc)
 
     def close(self) -> None:

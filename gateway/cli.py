@@ -19,9 +19,14 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway._version import __version__
 from gateway.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gateway.config import Config
+    from recorder.settings import RecorderSettings
 
 EPILOG = """\
 examples:
@@ -58,17 +63,19 @@ def _config_path(args: argparse.Namespace) -> Path:
     raise SystemExit("bastille: no config: pass -c CONFIG (or --data DIR for a demo directory)")
 
 
-def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _load(args: argparse.Namespace) -> Config:
     from gateway.config import load_config
+    from gateway.ssh.keys import check_private_key
 
+    secrets = not getattr(args, "no_target_secrets", False)
     try:
-        return load_config(_config_path(args))
+        return load_config(_config_path(args), check_key=check_private_key, secrets=secrets)
     except ConfigError as exc:
         print(f"bastille: invalid configuration:\n{exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
-def _resolve_recorder(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _resolve_recorder(args: argparse.Namespace) -> RecorderSettings:
     """Recorder settings from -c CONFIG, from a demo directory, or from a bare data dir."""
     data = getattr(args, "data", None)
     if data and not getattr(args, "config", None):
@@ -113,7 +120,7 @@ def _fair_reads() -> None:
         transport.max_size = READ_CHUNK
 
 
-def _serve(config, banner: str | None = None) -> int:  # type: ignore[no-untyped-def]
+def _serve(config: Config, banner: str | None = None) -> int:
     from gateway.app import GatewayApp
 
     async def main() -> None:
@@ -142,6 +149,7 @@ def _serve(config, banner: str | None = None) -> int:  # type: ignore[no-untyped
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.config import load_config
     from gateway.demo import write_demo_config
+    from gateway.ssh.keys import check_private_key
 
     if args.write_config:
         directory = Path(args.write_config)
@@ -159,13 +167,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     directory = Path(args.data) if args.data else default_data_dir()
     path = write_demo_config(directory, args.port)
     try:
-        config = load_config(path)
+        config = load_config(path, check_key=check_private_key)
     except ConfigError as exc:
         print(f"bastille: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
     if config.gateway.listen_port != args.port:
         path = write_demo_config(directory, args.port, overwrite=True)
-        config = load_config(path)
+        config = load_config(path, check_key=check_private_key)
     banner = (
         f"bastille {__version__} demo gateway listening on 127.0.0.1:{{port}}\n"
         f"  data directory: {directory}\n"
@@ -186,9 +194,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     from gateway.config import load_config
+    from gateway.ssh.keys import check_private_key
 
     try:
-        config = load_config(_config_path(args))
+        config = load_config(_config_path(args), check_key=check_private_key)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -237,12 +246,13 @@ def cmd_oidc(args: argparse.Namespace) -> int:
     import datetime
 
     from state.bindings import BindingStore
+    from state.paths import DataDir
 
     config = _load(args)
     if config.oidc is None:
         print(f"bastille: {config.path} has no [oidc] section", file=sys.stderr)
         return 2
-    store = BindingStore(config.data_dir / "oidc_bindings.sqlite3")
+    store = BindingStore(DataDir(config.data_dir).oidc_bindings)
     if args.action == "revoke":
         if not args.user:
             print("bastille: oidc revoke needs a USER", file=sys.stderr)
@@ -284,12 +294,13 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:
-    from gateway.approvals_cli import format_requests, run_approvals
     from gateway.audit import AuditLog
+    from gateway.core.commands import format_requests, run_approvals
     from state.approvals import ApprovalStore
+    from state.paths import DataDir
 
     config = _load(args)
-    store = ApprovalStore(config.data_dir / "approvals.sqlite3")
+    store = ApprovalStore(DataDir(config.data_dir).approvals)
     if args.action == "list":
         requests = store.list(status=None if args.all else "pending")
         if args.json:
@@ -304,17 +315,9 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     if user is None:
         print(f"bastille: no user {args.as_user!r} in the config", file=sys.stderr)
         return 2
-
-    class _Ctx:
-        pass
-
-    ctx = _Ctx()
-    ctx.config = config  # type: ignore[attr-defined]
-    ctx.approvals = store  # type: ignore[attr-defined]
     audit = AuditLog(config.audit.file)
-    ctx.audit = audit.emit  # type: ignore[attr-defined]
     line = f"{args.action} {args.id} {' '.join(args.reason or [])}".strip()
-    out = run_approvals(ctx, user.name, user.groups, line, source="cli")
+    out = run_approvals(config, store, audit.emit, user.name, user.groups, line, source="cli")
     audit.close()
     failed = out.startswith("bastille:")
     print(out, file=sys.stderr if failed else sys.stdout)
@@ -325,14 +328,16 @@ def cmd_sessions_kill(args: argparse.Namespace) -> int:
     from gateway.audit import AuditEvent, AuditLog, Kind
     from recorder.index import Index
     from state.approvals import ApprovalStore
+    from state.paths import DataDir
 
     config = _load(args)
+    data = DataDir(config.data_dir)
     user = config.users.get(args.as_user)
     if user is None or not config.approvals.approvers.allows(user.name, user.groups):
         print(f"bastille: {args.as_user} is not an auditor (configured approver)",
               file=sys.stderr)
         return 2
-    index = Index(config.recording.data_dir / "index.sqlite3")
+    index = Index(DataDir(config.recording.data_dir).index)
     rows = [r for r in index.list_sessions(status="live", limit=100000)
             if r.id.startswith(args.id)]
     index.close()
@@ -342,7 +347,7 @@ def cmd_sessions_kill(args: argparse.Namespace) -> int:
         print(f"bastille: {what} matches {args.id!r}", file=sys.stderr)
         return 2
     session = live[0]
-    store = ApprovalStore(config.data_dir / "approvals.sqlite3")
+    store = ApprovalStore(data.approvals)
     store.request_kill(session.id, by=user.name, reason=args.reason)
     audit = AuditLog(config.audit.file)
     audit.emit(AuditEvent(Kind.SESSION_KILL, "requested", user=user.name, source="cli",
@@ -504,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", nargs="?", help="open this session directly")
     p.add_argument("--as", dest="as_user", metavar="USER",
                    help="who you are, for the approvals pane (a configured approver)")
+    p.add_argument("--no-target-secrets", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_player)
     return parser
 

@@ -13,7 +13,7 @@ import dataclasses
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,6 +57,10 @@ class Principals:
 
     def allows(self, user: str, groups: frozenset[str]) -> bool:
         return self.everyone or user in self.users or bool(self.groups & groups)
+
+    def allows_anyone(self) -> bool:
+        """True unless this is :data:`NOBODY`."""
+        return self.everyone or bool(self.users) or bool(self.groups)
 
 
 NOBODY = Principals()
@@ -121,9 +125,6 @@ class TargetConfig:
     rdp_listen_port: int = 0  # a gateway port that always leads to this target (0: none)
     allow_clipboard: bool = False
     allow_drive_redirection: bool = False
-
-    def permits(self, user: UserConfig) -> bool:
-        return user.name in self.users or bool(self.groups & user.groups)
 
 
 @dataclass(frozen=True)
@@ -223,22 +224,25 @@ class Config:
     rdp: RdpSettings | None = None
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
-    def targets_for(self, user: UserConfig) -> list[TargetConfig]:
-        """The SSH targets ``user`` may use (RDP targets are reached with RDP clients)."""
-        return [t for t in self.targets.values() if t.permits(user) and t.protocol != "rdp"]
-
 
 # --------------------------------------------------------------------------- reader
+
+
+#: Checks one private key file: None if usable, else why not (``gateway.ssh.keys``).
+KeyCheck = Callable[[Path], "str | None"]
 
 
 class _Reader:
     """Typed access to the parsed TOML, collecting problems with their lines."""
 
-    def __init__(self, path: Path, text: str) -> None:
+    def __init__(self, path: Path, text: str, *, check_key: KeyCheck | None = None,
+                 secrets: bool = True) -> None:
         self.path = path
         self.base = path.parent
         self.lines = key_lines(text)
         self.problems: list[ConfigProblem] = []
+        self.check_key = check_key
+        self.secrets = secrets
 
     def problem(self, key: str, message: str) -> None:
         self.problems.append(
@@ -408,10 +412,8 @@ def _gateway(r: _Reader, data: dict[str, Any]) -> tuple[GatewaySettings, Path]:
     for i, key in enumerate(host_keys):
         if not key.is_file():
             r.problem("gateway.host_keys", f"host key file [{i}] {key} does not exist")
-        else:
-            from gateway.ssh.keys import check_private_key
-
-            why = check_private_key(key)
+        elif r.check_key is not None:
+            why = r.check_key(key)
             if why:
                 r.problem("gateway.host_keys", f"host key file [{i}]: {why}")
     data_dir = r.path_value(g, "data_dir", "gateway", r.base / "data") or r.base / "data"
@@ -443,11 +445,13 @@ def _audit(r: _Reader, data: dict[str, Any], data_dir: Path) -> AuditSettings:
 
 
 def _secret_from(r: _Reader, data: Mapping[str, Any], path: str, env_key: str,
-                 file_key: str) -> str | None:
+                 file_key: str, *, needed: bool = True) -> str | None:
     env = r.get(data, env_key, path, str, "")
     file = r.path_value(data, file_key, path, None)
     if env and file:
         r.problem(_join(path, env_key), f"set only one of {env_key} and {file_key}")
+    if not needed:
+        return None
     if env:
         if env not in os.environ:
             r.problem(_join(path, env_key), f"environment variable {env} is not set")
@@ -612,25 +616,28 @@ def _targets(r: _Reader, data: dict[str, Any],
     return targets
 
 
-def _check_remote_target(r: _Reader, path: str, t: TargetConfig) -> None:
+def _check_login(r: _Reader, path: str, t: TargetConfig, kinds: tuple[str, ...],
+                 exactly: str) -> None:
+    """The target's address, account and exactly one credential of ``kinds`` (the file
+    exists, the variable is set)."""
     if not t.host:
         r.problem(f"{path}.host", "required (the target's address)")
     if not t.user:
         r.problem(f"{path}.user", "required (the account the bastion logs into)")
-    creds = [k for k, v in (("key_file", t.key_file), ("key_env", t.key_env),
-                            ("password_file", t.password_file),
-                            ("password_env", t.password_env)) if v]
+    creds = [k for k in kinds if getattr(t, k)]
     if len(creds) != 1:
-        r.problem(path, "set exactly one of key_file, key_env, password_file, password_env "
-                  f"(found {', '.join(creds) or 'none'})")
-    for key in ("key_file", "password_file"):
+        r.problem(path, f"{exactly} (found {', '.join(creds) or 'none'})")
+    for key in kinds:
         value = getattr(t, key)
-        if value is not None and not value.is_file():
+        if key.endswith("_file") and value is not None and not value.is_file():
             r.problem(f"{path}.{key}", f"{value} does not exist")
-    for key in ("key_env", "password_env"):
-        value = getattr(t, key)
-        if value and value not in os.environ:
+        elif key.endswith("_env") and value and value not in os.environ and r.secrets:
             r.problem(f"{path}.{key}", f"environment variable {value} is not set")
+
+
+def _check_remote_target(r: _Reader, path: str, t: TargetConfig) -> None:
+    _check_login(r, path, t, ("key_file", "key_env", "password_file", "password_env"),
+                 "set exactly one of key_file, key_env, password_file, password_env")
     if not t.host_keys and not t.trust_on_first_use:
         r.problem(f"{path}.host_keys", "pin the target's host key (ssh-keyscan -t ed25519 "
                   "HOST) or set trust_on_first_use = true")
@@ -649,24 +656,13 @@ def _normalize_fingerprint(value: str) -> str:
 def _check_rdp_target(r: _Reader, path: str, t: TargetConfig, raw: Mapping[str, Any]) -> None:
     if t.builtin is not None:
         r.problem(f"{path}.builtin", "an RDP target cannot be a built-in target")
-    if not t.host:
-        r.problem(f"{path}.host", "required (the target's address)")
-    if not t.user:
-        r.problem(f"{path}.user", "required (the account the bastion logs into)")
-    creds = [k for k, v in (("password_file", t.password_file),
-                            ("password_env", t.password_env)) if v]
-    if len(creds) != 1:
-        r.problem(path, "an RDP target needs exactly one of password_file, password_env "
-                  f"(found {', '.join(creds) or 'none'})")
+    _check_login(r, path, t, ("password_file", "password_env"),
+                 "an RDP target needs exactly one of password_file, password_env")
     for key in ("key_file", "key_env", "host_keys", "trust_on_first_use",
                 "allow_local_forwarding", "allow_remote_forwarding", "allow_agent_forwarding",
                 "allow_x11_forwarding"):
         if key in raw:
             r.problem(f"{path}.{key}", "not used by RDP targets (protocol = \"rdp\")")
-    if t.password_file is not None and not t.password_file.is_file():
-        r.problem(f"{path}.password_file", f"{t.password_file} does not exist")
-    if t.password_env and t.password_env not in os.environ:
-        r.problem(f"{path}.password_env", f"environment variable {t.password_env} is not set")
     if not t.rdp_cert_sha256:
         r.problem(f"{path}.rdp_cert_sha256", "pin the target's TLS certificate (its SHA-256, "
                   "from `bastille rdp-fingerprint HOST:PORT`)")
@@ -720,75 +716,83 @@ _POLICY = {"rules", "default", "on_uncertain", "mask_live", "mask_exec", "mask_t
            "mask_patterns"}
 _RULE = {"name", "match", "action", "targets", "users", "groups"}
 _APPROVALS = {"approvers", "timeout", "webhook_url", "webhook_format"}
-_ACTIONS = ("allow", "deny", "approve")
 
 
 def _policy(r: _Reader, data: dict[str, Any]) -> PolicySettings:
+    from gateway.policy.rules import Action  # the actions are the policy engine's
+
+    actions = tuple(a.value for a in Action)
     p = r.table(data, "policy", "policy")
     r.check_keys(p, "policy", _POLICY)
-    rules: list[RuleConfig] = []
     raw_rules = p.get("rules", [])
     if not isinstance(raw_rules, list):
         r.problem("policy.rules", "expected [[policy.rules]] tables")
         raw_rules = []
     seen: set[str] = set()
-    for i, rule in enumerate(raw_rules):
-        path = f"policy.rules[{i}]"
-        if not isinstance(rule, dict):
-            r.problem(path, f"expected a table, got {_kind(rule)}")
-            continue
-        r.check_keys(rule, path, _RULE)
-        name = r.get(rule, "name", path, str, "")
-        match = r.get(rule, "match", path, str, "")
-        if not name:
-            r.problem(f"{path}.name", "required")
-        elif name in seen:
-            r.problem(f"{path}.name", f"duplicate rule name {name!r}")
-        seen.add(name)
-        if not match:
-            r.problem(f"{path}.match", "required (a regex over the normalized command)")
-        else:
-            try:
-                re.compile(match)
-            except re.error as exc:
-                r.problem(f"{path}.match", f"not a valid regex: {exc}")
-        rules.append(RuleConfig(
-            name=name, match=match,
-            action=r.choice(rule, "action", path, _ACTIONS, "deny"),
-            targets=r.str_list(rule, "targets", path) or ("*",),
-            users=r.str_list(rule, "users", path) or ("*",),
-            groups=r.str_list(rule, "groups", path) or ("*",),
-        ))
-    patterns: list[tuple[str, str | None]] = []
+    rules = [rule for i, item in enumerate(raw_rules)
+             if (rule := _rule(r, item, f"policy.rules[{i}]", actions, seen)) is not None]
     raw_patterns = p.get("mask_patterns", [])
     if not isinstance(raw_patterns, list):
         r.problem("policy.mask_patterns", "expected a list of regexes or {regex, prefix} tables")
         raw_patterns = []
-    for i, item in enumerate(raw_patterns):
-        regex, prefix = (item, None) if isinstance(item, str) else (
-            (item.get("regex"), item.get("prefix")) if isinstance(item, dict) else (None, None))
-        if not isinstance(regex, str) or not (prefix is None or isinstance(prefix, str)):
-            r.problem("policy.mask_patterns", f"pattern [{i}]: expected a regex string or "
-                      "{regex = '...', prefix = '...'}")
-            continue
-        for what, rx in (("regex", regex), ("prefix", prefix)):
-            if rx is None:
-                continue
-            try:
-                re.compile(rx.encode())
-            except re.error as exc:
-                r.problem("policy.mask_patterns", f"pattern [{i}] {what} is not a valid "
-                          f"regex: {exc}")
-        patterns.append((regex, prefix))
+    patterns = [pattern for i, item in enumerate(raw_patterns)
+                if (pattern := _mask_pattern(r, i, item)) is not None]
     return PolicySettings(
         rules=tuple(rules),
-        default=r.choice(p, "default", "policy", _ACTIONS, "allow"),
-        on_uncertain=r.choice(p, "on_uncertain", "policy", _ACTIONS, "approve"),
+        default=r.choice(p, "default", "policy", actions, "allow"),
+        on_uncertain=r.choice(p, "on_uncertain", "policy", actions, "approve"),
         mask_live=r.get(p, "mask_live", "policy", bool, True),
         mask_exec=r.get(p, "mask_exec", "policy", bool, True),
         mask_transfers=r.get(p, "mask_transfers", "policy", bool, True),
         mask_patterns=tuple(patterns),
     )
+
+
+def _rule(r: _Reader, rule: object, path: str, actions: tuple[str, ...],
+          seen: set[str]) -> RuleConfig | None:
+    if not isinstance(rule, dict):
+        r.problem(path, f"expected a table, got {_kind(rule)}")
+        return None
+    r.check_keys(rule, path, _RULE)
+    name = r.get(rule, "name", path, str, "")
+    match = r.get(rule, "match", path, str, "")
+    if not name:
+        r.problem(f"{path}.name", "required")
+    elif name in seen:
+        r.problem(f"{path}.name", f"duplicate rule name {name!r}")
+    seen.add(name)
+    if not match:
+        r.problem(f"{path}.match", "required (a regex over the normalized command)")
+    else:
+        try:
+            re.compile(match)
+        except re.error as exc:
+            r.problem(f"{path}.match", f"not a valid regex: {exc}")
+    return RuleConfig(
+        name=name, match=match,
+        action=r.choice(rule, "action", path, actions, "deny"),
+        targets=r.str_list(rule, "targets", path) or ("*",),
+        users=r.str_list(rule, "users", path) or ("*",),
+        groups=r.str_list(rule, "groups", path) or ("*",),
+    )
+
+
+def _mask_pattern(r: _Reader, i: int, item: object) -> tuple[str, str | None] | None:
+    regex, prefix = (item, None) if isinstance(item, str) else (
+        (item.get("regex"), item.get("prefix")) if isinstance(item, dict) else (None, None))
+    if not isinstance(regex, str) or not (prefix is None or isinstance(prefix, str)):
+        r.problem("policy.mask_patterns", f"pattern [{i}]: expected a regex string or "
+                  "{regex = '...', prefix = '...'}")
+        return None
+    for what, rx in (("regex", regex), ("prefix", prefix)):
+        if rx is None:
+            continue
+        try:
+            re.compile(rx.encode())
+        except re.error as exc:
+            r.problem("policy.mask_patterns", f"pattern [{i}] {what} is not a valid "
+                      f"regex: {exc}")
+    return regex, prefix
 
 
 def _approvals(r: _Reader, data: dict[str, Any]) -> ApprovalSettings:
@@ -816,7 +820,8 @@ def _oidc(r: _Reader, data: dict[str, Any]) -> OidcSettings | None:
     client_id = r.get(o, "client_id", "oidc", str, "")
     if not client_id:
         r.problem("oidc.client_id", "required: the client id registered at the IdP")
-    secret = _secret_from(r, o, "oidc", "client_secret_env", "client_secret_file")
+    secret = _secret_from(r, o, "oidc", "client_secret_env", "client_secret_file",
+                          needed=r.secrets)
     algs = r.str_list(o, "allowed_algs", "oidc") if "allowed_algs" in o else ("RS256", "ES256")
     for alg in algs:
         if alg not in OIDC_ALGS:
@@ -846,8 +851,18 @@ def _oidc(r: _Reader, data: dict[str, Any]) -> OidcSettings | None:
     )
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Load and validate a config file; raise ConfigError listing every problem."""
+def load_config(path: str | os.PathLike[str], *, check_key: KeyCheck | None = None,
+                secrets: bool = True) -> Config:
+    """Load and validate a config file; raise ConfigError listing every problem.
+
+    Args:
+        path: the TOML file.
+        check_key: checks that each ``gateway.host_keys`` file is a usable private key
+            (the SSH adapter's loader; without it only their existence is checked).
+        secrets: check that the variables holding target and IdP secrets are set (and
+            read the IdP secret). False for processes that never use them (the player
+            started by the gateway, which does not get them).
+    """
     file = Path(path).resolve()
     try:
         text = file.read_text(encoding="utf-8")
@@ -860,7 +875,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         m = re.search(r"line (\d+)", str(exc))
         raise ConfigError([ConfigProblem(str(file), "", int(m.group(1)) if m else None,
                                          f"not valid TOML: {exc}")]) from exc
-    r = _Reader(file, text)
+    r = _Reader(file, text, check_key=check_key, secrets=secrets)
     r.check_keys(data, "", _TOP)
     gateway, data_dir = _gateway(r, data)
     audit = _audit(r, data, data_dir)

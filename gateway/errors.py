@@ -10,11 +10,16 @@ Tree::
     │   ├── TargetDenied       the user may not use this target
     │   ├── TargetUnreachable  connection refused / timed out / DNS failure
     │   ├── HostKeyMismatch    the target's host key is not the pinned one
-    │   └── TargetAuthFailed   the target refused the bastion's credentials
+    │   ├── TargetAuthFailed   the target refused the bastion's credentials
+    │   └── VaultError         the bastion cannot load its own credential for the target
     └── ChannelDenied          a forwarding or channel type is refused by policy
 
 Every message of these exceptions is written to be shown to a user: short, no secret,
-no stack trace.
+no stack trace. ``audit_reason`` (on access refusals) is the short reason written to the
+audit trail.
+
+Other packages have their own roots: ``recorder.errors.RecorderError`` (recording and
+storage) and ``state.errors.StateError`` (the local state stores).
 """
 
 from __future__ import annotations
@@ -55,13 +60,21 @@ class AuthError(BastilleError):
 class TargetError(BastilleError):
     """The bastion could not provide the requested target."""
 
+    audit_reason = "target error"
+
 
 class UnknownTarget(TargetError):
-    """No such target (or not visible to this user)."""
+    """No such target (or not visible to this user, or of another protocol)."""
+
+    def __init__(self, message: str, audit_reason: str = "unknown target") -> None:
+        super().__init__(message)
+        self.audit_reason = audit_reason
 
 
 class TargetDenied(TargetError):
     """The user is not allowed to use this target."""
+
+    audit_reason = "not allowed"
 
 
 class TargetUnreachable(TargetError):
@@ -74,6 +87,17 @@ class HostKeyMismatch(TargetError):
 
 class TargetAuthFailed(TargetError):
     """The target rejected the bastion's credentials."""
+
+
+class VaultError(TargetError):
+    """The bastion cannot load its credential for a target (file unreadable, variable
+    unset). The message is the user's (generic); ``why`` is for logs and the audit trail
+    (names the file or variable, never a secret)."""
+
+    def __init__(self, target: str, why: str) -> None:
+        super().__init__(f"target {target} is misconfigured on the bastion (its credential "
+                         "cannot be loaded); tell an administrator")
+        self.why = why
 
 
 class ChannelDenied(BastilleError):

@@ -18,6 +18,8 @@ from gateway.ssh.keys import generate_host_key
 from recorder import events as ev
 from recorder.reader import Recording
 from recorder.service import Recorder
+from state.approvals import ApprovalStore
+from state.paths import DataDir
 from state.tokens import TokenStore
 
 ALICE_PW = "alice-Pw-secret-1"
@@ -70,8 +72,9 @@ async def _gate(tmp_path: Path, *, oidc: bool = False) -> tuple[RdpGate, Recorde
         assert config.oidc is not None
     recorder = Recorder(config.recording)
     await recorder.start()
-    gate = RdpGate(config, recorder, AuditLog(config.audit.file),
-                   TokenStore(config.data_dir / "rdp_tokens.sqlite3"))
+    data = DataDir(config.data_dir)
+    gate = RdpGate(config, recorder, AuditLog(config.audit.file), TokenStore(data.rdp_tokens),
+                   ApprovalStore(data.approvals))
     return gate, recorder
 
 

@@ -52,7 +52,7 @@ def test_good_config(tmp_path: Path) -> None:
     assert c.audit.file == tmp_path / "data" / "audit.jsonl"
     t = c.targets["web1"]
     assert t.port == 22 and t.key_file == tmp_path / "tk"
-    assert t.permits(c.users["alice"])
+    assert t.groups == frozenset({"ops"})
     assert t.allow_local_forwarding.allows("alice", frozenset({"ops"}))
     assert t.allow_local_forwarding.allows("bob", frozenset())
     assert not t.allow_agent_forwarding.allows("alice", frozenset({"ops"}))

@@ -1,0 +1,241 @@
+"""The two SSH channels of one session and the bytes between them: :class:`Relay`.
+
+The relay is the channel edge: it writes to the user's channel and the target's channel,
+shows the bastion's messages (it is the session's :class:`gateway.core.session.UserPort`),
+keeps flow control end to end, and ends the user's channel with the target's exit status
+(or signal) or with a reason. What happens to the bytes in between is the session's
+:class:`gateway.ssh.pipes.Pipe`, chosen once per session.
+
+Flow control: when one side's write buffer fills, reading from the other side pauses
+(asyncssh ``pause_writing``/``resume_writing``); when the recording's backlog passes its
+bound, reading from the target pauses until the writer catches up; while a pipe holds
+the user's input (an SFTP request waiting for approval) the user is not read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+import asyncssh
+
+if TYPE_CHECKING:
+    from recorder.service import SessionRecording
+
+STDERR = asyncssh.EXTENDED_DATA_STDERR
+
+
+class Pipe(Protocol):
+    """Where the relay hands the bytes (:mod:`gateway.ssh.pipes`)."""
+
+    def from_user(self, data: bytes) -> None: ...
+
+    def from_target(self, data: bytes, stream: int) -> None: ...
+
+    def resize(self, cols: int, rows: int) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class UpstreamSession(asyncssh.SSHClientSession[bytes]):
+    """Target side of a relay: hands everything to the :class:`Relay`."""
+
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self._relay.from_target(data, datatype)
+
+    def eof_received(self) -> bool:
+        self._relay.target_eof()
+        return True
+
+    def exit_status_received(self, status: int) -> None:
+        self._relay.exit_status = status
+
+    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
+        self._relay.exit_signal = (signal, core_dumped, msg, lang)
+
+    def pause_writing(self) -> None:
+        self._relay.set_user_reading(False)
+
+    def resume_writing(self) -> None:
+        self._relay.set_user_reading(True)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._relay.target_done.set()
+
+
+class Relay:
+    """The user's channel, the target's channel once open, and flow control."""
+
+    def __init__(self, chan: asyncssh.SSHServerChannel[bytes], has_pty: bool) -> None:
+        self.chan = chan
+        self.has_pty = has_pty
+        self.upstream: asyncssh.SSHClientChannel[bytes] | None = None
+        self.pipe: Pipe | None = None
+        self.rec: SessionRecording | None = None  # for backpressure
+        self.user_closed = asyncio.Event()
+        self.target_done = asyncio.Event()
+        self.exit_status: int | None = None
+        self.exit_signal: tuple[str, bool, str, str] | None = None
+        self.last_activity = time.monotonic()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.discarding = False  # the session is over: user input is drained, dropped
+        self.exited = False  # the user's channel was given its exit status or signal
+        self._user_read_ok = True  # the target's window has room
+        self._target_read_ok = True  # the user's window has room
+        self._rec_ok = True  # the recording backlog is under its bound
+        self._held = False  # the pipe holds the user's input (a request awaits approval)
+
+    # ------------------------------------------------------------ writing
+    def to_user(self, data: bytes, datatype: asyncssh.DataType = None) -> None:
+        if not data or self.user_closed.is_set():
+            return
+        try:
+            self.chan.write(data, datatype)
+        except (BrokenPipeError, ConnectionError):
+            self.user_closed.set()
+
+    def to_target(self, data: bytes) -> None:
+        if self.upstream is not None and data:
+            self.upstream.write(data)
+
+    def show(self, text: str, *, fresh_line: bool = False) -> tuple[bytes, int] | None:
+        """A bastion message: a line of its own on the terminal, or on stderr."""
+        if self.user_closed.is_set():
+            return None
+        if self.has_pty:
+            data = (("\r\n" if fresh_line else "") + text + "\r\n").encode()
+            self.to_user(data)
+            return data, 1
+        data = (text + "\n").encode()
+        self.to_user(data, STDERR)
+        return data, 2
+
+    def write_text(self, text: str) -> None:
+        """Plain text (a built-in command's output), with the terminal's line ends."""
+        eol = "\r\n" if self.has_pty else "\n"
+        self.to_user((text.replace("\n", eol) + eol).encode())
+
+    # ------------------------------------------------------------ reading
+    def from_user(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
+        if self.pipe is not None and not self.discarding:
+            self.pipe.from_user(data)
+
+    def from_target(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.last_activity = time.monotonic()
+        self.bytes_out += len(data)
+        if self.pipe is not None:
+            self.pipe.from_target(data, 2 if datatype == STDERR else 1)
+
+    def target_eof(self) -> None:
+        if not self.user_closed.is_set():
+            try:
+                self.chan.write_eof()
+            except (BrokenPipeError, ConnectionError):
+                pass
+
+    # ------------------------------------------------------------ flow control
+    def recorded(self) -> None:
+        """After recording: pause the target while the recorder catches up."""
+        rec = self.rec
+        if rec is not None and rec.congested and self._rec_ok:
+            self._rec_ok = False
+            self._update()
+            asyncio.get_running_loop().create_task(self._await_recorder(rec))
+
+    async def _await_recorder(self, rec: SessionRecording) -> None:
+        await rec.wait_writable()
+        self._rec_ok = True
+        self._update()
+
+    def hold_user(self, held: bool) -> None:
+        """Stop (or resume) reading the user's input: a request waits for a decision."""
+        if held != self._held:
+            self._held = held
+            self._update()
+
+    def set_user_reading(self, ok: bool) -> None:
+        """The target's window is full (False) or has room again (True)."""
+        if self.user_closed.is_set():
+            return
+        self._user_read_ok = ok
+        self._update()
+
+    def set_target_reading(self, ok: bool) -> None:
+        """The user's window is full (False) or has room again (True)."""
+        self._target_read_ok = ok
+        self._update()
+
+    def _update(self) -> None:
+        up = self.upstream
+        if up is not None:
+            if self._target_read_ok and self._rec_ok:
+                up.resume_reading()
+            else:
+                up.pause_reading()
+        if self.user_closed.is_set() or self.discarding:
+            return
+        if self._user_read_ok and self._rec_ok and not self._held:
+            self.chan.resume_reading()
+        else:
+            self.chan.pause_reading()
+
+    def start_reading(self) -> None:
+        """The target is ready (or the menu is shown): read the user."""
+        self._update()
+
+    def stop_reading(self) -> None:
+        if not self.user_closed.is_set():
+            self.chan.pause_reading()
+
+    # ------------------------------------------------------------ ending
+    def exit_user(self, status: int) -> None:
+        """End the user's channel with ``status``."""
+        if self.user_closed.is_set() or self.exited:
+            return
+        self.exited = True
+        self._drain()
+        try:
+            self.chan.exit(status)
+        except (BrokenPipeError, ConnectionError, OSError):
+            pass
+
+    def _drain(self) -> None:
+        # a paused channel holds its close until buffered input is delivered: drain it
+        # (input after the end is dropped, since no target is attached any more)
+        self.discarding = True
+        self.chan.resume_reading()
+
+    def end(self, reason: str | None) -> None:
+        """End the user's side: with the target's exit status or signal (``reason`` None),
+        or, after the bastion said why, with status 255. A target that closed without an
+        exit status also gives 255 (the session said so)."""
+        if self.upstream is not None and reason is not None:
+            self.upstream.close()
+        if self.user_closed.is_set() or self.exited:
+            return
+        if reason is not None:
+            self.exit_user(255)
+        elif self.exit_signal is not None:
+            sig, core, msg, lang = self.exit_signal
+            self.exited = True
+            self._drain()
+            try:
+                self.chan.exit_with_signal(sig, core, msg, lang)
+            except (BrokenPipeError, ConnectionError, OSError):
+                pass
+        else:
+            self.exit_user(self.exit_status if self.exit_status is not None else 255)
+
+    def close_target(self) -> None:
+        if self.upstream is not None:
+            self.upstream.close()
+
+    def extra(self) -> dict[str, Any]:
+        """What ``session.end`` reports of the bytes relayed."""
+        return {"bytes_in": self.bytes_in, "bytes_out": self.bytes_out}
