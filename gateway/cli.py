@@ -220,6 +220,7 @@ def _parse_since(value: str) -> float:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from common.safetext import visible
     from gateway.audit import read_events
 
     config = _load(args)
@@ -232,12 +233,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
             print(json.dumps(record, ensure_ascii=False))
             continue
         detail = record.get("detail") or {}
-        extra = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in detail.items())
-        who = record.get("user") or "-"
-        target = record.get("target") or "-"
-        print(f"{record.get('time', '?')}  {record.get('kind', '?'):<22} "
-              f"{record.get('outcome', '?'):<8} {who:<12} {target:<12} "
-              f"{record.get('source', '')}  {extra}".rstrip())
+        extra = " ".join(f"{visible(k)}={visible(json.dumps(v, ensure_ascii=False))}"
+                         for k, v in detail.items())
+        who = visible(record.get("user") or "-")
+        target = visible(record.get("target") or "-")
+        print(f"{visible(record.get('time', '?'))}  {visible(record.get('kind', '?')):<22} "
+              f"{visible(record.get('outcome', '?')):<8} {who:<12} {target:<12} "
+              f"{visible(record.get('source', ''))}  {extra}".rstrip())
     return 0
 
 
@@ -245,6 +247,7 @@ def cmd_oidc(args: argparse.Namespace) -> int:
     """``bastille oidc bindings [USER]`` / ``bastille oidc revoke USER``."""
     import datetime
 
+    from common.safetext import visible
     from state.bindings import BindingStore
     from state.paths import DataDir
 
@@ -269,7 +272,7 @@ def cmd_oidc(args: argparse.Namespace) -> int:
         return 0
     for b in rows:
         until = datetime.datetime.fromtimestamp(b.expires, datetime.UTC)
-        print(f"{b.user:<16} {b.key_sha256[:16]}  until {until:%Y-%m-%dT%H:%M:%SZ}  "
+        print(f"{visible(b.user):<16} {b.key_sha256[:16]}  until {until:%Y-%m-%dT%H:%M:%SZ}  "
               f"groups={','.join(sorted(b.groups)) or '-'}")
     if not rows:
         print("no live bindings")
@@ -325,6 +328,7 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 
 
 def cmd_sessions_kill(args: argparse.Namespace) -> int:
+    from common.safetext import visible
     from gateway.audit import AuditEvent, AuditLog, Kind
     from recorder.index import Index
     from state.approvals import ApprovalStore
@@ -357,7 +361,8 @@ def cmd_sessions_kill(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         if store.kill_status(session.id):
-            print(f"session {session.id} of {session.user} on {session.target} terminated")
+            print(f"session {session.id} of {visible(session.user)} on "
+                  f"{visible(session.target)} terminated")
             return 0
         time.sleep(0.2)
     print(f"bastille: kill of {session.id} requested; the gateway has not confirmed it "

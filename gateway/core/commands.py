@@ -5,7 +5,8 @@
 approvals`` on the appliance runs :func:`run_approvals` too. Each returns the text to
 show; text starting with ``bastille:`` is an error (exit status 1). Every decision is
 audited. These know no protocol: they work on principals, the access check and the
-approval store.
+approval store. Every user- or target-controlled string they print goes through
+:func:`common.safetext.visible` (no terminal control reaches whoever reads it).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shlex
 import time
 from collections.abc import Callable, Mapping
 
+from common.safetext import visible
 from gateway.audit import AuditEvent, Kind
 from gateway.config import Config
 from gateway.core.access import Access, Principal
@@ -35,8 +37,8 @@ def format_requests(requests: list[Request], now: float) -> str:
     lines = [f"{'ID':>4}  {'AGE':>6}  {'USER':<12} {'TARGET':<12} {'RULE':<20} REQUEST"]
     for r in requests:
         age = f"{int(now - r.created)}s"
-        lines.append(f"{r.id:>4}  {age:>6}  {r.user:<12} {r.target:<12} "
-                     f"{(r.rule or '-'):<20} {r.command}")
+        lines.append(f"{r.id:>4}  {age:>6}  {visible(r.user):<12} {visible(r.target):<12} "
+                     f"{visible(r.rule or '-'):<20} {visible(r.command)}")
     return "\n".join(lines)
 
 
@@ -46,10 +48,10 @@ def run_approvals(config: Config, approvals: Approvals, audit: Audit, user: str,
     try:
         words = shlex.split(args)
     except ValueError as exc:
-        return f"bastille: {exc}\n{USAGE}"
+        return f"bastille: {visible(exc)}\n{USAGE}"
     cfg = config.approvals
     if not cfg.approvers.allows(user, groups):
-        return f"bastille: {user} is not an approver"
+        return f"bastille: {visible(user)} is not an approver"
     if not words or words[0] == "list":
         return format_requests(approvals.list(), time.time())
     if words[0] in ("approve", "deny") and len(words) >= 2 and words[1].lstrip("#").isdigit():
@@ -62,12 +64,13 @@ def run_approvals(config: Config, approvals: Approvals, audit: Audit, user: str,
         except ApprovalError as exc:
             audit(AuditEvent(Kind.APPROVAL, "refused", user=user, source=source,
                              detail={"request": rid, "error": str(exc)}))
-            return f"bastille: {exc}"
+            return f"bastille: {visible(exc)}"
         audit(AuditEvent(Kind.APPROVAL, result.status, user=user, source=source,
                          target=result.target, session=result.session,
                          detail={"request": rid, "requester": result.user,
                                  "command": result.command, "reason": reason}))
-        return f"request #{rid} {result.status}: {result.user}@{result.target}: {result.command}"
+        return (f"request #{rid} {result.status}: {visible(result.user)}@"
+                f"{visible(result.target)}: {visible(result.command)}")
     return USAGE
 
 
@@ -104,17 +107,18 @@ class Commands:
 
     def help(self, principal: Principal, args: str = "", source: str = "") -> str:
         """The targets ``principal`` may use now (grants included) and how to connect."""
-        name = principal.name
+        name = visible(principal.name)
         targets = self._access.targets_for(principal, "ssh")
         lines = [f"bastille {self._version}. Targets available to {name}:"]
-        lines += [f"  {t.name:<16} {t.description}".rstrip() for t in targets] or ["  (none)"]
+        lines += [f"  {t.name:<16} {visible(t.description)}".rstrip()
+                  for t in targets] or ["  (none)"]
         lines += ["", "Connect:   ssh -t USER@BASTION TARGET",
                   "Run:       ssh USER@BASTION TARGET -- COMMAND",
                   "Transfer:  scp FILE USER+TARGET@BASTION:PATH   (also sftp, rsync -e ssh)"]
         rdp = self._access.targets_for(principal, "rdp")
         if rdp and self._config.rdp is not None:
             lines += ["", "RDP targets (an RDP client, user name USER#TARGET):"]
-            lines += [f"  {t.name:<16} {t.description}".rstrip() for t in rdp]
+            lines += [f"  {t.name:<16} {visible(t.description)}".rstrip() for t in rdp]
             lines += ["One-time RDP password (also for single sign-on users): "
                       "ssh USER@BASTION rdp [TARGET]"]
         return "\n".join(lines)
@@ -135,9 +139,9 @@ class Commands:
             return "bastille: the access window must be between 1m and 24h"
         target = self._config.targets.get(name)
         if target is None:
-            return f"bastille: unknown target {name!r}"
+            return f"bastille: unknown target {visible(name)!r}"
         if self._access.by_config(principal, target):
-            return f"bastille: {principal.name} may already use {name}"
+            return f"bastille: {visible(principal.name)} may already use {name}"
         timeout = self._config.approvals.timeout
         request = self._approvals.create_access(user=principal.name, target=name,
                                                 seconds=seconds, reason=" ".join(rest),

@@ -6,6 +6,7 @@ import json
 import logging
 import urllib.request
 
+from common.safetext import visible
 from state.approvals import Request
 
 log = logging.getLogger("bastille.approvals")
@@ -14,8 +15,9 @@ log = logging.getLogger("bastille.approvals")
 def notify_webhook(url: str, fmt: str, request: Request, *, timeout: float = 5.0) -> None:
     """POST the request to a webhook (generic JSON or Slack-compatible). Runs in a thread;
     failures are logged, never raised (the approver can still use the CLI)."""
-    text = (f"bastille: {request.user} asks to run on {request.target}: `{request.command}` "
-            f"(rule {request.rule or '-'}). Approve: bastille approvals approve {request.id}")
+    text = (f"bastille: {visible(request.user)} asks to run on {visible(request.target)}: "
+            f"`{visible(request.command)}` (rule {visible(request.rule or '-')}). "
+            f"Approve: bastille approvals approve {request.id}")
     body = {"text": text} if fmt == "slack" else {"event": "approval.requested",
                                                     "request": request.to_json()}
     data = json.dumps(body).encode()

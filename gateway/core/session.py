@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from common.safetext import visible
 from gateway.audit import AuditEvent, Kind
 from gateway.core.access import Principal
 from gateway.core.services import SessionServices
@@ -133,7 +134,10 @@ class SessionCore:
 
     # ------------------------------------------------------------------ messages
     def say(self, text: str, *, fresh_line: bool = False) -> None:
-        """Tell the user ``bastille: TEXT`` and record it as the output they saw."""
+        """Tell the user ``bastille: TEXT`` and record it as the output they saw. Parts
+        of ``text`` may come from users or targets (a reason, a target's error): no
+        terminal control in it reaches the user (:func:`common.safetext.visible`)."""
+        text = visible(text)
         shown = self.port.show(PREFIX + text, fresh_line=fresh_line) \
             if self.port is not None else None
         rec = self.rec

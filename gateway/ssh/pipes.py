@@ -268,10 +268,19 @@ class MenuPipe(Pipe):
         self.menu = menu
         self.choice: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
 
-    def open(self) -> bool:
-        """Show the menu; False when there is nothing to choose."""
+    async def choose(self, early: list[bytes], timeout: float) -> str | None:  # noqa: ASYNC109
+        """Show the menu and wait for a choice (None: quit, or nothing to choose).
+
+        Raises:
+            TimeoutError: no choice within ``timeout`` seconds.
+        """
         self.relay.to_user(self.menu.intro())
-        return self.menu.result is not QUIT
+        if self.menu.result is QUIT:
+            return None
+        for data in early:  # keys typed ahead
+            self.from_user(data)
+        self.relay.start_reading()
+        return await asyncio.wait_for(self.choice, timeout)
 
     def from_user(self, data: bytes) -> None:
         self.relay.to_user(self.menu.feed(data))

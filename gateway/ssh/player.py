@@ -17,6 +17,7 @@ import shlex
 import sys
 
 from gateway.config import Config, TargetConfig
+from gateway.core.access import Principal
 from gateway.ssh.routing import Route
 
 PLAYER_TARGET = "player"
@@ -51,3 +52,14 @@ def player_route(config: Config, user: str) -> tuple[TargetConfig, Route]:
                           description="the session player")
     return target, Route(target=PLAYER_TARGET, command=player_command(config, user),
                          builtin="player")
+
+
+def player_refusal(config: Config, principal: Principal, *,
+                   has_pty: bool) -> tuple[str, int] | None:
+    """Why ``principal`` may not run the player now (message, exit status), or None."""
+    if not config.approvals.approvers.allows(principal.name, principal.groups):
+        return (f"{principal.name} may not use the player (auditors are the configured "
+                "approvers)", 1)
+    if not has_pty:
+        return "the player needs a terminal: ssh -t USER@BASTION player", 2
+    return None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncssh
@@ -232,6 +233,17 @@ class Relay:
         else:
             self.exit_user(self.exit_status if self.exit_status is not None else 255)
 
+    async def wait_end(self) -> bool:
+        """Until either side ends: True if the target did, False if the user did."""
+        user = asyncio.ensure_future(self.user_closed.wait())
+        target = asyncio.ensure_future(self.target_done.wait())
+        try:
+            await asyncio.wait({user, target}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            user.cancel()
+            target.cancel()
+        return self.target_done.is_set()
+
     def close_target(self) -> None:
         if self.upstream is not None:
             self.upstream.close()
@@ -239,3 +251,23 @@ class Relay:
     def extra(self) -> dict[str, Any]:
         """What ``session.end`` reports of the bytes relayed."""
         return {"bytes_in": self.bytes_in, "bytes_out": self.bytes_out}
+
+
+WATCHDOG_INTERVAL = 1.0  # seconds between idle / session-length checks
+
+
+async def watch_limits(relay: Relay, clock: Callable[[], float],
+                       end: Callable[[str], None], *, max_session: float,
+                       idle_timeout: float) -> None:
+    """End the session (``end(reason)``) at ``gateway.max_session`` or after
+    ``gateway.idle_timeout`` without traffic in either direction (0: no limit)."""
+    started = clock()
+    while True:
+        await asyncio.sleep(WATCHDOG_INTERVAL)
+        now = clock()
+        if max_session and now - started > max_session:
+            end("maximum session length reached")
+            return
+        if idle_timeout and now - relay.last_activity > idle_timeout:
+            end("idle timeout")
+            return

@@ -28,18 +28,16 @@ from gateway.core.enforce import Allow, Deny, Enforcer, Gone
 from gateway.core.session import SessionCore
 from gateway.errors import TargetError
 from gateway.limits import MAX_TERM_TYPE, clamp_term_size
+from gateway.ssh.channels import ChannelRequest, TargetRefusedSession, open_target_channel
 from gateway.ssh.context import ConnContext
 from gateway.ssh.menu import MenuEntry, TargetMenu
-from gateway.ssh.pipes import MenuPipe, Pipe, choose_pipe
-from gateway.ssh.player import player_route
-from gateway.ssh.relay import Relay, UpstreamSession
-from gateway.ssh.routing import Route, route_request
+from gateway.ssh.pipes import MenuPipe, choose_pipe
+from gateway.ssh.player import player_refusal, player_route
+from gateway.ssh.relay import Relay, watch_limits
+from gateway.ssh.routing import Route, route_request, session_kind
 
 log = logging.getLogger("bastille.session")
 
-_FORWARD_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "LC_NUMERIC", "LC_TIME",
-                "LC_COLLATE", "LC_MONETARY", "TZ")
-WATCHDOG_INTERVAL = 1.0  # seconds between idle / session-length checks
 
 
 class SshSession(asyncssh.SSHServerSession[bytes]):
@@ -203,7 +201,9 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         conn = await self._connect(target)
         if conn is None or not await self._open_channel(conn, route):
             return
-        relay.pipe = self._pipe(target, route)
+        relay.pipe = choose_pipe(relay, self.core, self.enforcer, target, kind=self.kind,
+                                 command=route.command, has_pty=self.has_pty,
+                                 size=self.term_size[:2])
         await self._relay()
 
     async def _target(self, route: Route) -> tuple[TargetConfig, Route] | None:
@@ -233,57 +233,35 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
 
     def _player(self) -> tuple[TargetConfig, Route] | None:
         """``ssh -t auditor@bastion player``: the player TUI, for approvers only."""
-        principal = self.ctx.principal
         config = self.services.config
-        if not config.approvals.approvers.allows(principal.name, principal.groups):
-            self.fail(f"{principal.name} may not use the player (auditors are the "
-                      "configured approvers)", 1)
+        refusal = player_refusal(config, self.ctx.principal, has_pty=self.has_pty)
+        if refusal is not None:
+            self.fail(*refusal)
             return None
-        if not self.has_pty:
-            self.fail("the player needs a terminal: ssh -t USER@BASTION player", 2)
-            return None
-        return player_route(config, principal.name)
+        return player_route(config, self.ctx.principal.name)
 
     async def _menu(self) -> str | None:
         relay = self.relay
         assert relay is not None
         entries = [MenuEntry(t.name, t.description)
                    for t in self.services.access.targets_for(self.ctx.principal)]
-        menu = MenuPipe(relay, TargetMenu(self.ctx.principal.name, entries))
-        relay.pipe = menu
+        relay.pipe = menu = MenuPipe(relay, TargetMenu(self.ctx.principal.name, entries))
+        early, self._early = self._early, []
         try:
-            if not menu.open():
-                return None
-            for data in self._early:
-                menu.from_user(data)
-            self._early.clear()
-            relay.start_reading()
-            try:
-                return await asyncio.wait_for(menu.choice, self.services.config.gateway
-                                              .login_timeout)
-            except TimeoutError:
-                self.core.say("no choice made; bye", fresh_line=True)
-                return None
+            return await menu.choose(early, self.services.config.gateway.login_timeout)
+        except TimeoutError:
+            self.core.say("no choice made; bye", fresh_line=True)
+            return None
         finally:
             relay.pipe = None
             relay.stop_reading()
-
-    def _kind(self, route: Route) -> str:
-        """What the recording calls this session."""
-        if self.subsystem == "sftp":
-            return "sftp"
-        if route.command is None:
-            return "shell"  # also `ssh -t alice@bastion web1`: the exec string named it
-        if self.command is not None and self.ctx.login.target is not None \
-                and route.command.startswith("scp "):
-            return "scp"
-        return "exec"
 
     async def _admit(self, target: TargetConfig, route: Route) -> bool:
         """Open the recording (fail closed) and decide the exec command."""
         core = self.core
         core.target = target.name
-        self.kind = self._kind(route)
+        self.kind = session_kind(route, command=self.command, subsystem=self.subsystem,
+                                 login=self.ctx.login)
         detail = {"kind": self.kind, **({"command": route.command} if route.command else {})}
         if not await core.start(
                 kind=self.kind, command=route.command if self.kind != "sftp" else "sftp",
@@ -343,44 +321,36 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
             self.fail(str(exc), 1)
             return None
 
+    def _x11_display(self) -> str | None:
+        """The user's X11 display to forward, if any and the target allows it (else
+        the user is told and the session goes on without it)."""
+        assert self.relay is not None
+        display = self.relay.chan.get_x11_display()
+        if display is None:
+            return None
+        if self._x11:
+            self.core.audit(Kind.FORWARD, "ok", {"channel": "x11"})
+            return display
+        self.core.audit(Kind.REFUSED, "denied", {"channel": "x11"})
+        self.core.say(f"X11 forwarding is not allowed on {self.core.target}; "
+                      "continuing without it")
+        return None
+
     async def _open_channel(self, conn: asyncssh.SSHClientConnection, route: Route) -> bool:
         relay = self.relay
         assert relay is not None
-        chan = relay.chan
-        env = {k: v for k, v in chan.get_environment().items() if k in _FORWARD_ENV}
-        kwargs: dict[str, Any] = {"encoding": None, "env": env}
-        display = chan.get_x11_display()
-        if display is not None and self._x11:
-            kwargs.update(x11_forwarding=True, x11_display=display,
-                          x11_auth_path=str(self.ctx.ssh.x11_auth))
-            self.core.audit(Kind.FORWARD, "ok", {"channel": "x11"})
-        elif display is not None:
-            self.core.audit(Kind.REFUSED, "denied", {"channel": "x11"})
-            self.core.say(f"X11 forwarding is not allowed on {self.core.target}; "
-                          "continuing without it")
-        if self.has_pty:
-            kwargs.update(request_pty="force", term_type=self.term_type or "xterm",
-                          term_size=self.term_size, term_modes=self.term_modes)
-        else:
-            kwargs["request_pty"] = False
-        what: dict[str, Any] = {"subsystem": self.subsystem} if self.subsystem else \
-            {"command": route.command}
+        request = ChannelRequest(
+            command=route.command, subsystem=self.subsystem,
+            env=relay.chan.get_environment(), x11_display=self._x11_display(),
+            x11_auth=self.ctx.ssh.x11_auth,
+            pty=(self.term_type, self.term_size, self.term_modes) if self.has_pty else None)
         try:
-            upstream, _ = await conn.create_session(lambda: UpstreamSession(relay), **what,
-                                                    **kwargs)
-        except (asyncssh.ChannelOpenError, asyncssh.Error, OSError) as exc:
-            reason = getattr(exc, "reason", "") or str(exc) or type(exc).__name__
-            self.fail(f"target {self.core.target} refused the session: {reason}", 1)
+            relay.upstream = await open_target_channel(conn, relay, request)
+        except TargetRefusedSession as exc:
+            self.fail(f"target {self.core.target} refused the session: {exc}", 1)
             return False
-        relay.upstream = upstream
         self.core.audit(Kind.TARGET_CONNECT, "ok", {})
         return True
-
-    def _pipe(self, target: TargetConfig, route: Route) -> Pipe:
-        assert self.relay is not None
-        return choose_pipe(self.relay, self.core, self.enforcer, target, kind=self.kind,
-                           command=route.command, has_pty=self.has_pty,
-                           size=self.term_size[:2])
 
     async def _relay(self) -> None:
         """Relay until either side ends; keys typed ahead take the same path."""
@@ -393,40 +363,16 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         if self._user_eof:
             relay.upstream.write_eof()
         relay.start_reading()
-        async with asyncio.TaskGroup() as tg:
-            watchdog = tg.create_task(self._watchdog())
-            await self._wait_end()
-            watchdog.cancel()
-
-    async def _wait_end(self) -> None:
-        relay = self.relay
-        assert relay is not None
-        user = asyncio.ensure_future(relay.user_closed.wait())
-        target = asyncio.ensure_future(relay.target_done.wait())
-        try:
-            await asyncio.wait({user, target}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            user.cancel()
-            target.cancel()
-        if relay.target_done.is_set():
-            self.end(None)
-        else:
-            relay.close_target()
-
-    async def _watchdog(self) -> None:
         gw = self.services.config.gateway
-        started = self.services.clock()
-        relay = self.relay
-        assert relay is not None
-        while True:
-            await asyncio.sleep(WATCHDOG_INTERVAL)
-            now = self.services.clock()
-            if gw.max_session and now - started > gw.max_session:
-                self.end("maximum session length reached")
-                return
-            if gw.idle_timeout and now - relay.last_activity > gw.idle_timeout:
-                self.end("idle timeout")
-                return
+        async with asyncio.TaskGroup() as tg:
+            watchdog = tg.create_task(watch_limits(relay, self.services.clock, self.end,
+                                                   max_session=gw.max_session,
+                                                   idle_timeout=gw.idle_timeout))
+            if await relay.wait_end():
+                self.end(None)  # the target ended: its exit status or signal
+            else:
+                relay.close_target()  # the user went away
+            watchdog.cancel()
 
     def terminate(self, reason: str) -> None:
         """End the session from outside (shutdown)."""
