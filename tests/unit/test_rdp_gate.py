@@ -273,3 +273,37 @@ def test_token_store_from_before_sso_pins_is_upgraded(tmp_path: Path) -> None:
         assert store.consume_pin("carol", store.issue_pin("carol", 60))
     finally:
         store.close()
+
+
+def test_just_in_time_grant_lets_a_user_in(tmp_path: Path) -> None:
+    """bob's groups do not allow win1; an approved access request does (the one check)."""
+    from gateway.core.access import Principal
+    from gateway.rdp.cli import rdp_login_text
+
+    async def main() -> None:
+        gate, recorder = await _gate(tmp_path)
+        conn = gate.route(RouteRequest(user="bob", target="win1"), "10.1.1.1:5000", None)
+        with pytest.raises(Refused, match="not allowed"):
+            await conn.login("bob#win1", "bob-pw", "")
+        grants = gate.access.grants
+        request = grants.create_access(user="bob", target="win1", seconds=600,  # type: ignore[attr-defined]
+                                       reason="incident", timeout=60)
+        grants.decide(request.id, approver="alice", approver_groups=frozenset(),  # type: ignore[attr-defined]
+                      approvers=_Anyone(), approve=True)
+        conn = gate.route(RouteRequest(user="bob", target="win1"), "10.1.1.1:5001", None)
+        creds = await conn.login("bob#win1", "bob-pw", "")
+        assert creds.user == "Administrator"
+        await conn.closed()
+        text = rdp_login_text(gate.config, gate.access, Principal("bob"), "", "ssh",
+                              gate.audit)
+        assert "bob#win1" in text and "RDP targets you may use: win1" in text
+        await recorder.close()
+
+    asyncio.run(main())
+    starts = [r for r in _audit(tmp_path) if r["kind"] == "session.start"]
+    assert [r["user"] for r in starts] == ["bob"]
+
+
+class _Anyone:
+    def allows(self, user: str, groups: frozenset[str]) -> bool:
+        return True
