@@ -1,365 +1,31 @@
-"""Typed, frozen configuration loaded from TOML and validated once at start.
-
-Every problem is collected (not just the first) and reported with the file, the key and
-the line: ``bastille.toml:12: targets.web1.port: expected an integer 1-65535, got "x"``.
-Relative paths in the file are relative to the directory holding the file.
-
-The reference of every key is in README.md ("Configuration reference"); keep both in step.
-"""
+"""The sections of the config file, each read and checked on its own."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
-import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from gateway.errors import ConfigError, ConfigProblem
-from gateway.tomlpos import key_lines, line_of
+from gateway.config.model import (
+    BUILTIN_TARGETS,
+    NAME_RE,
+    OIDC_ALGS,
+    RESERVED_TARGET_NAMES,
+    ApprovalSettings,
+    AuditSettings,
+    GatewaySettings,
+    OidcSettings,
+    PolicySettings,
+    RdpSettings,
+    RuleConfig,
+    Secret,
+    TargetConfig,
+    UserConfig,
+)
+from gateway.config.reader import Reader, join, kind_of, parse_listen
 from recorder.settings import RecorderSettings, S3Settings
-from state.timeparse import parse_duration
-
-T = TypeVar("T")
-
-BUILTIN_TARGETS = ("local-shell",)
-RESERVED_TARGET_NAMES = ("approvals", "player", "help", "request")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-class Secret:
-    """A secret value whose repr and str are redacted."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('********')"
-
-    __str__ = __repr__
-
-
-@dataclass(frozen=True)
-class Principals:
-    """Who a permission applies to: everyone, no one, or named users and ``group:NAME``."""
-
-    everyone: bool = False
-    users: frozenset[str] = frozenset()
-    groups: frozenset[str] = frozenset()
-
-    def allows(self, user: str, groups: frozenset[str]) -> bool:
-        return self.everyone or user in self.users or bool(self.groups & groups)
-
-    def allows_anyone(self) -> bool:
-        """True unless this is :data:`NOBODY`."""
-        return self.everyone or bool(self.users) or bool(self.groups)
-
-
-NOBODY = Principals()
-
-
-@dataclass(frozen=True)
-class GatewaySettings:
-    listen_host: str = "127.0.0.1"
-    listen_port: int = 2222
-    host_keys: tuple[Path, ...] = ()
-    banner: str = ""
-    login_timeout: float = 120.0
-    idle_timeout: float = 0.0  # 0 = no idle timeout
-    max_session: float = 0.0  # 0 = unlimited
-    drain_timeout: float = 30.0
-    max_auth_failures: int = 5
-    auth_failure_window: float = 300.0
-    allow_passwords: bool = False  # password logins are loopback-only unless this is true
-
-
-@dataclass(frozen=True)
-class AuditSettings:
-    file: Path
-    syslog: bool = False
-    syslog_address: str = "/dev/log"
-    syslog_facility: str = "auth"
-
-
-@dataclass(frozen=True)
-class UserConfig:
-    name: str
-    keys: tuple[str, ...] = ()  # OpenSSH public key lines
-    groups: frozenset[str] = frozenset()
-    password_hash: Secret | None = None  # "scrypt$N$r$p$salt_b64$hash_b64"
-
-
-@dataclass(frozen=True)
-class TargetConfig:
-    name: str
-    host: str = ""
-    port: int = 22
-    user: str = ""
-    description: str = ""
-    builtin: str | None = None  # "local-shell": served by the bastille process itself
-    key_file: Path | None = None
-    key_env: str | None = None
-    password_file: Path | None = None
-    password_env: str | None = None
-    host_keys: tuple[str, ...] = ()
-    trust_on_first_use: bool = False
-    connect_timeout: float = 10.0
-    users: frozenset[str] = frozenset()
-    groups: frozenset[str] = frozenset()
-    allow_local_forwarding: Principals = NOBODY
-    allow_remote_forwarding: Principals = NOBODY
-    allow_x11_forwarding: Principals = NOBODY
-    allow_agent_forwarding: Principals = NOBODY
-    # RDP (protocol = "rdp"; see docs/rdp.md)
-    protocol: str = "ssh"  # "ssh" | "rdp"
-    rdp_cert_sha256: tuple[str, ...] = ()  # pinned SHA-256 of the target's TLS certificate
-    rdp_domain: str = ""
-    rdp_listen_port: int = 0  # a gateway port that always leads to this target (0: none)
-    allow_clipboard: bool = False
-    allow_drive_redirection: bool = False
-
-
-@dataclass(frozen=True)
-class RuleConfig:
-    name: str
-    match: str
-    action: str  # allow | deny | approve
-    targets: tuple[str, ...] = ("*",)
-    users: tuple[str, ...] = ("*",)
-    groups: tuple[str, ...] = ("*",)
-
-
-@dataclass(frozen=True)
-class PolicySettings:
-    """``[policy]``: command rules and masking. No rules and default allow = no policy."""
-
-    rules: tuple[RuleConfig, ...] = ()
-    default: str = "allow"
-    on_uncertain: str = "approve"
-    mask_live: bool = True  # mask secrets in what users see (recordings are always masked)
-    mask_exec: bool = True  # mask the recordings of exec sessions (costs bulk throughput)
-    mask_transfers: bool = True  # mask file contents (sftp/scp/rsync) in recordings
-    mask_patterns: tuple[tuple[str, str | None], ...] = ()  # extra (regex, prefix) to mask
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.rules) or self.default != "allow"
-
-
-@dataclass(frozen=True)
-class ApprovalSettings:
-    approvers: Principals = NOBODY
-    timeout: float = 300.0
-    webhook_url: str = ""
-    webhook_format: str = "json"  # json | slack
-
-
-#: gateway.login_timeout when [oidc] is set and login_timeout is not (IdP codes live ~10 min)
-SSO_LOGIN_TIMEOUT = 600.0
-
-#: Signature algorithms an ID token may use. Symmetric (HS*) and "none" are never
-#: accepted: a client secret must not be able to mint identities.
-OIDC_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
-             "EdDSA")
-
-
-@dataclass(frozen=True)
-class OidcSettings:
-    """``[oidc]``: single sign-on with the OAuth 2.0 device flow (see docs/sso.md)."""
-
-    issuer: str
-    client_id: str
-    client_secret: Secret | None = None
-    scopes: tuple[str, ...] = ("openid", "profile", "groups")
-    username_claim: str = "preferred_username"
-    groups_claim: str = "groups"
-    binding_ttl: float = 8 * 3600.0
-    allowed_algs: tuple[str, ...] = ("RS256", "ES256")
-    #: IdP group -> bastille groups; empty: IdP groups are used as they are
-    group_map: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    http_timeout: float = 10.0
-    leeway: float = 60.0
-
-    def map_groups(self, idp_groups: list[str] | tuple[str, ...]) -> frozenset[str]:
-        """The bastille groups (used by ``targets.*.groups`` and approvers) for IdP groups."""
-        if not self.group_map:
-            return frozenset(idp_groups)
-        return frozenset(g for idp in idp_groups for g in self.group_map.get(idp, ()))
-
-
-@dataclass(frozen=True)
-class RdpSettings:
-    """``[rdp]``: the RDP listener (optional extra ``bastille[rdp]``; see docs/rdp.md)."""
-
-    listen_host: str = "127.0.0.1"
-    listen_port: int = 3389
-    tls_cert: Path | None = None  # None: a self-signed certificate in DATA_DIR/rdp
-    tls_key: Path | None = None
-    token_ttl: float = 300.0  # lifetime of `bastille rdp-file` routing tokens and PINs
-    public_address: str = ""  # host[:port] written into .rdp files (default: listen)
-    workers: int = 1  # worker processes (SO_REUSEPORT); RDP never runs in the SSH process
-    login_timeout: float = 60.0
-
-
-@dataclass(frozen=True)
-class Config:
-    path: Path
-    data_dir: Path
-    gateway: GatewaySettings
-    audit: AuditSettings
-    recording: RecorderSettings
-    users: Mapping[str, UserConfig]
-    targets: Mapping[str, TargetConfig]
-    policy: PolicySettings = PolicySettings()
-    approvals: ApprovalSettings = ApprovalSettings()
-    oidc: OidcSettings | None = None
-    rdp: RdpSettings | None = None
-    raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
-
-
-# --------------------------------------------------------------------------- reader
-
-
-#: Checks one private key file: None if usable, else why not (``gateway.ssh.keys``).
-KeyCheck = Callable[[Path], "str | None"]
-
-
-class _Reader:
-    """Typed access to the parsed TOML, collecting problems with their lines."""
-
-    def __init__(self, path: Path, text: str, *, check_key: KeyCheck | None = None,
-                 secrets: bool = True) -> None:
-        self.path = path
-        self.base = path.parent
-        self.lines = key_lines(text)
-        self.problems: list[ConfigProblem] = []
-        self.check_key = check_key
-        self.secrets = secrets
-
-    def problem(self, key: str, message: str) -> None:
-        self.problems.append(
-            ConfigProblem(str(self.path), key, line_of(self.lines, key), message)
-        )
-
-    def table(self, data: Mapping[str, Any], key: str, path: str) -> dict[str, Any]:
-        value = data.get(key, {})
-        if not isinstance(value, dict):
-            self.problem(path, f"expected a table, got {_kind(value)}")
-            return {}
-        return value
-
-    def check_keys(self, data: Mapping[str, Any], path: str, allowed: set[str]) -> None:
-        for key in data:
-            if key not in allowed:
-                hint = _closest(key, allowed)
-                extra = f" (did you mean {hint!r}?)" if hint else ""
-                self.problem(f"{path}.{key}" if path else key, f"unknown key{extra}")
-
-    def get(self, data: Mapping[str, Any], key: str, path: str, kind: type[T], default: T) -> T:
-        if key not in data:
-            return default
-        value = data[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)  # type: ignore[return-value]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            self.problem(_join(path, key), f"expected {_name(kind)}, got {_kind(value)}")
-            return default
-        return value
-
-    def str_list(self, data: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
-        value = data.get(key, [])
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self.problem(_join(path, key), f"expected a list of strings, got {_kind(value)}")
-            return ()
-        return tuple(value)
-
-    def duration(self, data: Mapping[str, Any], key: str, path: str, default: float) -> float:
-        if key not in data:
-            return default
-        value = data[key]
-        parsed = parse_duration(value)
-        if parsed is None:
-            self.problem(
-                _join(path, key),
-                f"expected seconds or a duration like '30s', '5m', '8h', got {value!r}",
-            )
-            return default
-        return parsed
-
-    def path_value(self, data: Mapping[str, Any], key: str, path: str, default: Path | None,
-                   base: Path | None = None) -> Path | None:
-        value = self.get(data, key, path, str, "")
-        if not value:
-            return default
-        p = Path(os.path.expanduser(value))
-        return p if p.is_absolute() else (base or self.base) / p
-
-    def choice(self, data: Mapping[str, Any], key: str, path: str, choices: tuple[str, ...],
-               default: str) -> str:
-        value = self.get(data, key, path, str, default)
-        if value not in choices:
-            self.problem(_join(path, key), f"expected one of {', '.join(choices)}, got {value!r}")
-            return default
-        return value
-
-    def int_range(self, data: Mapping[str, Any], key: str, path: str, lo: int, hi: int,
-                  default: int) -> int:
-        value = self.get(data, key, path, int, default)
-        if not lo <= value <= hi:
-            self.problem(_join(path, key), f"expected an integer {lo}-{hi}, got {value}")
-            return default
-        return value
-
-    def principals(self, data: Mapping[str, Any], key: str, path: str) -> Principals:
-        value = data.get(key, False)
-        if isinstance(value, bool):
-            return Principals(everyone=value)
-        names = self.str_list(data, key, path)
-        users = frozenset(n for n in names if not n.startswith("group:"))
-        groups = frozenset(n[6:] for n in names if n.startswith("group:"))
-        return Principals(everyone="*" in users, users=users - {"*"}, groups=groups)
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _kind(value: object) -> str:
-    return {dict: "a table", list: "a list", str: "a string", bool: "a boolean",
-            int: "an integer", float: "a number"}.get(type(value), type(value).__name__)
-
-
-def _name(kind: type) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-            list: "a list", dict: "a table"}.get(kind, kind.__name__)
-
-
-def _closest(key: str, allowed: set[str]) -> str | None:
-    import difflib
-
-    match = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.75)
-    return match[0] if match else None
-
-
-def parse_listen(value: str) -> tuple[str, int] | None:
-    """'host:port' or '[v6]:port' -> (host, port)."""
-    m = re.match(r"^\[([^\]]+)\]:(\d+)$", value) or re.match(r"^([^:]*):(\d+)$", value)
-    if not m or not 0 < int(m.group(2)) < 65536:
-        return None
-    return (m.group(1) or "0.0.0.0", int(m.group(2)))
-
-
-# --------------------------------------------------------------------------- sections
 
 _TOP = {"gateway", "audit", "recording", "users", "targets", "policy", "approvals", "oidc",
         "rdp"}
@@ -387,7 +53,7 @@ _TARGET = {"host", "port", "user", "description", "builtin", "key_file", "key_en
            "allow_remote_forwarding", "allow_agent_forwarding", "allow_x11_forwarding"}
 
 
-def _listen(r: _Reader, table: Mapping[str, Any], section: str,
+def _listen(r: Reader, table: Mapping[str, Any], section: str,
             default: tuple[str, int]) -> tuple[str, int]:
     """``SECTION.listen`` as (host, port); a bad value is reported, the default used."""
     listen = r.get(table, "listen", section, str, f"{default[0]}:{default[1]}")
@@ -398,7 +64,7 @@ def _listen(r: _Reader, table: Mapping[str, Any], section: str,
     return parsed
 
 
-def _gateway(r: _Reader, data: dict[str, Any]) -> tuple[GatewaySettings, Path]:
+def _gateway(r: Reader, data: dict[str, Any]) -> tuple[GatewaySettings, Path]:
     g = r.table(data, "gateway", "gateway")
     r.check_keys(g, "gateway", _GATEWAY)
     parsed = _listen(r, g, "gateway", ("127.0.0.1", 2222))
@@ -433,7 +99,7 @@ def _gateway(r: _Reader, data: dict[str, Any]) -> tuple[GatewaySettings, Path]:
     return settings, data_dir
 
 
-def _audit(r: _Reader, data: dict[str, Any], data_dir: Path) -> AuditSettings:
+def _audit(r: Reader, data: dict[str, Any], data_dir: Path) -> AuditSettings:
     a = r.table(data, "audit", "audit")
     r.check_keys(a, "audit", _AUDIT)
     return AuditSettings(
@@ -444,28 +110,28 @@ def _audit(r: _Reader, data: dict[str, Any], data_dir: Path) -> AuditSettings:
     )
 
 
-def _secret_from(r: _Reader, data: Mapping[str, Any], path: str, env_key: str,
+def _secret_from(r: Reader, data: Mapping[str, Any], path: str, env_key: str,
                  file_key: str, *, needed: bool = True) -> str | None:
     env = r.get(data, env_key, path, str, "")
     file = r.path_value(data, file_key, path, None)
     if env and file:
-        r.problem(_join(path, env_key), f"set only one of {env_key} and {file_key}")
+        r.problem(join(path, env_key), f"set only one of {env_key} and {file_key}")
     if not needed:
         return None
     if env:
         if env not in os.environ:
-            r.problem(_join(path, env_key), f"environment variable {env} is not set")
+            r.problem(join(path, env_key), f"environment variable {env} is not set")
             return None
         return os.environ[env]
     if file:
         try:
             return file.read_text().strip()
         except OSError as exc:
-            r.problem(_join(path, file_key), f"cannot read {file}: {exc.strerror}")
+            r.problem(join(path, file_key), f"cannot read {file}: {exc.strerror}")
     return None
 
 
-def _recording(r: _Reader, data: dict[str, Any], data_dir: Path) -> RecorderSettings:
+def _recording(r: Reader, data: dict[str, Any], data_dir: Path) -> RecorderSettings:
     rec = r.table(data, "recording", "recording")
     r.check_keys(rec, "recording", _RECORDING)
     storage = r.get(rec, "storage", "recording", str, "file")
@@ -524,14 +190,14 @@ def _recording(r: _Reader, data: dict[str, Any], data_dir: Path) -> RecorderSett
     )
 
 
-def _users(r: _Reader, data: dict[str, Any]) -> dict[str, UserConfig]:
+def _users(r: Reader, data: dict[str, Any]) -> dict[str, UserConfig]:
     users: dict[str, UserConfig] = {}
     for name, u in r.table(data, "users", "users").items():
         path = f"users.{name}"
         if not isinstance(u, dict):
-            r.problem(path, f"expected a table, got {_kind(u)}")
+            r.problem(path, f"expected a table, got {kind_of(u)}")
             continue
-        if not _NAME.match(name) or "+" in name:
+        if not NAME_RE.match(name) or "+" in name:
             r.problem(path, "user names use letters, digits, '.', '_' and '-' only")
         r.check_keys(u, path, _USER)
         keys = list(r.str_list(u, "keys", path))
@@ -558,15 +224,15 @@ def _users(r: _Reader, data: dict[str, Any]) -> dict[str, UserConfig]:
     return users
 
 
-def _targets(r: _Reader, data: dict[str, Any],
+def _targets(r: Reader, data: dict[str, Any],
              users: Mapping[str, UserConfig]) -> dict[str, TargetConfig]:
     targets: dict[str, TargetConfig] = {}
     for name, t in r.table(data, "targets", "targets").items():
         path = f"targets.{name}"
         if not isinstance(t, dict):
-            r.problem(path, f"expected a table, got {_kind(t)}")
+            r.problem(path, f"expected a table, got {kind_of(t)}")
             continue
-        if not _NAME.match(name) or name in RESERVED_TARGET_NAMES:
+        if not NAME_RE.match(name) or name in RESERVED_TARGET_NAMES:
             r.problem(path, "target names use letters, digits, '.', '_' and '-' "
                       f"and may not be one of {', '.join(RESERVED_TARGET_NAMES)}")
         r.check_keys(t, path, _TARGET | _TARGET_RDP)
@@ -616,7 +282,7 @@ def _targets(r: _Reader, data: dict[str, Any],
     return targets
 
 
-def _check_login(r: _Reader, path: str, t: TargetConfig, kinds: tuple[str, ...],
+def _check_login(r: Reader, path: str, t: TargetConfig, kinds: tuple[str, ...],
                  exactly: str) -> None:
     """The target's address, account and exactly one credential of ``kinds`` (the file
     exists, the variable is set)."""
@@ -635,7 +301,7 @@ def _check_login(r: _Reader, path: str, t: TargetConfig, kinds: tuple[str, ...],
             r.problem(f"{path}.{key}", f"environment variable {value} is not set")
 
 
-def _check_remote_target(r: _Reader, path: str, t: TargetConfig) -> None:
+def _check_remote_target(r: Reader, path: str, t: TargetConfig) -> None:
     _check_login(r, path, t, ("key_file", "key_env", "password_file", "password_env"),
                  "set exactly one of key_file, key_env, password_file, password_env")
     if not t.host_keys and not t.trust_on_first_use:
@@ -653,7 +319,7 @@ def _normalize_fingerprint(value: str) -> str:
     return v.replace(":", "").replace(" ", "")
 
 
-def _check_rdp_target(r: _Reader, path: str, t: TargetConfig, raw: Mapping[str, Any]) -> None:
+def _check_rdp_target(r: Reader, path: str, t: TargetConfig, raw: Mapping[str, Any]) -> None:
     if t.builtin is not None:
         r.problem(f"{path}.builtin", "an RDP target cannot be a built-in target")
     _check_login(r, path, t, ("password_file", "password_env"),
@@ -672,7 +338,7 @@ def _check_rdp_target(r: _Reader, path: str, t: TargetConfig, raw: Mapping[str, 
                       "(64 hex digits, colons allowed)")
 
 
-def _rdp(r: _Reader, data: dict[str, Any], targets: Mapping[str, TargetConfig],
+def _rdp(r: Reader, data: dict[str, Any], targets: Mapping[str, TargetConfig],
          gw: GatewaySettings) -> RdpSettings | None:
     if "rdp" not in data:
         for t in targets.values():
@@ -718,7 +384,7 @@ _RULE = {"name", "match", "action", "targets", "users", "groups"}
 _APPROVALS = {"approvers", "timeout", "webhook_url", "webhook_format"}
 
 
-def _policy(r: _Reader, data: dict[str, Any]) -> PolicySettings:
+def _policy(r: Reader, data: dict[str, Any]) -> PolicySettings:
     from gateway.policy.rules import Action  # the actions are the policy engine's
 
     actions = tuple(a.value for a in Action)
@@ -748,10 +414,10 @@ def _policy(r: _Reader, data: dict[str, Any]) -> PolicySettings:
     )
 
 
-def _rule(r: _Reader, rule: object, path: str, actions: tuple[str, ...],
+def _rule(r: Reader, rule: object, path: str, actions: tuple[str, ...],
           seen: set[str]) -> RuleConfig | None:
     if not isinstance(rule, dict):
-        r.problem(path, f"expected a table, got {_kind(rule)}")
+        r.problem(path, f"expected a table, got {kind_of(rule)}")
         return None
     r.check_keys(rule, path, _RULE)
     name = r.get(rule, "name", path, str, "")
@@ -777,7 +443,7 @@ def _rule(r: _Reader, rule: object, path: str, actions: tuple[str, ...],
     )
 
 
-def _mask_pattern(r: _Reader, i: int, item: object) -> tuple[str, str | None] | None:
+def _mask_pattern(r: Reader, i: int, item: object) -> tuple[str, str | None] | None:
     regex, prefix = (item, None) if isinstance(item, str) else (
         (item.get("regex"), item.get("prefix")) if isinstance(item, dict) else (None, None))
     if not isinstance(regex, str) or not (prefix is None or isinstance(prefix, str)):
@@ -795,7 +461,7 @@ def _mask_pattern(r: _Reader, i: int, item: object) -> tuple[str, str | None] | 
     return regex, prefix
 
 
-def _approvals(r: _Reader, data: dict[str, Any]) -> ApprovalSettings:
+def _approvals(r: Reader, data: dict[str, Any]) -> ApprovalSettings:
     a = r.table(data, "approvals", "approvals")
     r.check_keys(a, "approvals", _APPROVALS)
     url = r.get(a, "webhook_url", "approvals", str, "")
@@ -809,7 +475,7 @@ def _approvals(r: _Reader, data: dict[str, Any]) -> ApprovalSettings:
     )
 
 
-def _oidc(r: _Reader, data: dict[str, Any]) -> OidcSettings | None:
+def _oidc(r: Reader, data: dict[str, Any]) -> OidcSettings | None:
     if "oidc" not in data:
         return None
     o = r.table(data, "oidc", "oidc")
@@ -849,52 +515,3 @@ def _oidc(r: _Reader, data: dict[str, Any]) -> OidcSettings | None:
         http_timeout=r.duration(o, "http_timeout", "oidc", 10.0),
         leeway=r.duration(o, "leeway", "oidc", 60.0),
     )
-
-
-def load_config(path: str | os.PathLike[str], *, check_key: KeyCheck | None = None,
-                secrets: bool = True) -> Config:
-    """Load and validate a config file; raise ConfigError listing every problem.
-
-    Args:
-        path: the TOML file.
-        check_key: checks that each ``gateway.host_keys`` file is a usable private key
-            (the SSH adapter's loader; without it only their existence is checked).
-        secrets: check that the variables holding target and IdP secrets are set (and
-            read the IdP secret). False for processes that never use them (the player
-            started by the gateway, which does not get them).
-    """
-    file = Path(path).resolve()
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        problem = ConfigProblem(str(file), "", None, f"cannot read: {exc.strerror}")
-        raise ConfigError([problem]) from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"line (\d+)", str(exc))
-        raise ConfigError([ConfigProblem(str(file), "", int(m.group(1)) if m else None,
-                                         f"not valid TOML: {exc}")]) from exc
-    r = _Reader(file, text, check_key=check_key, secrets=secrets)
-    r.check_keys(data, "", _TOP)
-    gateway, data_dir = _gateway(r, data)
-    audit = _audit(r, data, data_dir)
-    recording = _recording(r, data, data_dir)
-    users = _users(r, data)
-    targets = _targets(r, data, users)
-    policy = _policy(r, data)
-    approvals = _approvals(r, data)
-    oidc = _oidc(r, data)
-    rdp = _rdp(r, data, targets, gateway)
-    gw_table = data.get("gateway")
-    if oidc is not None and not (isinstance(gw_table, dict) and "login_timeout" in gw_table):
-        # a device-flow login waits for the user's browser: 120 s is too short
-        gateway = dataclasses.replace(gateway, login_timeout=SSO_LOGIN_TIMEOUT)
-    for name, user in users.items():
-        if not user.keys and user.password_hash is None:
-            r.problem(f"users.{name}", "has no keys and no password_hash: it can never log in")
-    if r.problems:
-        raise ConfigError(r.problems)
-    return Config(path=file, data_dir=data_dir, gateway=gateway, audit=audit,
-                  recording=recording, users=users, targets=targets, policy=policy,
-                  approvals=approvals, oidc=oidc, rdp=rdp, raw=data)
