@@ -5,14 +5,22 @@ Tree::
     BastilleError
     ├── ConfigError            a config file is invalid (carries every problem found)
     ├── AuthError              a user could not be authenticated or authorized
+    │   └── OidcError          single sign-on failed (gateway/auth/oidc.py: IdpUnavailable,
+    │                          CodeExpired, AccessDenied, InvalidToken, IdentityMismatch,
+    │                          NoGroups)
     ├── TargetError            the bastion could not reach or log into a target
     │   ├── UnknownTarget      no target of that name (or not visible to the user)
     │   ├── TargetDenied       the user may not use this target
     │   ├── TargetUnreachable  connection refused / timed out / DNS failure
     │   ├── HostKeyMismatch    the target's host key is not the pinned one
     │   ├── TargetAuthFailed   the target refused the bastion's credentials
+    │   ├── TargetRefused      the target would not open the session (its reason)
     │   └── VaultError         the bastion cannot load its own credential for the target
-    └── ChannelDenied          a forwarding or channel type is refused by policy
+    ├── SessionRefused         a session is refused before it starts (RDP: wrong password,
+    │                          not allowed, cannot be recorded); safe to log
+    ├── ChannelDenied          a forwarding or channel type is refused by policy
+    ├── RdpUnavailable         the RDP workers cannot start (gateway/rdp/supervisor.py)
+    └── RenderUnavailable      RDP video/frame export needs the optional rdp-video extra
 
 Every message of these exceptions is written to be shown to a user: short, no secret,
 no stack trace. ``audit_reason`` (on access refusals) is the short reason written to the
@@ -89,6 +97,10 @@ class TargetAuthFailed(TargetError):
     """The target rejected the bastion's credentials."""
 
 
+class TargetRefused(TargetError):
+    """The target would not open the session channel; the message is its reason."""
+
+
 class VaultError(TargetError):
     """The bastion cannot load its credential for a target (file unreadable, variable
     unset). The message is the user's (generic); ``why`` is for logs and the audit trail
@@ -100,5 +112,13 @@ class VaultError(TargetError):
         self.why = why
 
 
+class SessionRefused(BastilleError):
+    """A session is refused before it starts; the message is safe to log (no secret)."""
+
+
 class ChannelDenied(BastilleError):
     """A channel type or forwarding request is refused."""
+
+
+class RenderUnavailable(BastilleError):
+    """Rendering an RDP recording needs the optional ``bastille[rdp-video]`` extra."""

@@ -38,7 +38,7 @@ from gateway.core.access import Access, Principal, principal_for
 from gateway.core.live import LiveSessions
 from gateway.core.session import SessionCore
 from gateway.core.vault import target_password as vaulted_password
-from gateway.errors import TargetError, VaultError
+from gateway.errors import SessionRefused, TargetError, VaultError
 from gateway.rdp.keys import KeyDecoder
 from gateway.rdp.routing import RouteRequest, client_user
 from recorder.service import Recorder
@@ -55,8 +55,8 @@ log = logging.getLogger("bastille.rdp")
 EARLY_CAP = 4 * 1024 * 1024
 
 
-class Refused(Exception):
-    """The connection is refused; the message is safe to log (no secret)."""
+#: The connection is refused; the message is safe to log (no secret).
+Refused = SessionRefused
 
 
 @dataclass(frozen=True)

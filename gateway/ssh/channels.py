@@ -11,15 +11,12 @@ from typing import Any
 
 import asyncssh
 
+from gateway.errors import TargetRefused
 from gateway.ssh.relay import Relay, UpstreamSession
 
 #: the user's environment variables passed on to the target (locale and time zone)
 FORWARD_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "LC_NUMERIC", "LC_TIME",
                "LC_COLLATE", "LC_MONETARY", "TZ")
-
-
-class TargetRefusedSession(Exception):
-    """The target would not open the session channel; the message is its reason."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +36,7 @@ async def open_target_channel(conn: asyncssh.SSHClientConnection, relay: Relay,
     """The target's session channel, relayed by ``relay``.
 
     Raises:
-        TargetRefusedSession: the target refused it (its reason as the message).
+        TargetRefused: the target refused it (its reason as the message).
     """
     env = {k: v for k, v in request.env.items() if k in FORWARD_ENV}
     kwargs: dict[str, Any] = {"encoding": None, "env": env}
@@ -58,5 +55,5 @@ async def open_target_channel(conn: asyncssh.SSHClientConnection, relay: Relay,
         chan, _ = await conn.create_session(lambda: UpstreamSession(relay), **what, **kwargs)
     except (asyncssh.ChannelOpenError, asyncssh.Error, OSError) as exc:
         reason = getattr(exc, "reason", "") or str(exc) or type(exc).__name__
-        raise TargetRefusedSession(reason) from None
+        raise TargetRefused(reason) from None
     return chan

@@ -26,9 +26,9 @@ from gateway.audit import Kind
 from gateway.config import TargetConfig
 from gateway.core.enforce import Allow, Deny, Enforcer, Gone
 from gateway.core.session import SessionCore
-from gateway.errors import TargetError
+from gateway.errors import TargetError, TargetRefused
 from gateway.limits import MAX_TERM_TYPE, clamp_term_size
-from gateway.ssh.channels import ChannelRequest, TargetRefusedSession, open_target_channel
+from gateway.ssh.channels import ChannelRequest, open_target_channel
 from gateway.ssh.context import ConnContext
 from gateway.ssh.menu import MenuEntry, TargetMenu
 from gateway.ssh.pipes import MenuPipe, choose_pipe
@@ -346,7 +346,7 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
             pty=(self.term_type, self.term_size, self.term_modes) if self.has_pty else None)
         try:
             relay.upstream = await open_target_channel(conn, relay, request)
-        except TargetRefusedSession as exc:
+        except TargetRefused as exc:
             self.fail(f"target {self.core.target} refused the session: {exc}", 1)
             return False
         self.core.audit(Kind.TARGET_CONNECT, "ok", {})
