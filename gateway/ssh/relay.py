@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncssh
@@ -68,12 +68,30 @@ class UpstreamSession(asyncssh.SSHClientSession[bytes]):
         self._relay.target_done.set()
 
 
-class Relay:
-    """The user's channel, the target's channel once open, and flow control."""
+#: runs a coroutine as a task the gateway tracks (``Services.spawn``)
+Spawn = Callable[[Coroutine[Any, Any, Any], str], "asyncio.Task[Any]"]
 
-    def __init__(self, chan: asyncssh.SSHServerChannel[bytes], has_pty: bool) -> None:
+
+def _spawn(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+    return asyncio.get_running_loop().create_task(coro, name=name)
+
+
+class Relay:
+    """The user's channel, the target's channel once open, and flow control.
+
+    Args:
+        chan: the user's session channel.
+        has_pty: the user asked for a terminal (messages end with CR LF, no stderr).
+        clock: monotonic seconds (idle time).
+        spawn: starts the task that waits for the recorder to catch up.
+    """
+
+    def __init__(self, chan: asyncssh.SSHServerChannel[bytes], has_pty: bool, *,
+                 clock: Callable[[], float] = time.monotonic, spawn: Spawn = _spawn) -> None:
         self.chan = chan
         self.has_pty = has_pty
+        self.clock = clock
+        self._spawn = spawn
         self.upstream: asyncssh.SSHClientChannel[bytes] | None = None
         self.pipe: Pipe | None = None
         self.rec: SessionRecording | None = None  # for backpressure
@@ -81,7 +99,7 @@ class Relay:
         self.target_done = asyncio.Event()
         self.exit_status: int | None = None
         self.exit_signal: tuple[str, bool, str, str] | None = None
-        self.last_activity = time.monotonic()
+        self.last_activity = clock()
         self.bytes_in = 0
         self.bytes_out = 0
         self.discarding = False  # the session is over: user input is drained, dropped
@@ -123,12 +141,12 @@ class Relay:
 
     # ------------------------------------------------------------ reading
     def from_user(self, data: bytes) -> None:
-        self.last_activity = time.monotonic()
+        self.last_activity = self.clock()
         if self.pipe is not None and not self.discarding:
             self.pipe.from_user(data)
 
     def from_target(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        self.last_activity = time.monotonic()
+        self.last_activity = self.clock()
         self.bytes_out += len(data)
         if self.pipe is not None:
             self.pipe.from_target(data, 2 if datatype == STDERR else 1)
@@ -147,7 +165,7 @@ class Relay:
         if rec is not None and rec.congested and self._rec_ok:
             self._rec_ok = False
             self._update()
-            asyncio.get_running_loop().create_task(self._await_recorder(rec))
+            self._spawn(self._await_recorder(rec), "recorder backpressure")
 
     async def _await_recorder(self, rec: SessionRecording) -> None:
         await rec.wait_writable()
@@ -256,15 +274,14 @@ class Relay:
 WATCHDOG_INTERVAL = 1.0  # seconds between idle / session-length checks
 
 
-async def watch_limits(relay: Relay, clock: Callable[[], float],
-                       end: Callable[[str], None], *, max_session: float,
+async def watch_limits(relay: Relay, end: Callable[[str], None], *, max_session: float,
                        idle_timeout: float) -> None:
     """End the session (``end(reason)``) at ``gateway.max_session`` or after
     ``gateway.idle_timeout`` without traffic in either direction (0: no limit)."""
-    started = clock()
+    started = relay.clock()
     while True:
         await asyncio.sleep(WATCHDOG_INTERVAL)
-        now = clock()
+        now = relay.clock()
         if max_session and now - started > max_session:
             end("maximum session length reached")
             return

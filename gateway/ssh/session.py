@@ -63,7 +63,8 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
     # ------------------------------------------------------------ channel requests
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         chan.pause_reading()  # nothing reaches a target before it is chosen and recorded
-        self.relay = Relay(chan, self.has_pty)
+        self.relay = Relay(chan, self.has_pty, clock=self.services.clock,
+                           spawn=self.services.spawn)
 
     def pty_requested(self, term_type: str, term_size: tuple[int, int, int, int],
                       term_modes: Any) -> bool:
@@ -365,7 +366,7 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         relay.start_reading()
         gw = self.services.config.gateway
         async with asyncio.TaskGroup() as tg:
-            watchdog = tg.create_task(watch_limits(relay, self.services.clock, self.end,
+            watchdog = tg.create_task(watch_limits(relay, self.end,
                                                    max_session=gw.max_session,
                                                    idle_timeout=gw.idle_timeout))
             if await relay.wait_end():

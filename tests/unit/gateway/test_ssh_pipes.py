@@ -175,3 +175,42 @@ def test_menu_choice_quit_and_timeout(tmp_path: Path) -> None:
         return results
 
     assert asyncio.run(main()) == ["db1", None, "timeout", None]
+
+
+def test_relay_flow_control_and_limits(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from core_harness import TargetChannel, UserChannel
+
+    import gateway.ssh.relay as relay_mod
+
+    async def main() -> list[str]:
+        now = [100.0]
+        chan = UserChannel()
+        relay = relay_mod.Relay(chan, True, clock=lambda: now[0])  # type: ignore[arg-type]
+        relay.upstream = TargetChannel(relay)  # type: ignore[assignment]
+        relay.start_reading()
+        assert not chan.paused and not relay.upstream.paused  # type: ignore[attr-defined]
+        relay.set_target_reading(False)  # the user's window is full: stop reading the target
+        assert relay.upstream.paused  # type: ignore[attr-defined]
+        relay.set_target_reading(True)
+        relay.hold_user(True)  # a request waits for approval: stop reading the user
+        assert chan.paused and not relay.upstream.paused  # type: ignore[attr-defined]
+        relay.hold_user(False)
+        assert not chan.paused
+        monkeypatch.setattr(relay_mod, "WATCHDOG_INTERVAL", 0.01)
+        ended: list[str] = []
+        idle = asyncio.ensure_future(relay_mod.watch_limits(relay, ended.append,
+                                                            max_session=0, idle_timeout=30))
+        await asyncio.sleep(0.05)
+        assert not ended
+        now[0] += 31  # no traffic for 31 s
+        await asyncio.wait_for(idle, 1)
+        longest = asyncio.ensure_future(relay_mod.watch_limits(relay, ended.append,
+                                                               max_session=60,
+                                                               idle_timeout=0))
+        await asyncio.sleep(0.02)
+        relay.from_user(b"x")  # traffic does not extend a session's maximum length
+        now[0] += 61
+        await asyncio.wait_for(longest, 1)
+        return ended
+
+    assert asyncio.run(main()) == ["idle timeout", "maximum session length reached"]
