@@ -39,7 +39,6 @@ from gateway.ssh.routing import Route, route_request, session_kind
 log = logging.getLogger("bastille.session")
 
 
-
 class SshSession(asyncssh.SSHServerSession[bytes]):
     """The user side of a relay; also runs the menu when no target was named."""
 
