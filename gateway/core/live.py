@@ -4,6 +4,10 @@
 (:class:`state.approvals.KillQueue`); the process that runs the session finds it with
 :func:`carry_out_kills` within ``interval`` seconds and ends the session with the reason.
 The SSH gateway and each RDP worker run one each, over their own :class:`LiveSessions`.
+
+Known limits: only recorded sessions are registered (a session running unrecorded under
+``on_failure = "continue"`` cannot be killed this way); a request for a session that no
+process runs stays pending (``bastille sessions kill`` says it was not confirmed).
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@
   stream: exec output (streams 1, 2) and file transfers (``streams=(0, 1, 2)``; stream 0
   is the user's input, i.e. uploads). The user gets the exact bytes (scripts and files
   depend on them). Held partial matches are flushed by a timer at their deadline.
+
+Known limits: only the target's own vaulted *password* is masked as a secret (a key
+target's key is never sent to the target, so it cannot be echoed); what the patterns
+do not describe is not masked (docs/policy.md).
 """
 
 from __future__ import annotations
