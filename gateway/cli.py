@@ -19,9 +19,14 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway._version import __version__
 from gateway.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gateway.config import Config
+    from recorder.settings import RecorderSettings
 
 EPILOG = """\
 examples:
@@ -58,17 +63,19 @@ def _config_path(args: argparse.Namespace) -> Path:
     raise SystemExit("bastille: no config: pass -c CONFIG (or --data DIR for a demo directory)")
 
 
-def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _load(args: argparse.Namespace) -> Config:
     from gateway.config import load_config
+    from gateway.ssh.keys import check_private_key
 
+    secrets = not getattr(args, "no_target_secrets", False)
     try:
-        return load_config(_config_path(args))
+        return load_config(_config_path(args), check_key=check_private_key, secrets=secrets)
     except ConfigError as exc:
         print(f"bastille: invalid configuration:\n{exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
-def _resolve_recorder(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _resolve_recorder(args: argparse.Namespace) -> RecorderSettings:
     """Recorder settings from -c CONFIG, from a demo directory, or from a bare data dir."""
     data = getattr(args, "data", None)
     if data and not getattr(args, "config", None):
@@ -113,7 +120,7 @@ def _fair_reads() -> None:
         transport.max_size = READ_CHUNK
 
 
-def _serve(config, banner: str | None = None) -> int:  # type: ignore[no-untyped-def]
+def _serve(config: Config, banner: str | None = None) -> int:
     from gateway.app import GatewayApp
 
     async def main() -> None:
@@ -142,6 +149,7 @@ def _serve(config, banner: str | None = None) -> int:  # type: ignore[no-untyped
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.config import load_config
     from gateway.demo import write_demo_config
+    from gateway.ssh.keys import check_private_key
 
     if args.write_config:
         directory = Path(args.write_config)
@@ -159,13 +167,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     directory = Path(args.data) if args.data else default_data_dir()
     path = write_demo_config(directory, args.port)
     try:
-        config = load_config(path)
+        config = load_config(path, check_key=check_private_key)
     except ConfigError as exc:
         print(f"bastille: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
     if config.gateway.listen_port != args.port:
         path = write_demo_config(directory, args.port, overwrite=True)
-        config = load_config(path)
+        config = load_config(path, check_key=check_private_key)
     banner = (
         f"bastille {__version__} demo gateway listening on 127.0.0.1:{{port}}\n"
         f"  data directory: {directory}\n"
@@ -186,9 +194,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     from gateway.config import load_config
+    from gateway.ssh.keys import check_private_key
 
     try:
-        config = load_config(_config_path(args))
+        config = load_config(_config_path(args), check_key=check_private_key)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -201,19 +210,17 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def _parse_since(value: str) -> float:
-    from datetime import datetime
+    from state.timeparse import parse_when
 
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    if value and value[-1] in units and value[:-1].isdigit():
-        return time.time() - int(value[:-1]) * units[value[-1]]
     try:
-        return datetime.fromisoformat(value).timestamp()
+        return parse_when(value)
     except ValueError:
         raise SystemExit(f"bastille: --since: expected e.g. 2h, 3d or 2026-11-24T10:00, "
                          f"got {value!r}") from None
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from common.safetext import visible
     from gateway.audit import read_events
 
     config = _load(args)
@@ -226,12 +233,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
             print(json.dumps(record, ensure_ascii=False))
             continue
         detail = record.get("detail") or {}
-        extra = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in detail.items())
-        who = record.get("user") or "-"
-        target = record.get("target") or "-"
-        print(f"{record.get('time', '?')}  {record.get('kind', '?'):<22} "
-              f"{record.get('outcome', '?'):<8} {who:<12} {target:<12} "
-              f"{record.get('source', '')}  {extra}".rstrip())
+        extra = " ".join(f"{visible(k)}={visible(json.dumps(v, ensure_ascii=False))}"
+                         for k, v in detail.items())
+        who = visible(record.get("user") or "-")
+        target = visible(record.get("target") or "-")
+        print(f"{visible(record.get('time', '?'))}  {visible(record.get('kind', '?')):<22} "
+              f"{visible(record.get('outcome', '?')):<8} {who:<12} {target:<12} "
+              f"{visible(record.get('source', ''))}  {extra}".rstrip())
     return 0
 
 
@@ -239,13 +247,15 @@ def cmd_oidc(args: argparse.Namespace) -> int:
     """``bastille oidc bindings [USER]`` / ``bastille oidc revoke USER``."""
     import datetime
 
-    from gateway.auth.bindings import BindingStore
+    from common.safetext import visible
+    from state.bindings import BindingStore
+    from state.paths import DataDir
 
     config = _load(args)
     if config.oidc is None and config.saml is None:
         print(f"bastille: {config.path} has no [oidc] or [saml] section", file=sys.stderr)
         return 2
-    store = BindingStore(config.data_dir / "oidc_bindings.sqlite3")
+    store = BindingStore(DataDir(config.data_dir).oidc_bindings)
     if args.action == "revoke":
         if not args.user:
             print("bastille: oidc revoke needs a USER", file=sys.stderr)
@@ -262,7 +272,7 @@ def cmd_oidc(args: argparse.Namespace) -> int:
         return 0
     for b in rows:
         until = datetime.datetime.fromtimestamp(b.expires, datetime.UTC)
-        print(f"{b.user:<16} {b.key_sha256[:16]}  until {until:%Y-%m-%dT%H:%M:%SZ}  "
+        print(f"{visible(b.user):<16} {b.key_sha256[:16]}  until {until:%Y-%m-%dT%H:%M:%SZ}  "
               f"groups={','.join(sorted(b.groups)) or '-'}")
     if not rows:
         print("no live bindings")
@@ -287,12 +297,13 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:
-    from gateway.approvals import ApprovalStore
-    from gateway.approvals_cli import format_requests, run_approvals
     from gateway.audit import AuditLog
+    from gateway.core.commands import format_requests, run_approvals
+    from state.approvals import ApprovalStore
+    from state.paths import DataDir
 
     config = _load(args)
-    store = ApprovalStore(config.data_dir / "approvals.sqlite3")
+    store = ApprovalStore(DataDir(config.data_dir).approvals)
     if args.action == "list":
         requests = store.list(status=None if args.all else "pending")
         if args.json:
@@ -307,17 +318,9 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     if user is None:
         print(f"bastille: no user {args.as_user!r} in the config", file=sys.stderr)
         return 2
-
-    class _Ctx:
-        pass
-
-    ctx = _Ctx()
-    ctx.config = config  # type: ignore[attr-defined]
-    ctx.approvals = store  # type: ignore[attr-defined]
     audit = AuditLog(config.audit.file)
-    ctx.audit = audit.emit  # type: ignore[attr-defined]
     line = f"{args.action} {args.id} {' '.join(args.reason or [])}".strip()
-    out = run_approvals(ctx, user.name, user.groups, line, source="cli")
+    out = run_approvals(config, store, audit.emit, user.name, user.groups, line, source="cli")
     audit.close()
     failed = out.startswith("bastille:")
     print(out, file=sys.stderr if failed else sys.stdout)
@@ -325,17 +328,20 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 
 
 def cmd_sessions_kill(args: argparse.Namespace) -> int:
-    from gateway.approvals import ApprovalStore
+    from common.safetext import visible
     from gateway.audit import AuditEvent, AuditLog, Kind
     from recorder.index import Index
+    from state.approvals import ApprovalStore
+    from state.paths import DataDir
 
     config = _load(args)
+    data = DataDir(config.data_dir)
     user = config.users.get(args.as_user)
     if user is None or not config.approvals.approvers.allows(user.name, user.groups):
         print(f"bastille: {args.as_user} is not an auditor (configured approver)",
               file=sys.stderr)
         return 2
-    index = Index(config.recording.data_dir / "index.sqlite3")
+    index = Index(DataDir(config.recording.data_dir).index)
     rows = [r for r in index.list_sessions(status="live", limit=100000)
             if r.id.startswith(args.id)]
     index.close()
@@ -345,7 +351,7 @@ def cmd_sessions_kill(args: argparse.Namespace) -> int:
         print(f"bastille: {what} matches {args.id!r}", file=sys.stderr)
         return 2
     session = live[0]
-    store = ApprovalStore(config.data_dir / "approvals.sqlite3")
+    store = ApprovalStore(data.approvals)
     store.request_kill(session.id, by=user.name, reason=args.reason)
     audit = AuditLog(config.audit.file)
     audit.emit(AuditEvent(Kind.SESSION_KILL, "requested", user=user.name, source="cli",
@@ -355,7 +361,8 @@ def cmd_sessions_kill(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         if store.kill_status(session.id):
-            print(f"session {session.id} of {session.user} on {session.target} terminated")
+            print(f"session {session.id} of {visible(session.user)} on "
+                  f"{visible(session.target)} terminated")
             return 0
         time.sleep(0.2)
     print(f"bastille: kill of {session.id} requested; the gateway has not confirmed it "
@@ -496,7 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # pragma: no cover - recorder CLI not installed
         pass
     else:
-        add_commands(sub, _resolve_recorder)
+        from state.timeparse import parse_when
+
+        add_commands(sub, _resolve_recorder, parse_when)
         from gateway.rdp.cli import export_rendered
         from recorder.cli import EXPORTERS
 
@@ -525,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", nargs="?", help="open this session directly")
     p.add_argument("--as", dest="as_user", metavar="USER",
                    help="who you are, for the approvals pane (a configured approver)")
+    p.add_argument("--no-target-secrets", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_player)
     return parser
 

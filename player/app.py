@@ -132,7 +132,7 @@ class PlayerApp(App[int]):
         self.push_screen(ReplayScreen(self.archive, message.session_id))
 
     def action_approvals(self) -> None:
-        from recorder.approvals import ApprovalStore
+        from state.approvals import ApprovalStore
 
         store = ApprovalStore(self.settings.data_dir / "approvals.sqlite3")
         self.push_screen(ApprovalsScreen(store, self.approver, self.clock),

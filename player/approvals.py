@@ -1,7 +1,7 @@
 """The Approvals pane: pending requests (who, target, command, rule, the reason given,
 age), live updates, approve or deny with a reason.
 
-The queue is :mod:`recorder.approvals` in the gateway's data directory; the running
+The queue is :mod:`state.approvals` in the gateway's data directory; the running
 gateway sees a decision within its poll interval. Who is deciding, and whether they may,
 is told to the player by its caller (`bastille player --as NAME`, or the gateway for
 `ssh -t auditor@bastion player`): :class:`Approver`. Self-approval is refused by the
@@ -24,7 +24,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from player.fmt import cell, safe
-from recorder.approvals import ApprovalError, ApprovalStore, Request
+from state.approvals import ApprovalError, ApprovalStore, Request
 from state.reviews import Review
 
 REFRESH = 1.0  # seconds between reloads of the queue

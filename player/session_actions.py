@@ -190,7 +190,7 @@ class SessionScreen(Screen[None]):
 
     @on(Input.Submitted, "#kill-reason")
     def _kill_submitted(self, event: Input.Submitted) -> None:
-        from recorder.approvals import ApprovalStore
+        from state.approvals import ApprovalStore
 
         box = self.query_one("#kill-reason", Input)
         box.display = False

@@ -1,7 +1,9 @@
 """Command-line commands for recordings: sessions, play, export, verify, reindex, keygen.
 
 The gateway's ``bastille`` entry point calls :func:`add_commands`. Every command except
-``keygen`` takes ``-c/--config`` or ``--data`` and gets its settings from ``resolve``.
+``keygen`` takes ``-c/--config`` or ``--data`` and gets its settings from ``resolve``;
+``--since``/``--until`` are read with the ``parse_when`` it is given (the one time
+parser, ``state.timeparse``, which this library may not import).
 Exit codes: 0 success, 1 failure (bad recording, verification failed, I/O error),
 2 usage error or unknown session.
 
@@ -14,9 +16,7 @@ import argparse
 import datetime as dt
 import json
 import os
-import re
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,8 +30,8 @@ from recorder.settings import RecorderSettings
 from recorder.sinks.base import Sink
 
 Resolve = Callable[[argparse.Namespace], RecorderSettings]
-_REL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: text -> epoch seconds; raises ValueError with a message for the user
+ParseWhen = Callable[[str], float]
 
 
 class CliError(Exception):
@@ -40,22 +40,6 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
-
-
-def parse_when(text: str, now: float | None = None) -> float:
-    """``2h``/``30m``/``3d``/``1w``/``45s`` ago, or an ISO date/time (naive = local time)."""
-    now = time.time() if now is None else now
-    m = _REL.match(text)
-    if m:
-        return now - float(m.group(1)) * _UNITS[m.group(2)]
-    try:
-        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"invalid time {text!r}: use an ISO date such as 2026-11-24 or 2026-11-24T10:00, "
-            "or a relative age such as 30m, 2h, 3d, 1w"
-        ) from exc
-    return value.timestamp()
 
 
 class _FileSource:
@@ -475,13 +459,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data", metavar="DIR", help="data directory (e.g. of `bastille demo`)")
 
 
-def _when(text: str) -> float:
-    return parse_when(text)
-
-
-def add_commands(sub: argparse._SubParsersAction, resolve: Resolve) -> None:
+def add_commands(sub: argparse._SubParsersAction, resolve: Resolve,
+                 parse_when: ParseWhen) -> None:
     """Register the recording commands on the ``bastille`` sub-parser collection."""
     fmt = argparse.RawDescriptionHelpFormatter
+
+    def _when(text: str) -> float:
+        try:
+            return parse_when(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
     sessions = sub.add_parser("sessions", help="list and inspect recorded sessions")
     ssub = sessions.add_subparsers(dest="sessions_command", metavar="{list,show}")

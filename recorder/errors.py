@@ -7,8 +7,7 @@ Tree::
     │   └── SpoolFullError   the local write-ahead spool reached its configured cap
     ├── RecordingFailed      a live recording can no longer be written (fail-closed trigger)
     ├── FormatError          a stored recording is malformed (reported, never crashed on)
-    ├── VerifyError          hash chain or signature check failed (names the first bad chunk)
-    └── ApprovalError        an approval action was refused (recorder.approvals)
+    └── VerifyError          hash chain or signature check failed (names the first bad chunk)
 """
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit import AuditEvent, AuditLog, Kind
+from gateway.core.access import Access, Principal, principal_for
+from state.paths import DataDir
 
 
 def rdp_file_text(address: str, username: str, token: str) -> str:
@@ -37,26 +39,37 @@ def _address(config: Any) -> str:
     return f"{host}:{rdp.listen_port}"
 
 
+def _may_use(config: Any, principal: Principal, target: Any) -> bool:
+    """The one access check, with the appliance's grants."""
+    from state.approvals import ApprovalStore
+
+    grants = ApprovalStore(DataDir(config.data_dir).approvals)
+    try:
+        return Access(config, grants).permits(principal, target)
+    finally:
+        grants.close()
+
+
 def cmd_rdp_file(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> int:
-    from gateway.rdp.tokens import TokenStore
+    from state.tokens import TokenStore
 
     config = load(args)
     if config.rdp is None:
         print("bastille: no [rdp] section in the config", file=sys.stderr)
         return 2
     target = config.targets.get(args.target)
-    user = config.users.get(args.user)
-    if user is None:
+    principal = principal_for(config, args.user)
+    if principal is None:
         print(f"bastille: unknown user {args.user!r}", file=sys.stderr)
         return 1
     if target is None or target.protocol != "rdp":
         print(f"bastille: unknown RDP target {args.target!r}", file=sys.stderr)
         return 1
-    if not target.permits(user):
+    if not _may_use(config, principal, target):
         print(f"bastille: {args.user} may not use target {args.target!r}", file=sys.stderr)
         return 1
     ttl = float(args.ttl) if args.ttl else config.rdp.token_ttl
-    store = TokenStore(config.data_dir / "rdp_tokens.sqlite3")
+    store = TokenStore(DataDir(config.data_dir).rdp_tokens)
     try:
         token = store.issue_token(args.user, args.target, ttl)
     finally:
@@ -79,14 +92,14 @@ def cmd_rdp_file(args: argparse.Namespace, load: Callable[[argparse.Namespace], 
 
 
 def cmd_rdp_pin(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> int:
-    from gateway.rdp.tokens import TokenStore
+    from state.tokens import TokenStore
 
     config = load(args)
     if config.rdp is None or args.user not in config.users:
         print("bastille: no [rdp] section or unknown user", file=sys.stderr)
         return 2
     ttl = float(args.ttl) if args.ttl else config.rdp.token_ttl
-    store = TokenStore(config.data_dir / "rdp_tokens.sqlite3")
+    store = TokenStore(DataDir(config.data_dir).rdp_tokens)
     try:
         pin = store.issue_pin(args.user, ttl)
     finally:
@@ -99,7 +112,7 @@ def cmd_rdp_pin(args: argparse.Namespace, load: Callable[[argparse.Namespace], A
     return 0
 
 
-def rdp_login_text(config: Any, user: Any, sso: bool, args: str, source: str,
+def rdp_login_text(config: Any, access: Access, principal: Principal, args: str, source: str,
                    audit: Callable[[Any], None]) -> str:
     """``ssh USER@BASTION rdp [TARGET]``: a one-time PIN for an RDP login, for the user
     who just authenticated over SSH (with a key, a password or single sign-on).
@@ -108,13 +121,12 @@ def rdp_login_text(config: Any, user: Any, sso: bool, args: str, source: str,
     over RDP. It carries the groups of this SSH login (the IdP's, for SSO), works once,
     for this user only, until ``rdp.token_ttl``. Never logged; audited as issued.
     """
-    from gateway.rdp.tokens import TokenStore
+    from state.tokens import TokenStore
 
     if config.rdp is None:
         return "bastille: RDP is not enabled on this bastion"
     words = args.split()
-    allowed = sorted(t.name for t in config.targets.values()
-                     if t.protocol == "rdp" and t.permits(user))
+    allowed = sorted(t.name for t in access.targets_for(principal, "rdp"))
     if len(words) > 1 or (words and words[0] not in allowed):
         wanted = words[0] if words else ""
         return (f"bastille: {wanted!r} is not an RDP target you may use; yours: "
@@ -122,20 +134,21 @@ def rdp_login_text(config: Any, user: Any, sso: bool, args: str, source: str,
     if not allowed:
         return "bastille: no RDP target is available to you"
     ttl = config.rdp.token_ttl
-    store = TokenStore(config.data_dir / "rdp_tokens.sqlite3")
+    name, sso = principal.name, principal.sso
+    store = TokenStore(DataDir(config.data_dir).rdp_tokens)
     try:
-        pin = store.issue_sso_pin(user.name, user.groups, ttl) if sso else \
-            store.issue_pin(user.name, ttl)
+        pin = store.issue_sso_pin(name, principal.groups, ttl) if sso else \
+            store.issue_pin(name, ttl)
     finally:
         store.close()
-    audit(AuditEvent(Kind.GATEWAY, "ok", user=user.name, source=source,
+    audit(AuditEvent(Kind.GATEWAY, "ok", user=name, source=source,
                      detail={"event": "rdp pin issued", "ttl": ttl, "sso": sso}))
     target = words[0] if words else allowed[0]
     minutes = max(1, round(ttl / 60))
     return "\n".join([
-        f"One-time RDP login for {user.name} (works once, for {minutes} min):",
+        f"One-time RDP login for {name} (works once, for {minutes} min):",
         f"  server:    {_address(config)}",
-        f"  user name: {user.name}#{target}",
+        f"  user name: {name}#{target}",
         f"  password:  {pin}",
         f"RDP targets you may use: {', '.join(allowed)}",
     ])
@@ -185,7 +198,7 @@ def cmd_rdp_replay(args: argparse.Namespace, load: Callable[[argparse.Namespace]
     from recorder.service import open_sink
 
     config = load(args)
-    index = Index(config.data_dir / "index.sqlite3")
+    index = Index(DataDir(config.data_dir).index)
     try:
         rows = index.find(args.id)
     finally:

@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import RenderUnavailable
 
-class RenderUnavailable(Exception):
-    """PySide6 / av / pyrdp are not installed."""
+__all__ = ["RenderUnavailable", "render_mp4", "render_png"]
 
 
 def _qt() -> Any:

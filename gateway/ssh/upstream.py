@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,15 @@ from pathlib import Path
 import asyncssh
 
 from gateway.config import TargetConfig
-from gateway.errors import HostKeyMismatch, TargetAuthFailed, TargetError, TargetUnreachable
+from gateway.core.vault import target_key_text, target_password
+from gateway.errors import (
+    HostKeyMismatch,
+    TargetAuthFailed,
+    TargetUnreachable,
+    VaultError,
+)
 from gateway.ssh.algorithms import CLIENT_ALGORITHMS
+from state.files import private_file
 
 log = logging.getLogger("bastille.upstream")
 
@@ -58,29 +64,27 @@ class TofuStore:
         return None
 
     def put(self, target: str, key: asyncssh.SSHKey) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "a") as fh:
+        private_file(self.path)
+        with open(self.path, "a") as fh:
             fh.write(f"{target} {key.export_public_key().decode().strip()}\n")
 
 
 def endpoint_for(target: TargetConfig, tofu: TofuStore) -> Endpoint:
     """Build the endpoint of a configured (non-builtin) target, loading its secret."""
     keys: list[asyncssh.SSHKey] = []
-    password = None
     try:
+        key_text = target_key_text(target)
         if target.key_file is not None:
             keys.append(asyncssh.read_private_key(str(target.key_file)))
-        elif target.key_env:
-            keys.append(asyncssh.import_private_key(os.environ[target.key_env]))
-        elif target.password_file is not None:
-            password = target.password_file.read_text().rstrip("\n")
-        elif target.password_env:
-            password = os.environ[target.password_env]
-    except (OSError, KeyError, asyncssh.KeyImportError) as exc:
+        elif key_text is not None:
+            keys.append(asyncssh.import_private_key(key_text))
+        password = target_password(target)
+    except VaultError as exc:
+        log.error("target %s: cannot load its credential (%s)", target.name, exc.why)
+        raise
+    except (OSError, asyncssh.KeyImportError) as exc:
         log.error("target %s: cannot load its credential (%s)", target.name, type(exc).__name__)
-        raise TargetError(f"target {target.name} is misconfigured on the bastion "
-                          "(its credential cannot be loaded); tell an administrator") from None
+        raise VaultError(target.name, type(exc).__name__) from None
     pinned = [asyncssh.import_public_key(k) for k in target.host_keys]
     if not pinned and target.trust_on_first_use:
         known = tofu.get(target.name)

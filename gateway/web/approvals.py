@@ -13,8 +13,9 @@ a control character nor markup reaches the approver's page.
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
@@ -23,10 +24,31 @@ from gateway.config import Config
 from gateway.policy import BUILTIN_PATTERNS, MaskPattern, StreamMasker
 from gateway.web.pages import esc, hidden, message, page, when
 from gateway.web.state import WebSession, same
-from recorder.approvals import ApprovalError, Request
+from state.approvals import ApprovalError, Request
 
 if TYPE_CHECKING:
-    from gateway.web.server import WebService
+    from state.approvals import ApprovalStore
+
+
+class Host(Protocol):
+    """What the approval pages use of the web endpoint (:class:`gateway.web.server.
+    WebService`); a protocol so that this module does not import the server."""
+
+    config: Config
+    prefix: str
+    approvals: ApprovalStore
+    audit: Callable[[AuditEvent], None]
+    clock: Callable[[], float]
+
+    def html(self, body: str, status: int = 200) -> web.Response: ...
+
+    def redirect(self, location: str) -> web.Response: ...
+
+    def session(self, request: web.Request) -> WebSession | None: ...
+
+    def source(self, request: web.Request) -> str: ...
+
+    def same_origin(self, request: web.Request) -> bool: ...
 
 MAX_REASON = 500  # characters of an approver's reason
 
@@ -45,7 +67,7 @@ def masker_for(config: Config) -> Callable[[str], str]:
     return mask
 
 
-def add_routes(app: web.Application, service: WebService) -> None:
+def add_routes(app: web.Application, service: Host) -> None:
     views = ApprovalViews(service)
     p = service.prefix
     app.router.add_get(f"{p}/approvals", views.list)
@@ -54,7 +76,7 @@ def add_routes(app: web.Application, service: WebService) -> None:
 
 
 class ApprovalViews:
-    def __init__(self, service: WebService) -> None:
+    def __init__(self, service: Host) -> None:
         self.s = service
         self.mask = masker_for(service.config)
 
@@ -67,9 +89,11 @@ class ApprovalViews:
                                                         sess.identity.groups)
 
     def _session(self, request: web.Request) -> WebSession | web.Response:
-        from gateway.web.server import require_session
-
-        return require_session(self.s, request)
+        sess = self.s.session(request)
+        if sess is not None:
+            return sess
+        here = urllib.parse.quote(request.path, safe="")
+        return self.s.redirect(f"{self.s.prefix}/login?next={here}")
 
     async def list(self, request: web.Request) -> web.StreamResponse:
         sess = self._session(request)

@@ -53,7 +53,7 @@ from gateway.audit import AuditEvent, Kind
 from gateway.auth.oidc import OidcClient, OidcError
 from gateway.auth.saml import SamlError, SamlServiceProvider
 from gateway.config import Config
-from gateway.errors import AuthError
+from gateway.errors import WebLoginError
 from gateway.web import approvals as approval_views
 from gateway.web.oidc_login import OidcCodeLogin, pkce_pair
 from gateway.web.pages import esc, hidden, message, page
@@ -72,7 +72,7 @@ from gateway.web.state import (
     token,
 )
 from gateway.web.tls import ensure_self_signed, server_context
-from recorder.approvals import ApprovalStore
+from state.approvals import ApprovalStore
 
 log = logging.getLogger("bastille.web")
 
@@ -84,10 +84,6 @@ _USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 MAX_BODY = 512 * 1024  # bytes of a request body (a SAML response is ~10 KiB)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class WebLoginError(AuthError):
-    """A browser sign-in for an SSH login failed; the message is for the user."""
 
 
 def principal_problem(config: Config, ident: WebIdentity) -> str | None:

@@ -584,3 +584,24 @@ def test_rdp_fingerprint_reads_the_target_certificate(rdp_rig: RdpRig) -> None:
                           f"127.0.0.1:{free_port()}"], capture_output=True, text=True,
                          timeout=30)
     assert bad.returncode == 1 and bad.stderr.startswith("bastille: ")
+
+
+def test_just_in_time_grant_lets_a_user_in_over_rdp(rdp_rig: RdpRig) -> None:
+    """bob's group may not use rdp1; an approved access request (a grant, the same one
+    `ssh bob@bastion request rdp1` makes) lets him in, over RDP too."""
+    from state.approvals import ApprovalStore
+    from state.paths import DataDir
+
+    store = ApprovalStore(DataDir(rdp_rig.data).approvals)
+    try:
+        request = store.create_access(user="bob", target="rdp1", seconds=600,
+                                      reason="incident 7", timeout=60)
+    finally:
+        store.close()
+    approved = rdp_rig.bastille("approvals", "approve", str(request.id), "--as", "carol")
+    assert approved.returncode == 0 and "approved" in approved.stdout, approved.stderr
+    before = len(rdp_rig.audit(kind="session.start", protocol="rdp"))
+    client = rdp_rig.client(f"/v:127.0.0.1:{rdp_rig.rdp_port}", "/u:bob#rdp1", f"/p:{BOB_PW}")
+    start = rdp_rig.wait_audit(kind="session.start", protocol="rdp", after=before)
+    assert start["user"] == "bob" and start["target"] == "rdp1"
+    _run_typed_session(rdp_rig, client, f"rdpgrant{secrets.token_hex(4)}", start["session"])

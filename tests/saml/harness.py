@@ -27,7 +27,7 @@ from gateway.audit import AuditEvent
 from gateway.config import Config
 from gateway.ssh.keys import generate_host_key
 from gateway.web.server import WebService
-from recorder.approvals import ApprovalStore
+from state.approvals import ApprovalStore
 from tests.e2e.rig import free_port, wait_port
 
 HERE = Path(__file__).resolve().parent

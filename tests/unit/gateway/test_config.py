@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_config, parse_duration
+from gateway.config import load_config
 from gateway.errors import ConfigError
 from gateway.ssh.keys import generate_host_key
+from state.timeparse import parse_duration
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGd1c3Rvbm9tZXRoaW5nZWxzZWhlcmUxMjM0NTY3ODk0 a@b"
 
@@ -51,7 +52,7 @@ def test_good_config(tmp_path: Path) -> None:
     assert c.audit.file == tmp_path / "data" / "audit.jsonl"
     t = c.targets["web1"]
     assert t.port == 22 and t.key_file == tmp_path / "tk"
-    assert t.permits(c.users["alice"])
+    assert t.groups == frozenset({"ops"})
     assert t.allow_local_forwarding.allows("alice", frozenset({"ops"}))
     assert t.allow_local_forwarding.allows("bob", frozenset())
     assert not t.allow_agent_forwarding.allows("alice", frozenset({"ops"}))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gateway.auth.passwords import hash_password, verify_password
-from gateway.auth.ratelimit import FailureLimiter
-from gateway.routing import Login, Route, parse_login, route_request
 from gateway.ssh.menu import QUIT, MenuEntry, TargetMenu
+from gateway.ssh.routing import Login, Route, parse_login, route_request
+from state.ratelimit import FailureLimiter
 
 
 @pytest.mark.parametrize(("username", "login"), [

@@ -171,7 +171,7 @@ CLIENT = "203.0.113.5:51234"
 
 async def _record_audit(data: Path) -> None:
     """The audit archive: decisions, approvals, a kill, a forward, an sftp session."""
-    from recorder.approvals import ApprovalStore
+    from state.approvals import ApprovalStore
 
     clock = Clock()
     clock.now = AUDIT_START

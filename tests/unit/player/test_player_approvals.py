@@ -10,8 +10,8 @@ from textual.widgets import DataTable
 
 from player.app import PlayerApp
 from player.approvals import ApprovalsScreen, Approver
-from recorder.approvals import ApprovalStore, Request
 from recorder.settings import RecorderSettings
+from state.approvals import ApprovalStore, Request
 
 
 async def _wait_rows(app: PlayerApp, pilot, n: int) -> DataTable:  # type: ignore[no-untyped-def, type-arg]

@@ -26,6 +26,7 @@ from recorder.cli import EXPORTERS, add_commands
 from recorder.settings import RecorderSettings
 from recorder.signing import generate, load_signer
 from state.reviews import ReviewStore
+from state.timeparse import parse_when
 
 ERIN = "audit-erin-0005"
 ROOT = f"bastille-evidence-{ERIN}"
@@ -37,7 +38,7 @@ def _main(argv: list[str], key: Path | None) -> int:
 
     parser = argparse.ArgumentParser(prog="bastille")
     sub = parser.add_subparsers(dest="command", required=True)
-    add_commands(sub, resolve)
+    add_commands(sub, resolve, parse_when)
     EXPORTERS["bundle"] = exporter  # what gateway.cli registers
     args = parser.parse_args(argv)
     return int(args.func(args))

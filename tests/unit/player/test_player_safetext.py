@@ -15,10 +15,10 @@ from player.app import PlayerApp
 from player.approvals import ApprovalsScreen, Approver
 from player.events_panel import EventsPanel
 from player.replay import ReplayScreen
-from recorder.approvals import ApprovalStore
 from recorder.service import Recorder, SessionHeader
 from recorder.settings import RecorderSettings
 from recorder.signing import generate, load_signer
+from state.approvals import ApprovalStore
 from state.reviews import ReviewStore
 
 EVIL = "\x1b]52;c;ZXZpbA==\x07\r\x1b[2Kok \u202eexe.txt [b]bold[/b] [/]"

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 from recorder_helpers import FakeClock, make_header, wait_until
 
-from recorder.cli import add_commands, parse_when
+from recorder.cli import add_commands
 from recorder.format import v1
 from recorder.reader import Recording
 from recorder.service import Recorder
 from recorder.settings import RecorderSettings
 from recorder.sinks.file import FileSink
+from state.timeparse import parse_when
 
 OUTPUT = [
     b"\x1b[1;34mbob@db1\x1b[0m:~$ ",
@@ -38,7 +39,7 @@ def _resolve(args: argparse.Namespace) -> RecorderSettings:
 def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bastille")
     sub = parser.add_subparsers(dest="command", required=True)
-    add_commands(sub, _resolve)
+    add_commands(sub, _resolve, parse_when)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -17,6 +17,7 @@ from recorder.cli import add_commands
 from recorder.service import Recorder
 from recorder.settings import RecorderSettings
 from recorder.signing import generate
+from state.timeparse import parse_when
 
 
 def _main(argv: list[str], key: Path | None) -> int:
@@ -24,7 +25,7 @@ def _main(argv: list[str], key: Path | None) -> int:
         return RecorderSettings(data_dir=Path(args.data), signing_key=key)
 
     parser = argparse.ArgumentParser(prog="bastille")
-    add_commands(parser.add_subparsers(dest="command", required=True), resolve)
+    add_commands(parser.add_subparsers(dest="command", required=True), resolve, parse_when)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

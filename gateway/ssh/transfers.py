@@ -75,7 +75,6 @@ _POLICY_OPS = {_OPEN: "open", _REMOVE: "remove", _MKDIR: "mkdir", _RMDIR: "rmdir
                20: "symlink", 19: "readlink", 16: "realpath", 11: "list"}
 
 
-
 @dataclass(frozen=True)
 class Hold:
     """A gate's answer: this request waits for a human decision (see ``SftpTap.release``)."""

@@ -10,17 +10,23 @@ Known limits: the key offered before keyboard-interactive login is bound without
 of possession (OpenSSH only signs after the server accepts the key); anyone using it
 later must still sign with its private key, and it only ever logs in as the user who
 completed the IdP login.
+
+Interface: :class:`Bindings`; :class:`BindingStore` is its SQLite implementation (WAL,
+mode 0600).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+
+from state.files import open_sqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bindings (
@@ -49,6 +55,21 @@ class Binding:
     expires: float
 
 
+class Bindings(Protocol):
+    """Keys bound to an IdP identity for a while."""
+
+    def bind(self, public_data: bytes, user: str, groups: frozenset[str], subject: str,
+             issuer: str, ttl: float) -> Binding: ...
+
+    def lookup(self, public_data: bytes, user: str) -> Binding | None: ...
+
+    def list(self, user: str | None = None) -> list[Binding]: ...
+
+    def revoke(self, user: str) -> int: ...
+
+    def close(self) -> None: ...
+
+
 def key_digest(public_data: bytes) -> str:
     """The stored form of an SSH public key blob."""
     return hashlib.sha256(public_data).hexdigest()
@@ -65,29 +86,29 @@ class BindingStore:
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self.clock = clock
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.execute(_SCHEMA)
-        path.chmod(0o600)
+        self._conn = open_sqlite(path, timeout=5)
+        self._lock = threading.Lock()  # one connection, used from the loop and executors
+        self._conn.execute(_SCHEMA)
 
-    def _db(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=5)
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
 
     def bind(self, public_data: bytes, user: str, groups: frozenset[str], subject: str,
              issuer: str, ttl: float) -> Binding:
         """Bind a key to ``user`` for ``ttl`` seconds (replacing an older binding)."""
         now = self.clock()
         b = Binding(key_digest(public_data), user, groups, subject, issuer, now, now + ttl)
-        with self._db() as db:
-            db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?, ?, ?)",
+        with self._lock:
+            self._conn.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (b.key_sha256, user, json.dumps(sorted(groups)), subject, issuer,
                         b.created, b.expires))
         return b
 
     def lookup(self, public_data: bytes, user: str) -> Binding | None:
         """The live binding of this key to ``user``, if any."""
-        with self._db() as db:
-            row = db.execute("SELECT * FROM bindings WHERE key_sha256 = ? AND user = ? "
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM bindings WHERE key_sha256 = ? AND user = ? "
                              "AND expires > ?",
                              (key_digest(public_data), user, self.clock())).fetchone()
         return _row(row) if row else None
@@ -99,21 +120,22 @@ class BindingStore:
         if user is not None:
             query += " AND user = ?"
             args += (user,)
-        with self._db() as db:
-            return [_row(r) for r in db.execute(query + " ORDER BY user, created", args)]
+        with self._lock:
+            return [_row(r) for r in self._conn.execute(query + " ORDER BY user, created", args)]
 
     def revoke(self, user: str) -> int:
         """End every binding of ``user`` now; return how many were live."""
-        with self._db() as db:
-            live = db.execute("SELECT COUNT(*) FROM bindings WHERE user = ? AND expires > ?",
-                              (user, self.clock())).fetchone()[0]
-            db.execute("DELETE FROM bindings WHERE user = ?", (user,))
+        with self._lock:
+            live = self._conn.execute(
+                "SELECT COUNT(*) FROM bindings WHERE user = ? AND expires > ?",
+                (user, self.clock())).fetchone()[0]
+            self._conn.execute("DELETE FROM bindings WHERE user = ?", (user,))
         return int(live)
 
     def purge_expired(self) -> int:
         """Delete expired rows; return how many."""
-        with self._db() as db:
-            return db.execute("DELETE FROM bindings WHERE expires <= ?",
+        with self._lock:
+            return self._conn.execute("DELETE FROM bindings WHERE expires <= ?",
                               (self.clock(),)).rowcount
 
 

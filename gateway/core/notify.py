@@ -1,5 +1,4 @@
-"""Approval notifications; the queue itself is :mod:`recorder.approvals` (shared with the
-player and the CLI)."""
+"""Telling approvers that a request waits: the approvals webhook."""
 
 from __future__ import annotations
 
@@ -7,9 +6,8 @@ import json
 import logging
 import urllib.request
 
-from recorder.approvals import ApprovalError, ApprovalStore, Request
-
-__all__ = ["ApprovalError", "ApprovalStore", "Request", "notify_webhook"]
+from common.safetext import visible
+from state.approvals import Request
 
 log = logging.getLogger("bastille.approvals")
 
@@ -19,8 +17,9 @@ def notify_webhook(url: str, fmt: str, request: Request, *, timeout: float = 5.0
     """POST the request to a webhook (generic JSON or Slack-compatible). Runs in a thread;
     failures are logged, never raised (the approver can still use the CLI). ``link``: the
     request's page on the web endpoint ([web]), where approvers decide in a browser."""
-    text = (f"bastille: {request.user} asks to run on {request.target}: `{request.command}` "
-            f"(rule {request.rule or '-'}). Approve: bastille approvals approve {request.id}")
+    text = (f"bastille: {visible(request.user)} asks to run on {visible(request.target)}: "
+            f"`{visible(request.command)}` (rule {visible(request.rule or '-')}). "
+            f"Approve: bastille approvals approve {request.id}")
     if link:
         text += f" or open {link}"
     body: dict[str, object] = {"text": text} if fmt == "slack" else {

@@ -60,3 +60,17 @@ def route_request(login: Login, command: str | None) -> Route:
 
 def valid_target_name(name: str) -> bool:
     return bool(_TARGET.match(name))
+
+
+def session_kind(route: Route, *, command: str | None, subsystem: str | None,
+                 login: Login) -> str:
+    """What the recording calls a session: ``sftp``, ``shell`` (also ``ssh -t alice@bastion
+    web1``, whose exec string only named the target), legacy ``scp`` (the
+    ``USER+TARGET`` form scp uses), or ``exec``."""
+    if subsystem == "sftp":
+        return "sftp"
+    if route.command is None:
+        return "shell"
+    if command is not None and login.target is not None and route.command.startswith("scp "):
+        return "scp"
+    return "exec"

@@ -1,4 +1,4 @@
-"""One-time routing tokens and one-time PINs for RDP logins (stdlib only).
+"""One-time routing tokens and one-time PINs for RDP logins.
 
 ``bastille rdp-file alice web1`` issues a routing token: a random string written into the
 ``.rdp`` file's ``loadbalanceinfo``; the client sends it in its first packet (X.224
@@ -11,6 +11,8 @@ mode 0600), each with its user, target, expiry and a used flag: a token works on
 it expires, and only for the user it was issued to. The file is shared by the CLI and the
 RDP worker processes; SQLite serialises concurrent consumers, so a token replayed in
 parallel still succeeds at most once.
+
+Interface: :class:`Tokens`; :class:`TokenStore` is its SQLite implementation.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+
+from state.files import open_sqlite
 
 TOKEN_PREFIX = "bst1."
 PIN_DIGITS = 8
@@ -46,6 +49,24 @@ class Grant:
     groups: frozenset[str] = frozenset()  # SSO PINs: the groups the IdP gave
 
 
+class Tokens(Protocol):
+    """Issue and consume one-time routing tokens and PINs (each works once)."""
+
+    def issue_token(self, user: str, target: str, ttl: float) -> str: ...
+
+    def issue_pin(self, user: str, ttl: float) -> str: ...
+
+    def issue_sso_pin(self, user: str, groups: Iterable[str], ttl: float) -> str: ...
+
+    def consume_token(self, token: str) -> Grant | None: ...
+
+    def consume_pin(self, user: str, pin: str) -> bool: ...
+
+    def consume_sso_pin(self, user: str, pin: str) -> frozenset[str] | None: ...
+
+    def close(self) -> None: ...
+
+
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
@@ -56,21 +77,16 @@ class TokenStore:
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
         self._clock = clock
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fresh = not self.path.exists()
-        self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
-                                   check_same_thread=False)
+        self._db = open_sqlite(self.path)
         self._lock = threading.Lock()  # one connection, used from the loop and executors
-        if fresh:
-            os.chmod(self.path, 0o600)
-        self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(tokens)")}
         if "groups" not in columns:  # a store from before SSO PINs
             self._db.execute("ALTER TABLE tokens ADD COLUMN groups TEXT")
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     def _issue(self, value: str, kind: str, user: str, target: str, ttl: float,
                groups: str | None = None) -> None:

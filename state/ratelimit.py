@@ -3,6 +3,10 @@
 After ``limit`` failures within ``window`` seconds from one address (or for one user
 name), further attempts are refused until the oldest failure leaves the window. Memory is
 bounded: at most ``max_keys`` addresses/names are tracked (oldest evicted).
+
+Interface: :class:`FailureCounter`. :class:`FailureLimiter` keeps the counts in the
+memory of one process (the SSH gateway and each RDP worker count separately; they reset
+when the process restarts); a shared store (issue #20) implements the same interface.
 """
 
 from __future__ import annotations
@@ -10,9 +14,22 @@ from __future__ import annotations
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from typing import Protocol
+
+
+class FailureCounter(Protocol):
+    """Failed logins per key (``ADDRESS`` or ``user:NAME``) within a sliding window."""
+
+    def blocked(self, *keys: str) -> bool: ...
+
+    def record_failure(self, *keys: str) -> None: ...
+
+    def reset(self, *keys: str) -> None: ...
 
 
 class FailureLimiter:
+    """:class:`FailureCounter` in this process's memory; ``clock`` injectable."""
+
     def __init__(self, limit: int, window: float, *, clock: Callable[[], float] = time.monotonic,
                  max_keys: int = 10_000) -> None:
         self.limit = limit
