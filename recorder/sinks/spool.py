@@ -1,36 +1,47 @@
-"""Local write-ahead spool for the S3 sink.
+"""Local write-ahead spool of the spooled sink (:mod:`recorder.sinks.spooled`).
 
 Every byte a recording gets is first appended to a local file and fsynced on ``flush()``;
-the S3 uploader reads it back from there. So a recording survives an S3 outage and a
-kill -9 of the gateway, and the next start finishes the upload.
+the uploader reads it back from there. So a recording survives a store outage and a
+kill -9 of the gateway, and the same or the next process finishes the upload.
 
 Layout (directories 0700, files 0600)::
 
     <spool>/
-      lock                   flock'ed by the process that owns the spool
       <sha256(name)[:32]>/   one directory per recording
+        lock                 flock'ed by the one process that owns (writes, uploads) it
         data                 the recording's bytes, append-only
         state.json           upload state, replaced atomically (write, fsync, rename)
 
-``state.json`` holds ``name``, ``part_size``, ``upload_id``, ``parts`` ([number, etag]
-pairs of the uploaded parts), ``uploaded`` (bytes covered by those parts), ``finished``
-(the recording was closed: no more bytes will come) and ``completed`` (the S3 object
-exists; the entry only waits to be deleted).
+``state.json`` holds ``name``, ``part_size``, ``created`` (unix time), ``upload_id``,
+``parts`` ([number, tag] of the uploaded parts), ``uploaded`` (bytes covered by those
+parts), ``finished`` (the recording was closed: no more bytes will come) and
+``completed`` (the object was completed in the store; it waits for confirmation).
 
-The cap (``S3Settings.spool_cap_bytes``) bounds the *backlog*: bytes not yet uploaded.
-That is what grows while S3 is down; a write that would push it over the cap raises
-:class:`SpoolFullError` and stores nothing.
+Processes: several processes may write into one spool (the gateway and its RDP
+workers); each entry is owned by the process holding its ``lock``, which is released by
+the kernel when that process dies, so another process can *adopt* the entry and finish
+it. Readers (``bastille sessions``, ``play``, the player) take no lock and never write:
+they see every entry on disk, read-only, while a gateway runs.
 
-Known limits: bytes already uploaded stay in ``data`` until the object is complete (so a
-live recording stays readable and an upload S3 lost can be restarted from local bytes);
-that disk use is the size of the recordings still open, like the file sink, and is not
-counted in the cap. One process owns a spool at a time (``flock``); a second one gets a
-SinkError. A malformed entry is reported in :attr:`Spool.bad` and left on disk untouched.
+Back-pressure, never loss: the cap (``spool_cap_bytes``) bounds the *backlog*, the bytes
+not yet uploaded, over every process's entries; a write that would pass it, or that
+would leave less than ``min_free_bytes`` free on the spool's filesystem, or that meets a
+full disk, raises :class:`SpoolFullError` / :class:`SinkFullError` and stores nothing:
+the writer retries it later. The first write of an entry (its header) is always
+accepted so that a session can start; it then waits for room like the others.
+
+Known limits: bytes already uploaded stay in ``data`` until the object is confirmed (so
+a live recording stays readable and an upload the store lost can be restarted from
+local bytes): that disk use is the size of the recordings still open, like the file
+sink, and is not counted in the cap. Other processes' backlog is re-read at most twice a
+second, so the cap can be passed by what they wrote meanwhile. A malformed entry is
+reported in :attr:`Spool.bad` and left on disk untouched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -38,18 +49,21 @@ import logging
 import os
 import shutil
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recorder.errors import SinkError, SpoolFullError
-from recorder.sinks.base import describe_os_error
+from recorder.errors import SinkError, SinkFullError, SpoolFullError
+from recorder.sinks.base import FreeSpace, describe_os_error
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 DATA = "data"
 STATE = "state.json"
+LOCK = "lock"
+FOREIGN_REFRESH = 0.5  # seconds between re-reads of other processes' backlog
 
 
 def _fsync_dir(path: Path) -> None:
@@ -71,20 +85,24 @@ class SpoolEntry:
 
     Fields other than ``name``/``path`` are guarded by ``lock``; mutate them only through
     :class:`Spool` methods, which keep the cap accounting right and persist the state.
+    ``owned`` is False for a read-only view of another process's entry.
     """
 
     name: str
     path: Path
     part_size: int
     size: int = 0
+    created: float = 0.0
     upload_id: str | None = None
     parts: list[tuple[int, str]] = field(default_factory=list)
     uploaded: int = 0
     finished: bool = False
     completed: bool = False
-    recovered: bool = False  # left by an earlier process: reconcile with S3 before use
+    recovered: bool = False  # left by an earlier process: reconcile with the store first
+    owned: bool = False
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _wfd: int | None = field(default=None, repr=False)
+    _lock_fd: int | None = field(default=None, repr=False)
 
     @property
     def backlog(self) -> int:
@@ -96,21 +114,27 @@ class SpoolEntry:
             "version": STATE_VERSION,
             "name": self.name,
             "part_size": self.part_size,
+            "created": self.created,
             "upload_id": self.upload_id,
-            "parts": [[n, etag] for n, etag in self.parts],
+            "parts": [[n, tag] for n, tag in self.parts],
             "uploaded": self.uploaded,
             "finished": self.finished,
             "completed": self.completed,
         }
 
     def read(self, offset: int, length: int | None = None) -> bytes:
-        """Read spooled bytes; FileNotFoundError if the entry was removed meanwhile."""
+        """Read spooled bytes; FileNotFoundError if the entry was removed meanwhile.
+
+        A read-only view reads up to the current end of the file (another process may
+        still be appending).
+        """
         with self.lock:
-            end = self.size if length is None else min(self.size, offset + length)
-        if offset >= end:
-            return b""
+            size = self.size
         fd = os.open(self.path / DATA, os.O_RDONLY)
         try:
+            if not self.owned:
+                size = max(size, os.fstat(fd).st_size)
+            end = size if length is None else min(size, offset + length)
             chunks = []
             pos = offset
             while pos < end:
@@ -124,166 +148,323 @@ class SpoolEntry:
             os.close(fd)
 
 
+def _load_entry(sub: Path, *, recovered: bool) -> SpoolEntry:
+    raw = json.loads((sub / STATE).read_text())
+    if raw.get("version") != STATE_VERSION:
+        raise ValueError(f"unknown state version {raw.get('version')!r}")
+    name = str(raw["name"])
+    if entry_dirname(name) != sub.name:
+        raise ValueError("directory name does not match the recording name")
+    data_stat = (sub / DATA).stat()
+    created = raw.get("created")
+    entry = SpoolEntry(
+        name=name,
+        path=sub,
+        part_size=int(raw["part_size"]),
+        size=data_stat.st_size,
+        created=float(created) if isinstance(created, int | float) else data_stat.st_mtime,
+        upload_id=raw["upload_id"] if raw["upload_id"] is None else str(raw["upload_id"]),
+        parts=[(int(p[0]), str(p[1])) for p in raw["parts"]],
+        uploaded=int(raw["uploaded"]),
+        finished=bool(raw["finished"]),
+        completed=bool(raw["completed"]),
+        recovered=recovered,
+    )
+    if entry.part_size <= 0 or not 0 <= entry.uploaded <= entry.size:
+        raise ValueError(
+            f"inconsistent sizes: part_size={entry.part_size} uploaded={entry.uploaded} "
+            f"size={entry.size}"
+        )
+    return entry
+
+
 class Spool:
-    """The spool directory: creates, loads, appends to and removes entries.
+    """The spool directory: creates, adopts, appends to and removes entries.
 
     Args:
-        directory: created 0700 if missing.
+        directory: created 0700 if missing (not in read-only mode).
         cap_bytes: the most bytes that may wait for upload, over all entries.
+        min_free_bytes: keep at least this much free on the filesystem (low-water mark).
+        readonly: a reader's view: no lock, no write, every entry visible.
 
     Raises:
-        SinkError: the directory cannot be created or another process owns it.
+        SinkError: the directory cannot be created (or, read-only, does not exist).
     """
 
-    def __init__(self, directory: Path, cap_bytes: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        cap_bytes: int,
+        *,
+        min_free_bytes: int = 0,
+        readonly: bool = False,
+    ) -> None:
         self.directory = Path(directory)
         self.cap_bytes = cap_bytes
+        self.readonly = readonly
         self.bad: list[str] = []  # entries that could not be loaded, with the reason
         self._lock = threading.Lock()
-        self._entries: dict[str, SpoolEntry] = {}
-        self._backlog = 0
+        self._entries: dict[str, SpoolEntry] = {}  # owned by this process
+        self._backlog = 0  # of owned entries
+        self._foreign = 0  # other processes' backlog, as last read
+        self._foreign_at = 0.0
+        self._free = FreeSpace(self.directory, min_free_bytes)
+        if readonly:
+            return
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(self.directory, 0o700)
-            self._lock_fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise SinkError(
                 f"cannot open spool directory {directory}: {describe_os_error(exc)}"
             ) from exc
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(self._lock_fd)
-            raise SinkError(f"spool {directory} is in use by another process") from exc
-        self._load()
+        self._sweep_tmp()
 
-    # -- loading ---------------------------------------------------------------------
-
-    def _load(self) -> None:
-        for sub in sorted(self.directory.iterdir()):
-            if not sub.is_dir():
-                continue
-            if sub.name.endswith(".tmp"):  # a create() that crashed before its rename
+    def _sweep_tmp(self) -> None:
+        """Remove ``.tmp`` directories of creates that crashed before their rename."""
+        for sub in self._subdirs():
+            if sub.name.endswith(".tmp") and self._try_lock(sub) is not None:
                 shutil.rmtree(sub, ignore_errors=True)
+
+    def _subdirs(self) -> list[Path]:
+        try:
+            return sorted(p for p in self.directory.iterdir() if p.is_dir())
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise SinkError(
+                f"cannot list spool {self.directory}: {describe_os_error(exc)}"
+            ) from exc
+
+    @staticmethod
+    def _try_lock(sub: Path) -> int | None:
+        """flock ``sub/lock`` (created if missing); the fd, or None if another holds it."""
+        try:
+            fd = os.open(sub / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        return fd
+
+    # -- scanning (any process) -------------------------------------------------------
+
+    def scan(self) -> list[SpoolEntry]:
+        """Every loadable entry on disk, as read-only views (owned ones as they are)."""
+        out = []
+        bad = []
+        with self._lock:
+            mine = {e.path.name: e for e in self._entries.values()}
+        for sub in self._subdirs():
+            if sub.name.endswith(".tmp"):
+                continue
+            if sub.name in mine:
+                out.append(mine[sub.name])
                 continue
             try:
-                entry = self._load_entry(sub)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                reason = f"{sub}: {exc}"
-                self.bad.append(reason)
-                log.error("spool entry %s is malformed and left in place: %s", sub, exc)
+                out.append(_load_entry(sub, recovered=False))
+            except FileNotFoundError:
+                continue  # removed (uploaded) while we looked
+            except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+                bad.append(f"{sub}: {exc}")
+        self.bad = bad
+        return out
+
+    def view(self, name: str) -> SpoolEntry | None:
+        """The entry of ``name``: owned, or read fresh from disk; None if not spooled."""
+        with self._lock:
+            entry = self._entries.get(name)
+        if entry is not None:
+            return entry
+        sub = self.directory / entry_dirname(name)
+        try:
+            entry = _load_entry(sub, recovered=False)
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return None
+        return entry if entry.name == name else None
+
+    def _refresh_foreign(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._foreign_at < FOREIGN_REFRESH:
+            return
+        self._foreign_at = now
+        with self._lock:
+            mine = {e.path.name for e in self._entries.values()}
+        total = 0
+        for sub in self._subdirs():
+            if sub.name in mine or sub.name.endswith(".tmp"):
                 continue
-            self._entries[entry.name] = entry
-            self._backlog += entry.backlog
+            try:
+                e = _load_entry(sub, recovered=False)
+            except (OSError, ValueError, KeyError, TypeError, IndexError):
+                continue
+            total += e.backlog
+        with self._lock:
+            self._foreign = total
 
-    def _load_entry(self, sub: Path) -> SpoolEntry:
-        raw = json.loads((sub / STATE).read_text())
-        if raw.get("version") != STATE_VERSION:
-            raise ValueError(f"unknown state version {raw.get('version')!r}")
-        name = str(raw["name"])
-        if entry_dirname(name) != sub.name:
-            raise ValueError("directory name does not match the recording name")
-        entry = SpoolEntry(
-            name=name,
-            path=sub,
-            part_size=int(raw["part_size"]),
-            size=(sub / DATA).stat().st_size,
-            upload_id=raw["upload_id"] if raw["upload_id"] is None else str(raw["upload_id"]),
-            parts=[(int(n), str(etag)) for n, etag in raw["parts"]],
-            uploaded=int(raw["uploaded"]),
-            finished=bool(raw["finished"]),
-            completed=bool(raw["completed"]),
-            recovered=True,
-        )
-        if entry.part_size <= 0 or not 0 <= entry.uploaded <= entry.size:
-            raise ValueError(
-                f"inconsistent sizes: part_size={entry.part_size} uploaded={entry.uploaded} "
-                f"size={entry.size}"
-            )
-        return entry
+    # -- ownership ---------------------------------------------------------------------
 
-    # -- queries ---------------------------------------------------------------------
+    def adopt(self) -> list[SpoolEntry]:
+        """Take over entries no live process owns (left by a crashed or stopped one).
+
+        Returns the adopted entries, marked ``recovered`` (reconcile before uploading).
+        Malformed entries are left in place and listed in :attr:`bad`.
+        """
+        if self.readonly:
+            return []
+        adopted = []
+        bad = []
+        with self._lock:
+            mine = {e.path.name for e in self._entries.values()}
+        for sub in self._subdirs():
+            if sub.name in mine or sub.name.endswith(".tmp"):
+                continue
+            fd = self._try_lock(sub)
+            if fd is None:
+                continue  # a live process owns it
+            try:
+                entry = _load_entry(sub, recovered=True)
+            except FileNotFoundError:
+                os.close(fd)
+                continue
+            except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+                os.close(fd)
+                bad.append(f"{sub}: {exc}")
+                continue
+            entry.owned = True
+            entry._lock_fd = fd
+            with self._lock:
+                self._entries[entry.name] = entry
+                self._backlog += entry.backlog
+            adopted.append(entry)
+        for reason in bad:
+            if reason not in self.bad:
+                log.error("spool entry is malformed and left in place: %s", reason)
+        self.bad = bad
+        if adopted:
+            self._refresh_foreign(force=True)
+        return adopted
+
+    # -- queries -----------------------------------------------------------------------
 
     @property
     def backlog_bytes(self) -> int:
         """Bytes waiting for upload over all entries (what the cap bounds)."""
         with self._lock:
-            return self._backlog
+            return self._backlog + self._foreign
 
     def get(self, name: str) -> SpoolEntry | None:
+        """An entry this process owns."""
         with self._lock:
             return self._entries.get(name)
 
     def entries(self) -> list[SpoolEntry]:
+        """Entries this process owns."""
         with self._lock:
             return list(self._entries.values())
 
-    # -- mutations -------------------------------------------------------------------
+    # -- mutations (owner only) --------------------------------------------------------
 
     def create(self, name: str, part_size: int) -> SpoolEntry:
-        """Start a new entry (its directory, empty data file and state, all fsynced)."""
+        """Start a new entry (its directory, lock, empty data file and state, fsynced)."""
+        if self.readonly:
+            raise SinkError("the spool is open read-only")
         final = self.directory / entry_dirname(name)
         tmp = final.with_name(final.name + ".tmp")
         with self._lock:
             if name in self._entries or final.exists():
                 raise SinkError(f"recording {name} already exists in the spool")
-            entry = SpoolEntry(name=name, path=final, part_size=part_size)
-            try:
-                shutil.rmtree(tmp, ignore_errors=True)
-                tmp.mkdir(mode=0o700)
-                fd = os.open(tmp / DATA, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                os.fsync(fd)
-                os.close(fd)
-                self._write_state(tmp, entry)
-                os.rename(tmp, final)
-                _fsync_dir(self.directory)
-                entry._wfd = os.open(final / DATA, os.O_WRONLY | os.O_APPEND)
-            except OSError as exc:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise SinkError(
-                    f"cannot create spool entry for {name} in {self.directory}: "
-                    f"{describe_os_error(exc)}"
-                ) from exc
+        entry = SpoolEntry(name=name, path=final, part_size=part_size, created=time.time())
+        entry.owned = True
+        lock_fd: int | None = None
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(mode=0o700)
+            lock_fd = os.open(tmp / LOCK, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = os.open(tmp / DATA, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.fsync(fd)
+            os.close(fd)
+            self._write_state(tmp, entry)
+            os.rename(tmp, final)
+            _fsync_dir(self.directory)
+            entry._wfd = os.open(final / DATA, os.O_WRONLY | os.O_APPEND)
+        except OSError as exc:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            shutil.rmtree(tmp, ignore_errors=True)
+            if final.exists() and entry._wfd is None:
+                shutil.rmtree(final, ignore_errors=True)
+            raise SinkError(
+                f"cannot create spool entry for {name} in {self.directory}: "
+                f"{describe_os_error(exc)}"
+            ) from exc
+        entry._lock_fd = lock_fd
+        with self._lock:
             self._entries[name] = entry
         return entry
 
     def append(self, entry: SpoolEntry, data: bytes) -> None:
-        """Append bytes to an open entry, within the cap.
+        """Append bytes to an open entry, within the cap and the low-water mark.
 
         Raises:
             SpoolFullError: the backlog would exceed the cap; nothing was written.
-            SinkError: the disk is full or another I/O error; nothing was written.
+            SinkFullError: the filesystem is at its low-water mark or full; nothing was
+                written.
+            SinkError: another I/O error; nothing was written.
         """
         n = len(data)
+        first = entry.size == 0  # the header: always accepted so the session can start
         with self._lock:
-            if self._backlog + n > self.cap_bytes:
+            over = self._backlog + self._foreign + n > self.cap_bytes
+        if over and not first:
+            self._refresh_foreign()
+        with self._lock:
+            if not first and self._backlog + self._foreign + n > self.cap_bytes:
                 raise SpoolFullError(
-                    f"spool {self.directory} is full: {self._backlog} bytes wait for upload "
-                    f"(cap {self.cap_bytes}); recording {entry.name} cannot take {n} more"
+                    f"spool {self.directory} is full: {self._backlog + self._foreign} bytes "
+                    f"wait for upload (cap {self.cap_bytes}); recording {entry.name} "
+                    f"waits for room"
                 )
             self._backlog += n
+        try:
+            if not first:
+                self._free.check(n, f"the spool {self.directory}")
+            self._write(entry, data)
+        except BaseException:
+            with self._lock:
+                self._backlog -= n
+            raise
+
+    def _write(self, entry: SpoolEntry, data: bytes) -> None:
+        n = len(data)
         with entry.lock:
+            if entry._wfd is None or entry.finished:
+                raise SinkError(f"recording {entry.name} is closed")
+            view = memoryview(data)
+            written = 0
             try:
-                if entry._wfd is None or entry.finished:
-                    raise SinkError(f"recording {entry.name} is closed")
-                view = memoryview(data)
-                written = 0
-                try:
-                    while written < n:
-                        written += os.write(entry._wfd, view[written:])
-                except OSError as exc:
-                    if written:
-                        with contextlib.suppress(OSError):
-                            os.ftruncate(entry._wfd, entry.size)
-                    raise SinkError(
+                while written < n:
+                    written += os.write(entry._wfd, view[written:])
+            except OSError as exc:
+                if written:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(entry._wfd, entry.size)
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    self._free.full()
+                    raise SinkFullError(
                         f"cannot write recording {entry.name} to the spool {self.directory}: "
-                        f"{describe_os_error(exc)}"
+                        f"{describe_os_error(exc)}; it waits for space"
                     ) from exc
-                entry.size += n
-            except BaseException:
-                with self._lock:
-                    self._backlog -= n
-                raise
+                raise SinkError(
+                    f"cannot write recording {entry.name} to the spool {self.directory}: "
+                    f"{describe_os_error(exc)}"
+                ) from exc
+            entry.size += n
+            self._free.used(n)
 
     def sync(self, entry: SpoolEntry) -> None:
         """fsync the entry's data (the durability point of ``flush()``)."""
@@ -321,12 +502,13 @@ class Spool:
             entry.upload_id = upload_id
             entry.parts = []
             entry.uploaded = 0
+            entry.completed = False
             self.save(entry)
         with self._lock:
             self._backlog += again
 
     def set_parts(self, entry: SpoolEntry, parts: list[tuple[int, str]], uploaded: int) -> None:
-        """Replace the list of uploaded parts (after reconciling with S3's ListParts)."""
+        """Replace the list of uploaded parts (after reconciling with the store)."""
         with entry.lock:
             delta = uploaded - entry.uploaded
             entry.parts = list(parts)
@@ -335,17 +517,17 @@ class Spool:
         with self._lock:
             self._backlog -= delta
 
-    def add_part(self, entry: SpoolEntry, number: int, etag: str, nbytes: int) -> None:
+    def add_part(self, entry: SpoolEntry, number: int, tag: str, nbytes: int) -> None:
         """Record one uploaded part; its bytes leave the backlog."""
         with entry.lock:
-            entry.parts.append((number, etag))
+            entry.parts.append((number, tag))
             entry.uploaded += nbytes
             self.save(entry)
         with self._lock:
             self._backlog -= nbytes
 
     def mark_completed(self, entry: SpoolEntry) -> None:
-        """The S3 object exists: remember it before removing the entry."""
+        """The store completed the object: remember it (it still needs confirming)."""
         with entry.lock:
             delta = entry.size - entry.uploaded
             entry.completed = True
@@ -355,7 +537,8 @@ class Spool:
             self._backlog -= delta
 
     def remove(self, entry: SpoolEntry) -> None:
-        """Delete the entry from disk and memory (after its object is complete)."""
+        """Delete the entry from disk and memory (after its object is confirmed), or an
+        entry whose recording was abandoned before it held anything."""
         with self._lock:
             self._entries.pop(entry.name, None)
             self._backlog -= entry.backlog
@@ -364,6 +547,9 @@ class Spool:
                 os.close(entry._wfd)
                 entry._wfd = None
             shutil.rmtree(entry.path, ignore_errors=True)
+            if entry._lock_fd is not None:
+                os.close(entry._lock_fd)
+                entry._lock_fd = None
         with contextlib.suppress(OSError):
             _fsync_dir(self.directory)
 
@@ -388,17 +574,22 @@ class Spool:
         os.replace(tmp, directory / STATE)
         _fsync_dir(directory)
 
-    def close(self) -> None:
-        """Close open files and release the spool lock (entries stay on disk)."""
+    def release(self, entry: SpoolEntry) -> None:
+        """Stop owning an entry (its files stay for whoever adopts it next)."""
         with self._lock:
-            entries = list(self._entries.values())
-        for entry in entries:
-            with entry.lock:
-                if entry._wfd is not None:
-                    with contextlib.suppress(OSError):
-                        os.fsync(entry._wfd)
-                        os.close(entry._wfd)
-                    entry._wfd = None
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)  # releases the flock
-            self._lock_fd = -1
+            self._entries.pop(entry.name, None)
+            self._backlog -= entry.backlog
+        with entry.lock:
+            if entry._wfd is not None:
+                with contextlib.suppress(OSError):
+                    os.fsync(entry._wfd)
+                    os.close(entry._wfd)
+                entry._wfd = None
+            if entry._lock_fd is not None:
+                os.close(entry._lock_fd)
+                entry._lock_fd = None
+
+    def close(self) -> None:
+        """Close open files and release every entry's lock (entries stay on disk)."""
+        for entry in self.entries():
+            self.release(entry)
