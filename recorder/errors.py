@@ -8,7 +8,8 @@ Tree::
     │   │   │                mark, disk full): back-pressure, retry later; nothing stored
     │   │   └── SpoolFullError   the local write-ahead spool reached its configured cap
     │   └── StoreError       an object store call failed (recorder.sinks.store)
-    │       ├── StoreUnavailable  outage: refused, blackholed, slow, 5xx, bucket missing
+    │       ├── StoreUnavailable  outage: refused, blackholed, slow, 5xx, throttled
+    │       │   └── StoreBucketMissing  the bucket (container) does not exist (now)
     │       ├── StoreDenied       configuration: bad credentials, access denied
     │       ├── StoreUploadLost   the store no longer has a multipart upload
     │       └── StoreNotFound     no such object
@@ -46,6 +47,11 @@ class StoreError(SinkError):
 class StoreUnavailable(StoreError):
     """The store did not answer usefully: refused, timed out, slow, 5xx, throttled, or
     the bucket is missing. An outage: data waits in the spool and the call is retried."""
+
+
+class StoreBucketMissing(StoreUnavailable):
+    """The bucket (container) does not exist: deleted, or not created yet. An outage;
+    multipart uploads begun before it vanished are restarted when it is back."""
 
 
 class StoreDenied(StoreError):

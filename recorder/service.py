@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _RESIZE = struct.Struct("<HH")
+_UNRECORDED_COUNTED = frozenset({ev.OUTPUT, ev.STDERR, ev.INPUT, ev.RDP})
 WINDOW_LOG = 17  # 128 KiB zstd window: ~1.3 MiB of compressor memory per session
 
 
@@ -180,12 +181,18 @@ class SessionRecording:
 
     def _put(self, etype: int, payload: bytes) -> None:
         s = self._s
+        if s.dropping and etype != DELIVERED:
+            # continue mode, storage full: the writer will note a gap; only the hash of
+            # what the user receives must go on
+            if etype in _UNRECORDED_COUNTED:
+                s.dropped_live += len(payload)
+            return
         s.pending.append((etype, self._now_us(), payload))
         s.enqueued += len(payload)
         backlog = s.enqueued - s.written
         if backlog >= self._flush_bytes:
             self._writer.wake()
-            if backlog > self._hard_cap:
+            if backlog > self._hard_cap and not s.dropping:
                 self._overflow()
 
     def output(self, data: bytes, stream: int = 1) -> None:

@@ -84,8 +84,10 @@ class SessionState:
         self.blocked: str | None = None  # why the sink refuses (cross-thread, read-only)
         self.blocked_since: float | None = None  # monotonic
         self.dropping = False  # continue mode: dropping events while storage is full
-        self.dropped = 0  # bytes dropped since the last gap event
+        self.dropped = 0  # bytes dropped (by the writer) since the last gap event
         self.dropped_total = 0
+        self.dropped_live = 0  # bytes the producer did not queue while dropping (loop)
+        self.dropped_live_seen = 0  # ...of which already counted in a gap (writer)
         self.last_t = 0
         self.closing: tuple[float, int | None, str | None] | None = None
         self.close_future: concurrent.futures.Future[dict[str, Any]] | None = None
@@ -236,6 +238,10 @@ class SessionState:
 
     def note_gap(self) -> None:
         """Storage takes data again after dropping: queue the gap event first."""
+        live = self.dropped_live
+        self.dropped += live - self.dropped_live_seen
+        self.dropped_total += live - self.dropped_live_seen
+        self.dropped_live_seen = live
         payload = ev.dumps({"reason": "recording storage was full", "dropped_bytes": self.dropped})
         self.pending.appendleft((ev.GAP, self.last_t, payload))
         self.enqueued += 0  # the gap event is the writer's own: not counted as the producer's

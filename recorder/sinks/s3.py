@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 from recorder.errors import (
     SinkError,
+    StoreBucketMissing,
     StoreDenied,
     StoreError,
     StoreNotFound,
@@ -335,7 +336,7 @@ class S3Store:
             if code in LOST_UPLOAD_CODES:
                 return StoreUploadLost(what)
             if code in MISSING_BUCKET_CODES:
-                return StoreUnavailable(f"bucket {self.bucket!r} does not exist ({code})")
+                return StoreBucketMissing(f"bucket {self.bucket!r} does not exist ({code})")
             if code in MISSING_CODES:
                 return StoreNotFound(what)
             if code in TRANSIENT_CODES or status == 429 or (status or 0) >= 500:
@@ -377,8 +378,8 @@ class S3Store:
         try:
             self._do("head_bucket", Bucket=self.bucket)
         except StoreNotFound:
-            raise StoreUnavailable(f"bucket {self.bucket!r} does not exist (NoSuchBucket)"
-                                   ) from None
+            raise StoreBucketMissing(f"bucket {self.bucket!r} does not exist (NoSuchBucket)"
+                                     ) from None
 
     def put(self, name: str, data: bytes, md5: bytes) -> None:
         import base64

@@ -56,6 +56,7 @@ from typing import Any, TypeVar
 from recorder.errors import (
     SinkError,
     SinkFullError,
+    StoreBucketMissing,
     StoreDenied,
     StoreError,
     StoreNotFound,
@@ -201,6 +202,7 @@ class SpooledSink(Sink):
         self._failures = 0
         self._next_attempt = 0.0
         self._outage: StoreUnavailable | None = None
+        self._bucket_lost = False  # the bucket vanished: restart uploads when it is back
         self._outage_since: float | None = None  # unix time
         self._denied: StoreDenied | None = None
         self._denied_since: float | None = None
@@ -210,7 +212,11 @@ class SpooledSink(Sink):
         self._confirmed = 0
         self._listeners: list[Callable[[SinkStatus], None]] = []
         self._reported_state = "ok"
+        # names confirmed in the store (from the ledger, loaded by the uploader): create()
+        # refuses them without asking the store
+        self._known: set[str] | None = None
         self._thread: threading.Thread | None = None
+        self._spool.scan()  # fills problems() with malformed entries at once
         if not readonly:
             self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
             self._thread.start()
@@ -255,7 +261,8 @@ class SpooledSink(Sink):
         validate_name(name)
         if self.readonly:
             raise SinkError("recordings cannot be created through a read-only sink")
-        if self._spool.view(name) is not None:
+        known = self._known
+        if self._spool.view(name) is not None or (known is not None and name in known):
             raise SinkError(f"recording {name} already exists")
         entry = self._spool.create(name, self.settings.part_size)
         return _SpooledStream(self, entry)
@@ -435,7 +442,18 @@ class SpooledSink(Sink):
     def _has_work(self) -> bool:
         return any(self._workable(e) for e in self._spool.entries())
 
+    def _load_known(self) -> None:
+        if self._ledger is None:
+            self._known = set()
+            return
+        try:
+            self._known = set(self._ledger.entries(self.location))
+        except SinkError as exc:
+            log.warning("%s", exc)
+            self._known = set()
+
     def _run(self) -> None:
+        self._load_known()
         while True:
             with self._cond:
                 while not self._stop:
@@ -477,6 +495,9 @@ class SpooledSink(Sink):
             return
         work = [e for e in self._spool.entries() if self._workable(e)]
         try:
+            if self._bucket_lost:
+                self._call("check", self.store.check)  # raises while it is still missing
+                self._restart_uploads()
             if not work:
                 troubled = self._outage is not None or self._denied is not None
                 if troubled or time.monotonic() - self._last_probe >= PROBE_INTERVAL:
@@ -508,9 +529,6 @@ class SpooledSink(Sink):
         if entry.recovered:
             self._reconcile(entry)
             entry.recovered = False
-        if entry.finished and entry.size == 0:
-            self._spool.remove(entry)  # nothing was ever written (a crash at create)
-            return
         name = entry.name
         try:
             if entry.upload_id is None:
@@ -612,6 +630,8 @@ class SpooledSink(Sink):
                 LedgerEntry(name, entry.size, info.etag, sha, self.location, time.time())
             )
         self._spool.remove(entry)
+        if self._known is not None:
+            self._known.add(name)
         self._confirmed += 1
         log.info("recording %s stored and confirmed in %s", name, self.location)
         return True
@@ -655,7 +675,21 @@ class SpooledSink(Sink):
         with self._cond:
             self._next_attempt = time.monotonic() + delay
 
+    def _restart_uploads(self) -> None:
+        """The bucket is back (maybe recreated empty): multipart uploads begun before it
+        vanished are gone, so every one is restarted from the spooled bytes."""
+        self._bucket_lost = False
+        restarted = 0
+        for entry in self._spool.entries():
+            if entry.upload_id is not None and not entry.completed:
+                self._spool.set_upload(entry, None)
+                restarted += 1
+        log.warning("the bucket of %s is back; restarting %d multipart uploads from the spool",
+                    self.location, restarted)
+
     def _on_outage(self, exc: StoreUnavailable) -> None:
+        if isinstance(exc, StoreBucketMissing):
+            self._bucket_lost = True
         self._error(str(exc))
         if self._outage is None:
             self._outage_since = time.time()
