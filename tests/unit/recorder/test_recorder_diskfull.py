@@ -49,6 +49,16 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+def _fill(path: Path) -> None:
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
 def _ballast(path: Path, size: int) -> None:
     with open(path, "wb") as f:
         f.write(b"\0" * size)
@@ -193,13 +203,7 @@ def test_a_session_that_cannot_store_its_header_is_refused_without_leftovers(
     async def main() -> None:
         r = Recorder(settings)
         await r.start()
-        with open(small_disk / "filler", "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
-                pass
+        _fill(small_disk / "filler")
         with pytest.raises(RecordingFailed, match="cannot start recording"):
             await r.open_session(make_header("full0002"))
         await r.close()
