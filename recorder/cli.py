@@ -1,9 +1,14 @@
-"""Command-line commands for recordings: sessions, play, export, verify, reindex, keygen.
+"""Command-line commands for recordings: sessions, play, export, verify, reindex, keygen,
+and ``status`` (the recorder's health, for monitoring).
 
 The gateway's ``bastille`` entry point calls :func:`add_commands`. Every command except
 ``keygen`` takes ``-c/--config`` or ``--data`` and gets its settings from ``resolve``.
 Exit codes: 0 success, 1 failure (bad recording, verification failed, I/O error),
-2 usage error or unknown session.
+2 usage error or unknown session. ``status``: 0 ok, 1 degraded, 2 failing.
+
+Every command here only reads recordings: the storage is opened read-only (no spool
+lock, no upload thread, the store's read credentials), so they work while a gateway
+runs and without the store's write secret.
 
 A session is named by its id, a unique prefix of it, or the path of a ``.bstl`` file.
 """
@@ -81,9 +86,9 @@ class _Ctx:
     @property
     def sink(self) -> Sink:
         if self._sink is None:
-            from recorder.service import open_sink
+            from recorder.sinks import open_sink
 
-            self._sink = open_sink(self.settings)
+            self._sink = open_sink(self.settings, readonly=True)
         return self._sink
 
     @property
@@ -306,8 +311,13 @@ def _cmd_verify(ctx: _Ctx, a: argparse.Namespace) -> int:
                 ctx.sink, name, trusted=trusted, require_signature=a.require_signature
             )
         reports.append(rep)
+    # recordings the storage confirmed once and no longer has (the upload ledger)
+    lost = ctx.sink.lost() if a.all else []
     if a.json:
-        print(json.dumps([r.__dict__ for r in reports], indent=2))
+        out = [r.__dict__ for r in reports]
+        out += [{"name": x.name, "session_id": None, "ok": False, "status": "missing",
+                 "message": x.describe(), "first_bad_chunk": None} for x in lost]
+        print(json.dumps(out, indent=2))
     else:
         for r in reports:
             label = r.session_id or r.name
@@ -315,10 +325,12 @@ def _cmd_verify(ctx: _Ctx, a: argparse.Namespace) -> int:
             if r.first_bad_chunk is not None:
                 where = f" (first bad chunk: {r.first_bad_chunk})"
             print(f"{'OK  ' if r.ok else 'FAIL'} {label}: {r.status}: {r.message}{where}")
+        for x in lost:
+            print(f"FAIL {x.name}: missing: {x.describe()}")
         if a.all:
-            bad = sum(not r.ok for r in reports)
-            print(f"{len(reports)} recordings, {bad} failed", file=sys.stderr)
-    return 0 if all(r.ok for r in reports) else 1
+            bad = sum(not r.ok for r in reports) + len(lost)
+            print(f"{len(reports) + len(lost)} recordings, {bad} failed", file=sys.stderr)
+    return 0 if all(r.ok for r in reports) and not lost else 1
 
 
 def _cmd_reindex(ctx: _Ctx, a: argparse.Namespace) -> int:
@@ -335,6 +347,27 @@ def _cmd_reindex(ctx: _Ctx, a: argparse.Namespace) -> int:
         print(f"bastille: warning: {p}", file=sys.stderr)
     print(f"indexed {count} recordings into {ctx.index.path}")
     return 0
+
+
+def _cmd_status(ctx: _Ctx, a: argparse.Namespace) -> int:
+    from recorder.status import RANK, read_status, render_status
+
+    status, why = read_status(ctx.settings.data_dir)
+    try:
+        local = ctx.sink.status()  # what this process sees on disk (the spool)
+    except (RecorderError, OSError) as exc:
+        local = None
+        why = why or f"cannot read the storage: {exc}"
+    state, lines = render_status(status, why, local)
+    if a.json:
+        body = status.to_json() if status is not None else {}
+        body.update({"state": state, "problem": why or None,
+                     "local": local.to_json() if local is not None else None})
+        print(json.dumps(body, indent=2))
+    else:
+        for line in lines:
+            print(line)
+    return RANK.get(state, 2)
 
 
 def _cmd_keygen(a: argparse.Namespace) -> int:
@@ -363,7 +396,9 @@ def _when(text: str) -> float:
     return parse_when(text)
 
 
-def add_commands(sub: argparse._SubParsersAction, resolve: Resolve) -> None:
+def add_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], resolve: Resolve
+) -> None:
     """Register the recording commands on the ``bastille`` sub-parser collection."""
     fmt = argparse.RawDescriptionHelpFormatter
 
@@ -460,6 +495,20 @@ def add_commands(sub: argparse._SubParsersAction, resolve: Resolve) -> None:
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_run(resolve, _cmd_verify))
+
+    p = sub.add_parser(
+        "status",
+        help="health of recording and storage (exit 0 ok, 1 degraded, 2 failing)",
+        formatter_class=fmt,
+        description="What the running gateway reports about recording storage: state, "
+        "spool bytes and oldest entry, uploads pending, paused sessions, last error. "
+        "For monitoring: exit 0 ok, 1 degraded (working around a problem, nothing "
+        "lost), 2 failing (an administrator must act, or no gateway is running).",
+        epilog="example:\n  bastille status -c /etc/bastille/bastille.toml || alert",
+    )
+    _common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_run(resolve, _cmd_status))
 
     p = sub.add_parser("reindex", help="rebuild the session index from the recordings")
     _common(p)

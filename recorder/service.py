@@ -81,12 +81,10 @@ class SessionHeader:
     gateway_version: str = ""
 
 
-def open_sink(settings: RecorderSettings, *, readonly: bool = False) -> Sink:
-    """The configured sink (see :func:`recorder.sinks.open_sink`).
-
-    ``readonly``: for tools that only read (no spool lock, no upload thread, nothing
-    written, the store's read credentials); they work while a gateway runs.
-    """
+def open_sink(settings: RecorderSettings, *, readonly: bool = True) -> Sink:
+    """The configured sink, for tools (see :func:`recorder.sinks.open_sink`): read-only
+    unless asked (no spool lock, no upload thread, nothing written, the store's read
+    credentials), so they work while a gateway runs. The recorder itself writes."""
     from recorder.sinks import open_sink as opener
 
     return opener(settings, readonly=readonly)
@@ -527,7 +525,9 @@ class Recorder:
         loop = asyncio.get_running_loop()
         self._loop = loop
         if self._sink is None:
-            self._sink = await loop.run_in_executor(None, open_sink, self.settings)
+            self._sink = await loop.run_in_executor(
+                None, lambda: open_sink(self.settings, readonly=False)
+            )
         sink = self._sink
         try:
             if self._recover:

@@ -128,3 +128,90 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _mib(n: int | None) -> str:
+    if n is None:
+        return "?"
+    if n >= 10 * 1024**3:
+        return f"{n / 1024**3:.1f} GiB"
+    return f"{n / 1024**2:.1f} MiB"
+
+
+def _ago(t: float | None, now: float) -> str:
+    if t is None:
+        return "-"
+    secs = max(0.0, now - t)
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    if secs < 120:
+        return f"{when} ({secs:.0f} s ago)"
+    if secs < 7200:
+        return f"{when} ({secs / 60:.0f} min ago)"
+    return f"{when} ({secs / 3600:.1f} h ago)"
+
+
+def render_status(
+    status: RecorderStatus | None, problem: str, local: SinkStatus | None
+) -> tuple[str, list[str]]:
+    """The overall state and the lines ``bastille status`` prints.
+
+    Args:
+        status: the running gateway's snapshot (None if there is none).
+        problem: why it is missing or stale ("" when fresh).
+        local: what this process sees of the storage (spool on disk), or None.
+    """
+    from common.safetext import visible
+
+    now = time.time()
+    lines = []
+    storage = status.storage if status is not None else local
+    if status is None or problem:
+        state = "failing"
+    else:
+        state = status.state
+    if local is not None and local.problems:
+        state = worst(state, "degraded")
+    lines.append(f"state       {state.upper()}")
+    if status is not None and not problem:
+        age = now - status.updated
+        lines.append(f"gateway     running, pid {status.pid}, since "
+                     f"{_ago(status.started, now)}; status {age:.0f} s old")
+    else:
+        lines.append(f"gateway     NOT RUNNING: {visible(problem)}")
+    if storage is not None:
+        detail = f": {visible(storage.detail)}" if storage.detail else ""
+        since = f" since {_ago(storage.since, now)}" if storage.since else ""
+        lines.append(f"storage     {visible(storage.location)}: {storage.state}{since}{detail}")
+    spool = local if local is not None and local.spool_cap_bytes is not None else storage
+    if spool is not None and spool.spool_cap_bytes is not None:
+        cap = spool.spool_cap_bytes
+        pct = 100 * spool.spool_bytes / cap if cap else 0
+        lines.append(
+            f"spool       {_mib(spool.spool_bytes)} waiting for upload in {spool.spool_entries} "
+            f"recordings (cap {_mib(cap)}, {pct:.0f}%); {spool.uploads_pending} closed and "
+            "not yet confirmed"
+        )
+        if spool.oldest_entry is not None:
+            lines.append(f"oldest      {_ago(spool.oldest_entry, now)}")
+        for p in spool.problems:
+            lines.append(f"problem     malformed spool entry left in place: {visible(p)}")
+    if storage is not None and storage.free_bytes is not None:
+        keep = f" (keeps {_mib(storage.min_free_bytes)} free)" if storage.min_free_bytes else ""
+        lines.append(f"disk        {_mib(storage.free_bytes)} free{keep}")
+    if status is not None and not problem:
+        lines.append(f"sessions    {status.sessions} recording, {len(status.paused)} paused")
+        for ps in status.paused:
+            what = "not recorded (continue mode)" if ps.dropping else "paused"
+            lines.append(f"  {visible(ps.session_id)}  {what} for {ps.seconds:.0f} s: "
+                         f"{visible(ps.reason)}")
+        if status.failed_recordings:
+            lines.append(f"failures    {status.failed_recordings} recordings failed since start; "
+                         f"last: {visible(status.last_failure or '')}")
+        if status.index_pending:
+            lines.append(f"index       {status.index_pending} sessions wait for indexing")
+        for key, value in sorted(status.gateway.items()):
+            lines.append(f"{visible(key):11} {visible(value)}")
+    if storage is not None and storage.last_error:
+        lines.append(f"last error  {_ago(storage.last_error_at, now)}: "
+                     f"{visible(storage.last_error)}")
+    return state, lines
