@@ -80,6 +80,6 @@ def test_running_recorder_is_ok_then_paused_sessions_are_failing(tmp_path: Path)
     assert paused.returncode == 2, paused.stdout
     assert "stat0001  paused for" in paused.stdout and "disk full" in paused.stdout
     assert "failing" in changes
-    status, why = read_status(data)
+    status, _why = read_status(data)
     assert isinstance(status, RecorderStatus) and status.sessions == 0  # written at close
     assert (data / STATUS_FILE).stat().st_mode & 0o777 == 0o600
