@@ -93,6 +93,7 @@ class FreeSpace:
         self._lock = threading.Lock()
         self._estimate = 0
         self._at = -1e9
+        self.refused_at = -1e9  # monotonic time of the last write refused for space
 
     def free_bytes(self) -> int | None:
         """Bytes available to this user on the filesystem, or None if it cannot be read."""
@@ -116,6 +117,7 @@ class FreeSpace:
             self._at = now
             self._estimate = free if free is not None else 2 * self.min_free + nbytes + 1
         if free is not None and free - nbytes < self.min_free:
+            self.refused_at = now
             raise SinkFullError(
                 f"{what} is at its low-water mark: {free // (1024 * 1024)} MiB free, "
                 f"{self.min_free // (1024 * 1024)} MiB kept free (recording.min_free_mib); "
@@ -130,6 +132,10 @@ class FreeSpace:
         """The disk said ENOSPC: look again before the next write."""
         with self._lock:
             self._at = -1e9
+        self.refused_at = time.monotonic()
+
+    def refused_recently(self, within: float = 5.0) -> bool:
+        return time.monotonic() - self.refused_at < within
 
     def below_mark(self) -> bool:
         free = self.free_bytes()

@@ -226,14 +226,15 @@ class FileSink(Sink):
         st.min_free_bytes = self.free.min_free
         with self._lock:
             st.spool_entries = len(self._open)
-        if self.free.below_mark():
+        if self.free.below_mark() or self.free.refused_recently():
             if self._full_since is None:
                 self._full_since = time.time()
             st.state = "failing"
             st.since = self._full_since
             st.detail = (
-                f"less than {self.free.min_free // (1024 * 1024)} MiB free in {self.directory}: "
-                "recording sessions are paused until space is freed"
+                f"{self.directory} is full or at its low-water mark "
+                f"({self.free.min_free // (1024 * 1024)} MiB kept free): recording sessions "
+                "are paused until space is freed"
             )
         else:
             self._full_since = None
