@@ -50,13 +50,17 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def _fill(path: Path) -> None:
-    with open(path, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
+    """Use up every byte of the filesystem."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for size in (65536, 4096, 512, 1):
+            try:
+                while os.write(fd, b"\0" * size):
+                    pass
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
 
 
 def _ballast(path: Path, size: int) -> None:
@@ -198,16 +202,22 @@ def test_continue_mode_goes_on_and_records_a_gap(small_disk: Path, tmp_path: Pat
 def test_a_session_that_cannot_store_its_header_is_refused_without_leftovers(
     small_disk: Path, tmp_path: Path
 ) -> None:
-    settings = RecorderSettings(data_dir=tmp_path / "data", recordings_dir=small_disk)
+    """Item 10 of issue 16: a refused session left a 0-byte .bstl.part."""
+    settings = RecorderSettings(data_dir=tmp_path / "data", recordings_dir=small_disk,
+                                min_free_bytes=0)
 
-    async def main() -> None:
+    async def main() -> str:
         r = Recorder(settings)
         await r.start()
+        first = await r.open_session(make_header("ok000001"))  # creates the day's directory
+        await first.close(exit_status=0)
         _fill(small_disk / "filler")
         with pytest.raises(RecordingFailed, match="cannot start recording"):
             await r.open_session(make_header("full0002"))
         await r.close()
+        return first.name
 
-    asyncio.run(main())
-    left = [p for p in small_disk.rglob("*") if p.is_file() and p.name != "filler"]
-    assert left == [], f"a refused session left {left}"
+    name = asyncio.run(main())
+    left = sorted(p.relative_to(small_disk).as_posix() for p in small_disk.rglob("*")
+                  if p.is_file())
+    assert left == sorted([name, "filler"]), f"a refused session left {left}"
