@@ -13,9 +13,16 @@ Layout (directories 0700, files 0600)::
         state.json           upload state, replaced atomically (write, fsync, rename)
 
 ``state.json`` holds ``name``, ``part_size``, ``created`` (unix time), ``upload_id``,
-``parts`` ([number, tag] of the uploaded parts), ``uploaded`` (bytes covered by those
-parts), ``finished`` (the recording was closed: no more bytes will come) and
-``completed`` (the object was completed in the store; it waits for confirmation).
+``parts`` ([number, tag] of the uploaded parts), ``md5s`` (part number -> MD5 of its
+bytes), ``uploaded`` (bytes covered by those parts), ``punched`` (bytes at the start
+whose disk space was released, see below), ``finished`` (the recording was closed: no
+more bytes will come) and ``completed`` (the object was completed in the store; it
+waits for confirmation).
+
+Disk pressure: when the spool's filesystem nears its low-water mark, the disk space of
+bytes already uploaded is released (``fallocate`` PUNCH_HOLE) even for recordings still
+running, so that a session bigger than the free disk does not stay paused for ever.
+Those bytes can then be read only from the store, once the recording is complete.
 
 Processes: several processes may write into one spool (the gateway and its RDP
 workers); each entry is owned by the process holding its ``lock``, which is released by
@@ -64,6 +71,31 @@ DATA = "data"
 STATE = "state.json"
 LOCK = "lock"
 FOREIGN_REFRESH = 0.5  # seconds between re-reads of other processes' backlog
+PUNCH_ALIGN = 64 * 1024
+LOST_SUFFIX = ".lost"
+LOST_REASON = (
+    "the store lost part of this recording after the spool had released it; what the "
+    "spool still holds (the end of the recording) is kept here for an administrator"
+)
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> None:
+    """Deallocate a range of a file, keeping its size (Linux fallocate PUNCH_HOLE)."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
+    if libc.fallocate(fd, mode, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+class ReleasedError(SinkError):
+    """An upload must start over, but bytes it needs were released from the spool."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -96,6 +128,8 @@ class SpoolEntry:
     upload_id: str | None = None
     parts: list[tuple[int, str]] = field(default_factory=list)
     uploaded: int = 0
+    md5s: dict[int, str] = field(default_factory=dict)
+    punched: int = 0  # bytes from the start whose disk space was released (uploaded)
     finished: bool = False
     completed: bool = False
     recovered: bool = False  # left by an earlier process: reconcile with the store first
@@ -117,7 +151,9 @@ class SpoolEntry:
             "created": self.created,
             "upload_id": self.upload_id,
             "parts": [[n, tag] for n, tag in self.parts],
+            "md5s": {str(n): h for n, h in self.md5s.items()},
             "uploaded": self.uploaded,
+            "punched": self.punched,
             "finished": self.finished,
             "completed": self.completed,
         }
@@ -130,6 +166,13 @@ class SpoolEntry:
         """
         with self.lock:
             size = self.size
+            punched = self.punched
+        if offset < punched:
+            raise SinkError(
+                f"bytes {offset}-{punched} of the live recording {self.name} were uploaded and "
+                "released from the spool to free disk space; they can be read from the "
+                "store once the recording is complete"
+            )
         fd = os.open(self.path / DATA, os.O_RDONLY)
         try:
             if not self.owned:
@@ -165,12 +208,14 @@ def _load_entry(sub: Path, *, recovered: bool) -> SpoolEntry:
         created=float(created) if isinstance(created, int | float) else data_stat.st_mtime,
         upload_id=raw["upload_id"] if raw["upload_id"] is None else str(raw["upload_id"]),
         parts=[(int(p[0]), str(p[1])) for p in raw["parts"]],
+        md5s={int(k): str(v) for k, v in dict(raw.get("md5s", {})).items()},
         uploaded=int(raw["uploaded"]),
+        punched=int(raw.get("punched", 0)),
         finished=bool(raw["finished"]),
         completed=bool(raw["completed"]),
         recovered=recovered,
     )
-    if entry.part_size <= 0 or not 0 <= entry.uploaded <= entry.size:
+    if entry.part_size <= 0 or not 0 <= entry.punched <= entry.uploaded <= entry.size:
         raise ValueError(
             f"inconsistent sizes: part_size={entry.part_size} uploaded={entry.uploaded} "
             f"size={entry.size}"
@@ -261,6 +306,9 @@ class Spool:
         for sub in self._subdirs():
             if sub.name.endswith(".tmp"):
                 continue
+            if sub.name.endswith(LOST_SUFFIX):
+                bad.append(f"{sub}: {LOST_REASON}")
+                continue
             if sub.name in mine:
                 out.append(mine[sub.name])
                 continue
@@ -295,7 +343,7 @@ class Spool:
             mine = {e.path.name for e in self._entries.values()}
         total = 0
         for sub in self._subdirs():
-            if sub.name in mine or sub.name.endswith(".tmp"):
+            if sub.name in mine or sub.name.endswith((".tmp", LOST_SUFFIX)):
                 continue
             try:
                 e = _load_entry(sub, recovered=False)
@@ -320,7 +368,7 @@ class Spool:
         with self._lock:
             mine = {e.path.name for e in self._entries.values()}
         for sub in self._subdirs():
-            if sub.name in mine or sub.name.endswith(".tmp"):
+            if sub.name in mine or sub.name.endswith((".tmp", LOST_SUFFIX)):
                 continue
             fd = self._try_lock(sub)
             if fd is None:
@@ -496,11 +544,21 @@ class Spool:
                 ) from exc
 
     def set_upload(self, entry: SpoolEntry, upload_id: str | None) -> None:
-        """Start over with a new (or no) multipart upload; uploaded bytes become backlog."""
+        """Start over with a new (or no) multipart upload; uploaded bytes become backlog.
+
+        Raises:
+            SinkError: bytes were released from the spool (they cannot be sent again).
+        """
         with entry.lock:
+            if entry.punched:
+                raise ReleasedError(
+                    f"the upload of {entry.name} must start over, but its first "
+                    f"{entry.punched} bytes were released from the spool after their upload"
+                )
             again = entry.uploaded
             entry.upload_id = upload_id
             entry.parts = []
+            entry.md5s = {}
             entry.uploaded = 0
             entry.completed = False
             self.save(entry)
@@ -510,17 +568,26 @@ class Spool:
     def set_parts(self, entry: SpoolEntry, parts: list[tuple[int, str]], uploaded: int) -> None:
         """Replace the list of uploaded parts (after reconciling with the store)."""
         with entry.lock:
+            if uploaded < entry.punched:
+                raise ReleasedError(
+                    f"the store lacks parts of {entry.name} that were released from the spool"
+                )
             delta = uploaded - entry.uploaded
             entry.parts = list(parts)
+            numbers = {n for n, _ in parts}
+            entry.md5s = {n: h for n, h in entry.md5s.items() if n in numbers}
             entry.uploaded = uploaded
             self.save(entry)
         with self._lock:
             self._backlog -= delta
 
-    def add_part(self, entry: SpoolEntry, number: int, tag: str, nbytes: int) -> None:
+    def add_part(self, entry: SpoolEntry, number: int, tag: str, nbytes: int,
+                 md5: str = "") -> None:
         """Record one uploaded part; its bytes leave the backlog."""
         with entry.lock:
             entry.parts.append((number, tag))
+            if md5:
+                entry.md5s[number] = md5
             entry.uploaded += nbytes
             self.save(entry)
         with self._lock:
@@ -535,6 +602,49 @@ class Spool:
             self.save(entry)
         with self._lock:
             self._backlog -= delta
+
+    def under_pressure(self) -> bool:
+        """Is the spool's filesystem near its low-water mark (or was a write refused)?"""
+        free = self._free.free_bytes()
+        near = free is not None and self._free.min_free > 0 and free < 4 * self._free.min_free
+        return near or self._free.refused_recently()
+
+    def release_uploaded(self, entry: SpoolEntry) -> int:
+        """Give the disk space of uploaded bytes back (PUNCH_HOLE); returns bytes released.
+
+        Only whole 64 KiB blocks are released; the size of the file does not change.
+        """
+        with entry.lock:
+            start = entry.punched
+            end = entry.uploaded - entry.uploaded % PUNCH_ALIGN
+            if end <= start:
+                return 0
+            try:
+                fd = os.open(entry.path / DATA, os.O_WRONLY)
+            except OSError:
+                return 0
+            try:
+                _punch_hole(fd, start, end - start)
+            except OSError as exc:
+                log.warning("cannot release uploaded bytes of %s: %s", entry.name,
+                            describe_os_error(exc))
+                return 0
+            finally:
+                os.close(fd)
+            entry.punched = end
+            self.save(entry)
+            return end - start
+
+    def quarantine(self, entry: SpoolEntry) -> Path:
+        """Move an entry that can no longer be uploaded aside (``<dir>.lost``), keeping
+        its files for an administrator; it is reported by :meth:`scan` in :attr:`bad`."""
+        target = entry.path.with_name(entry.path.name + LOST_SUFFIX)
+        self.release(entry)
+        try:
+            os.rename(entry.path, target)
+        except OSError as exc:
+            raise SinkError(f"cannot move {entry.path} aside: {describe_os_error(exc)}") from exc
+        return target
 
     def remove(self, entry: SpoolEntry) -> None:
         """Delete the entry from disk and memory (after its object is confirmed), or an

@@ -65,7 +65,7 @@ from recorder.errors import (
 )
 from recorder.sinks.base import LostRecording, Sink, SinkStatus, SinkStream, validate_name
 from recorder.sinks.ledger import Ledger, LedgerEntry, lost
-from recorder.sinks.spool import Spool, SpoolEntry
+from recorder.sinks.spool import ReleasedError, Spool, SpoolEntry
 from recorder.sinks.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -508,7 +508,11 @@ class SpooledSink(Sink):
             for entry in work:  # one step (at most one part) each, round-robin
                 if self._stop:
                     return
-                self._advance(entry)
+                try:
+                    self._advance(entry)
+                except ReleasedError as exc:
+                    self._give_up(entry, str(exc))
+                    continue
                 self._healthy()
         except StoreUnavailable as exc:
             self._on_outage(exc)
@@ -570,7 +574,14 @@ class SpooledSink(Sink):
             f"upload part {number} of {entry.name}",
             lambda: self.store.put_part(entry.name, upload_id, number, data, md5),
         )
-        self._spool.add_part(entry, number, tag, nbytes)
+        self._spool.add_part(entry, number, tag, nbytes, md5.hex())
+        if not entry.finished and self._spool.under_pressure():
+            released = self._spool.release_uploaded(entry)
+            if released:
+                log.warning(
+                    "spool disk nearly full: released %d uploaded bytes of the live recording "
+                    "%s (readable from the store once it is complete)", released, entry.name
+                )
 
     def _put_whole(self, entry: SpoolEntry) -> None:
         data = entry.read(0, entry.size)
@@ -580,9 +591,19 @@ class SpooledSink(Sink):
         self._confirm(entry)
 
     def _digests(self, entry: SpoolEntry) -> tuple[str, list[bytes], bool]:
-        """SHA-256 of the whole spooled recording and the MD5 of each uploaded part."""
-        sha = hashlib.sha256()
+        """SHA-256 of the whole spooled recording and the MD5 of each uploaded part.
+
+        When the start was released from the spool (disk pressure), the part MD5s come
+        from the state and the SHA-256 is unknown (``""``).
+        """
         multipart = bool(entry.parts)
+        if entry.punched:
+            try:
+                md5s = [bytes.fromhex(entry.md5s[n]) for n, _ in entry.parts]
+            except (KeyError, ValueError) as exc:
+                raise SinkError(f"spool state of {entry.name} lacks part digests") from exc
+            return "", md5s, multipart
+        sha = hashlib.sha256()
         step = entry.part_size if multipart else READ_CHUNK
         md5s = []
         whole = hashlib.md5(usedforsecurity=False)
@@ -600,6 +621,13 @@ class SpooledSink(Sink):
         if offset != entry.size:
             raise SinkError(f"spool of {entry.name} is shorter than recorded")
         return sha.hexdigest(), (md5s if multipart else [whole.digest()]), multipart
+
+    def _give_up(self, entry: SpoolEntry, why: str) -> None:
+        """An entry that cannot be uploaded any more: move it aside, loudly."""
+        target = self._spool.quarantine(entry)
+        self._error(f"{entry.name}: {why}")
+        log.error("recording %s cannot be uploaded: %s; its spooled bytes are kept in %s",
+                  entry.name, why, target)
 
     def _confirm(self, entry: SpoolEntry, quiet: bool = False) -> bool:
         """HEAD the object; delete the spool copy if it matches, else upload it again."""
@@ -650,14 +678,20 @@ class SpooledSink(Sink):
             self._spool.set_upload(entry, None)
             return
         parts: list[tuple[int, str]] = []
+        known = dict(entry.parts)
         offset = 0
         while offset + entry.part_size <= entry.size:
-            got = have.get(len(parts) + 1)
+            number = len(parts) + 1
+            got = have.get(number)
             if got is None or got[1] != entry.part_size:
                 break
-            md5 = hashlib.md5(entry.read(offset, entry.part_size), usedforsecurity=False)
-            if self.store.part_matches(got[0], md5.digest()) is False:
-                break
+            if offset < entry.punched:  # released from the spool: trust what we stored
+                if known.get(number) != got[0]:
+                    break
+            else:
+                md5 = hashlib.md5(entry.read(offset, entry.part_size), usedforsecurity=False)
+                if self.store.part_matches(got[0], md5.digest()) is False:
+                    break
             parts.append((len(parts) + 1, got[0]))
             offset += entry.part_size
         self._spool.set_parts(entry, parts, offset)
@@ -682,7 +716,11 @@ class SpooledSink(Sink):
         restarted = 0
         for entry in self._spool.entries():
             if entry.upload_id is not None and not entry.completed:
-                self._spool.set_upload(entry, None)
+                try:
+                    self._spool.set_upload(entry, None)
+                except ReleasedError as exc:
+                    self._give_up(entry, str(exc))
+                    continue
                 restarted += 1
         log.warning("the bucket of %s is back; restarting %d multipart uploads from the spool",
                     self.location, restarted)

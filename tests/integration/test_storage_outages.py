@@ -364,8 +364,9 @@ def test_a_failed_recording_is_uploaded_without_a_restart(
         assert failures
         sink = r.sink
         assert isinstance(sink, SpooledSink)
-        ok = await asyncio.get_running_loop().run_in_executor(None, sink.wait_idle, 30)
-        assert ok and sink.pending() == []
+        ok = await asyncio.get_running_loop().run_in_executor(
+            None, wait_for, lambda: sink.pending() == [], 30.0)
+        assert ok, sink.pending()
         await s.close()
         await r.close()
         return s.name
@@ -451,3 +452,88 @@ def test_read_only_tools_work_beside_a_running_gateway_without_the_write_secret(
         live.close()
     finally:
         writer.close()
+
+
+@pytest.fixture
+def spool_disk(tmp_path: Path) -> Any:
+    """A 24 MiB tmpfs for the spool (root only)."""
+    disk = tmp_path / "spooldisk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def _write_through_backpressure(stream: Any, data: bytes, timeout: float = 60) -> int:
+    """Write like the recorder does: on SinkFullError wait and retry the same bytes."""
+    from recorder.errors import SinkFullError
+
+    refused = 0
+    deadline = time.monotonic() + timeout
+    for i in range(0, len(data), MIB):
+        while True:
+            try:
+                stream.write(data[i : i + MIB])
+                break
+            except SinkFullError:
+                refused += 1
+                assert time.monotonic() < deadline, "the spool never made room"
+                time.sleep(0.05)
+    return refused
+
+
+def test_a_recording_bigger_than_the_free_disk_goes_through(
+    s3_client: Any, s3_settings: Any, bucket: str, spool_disk: Path
+) -> None:
+    """The spool's disk has 10 MiB above its low-water mark and a live recording writes
+    20 MiB: uploaded parts are released from the disk, so the session is paused only
+    while parts go up, never for ever; the object is whole and confirmed."""
+    (spool_disk / "ballast").write_bytes(b"\0" * (12 * MIB))
+    ledger = Ledger(spool_disk / LEDGER_FILE)
+    sink = S3Sink(s3_settings(s3_client.meta.endpoint_url, bucket), spool_disk / "sp",
+                  ledger=ledger, min_free_bytes=2 * MIB)
+    try:
+        data = data_of(20 * MIB + 123, seed=5)
+        st = sink.create("big.bstl")
+        refused = _write_through_backpressure(st, data)
+        assert refused > 0  # it did reach the low-water mark
+        with pytest.raises(Exception, match="released from the spool"):
+            sink.read("big.bstl", 0, 10)
+        st.close()
+        assert sink.wait_idle(60)
+        assert get(s3_client, bucket, "big.bstl") == data
+        assert sink.read("big.bstl", 0, 10) == data[:10]
+        line = ledger.entries()["big.bstl"]
+        assert line.size == len(data) and line.sha256 == ""  # its start was released
+    finally:
+        sink.close()
+
+
+def test_released_bytes_lost_by_the_store_are_reported_not_resent_as_zeros(
+    s3_client: Any, s3_settings: Any, bucket: str, spool_disk: Path
+) -> None:
+    """The bucket is wiped after part of a live recording was released from the spool:
+    it cannot be uploaded again; it is moved aside and reported, never uploaded with
+    zeros in place of the released bytes."""
+    (spool_disk / "ballast").write_bytes(b"\0" * (12 * MIB))
+    sink = S3Sink(s3_settings(s3_client.meta.endpoint_url, bucket), spool_disk / "sp",
+                  min_free_bytes=2 * MIB)
+    try:
+        st = sink.create("wiped.bstl")
+        _write_through_backpressure(st, data_of(14 * MIB, seed=6))
+        assert wait_for(lambda: sink.backlog_bytes < 5 * MIB, 30)
+        empty_and_delete_bucket(s3_client, bucket)
+        st.write(b"after the wipe")
+        st.close()
+        assert wait_for(lambda: sink.status().state == "degraded", 20)
+        s3_client.create_bucket(Bucket=bucket)
+        assert wait_for(lambda: sink.pending() == [], 30)
+        status = sink.status()
+        assert any("lost part of this recording" in p for p in status.problems), status
+        assert "wiped.bstl" in (status.last_error or "")
+        assert s3_client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+        assert [p.name.endswith(".lost") for p in (spool_disk / "sp").iterdir()] == [True]
+    finally:
+        sink.close()
