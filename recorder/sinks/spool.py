@@ -266,10 +266,21 @@ class Spool:
         self._sweep_tmp()
 
     def _sweep_tmp(self) -> None:
-        """Remove ``.tmp`` directories of creates that crashed before their rename."""
+        """Remove ``.tmp`` directories of creates that crashed before their rename (left
+        for a minute: another process may be creating one right now)."""
+        now = time.time()
         for sub in self._subdirs():
-            if sub.name.endswith(".tmp") and self._try_lock(sub) is not None:
+            if not sub.name.endswith(".tmp"):
+                continue
+            try:
+                if now - sub.stat().st_mtime < 60:
+                    continue
+            except OSError:
+                continue
+            fd = self._try_lock(sub)
+            if fd is not None:
                 shutil.rmtree(sub, ignore_errors=True)
+                os.close(fd)
 
     def _subdirs(self) -> list[Path]:
         try:

@@ -85,6 +85,7 @@ class Deadline:
 
     def __init__(self, max_hanging: int = MAX_HANGING) -> None:
         self.max_hanging = max_hanging
+        self.stopping = threading.Event()  # set at close: waiting callers give up at once
         self._lock = threading.Lock()
         self._running = 0
 
@@ -114,8 +115,12 @@ class Deadline:
                 done.set()
 
         threading.Thread(target=run, name="store-call", daemon=True).start()
-        if not done.wait(timeout):
-            raise StoreUnavailable(f"{what}: no answer within {timeout:g} s")
+        deadline = time.monotonic() + timeout
+        while not done.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
+            if self.stopping.is_set():
+                raise StoreUnavailable(f"{what}: abandoned at shutdown")
+            if time.monotonic() >= deadline:
+                raise StoreUnavailable(f"{what}: no answer within {timeout:g} s")
         ok, value = box[0]
         if ok:
             return value  # type: ignore[no-any-return]
@@ -426,6 +431,7 @@ class SpooledSink(Sink):
         with self._cond:
             self._stop = True
             self._cond.notify_all()
+        self._deadline.stopping.set()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -515,7 +521,8 @@ class SpooledSink(Sink):
                     continue
                 self._healthy()
         except StoreUnavailable as exc:
-            self._on_outage(exc)
+            if not self._stop:  # a call abandoned at shutdown is no outage
+                self._on_outage(exc)
         except StoreDenied as exc:
             self._on_denied(exc)
         except StoreError as exc:  # e.g. an object reported missing where it cannot be
