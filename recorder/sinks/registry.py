@@ -3,15 +3,17 @@
 ``recording.storage`` is ``"file"`` (the local directory sink) or a URL whose scheme
 names a registered store type (``s3://bucket/prefix``). The store's settings live in a
 sub-table of ``[recording]`` named by the type (``[recording.s3]``). Adding a store (GCS,
-Azure...) is one module that calls :func:`register` with a parser and an opener; see
-:mod:`recorder.sinks.s3`.
+Azure...) is one module in ``recorder/sinks/`` that defines its settings (a subclass of
+:class:`~recorder.settings.StoreSettings`), its :class:`~recorder.sinks.store.ObjectStore`
+and calls :func:`register` with a parser and an opener; see :mod:`recorder.sinks.s3`.
+Every module of the package is imported when the registry is first used.
 
 Parsers never stop at the first problem: they return every problem they find, each
 with its dotted key (``recording.s3.sse``) so that ``bastille config check`` can print
 ``FILE:LINE: KEY: PROBLEM``.
 
-Known limits: store modules are imported by :func:`_load_builtin` (S3 today); a
-third-party store must be imported (so that it registers) before the config is read.
+Known limits: a store living outside ``recorder/sinks/`` must be imported (so that it
+registers) before the config is read.
 """
 
 from __future__ import annotations
@@ -219,9 +221,24 @@ def register(store_type: StoreType) -> None:
     _TYPES[store_type.scheme] = store_type
 
 
+_loaded = False
+
+
 def _load_builtin() -> None:
-    if "s3" not in _TYPES:
-        import recorder.sinks.s3  # noqa: F401 - registers itself
+    """Import every module of ``recorder.sinks``: store modules register themselves, so a
+    new store is one new file there (none of them imports its client library before a
+    store is opened)."""
+    global _loaded
+    if _loaded:
+        return
+    import importlib
+    import pkgutil
+
+    import recorder.sinks as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{info.name}")
+    _loaded = True
 
 
 def store_types() -> dict[str, StoreType]:
