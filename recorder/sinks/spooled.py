@@ -236,8 +236,12 @@ class SpooledSink(Sink):
             self._cond.notify_all()
 
     def _note_full(self) -> None:
-        self._full_at = time.monotonic()
-        self._notify()
+        """A write was refused for space (writer thread): tell listeners on the change."""
+        now = time.monotonic()
+        was_full = now - self._full_at < FULL_MEMORY
+        self._full_at = now
+        if not was_full:
+            self._notify()
 
     def add_listener(self, cb: Callable[[SinkStatus], None]) -> None:
         """``cb(status)`` runs (on the uploader thread) whenever the state changes."""
