@@ -40,6 +40,7 @@ from tests.e2e.conftest import write_config
 from tests.e2e.rig import Gateway, Rig, free_port
 from tests.integration.conftest import (  # noqa: F401 - fixtures used by name
     MOTO_AK,
+    MOTO_PROCESSES,
     MOTO_SK,
     FaultProxy,
     bucket,
@@ -307,6 +308,22 @@ def test_kill_9_at_random_points(
         missing = [n for n in s.lines if n not in got]
         assert missing == s.lines[len(s.lines) - len(missing):], f"{s.tag}: a hole, not a tail"
         tails.append(len(missing) / rate)
+    # a spool entry corrupted while the gateway was down: reported, left alone, no harm
+    os.kill(g.gateway.proc.pid, signal.SIGKILL)
+    g.gateway.proc.wait(10)
+    junk = g.data / "spool" / ("f" * 32)
+    junk.mkdir()
+    (junk / "state.json").write_text("{garbage")
+    (junk / "data").write_bytes(b"\xff" * 100)
+    g.gateway.start()
+    assert g.ssh("alice", "web1", "--", "echo", "after-junk").returncode == 0
+    deadline = time.monotonic() + 15
+    rc, text = status(g)
+    while rc != 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        rc, text = status(g)
+    assert rc == 1 and "malformed spool entry" in text, text
+    assert (junk / "data").read_bytes() == b"\xff" * 100
     report("kill-9", seed=seed, kills=3, sessions=len(all_streams),
            lines=sum(len(s.lines) for s in all_streams),
            tail_lost_s_max=round(max(tails), 2), tail_lost_s_mean=round(sum(tails) / len(tails), 2),
@@ -357,3 +374,66 @@ def test_full_spool_disk_pauses_then_resumes(
         assert lost == 0
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_kill_9_during_an_outage_then_denied_then_a_stopped_server(
+    s3_gateway: Any, fault_proxy: FaultProxy, bucket: str, s3_client: Any,  # noqa: F811
+    moto_server: str,  # noqa: F811
+) -> None:
+    """The gateway is killed while S3 refuses and restarted while it still does; then
+    S3 answers 403 (a configuration error: loud, nothing lost); then the S3 server
+    itself stops (SIGSTOP: connections accepted, never answered). Sessions start and
+    stream through all of it; everything is uploaded at the end."""
+    g: Rig = s3_gateway(fault_proxy.url, bucket)
+    fault_proxy.set_mode("refuse")
+    killed = [start_stream(g, f"S{i}", bursts=60) for i in range(3)]
+    time.sleep(3)
+    assert g.gateway.proc is not None
+    os.kill(g.gateway.proc.pid, signal.SIGKILL)
+    g.gateway.proc.wait(10)
+    for s in killed:
+        s.wait(60)
+    g.gateway.start()  # S3 still refuses: recovery must not wait for it
+    refused = 0
+    streams = [start_stream(g, f"S{10 + i}", bursts=90) for i in range(3)]
+    time.sleep(2)
+    fault_proxy.set_mode("deny403")
+    time.sleep(4)
+    rc, text = status(g)
+    denied_seen = rc == 2 and "AccessDenied" in text
+    probe = g.ssh("alice", "web1", "--", "echo", "started-denied", timeout=30)
+    refused += probe.returncode != 0
+    fault_proxy.set_mode("pass")
+    time.sleep(3)
+    moto = MOTO_PROCESSES[moto_server]
+    moto.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(1)
+        t0 = time.monotonic()
+        probe = g.ssh("alice", "web1", "--", "echo", "started-stopped", timeout=30)
+        start_s = time.monotonic() - t0
+        refused += probe.returncode != 0
+        time.sleep(4)
+    finally:
+        moto.send_signal(signal.SIGCONT)
+    for s in streams:
+        assert s.wait(180) == 0, s.stderr
+    catch_up = wait_caught_up(g, s3_client, bucket, n=len(killed) + len(streams) + 2)
+    recorded = recorded_lines(s3_client, bucket)
+    lost_live = lost_lines(streams, recorded)
+    tails = []
+    for s in killed:
+        got = set(recorded.get(s.tag, ([], ""))[0])
+        missing = [n for n in s.lines if n not in got]
+        assert missing == s.lines[len(s.lines) - len(missing):], f"{s.tag}: a hole, not a tail"
+        tails.append(len(missing) / 1000)
+    logs = g.gateway.logs()
+    report("kill-9-in-outage+403+sigstop", sessions=len(killed) + len(streams) + 2,
+           lines=sum(len(s.lines) for s in killed + streams), lines_lost=lost_live,
+           killed_tail_lost_s_max=round(max(tails), 2), sessions_refused=refused,
+           start_while_server_stopped_s=round(start_s, 2), denied_in_status=denied_seen,
+           catch_up_s=round(catch_up, 1))
+    assert refused == 0 and lost_live == 0 and denied_seen
+    assert max(tails) <= 2.5
+    assert sum("AccessDenied" in line and " ERROR " in line for line in logs.splitlines()) == 1
+    assert MOTO_SK not in logs

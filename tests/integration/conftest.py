@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -50,6 +51,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+MOTO_PROCESSES: dict[str, subprocess.Popen[bytes]] = {}  # endpoint -> its moto_server
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
     """Start ``moto_server`` on a free loopback port; yield its endpoint URL."""
@@ -73,9 +77,12 @@ def moto_server() -> Iterator[str]:
                 proc.kill()
                 pytest.fail(f"moto_server did not start on port {port}")
             time.sleep(0.05)
+    MOTO_PROCESSES[url] = proc
     try:
         yield url
     finally:
+        MOTO_PROCESSES.pop(url, None)
+        proc.send_signal(signal.SIGCONT)  # in case a test left it stopped
         proc.terminate()
         try:
             proc.wait(10)
