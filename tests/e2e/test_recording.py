@@ -169,6 +169,9 @@ def test_sigterm_finalizes_recordings(make_gateway) -> None:  # type: ignore[no-
     v = cli(g, "verify", "--all", "--require-signature")
     assert v.returncode == 0, v.stdout + v.stderr
     assert list((g.data / "recordings").rglob("*.part")) == []
+    logs = g.gateway.logs()
+    for bad in ("Traceback", "Event loop is closed", "was never retrieved", "Task was destroyed"):
+        assert bad not in logs, logs
 
 
 def test_tampered_recording_is_detected(make_gateway) -> None:  # type: ignore[no-untyped-def]
