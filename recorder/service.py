@@ -39,6 +39,7 @@ import os
 import re
 import secrets
 import struct
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -61,6 +62,7 @@ _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _RESIZE = struct.Struct("<HH")
 _UNRECORDED_COUNTED = frozenset({ev.OUTPUT, ev.STDERR, ev.INPUT, ev.RDP})
 WINDOW_LOG = 17  # 128 KiB zstd window: ~1.3 MiB of compressor memory per session
+MAX_OPENING = 64  # recordings opening at once (each on its own thread); beyond: refused
 
 
 @dataclass(frozen=True)
@@ -484,7 +486,9 @@ class Recorder:
         self._signer: Signer | None = None
         self._writer: Writer | None = None
         self._post: Postprocessor | None = None
-        self._opener: concurrent.futures.ThreadPoolExecutor | None = None
+        # opens in flight on their own daemon threads (a hung disk must not block exit)
+        self._opening = threading.BoundedSemaphore(MAX_OPENING)
+        self._started_threads = False
         self._open: dict[str, SessionRecording] = {}
         self.index: Index = None  # type: ignore[assignment]
         self.stall_timeout = settings.stall_timeout if stall_timeout is None else stall_timeout
@@ -540,9 +544,7 @@ class Recorder:
         self.index = Index(self.settings.data_dir / "index.sqlite3")
         self._writer = Writer(self.settings, sink, self._signer)
         self._writer.start()
-        self._opener = concurrent.futures.ThreadPoolExecutor(
-            max_workers=4, thread_name_prefix="recorder-open"
-        )
+        self._started_threads = True
         self._post = Postprocessor(self.settings, sink, self.index)
         self._post.start()
         if self._recover:
@@ -667,17 +669,19 @@ class Recorder:
         Raises:
             RecordingFailed: the recording cannot be created (fail closed).
         """
-        writer, opener = self._writer, self._opener
-        if writer is None or opener is None:
+        writer = self._writer
+        if writer is None or not self._started_threads:
             raise RecordingFailed("the recorder is not started")
         if not _ID_RE.match(header.session_id):
             raise RecordingFailed(f"invalid session id {header.session_id!r}")
         meta = header_fields(header, self.settings, self._signer)
         state = SessionState(sink_name(header), meta, self.settings, WINDOW_LOG)
-        try:
-            fut = opener.submit(writer.open_stream, state)
-        except RuntimeError as exc:  # shutting down
-            raise RecordingFailed(f"cannot start recording {state.name}: {exc}") from exc
+        if not self._opening.acquire(blocking=False):
+            raise RecordingFailed(
+                f"cannot start recording {state.name}: {MAX_OPENING} recordings are already "
+                "waiting for storage to open"
+            )
+        fut = _in_thread(writer.open_stream, state, done=self._opening.release)
         try:
             await asyncio.wait_for(_await_future(fut), timeout=self.stall_timeout)
         except (SinkError, RecordingFailed) as exc:
@@ -746,9 +750,7 @@ class Recorder:
         if self._writer is not None:
             await loop.run_in_executor(None, self._writer.stop, remaining)
             self._writer = None
-        if self._opener is not None:
-            self._opener.shutdown(wait=False, cancel_futures=True)
-            self._opener = None
+        self._started_threads = False
         if self._post is not None:
             await loop.run_in_executor(None, self._post.stop, 2.0)
             self._post = None
@@ -762,6 +764,27 @@ class Recorder:
                 await loop.run_in_executor(None, wait_idle, max(0.1, deadline - time.monotonic()))
             await self._refresh_status()
             await loop.run_in_executor(None, self._sink.close)
+
+
+def _in_thread(
+    fn: Callable[[SessionState], None], state: SessionState, *, done: Callable[[], None]
+) -> concurrent.futures.Future[None]:
+    """Run ``fn(state)`` on a new daemon thread; ``done()`` runs when it returns."""
+    fut: concurrent.futures.Future[None] = concurrent.futures.Future()
+    fut.set_running_or_notify_cancel()
+
+    def run() -> None:
+        try:
+            fn(state)
+        except BaseException as exc:  # handed to the awaiting caller, never lost
+            fut.set_exception(exc)
+        else:
+            fut.set_result(None)
+        finally:
+            done()
+
+    threading.Thread(target=run, name="recorder-open", daemon=True).start()
+    return fut
 
 
 def _abandon(fut: concurrent.futures.Future[None], state: SessionState) -> None:
