@@ -258,6 +258,7 @@ def test_streams_through_refusal_blackhole_and_slowness(
                ok=probe.returncode == 0)
         time.sleep(3.0)
         fault_proxy.set_mode("pass")
+        storage_back = time.monotonic()
     streams += late
     for s in streams:
         assert s.wait(180) == 0, s.stderr
@@ -269,7 +270,9 @@ def test_streams_through_refusal_blackhole_and_slowness(
     rc, text = status(g)
     report("outages", seed=seed, phases="/".join(phases), sessions=len(streams),
            lines=sent, lines_lost=lost, sessions_refused=refused,
-           catch_up_s=round(catch_up, 1), since_last_client_s=round(time.monotonic() - back, 1))
+           catch_up_after_last_client_s=round(catch_up, 1),
+           caught_up_after_storage_back_s=round(back + catch_up - storage_back, 1),
+           last_client_after_storage_back_s=round(back - storage_back, 1))
     assert refused == 0
     assert lost == 0
     assert all(st == "ended" for _, st in recorded.values()), recorded
