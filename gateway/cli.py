@@ -87,7 +87,13 @@ def _resolve_recorder(args: argparse.Namespace) -> RecorderSettings:
             if not directory.is_dir():
                 raise SystemExit(f"bastille: {directory} is not a directory")
             return RecorderSettings(data_dir=directory)
-    return _load(args).recording
+    from gateway.config import load_config
+
+    try:  # read-only tools: the storage's write secret need not be set
+        return load_config(_config_path(args), reading=True, secrets=False).recording
+    except ConfigError as exc:
+        print(f"bastille: invalid configuration:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:

@@ -53,7 +53,7 @@ __all__ = ["BUILTIN_TARGETS", "NOBODY", "OIDC_ALGS", "RESERVED_TARGET_NAMES",
 
 
 def load_config(path: str | os.PathLike[str], *, check_key: KeyCheck | None = None,
-                secrets: bool = True) -> Config:
+                secrets: bool = True, reading: bool = False) -> Config:
     """Load and validate a config file; raise ConfigError listing every problem.
 
     Args:
@@ -63,6 +63,8 @@ def load_config(path: str | os.PathLike[str], *, check_key: KeyCheck | None = No
         secrets: check that the variables holding target and IdP secrets are set (and
             read the IdP secret). False for processes that never use them (the player
             started by the gateway, which does not get them).
+        reading: for tools that only read recordings: the recording storage's write
+            secret need not be set either (implied by ``secrets=False``).
     """
     file = Path(path).resolve()
     try:
@@ -80,7 +82,7 @@ def load_config(path: str | os.PathLike[str], *, check_key: KeyCheck | None = No
     r.check_keys(data, "", s._TOP)
     gateway, data_dir = s._gateway(r, data)
     audit = s._audit(r, data, data_dir)
-    recording = s._recording(r, data, data_dir)
+    recording = s._recording(r, data, data_dir, reading or not secrets)
     users = s._users(r, data)
     targets = s._targets(r, data, users)
     policy = s._policy(r, data)

@@ -25,7 +25,7 @@ from gateway.config.model import (
     UserConfig,
 )
 from gateway.config.reader import Reader, join, kind_of, parse_listen
-from recorder.settings import RecorderSettings, S3Settings
+from recorder.settings import RecorderSettings
 
 _TOP = {"gateway", "audit", "recording", "users", "targets", "policy", "approvals", "oidc",
         "rdp", "web", "saml"}
@@ -41,11 +41,6 @@ _GATEWAY = {"listen", "host_keys", "banner", "login_timeout", "idle_timeout", "m
             "drain_timeout", "max_auth_failures", "auth_failure_window", "data_dir",
             "allow_passwords"}
 _AUDIT = {"file", "syslog", "syslog_address", "syslog_facility"}
-_RECORDING = {"storage", "dir", "zstd_level", "flush_interval", "keyframe_interval",
-              "signing_key", "on_failure", "s3", "queue_kib"}
-_S3 = {"endpoint_url", "region", "access_key_id", "secret_access_key_env",
-       "secret_access_key_file", "sse", "sse_kms_key_id", "object_lock_mode",
-       "object_lock_retain_days", "part_size_mib", "spool_cap_mib", "retry_interval"}
 _USER = {"keys", "keys_file", "groups", "password_hash"}
 _TARGET = {"host", "port", "user", "description", "builtin", "key_file", "key_env",
            "password_file", "password_env", "host_keys", "trust_on_first_use",
@@ -131,63 +126,20 @@ def _secret_from(r: Reader, data: Mapping[str, Any], path: str, env_key: str,
     return None
 
 
-def _recording(r: Reader, data: dict[str, Any], data_dir: Path) -> RecorderSettings:
-    rec = r.table(data, "recording", "recording")
-    r.check_keys(rec, "recording", _RECORDING)
-    storage = r.get(rec, "storage", "recording", str, "file")
-    s3: S3Settings | None = None
-    if storage.startswith("s3://"):
-        bucket, _, prefix = storage[5:].partition("/")
-        if not bucket:
-            r.problem("recording.storage", "an S3 URL needs a bucket: s3://bucket/prefix")
-        s = r.table(rec, "s3", "recording.s3")
-        r.check_keys(s, "recording.s3", _S3)
-        part = r.int_range(s, "part_size_mib", "recording.s3", 5, 5120, 8)
-        s3 = S3Settings(
-            bucket=bucket,
-            prefix=prefix.strip("/"),
-            endpoint_url=r.get(s, "endpoint_url", "recording.s3", str, "") or None,
-            region=r.get(s, "region", "recording.s3", str, "") or None,
-            access_key_id=r.get(s, "access_key_id", "recording.s3", str, "") or None,
-            secret_access_key=_secret_from(r, s, "recording.s3", "secret_access_key_env",
-                                           "secret_access_key_file"),
-            sse=r.get(s, "sse", "recording.s3", str, "") or None,
-            sse_kms_key_id=r.get(s, "sse_kms_key_id", "recording.s3", str, "") or None,
-            object_lock_mode=r.get(s, "object_lock_mode", "recording.s3", str, "") or None,
-            object_lock_retain_days=r.get(s, "object_lock_retain_days", "recording.s3", int, 0)
-            or None,
-            part_size=part * 1024 * 1024,
-            spool_cap_bytes=r.int_range(s, "spool_cap_mib", "recording.s3", 16, 10**7, 1024)
-            * 1024 * 1024,
-            retry_interval=r.duration(s, "retry_interval", "recording.s3", 2.0),
-        )
-    elif storage != "file":
-        r.problem("recording.storage",
-                  f"expected \"file\" or \"s3://bucket/prefix\", got {storage!r}")
-    signing_key = r.path_value(rec, "signing_key", "recording", None)
-    if signing_key is not None and not signing_key.is_file():
-        r.problem("recording.signing_key",
-                  f"{signing_key} does not exist (create it: bastille keygen -o {signing_key})")
-    elif signing_key is not None:
-        from recorder.errors import RecorderError
-        from recorder.signing import load_signer
+def _recording(r: Reader, data: dict[str, Any], data_dir: Path,
+               reading: bool = False) -> RecorderSettings:
+    """``[recording]``: parsed and validated by the recorder (every problem, with its key).
 
-        try:
-            load_signer(signing_key)
-        except RecorderError as exc:
-            r.problem("recording.signing_key", str(exc))
-    on_failure = r.choice(rec, "on_failure", "recording", ("terminate", "continue"), "terminate")
-    return RecorderSettings(
-        data_dir=data_dir,
-        recordings_dir=r.path_value(rec, "dir", "recording", None),
-        s3=s3,
-        zstd_level=r.int_range(rec, "zstd_level", "recording", 1, 22, 3),
-        flush_interval=r.duration(rec, "flush_interval", "recording", 1.0),
-        keyframe_interval=r.duration(rec, "keyframe_interval", "recording", 10.0),
-        signing_key=signing_key,
-        on_failure=on_failure,  # type: ignore[arg-type]
-        queue_bytes=r.int_range(rec, "queue_kib", "recording", 64, 1024 * 1024, 4096) * 1024,
-    )
+    ``reading``: for tools that only read recordings (the storage's write secret need not
+    be set: read credentials or the local spool are used).
+    """
+    from recorder.config import parse_recording
+
+    settings, problems = parse_recording(data.get("recording", {}), data_dir=data_dir,
+                                         base=r.base, reading=reading)
+    for p in problems:
+        r.problem(p.key, p.message)
+    return settings
 
 
 def _users(r: Reader, data: dict[str, Any]) -> dict[str, UserConfig]:
