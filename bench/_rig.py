@@ -38,6 +38,7 @@ from tests.e2e.rig import (
 )
 
 MIB = 1024 * 1024
+RELAY = "openssh-relay"  # ``via`` of the OpenSSH relay (BenchRig(relay=True))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SSH_COMMON = [
     "-F",
@@ -53,11 +54,46 @@ SSH_COMMON = [
 ]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc/PID/stat."""
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """User + system CPU time of a process (all its threads), from /proc/PID/stat;
+    ``children``: plus that of its children it has waited for (cutime + cstime)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLK_TCK
+
+
+def _process_tree(root: int) -> list[int]:
+    """``root`` and every live descendant."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        parents[int(entry)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    tree = [root]
+    i = 0
+    while i < len(tree):
+        tree += [pid for pid, parent in parents.items() if parent == tree[i]]
+        i += 1
+    return tree
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time of a process tree: every live process below ``root`` (its worker and
+    writer processes) plus the children each has already waited for."""
+    total = 0.0
+    for pid in _process_tree(root):
+        try:
+            total += cpu_seconds(pid, children=True)
+        except (OSError, ValueError, IndexError):
+            pass  # exited meanwhile: its parent's cutime has it (or will)
+    return total
 
 
 def rss_bytes(pid: int) -> int:
@@ -118,7 +154,9 @@ class GatewayProc:
         return self.proc.pid
 
     def cpu(self) -> float:
-        return cpu_seconds(self.pid)
+        """CPU seconds of the gateway: its own process, its SSH worker and recording
+        writer processes, and what its finished children used."""
+        return tree_cpu_seconds(self.pid)
 
     def rss(self) -> int:
         return rss_bytes(self.pid)
@@ -145,6 +183,80 @@ class GatewayProc:
                 self.proc.wait()
 
 
+RELAY_USER = "bastille-relay"
+RELAY_SCRIPT = """#!/bin/sh
+# The OpenSSH relay's ForceCommand: one ssh to the target per session, as a terminating
+# bastion built from OpenSSH does (The Bastion's architecture).
+SSH="ssh -F /dev/null -i {key} -p {port} -o BatchMode=yes -o IdentitiesOnly=yes \\
+ -o StrictHostKeyChecking=yes -o UserKnownHostsFile={known} -o LogLevel=ERROR"
+case "$SSH_ORIGINAL_COMMAND" in
+  "") exec $SSH -tt {user}@127.0.0.1 ;;
+  */sftp-server*) exec $SSH -T -s {user}@127.0.0.1 sftp ;;
+  *) exec $SSH -T {user}@127.0.0.1 "$SSH_ORIGINAL_COMMAND" ;;
+esac
+"""
+
+
+@dataclass
+class OpensshRelay:
+    """The peer a terminating bastion is measured against: a second throwaway sshd
+    whose ``ForceCommand`` runs the OpenSSH client to the target (C on both legs, the
+    same four crypto operations per byte as bastille, on the same cores).
+
+    Its CPU is the relay sshd's own plus everything its connections used (the per-
+    connection sshd processes and the ssh client under them are reaped by it, so
+    their time lands in its cutime/cstime once each session has ended).
+    """
+
+    root: Path
+    sshd: Sshd | None = None
+
+    def start(self, client_pub: str, target: Sshd, target_key: Path) -> None:
+        import pwd
+
+        ensure_user(RELAY_USER, "relay-" + os.urandom(8).hex())
+        pw = pwd.getpwnam(RELAY_USER)
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o755)
+        own = self.root / "own"  # the relay account's key and known_hosts, readable by it
+        own.mkdir(exist_ok=True)
+        key = own / "to_target"
+        shutil.copy(target_key, key)
+        known = own / "known_hosts"
+        known.write_text(f"[127.0.0.1]:{target.port} {target.host_key_pub}\n")
+        script = self.root / "relay.sh"
+        script.write_text(RELAY_SCRIPT.format(key=key, port=target.port, known=known,
+                                              user=TARGET_USER))
+        os.chmod(script, 0o755)
+        for path in (own, key, known):
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+        os.chmod(own, 0o700)
+        os.chmod(key, 0o600)
+        self.sshd = Sshd(self.root / "sshd")
+        self.sshd.start({RELAY_USER: [client_pub]})
+        self.sshd.stop()  # sshd reads its config at start: restart with the ForceCommand
+        cfg = self.sshd.root / "sshd_config"
+        cfg.write_text(cfg.read_text() + f"ForceCommand {script}\nMaxStartups 100\n"
+                       "MaxSessions 100\n")
+        self.sshd.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)],
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wait_port(self.sshd.port, proc=self.sshd.proc)
+
+    @property
+    def port(self) -> int:
+        assert self.sshd is not None
+        return self.sshd.port
+
+    def cpu(self) -> float:
+        """CPU seconds of the relay and of its finished connections."""
+        assert self.sshd is not None and self.sshd.proc is not None
+        return tree_cpu_seconds(self.sshd.proc.pid)
+
+    def stop(self) -> None:
+        if self.sshd is not None:
+            self.sshd.stop()
+
+
 @dataclass
 class BenchRig:
     """sshd + gateways. Use as a context manager; everything lives under a temp dir.
@@ -154,16 +266,19 @@ class BenchRig:
             on disk; a path = `[recording] dir` there, e.g. on /dev/shm).
         max_startups: sshd MaxStartups/MaxSessions (the concurrency benchmark needs many).
         extra: name -> TOML appended to that gateway's config (e.g. a ``[policy]``).
+        relay: also start the OpenSSH relay (``via="openssh-relay"``).
     """
 
     gateways: dict[str, str] = field(default_factory=lambda: {"bastion": ""})
     max_startups: int = 100
     extra: dict[str, str] = field(default_factory=dict)
+    relay: bool = False
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bastille-bench-")))
     sshd: Sshd | None = None
     gws: dict[str, GatewayProc] = field(default_factory=dict)
     known_hosts: Path | None = None
     shm_dirs: list[Path] = field(default_factory=list)
+    openssh_relay: OpensshRelay | None = None
 
     def __enter__(self) -> BenchRig:
         reason = have_tools()
@@ -244,12 +359,20 @@ groups = ["ops"]
             self.gws[name] = gw
             gw.start()
             lines.append(f"[127.0.0.1]:{port} {gw_pub}")
+        if self.relay:
+            self.openssh_relay = OpensshRelay(self.root / "relay")
+            self.openssh_relay.start(alice, self.sshd, self.root / "target_key")
+            assert self.openssh_relay.sshd is not None
+            lines.append(f"[127.0.0.1]:{self.openssh_relay.port} "
+                         f"{self.openssh_relay.sshd.host_key_pub}")
         self.known_hosts = self.root / "known_hosts"
         self.known_hosts.write_text("\n".join(lines) + "\n")
 
     def close(self) -> None:
         for gw in self.gws.values():
             gw.stop()
+        if self.openssh_relay is not None:
+            self.openssh_relay.stop()
         if self.sshd is not None:
             self.sshd.stop()
         for d in self.shm_dirs:
@@ -269,9 +392,13 @@ groups = ["ops"]
             str(self.root / key),
         ]
 
+    def _relay_port(self) -> int:
+        assert self.openssh_relay is not None, "BenchRig(relay=True) starts the relay"
+        return self.openssh_relay.port
+
     def ssh(self, via: str | None, *, tty: bool = False) -> list[str]:
-        """`ssh ... DEST` for a command or a shell: direct (via=None) or through gateway
-        ``via``. Append the remote command with :meth:`command`."""
+        """`ssh ... DEST` for a command or a shell: direct (via=None), through the
+        OpenSSH relay (via=RELAY) or through gateway ``via``. Append the remote command."""
         assert self.sshd is not None
         flag = ["-tt"] if tty else ["-T"]
         if via is None:
@@ -281,6 +408,9 @@ groups = ["ops"]
                 *flag,
                 f"{TARGET_USER}@127.0.0.1",
             ]
+        if via == RELAY:
+            return ["ssh", *self._common("-p", self._relay_port(), "alice_key"), *flag,
+                    f"{RELAY_USER}@127.0.0.1"]
         gw = self.gws[via]
         return ["ssh", *self._common("-p", gw.port, "alice_key"), *flag, "alice+web1@127.0.0.1"]
 
@@ -292,6 +422,9 @@ groups = ["ops"]
                 ["scp", "-q", *self._common("-P", self.sshd.port, "target_key")],
                 f"{TARGET_USER}@127.0.0.1:",
             )
+        if via == RELAY:
+            return (["scp", "-q", *self._common("-P", self._relay_port(), "alice_key")],
+                    f"{RELAY_USER}@127.0.0.1:")
         gw = self.gws[via]
         return (["scp", "-q", *self._common("-P", gw.port, "alice_key")], "alice+web1@127.0.0.1:")
 
@@ -307,6 +440,9 @@ groups = ["ops"]
                 "-",
                 f"{TARGET_USER}@127.0.0.1",
             ]
+        if via == RELAY:
+            return ["sftp", "-q", *self._common("-P", self._relay_port(), "alice_key"),
+                    "-b", "-", f"{RELAY_USER}@127.0.0.1"]
         gw = self.gws[via]
         return [
             "sftp",

@@ -9,17 +9,23 @@ Workloads (each timed end to end with the real OpenSSH client, output to /dev/nu
   pty-cat     `ssh -tt HOST` (an interactive bash; the relay's interactive path) typing
               `cat CORPUS; exit`, CORPUS being synthetic terminal output
 
-Gateways: ``bastion`` (default settings: recordings on disk under its data dir) and
-``bastion-shm`` (recordings on /dev/shm). Bastille cannot run with recording off (it is
-fail-closed), so the second one is the closest honest stand-in for "recording off": it
-removes storage I/O, not the recorder's CPU.
+Paths, measured in the same run, one after the other for each workload:
+  direct        the OpenSSH client straight to the target's sshd
+  ossh-relay    an OpenSSH-terminating relay: a second sshd whose ForceCommand runs the
+                OpenSSH client to the target (C on both legs, the architecture of The
+                Bastion); the fair peer of a terminating bastion on shared cores
+  bastille      `bastille serve` with its defaults: every session recorded (signed,
+                zstd), exec/transfer recordings and terminal output masked
 
-Columns: MiB/s direct and through each gateway, ratio to direct, and the gateway
-process's CPU milliseconds per MiB moved (utime+stime of all its threads, from
-/proc/PID/stat), counted until the gateway is idle again: that includes the recording's
-after-close work (keyframe pass), which runs after the client has already finished.
-Before each timed cell every gateway is left to go idle, so one cell's background work
-does not slow the next.
+Columns: MiB/s for each path; bastille's ratio to direct and to the OpenSSH relay; and
+CPU milliseconds per MiB moved of the relaying processes: for the relay, its sshd and
+every process under it (per-connection sshd, the ssh client), for bastille the gateway's
+whole process tree (the serving process, SSH workers, the recording writer), counted
+until the gateway is idle again, so it includes the recording's after-close work. The
+client, the target's sshd and the command are not counted for either. Before each timed
+cell the gateway is left to go idle, so one cell's background work does not slow the
+next. The load average before and after the run is printed: figures taken while other
+work runs on the machine are noise.
 
 Known limits: one run per cell by default (``--repeat`` takes the best of N); loopback
 only, so the client, gateway and sshd share the machine's cores.
@@ -34,6 +40,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._rig import (
     MIB,
+    RELAY,
     BenchRig,
     machine,
     make_random_file,
@@ -49,7 +57,7 @@ from bench._rig import (
     timed_run,
 )
 
-GATEWAYS = {"bastion": "", "bastion-shm": "/dev/shm"}
+GATEWAY = "bastion"
 
 
 def workloads(
@@ -99,6 +107,35 @@ def workloads(
     }
 
 
+def measure(rig: BenchRig, run: Callable[[str | None], float], via: str | None,
+            repeat: int, window: float) -> tuple[float, float]:
+    """Best of ``repeat`` runs through ``via``: (seconds, CPU seconds of the path's own
+    processes for that run: the gateway's tree, or the relay's; 0 for direct)."""
+    best, cpu = float("inf"), 0.0
+    for _ in range(repeat):
+        for gw in rig.gws.values():
+            gw.settle(window=window)
+        meter = _meter(rig, via)
+        c0 = meter() if meter else 0.0
+        dt = run(via)
+        if via in rig.gws:
+            rig.gws[via].settle(window=window)  # the recording's after-close work
+        elif via == RELAY:
+            time.sleep(0.2)  # the relay's per-connection processes are reaped
+        if dt < best:
+            best, cpu = dt, (meter() - c0) if meter else 0.0
+    return best, cpu
+
+
+def _meter(rig: BenchRig, via: str | None) -> Callable[[], float] | None:
+    if via is None:
+        return None
+    if via == RELAY:
+        assert rig.openssh_relay is not None
+        return rig.openssh_relay.cpu
+    return rig.gws[via].cpu
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mib", type=int, default=2048, help="exec-zero size")
@@ -106,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pty-mib", type=int, default=200, help="terminal corpus for pty-cat")
     ap.add_argument("--repeat", type=int, default=1, help="best of N per cell")
     ap.add_argument("--only", default="", help="comma-separated workload names")
+    ap.add_argument("--gateway-toml", default="",
+                    help="TOML appended to the gateway's config (e.g. \"[policy]\\n...\")")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks it still works")
     a = ap.parse_args(argv)
     if a.smoke:
@@ -114,51 +153,58 @@ def main(argv: list[str] | None = None) -> int:
     rand = make_random_file(shared_file(f"random-{a.file_mib}M.bin"), a.file_mib * MIB)
     corpus = make_terminal_corpus(shared_file(f"corpus-{a.pty_mib}M.txt"), a.pty_mib * MIB)
     print(f"# throughput: {machine()}")
+    print(f"# load before the run: {load_average()}")
     print(
         f"# exec-zero {a.size_mib} MiB, file {a.file_mib} MiB, pty corpus {a.pty_mib} MiB, "
-        f"best of {a.repeat}"
+        f"best of {a.repeat}; MiB/s, and CPU ms per MiB of the relaying processes"
     )
-    with BenchRig(gateways=GATEWAYS) as rig, tempfile.TemporaryDirectory() as tmp:
+    extra = {GATEWAY: a.gateway_toml.replace("\\n", "\n")} if a.gateway_toml else {}
+    with BenchRig(gateways={GATEWAY: ""}, relay=True, extra=extra) as rig, \
+            tempfile.TemporaryDirectory() as tmp:
         work = workloads(rig, a.size_mib * MIB, rand, corpus, Path(tmp))
         names = [n for n in work if not a.only or n in a.only.split(",")]
-        header = f"{'workload':<10} {'direct MiB/s':>12}"
-        for g in GATEWAYS:
-            header += f" {g + ' MiB/s':>18} {'ratio':>6} {'gw CPU ms/MiB':>13}"
-        print(header)
+        print(f"{'workload':<10} {'direct':>8} {'ossh-relay':>10} {'relay-ms/MiB':>12} "
+              f"{'bastille':>9} {'/direct':>7} {'/relay':>7} {'gw-ms/MiB':>9}")
         failures: list[str] = []
         for name in names:
             nbytes, run = work[name]
             mib = nbytes / MIB
-            for gw in rig.gws.values():
-                gw.settle(window=window)
-            direct = min(run(None) for _ in range(a.repeat))
-            line = f"{name:<10} {mib / direct:>12.1f}"
-            for g, gw in rig.gws.items():
-                best, cpu = float("inf"), 0.0
-                for _ in range(a.repeat):
-                    for other in rig.gws.values():
-                        other.settle(window=window)
-                    c0 = gw.cpu()
-                    try:
-                        dt = run(g)
-                    except RuntimeError as exc:  # a failed cell is a result: report it
-                        failures.append(f"{name} via {g}: {exc}")
-                        continue
-                    finally:
-                        gw.settle(window=window)
-                    if dt < best:
-                        best, cpu = dt, gw.cpu() - c0
-                if best == float("inf"):
-                    line += f" {'FAILED':>18} {'-':>6} {'-':>13}"
-                    continue
-                line += f" {mib / best:>18.1f} {direct / best:>6.2f} {cpu * 1000 / mib:>13.2f}"
-            print(line, flush=True)
+            cells: list[tuple[float, float] | None] = []
+            for via in (None, RELAY, GATEWAY):
+                try:
+                    cells.append(measure(rig, run, via, a.repeat, window))
+                except RuntimeError as exc:  # a failed cell is a result: report it
+                    failures.append(f"{name} via {via or 'direct'}: {exc}")
+                    cells.append(None)
+            print(_row(name, mib, cells), flush=True)
         for f in failures:
             print(f"# FAILED {' '.join(f.split())[:300]}")
+    print(f"# load after the run: {load_average()}")
     up = shared_file("upload.bin")
     if up.exists():
         os.unlink(up)
-    return 0
+    return 0 if not failures else 1
+
+
+def _row(name: str, mib: float, cells: list[tuple[float, float] | None]) -> str:
+    direct, relay, gw = cells
+
+    def rate(c: tuple[float, float] | None) -> str:
+        return f"{mib / c[0]:.1f}" if c else "FAILED"
+
+    def cpu(c: tuple[float, float] | None) -> str:
+        return f"{c[1] * 1000 / mib:.2f}" if c else "-"
+
+    def ratio(c: tuple[float, float] | None, base: tuple[float, float] | None) -> str:
+        return f"{base[0] / c[0]:.2f}" if c and base else "-"
+
+    return (f"{name:<10} {rate(direct):>8} {rate(relay):>10} {cpu(relay):>12} "
+            f"{rate(gw):>9} {ratio(gw, direct):>7} {ratio(gw, relay):>7} {cpu(gw):>9}")
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages (figures taken under load are noise)."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 if __name__ == "__main__":
