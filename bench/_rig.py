@@ -39,6 +39,7 @@ from tests.e2e.rig import (
 
 MIB = 1024 * 1024
 RELAY = "openssh-relay"  # ``via`` of the OpenSSH relay (BenchRig(relay=True))
+BARE = "bare-asyncssh"  # ``via`` of the bare asyncssh relay (BenchRig(bare=True))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SSH_COMMON = [
     "-F",
@@ -82,6 +83,54 @@ def _process_tree(root: int) -> list[int]:
         tree += [pid for pid, parent in parents.items() if parent == tree[i]]
         i += 1
     return tree
+
+
+class TreeMeter:
+    """CPU seconds used by a process tree while the meter runs: a thread samples every
+    process below ``root`` every ``interval`` seconds and keeps each one's last figure,
+    so short-lived children (per-connection sshd, the relay's ssh client) count even
+    when their parent never accounts for them (sshd's children are not in its cutime).
+    A process that ends loses what it used since the last sample (<= ``interval``)."""
+
+    def __init__(self, root: int, interval: float = 0.05) -> None:
+        import threading
+
+        self.root = root
+        self.interval = interval
+        self._seen: dict[tuple[int, str], tuple[float, float]] = {}  # (pid, start) -> first, last
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        for pid in _process_tree(self.root):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+            key = (pid, fields[19])  # pid + start time: a reused pid is another process
+            first = self._seen.get(key, (cpu, cpu))[0]
+            self._seen[key] = (first, cpu)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> TreeMeter:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    @property
+    def seconds(self) -> float:
+        """CPU used since the meter started (processes alive then: from that point)."""
+        return sum(last - first for first, last in self._seen.values())
 
 
 def tree_cpu_seconds(root: int) -> float:
@@ -132,11 +181,11 @@ class GatewayProc:
     data: Path
     proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, command: list[str] | None = None) -> None:
         log = self.config.parent / f"{self.name}.log"
         with open(log, "ab") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve", "-c", str(self.config)],
+                command or [sys.executable, "-m", "gateway", "serve", "-c", str(self.config)],
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -157,6 +206,10 @@ class GatewayProc:
         """CPU seconds of the gateway: its own process, its SSH worker and recording
         writer processes, and what its finished children used."""
         return tree_cpu_seconds(self.pid)
+
+    def meter(self) -> TreeMeter:
+        """A meter of the CPU used by the gateway's process tree (use ``with``)."""
+        return TreeMeter(self.pid)
 
     def rss(self) -> int:
         return rss_bytes(self.pid)
@@ -247,10 +300,10 @@ class OpensshRelay:
         assert self.sshd is not None
         return self.sshd.port
 
-    def cpu(self) -> float:
-        """CPU seconds of the relay and of its finished connections."""
+    def meter(self) -> TreeMeter:
+        """A meter of the CPU used by the relay and its connections (use ``with``)."""
         assert self.sshd is not None and self.sshd.proc is not None
-        return tree_cpu_seconds(self.sshd.proc.pid)
+        return TreeMeter(self.sshd.proc.pid)
 
     def stop(self) -> None:
         if self.sshd is not None:
@@ -266,19 +319,23 @@ class BenchRig:
             on disk; a path = `[recording] dir` there, e.g. on /dev/shm).
         max_startups: sshd MaxStartups/MaxSessions (the concurrency benchmark needs many).
         extra: name -> TOML appended to that gateway's config (e.g. a ``[policy]``).
-        relay: also start the OpenSSH relay (``via="openssh-relay"``).
+        relay: also start the OpenSSH relay (``via=RELAY``).
+        bare: also start a bare asyncssh relay, no recording (``via=BARE``,
+            bench/bare_relay.py): the yardstick for CPU per MiB.
     """
 
     gateways: dict[str, str] = field(default_factory=lambda: {"bastion": ""})
     max_startups: int = 100
     extra: dict[str, str] = field(default_factory=dict)
     relay: bool = False
+    bare: bool = False
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bastille-bench-")))
     sshd: Sshd | None = None
     gws: dict[str, GatewayProc] = field(default_factory=dict)
     known_hosts: Path | None = None
     shm_dirs: list[Path] = field(default_factory=list)
     openssh_relay: OpensshRelay | None = None
+    bare_relay: GatewayProc | None = None
 
     def __enter__(self) -> BenchRig:
         reason = have_tools()
@@ -365,12 +422,25 @@ groups = ["ops"]
             assert self.openssh_relay.sshd is not None
             lines.append(f"[127.0.0.1]:{self.openssh_relay.port} "
                          f"{self.openssh_relay.sshd.host_key_pub}")
+        if self.bare:
+            port = free_port()
+            self.bare_relay = GatewayProc(BARE, self.root / "bare.toml", port, self.root)
+            self.bare_relay.start([
+                sys.executable, str(Path(__file__).resolve().parent / "bare_relay.py"),
+                "--port", str(port), "--host-key", str(self.root / "gw_host_key"),
+                "--client-key", str(self.root / "alice_key.pub"),
+                "--target-port", str(self.sshd.port), "--target-user", TARGET_USER,
+                "--target-key", str(self.root / "target_key"),
+                "--target-host-key", self.sshd.host_key_pub])
+            lines.append(f"[127.0.0.1]:{port} {gw_pub}")
         self.known_hosts = self.root / "known_hosts"
         self.known_hosts.write_text("\n".join(lines) + "\n")
 
     def close(self) -> None:
         for gw in self.gws.values():
             gw.stop()
+        if self.bare_relay is not None:
+            self.bare_relay.stop()
         if self.openssh_relay is not None:
             self.openssh_relay.stop()
         if self.sshd is not None:
@@ -392,6 +462,12 @@ groups = ["ops"]
             str(self.root / key),
         ]
 
+    def _gateway(self, via: str) -> GatewayProc:
+        if via == BARE:
+            assert self.bare_relay is not None, "BenchRig(bare=True) starts the bare relay"
+            return self.bare_relay
+        return self.gws[via]
+
     def _relay_port(self) -> int:
         assert self.openssh_relay is not None, "BenchRig(relay=True) starts the relay"
         return self.openssh_relay.port
@@ -411,7 +487,7 @@ groups = ["ops"]
         if via == RELAY:
             return ["ssh", *self._common("-p", self._relay_port(), "alice_key"), *flag,
                     f"{RELAY_USER}@127.0.0.1"]
-        gw = self.gws[via]
+        gw = self._gateway(via)
         return ["ssh", *self._common("-p", gw.port, "alice_key"), *flag, "alice+web1@127.0.0.1"]
 
     def scp(self, via: str | None) -> tuple[list[str], str]:
@@ -425,7 +501,7 @@ groups = ["ops"]
         if via == RELAY:
             return (["scp", "-q", *self._common("-P", self._relay_port(), "alice_key")],
                     f"{RELAY_USER}@127.0.0.1:")
-        gw = self.gws[via]
+        gw = self._gateway(via)
         return (["scp", "-q", *self._common("-P", gw.port, "alice_key")], "alice+web1@127.0.0.1:")
 
     def sftp(self, via: str | None) -> list[str]:
@@ -443,7 +519,7 @@ groups = ["ops"]
         if via == RELAY:
             return ["sftp", "-q", *self._common("-P", self._relay_port(), "alice_key"),
                     "-b", "-", f"{RELAY_USER}@127.0.0.1"]
-        gw = self.gws[via]
+        gw = self._gateway(via)
         return [
             "sftp",
             "-q",

@@ -37,19 +37,21 @@ Run: python bench/throughput.py [--size-mib 2048] [--file-mib 512] [--pty-mib 20
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._rig import (
+    BARE,
     MIB,
     RELAY,
     BenchRig,
+    TreeMeter,
     machine,
     make_random_file,
     make_terminal_corpus,
@@ -116,24 +118,29 @@ def measure(rig: BenchRig, run: Callable[[str | None], float], via: str | None,
         for gw in rig.gws.values():
             gw.settle(window=window)
         meter = _meter(rig, via)
-        c0 = meter() if meter else 0.0
-        dt = run(via)
-        if via in rig.gws:
-            rig.gws[via].settle(window=window)  # the recording's after-close work
-        elif via == RELAY:
-            time.sleep(0.2)  # the relay's per-connection processes are reaped
+        with meter:
+            dt = run(via)
+            if via in rig.gws:
+                rig.gws[via].settle(window=window)  # the recording's after-close work
         if dt < best:
-            best, cpu = dt, (meter() - c0) if meter else 0.0
+            best, cpu = dt, meter.seconds
     return best, cpu
 
 
-def _meter(rig: BenchRig, via: str | None) -> Callable[[], float] | None:
+def _meter(rig: BenchRig, via: str | None) -> TreeMeter | contextlib.nullcontext[None]:
     if via is None:
-        return None
+        return _NoMeter()
     if via == RELAY:
         assert rig.openssh_relay is not None
-        return rig.openssh_relay.cpu
-    return rig.gws[via].cpu
+        return rig.openssh_relay.meter()
+    if via == BARE:
+        assert rig.bare_relay is not None
+        return rig.bare_relay.meter()
+    return rig.gws[via].meter()
+
+
+class _NoMeter(contextlib.nullcontext[None]):
+    seconds = 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma-separated workload names")
     ap.add_argument("--gateway-toml", default="",
                     help="TOML appended to the gateway's config (e.g. \"[policy]\\n...\")")
+    ap.add_argument("--bare", action="store_true",
+                    help="also measure a bare asyncssh relay (no recording): the CPU yardstick")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks it still works")
     a = ap.parse_args(argv)
     if a.smoke:
@@ -159,18 +168,20 @@ def main(argv: list[str] | None = None) -> int:
         f"best of {a.repeat}; MiB/s, and CPU ms per MiB of the relaying processes"
     )
     extra = {GATEWAY: a.gateway_toml.replace("\\n", "\n")} if a.gateway_toml else {}
-    with BenchRig(gateways={GATEWAY: ""}, relay=True, extra=extra) as rig, \
+    with BenchRig(gateways={GATEWAY: ""}, relay=True, bare=a.bare, extra=extra) as rig, \
             tempfile.TemporaryDirectory() as tmp:
         work = workloads(rig, a.size_mib * MIB, rand, corpus, Path(tmp))
         names = [n for n in work if not a.only or n in a.only.split(",")]
+        paths: list[str | None] = [None, RELAY, GATEWAY] + ([BARE] if a.bare else [])
         print(f"{'workload':<10} {'direct':>8} {'ossh-relay':>10} {'relay-ms/MiB':>12} "
-              f"{'bastille':>9} {'/direct':>7} {'/relay':>7} {'gw-ms/MiB':>9}")
+              f"{'bastille':>9} {'/direct':>7} {'/relay':>7} {'gw-ms/MiB':>9}"
+              + (f" {'bare':>8} {'bare-ms/MiB':>11}" if a.bare else ""))
         failures: list[str] = []
         for name in names:
             nbytes, run = work[name]
             mib = nbytes / MIB
             cells: list[tuple[float, float] | None] = []
-            for via in (None, RELAY, GATEWAY):
+            for via in paths:
                 try:
                     cells.append(measure(rig, run, via, a.repeat, window))
                 except RuntimeError as exc:  # a failed cell is a result: report it
@@ -187,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _row(name: str, mib: float, cells: list[tuple[float, float] | None]) -> str:
-    direct, relay, gw = cells
+    direct, relay, gw = cells[:3]
 
     def rate(c: tuple[float, float] | None) -> str:
         return f"{mib / c[0]:.1f}" if c else "FAILED"
@@ -198,8 +209,9 @@ def _row(name: str, mib: float, cells: list[tuple[float, float] | None]) -> str:
     def ratio(c: tuple[float, float] | None, base: tuple[float, float] | None) -> str:
         return f"{base[0] / c[0]:.2f}" if c and base else "-"
 
+    bare = f" {rate(cells[3]):>8} {cpu(cells[3]):>11}" if len(cells) > 3 else ""
     return (f"{name:<10} {rate(direct):>8} {rate(relay):>10} {cpu(relay):>12} "
-            f"{rate(gw):>9} {ratio(gw, direct):>7} {ratio(gw, relay):>7} {cpu(gw):>9}")
+            f"{rate(gw):>9} {ratio(gw, direct):>7} {ratio(gw, relay):>7} {cpu(gw):>9}{bare}")
 
 
 def load_average() -> str:

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import logging
@@ -106,26 +105,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return _serve(config)
 
 
-READ_CHUNK = 16 * 1024
-
-
-def _fair_reads() -> None:
-    """Read at most ``READ_CHUNK`` bytes per socket per event-loop turn (asyncio: 256 KiB).
-
-    One loop turn handles everything one recv returned; at 10-30 ms/MiB of gateway work,
-    a 256 KiB read from a bulk session is 3-8 ms during which no other session's
-    keystroke moves, and an echo needs two turns. Measured with bench/latency.py (echo
-    p99 while another session streams an exec / cats a file in a PTY): 256 KiB 9.8 / -
-    ms, 64 KiB 2.8 / 14.4 ms, 32 KiB 2.0 / 8.8 ms, 16 KiB 1.6-2.1 / 4.4 ms. Bulk
-    throughput at 16 KiB vs 64 KiB: within ~5-10% (run-to-run noise is about as large).
-    """
-    import asyncio.selector_events as selector_events
-
-    transport = getattr(selector_events, "_SelectorSocketTransport", None)
-    if transport is not None and hasattr(transport, "max_size"):
-        transport.max_size = READ_CHUNK
-
-
 def _serve(config: Config, banner: str | None = None) -> int:
     from gateway.app import GatewayApp
 
@@ -144,9 +123,10 @@ def _serve(config: Config, banner: str | None = None) -> int:
             print(banner.replace("{port}", str(app.port)), flush=True)
         await app.run_started()
 
-    _fair_reads()
+    from gateway import eventloop
+
     try:
-        asyncio.run(main())
+        eventloop.run(main(), config.gateway.event_loop)
     except KeyboardInterrupt:
         pass
     return 0

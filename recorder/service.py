@@ -191,7 +191,9 @@ class SessionRecording:
         s.enqueued += len(payload)
         backlog = s.enqueued - s.written
         if backlog >= self._flush_bytes:
-            self._writer.wake()
+            if not s.wake_sent:  # once until the writer looks at this session again
+                s.wake_sent = True
+                self._writer.wake()
             if backlog > self._hard_cap and not s.dropping:
                 self._overflow()
 

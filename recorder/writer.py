@@ -75,6 +75,9 @@ class SessionState:
         self.last_sync = self.last_flush
         self.dirty = False
         self.want_writable = False  # set by the loop, cleared by the writer
+        # set by the loop when it wakes the writer for this session, cleared by the writer
+        # before it looks at the session: one wake per drain, not one per event
+        self.wake_sent = False
         self.on_writable: Callable[[], None] = lambda: None  # thread-safe notifier
         self.on_failed: Callable[[RecorderError], None] = lambda e: None  # thread-safe
         self.on_state: Callable[[str, str], None] = lambda state, reason: None  # thread-safe
@@ -340,6 +343,7 @@ class Writer:
             self.busy_since = None
 
     def _service(self, s: SessionState, now: float) -> None:
+        s.wake_sent = False  # before reading its backlog: a later event wakes us again
         if s.error is not None or s.finished:
             s.pending.clear()
             return

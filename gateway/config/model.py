@@ -65,6 +65,8 @@ class GatewaySettings:
     max_auth_failures: int = 5
     auth_failure_window: float = 300.0
     allow_passwords: bool = False  # password logins are loopback-only unless this is true
+    workers: int = 1  # SSH processes sharing the port (1: this process serves SSH itself)
+    event_loop: str = "auto"  # "auto" (uvloop when installed), "uvloop" or "asyncio"
 
 
 @dataclass(frozen=True)

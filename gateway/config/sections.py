@@ -39,7 +39,8 @@ _OIDC = {"issuer", "client_id", "client_secret_env", "client_secret_file", "scop
          "http_timeout", "leeway"}
 _GATEWAY = {"listen", "host_keys", "banner", "login_timeout", "idle_timeout", "max_session",
             "drain_timeout", "max_auth_failures", "auth_failure_window", "data_dir",
-            "allow_passwords"}
+            "allow_passwords", "workers", "event_loop"}
+_EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 _AUDIT = {"file", "syslog", "syslog_address", "syslog_facility"}
 _USER = {"keys", "keys_file", "groups", "password_hash"}
 _TARGET = {"host", "port", "user", "description", "builtin", "key_file", "key_env",
@@ -90,8 +91,25 @@ def _gateway(r: Reader, data: dict[str, Any]) -> tuple[GatewaySettings, Path]:
         max_auth_failures=r.int_range(g, "max_auth_failures", "gateway", 1, 1000, 5),
         auth_failure_window=r.duration(g, "auth_failure_window", "gateway", 300.0),
         allow_passwords=r.get(g, "allow_passwords", "gateway", bool, False),
+        workers=r.int_range(g, "workers", "gateway", 1, 256, os.cpu_count() or 1),
+        event_loop=_event_loop(r, g),
     )
     return settings, data_dir
+
+
+def _event_loop(r: Reader, g: Mapping[str, Any]) -> str:
+    value = r.get(g, "event_loop", "gateway", str, "auto")
+    if value not in _EVENT_LOOPS:
+        r.problem("gateway.event_loop", f"expected one of {', '.join(_EVENT_LOOPS)}, "
+                  f"got {value!r}")
+        return "auto"
+    if value == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            r.problem("gateway.event_loop", "uvloop is not installed "
+                      "(pip install 'bastille[speed]')")
+    return value
 
 
 def _audit(r: Reader, data: dict[str, Any], data_dir: Path) -> AuditSettings:

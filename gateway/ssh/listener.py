@@ -13,7 +13,7 @@ import asyncssh
 
 from gateway.core.services import Services
 from gateway.errors import BastilleError
-from gateway.ssh.algorithms import SERVER_ALGORITHMS
+from gateway.ssh.algorithms import SERVER_ALGORITHMS, prefer_gcm_for_clients
 from gateway.ssh.context import SshContext
 from gateway.ssh.demo_target import LocalShellTarget
 from gateway.ssh.keys import public_key_blob
@@ -60,11 +60,12 @@ class SshListener:
         private_dir(self.ctx.x11_auth.parent)
         private_file(self.ctx.x11_auth)
         gw = config.gateway
+        prefer_gcm_for_clients()
         try:
             self._server = await asyncssh.create_server(
                 lambda: BastionServer(self.ctx), gw.listen_host, gw.listen_port,
                 server_host_keys=[str(p) for p in gw.host_keys],
-                login_timeout=gw.login_timeout, encoding=None,
+                login_timeout=gw.login_timeout, encoding=None, line_editor=False,
                 agent_forwarding=True, x11_forwarding=True,
                 x11_auth_path=str(self.ctx.x11_auth), allow_scp=False,
                 keepalive_interval=60, keepalive_count_max=3,

@@ -19,6 +19,13 @@ The session chooses one pipe, once, when it knows what was asked for:
 Per chunk a pipe does only its own work: there is no kind switch and no optional part
 checked on every chunk. Pipes write through the :class:`gateway.ssh.relay.Relay` and
 record through the session's :class:`gateway.core.session.SessionCore`.
+
+Exec, scp and SFTP pipes send every chunk to the user (or target) at once, but record in
+batches (:class:`RecordBatch`): what arrived during one event-loop turn, up to
+:data:`BATCH_BYTES`, is masked and recorded in one call per stream, because the masker
+and the recorder cost per call as much as per byte at SSH packet sizes (32 KiB). Events
+a pipe records itself (a file transferred) flush the batch first, so the recording keeps
+the order the user saw.
 """
 
 from __future__ import annotations
@@ -38,6 +45,56 @@ from gateway.ssh.menu import QUIT, TargetMenu
 from gateway.ssh.relay import STDERR, Relay
 from gateway.ssh.transfers import FileOp, Hold, ScpTap, SftpTap, Transfer
 
+BATCH_BYTES = 256 * 1024  # recorded in one piece at most (then at once, not next turn)
+
+
+class RecordBatch:
+    """Bytes to record, gathered until the end of this event-loop turn (or
+    :data:`BATCH_BYTES`), then handed to ``record(data, stream)`` with consecutive chunks
+    of one stream joined, in order.
+
+    Args:
+        record: masks and/or records one piece (stream 0: user input, 1/2: output).
+        after: called after each flush (the relay's back-pressure check).
+    """
+
+    def __init__(self, record: Callable[[bytes, int], None], after: Callable[[], None]) -> None:
+        self._record = record
+        self._after = after
+        self._parts: list[tuple[int, bytes]] = []
+        self._size = 0
+        self._scheduled = False
+
+    def add(self, data: bytes, stream: int) -> None:
+        if not data:
+            return
+        self._parts.append((stream, data))
+        self._size += len(data)
+        if self._size >= BATCH_BYTES:
+            self.flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._turn_end)
+
+    def _turn_end(self) -> None:
+        self._scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Record everything gathered now."""
+        if not self._parts:
+            return
+        parts, self._parts, self._size = self._parts, [], 0
+        run_stream, run = parts[0][0], [parts[0][1]]
+        for stream, data in parts[1:]:
+            if stream == run_stream:
+                run.append(data)
+                continue
+            self._record(b"".join(run) if len(run) > 1 else run[0], run_stream)
+            run_stream, run = stream, [data]
+        self._record(b"".join(run) if len(run) > 1 else run[0], run_stream)
+        self._after()
+
 
 class Pipe:
     """Base: the session's bytes in both directions (subclasses decide what happens)."""
@@ -46,6 +103,9 @@ class Pipe:
 
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
+
+    def flush_recording(self) -> None:
+        """Record what is gathered now (before the bastion records a message)."""
 
     def from_user(self, data: bytes) -> None:
         raise NotImplementedError
@@ -70,34 +130,41 @@ class ExecPipe(Pipe):
         super().__init__(relay)
         self.session = session
         self.masker = masker
+        # uploads too: the relay pauses the user when the recorder lags
+        self.batch = RecordBatch(self._record, relay.recorded)
+
+    def _record(self, data: bytes, stream: int) -> None:
+        rec = self.session.rec
+        if self.masker is not None and (stream or self.masker.masks_input):
+            self.masker.feed(data, stream)
+        elif rec is not None:
+            if stream == 0:
+                rec.input(data)
+            else:
+                rec.output(data, stream)
+
+    def flush_recording(self) -> None:
+        self.batch.flush()
 
     def from_user(self, data: bytes) -> None:
-        rec = self.session.rec
-        if self.masker is not None and self.masker.masks_input:
-            self.masker.feed(data, 0)
-        elif rec is not None:
-            rec.input(data)
-        self.relay.recorded()  # uploads: pause the user when the recorder lags
+        self.batch.add(data, 0)
         self.relay.bytes_in += len(data)
         self.relay.to_target(data)
 
     def from_target(self, data: bytes, stream: int) -> None:
-        self.record_output(data, stream)
+        self.batch.add(data, stream)
         self.relay.to_user(data, STDERR if stream == 2 else None)
 
     def record_output(self, data: bytes, stream: int) -> None:
-        rec = self.session.rec
-        if self.masker is not None:
-            self.masker.feed(data, stream)
-        elif rec is not None:
-            rec.output(data, stream)
-        self.relay.recorded()
+        self.batch.add(data, stream)
 
     def resize(self, cols: int, rows: int) -> None:
+        self.batch.flush()
         if self.session.rec is not None:
             self.session.rec.resize(cols, rows)
 
     async def aclose(self) -> None:
+        self.batch.flush()
         if self.masker is not None:
             self.masker.close()
 
@@ -110,7 +177,11 @@ class ScpPipe(ExecPipe):
     def __init__(self, relay: Relay, session: SessionCore, command: str,
                  masker: RecordMasker | None = None) -> None:
         super().__init__(relay, session, masker)
-        self.tap = ScpTap(command, lambda t: transfer_done(session, t))
+        self.tap = ScpTap(command, self._transferred)
+
+    def _transferred(self, t: Transfer) -> None:
+        self.batch.flush()  # the file's bytes are recorded before its transfer event
+        transfer_done(self.session, t)
 
     def from_user(self, data: bytes) -> None:
         if self.tap.direction == "upload":
@@ -136,10 +207,22 @@ class SftpPipe(Pipe):
         self.enforcer = enforcer
         self.engine = engine
         self.masker = masker
-        self.tap = SftpTap(lambda t: transfer_done(session, t), lambda op: file_op(session, op),
+        self.batch = RecordBatch(self._record, relay.recorded)
+        self.tap = SftpTap(self._transferred, self._file_op,
                            self._gate if engine is not None else None)
         self._holding = False  # a request waits for approval: the user is not read
         self._decision: Decision | None = None
+
+    def _transferred(self, t: Transfer) -> None:
+        self.batch.flush()  # the file's bytes are recorded before its transfer event
+        transfer_done(self.session, t)
+
+    def _file_op(self, op: FileOp) -> None:
+        self.batch.flush()
+        file_op(self.session, op)
+
+    def flush_recording(self) -> None:
+        self.batch.flush()
 
     def _record(self, data: bytes, stream: int) -> None:
         rec = self.session.rec
@@ -150,10 +233,9 @@ class SftpPipe(Pipe):
                 rec.input(data)
             else:
                 rec.output(data, stream)
-        self.relay.recorded()
 
     def from_user(self, data: bytes) -> None:
-        self._record(data, 0)
+        self.batch.add(data, 0)
         try:
             data, replies = self.tap.filter_client(data)
         except ValueError:
@@ -167,7 +249,7 @@ class SftpPipe(Pipe):
             self.relay.to_target(data)
 
     def from_target(self, data: bytes, stream: int) -> None:
-        self._record(data, stream)
+        self.batch.add(data, stream)
         self.tap.from_server(data)
         self.relay.to_user(data, STDERR if stream == 2 else None)
 
@@ -226,6 +308,7 @@ class SftpPipe(Pipe):
         self._held_check()
 
     async def aclose(self) -> None:
+        self.batch.flush()
         if self.masker is not None:
             self.masker.close()
         self.tap.close()

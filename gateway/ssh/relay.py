@@ -36,6 +36,8 @@ class Pipe(Protocol):
 
     def resize(self, cols: int, rows: int) -> None: ...
 
+    def flush_recording(self) -> None: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -126,6 +128,8 @@ class Relay:
         """A bastion message: a line of its own on the terminal, or on stderr."""
         if self.user_closed.is_set():
             return None
+        if self.pipe is not None:
+            self.pipe.flush_recording()  # recorded after what the user saw before it
         if self.has_pty:
             data = (("\r\n" if fresh_line else "") + text + "\r\n").encode()
             self.to_user(data)

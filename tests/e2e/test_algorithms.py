@@ -28,3 +28,25 @@ def test_weak_algorithms_refused(rig: Rig, options: list[str]) -> None:
     r = rig.ssh("alice", "web1", "--", "true", extra=extra)
     assert r.returncode == 255
     assert b"no matching" in r.stderr or b"Unable to negotiate" in r.stderr
+
+
+def _ciphers(log: str) -> set[str]:
+    """The ciphers the OpenSSH client says were chosen (both directions)."""
+    return {ln.split("cipher: ")[1].split()[0] for ln in log.splitlines()
+            if "kex: " in ln and "cipher: " in ln}
+
+
+def test_aes_gcm_is_chosen_when_the_client_offers_it(rig: Rig) -> None:
+    # OpenSSH lists chacha20-poly1305 first; the gateway answers with AES-GCM only
+    r = rig.ssh("alice", "web1", "--", "echo", "ok", extra=["-v", "-o", "LogLevel=DEBUG1"])
+    assert r.returncode == 0 and r.stdout == b"ok\n", r.stderr
+    assert _ciphers(r.stderr.decode()) == {"aes128-gcm@openssh.com"}
+
+
+@pytest.mark.parametrize("ciphers", ["chacha20-poly1305@openssh.com",
+                                     "aes256-ctr", "aes256-gcm@openssh.com"])
+def test_a_client_without_aes128_gcm_gets_what_it_allows(rig: Rig, ciphers: str) -> None:
+    r = rig.ssh("alice", "web1", "--", "echo", "ok",
+                extra=["-v", "-o", "LogLevel=DEBUG1", "-o", f"Ciphers={ciphers}"])
+    assert r.returncode == 0 and r.stdout == b"ok\n", r.stderr
+    assert _ciphers(r.stderr.decode()) == {ciphers}
