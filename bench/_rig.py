@@ -319,6 +319,7 @@ class BenchRig:
             on disk; a path = `[recording] dir` there, e.g. on /dev/shm).
         max_startups: sshd MaxStartups/MaxSessions (the concurrency benchmark needs many).
         extra: name -> TOML appended to that gateway's config (e.g. a ``[policy]``).
+        gateway_keys: ``[gateway]`` lines for every gateway (e.g. ``workers = 1``).
         relay: also start the OpenSSH relay (``via=RELAY``).
         bare: also start a bare asyncssh relay, no recording (``via=BARE``,
             bench/bare_relay.py): the yardstick for CPU per MiB.
@@ -329,6 +330,7 @@ class BenchRig:
     extra: dict[str, str] = field(default_factory=dict)
     relay: bool = False
     bare: bool = False
+    gateway_keys: str = ""
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bastille-bench-")))
     sshd: Sshd | None = None
     gws: dict[str, GatewayProc] = field(default_factory=dict)
@@ -395,6 +397,7 @@ host_keys = ["gw_host_key"]
 data_dir = "{data}"
 drain_timeout = "10s"
 max_auth_failures = 50
+{self.gateway_keys}
 
 [recording]
 signing_key = "recording.key"

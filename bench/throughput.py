@@ -150,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pty-mib", type=int, default=200, help="terminal corpus for pty-cat")
     ap.add_argument("--repeat", type=int, default=1, help="best of N per cell")
     ap.add_argument("--only", default="", help="comma-separated workload names")
-    ap.add_argument("--gateway-toml", default="",
-                    help="TOML appended to the gateway's config (e.g. \"[policy]\\n...\")")
+    ap.add_argument("--gateway", action="append", default=[], metavar="KEY=VALUE",
+                    help="a [gateway] setting for bastille, e.g. --gateway 'workers = 1' "
+                         "(repeatable; the defaults otherwise)")
     ap.add_argument("--bare", action="store_true",
                     help="also measure a bare asyncssh relay (no recording): the CPU yardstick")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks it still works")
@@ -167,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         f"# exec-zero {a.size_mib} MiB, file {a.file_mib} MiB, pty corpus {a.pty_mib} MiB, "
         f"best of {a.repeat}; MiB/s, and CPU ms per MiB of the relaying processes"
     )
-    extra = {GATEWAY: a.gateway_toml.replace("\\n", "\n")} if a.gateway_toml else {}
-    with BenchRig(gateways={GATEWAY: ""}, relay=True, bare=a.bare, extra=extra) as rig, \
+    keys = "\n".join(a.gateway)
+    if keys:
+        print(f"# bastille [gateway] settings: {'; '.join(a.gateway)}")
+    with BenchRig(gateways={GATEWAY: ""}, relay=True, bare=a.bare, gateway_keys=keys) as rig, \
             tempfile.TemporaryDirectory() as tmp:
         work = workloads(rig, a.size_mib * MIB, rand, corpus, Path(tmp))
         names = [n for n in work if not a.only or n in a.only.split(",")]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import re
 import signal
 import time
@@ -34,6 +35,7 @@ from gateway.core.notify import notify_webhook
 from gateway.policy import Action, PolicyEngine, Rule
 from gateway.rdp.supervisor import RdpSupervisor
 from gateway.ssh.listener import SshListener
+from gateway.ssh.supervisor import SshWorkers, serving_processes
 from recorder.service import Recorder
 from state.approvals import ApprovalStore, Request
 from state.bindings import BindingStore
@@ -48,16 +50,24 @@ log = logging.getLogger("bastille.app")
 
 
 class GatewayApp:
-    """The gateway process; implements :class:`gateway.core.services.Services`."""
+    """The gateway process; implements :class:`gateway.core.services.Services`.
 
-    def __init__(self, config: Config) -> None:
+    Args:
+        config: the validated configuration.
+        worker_port: set in an SSH worker process (``gateway.workers``): serve SSH on
+            this port shared with the other workers, and nothing else.
+    """
+
+    def __init__(self, config: Config, *, worker_port: int | None = None) -> None:
         self.config = config
         self.version = __version__
+        self.worker_port = worker_port
         data = DataDir(config.data_dir)
         self.audit_log = AuditLog(config.audit.file, syslog=config.audit.syslog,
                                   syslog_address=config.audit.syslog_address,
                                   syslog_facility=config.audit.syslog_facility)
-        self.recorder = Recorder(config.recording)
+        # crash recovery and the status file: the gateway process only, not its workers
+        self.recorder = Recorder(config.recording, recover=worker_port is None)
         self.approvals = ApprovalStore(data.approvals)
         self.bindings = BindingStore(data.oidc_bindings) \
             if config.oidc is not None or config.saml is not None else None
@@ -74,6 +84,7 @@ class GatewayApp:
         self.ssh = SshListener(self)
         self.port = 0
         self._rdp: RdpSupervisor | None = None
+        self._ssh_workers: SshWorkers | None = None
         self.web: WebService | None = None  # the HTTPS endpoint ([web]: SAML, approvals)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._kills: asyncio.Task[Any] | None = None
@@ -122,7 +133,10 @@ class GatewayApp:
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Start the recorder, RDP workers and the SSH listener."""
+        """Start the recorder, RDP workers and the SSH listener (or SSH workers)."""
+        if self.worker_port is not None:
+            await self._start_worker(self.worker_port)
+            return
         expired = self.approvals.expire_all_pending()
         if expired:
             log.warning("%d approval request(s) left pending by a previous run expired", expired)
@@ -136,13 +150,28 @@ class GatewayApp:
 
             self.web = WebService(self.config, audit=self.audit, approvals=self.approvals)
             await self.web.start()
-        self.port = await self.ssh.start()
+        workers = serving_processes(self.config)
+        if workers > 1:
+            self._ssh_workers = SshWorkers(self.config, self.audit_log, workers,
+                                           log_level=logging.getLogger().getEffectiveLevel())
+            self.port = await self._ssh_workers.start()
+        else:
+            self.port = await self.ssh.start()
         self._kills = self.spawn(carry_out_kills(self.approvals, self.live), "kill requests")
         gw = self.config.gateway
         self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={
             "event": "start", "listen": f"{gw.listen_host}:{self.port}",
-            "version": self.version}))
-        log.info("bastille %s listening on %s:%d", self.version, gw.listen_host, self.port)
+            "version": self.version, "ssh_workers": workers}))
+        log.info("bastille %s listening on %s:%d (%s)", self.version, gw.listen_host, self.port,
+                 f"{workers} SSH worker processes" if workers > 1 else "one process")
+
+    async def _start_worker(self, port: int) -> None:
+        """An SSH worker process: the recorder (no recovery), the listener on the
+        shared port, kill requests of its own sessions."""
+        await self.recorder.start()
+        self.port = await self.ssh.start(port=port, reuse_port=True)
+        self._kills = self.spawn(carry_out_kills(self.approvals, self.live), "kill requests")
+        log.info("ssh worker %d serving 127.0.0.1:%d", os.getpid(), self.port)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -180,6 +209,10 @@ class GatewayApp:
         if self._rdp is not None:  # RDP workers drain in parallel with SSH sessions
             rdp_stop = asyncio.get_running_loop().create_task(
                 self._rdp.stop(gw.drain_timeout + 15))
+        ssh_stop = None
+        if self._ssh_workers is not None:  # each SSH worker drains its own sessions
+            ssh_stop = asyncio.get_running_loop().create_task(
+                self._ssh_workers.stop(gw.drain_timeout + 15))
         if self._kills is not None:
             self._kills.cancel()
         log.info("draining %d task(s) of sessions for up to %.0f s",
@@ -193,11 +226,15 @@ class GatewayApp:
         await self.ssh.aclose()
         if rdp_stop is not None:
             await rdp_stop
+        if ssh_stop is not None:
+            await ssh_stop
         await self.recorder.close(timeout=max(5.0, gw.drain_timeout))
         self.approvals.close()
         if self.bindings is not None:
             self.bindings.close()
-        self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={"event": "stop"}))
+        self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={
+            "event": "stop" if self.worker_port is None else "ssh worker stop",
+            **({"pid": os.getpid()} if self.worker_port is not None else {})}))
         self.audit_log.close()
 
 
