@@ -21,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 # name -> (full args, smoke args)
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "throughput": ([], ["--smoke"]),
+    "workers": ([], ["--smoke"]),
     "latency": ([], ["--smoke"]),
     "policy_overhead": ([], ["--smoke"]),
     "policy_hotpath": ([], ["--smoke"]),

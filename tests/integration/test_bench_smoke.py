@@ -54,10 +54,22 @@ def test_throughput_smoke_prints_every_workload_with_ratios() -> None:
         "sftp-down",
         "pty-cat",
     ]
+    assert table[0][1:] == ["direct", "ossh-relay", "relay-ms/MiB", "bastille", "/direct",
+                            "/relay", "gw-ms/MiB"]
     for r in table[1:]:
-        # direct, then (MiB/s, ratio, CPU ms/MiB) for each of the two gateways
+        # direct, the OpenSSH relay (MiB/s, CPU ms/MiB), bastille (MiB/s, its ratio to
+        # direct and to the relay, CPU ms/MiB)
         assert len(r) == 8, r
-        assert all(float(x) > 0 for x in r[1:]), r
+        assert all(float(x) >= 0 for x in r[1:]), r
+        assert float(r[1]) > 0 and float(r[2]) > 0 and float(r[4]) > 0, r
+
+
+@pytest.mark.slow  # three gateways (direct reference, 1 and 2 workers), ~20 s
+def test_workers_smoke_prints_every_worker_count() -> None:
+    out = run_bench("workers", "--smoke", "--workers", "1,2")
+    table = {r[0]: r for r in rows(out)}
+    for path in ("direct", "workers=1", "workers=2"):
+        assert float(table[path][1]) > 0, table
 
 
 def test_latency_smoke_prints_direct_and_bastion_percentiles() -> None:
