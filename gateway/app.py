@@ -39,8 +39,9 @@ from gateway.ssh.supervisor import SshWorkers, serving_processes
 from recorder.service import Recorder
 from state.approvals import ApprovalStore, Request
 from state.bindings import BindingStore
+from state.failures import SharedFailureLimiter
 from state.paths import DataDir
-from state.ratelimit import FailureLimiter
+from state.ratelimit import FailureCounter, FailureLimiter
 
 if TYPE_CHECKING:
     from gateway.core.weblogin import WebLogins
@@ -75,8 +76,14 @@ class GatewayApp:
         self.policy = build_engine(config)
         self.maskers = Maskers(config.policy)
         self.live = LiveSessions()
-        self.failures = FailureLimiter(config.gateway.max_auth_failures,
-                                       config.gateway.auth_failure_window)
+        self.failures: FailureCounter
+        if worker_port is not None:  # counted with the other SSH workers (a shared file)
+            self.failures = SharedFailureLimiter(data.login_failures,
+                                                 config.gateway.max_auth_failures,
+                                                 config.gateway.auth_failure_window)
+        else:
+            self.failures = FailureLimiter(config.gateway.max_auth_failures,
+                                           config.gateway.auth_failure_window)
         self.commands = Commands(config, self.access, self.approvals, self.audit,
                                  self.notify_approvers, self.version)
         if config.rdp is not None:

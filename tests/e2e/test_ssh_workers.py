@@ -189,3 +189,16 @@ approvers = ["bob"]
     for i, ask in enumerate(asks):
         out, err = ask.communicate(timeout=30)
         assert (ask.returncode, out) == (0, f"approve-me-{i}\n".encode()), err
+
+
+def test_failed_logins_are_counted_across_workers(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    g: Rig = make_gateway(gateway_extra='workers = 2\nmax_auth_failures = 3\n'
+                                        'auth_failure_window = "1m"')
+    _wait(lambda: _listeners(g) == 2)
+    for _ in range(3):  # spread over both workers by the kernel
+        r = g.ssh("alice", "web1", "--", "true", key="mallory")
+        assert r.returncode == 255 and b"Permission denied" in r.stderr
+    for _ in range(6):  # whichever worker answers, the address is blocked
+        r = g.ssh("alice", "web1", "--", "echo", "hi")
+        assert r.returncode == 255 and b"too many failed logins" in r.stderr, r.stderr
+    assert (g.data / "login_failures.sqlite3").stat().st_mode & 0o777 == 0o600
