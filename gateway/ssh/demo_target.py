@@ -30,6 +30,7 @@ import pwd
 import shlex
 import signal
 import struct
+import sys
 import termios
 from collections.abc import Iterable, Mapping
 
@@ -91,9 +92,19 @@ def _die_with_gateway() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _child_with_tty() -> None:
-    _die_with_gateway()
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+# The terminal becomes the controlling terminal of the new session in the child itself,
+# just before the target's program: uvloop runs ``preexec_fn`` before the child's
+# ``setsid`` and stdio set-up, where the standard loop runs it after them.
+_CTTY_EXEC = ("import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+              "os.execvp(sys.argv[1], sys.argv[1:])")
+
+
+async def _pipe_writer(fd: int) -> asyncio.StreamWriter:
+    """A stream writer on the write end ``fd`` of a pipe (taken over)."""
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, os.fdopen(fd, "wb", buffering=0))
+    return asyncio.StreamWriter(transport, protocol, None, loop)
 
 
 def _set_size(fd: int, cols: int, rows: int) -> None:
@@ -128,6 +139,7 @@ class _Run:
         self.env = env
         self.master: int | None = None
         self.proc: asyncio.subprocess.Process | None = None
+        self.stdin: asyncio.StreamWriter | None = None  # the process's stdin (no pty)
         self.pty_done = asyncio.Event()
 
     async def start(self) -> bool:
@@ -139,14 +151,22 @@ class _Run:
                 cols, rows = process.term_size[:2]
                 _set_size(master, cols or 80, rows or 24)
                 self.proc = await asyncio.create_subprocess_exec(
-                    *self.argv, stdin=slave, stdout=slave, stderr=slave, env=self.env,
-                    cwd=_HOME, start_new_session=True, preexec_fn=_child_with_tty)
+                    sys.executable, "-c", _CTTY_EXEC, *self.argv, stdin=slave, stdout=slave,
+                    stderr=slave, env=self.env, cwd=_HOME, start_new_session=True,
+                    preexec_fn=_die_with_gateway)
                 os.close(slave)
             else:
                 pipe = asyncio.subprocess.PIPE
-                self.proc = await asyncio.create_subprocess_exec(
-                    *self.argv, stdin=pipe, stdout=pipe, stderr=pipe, env=self.env, cwd=_HOME,
-                    start_new_session=True, preexec_fn=_die_with_gateway)
+                # stdin is a real pipe, also under uvloop (whose pipes are socketpairs):
+                # bash reads ~/.bashrc when its stdin is a socket (its rshd check)
+                stdin_r, stdin_w = os.pipe()
+                try:
+                    self.proc = await asyncio.create_subprocess_exec(
+                        *self.argv, stdin=stdin_r, stdout=pipe, stderr=pipe, env=self.env,
+                        cwd=_HOME, start_new_session=True, preexec_fn=_die_with_gateway)
+                finally:
+                    os.close(stdin_r)
+                self.stdin = await _pipe_writer(stdin_w)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 process.stderr.write(f"cannot start {self.argv[0]}: {exc.strerror}\n".encode())
@@ -163,8 +183,8 @@ class _Run:
         try:
             if self.master is not None:
                 os.write(self.master, data)
-            elif self.proc is not None and self.proc.stdin is not None:
-                self.proc.stdin.write(data)
+            elif self.stdin is not None:
+                self.stdin.write(data)
         except OSError:
             return False
         return True
@@ -195,18 +215,18 @@ class _Run:
                 return
             if not self._write_in(data):
                 return
-            if self.master is None and self.proc is not None and self.proc.stdin is not None:
+            if self.master is None and self.stdin is not None:
                 try:
-                    await self.proc.stdin.drain()
+                    await self.stdin.drain()
                 except OSError:
                     return
 
     def _end_input(self) -> None:
         if self.master is not None:
             self._write_in(b"\x04")
-        elif self.proc is not None and self.proc.stdin is not None:
+        elif self.stdin is not None:
             with contextlib.suppress(OSError):
-                self.proc.stdin.close()
+                self.stdin.close()
 
     async def pump_out(self, stream: asyncio.StreamReader | None, stderr: bool) -> None:
         if stream is None:
@@ -260,6 +280,8 @@ class _Run:
             if self.master is not None:
                 loop.remove_reader(self.master)
                 os.close(self.master)
+            if self.stdin is not None:
+                self.stdin.close()
             for task in (*tasks, closed):
                 task.cancel()
             await asyncio.gather(*tasks, closed, return_exceptions=True)
