@@ -37,6 +37,7 @@ from gateway.rdp.supervisor import RdpSupervisor
 from gateway.ssh.listener import SshListener
 from gateway.ssh.supervisor import SshWorkers, serving_processes
 from recorder.service import Recorder
+from recorder.status import worker_status_name
 from state.approvals import ApprovalStore, Request
 from state.bindings import BindingStore
 from state.failures import SharedFailureLimiter
@@ -68,7 +69,8 @@ class GatewayApp:
                                   syslog_address=config.audit.syslog_address,
                                   syslog_facility=config.audit.syslog_facility)
         # crash recovery and the status file: the gateway process only, not its workers
-        self.recorder = Recorder(config.recording, recover=worker_port is None)
+        self.recorder = Recorder(config.recording, recover=worker_port is None,
+                                 status_name=worker_status_name(os.getpid()))
         self.approvals = ApprovalStore(data.approvals)
         self.bindings = BindingStore(data.oidc_bindings) \
             if config.oidc is not None or config.saml is not None else None
@@ -128,6 +130,8 @@ class GatewayApp:
                                       "rule": request.rule}))
         if cfg.webhook_url:
             link = self.web.approval_url(request.id) if self.web is not None else ""
+            if not link and self.config.web is not None:  # an SSH worker: the gateway's
+                link = f"{self.config.web.base_url}/approvals/{request.id}"
             asyncio.get_running_loop().run_in_executor(
                 None, functools.partial(notify_webhook, cfg.webhook_url, cfg.webhook_format,
                                         request, link=link))

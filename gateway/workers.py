@@ -8,8 +8,10 @@ status file stay with the gateway process), the shared ``state/`` stores, its ow
 kill-request carrier. No RDP, no web endpoint (the gateway process runs those).
 
 Protocol with the supervisor: one line ``ready`` on stdout once listening. It stops
-(drains its sessions, finalizes recordings) on SIGTERM, and when the gateway that
-started it is gone (``PR_SET_PDEATHSIG``, plus a parent check every second).
+(drains its sessions, finalizes recordings) on SIGTERM; it is killed with the gateway
+(``PR_SET_PDEATHSIG`` SIGKILL, plus a parent check every second), so a gateway killed
+with SIGKILL leaves what one process would: unfinished recordings, which crash recovery
+finishes at the next start.
 """
 
 from __future__ import annotations
@@ -28,6 +30,24 @@ from gateway.errors import ConfigError
 log = logging.getLogger("bastille.workers")
 
 EXIT_ORPHANED = 71
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """SIGKILL this process when the gateway exits (Linux), as if it were part of it: a
+    gateway killed with SIGKILL takes its sessions along, and their recordings are
+    finished by crash recovery at the next start, exactly as with one process."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the parent check below remains
+        pass
+    if os.getppid() != parent:
+        print("bastille-ssh: the gateway that started this worker is gone; exiting",
+              file=sys.stderr, flush=True)
+        os._exit(EXIT_ORPHANED)
 
 
 async def serve(config_path: str, port: int, parent: int | None) -> None:
@@ -46,13 +66,13 @@ async def serve(config_path: str, port: int, parent: int | None) -> None:
 
 
 async def _parent_check(app: GatewayApp, parent: int | None) -> None:
-    """Stop as on SIGTERM when the gateway is gone and the death signal was lost."""
+    """Exit when the gateway is gone and the death signal was lost."""
     if parent is None:
         return
     while os.getppid() == parent:  # noqa: ASYNC110 - polls the kernel, no event to await
         await asyncio.sleep(1.0)
-    log.error("the gateway that started this worker is gone; stopping")
-    app.stop()
+    log.error("the gateway that started this worker is gone; exiting")
+    os._exit(EXIT_ORPHANED)  # as its death signal would have: crash recovery finishes up
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,8 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", type=int, default=logging.WARNING)
     args = parser.parse_args(argv)
     if args.parent is not None:
-        from gateway.rdp.worker import die_with_parent
-
         die_with_parent(args.parent)
     logging.basicConfig(
         level=args.log_level,

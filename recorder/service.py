@@ -53,7 +53,13 @@ from recorder.postprocess import Postprocessor
 from recorder.settings import RecorderSettings
 from recorder.signing import Signer, load_signer
 from recorder.sinks.base import Sink, SinkStatus
-from recorder.status import STATUS_INTERVAL, PausedSession, RecorderStatus, write_status
+from recorder.status import (
+    STATUS_FILE,
+    STATUS_INTERVAL,
+    PausedSession,
+    RecorderStatus,
+    write_status,
+)
 from recorder.writer import DELIVERED, SessionState, Writer
 
 log = logging.getLogger(__name__)
@@ -470,6 +476,9 @@ class Recorder:
         recover: False in helper processes (RDP workers) that share the storage and the
             index with a gateway process: only the gateway finishes what a crashed
             process left, and writes the status file.
+        status_name: a helper that serves sessions (an SSH worker) writes its own
+            status file of this name, which ``bastille status`` adds to the gateway's
+            (:func:`recorder.status.worker_status_name`).
     """
 
     def __init__(
@@ -480,9 +489,11 @@ class Recorder:
         sink: Sink | None = None,
         stall_timeout: float | None = None,
         recover: bool = True,
+        status_name: str | None = None,
     ) -> None:
         self.settings = settings
         self._recover = recover
+        self._status_name = STATUS_FILE if recover else status_name
         self._clock = clock
         self._sink = sink
         self._signer: Signer | None = None
@@ -635,8 +646,9 @@ class Recorder:
                         cb(st)
                     except Exception:  # a listener must not break the recorder
                         log.exception("recorder: status listener raised")
-            if self._recover:
-                await loop.run_in_executor(None, write_status, self.settings.data_dir, st)
+            if self._status_name is not None:
+                await loop.run_in_executor(None, write_status, self.settings.data_dir, st,
+                                           self._status_name)
         except OSError as exc:
             log.warning("recorder: cannot write the status file: %s", exc)
         finally:
@@ -768,6 +780,12 @@ class Recorder:
                 await loop.run_in_executor(None, wait_idle, max(0.1, deadline - time.monotonic()))
             await self._refresh_status()
             await loop.run_in_executor(None, self._sink.close)
+        self._forget_worker_status()
+
+    def _forget_worker_status(self) -> None:
+        """A worker's status file goes with it (its sessions ended)."""
+        if self._status_name not in (None, STATUS_FILE):
+            (self.settings.data_dir / str(self._status_name)).unlink(missing_ok=True)
 
 
 def _in_thread(

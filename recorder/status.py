@@ -23,6 +23,7 @@ from typing import Any
 from recorder.sinks.base import SinkStatus
 
 STATUS_FILE = "status.json"
+WORKER_PREFIX = "status-worker-"  # + pid + ".json": one per SSH worker process
 STATUS_INTERVAL = 2.0  # seconds between rewrites by a running gateway
 STALE_AFTER = 10.0  # a status file older than this: the gateway is not running (or hung)
 RANK = {"ok": 0, "degraded": 1, "failing": 2}
@@ -86,9 +87,15 @@ class RecorderStatus:
         )
 
 
-def write_status(data_dir: Path, status: RecorderStatus) -> None:
+def worker_status_name(pid: int) -> str:
+    """The status file of a helper process that serves sessions (an SSH worker): its
+    sessions and paused recordings are added to the gateway's by :func:`read_status`."""
+    return f"{WORKER_PREFIX}{pid}.json"
+
+
+def write_status(data_dir: Path, status: RecorderStatus, name: str = STATUS_FILE) -> None:
     """Replace the status file atomically (0600). Raises OSError."""
-    path = data_dir / STATUS_FILE
+    path = data_dir / name
     tmp = path.with_name(f".{STATUS_FILE}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -112,12 +119,31 @@ def read_status(data_dir: Path) -> tuple[RecorderStatus | None, str]:
         return None, f"no gateway has run with this data directory ({path} is missing)"
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return None, f"cannot read {path}: {exc}"
+    _add_workers(data_dir, status)
     age = time.time() - status.updated
     if not _alive(status.pid):
         return status, f"the gateway (pid {status.pid}) is not running"
     if age > STALE_AFTER:
         return status, f"the gateway (pid {status.pid}) has not updated its status for {age:.0f} s"
     return status, ""
+
+
+def _add_workers(data_dir: Path, status: RecorderStatus) -> None:
+    """Add the sessions of the gateway's live SSH workers (their own status files)."""
+    now = time.time()
+    for path in sorted(data_dir.glob(f"{WORKER_PREFIX}*.json")):
+        try:
+            worker = RecorderStatus.from_json(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not _alive(worker.pid) or now - worker.updated > STALE_AFTER:
+            continue  # a worker that is gone: its sessions ended with it
+        status.sessions += worker.sessions
+        status.paused.extend(worker.paused)
+        status.failed_recordings += worker.failed_recordings
+        status.last_failure = status.last_failure or worker.last_failure
+        status.storage = worker.storage if RANK.get(worker.storage.state, 0) > RANK.get(
+            status.storage.state, 0) else status.storage
 
 
 def _alive(pid: int) -> bool:
