@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -56,20 +57,22 @@ class GatewayApp:
 
     Args:
         config: the validated configuration.
-        worker_port: set in an SSH worker process (``gateway.workers``): serve SSH on
-            this port shared with the other workers, and nothing else.
+        worker_socket: set in an SSH worker process (``gateway.workers``): serve SSH on
+            this listening socket (one of the port's, opened by the gateway process),
+            and nothing else.
     """
 
-    def __init__(self, config: Config, *, worker_port: int | None = None) -> None:
+    def __init__(self, config: Config, *, worker_socket: socket.socket | None = None) -> None:
         self.config = config
         self.version = __version__
-        self.worker_port = worker_port
+        self.worker_socket = worker_socket
+        worker = worker_socket is not None
         data = DataDir(config.data_dir)
         self.audit_log = AuditLog(config.audit.file, syslog=config.audit.syslog,
                                   syslog_address=config.audit.syslog_address,
                                   syslog_facility=config.audit.syslog_facility)
         # crash recovery and the status file: the gateway process only, not its workers
-        self.recorder = Recorder(config.recording, recover=worker_port is None,
+        self.recorder = Recorder(config.recording, recover=not worker,
                                  status_name=worker_status_name(os.getpid()))
         self.approvals = ApprovalStore(data.approvals)
         self.bindings = BindingStore(data.oidc_bindings) \
@@ -79,7 +82,7 @@ class GatewayApp:
         self.maskers = Maskers(config.policy)
         self.live = LiveSessions()
         self.failures: FailureCounter
-        if worker_port is not None:  # counted with the other SSH workers (a shared file)
+        if worker:  # counted with the other SSH workers (a shared file)
             self.failures = SharedFailureLimiter(data.login_failures,
                                                  config.gateway.max_auth_failures,
                                                  config.gateway.auth_failure_window)
@@ -145,8 +148,8 @@ class GatewayApp:
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Start the recorder, RDP workers and the SSH listener (or SSH workers)."""
-        if self.worker_port is not None:
-            await self._start_worker(self.worker_port)
+        if self.worker_socket is not None:
+            await self._start_worker(self.worker_socket)
             return
         expired = self.approvals.expire_all_pending()
         if expired:
@@ -176,11 +179,11 @@ class GatewayApp:
         log.info("bastille %s listening on %s:%d (%s)", self.version, gw.listen_host, self.port,
                  f"{workers} SSH worker processes" if workers > 1 else "one process")
 
-    async def _start_worker(self, port: int) -> None:
-        """An SSH worker process: the recorder (no recovery), the listener on the
-        shared port, kill requests of its own sessions."""
+    async def _start_worker(self, sock: socket.socket) -> None:
+        """An SSH worker process: the recorder (no recovery), the listener on its
+        socket, kill requests of its own sessions."""
         await self.recorder.start()
-        self.port = await self.ssh.start(port=port, reuse_port=True)
+        self.port = await self.ssh.start(sock=sock)
         self._kills = self.spawn(carry_out_kills(self.approvals, self.live), "kill requests")
         log.info("ssh worker %d serving 127.0.0.1:%d", os.getpid(), self.port)
 
@@ -244,8 +247,8 @@ class GatewayApp:
         if self.bindings is not None:
             self.bindings.close()
         self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={
-            "event": "stop" if self.worker_port is None else "ssh worker stop",
-            **({"pid": os.getpid()} if self.worker_port is not None else {})}))
+            "event": "stop" if self.worker_socket is None else "ssh worker stop",
+            **({"pid": os.getpid()} if self.worker_socket is not None else {})}))
         self.audit_log.close()
 
 

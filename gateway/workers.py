@@ -1,8 +1,9 @@
-"""One SSH worker process: ``python -m gateway.workers -c CONFIG --parent PID --port P``.
+"""One SSH worker process: ``python -m gateway.workers -c CONFIG --parent PID --fd N``.
 
 Started by the gateway (:mod:`gateway.ssh.supervisor`) when ``[gateway] workers > 1``.
 It builds the same :class:`gateway.app.GatewayApp` as a single-process gateway, in its
-worker role: the SSH listener on the shared port with ``SO_REUSEPORT``, its own
+worker role: the SSH listener on the socket the gateway opened for it (file descriptor
+``N``, one of the port's ``SO_REUSEPORT`` sockets), its own
 recorder thread writing into the shared storage and index (crash recovery and the
 status file stay with the gateway process), the shared ``state/`` stores, its own
 kill-request carrier. No RDP, no web endpoint (the gateway process runs those).
@@ -20,6 +21,7 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import sys
 
 from gateway import eventloop
@@ -50,11 +52,11 @@ def die_with_parent(parent: int) -> None:
         os._exit(EXIT_ORPHANED)
 
 
-async def serve(config_path: str, port: int, parent: int | None) -> None:
+async def serve(config_path: str, fd: int, parent: int | None) -> None:
     from gateway.ssh.keys import check_private_key
 
     config = load_config(config_path, check_key=check_private_key)
-    app = GatewayApp(config, worker_port=port)
+    app = GatewayApp(config, worker_socket=socket.socket(fileno=fd))
     await app.start()
     print("ready", flush=True)
     check = asyncio.get_running_loop().create_task(_parent_check(app, parent),
@@ -78,7 +80,8 @@ async def _parent_check(app: GatewayApp, parent: int | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway.workers")
     parser.add_argument("-c", "--config", required=True)
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--fd", type=int, required=True,
+                        help="the listening socket the gateway opened for this worker")
     parser.add_argument("--parent", type=int, default=None)
     parser.add_argument("--slot", type=int, default=0)
     parser.add_argument("--log-level", type=int, default=logging.WARNING)
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bastille-ssh: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
     try:
-        eventloop.run(serve(args.config, args.port, args.parent), config.gateway.event_loop)
+        eventloop.run(serve(args.config, args.fd, args.parent), config.gateway.event_loop)
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # noqa: BLE001 - one line for the supervisor's log, exit 1

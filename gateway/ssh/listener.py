@@ -8,6 +8,7 @@ root and never reaches back into the application.
 from __future__ import annotations
 
 import logging
+import socket
 
 import asyncssh
 
@@ -45,13 +46,13 @@ class SshListener:
         self._server: asyncssh.SSHAcceptor | None = None
         self.port = 0
 
-    async def start(self, *, port: int | None = None, reuse_port: bool = False) -> int:
+    async def start(self, *, sock: socket.socket | None = None) -> int:
         """Start the built-in targets and listen; the port. Raises BastilleError with a
         message for the operator.
 
         Args:
-            port: listen on this port instead of ``gateway.listen``'s (an SSH worker).
-            reuse_port: share the port with the other SSH workers (``SO_REUSEPORT``).
+            sock: accept on this listening socket instead of opening ``gateway.listen``
+                (an SSH worker: the gateway process opened it).
         """
         services = self.ctx.services
         config = services.config
@@ -68,8 +69,8 @@ class SshListener:
         prefer_gcm_for_clients()
         try:
             self._server = await asyncssh.create_server(
-                lambda: BastionServer(self.ctx), gw.listen_host,
-                gw.listen_port if port is None else port, reuse_port=reuse_port,
+                lambda: BastionServer(self.ctx), None if sock else gw.listen_host,
+                None if sock else gw.listen_port, sock=sock,
                 server_host_keys=[str(p) for p in gw.host_keys],
                 login_timeout=gw.login_timeout, encoding=None, line_editor=False,
                 agent_forwarding=True, x11_forwarding=True,
@@ -81,7 +82,7 @@ class SshListener:
         except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
             raise BastilleError(f"cannot load the gateway host keys: {exc}") from None
         except OSError as exc:
-            raise BastilleError(f"cannot listen on {gw.listen_host}:{port or gw.listen_port}: "
+            raise BastilleError(f"cannot listen on {gw.listen_host}:{gw.listen_port}: "
                                 f"{exc.strerror or exc}") from None
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port

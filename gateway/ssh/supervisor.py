@@ -13,17 +13,21 @@ carries out the kill requests of its own sessions) and the recordings themselves
 Supervision, as for the RDP workers: each worker prints ``ready`` once listening; one
 that exits unexpectedly is audited and replaced after :data:`RESTART_DELAY`; on stop
 each gets SIGTERM and drains its sessions (``gateway.drain_timeout``). A worker never
-outlives the gateway (``PR_SET_PDEATHSIG`` and a parent check).
+outlives the gateway (``PR_SET_PDEATHSIG`` and a parent check): killed with it, it leaves
+what one process would (recordings that crash recovery finishes at the next start).
 
-Before starting workers the gateway binds the port *without* ``SO_REUSEPORT``: if that
-fails, something already listens there (say, a worker of a gateway killed with SIGKILL
-whose parent check has not fired yet) and the gateway refuses to start instead of
-silently sharing the port with it.
+The gateway process opens the listening sockets itself, one per worker, all on the port
+with ``SO_REUSEPORT``, and hands each to its worker (an inherited file descriptor). So
+the port keeps answering while a worker is replaced (connections the kernel gave to its
+socket wait in that socket's backlog for the new worker), and before opening them the
+gateway makes sure nothing else listens there (a bind without ``SO_REUSEPORT``): the
+workers of a gateway killed with SIGKILL, which die with it, are waited for up to
+:data:`PORT_FREE_WAIT` seconds; anything else makes the gateway refuse to start rather
+than share the port.
 
-Known limits: failed-login counts (``max_auth_failures``) are kept per process, so a
-client spread over N workers by the kernel gets up to N times the attempts before it is
-refused; browser (SAML) sign-ins for SSH are held in the gateway process's web
-endpoint, so with ``[saml]`` the gateway serves SSH itself (one process).
+Known limits: browser (SAML) sign-ins for SSH are held in the gateway process's web
+endpoint, so with ``[saml]`` the gateway serves SSH itself (one process). A connection
+stays with the worker that accepted it: one busy session is served by one core.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import os
 import signal
 import socket
 import sys
+import time
 
 from gateway.audit import AuditEvent, Kind
 from gateway.config import Config
@@ -44,6 +49,7 @@ log = logging.getLogger("bastille.workers")
 
 START_TIMEOUT = 30.0
 RESTART_DELAY = 1.0
+LISTEN_BACKLOG = 128  # connections the kernel queues per worker socket
 
 
 class WorkersUnavailable(BastilleError):
@@ -57,20 +63,51 @@ def serving_processes(config: Config) -> int:
     return config.gateway.workers
 
 
-def reserve_port(host: str, port: int) -> int:
-    """The port the workers will share: ``port``, or a free one for 0. Raises
-    WorkersUnavailable if something already listens there."""
+PORT_FREE_WAIT = 5.0  # seconds to wait for listeners of a killed gateway's workers to go
+
+
+def wait_port_free(host: str, port: int, timeout: float = PORT_FREE_WAIT) -> None:
+    """Return once nothing listens on ``host:port`` (a bind without ``SO_REUSEPORT``
+    succeeds). The workers of a gateway killed with SIGKILL die with it, a few
+    milliseconds later: they are waited for. Raises WorkersUnavailable if something
+    still listens after ``timeout`` seconds."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-            probe.listen(1)
-        except OSError as exc:
-            raise WorkersUnavailable(
-                f"cannot listen on {host}:{port}: {exc.strerror or exc}; is a worker of an "
-                f"earlier gateway still running? (ss -ltnp 'sport = :{port}')") from None
-        return int(probe.getsockname()[1])
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))  # not listen(): nobody may connect to the probe
+                return
+            except OSError as exc:
+                if time.monotonic() >= deadline:
+                    raise WorkersUnavailable(
+                        f"cannot listen on {host}:{port}: {exc.strerror or exc}; is a "
+                        f"worker of an earlier gateway still running? "
+                        f"(ss -ltnp 'sport = :{port}')") from None
+        time.sleep(0.05)
+
+
+def listen_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` listening sockets on one port with ``SO_REUSEPORT`` (port 0: a free
+    one), one per worker: the kernel spreads new connections over them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            port = sock.getsockname()[1]
+            sock.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        for sock in socks:
+            sock.close()
+        raise WorkersUnavailable(f"cannot listen on {host}:{port}: "
+                                 f"{exc.strerror or exc}") from None
+    return socks
 
 
 class SshWorkers:
@@ -90,6 +127,7 @@ class SshWorkers:
         self.count = count
         self._log_level = log_level
         self.port = 0
+        self._socks: list[socket.socket] = []  # one per slot, kept across restarts
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -105,7 +143,10 @@ class SshWorkers:
     async def start(self) -> int:
         """Start every worker and wait until each listens; returns the port."""
         gw = self.config.gateway
-        self.port = reserve_port(gw.listen_host, gw.listen_port)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, wait_port_free, gw.listen_host, gw.listen_port)
+        self._socks = listen_sockets(gw.listen_host, gw.listen_port, self.count)
+        self.port = int(self._socks[0].getsockname()[1])
         results = await asyncio.gather(*(self._spawn(slot) for slot in range(self.count)),
                                        return_exceptions=True)
         for result in results:
@@ -117,12 +158,13 @@ class SshWorkers:
         return self.port
 
     async def _spawn(self, slot: int) -> None:
+        sock = self._socks[slot]
         cmd = [sys.executable, "-m", "gateway.workers", "-c", str(self.config.path),
-               "--parent", str(os.getpid()), "--port", str(self.port), "--slot", str(slot),
+               "--parent", str(os.getpid()), "--fd", str(sock.fileno()), "--slot", str(slot),
                "--log-level", str(self._log_level)]
         proc = await asyncio.create_subprocess_exec(
             *cmd, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            env={**os.environ, "PYTHONUNBUFFERED": "1"}, pass_fds=(sock.fileno(),))
         assert proc.stdout is not None
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
@@ -174,3 +216,6 @@ class SshWorkers:
                 await proc.wait()
         for task in list(self._tasks):
             task.cancel()
+        for sock in self._socks:
+            sock.close()
+        self._socks = []

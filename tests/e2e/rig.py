@@ -121,6 +121,7 @@ class Gateway:
     def start(self) -> None:
         self.log = self.config.parent / "gateway.log"
         fh = open(self.log, "ab")
+        offset = fh.tell()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "-v", "serve", "-c",
                                       str(self.config)], stdout=fh, stderr=subprocess.STDOUT,
@@ -128,8 +129,23 @@ class Gateway:
         fh.close()
         try:
             wait_port(self.port, proc=self.proc)
+            self._wait_listening(offset)
         except Exception:
             raise RuntimeError(f"gateway did not start:\n{self.log.read_text()}") from None
+
+    def _wait_listening(self, offset: int, timeout: float = 30.0) -> None:
+        """Until the gateway says it listens: with SSH workers the port is open (and
+        connections wait) before every worker serves."""
+        assert self.log is not None and self.proc is not None
+        line = f"listening on 127.0.0.1:{self.port}".encode()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            with open(self.log, "rb") as fh:
+                fh.seek(offset)
+                if line in fh.read():
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("the gateway did not say it listens")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         if self.proc is None:
