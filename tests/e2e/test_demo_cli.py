@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,11 @@ def demo(tmp_path: Path):  # type: ignore[no-untyped-def]
     proc = subprocess.Popen([*BASTILLE, "demo", "--port", str(port), "--data", str(data)],
                             stdout=log, stderr=subprocess.STDOUT)
     wait_port(port, proc=proc)
+    # the port answers (connections wait) while SSH workers start; the banner follows
+    deadline = time.monotonic() + 30
+    while b"Ctrl-C stops the gateway" not in (tmp_path / "demo.log").read_bytes():
+        assert time.monotonic() < deadline and proc.poll() is None, "no demo banner"
+        time.sleep(0.05)
     yield port, data, tmp_path / "demo.log"
     proc.terminate()
     proc.wait(20)
