@@ -145,12 +145,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keys", type=int, default=1000)
     ap.add_argument("--smoke", action="store_true", help="30 keys, idle only")
+    ap.add_argument("--gateway", action="append", default=[], metavar="KEY=VALUE",
+                    help="a [gateway] setting, e.g. --gateway 'event_loop = \"asyncio\"'")
     a = ap.parse_args(argv)
     conditions = ["idle"] if a.smoke else ["idle", "loaded", "loaded-pty"]
     keys = 30 if a.smoke else a.keys
     print(f"# latency: {machine()}")
-    print(f"# {keys} keys per cell; echo time in ms")
-    with BenchRig() as rig:
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    settings = "; ".join(a.gateway) or "defaults"
+    print(f"# {keys} keys per cell; echo time in ms; [gateway] {settings}; load {load}")
+    with BenchRig(gateway_keys="\n".join(a.gateway)) as rig:
         print(
             f"{'condition':<10} {'direct p50':>10} {'p99':>7} {'bastion p50':>11} {'p99':>7} "
             f"{'added p50':>9} {'added p99':>9} {'ratio p50':>9} {'gw CPU ms':>9}"

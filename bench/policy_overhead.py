@@ -101,12 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=10, help="passes over the command list")
     ap.add_argument("--smoke", action="store_true", help="one pass")
+    ap.add_argument("--gateway", action="append", default=[], metavar="KEY=VALUE",
+                    help="a [gateway] setting, e.g. --gateway 'event_loop = \"asyncio\"'")
     a = ap.parse_args(argv)
     rounds = 1 if a.smoke else a.rounds
     print(f"# policy_overhead: {machine()}")
     print(f"# {rounds * len(COMMANDS)} ordinary commands per column; Enter -> next prompt, ms")
     gateways = {"bastion": "", "bastion-policy": ""}
-    with BenchRig(gateways=gateways, extra={"bastion-policy": POLICY}) as rig:
+    with BenchRig(gateways=gateways, extra={"bastion-policy": POLICY},
+                  gateway_keys="\n".join(a.gateway)) as rig:
         cols = {"direct": run_one(rig, None, rounds)}
         for name in gateways:
             cols[name] = run_one(rig, name, rounds)
