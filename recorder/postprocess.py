@@ -20,7 +20,7 @@ from pathlib import Path
 from recorder import events as ev
 from recorder import keyframes
 from recorder.errors import FormatError, RecorderError, SinkError
-from recorder.index import Index
+from recorder.index import SessionIndex
 from recorder.reader import Recording
 from recorder.settings import RecorderSettings
 from recorder.sinks.base import Sink
@@ -31,7 +31,7 @@ QUEUE_CAP = 256  # closed sessions waiting for their screen pass; beyond, reinde
 
 
 def index_recording(
-    index: Index,
+    index: SessionIndex,
     rec: Recording,
     *,
     screen: bool = True,
@@ -88,7 +88,7 @@ def index_recording(
 def reindex(
     settings: RecorderSettings,
     sink: Sink,
-    index: Index,
+    index: SessionIndex,
     *,
     screen: bool = True,
     progress: Callable[[str, str], None] | None = None,
@@ -129,7 +129,7 @@ def reindex(
 class Postprocessor:
     """The background thread that runs the screen pass for closed sessions."""
 
-    def __init__(self, settings: RecorderSettings, sink: Sink, index: Index) -> None:
+    def __init__(self, settings: RecorderSettings, sink: Sink, index: SessionIndex) -> None:
         self.settings = settings
         self.sink = sink
         self.index = index
@@ -167,7 +167,7 @@ class Postprocessor:
     def recover_stale(self) -> None:
         """Re-read sessions a previous process left "live" (it crashed) and fix their rows."""
         try:
-            stale = self.index.list_sessions(status="live", limit=QUEUE_CAP)
+            stale = self.index.own_live(limit=QUEUE_CAP)
         except RecorderError as exc:
             log.warning("recorder: %s", exc)
             return

@@ -33,7 +33,7 @@ from typing import Any
 from recorder import events as ev
 from recorder.errors import RecorderError, RecordingFailed, SinkError
 from recorder.format import v1
-from recorder.index import Index
+from recorder.index import SessionIndex, open_index
 from recorder.postprocess import Postprocessor
 from recorder.settings import RecorderSettings
 from recorder.signing import Signer, load_signer
@@ -383,7 +383,7 @@ class Recorder:
         self._writer: Writer | None = None
         self._post: Postprocessor | None = None
         self._open: dict[str, SessionRecording] = {}
-        self.index: Index = None  # type: ignore[assignment]
+        self.index: SessionIndex = None  # type: ignore[assignment]
         self.stall_timeout = stall_timeout
         self._watchdog: asyncio.Task[None] | None = None
 
@@ -418,7 +418,7 @@ class Recorder:
                 await loop.run_in_executor(None, sink.recover)
         except SinkError as exc:
             raise RecorderError(f"recording storage recovery failed: {exc}") from exc
-        self.index = Index.open_checked(self.settings.data_dir / "index.sqlite3")
+        self.index = open_index(self.settings)
         self._writer = Writer(self.settings, sink, self._signer)
         self._writer.start()
         self._post = Postprocessor(self.settings, sink, self.index)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from recorder.index import SessionIndex
 
 OnFailure = Literal["terminate", "continue"]
 
@@ -49,6 +53,10 @@ class RecorderSettings:
     signing_key: Path | None = None  # Ed25519 private key (PEM, PKCS8); None = unsigned
     on_failure: OnFailure = "terminate"
     queue_bytes: int = 4 * 1024 * 1024  # per-session bound on unwritten bytes
+    #: opens a shared session index (several gateways, ``[state] url``); None: the SQLite
+    #: file data_dir/index.sqlite3 (see recorder.index.open_index)
+    index_opener: Callable[[], SessionIndex] | None = field(default=None, compare=False,
+                                                             repr=False)
 
     @property
     def file_dir(self) -> Path:
