@@ -1,0 +1,356 @@
+"""One suite, both backends: every state store behaves the same on SQLite (the default)
+and on PostgreSQL (``[state] url``, several gateways). The PostgreSQL cases run against
+a real server started by the tests (tests/pg_rig.py) with password authentication."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from recorder.index import SessionIndex, SessionRow
+from recorder.signing import generate, load_signer
+from state.approvals import ApprovalError
+from state.backend import StateBackend
+from state.settings import StateSettings
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateBackend]:
+    if request.param == "sqlite":
+        yield StateBackend(StateSettings(node="node-a"), tmp_path / "data")
+        return
+    settings: StateSettings = request.getfixturevalue("pg_settings")
+    yield StateBackend(settings, tmp_path / "data")
+
+
+class _Approvers:
+    def __init__(self, *names: str) -> None:
+        self.names = names
+
+    def allows(self, user: str, groups: frozenset[str]) -> bool:
+        return user in self.names
+
+
+def test_approvals_rules(backend: StateBackend) -> None:
+    now = [1000.0]
+    store = backend.approvals(clock=lambda: now[0])
+    req = store.create(user="alice", target="web1", session="s1", command="rm -r x",
+                       rule="r", reason="why", timeout=60)
+    assert (req.status, req.user, req.command, req.kind) == ("pending", "alice", "rm -r x",
+                                                            "command")
+    who = _Approvers("bob")
+    with pytest.raises(ApprovalError, match="own request"):
+        store.decide(req.id, approver="alice", approver_groups=frozenset(),
+                     approvers=_Approvers("alice"), approve=True)
+    with pytest.raises(ApprovalError, match="not an approver"):
+        store.decide(req.id, approver="carol", approver_groups=frozenset(), approvers=who,
+                     approve=True)
+    done = store.decide(req.id, approver="bob", approver_groups=frozenset(), approvers=who,
+                        approve=True, reason="ok")
+    assert (done.status, done.decided_by, done.decision_reason) == ("approved", "bob", "ok")
+    assert asyncio.run(store.wait(req.id)).status == "approved"
+    with pytest.raises(ApprovalError, match="already approved"):
+        store.decide(req.id, approver="bob", approver_groups=frozenset(), approvers=who,
+                     approve=False)
+    with pytest.raises(ApprovalError, match="no approval request #999"):
+        store.decide(999, approver="bob", approver_groups=frozenset(), approvers=who,
+                     approve=False)
+    late = store.create(user="alice", target="web1", session="s1", command="x", rule=None,
+                        reason="", timeout=60)
+    now[0] += 61
+    assert asyncio.run(store.wait(late.id)).status == "expired"
+    with pytest.raises(ApprovalError, match="no approval request #999"):
+        asyncio.run(store.wait(999))
+    gone = store.create(user="alice", target="web1", session="s1", command="y", rule=None,
+                        reason="", timeout=60)
+    store.cancel(gone.id, "the user disconnected")
+    cancelled = store.get(gone.id)
+    assert cancelled is not None and cancelled.status == "cancelled"
+    assert [r.id for r in store.list(status=None)] == [gone.id, late.id, req.id]
+    assert store.list() == []
+    pending = store.create(user="dave", target="web1", session="s2", command="z", rule=None,
+                           reason="", timeout=600)
+    assert store.expire_all_pending() == 1
+    expired = store.get(pending.id)
+    assert expired is not None and expired.status == "expired"
+    store.close()
+
+
+def test_grants_and_revocation(backend: StateBackend) -> None:
+    now = [5000.0]
+    store = backend.approvals(clock=lambda: now[0])
+    access = store.create_access(user="bob", target="db1", seconds=3600, reason="incident",
+                                 timeout=60)
+    assert (access.kind, access.grant_seconds) == ("access", 3600)
+    assert store.active_grant("bob", "db1") is None
+    store.decide(access.id, approver="carol", approver_groups=frozenset(),
+                 approvers=_Approvers("carol"), approve=True)
+    grant = store.active_grant("bob", "db1")
+    assert grant is not None and grant.id == access.id
+    assert store.active_grant("bob", "web1") is None
+    revoked = store.revoke_grant(access.id, by="carol", reason="done")
+    assert revoked.status == "revoked" and revoked.decision_reason == "revoked by carol: done"
+    assert store.active_grant("bob", "db1") is None
+    with pytest.raises(ApprovalError, match="is revoked, not approved"):
+        store.revoke_grant(access.id, by="carol", reason="")
+    with pytest.raises(ApprovalError, match="no access grant #12345"):
+        store.revoke_grant(12345, by="carol", reason="")
+    again = store.create_access(user="bob", target="db1", seconds=60, reason="", timeout=60)
+    store.decide(again.id, approver="carol", approver_groups=frozenset(),
+                 approvers=_Approvers("carol"), approve=True)
+    assert store.active_grant("bob", "db1") is not None
+    now[0] += 61
+    assert store.active_grant("bob", "db1") is None
+    store.close()
+
+
+def test_kill_requests(backend: StateBackend) -> None:
+    store = backend.approvals(clock=lambda: 42.0)
+    store.request_kill("s9", by="carol", reason="stop")
+    assert store.pending_kills() == [("s9", "carol", "stop")]
+    assert store.kill_status("s9") is None
+    store.kill_done("s9")
+    assert store.pending_kills() == [] and store.kill_status("s9") == 42.0
+    assert store.kill_status("nope") is None
+    store.request_kill("s9", by="dave", reason="again")  # a new request replaces the old
+    assert store.pending_kills() == [("s9", "dave", "again")]
+    store.close()
+
+
+def test_a_decision_reaches_a_waiter_of_another_store(backend: StateBackend) -> None:
+    """Two handles (two nodes) on one backend: the waiter sees the other's decision
+    within a second."""
+    waiter = backend.approvals()
+    approver = backend.approvals()
+    req = waiter.create(user="alice", target="web1", session="s1", command="ls", rule=None,
+                        reason="", timeout=60)
+
+    async def main() -> float:
+        task = asyncio.ensure_future(waiter.wait(req.id))
+        await asyncio.sleep(0.3)
+        assert not task.done()
+        t0 = time.monotonic()
+        approver.decide(req.id, approver="bob", approver_groups=frozenset(),
+                        approvers=_Approvers("bob"), approve=True)
+        result = await asyncio.wait_for(task, 2.0)
+        assert result.status == "approved" and result.decided_by == "bob"
+        return time.monotonic() - t0
+
+    assert asyncio.run(main()) < 1.0
+    waiter.close()
+    approver.close()
+
+
+def test_tokens_work_once(backend: StateBackend) -> None:
+    store = backend.tokens()
+    token = store.issue_token("alice", "win1", 60)
+    grant = store.consume_token(token)
+    assert grant is not None and (grant.user, grant.target) == ("alice", "win1")
+    assert store.consume_token(token) is None
+    assert store.consume_token("bst1.forged") is None
+    pin = store.issue_pin("alice", 60)
+    assert not store.consume_pin("bob", pin)
+    assert store.consume_pin("alice", pin)
+    assert not store.consume_pin("alice", pin)
+    sso = store.issue_sso_pin("carol", ["ops", "dba"], 60)
+    assert store.consume_sso_pin("carol", sso) == frozenset({"ops", "dba"})
+    assert store.consume_sso_pin("carol", sso) is None
+    expired = store.issue_token("alice", "win1", -1)
+    assert store.consume_token(expired) is None
+    store.close()
+
+
+def test_a_token_consumed_in_parallel_succeeds_once(backend: StateBackend) -> None:
+    issuer = backend.tokens()
+    token = issuer.issue_token("alice", "win1", 60)
+    stores = [backend.tokens() for _ in range(4)]
+    results: list[object] = []
+    barrier = threading.Barrier(len(stores))
+
+    def consume(store: object) -> None:
+        barrier.wait()
+        results.append(store.consume_token(token))  # type: ignore[attr-defined]
+
+    threads = [threading.Thread(target=consume, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r is not None for r in results) == 1
+    for s in [issuer, *stores]:
+        s.close()
+
+
+def test_bindings(backend: StateBackend) -> None:
+    store = backend.bindings()
+    b = store.bind(b"key-blob", "alice", frozenset({"ops"}), "sub-1", "https://idp", 3600)
+    found = store.lookup(b"key-blob", "alice")
+    assert found is not None and found.groups == frozenset({"ops"}) and found == b
+    assert store.lookup(b"key-blob", "bob") is None
+    assert store.lookup(b"other", "alice") is None
+    store.bind(b"key-blob", "alice", frozenset({"dba"}), "sub-1", "https://idp", 3600)
+    again = store.lookup(b"key-blob", "alice")
+    assert again is not None and again.groups == frozenset({"dba"})  # replaced
+    store.bind(b"k2", "bob", frozenset(), "sub-2", "https://idp", 3600)
+    assert [x.user for x in store.list()] == ["alice", "bob"]
+    assert [x.user for x in store.list("bob")] == ["bob"]
+    assert store.revoke("alice") == 1
+    assert store.lookup(b"key-blob", "alice") is None
+    store.bind(b"k3", "carol", frozenset(), "s", "i", -1)  # already expired
+    assert store.lookup(b"k3", "carol") is None
+    store.close()
+
+
+def test_rate_limits_are_counted_across_handles(backend: StateBackend) -> None:
+    """Two handles are two processes (or two nodes): with a shared database they count
+    together; in memory (the default) each counts its own."""
+    one = backend.failures(3, 60)
+    two = backend.failures(3, 60)
+    one.record_failure("10.0.0.1", "user:alice")
+    one.record_failure("10.0.0.1")
+    assert not one.blocked("10.0.0.1")
+    two.record_failure("10.0.0.1", "user:alice")
+    assert two.blocked("10.0.0.1") is backend.shared
+    assert one.blocked("10.0.0.1") is backend.shared
+    assert not one.blocked("user:alice") and not one.blocked("10.0.0.2")
+    one.record_failure("10.0.0.1")
+    assert one.blocked("10.0.0.1")
+    one.reset("10.0.0.1")
+    two.reset("10.0.0.1")
+    assert not one.blocked("10.0.0.1") and not two.blocked("10.0.0.1")
+    for s in (one, two):
+        close = getattr(s, "close", None)
+        if close is not None:
+            close()
+
+
+def test_reviews_chain_and_signatures(backend: StateBackend, tmp_path: Path) -> None:
+    key = tmp_path / "rec.key"
+    generate(key)
+    signer = load_signer(key)
+    store = backend.reviews(signer=signer, trusted=[signer.public_raw])
+    a = store.add("sess-1", "note", "carol", text="look here", at=3.5)
+    b = store.add("sess-1", "flag", "dave", text="odd", at=7.0)
+    store.add("sess-1", "unflag", "carol", ref=b.digest)
+    store.add("sess-2", "reviewed", "carol")
+    other = backend.reviews(signer=signer, trusted=[signer.public_raw])  # a second node
+    records = other.records("sess-1")
+    assert [r.kind for r in records] == ["note", "flag", "unflag"]
+    assert all(r.status == "signed" for r in records)
+    assert records[1].prev == a.digest and records[2].prev == b.digest
+    summaries = other.summaries(["sess-1", "sess-2", "none"])
+    assert summaries["sess-1"].flags == 0 and summaries["sess-1"].notes == 1
+    assert summaries["sess-2"].reviewed_by == ("carol",)
+    assert "none" not in summaries
+    store.close()
+    other.close()
+
+
+def _header(sid: str, user: str, target: str, start: float) -> dict[str, object]:
+    return {"session_id": sid, "user": user, "target": target, "protocol": "ssh",
+            "kind": "shell", "client_addr": "10.1.2.3:5000", "start_time": start,
+            "command": None}
+
+
+def _ids(rows: list[SessionRow]) -> list[str]:
+    return sorted(r.id for r in rows)
+
+
+def _fill(index: SessionIndex) -> None:
+    index.session_opened(_header("s-alice-1", "alice", "web1", 1000.0), "a/s-alice-1.bstl")
+    index.session_closed("s-alice-1", end=1010.0, exit_status=0, exit_signal=None,
+                         status="ended", commands=[(1.0, "ls -la", "interactive"),
+                                                   (0.5, "cd /srv", "interactive")],
+                         policy_events=1, signature="signed", output_bytes=99)
+    index.set_screen_lines("s-alice-1", [(1.0, "total 0"), (1.5, "SECRET-report.txt")])
+    index.session_opened(_header("s-bob-1", "bob", "db1", 2000.0), "b/s-bob-1.bstl")
+    index.session_closed("s-bob-1", end=None, exit_status=None, exit_signal="KILL",
+                         status="truncated", commands=[(2.0, "psql", "exec")],
+                         policy_events=0, signature="unsigned", output_bytes=5)
+    index.set_screen_lines("s-bob-1", [(2.0, "postgres=# 100%_done \\ ok")])
+    index.session_opened(_header("s-alice-2", "alice", "db1", 3000.0), "a/s-alice-2.bstl")
+    index.session_closed("s-alice-2", end=3002.0, exit_status=1, exit_signal=None,
+                         status="ended", commands=[(0.1, "rm -rf /tmp/x", "interactive")],
+                         policy_events=0, signature="signed", output_bytes=0)
+    index.session_opened(_header("s-live", "carol", "web1", 4000.0), "c/s-live.bstl")
+
+
+def _open_index(backend: StateBackend, tmp_path: Path) -> SessionIndex:
+    from recorder.index import open_index
+    from recorder.settings import RecorderSettings
+
+    settings = RecorderSettings(data_dir=tmp_path / "data",
+                                index_opener=backend.index_opener())
+    return open_index(settings)
+
+
+def test_index_queries_give_the_same_results(backend: StateBackend, tmp_path: Path) -> None:
+    index = _open_index(backend, tmp_path)
+    _fill(index)
+    assert [r.id for r in index.list_sessions()] == ["s-live", "s-alice-2", "s-bob-1",
+                                                      "s-alice-1"]  # newest first
+    assert _ids(index.list_sessions(user="alice")) == ["s-alice-1", "s-alice-2"]
+    assert _ids(index.list_sessions(target="db1")) == ["s-alice-2", "s-bob-1"]
+    assert _ids(index.list_sessions(since=2000.0, until=3500.0)) == ["s-alice-2", "s-bob-1"]
+    assert _ids(index.list_sessions(status="live")) == ["s-live"]
+    assert _ids(index.list_sessions(text="rm -rf")) == ["s-alice-2"]  # a command
+    assert _ids(index.list_sessions(text="secret-REPORT")) == ["s-alice-1"]  # screen, any case
+    assert _ids(index.list_sessions(text="ps")) == ["s-bob-1"]  # short text
+    assert _ids(index.list_sessions(text="%")) == ["s-bob-1"]  # no wildcard
+    assert _ids(index.list_sessions(text="_")) == ["s-bob-1"]
+    assert _ids(index.list_sessions(text="\\ ok")) == ["s-bob-1"]
+    assert _ids(index.list_sessions(text='quote"d')) == []
+    assert _ids(index.list_sessions(user="alice", text="psql")) == []
+    assert len(index.list_sessions(limit=2)) == 2
+    row = index.get("s-alice-1")
+    assert row is not None
+    assert (row.user, row.target, row.status, row.commands, row.exit_status, row.signature,
+            row.output_bytes, row.screen_indexed, row.client, row.end, row.name) == (
+        "alice", "web1", "ended", 2, 0, "signed", 99, True, "10.1.2.3:5000", 1010.0,
+        "a/s-alice-1.bstl")
+    bob = index.get("s-bob-1")
+    assert bob is not None and (bob.exit_signal, bob.end, bob.status) == ("KILL", None,
+                                                                            "truncated")
+    assert index.get("nope") is None
+    assert [r.id for r in index.find("s-alice")] == ["s-alice-1", "s-alice-2"] or \
+        sorted(r.id for r in index.find("s-alice")) == ["s-alice-1", "s-alice-2"]
+    assert index.find("s_") == []  # '_' is not a wildcard
+    assert index.commands("s-alice-1") == [(0.5, "cd /srv", "interactive"),
+                                           (1.0, "ls -la", "interactive")]
+    assert index.matches("s-alice-1", "report") == [(1.5, "screen", "SECRET-report.txt")]
+    assert index.matches("s-alice-1", "l") == [(1.0, "command", "ls -la"),
+                                               (1.0, "screen", "total 0")] or \
+        sorted(index.matches("s-alice-1", "l")) == [(1.0, "command", "ls -la"),
+                                                    (1.0, "screen", "total 0")]
+    assert index.screen_lines("s-alice-1") == [(1.0, "total 0"), (1.5, "SECRET-report.txt")]
+    assert [r.id for r in index.own_live()] == ["s-live"]
+    index.set_status("s-live", "failed")
+    live = index.get("s-live")
+    assert live is not None and live.status == "failed"
+    assert [r.id for r in index.all_sessions()] == ["s-alice-1", "s-bob-1", "s-alice-2",
+                                                    "s-live"]
+    index.clear()
+    assert index.list_sessions() == []
+    index.close()
+
+
+def test_registry_tracks_live_sessions(backend: StateBackend) -> None:
+    registry = backend.registry()
+    registry.started("s1", "alice", "web1")
+    registry.started("s2", "bob", "db1")
+    registry.ended("s2")
+    flush = getattr(getattr(registry, "writer", None), "flush", None)
+    if flush is not None:
+        flush(5.0)
+    assert registry.where("s1") == "node-a"
+    assert registry.where("s2") is None
+    assert [(e.session, e.node, e.user, e.target) for e in registry.entries()] == [
+        ("s1", "node-a", "alice", "web1")]
+    registry.close()
