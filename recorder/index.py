@@ -8,9 +8,9 @@ several gateways (``state.pg.index.PgIndex``, pg_trgm), given to the recorder by
 with the same results: ``text`` is a case-insensitive substring of a command or a
 screen line, whatever its length.
 
-The SQLite index is one file, ``data_dir/index.sqlite3`` (WAL mode). Updated when sessions open and close
-and when the background screen pass finishes, never per byte. Everything in it can be
-rebuilt from the recordings alone (:func:`recorder.postprocess.reindex`).
+The SQLite index is one file, ``data_dir/index.sqlite3`` (WAL mode). Updated when
+sessions open and close and when the background screen pass finishes, never per byte.
+Everything in it can be rebuilt from the recordings alone (:func:`recorder.postprocess.reindex`).
 
 Text search uses an FTS5 trigram table (substring matches, case-insensitive) over
 commands and screen lines; queries shorter than three characters fall back to LIKE.

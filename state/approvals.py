@@ -86,6 +86,10 @@ class ApprovalQueue(Protocol):
 
     def cancel(self, rid: int, why: str) -> None: ...
 
+    def expire_overdue(self) -> None:
+        """Mark pending requests past their expiry ``expired``."""
+        ...
+
     async def wait(self, rid: int, *, poll_interval: float = 0.2,
                    notice: Callable[[str], None] | None = None) -> Request:
         """Until the request is decided, expired or cancelled; ``notice`` tells the user
@@ -103,6 +107,11 @@ class GrantStore(Protocol):
                       timeout: float) -> Request: ...
 
     def active_grant(self, user: str, target: str) -> Request | None: ...
+
+    def latest_grant(self, user: str, target: str) -> Request | None:
+        """The most recently decided approved or revoked access request of ``user`` for
+        ``target`` (expired grants count: it says how the last grant ended)."""
+        ...
 
     def revoke_grant(self, rid: int, *, by: str, reason: str) -> Request:
         """End an approved grant now (status ``revoked``); sessions that ran on it are
@@ -291,6 +300,14 @@ class ApprovalStore:
                 "SELECT * FROM requests WHERE kind = 'access' AND status = 'approved' AND "
                 "user = ? AND target = ? AND decided_at + grant_seconds > ? "
                 "ORDER BY decided_at DESC LIMIT 1", (user, target, self._clock())).fetchone()
+        return self._row(row)
+
+    def latest_grant(self, user: str, target: str) -> Request | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM requests WHERE kind = 'access' AND status IN ('approved', "
+                "'revoked') AND user = ? AND target = ? ORDER BY decided_at DESC, id DESC "
+                "LIMIT 1", (user, target)).fetchone()
         return self._row(row)
 
     def revoke_grant(self, rid: int, *, by: str, reason: str) -> Request:

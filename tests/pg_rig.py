@@ -21,7 +21,7 @@ from pathlib import Path
 
 BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 USER = "bastille"
-PASSWORD = "pg-" + uuid.uuid4().hex  # noqa: S105 - a throwaway test cluster's password
+PASSWORD = "pg-" + uuid.uuid4().hex
 
 
 def pg_bin(name: str) -> str | None:

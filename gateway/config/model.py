@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from recorder.settings import RecorderSettings
+from state.settings import StateSettings
 
 BUILTIN_TARGETS = ("local-shell",)
 RESERVED_TARGET_NAMES = ("approvals", "player", "help", "request")
@@ -65,6 +66,9 @@ class GatewaySettings:
     max_auth_failures: int = 5
     auth_failure_window: float = 300.0
     allow_passwords: bool = False  # password logins are loopback-only unless this is true
+    #: addresses/networks (load balancers) whose PROXY protocol v2 header is trusted;
+    #: empty: no PROXY protocol (gateway/ssh/proxyproto.py)
+    proxy_protocol: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -256,4 +260,5 @@ class Config:
     rdp: RdpSettings | None = None
     web: WebSettings | None = None
     saml: SamlSettings | None = None
+    state: StateSettings = field(default_factory=StateSettings)  # [state]: where state lives
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)

@@ -28,7 +28,7 @@ from gateway.config.reader import Reader, join, kind_of, parse_listen
 from recorder.settings import RecorderSettings, S3Settings
 
 _TOP = {"gateway", "audit", "recording", "users", "targets", "policy", "approvals", "oidc",
-        "rdp", "web", "saml"}
+        "rdp", "web", "saml", "state"}
 _RDP = {"listen", "tls_cert", "tls_key", "token_ttl", "public_address", "workers",
         "login_timeout"}
 _TARGET_RDP = {"protocol", "rdp_cert_sha256", "rdp_domain", "rdp_listen_port",
@@ -39,7 +39,7 @@ _OIDC = {"issuer", "client_id", "client_secret_env", "client_secret_file", "scop
          "http_timeout", "leeway"}
 _GATEWAY = {"listen", "host_keys", "banner", "login_timeout", "idle_timeout", "max_session",
             "drain_timeout", "max_auth_failures", "auth_failure_window", "data_dir",
-            "allow_passwords"}
+            "allow_passwords", "proxy_protocol"}
 _AUDIT = {"file", "syslog", "syslog_address", "syslog_facility"}
 _RECORDING = {"storage", "dir", "zstd_level", "flush_interval", "keyframe_interval",
               "signing_key", "on_failure", "s3", "queue_kib"}

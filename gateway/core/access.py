@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from gateway.config import Config, TargetConfig
 from gateway.errors import TargetDenied, UnknownTarget
-from state.approvals import GrantStore
+from state.approvals import GrantStore, Request
 
 PROTOCOLS = ("ssh", "rdp")
 
@@ -57,6 +57,17 @@ class Access:
         if principal.name in target.users or target.groups & principal.groups:
             return True
         return self.grants.active_grant(principal.name, target.name) is not None
+
+    def revoked_grant(self, principal: Principal, target: str) -> Request | None:
+        """The revoked grant a running session of ``principal`` on ``target`` depended on:
+        not allowed by the config, no active grant, and the latest grant revoked."""
+        config = self.config.targets.get(target)
+        if config is not None and self.by_config(principal, config):
+            return None
+        if self.grants.active_grant(principal.name, target) is not None:
+            return None
+        latest = self.grants.latest_grant(principal.name, target)
+        return latest if latest is not None and latest.status == "revoked" else None
 
     def by_config(self, principal: Principal, target: TargetConfig) -> bool:
         """True if the config alone lets ``principal`` use ``target`` (no grant needed)."""

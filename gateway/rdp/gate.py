@@ -43,7 +43,8 @@ from gateway.rdp.keys import KeyDecoder
 from gateway.rdp.routing import RouteRequest, client_user
 from recorder.service import Recorder
 from state.approvals import GrantStore
-from state.ratelimit import FailureLimiter
+from state.ratelimit import FailureCounter, FailureLimiter
+from state.registry import SessionRegistry
 from state.tokens import Tokens
 
 if TYPE_CHECKING:
@@ -84,16 +85,19 @@ class RdpGate:
     :class:`gateway.core.services.SessionServices`)."""
 
     def __init__(self, config: Config, recorder: Recorder, audit: AuditLog,
-                 tokens: Tokens, grants: GrantStore, version: str = "") -> None:
+                 tokens: Tokens, grants: GrantStore, version: str = "", *,
+                 failures: FailureCounter | None = None,
+                 registry: SessionRegistry | None = None) -> None:
         self.config = config
         self.recorder = recorder
         self.audit_log = audit
         self.tokens = tokens
         self.access = Access(config, grants)
         self.version = version
-        self.live = LiveSessions()
+        self.live = LiveSessions(registry)
         gw = config.gateway
-        self.limiter = FailureLimiter(gw.max_auth_failures, gw.auth_failure_window)
+        self.limiter: FailureCounter = failures if failures is not None else \
+            FailureLimiter(gw.max_auth_failures, gw.auth_failure_window)
         self.connections: set[RdpConnection] = set()
 
     def audit(self, event: AuditEvent) -> None:

@@ -114,9 +114,7 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     from gateway.rdp.mitm import BastilleRDPMITM, TLSContexts, mitm_config
     from gateway.rdp.tls import ensure_certificate
     from recorder.service import Recorder
-    from state.approvals import ApprovalStore
-    from state.paths import DataDir
-    from state.tokens import TokenStore
+    from state.backend import StateBackend
 
     assert config.rdp is not None
     reactor: Any = _reactor
@@ -126,10 +124,14 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     audit = AuditLog(config.audit.file, syslog=config.audit.syslog,
                      syslog_address=config.audit.syslog_address,
                      syslog_facility=config.audit.syslog_facility)
-    data = DataDir(config.data_dir)
-    tokens = TokenStore(data.rdp_tokens)
-    approvals = ApprovalStore(data.approvals)  # grants, and kill requests
-    gate = RdpGate(config, recorder, audit, tokens, approvals, version=__version__)
+    backend = StateBackend(config.state, config.data_dir)  # SQLite files or PostgreSQL
+    tokens = backend.tokens()
+    approvals = backend.approvals()  # grants, and kill requests
+    gw = config.gateway
+    registry = backend.registry() if backend.shared else None  # the gateway holds the lease
+    gate = RdpGate(config, recorder, audit, tokens, approvals, version=__version__,
+                   failures=backend.failures(gw.max_auth_failures, gw.auth_failure_window),
+                   registry=registry)
     cert, key = ensure_certificate(config)
     tls = TLSContexts(str(cert), str(key))
     scratch = tempfile.mkdtemp(prefix="bastille-rdp-")  # pyrdp insists on an output dir
@@ -165,7 +167,8 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
              rdp.listen_port)
     print("ready", flush=True)
     loop = asyncio.get_running_loop()
-    kills = loop.create_task(carry_out_kills(approvals, gate.live), name="rdp kill requests")
+    kills = loop.create_task(carry_out_kills(approvals, gate.live, access=gate.access),
+                             name="rdp kill requests")
     limits = loop.create_task(_watch_limits(config, gate), name="rdp session limits")
     try:
         await stop.wait()
@@ -187,6 +190,8 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
         await recorder.close(timeout=max(5.0, config.gateway.drain_timeout))
         tokens.close()
         approvals.close()
+        if registry is not None:
+            registry.close()
         audit.emit(AuditEvent(Kind.GATEWAY, "ok", detail={"event": "rdp worker stop",
                                                            "pid": os.getpid()}))
         audit.close()

@@ -195,6 +195,12 @@ class PgApprovals:
             'AND "user" = %s AND target = %s AND decided_at + grant_seconds > %s '
             "ORDER BY decided_at DESC LIMIT 1", (user, target, self._clock())))
 
+    def latest_grant(self, user: str, target: str) -> Request | None:
+        return _request(self._one(
+            f"SELECT {_COLUMNS} FROM requests WHERE kind = 'access' AND status IN "
+            "('approved', 'revoked') AND \"user\" = %s AND target = %s "
+            "ORDER BY decided_at DESC, id DESC LIMIT 1", (user, target)))
+
     def revoke_grant(self, rid: int, *, by: str, reason: str) -> Request:
         """End an approved access grant now; the nodes re-check their sessions."""
         why = f"revoked by {by}" + (f": {reason}" if reason else "")

@@ -284,7 +284,7 @@ class Listener:
         for fn in subs:
             try:
                 fn(topic, payload)
-            except Exception:  # noqa: BLE001 - one subscriber must not stop the others
+            except Exception:
                 log.exception("state: notification subscriber failed")
 
     def _run(self) -> None:

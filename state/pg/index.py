@@ -77,7 +77,7 @@ class PgIndex:
             raise RecorderError(f"session index update dropped: {exc} (`bastille reindex` "
                                 "rebuilds the index from the recordings)") from exc
 
-    def flush(self, timeout: float) -> bool:  # noqa: ASYNC109 - a thread wait
+    def flush(self, timeout: float) -> bool:
         """Wait until this process's writes are in the database; False on timeout."""
         return self.writer.flush(timeout)
 

@@ -86,7 +86,7 @@ class OrderedWriter:
                 log.warning("state: write failed: %s", exc)
                 return
 
-    def flush(self, timeout: float) -> bool:  # noqa: ASYNC109 - a thread wait
+    def flush(self, timeout: float) -> bool:
         """Wait until every write submitted so far is applied; False on timeout."""
         deadline = time.monotonic() + timeout
         with self._idle:
@@ -97,7 +97,7 @@ class OrderedWriter:
                 self._idle.wait(left)
         return True
 
-    def close(self, timeout: float) -> None:  # noqa: ASYNC109 - a thread wait
+    def close(self, timeout: float) -> None:
         self.flush(timeout)
         self._closed = True
         self._q.put(None)

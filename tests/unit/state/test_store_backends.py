@@ -95,7 +95,11 @@ def test_grants_and_revocation(backend: StateBackend) -> None:
     grant = store.active_grant("bob", "db1")
     assert grant is not None and grant.id == access.id
     assert store.active_grant("bob", "web1") is None
+    latest = store.latest_grant("bob", "db1")
+    assert latest is not None and latest.status == "approved"
     revoked = store.revoke_grant(access.id, by="carol", reason="done")
+    latest = store.latest_grant("bob", "db1")
+    assert latest is not None and latest.status == "revoked"
     assert revoked.status == "revoked" and revoked.decision_reason == "revoked by carol: done"
     assert store.active_grant("bob", "db1") is None
     with pytest.raises(ApprovalError, match="is revoked, not approved"):
