@@ -248,14 +248,13 @@ def cmd_oidc(args: argparse.Namespace) -> int:
     import datetime
 
     from common.safetext import visible
-    from state.bindings import BindingStore
-    from state.paths import DataDir
+    from state.backend import StateBackend
 
     config = _load(args)
     if config.oidc is None and config.saml is None:
         print(f"bastille: {config.path} has no [oidc] or [saml] section", file=sys.stderr)
         return 2
-    store = BindingStore(DataDir(config.data_dir).oidc_bindings)
+    store = StateBackend(config.state, config.data_dir).bindings()
     if args.action == "revoke":
         if not args.user:
             print("bastille: oidc revoke needs a USER", file=sys.stderr)
@@ -299,11 +298,10 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 def cmd_approvals(args: argparse.Namespace) -> int:
     from gateway.audit import AuditLog
     from gateway.core.commands import format_requests, run_approvals
-    from state.approvals import ApprovalStore
-    from state.paths import DataDir
+    from state.backend import StateBackend
 
     config = _load(args)
-    store = ApprovalStore(DataDir(config.data_dir).approvals)
+    store = StateBackend(config.state, config.data_dir).approvals()
     if args.action == "list":
         requests = store.list(status=None if args.all else "pending")
         if args.json:
@@ -330,18 +328,17 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 def cmd_sessions_kill(args: argparse.Namespace) -> int:
     from common.safetext import visible
     from gateway.audit import AuditEvent, AuditLog, Kind
-    from recorder.index import Index
-    from state.approvals import ApprovalStore
-    from state.paths import DataDir
+    from recorder.index import open_index
+    from state.backend import StateBackend
 
     config = _load(args)
-    data = DataDir(config.data_dir)
+    state = StateBackend(config.state, config.data_dir)
     user = config.users.get(args.as_user)
     if user is None or not config.approvals.approvers.allows(user.name, user.groups):
         print(f"bastille: {args.as_user} is not an auditor (configured approver)",
               file=sys.stderr)
         return 2
-    index = Index(DataDir(config.recording.data_dir).index)
+    index = open_index(config.recording, checked=False)
     rows = [r for r in index.list_sessions(status="live", limit=100000)
             if r.id.startswith(args.id)]
     index.close()
@@ -351,7 +348,7 @@ def cmd_sessions_kill(args: argparse.Namespace) -> int:
         print(f"bastille: {what} matches {args.id!r}", file=sys.stderr)
         return 2
     session = live[0]
-    store = ApprovalStore(data.approvals)
+    store = state.approvals()
     store.request_kill(session.id, by=user.name, reason=args.reason)
     audit = AuditLog(config.audit.file)
     audit.emit(AuditEvent(Kind.SESSION_KILL, "requested", user=user.name, source="cli",
@@ -473,8 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "denying needs --as USER, a configured approver who is not the "
                        "requester.")
     _add_config_args(p)
-    p.add_argument("action", choices=["list", "approve", "deny"])
-    p.add_argument("id", nargs="?", help="request number (approve/deny)")
+    p.add_argument("action", choices=["list", "approve", "deny", "revoke"])
+    p.add_argument("id", nargs="?", help="request number (approve/deny), or the access "
+                   "grant to revoke (revoke: sessions running on it end)")
     p.add_argument("reason", nargs="*", help="reason shown to the requester")
     p.add_argument("--as", dest="as_user", metavar="USER", help="the approver you act as")
     p.add_argument("--all", action="store_true", help="list: also decided requests")
@@ -495,8 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_hash_password)
 
     from gateway.rdp.cli import add_commands as add_rdp_commands
+    from state.cli import add_commands as add_state_commands
 
     add_rdp_commands(sub, _add_config_args, _load)
+    add_state_commands(sub, _add_config_args, _load)
 
     try:
         from recorder.cli import add_commands

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from common.safefiles import private_dir, private_file
 from recorder.errors import RecorderError
@@ -157,11 +157,14 @@ class SessionIndex(Protocol):
         ...
 
 
-if TYPE_CHECKING:
-    from recorder.settings import RecorderSettings
+class _Where(Protocol):
+    """What :func:`open_index` reads of ``RecorderSettings`` (no import: no cycle)."""
+
+    @property
+    def data_dir(self) -> Path: ...
 
 
-def open_index(settings: RecorderSettings, *, checked: bool = True) -> SessionIndex:
+def open_index(settings: _Where, *, checked: bool = True) -> SessionIndex:
     """The index the settings name: ``settings.index_opener()`` (a shared index), else
     the SQLite file ``data_dir/index.sqlite3`` (``checked``: a damaged file is moved
     aside and replaced, see :meth:`Index.open_checked`)."""

@@ -22,7 +22,8 @@ from gateway.core.access import Access, Principal
 from state.approvals import ApprovalError, Approvals, Request
 from state.timeparse import parse_duration
 
-USAGE = "usage: approvals list | approvals approve ID [REASON] | approvals deny ID [REASON]"
+USAGE = ("usage: approvals list | approvals approve ID [REASON] | approvals deny ID [REASON]"
+         " | approvals revoke ID [REASON]")
 MAX_ACCESS = 24 * 3600.0  # the longest just-in-time access window one request may ask for
 
 #: (principal, arguments, source address) -> text to show
@@ -71,7 +72,26 @@ def run_approvals(config: Config, approvals: Approvals, audit: Audit, user: str,
                                  "command": result.command, "reason": reason}))
         return (f"request #{rid} {result.status}: {visible(result.user)}@"
                 f"{visible(result.target)}: {visible(result.command)}")
+    if words[0] == "revoke" and len(words) >= 2 and words[1].lstrip("#").isdigit():
+        return _revoke(approvals, audit, user, int(words[1].lstrip("#")),
+                       " ".join(words[2:]), source)
     return USAGE
+
+
+def _revoke(approvals: Approvals, audit: Audit, user: str, rid: int, reason: str,
+            source: str) -> str:
+    """``approvals revoke ID [REASON]``: end an access grant; the node that holds a
+    session running on it ends that session (gateway.core.live)."""
+    try:
+        grant = approvals.revoke_grant(rid, by=user, reason=reason)
+    except ApprovalError as exc:
+        audit(AuditEvent(Kind.APPROVAL, "refused", user=user, source=source,
+                         detail={"request": rid, "error": str(exc)}))
+        return f"bastille: {visible(exc)}"
+    audit(AuditEvent(Kind.APPROVAL, "revoked", user=user, source=source, target=grant.target,
+                     detail={"request": rid, "requester": grant.user, "reason": reason}))
+    return (f"grant #{rid} revoked: {visible(grant.user)} may no longer use "
+            f"{visible(grant.target)}; sessions running on it are ended")
 
 
 class Commands:
