@@ -413,10 +413,15 @@ def cmd_player(args: argparse.Namespace) -> int:
 
         approver = Approver(args.as_user, groups, may, audited, killed, watched, reviewed)
     audit_file = None
+    state = None
     if getattr(args, "config", None):
-        audit_file = _load(args).audit.file
+        from state.backend import StateBackend
+
+        loaded = _load(args)
+        audit_file = loaded.audit.file
+        state = StateBackend(loaded.state, loaded.data_dir)  # SQLite files or PostgreSQL
     return run_player(_resolve_recorder(args), session_id=args.id, approver=approver,
-                      audit_file=audit_file)
+                      audit_file=audit_file, state=state)
 
 
 def _export_bundle(rec, output: str, args: argparse.Namespace) -> str:  # type: ignore[no-untyped-def]

@@ -39,6 +39,7 @@ from player.replay import ReplayScreen
 from player.transfer_view import TraceScreen, TransferScreen
 from recorder.errors import RecorderError
 from recorder.settings import RecorderSettings
+from state.backend import StateBackend
 
 PARENT_CHECK = 1.0  # seconds between checks that the parent process is still there
 
@@ -67,13 +68,14 @@ class PlayerApp(App[int]):
         clock: Callable[[], float] = time.time,
         approver: Approver | None = None,
         audit_file: Path | None = None,
+        state: StateBackend | None = None,
     ) -> None:
         super().__init__()
         self.approver = approver or Approver(name="")
         self.settings = settings
         self.session_id = session_id
         self.clock = clock
-        self.archive = Archive(settings, audit_file=audit_file)
+        self.archive = Archive(settings, audit_file=audit_file, state=state)
         self._parent_pid = os.getppid()
 
     def on_mount(self) -> None:
@@ -132,11 +134,8 @@ class PlayerApp(App[int]):
         self.push_screen(ReplayScreen(self.archive, message.session_id))
 
     def action_approvals(self) -> None:
-        from state.approvals import ApprovalStore
-
-        store = ApprovalStore(self.settings.data_dir / "approvals.sqlite3")
-        self.push_screen(ApprovalsScreen(store, self.approver, self.clock),
-                         lambda _: store.close())
+        store = self.archive.approvals()
+        self.push_screen(ApprovalsScreen(store, self.approver, self.clock))
 
 
 def check_session(settings: RecorderSettings, session_id: str) -> str | None:
@@ -155,7 +154,8 @@ def check_session(settings: RecorderSettings, session_id: str) -> str | None:
 
 
 def run_player(settings: RecorderSettings, *, session_id: str | None = None,
-               approver: Approver | None = None, audit_file: Path | None = None) -> int:
+               approver: Approver | None = None, audit_file: Path | None = None,
+               state: StateBackend | None = None) -> int:
     """Run the player in the current terminal; returns the exit code.
 
     1 with a one-line error on stderr when ``session_id`` names no session, or when
@@ -170,6 +170,7 @@ def run_player(settings: RecorderSettings, *, session_id: str | None = None,
         print("bastille player: error: the player needs a terminal (with ssh: ssh -t "
               "USER@BASTION player)", file=sys.stderr)
         return 1
-    app = PlayerApp(settings, session_id=session_id, approver=approver, audit_file=audit_file)
+    app = PlayerApp(settings, session_id=session_id, approver=approver, audit_file=audit_file,
+                    state=state)
     app.run()
     return app.return_code or 0

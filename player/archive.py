@@ -34,7 +34,10 @@ from recorder.reader import Recording
 from recorder.settings import RecorderSettings
 from recorder.sinks.base import Sink
 from recorder.verify import VerifyReport, verify_recording
+from state.approvals import Approvals
+from state.backend import StateBackend
 from state.reviews import Review, ReviewError, ReviewStore, Summary, summarize
+from state.settings import StateSettings
 
 TRANSFER_KINDS = frozenset({"sftp", "scp"})
 _TRANSFER_EXEC = re.compile(r"^\s*(scp\s|rsync\s+--server|\S*sftp-server)")
@@ -196,14 +199,18 @@ class Archive:
             for forwards and evasion signals.
     """
 
-    def __init__(self, settings: RecorderSettings, *, audit_file: Path | None = None) -> None:
-        from recorder.index import Index
+    def __init__(self, settings: RecorderSettings, *, audit_file: Path | None = None,
+                 state: StateBackend | None = None) -> None:
+        from recorder.index import open_index
         from recorder.service import open_sink
 
         self.settings = settings
+        # the stores: the data directory's SQLite files, or the shared database
+        self.state = state or StateBackend(StateSettings(), settings.data_dir)
         self.audit_file = audit_file or settings.data_dir / "audit.jsonl"
         self._audit = sources.AuditReader(self.audit_file)
-        self.index = Index(settings.data_dir / "index.sqlite3")
+        self.index = open_index(settings, checked=False)
+        self._approvals: Approvals | None = None
         self._sink: Sink | None = None
         self._open_sink = open_sink
         self._lock = threading.Lock()
@@ -252,11 +259,20 @@ class Archive:
                 signer = load_signer(key)
             except (RecorderError, OSError) as exc:
                 self.review_error = f"reviews cannot be signed: {exc}"
-        return ReviewStore(self.settings.data_dir / "reviews.sqlite3", signer=signer,
-                           trusted=self._trusted, signing_required=key is not None)
+        return self.state.reviews(signer=signer, trusted=self._trusted,
+                                  signing_required=key is not None)
+
+    def approvals(self) -> Approvals:
+        """The approval store (kill requests, the approvals pane); opened once."""
+        with self._lock:
+            if self._approvals is None:
+                self._approvals = self.state.approvals()
+            return self._approvals
 
     def close(self) -> None:
         self.index.close()
+        if self._approvals is not None:
+            self._approvals.close()
         with self._lock:
             if self._sink is not None:
                 self._sink.close()
@@ -350,7 +366,8 @@ class Archive:
             builder.add(e)
         data.output_times = times
         data.duration = max(rec.duration, last_t)
-        context = sources.gather(self.settings.data_dir, self._audit, row, row.id)
+        context = sources.gather(self.settings.data_dir, self._audit, row, row.id,
+                                 self.approvals() if self.state.shared else None)
         data.entries = builder.finish(context, data.duration)
         data.reviews = self.reviews_of(row.id)
         return data

@@ -81,6 +81,10 @@ class ApprovalQueue(Protocol):
 
     def list(self, *, status: str | None = "pending", limit: int = 200) -> list[Request]: ...
 
+    def for_session(self, session: str, limit: int = 10_000) -> builtins.list[Request]:
+        """The requests made in ``session``, oldest first (the player's timeline)."""
+        ...
+
     def decide(self, rid: int, *, approver: str, approver_groups: frozenset[str],
                approvers: Approvers, approve: bool, reason: str = "") -> Request: ...
 
@@ -134,6 +138,10 @@ class KillQueue(Protocol):
     def kill_done(self, session: str) -> None: ...
 
     def kill_status(self, session: str) -> float | None: ...
+
+    def kill_request(self, session: str) -> tuple[str, str, float, float | None] | None:
+        """(requested_by, reason, created, done) of the session's kill request."""
+        ...
 
     async def kill_signal(self, timeout: float) -> None:  # noqa: ASYNC109 - a poll bound
         """Return when a kill request may have arrived, or after ``timeout`` seconds."""
@@ -222,6 +230,12 @@ class ApprovalStore:
             params = (status,)
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
+        return [Request(*r) for r in rows]
+
+    def for_session(self, session: str, limit: int = 10_000) -> builtins.list[Request]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM requests WHERE session = ? ORDER BY id "
+                                    "LIMIT ?", (session, limit)).fetchall()
         return [Request(*r) for r in rows]
 
     def expire_overdue(self) -> None:
@@ -351,6 +365,15 @@ class ApprovalStore:
             row = self._db.execute("SELECT done FROM kills WHERE session = ?",
                                    (session,)).fetchone()
         return float(row[0]) if row and row[0] is not None else None
+
+    def kill_request(self, session: str) -> tuple[str, str, float, float | None] | None:
+        with self._lock:
+            row = self._db.execute("SELECT requested_by, reason, created, done FROM kills "
+                                   "WHERE session = ?", (session,)).fetchone()
+        if row is None:
+            return None
+        return (str(row[0]), str(row[1]), float(row[2]),
+                None if row[3] is None else float(row[3]))
 
     async def kill_signal(self, timeout: float) -> None:  # noqa: ASYNC109 - a poll bound
         await asyncio.sleep(timeout)

@@ -56,8 +56,8 @@ def read_state(r: Reader, data: Mapping[str, Any]) -> StateSettings:
     if settings.poll_interval > 1.0:
         r.problem("state.poll_interval", "at most 1s (decisions and kills must reach "
                   "their node within a second)")
-    password = _secret_from(r, t, "state", "password_env", "password_file",
-                            needed=r.secrets)
+    # read even without target secrets: the player and the CLI need the database too
+    password = _secret_from(r, t, "state", "password_env", "password_file")
     return dataclasses.replace(settings, password=password)
 
 

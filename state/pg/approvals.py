@@ -100,6 +100,11 @@ class PgApprovals:
         rows = self.db.query(sql + " ORDER BY id DESC LIMIT %s", (*params, limit))
         return [Request(*r) for r in rows]
 
+    def for_session(self, session: str, limit: int = 10_000) -> builtins.list[Request]:
+        rows = self.db.query(f"SELECT {_COLUMNS} FROM requests WHERE session = %s ORDER BY id "
+                             "LIMIT %s", (session, limit))
+        return [Request(*r) for r in rows]
+
     def expire_overdue(self) -> None:
         now = self._clock()
         self.db.execute("UPDATE requests SET status = 'expired', decided_at = %s "
@@ -236,6 +241,14 @@ class PgApprovals:
     def kill_status(self, session: str) -> float | None:
         row = self._one("SELECT done FROM kills WHERE session = %s", (session,))
         return float(row[0]) if row and row[0] is not None else None
+
+    def kill_request(self, session: str) -> tuple[str, str, float, float | None] | None:
+        row = self._one("SELECT requested_by, reason, created, done FROM kills "
+                        "WHERE session = %s", (session,))
+        if row is None:
+            return None
+        return (str(row[0]), str(row[1]), float(row[2]),
+                None if row[3] is None else float(row[3]))
 
     async def kill_signal(self, timeout: float) -> None:  # noqa: ASYNC109 - a poll bound
         """Return when a kill request may have arrived (notified), or after ``timeout``."""
