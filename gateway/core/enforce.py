@@ -11,12 +11,18 @@ notify approvers, tell the user ``waiting for approval #ID (expires in Nm)``, wa
 decision, an expiry, a Ctrl-C (:meth:`Enforcer.cancel_pending`) or the user leaving
 (``SessionCore.gone``: the request is then cancelled), record and audit the outcome.
 
-Known limit: the wait polls the store (see :mod:`state.approvals`).
+With a shared database (several gateways) the request may be decided on another node:
+the wait is woken by the database's notification. While the database is unreachable
+the request waits with a notice to the user (``the bastion's database is unreachable``)
+and resumes when it returns.
+
+Known limit: with SQLite the wait polls the store (see :mod:`state.approvals`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 from typing import assert_never
 
@@ -24,6 +30,7 @@ from gateway.core.services import Services
 from gateway.core.session import SessionCore
 from gateway.policy import Action, Decision
 from state.approvals import Request
+from state.errors import StateError, StateUnavailable
 
 
 @dataclass(frozen=True)
@@ -110,10 +117,10 @@ class Enforcer:
         session = self.session
         services = self.services
         timeout = services.config.approvals.timeout
-        store = services.approvals
-        request = store.create(user=session.principal.name, target=session.target,
-                               session=session.session_id, command=text,
-                               rule=decision.rule, reason=decision.reason, timeout=timeout)
+        request = await self._create(text, decision, timeout)
+        if request is None:
+            return Gone() if session.gone.is_set() else Deny(
+                f"the bastion's database stayed unreachable; the {what} was not run")
         services.notify_approvers(request)
         minutes = max(1, round(timeout / 60))
         hint = "; Ctrl-C cancels" if cancel_hint else ""
@@ -132,6 +139,34 @@ class Enforcer:
             return ALLOW
         return Deny(f"{outcome_text(result)}; the {what} was not run")
 
+    async def _create(self, text: str, decision: Decision, timeout: float) -> Request | None:
+        """The new request; while the store is unreachable (a shared database
+        restarting) the user is told once and the request is retried every second, for
+        at most the approval timeout. None: the user left, or the store never came back.
+        """
+        session = self.session
+        store = self.services.approvals
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        told = False
+        while True:
+            try:
+                return await loop.run_in_executor(None, functools.partial(
+                    store.create, user=session.principal.name, target=session.target,
+                    session=session.session_id, command=text, rule=decision.rule,
+                    reason=decision.reason, timeout=timeout))
+            except StateUnavailable:
+                if not told:
+                    session.say("the bastion's database is unreachable; waiting for it "
+                                "to ask for approval", fresh_line=True)
+                    told = True
+            if session.gone.is_set() or loop.time() >= deadline:
+                return None
+            try:
+                await asyncio.wait_for(session.gone.wait(), 1.0)
+            except TimeoutError:
+                pass
+
     async def _wait(self, request: Request) -> Request | None:
         """The decided request, or None when the user left first (then it is cancelled).
 
@@ -140,7 +175,7 @@ class Enforcer:
         has landed (``Future.cancelled()`` only turns true once the loop has run).
         """
         store = self.services.approvals
-        waiter = asyncio.ensure_future(store.wait(request.id))
+        waiter = asyncio.ensure_future(store.wait(request.id, notice=self.session.say))
         gone = asyncio.ensure_future(self.session.gone.wait())
         try:
             await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -148,7 +183,10 @@ class Enforcer:
             gone.cancel()
             if not waiter.done():
                 waiter.cancel()
-                store.cancel(request.id, "the user disconnected")
+                try:
+                    store.cancel(request.id, "the user disconnected")
+                except StateError:  # unreachable: the request expires on its own
+                    pass
                 await asyncio.wait({waiter})
         if waiter.cancelled():
             return None
