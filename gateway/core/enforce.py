@@ -139,7 +139,8 @@ class Enforcer:
             return ALLOW
         return Deny(f"{outcome_text(result)}; the {what} was not run")
 
-    async def _create(self, text: str, decision: Decision, timeout: float) -> Request | None:
+    async def _create(self, text: str, decision: Decision,
+                      timeout: float) -> Request | None:  # noqa: ASYNC109 - approval timeout
         """The new request; while the store is unreachable (a shared database
         restarting) the user is told once and the request is retried every second, for
         at most the approval timeout. None: the user left, or the store never came back.
