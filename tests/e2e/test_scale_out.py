@@ -239,7 +239,8 @@ def test_node_killed_its_session_ended_by_another(cluster: Cluster) -> None:
     try:
         session = _live_session(a, "alice")
         t.type("echo before-the-crash\n")
-        t.wait_for("before-the-crash\r\n" if False else "before-the-crash\n")
+        t.wait_for("before-the-crash\n")
+        time.sleep(1.5)  # recording.flush_interval (1 s): what a crash may lose at most
         c.gateway.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
         c.gateway.proc.wait(10)  # type: ignore[union-attr]
         # the others keep serving
@@ -256,7 +257,16 @@ def test_node_killed_its_session_ended_by_another(cluster: Cluster) -> None:
         t.close()
     assert b.read("verify", session).returncode != 0  # not in S3 yet: spooled on node C
     c.gateway.start()  # restarts: its spool uploads, its index row is re-read
-    until(lambda: "before-the-crash" in b.read("export", session, "--format", "asciicast",
-                                                "-o", "-").stdout, timeout=40)
+    last: list[str] = []
+
+    def exported() -> bool:
+        r = b.read("export", session, "--format", "asciicast", "-o", "-")
+        last[:] = [r.stdout[-500:] + r.stderr]
+        return "before-the-crash" in r.stdout
+
+    try:
+        until(exported, timeout=40, every=0.5)
+    except AssertionError:
+        raise AssertionError(f"{last}\n{c.gateway.logs()[-3000:]}") from None
     shown = b.read("sessions", "show", session)
     assert re.search(r"truncated|ended", shown.stdout), shown.stdout
