@@ -270,3 +270,25 @@ def test_node_killed_its_session_ended_by_another(cluster: Cluster) -> None:
         raise AssertionError(f"{last}\n{c.gateway.logs()[-3000:]}") from None
     shown = b.read("sessions", "show", session)
     assert re.search(r"truncated|ended", shown.stdout), shown.stdout
+
+
+def test_grant_revoked_on_c_ends_the_session_on_a(cluster: Cluster) -> None:
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    asked = a.rig.ssh("alice", "request", "secret", "1h", "incident 7")
+    assert asked.returncode == 0, asked.stdout + asked.stderr
+    rid = _pending(b)
+    ok = b.rig.ssh("bob", "approvals", "approve", str(rid), "go")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    t = Tmux(a.rig.root, [*a.rig.ssh_args("alice", tty=True), "secret"])
+    try:
+        t.wait_re(r"[$#]$")
+        t0 = time.monotonic()
+        revoked = c.cli("approvals", "revoke", str(rid), "incident", "over", "--as", "bob")
+        assert revoked.returncode == 0 and "revoked" in revoked.stdout, revoked.stderr
+        t.wait_for(f"access grant #{rid} revoked: incident over", timeout=5)
+        seconds = time.monotonic() - t0
+    finally:
+        t.close()
+    print(f"grant revocation across nodes: {seconds:.2f}s (including the CLI's start)")
+    again = a.rig.ssh("alice", "secret", "--", "true")
+    assert again.returncode != 0 and b"not allowed" in again.stderr
