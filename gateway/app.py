@@ -28,7 +28,7 @@ from gateway.audit import AuditEvent, AuditLog, Kind
 from gateway.config import Config
 from gateway.core.access import Access, Principal
 from gateway.core.commands import Commands
-from gateway.core.live import LiveSessions, carry_out_kills
+from gateway.core.live import LiveSessions, carry_out_kills, publish_watched
 from gateway.core.masking import Maskers
 from gateway.core.notify import notify_webhook
 from gateway.policy import Action, PolicyEngine, Rule
@@ -42,6 +42,7 @@ from state.errors import StateError
 if TYPE_CHECKING:
     from gateway.core.weblogin import WebLogins
     from gateway.web.server import WebService
+    from state.pg.livetail import LiveTail
 
 log = logging.getLogger("bastille.app")
 
@@ -78,6 +79,8 @@ class GatewayApp:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._kills: asyncio.Task[Any] | None = None
         self._lease: asyncio.Task[Any] | None = None
+        self._relay: asyncio.Task[Any] | None = None
+        self._tail: LiveTail | None = None
         self._stopping = asyncio.Event()
 
     # ------------------------------------------------------------ Services
@@ -147,6 +150,10 @@ class GatewayApp:
             interval=min(1.0, self.config.state.poll_interval) if self.state.shared else 1.0),
             "kill requests")
         self._lease = self.spawn(self.registry.keep_alive(self._node_lost), "node lease")
+        self._tail = self.state.live_tail()  # watched live sessions, for other nodes
+        if self._tail is not None:
+            self._relay = self.spawn(publish_watched(self._tail, self.live,
+                                                     self.recorder.sink.read), "watch relay")
         gw = self.config.gateway
         self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={
             "event": "start", "listen": f"{gw.listen_host}:{self.port}",
@@ -155,6 +162,8 @@ class GatewayApp:
 
     async def _close_state(self) -> None:
         await _leave(self.registry)
+        if self._tail is not None:
+            self._tail.close()
         self.registry.close()
         self.approvals.close()
         if self.bindings is not None:
@@ -210,10 +219,12 @@ class GatewayApp:
                 self._rdp.stop(gw.drain_timeout + 15))
         if self._kills is not None:
             self._kills.cancel()
-        if self._lease is not None:
-            self._lease.cancel()
+        for task in (self._lease, self._relay):
+            if task is not None:
+                task.cancel()
         log.info("draining %d task(s) of sessions for up to %.0f s",
-                 len([t for t in self._tasks if t not in (self._kills, self._lease)]),
+                 len([t for t in self._tasks
+                      if t not in (self._kills, self._lease, self._relay)]),
                  gw.drain_timeout)
         await self._wait_tasks(gw.drain_timeout)
         self.ssh.terminate_all("the bastion is shutting down")

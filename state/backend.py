@@ -34,6 +34,7 @@ from state.tokens import Tokens, TokenStore
 if TYPE_CHECKING:
     from recorder.index import SessionIndex
     from state.pg.db import Database
+    from state.pg.livetail import LiveTail
 
 REVIEWS = "reviews.sqlite3"
 
@@ -113,6 +114,16 @@ class StateBackend:
 
         index: SessionIndex = self._pg(PgIndex)
         return index
+
+    def live_tail(self) -> LiveTail | None:
+        """The relay of watched live sessions between nodes; None with SQLite (one node
+        reads its own live recordings)."""
+        if not self.shared:
+            return None
+        from state.pg.livetail import LiveTail
+
+        tail: LiveTail = self._pg(LiveTail)
+        return tail
 
     def registry(self) -> SessionRegistry:
         if not self.shared:

@@ -16,7 +16,9 @@ for that target is ``revoked``. A grant that simply runs out does not end a runn
 session (see README: a grant is checked when a session starts).
 
 :class:`LiveSessions` also keeps the live-session registry
-(:class:`state.registry.SessionRegistry`) told which sessions this node holds.
+(:class:`state.registry.SessionRegistry`) told which sessions this node holds, and
+:func:`publish_watched` relays the recordings of live sessions that someone on another
+node watches (``state.pg.livetail``: a player elsewhere cannot read them from S3 yet).
 
 Known limits: only recorded sessions are registered (a session running unrecorded under
 ``on_failure = "continue"`` cannot be killed this way); a request for a session that no
@@ -27,9 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
+from recorder.errors import RecorderError
 from state.approvals import KillQueue
 from state.errors import StateError
 from state.registry import SessionRegistry
@@ -114,6 +117,52 @@ async def carry_out_kills(kills: KillQueue, live: LiveSessions, *, interval: flo
     finally:
         if grants is not None:
             grants.cancel()
+
+
+class TailRelay(Protocol):
+    """The relay of watched live sessions to other nodes (``state.pg.livetail``)."""
+
+    poll_interval: float
+    max_bytes: int  # relayed per session at most
+
+    async def watch_signal(self, timeout: float) -> None: ...  # noqa: ASYNC109
+
+    def watched(self, sessions: list[str]) -> list[str]: ...
+
+    def append(self, session: str, offset: int, data: bytes) -> None: ...
+
+    def forget(self, session: str) -> None: ...
+
+
+async def publish_watched(tail: TailRelay, live: LiveSessions,
+                          read: Callable[[str, int], bytes]) -> None:
+    """Forever: relay what the recordings of watched live sessions of this process gained
+    (``read(name, offset)`` reads the local recording); forget a session's relayed
+    bytes when it ends. Woken when a watch starts; every ``tail.poll_interval`` else."""
+    loop = asyncio.get_running_loop()
+    sent: dict[str, int] = {}  # session -> bytes relayed so far
+    cap = tail.max_bytes
+    while True:
+        await tail.watch_signal(tail.poll_interval)
+        here = {s.session_id: s for s in live}
+        try:
+            for gone in [sid for sid in sent if sid not in here]:
+                del sent[gone]
+                await loop.run_in_executor(None, tail.forget, gone)
+            watched = await loop.run_in_executor(None, tail.watched, list(here))
+            for sid in watched:
+                rec = getattr(here[sid], "rec", None)
+                name = getattr(rec, "name", None)
+                offset = sent.get(sid, 0)
+                if not isinstance(name, str) or offset >= cap:
+                    continue
+                data = await loop.run_in_executor(None, read, name, offset)
+                data = data[:cap - offset]
+                if data:
+                    await loop.run_in_executor(None, tail.append, sid, offset, data)
+                    sent[sid] = offset + len(data)
+        except (StateError, RecorderError) as exc:
+            log.warning("cannot relay watched sessions: %s", exc)
 
 
 async def _revoked_grants(access: Access, live: LiveSessions) -> None:

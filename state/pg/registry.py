@@ -11,7 +11,8 @@ the node's row (``FOR UPDATE SKIP LOCKED``: one survivor does it, the others ski
   ``reaped_by`` = the node that noticed (the lost node re-reads those recordings when it
   starts again, see ``PgIndex.own_live``);
 * its pending approval requests expire (``gateway lost``), never approved;
-* its registrations and its lease row are deleted, and ``NOTIFY bastille 'node:NAME'``.
+* its registrations, the bytes it relayed for watchers and its lease row are deleted,
+  and ``NOTIFY bastille 'node:NAME'``.
 
 A node that was only partitioned (its lease lapsed but it kept running) registers its
 live sessions again at its next heartbeat. Known limit: the index rows of those sessions
@@ -152,6 +153,8 @@ class PgRegistry:
                 "UPDATE sessions SET status = 'ended', \"end\" = %s, reaped_by = %s "
                 "WHERE node = %s AND status = 'live' RETURNING id, \"user\", target",
                 (last, self.node, node)).fetchall()
+            conn.execute("DELETE FROM live_tail WHERE session IN (SELECT session FROM "
+                         "live_sessions WHERE node = %s)", (node,))
             conn.execute("DELETE FROM live_sessions WHERE node = %s", (node,))
             conn.execute(
                 "UPDATE requests SET status = 'expired', decided_at = %s, decision_reason = "

@@ -292,3 +292,30 @@ def test_grant_revoked_on_c_ends_the_session_on_a(cluster: Cluster) -> None:
     print(f"grant revocation across nodes: {seconds:.2f}s (including the CLI's start)")
     again = a.rig.ssh("alice", "secret", "--", "true")
     assert again.returncode != 0 and b"not allowed" in again.stderr
+
+
+def test_player_on_b_watches_a_live_session_on_a(cluster: Cluster) -> None:
+    """The recording of a live session is in node A's spool until it ends: node B's
+    player gets it relayed through the database while it watches."""
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    t = _term(a)
+    env = {k: v for k, v in os.environ.items() if k.startswith("BASTILLE_")}
+    p: Tmux | None = None
+    try:
+        session = _live_session(b, "alice")
+        t.type("echo before-the-watch\n")
+        t.wait_for("before-the-watch\n")
+        p = Tmux(cluster.root, [sys.executable, "-m", "gateway", "player", session, "-c",
+                                str(b.reader_config), "--as", "bob"], env=env)
+        p.wait_for("chain intact so far", timeout=30)  # live, following its end
+        assert "before-the-watch" in p.screen()
+        t.type("echo watched-$((5*5))\n")
+        t.wait_for("watched-25")
+        t0 = time.monotonic()
+        p.wait_for("watched-25", timeout=15)
+        print(f"watched from node b {time.monotonic() - t0:.1f}s after alice saw it "
+              "(player refresh 1.5 s + recorder flush 1 s + relay poll 0.3 s)")
+    finally:
+        if p is not None:
+            p.close()
+        t.close()
