@@ -168,17 +168,14 @@ def test_haproxy_passes_the_real_client_address(cluster: Cluster) -> None:
     port = cluster.haproxy_port
     base = a.rig.ssh_args("alice")
     args = [x if x != str(a.gateway.port) else str(port) for x in base]
-    seen_before = len(a.audit(kind="login")) + len(b.audit(kind="login"))
     for i in range(2):  # round robin: one connection to each gateway
         r = subprocess.run([*args[:-1], "-b", CLIENT_ADDR, args[-1], "web1", "--", "echo",
                             f"through-lb-{i}"], capture_output=True, timeout=60)
         assert r.returncode == 0 and f"through-lb-{i}".encode() in r.stdout, r.stderr
-    logins = [e for n in (a, b) for e in n.audit(kind="login")][seen_before - 0:]
-    sources = {e["source"].rsplit(":", 1)[0] for n in (a, b) for e in n.audit(kind="login",
-                                                                             user="alice")}
-    assert CLIENT_ADDR in sources
-    assert a.audit(kind="login", user="alice") and b.audit(kind="login", user="alice")
-    del logins
+    for node in (a, b):  # each gateway served one, and audited the real client
+        sources = {e["source"].rsplit(":", 1)[0] for e in node.audit(kind="login",
+                                                                    user="alice")}
+        assert CLIENT_ADDR in sources, (node.name, sources)
     # an untrusted address that claims another one with a PROXY header is refused
     header = (b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", 12)
               + socket.inet_aton("203.0.113.9") + socket.inet_aton("127.0.0.1")
