@@ -203,6 +203,14 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
         return 1
+    if config.state.shared:  # the shared database: reachable, with what the index needs
+        from state.backend import StateBackend
+
+        unusable = StateBackend(config.state, config.data_dir).check()
+        if unusable is not None:
+            print(f"{config.path}: state.url: {unusable}", file=sys.stderr)
+            print("1 problem(s) found", file=sys.stderr)
+            return 1
     rdp = f", RDP on {config.rdp.listen_host}:{config.rdp.listen_port}" if config.rdp else ""
     print(f"{config.path}: OK ({len(config.users)} user(s), {len(config.targets)} target(s), "
           f"listening on {config.gateway.listen_host}:{config.gateway.listen_port}{rdp})")

@@ -62,6 +62,15 @@ class StateBackend:
         finally:
             db.release()  # the store holds its own reference
 
+    def check(self) -> str | None:
+        """Why the configured backend cannot be used (the database unreachable, the
+        pg_trgm extension missing), or None. Creates nothing."""
+        if not self.shared:
+            return None
+        from state.pg.db import probe
+
+        return probe(self.settings)
+
     def approvals(self, *, clock: Callable[[], float] = time.time) -> Approvals:
         if not self.shared:
             return ApprovalStore(self.data.approvals, clock=clock)

@@ -310,6 +310,22 @@ class Listener:
             self._thread.join(2.0)
 
 
+def probe(settings: StateSettings) -> str | None:
+    """Why the database of ``settings`` cannot serve as the shared state (``bastille
+    config check``), or None. Creates nothing."""
+    url, kwargs = _conninfo(settings)
+    try:
+        with psycopg.connect(url, **kwargs) as conn:
+            row = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_available_extensions "
+                               "WHERE name = 'pg_trgm')").fetchone()
+    except psycopg.Error as exc:
+        return f"cannot reach the database: {_one_line(exc)}"
+    if not row or not row[0]:
+        return ("the pg_trgm extension is not available on the server (Debian: it is in "
+                "the postgresql package; elsewhere: postgresql-contrib)")
+    return None
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300]
 
