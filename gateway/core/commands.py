@@ -20,6 +20,7 @@ from gateway.audit import AuditEvent, Kind
 from gateway.config import Config
 from gateway.core.access import Access, Principal
 from state.approvals import ApprovalError, Approvals, Request
+from state.errors import StateError
 from state.timeparse import parse_duration
 
 USAGE = ("usage: approvals list | approvals approve ID [REASON] | approvals deny ID [REASON]"
@@ -119,7 +120,10 @@ class Commands:
     def run(self, name: str, principal: Principal, args: str, source: str) -> str:
         """Run built-in ``name``; an unknown one (or an unavailable one) shows ``help``."""
         command = self.names.get(name, self.help)
-        return command(principal, args, source)
+        try:
+            return command(principal, args, source)
+        except StateError as exc:  # the shared database is away (docs/scale-out.md)
+            return f"bastille: {visible(exc)}; try again shortly"
 
     def approvals(self, principal: Principal, args: str, source: str) -> str:
         return run_approvals(self._config, self._approvals, self._audit, principal.name,
