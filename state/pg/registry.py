@@ -14,8 +14,11 @@ the node's row (``FOR UPDATE SKIP LOCKED``: one survivor does it, the others ski
 * its registrations, the bytes it relayed for watchers and its lease row are deleted,
   and ``NOTIFY bastille 'node:NAME'``.
 
-A node that was only partitioned (its lease lapsed but it kept running) registers its
-live sessions again at its next heartbeat. Known limit: the index rows of those sessions
+A node judges the others only after it has itself renewed its lease for a whole
+``lease`` without failing: after a database outage every node could not renew, and
+none declares another lost before all had a lease's time to come back. A node that was
+only partitioned (its lease lapsed but it kept running) registers its live sessions
+again at its next heartbeat. Known limit: the index rows of those sessions
 stay ``ended`` until they close (then they are rewritten with the real end).
 """
 
@@ -50,6 +53,7 @@ class PgRegistry:
         self._lock = threading.Lock()
         self.writer = OrderedWriter(db, "bastille-registry-writer", QUEUE_CAP)
         self._first = True
+        self._alive_since: float | None = None  # first beat after the last failed one
 
     def close(self) -> None:
         self.writer.close(3.0)
@@ -103,6 +107,7 @@ class PgRegistry:
                 lost = await loop.run_in_executor(None, self.beat)
             except StateError as exc:
                 log.warning("state: cannot renew this node's lease: %s", exc)
+                self._alive_since = None  # the others could not renew theirs either
                 lost = []
             for node, sessions in lost:
                 on_lost(node, sessions)
@@ -129,6 +134,13 @@ class PgRegistry:
                 log.warning("state: this node's lease had lapsed; its sessions are "
                             "registered again")
         self._first = False
+        now = time.monotonic()
+        if self._alive_since is None:
+            self._alive_since = now
+        if now - self._alive_since < self.lease:
+            # this node has not been in touch for a whole lease yet (it started, or the
+            # database was away): the others get that long to renew before it judges them
+            return []
         lost = []
         for node in self._expired():
             taken = self._take_over(node)

@@ -358,3 +358,44 @@ def test_registry_tracks_live_sessions(backend: StateBackend) -> None:
     assert [(e.session, e.node, e.user, e.target) for e in registry.entries()] == [
         ("s1", "node-a", "alice", "web1")]
     registry.close()
+
+
+def test_leases_lost_nodes_and_a_database_outage(pg_settings: StateSettings,
+                                                 tmp_path: Path) -> None:
+    """A node silent past its lease is taken over by one survivor (its live sessions
+    ended, its pending requests expired); a node that was itself out of touch (started,
+    or the database was away) waits a whole lease before judging the others."""
+    import dataclasses
+
+    from state.pg.registry import PgRegistry
+
+    def node(name: str) -> StateBackend:
+        return StateBackend(dataclasses.replace(pg_settings, node=name), tmp_path / name)
+
+    a, b = node("node-a"), node("node-b")
+    reg_a, reg_b = a.registry(), b.registry()
+    assert isinstance(reg_a, PgRegistry) and isinstance(reg_b, PgRegistry)
+    index_b = b.index_opener()()  # type: ignore[misc]
+    index_b.session_opened(_header("s-on-b", "bob", "db1", 100.0), "b/s-on-b.bstl")
+    reg_b.started("s-on-b", "bob", "db1")
+    approvals_b = b.approvals()
+    pending = approvals_b.create(user="bob", target="db1", session="s-on-b", command="x",
+                                 rule=None, reason="", timeout=600)
+    index_b.flush(5)  # type: ignore[attr-defined]
+    reg_b.writer.flush(5)
+    assert reg_a.beat() == [] and reg_b.beat() == []  # both just started: nobody judged
+    reg_a.db.execute("UPDATE nodes SET heartbeat = heartbeat - 60 WHERE node = 'node-b'")
+    assert reg_a.beat() == []  # node a itself has not been in touch for a lease yet
+    reg_a._alive_since = time.monotonic() - 60  # ...now it has
+    lost = reg_a.beat()
+    assert lost == [("node-b", [("s-on-b", "bob", "db1")])]
+    row = index_b.get("s-on-b")
+    assert row is not None and row.status == "ended" and row.end is not None
+    request = approvals_b.get(pending.id)
+    assert request is not None and request.status == "expired"
+    assert request.decision_reason == "gateway node-b lost"
+    assert reg_a.where("s-on-b") is None and [n.node for n in reg_a.nodes()] == ["node-a"]
+    assert reg_a.beat() == []  # taken over once
+    assert [r.id for r in index_b.own_live()] == ["s-on-b"]  # node b re-reads it later
+    for closing in (reg_a, reg_b, index_b, approvals_b):
+        closing.close()
