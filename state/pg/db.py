@@ -40,7 +40,7 @@ log = logging.getLogger("bastille.state.pg")
 
 T = TypeVar("T")
 CHANNEL = "bastille"
-RETRY_AFTER = 1.0  # seconds during which calls fail fast after the database was unreachable
+RETRY_AFTER = 3.0  # seconds during which calls fail fast after the database was unreachable
 SCHEMA_LOCK = 0x6261_7374  # advisory lock id held while the schema is created ("bast")
 
 Subscriber = Callable[[str, str], None]
