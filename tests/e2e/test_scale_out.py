@@ -117,6 +117,10 @@ def test_approved_on_b_found_on_b_killed_from_c(cluster: Cluster) -> None:
     t = _term(a)
     try:
         session = _live_session(b, "alice")  # node B's index sees node A's live session
+        status = until(lambda: (lambda r: r.stdout if session in r.stdout else None)(
+            c.cli("state", "status")))
+        assert re.search(r"node a .* 1 live session", status), status
+        assert all(f"node {n} " in status for n in "abc") and "alice@web1 on a" in status
         t.type("echo approve-me-$((6*7))\n")
         t.wait_for("waiting for approval #")
         rid = _pending(c)  # every node lists the request
