@@ -71,6 +71,8 @@ class Enforcer:
         self.session = session
         self.services = services
         self._pending: int | None = None  # the request being waited for
+        self._creating = False  # waiting for an unreachable database to take a request
+        self._abandon = asyncio.Event()  # Ctrl-C meanwhile
 
     def immediate(self, decision: Decision) -> Allow | Deny | None:
         """The verdict that needs no wait; None for ``approve`` (see :meth:`approval`)."""
@@ -119,8 +121,11 @@ class Enforcer:
         timeout = services.config.approvals.timeout
         request = await self._create(text, decision, timeout)
         if request is None:
-            return Gone() if session.gone.is_set() else Deny(
-                f"the bastion's database stayed unreachable; the {what} was not run")
+            if session.gone.is_set():
+                return Gone()
+            if self._abandon.is_set():
+                return Deny(f"cancelled by the user; the {what} was not run")
+            return Deny(f"the bastion's database stayed unreachable; the {what} was not run")
         services.notify_approvers(request)
         minutes = max(1, round(timeout / 60))
         hint = "; Ctrl-C cancels" if cancel_hint else ""
@@ -143,30 +148,43 @@ class Enforcer:
                       timeout: float) -> Request | None:  # noqa: ASYNC109 - approval timeout
         """The new request; while the store is unreachable (a shared database
         restarting) the user is told once and the request is retried every second, for
-        at most the approval timeout. None: the user left, or the store never came back.
+        at most the approval timeout. None: the user left or pressed Ctrl-C, or the store
+        never came back.
         """
         session = self.session
-        store = self.services.approvals
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        told = False
-        while True:
-            try:
-                return await loop.run_in_executor(None, functools.partial(
-                    store.create, user=session.principal.name, target=session.target,
-                    session=session.session_id, command=text, rule=decision.rule,
-                    reason=decision.reason, timeout=timeout))
-            except StateUnavailable:
-                if not told:
-                    session.say("the bastion's database is unreachable; waiting for it "
-                                "to ask for approval", fresh_line=True)
-                    told = True
-            if session.gone.is_set() or loop.time() >= deadline:
-                return None
-            try:
-                await asyncio.wait_for(session.gone.wait(), 1.0)
-            except TimeoutError:
-                pass
+        self._abandon.clear()
+        self._creating = True
+        try:
+            told = False
+            while True:
+                try:
+                    return await loop.run_in_executor(None, functools.partial(
+                        self.services.approvals.create, user=session.principal.name,
+                        target=session.target, session=session.session_id, command=text,
+                        rule=decision.rule, reason=decision.reason, timeout=timeout))
+                except StateUnavailable:
+                    if not told:
+                        session.say("the bastion's database is unreachable; waiting for it "
+                                    "to ask for approval", fresh_line=True)
+                        told = True
+                if session.gone.is_set() or self._abandon.is_set() or loop.time() >= deadline:
+                    return None
+                await self._pause(1.0)
+        finally:
+            self._creating = False
+
+    async def _pause(self, seconds: float) -> None:
+        """Up to ``seconds``, less if the user leaves or presses Ctrl-C."""
+        waits = {asyncio.ensure_future(self.session.gone.wait()),
+                 asyncio.ensure_future(self._abandon.wait())}
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+            await asyncio.wait(waits)
 
     async def _wait(self, request: Request) -> Request | None:
         """The decided request, or None when the user left first (then it is cancelled).
@@ -196,11 +214,15 @@ class Enforcer:
     def cancel_pending(self, why: str = "cancelled by the user") -> bool:
         """Cancel the request being waited for (Ctrl-C); False if there is none."""
         if self._pending is None:
+            if self._creating:  # still waiting for the database to take the request
+                self._abandon.set()
+                return True
             return False
         self.services.approvals.cancel(self._pending, why)
         return True
 
     @property
     def waiting(self) -> bool:
-        """A request of this session is waiting for approval."""
-        return self._pending is not None
+        """A request of this session is waiting for approval (or for the database to
+        take it)."""
+        return self._pending is not None or self._creating

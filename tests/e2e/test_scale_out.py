@@ -234,7 +234,15 @@ def test_postgresql_restart_mid_session(cluster: Cluster) -> None:
         assert ok.returncode == 0, ok.stdout + ok.stderr
         t.wait_for("approved by bob", timeout=5)
         t.wait_for("approve-me-6")
-        t.type("exit\n")
+        cluster.pg.stop()  # again; this time the user gives up with Ctrl-C
+        try:
+            t.type("echo approve-me-never\n")
+            until(lambda: t.screen().count("database is unreachable") >= 2, timeout=10)
+            t.send("C-c")
+            t.wait_for("cancelled by the user; the command was not run", timeout=5)
+        finally:
+            cluster.pg.start()
+        t.type("exit 0\n")
         assert t.dead_status() == 0
     finally:
         t.close()
