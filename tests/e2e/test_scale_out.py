@@ -247,8 +247,10 @@ def test_postgresql_restart_mid_session(cluster: Cluster) -> None:
     finally:
         t.close()
     _verified(b, session)
-    row = next(s for s in b.sessions(user="alice") if s["id"] == session)
-    assert row["status"] == "ended" and row["commands"] >= 2
+    # the index update queued on node A lands once its breaker lets it through (3 s)
+    row = until(lambda: next((s for s in b.sessions(user="alice") if s["id"] == session
+                              and s["status"] != "live"), None), timeout=15)
+    assert row["status"] == "ended" and row["commands"] >= 3
 
 
 def test_node_killed_its_session_ended_by_another(cluster: Cluster) -> None:
