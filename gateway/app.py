@@ -66,7 +66,8 @@ class GatewayApp:
         self.maskers = Maskers(config.policy)
         self.live = LiveSessions()
         self.failures = FailureLimiter(config.gateway.max_auth_failures,
-                                       config.gateway.auth_failure_window)
+                                       config.gateway.auth_failure_window,
+                                       source_limit=config.gateway.max_source_failures or None)
         self.commands = Commands(config, self.access, self.approvals, self.audit,
                                  self.notify_approvers, self.version)
         if config.rdp is not None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.limits import MAX_CONNECTIONS_PER_SOURCE, MAX_SESSIONS_PER_USER
 from recorder.settings import RecorderSettings
 
 BUILTIN_TARGETS = ("local-shell",)
@@ -64,6 +65,9 @@ class GatewaySettings:
     drain_timeout: float = 30.0
     max_auth_failures: int = 5
     auth_failure_window: float = 300.0
+    max_source_failures: int = 0  # failures per source address in the window (0: 6x the above)
+    max_connections_per_source: int = MAX_CONNECTIONS_PER_SOURCE
+    max_sessions_per_user: int = MAX_SESSIONS_PER_USER  # concurrent sessions of one user
     allow_passwords: bool = False  # password logins are loopback-only unless this is true
 
 

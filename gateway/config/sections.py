@@ -25,6 +25,7 @@ from gateway.config.model import (
     UserConfig,
 )
 from gateway.config.reader import Reader, join, kind_of, parse_listen
+from gateway.limits import MAX_CONNECTIONS_PER_SOURCE, MAX_SESSIONS_PER_USER
 from recorder.settings import RecorderSettings, S3Settings
 
 _TOP = {"gateway", "audit", "recording", "users", "targets", "policy", "approvals", "oidc",
@@ -39,7 +40,8 @@ _OIDC = {"issuer", "client_id", "client_secret_env", "client_secret_file", "scop
          "http_timeout", "leeway"}
 _GATEWAY = {"listen", "host_keys", "banner", "login_timeout", "idle_timeout", "max_session",
             "drain_timeout", "max_auth_failures", "auth_failure_window", "data_dir",
-            "allow_passwords"}
+            "allow_passwords", "max_source_failures", "max_connections_per_source",
+            "max_sessions_per_user"}
 _AUDIT = {"file", "syslog", "syslog_address", "syslog_facility"}
 _RECORDING = {"storage", "dir", "zstd_level", "flush_interval", "keyframe_interval",
               "signing_key", "on_failure", "s3", "queue_kib"}
@@ -94,6 +96,11 @@ def _gateway(r: Reader, data: dict[str, Any]) -> tuple[GatewaySettings, Path]:
         drain_timeout=r.duration(g, "drain_timeout", "gateway", 30.0),
         max_auth_failures=r.int_range(g, "max_auth_failures", "gateway", 1, 1000, 5),
         auth_failure_window=r.duration(g, "auth_failure_window", "gateway", 300.0),
+        max_source_failures=r.int_range(g, "max_source_failures", "gateway", 0, 100_000, 0),
+        max_connections_per_source=r.int_range(g, "max_connections_per_source", "gateway", 1,
+                                               100_000, MAX_CONNECTIONS_PER_SOURCE),
+        max_sessions_per_user=r.int_range(g, "max_sessions_per_user", "gateway", 1, 100_000,
+                                          MAX_SESSIONS_PER_USER),
         allow_passwords=r.get(g, "allow_passwords", "gateway", bool, False),
     )
     return settings, data_dir

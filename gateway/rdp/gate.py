@@ -93,7 +93,8 @@ class RdpGate:
         self.version = version
         self.live = LiveSessions()
         gw = config.gateway
-        self.limiter = FailureLimiter(gw.max_auth_failures, gw.auth_failure_window)
+        self.limiter = FailureLimiter(gw.max_auth_failures, gw.auth_failure_window,
+                                      source_limit=gw.max_source_failures or None)
         self.connections: set[RdpConnection] = set()
 
     def audit(self, event: AuditEvent) -> None:
@@ -123,7 +124,7 @@ class RdpGate:
         target = self.config.targets.get(name)
         if target is None or target.protocol != "rdp":
             raise self.refuse(source, f"unknown RDP target {name!r}", user=user, target=name)
-        if user and self.limiter.blocked(source, f"user:{user}"):
+        if user and self.limiter.blocked(source, user):
             raise self.refuse(source, "too many failed logins", user=user, target=name)
         return RdpConnection(self, target, source, user, via)
 
@@ -200,14 +201,14 @@ class RdpConnection:
         if named_target and named_target != target.name:
             raise gate.refuse(src, "the Client Info target differs from the routed target",
                               user=name, target=target.name)
-        if gate.limiter.blocked(src, f"user:{name}"):
+        if gate.limiter.blocked(src, name):
             gate.audit(AuditEvent(Kind.LOGIN_RATE_LIMITED, "denied", user=name, source=src,
                                   target=target.name, detail={"protocol": "rdp"}))
             raise Refused("too many failed logins")
         principal, method = await self._check_password(name, password)
         password = ""
         if principal is None:
-            gate.limiter.record_failure(src, f"user:{name}")
+            gate.limiter.record_failure(src, name)
             gate.audit(AuditEvent(Kind.LOGIN, "failed", user=name, source=src,
                                   target=target.name,
                                   detail={"protocol": "rdp", "method": "password"}))
@@ -216,7 +217,7 @@ class RdpConnection:
             gate.access.authorize(principal, target.name, protocol="rdp")
         except TargetError as exc:
             raise gate.refuse(src, str(exc), user=name, target=target.name) from None
-        gate.limiter.reset(f"user:{name}")
+        gate.limiter.reset(src, name)
         self.user = name
         gate.audit(AuditEvent(Kind.LOGIN, "ok", user=name, source=src, target=target.name,
                               detail={"protocol": "rdp", "method": method, "route": self.via}))

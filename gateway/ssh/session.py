@@ -24,10 +24,18 @@ import asyncssh
 
 from gateway.audit import Kind
 from gateway.config import TargetConfig
-from gateway.core.enforce import Allow, Deny, Enforcer, Gone
+from gateway.core.enforce import Allow, Deny, Enforcer, Gone, too_long
 from gateway.core.session import SessionCore
 from gateway.errors import TargetError, TargetRefused
-from gateway.limits import MAX_TERM_TYPE, clamp_term_size
+from gateway.limits import (
+    MAX_ENV_BYTES,
+    MAX_ENV_VARS,
+    MAX_EXEC_COMMAND,
+    MAX_SUBSYSTEM_NAME,
+    MAX_TERM_TYPE,
+    clamp_term_size,
+    cut,
+)
 from gateway.ssh.channels import ChannelRequest, open_target_channel
 from gateway.ssh.context import ConnContext
 from gateway.ssh.menu import MenuEntry, TargetMenu
@@ -58,10 +66,14 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         self._early: list[bytes] = []
         self._user_eof = False
         self._x11 = False  # the target allows X11 forwarding for this user
+        self._refusal: str | None = None  # a request out of bounds: told, never run
+        self._started = False
+        self._counted = False  # counted in the user's running sessions
 
     # ------------------------------------------------------------ channel requests
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         chan.pause_reading()  # nothing reaches a target before it is chosen and recorded
+        _bound_environment(chan)
         self.relay = Relay(chan, self.has_pty, clock=self.services.clock,
                            spawn=self.services.spawn)
 
@@ -78,11 +90,15 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
 
     def exec_requested(self, command: str) -> bool:
         self.kind, self.command = "exec", command
+        if len(command.encode("utf-8", "surrogateescape")) > MAX_EXEC_COMMAND:
+            self.command = cut(command, 64)
+            self._refusal = f"the command is longer than {MAX_EXEC_COMMAND} bytes; not run"
         return True
 
     def subsystem_requested(self, subsystem: str) -> bool:
         if subsystem != "sftp":
-            self.ctx.audit(Kind.REFUSED, "denied", detail={"channel": f"subsystem:{subsystem}"})
+            name = cut(subsystem, MAX_SUBSYSTEM_NAME)
+            self.ctx.audit(Kind.REFUSED, "denied", detail={"channel": f"subsystem:{name}"})
             return False
         self.kind, self.subsystem = "sftp", subsystem
         return True
@@ -92,6 +108,7 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         self.relay.has_pty = self.has_pty
         self.core.port = self.relay
         self.core.on_terminate(self.end)
+        self._started = True
         self.services.spawn(self._run(), f"session {self.ctx.principal.name}")
 
     # ------------------------------------------------------------ channel events
@@ -146,6 +163,8 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
             if isinstance(self.relay.pipe, MenuPipe):
                 self.relay.pipe.quit()
         self.core.gone.set()
+        if not self._started:  # never started: nothing else forgets it
+            self.ctx.sessions.discard(self)
 
     # ------------------------------------------------------------ the session
     def fail(self, message: str, status: int = 1) -> None:
@@ -185,6 +204,11 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
     async def _serve(self) -> None:
         relay = self.relay
         assert relay is not None
+        if self._refusal is not None:
+            self.ctx.audit(Kind.REFUSED, "denied", target=self.ctx.login.target or "",
+                           detail={"reason": self._refusal, "command": self.command or ""})
+            self.fail(self._refusal, 1)
+            return
         route = route_request(self.ctx.login, self.command if self.kind == "exec" else None)
         if route.builtin is not None and route.builtin != "player":
             text = self.services.commands.run(route.builtin, self.ctx.principal,
@@ -260,6 +284,14 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         """Open the recording (fail closed) and decide the exec command."""
         core = self.core
         core.target = target.name
+        limit = self.services.config.gateway.max_sessions_per_user
+        if not self.ctx.ssh.user_session(self.ctx.principal.name, limit):
+            self.ctx.audit(Kind.REFUSED, "denied", target=target.name,
+                           detail={"reason": "too many sessions", "limit": limit})
+            self.fail(f"you have {limit} sessions running, the most allowed; "
+                      "end one and try again", 1)
+            return False
+        self._counted = True
         self.kind = session_kind(route, command=self.command, subsystem=self.subsystem,
                                  login=self.ctx.login)
         detail = {"kind": self.kind, **({"command": route.command} if route.command else {})}
@@ -283,8 +315,9 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         if engine is None:
             return True
         principal = self.ctx.principal
-        decision = engine.decide(command, user=principal.name, groups=sorted(principal.groups),
-                                 target=self.core.target)
+        decision = too_long(engine, command) or engine.decide(
+            command, user=principal.name, groups=sorted(principal.groups),
+            target=self.core.target)
         verdict = await self.enforcer.enforce(command, decision, source="exec",
                                               record_command=False)
         match verdict:
@@ -385,8 +418,36 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         if relay.pipe is not None:
             await relay.pipe.aclose()
         relay.close_target()
+        await relay.target_stopped()  # a command the bastion ended is gone on the target
         signal = relay.exit_signal[0] if relay.exit_signal else None
         await self.core.finish({"exit_status": relay.exit_status, "exit_signal": signal,
                                 **relay.extra()},
                                exit_status=relay.exit_status, exit_signal=signal)
         self.ctx.sessions.discard(self)
+        if self._counted:
+            self._counted = False
+            self.ctx.ssh.user_session_ended(self.ctx.principal.name)
+
+
+def _bound_environment(chan: asyncssh.SSHServerChannel[bytes]) -> None:
+    """At most MAX_ENV_VARS variables of MAX_ENV_BYTES together on this channel: asyncssh
+    keeps every ``env`` request a client sends (any number, each up to a packet), and has
+    no hook for it, so its handler is wrapped on this channel. A request beyond the bound
+    is answered with a failure (OpenSSH clients go on) and not kept."""
+    env: dict[bytes, bytes] = chan._env  # asyncssh keeps env requests here
+    used = [0]
+
+    def process(packet: Any) -> bool:
+        key = packet.get_string()
+        value = packet.get_string()
+        packet.check_end()
+        size = len(key) + len(value)
+        if key not in env and (len(env) >= MAX_ENV_VARS or used[0] + size > MAX_ENV_BYTES):
+            return False
+        if key in env:
+            used[0] -= len(key) + len(env[key])
+        env[key] = value
+        used[0] += size
+        return True
+
+    chan._process_env_request = process  # type: ignore[method-assign]

@@ -19,8 +19,9 @@ def _audit(rig: Rig) -> list[dict]:  # type: ignore[type-arg]
 
 
 def test_failed_logins_are_rate_limited_and_audited(make_gateway) -> None:  # type: ignore[no-untyped-def]
-    g: Rig = make_gateway(gateway_extra='max_auth_failures = 3\nauth_failure_window = "1m"')
-    for _ in range(3):
+    g: Rig = make_gateway(gateway_extra='max_auth_failures = 3\nmax_source_failures = 3\n'
+                          'auth_failure_window = "1m"')
+    for _ in range(3):  # wrong keys count for the source address (never the user name)
         r = g.ssh("alice", "web1", "--", "true", key="mallory")
         assert r.returncode == 255 and b"Permission denied" in r.stderr
     r = g.ssh("alice", "web1", "--", "echo", "hi")  # the right key, but too late
