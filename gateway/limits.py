@@ -28,8 +28,8 @@ def clamp_term_size(cols: int, rows: int, pixwidth: int = 0,
 
 # ------------------------------------------------------------------ requests and names
 MAX_LOGIN_NAME = 129  # "user+target": a name is at most 64 characters (config NAME_RE)
-MAX_EXEC_COMMAND = 32 * 1024  # bytes of an exec request (a longer one is refused)
-MAX_POLICY_LINE = 16 * 1024  # characters the policy parses; a longer line is uncertain
+MAX_EXEC_COMMAND = 16 * 1024  # bytes of an exec request; longer: refused (use stdin)
+MAX_POLICY_LINE = 8 * 1024  # characters the policy parses (in a thread); longer: uncertain
 MAX_ENV_VARS = 64  # environment variables a session channel may set (more are refused)
 MAX_ENV_BYTES = 16 * 1024  # their names and values together
 MAX_SUBSYSTEM_NAME = 64  # a longer subsystem name is refused (and audited cut short)

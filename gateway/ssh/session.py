@@ -17,6 +17,7 @@ Data path::
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -315,9 +316,11 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         if engine is None:
             return True
         principal = self.ctx.principal
-        decision = too_long(engine, command) or engine.decide(
-            command, user=principal.name, groups=sorted(principal.groups),
-            target=self.core.target)
+        decision = too_long(engine, command)
+        if decision is None:  # parsing takes up to ~0.4 s for a hostile line: off the loop
+            decision = await asyncio.to_thread(
+                functools.partial(engine.decide, command, user=principal.name,
+                                  groups=sorted(principal.groups), target=self.core.target))
         verdict = await self.enforcer.enforce(command, decision, source="exec",
                                               record_command=False)
         match verdict:
@@ -434,6 +437,7 @@ def _bound_environment(chan: asyncssh.SSHServerChannel[bytes]) -> None:
     keeps every ``env`` request a client sends (any number, each up to a packet), and has
     no hook for it, so its handler is wrapped on this channel. A request beyond the bound
     is answered with a failure (OpenSSH clients go on) and not kept."""
+    chan = getattr(chan, "_orig_chan", chan)  # the channel under asyncssh's line editor
     env: dict[bytes, bytes] = chan._env  # asyncssh keeps env requests here
     used = [0]
 
