@@ -300,6 +300,11 @@ class Relay:
         finally:
             up.close()
 
+    @property
+    def stopping(self) -> bool:
+        """:meth:`stop_target` is still signalling the target's command."""
+        return self._stopper is not None and not self._stopper.done()
+
     async def target_stopped(self) -> None:
         """Until :meth:`stop_target` is done (at most TERM_GRACE + KILL_GRACE seconds)."""
         if self._stopper is not None:

@@ -121,7 +121,11 @@ class BastionServer(asyncssh.SSHServer):
         web = self.services.web_logins
         if self._pending is not None and web is not None:
             web.cancel_ssh_login(self._pending)  # its link stops working
-        ctx.close_upstreams()
+        stopping = [s.relay for s in ctx.sessions if s.relay is not None and s.relay.stopping]
+        if stopping:  # the target connection carries their signals: close it after them
+            self.services.spawn(_close_after(ctx, stopping), "close target connections")
+        else:
+            ctx.close_upstreams()
 
     # ------------------------------------------------------------ authentication
     def begin_auth(self, username: str) -> bool:
@@ -338,3 +342,11 @@ class BastionServer(asyncssh.SSHServer):
 
     def tap_requested(self, unit: int | None) -> Any:
         raise forwarding.refuse(self.ctx, "tap", "tap devices are not allowed")
+
+
+async def _close_after(ctx: ConnContext, relays: list[Any]) -> None:
+    """Close a gone user's target connections once its ended commands are stopped."""
+    try:
+        await asyncio.gather(*(r.target_stopped() for r in relays))
+    finally:
+        ctx.close_upstreams()
