@@ -29,7 +29,7 @@ from gateway.config import Config
 from gateway.core.access import Access, Principal
 from gateway.core.commands import Commands
 from gateway.core.live import LiveSessions, carry_out_kills
-from gateway.core.masking import Maskers
+from gateway.core.masking import maskers_for
 from gateway.core.notify import notify_webhook
 from gateway.policy import Action, PolicyEngine, Rule
 from gateway.rdp.supervisor import RdpSupervisor
@@ -63,7 +63,7 @@ class GatewayApp:
             if config.oidc is not None or config.saml is not None else None
         self.access = Access(config, self.approvals)
         self.policy = build_engine(config)
-        self.maskers = Maskers(config.policy)
+        self.maskers = maskers_for(config.policy)
         self.live = LiveSessions()
         self.failures = FailureLimiter(config.gateway.max_auth_failures,
                                        config.gateway.auth_failure_window,

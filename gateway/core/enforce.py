@@ -124,9 +124,11 @@ class Enforcer:
         services = self.services
         timeout = services.config.approvals.timeout
         store = services.approvals
+        # approvers see the command with its secrets masked (what runs is the real one)
         request = store.create(user=session.principal.name, target=session.target,
-                               session=session.session_id, command=text,
-                               rule=decision.rule, reason=decision.reason, timeout=timeout)
+                               session=session.session_id, command=session.mask(text),
+                               rule=decision.rule, reason=session.mask(decision.reason),
+                               timeout=timeout)
         services.notify_approvers(request)
         minutes = max(1, round(timeout / 60))
         hint = "; Ctrl-C cancels" if cancel_hint else ""

@@ -235,6 +235,7 @@ class RdpConnection:
     async def _open_recording(self, principal: Principal) -> None:
         core = SessionCore(self.gate, principal, self.source, protocol="rdp")
         core.target = self.target.name
+        core.mask_for(self.target)  # typed and pasted text is kept masked
         core.on_terminate(self._terminate)
         self.core = core
         if not await core.start(kind="desktop", start_time=self._start, detail={
@@ -289,14 +290,16 @@ class RdpConnection:
 
     def _line(self, text: str) -> None:
         rec = self.rec
-        if rec is not None:
+        if rec is not None and self.core is not None:
+            text = self.core.mask(text)
             rec.command(text, source="rdp-keys")
             rec.event("rdp.keys", {"text": text})
 
     def on_clipboard(self, direction: str, text: str) -> None:
         """Text copied through the clipboard (``direction``: upload to / download from)."""
         rec = self.rec
-        if rec is not None:
+        if rec is not None and self.core is not None:
+            text = self.core.mask(text[:65536])
             rec.event("rdp.clipboard", {"direction": direction, "text": text[:65536]})
             rec.command(text[:4096], source=f"rdp-clipboard-{direction}")
         self.gate.audit(self.event(Kind.FILE_TRANSFER, "ok", {

@@ -207,7 +207,8 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         assert relay is not None
         if self._refusal is not None:
             self.ctx.audit(Kind.REFUSED, "denied", target=self.ctx.login.target or "",
-                           detail={"reason": self._refusal, "command": self.command or ""})
+                           detail={"reason": self._refusal,
+                                   "command": self.core.mask(self.command or "")})
             self.fail(self._refusal, 1)
             return
         route = route_request(self.ctx.login, self.command if self.kind == "exec" else None)
@@ -293,6 +294,7 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
                       "end one and try again", 1)
             return False
         self._counted = True
+        core.mask_for(target)
         self.kind = session_kind(route, command=self.command, subsystem=self.subsystem,
                                  login=self.ctx.login)
         detail = {"kind": self.kind, **({"command": route.command} if route.command else {})}
@@ -306,9 +308,7 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
             return False
         if route.command is None:
             return True
-        if core.rec is not None:
-            core.rec.command(route.command, source="exec")
-        core.audit(Kind.EXEC, "ok", {"command": route.command})
+        core.record_command(route.command, source="exec")
         return await self._exec_allowed(route.command)
 
     async def _exec_allowed(self, command: str) -> bool:
