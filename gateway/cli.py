@@ -63,11 +63,13 @@ def _config_path(args: argparse.Namespace) -> Path:
     raise SystemExit("bastille: no config: pass -c CONFIG (or --data DIR for a demo directory)")
 
 
-def _load(args: argparse.Namespace) -> Config:
+def _load(args: argparse.Namespace, *, secrets: bool = True) -> Config:
+    """The config of ``args``; ``secrets=False`` for tools that never log into a target
+    (they start without the target secrets' variables set)."""
     from gateway.config import load_config
     from gateway.ssh.keys import check_private_key
 
-    secrets = not getattr(args, "no_target_secrets", False)
+    secrets = secrets and not getattr(args, "no_target_secrets", False)
     try:
         return load_config(_config_path(args), check_key=check_private_key, secrets=secrets)
     except ConfigError as exc:
@@ -76,7 +78,12 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _resolve_recorder(args: argparse.Namespace) -> RecorderSettings:
-    """Recorder settings from -c CONFIG, from a demo directory, or from a bare data dir."""
+    """Recorder settings from -c CONFIG, from a demo directory, or from a bare data dir
+    (no target secrets needed); registers the text masker the recorder's tools use."""
+    from gateway.config import PolicySettings
+    from gateway.core.masking import maskers_for
+    from recorder import textmask
+
     data = getattr(args, "data", None)
     if data and not getattr(args, "config", None):
         from gateway.demo import CONFIG_NAME
@@ -86,8 +93,11 @@ def _resolve_recorder(args: argparse.Namespace) -> RecorderSettings:
         if not (directory / CONFIG_NAME).exists():
             if not directory.is_dir():
                 raise SystemExit(f"bastille: {directory} is not a directory")
+            textmask.register(maskers_for(PolicySettings()).text_for(None))
             return RecorderSettings(data_dir=directory)
-    return _load(args).recording
+    config = _load(args, secrets=False)
+    textmask.register(maskers_for(config.policy).text_for(targets=config.targets.values()))
+    return config.recording
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -222,13 +232,20 @@ def _parse_since(value: str) -> float:
 def cmd_audit(args: argparse.Namespace) -> int:
     from common.safetext import visible
     from gateway.audit import read_events
+    from gateway.core.masking import maskers_for
 
-    config = _load(args)
+    config = _load(args, secrets=False)
     since = _parse_since(args.since) if args.since else None
     if not config.audit.file.exists():
         print(f"bastille: no audit log yet at {config.audit.file}", file=sys.stderr)
         return 1
+    mask = maskers_for(config.policy).text_for(targets=config.targets.values())
     for record in read_events(config.audit.file, since=since, user=args.user, kind=args.kind):
+        detail = record.get("detail")
+        if isinstance(detail, dict):  # lines written before commands were masked
+            for key in ("command", "reason"):
+                if isinstance(detail.get(key), str):
+                    detail[key] = mask(detail[key])
         if args.json:
             print(json.dumps(record, ensure_ascii=False))
             continue
@@ -251,7 +268,7 @@ def cmd_oidc(args: argparse.Namespace) -> int:
     from state.bindings import BindingStore
     from state.paths import DataDir
 
-    config = _load(args)
+    config = _load(args, secrets=False)
     if config.oidc is None and config.saml is None:
         print(f"bastille: {config.path} has no [oidc] or [saml] section", file=sys.stderr)
         return 2
@@ -299,17 +316,20 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 def cmd_approvals(args: argparse.Namespace) -> int:
     from gateway.audit import AuditLog
     from gateway.core.commands import format_requests, run_approvals
+    from gateway.core.masking import maskers_for
     from state.approvals import ApprovalStore
     from state.paths import DataDir
 
-    config = _load(args)
+    config = _load(args, secrets=False)
     store = ApprovalStore(DataDir(config.data_dir).approvals)
     if args.action == "list":
         requests = store.list(status=None if args.all else "pending")
+        mask = maskers_for(config.policy).text_for(None)
         if args.json:
-            print(json.dumps([r.to_json() for r in requests], indent=2))
+            print(json.dumps([{**r.to_json(), "command": mask(r.command)} for r in requests],
+                             indent=2))
         else:
-            print(format_requests(requests, time.time()))
+            print(format_requests(requests, time.time(), mask))
         return 0
     if not args.as_user:
         print("bastille: --as USER is required (the approver you act as)", file=sys.stderr)
@@ -334,7 +354,7 @@ def cmd_sessions_kill(args: argparse.Namespace) -> int:
     from state.approvals import ApprovalStore
     from state.paths import DataDir
 
-    config = _load(args)
+    config = _load(args, secrets=False)
     data = DataDir(config.data_dir)
     user = config.users.get(args.as_user)
     if user is None or not config.approvals.approvers.allows(user.name, user.groups):
@@ -378,7 +398,7 @@ def cmd_player(args: argparse.Namespace) -> int:
     if args.as_user:
         from gateway.audit import AuditEvent, AuditLog, Kind
 
-        config = _load(args)
+        config = _load(args, secrets=False)
         user = config.users.get(args.as_user)
         groups = user.groups if user is not None else frozenset()
         may = user is not None and config.approvals.approvers.allows(user.name, groups)
@@ -417,7 +437,7 @@ def cmd_player(args: argparse.Namespace) -> int:
         approver = Approver(args.as_user, groups, may, audited, killed, watched, reviewed)
     audit_file = None
     if getattr(args, "config", None):
-        audit_file = _load(args).audit.file
+        audit_file = _load(args, secrets=False).audit.file
     return run_player(_resolve_recorder(args), session_id=args.id, approver=approver,
                       audit_file=audit_file)
 

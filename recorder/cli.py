@@ -23,6 +23,7 @@ from typing import Any
 
 from common.safetext import visible
 from recorder import events as ev
+from recorder import textmask
 from recorder.errors import FormatError, RecorderError, SinkError
 from recorder.index import Index
 from recorder.reader import Recording
@@ -181,11 +182,14 @@ def _cmd_list(ctx: _Ctx, a: argparse.Namespace) -> int:
 
 def _cmd_show(ctx: _Ctx, a: argparse.Namespace) -> int:
     rec = ctx.open(a.id)
-    h = rec.header
+    h = dict(rec.header)
+    if isinstance(h.get("command"), str):  # masked (recordings older than typed-line
+        h["command"] = textmask.mask(h["command"])  # masking may hold secrets)
     notable: list[dict[str, Any]] = []
     for e in rec.events():
         if e.type in ev.JSON_TYPES and e.type != ev.EXIT:
-            notable.append({"time": round(e.time, 3), "type": e.name, **e.fields()})
+            notable.append({"time": round(e.time, 3), "type": e.name,
+                            **textmask.fields(e.fields())})
     info = {
         "session_id": rec.session_id,
         "name": rec.name,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from gateway.config import PolicySettings, TargetConfig
 from gateway.core.vault import target_password
@@ -64,9 +64,11 @@ class Maskers:
         masker = StreamMasker(self._patterns, secrets=secrets)  # a line has no history
         return masker.feed(data, 0.0) + masker.flush(0.0, end=True)
 
-    def text_for(self, target: TargetConfig | None = None) -> TextMask:
-        """The text-line masker for sessions to ``target`` (None: patterns only)."""
-        secrets = _secrets(target)
+    def text_for(self, target: TargetConfig | None = None, *,
+                 targets: Iterable[TargetConfig] = ()) -> TextMask:
+        """The text-line masker for sessions to ``target`` (None: patterns only);
+        ``targets``: the secrets of all of these too (tools reading every session)."""
+        secrets = (*_secrets(target), *(x for t in targets for x in _secrets(t)))
 
         def mask(text: str) -> str:
             if not text:
