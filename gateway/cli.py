@@ -247,7 +247,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 if isinstance(detail.get(key), str):
                     detail[key] = mask(detail[key])
         if args.json:
-            print(json.dumps(record, ensure_ascii=False))
+            print(json.dumps(record))  # ASCII: no control or bidi character left raw
             continue
         detail = record.get("detail") or {}
         extra = " ".join(f"{visible(k)}={visible(json.dumps(v, ensure_ascii=False))}"
@@ -278,7 +278,7 @@ def cmd_oidc(args: argparse.Namespace) -> int:
             print("bastille: oidc revoke needs a USER", file=sys.stderr)
             return 2
         n = store.revoke(args.user)
-        print(f"revoked {n} live binding(s) of {args.user}")
+        print(f"revoked {n} live binding(s) of {visible(args.user)}")
         return 0
     rows = store.list(args.user)
     if args.json:
@@ -290,7 +290,7 @@ def cmd_oidc(args: argparse.Namespace) -> int:
     for b in rows:
         until = datetime.datetime.fromtimestamp(b.expires, datetime.UTC)
         print(f"{visible(b.user):<16} {b.key_sha256[:16]}  until {until:%Y-%m-%dT%H:%M:%SZ}  "
-              f"groups={','.join(sorted(b.groups)) or '-'}")
+              f"groups={visible(','.join(sorted(b.groups))) or '-'}")
     if not rows:
         print("no live bindings")
     return 0
