@@ -26,6 +26,7 @@ from gateway.errors import ConfigError
 
 if TYPE_CHECKING:
     from gateway.config import Config
+    from player.approvals import Approver
     from recorder.settings import RecorderSettings
 
 EPILOG = """\
@@ -106,7 +107,11 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.config.perms import secret_file_warnings
+
     config = _load(args)
+    for warning in secret_file_warnings(config):
+        logging.getLogger("bastille.config").warning("%s", warning)
     return _serve(config)
 
 
@@ -213,9 +218,15 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
         return 1
+    from gateway.config.perms import secret_file_warnings
+
+    warnings = secret_file_warnings(config)
+    for warning in warnings:
+        print(warning, file=sys.stderr)
     rdp = f", RDP on {config.rdp.listen_host}:{config.rdp.listen_port}" if config.rdp else ""
+    note = f"; {len(warnings)} warning(s)" if warnings else ""
     print(f"{config.path}: OK ({len(config.users)} user(s), {len(config.targets)} target(s), "
-          f"listening on {config.gateway.listen_host}:{config.gateway.listen_port}{rdp})")
+          f"listening on {config.gateway.listen_host}:{config.gateway.listen_port}{rdp}{note})")
     return 0
 
 
@@ -314,9 +325,9 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:
-    from gateway.audit import AuditLog
     from gateway.core.commands import format_requests, run_approvals
     from gateway.core.masking import maskers_for
+    from gateway.operator import OperatorAudit
     from state.approvals import ApprovalStore
     from state.paths import DataDir
 
@@ -338,7 +349,7 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     if user is None:
         print(f"bastille: no user {args.as_user!r} in the config", file=sys.stderr)
         return 2
-    audit = AuditLog(config.audit.file)
+    audit = OperatorAudit(config)  # records who ran this, next to --as
     line = f"{args.action} {args.id} {' '.join(args.reason or [])}".strip()
     out = run_approvals(config, store, audit.emit, user.name, user.groups, line, source="cli")
     audit.close()
@@ -349,7 +360,8 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 
 def cmd_sessions_kill(args: argparse.Namespace) -> int:
     from common.safetext import visible
-    from gateway.audit import AuditEvent, AuditLog, Kind
+    from gateway.audit import AuditEvent, Kind
+    from gateway.operator import emit_once
     from recorder.index import Index
     from state.approvals import ApprovalStore
     from state.paths import DataDir
@@ -358,8 +370,8 @@ def cmd_sessions_kill(args: argparse.Namespace) -> int:
     data = DataDir(config.data_dir)
     user = config.users.get(args.as_user)
     if user is None or not config.approvals.approvers.allows(user.name, user.groups):
-        print(f"bastille: {args.as_user} is not an auditor (configured approver)",
-              file=sys.stderr)
+        print(f"bastille: {visible(args.as_user)} may not end sessions (only the configured "
+              "approvers may; auditors are read-only)", file=sys.stderr)
         return 2
     index = Index(DataDir(config.recording.data_dir).index)
     rows = [r for r in index.list_sessions(status="live", limit=100000)
@@ -373,11 +385,9 @@ def cmd_sessions_kill(args: argparse.Namespace) -> int:
     session = live[0]
     store = ApprovalStore(data.approvals)
     store.request_kill(session.id, by=user.name, reason=args.reason)
-    audit = AuditLog(config.audit.file)
-    audit.emit(AuditEvent(Kind.SESSION_KILL, "requested", user=user.name, source="cli",
-                          target=session.target, session=session.id,
-                          detail={"session_user": session.user, "reason": args.reason}))
-    audit.close()
+    emit_once(config, AuditEvent(Kind.SESSION_KILL, "requested", user=user.name, source="cli",
+                                 target=session.target, session=session.id,
+                                 detail={"session_user": session.user, "reason": args.reason}))
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         if store.kill_status(session.id):
@@ -392,54 +402,52 @@ def cmd_sessions_kill(args: argparse.Namespace) -> int:
 
 def cmd_player(args: argparse.Namespace) -> int:
     from player.app import run_player
-    from player.approvals import Approver
 
-    approver = None
-    if args.as_user:
-        from gateway.audit import AuditEvent, AuditLog, Kind
-
-        config = _load(args, secrets=False)
-        user = config.users.get(args.as_user)
-        groups = user.groups if user is not None else frozenset()
-        may = user is not None and config.approvals.approvers.allows(user.name, groups)
-
-        def audited(request, reason: str) -> None:  # type: ignore[no-untyped-def]
-            log = AuditLog(config.audit.file)
-            log.emit(AuditEvent(Kind.APPROVAL, request.status, user=args.as_user,
-                                source="player", target=request.target,
-                                session=request.session,
-                                detail={"request": request.id, "requester": request.user,
-                                        "command": request.command, "reason": reason}))
-            log.close()
-
-        def killed(session: str, reason: str) -> None:
-            log = AuditLog(config.audit.file)
-            log.emit(AuditEvent(Kind.SESSION_KILL, "requested", user=args.as_user,
-                                source="player", session=session,
-                                detail={"reason": reason}))
-            log.close()
-
-        def watched(session: str) -> None:
-            log = AuditLog(config.audit.file)
-            log.emit(AuditEvent(Kind.SESSION_WATCH, "ok", user=args.as_user, source="player",
-                                session=session))
-            log.close()
-
-        def reviewed(review) -> None:  # type: ignore[no-untyped-def]
-            log = AuditLog(config.audit.file)
-            log.emit(AuditEvent(Kind.SESSION_REVIEW, review.kind, user=args.as_user,
-                                source="player", session=review.session,
-                                detail={"record": review.id, "at": review.at,
-                                        "entry": review.entry, "text": review.text,
-                                        "signature": review.status}))
-            log.close()
-
-        approver = Approver(args.as_user, groups, may, audited, killed, watched, reviewed)
+    approver = _player_approver(args) if args.as_user else None
     audit_file = None
     if getattr(args, "config", None):
         audit_file = _load(args, secrets=False).audit.file
     return run_player(_resolve_recorder(args), session_id=args.id, approver=approver,
                       audit_file=audit_file)
+
+
+def _player_approver(args: argparse.Namespace) -> Approver:
+    """Who ``--as`` names, what they may do (approvers decide and end sessions, auditors
+    only read and review), and how their actions are audited (with the OS user)."""
+    from gateway.audit import AuditEvent, Kind
+    from gateway.operator import emit_once
+    from player.approvals import Approver
+
+    config = _load(args, secrets=False)
+    user = config.users.get(args.as_user)
+    groups = user.groups if user is not None else frozenset()
+    may = user is not None and config.approvals.approvers.allows(user.name, groups)
+    who = args.as_user
+
+    def audited(request, reason: str) -> None:  # type: ignore[no-untyped-def]
+        emit_once(config, AuditEvent(Kind.APPROVAL, request.status, user=who,
+                                     source="player", target=request.target,
+                                     session=request.session,
+                                     detail={"request": request.id, "requester": request.user,
+                                             "command": request.command, "reason": reason}))
+
+    def killed(session: str, reason: str) -> None:
+        emit_once(config, AuditEvent(Kind.SESSION_KILL, "requested", user=who,
+                                     source="player", session=session,
+                                     detail={"reason": reason}))
+
+    def watched(session: str) -> None:
+        emit_once(config, AuditEvent(Kind.SESSION_WATCH, "ok", user=who, source="player",
+                                     session=session))
+
+    def reviewed(review) -> None:  # type: ignore[no-untyped-def]
+        emit_once(config, AuditEvent(Kind.SESSION_REVIEW, review.kind, user=who,
+                                     source="player", session=review.session,
+                                     detail={"record": review.id, "at": review.at,
+                                             "entry": review.entry, "text": review.text,
+                                             "signature": review.status}))
+
+    return Approver(who, groups, may, audited, killed, watched, reviewed)
 
 
 def _export_bundle(rec, output: str, args: argparse.Namespace) -> str:  # type: ignore[no-untyped-def]

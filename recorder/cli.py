@@ -135,16 +135,16 @@ def _run(resolve: Resolve, fn: Callable[[_Ctx, argparse.Namespace], int]) -> Cal
         try:
             settings = resolve(args)
         except (RecorderError, OSError, ValueError) as exc:
-            print(f"bastille: error: {exc}", file=sys.stderr)
+            print(f"bastille: error: {visible(exc)}", file=sys.stderr)
             return 2
         ctx = _Ctx(settings)
         try:
             return fn(ctx, args)
         except CliError as exc:
-            print(f"bastille: error: {exc}", file=sys.stderr)
+            print(f"bastille: error: {visible(exc)}", file=sys.stderr)
             return exc.code
         except RecorderError as exc:
-            print(f"bastille: error: {exc}", file=sys.stderr)
+            print(f"bastille: error: {visible(exc)}", file=sys.stderr)
             return 1
         except BrokenPipeError:
             return 0
@@ -280,7 +280,7 @@ def _cmd_export(ctx: _Ctx, a: argparse.Namespace) -> int:
             raise CliError(f"cannot write {a.output}: {exc.strerror}") from exc
         print(f"wrote {n} events to {a.output}", file=sys.stderr)
     for p in rec.problems:
-        print(f"bastille: warning: {p}", file=sys.stderr)
+        print(f"bastille: warning: {visible(p)}", file=sys.stderr)
     return 0
 
 
@@ -295,7 +295,7 @@ def _cmd_verify_bundle(a: argparse.Namespace, settings: RecorderSettings | None)
     try:
         trusted = [load_public_key(Path(k)) for k in keys] if keys else None
     except RecorderError as exc:
-        print(f"bastille: error: {exc}", file=sys.stderr)
+        print(f"bastille: error: {visible(exc)}", file=sys.stderr)
         return 2
     rep = verify_bundle(Path(a.bundle), trusted=trusted)
     if a.json:
@@ -436,7 +436,7 @@ def _cmd_reindex(ctx: _Ctx, a: argparse.Namespace) -> int:
         ctx.settings, ctx.sink, index, screen=not a.no_screen, progress=progress
     )
     for p in problems:
-        print(f"bastille: warning: {p}", file=sys.stderr)
+        print(f"bastille: warning: {visible(p)}", file=sys.stderr)
     print(f"indexed {count} recordings into {ctx.index.path}")
     return 0
 
@@ -447,7 +447,7 @@ def _cmd_keygen(a: argparse.Namespace) -> int:
     try:
         key, pub = generate(Path(a.output))
     except RecorderError as exc:
-        print(f"bastille: error: {exc}", file=sys.stderr)
+        print(f"bastille: error: {visible(exc)}", file=sys.stderr)
         return 1
     print(f"wrote private key {key} (mode 0600) and public key {pub}")
     print(f'set recorder signing_key = "{key}"; verify with --public-key {pub}')

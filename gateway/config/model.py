@@ -49,6 +49,10 @@ class Principals:
         """True unless this is :data:`NOBODY`."""
         return self.everyone or bool(self.users) or bool(self.groups)
 
+    def __or__(self, other: Principals) -> Principals:
+        return Principals(self.everyone or other.everyone, self.users | other.users,
+                          self.groups | other.groups)
+
 
 NOBODY = Principals()
 
@@ -146,10 +150,16 @@ class PolicySettings:
 
 @dataclass(frozen=True)
 class ApprovalSettings:
-    approvers: Principals = NOBODY
+    approvers: Principals = NOBODY  # approve/deny, end sessions, and everything auditors do
+    auditors: Principals = NOBODY  # read-only: find, replay, search, watch, review, list
     timeout: float = 300.0
     webhook_url: str = ""
     webhook_format: str = "json"  # json | slack
+
+    @property
+    def readers(self) -> Principals:
+        """Who may find, replay and search sessions: approvers and auditors."""
+        return self.approvers | self.auditors
 
 
 #: gateway.login_timeout when [oidc] is set and login_timeout is not (IdP codes live ~10 min)

@@ -388,7 +388,7 @@ def _rdp(r: Reader, data: dict[str, Any], targets: Mapping[str, TargetConfig],
 _POLICY = {"rules", "default", "on_uncertain", "mask_live", "mask_exec", "mask_transfers",
            "mask_patterns"}
 _RULE = {"name", "match", "action", "targets", "users", "groups"}
-_APPROVALS = {"approvers", "timeout", "webhook_url", "webhook_format"}
+_APPROVALS = {"approvers", "auditors", "timeout", "webhook_url", "webhook_format"}
 
 
 def _policy(r: Reader, data: dict[str, Any]) -> PolicySettings:
@@ -476,6 +476,7 @@ def _approvals(r: Reader, data: dict[str, Any]) -> ApprovalSettings:
         r.problem("approvals.webhook_url", "expected an http:// or https:// URL")
     return ApprovalSettings(
         approvers=r.principals(a, "approvers", "approvals"),
+        auditors=r.principals(a, "auditors", "approvals"),
         timeout=r.duration(a, "timeout", "approvals", 300.0),
         webhook_url=url,
         webhook_format=r.choice(a, "webhook_format", "approvals", ("json", "slack"), "json"),

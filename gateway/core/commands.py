@@ -53,13 +53,18 @@ def run_approvals(config: Config, approvals: Approvals, audit: Audit, user: str,
     except ValueError as exc:
         return f"bastille: {visible(exc)}\n{USAGE}"
     cfg = config.approvals
-    if not cfg.approvers.allows(user, groups):
+    approver = cfg.approvers.allows(user, groups)
+    if not approver and not cfg.auditors.allows(user, groups):
         return f"bastille: {visible(user)} is not an approver"
     if not words or words[0] == "list":
         return format_requests(approvals.list(), time.time(),
                                maskers_for(config.policy).text_for(None))
     if words[0] in ("approve", "deny") and len(words) >= 2 and words[1].lstrip("#").isdigit():
         rid = int(words[1].lstrip("#"))
+        if not approver:  # an auditor: read-only
+            audit(AuditEvent(Kind.APPROVAL, "refused", user=user, source=source,
+                             detail={"request": rid, "error": "auditors may not decide"}))
+            return f"bastille: {visible(user)} is an auditor; auditors may not decide requests"
         reason = " ".join(words[2:])
         try:
             result = approvals.decide(rid, approver=user, approver_groups=groups,
