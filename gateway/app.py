@@ -39,6 +39,7 @@ from state.approvals import ApprovalStore, Request
 from state.bindings import BindingStore
 from state.paths import DataDir
 from state.ratelimit import FailureLimiter
+from state.usage import UsageStore
 
 if TYPE_CHECKING:
     from gateway.core.weblogin import WebLogins
@@ -59,6 +60,8 @@ class GatewayApp:
                                   syslog_facility=config.audit.syslog_facility)
         self.recorder = Recorder(config.recording)
         self.approvals = ApprovalStore(data.approvals)
+        self.usage = UsageStore(data.recording_usage) \
+            if config.budget.user_day_bytes else None
         self.bindings = BindingStore(data.oidc_bindings) \
             if config.oidc is not None or config.saml is not None else None
         self.access = Access(config, self.approvals)
@@ -196,6 +199,8 @@ class GatewayApp:
             await rdp_stop
         await self.recorder.close(timeout=max(5.0, gw.drain_timeout))
         self.approvals.close()
+        if self.usage is not None:
+            self.usage.close()
         if self.bindings is not None:
             self.bindings.close()
         self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={"event": "stop"}))

@@ -155,6 +155,12 @@ class SessionRecording:
         state.on_failed = self._failed_threadsafe
         state.on_writable = self._writable_threadsafe
 
+    @property
+    def bytes_recorded(self) -> int:
+        """Payload bytes handed to this recording so far, before compression (what the
+        gateway's recording budgets count)."""
+        return self._s.enqueued
+
     # ------------------------------------------------------------------ hot path
 
     def _now_us(self) -> int:

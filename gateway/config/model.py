@@ -84,6 +84,21 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
+class BudgetSettings:
+    """Recording budgets (keys of ``[recording]``): bytes recorded (before compression)
+    per session and per user per UTC day, and what happens past them."""
+
+    session_bytes: int = 0  # max_recording_bytes (0: no limit)
+    user_day_bytes: int = 0  # max_recording_bytes_per_user_day (0: no limit)
+    action: str = "terminate"  # budget_action: "terminate" | "throttle"
+    throttle_rate: int = 64 * 1024  # throttle_rate: bytes per second once throttled
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.session_bytes or self.user_day_bytes)
+
+
+@dataclass(frozen=True)
 class UserConfig:
     name: str
     keys: tuple[str, ...] = ()  # OpenSSH public key lines
@@ -266,6 +281,7 @@ class Config:
     targets: Mapping[str, TargetConfig]
     policy: PolicySettings = PolicySettings()
     approvals: ApprovalSettings = ApprovalSettings()
+    budget: BudgetSettings = BudgetSettings()
     oidc: OidcSettings | None = None
     rdp: RdpSettings | None = None
     web: WebSettings | None = None

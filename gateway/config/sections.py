@@ -15,6 +15,7 @@ from gateway.config.model import (
     RESERVED_TARGET_NAMES,
     ApprovalSettings,
     AuditSettings,
+    BudgetSettings,
     GatewaySettings,
     OidcSettings,
     PolicySettings,
@@ -44,7 +45,8 @@ _GATEWAY = {"listen", "host_keys", "banner", "login_timeout", "idle_timeout", "m
             "max_sessions_per_user"}
 _AUDIT = {"file", "syslog", "syslog_address", "syslog_facility"}
 _RECORDING = {"storage", "dir", "zstd_level", "flush_interval", "keyframe_interval",
-              "signing_key", "on_failure", "s3", "queue_kib"}
+              "signing_key", "on_failure", "s3", "queue_kib", "max_recording_bytes",
+              "max_recording_bytes_per_user_day", "budget_action", "throttle_rate"}
 _S3 = {"endpoint_url", "region", "access_key_id", "secret_access_key_env",
        "secret_access_key_file", "sse", "sse_kms_key_id", "object_lock_mode",
        "object_lock_retain_days", "part_size_mib", "spool_cap_mib", "retry_interval"}
@@ -194,6 +196,22 @@ def _recording(r: Reader, data: dict[str, Any], data_dir: Path) -> RecorderSetti
         signing_key=signing_key,
         on_failure=on_failure,  # type: ignore[arg-type]
         queue_bytes=r.int_range(rec, "queue_kib", "recording", 64, 1024 * 1024, 4096) * 1024,
+    )
+
+
+def _budget(r: Reader, data: dict[str, Any]) -> BudgetSettings:
+    """The recording budgets (keys of ``[recording]``, see BudgetSettings)."""
+    rec = r.table(data, "recording", "recording")
+    rate = r.size(rec, "throttle_rate", "recording", 64 * 1024)
+    if rate < 1024:
+        r.problem("recording.throttle_rate", f"expected at least 1K (1024 bytes/s), got {rate}")
+        rate = 64 * 1024
+    return BudgetSettings(
+        session_bytes=r.size(rec, "max_recording_bytes", "recording", 0),
+        user_day_bytes=r.size(rec, "max_recording_bytes_per_user_day", "recording", 0),
+        action=r.choice(rec, "budget_action", "recording", ("terminate", "throttle"),
+                        "terminate"),
+        throttle_rate=rate,
     )
 
 

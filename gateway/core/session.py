@@ -12,6 +12,8 @@ It owns what every session has whatever carries its bytes:
   ``bastille: denied by policy ...``);
 * the live-session registry entry (``sessions kill``) and ending from outside
   (:meth:`terminate`);
+* the recording budgets (:mod:`gateway.core.budget`): :meth:`meter` after each chunk
+  recorded ends or slows a session past its budget;
 * masking of every command line it keeps (:attr:`mask`, the text masker of
   :mod:`gateway.core.masking`: patterns, then the target's vaulted secret once
   :meth:`mask_for` names the target): the recording header's command, command, policy
@@ -35,6 +37,7 @@ from common.safetext import visible
 from gateway.audit import AuditEvent, Kind
 from gateway.config import TargetConfig
 from gateway.core.access import Principal
+from gateway.core.budget import Budget, Exceeded, human
 from gateway.core.masking import TextMask, maskers_for
 from gateway.core.services import SessionServices
 from gateway.policy import Decision
@@ -89,6 +92,10 @@ class SessionCore:
         #: masks command lines before they are kept or shown (patterns only until
         #: mask_for names the target)
         self.mask: TextMask = maskers_for(services.config.policy).text_for(None)
+        settings = services.config.budget
+        self.budget = Budget(settings, services.usage, principal.name) \
+            if settings.enabled else None
+        self.can_throttle = False  # the adapter can slow its target down (SSH)
 
     def mask_for(self, target: TargetConfig) -> None:
         """Mask this session's command lines with ``target``'s vaulted secret too."""
@@ -156,6 +163,48 @@ class SessionCore:
         self.audit(Kind.RECORDING, "failed", {"error": str(exc)})
         if self.services.config.recording.on_failure == "terminate":
             self.terminate("recording failed, so the session was terminated")
+
+    # ------------------------------------------------------------------ budgets
+    def budget_refusal(self) -> str | None:
+        """Why this session may not start (the user's daily recording budget is used up
+        and the action is ``terminate``), audited; None when it may."""
+        used = self.budget.used_up() if self.budget is not None else None
+        if used is None or self._throttles():
+            return None
+        self.audit(Kind.RECORDING, "budget_exceeded", {
+            "scope": used.scope, "limit": used.limit, "action": "refused"})
+        return f"{used.text()}; try again tomorrow (UTC) or ask an administrator"
+
+    def _throttles(self) -> bool:
+        return self.services.config.budget.action == "throttle" and self.can_throttle
+
+    def meter(self) -> float:
+        """After recording a chunk: seconds the adapter should stop reading the target
+        (a throttled session), else 0. Past a budget with ``terminate`` (or an adapter
+        that cannot slow down), the session is ended here."""
+        rec, budget = self.rec, self.budget
+        if rec is None or budget is None:
+            return 0.0
+        recorded = rec.bytes_recorded
+        exceeded = budget.check(recorded)
+        if exceeded is not None:
+            self._over_budget(exceeded)
+        if budget.exceeded is None or not self._throttles():
+            return 0.0
+        return budget.pause(recorded)
+
+    def _over_budget(self, exceeded: Exceeded) -> None:
+        throttle = self._throttles()
+        action = "throttle" if throttle else "terminate"
+        self.audit(Kind.RECORDING, "budget_exceeded", {
+            "scope": exceeded.scope, "limit": exceeded.limit, "action": action})
+        self.mark(f"recording budget exceeded: {exceeded.text()} ({action})")
+        if throttle:
+            rate = human(self.services.config.budget.throttle_rate)
+            self.say(f"{exceeded.text()}: output is slowed to {rate}/s from now on",
+                     fresh_line=True)
+        else:
+            self.terminate(f"{exceeded.text()}, so the session was terminated")
 
     # ------------------------------------------------------------------ messages
     def say(self, text: str, *, fresh_line: bool = False) -> None:
@@ -243,6 +292,8 @@ class SessionCore:
         self.gone.set()
         self.services.live.discard(self)
         rec, self.rec = self.rec, None
+        if rec is not None and self.budget is not None:
+            self.budget.close(rec.bytes_recorded)
         if rec is not None:
             try:
                 await rec.close(exit_status=exit_status, exit_signal=exit_signal)

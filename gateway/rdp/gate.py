@@ -43,8 +43,10 @@ from gateway.rdp.keys import KeyDecoder
 from gateway.rdp.routing import RouteRequest, client_user
 from recorder.service import Recorder
 from state.approvals import GrantStore
+from state.paths import DataDir
 from state.ratelimit import FailureLimiter
 from state.tokens import Tokens
+from state.usage import UsageStore
 
 if TYPE_CHECKING:
     from recorder.service import SessionRecording
@@ -96,6 +98,9 @@ class RdpGate:
         self.limiter = FailureLimiter(gw.max_auth_failures, gw.auth_failure_window,
                                       source_limit=gw.max_source_failures or None)
         self.connections: set[RdpConnection] = set()
+        # daily recording budgets: the same file as the SSH gateway's (WAL, shared)
+        self.usage: UsageStore | None = UsageStore(DataDir(config.data_dir).recording_usage) \
+            if config.budget.user_day_bytes else None
 
     def audit(self, event: AuditEvent) -> None:
         self.audit_log.emit(event)
@@ -284,6 +289,8 @@ class RdpConnection:
         rec = self.rec
         if rec is not None:
             rec.rdp(data)
+            if self.core is not None:
+                self.core.meter()  # past a recording budget: ended (RDP cannot be slowed)
         elif self.core is None and self._early_bytes + len(data) <= EARLY_CAP:
             self._early.append(bytes(data))
             self._early_bytes += len(data)

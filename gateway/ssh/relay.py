@@ -115,6 +115,9 @@ class Relay:
         self._rec_ok = True  # the recording backlog is under its bound
         self._held = False  # the pipe holds the user's input (a request awaits approval)
         self._stopper: asyncio.Task[Any] | None = None  # signalling the target's command
+        #: after recording: seconds to stop reading (a throttled recording budget), or 0
+        self.meter: Callable[[], float] | None = None
+        self._budget_ok = True  # not paused by the recording budget's throttle
 
     # ------------------------------------------------------------ writing
     def to_user(self, data: bytes, datatype: asyncssh.DataType = None) -> None:
@@ -167,12 +170,24 @@ class Relay:
 
     # ------------------------------------------------------------ flow control
     def recorded(self) -> None:
-        """After recording: pause the target while the recorder catches up."""
+        """After recording: pause the target while the recorder catches up, or while a
+        throttled recording budget says so."""
         rec = self.rec
         if rec is not None and rec.congested and self._rec_ok:
             self._rec_ok = False
             self._update()
             self._spawn(self._await_recorder(rec), "recorder backpressure")
+        if self.meter is not None and self._budget_ok:
+            pause = self.meter()
+            if pause > 0:
+                self._budget_ok = False
+                self._update()
+                self._spawn(self._throttled(pause), "recording budget throttle")
+
+    async def _throttled(self, pause: float) -> None:
+        await asyncio.sleep(pause)
+        self._budget_ok = True
+        self._update()
 
     async def _await_recorder(self, rec: SessionRecording) -> None:
         await rec.wait_writable()
@@ -199,14 +214,15 @@ class Relay:
 
     def _update(self) -> None:
         up = self.upstream
+        recording_ok = self._rec_ok and self._budget_ok
         if up is not None:
-            if self._target_read_ok and self._rec_ok:
+            if self._target_read_ok and recording_ok:
                 up.resume_reading()
             else:
                 up.pause_reading()
         if self.user_closed.is_set() or self.discarding:
             return
-        if self._user_read_ok and self._rec_ok and not self._held:
+        if self._user_read_ok and recording_ok and not self._held:
             self.chan.resume_reading()
         else:
             self.chan.pause_reading()

@@ -55,6 +55,7 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         self.ctx = ctx
         self.services = ctx.services
         self.core = SessionCore(ctx.services, ctx.principal, ctx.source, protocol="ssh")
+        self.core.can_throttle = True  # the relay pauses the target (recording budgets)
         self.enforcer = Enforcer(self.core, ctx.services)
         self.relay: Relay | None = None
         self.kind = "shell"
@@ -295,6 +296,10 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
             return False
         self._counted = True
         core.mask_for(target)
+        refusal = core.budget_refusal()
+        if refusal is not None:
+            self.fail(refusal, 1)
+            return False
         self.kind = session_kind(route, command=self.command, subsystem=self.subsystem,
                                  login=self.ctx.login)
         detail = {"kind": self.kind, **({"command": route.command} if route.command else {})}
@@ -393,6 +398,8 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         relay = self.relay
         assert relay is not None and relay.upstream is not None
         relay.rec = self.core.rec
+        if self.core.budget is not None:
+            relay.meter = self.core.meter
         early, self._early = self._early, []
         for data in early:
             relay.from_user(data)
