@@ -561,7 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("id", nargs="?", help="open this session directly")
     p.add_argument("--as", dest="as_user", metavar="USER",
-                   help="who you are, for the approvals pane (a configured approver)")
+                   help="who you are: a configured approver (approves, ends sessions) "
+                   "or auditor (read-only); recorded with your OS user")
     p.add_argument("--no-target-secrets", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_player)
     return parser

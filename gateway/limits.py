@@ -28,6 +28,7 @@ def clamp_term_size(cols: int, rows: int, pixwidth: int = 0,
 
 # ------------------------------------------------------------------ requests and names
 MAX_LOGIN_NAME = 129  # "user+target": a name is at most 64 characters (config NAME_RE)
+MAX_TARGET_NAME = 64  # a target named in a login or command; a longer one is cut short
 MAX_EXEC_COMMAND = 16 * 1024  # bytes of an exec request; longer: refused (use stdin)
 MAX_POLICY_LINE = 8 * 1024  # characters the policy parses (in a thread); longer: uncertain
 MAX_ENV_VARS = 64  # environment variables a session channel may set (more are refused)

@@ -33,6 +33,7 @@ from gateway.limits import (
     MAX_ENV_VARS,
     MAX_EXEC_COMMAND,
     MAX_SUBSYSTEM_NAME,
+    MAX_TARGET_NAME,
     MAX_TERM_TYPE,
     clamp_term_size,
     cut,
@@ -43,7 +44,7 @@ from gateway.ssh.menu import MenuEntry, TargetMenu
 from gateway.ssh.pipes import MenuPipe, choose_pipe
 from gateway.ssh.player import player_refusal, player_route
 from gateway.ssh.relay import Relay, watch_limits
-from gateway.ssh.routing import Route, route_request, session_kind
+from gateway.ssh.routing import Route, route_request, session_kind, valid_target_name
 
 log = logging.getLogger("bastille.session")
 
@@ -249,10 +250,13 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
                 self.relay.exit_user(0)
                 return None
             route = Route(target=chosen, command=None)
+        name = route.target or ""
+        if not valid_target_name(name):  # not a name any target can have: cut short
+            name = cut(name, MAX_TARGET_NAME)
         try:
-            target = self.services.access.authorize(self.ctx.principal, route.target or "")
+            target = self.services.access.authorize(self.ctx.principal, name)
         except TargetError as exc:
-            self.ctx.audit(Kind.REFUSED, "denied", target=route.target or "",
+            self.ctx.audit(Kind.REFUSED, "denied", target=name,
                            detail={"reason": exc.audit_reason})
             self.fail(str(exc), 1)
             return None

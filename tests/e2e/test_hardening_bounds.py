@@ -59,6 +59,8 @@ def test_long_names_and_requests_are_refused(make_gateway: Any) -> None:
             r = await conn.run("web1 -- echo " + "x" * (MAX_EXEC_COMMAND + 10), check=False,
                                timeout=30)
             out["exec"] = f"{r.exit_status} {r.stderr}"
+            r = await conn.run("t" * 10_000 + " -- true", check=False, timeout=30)
+            out["target"] = f"{r.exit_status} {r.stderr}"
             r = await conn.run("web1 -- echo " + "y" * (MAX_EXEC_COMMAND - 100), check=False,
                                timeout=30)
             out["exec_ok"] = f"{r.exit_status} {len(str(r.stdout))}"
@@ -80,6 +82,8 @@ def test_long_names_and_requests_are_refused(make_gateway: Any) -> None:
     assert out["exec"].startswith("1 ") and f"longer than {MAX_EXEC_COMMAND} bytes" in \
         out["exec"], out
     assert out["exec_ok"] == f"0 {MAX_EXEC_COMMAND - 100 + 1}", out
+    assert out["target"].startswith("1 bastille: unknown target 'tttt") and \
+        "...[9936 more]'" in out["target"] and len(out["target"]) < 300, out["target"]
     assert out["subsystem"] != "opened"
     assert f"longer than {MAX_FORWARD_HOST} characters" in out["forward"], out
     refused = audit_events(g, kind="refused")
