@@ -153,8 +153,9 @@ class Commands:
         if self._access.by_config(principal, target):
             return f"bastille: {visible(principal.name)} may already use {name}"
         timeout = self._config.approvals.timeout
+        reason = maskers_for(self._config.policy).text_for(None)(" ".join(rest))
         request = self._approvals.create_access(user=principal.name, target=name,
-                                                seconds=seconds, reason=" ".join(rest),
+                                                seconds=seconds, reason=reason,
                                                 timeout=timeout)
         self._notify(request)
         return (f"access request #{request.id} for {name} ({seconds / 3600:g}h) submitted; "
