@@ -113,9 +113,9 @@ class BastionServer(asyncssh.SSHServer):
         ctx = self.conn_ctx
         if ctx is None:
             return
-        if not self._authenticated and self._attempted and not self._password_failed \
-                and self._refusal is None:
-            # keys that merely failed to match: counted for the source, never the user
+        if not self._authenticated and self._attempted and not self._password_failed:
+            # keys that merely failed to match (or too many of them): counted for the
+            # source, never the user; wrong passwords were counted as they came
             self.services.failures.record_failure(self._host)
             ctx.audit(Kind.LOGIN, "failed", detail={"reason": "no accepted key"})
         web = self.services.web_logins
