@@ -224,10 +224,11 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         if found is None:
             return
         target, route = found
-        if not await self._admit(target, route):
-            return
+        if not await self._admit(target, route) or relay.user_closed.is_set():
+            return  # refused, or the user left while the recording opened
         conn = await self._connect(target)
-        if conn is None or not await self._open_channel(conn, route):
+        if conn is None or relay.user_closed.is_set() or \
+                not await self._open_channel(conn, route):
             return
         relay.pipe = choose_pipe(relay, self.core, self.enforcer, target, kind=self.kind,
                                  command=route.command, has_pty=self.has_pty,

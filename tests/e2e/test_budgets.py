@@ -55,9 +55,12 @@ def test_session_budget_terminates(make_gateway: Any) -> None:
     assert len(over) == 1 and over[0]["detail"] == {"scope": "session", "limit": 2 * MIB,
                                                     "action": "terminate"}
     session = over[0]["session"]
-    assert _recorded_bytes(g, session) < 6 * MIB
-    end = audit_events(g, kind="session.end", session=session)
+    deadline = time.monotonic() + 15  # ended once its command is gone on the target
+    while not (end := audit_events(g, kind="session.end", session=session)):
+        assert time.monotonic() < deadline, "no session.end"
+        time.sleep(0.2)
     assert "recording budget" in end[0]["detail"]["reason"]
+    assert _recorded_bytes(g, session) < 6 * MIB
 
 
 def test_daily_budget_per_user(make_gateway: Any) -> None:
