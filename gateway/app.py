@@ -29,7 +29,7 @@ from gateway.config import Config
 from gateway.core.access import Access, Principal
 from gateway.core.commands import Commands
 from gateway.core.live import LiveSessions, carry_out_kills
-from gateway.core.masking import Maskers
+from gateway.core.masking import maskers_for
 from gateway.core.notify import notify_webhook
 from gateway.policy import Action, PolicyEngine, Rule
 from gateway.rdp.supervisor import RdpSupervisor
@@ -39,6 +39,7 @@ from state.approvals import ApprovalStore, Request
 from state.bindings import BindingStore
 from state.paths import DataDir
 from state.ratelimit import FailureLimiter
+from state.usage import UsageStore
 
 if TYPE_CHECKING:
     from gateway.core.weblogin import WebLogins
@@ -59,14 +60,17 @@ class GatewayApp:
                                   syslog_facility=config.audit.syslog_facility)
         self.recorder = Recorder(config.recording)
         self.approvals = ApprovalStore(data.approvals)
+        self.usage = UsageStore(data.recording_usage) \
+            if config.budget.user_day_bytes else None
         self.bindings = BindingStore(data.oidc_bindings) \
             if config.oidc is not None or config.saml is not None else None
         self.access = Access(config, self.approvals)
         self.policy = build_engine(config)
-        self.maskers = Maskers(config.policy)
+        self.maskers = maskers_for(config.policy)
         self.live = LiveSessions()
         self.failures = FailureLimiter(config.gateway.max_auth_failures,
-                                       config.gateway.auth_failure_window)
+                                       config.gateway.auth_failure_window,
+                                       source_limit=config.gateway.max_source_failures or None)
         self.commands = Commands(config, self.access, self.approvals, self.audit,
                                  self.notify_approvers, self.version)
         if config.rdp is not None:
@@ -195,6 +199,8 @@ class GatewayApp:
             await rdp_stop
         await self.recorder.close(timeout=max(5.0, gw.drain_timeout))
         self.approvals.close()
+        if self.usage is not None:
+            self.usage.close()
         if self.bindings is not None:
             self.bindings.close()
         self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={"event": "stop"}))

@@ -22,9 +22,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from recorder import events as ev
-from recorder import keyframes
+from recorder import keyframes, textmask
 from recorder.errors import FormatError, RecorderError, SinkError
 from recorder.index import Index
 from recorder.reader import Recording
@@ -48,7 +49,9 @@ def index_recording(
     data_dir: Path | None = None,
     interval: float = 10.0,
 ) -> None:
-    """(Re)write everything the index holds about one recording, from the recording."""
+    """(Re)write everything the index holds about one recording, from the recording
+    (command lines and screen text through the registered text masker,
+    :mod:`recorder.textmask`)."""
     commands: list[tuple[float, str, str]] = []
     policy = 0
     output_bytes = 0
@@ -73,7 +76,8 @@ def index_recording(
     end = trailer.get("end_time")
     if not isinstance(end, int | float) or isinstance(end, bool):
         end = rec.start_time + last
-    index.session_opened(rec.header, rec.name, status=rec.status)
+    header, commands = _masked(rec.header, commands)
+    index.session_opened(header, rec.name, status=rec.status)
     index.session_closed(
         rec.session_id,
         end=float(end),
@@ -87,12 +91,24 @@ def index_recording(
     )
     if screen:
         kfi = keyframes.build(rec, interval)
-        index.set_screen_lines(rec.session_id, kfi.lines)
+        index.set_screen_lines(rec.session_id, textmask.lines(kfi.lines))
         if data_dir is not None and rec.finished:
             try:
                 keyframes.save(data_dir, kfi)
             except OSError as exc:
                 log.warning("recorder: cannot cache keyframes: %s", exc)
+
+
+def _masked(header: dict[str, Any], commands: list[tuple[float, str, str]]
+            ) -> tuple[dict[str, Any], list[tuple[float, str, str]]]:
+    """The header's command and the command lines through the registered text masker."""
+    if not textmask.active():
+        return header, commands
+    header = dict(header)
+    if isinstance(header.get("command"), str):
+        header["command"] = textmask.mask(header["command"])
+    masked = textmask.texts([text for _t, text, _src in commands])
+    return header, [(t, m, src) for (t, _x, src), m in zip(commands, masked, strict=True)]
 
 
 def reindex(

@@ -170,6 +170,12 @@ class SessionRecording:
         state.on_writable = self._writable_threadsafe
         state.on_state = self._state_threadsafe
 
+    @property
+    def bytes_recorded(self) -> int:
+        """Payload bytes handed to this recording so far, before compression (what the
+        gateway's recording budgets count)."""
+        return self._s.enqueued
+
     # ------------------------------------------------------------------ hot path
 
     def _now_us(self) -> int:

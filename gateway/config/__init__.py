@@ -29,6 +29,7 @@ from gateway.config.model import (
     SSO_LOGIN_TIMEOUT,
     ApprovalSettings,
     AuditSettings,
+    BudgetSettings,
     Config,
     GatewaySettings,
     OidcSettings,
@@ -46,7 +47,7 @@ from gateway.config.reader import KeyCheck, Reader, parse_listen
 from gateway.errors import ConfigError, ConfigProblem
 
 __all__ = ["BUILTIN_TARGETS", "NOBODY", "OIDC_ALGS", "RESERVED_TARGET_NAMES",
-           "SSO_LOGIN_TIMEOUT", "ApprovalSettings", "AuditSettings", "Config",
+           "SSO_LOGIN_TIMEOUT", "ApprovalSettings", "AuditSettings", "BudgetSettings", "Config",
            "GatewaySettings", "KeyCheck", "OidcSettings", "PolicySettings", "Principals",
            "RdpSettings", "RuleConfig", "SamlSettings", "Secret", "TargetConfig", "UserConfig",
            "WebSettings", "load_config", "parse_listen"]
@@ -83,6 +84,7 @@ def load_config(path: str | os.PathLike[str], *, check_key: KeyCheck | None = No
     gateway, data_dir = s._gateway(r, data)
     audit = s._audit(r, data, data_dir)
     recording = s._recording(r, data, data_dir, reading or not secrets)
+    budget = s._budget(r, data)
     users = s._users(r, data)
     targets = s._targets(r, data, users)
     policy = s._policy(r, data)
@@ -103,5 +105,5 @@ def load_config(path: str | os.PathLike[str], *, check_key: KeyCheck | None = No
         raise ConfigError(r.problems)
     return Config(path=file, data_dir=data_dir, gateway=gateway, audit=audit,
                   recording=recording, users=users, targets=targets, policy=policy,
-                  approvals=approvals, oidc=oidc, rdp=rdp, web=web, saml=saml,
-                  raw=data)
+                  approvals=approvals, budget=budget, oidc=oidc, rdp=rdp, web=web,
+                  saml=saml, raw=data)

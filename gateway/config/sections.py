@@ -15,6 +15,7 @@ from gateway.config.model import (
     RESERVED_TARGET_NAMES,
     ApprovalSettings,
     AuditSettings,
+    BudgetSettings,
     GatewaySettings,
     OidcSettings,
     PolicySettings,
@@ -25,6 +26,7 @@ from gateway.config.model import (
     UserConfig,
 )
 from gateway.config.reader import Reader, join, kind_of, parse_listen
+from gateway.limits import MAX_CONNECTIONS_PER_SOURCE, MAX_SESSIONS_PER_USER
 from recorder.settings import RecorderSettings
 
 _TOP = {"gateway", "audit", "recording", "users", "targets", "policy", "approvals", "oidc",
@@ -39,8 +41,11 @@ _OIDC = {"issuer", "client_id", "client_secret_env", "client_secret_file", "scop
          "http_timeout", "leeway"}
 _GATEWAY = {"listen", "host_keys", "banner", "login_timeout", "idle_timeout", "max_session",
             "drain_timeout", "max_auth_failures", "auth_failure_window", "data_dir",
-            "allow_passwords"}
+            "allow_passwords", "max_source_failures", "max_connections_per_source",
+            "max_sessions_per_user"}
 _AUDIT = {"file", "syslog", "syslog_address", "syslog_facility"}
+_BUDGET_KEYS = frozenset({"max_recording_bytes", "max_recording_bytes_per_user_day",
+                          "budget_action", "throttle_rate"})  # [recording], read by _budget
 _USER = {"keys", "keys_file", "groups", "password_hash"}
 _TARGET = {"host", "port", "user", "description", "builtin", "key_file", "key_env",
            "password_file", "password_env", "host_keys", "trust_on_first_use",
@@ -89,6 +94,11 @@ def _gateway(r: Reader, data: dict[str, Any]) -> tuple[GatewaySettings, Path]:
         drain_timeout=r.duration(g, "drain_timeout", "gateway", 30.0),
         max_auth_failures=r.int_range(g, "max_auth_failures", "gateway", 1, 1000, 5),
         auth_failure_window=r.duration(g, "auth_failure_window", "gateway", 300.0),
+        max_source_failures=r.int_range(g, "max_source_failures", "gateway", 0, 100_000, 0),
+        max_connections_per_source=r.int_range(g, "max_connections_per_source", "gateway", 1,
+                                               100_000, MAX_CONNECTIONS_PER_SOURCE),
+        max_sessions_per_user=r.int_range(g, "max_sessions_per_user", "gateway", 1, 100_000,
+                                          MAX_SESSIONS_PER_USER),
         allow_passwords=r.get(g, "allow_passwords", "gateway", bool, False),
     )
     return settings, data_dir
@@ -136,10 +146,27 @@ def _recording(r: Reader, data: dict[str, Any], data_dir: Path,
     from recorder.config import parse_recording
 
     settings, problems = parse_recording(data.get("recording", {}), data_dir=data_dir,
-                                         base=r.base, reading=reading)
+                                         base=r.base, reading=reading,
+                                         extra_keys=_BUDGET_KEYS)
     for p in problems:
         r.problem(p.key, p.message)
     return settings
+
+
+def _budget(r: Reader, data: dict[str, Any]) -> BudgetSettings:
+    """The recording budgets (keys of ``[recording]``, see BudgetSettings)."""
+    rec = r.table(data, "recording", "recording")
+    rate = r.size(rec, "throttle_rate", "recording", 64 * 1024)
+    if rate < 1024:
+        r.problem("recording.throttle_rate", f"expected at least 1K (1024 bytes/s), got {rate}")
+        rate = 64 * 1024
+    return BudgetSettings(
+        session_bytes=r.size(rec, "max_recording_bytes", "recording", 0),
+        user_day_bytes=r.size(rec, "max_recording_bytes_per_user_day", "recording", 0),
+        action=r.choice(rec, "budget_action", "recording", ("terminate", "throttle"),
+                        "terminate"),
+        throttle_rate=rate,
+    )
 
 
 def _users(r: Reader, data: dict[str, Any]) -> dict[str, UserConfig]:
@@ -333,7 +360,7 @@ def _rdp(r: Reader, data: dict[str, Any], targets: Mapping[str, TargetConfig],
 _POLICY = {"rules", "default", "on_uncertain", "mask_live", "mask_exec", "mask_transfers",
            "mask_patterns"}
 _RULE = {"name", "match", "action", "targets", "users", "groups"}
-_APPROVALS = {"approvers", "timeout", "webhook_url", "webhook_format"}
+_APPROVALS = {"approvers", "auditors", "timeout", "webhook_url", "webhook_format"}
 
 
 def _policy(r: Reader, data: dict[str, Any]) -> PolicySettings:
@@ -421,6 +448,7 @@ def _approvals(r: Reader, data: dict[str, Any]) -> ApprovalSettings:
         r.problem("approvals.webhook_url", "expected an http:// or https:// URL")
     return ApprovalSettings(
         approvers=r.principals(a, "approvers", "approvals"),
+        auditors=r.principals(a, "auditors", "approvals"),
         timeout=r.duration(a, "timeout", "approvals", 300.0),
         webhook_url=url,
         webhook_format=r.choice(a, "webhook_format", "approvals", ("json", "slack"), "json"),

@@ -22,7 +22,8 @@ from typing import assert_never
 
 from gateway.core.services import Services
 from gateway.core.session import SessionCore
-from gateway.policy import Action, Decision
+from gateway.limits import MAX_POLICY_LINE
+from gateway.policy import Action, Decision, PolicyEngine
 from state.approvals import Request
 
 
@@ -45,6 +46,18 @@ class Gone:
 
 Verdict = Allow | Deny | Gone
 ALLOW = Allow()
+
+
+def too_long(engine: PolicyEngine, *texts: str | None) -> Decision | None:
+    """The decision for a line longer than ``MAX_POLICY_LINE`` (the engine's
+    ``on_uncertain``; parsing it would cost the event loop too much), or None when every
+    one of ``texts`` is short enough to be decided."""
+    longest = max((len(t) for t in texts if t), default=0)
+    if longest <= MAX_POLICY_LINE:
+        return None
+    return Decision(engine.on_uncertain, None,
+                    f"line too long to check ({longest} characters, at most "
+                    f"{MAX_POLICY_LINE})", ())
 
 
 def outcome_text(result: Request) -> str:
@@ -111,9 +124,11 @@ class Enforcer:
         services = self.services
         timeout = services.config.approvals.timeout
         store = services.approvals
+        # approvers see the command with its secrets masked (what runs is the real one)
         request = store.create(user=session.principal.name, target=session.target,
-                               session=session.session_id, command=text,
-                               rule=decision.rule, reason=decision.reason, timeout=timeout)
+                               session=session.session_id, command=session.mask(text),
+                               rule=decision.rule, reason=session.mask(decision.reason),
+                               timeout=timeout)
         services.notify_approvers(request)
         minutes = max(1, round(timeout / 60))
         hint = "; Ctrl-C cancels" if cancel_hint else ""

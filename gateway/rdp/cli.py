@@ -9,8 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.audit import AuditEvent, AuditLog, Kind
+from gateway.audit import AuditEvent, Kind
 from gateway.core.access import Access, Principal, principal_for
+from gateway.operator import emit_once
 from state.paths import DataDir
 
 
@@ -84,10 +85,8 @@ def cmd_rdp_file(args: argparse.Namespace, load: Callable[[argparse.Namespace], 
             fh.write(text)
         print(f"{out}: valid once, for {ttl:.0f} s (routing token for {args.user} -> "
               f"{args.target})")
-    log = AuditLog(config.audit.file)
-    log.emit(AuditEvent(Kind.GATEWAY, "ok", user=args.user, target=args.target,
-                        detail={"event": "rdp token issued", "ttl": ttl}))
-    log.close()
+    emit_once(config, AuditEvent(Kind.GATEWAY, "ok", user=args.user, target=args.target,
+                                 detail={"event": "rdp token issued", "ttl": ttl}))
     return 0
 
 
@@ -105,10 +104,8 @@ def cmd_rdp_pin(args: argparse.Namespace, load: Callable[[argparse.Namespace], A
     finally:
         store.close()
     print(pin)
-    log = AuditLog(config.audit.file)
-    log.emit(AuditEvent(Kind.GATEWAY, "ok", user=args.user,
-                        detail={"event": "rdp pin issued", "ttl": ttl}))
-    log.close()
+    emit_once(config, AuditEvent(Kind.GATEWAY, "ok", user=args.user,
+                                 detail={"event": "rdp pin issued", "ttl": ttl}))
     return 0
 
 

@@ -43,8 +43,10 @@ from gateway.rdp.keys import KeyDecoder
 from gateway.rdp.routing import RouteRequest, client_user
 from recorder.service import Recorder
 from state.approvals import GrantStore
+from state.paths import DataDir
 from state.ratelimit import FailureLimiter
 from state.tokens import Tokens
+from state.usage import UsageStore
 
 if TYPE_CHECKING:
     from recorder.service import SessionRecording
@@ -93,8 +95,12 @@ class RdpGate:
         self.version = version
         self.live = LiveSessions()
         gw = config.gateway
-        self.limiter = FailureLimiter(gw.max_auth_failures, gw.auth_failure_window)
+        self.limiter = FailureLimiter(gw.max_auth_failures, gw.auth_failure_window,
+                                      source_limit=gw.max_source_failures or None)
         self.connections: set[RdpConnection] = set()
+        # daily recording budgets: the same file as the SSH gateway's (WAL, shared)
+        self.usage: UsageStore | None = UsageStore(DataDir(config.data_dir).recording_usage) \
+            if config.budget.user_day_bytes else None
 
     def audit(self, event: AuditEvent) -> None:
         self.audit_log.emit(event)
@@ -123,7 +129,7 @@ class RdpGate:
         target = self.config.targets.get(name)
         if target is None or target.protocol != "rdp":
             raise self.refuse(source, f"unknown RDP target {name!r}", user=user, target=name)
-        if user and self.limiter.blocked(source, f"user:{user}"):
+        if user and self.limiter.blocked(source, user):
             raise self.refuse(source, "too many failed logins", user=user, target=name)
         return RdpConnection(self, target, source, user, via)
 
@@ -200,14 +206,14 @@ class RdpConnection:
         if named_target and named_target != target.name:
             raise gate.refuse(src, "the Client Info target differs from the routed target",
                               user=name, target=target.name)
-        if gate.limiter.blocked(src, f"user:{name}"):
+        if gate.limiter.blocked(src, name):
             gate.audit(AuditEvent(Kind.LOGIN_RATE_LIMITED, "denied", user=name, source=src,
                                   target=target.name, detail={"protocol": "rdp"}))
             raise Refused("too many failed logins")
         principal, method = await self._check_password(name, password)
         password = ""
         if principal is None:
-            gate.limiter.record_failure(src, f"user:{name}")
+            gate.limiter.record_failure(src, name)
             gate.audit(AuditEvent(Kind.LOGIN, "failed", user=name, source=src,
                                   target=target.name,
                                   detail={"protocol": "rdp", "method": "password"}))
@@ -216,7 +222,7 @@ class RdpConnection:
             gate.access.authorize(principal, target.name, protocol="rdp")
         except TargetError as exc:
             raise gate.refuse(src, str(exc), user=name, target=target.name) from None
-        gate.limiter.reset(f"user:{name}")
+        gate.limiter.reset(src, name)
         self.user = name
         gate.audit(AuditEvent(Kind.LOGIN, "ok", user=name, source=src, target=target.name,
                               detail={"protocol": "rdp", "method": method, "route": self.via}))
@@ -234,6 +240,7 @@ class RdpConnection:
     async def _open_recording(self, principal: Principal) -> None:
         core = SessionCore(self.gate, principal, self.source, protocol="rdp")
         core.target = self.target.name
+        core.mask_for(self.target)  # typed and pasted text is kept masked
         core.on_terminate(self._terminate)
         self.core = core
         if not await core.start(kind="desktop", start_time=self._start, detail={
@@ -282,20 +289,24 @@ class RdpConnection:
         rec = self.rec
         if rec is not None:
             rec.rdp(data)
+            if self.core is not None:
+                self.core.meter()  # past a recording budget: ended (RDP cannot be slowed)
         elif self.core is None and self._early_bytes + len(data) <= EARLY_CAP:
             self._early.append(bytes(data))
             self._early_bytes += len(data)
 
     def _line(self, text: str) -> None:
         rec = self.rec
-        if rec is not None:
+        if rec is not None and self.core is not None:
+            text = self.core.mask(text)
             rec.command(text, source="rdp-keys")
             rec.event("rdp.keys", {"text": text})
 
     def on_clipboard(self, direction: str, text: str) -> None:
         """Text copied through the clipboard (``direction``: upload to / download from)."""
         rec = self.rec
-        if rec is not None:
+        if rec is not None and self.core is not None:
+            text = self.core.mask(text[:65536])
             rec.event("rdp.clipboard", {"direction": direction, "text": text[:65536]})
             rec.command(text[:4096], source=f"rdp-clipboard-{direction}")
         self.gate.audit(self.event(Kind.FILE_TRANSFER, "ok", {
