@@ -64,7 +64,7 @@ def _modules() -> tuple[Any, Any, Any, Any]:
         raise RenderUnavailable(f"drawing RDP screens needs the bastille[rdp-video] extra "
                                 f"(PySide6, qimage2ndarray, numpy): {exc}") from exc
 
-    class Handler(RenderingEventHandler):  # type: ignore[misc]
+    class Handler(RenderingEventHandler):
         """pyrdp's renderer, remembering that something was drawn."""
 
         dirty = False

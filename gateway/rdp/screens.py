@@ -49,6 +49,8 @@ WAIT_RECORDING = 30.0  # seconds to wait for the recording's trailer (uploads, s
 KEY_INTERVAL = 30.0  # seconds of changes between full frames in the cache
 MAX_CACHE_BYTES = 256 << 20  # frames beyond this are not stored (the pass stops drawing)
 EXIT_FAILED, EXIT_NO_RENDER = 1, 3
+BUILD_BUDGET = 600.0  # CPU seconds when the player asks for frames (--frames-only)
+BUILD_TIMEOUT = 900.0  # seconds the player waits for them
 
 
 @dataclass(frozen=True)
@@ -270,7 +272,7 @@ def lower_priority(budget: float) -> None:
     os.environ["OMP_THREAD_LIMIT"] = "1"  # Tesseract's OpenMP: one core, not all
     limit = int(budget) + 30
     with contextlib.suppress(ValueError, OSError):
-        soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
         if hard == resource.RLIM_INFINITY or hard > limit:
             resource.setrlimit(resource.RLIMIT_CPU, (limit, hard))
 
@@ -279,7 +281,7 @@ def _settings(args: argparse.Namespace) -> tuple[RecorderSettings, Any]:
     if args.config:
         from gateway.config import load_config
 
-        config = load_config(args.config)
+        config = load_config(args.config, secrets=False)  # never needs target secrets
         return config.recording, config
     return RecorderSettings(data_dir=Path(args.data)), None
 
@@ -288,6 +290,8 @@ def _options(args: argparse.Namespace, config: Any) -> PassOptions:
     rdp = getattr(config, "rdp", None)
     ocr = bool(getattr(rdp, "ocr", True)) and not args.no_ocr
     budget = args.budget if args.budget is not None else float(getattr(rdp, "ocr_budget", 120.0))
+    if args.frames_only and args.budget is None:
+        budget = max(budget, BUILD_BUDGET)  # an auditor is waiting for these frames
     per_minute = int(getattr(rdp, "ocr_per_minute", 12))
     return PassOptions(ocr=ocr, budget=budget, per_minute=per_minute,
                        frames_only=args.frames_only)
@@ -309,6 +313,44 @@ def _auditor(config: Any) -> Callable[[str, PassResult], None] | None:
             log.close()
 
     return audit
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PDEATHSIG
+
+
+def frame_builder(config: Path | None, settings: RecorderSettings) -> Callable[[str], None]:
+    """What ``bastille player`` registers with the player: draws the frames of a session
+    in a child process (``--frames-only``; niced, ends with the player), blocking.
+
+    Raises (from the returned function):
+        RuntimeError: with the child's message, when the frames cannot be drawn.
+    """
+    import subprocess
+
+    where = ["-c", str(config)] if config is not None else ["--data", str(settings.data_dir)]
+
+    def build(session_id: str) -> None:
+        cmd = [sys.executable, "-m", "gateway.rdp.screens", *where, "--frames-only", "--",
+               session_id]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT,
+                                  stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(f"drawing the desktop took more than {BUILD_TIMEOUT:.0f} s") \
+                from exc
+        except OSError as exc:
+            raise RuntimeError(f"cannot draw the desktop: {exc}") from exc
+        if done.returncode != 0:
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            raise RuntimeError(lines[-1] if lines else f"drawing the desktop failed "
+                               f"(exit {done.returncode})")
+
+    return build
 
 
 def main(argv: list[str] | None = None) -> int:
