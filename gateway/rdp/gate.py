@@ -95,6 +95,9 @@ class RdpGate:
         gw = config.gateway
         self.limiter = FailureLimiter(gw.max_auth_failures, gw.auth_failure_window)
         self.connections: set[RdpConnection] = set()
+        #: called with (session id, user, target) when a recorded session has ended
+        #: (the worker starts its screen pass: gateway.rdp.passes)
+        self.on_session_end: Callable[[str, str, str], None] | None = None
 
     def audit(self, event: AuditEvent) -> None:
         self.audit_log.emit(event)
@@ -224,14 +227,14 @@ class RdpConnection:
                             domain=target.rdp_domain)
         if self._closed:
             raise Refused("the client went away during login")
-        await self._open_recording(principal)
+        await self._open_recording(principal, method)
         if self._closed:  # the client left while the recording was being opened
             self._closed = False
             await self.closed("the client went away during login")
             raise Refused("the client went away during login")
         return creds
 
-    async def _open_recording(self, principal: Principal) -> None:
+    async def _open_recording(self, principal: Principal, method: str = "") -> None:
         core = SessionCore(self.gate, principal, self.source, protocol="rdp")
         core.target = self.target.name
         core.on_terminate(self._terminate)
@@ -241,6 +244,9 @@ class RdpConnection:
                 "drive_redirection": self.target.allow_drive_redirection}):
             raise Refused("this session cannot be recorded, so it was not started")
         if core.rec is not None:
+            core.rec.event("rdp.logon", {
+                "user": principal.name, "method": method, "route": self.via,
+                "target_user": self.target.user, "client": self.source})
             for chunk in self._early:
                 core.rec.rdp(chunk)
         self._early.clear()
@@ -332,3 +338,6 @@ class RdpConnection:
         if why:
             core.ending = why
         await core.finish({"protocol": "rdp", "keys": self.keys.keys})
+        ended = self.gate.on_session_end
+        if ended is not None and core.started and core.session_id:
+            ended(core.session_id, self.user, self.target.name)

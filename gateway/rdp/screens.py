@@ -378,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NO_RENDER
     except (RecorderError, OSError) as exc:
         print(f"bastille: {exc}", file=sys.stderr)
+        if audit is not None:
+            failed = PassResult(args.session)
+            failed.skip(str(exc))
+            audit("", failed)
         return EXIT_FAILED
     print(summary(result), flush=True)
     return 0
