@@ -261,8 +261,8 @@ class DesktopScreen(SessionScreen):
         elif data.live:
             self.following = True
             self._goto(data.duration)
-        else:
-            self._goto(0.0)
+        else:  # the first picture (the desktop appears some time after the logon)
+            self._goto(cache.times[0] if cache is not None and cache.times else 0.0)
         approver = self._approver()
         if data.live and data.row is not None and approver.on_watch is not None:
             approver.on_watch(data.row.id)
@@ -427,8 +427,12 @@ class DesktopScreen(SessionScreen):
         self._busy = False
         view = self.query_one(DesktopView)
         if rendered is None:
-            if self.cache is not None:
-                view.say("(nothing on the screen yet)")
+            cache = self.cache
+            if cache is not None and cache.times:
+                view.say(f"(nothing drawn yet: the desktop appears at "
+                         f"{fmt_clock(cache.times[0])})")
+            elif cache is not None:
+                view.say("(this session has no picture of its desktop)")
         else:
             self.shown = rendered
             view.show(rendered)

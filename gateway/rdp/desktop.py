@@ -43,6 +43,7 @@ class Sample:
             sample (all True for the first sample and after a resize).
         box: (x, y, w, h) bounding the changed pixels (the whole desktop when ``key``).
         key: first sample, or the desktop size changed.
+        mask: bool array of ``box``'s size: the pixels that changed (None when ``key``).
     """
 
     time: float
@@ -50,6 +51,7 @@ class Sample:
     tiles: Any
     box: tuple[int, int, int, int]
     key: bool
+    mask: Any = None
 
 
 def _modules() -> tuple[Any, Any, Any, Any]:
@@ -104,7 +106,8 @@ class _Sampler:
         pad[:h, :w] = changed
         tiles = pad.reshape(rows, TILE, cols, TILE).any(axis=(1, 3))
         x0, x1, y0, y1 = int(xs[0]), int(xs[-1]) + 1, int(ys[0]), int(ys[-1]) + 1
-        return Sample(t, rgb, tiles, (x0, y0, x1 - x0, y1 - y0), False)
+        return Sample(t, rgb, tiles, (x0, y0, x1 - x0, y1 - y0), False,
+                      changed[y0:y1, x0:x1].copy())
 
 
 def clock_base(events: Iterable[tuple[float, bytes]]) -> float | None:

@@ -5,9 +5,11 @@ sample once the screen has *settled* (no change for ``SETTLE`` s, or changes goi
 for ``MAX_WAIT`` s), at most ``per_minute`` times per minute of session time (a token
 bucket), and only the horizontal bands of the screen that changed since its previous
 OCR (a typing session costs a line's height, not the whole screen). Each line read is
-dated when it *appeared*: the latest sample since the previous OCR whose changed tiles
-touch the line's box (its pixels were the same from then until the OCR'd sample), so a
+dated when it *appeared*: the latest sample since the previous OCR that
+changed a pixel of the line's box (its pixels were the same from then until the OCR'd sample), so a
 search lands at the moment the text was drawn even though OCR runs far less often.
+(Each sample in that history keeps its rectangle and its changed-pixel mask, not the
+whole screen: at most ``HISTORY_CAP`` samples.)
 
 Each distinct line is kept once (its first appearance), like the screen lines of SSH
 sessions. Lines whose confidence is below ``MIN_CONFIDENCE`` or that have fewer than
@@ -30,7 +32,7 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from gateway.rdp.desktop import TILE, Sample
 from recorder.frames import OcrLine
@@ -39,6 +41,7 @@ SETTLE = 0.5  # seconds without change before a sample is OCR'd
 MAX_WAIT = 5.0  # ... or this long after the first change not yet OCR'd
 MIN_CONFIDENCE = 45.0  # Tesseract's line confidence (0-100)
 MARGIN = 6  # pixels above and below a changed band
+HISTORY_CAP = 128  # samples kept for dating lines (older changes date to the oldest kept)
 SMALL_BAND = 240  # bands up to this height are upscaled 3x, taller ones 2x
 TESSDATA = ("/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tesseract-ocr/4.00/tessdata",
             "/usr/share/tessdata", "/usr/local/share/tessdata")
@@ -135,6 +138,12 @@ def bands(tiles: Any, height: int) -> Iterator[tuple[int, int]]:
             start = None
 
 
+class _Change(NamedTuple):
+    time: float
+    box: tuple[int, int, int, int]
+    mask: Any  # changed pixels of ``box`` (None: all of them)
+
+
 @dataclass
 class OcrPlanner:
     """Chooses which samples to OCR, reads them, dates and deduplicates the lines.
@@ -155,7 +164,7 @@ class OcrPlanner:
     _tokens: float = 0.0
     _clock: float = 0.0
     _pending: Any = None  # union of tiles changed since the previous OCR
-    _history: list[tuple[float, Any]] = field(default_factory=list)
+    _history: list[_Change] = field(default_factory=list)  # since the previous OCR
     _last: Sample | None = None
     _first_change: float | None = None
 
@@ -186,7 +195,9 @@ class OcrPlanner:
             self._history = []
         else:
             self._pending |= sample.tiles
-        self._history.append((sample.time, sample.tiles))
+        self._history.append(_Change(sample.time, sample.box, sample.mask))
+        if len(self._history) > HISTORY_CAP:
+            del self._history[0]
         if self._first_change is None:
             self._first_change = sample.time
         self._last = sample
@@ -199,13 +210,17 @@ class OcrPlanner:
         return self.lines
 
     def _appeared(self, box: tuple[int, int, int, int], default: float) -> float:
+        """The time of the latest sample that changed a pixel inside ``box``."""
         x, y, w, h = box
-        r0, r1 = y // TILE, (y + max(h, 1) - 1) // TILE + 1
-        c0, c1 = x // TILE, (x + max(w, 1) - 1) // TILE + 1
-        for t, tiles in reversed(self._history):
-            if tiles[r0:r1, c0:c1].any():
-                return t
-        return default
+        for s in reversed(self._history):
+            sx, sy, sw, sh = s.box
+            x0, y0 = max(x, sx), max(y, sy)
+            x1, y1 = min(x + w, sx + sw), min(y + h, sy + sh)
+            if x0 >= x1 or y0 >= y1:
+                continue
+            if s.mask is None or s.mask[y0 - sy:y1 - sy, x0 - sx:x1 - sx].any():
+                return s.time
+        return self._history[0].time if self._history else default
 
     def _read(self, sample: Sample) -> None:
         pending = self._pending
