@@ -21,8 +21,8 @@ audited (kind ``recording``, ``event`` ``rdp screen pass``, outcome ``skipped`` 
 ``--frames-only`` draws frames without OCR, index or audit (what the player asks for
 when it opens an RDP session that has none yet, e.g. a live one).
 
-Exit status: 0 done (also partial), 1 the recording cannot be read, 3 drawing needs the
-``bastille[rdp-video]`` extra.
+Exit status: 0 done (also partial), 1 the recording cannot be read, 2 the configuration
+is invalid, 3 drawing needs the ``bastille[rdp-video]`` extra.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ NICE = 10  # added to the pass's niceness: it yields to sessions
 WAIT_RECORDING = 30.0  # seconds to wait for the recording's trailer (uploads, spool)
 KEY_INTERVAL = 30.0  # seconds of changes between full frames in the cache
 MAX_CACHE_BYTES = 256 << 20  # frames beyond this are not stored (the pass stops drawing)
-EXIT_FAILED, EXIT_NO_RENDER = 1, 3
+EXIT_FAILED, EXIT_CONFIG, EXIT_NO_RENDER = 1, 2, 3
 BUILD_BUDGET = 600.0  # CPU seconds when the player asks for frames (--frames-only)
 BUILD_TIMEOUT = 900.0  # seconds the player waits for them
 
@@ -365,7 +365,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="frames for the player: no OCR, no index, no audit")
     p.add_argument("--budget", type=float, help="CPU seconds (default [rdp] ocr_budget)")
     args = p.parse_args(argv)
-    settings, config = _settings(args)
+    from gateway.errors import ConfigError
+
+    try:
+        settings, config = _settings(args)
+    except ConfigError as exc:
+        print(f"bastille: invalid configuration:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
     opts = _options(args, config)
     lower_priority(opts.budget)
     from gateway.errors import RenderUnavailable
