@@ -442,7 +442,11 @@ class DesktopScreen(SessionScreen):
             self._start_render()
 
     def on_resize(self, _event: events.Resize) -> None:
-        self.call_after_refresh(self._goto, self.position)
+        self.call_after_refresh(self._redraw)
+
+    def _redraw(self) -> None:
+        """Draw the current moment again (the space for the picture changed)."""
+        self._goto(self.position)
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -548,7 +552,7 @@ class DesktopScreen(SessionScreen):
         panel.display = self.panel_visible
         if not self.panel_visible and panel.list_focused:
             self.set_focus(None)
-        self.call_after_refresh(self._goto, self.position)
+        self.call_after_refresh(self._redraw)
 
     def _flag_target(self) -> tuple[float, str | None]:
         panel = self.query_one(EventsPanel)
