@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import RenderUnavailable
-from gateway.rdp.render import _qt, _replay
+from gateway.rdp.render import _qt, _replay, blank
 
 FRAME_INTERVAL = 0.2  # seconds of session time between samples (5 per second at most)
 TILE = 16  # pixels: the grid on which changes are tracked
@@ -74,6 +74,7 @@ def _modules() -> tuple[Any, Any, Any, Any]:
         def onCapabilities(self, caps: Any) -> None:
             bmp = caps[CapabilityType.CAPSTYPE_BITMAP]
             self.imageHandler.resize(bmp.desktopWidth, bmp.desktopHeight)
+            blank(self.imageHandler.screen)
             self.dirty = True
             super().onCapabilities(caps)
 

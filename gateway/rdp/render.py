@@ -30,6 +30,13 @@ def _qt() -> Any:
     return app
 
 
+def blank(image: Any) -> None:
+    """Paint a new ``QImage`` black: Qt leaves its memory uninitialised, and the first
+    frames would otherwise show whatever the process had there before."""
+    if image is not None:
+        image.fill(0xFF000000)
+
+
 def _replay(data: bytes) -> Any:
     try:
         from pyrdp.player.Replay import Replay
@@ -49,7 +56,12 @@ def render_mp4(data: bytes, out: Path, fps: int = 30) -> int:
         from pyrdp.convert.MP4EventHandler import MP4EventHandler
     except ImportError as exc:
         raise RenderUnavailable(f"video export needs av and qimage2ndarray: {exc}") from exc
-    handler = MP4EventHandler(str(out), fps=fps)
+    class BlankMP4(MP4EventHandler):
+        def onCapabilities(self, caps: Any) -> None:
+            super().onCapabilities(caps)
+            blank(self.imageHandler.screen)
+
+    handler = BlankMP4(str(out), fps=fps)
     count = 0
     for pdu, _ in replay:
         handler.onPDUReceived(pdu)
@@ -74,6 +86,7 @@ def render_png(data: bytes, out: Path, at: float | None = None) -> float:
         def onCapabilities(self, caps: Any) -> None:
             bmp = caps[CapabilityType.CAPSTYPE_BITMAP]
             self.imageHandler.resize(bmp.desktopWidth, bmp.desktopHeight)
+            blank(self.imageHandler.screen)
             super().onCapabilities(caps)
 
     image = MP4Image()

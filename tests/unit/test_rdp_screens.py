@@ -85,6 +85,8 @@ def test_pass_draws_frames_reads_text_and_dates_it(tmp_path: Path) -> None:
     cache = fc.FrameCache.open(path)
     try:
         assert cache.complete and cache.size == (1024, 768)
+        first = cache.frame_at(cache.times[0])  # before any bitmap: black, never the
+        assert first is not None and set(first.rgb) == {0}  # memory Qt left in the image
         before, after = cache.frame_at(WORD_AT - 1.0), cache.frame_at(WORD_AT + 0.5)
         assert before is not None and after is not None and before.rgb != after.rgb
         assert any(line.text == WORD for line in cache.ocr)
