@@ -52,6 +52,8 @@ SCRIPT = [  # (typed line, seconds to wait after it)
 
 def record(seconds: float, work: Path) -> Path:
     """A scripted session of about ``seconds`` through a real bastion; its recording."""
+    from gateway.auth.passwords import hash_password
+    from gateway.rdp.tls import file_fingerprint
     from tests.e2e.rdp_rig import (
         RDP_PASSWORD,
         RDP_USER,
@@ -63,9 +65,6 @@ def record(seconds: float, work: Path) -> Path:
         user_has_process,
     )
     from tests.e2e.rig import Gateway, ensure_user, free_port, keygen
-
-    from gateway.auth.passwords import hash_password
-    from gateway.rdp.tls import file_fingerprint
 
     ensure_user(RDP_USER, RDP_PASSWORD)
     xrdp, xvfb = Xrdp(scratch_dir("bastille-xrdp-")), Xvfb()
