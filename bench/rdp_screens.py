@@ -14,7 +14,11 @@ xvfb, freerdp2-x11, xdotool, xterm), a session recorded now through the real bas
 (tests/e2e/rdp_rig.py): a shell in an xterm where commands are typed, directory listings
 scroll, ``top`` refreshes every second and ``man`` pages are paged through.
 
+With ``--synthetic MINUTES``: only the player's seeks, on a frame cache of that many
+minutes of a 1024x768 desktop changing every 0.2 s (no pyrdp needed).
+
 Run: python bench/rdp_screens.py [--record 180] [--recording FILE] [--seeks 200]
+     python bench/rdp_screens.py --synthetic 30
 """
 
 from __future__ import annotations
@@ -188,6 +192,45 @@ def measure_player(rec_path: Path, seeks: int) -> dict[str, float]:
             "picture_ms": picture * 1000}
 
 
+def synthetic(minutes: float, seeks: int) -> None:
+    """A 1024x768 desktop changing every 0.2 s for ``minutes`` (a window of text being
+    typed into, a clock, a full redraw every 2 minutes): the player's seeks on it."""
+    from player.desktop import render
+
+    data = Path(tempfile.mkdtemp(prefix="bench-rdp-syn-"))
+    rnd = random.Random(2)
+    w, h = 1024, 768
+    writer = fc.FrameWriter(fc.cache_path(data, "syn"), session_id="syn", source_size=1)
+    t, last_key = 0.0, -30.0
+    while t < minutes * 60:
+        if t - last_key >= 30 or writer.bytes_since_key > writer.last_key_bytes or \
+                int(t) % 120 == 0 and t == int(t):
+            shade = rnd.randrange(256)
+            writer.key(t, w, h, bytes([shade, 80, 160]) * (w * h))
+            last_key = t
+        else:
+            x, y = rnd.randrange(0, w - 64), rnd.randrange(0, h - 16)
+            writer.rect(t, x, y, 64, 16, os.urandom(64 * 16 * 3))
+        t = round(t + 0.2, 1)
+    path = writer.finish(until=t, complete=True)
+    cache = fc.FrameCache.open(path)
+    times = []
+    for _ in range(seeks):
+        at = rnd.uniform(0, t)
+        t0 = time.perf_counter()
+        frame = cache.frame_at(at)
+        if frame is not None:
+            render(frame, at, (160, 45))
+        times.append(time.perf_counter() - t0)
+    q = statistics.quantiles(times, n=100)
+    print(f"# synthetic {minutes:g} min, {len(cache.records)} samples, "
+          f"{path.stat().st_size / 2**20:.1f} MiB cache")
+    print(f"seek+render      p50 {q[49] * 1000:.1f} ms  p99 {q[98] * 1000:.1f} ms  "
+          f"max {max(times) * 1000:.1f} ms")
+    cache.close()
+    shutil.rmtree(data, ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -195,11 +238,19 @@ def main() -> int:
     ap.add_argument("--record", type=float, help="record a scripted session of this many "
                     "seconds through the real rig first (root)")
     ap.add_argument("--seeks", type=int, default=200)
+    ap.add_argument("--keep", type=Path, help="with --record: copy the recording here")
+    ap.add_argument("--synthetic", type=float, metavar="MINUTES",
+                    help="only the player's seeks on a synthetic session this long")
     args = ap.parse_args()
+    if args.synthetic:
+        synthetic(args.synthetic, args.seeks)
+        return 0
     work = Path(tempfile.mkdtemp(prefix="bench-rdp-rig-"))
     os.chmod(work, 0o755)
     try:
         rec_path = args.recording or (record(args.record, work) if args.record else GOLDEN)
+        if args.record and args.keep:
+            shutil.copy(rec_path, args.keep)
         rec = Recording.from_bytes(rec_path.read_bytes())
         minutes = max(rec.duration, 1e-6) / 60
         print(f"# {rec_path.name}: {rec.duration:.1f} s, {rec_path.stat().st_size} bytes "

@@ -54,6 +54,34 @@ class Sample:
     mask: Any = None
 
 
+def rects(sample: Sample) -> list[tuple[int, int, int, int]]:
+    """The changed parts of a sample as rectangles (x, y, w, h): one per run of changed
+    tile rows, as wide as the changes in it (a clock in a corner and a line typed
+    elsewhere are two small rectangles, not one large one)."""
+    if sample.key or sample.mask is None:
+        return [sample.box]
+    bx, by, bw, bh = sample.box
+    mask = sample.mask
+    out: list[tuple[int, int, int, int]] = []
+    rows = mask.any(axis=1)
+    y = 0
+    while y < bh:
+        if not rows[y]:
+            y += 1
+            continue
+        end = y
+        while end < bh and rows[end:min(end + TILE, bh)].any():
+            end = min(end + TILE, bh)
+        band = mask[y:end]
+        used = band.any(axis=1)
+        last = int(used.nonzero()[0][-1]) + 1
+        cols = band.any(axis=0).nonzero()[0]
+        x0, x1 = int(cols[0]), int(cols[-1]) + 1
+        out.append((bx + x0, by + y, x1 - x0, last))
+        y = end
+    return out
+
+
 def _modules() -> tuple[Any, Any, Any, Any]:
     _qt()
     try:

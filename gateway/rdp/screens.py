@@ -46,7 +46,8 @@ from recorder.settings import RecorderSettings
 
 NICE = 10  # added to the pass's niceness: it yields to sessions
 WAIT_RECORDING = 30.0  # seconds to wait for the recording's trailer (uploads, spool)
-KEY_INTERVAL = 30.0  # seconds of changes between full frames in the cache
+KEY_INTERVAL = 30.0  # seconds of changes between full frames in the cache, at most
+KEY_RATIO = 4  # ... or when the changes since the last one add up to 4 of it (seek cost)
 MAX_CACHE_BYTES = 256 << 20  # frames beyond this are not stored (the pass stops drawing)
 EXIT_FAILED, EXIT_CONFIG, EXIT_NO_RENDER = 1, 2, 3
 BUILD_BUDGET = 600.0  # CPU seconds when the player asks for frames (--frames-only)
@@ -169,7 +170,7 @@ def _planner(opts: PassOptions, result: PassResult) -> Any:
 def draw(rec: Recording, data_dir: Path, opts: PassOptions) -> PassResult:
     """Draw (and read) one recording; write its frame cache. RenderUnavailable when the
     rdp-video extra is missing."""
-    from gateway.rdp.desktop import clock_base, samples
+    from gateway.rdp.desktop import clock_base, rects, samples
 
     result = PassResult(rec.session_id, duration=rec.duration)
     events = [(e.time, e.data) for e in rec.events([ev.RDP])]
@@ -190,12 +191,12 @@ def draw(rec: Recording, data_dir: Path, opts: PassOptions) -> PassResult:
                 break
             h, w = s.rgb.shape[:2]
             if s.key or s.time - last_key >= KEY_INTERVAL or \
-                    writer.bytes_since_key > writer.last_key_bytes:
+                    writer.bytes_since_key > KEY_RATIO * writer.last_key_bytes:
                 writer.key(s.time, w, h, s.rgb.tobytes())
                 last_key = s.time
             else:
-                x, y, bw, bh = s.box
-                writer.rect(s.time, x, y, bw, bh, s.rgb[y:y + bh, x:x + bw].tobytes())
+                for x, y, bw, bh in rects(s):
+                    writer.rect(s.time, x, y, bw, bh, s.rgb[y:y + bh, x:x + bw].tobytes())
             result.frames += 1
             result.drawn_until = s.time
             if planner is not None and not budget.over(s.time):

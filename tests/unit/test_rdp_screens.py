@@ -105,6 +105,26 @@ def test_pass_draws_frames_reads_text_and_dates_it(tmp_path: Path) -> None:
         index.close()
 
 
+def test_drawing_keeps_none_alive(tmp_path: Path) -> None:
+    """pyrdp's bitmap decompressor loses a reference to None per bitmap: drawing the
+    same session again and again must not drain None's reference count (on Python 3.11
+    the process dies when it reaches zero; a long busy session got there)."""
+    _need("pyrdp", "PySide6", "qimage2ndarray")
+    import gc
+
+    from gateway.rdp.screens import PassOptions, draw
+    from recorder.reader import Recording
+
+    rec = Recording.from_bytes(GOLDEN.read_bytes())
+    draw(rec, tmp_path, PassOptions(ocr=False))
+    gc.collect()
+    before = sys.getrefcount(None)
+    for _ in range(3):
+        draw(rec, tmp_path, PassOptions(ocr=False))
+    gc.collect()
+    assert sys.getrefcount(None) - before > -20
+
+
 def test_ocr_off_draws_frames_and_audits_the_skip(tmp_path: Path) -> None:
     _need("pyrdp", "PySide6", "qimage2ndarray")
     from gateway.rdp.screens import PassOptions, run_pass
