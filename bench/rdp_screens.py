@@ -139,7 +139,7 @@ from pathlib import Path
 from recorder.reader import Recording
 from gateway.rdp.screens import PassOptions, draw
 rec = Recording.from_bytes(Path({str(rec_path)!r}).read_bytes())
-r = draw(rec, Path({str(data)!r}), PassOptions(ocr={ocr}, budget=1e9, per_minute=12))
+r = draw(rec, Path({str(data)!r}), PassOptions(ocr={ocr}, budget=1e9))
 u = resource.getrusage(resource.RUSAGE_SELF)
 print(r.frames, r.ocr_runs, r.ocr_lines, r.drawn_until, u.ru_utime + u.ru_stime,
       u.ru_maxrss, r.cache.stat().st_size)

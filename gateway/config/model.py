@@ -197,7 +197,7 @@ class RdpSettings:
     # player and, with ocr, the screen text for search
     ocr: bool = True  # read the screen text (Tesseract) into the session index
     ocr_budget: float = 120.0  # CPU seconds per session for drawing and reading together
-    ocr_per_minute: int = 12  # OCR runs per minute of session time, at most
+    ocr_per_minute: int = 6  # OCR runs per minute of session time, at most
 
 
 # ----------------------------------------------------------- [web] and [saml] (docs/sso.md)

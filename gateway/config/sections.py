@@ -377,7 +377,7 @@ def _rdp(r: Reader, data: dict[str, Any], targets: Mapping[str, TargetConfig],
         login_timeout=r.duration(d, "login_timeout", "rdp", 60.0),
         ocr=r.get(d, "ocr", "rdp", bool, True),
         ocr_budget=_ocr_budget(r, d),
-        ocr_per_minute=r.int_range(d, "ocr_per_minute", "rdp", 1, 600, 12),
+        ocr_per_minute=r.int_range(d, "ocr_per_minute", "rdp", 1, 600, 6),
     )
 
 

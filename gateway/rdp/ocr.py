@@ -42,7 +42,7 @@ MAX_WAIT = 5.0  # ... or this long after the first change not yet OCR'd
 MIN_CONFIDENCE = 45.0  # Tesseract's line confidence (0-100)
 MARGIN = 6  # pixels above and below a changed band
 HISTORY_CAP = 128  # samples kept for dating lines (older changes date to the oldest kept)
-SMALL_BAND = 240  # bands up to this height are upscaled 3x, taller ones 2x
+UPSCALE = 2  # bands are read at twice their size (small terminal fonts: 1x reads badly)
 TESSDATA = ("/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tesseract-ocr/4.00/tessdata",
             "/usr/share/tessdata", "/usr/local/share/tessdata")
 _ALNUM = re.compile(r"[^\W_]", re.UNICODE)
@@ -107,8 +107,11 @@ class TesseractEngine:
         if it is None:
             return out
         for r in self._t.iterate_level(it, level):
-            text = r.GetUTF8Text(level)
-            box = r.BoundingBox(level)
+            try:
+                text = r.GetUTF8Text(level)
+                box = r.BoundingBox(level)
+            except RuntimeError:  # tesserocr: "No text returned" for an empty line
+                continue
             if not text or box is None:
                 continue
             x0, y0, x1, y1 = box
@@ -232,7 +235,7 @@ class OcrPlanner:
         rgb = sample.rgb
         height, width = rgb.shape[:2]
         for y0, y1 in bands(pending, height):
-            scale = 3 if y1 - y0 <= SMALL_BAND else 2
+            scale = UPSCALE
             image = self.image_of(rgb[y0:y1])
             image = image.resize((width * scale, (y1 - y0) * scale))
             for line in self.engine.read(image):

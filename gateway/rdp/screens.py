@@ -60,7 +60,7 @@ class PassOptions:
 
     ocr: bool = True
     budget: float = 120.0  # CPU seconds for drawing and reading together
-    per_minute: int = 12  # OCR runs per minute of session time
+    per_minute: int = 6  # OCR runs per minute of session time
     frames_only: bool = False  # no OCR, no index, no audit (the player's request)
 
 
@@ -293,7 +293,7 @@ def _options(args: argparse.Namespace, config: Any) -> PassOptions:
     budget = args.budget if args.budget is not None else float(getattr(rdp, "ocr_budget", 120.0))
     if args.frames_only and args.budget is None:
         budget = max(budget, BUILD_BUDGET)  # an auditor is waiting for these frames
-    per_minute = int(getattr(rdp, "ocr_per_minute", 12))
+    per_minute = int(getattr(rdp, "ocr_per_minute", 6))
     return PassOptions(ocr=ocr, budget=budget, per_minute=per_minute,
                        frames_only=args.frames_only)
 

@@ -309,6 +309,22 @@ def test_planner_dates_a_line_when_its_pixels_last_changed() -> None:
         assert all(abs(a - b) <= 1 for a, b in zip(boxes[text], want, strict=True)), boxes
 
 
+def test_changes_are_stored_as_one_rectangle_per_band() -> None:
+    """A clock in a corner and a line typed far below it: two small rectangles."""
+    _need("numpy")
+    import numpy as np
+
+    from gateway.rdp.desktop import Sample, rects
+
+    mask = np.zeros((100, 200), dtype=bool)  # the changes' bounding box at (10, 20)
+    mask[0:8, 150:200] = True  # the clock: top right
+    mask[90:100, 0:30] = True  # the typed line: bottom left
+    s = Sample(1.0, None, None, (10, 20, 200, 100), False, mask)
+    assert rects(s) == [(160, 20, 50, 8), (10, 110, 30, 10)]
+    key = Sample(0.0, None, None, (0, 0, 64, 48), True, None)
+    assert rects(key) == [(0, 0, 64, 48)]
+
+
 def test_bands_cover_changed_tile_rows() -> None:
     _need("numpy")
     import numpy as np
