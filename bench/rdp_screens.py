@@ -203,8 +203,8 @@ def synthetic(minutes: float, seeks: int) -> None:
     writer = fc.FrameWriter(fc.cache_path(data, "syn"), session_id="syn", source_size=1)
     t, last_key = 0.0, -30.0
     while t < minutes * 60:
-        if t - last_key >= 30 or writer.bytes_since_key > writer.last_key_bytes or \
-                int(t) % 120 == 0 and t == int(t):
+        if t - last_key >= 30 or writer.bytes_since_key > 4 * writer.last_key_bytes or \
+                (int(t) % 120 == 0 and t == int(t)):
             shade = rnd.randrange(256)
             writer.key(t, w, h, bytes([shade, 80, 160]) * (w * h))
             last_key = t

@@ -60,7 +60,7 @@ def rects(sample: Sample) -> list[tuple[int, int, int, int]]:
     elsewhere are two small rectangles, not one large one)."""
     if sample.key or sample.mask is None:
         return [sample.box]
-    bx, by, bw, bh = sample.box
+    bx, by, _bw, bh = sample.box
     mask = sample.mask
     out: list[tuple[int, int, int, int]] = []
     rows = mask.any(axis=1)
