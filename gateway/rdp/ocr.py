@@ -42,7 +42,8 @@ MAX_WAIT = 5.0  # ... or this long after the first change not yet OCR'd
 MIN_CONFIDENCE = 45.0  # Tesseract's line confidence (0-100)
 MARGIN = 6  # pixels above and below a changed band
 HISTORY_CAP = 128  # samples kept for dating lines (older changes date to the oldest kept)
-UPSCALE = 2  # bands are read at twice their size (small terminal fonts: 1x reads badly)
+SMALL_BAND = 240  # bands up to this height (a few lines: typing) are read at 3x ...
+UPSCALE = (3, 2)  # ... taller ones at 2x (small terminal fonts read badly at 1x)
 TESSDATA = ("/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tesseract-ocr/4.00/tessdata",
             "/usr/share/tessdata", "/usr/local/share/tessdata")
 _ALNUM = re.compile(r"[^\W_]", re.UNICODE)
@@ -235,7 +236,7 @@ class OcrPlanner:
         rgb = sample.rgb
         height, width = rgb.shape[:2]
         for y0, y1 in bands(pending, height):
-            scale = UPSCALE
+            scale = UPSCALE[0] if y1 - y0 <= SMALL_BAND else UPSCALE[1]
             image = self.image_of(rgb[y0:y1])
             image = image.resize((width * scale, (y1 - y0) * scale))
             for line in self.engine.read(image):

@@ -41,7 +41,10 @@ Invoice 2026-0815 was approved by finance; payment scheduled for next Tuesday.
 The firewall rule allowing port 8443 from the partner network expires tomorrow.
 Kernel upgrade pending: reboot required on hosts db02, db03 and cache04.
 """
-LETTERS = "abcdefghkmnpqrstuvwxyz"  # no i, j, l, o: letters OCR confuses with digits
+# the unique word: "zanzibar" + two of these, chosen at random (real words: OCR of the
+# xterm's 6x13 font confuses random letters such as c/e, v/y, u/w)
+WORDS = ("pelican", "tundra", "marble", "harbor", "copper", "meadow", "falcon", "summit",
+         "canyon", "walnut", "ember", "glacier", "lantern", "orchard", "saffron", "thunder")
 
 
 def _words(text: str) -> list[str]:
@@ -123,7 +126,8 @@ async def _player_lands_on(rig: RdpRig, session: str, word: str) -> tuple[float,
 
 
 def test_screen_text_found_and_player_lands_on_it(rdp_rig: RdpRig) -> None:
-    word = "zanzibar" + "".join(secrets.choice(LETTERS) for _ in range(6))
+    first = secrets.choice(WORDS)
+    word = "zanzibar" + first + secrets.choice([w for w in WORDS if w != first])
     typed = word[:5] + '""' + word[5:]  # the keystrokes never hold the word whole
     words_file = Path(f"/tmp/bastille-ocr-{secrets.token_hex(4)}.txt")
     marker = Path(f"/tmp/bastille-ocr-done-{secrets.token_hex(4)}")
