@@ -268,7 +268,7 @@ def cmd_rdp_screens(args: argparse.Namespace, load: Callable[[argparse.Namespace
         ocr=(rdp.ocr if rdp is not None else True) and not args.no_ocr,
         budget=args.budget or (rdp.ocr_budget if rdp is not None else 120.0),
         per_minute=rdp.ocr_per_minute if rdp is not None else 6)
-    audit = screens._auditor(config)
+    audit = screens.auditor(config)
     failed = 0
     for sid in ids:
         try:

@@ -298,7 +298,7 @@ def _options(args: argparse.Namespace, config: Any) -> PassOptions:
                        frames_only=args.frames_only)
 
 
-def _auditor(config: Any) -> Callable[[str, PassResult], None] | None:
+def auditor(config: Any) -> Callable[[str, PassResult], None] | None:
     if config is None:
         return None
     from gateway.audit import AuditEvent, AuditLog, Kind
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     lower_priority(opts.budget)
     from gateway.errors import RenderUnavailable
 
-    audit = None if opts.frames_only else _auditor(config)
+    audit = None if opts.frames_only else auditor(config)
     try:
         result = run_pass(settings, args.session, opts, audit)
     except RenderUnavailable as exc:
