@@ -4,12 +4,12 @@
 sample once the screen has *settled* (no change for ``SETTLE`` s, or changes going on
 for ``MAX_WAIT`` s), at most ``per_minute`` times per minute of session time (a token
 bucket), and only the horizontal bands of the screen that changed since its previous
-OCR (a typing session costs a line's height, not the whole screen). Each line read is
-dated when it *appeared*: the latest sample since the previous OCR that
-changed a pixel of the line's box (its pixels were the same from then until the OCR'd sample), so a
-search lands at the moment the text was drawn even though OCR runs far less often.
-(Each sample in that history keeps its rectangle and its changed-pixel mask, not the
-whole screen: at most ``HISTORY_CAP`` samples.)
+OCR (a typing session costs a line's height, not the whole screen); short bands are
+read at 3x their size, tall ones at 2x. Each line read is dated when it *appeared*: the
+latest sample since the previous OCR that changed a pixel of the line's box (its pixels
+stayed the same from then until the OCR'd sample), so a search lands at the moment the
+text was drawn even though OCR runs far less often. (The history keeps each sample's
+rectangle and changed-pixel mask, not the whole screen: at most ``HISTORY_CAP``.)
 
 Each distinct line is kept once (its first appearance), like the screen lines of SSH
 sessions. Lines whose confidence is below ``MIN_CONFIDENCE`` or that have fewer than
