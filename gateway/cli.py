@@ -407,8 +407,14 @@ def cmd_player(args: argparse.Namespace) -> int:
     audit_file = None
     if getattr(args, "config", None):
         audit_file = _load(args, secrets=False).audit.file
-    return run_player(_resolve_recorder(args), session_id=args.id, approver=approver,
-                      audit_file=audit_file)
+    settings = _resolve_recorder(args)
+    from gateway.rdp.screens import frame_builder  # RDP desktops: drawn in a child process
+
+    bare = getattr(args, "data", None) and not getattr(args, "config", None) and \
+        settings.data_dir == Path(args.data)
+    return run_player(settings, session_id=args.id, approver=approver, audit_file=audit_file,
+                      frame_builder=frame_builder(None if bare else _config_path(args),
+                                                  settings))
 
 
 def _player_approver(args: argparse.Namespace) -> Approver:

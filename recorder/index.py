@@ -250,6 +250,22 @@ class Index:
             except sqlite3.Error as exc:
                 raise RecorderError(f"session index update failed: {exc}") from exc
 
+    def set_ocr_lines(self, session_id: str, lines: Iterable[tuple[float, str]]) -> None:
+        """Replace the text read off an RDP session's screen (kind ``ocr``), each line
+        with the time it appeared (``gateway.rdp.screens``)."""
+        rows = [(text, session_id, t) for t, text in lines]
+        with self._lock:
+            try:
+                self._db.execute("DELETE FROM content WHERE session=? AND kind='ocr'",
+                                 (session_id,))
+                self._db.executemany(
+                    "INSERT INTO content (text, session, offset, kind) VALUES (?,?,?,'ocr')",
+                    rows,
+                )
+                self._db.commit()
+            except sqlite3.Error as exc:
+                raise RecorderError(f"session index update failed: {exc}") from exc
+
     def clear(self) -> None:
         with self._lock:
             try:

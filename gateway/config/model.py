@@ -222,6 +222,11 @@ class RdpSettings:
     public_address: str = ""  # host[:port] written into .rdp files (default: listen)
     workers: int = 1  # worker processes (SO_REUSEPORT); RDP never runs in the SSH process
     login_timeout: float = 60.0
+    # the screen pass after each session (gateway/rdp/screens.py): desktop frames for the
+    # player and, with ocr, the screen text for search
+    ocr: bool = True  # read the screen text (Tesseract) into the session index
+    ocr_budget: float = 120.0  # CPU seconds per session for drawing and reading together
+    ocr_per_minute: int = 6  # OCR runs per minute of session time, at most
 
 
 # ----------------------------------------------------------- [web] and [saml] (docs/sso.md)

@@ -32,7 +32,7 @@ from recorder.settings import RecorderSettings
 _TOP = {"gateway", "audit", "recording", "users", "targets", "policy", "approvals", "oidc",
         "rdp", "web", "saml"}
 _RDP = {"listen", "tls_cert", "tls_key", "token_ttl", "public_address", "workers",
-        "login_timeout"}
+        "login_timeout", "ocr", "ocr_budget", "ocr_per_minute"}
 _TARGET_RDP = {"protocol", "rdp_cert_sha256", "rdp_domain", "rdp_listen_port",
                "allow_clipboard", "allow_drive_redirection"}
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -354,7 +354,19 @@ def _rdp(r: Reader, data: dict[str, Any], targets: Mapping[str, TargetConfig],
         public_address=r.get(d, "public_address", "rdp", str, ""),
         workers=r.int_range(d, "workers", "rdp", 1, 64, 1),
         login_timeout=r.duration(d, "login_timeout", "rdp", 60.0),
+        ocr=r.get(d, "ocr", "rdp", bool, True),
+        ocr_budget=_ocr_budget(r, d),
+        ocr_per_minute=r.int_range(d, "ocr_per_minute", "rdp", 1, 600, 6),
     )
+
+
+def _ocr_budget(r: Reader, d: Mapping[str, Any]) -> float:
+    budget = r.duration(d, "ocr_budget", "rdp", 120.0)
+    if budget <= 0:
+        r.problem("rdp.ocr_budget", "expected a positive CPU time per session, e.g. '2m' "
+                  "(to read no screen text at all: ocr = false)")
+        return 120.0
+    return budget
 
 
 _POLICY = {"rules", "default", "on_uncertain", "mask_live", "mask_exec", "mask_transfers",

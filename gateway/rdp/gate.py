@@ -101,6 +101,9 @@ class RdpGate:
         # daily recording budgets: the same file as the SSH gateway's (WAL, shared)
         self.usage: UsageStore | None = UsageStore(DataDir(config.data_dir).recording_usage) \
             if config.budget.user_day_bytes else None
+        #: called with (session id, user, target) when a recorded session has ended
+        #: (the worker starts its screen pass: gateway.rdp.passes)
+        self.on_session_end: Callable[[str, str, str], None] | None = None
 
     def audit(self, event: AuditEvent) -> None:
         self.audit_log.emit(event)
@@ -230,14 +233,14 @@ class RdpConnection:
                             domain=target.rdp_domain)
         if self._closed:
             raise Refused("the client went away during login")
-        await self._open_recording(principal)
+        await self._open_recording(principal, method)
         if self._closed:  # the client left while the recording was being opened
             self._closed = False
             await self.closed("the client went away during login")
             raise Refused("the client went away during login")
         return creds
 
-    async def _open_recording(self, principal: Principal) -> None:
+    async def _open_recording(self, principal: Principal, method: str = "") -> None:
         core = SessionCore(self.gate, principal, self.source, protocol="rdp")
         core.target = self.target.name
         core.mask_for(self.target)  # typed and pasted text is kept masked
@@ -248,6 +251,9 @@ class RdpConnection:
                 "drive_redirection": self.target.allow_drive_redirection}):
             raise Refused("this session cannot be recorded, so it was not started")
         if core.rec is not None:
+            core.rec.event("rdp.logon", {
+                "user": principal.name, "method": method, "route": self.via,
+                "target_user": self.target.user, "client": self.source})
             for chunk in self._early:
                 core.rec.rdp(chunk)
         self._early.clear()
@@ -343,3 +349,6 @@ class RdpConnection:
         if why:
             core.ending = why
         await core.finish({"protocol": "rdp", "keys": self.keys.keys})
+        ended = self.gate.on_session_end
+        if ended is not None and core.started and core.session_id:
+            ended(core.session_id, self.user, self.target.name)

@@ -112,6 +112,7 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     from gateway.core.live import carry_out_kills
     from gateway.rdp.gate import RdpGate
     from gateway.rdp.mitm import BastilleRDPMITM, TLSContexts, mitm_config
+    from gateway.rdp.passes import ScreenPasses
     from gateway.rdp.tls import ensure_certificate
     from recorder.service import Recorder
     from state.approvals import ApprovalStore
@@ -130,6 +131,9 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     tokens = TokenStore(data.rdp_tokens)
     approvals = ApprovalStore(data.approvals)  # grants, and kill requests
     gate = RdpGate(config, recorder, audit, tokens, approvals, version=__version__)
+    passes = ScreenPasses(config.path, audit.emit, rdp.ocr_budget)
+    passes.start()
+    gate.on_session_end = passes.submit
     cert, key = ensure_certificate(config)
     tls = TLSContexts(str(cert), str(key))
     scratch = tempfile.mkdtemp(prefix="bastille-rdp-")  # pyrdp insists on an output dir
@@ -184,6 +188,7 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
             mitm.drop()
         for conn in list(gate.connections):
             await conn.closed("the bastion is shutting down")
+        await passes.stop()
         await recorder.close(timeout=max(5.0, config.gateway.drain_timeout))
         tokens.close()
         approvals.close()
