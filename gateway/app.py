@@ -29,7 +29,7 @@ from gateway.config import Config
 from gateway.core.access import Access, Principal
 from gateway.core.commands import Commands
 from gateway.core.live import LiveSessions, carry_out_kills, publish_watched
-from gateway.core.masking import Maskers
+from gateway.core.masking import maskers_for
 from gateway.core.notify import notify_webhook
 from gateway.policy import Action, PolicyEngine, Rule
 from gateway.rdp.supervisor import RdpSupervisor
@@ -59,15 +59,17 @@ class GatewayApp:
                                   syslog_facility=config.audit.syslog_facility)
         self.recorder = Recorder(config.recording)
         self.approvals = self.state.approvals()
+        self.usage = self.state.usage() if config.budget.user_day_bytes else None
         self.bindings = self.state.bindings() \
             if config.oidc is not None or config.saml is not None else None
         self.access = Access(config, self.approvals)
         self.policy = build_engine(config)
-        self.maskers = Maskers(config.policy)
+        self.maskers = maskers_for(config.policy)
         self.registry = self.state.registry()  # which node holds which live session
         self.live = LiveSessions(self.registry)
-        self.failures = self.state.failures(config.gateway.max_auth_failures,
-                                            config.gateway.auth_failure_window)
+        self.failures = self.state.failures(
+            config.gateway.max_auth_failures, config.gateway.auth_failure_window,
+            source_limit=config.gateway.max_source_failures or None)
         self.commands = Commands(config, self.access, self.approvals, self.audit,
                                  self.notify_approvers, self.version)
         if config.rdp is not None:
@@ -166,6 +168,8 @@ class GatewayApp:
             self._tail.close()
         self.registry.close()
         self.approvals.close()
+        if self.usage is not None:
+            self.usage.close()
         if self.bindings is not None:
             self.bindings.close()
         close = getattr(self.failures, "close", None)

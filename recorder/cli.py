@@ -1,11 +1,16 @@
-"""Command-line commands for recordings: sessions, play, export, verify, reindex, keygen.
+"""Command-line commands for recordings: sessions, play, export, verify, reindex, keygen,
+and ``status`` (the recorder's health, for monitoring).
 
 The gateway's ``bastille`` entry point calls :func:`add_commands`. Every command except
 ``keygen`` takes ``-c/--config`` or ``--data`` and gets its settings from ``resolve``;
 ``--since``/``--until`` are read with the ``parse_when`` it is given (the one time
 parser, ``state.timeparse``, which this library may not import).
 Exit codes: 0 success, 1 failure (bad recording, verification failed, I/O error),
-2 usage error or unknown session.
+2 usage error or unknown session. ``status``: 0 ok, 1 degraded, 2 failing.
+
+Every command here only reads recordings: the storage is opened read-only (no spool
+lock, no upload thread, the store's read credentials), so they work while a gateway
+runs and without the store's write secret.
 
 A session is named by its id, a unique prefix of it, or the path of a ``.bstl`` file.
 """
@@ -18,11 +23,13 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from common.safetext import visible
 from recorder import events as ev
+from recorder import textmask
 from recorder.errors import FormatError, RecorderError, SinkError
 from recorder.index import SessionIndex, open_index
 from recorder.reader import Recording
@@ -66,9 +73,9 @@ class _Ctx:
     @property
     def sink(self) -> Sink:
         if self._sink is None:
-            from recorder.service import open_sink
+            from recorder.sinks import open_sink
 
-            self._sink = open_sink(self.settings)
+            self._sink = open_sink(self.settings, readonly=True)
         return self._sink
 
     @property
@@ -134,16 +141,16 @@ def _run(resolve: Resolve, fn: Callable[[_Ctx, argparse.Namespace], int]) -> Cal
         try:
             settings = resolve(args)
         except (RecorderError, OSError, ValueError) as exc:
-            print(f"bastille: error: {exc}", file=sys.stderr)
+            print(f"bastille: error: {visible(exc)}", file=sys.stderr)
             return 2
         ctx = _Ctx(settings)
         try:
             return fn(ctx, args)
         except CliError as exc:
-            print(f"bastille: error: {exc}", file=sys.stderr)
+            print(f"bastille: error: {visible(exc)}", file=sys.stderr)
             return exc.code
         except RecorderError as exc:
-            print(f"bastille: error: {exc}", file=sys.stderr)
+            print(f"bastille: error: {visible(exc)}", file=sys.stderr)
             return 1
         except BrokenPipeError:
             return 0
@@ -181,11 +188,14 @@ def _cmd_list(ctx: _Ctx, a: argparse.Namespace) -> int:
 
 def _cmd_show(ctx: _Ctx, a: argparse.Namespace) -> int:
     rec = ctx.open(a.id)
-    h = rec.header
+    h = dict(rec.header)
+    if isinstance(h.get("command"), str):  # masked (recordings older than typed-line
+        h["command"] = textmask.mask(h["command"])  # masking may hold secrets)
     notable: list[dict[str, Any]] = []
     for e in rec.events():
         if e.type in ev.JSON_TYPES and e.type != ev.EXIT:
-            notable.append({"time": round(e.time, 3), "type": e.name, **e.fields()})
+            notable.append({"time": round(e.time, 3), "type": e.name,
+                            **textmask.fields(e.fields())})
     info = {
         "session_id": rec.session_id,
         "name": rec.name,
@@ -276,7 +286,7 @@ def _cmd_export(ctx: _Ctx, a: argparse.Namespace) -> int:
             raise CliError(f"cannot write {a.output}: {exc.strerror}") from exc
         print(f"wrote {n} events to {a.output}", file=sys.stderr)
     for p in rec.problems:
-        print(f"bastille: warning: {p}", file=sys.stderr)
+        print(f"bastille: warning: {visible(p)}", file=sys.stderr)
     return 0
 
 
@@ -291,7 +301,7 @@ def _cmd_verify_bundle(a: argparse.Namespace, settings: RecorderSettings | None)
     try:
         trusted = [load_public_key(Path(k)) for k in keys] if keys else None
     except RecorderError as exc:
-        print(f"bastille: error: {exc}", file=sys.stderr)
+        print(f"bastille: error: {visible(exc)}", file=sys.stderr)
         return 2
     rep = verify_bundle(Path(a.bundle), trusted=trusted)
     if a.json:
@@ -398,8 +408,19 @@ def _cmd_verify(ctx: _Ctx, a: argparse.Namespace) -> int:
             reports.append(rep)
     else:
         raise CliError("give a session id or --all", 2)
+    # recordings the storage confirmed once and no longer has (the upload ledger), not
+    # already reported through the index
+    lost = ctx.sink.lost() if a.all else []
+    ledger = {x.name: x.describe() for x in lost}
+    reports = [replace(r, message=ledger[r.name]) if r.status == "missing" and r.name in ledger
+               else r for r in reports]
+    reported = {r.name for r in reports if r.status == "missing"}
+    lost = [x for x in lost if x.name not in reported]
     if a.json:
-        print(json.dumps([r.to_json() for r in reports], indent=2))
+        out = [r.to_json() for r in reports]
+        out += [{"name": x.name, "session_id": None, "ok": False, "status": "missing",
+                 "message": x.describe(), "first_bad_chunk": None} for x in lost]
+        print(json.dumps(out, indent=2))
     else:
         for r in reports:
             label = visible(r.session_id or r.name)
@@ -408,13 +429,15 @@ def _cmd_verify(ctx: _Ctx, a: argparse.Namespace) -> int:
                 where = f" (first bad chunk: {r.first_bad_chunk})"
             mark = "LIVE" if r.live else "OK  " if r.ok else "FAIL"
             print(f"{mark} {label}: {r.status}: {visible(r.message)}{where}")
+        for x in lost:
+            print(f"FAIL {visible(x.name)}: missing: {visible(x.describe())}")
         if a.all:
-            bad = sum(not r.ok for r in reports)
+            bad = sum(not r.ok for r in reports) + len(lost)
             live = sum(r.live for r in reports)
-            done = len(reports) - live
+            done = len(reports) + len(lost) - live
             print(f"{done} recordings, {bad} failed; {live} live (not verified yet)",
                   file=sys.stderr)
-    return 0 if all(r.ok for r in reports) else 1
+    return 0 if all(r.ok for r in reports) and not lost else 1
 
 
 def _cmd_reindex(ctx: _Ctx, a: argparse.Namespace) -> int:
@@ -432,9 +455,30 @@ def _cmd_reindex(ctx: _Ctx, a: argparse.Namespace) -> int:
         ctx.settings, ctx.sink, index, screen=not a.no_screen, progress=progress
     )
     for p in problems:
-        print(f"bastille: warning: {p}", file=sys.stderr)
+        print(f"bastille: warning: {visible(p)}", file=sys.stderr)
     print(f"indexed {count} recordings into {getattr(index, 'path', None) or 'the shared index'}")
     return 0
+
+
+def _cmd_status(ctx: _Ctx, a: argparse.Namespace) -> int:
+    from recorder.status import RANK, read_status, render_status
+
+    status, why = read_status(ctx.settings.data_dir)
+    try:
+        local = ctx.sink.status()  # what this process sees on disk (the spool)
+    except (RecorderError, OSError) as exc:
+        local = None
+        why = why or f"cannot read the storage: {exc}"
+    state, lines = render_status(status, why, local)
+    if a.json:
+        body = status.to_json() if status is not None else {}
+        body.update({"state": state, "problem": why or None,
+                     "local": local.to_json() if local is not None else None})
+        print(json.dumps(body, indent=2))
+    else:
+        for line in lines:
+            print(line)
+    return RANK.get(state, 2)
 
 
 def _cmd_keygen(a: argparse.Namespace) -> int:
@@ -443,7 +487,7 @@ def _cmd_keygen(a: argparse.Namespace) -> int:
     try:
         key, pub = generate(Path(a.output))
     except RecorderError as exc:
-        print(f"bastille: error: {exc}", file=sys.stderr)
+        print(f"bastille: error: {visible(exc)}", file=sys.stderr)
         return 1
     print(f"wrote private key {key} (mode 0600) and public key {pub}")
     print(f'set recorder signing_key = "{key}"; verify with --public-key {pub}')
@@ -459,7 +503,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data", metavar="DIR", help="data directory (e.g. of `bastille demo`)")
 
 
-def add_commands(sub: argparse._SubParsersAction, resolve: Resolve,
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], resolve: Resolve,
                  parse_when: ParseWhen) -> None:
     """Register the recording commands on the ``bastille`` sub-parser collection."""
     fmt = argparse.RawDescriptionHelpFormatter
@@ -588,6 +632,20 @@ def add_commands(sub: argparse._SubParsersAction, resolve: Resolve,
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_verify_runner(resolve))
+
+    p = sub.add_parser(
+        "status",
+        help="health of recording and storage (exit 0 ok, 1 degraded, 2 failing)",
+        formatter_class=fmt,
+        description="What the running gateway reports about recording storage: state, "
+        "spool bytes and oldest entry, uploads pending, paused sessions, last error. "
+        "For monitoring: exit 0 ok, 1 degraded (working around a problem, nothing "
+        "lost), 2 failing (an administrator must act, or no gateway is running).",
+        epilog="example:\n  bastille status -c /etc/bastille/bastille.toml || alert",
+    )
+    _common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_run(resolve, _cmd_status))
 
     p = sub.add_parser("reindex", help="rebuild the session index from the recordings")
     _common(p)

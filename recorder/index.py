@@ -129,6 +129,10 @@ class SessionIndex(Protocol):
     def set_screen_lines(self, session_id: str, lines: Iterable[tuple[float, str]]) -> None:
         ...
 
+    def set_ocr_lines(self, session_id: str, lines: Iterable[tuple[float, str]]) -> None:
+        """Replace the text read off an RDP session's screen (kind ``ocr``)."""
+        ...
+
     def clear(self) -> None: ...
 
     def list_sessions(self, *, user: str | None = None, target: str | None = None,
@@ -325,6 +329,22 @@ class Index:
                     rows,
                 )
                 self._db.execute("UPDATE sessions SET screen_indexed=1 WHERE id=?", (session_id,))
+                self._db.commit()
+            except sqlite3.Error as exc:
+                raise RecorderError(f"session index update failed: {exc}") from exc
+
+    def set_ocr_lines(self, session_id: str, lines: Iterable[tuple[float, str]]) -> None:
+        """Replace the text read off an RDP session's screen (kind ``ocr``), each line
+        with the time it appeared (``gateway.rdp.screens``)."""
+        rows = [(text, session_id, t) for t, text in lines]
+        with self._lock:
+            try:
+                self._db.execute("DELETE FROM content WHERE session=? AND kind='ocr'",
+                                 (session_id,))
+                self._db.executemany(
+                    "INSERT INTO content (text, session, offset, kind) VALUES (?,?,?,'ocr')",
+                    rows,
+                )
                 self._db.commit()
             except sqlite3.Error as exc:
                 raise RecorderError(f"session index update failed: {exc}") from exc

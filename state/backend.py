@@ -10,9 +10,9 @@ here, so the choice is made once::
 The SQLite classes and the PostgreSQL ones implement the same protocols
 (:class:`state.approvals.Approvals`, :class:`state.tokens.Tokens`,
 :class:`state.bindings.Bindings`, :class:`state.ratelimit.FailureCounter`,
-:class:`state.reviews.ReviewStore`, :class:`recorder.index.SessionIndex`,
-:class:`state.registry.SessionRegistry`). psycopg is imported only when a database is
-configured.
+:class:`state.usage.RecordingUsage`, :class:`state.reviews.ReviewStore`,
+:class:`recorder.index.SessionIndex`, :class:`state.registry.SessionRegistry`). psycopg is
+imported only when a database is configured.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from state.registry import LocalRegistry, SessionRegistry
 from state.reviews import ReviewStore
 from state.settings import StateSettings
 from state.tokens import Tokens, TokenStore
+from state.usage import RecordingUsage, UsageStore
 
 if TYPE_CHECKING:
     from recorder.index import SessionIndex
@@ -95,12 +96,25 @@ class StateBackend:
         store: Bindings = self._pg(PgBindings)
         return store
 
-    def failures(self, limit: int, window: float) -> FailureCounter:
+    def failures(self, limit: int, window: float, *,
+                 source_limit: int | None = None) -> FailureCounter:
+        """Failed-login counters: ``limit`` per (source, user), ``source_limit`` per
+        source (see :mod:`state.ratelimit`); in this process's memory with SQLite."""
         if not self.shared:
-            return FailureLimiter(limit, window)
+            return FailureLimiter(limit, window, source_limit=source_limit)
         from state.pg.ratelimit import PgFailureLimiter
 
-        store: FailureCounter = self._pg(lambda db: PgFailureLimiter(db, limit, window))
+        store: FailureCounter = self._pg(
+            lambda db: PgFailureLimiter(db, limit, window, source_limit=source_limit))
+        return store
+
+    def usage(self) -> RecordingUsage:
+        """Bytes recorded per user per day (recording budgets)."""
+        if not self.shared:
+            return UsageStore(self.data.recording_usage)
+        from state.pg.usage import PgUsage
+
+        store: RecordingUsage = self._pg(PgUsage)
         return store
 
     def reviews(self, **kwargs: Any) -> ReviewStore:

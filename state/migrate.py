@@ -8,7 +8,8 @@ What moves (each file is optional; a missing one counts zero):
 ``rdp_tokens.sqlite3`` RDP routing tokens and PINs (digests only)
 ``oidc_bindings...``   single sign-on key bindings
 ``reviews.sqlite3``    review records (payloads, signatures: byte for byte)
-``index.sqlite3``      the session index (sessions, commands, screen text)
+``recording_usage...`` bytes recorded per user per day (recording budgets)
+``index.sqlite3``      the session index (sessions, commands, screen and OCR text)
 =====================  ===========================================================
 
 Rate-limit counters live in memory and are not migrated. The SQLite files are opened
@@ -97,6 +98,9 @@ class Migration:
                          "FROM bindings", "bindings",
                          ("key_sha256", '"user"', "groups", "subject", "issuer", "created",
                           "expires"), ("key_sha256", '"user"'))
+            self._simple(conn, "recording usage", self.data.recording_usage,
+                         "SELECT user, day, bytes FROM usage", "recording_usage",
+                         ('"user"', "day", "bytes"), ('"user"', "day"))
             self._reviews(conn)
             self._index(conn)
         return self.counts

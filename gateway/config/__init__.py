@@ -30,6 +30,7 @@ from gateway.config.model import (
     SSO_LOGIN_TIMEOUT,
     ApprovalSettings,
     AuditSettings,
+    BudgetSettings,
     Config,
     GatewaySettings,
     OidcSettings,
@@ -47,14 +48,14 @@ from gateway.config.reader import KeyCheck, Reader, parse_listen
 from gateway.errors import ConfigError, ConfigProblem
 
 __all__ = ["BUILTIN_TARGETS", "NOBODY", "OIDC_ALGS", "RESERVED_TARGET_NAMES",
-           "SSO_LOGIN_TIMEOUT", "ApprovalSettings", "AuditSettings", "Config",
+           "SSO_LOGIN_TIMEOUT", "ApprovalSettings", "AuditSettings", "BudgetSettings", "Config",
            "GatewaySettings", "KeyCheck", "OidcSettings", "PolicySettings", "Principals",
            "RdpSettings", "RuleConfig", "SamlSettings", "Secret", "TargetConfig", "UserConfig",
            "WebSettings", "load_config", "parse_listen"]
 
 
 def load_config(path: str | os.PathLike[str], *, check_key: KeyCheck | None = None,
-                secrets: bool = True) -> Config:
+                secrets: bool = True, reading: bool = False) -> Config:
     """Load and validate a config file; raise ConfigError listing every problem.
 
     Args:
@@ -64,6 +65,8 @@ def load_config(path: str | os.PathLike[str], *, check_key: KeyCheck | None = No
         secrets: check that the variables holding target and IdP secrets are set (and
             read the IdP secret). False for processes that never use them (the player
             started by the gateway, which does not get them).
+        reading: for tools that only read recordings: the recording storage's write
+            secret need not be set either (implied by ``secrets=False``).
     """
     file = Path(path).resolve()
     try:
@@ -81,7 +84,8 @@ def load_config(path: str | os.PathLike[str], *, check_key: KeyCheck | None = No
     r.check_keys(data, "", s._TOP)
     gateway, data_dir = s._gateway(r, data)
     audit = s._audit(r, data, data_dir)
-    recording = s._recording(r, data, data_dir)
+    recording = s._recording(r, data, data_dir, reading or not secrets)
+    budget = s._budget(r, data)
     users = s._users(r, data)
     targets = s._targets(r, data, users)
     policy = s._policy(r, data)
@@ -108,5 +112,5 @@ def load_config(path: str | os.PathLike[str], *, check_key: KeyCheck | None = No
         raise ConfigError(r.problems)
     return Config(path=file, data_dir=data_dir, gateway=gateway, audit=audit,
                   recording=recording, users=users, targets=targets, policy=policy,
-                  approvals=approvals, oidc=oidc, rdp=rdp, web=web, saml=saml,
-                  state=state, raw=data)
+                  approvals=approvals, budget=budget, oidc=oidc, rdp=rdp, web=web,
+                  saml=saml, state=state, raw=data)

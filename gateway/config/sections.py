@@ -15,6 +15,7 @@ from gateway.config.model import (
     RESERVED_TARGET_NAMES,
     ApprovalSettings,
     AuditSettings,
+    BudgetSettings,
     GatewaySettings,
     OidcSettings,
     PolicySettings,
@@ -25,12 +26,13 @@ from gateway.config.model import (
     UserConfig,
 )
 from gateway.config.reader import Reader, join, kind_of, parse_listen
-from recorder.settings import RecorderSettings, S3Settings
+from gateway.limits import MAX_CONNECTIONS_PER_SOURCE, MAX_SESSIONS_PER_USER
+from recorder.settings import RecorderSettings
 
 _TOP = {"gateway", "audit", "recording", "users", "targets", "policy", "approvals", "oidc",
         "rdp", "web", "saml", "state"}
 _RDP = {"listen", "tls_cert", "tls_key", "token_ttl", "public_address", "workers",
-        "login_timeout"}
+        "login_timeout", "ocr", "ocr_budget", "ocr_per_minute"}
 _TARGET_RDP = {"protocol", "rdp_cert_sha256", "rdp_domain", "rdp_listen_port",
                "allow_clipboard", "allow_drive_redirection"}
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -39,13 +41,11 @@ _OIDC = {"issuer", "client_id", "client_secret_env", "client_secret_file", "scop
          "http_timeout", "leeway"}
 _GATEWAY = {"listen", "host_keys", "banner", "login_timeout", "idle_timeout", "max_session",
             "drain_timeout", "max_auth_failures", "auth_failure_window", "data_dir",
-            "allow_passwords", "proxy_protocol"}
+            "allow_passwords", "max_source_failures", "max_connections_per_source",
+            "max_sessions_per_user", "proxy_protocol"}
 _AUDIT = {"file", "syslog", "syslog_address", "syslog_facility"}
-_RECORDING = {"storage", "dir", "zstd_level", "flush_interval", "keyframe_interval",
-              "signing_key", "on_failure", "s3", "queue_kib"}
-_S3 = {"endpoint_url", "region", "access_key_id", "secret_access_key_env",
-       "secret_access_key_file", "sse", "sse_kms_key_id", "object_lock_mode",
-       "object_lock_retain_days", "part_size_mib", "spool_cap_mib", "retry_interval"}
+_BUDGET_KEYS = frozenset({"max_recording_bytes", "max_recording_bytes_per_user_day",
+                          "budget_action", "throttle_rate"})  # [recording], read by _budget
 _USER = {"keys", "keys_file", "groups", "password_hash"}
 _TARGET = {"host", "port", "user", "description", "builtin", "key_file", "key_env",
            "password_file", "password_env", "host_keys", "trust_on_first_use",
@@ -94,6 +94,11 @@ def _gateway(r: Reader, data: dict[str, Any]) -> tuple[GatewaySettings, Path]:
         drain_timeout=r.duration(g, "drain_timeout", "gateway", 30.0),
         max_auth_failures=r.int_range(g, "max_auth_failures", "gateway", 1, 1000, 5),
         auth_failure_window=r.duration(g, "auth_failure_window", "gateway", 300.0),
+        max_source_failures=r.int_range(g, "max_source_failures", "gateway", 0, 100_000, 0),
+        max_connections_per_source=r.int_range(g, "max_connections_per_source", "gateway", 1,
+                                               100_000, MAX_CONNECTIONS_PER_SOURCE),
+        max_sessions_per_user=r.int_range(g, "max_sessions_per_user", "gateway", 1, 100_000,
+                                          MAX_SESSIONS_PER_USER),
         allow_passwords=r.get(g, "allow_passwords", "gateway", bool, False),
     )
     return settings, data_dir
@@ -131,62 +136,36 @@ def _secret_from(r: Reader, data: Mapping[str, Any], path: str, env_key: str,
     return None
 
 
-def _recording(r: Reader, data: dict[str, Any], data_dir: Path) -> RecorderSettings:
-    rec = r.table(data, "recording", "recording")
-    r.check_keys(rec, "recording", _RECORDING)
-    storage = r.get(rec, "storage", "recording", str, "file")
-    s3: S3Settings | None = None
-    if storage.startswith("s3://"):
-        bucket, _, prefix = storage[5:].partition("/")
-        if not bucket:
-            r.problem("recording.storage", "an S3 URL needs a bucket: s3://bucket/prefix")
-        s = r.table(rec, "s3", "recording.s3")
-        r.check_keys(s, "recording.s3", _S3)
-        part = r.int_range(s, "part_size_mib", "recording.s3", 5, 5120, 8)
-        s3 = S3Settings(
-            bucket=bucket,
-            prefix=prefix.strip("/"),
-            endpoint_url=r.get(s, "endpoint_url", "recording.s3", str, "") or None,
-            region=r.get(s, "region", "recording.s3", str, "") or None,
-            access_key_id=r.get(s, "access_key_id", "recording.s3", str, "") or None,
-            secret_access_key=_secret_from(r, s, "recording.s3", "secret_access_key_env",
-                                           "secret_access_key_file"),
-            sse=r.get(s, "sse", "recording.s3", str, "") or None,
-            sse_kms_key_id=r.get(s, "sse_kms_key_id", "recording.s3", str, "") or None,
-            object_lock_mode=r.get(s, "object_lock_mode", "recording.s3", str, "") or None,
-            object_lock_retain_days=r.get(s, "object_lock_retain_days", "recording.s3", int, 0)
-            or None,
-            part_size=part * 1024 * 1024,
-            spool_cap_bytes=r.int_range(s, "spool_cap_mib", "recording.s3", 16, 10**7, 1024)
-            * 1024 * 1024,
-            retry_interval=r.duration(s, "retry_interval", "recording.s3", 2.0),
-        )
-    elif storage != "file":
-        r.problem("recording.storage",
-                  f"expected \"file\" or \"s3://bucket/prefix\", got {storage!r}")
-    signing_key = r.path_value(rec, "signing_key", "recording", None)
-    if signing_key is not None and not signing_key.is_file():
-        r.problem("recording.signing_key",
-                  f"{signing_key} does not exist (create it: bastille keygen -o {signing_key})")
-    elif signing_key is not None:
-        from recorder.errors import RecorderError
-        from recorder.signing import load_signer
+def _recording(r: Reader, data: dict[str, Any], data_dir: Path,
+               reading: bool = False) -> RecorderSettings:
+    """``[recording]``: parsed and validated by the recorder (every problem, with its key).
 
-        try:
-            load_signer(signing_key)
-        except RecorderError as exc:
-            r.problem("recording.signing_key", str(exc))
-    on_failure = r.choice(rec, "on_failure", "recording", ("terminate", "continue"), "terminate")
-    return RecorderSettings(
-        data_dir=data_dir,
-        recordings_dir=r.path_value(rec, "dir", "recording", None),
-        s3=s3,
-        zstd_level=r.int_range(rec, "zstd_level", "recording", 1, 22, 3),
-        flush_interval=r.duration(rec, "flush_interval", "recording", 1.0),
-        keyframe_interval=r.duration(rec, "keyframe_interval", "recording", 10.0),
-        signing_key=signing_key,
-        on_failure=on_failure,  # type: ignore[arg-type]
-        queue_bytes=r.int_range(rec, "queue_kib", "recording", 64, 1024 * 1024, 4096) * 1024,
+    ``reading``: for tools that only read recordings (the storage's write secret need not
+    be set: read credentials or the local spool are used).
+    """
+    from recorder.config import parse_recording
+
+    settings, problems = parse_recording(data.get("recording", {}), data_dir=data_dir,
+                                         base=r.base, reading=reading,
+                                         extra_keys=_BUDGET_KEYS)
+    for p in problems:
+        r.problem(p.key, p.message)
+    return settings
+
+
+def _budget(r: Reader, data: dict[str, Any]) -> BudgetSettings:
+    """The recording budgets (keys of ``[recording]``, see BudgetSettings)."""
+    rec = r.table(data, "recording", "recording")
+    rate = r.size(rec, "throttle_rate", "recording", 64 * 1024)
+    if rate < 1024:
+        r.problem("recording.throttle_rate", f"expected at least 1K (1024 bytes/s), got {rate}")
+        rate = 64 * 1024
+    return BudgetSettings(
+        session_bytes=r.size(rec, "max_recording_bytes", "recording", 0),
+        user_day_bytes=r.size(rec, "max_recording_bytes_per_user_day", "recording", 0),
+        action=r.choice(rec, "budget_action", "recording", ("terminate", "throttle"),
+                        "terminate"),
+        throttle_rate=rate,
     )
 
 
@@ -375,13 +354,25 @@ def _rdp(r: Reader, data: dict[str, Any], targets: Mapping[str, TargetConfig],
         public_address=r.get(d, "public_address", "rdp", str, ""),
         workers=r.int_range(d, "workers", "rdp", 1, 64, 1),
         login_timeout=r.duration(d, "login_timeout", "rdp", 60.0),
+        ocr=r.get(d, "ocr", "rdp", bool, True),
+        ocr_budget=_ocr_budget(r, d),
+        ocr_per_minute=r.int_range(d, "ocr_per_minute", "rdp", 1, 600, 6),
     )
+
+
+def _ocr_budget(r: Reader, d: Mapping[str, Any]) -> float:
+    budget = r.duration(d, "ocr_budget", "rdp", 120.0)
+    if budget <= 0:
+        r.problem("rdp.ocr_budget", "expected a positive CPU time per session, e.g. '2m' "
+                  "(to read no screen text at all: ocr = false)")
+        return 120.0
+    return budget
 
 
 _POLICY = {"rules", "default", "on_uncertain", "mask_live", "mask_exec", "mask_transfers",
            "mask_patterns"}
 _RULE = {"name", "match", "action", "targets", "users", "groups"}
-_APPROVALS = {"approvers", "timeout", "webhook_url", "webhook_format"}
+_APPROVALS = {"approvers", "auditors", "timeout", "webhook_url", "webhook_format"}
 
 
 def _policy(r: Reader, data: dict[str, Any]) -> PolicySettings:
@@ -469,6 +460,7 @@ def _approvals(r: Reader, data: dict[str, Any]) -> ApprovalSettings:
         r.problem("approvals.webhook_url", "expected an http:// or https:// URL")
     return ApprovalSettings(
         approvers=r.principals(a, "approvers", "approvals"),
+        auditors=r.principals(a, "auditors", "approvals"),
         timeout=r.duration(a, "timeout", "approvals", 300.0),
         webhook_url=url,
         webhook_format=r.choice(a, "webhook_format", "approvals", ("json", "slack"), "json"),

@@ -28,7 +28,8 @@ from typing import assert_never
 
 from gateway.core.services import Services
 from gateway.core.session import SessionCore
-from gateway.policy import Action, Decision
+from gateway.limits import MAX_POLICY_LINE
+from gateway.policy import Action, Decision, PolicyEngine
 from state.approvals import Request
 from state.errors import StateError, StateUnavailable
 
@@ -52,6 +53,18 @@ class Gone:
 
 Verdict = Allow | Deny | Gone
 ALLOW = Allow()
+
+
+def too_long(engine: PolicyEngine, *texts: str | None) -> Decision | None:
+    """The decision for a line longer than ``MAX_POLICY_LINE`` (the engine's
+    ``on_uncertain``; parsing it would cost the event loop too much), or None when every
+    one of ``texts`` is short enough to be decided."""
+    longest = max((len(t) for t in texts if t), default=0)
+    if longest <= MAX_POLICY_LINE:
+        return None
+    return Decision(engine.on_uncertain, None,
+                    f"line too long to check ({longest} characters, at most "
+                    f"{MAX_POLICY_LINE})", ())
 
 
 def outcome_text(result: Request) -> str:
@@ -162,8 +175,11 @@ class Enforcer:
                 try:
                     return await loop.run_in_executor(None, functools.partial(
                         self.services.approvals.create, user=session.principal.name,
-                        target=session.target, session=session.session_id, command=text,
-                        rule=decision.rule, reason=decision.reason, timeout=timeout))
+                        target=session.target, session=session.session_id,
+                        # approvers see the command with its secrets masked (what runs
+                        # is the real one)
+                        command=session.mask(text), rule=decision.rule,
+                        reason=session.mask(decision.reason), timeout=timeout))
                 except StateUnavailable:
                     if not told:
                         session.say("the bastion's database is unreachable; waiting for it "

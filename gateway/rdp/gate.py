@@ -43,9 +43,11 @@ from gateway.rdp.keys import KeyDecoder
 from gateway.rdp.routing import RouteRequest, client_user
 from recorder.service import Recorder
 from state.approvals import GrantStore
+from state.paths import DataDir
 from state.ratelimit import FailureCounter, FailureLimiter
 from state.registry import SessionRegistry
 from state.tokens import Tokens
+from state.usage import RecordingUsage, UsageStore
 
 if TYPE_CHECKING:
     from recorder.service import SessionRecording
@@ -87,7 +89,8 @@ class RdpGate:
     def __init__(self, config: Config, recorder: Recorder, audit: AuditLog,
                  tokens: Tokens, grants: GrantStore, version: str = "", *,
                  failures: FailureCounter | None = None,
-                 registry: SessionRegistry | None = None) -> None:
+                 registry: SessionRegistry | None = None,
+                 usage: RecordingUsage | None = None) -> None:
         self.config = config
         self.recorder = recorder
         self.audit_log = audit
@@ -97,8 +100,17 @@ class RdpGate:
         self.live = LiveSessions(registry)
         gw = config.gateway
         self.limiter: FailureCounter = failures if failures is not None else \
-            FailureLimiter(gw.max_auth_failures, gw.auth_failure_window)
+            FailureLimiter(gw.max_auth_failures, gw.auth_failure_window,
+                           source_limit=gw.max_source_failures or None)
         self.connections: set[RdpConnection] = set()
+        # daily recording budgets, counted with the SSH gateway's (given by the worker:
+        # the same SQLite file, WAL, or the shared database)
+        self.usage: RecordingUsage | None = usage
+        if usage is None and config.budget.user_day_bytes:
+            self.usage = UsageStore(DataDir(config.data_dir).recording_usage)
+        #: called with (session id, user, target) when a recorded session has ended
+        #: (the worker starts its screen pass: gateway.rdp.passes)
+        self.on_session_end: Callable[[str, str, str], None] | None = None
 
     def audit(self, event: AuditEvent) -> None:
         self.audit_log.emit(event)
@@ -127,7 +139,7 @@ class RdpGate:
         target = self.config.targets.get(name)
         if target is None or target.protocol != "rdp":
             raise self.refuse(source, f"unknown RDP target {name!r}", user=user, target=name)
-        if user and self.limiter.blocked(source, f"user:{user}"):
+        if user and self.limiter.blocked(source, user):
             raise self.refuse(source, "too many failed logins", user=user, target=name)
         return RdpConnection(self, target, source, user, via)
 
@@ -204,14 +216,14 @@ class RdpConnection:
         if named_target and named_target != target.name:
             raise gate.refuse(src, "the Client Info target differs from the routed target",
                               user=name, target=target.name)
-        if gate.limiter.blocked(src, f"user:{name}"):
+        if gate.limiter.blocked(src, name):
             gate.audit(AuditEvent(Kind.LOGIN_RATE_LIMITED, "denied", user=name, source=src,
                                   target=target.name, detail={"protocol": "rdp"}))
             raise Refused("too many failed logins")
         principal, method = await self._check_password(name, password)
         password = ""
         if principal is None:
-            gate.limiter.record_failure(src, f"user:{name}")
+            gate.limiter.record_failure(src, name)
             gate.audit(AuditEvent(Kind.LOGIN, "failed", user=name, source=src,
                                   target=target.name,
                                   detail={"protocol": "rdp", "method": "password"}))
@@ -220,7 +232,7 @@ class RdpConnection:
             gate.access.authorize(principal, target.name, protocol="rdp")
         except TargetError as exc:
             raise gate.refuse(src, str(exc), user=name, target=target.name) from None
-        gate.limiter.reset(f"user:{name}")
+        gate.limiter.reset(src, name)
         self.user = name
         gate.audit(AuditEvent(Kind.LOGIN, "ok", user=name, source=src, target=target.name,
                               detail={"protocol": "rdp", "method": method, "route": self.via}))
@@ -228,16 +240,17 @@ class RdpConnection:
                             domain=target.rdp_domain)
         if self._closed:
             raise Refused("the client went away during login")
-        await self._open_recording(principal)
+        await self._open_recording(principal, method)
         if self._closed:  # the client left while the recording was being opened
             self._closed = False
             await self.closed("the client went away during login")
             raise Refused("the client went away during login")
         return creds
 
-    async def _open_recording(self, principal: Principal) -> None:
+    async def _open_recording(self, principal: Principal, method: str = "") -> None:
         core = SessionCore(self.gate, principal, self.source, protocol="rdp")
         core.target = self.target.name
+        core.mask_for(self.target)  # typed and pasted text is kept masked
         core.on_terminate(self._terminate)
         self.core = core
         if not await core.start(kind="desktop", start_time=self._start, detail={
@@ -245,6 +258,9 @@ class RdpConnection:
                 "drive_redirection": self.target.allow_drive_redirection}):
             raise Refused("this session cannot be recorded, so it was not started")
         if core.rec is not None:
+            core.rec.event("rdp.logon", {
+                "user": principal.name, "method": method, "route": self.via,
+                "target_user": self.target.user, "client": self.source})
             for chunk in self._early:
                 core.rec.rdp(chunk)
         self._early.clear()
@@ -286,20 +302,24 @@ class RdpConnection:
         rec = self.rec
         if rec is not None:
             rec.rdp(data)
+            if self.core is not None:
+                self.core.meter()  # past a recording budget: ended (RDP cannot be slowed)
         elif self.core is None and self._early_bytes + len(data) <= EARLY_CAP:
             self._early.append(bytes(data))
             self._early_bytes += len(data)
 
     def _line(self, text: str) -> None:
         rec = self.rec
-        if rec is not None:
+        if rec is not None and self.core is not None:
+            text = self.core.mask(text)
             rec.command(text, source="rdp-keys")
             rec.event("rdp.keys", {"text": text})
 
     def on_clipboard(self, direction: str, text: str) -> None:
         """Text copied through the clipboard (``direction``: upload to / download from)."""
         rec = self.rec
-        if rec is not None:
+        if rec is not None and self.core is not None:
+            text = self.core.mask(text[:65536])
             rec.event("rdp.clipboard", {"direction": direction, "text": text[:65536]})
             rec.command(text[:4096], source=f"rdp-clipboard-{direction}")
         self.gate.audit(self.event(Kind.FILE_TRANSFER, "ok", {
@@ -336,3 +356,6 @@ class RdpConnection:
         if why:
             core.ending = why
         await core.finish({"protocol": "rdp", "keys": self.keys.keys})
+        ended = self.gate.on_session_end
+        if ended is not None and core.started and core.session_id:
+            ended(core.session_id, self.user, self.target.name)

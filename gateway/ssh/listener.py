@@ -55,7 +55,7 @@ class SshListener:
         for t in config.targets.values():
             if t.builtin == "local-shell":
                 await self._builtin(t.name, LocalShellTarget())
-        if config.approvals.approvers.allows_anyone():
+        if config.approvals.readers.allows_anyone():
             # serves `ssh -t auditor@bastion player`: the player's command line, no shell
             extra = (*player_env_names(config), "PYTHONPATH")
             await self._builtin(PLAYER_TARGET, LocalShellTarget(env=extra, use_shell=False))

@@ -330,9 +330,10 @@ def choose_pipe(relay: Relay, session: SessionCore, enforcer: Enforcer,
         decide = kind == "shell"
         live = maskers.for_target(target) if decide or policy.mask_exec else None
         rec = session.rec
+        mask_keys = maskers.keys_for(target)  # typed secrets are masked in the recording
         ports = Ports(to_target=relay.to_target, to_user=relay.to_user,
                       record_output=(lambda d: rec.output(d, 1)) if rec else _drop,
-                      record_input=rec.input if rec else None)
+                      record_input=(lambda keys: rec.input(mask_keys(keys))) if rec else None)
         driver = InteractivePolicy(session, enforcer, ports, live,
                                    services.policy if decide else None, size)
         return InteractivePipe(relay, session, driver)
@@ -346,9 +347,9 @@ def choose_pipe(relay: Relay, session: SessionCore, enforcer: Enforcer,
         masker = RecordMasker(lambda: maskers.for_target(target, binary=True), record,
                               streams=(0, 1, 2)) \
             if policy.mask_transfers and session.rec is not None else None
-    else:
-        masker = RecordMasker(lambda: maskers.for_target(target), record) \
-            if policy.mask_exec else None
+    else:  # stdin too: what a script pipes in is kept masked like what it prints
+        masker = RecordMasker(lambda: maskers.for_target(target), record,
+                              streams=(0, 1, 2)) if policy.mask_exec else None
     if kind == "scp" and command is not None:
         return ScpPipe(relay, session, command, masker)
     return ExecPipe(relay, session, masker)

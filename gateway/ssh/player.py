@@ -62,9 +62,9 @@ def player_route(config: Config, user: str) -> tuple[TargetConfig, Route]:
 def player_refusal(config: Config, principal: Principal, *,
                    has_pty: bool) -> tuple[str, int] | None:
     """Why ``principal`` may not run the player now (message, exit status), or None."""
-    if not config.approvals.approvers.allows(principal.name, principal.groups):
-        return (f"{principal.name} may not use the player (auditors are the configured "
-                "approvers)", 1)
+    if not config.approvals.readers.allows(principal.name, principal.groups):
+        return (f"{principal.name} may not use the player (it is for the configured "
+                "approvers and auditors)", 1)
     if not has_pty:
         return "the player needs a terminal: ssh -t USER@BASTION player", 2
     return None

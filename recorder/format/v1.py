@@ -593,4 +593,4 @@ def decode_run(
     except zstandard.ZstdError as exc:
         on_problem(f"part {run[0].part} (chunk {run[0].seq}): zstd error: {exc}")
     finally:
-        reader.close()
+        reader.close()  # type: ignore[no-untyped-call]  # zstandard stubs

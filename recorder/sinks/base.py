@@ -12,6 +12,9 @@ previous process left half done (e.g. incomplete multipart uploads from the spoo
 
 Errors: every failure is raised as :class:`recorder.errors.SinkError` (or a subclass).
 A transient outage of remote storage is *not* an error while the spool has room.
+:class:`recorder.errors.SinkFullError` means "not now": the spool cap, the disk's
+low-water mark (``min_free_bytes``) or a full disk; nothing was stored and the same write
+may be retried (the recorder pauses the session meanwhile).
 
 Names: every sink accepts the same names (see :func:`validate_name`): relative, ``/``
 separated components of ``[A-Za-z0-9_][A-Za-z0-9._@+=,-]*``, at most 512 characters, not
@@ -22,10 +25,16 @@ a name can never escape a directory or mean different things on different sinks.
 from __future__ import annotations
 
 import errno
+import os
 import re
+import threading
+import time
 from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
-from recorder.errors import SinkError
+from recorder.errors import SinkError, SinkFullError
 
 MAX_NAME_LENGTH = 512
 RESERVED_SUFFIX = ".part"
@@ -69,6 +78,122 @@ def describe_os_error(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+class FreeSpace:
+    """The low-water mark of a filesystem: refuse writes that would leave less free.
+
+    ``statvfs`` is asked at most every ``RECHECK`` seconds while the estimated free space
+    is more than twice the mark, and before every write below that.
+    """
+
+    RECHECK = 1.0
+
+    def __init__(self, directory: Path, min_free_bytes: int) -> None:
+        self.directory = directory
+        self.min_free = max(0, min_free_bytes)
+        self._lock = threading.Lock()
+        self._estimate = 0
+        self._at = -1e9
+        self.refused_at = -1e9  # monotonic time of the last write refused for space
+
+    def free_bytes(self) -> int | None:
+        """Bytes available to this user on the filesystem, or None if it cannot be read."""
+        try:
+            st = os.statvfs(self.directory)
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
+
+    def check(self, nbytes: int, what: str) -> None:
+        """Raise SinkFullError if writing ``nbytes`` would pass the low-water mark."""
+        if not self.min_free:
+            return
+        now = time.monotonic()
+        with self._lock:
+            fresh = now - self._at < self.RECHECK and self._estimate - nbytes > 2 * self.min_free
+            if fresh:
+                return
+        free = self.free_bytes()
+        with self._lock:
+            self._at = now
+            self._estimate = free if free is not None else 2 * self.min_free + nbytes + 1
+        if free is not None and free - nbytes < self.min_free:
+            self.refused_at = now
+            raise SinkFullError(
+                f"{what} is at its low-water mark: {free // (1024 * 1024)} MiB free, "
+                f"{self.min_free // (1024 * 1024)} MiB kept free (recording.min_free_mib); "
+                "it waits for space"
+            )
+
+    def used(self, nbytes: int) -> None:
+        with self._lock:
+            self._estimate -= nbytes
+
+    def full(self) -> None:
+        """The disk said ENOSPC: look again before the next write."""
+        with self._lock:
+            self._at = -1e9
+        self.refused_at = time.monotonic()
+
+    def refused_recently(self, within: float = 5.0) -> bool:
+        return time.monotonic() - self.refused_at < within
+
+    def below_mark(self) -> bool:
+        free = self.free_bytes()
+        return free is not None and self.min_free > 0 and free < self.min_free
+
+
+State = Literal["ok", "degraded", "failing"]
+
+
+@dataclass
+class SinkStatus:
+    """What a sink says about its health (shown by ``bastille status``).
+
+    ``state``: ``ok``; ``degraded`` (working around a problem, nothing lost: a store
+    outage, uploads behind); ``failing`` (needs an administrator: a configuration error
+    such as denied access, or storage full so sessions are paused).
+    """
+
+    location: str
+    state: State = "ok"
+    detail: str = ""
+    since: float | None = None  # unix time the current state began
+    last_error: str | None = None
+    last_error_at: float | None = None
+    spool_bytes: int = 0  # bytes waiting for upload
+    spool_cap_bytes: int | None = None
+    spool_entries: int = 0  # recordings in the spool (open or waiting)
+    oldest_entry: float | None = None  # unix time the oldest spooled recording began
+    uploads_pending: int = 0  # closed recordings not yet confirmed in the store
+    confirmed: int = 0  # objects confirmed (HEAD) since start
+    free_bytes: int | None = None  # free space on the local storage filesystem
+    min_free_bytes: int | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LostRecording:
+    """A recording once confirmed in the store that the store no longer has (or has
+    with another size): what ``verify --all`` reports."""
+
+    name: str
+    size: int
+    sha256: str
+    confirmed_at: float
+    found_size: int | None  # None: missing; else the size the store has now
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.confirmed_at))
+        now = "is missing" if self.found_size is None else f"now has {self.found_size} bytes"
+        return (
+            f"confirmed in storage at {when} ({self.size} bytes, sha256 {self.sha256[:16]}...) "
+            f"but {now}"
+        )
+
+
 class SinkStream(ABC):
     """One recording being written."""
 
@@ -83,6 +208,11 @@ class SinkStream(ABC):
     @abstractmethod
     def close(self) -> None:
         """Finish the recording (complete the object). Idempotent."""
+
+    def abort(self) -> None:
+        """Give up a recording that never started (its header could not be stored):
+        remove what was written so no empty object is left. Default: close."""
+        self.close()
 
 
 class Sink(ABC):
@@ -106,6 +236,14 @@ class Sink(ABC):
 
     def recover(self) -> list[str]:
         """Finish interrupted writes left by a crashed process; return the names handled."""
+        return []
+
+    def status(self) -> SinkStatus:
+        """Health for ``bastille status``; sinks with nothing to report are always ok."""
+        return SinkStatus(location=type(self).__name__)
+
+    def lost(self) -> list[LostRecording]:
+        """Recordings this storage confirmed once and no longer has (see verify --all)."""
         return []
 
     def close(self) -> None:  # noqa: B027 - optional hook

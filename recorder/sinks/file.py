@@ -5,7 +5,11 @@ Each recording is one file ``<dir>/<name>``; in-progress files carry the suffix
 ``flush()`` fsyncs. Files are created 0600 in directories created 0700.
 
 A failed write (disk full, file size limit) is undone with ``ftruncate`` so the file
-never holds half of a write the caller was told failed.
+never holds half of a write the caller was told failed. A full disk, or a write that
+would leave less than ``min_free_bytes`` free (the low-water mark), raises
+:class:`SinkFullError`: back-pressure, retried by the recorder when space returns. A
+recording whose header could not be stored is removed (:meth:`SinkStream.abort`), so a
+refused session leaves no empty ``.part`` file.
 
 Known limits: ``recover()`` renames every ``.part`` file this process did not create:
 one directory must belong to one gateway process. Names are not checked against other
@@ -15,14 +19,18 @@ processes creating the same name at the same moment beyond ``O_EXCL`` on the ``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
+import time
 from pathlib import Path
 
-from recorder.errors import SinkError
+from recorder.errors import SinkError, SinkFullError
 from recorder.sinks.base import (
     RESERVED_SUFFIX,
+    FreeSpace,
     Sink,
+    SinkStatus,
     SinkStream,
     describe_os_error,
     validate_name,
@@ -59,6 +67,8 @@ class _FileStream(SinkStream):
         with self._lock:
             if self._closed:
                 raise SinkError(f"recording {self._name} is closed")
+            if self._size:  # the header always goes in: the session may start
+                self._sink.free.check(len(data), f"the recordings directory {self._sink.directory}")
             view = memoryview(data)
             try:
                 while view:
@@ -67,9 +77,16 @@ class _FileStream(SinkStream):
                     self._size += n
             except OSError as exc:
                 self._undo_partial(len(data) - len(view))
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    self._sink.free.full()
+                    raise SinkFullError(
+                        f"cannot write recording {self._path}: {describe_os_error(exc)}; "
+                        "it waits for space"
+                    ) from exc
                 raise SinkError(
                     f"cannot write recording {self._path}: {describe_os_error(exc)}"
                 ) from exc
+            self._sink.free.used(len(data))
 
     def _undo_partial(self, written: int) -> None:
         if not written:
@@ -108,21 +125,35 @@ class _FileStream(SinkStream):
             finally:
                 self._sink._forget(self._name)
 
+    def abort(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            with contextlib.suppress(OSError):
+                os.unlink(self._path)
+            self._sink._forget(self._name)
+
 
 class FileSink(Sink):
     """Recordings as files under a directory.
 
     Args:
         directory: created (0700) if missing.
+        min_free_bytes: keep this much free on its filesystem (writes wait below it).
 
     Raises:
         SinkError: the directory cannot be created.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, min_free_bytes: int = 0) -> None:
         self.directory = Path(directory)
+        self.free = FreeSpace(self.directory, min_free_bytes)
         self._open: set[str] = set()
         self._lock = threading.Lock()
+        self._full_since: float | None = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
@@ -188,6 +219,26 @@ class FileSink(Sink):
             except OSError as exc:
                 raise SinkError(f"cannot read recording {name}: {describe_os_error(exc)}") from exc
         raise SinkError(f"no recording named {name}")  # pragma: no cover
+
+    def status(self) -> SinkStatus:
+        st = SinkStatus(location=f"file:{self.directory}")
+        st.free_bytes = self.free.free_bytes()
+        st.min_free_bytes = self.free.min_free
+        with self._lock:
+            st.spool_entries = len(self._open)
+        if self.free.below_mark() or self.free.refused_recently():
+            if self._full_since is None:
+                self._full_since = time.time()
+            st.state = "failing"
+            st.since = self._full_since
+            st.detail = (
+                f"{self.directory} is full or at its low-water mark "
+                f"({self.free.min_free // (1024 * 1024)} MiB kept free): recording sessions "
+                "are paused until space is freed"
+            )
+        else:
+            self._full_since = None
+        return st
 
     def is_finished(self, name: str) -> bool:
         """True when the recording was closed (its final file exists)."""

@@ -32,6 +32,8 @@ from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
+from psycopg.abc import Buffer
+from psycopg.types.string import StrBinaryDumper, StrDumperUnknown
 
 from state.errors import StateError, StateUnavailable
 from state.settings import StateSettings
@@ -90,6 +92,12 @@ CREATE TABLE IF NOT EXISTS login_failures (
     at DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX IF NOT EXISTS login_failures_key ON login_failures(key, at);
+CREATE TABLE IF NOT EXISTS recording_usage (
+    "user" TEXT NOT NULL,
+    day TEXT NOT NULL,
+    bytes BIGINT NOT NULL,
+    PRIMARY KEY ("user", day)
+);
 CREATE TABLE IF NOT EXISTS reviews (
     id BIGSERIAL PRIMARY KEY,
     session TEXT NOT NULL,
@@ -150,6 +158,31 @@ CREATE TABLE IF NOT EXISTS live_tail (
 
 NOW = "extract(epoch from clock_timestamp())"
 
+#: what a NUL character becomes in a text column (PostgreSQL text cannot hold one; SQLite
+#: can): a client may put one in an exec command, a user name or a reason
+NUL_STANDIN = "\ufffd"
+
+
+class _TextDumper(StrDumperUnknown):
+    """Strings sent as text parameters, a NUL replaced (see NUL_STANDIN)."""
+
+    def dump(self, obj: str) -> Buffer | None:
+        return super().dump(obj.replace("\x00", NUL_STANDIN))
+
+
+class _BinaryTextDumper(StrBinaryDumper):
+    """Strings sent as binary parameters, a NUL replaced (see NUL_STANDIN)."""
+
+    def dump(self, obj: str) -> Buffer | None:
+        return super().dump(obj.replace("\x00", NUL_STANDIN))
+
+
+def _configure(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+    """Every pooled connection: strings with a NUL are stored, not refused (a write
+    refused for that would lose a session's index row or an approval request)."""
+    conn.adapters.register_dumper(str, _TextDumper)
+    conn.adapters.register_dumper(str, _BinaryTextDumper)
+
 
 def _conninfo(settings: StateSettings) -> tuple[str, dict[str, Any]]:
     kwargs: dict[str, Any] = {"autocommit": True,
@@ -174,7 +207,8 @@ class Database:
             psycopg_pool.ConnectionPool(
                 url, kwargs=kwargs, min_size=1, max_size=max(1, settings.pool_size),
                 open=False, timeout=settings.connect_timeout, name=f"bastille-{self.node}",
-                check=psycopg_pool.ConnectionPool.check_connection, reconnect_timeout=3e7)
+                check=psycopg_pool.ConnectionPool.check_connection, reconnect_timeout=3e7,
+                configure=_configure)
         self.pool.open(wait=False)
         self.listener = Listener(settings)
         self._schema_ready = False

@@ -2,9 +2,10 @@
 writes its sessions there, and ``sessions list``, the player and search on any node see
 every session.
 
-Search: a ``pg_trgm`` GIN index over commands and screen lines and ``ILIKE '%text%'``,
-which is the SQLite index's meaning exactly (a case-insensitive substring, whatever its
-length), so a query gives the same sessions on both backends.
+Search: a ``pg_trgm`` GIN index over commands, screen lines and the text read off RDP
+screens (OCR), and ``ILIKE '%text%'``, which is the SQLite index's meaning exactly (a
+case-insensitive substring, whatever its length), so a query gives the same sessions on
+both backends.
 
 Writes go through one queue per process and a writer thread, in order: the recorder
 never waits for the database (a session starts and ends while PostgreSQL restarts), and
@@ -148,6 +149,19 @@ class PgIndex:
                 cur.executemany('INSERT INTO content (session, "offset", kind, text) '
                                 "VALUES (%s,%s,'screen',%s)", rows)
             conn.execute("UPDATE sessions SET screen_indexed=TRUE WHERE id=%s", (session_id,))
+
+        self._submit(op)
+
+    def set_ocr_lines(self, session_id: str, lines: Iterable[tuple[float, str]]) -> None:
+        """Replace the text read off an RDP session's screen (kind ``ocr``), each line
+        with the time it appeared (``gateway.rdp.screens``)."""
+        rows = [(session_id, t, text) for t, text in lines]
+
+        def op(conn: Conn) -> None:
+            conn.execute("DELETE FROM content WHERE session=%s AND kind='ocr'", (session_id,))
+            with conn.cursor() as cur:
+                cur.executemany('INSERT INTO content (session, "offset", kind, text) '
+                                "VALUES (%s,%s,'ocr',%s)", rows)
 
         self._submit(op)
 

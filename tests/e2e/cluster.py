@@ -52,24 +52,6 @@ class Node:
                               capture_output=True, text=True, errors="replace",
                               timeout=timeout)
 
-    @property
-    def reader_config(self) -> Path:
-        """This node's config with a data directory of its own, for commands that read
-        recordings from S3 while the node's gateway runs: until the S3 sink has a
-        read-only view (storage branch), a reader would take the gateway's spool lock."""
-        path = self.config.with_name(f"{self.name}-reader.toml")
-        if not path.exists():
-            text = self.config.read_text()
-            path.write_text(text.replace(f'data_dir = "data-{self.name}"',
-                                         f'data_dir = "data-{self.name}-reader"'))
-        return path
-
-    def read(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """``bastille ARGS`` that reads recordings (see :attr:`reader_config`)."""
-        return subprocess.run([sys.executable, "-m", "gateway", *args, "-c",
-                               str(self.reader_config)], capture_output=True, text=True,
-                              errors="replace", timeout=timeout)
-
     def audit(self, **match: Any) -> list[dict[str, Any]]:
         path = self.rig.data / "audit.jsonl"
         if not path.exists():

@@ -97,7 +97,7 @@ def _verified(node: Node, session: str, timeout: float = 30) -> None:
     last: list[str] = []
 
     def ok() -> bool:
-        r = node.read("verify", session)
+        r = node.cli("verify", session)
         last[:] = [r.stdout + r.stderr]
         return r.returncode == 0
 
@@ -147,12 +147,12 @@ def test_approved_on_b_found_on_b_killed_from_c(cluster: Cluster) -> None:
                                    "approve-me").stdout)
     # the recording reaches S3 from node A; node B verifies and replays it
     _verified(b, session)
-    shown = b.read("sessions", "show", session)
+    shown = b.cli("sessions", "show", session)
     assert shown.returncode == 0 and "alice" in shown.stdout
     # the player on node B, in a terminal, opens it
     env = {k: v for k, v in os.environ.items() if k.startswith("BASTILLE_")}
     p = Tmux(cluster.root, [sys.executable, "-m", "gateway", "player", session, "-c",
-                            str(b.reader_config), "--as", "bob"], env=env)
+                            str(b.config), "--as", "bob"], env=env)
     try:
         p.wait_for("Timeline", timeout=30)
 
@@ -275,12 +275,12 @@ def test_node_killed_its_session_ended_by_another(cluster: Cluster) -> None:
         assert lost[-1]["outcome"] == "node lost" and lost[-1]["detail"]["node"] == "c"
     finally:
         t.close()
-    assert b.read("verify", session).returncode != 0  # not in S3 yet: spooled on node C
+    assert b.cli("verify", session).returncode != 0  # not in S3 yet: spooled on node C
     c.gateway.start()  # restarts: its spool uploads, its index row is re-read
     last: list[str] = []
 
     def exported() -> bool:
-        r = b.read("export", session, "--format", "asciicast", "-o", "-")
+        r = b.cli("export", session, "--format", "asciicast", "-o", "-")
         last[:] = [r.stdout[-500:] + r.stderr]
         return "before-the-crash" in r.stdout
 
@@ -288,7 +288,7 @@ def test_node_killed_its_session_ended_by_another(cluster: Cluster) -> None:
         until(exported, timeout=40, every=0.5)
     except AssertionError:
         raise AssertionError(f"{last}\n{c.gateway.logs()[-3000:]}") from None
-    shown = b.read("sessions", "show", session)
+    shown = b.cli("sessions", "show", session)
     assert re.search(r"truncated|ended", shown.stdout), shown.stdout
 
 
@@ -326,7 +326,7 @@ def test_player_on_b_watches_a_live_session_on_a(cluster: Cluster) -> None:
         t.type("echo before-the-watch\n")
         t.wait_for("before-the-watch\n")
         p = Tmux(cluster.root, [sys.executable, "-m", "gateway", "player", session, "-c",
-                                str(b.reader_config), "--as", "bob"], env=env)
+                                str(b.config), "--as", "bob"], env=env)
         p.wait_for("chain intact so far", timeout=30)  # live, following its end
         assert "before-the-watch" in p.screen()
         t.type("echo watched-$((5*5))\n")

@@ -212,27 +212,137 @@ def test_bindings(backend: StateBackend) -> None:
     store.close()
 
 
-def test_rate_limits_are_counted_across_handles(backend: StateBackend) -> None:
-    """Two handles are two processes (or two nodes): with a shared database they count
-    together; in memory (the default) each counts its own."""
-    one = backend.failures(3, 60)
-    two = backend.failures(3, 60)
-    one.record_failure("10.0.0.1", "user:alice")
-    one.record_failure("10.0.0.1")
-    assert not one.blocked("10.0.0.1")
-    two.record_failure("10.0.0.1", "user:alice")
-    assert two.blocked("10.0.0.1") is backend.shared
-    assert one.blocked("10.0.0.1") is backend.shared
-    assert not one.blocked("user:alice") and not one.blocked("10.0.0.2")
-    one.record_failure("10.0.0.1")
-    assert one.blocked("10.0.0.1")
-    one.reset("10.0.0.1")
-    two.reset("10.0.0.1")
-    assert not one.blocked("10.0.0.1") and not two.blocked("10.0.0.1")
-    for s in (one, two):
+def _close(*stores: object) -> None:
+    for s in stores:
         close = getattr(s, "close", None)
         if close is not None:
             close()
+
+
+def test_rate_limits_are_counted_across_handles(backend: StateBackend) -> None:
+    """Two handles are two processes (or two nodes): with a shared database they count
+    together; in memory (the default) each counts its own."""
+    one = backend.failures(3, 60, source_limit=4)
+    two = backend.failures(3, 60, source_limit=4)
+    one.record_failure("10.0.0.1", "alice")
+    one.record_failure("10.0.0.1", "alice")
+    assert not one.blocked("10.0.0.1", "alice")
+    two.record_failure("10.0.0.1", "alice")
+    # the third failure of the pair, one of them on the other handle
+    assert two.blocked("10.0.0.1", "alice") is backend.shared
+    assert one.blocked("10.0.0.1", "alice") is backend.shared
+    # never per user name alone: alice from elsewhere, bob from the same source are free
+    assert not one.blocked("10.0.0.2", "alice") and not two.blocked("10.0.0.2", "alice")
+    assert not one.blocked("10.0.0.1", "bob") and not one.blocked("10.0.0.1")
+    _close(one, two)
+
+
+def test_rate_limit_rules(backend: StateBackend) -> None:
+    """The rules of state.ratelimit on both backends: a source bucket (every failure from
+    the address, whatever user, key offers too) and a (source, user) bucket; a success
+    resets only its pair; IPv6 clients count by their /64."""
+    lim = backend.failures(2, 60, source_limit=5)
+    lim.record_failure("10.0.0.1", "alice")
+    lim.record_failure("10.0.0.1", "alice")
+    assert lim.blocked("10.0.0.1", "alice")
+    assert not lim.blocked("10.0.0.1", "bob") and not lim.blocked("10.0.0.1")
+    assert not lim.blocked("10.0.0.9", "alice")
+    lim.reset("10.0.0.1", "alice")  # alice logged in: her pair is forgotten...
+    assert not lim.blocked("10.0.0.1", "alice")
+    lim.record_failure("10.0.0.1")  # ...a key offer that matched nothing: the source only
+    lim.record_failure("10.0.0.1", "carol")
+    assert not lim.blocked("10.0.0.1", "dave")
+    lim.record_failure("10.0.0.1", "dave")  # the source's fifth failure (reset kept them)
+    for user in ("alice", "bob", None):
+        assert lim.blocked("10.0.0.1", user)
+    assert not lim.blocked("10.0.0.2", "alice")
+    # a port, brackets and IPv4-mapped IPv6 name the same source; IPv6 by its /64
+    assert lim.blocked("10.0.0.1:5000") and lim.blocked("[::ffff:10.0.0.1]:22")
+    lim.record_failure("2001:db8:1:2::10", "erin")
+    lim.record_failure("[2001:db8:1:2::99]:22", "erin")
+    assert lim.blocked("2001:db8:1:2:ffff::1", "erin")
+    assert not lim.blocked("2001:db8:1:3::10", "erin")
+    _close(lim)
+
+
+def test_rate_limit_odd_names_and_sources(backend: StateBackend) -> None:
+    """Whatever a client sends as a user name (a NUL, a very long name) is counted and
+    reset without an error; the names themselves are not kept in the database."""
+    lim = backend.failures(1, 60, source_limit=10)
+    odd = ["a\x00b", "x" * 5000, "\u00e9l\u00e8ve", ""]
+    for name in odd:
+        lim.record_failure("192.0.2.7", name)
+        assert lim.blocked("192.0.2.7", name)
+    assert not lim.blocked("192.0.2.7", "a")
+    for name in odd:
+        lim.reset("192.0.2.7", name)
+        assert not lim.blocked("192.0.2.7", name)
+    if backend.shared:
+        from state.pg.ratelimit import PgFailureLimiter
+
+        assert isinstance(lim, PgFailureLimiter)
+        keys = [str(k) for (k,) in lim.db.query("SELECT DISTINCT key FROM login_failures")]
+        assert keys == ["src:192.0.2.7"]  # pairs reset; no user name stored anywhere
+    _close(lim)
+
+
+def test_rate_limits_expire_with_the_window(backend: StateBackend) -> None:
+    lim = backend.failures(1, 0.5, source_limit=1)
+    lim.record_failure("10.9.9.9", "alice")
+    assert lim.blocked("10.9.9.9", "alice") and lim.blocked("10.9.9.9")
+    time.sleep(0.7)
+    assert not lim.blocked("10.9.9.9", "alice") and not lim.blocked("10.9.9.9")
+    _close(lim)
+
+
+def _flush_usage(store: object) -> None:
+    flush = getattr(store, "flush", None)
+    if flush is not None:
+        assert flush(10.0)
+
+
+def test_recording_usage_per_user_per_day(backend: StateBackend) -> None:
+    one = backend.usage()
+    assert one.used("alice", "2026-01-10") == 0
+    assert one.add("alice", "2026-01-10", 1000) == 1000
+    assert one.add("alice", "2026-01-10", 500) == 1500
+    assert one.add("alice", "2026-01-10", -7) == 1500  # nothing negative is counted
+    assert one.add("bob", "2026-01-10", 10) == 10
+    assert one.add("alice", "2026-01-11", 3) == 3
+    assert one.used("alice", "2026-01-10") == 1500
+    _flush_usage(one)
+    # another process (or node) on the same backend sees and adds to the same totals
+    two = backend.usage()
+    assert two.used("alice", "2026-01-10") == 1500
+    assert two.add("alice", "2026-01-10", 100) == 1600
+    _flush_usage(two)
+    assert one.used("alice", "2026-01-10") == 1600
+    assert one.add("alice", "2026-01-10", 1) == 1601
+    assert one.used("bob", "2026-01-10") == 10 and one.used("carol", "2026-01-10") == 0
+    # a new day drops rows older than KEEP_DAYS
+    one.add("alice", "2026-01-30", 1)
+    _flush_usage(one)
+    assert two.used("alice", "2026-01-10") == 0 and two.used("alice", "2026-01-30") == 1
+    _close(one, two)
+
+
+def test_recording_usage_counts_concurrent_additions(backend: StateBackend) -> None:
+    """Several processes adding at once lose nothing."""
+    stores = [backend.usage() for _ in range(3)]
+
+    def add(store: object) -> None:
+        for _ in range(50):
+            store.add("alice", "2026-02-01", 7)  # type: ignore[attr-defined]
+
+    threads = [threading.Thread(target=add, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in stores:
+        _flush_usage(s)
+    assert all(s.used("alice", "2026-02-01") == 3 * 50 * 7 for s in stores)
+    _close(*stores)
 
 
 def test_reviews_chain_and_signatures(backend: StateBackend, tmp_path: Path) -> None:
@@ -335,6 +445,17 @@ def test_index_queries_give_the_same_results(backend: StateBackend, tmp_path: Pa
                                                     (1.0, "screen", "total 0")]
     assert index.screen_lines("s-alice-1") == [(1.0, "total 0"), (1.5, "SECRET-report.txt")]
     assert [r.id for r in index.own_live()] == ["s-live"]
+    # text read off an RDP screen (OCR): searched like screen lines, replaced as a whole,
+    # kept apart from the terminal screen lines
+    index.set_ocr_lines("s-bob-1", [(2.0, "Quarterly INVOICE draft"), (3.5, "Recycle Bin")])
+    assert _ids(index.list_sessions(text="invoice")) == ["s-bob-1"]
+    assert index.matches("s-bob-1", "invoice") == [(2.0, "ocr", "Quarterly INVOICE draft")]
+    index.set_ocr_lines("s-bob-1", [(4.0, "Payroll.xlsx")])
+    assert _ids(index.list_sessions(text="invoice")) == []
+    assert index.matches("s-bob-1", "payroll") == [(4.0, "ocr", "Payroll.xlsx")]
+    index.set_screen_lines("s-bob-1", [(1.0, "prompt")])  # the terminal pass keeps OCR
+    assert _ids(index.list_sessions(text="payroll")) == ["s-bob-1"]
+    assert index.screen_lines("s-bob-1") == [(1.0, "prompt")]
     index.set_status("s-live", "failed")
     live = index.get("s-live")
     assert live is not None and live.status == "failed"
@@ -342,6 +463,28 @@ def test_index_queries_give_the_same_results(backend: StateBackend, tmp_path: Pa
                                                     "s-live"]
     index.clear()
     assert index.list_sessions() == []
+    index.close()
+
+
+def test_text_with_a_nul_is_kept(backend: StateBackend, tmp_path: Path) -> None:
+    """A client can put a NUL in an exec command or a reason: the approval request and the
+    session's index row are still written (PostgreSQL stores U+FFFD in its place)."""
+    nul = "echo a\x00b"
+    store = backend.approvals()
+    req = store.create(user="alice", target="web1", session="s-nul", command=nul,
+                       rule=None, reason="why\x00", timeout=60)
+    got = store.get(req.id)
+    assert got is not None and got.command in (nul, "echo a\ufffdb")
+    store.close()
+    index = _open_index(backend, tmp_path)
+    header = {**_header("s-nul", "alice", "web1", 5000.0), "command": nul}
+    index.session_opened(header, "a/s-nul.bstl")
+    index.session_closed("s-nul", end=5001.0, exit_status=0, exit_signal=None,
+                         status="ended", commands=[(0.1, nul, "exec")], policy_events=0,
+                         signature=None, output_bytes=1)
+    row = index.get("s-nul")
+    assert row is not None and row.status == "ended" and row.commands == 1
+    assert _ids(index.list_sessions(text="echo a")) == ["s-nul"]
     index.close()
 
 
