@@ -17,6 +17,7 @@ from state.bindings import BindingStore
 from state.reviews import ReviewStore
 from state.settings import StateSettings
 from state.tokens import TokenStore
+from state.usage import UsageStore
 from tests.pg_rig import PgServer
 
 
@@ -56,7 +57,11 @@ def _appliance(data: Path, key: Path) -> dict[str, str]:
                          commands=[(1.0, "rm -r /x", "interactive")], policy_events=1,
                          signature="signed", output_bytes=10)
     index.set_screen_lines("s1", [(1.0, "removed 3 files")])
+    index.set_ocr_lines("s1", [(2.0, "Quarterly Invoice")])  # read off an RDP screen
     index.close()
+    usage = UsageStore(data / "recording_usage.sqlite3")
+    usage.add("alice", "2026-03-01", 123_456)
+    usage.close()
     return {"token": token, "grant": str(grant.id), "request": str(req.id)}
 
 
@@ -94,7 +99,8 @@ def test_migrate_dry_run_counts_then_copies_once(pg_server: PgServer, tmp_path: 
     assert counts["SSO bindings"] == (1, 1, 0)
     assert counts["review records"] == (2, 2, 0)
     assert counts["indexed sessions"] == (1, 1, 0)
-    assert counts["index commands and screen lines"] == (3, 3, 0)
+    assert counts["index commands and screen lines"] == (4, 4, 0)
+    assert counts["recording usage"] == (1, 1, 0)
     assert pg_server.psql("SELECT count(*) FROM requests", url.rsplit("/", 1)[1]).strip() == "0"
 
     real = _migrate(pg_server, data, url)
@@ -134,7 +140,11 @@ def test_migrate_dry_run_counts_then_copies_once(pg_server: PgServer, tmp_path: 
     index = opener()
     assert [r.id for r in index.list_sessions(text="REMOVED 3")] == ["s1"]
     assert index.commands("s1") == [(1.0, "rm -r /x", "interactive")]
+    assert index.matches("s1", "invoice") == [(2.0, "ocr", "Quarterly Invoice")]
     index.close()
+    usage = backend.usage()
+    assert usage.used("alice", "2026-03-01") == 123_456  # today's budget carries over
+    usage.close()
 
 
 def test_migrate_reports_conflicts_and_refuses_inline_passwords(pg_server: PgServer,
