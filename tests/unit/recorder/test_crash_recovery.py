@@ -17,14 +17,17 @@ import pytest
 from recorder_helpers import build_recording, make_header
 
 from recorder import events as ev
+from recorder.format.v1 import BytesSource
 from recorder.index import Index
 from recorder.reader import Recording
 from recorder.recovery import Finisher, Recovered
 from recorder.service import Recorder, header_fields
 from recorder.settings import RecorderSettings
 from recorder.signing import generate, load_public_key, load_signer
+from recorder.sinks.crash import finish_spool_entry
 from recorder.sinks.file import FileSink
-from recorder.verify import verify_recording
+from recorder.sinks.spool import Spool
+from recorder.verify import verify_recording, verify_source
 
 BATCHES = [[(0.25 * i, ev.OUTPUT, f"line {i}\r\n".encode())] for i in range(1, 41)]
 TORN = b"\x89BCK\x44torn-write"
@@ -184,3 +187,44 @@ def test_recorder_start_recovers_indexes_and_reports(tmp_path: Path, key: Path) 
     rep = verify_recording(FileSink(settings.file_dir), name, trusted=[load_public_key(key)],
                            require_signature=True)
     assert rep.status == "recovered", rep.message
+
+
+def test_a_spool_entry_whose_start_was_released_is_reported_unrecovered(
+        tmp_path: Path, key: Path) -> None:
+    """Its first bytes were uploaded and released from the spool (disk pressure): the
+    recovery trailer cannot be computed; it is finished as it was and reported so."""
+    raw, name = build_recording(BATCHES, header=make_header("punched001"), close=False,
+                                signer=load_signer(key))
+    spool = Spool(tmp_path / "spool", 1 << 30)
+    entry = spool.create(name, 5 * 1024 * 1024)
+    spool.append(entry, raw)
+    spool.release(entry)  # its process died
+    after = Spool(tmp_path / "spool", 1 << 30)
+    (adopted,) = after.adopt()
+    adopted.punched = adopted.uploaded = 1024  # as release_uploaded() leaves it
+    heard: list[Recovered] = []
+    finish_spool_entry(after, adopted, Finisher(load_signer(key), heard.append))
+    assert adopted.finished and adopted.size == len(raw)
+    [r] = heard
+    assert r.outcome == "unrecovered" and "released from the spool" in r.detail
+    assert r.session_id == "punched001"
+
+
+def test_a_spool_entry_is_cut_and_given_the_trailer(tmp_path: Path, key: Path) -> None:
+    raw, name = build_recording(BATCHES, header=make_header("spooled001"), close=False,
+                                signer=load_signer(key))
+    spool = Spool(tmp_path / "spool", 1 << 30)
+    entry = spool.create(name, 5 * 1024 * 1024)
+    spool.append(entry, raw + TORN)
+    spool.release(entry)
+    after = Spool(tmp_path / "spool", 1 << 30)
+    (adopted,) = after.adopt()
+    heard: list[Recovered] = []
+    finish_spool_entry(after, adopted, Finisher(load_signer(key), heard.append))
+    data = adopted.read(0)
+    assert data.startswith(raw) and TORN not in data and adopted.size == len(data)
+    assert after.backlog_bytes == len(data)
+    rep = verify_source(BytesSource(data), name, trusted=[load_public_key(key)],
+                        require_signature=True)
+    assert rep.status == "recovered", rep.message
+    assert [r.outcome for r in heard] == ["recovered"]
