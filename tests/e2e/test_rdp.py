@@ -546,6 +546,40 @@ def test_rdp_worker_crash_does_not_touch_ssh_and_is_replaced(rdp_rig: RdpRig) ->
     rdp_rig.wait_audit(kind="session.end", session=start["session"])
 
 
+def test_rdp_worker_killed_mid_session_is_recovered(rdp_rig: RdpRig) -> None:
+    """A worker killed with SIGKILL mid-session: the gateway finishes its recording with
+    a signed recovery trailer (``verify`` says recovered, exit 0) and audits the
+    session's end as recovered (issue 16, item 7)."""
+    before = len(rdp_rig.audit(kind="session.start", protocol="rdp"))
+    client = rdp_rig.client(f"/v:127.0.0.1:{rdp_rig.rdp_port}", "/u:alice#rdp1",
+                            f"/p:{ALICE_PW}")
+    try:
+        start = rdp_rig.wait_audit(kind="session.start", protocol="rdp", after=before)
+        time.sleep(3)  # the desktop is drawn, recorded and flushed
+        (worker,) = _worker_pids(rdp_rig)
+        os.kill(worker, signal.SIGKILL)
+        end = rdp_rig.wait_audit(kind="session.end", session=start["session"], timeout=60)
+    finally:
+        client.stop()
+    assert end["outcome"] == "recovered", end
+    assert (end["user"], end["target"]) == ("alice", "rdp1")
+    assert end["detail"]["recording"] == "recovered" and end["detail"]["protocol"] == "rdp"
+    verify = rdp_rig.bastille("verify", start["session"])  # (this rig signs nothing)
+    assert verify.returncode == 0 and ": recovered" in verify.stdout, verify.stdout
+    deadline = time.monotonic() + 30
+    status = ""
+    while status != "recovered" and time.monotonic() < deadline:
+        rows = json.loads(rdp_rig.bastille("sessions", "list", "--json").stdout or "[]")
+        status = next((r["status"] for r in rows if r["id"] == start["session"]), "")
+        time.sleep(0.3)
+    assert status == "recovered"
+    deadline = time.monotonic() + 30  # the next tests need the replacement worker
+    while not [p for p in _worker_pids(rdp_rig) if p != worker]:
+        assert time.monotonic() < deadline, "no new RDP worker"
+        time.sleep(0.2)
+    wait_port(rdp_rig.rdp_port, timeout=30)
+
+
 def test_idle_rdp_session_is_ended(rdp_rig: RdpRig) -> None:
     """gateway.idle_timeout applies to RDP: no keyboard or mouse input ends the session."""
     text = rdp_rig.config.read_text()
