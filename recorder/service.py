@@ -26,6 +26,11 @@ Status: :meth:`Recorder.status` (storage state, spool, paused sessions, failures
 to listeners on every change and written to ``DATA_DIR/status.json`` for
 ``bastille status`` (see :mod:`recorder.status`).
 
+Crashes: the recorder that recovers the storage gives its sink a finisher
+(:mod:`recorder.recovery`): recordings a dead process left are cut after their last
+intact chunk and given a signed recovery trailer, re-indexed as ``recovered``, and
+reported to :meth:`Recorder.add_recovery_listener` (the gateway audits them).
+
 Known limits: one writer thread serves all sessions, so one blocked sink call delays
 (and, after ``stall_timeout``, fails) every open recording, not only its own.
 """
