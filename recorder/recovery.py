@@ -107,8 +107,13 @@ def _why_not(src: RecordingBytes) -> tuple[str, str]:
         return "damaged", f"not a readable recording ({exc})"
     if not scan.chunks or scan.chunks[0].type != v1.HEADER:
         return "damaged", "no intact header chunk: the session never started recording"
-    if scan.finished:
-        return "ended", ""
+    if scan.finished:  # closed before the crash, or recovered by an earlier attempt
+        trailer = next(c for c in scan.chunks if c.type == v1.TRAILER)
+        try:
+            recovered = bool(v1.read_json(src, trailer).get("recovered"))
+        except FormatError:
+            recovered = False
+        return ("recovered" if recovered else "ended"), ""
     problem = scan.problem
     if problem is not None and problem.kind != "truncated":
         return "damaged", f"damaged before its end, so it is left as found: {problem.message}"
@@ -132,7 +137,7 @@ class Finisher:
         self._lock = threading.Lock()
         # what tail() learned, until finished() reports it (one entry per recording
         # being finished right now)
-        self._seen: dict[str, Recovered] = {}
+        self._seen: dict[str, tuple[Recovered, bool]] = {}  # and: a tail was given
 
     def tail(self, name: str, src: RecordingBytes) -> tuple[int, bytes] | None:
         header = read_header(src)
@@ -152,19 +157,18 @@ class Finisher:
                                  tail.last_time_us / 1e6, signer is not None)
             else:
                 status, why = _why_not(src)
-                outcome = "recovered" if status == "ended" else "unrecovered"
+                outcome = "recovered" if status in ("ended", "recovered") else "unrecovered"
                 seen = Recovered(name, outcome, status, why, header)
         with self._lock:
-            self._seen[name] = seen
+            self._seen[name] = (seen, tail is not None)
         return (tail.cut, tail.data) if tail is not None else None
 
     def finished(self, name: str, outcome: str, detail: str) -> None:
         with self._lock:
-            seen = self._seen.pop(name, None)
+            seen, tail_given = self._seen.pop(name, (None, False))
         if seen is None:
             seen = Recovered(name, "unrecovered", "truncated", detail)
-        elif outcome != "recovered" and seen.outcome == "recovered" and seen.status != "ended":
-            # the sink could not apply the trailer
+        elif tail_given and outcome != "recovered":  # the sink could not apply it
             seen = Recovered(name, "unrecovered", "truncated", detail, seen.header)
         elif detail and not seen.detail:
             seen = Recovered(name, seen.outcome, seen.status, detail, seen.header,

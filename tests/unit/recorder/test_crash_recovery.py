@@ -228,3 +228,22 @@ def test_a_spool_entry_is_cut_and_given_the_trailer(tmp_path: Path, key: Path) -
                         require_signature=True)
     assert rep.status == "recovered", rep.message
     assert [r.outcome for r in heard] == ["recovered"]
+
+
+def test_a_recovery_interrupted_after_its_trailer_is_reported_once_more_as_recovered(
+        tmp_path: Path, key: Path) -> None:
+    """Killed again between appending the trailer and the rename: the next start finds a
+    recovered recording, renames it, and reports it as recovered (not as "ended")."""
+    d = tmp_path / "rec"
+    name, raw = crashed_part(d, key, torn=b"")
+    first: list[Recovered] = []
+    fin = Finisher(load_signer(key), first.append)
+    tail = fin.tail(name, BytesSource(raw))
+    assert tail is not None
+    (d / (name + ".part")).write_bytes(raw[:tail[0]] + tail[1])
+    heard: list[Recovered] = []
+    sink = FileSink(d)
+    sink.set_recovery(Finisher(load_signer(key), heard.append))
+    assert sink.recover() == [name]
+    assert [(r.outcome, r.status) for r in heard] == [("recovered", "recovered")]
+    assert verify_recording(sink, name).status == "recovered"
