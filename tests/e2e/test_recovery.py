@@ -112,6 +112,9 @@ def check_recovered(g: Rig, lines: Lines, killed_at: float) -> dict[str, Any]:
     assert recorded == seen[:len(recorded)], "the recording is not a prefix of what was seen"
     must = [n for n, t in lines.arrived if t < killed_at - FLUSH_SLACK]
     assert must and set(must) <= set(recorded), (must[-5:], recorded[-5:])
+    last = dict(lines.arrived).get(recorded[-1], killed_at) if recorded else 0.0
+    print(f"RECOVERY {lines.tag}: {len(recorded)} of {len(seen)} lines recorded; the "
+          f"last one arrived {killed_at - last:.2f} s before the kill", flush=True)
     return row
 
 
