@@ -31,6 +31,7 @@ from gateway.core.commands import Commands
 from gateway.core.live import LiveSessions, carry_out_kills
 from gateway.core.masking import maskers_for
 from gateway.core.notify import notify_webhook
+from gateway.core.storage import StorageEvents
 from gateway.policy import Action, PolicyEngine, Rule
 from gateway.rdp.supervisor import RdpSupervisor
 from gateway.ssh.listener import SshListener
@@ -68,6 +69,11 @@ class GatewayApp:
         self.policy = build_engine(config)
         self.maskers = maskers_for(config.policy)
         self.live = LiveSessions()
+        # crash recoveries and storage state -> audit; sessions and workers -> status
+        self.storage_events = StorageEvents(
+            self.recorder, self.audit, sessions=self.live,
+            workers=(lambda: self._rdp.pids() if self._rdp is not None else [])
+            if config.rdp is not None else None)
         self.failures = FailureLimiter(config.gateway.max_auth_failures,
                                        config.gateway.auth_failure_window,
                                        source_limit=config.gateway.max_source_failures or None)
@@ -133,7 +139,8 @@ class GatewayApp:
         await self.recorder.start()
         if self.config.rdp is not None:  # RDP runs in worker processes (gateway/rdp/)
             self._rdp = RdpSupervisor(self.config, self.audit_log,
-                                      verbose=log.isEnabledFor(logging.DEBUG))
+                                      verbose=log.isEnabledFor(logging.DEBUG),
+                                      on_worker_exit=self.recorder.adopt_orphans)
             await self._rdp.start()
         if self.config.web is not None:  # before SSH: keyboard-interactive SAML needs it
             from gateway.web.server import WebService
