@@ -31,6 +31,7 @@ from gateway.core.commands import Commands
 from gateway.core.live import LiveSessions, carry_out_kills, publish_watched
 from gateway.core.masking import maskers_for
 from gateway.core.notify import notify_webhook
+from gateway.core.storage import StorageEvents
 from gateway.policy import Action, PolicyEngine, Rule
 from gateway.rdp.supervisor import RdpSupervisor
 from gateway.ssh.listener import SshListener
@@ -67,6 +68,11 @@ class GatewayApp:
         self.maskers = maskers_for(config.policy)
         self.registry = self.state.registry()  # which node holds which live session
         self.live = LiveSessions(self.registry)
+        # crash recoveries and storage state -> audit; sessions and workers -> status
+        self.storage_events = StorageEvents(
+            self.recorder, self.audit, sessions=self.live,
+            workers=(lambda: self._rdp.pids() if self._rdp is not None else [])
+            if config.rdp is not None else None)
         self.failures = self.state.failures(
             config.gateway.max_auth_failures, config.gateway.auth_failure_window,
             source_limit=config.gateway.max_source_failures or None)
@@ -139,7 +145,8 @@ class GatewayApp:
         await self.recorder.start()
         if self.config.rdp is not None:  # RDP runs in worker processes (gateway/rdp/)
             self._rdp = RdpSupervisor(self.config, self.audit_log,
-                                      verbose=log.isEnabledFor(logging.DEBUG))
+                                      verbose=log.isEnabledFor(logging.DEBUG),
+                                      on_worker_exit=self.recorder.adopt_orphans)
             await self._rdp.start()
         if self.config.web is not None:  # before SSH: keyboard-interactive SAML needs it
             from gateway.web.server import WebService

@@ -141,11 +141,16 @@ def _serve(config: Config, banner: str | None = None) -> int:
     async def main() -> None:
         from gateway.errors import BastilleError
         from recorder.errors import RecorderError
+        from state.errors import StateError
 
-        app = GatewayApp(config)
+        try:
+            app = GatewayApp(config)
+        except (StateError, RecorderError, OSError) as exc:  # a state file unusable
+            print(f"bastille: cannot start: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
         try:
             await app.start()
-        except (BastilleError, RecorderError, OSError) as exc:
+        except (BastilleError, RecorderError, StateError, OSError) as exc:
             print(f"bastille: cannot start: {exc}", file=sys.stderr)
             await app.recorder.close(timeout=5)
             raise SystemExit(1) from None

@@ -206,14 +206,25 @@ class Postprocessor:
 
         threading.Thread(target=run, name="recorder-reindex", daemon=True).start()
 
-    def recover_stale(self) -> None:
-        """Re-read sessions a previous process left "live" (it crashed) and fix their rows."""
+    def submit_stale(self, name: str, session_id: str) -> None:
+        """Re-read one recording a dead process left (finished by crash recovery) and
+        rewrite its row (its status becomes ``recovered``)."""
+        try:
+            self._q.put_nowait(("stale", name, session_id))
+        except queue.Full:
+            log.warning("recorder: indexing queue full; %s left for reindex", session_id)
+
+    def recover_stale(self, skip: set[str] | frozenset[str] = frozenset()) -> None:
+        """Re-read sessions a previous process left "live" (it crashed) and fix their rows
+        (``skip``: session ids already submitted)."""
         try:
             stale = self.index.own_live(limit=QUEUE_CAP)
         except RecorderError as exc:
             log.warning("recorder: %s", exc)
             return
         for row in stale:
+            if row.id in skip:
+                continue
             try:
                 self._q.put_nowait(("stale", row.name, row.id))
             except queue.Full:

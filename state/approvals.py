@@ -188,8 +188,10 @@ class ApprovalStore:
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self._clock = clock
-        self._db = open_sqlite(path)
-        self._db.executescript(_SCHEMA)
+        self._db = open_sqlite(
+            path, schema=_SCHEMA, what="the approvals database",
+            lost="the approval requests still pending in it are treated as expired; its "
+                 "just-in-time grants and kill requests are lost (ask again)")
         self._lock = threading.Lock()  # one connection, used from the loop and executors
 
     def close(self) -> None:

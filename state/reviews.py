@@ -42,6 +42,9 @@ from typing import Any, Protocol
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from state.errors import StateError
+from state.files import open_sqlite
+
 KINDS = ("reviewed", "note", "flag", "unflag")
 MAX_TEXT = 4000  # characters in one note or flag reason
 MAX_AUTHOR = 200
@@ -193,12 +196,12 @@ class ReviewStore:
         self._clock = clock
         _private_file(self.path)
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10,
-                                       isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise ReviewError(f"cannot open the review store {self.path}: {exc}") from exc
+            self._db = open_sqlite(
+                self.path, schema=_SCHEMA, what="the review store",
+                lost="its review records are kept in the moved file (signed: they can be "
+                     "checked there)")
+        except StateError as exc:
+            raise ReviewError(str(exc)) from exc
         self._lock = threading.Lock()
 
     def close(self) -> None:

@@ -77,9 +77,11 @@ class TokenStore:
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
         self._clock = clock
-        self._db = open_sqlite(self.path)
+        self._db = open_sqlite(
+            self.path, schema=_SCHEMA, what="the RDP token database",
+            lost="the RDP routing tokens and one-time PINs issued before no longer work "
+                 "(issue new ones)")
         self._lock = threading.Lock()  # one connection, used from the loop and executors
-        self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(tokens)")}
         if "groups" not in columns:  # a store from before SSO PINs
             self._db.execute("ALTER TABLE tokens ADD COLUMN groups TEXT")

@@ -48,6 +48,8 @@ from state.approvals import Request
 log = logging.getLogger("bastille.session")
 
 PREFIX = "bastille: "
+PAUSE_NOTICE_AFTER = 5.0  # seconds a storage pause lasts before the user is told
+PAUSE_NOTICE = "recording storage is full; output is paused until it has room"
 
 
 class UserPort(Protocol):
@@ -96,6 +98,8 @@ class SessionCore:
         self.budget = Budget(settings, services.usage, principal.name) \
             if settings.enabled else None
         self.can_throttle = False  # the adapter can slow its target down (SSH)
+        self._pause_notice: asyncio.TimerHandle | None = None  # storage pause, not told yet
+        self._resumes_audited = 0  # resumes still to audit: after a told pause, dropping
 
     def mask_for(self, target: TargetConfig) -> None:
         """Mask this session's command lines with ``target``'s vaulted secret too."""
@@ -154,6 +158,7 @@ class SessionCore:
                        unrecorded_detail if unrecorded_detail is not None else detail)
             return True
         self.rec.add_failure_callback(self._recording_failed)
+        self.rec.add_state_callback(self._storage_state)
         services.live.add(self)
         self.started = True
         self.audit(Kind.SESSION_START, "ok", detail)
@@ -205,6 +210,34 @@ class SessionCore:
                      fresh_line=True)
         else:
             self.terminate(f"{exceeded.text()}, so the session was terminated")
+    def _storage_state(self, state: str, reason: str) -> None:
+        """Storage refuses this recording's data for now (``paused``: the adapter already
+        stopped reading from the target), or takes it again. The user is told once per
+        pause that lasts ``PAUSE_NOTICE_AFTER`` seconds; such a pause, dropping (continue
+        mode) and the resume after either are audited (after dropping, two resumes: the
+        storage's, and the recording's with the bytes it lost)."""
+        if state == "paused":
+            if self._pause_notice is None and not self._resumes_audited:
+                self._pause_notice = asyncio.get_running_loop().call_later(
+                    PAUSE_NOTICE_AFTER, self._tell_pause, reason)
+            return
+        if self._pause_notice is not None:
+            self._pause_notice.cancel()
+            self._pause_notice = None
+        if state == "dropping":
+            self._resumes_audited = 2
+            self.audit(Kind.RECORDING, "dropping", {"reason": reason})
+        elif state == "resumed" and self._resumes_audited:
+            self._resumes_audited -= 1
+            self.audit(Kind.RECORDING, "resumed", {"reason": reason})
+
+    def _tell_pause(self, reason: str) -> None:
+        self._pause_notice = None
+        if self._finished or self.rec is None:
+            return
+        self._resumes_audited = 1
+        self.audit(Kind.RECORDING, "paused", {"reason": reason})
+        self.say(PAUSE_NOTICE, fresh_line=True)
 
     # ------------------------------------------------------------------ messages
     def say(self, text: str, *, fresh_line: bool = False) -> None:
@@ -289,6 +322,9 @@ class SessionCore:
         if self._finished:
             return
         self._finished = True
+        if self._pause_notice is not None:
+            self._pause_notice.cancel()
+            self._pause_notice = None
         self.gone.set()
         self.services.live.discard(self)
         rec, self.rec = self.rec, None

@@ -12,6 +12,10 @@ be read and tested on its own; :mod:`gateway.rdp.mitm` calls it from pyrdp's cal
    closed, by the session's :class:`gateway.core.session.SessionCore`), and the
    target's vaulted credentials are returned to replace the user's.
 3. ``on_*`` calls while the session runs: the pyrdp replay stream, typed text, clipboard.
+   Back-pressure: while the recording cannot take more (the writer lags, or storage is
+   full: spool cap, disk low-water mark), reading from both sides stops
+   (:attr:`RdpConnection.pause_reading`, set by the MITM) until it can; the session
+   pauses instead of failing its recording.
 4. :meth:`RdpConnection.closed` at the end.
 
 The user's password is only ever held in a local variable of :meth:`RdpConnection.login`;
@@ -149,6 +153,8 @@ class RdpConnection:
 
     #: set by the MITM: drops the connection (a kill, a limit, a recording failure)
     on_terminate: Callable[[], None] | None = None
+    #: set by the MITM: stop (True) or resume (False) reading from client and target
+    pause_reading: Callable[[bool], None] | None = None
 
     def __init__(self, gate: RdpGate, target: TargetConfig, source: str, user: str,
                  via: str) -> None:
@@ -167,6 +173,7 @@ class RdpConnection:
         self.last_input = time.monotonic()
         self._closed = False
         self.end_reason = ""
+        self._held: asyncio.Task[None] | None = None  # waiting for the recorder to catch up
 
     @property
     def session_id(self) -> str:
@@ -304,9 +311,28 @@ class RdpConnection:
             rec.rdp(data)
             if self.core is not None:
                 self.core.meter()  # past a recording budget: ended (RDP cannot be slowed)
+            if rec.congested and self._held is None:
+                self._hold(rec)
         elif self.core is None and self._early_bytes + len(data) <= EARLY_CAP:
             self._early.append(bytes(data))
             self._early_bytes += len(data)
+
+    def _hold(self, rec: SessionRecording) -> None:
+        """Back-pressure: stop reading both sides until the recording catches up."""
+        pause = self.pause_reading
+        if pause is None:
+            return
+        pause(True)
+        self._held = asyncio.get_running_loop().create_task(self._release(rec, pause),
+                                                            name="rdp recorder backpressure")
+
+    async def _release(self, rec: SessionRecording, pause: Callable[[bool], None]) -> None:
+        try:
+            await rec.wait_writable()
+        finally:
+            self._held = None
+            if not self._closed:
+                pause(False)
 
     def _line(self, text: str) -> None:
         rec = self.rec
@@ -348,6 +374,8 @@ class RdpConnection:
             return
         self._closed = True
         self.gate.connections.discard(self)
+        if self._held is not None:
+            self._held.cancel()
         self.keys.flush()
         core = self.core
         if core is None:

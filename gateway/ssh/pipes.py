@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.audit import Kind
-from gateway.config import TargetConfig
+from gateway.config import PolicySettings, TargetConfig
 from gateway.core.enforce import Allow, Deny, Enforcer, Gone
 from gateway.core.interactive import InteractivePolicy, Ports
 from gateway.core.masking import RecordMasker
@@ -316,6 +316,22 @@ def file_op(session: SessionCore, op: FileOp) -> None:
     session.audit(Kind.FILE_TRANSFER, "ok", detail)
 
 
+def is_transfer(command: str | None) -> bool:
+    """rsync and legacy scp: file contents, masked as binary (``mask_transfers``)."""
+    return (command or "").startswith(("rsync --server", "scp "))
+
+
+def records_masked(policy: PolicySettings, *, kind: str, command: str | None,
+                   has_pty: bool) -> bool:
+    """Will :func:`choose_pipe` mask what is recorded of this session (so that the
+    recorded output may differ from what the user receives)?"""
+    if has_pty and (kind == "shell" or (kind == "exec" and not is_transfer(command))):
+        return kind == "shell" or policy.mask_exec
+    if kind == "sftp" or is_transfer(command):
+        return policy.mask_transfers
+    return policy.mask_exec
+
+
 def choose_pipe(relay: Relay, session: SessionCore, enforcer: Enforcer,
                 target: TargetConfig, *, kind: str, command: str | None, has_pty: bool,
                 size: tuple[int, int]) -> Pipe:
@@ -323,7 +339,7 @@ def choose_pipe(relay: Relay, session: SessionCore, enforcer: Enforcer,
     services = enforcer.services
     policy = services.config.policy
     maskers = services.maskers
-    transfer = (command or "").startswith(("rsync --server", "scp "))
+    transfer = is_transfer(command)
     if has_pty and (kind == "shell" or (kind == "exec" and not transfer)):
         # a shell is decided line by line; a PTY exec (`ssh -t host -- sudo x`, the
         # player) was decided as a whole, its keys are recorded per line like a shell's

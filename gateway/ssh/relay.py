@@ -101,6 +101,9 @@ class Relay:
         self.upstream: asyncssh.SSHClientChannel[bytes] | None = None
         self.pipe: Pipe | None = None
         self.rec: SessionRecording | None = None  # for backpressure
+        # every byte written to the user, when the recording is masked (its trailer then
+        # holds the SHA-256 of what the user received: SessionRecording.delivered)
+        self.delivered: Callable[[bytes], None] | None = None
         self.user_closed = asyncio.Event()
         self.target_done = asyncio.Event()
         self.exit_status: int | None = None
@@ -127,6 +130,9 @@ class Relay:
             self.chan.write(data, datatype)
         except (BrokenPipeError, ConnectionError):
             self.user_closed.set()
+            return
+        if self.delivered is not None:
+            self.delivered(data)
 
     def to_target(self, data: bytes) -> None:
         if self.upstream is not None and data:

@@ -41,7 +41,7 @@ from gateway.limits import (
 from gateway.ssh.channels import ChannelRequest, open_target_channel
 from gateway.ssh.context import ConnContext
 from gateway.ssh.menu import MenuEntry, TargetMenu
-from gateway.ssh.pipes import MenuPipe, choose_pipe
+from gateway.ssh.pipes import MenuPipe, choose_pipe, records_masked
 from gateway.ssh.player import player_refusal, player_route
 from gateway.ssh.relay import Relay, watch_limits
 from gateway.ssh.routing import Route, route_request, session_kind, valid_target_name
@@ -316,6 +316,11 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
             self.fail("this session cannot be recorded, so it was not started; "
                       "tell an administrator", 1)
             return False
+        if core.rec is not None and self.relay is not None and records_masked(
+                self.services.config.policy, kind=self.kind, command=route.command,
+                has_pty=self.has_pty):
+            # the recording is masked: its trailer proves what the user received
+            self.relay.delivered = core.rec.delivered
         if route.command is None:
             return True
         core.record_command(route.command, source="exec")
