@@ -142,6 +142,7 @@ class SessionRecording:
         # instead of holding unbounded memory for a relay that ignores backpressure.
         self._hard_cap = 2 * st.queue_bytes
         self._dead = False  # failed or closed: calls are dropped
+        self._delivered_bytes = 0  # sent to the user, hashed into the trailer (delivered)
         self._closed = False
         self._failed: RecorderError | None = None
         self._callbacks: list[Callable[[RecorderError], None]] = []
@@ -156,7 +157,7 @@ class SessionRecording:
     def bytes_recorded(self) -> int:
         """Payload bytes handed to this recording so far, before compression (what the
         gateway's recording budgets count)."""
-        return self._s.enqueued
+        return self._s.enqueued - self._delivered_bytes
 
     # ------------------------------------------------------------------ hot path
 
@@ -203,6 +204,7 @@ class SessionRecording:
             return
         if type(data) is not bytes:
             data = bytes(data)
+        self._delivered_bytes += len(data)  # hashed, not stored: no budget counts it
         self._put(DELIVERED, data)
 
     def input(self, data: bytes) -> None:
