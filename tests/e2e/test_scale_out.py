@@ -288,8 +288,12 @@ def test_node_killed_its_session_ended_by_another(cluster: Cluster) -> None:
         until(exported, timeout=40, every=0.5)
     except AssertionError:
         raise AssertionError(f"{last}\n{c.gateway.logs()[-3000:]}") from None
+    # node C's crash recovery finished the recording (a signed recovery trailer) and its
+    # row says so, on every node
     shown = b.cli("sessions", "show", session)
-    assert re.search(r"truncated|ended", shown.stdout), shown.stdout
+    assert re.search(r"status\s+recovered\b", shown.stdout), shown.stdout
+    checked = b.cli("verify", session)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_grant_revoked_on_c_ends_the_session_on_a(cluster: Cluster) -> None:
