@@ -3,8 +3,10 @@
 :class:`GatewayApp` builds the audit log, the recorder, the state stores (approvals and
 grants, SSO bindings), the access check, the policy engine and the built-in commands,
 and hands them to the protocol adapters as :class:`gateway.core.services.Services`: the
-SSH listener in this process, RDP in worker processes (``gateway/rdp``). Only
-``gateway.cli`` imports this module.
+SSH listener in this process (``[gateway] workers = 1``) or in SSH worker processes that
+build the same app in their worker role (``gateway/workers.py``,
+``gateway/ssh/supervisor.py``), RDP in worker processes (``gateway/rdp``). Only
+``gateway.cli`` and ``gateway.workers`` import this module.
 
 Lifecycle: ``run()`` starts everything, serves until SIGTERM/SIGINT (or ``stop()``),
 then stops accepting, lets existing sessions drain for ``gateway.drain_timeout``
@@ -30,24 +32,24 @@ from gateway.audit import AuditEvent, AuditLog, Kind
 from gateway.config import Config
 from gateway.core.access import Access, Principal
 from gateway.core.commands import Commands
-from gateway.core.live import LiveSessions, carry_out_kills
-from gateway.core.masking import Maskers
+from gateway.core.live import LiveSessions, carry_out_kills, publish_watched
+from gateway.core.masking import maskers_for
 from gateway.core.notify import notify_webhook
+from gateway.core.storage import StorageEvents
 from gateway.policy import Action, PolicyEngine, Rule
 from gateway.rdp.supervisor import RdpSupervisor
 from gateway.ssh.listener import SshListener
 from gateway.ssh.supervisor import SshWorkers, serving_processes
 from recorder.service import Recorder
 from recorder.status import worker_status_name
-from state.approvals import ApprovalStore, Request
-from state.bindings import BindingStore
-from state.failures import SharedFailureLimiter
-from state.paths import DataDir
-from state.ratelimit import FailureCounter, FailureLimiter
+from state.approvals import Request
+from state.backend import StateBackend
+from state.errors import StateError
 
 if TYPE_CHECKING:
     from gateway.core.weblogin import WebLogins
     from gateway.web.server import WebService
+    from state.pg.livetail import LiveTail
 
 log = logging.getLogger("bastille.app")
 
@@ -67,28 +69,34 @@ class GatewayApp:
         self.version = __version__
         self.worker_socket = worker_socket
         worker = worker_socket is not None
-        data = DataDir(config.data_dir)
+        self.ssh_workers = serving_processes(config)  # 1: this process serves SSH itself
+        # SQLite or PostgreSQL; with SQLite and SSH workers, failed logins in a shared file
+        self.state = StateBackend(config.state, config.data_dir, workers=self.ssh_workers)
         self.audit_log = AuditLog(config.audit.file, syslog=config.audit.syslog,
                                   syslog_address=config.audit.syslog_address,
                                   syslog_facility=config.audit.syslog_facility)
-        # crash recovery and the status file: the gateway process only, not its workers
+        # crash recovery and the status file: the gateway process; a worker writes its own
         self.recorder = Recorder(config.recording, recover=not worker,
                                  status_name=worker_status_name(os.getpid()))
-        self.approvals = ApprovalStore(data.approvals)
-        self.bindings = BindingStore(data.oidc_bindings) \
+        self.approvals = self.state.approvals()
+        self.usage = self.state.usage() if config.budget.user_day_bytes else None
+        self.bindings = self.state.bindings() \
             if config.oidc is not None or config.saml is not None else None
         self.access = Access(config, self.approvals)
         self.policy = build_engine(config)
-        self.maskers = Maskers(config.policy)
-        self.live = LiveSessions()
-        self.failures: FailureCounter
-        if worker:  # counted with the other SSH workers (a shared file)
-            self.failures = SharedFailureLimiter(data.login_failures,
-                                                 config.gateway.max_auth_failures,
-                                                 config.gateway.auth_failure_window)
-        else:
-            self.failures = FailureLimiter(config.gateway.max_auth_failures,
-                                           config.gateway.auth_failure_window)
+        self.maskers = maskers_for(config.policy)
+        self.registry = self.state.registry()  # which node holds which live session
+        self.live = LiveSessions(self.registry)
+        # crash recoveries and storage state -> audit; sessions and workers -> status
+        self.storage_events = StorageEvents(
+            self.recorder, self.audit, sessions=self.live,
+            workers=(lambda: self._rdp.pids() if self._rdp is not None else [])
+            if config.rdp is not None and not worker else None,
+            ssh_workers=(lambda: self._ssh_workers.pids if self._ssh_workers else [])
+            if self.ssh_workers > 1 and not worker else None)
+        self.failures = self.state.failures(
+            config.gateway.max_auth_failures, config.gateway.auth_failure_window,
+            source_limit=config.gateway.max_source_failures or None)
         self.commands = Commands(config, self.access, self.approvals, self.audit,
                                  self.notify_approvers, self.version)
         if config.rdp is not None:
@@ -100,6 +108,9 @@ class GatewayApp:
         self.web: WebService | None = None  # the HTTPS endpoint ([web]: SAML, approvals)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._kills: asyncio.Task[Any] | None = None
+        self._lease: asyncio.Task[Any] | None = None
+        self._relay: asyncio.Task[Any] | None = None
+        self._tail: LiveTail | None = None
         self._stopping = asyncio.Event()
 
     # ------------------------------------------------------------ Services
@@ -151,27 +162,35 @@ class GatewayApp:
         if self.worker_socket is not None:
             await self._start_worker(self.worker_socket)
             return
-        expired = self.approvals.expire_all_pending()
+        try:
+            expired = self.approvals.expire_all_pending()
+        except StateError as exc:  # the database is down: its requests expire on their own
+            log.warning("cannot expire this node's old approval requests: %s", exc)
+            expired = 0
         if expired:
             log.warning("%d approval request(s) left pending by a previous run expired", expired)
         await self.recorder.start()
         if self.config.rdp is not None:  # RDP runs in worker processes (gateway/rdp/)
             self._rdp = RdpSupervisor(self.config, self.audit_log,
-                                      verbose=log.isEnabledFor(logging.DEBUG))
+                                      verbose=log.isEnabledFor(logging.DEBUG),
+                                      on_worker_exit=self.recorder.adopt_orphans)
             await self._rdp.start()
         if self.config.web is not None:  # before SSH: keyboard-interactive SAML needs it
             from gateway.web.server import WebService
 
             self.web = WebService(self.config, audit=self.audit, approvals=self.approvals)
             await self.web.start()
-        workers = serving_processes(self.config)
+        # the lease first: its first renewal forgets what a previous run registered
+        self._lease = self.spawn(self.registry.keep_alive(self._node_lost), "node lease")
+        workers = self.ssh_workers
         if workers > 1:
             self._ssh_workers = SshWorkers(self.config, self.audit_log, workers,
-                                           log_level=logging.getLogger().getEffectiveLevel())
+                                           log_level=logging.getLogger().getEffectiveLevel(),
+                                           on_worker_exit=self.recorder.adopt_orphans)
             self.port = await self._ssh_workers.start()
         else:
             self.port = await self.ssh.start()
-        self._kills = self.spawn(carry_out_kills(self.approvals, self.live), "kill requests")
+            self._serve_sessions()
         gw = self.config.gateway
         self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={
             "event": "start", "listen": f"{gw.listen_host}:{self.port}",
@@ -181,11 +200,48 @@ class GatewayApp:
 
     async def _start_worker(self, sock: socket.socket) -> None:
         """An SSH worker process: the recorder (no recovery), the listener on its
-        socket, kill requests of its own sessions."""
+        socket, what its own sessions need (kill requests, revoked grants, watchers on
+        other nodes). The node's lease stays with the gateway process."""
         await self.recorder.start()
         self.port = await self.ssh.start(sock=sock)
-        self._kills = self.spawn(carry_out_kills(self.approvals, self.live), "kill requests")
-        log.info("ssh worker %d serving 127.0.0.1:%d", os.getpid(), self.port)
+        self._serve_sessions()
+        log.info("ssh worker %d serving %s:%d", os.getpid(), self.config.gateway.listen_host,
+                 self.port)
+
+    def _serve_sessions(self) -> None:
+        """The tasks that act on this process's live sessions."""
+        self._kills = self.spawn(carry_out_kills(
+            self.approvals, self.live, access=self.access,
+            interval=min(1.0, self.config.state.poll_interval) if self.state.shared else 1.0),
+            "kill requests")
+        self._tail = self.state.live_tail()  # watched live sessions, for other nodes
+        if self._tail is not None:
+            self._relay = self.spawn(publish_watched(self._tail, self.live,
+                                                     self.recorder.sink.read), "watch relay")
+
+    async def _close_state(self) -> None:
+        if self.worker_socket is None:  # the lease is the gateway process's
+            await _leave(self.registry)
+        if self._tail is not None:
+            self._tail.close()
+        self.registry.close()
+        self.approvals.close()
+        if self.usage is not None:
+            self.usage.close()
+        if self.bindings is not None:
+            self.bindings.close()
+        close = getattr(self.failures, "close", None)
+        if close is not None:
+            close()
+
+    def _node_lost(self, node: str, sessions: list[tuple[str, str, str]]) -> None:
+        """Another gateway missed its lease: its live sessions were marked ended."""
+        self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={
+            "event": "node lost", "node": node, "sessions": len(sessions)}))
+        for session, user, target in sessions:
+            self.audit(AuditEvent(Kind.SESSION_END, "node lost", user=user, target=target,
+                                  session=session, detail={"node": node,
+                                                           "noticed_by": self.registry.node}))
 
     def stop(self) -> None:
         self._stopping.set()
@@ -229,8 +285,13 @@ class GatewayApp:
                 self._ssh_workers.stop(gw.drain_timeout + 15))
         if self._kills is not None:
             self._kills.cancel()
+        for task in (self._lease, self._relay):
+            if task is not None:
+                task.cancel()
         log.info("draining %d task(s) of sessions for up to %.0f s",
-                 len([t for t in self._tasks if t is not self._kills]), gw.drain_timeout)
+                 len([t for t in self._tasks
+                      if t not in (self._kills, self._lease, self._relay)]),
+                 gw.drain_timeout)
         await self._wait_tasks(gw.drain_timeout)
         self.ssh.terminate_all("the bastion is shutting down")
         await self._wait_tasks(5)
@@ -243,13 +304,22 @@ class GatewayApp:
         if ssh_stop is not None:
             await ssh_stop
         await self.recorder.close(timeout=max(5.0, gw.drain_timeout))
-        self.approvals.close()
-        if self.bindings is not None:
-            self.bindings.close()
+        await self._close_state()
         self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={
             "event": "stop" if self.worker_socket is None else "ssh worker stop",
             **({"pid": os.getpid()} if self.worker_socket is not None else {})}))
         self.audit_log.close()
+
+
+async def _leave(registry: object) -> None:
+    """At a clean stop: give this node's lease back (nothing for another node to take)."""
+    leave = getattr(registry, "leave", None)
+    if leave is None:
+        return
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, leave)
+    except StateError as exc:
+        log.warning("cannot give this node's lease back: %s", exc)
 
 
 def build_engine(config: Config) -> PolicyEngine | None:

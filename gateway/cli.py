@@ -25,6 +25,7 @@ from gateway.errors import ConfigError
 
 if TYPE_CHECKING:
     from gateway.config import Config
+    from player.approvals import Approver
     from recorder.settings import RecorderSettings
 
 EPILOG = """\
@@ -62,11 +63,13 @@ def _config_path(args: argparse.Namespace) -> Path:
     raise SystemExit("bastille: no config: pass -c CONFIG (or --data DIR for a demo directory)")
 
 
-def _load(args: argparse.Namespace) -> Config:
+def _load(args: argparse.Namespace, *, secrets: bool = True) -> Config:
+    """The config of ``args``; ``secrets=False`` for tools that never log into a target
+    (they start without the target secrets' variables set)."""
     from gateway.config import load_config
     from gateway.ssh.keys import check_private_key
 
-    secrets = not getattr(args, "no_target_secrets", False)
+    secrets = secrets and not getattr(args, "no_target_secrets", False)
     try:
         return load_config(_config_path(args), check_key=check_private_key, secrets=secrets)
     except ConfigError as exc:
@@ -75,7 +78,12 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _resolve_recorder(args: argparse.Namespace) -> RecorderSettings:
-    """Recorder settings from -c CONFIG, from a demo directory, or from a bare data dir."""
+    """Recorder settings from -c CONFIG, from a demo directory, or from a bare data dir
+    (no target secrets needed); registers the text masker the recorder's tools use."""
+    from gateway.config import PolicySettings
+    from gateway.core.masking import maskers_for
+    from recorder import textmask
+
     data = getattr(args, "data", None)
     if data and not getattr(args, "config", None):
         from gateway.demo import CONFIG_NAME
@@ -85,14 +93,11 @@ def _resolve_recorder(args: argparse.Namespace) -> RecorderSettings:
         if not (directory / CONFIG_NAME).exists():
             if not directory.is_dir():
                 raise SystemExit(f"bastille: {directory} is not a directory")
+            textmask.register(maskers_for(PolicySettings()).text_for(None))
             return RecorderSettings(data_dir=directory)
-    from gateway.config import load_config
-
-    try:  # read-only tools: the storage's write secret need not be set
-        return load_config(_config_path(args), reading=True, secrets=False).recording
-    except ConfigError as exc:
-        print(f"bastille: invalid configuration:\n{exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    config = _load(args, secrets=False)
+    textmask.register(maskers_for(config.policy).text_for(targets=config.targets.values()))
+    return config.recording
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -101,7 +106,11 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.config.perms import secret_file_warnings
+
     config = _load(args)
+    for warning in secret_file_warnings(config):
+        logging.getLogger("bastille.config").warning("%s", warning)
     return _serve(config)
 
 
@@ -111,11 +120,16 @@ def _serve(config: Config, banner: str | None = None) -> int:
     async def main() -> None:
         from gateway.errors import BastilleError
         from recorder.errors import RecorderError
+        from state.errors import StateError
 
-        app = GatewayApp(config)
+        try:
+            app = GatewayApp(config)
+        except (StateError, RecorderError, OSError) as exc:  # a state file unusable
+            print(f"bastille: cannot start: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
         try:
             await app.start()
-        except (BastilleError, RecorderError, OSError) as exc:
+        except (BastilleError, RecorderError, StateError, OSError) as exc:
             print(f"bastille: cannot start: {exc}", file=sys.stderr)
             await app.recorder.close(timeout=5)
             raise SystemExit(1) from None
@@ -189,9 +203,23 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
         return 1
+    if config.state.shared:  # the shared database: reachable, with what the index needs
+        from state.backend import StateBackend
+
+        unusable = StateBackend(config.state, config.data_dir).check()
+        if unusable is not None:
+            print(f"{config.path}: state.url: {unusable}", file=sys.stderr)
+            print("1 problem(s) found", file=sys.stderr)
+            return 1
+    from gateway.config.perms import secret_file_warnings
+
+    warnings = secret_file_warnings(config)
+    for warning in warnings:
+        print(warning, file=sys.stderr)
     rdp = f", RDP on {config.rdp.listen_host}:{config.rdp.listen_port}" if config.rdp else ""
+    note = f"; {len(warnings)} warning(s)" if warnings else ""
     print(f"{config.path}: OK ({len(config.users)} user(s), {len(config.targets)} target(s), "
-          f"listening on {config.gateway.listen_host}:{config.gateway.listen_port}{rdp})")
+          f"listening on {config.gateway.listen_host}:{config.gateway.listen_port}{rdp}{note})")
     return 0
 
 
@@ -208,15 +236,22 @@ def _parse_since(value: str) -> float:
 def cmd_audit(args: argparse.Namespace) -> int:
     from common.safetext import visible
     from gateway.audit import read_events
+    from gateway.core.masking import maskers_for
 
-    config = _load(args)
+    config = _load(args, secrets=False)
     since = _parse_since(args.since) if args.since else None
     if not config.audit.file.exists():
         print(f"bastille: no audit log yet at {config.audit.file}", file=sys.stderr)
         return 1
+    mask = maskers_for(config.policy).text_for(targets=config.targets.values())
     for record in read_events(config.audit.file, since=since, user=args.user, kind=args.kind):
+        detail = record.get("detail")
+        if isinstance(detail, dict):  # lines written before commands were masked
+            for key in ("command", "reason"):
+                if isinstance(detail.get(key), str):
+                    detail[key] = mask(detail[key])
         if args.json:
-            print(json.dumps(record, ensure_ascii=False))
+            print(json.dumps(record))  # ASCII: no control or bidi character left raw
             continue
         detail = record.get("detail") or {}
         extra = " ".join(f"{visible(k)}={visible(json.dumps(v, ensure_ascii=False))}"
@@ -234,20 +269,19 @@ def cmd_oidc(args: argparse.Namespace) -> int:
     import datetime
 
     from common.safetext import visible
-    from state.bindings import BindingStore
-    from state.paths import DataDir
+    from state.backend import StateBackend
 
-    config = _load(args)
+    config = _load(args, secrets=False)
     if config.oidc is None and config.saml is None:
         print(f"bastille: {config.path} has no [oidc] or [saml] section", file=sys.stderr)
         return 2
-    store = BindingStore(DataDir(config.data_dir).oidc_bindings)
+    store = StateBackend(config.state, config.data_dir).bindings()
     if args.action == "revoke":
         if not args.user:
             print("bastille: oidc revoke needs a USER", file=sys.stderr)
             return 2
         n = store.revoke(args.user)
-        print(f"revoked {n} live binding(s) of {args.user}")
+        print(f"revoked {n} live binding(s) of {visible(args.user)}")
         return 0
     rows = store.list(args.user)
     if args.json:
@@ -259,7 +293,7 @@ def cmd_oidc(args: argparse.Namespace) -> int:
     for b in rows:
         until = datetime.datetime.fromtimestamp(b.expires, datetime.UTC)
         print(f"{visible(b.user):<16} {b.key_sha256[:16]}  until {until:%Y-%m-%dT%H:%M:%SZ}  "
-              f"groups={','.join(sorted(b.groups)) or '-'}")
+              f"groups={visible(','.join(sorted(b.groups))) or '-'}")
     if not rows:
         print("no live bindings")
     return 0
@@ -283,19 +317,21 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:
-    from gateway.audit import AuditLog
     from gateway.core.commands import format_requests, run_approvals
-    from state.approvals import ApprovalStore
-    from state.paths import DataDir
+    from gateway.core.masking import maskers_for
+    from gateway.operator import OperatorAudit
+    from state.backend import StateBackend
 
-    config = _load(args)
-    store = ApprovalStore(DataDir(config.data_dir).approvals)
+    config = _load(args, secrets=False)
+    store = StateBackend(config.state, config.data_dir).approvals()
     if args.action == "list":
         requests = store.list(status=None if args.all else "pending")
+        mask = maskers_for(config.policy).text_for(None)
         if args.json:
-            print(json.dumps([r.to_json() for r in requests], indent=2))
+            print(json.dumps([{**r.to_json(), "command": mask(r.command)} for r in requests],
+                             indent=2))
         else:
-            print(format_requests(requests, time.time()))
+            print(format_requests(requests, time.time(), mask))
         return 0
     if not args.as_user:
         print("bastille: --as USER is required (the approver you act as)", file=sys.stderr)
@@ -304,7 +340,7 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     if user is None:
         print(f"bastille: no user {args.as_user!r} in the config", file=sys.stderr)
         return 2
-    audit = AuditLog(config.audit.file)
+    audit = OperatorAudit(config)  # records who ran this, next to --as
     line = f"{args.action} {args.id} {' '.join(args.reason or [])}".strip()
     out = run_approvals(config, store, audit.emit, user.name, user.groups, line, source="cli")
     audit.close()
@@ -315,19 +351,19 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 
 def cmd_sessions_kill(args: argparse.Namespace) -> int:
     from common.safetext import visible
-    from gateway.audit import AuditEvent, AuditLog, Kind
-    from recorder.index import Index
-    from state.approvals import ApprovalStore
-    from state.paths import DataDir
+    from gateway.audit import AuditEvent, Kind
+    from gateway.operator import emit_once
+    from recorder.index import open_index
+    from state.backend import StateBackend
 
-    config = _load(args)
-    data = DataDir(config.data_dir)
+    config = _load(args, secrets=False)
+    state = StateBackend(config.state, config.data_dir)
     user = config.users.get(args.as_user)
     if user is None or not config.approvals.approvers.allows(user.name, user.groups):
-        print(f"bastille: {args.as_user} is not an auditor (configured approver)",
-              file=sys.stderr)
+        print(f"bastille: {visible(args.as_user)} may not end sessions (only the configured "
+              "approvers may; auditors are read-only)", file=sys.stderr)
         return 2
-    index = Index(DataDir(config.recording.data_dir).index)
+    index = open_index(config.recording, checked=False)
     rows = [r for r in index.list_sessions(status="live", limit=100000)
             if r.id.startswith(args.id)]
     index.close()
@@ -337,13 +373,11 @@ def cmd_sessions_kill(args: argparse.Namespace) -> int:
         print(f"bastille: {what} matches {args.id!r}", file=sys.stderr)
         return 2
     session = live[0]
-    store = ApprovalStore(data.approvals)
+    store = state.approvals()
     store.request_kill(session.id, by=user.name, reason=args.reason)
-    audit = AuditLog(config.audit.file)
-    audit.emit(AuditEvent(Kind.SESSION_KILL, "requested", user=user.name, source="cli",
-                          target=session.target, session=session.id,
-                          detail={"session_user": session.user, "reason": args.reason}))
-    audit.close()
+    emit_once(config, AuditEvent(Kind.SESSION_KILL, "requested", user=user.name, source="cli",
+                                 target=session.target, session=session.id,
+                                 detail={"session_user": session.user, "reason": args.reason}))
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         if store.kill_status(session.id):
@@ -358,54 +392,63 @@ def cmd_sessions_kill(args: argparse.Namespace) -> int:
 
 def cmd_player(args: argparse.Namespace) -> int:
     from player.app import run_player
+
+    approver = _player_approver(args) if args.as_user else None
+    audit_file = None
+    state = None
+    if getattr(args, "config", None):
+        from state.backend import StateBackend
+
+        loaded = _load(args, secrets=False)
+        audit_file = loaded.audit.file
+        state = StateBackend(loaded.state, loaded.data_dir)  # SQLite files or PostgreSQL
+    settings = _resolve_recorder(args)
+    from gateway.rdp.screens import frame_builder  # RDP desktops: drawn in a child process
+
+    bare = getattr(args, "data", None) and not getattr(args, "config", None) and \
+        settings.data_dir == Path(args.data)
+    return run_player(settings, session_id=args.id, approver=approver, audit_file=audit_file,
+                      state=state, frame_builder=frame_builder(
+                          None if bare else _config_path(args), settings))
+
+
+def _player_approver(args: argparse.Namespace) -> Approver:
+    """Who ``--as`` names, what they may do (approvers decide and end sessions, auditors
+    only read and review), and how their actions are audited (with the OS user)."""
+    from gateway.audit import AuditEvent, Kind
+    from gateway.operator import emit_once
     from player.approvals import Approver
 
-    approver = None
-    if args.as_user:
-        from gateway.audit import AuditEvent, AuditLog, Kind
+    config = _load(args, secrets=False)
+    user = config.users.get(args.as_user)
+    groups = user.groups if user is not None else frozenset()
+    may = user is not None and config.approvals.approvers.allows(user.name, groups)
+    who = args.as_user
 
-        config = _load(args)
-        user = config.users.get(args.as_user)
-        groups = user.groups if user is not None else frozenset()
-        may = user is not None and config.approvals.approvers.allows(user.name, groups)
+    def audited(request, reason: str) -> None:  # type: ignore[no-untyped-def]
+        emit_once(config, AuditEvent(Kind.APPROVAL, request.status, user=who,
+                                     source="player", target=request.target,
+                                     session=request.session,
+                                     detail={"request": request.id, "requester": request.user,
+                                             "command": request.command, "reason": reason}))
 
-        def audited(request, reason: str) -> None:  # type: ignore[no-untyped-def]
-            log = AuditLog(config.audit.file)
-            log.emit(AuditEvent(Kind.APPROVAL, request.status, user=args.as_user,
-                                source="player", target=request.target,
-                                session=request.session,
-                                detail={"request": request.id, "requester": request.user,
-                                        "command": request.command, "reason": reason}))
-            log.close()
+    def killed(session: str, reason: str) -> None:
+        emit_once(config, AuditEvent(Kind.SESSION_KILL, "requested", user=who,
+                                     source="player", session=session,
+                                     detail={"reason": reason}))
 
-        def killed(session: str, reason: str) -> None:
-            log = AuditLog(config.audit.file)
-            log.emit(AuditEvent(Kind.SESSION_KILL, "requested", user=args.as_user,
-                                source="player", session=session,
-                                detail={"reason": reason}))
-            log.close()
+    def watched(session: str) -> None:
+        emit_once(config, AuditEvent(Kind.SESSION_WATCH, "ok", user=who, source="player",
+                                     session=session))
 
-        def watched(session: str) -> None:
-            log = AuditLog(config.audit.file)
-            log.emit(AuditEvent(Kind.SESSION_WATCH, "ok", user=args.as_user, source="player",
-                                session=session))
-            log.close()
+    def reviewed(review) -> None:  # type: ignore[no-untyped-def]
+        emit_once(config, AuditEvent(Kind.SESSION_REVIEW, review.kind, user=who,
+                                     source="player", session=review.session,
+                                     detail={"record": review.id, "at": review.at,
+                                             "entry": review.entry, "text": review.text,
+                                             "signature": review.status}))
 
-        def reviewed(review) -> None:  # type: ignore[no-untyped-def]
-            log = AuditLog(config.audit.file)
-            log.emit(AuditEvent(Kind.SESSION_REVIEW, review.kind, user=args.as_user,
-                                source="player", session=review.session,
-                                detail={"record": review.id, "at": review.at,
-                                        "entry": review.entry, "text": review.text,
-                                        "signature": review.status}))
-            log.close()
-
-        approver = Approver(args.as_user, groups, may, audited, killed, watched, reviewed)
-    audit_file = None
-    if getattr(args, "config", None):
-        audit_file = _load(args).audit.file
-    return run_player(_resolve_recorder(args), session_id=args.id, approver=approver,
-                      audit_file=audit_file)
+    return Approver(who, groups, may, audited, killed, watched, reviewed)
 
 
 def _export_bundle(rec, output: str, args: argparse.Namespace) -> str:  # type: ignore[no-untyped-def]
@@ -459,8 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "denying needs --as USER, a configured approver who is not the "
                        "requester.")
     _add_config_args(p)
-    p.add_argument("action", choices=["list", "approve", "deny"])
-    p.add_argument("id", nargs="?", help="request number (approve/deny)")
+    p.add_argument("action", choices=["list", "approve", "deny", "revoke"])
+    p.add_argument("id", nargs="?", help="request number (approve/deny), or the access "
+                   "grant to revoke (revoke: sessions running on it end)")
     p.add_argument("reason", nargs="*", help="reason shown to the requester")
     p.add_argument("--as", dest="as_user", metavar="USER", help="the approver you act as")
     p.add_argument("--all", action="store_true", help="list: also decided requests")
@@ -481,8 +525,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_hash_password)
 
     from gateway.rdp.cli import add_commands as add_rdp_commands
+    from state.cli import add_commands as add_state_commands
 
     add_rdp_commands(sub, _add_config_args, _load)
+    add_state_commands(sub, _add_config_args, _load)
 
     try:
         from recorder.cli import add_commands
@@ -519,7 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("id", nargs="?", help="open this session directly")
     p.add_argument("--as", dest="as_user", metavar="USER",
-                   help="who you are, for the approvals pane (a configured approver)")
+                   help="who you are: a configured approver (approves, ends sessions) "
+                   "or auditor (read-only); recorded with your OS user")
     p.add_argument("--no-target-secrets", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_player)
     return parser

@@ -144,6 +144,8 @@ def _add_workers(data_dir: Path, status: RecorderStatus) -> None:
         status.last_failure = status.last_failure or worker.last_failure
         status.storage = worker.storage if RANK.get(worker.storage.state, 0) > RANK.get(
             status.storage.state, 0) else status.storage
+        for key, value in worker.gateway.items():  # e.g. its sessions, named
+            status.gateway[f"{key} {worker.pid}"] = value
 
 
 def _alive(pid: int) -> bool:

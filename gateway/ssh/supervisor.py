@@ -40,6 +40,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 
 from gateway.audit import AuditEvent, Kind
 from gateway.config import Config
@@ -118,12 +119,16 @@ class SshWorkers:
         audit: where worker exits are reported.
         count: number of workers.
         log_level: the workers' logging level (the gateway's own).
+        on_worker_exit: awaited after a worker exited unexpectedly, before it is
+            replaced (the gateway's recorder finishes the recordings it left).
     """
 
     def __init__(self, config: Config, audit: object, count: int,
-                 log_level: int = logging.WARNING) -> None:
+                 log_level: int = logging.WARNING,
+                 on_worker_exit: Callable[[], Awaitable[None]] | None = None) -> None:
         self.config = config
         self._audit = audit
+        self._on_worker_exit = on_worker_exit
         self.count = count
         self._log_level = log_level
         self.port = 0
@@ -192,6 +197,11 @@ class SshWorkers:
         self.audit(AuditEvent(Kind.GATEWAY, "failed", detail={
             "event": "ssh worker exited", "pid": proc.pid, "status": code}))
         log.error("ssh worker %d exited with %s; starting a new one", proc.pid, code)
+        if self._on_worker_exit is not None:
+            try:
+                await self._on_worker_exit()
+            except Exception:  # the replacement worker must start all the same
+                log.exception("finishing the recordings of ssh worker %d failed", proc.pid)
         await asyncio.sleep(RESTART_DELAY)
         if not self._stopping:
             try:
