@@ -5,6 +5,7 @@ worker serves a session. The whole e2e suite also runs with two workers:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import asyncssh
 import pytest
 
 from tests.e2e.rig import Rig
@@ -185,13 +187,56 @@ approvers = ["bob"]
         assert (ask.returncode, out) == (0, f"approve-me-{i}\n".encode()), err
 
 
+CAROL_PW = "carol-Right-Pw-7"
+
+
+async def _carol(port: int, password: str) -> str:
+    """One connection answering ``password`` once as carol: what happened."""
+    answers = iter([password])
+
+    class Once(asyncssh.SSHClient):
+        def password_auth_requested(self) -> str | None:
+            return next(answers, None)
+
+    try:
+        async with asyncssh.connect("127.0.0.1", port, username="carol", known_hosts=None,
+                                    client_keys=None, agent_path=None,
+                                    preferred_auth="password",
+                                    client_factory=Once) as conn:
+            return f"in: {(await conn.run('help', check=False, timeout=20)).stdout}"
+    except asyncssh.DisconnectError as exc:
+        return f"cut: {exc.reason}"
+
+
 def test_failed_logins_are_counted_across_workers(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    """The rules of the failed-login limiter hold for the node, not per worker: three
+    wrong passwords for carol (their connections spread over both workers by the kernel)
+    block carol from this address on every worker; two key offers that match nothing
+    then bring the address to its own limit (5), whichever worker counted what."""
+    from gateway.auth.passwords import hash_password
+
+    carol = f'''
+[users.carol]
+password_hash = "{hash_password(CAROL_PW)}"
+groups = ["ops"]
+'''
     g: Rig = make_gateway(gateway_extra='workers = 2\nmax_auth_failures = 3\n'
-                                        'auth_failure_window = "1m"')
-    for _ in range(3):  # spread over both workers by the kernel
+                                        'max_source_failures = 5\nauth_failure_window = "2m"',
+                          extra=carol)
+    port = g.gateway.port
+    for i in range(3):
+        outcome = asyncio.run(_carol(port, f"wrong-{i}"))  # the third: "too many"
+        assert "Permission denied" in outcome or "too many failed logins" in outcome, outcome
+    for _ in range(6):  # whichever worker answers, carol is blocked from here
+        outcome = asyncio.run(_carol(port, CAROL_PW))
+        assert outcome.startswith("cut: ") and "too many failed logins" in outcome, outcome
+    assert g.ssh("alice", "web1", "--", "echo", "hi").stdout == b"hi\n"  # not the user
+    for _ in range(2):  # key offers count for the source only: 5 failures now
         r = g.ssh("alice", "web1", "--", "true", key="mallory")
         assert r.returncode == 255 and b"Permission denied" in r.stderr
-    for _ in range(6):  # whichever worker answers, the address is blocked
+    for _ in range(6):
         r = g.ssh("alice", "web1", "--", "echo", "hi")
         assert r.returncode == 255 and b"too many failed logins" in r.stderr, r.stderr
-    assert (g.data / "login_failures.sqlite3").stat().st_mode & 0o777 == 0o600
+    path = g.data / "login_failures.sqlite3"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert b"carol" not in path.read_bytes()  # buckets are digests, not user names
