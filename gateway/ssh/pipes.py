@@ -104,8 +104,9 @@ class Pipe:
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
 
-    def flush_recording(self) -> None:
-        """Record what is gathered now (before the bastion records a message)."""
+    def flush(self) -> None:
+        """Hand over what is gathered now, to the user and the recording: before an EOF,
+        an exit status or a message of the bastion's."""
 
     def from_user(self, data: bytes) -> None:
         raise NotImplementedError
@@ -143,7 +144,7 @@ class ExecPipe(Pipe):
             else:
                 rec.output(data, stream)
 
-    def flush_recording(self) -> None:
+    def flush(self) -> None:
         self.batch.flush()
 
     def from_user(self, data: bytes) -> None:
@@ -221,7 +222,7 @@ class SftpPipe(Pipe):
         self.batch.flush()
         file_op(self.session, op)
 
-    def flush_recording(self) -> None:
+    def flush(self) -> None:
         self.batch.flush()
 
     def _record(self, data: bytes, stream: int) -> None:
@@ -363,7 +364,7 @@ class InteractivePipe(Pipe):
         self.driver.output(out)
         self.relay.recorded()
 
-    def flush_recording(self) -> None:
+    def flush(self) -> None:
         self._hand_over()
 
     def resize(self, cols: int, rows: int) -> None:

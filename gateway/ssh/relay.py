@@ -42,7 +42,9 @@ class Pipe(Protocol):
 
     def resize(self, cols: int, rows: int) -> None: ...
 
-    def flush_recording(self) -> None: ...
+    def flush(self) -> None:
+        """Hand over what is gathered (before an EOF, an exit status, a message)."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -136,6 +138,10 @@ class Relay:
         if self.delivered is not None:
             self.delivered(data)
 
+    def _flush_pipe(self) -> None:
+        if self.pipe is not None:
+            self.pipe.flush()
+
     def to_target(self, data: bytes) -> None:
         if self.upstream is not None and data:
             self.upstream.write(data)
@@ -144,8 +150,7 @@ class Relay:
         """A bastion message: a line of its own on the terminal, or on stderr."""
         if self.user_closed.is_set():
             return None
-        if self.pipe is not None:
-            self.pipe.flush_recording()  # recorded after what the user saw before it
+        self._flush_pipe()  # recorded after what the user saw before it
         if self.has_pty:
             data = (("\r\n" if fresh_line else "") + text + "\r\n").encode()
             self.to_user(data)
@@ -172,6 +177,7 @@ class Relay:
             self.pipe.from_target(data, 2 if datatype == STDERR else 1)
 
     def target_eof(self) -> None:
+        self._flush_pipe()  # output the pipe gathered goes before the EOF
         if not self.user_closed.is_set():
             try:
                 self.chan.write_eof()
@@ -268,6 +274,7 @@ class Relay:
         or, after the bastion said why, with status 255 (the target's command is stopped,
         see :meth:`stop_target`). A target that closed without an exit status also gives
         255 (the session said so)."""
+        self._flush_pipe()  # output the pipe gathered goes before the exit status
         if reason is not None:
             self.stop_target()
         if self.user_closed.is_set() or self.exited:

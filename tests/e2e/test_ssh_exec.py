@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import subprocess
 
+import asyncssh
 import pytest
 
 from tests.e2e.conftest import audit_events
@@ -30,6 +32,28 @@ def test_exec_exit_code_and_stderr_exact(rig: Rig) -> None:
     assert r.returncode == 7
     assert r.stdout == b"out\n"
     assert r.stderr == b"err\n"
+
+
+def test_pty_exec_output_arrives_before_its_end(rig: Rig) -> None:
+    """A PTY exec whose output and end arrive together (``echo``): the output reaches the
+    user before the target's EOF and exit status, every time (the interactive pipe hands
+    target output over once per loop turn; it must not be left behind the end)."""
+
+    async def main() -> list[str]:
+        out = []
+        async with asyncssh.connect("127.0.0.1", rig.gateway.port, username="alice",
+                                    known_hosts=None, client_keys=[str(rig.keys["alice"])],
+                                    agent_path=None) as conn:
+            for i in range(12):
+                try:
+                    r = await conn.run(f"web1 -- echo pty-{i}", term_type="xterm",
+                                       term_size=(80, 24), check=False, timeout=10)
+                    out.append(f"{r.exit_status} {r.stdout!r}")
+                except asyncssh.TimeoutError as exc:
+                    out.append(f"timeout {exc.stdout!r}")
+        return out
+
+    assert asyncio.run(main()) == [f"0 'pty-{i}\\r\\n'" for i in range(12)]
 
 
 def test_exec_stdin_binary_roundtrip(rig: Rig) -> None:
