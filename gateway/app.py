@@ -45,6 +45,8 @@ from recorder.status import worker_status_name
 from state.approvals import Request
 from state.backend import StateBackend
 from state.errors import StateError
+from state.paths import DataDir
+from state.tallies import SharedTallies
 
 if TYPE_CHECKING:
     from gateway.core.weblogin import WebLogins
@@ -62,9 +64,12 @@ class GatewayApp:
         worker_socket: set in an SSH worker process (``gateway.workers``): serve SSH on
             this listening socket (one of the port's, opened by the gateway process),
             and nothing else.
+        worker_slot: that worker's slot (its share of the counts of open connections
+            and sessions, :class:`state.tallies.SharedTallies`).
     """
 
-    def __init__(self, config: Config, *, worker_socket: socket.socket | None = None) -> None:
+    def __init__(self, config: Config, *, worker_socket: socket.socket | None = None,
+                 worker_slot: int = 0) -> None:
         self.config = config
         self.version = __version__
         self.worker_socket = worker_socket
@@ -101,7 +106,9 @@ class GatewayApp:
                                  self.notify_approvers, self.version)
         if config.rdp is not None:
             self.commands.register("rdp", self._rdp_command)
-        self.ssh = SshListener(self)
+        # open connections per source, sessions per user: counted for every SSH worker
+        self.ssh = SshListener(self, tallies=SharedTallies(
+            DataDir(config.data_dir).ssh_tallies, worker_slot) if worker else None)
         self.port = 0
         self._rdp: RdpSupervisor | None = None
         self._ssh_workers: SshWorkers | None = None

@@ -52,11 +52,11 @@ def die_with_parent(parent: int) -> None:
         os._exit(EXIT_ORPHANED)
 
 
-async def serve(config_path: str, fd: int, parent: int | None) -> None:
+async def serve(config_path: str, fd: int, parent: int | None, slot: int = 0) -> None:
     from gateway.ssh.keys import check_private_key
 
     config = load_config(config_path, check_key=check_private_key)
-    app = GatewayApp(config, worker_socket=socket.socket(fileno=fd))
+    app = GatewayApp(config, worker_socket=socket.socket(fileno=fd), worker_slot=slot)
     await app.start()
     print("ready", flush=True)
     check = asyncio.get_running_loop().create_task(_parent_check(app, parent),
@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bastille-ssh: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
     try:
-        eventloop.run(serve(args.config, args.fd, args.parent), config.gateway.event_loop)
+        eventloop.run(serve(args.config, args.fd, args.parent, args.slot),
+                      config.gateway.event_loop)
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # noqa: BLE001 - one line for the supervisor's log, exit 1

@@ -6,6 +6,8 @@
     rdp_tokens.sqlite3      RDP routing tokens and one-time PINs (digests only)
     oidc_bindings.sqlite3   single sign-on key bindings
     login_failures.sqlite3  failed logins, shared by the SSH worker processes
+    ssh_tallies             open connections per source and sessions per user, shared
+                            by the SSH worker processes (state/tallies.py)
     recording_usage.sqlite3 bytes recorded per user per day (recording budgets)
     index.sqlite3           the recordings' search index (written by the recorder)
     known_targets           trust-on-first-use host keys of SSH targets
@@ -28,6 +30,7 @@ APPROVALS = "approvals.sqlite3"
 RDP_TOKENS = "rdp_tokens.sqlite3"
 OIDC_BINDINGS = "oidc_bindings.sqlite3"
 LOGIN_FAILURES = "login_failures.sqlite3"
+SSH_TALLIES = "ssh_tallies"
 RECORDING_USAGE = "recording_usage.sqlite3"
 INDEX = "index.sqlite3"
 KNOWN_TARGETS = "known_targets"
@@ -59,6 +62,10 @@ class DataDir:
     @property
     def login_failures(self) -> Path:
         return self.root / LOGIN_FAILURES
+
+    @property
+    def ssh_tallies(self) -> Path:
+        return self.root / SSH_TALLIES
 
     @property
     def recording_usage(self) -> Path:

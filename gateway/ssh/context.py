@@ -5,7 +5,6 @@ gateway's services come in as :class:`gateway.core.services.Services`."""
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ from gateway.errors import HostKeyMismatch, TargetError
 from gateway.ssh.demo_target import LocalShellTarget
 from gateway.ssh.routing import Login
 from gateway.ssh.upstream import Endpoint, TofuStore, connect, endpoint_for
+from state.tallies import LocalTallies, Tallies
 
 if TYPE_CHECKING:
     from gateway.auth.oidc import OidcClient
@@ -38,30 +38,23 @@ class SshContext:
     connections: set[Any] = field(default_factory=set)  # live BastionServer objects
     #: socket peer -> the client address a trusted load balancer's PROXY header gave
     proxied: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
-    per_source: Counter[str] = field(default_factory=Counter)  # open connections by source
-    per_user: Counter[str] = field(default_factory=Counter)  # running sessions by user
+    #: open connections by source, running sessions by user (with SSH workers: counted
+    #: for all of them, state.tallies.SharedTallies)
+    tallies: Tallies = field(default_factory=LocalTallies)
 
     def source_opened(self, source: str) -> int:
         """A connection from ``source`` opened: how many it has open now."""
-        self.per_source[source] += 1
-        return self.per_source[source]
+        return self.tallies.increment("src:" + source)
 
     def source_closed(self, source: str) -> None:
-        self.per_source[source] -= 1
-        if self.per_source[source] <= 0:
-            del self.per_source[source]
+        self.tallies.decrement("src:" + source)
 
     def user_session(self, user: str, limit: int) -> bool:
         """Count one more running session of ``user``; False (not counted) at ``limit``."""
-        if self.per_user[user] >= limit:
-            return False
-        self.per_user[user] += 1
-        return True
+        return self.tallies.increment_below("user:" + user, limit)
 
     def user_session_ended(self, user: str) -> None:
-        self.per_user[user] -= 1
-        if self.per_user[user] <= 0:
-            del self.per_user[user]
+        self.tallies.decrement("user:" + user)
 
     def endpoint(self, target: TargetConfig) -> Endpoint:
         """Where and how the bastion logs into ``target``."""

@@ -24,6 +24,7 @@ from gateway.ssh.server import BastionServer
 from gateway.ssh.upstream import TofuStore
 from state.files import private_dir, private_file
 from state.paths import DataDir
+from state.tallies import LocalTallies, Tallies
 
 log = logging.getLogger("bastille.ssh")
 
@@ -31,7 +32,9 @@ log = logging.getLogger("bastille.ssh")
 class SshListener:
     """Listens on ``gateway.listen``; serves sessions until closed."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, *, tallies: Tallies | None = None) -> None:
+        """``tallies``: where open connections and sessions are counted for their bounds
+        (default: this process's memory; SSH workers share theirs)."""
         config = services.config
         data = DataDir(config.data_dir)
         oidc = None
@@ -43,7 +46,7 @@ class SshListener:
             services=services, tofu=TofuStore(data.known_targets), x11_auth=data.x11_auth,
             user_keys={name: [public_key_blob(k) for k in user.keys]
                        for name, user in config.users.items()},
-            oidc=oidc)
+            oidc=oidc, tallies=tallies if tallies is not None else LocalTallies())
         self._server: asyncssh.SSHAcceptor | None = None
         self._proxied: ProxiedListener | None = None
         self.port = 0

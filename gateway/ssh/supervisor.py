@@ -45,6 +45,8 @@ from collections.abc import Awaitable, Callable
 from gateway.audit import AuditEvent, Kind
 from gateway.config import Config
 from gateway.errors import BastilleError
+from state.paths import DataDir
+from state.tallies import SharedTallies
 
 log = logging.getLogger("bastille.workers")
 
@@ -133,6 +135,7 @@ class SshWorkers:
         self._log_level = log_level
         self.port = 0
         self._socks: list[socket.socket] = []  # one per slot, kept across restarts
+        self._tallies: SharedTallies | None = None
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -151,6 +154,10 @@ class SshWorkers:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, wait_port_free, gw.listen_host, gw.listen_port)
         self._socks = listen_sockets(gw.listen_host, gw.listen_port, self.count)
+        # a new table of open connections and sessions, for the workers to share
+        path = DataDir(self.config.data_dir).ssh_tallies
+        SharedTallies.create(path)
+        self._tallies = SharedTallies(path, 0)
         self.port = int(self._socks[0].getsockname()[1])
         results = await asyncio.gather(*(self._spawn(slot) for slot in range(self.count)),
                                        return_exceptions=True)
@@ -197,6 +204,8 @@ class SshWorkers:
         self.audit(AuditEvent(Kind.GATEWAY, "failed", detail={
             "event": "ssh worker exited", "pid": proc.pid, "status": code}))
         log.error("ssh worker %d exited with %s; starting a new one", proc.pid, code)
+        if self._tallies is not None:  # its connections and sessions are gone with it
+            self._tallies.forget_slot(slot)
         if self._on_worker_exit is not None:
             try:
                 await self._on_worker_exit()
