@@ -27,6 +27,9 @@ WORKER_PREFIX = "status-worker-"  # + pid + ".json": one per SSH worker process
 STATUS_INTERVAL = 2.0  # seconds between rewrites by a running gateway
 STALE_AFTER = 10.0  # a status file older than this: the gateway is not running (or hung)
 RANK = {"ok": 0, "degraded": 1, "failing": 2}
+MAX_LISTED = 10  # sessions named one by one in `bastille status`; the rest are counted
+SESSIONS_KEY = "ssh_sessions"  # in "gateway": the SSH sessions of a process, named
+SSH_WORKERS_KEY = "ssh workers"  # in "gateway": the gateway's SSH worker processes
 
 
 def worst(*states: str) -> str:
@@ -87,6 +90,13 @@ class RecorderStatus:
         )
 
 
+def sessions_line(named: list[str]) -> str:
+    """The ``ssh`` line of ``bastille status``: how many sessions, the first named."""
+    more = f" and {len(named) - MAX_LISTED} more" if len(named) > MAX_LISTED else ""
+    return f"{len(named)} session(s)" + (f": {', '.join(named[:MAX_LISTED])}{more}"
+                                         if named else "")
+
+
 def worker_status_name(pid: int) -> str:
     """The status file of a helper process that serves sessions (an SSH worker): its
     sessions and paused recordings are added to the gateway's by :func:`read_status`."""
@@ -130,7 +140,10 @@ def read_status(data_dir: Path) -> tuple[RecorderStatus | None, str]:
 
 def _add_workers(data_dir: Path, status: RecorderStatus) -> None:
     """Add the sessions of the gateway's live SSH workers (their own status files)."""
+    if SSH_WORKERS_KEY not in status.gateway:
+        return
     now = time.time()
+    named: list[str] = []
     for path in sorted(data_dir.glob(f"{WORKER_PREFIX}*.json")):
         try:
             worker = RecorderStatus.from_json(json.loads(path.read_text()))
@@ -144,8 +157,8 @@ def _add_workers(data_dir: Path, status: RecorderStatus) -> None:
         status.last_failure = status.last_failure or worker.last_failure
         status.storage = worker.storage if RANK.get(worker.storage.state, 0) > RANK.get(
             status.storage.state, 0) else status.storage
-        for key, value in worker.gateway.items():  # e.g. its sessions, named
-            status.gateway[f"{key} {worker.pid}"] = value
+        named += [str(n) for n in worker.gateway.get(SESSIONS_KEY, [])]
+    status.gateway["ssh"] = sessions_line(named)
 
 
 def _alive(pid: int) -> bool:
@@ -238,7 +251,8 @@ def render_status(
         if status.index_pending:
             lines.append(f"index       {status.index_pending} sessions wait for indexing")
         for key, value in sorted(status.gateway.items()):
-            lines.append(f"{visible(key):11} {visible(value)}")
+            if isinstance(value, str):  # not the lists lines are made of
+                lines.append(f"{visible(key):11} {visible(value)}")
     if storage is not None and storage.last_error:
         lines.append(f"last error  {_ago(storage.last_error_at, now)}: "
                      f"{visible(storage.last_error)}")

@@ -32,11 +32,9 @@ from gateway.core.session import SessionCore
 from recorder.errors import RecorderError
 from recorder.recovery import Recovered
 from recorder.service import Recorder
-from recorder.status import RecorderStatus
+from recorder.status import SESSIONS_KEY, SSH_WORKERS_KEY, RecorderStatus, sessions_line
 
 log = logging.getLogger("bastille.storage")
-
-MAX_LISTED = 10  # sessions named one by one in `bastille status`; the rest are counted
 
 
 class StorageEvents:
@@ -110,17 +108,17 @@ class StorageEvents:
                 f": {storage.detail}" if storage.detail else "")
 
     def status_extra(self) -> dict[str, Any]:
-        """The gateway's lines of ``bastille status`` (worker thread: reads only)."""
+        """The gateway's lines of ``bastille status`` (worker thread: reads only). With
+        SSH workers, the gateway lists them, and each worker its sessions
+        (``SESSIONS_KEY``), which :func:`recorder.status.read_status` adds up."""
         out: dict[str, Any] = {}
         if self._ssh_workers is not None:
-            out["ssh"] = _processes(self._ssh_workers())
-        live = [s for s in self._sessions if isinstance(s, SessionCore)]
-        named = ", ".join(f"{visible(s.principal.name)}@{visible(s.target)} "
-                          f"({s.session_id[:12]})"
-                          for s in live[:MAX_LISTED])
-        more = f" and {len(live) - MAX_LISTED} more" if len(live) > MAX_LISTED else ""
-        if self._ssh_workers is None:
-            out["ssh"] = f"{len(live)} session(s)" + (f": {named}{more}" if live else "")
+            out[SSH_WORKERS_KEY] = _processes(self._ssh_workers())
+        else:
+            named = [f"{visible(s.principal.name)}@{visible(s.target)} ({s.session_id[:12]})"
+                     for s in self._sessions if isinstance(s, SessionCore)]
+            out["ssh"] = sessions_line(named)
+            out[SESSIONS_KEY] = named
         if self._workers is not None:
             out["rdp"] = _processes(self._workers())
         return out

@@ -85,6 +85,33 @@ def test_workers_share_the_port_and_serve_sessions_in_parallel(make_gateway) -> 
     assert all(e["detail"]["exit_status"] == 0 for e in ends)
 
 
+def test_status_lists_the_sessions_of_every_worker(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    """``bastille status`` counts and names the sessions of both workers in one line,
+    and lists the workers."""
+    g: Rig = make_gateway(gateway_extra="workers = 2")
+    assert g.gateway.proc is not None
+    workers = _workers(g.gateway.proc.pid)
+    procs = [subprocess.Popen([*g.ssh_args("alice"), "web1", "--", "cat"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for _ in range(6)]
+    seen = [""]
+
+    def listed() -> bool:
+        r = subprocess.run([sys.executable, "-m", "gateway", "status", "-c",
+                            str(g.gateway.config)], capture_output=True, text=True, timeout=30)
+        seen[0] = r.stdout
+        return r.returncode == 0 and "ssh         6 session(s): alice@web1" in r.stdout
+
+    try:
+        _wait(listed, 20, what=seen)
+        assert "ssh workers 2 worker(s) running (pid " in seen[0], seen[0]
+        assert all(str(w) in seen[0] for w in workers), (workers, seen[0])
+        assert seen[0].count("alice@web1") == 6
+    finally:
+        for p in procs:
+            p.communicate(timeout=15)  # stdin closed: cat ends on the target
+
+
 def test_a_worker_that_dies_is_replaced_and_audited(make_gateway) -> None:  # type: ignore[no-untyped-def]
     g: Rig = make_gateway(gateway_extra="workers = 2")
     assert g.gateway.proc is not None
