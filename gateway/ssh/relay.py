@@ -108,6 +108,8 @@ class Relay:
         # every byte written to the user, when the recording is masked (its trailer then
         # holds the SHA-256 of what the user received: SessionRecording.delivered)
         self.delivered: Callable[[bytes], None] | None = None
+        self._sent: list[bytes] = []  # sent to the user, not yet reported to ``delivered``
+        self._sent_len = 0
         self.user_closed = asyncio.Event()
         self.target_done = asyncio.Event()
         self.exit_status: int | None = None
@@ -135,8 +137,21 @@ class Relay:
         except (BrokenPipeError, ConnectionError):
             self.user_closed.set()
             return
-        if self.delivered is not None:
-            self.delivered(data)
+        if self.delivered is not None:  # hashed by the recorder per loop turn, not packet
+            self._sent.append(data)
+            self._sent_len += len(data)
+            if self._sent_len >= DELIVERED_BATCH:
+                self.flush_delivered()
+            elif len(self._sent) == 1:
+                asyncio.get_running_loop().call_soon(self.flush_delivered)
+
+    def flush_delivered(self) -> None:
+        """Report what was sent to the user since the last call (see ``delivered``)."""
+        if self._sent and self.delivered is not None:
+            sent = b"".join(self._sent) if len(self._sent) > 1 else self._sent[0]
+            self._sent.clear()
+            self._sent_len = 0
+            self.delivered(sent)
 
     def _flush_pipe(self) -> None:
         if self.pipe is not None:
@@ -348,6 +363,7 @@ class Relay:
         return {"bytes_in": self.bytes_in, "bytes_out": self.bytes_out}
 
 
+DELIVERED_BATCH = 256 * 1024  # bytes sent to the user reported at once at most
 TERM_GRACE = 2.0  # seconds a target command has to exit after TERM, before KILL
 KILL_GRACE = 1.0  # seconds to wait for the target to report it after KILL
 WATCHDOG_INTERVAL = 1.0  # seconds between idle / session-length checks

@@ -440,6 +440,7 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         relay.close_target()
         await relay.target_stopped()  # a command the bastion ended is gone on the target
         signal = relay.exit_signal[0] if relay.exit_signal else None
+        relay.flush_delivered()  # the recording's trailer hashes every byte sent
         await self.core.finish({"exit_status": relay.exit_status, "exit_signal": signal,
                                 **relay.extra()},
                                exit_status=relay.exit_status, exit_signal=signal)
