@@ -1,8 +1,11 @@
 """The event loop a gateway process runs on, and how much it reads per socket.
 
-* ``[gateway] event_loop``: ``"asyncio"`` (the standard loop), ``"uvloop"`` (libuv; the
-  optional extra ``bastille[speed]``), or ``"auto"`` (uvloop when it is installed). The
-  same code and the same tests run on both.
+* ``[gateway] event_loop``: ``"asyncio"`` (the standard loop, the default), ``"uvloop"``
+  (libuv; the optional extra ``bastille[speed]``), or ``"auto"`` (uvloop when it is
+  installed). The same code and the same tests run on both. The standard loop is the
+  default because of its adaptive reads (below): on uvloop a bulk session served by the
+  same process pushes keystroke echo to p50 ~15 ms, p99 ~40-190 ms (bench/latency.py,
+  docs/performance.md), for a bulk throughput gain of a few percent.
 * Adaptive reads (standard loop): one event-loop turn handles everything one ``recv``
   returned, and the gateway spends ~5-15 ms of CPU per MiB on it. While at most one
   session moves data (its two sockets, the user's and the target's), reads are large
@@ -83,7 +86,7 @@ def choose(event_loop: str) -> str:
     return "uvloop"
 
 
-def run(main: Coroutine[Any, Any, None], event_loop: str = "auto") -> str:
+def run(main: Coroutine[Any, Any, None], event_loop: str = "asyncio") -> str:
     """Run ``main`` to completion on the chosen loop; returns the loop's name."""
     name = choose(event_loop)
     if name == "uvloop":

@@ -75,7 +75,9 @@ class GatewaySettings:
     max_sessions_per_user: int = MAX_SESSIONS_PER_USER  # concurrent sessions of one user
     allow_passwords: bool = False  # password logins are loopback-only unless this is true
     workers: int = 1  # SSH processes sharing the port (1: this process serves SSH itself)
-    event_loop: str = "auto"  # "auto" (uvloop when installed), "uvloop" or "asyncio"
+    # "asyncio" (fair reads: keystrokes stay fast beside a bulk session), "uvloop" (faster
+    # bulk, coarser reads) or "auto" (uvloop when installed); gateway/eventloop.py
+    event_loop: str = "asyncio"
     #: addresses/networks (load balancers) whose PROXY protocol v2 header is trusted;
     #: empty: no PROXY protocol (gateway/ssh/proxyproto.py)
     proxy_protocol: tuple[Any, ...] = ()

@@ -108,11 +108,11 @@ def _gateway(r: Reader, data: dict[str, Any]) -> tuple[GatewaySettings, Path]:
 
 
 def _event_loop(r: Reader, g: Mapping[str, Any]) -> str:
-    value = r.get(g, "event_loop", "gateway", str, "auto")
+    value = r.get(g, "event_loop", "gateway", str, "asyncio")
     if value not in _EVENT_LOOPS:
         r.problem("gateway.event_loop", f"expected one of {', '.join(_EVENT_LOOPS)}, "
                   f"got {value!r}")
-        return "auto"
+        return "asyncio"
     if value == "uvloop":
         try:
             import uvloop  # noqa: F401

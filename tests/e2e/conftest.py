@@ -54,11 +54,11 @@ user = "{TARGET_USER}"
 key_file = "target_key"
 host_keys = ["{sshd.host_key_pub}"]"""
     # BASTILLE_TEST_WORKERS=2 runs every e2e gateway with two SSH worker processes;
-    # BASTILLE_TEST_EVENT_LOOP=asyncio|uvloop picks the event loop (default: "auto")
+    # BASTILLE_TEST_EVENT_LOOP=uvloop|auto picks the event loop (default: "asyncio")
     defaults = {"drain_timeout": '"5s"', "max_auth_failures": "50",
                 "workers": os.environ.get("BASTILLE_TEST_WORKERS", "1"),
                 "event_loop": '"{}"'.format(os.environ.get("BASTILLE_TEST_EVENT_LOOP",
-                                                           "auto"))}
+                                                           "asyncio"))}
     gateway_defaults = "\n".join(f"{k} = {v}" for k, v in defaults.items()
                                   if f"{k} =" not in gateway_extra)
     config = root / name
