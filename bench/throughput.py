@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gateway", action="append", default=[], metavar="KEY=VALUE",
                     help="a [gateway] setting for bastille, e.g. --gateway 'workers = 1' "
                          "(repeatable; the defaults otherwise)")
+    ap.add_argument("--config", default="", metavar="TOML",
+                    help="TOML appended to bastille's config, e.g. "
+                         "$'[policy]\\nmask_exec = false' (what a default costs)")
     ap.add_argument("--bare", action="store_true",
                     help="also measure a bare asyncssh relay (no recording): the CPU yardstick")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks it still works")
@@ -171,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     keys = "\n".join(a.gateway)
     if keys:
         print(f"# bastille [gateway] settings: {'; '.join(a.gateway)}")
-    with BenchRig(gateways={GATEWAY: ""}, relay=True, bare=a.bare, gateway_keys=keys) as rig, \
+    if a.config:
+        print(f"# bastille config added: {' '.join(a.config.split())}")
+    with BenchRig(gateways={GATEWAY: ""}, relay=True, bare=a.bare, gateway_keys=keys,
+                  extra={GATEWAY: "\n" + a.config + "\n"}) as rig, \
             tempfile.TemporaryDirectory() as tmp:
         work = workloads(rig, a.size_mib * MIB, rand, corpus, Path(tmp))
         names = [n for n in work if not a.only or n in a.only.split(",")]

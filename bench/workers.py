@@ -8,8 +8,11 @@ key every few milliseconds and times its echo (bench/latency.py's client). The s
 straight to sshd (``direct``) is measured first for reference.
 
 Columns: aggregate MiB/s of the bulk sessions (total bytes over the time until the last
-one finished), that per core of the machine, echo p50/p99 (ms) under that load, and the
-gateway's CPU (its whole process tree) per MiB.
+one finished), that per core of the machine, echo p50/p99 (ms) under that load, the
+gateway's CPU (its whole process tree) per MiB, how many cores the gateway kept busy on
+average, and MiB/s per core the gateway used: the figure to extrapolate from (W workers
+on a machine whose other cores run the clients could move about W times that, as long as
+nothing else is the bottleneck; measured here, not on such a machine).
 
 What 2 cores can show (say it with the figures): the OpenSSH clients, the target's sshd
 and `head`, the load and latency clients and the gateway all share the machine's cores,
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {a.sessions} parallel sessions x {a.size_mib} MiB (exec head -c /dev/zero), "
           f"one interactive session timing echoes meanwhile; {cores} cores")
     print(f"{'path':<12} {'agg MiB/s':>9} {'per core':>8} {'echo p50':>8} {'p99':>7} "
-          f"{'gw ms/MiB':>9}")
+          f"{'gw ms/MiB':>9} {'gw cores':>8} {'MiB/s per gw core':>17}")
     total = a.sessions * a.size_mib
     for w in [None, *counts]:
         keys = f"workers = {w}" if w is not None else "workers = 1"
@@ -115,9 +118,11 @@ def main(argv: list[str] | None = None) -> int:
                                             a.sessions, size, a.keys)
         name = "direct" if w is None else f"workers={w}"
         rate = total / elapsed
+        used = cpu / elapsed  # cores the gateway's process tree kept busy on average
+        per_gw_core = f"{total / cpu:>17.1f}" if cpu else f"{'-':>17}"
         print(f"{name:<12} {rate:>9.1f} {rate / cores:>8.1f} "
               f"{percentile(echoes, 50) * 1e3:>8.2f} {percentile(echoes, 99) * 1e3:>7.2f} "
-              f"{cpu * 1000 / total:>9.2f}", flush=True)
+              f"{cpu * 1000 / total:>9.2f} {used:>8.2f} {per_gw_core}", flush=True)
     print(f"# load after the run: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     return 0
 
