@@ -4,7 +4,8 @@ It accepts one key, opens the same kind of channel on the target (exec, shell wi
 PTY, or the SFTP subsystem) with the target's key, and copies bytes both ways with
 flow control, nothing else: no recording, no masking, no policy, no audit; AES-GCM on
 both legs, as bastille gets with OpenSSH clients. What it costs per MiB is what
-asyncssh and the crypto cost; bastille's CPU per MiB above it is bastille's own work. Started by ``bench/throughput.py --bare``; not part of bastille.
+asyncssh and the crypto cost; bastille's CPU per MiB above it is bastille's own work.
+Started by ``bench/throughput.py --bare``; not part of bastille.
 
 Run: python bench/bare_relay.py --port P --host-key K --client-key PUB --target-port T
        --target-user U --target-key K --target-host-key PUB [--uvloop]
