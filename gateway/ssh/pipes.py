@@ -46,6 +46,14 @@ from gateway.ssh.relay import STDERR, Relay
 from gateway.ssh.transfers import FileOp, Hold, ScpTap, SftpTap, Transfer
 
 BATCH_BYTES = 256 * 1024  # recorded in one piece at most (then at once, not next turn)
+# ... while a recording budget meters the session: its throttle is decided per batch, so
+# a batch is what the user may get beyond the throttle rate
+METERED_BATCH_BYTES = 32 * 1024
+
+
+def batch_cap(relay: Relay) -> int:
+    """Bytes gathered at most before they are recorded (see the two bounds above)."""
+    return METERED_BATCH_BYTES if relay.meter is not None else BATCH_BYTES
 
 
 class RecordBatch:
@@ -56,11 +64,14 @@ class RecordBatch:
     Args:
         record: masks and/or records one piece (stream 0: user input, 1/2: output).
         after: called after each flush (the relay's back-pressure check).
+        cap: bytes gathered at most before a flush (:func:`batch_cap`).
     """
 
-    def __init__(self, record: Callable[[bytes, int], None], after: Callable[[], None]) -> None:
+    def __init__(self, record: Callable[[bytes, int], None], after: Callable[[], None],
+                 cap: Callable[[], int] = lambda: BATCH_BYTES) -> None:
         self._record = record
         self._after = after
+        self._cap = cap
         self._parts: list[tuple[int, bytes]] = []
         self._size = 0
         self._scheduled = False
@@ -70,7 +81,7 @@ class RecordBatch:
             return
         self._parts.append((stream, data))
         self._size += len(data)
-        if self._size >= BATCH_BYTES:
+        if self._size >= self._cap():
             self.flush()
         elif not self._scheduled:
             self._scheduled = True
@@ -132,7 +143,7 @@ class ExecPipe(Pipe):
         self.session = session
         self.masker = masker
         # uploads too: the relay pauses the user when the recorder lags
-        self.batch = RecordBatch(self._record, relay.recorded)
+        self.batch = RecordBatch(self._record, relay.recorded, lambda: batch_cap(relay))
 
     def _record(self, data: bytes, stream: int) -> None:
         rec = self.session.rec
@@ -208,7 +219,7 @@ class SftpPipe(Pipe):
         self.enforcer = enforcer
         self.engine = engine
         self.masker = masker
-        self.batch = RecordBatch(self._record, relay.recorded)
+        self.batch = RecordBatch(self._record, relay.recorded, lambda: batch_cap(relay))
         self.tap = SftpTap(self._transferred, self._file_op,
                            self._gate if engine is not None else None)
         self._holding = False  # a request waits for approval: the user is not read
@@ -344,7 +355,7 @@ class InteractivePipe(Pipe):
     def from_target(self, data: bytes, stream: int) -> None:
         self._out.append(data)
         self._out_len += len(data)
-        if self._out_len >= BATCH_BYTES:
+        if self._out_len >= batch_cap(self.relay):
             self._hand_over()
         elif not self._scheduled:
             self._scheduled = True
