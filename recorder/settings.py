@@ -97,6 +97,11 @@ class RecorderSettings:
     # on_failure = "continue": a session paused this long by full storage goes on; what
     # it produces meanwhile is dropped and the recording notes a gap (resumes after).
     max_pause: float = 10.0
+    # `bastille prune`: recordings older than this (seconds) are deleted once verified and
+    # stored; 0 keeps them forever. Sessions under a legal hold are never pruned.
+    retention: float = 0.0
+    # public keys (PEM) of earlier signing keys: recordings they signed still verify
+    trusted_keys: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         if self.storage is None and self.s3 is not None:

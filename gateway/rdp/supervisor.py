@@ -70,6 +70,7 @@ class RdpSupervisor:
         self._audit = audit
         self._verbose = verbose
         self._procs: dict[int, asyncio.subprocess.Process] = {}
+        self._retiring: dict[int, asyncio.subprocess.Process] = {}  # pid -> replaced worker
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
 
@@ -118,7 +119,7 @@ class RdpSupervisor:
         while await proc.stdout.readline():
             pass
         code = await proc.wait()
-        if self._stopping:
+        if self._stopping or self._retiring.pop(proc.pid, None) is not None:
             return
         self.audit(AuditEvent(Kind.GATEWAY, "failed", detail={
             "event": "rdp worker exited", "pid": proc.pid, "status": code}))
@@ -130,9 +131,25 @@ class RdpSupervisor:
             except RdpUnavailable as exc:
                 log.error("%s", exc)
 
+    async def reload(self, config: Config) -> None:
+        """A reloaded configuration: each worker is replaced by a new one (which reads
+        the file again and listens beside it, ``SO_REUSEPORT``); the old one stops
+        listening and ends when its sessions have (within ``drain_timeout``)."""
+        self.config = config
+        for slot, old in list(self._procs.items()):
+            self._retiring[old.pid] = old
+            try:
+                await self._spawn(slot)
+            except RdpUnavailable as exc:
+                self._retiring.pop(old.pid, None)
+                log.error("reload: %s; the running RDP worker %d is kept", exc, old.pid)
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                old.send_signal(signal.SIGTERM)
+
     async def stop(self, timeout: float) -> None:  # noqa: ASYNC109 - drain budget
         self._stopping = True
-        procs = list(self._procs.values())
+        procs = list(self._procs.values()) + list(self._retiring.values())
         for proc in procs:
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
