@@ -25,8 +25,8 @@ UDP and the local socket have no acknowledgement at all.
 
 from __future__ import annotations
 
-import contextlib
 import collections
+import contextlib
 import fcntl
 import json
 import logging

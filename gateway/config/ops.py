@@ -180,8 +180,9 @@ def admin(r: Reader, data: dict[str, Any]) -> AdminSettings | None:
     a = r.table(data, "admin", "admin")
     r.check_keys(a, "admin", ADMIN_KEYS)
     listen = r.get(a, "listen", "admin", str, "127.0.0.1:9322")
-    parsed = parse_listen(listen)
-    if parsed is None:
+    parsed = parse_listen(listen) or (  # port 0: any free port (bastille status shows it)
+        (listen.rpartition(":")[0].strip("[]"), 0) if listen.endswith(":0") else None)
+    if parsed is None or not parsed[0]:
         r.problem("admin.listen", f"expected 'host:port', got {listen!r}")
         parsed = ("127.0.0.1", 9322)
     token = secret_value(r, a, "admin", "token_env", "token_file")

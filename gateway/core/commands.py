@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from common.safetext import visible
+from common.table import render
 from gateway.audit import AuditEvent, Kind
 from gateway.config import Config
 from gateway.core.access import Access, Principal
@@ -31,15 +32,13 @@ Audit = Callable[[AuditEvent], None]
 
 
 def format_requests(requests: list[Request], now: float) -> str:
-    """The approval queue as a table."""
+    """The approval queue as an aligned table (cells sanitised by common.table)."""
     if not requests:
         return "no pending approval requests"
-    lines = [f"{'ID':>4}  {'AGE':>6}  {'USER':<12} {'TARGET':<12} {'RULE':<20} REQUEST"]
-    for r in requests:
-        age = f"{int(now - r.created)}s"
-        lines.append(f"{r.id:>4}  {age:>6}  {visible(r.user):<12} {visible(r.target):<12} "
-                     f"{visible(r.rule or '-'):<20} {visible(r.command)}")
-    return "\n".join(lines)
+    return "\n".join(render(
+        ["ID", "AGE", "USER", "TARGET", "RULE", "REQUEST"],
+        [[r.id, f"{int(now - r.created)}s", r.user, r.target, r.rule or "-", r.command]
+         for r in requests], right=(0, 1)))
 
 
 def run_approvals(config: Config, approvals: Approvals, audit: Audit, user: str,

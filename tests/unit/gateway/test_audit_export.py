@@ -219,7 +219,7 @@ def test_ocsf_shapes() -> None:
 class _Hook(http.server.BaseHTTPRequestHandler):
     server: _HookServer
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         srv = self.server
         srv.calls.append((dict(self.headers), body))
