@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -148,10 +149,15 @@ def resolve_format(fmt: str, stream: IO[str]) -> str:
         return "json"
 
 
+ENV = "BASTILLE_LOG_FORMAT"  # the chosen format, for child processes (RDP workers)
+
+
 def setup(level: int, fmt: str = "auto", stream: IO[str] | None = None) -> str:
-    """Install the handler on the root logger; returns the format used."""
+    """Install the handler on the root logger; returns the format used (also put in
+    ``$BASTILLE_LOG_FORMAT`` so that worker processes log the same way)."""
     stream = stream if stream is not None else sys.stderr
     chosen = resolve_format(fmt, stream)
+    os.environ[ENV] = chosen
     handler = logging.StreamHandler(stream)
     handler.addFilter(Redact())
     handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())

@@ -23,13 +23,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.audit.export import POLL, Exporter, ExportStats
 
 STATES = ("ok", "degraded", "failing")
+
+disable_created_metrics()  # no *_created series: Prometheus does not need them
 
 
 class AuditCounter(Exporter):

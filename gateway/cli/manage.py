@@ -36,7 +36,7 @@ def _parse_since(value: str) -> float:
 
 # ------------------------------------------------------------------ audit
 
-AUDIT_WIDTHS = (23, 24, 9, 14, 14, 21)  # time, kind, outcome, user, target, source
+AUDIT_WIDTHS = (24, 24, 9, 14, 14, 21)  # time, kind, outcome, user, target, source
 
 
 def _audit_line(record: dict[str, Any]) -> str:
@@ -105,7 +105,8 @@ def cmd_approvals_list(args: argparse.Namespace) -> int:
         return 0
     headers = ["ID", *(["STATUS"] if args.all else []), "AGE", "USER", "TARGET", "RULE",
                *(["DECIDED BY"] if args.all else []), "REQUEST"]
-    print_table(headers, _request_rows(requests, time.time(), args.all), right=(0,),
+    print_table(headers, _request_rows(requests, time.time(), args.all),
+                right=(0, 2 if args.all else 1),
                 empty="no approval requests" if args.all else "no pending approval requests")
     return 0
 

@@ -213,8 +213,11 @@ def _lenient_paths(path: Path) -> tuple[Path, Path]:
     (``reload`` must reach a gateway whose new config is broken, to hear it refuse)."""
     try:
         data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        fail(f"cannot read {path}: {exc}", 2)
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}", 2)
+    except tomllib.TOMLDecodeError as exc:
+        fail(f"{path} is not valid TOML ({exc}): nothing was sent; the running gateway "
+             "keeps its configuration", 1)
     base = path.resolve().parent
     gw = data.get("gateway") if isinstance(data.get("gateway"), dict) else {}
     raw = gw.get("data_dir", "data") if isinstance(gw, dict) else "data"

@@ -218,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config)
     from gateway import logs
 
-    logs.setup(logging.DEBUG if args.verbose else logging.INFO, config.gateway.log_format)
+    logs.setup(logging.DEBUG if args.verbose else logging.INFO,
+               os.environ.get(logs.ENV) or config.gateway.log_format)
     logs.bind(worker=f"rdp-{os.getpid()}")
     if config.rdp is None:
         print("bastille-rdp: the config has no [rdp] section", file=sys.stderr)
