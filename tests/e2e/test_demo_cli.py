@@ -238,7 +238,7 @@ def test_auditor_approves_a_demo_request_end_to_end(demo, tmp_path: Path) -> Non
         ok = subprocess.run([*auditor, "approvals", "approve", rid.group(1).decode(), "fine"],
                             capture_output=True, timeout=30)
         assert ok.returncode == 0 and b"approved" in ok.stdout, ok.stderr
-        out, err = held.communicate(timeout=30)
+        _, err = held.communicate(timeout=30)
         assert held.returncode == 0 and b"approved by auditor" in err, err
     finally:
         if held.poll() is None:
@@ -253,7 +253,7 @@ def test_auditor_approves_a_demo_request_end_to_end(demo, tmp_path: Path) -> Non
 
 
 def test_banner_commands_work_as_printed(demo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    port, data, log = demo
+    port, _, log = demo
     banner = _banner(log)
     assert subprocess.run([*_ssh(port, tmp_path, "-T"), "demo", "--", "true"],
                           timeout=30).returncode == 0
