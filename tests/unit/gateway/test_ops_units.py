@@ -1,0 +1,248 @@
+"""Pieces of operations: sd_notify over a real datagram socket, log redaction and
+context, the config of [admin], [webhooks], [audit] syslog_*, and ssh-keyscan lines."""
+
+from __future__ import annotations
+
+import contextvars
+import io
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway import logs, sdnotify
+from gateway.config import load_config
+from gateway.errors import ConfigError
+
+
+def test_sd_notify_over_a_unix_datagram_socket(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(2)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    assert sdnotify.ready("listening on 127.0.0.1:2222")
+    assert sock.recv(4096) == b"READY=1\nSTATUS=listening on 127.0.0.1:2222"
+    assert sdnotify.reloading()
+    first, second = sock.recv(4096).decode().split("\n")
+    assert first == "RELOADING=1" and second.startswith("MONOTONIC_USEC=")
+    assert sdnotify.watchdog() and sock.recv(4096) == b"WATCHDOG=1"
+    assert sdnotify.stopping("draining") and sock.recv(4096) == b"STOPPING=1\nSTATUS=draining"
+    sock.close()
+
+
+def test_sd_notify_abstract_socket_and_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"bastille-test-{os.getpid()}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + name)
+    sock.settimeout(2)
+    monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+    assert sdnotify.status("hello") and sock.recv(100) == b"STATUS=hello"
+    sock.close()
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    assert not sdnotify.ready()  # not under systemd: nothing to do, no error
+
+
+def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    assert sdnotify.watchdog_interval() == 15.0
+    monkeypatch.setenv("WATCHDOG_PID", "1")  # meant for another process
+    assert sdnotify.watchdog_interval() is None
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    assert sdnotify.watchdog_interval() == 15.0
+    monkeypatch.delenv("WATCHDOG_USEC")
+    assert sdnotify.watchdog_interval() is None
+
+
+def _capture(fmt: str) -> tuple[io.StringIO, logging.Logger]:
+    stream = io.StringIO()
+    logs.setup(logging.INFO, fmt, stream)
+    return stream, logging.getLogger("bastille.test")
+
+
+def test_json_logs_carry_the_bound_context_and_redact_secrets() -> None:
+    contextvars.Context().run(_json_logs)
+
+
+def _json_logs() -> None:
+    stream, log = _capture("json")
+    try:
+        logs.register_secret("target-Pa55-word")
+        logs.bind(session="s1", user="alice", target="web1")
+        log.info("connecting with %s", "target-Pa55-word")
+        log.warning("config says password=hunter2 and Authorization: Bearer abcdefghijk123")
+        try:
+            raise ValueError("boom target-Pa55-word")
+        except ValueError:
+            log.exception("failed")
+        log.info("key -----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY---"
+                 "--")
+    finally:
+        logs.setup(logging.WARNING, "text", sys.stderr)
+    lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+    assert lines[0]["message"] == "connecting with [redacted]"
+    assert (lines[0]["session"], lines[0]["user"], lines[0]["target"]) == ("s1", "alice", "web1")
+    assert lines[0]["level"] == "info" and lines[0]["logger"] == "bastille.test"
+    assert "hunter2" not in lines[1]["message"] and "abcdefghijk123" not in lines[1]["message"]
+    assert "Traceback" in lines[2]["exception"] and "Pa55" not in lines[2]["exception"]
+    assert "AAAA" not in lines[3]["message"]
+    assert "target-Pa55-word" not in stream.getvalue()
+
+
+def test_auto_is_text_on_a_terminal_json_otherwise() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert logs.resolve_format("auto", Tty()) == "text"
+    assert logs.resolve_format("auto", io.StringIO()) == "json"
+    stream = Tty()
+    logs.setup(logging.INFO, "auto", stream)
+
+    def log_in_a_session() -> None:
+        logs.bind(session="abc")
+        logging.getLogger("bastille.x").info("hello")
+
+    try:
+        contextvars.Context().run(log_in_a_session)
+    finally:
+        logs.setup(logging.WARNING, "text", sys.stderr)
+    assert stream.getvalue().rstrip().endswith("bastille.x: hello [session=abc]")
+
+
+BASE = """
+[gateway]
+listen = "127.0.0.1:2222"
+host_keys = ["hk"]
+
+[users.alice]
+keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBzq alice"]
+"""
+
+
+def _config(tmp_path: Path, extra: str) -> Path:
+    from gateway.ssh.keys import generate_host_key
+
+    if not (tmp_path / "hk").exists():
+        generate_host_key(tmp_path / "hk", "test")
+    path = tmp_path / "c.toml"
+    path.write_text(BASE + extra)
+    return path
+
+
+def test_ssh_keyscan_output_is_accepted_for_host_keys(tmp_path: Path) -> None:
+    key = "AAAAC3NzaC1lZDI1NTE5AAAAIOHZ7L3Oq5vDqk4fO8i8m8Wk6a2m3Xo7x0M7vJm1bWZ"
+    pasted = (f"# 10.0.0.5:22 SSH-2.0-OpenSSH_9.2p1 Debian-2\n10.0.0.5 ssh-ed25519 {key}\n"
+              f"[10.0.0.5]:2222 ecdsa-sha2-nistp256 {key}")
+    (tmp_path / "k").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    config = load_config(_config(tmp_path, f"""
+[targets.web1]
+host = "10.0.0.5"
+user = "deploy"
+key_file = "k"
+host_keys = ['''{pasted}''', "10.0.0.6 ssh-ed25519 {key} comment"]
+users = ["alice"]
+"""))
+    assert config.targets["web1"].host_keys == (
+        f"ssh-ed25519 {key}", f"ecdsa-sha2-nistp256 {key}", f"ssh-ed25519 {key} comment")
+
+
+def test_admin_webhooks_and_syslog_settings(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOK_SECRET", "hmac-key")
+    (tmp_path / "ca.pem").write_text("x")
+    config = load_config(_config(tmp_path, """
+[audit]
+syslog = true
+syslog_address = "siem.example.net:6514"
+syslog_transport = "tls"
+syslog_tls_ca = "ca.pem"
+syslog_format = "ocsf"
+
+[approvals]
+approvers = ["alice"]
+webhook_url = "https://hooks.slack.com/services/T/B/X"
+webhook_format = "slack"
+
+[webhooks.siem]
+url = "https://siem.example.net/bastille"
+secret_env = "HOOK_SECRET"
+events = ["policy", "session.*", "login:failed"]
+
+[admin]
+listen = "127.0.0.1:9322"
+"""))
+    s = config.audit.syslog
+    assert s is not None and (s.transport, s.host, s.port, s.format) == \
+        ("tls", "siem.example.net", 6514, "ocsf")
+    assert s.tls_ca == tmp_path / "ca.pem" and s.describe() == "tls://siem.example.net:6514"
+    hooks = {h.name: h for h in config.webhooks}
+    assert hooks["approvals"].format == "slack" and hooks["approvals"].events == \
+        ("approval:requested",)
+    assert hooks["siem"].secret is not None and hooks["siem"].secret.reveal() == "hmac-key"
+    assert "hmac-key" not in repr(hooks["siem"]) and "slack.com" not in repr(hooks["approvals"])
+    assert config.admin is not None and config.admin.listen_port == 9322
+
+
+def test_bad_ops_settings_are_reported_with_keys(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(_config(tmp_path, """
+[audit]
+syslog_transport = "tcp"
+
+[webhooks.x]
+url = "ftp://nope"
+events = ["Policy!"]
+format = "xml"
+
+[admin]
+listen = "10.0.0.1:9322"
+"""))
+    text = str(exc.value)
+    for expected in ("audit.syslog_transport: has no effect without syslog = true",
+                     "webhooks.x.url: expected an http:// or https:// URL",
+                     "webhooks.x.events: 'Policy!'", "webhooks.x.format: expected one of",
+                     "admin.listen: 10.0.0.1 is not a loopback address"):
+        assert expected in text
+
+
+def _bastille(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True,
+                          text=True, timeout=60, **kw)  # type: ignore[call-overload]
+
+
+def test_cli_suggests_and_exits_2_on_usage_errors() -> None:
+    r = _bastille("sesions", "list")
+    assert r.returncode == 2 and "invalid choice: 'sesions' (did you mean 'sessions'?)" in \
+        r.stderr
+    r = _bastille("approvals", "aprove", "3")
+    assert r.returncode == 2 and "did you mean 'approve'?" in r.stderr
+    r = _bastille("approvals", "approve")
+    assert r.returncode == 2 and "required: id" in r.stderr
+    r = _bastille("approvals", "approve", "x", "--as", "bob")
+    assert r.returncode == 2 and "expected a request number" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_ends_quietly_on_a_closed_pipe(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    subprocess.run([sys.executable, "-m", "gateway", "demo", "--write-config", str(data)],
+                   check=True, capture_output=True, timeout=60)
+    audit = data / "data" / "audit.jsonl"
+    line = json.dumps({"time": "2026-11-24T10:00:00.000Z", "ts": 1.0, "kind": "login",
+                       "outcome": "ok", "user": "alice"})
+    audit.write_text((line + "\n") * 20000)
+    r = subprocess.run(f"{sys.executable} -m gateway audit --data {data} | head -1",
+                       shell=True, capture_output=True, text=True, timeout=60)
+    assert r.stdout.startswith("TIME") and r.stderr == "", r.stderr
+    r = subprocess.run(f"set -o pipefail; {sys.executable} -m gateway audit --json --data "
+                       f"{data} | head -2", shell=True, executable="/bin/bash",
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2 and r.stderr == ""
