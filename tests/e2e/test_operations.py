@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -53,10 +54,12 @@ def cli(g: Rig, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[
 
 
 def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """/metrics parsed by the Prometheus text parser: name -> [(labels, value)]."""
+    """/metrics parsed by the Prometheus text parser: name -> [(labels, value)]; every
+    family is listed, with or without samples."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
     for family in text_string_to_metric_families(text.decode()):
+        out.setdefault(family.name + ("_total" if family.type == "counter" else ""), [])
         for s in family.samples:
             out.setdefault(s.name, []).append((s.labels, s.value))
     return out
@@ -112,6 +115,10 @@ def test_prometheus_scrape_and_health(make_gateway) -> None:  # type: ignore[no-
         assert value(m, "bastille_storage_state", state="ok") == 1
         assert value(m, "bastille_ready") == 1 and value(m, "bastille_spool_bytes") == 0
         assert "bastille_recording_index_backlog" in m
+        dashboard = (Path(__file__).parents[2] / "docs/grafana-dashboard.json").read_text()
+        s3_only = {"bastille_spool_cap_bytes"}  # a spool cap exists with S3 storage only
+        used = set(re.findall(r"bastille_[a-z_]+", dashboard)) - {"bastille_gateway"} - s3_only
+        assert used <= set(m), f"the dashboard uses unknown metrics: {used - set(m)}"
         code, body = get(admin, "/healthz")
         assert code == 200 and body["state"] == "ok" and body["storage"]["state"] == "ok"
         assert body["gateway"]["listening"].startswith("ssh 127.0.0.1:")
