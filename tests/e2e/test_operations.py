@@ -4,6 +4,7 @@ notify protocol, and status."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
@@ -285,3 +286,72 @@ def test_systemd_notify_readiness_watchdog_reload_stop(tmp_path: Path) -> None:
         done.set()
         reader.join(2)
         notify.close()
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        self.received.append((dict(self.headers),
+                              self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_webhooks_on_decisions_and_a_slack_command_that_works(make_gateway,  # type: ignore[no-untyped-def]
+                                                               tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    _Hook.received = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    (tmp_path / "hook.secret").write_text("hook-hmac-secret\n")
+    g: Rig = make_gateway(extra=POLICY + f"""
+[webhooks.chat]
+url = "{url}/chat"
+format = "slack"
+events = ["approval:requested"]
+
+[webhooks.siem]
+url = "{url}/siem"
+secret_file = "{tmp_path / 'hook.secret'}"
+events = ["policy", "session.*"]
+""", gateway_extra='public_address = "bastion.example.net:2222"')
+    try:
+        assert g.ssh("alice", "web1", "--", "shutdown now").returncode == 1
+        held = subprocess.Popen([*g.ssh_args("alice"), "web1", "--", "touch /tmp/bastille-w"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_until(lambda: any(b'"text"' in body for _, body in _Hook.received),
+                   what="the slack message")
+        text = next(json.loads(b)["text"] for h, b in _Hook.received
+                    if h.get("X-Bastille-Event") == "approval.requested")
+        assert "`ssh -p 2222 bastion.example.net approvals approve " in text
+        command = re.search(r"on the bastion: `([^`]+)`", text)
+        assert command, text
+        # the command as written, by approver bob on the appliance
+        env = {**os.environ, "USER": "bob", "BASTILLE_CONFIG": str(g.gateway.config),
+               "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+        ran = subprocess.run(["bash", "-c", command.group(1)], capture_output=True, text=True,
+                             env=env, timeout=60)
+        assert ran.returncode == 0 and "approved" in ran.stdout, ran.stderr
+        _, err = held.communicate(timeout=30)
+        assert held.returncode == 0 and b"approved by bob" in err
+        wait_until(lambda: sum(h.get("X-Bastille-Event") == "session.end"
+                               for h, _ in _Hook.received) >= 2, what="session ends")
+        siem = [(h, b) for h, b in _Hook.received if h.get("X-Bastille-Signature")]
+        events = [h["X-Bastille-Event"] for h, _ in siem]
+        assert "policy.deny" in events and "policy.approve" in events
+        assert "session.start" in events and "session.end" in events
+        import hashlib
+        import hmac
+
+        h, body = siem[0]
+        mac = hmac.new(b"hook-hmac-secret", h["X-Bastille-Timestamp"].encode() + b"." + body,
+                       hashlib.sha256).hexdigest()
+        assert h["X-Bastille-Signature"] == f"sha256={mac}"
+    finally:
+        server.shutdown()
+        server.server_close()
