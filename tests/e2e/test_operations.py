@@ -291,7 +291,7 @@ def test_systemd_notify_readiness_watchdog_reload_stop(tmp_path: Path) -> None:
 class _Hook(http.server.BaseHTTPRequestHandler):
     received: list[tuple[dict[str, str], bytes]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         self.received.append((dict(self.headers),
                               self.rfile.read(int(self.headers["Content-Length"]))))
         self.send_response(204)
