@@ -173,3 +173,26 @@ def test_prune_s3_deletes_only_confirmed_objects(tmp_path: Path, moto_server: st
     assert '"deleted_at"' in ledger and "s3-old-0001" in ledger
     v = bastille(config, "verify", "--all", env=env)
     assert "OK   s3-old-0001: pruned" in v.stdout and "missing" not in v.stdout, v.stdout
+
+
+def test_signing_key_rotation_old_recordings_still_verify(tmp_path: Path) -> None:
+    """docs/operations.md, key rotation: a new signing key, the old public key trusted."""
+    from recorder.signing import generate
+
+    config = _config(tmp_path, 'storage = "file"')
+    old = tmp_path / "recording.key"
+    _record(RecorderSettings(data_dir=tmp_path / "data", signing_key=old),
+            [("signed-by-old-0001", time.time() - 60)])
+    new_key, _ = generate(tmp_path / "recording-2027.key")
+    text = config.read_text().replace('signing_key = "recording.key"',
+                                      f'signing_key = "{new_key}"')
+    config.write_text(text)
+    _record(RecorderSettings(data_dir=tmp_path / "data", signing_key=new_key),
+            [("signed-by-new-0002", time.time())])
+    refused = bastille(config, "verify", "--all")
+    assert refused.returncode == 1 and "signed-by-old-0001" in refused.stdout
+    config.write_text(text.replace("[recording]\n", '[recording]\ntrusted_keys = '
+                                   '["recording.key.pub"]\n'))
+    accepted = bastille(config, "verify", "--all")
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert accepted.stdout.count("OK ") == 2
