@@ -151,6 +151,7 @@ class TerminalFilter:
 
     def __init__(self) -> None:
         self._pending = b""
+        self._after_c2 = False  # the last byte written was a UTF-8 lead byte \xc2
 
     def feed(self, data: bytes) -> bytes:
         data = self._pending + data
@@ -161,13 +162,28 @@ class TerminalFilter:
             data = data[:cut]
             if len(self._pending) >= MAX_PENDING:
                 self._pending = b""  # an endless sequence: drop it
-        return _fixpoint(data)
+        out = _fixpoint(data)
+        if out.endswith(b"\xc2"):
+            # what follows a dropped sequence must not complete a C1 control (\xc2\x9b)
+            # with it: the lead byte waits for the next chunk
+            self._pending = b"\xc2" + self._pending
+            out = out[:-1]
+        # the output so far may end with a lead byte that was followed by a dropped
+        # sequence: a continuation byte now must not complete a C1 control with it
+        while self._after_c2 and out[:1] and 0x80 <= out[0] <= 0x9F:
+            out = out[1:]
+        if out:
+            self._after_c2 = out.endswith(b"\xc2")
+        return out
 
     def flush(self) -> bytes:
         """End of stream: an unfinished escape sequence is dropped (a lone UTF-8 lead
         byte is kept: it cannot start anything any more)."""
         pending, self._pending = self._pending, b""
-        return b"" if pending.startswith(b"\x1b") else pending
+        lead = b""
+        if pending.startswith(b"\xc2"):
+            lead, pending = b"\xc2", pending[1:]
+        return lead + (b"" if pending.startswith(b"\x1b") else pending)
 
 
 def safe_replay(data: bytes) -> bytes:

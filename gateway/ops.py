@@ -39,6 +39,7 @@ from state.paths import DataDir
 
 if TYPE_CHECKING:
     from gateway.admin.server import AdminServer
+    from gateway.core.storage import StorageEvents
     from gateway.web.server import WebService
     from recorder.service import Recorder
     from state.approvals import Approvals
@@ -46,8 +47,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("bastille.app")
 
 #: sections and [gateway] keys a reload cannot change (a restart is needed)
-RESTART_SECTIONS = ("audit", "recording", "rdp", "web", "saml", "oidc", "admin")
-RESTART_GATEWAY_KEYS = ("listen", "host_keys", "data_dir", "log_format")
+RESTART_SECTIONS = ("audit", "recording", "rdp", "web", "saml", "oidc", "admin", "state")
+RESTART_GATEWAY_KEYS = ("listen", "host_keys", "data_dir", "log_format", "proxy_protocol",
+                        "max_auth_failures", "auth_failure_window", "max_source_failures")
+#: [recording] keys a reload applies (the recording budgets, gateway.config.BudgetSettings)
+RELOADED_RECORDING_KEYS = frozenset({"max_recording_bytes", "max_recording_bytes_per_user_day",
+                                     "budget_action", "throttle_rate"})
+
+
+def _storage_part(raw: Any) -> dict[str, Any]:
+    """``[recording]`` without the budget keys (what needs a restart)."""
+    table = raw if isinstance(raw, dict) else {}
+    return {k: v for k, v in table.items() if k not in RELOADED_RECORDING_KEYS}
 
 
 def merge_reload(old: Config, new: Config) -> tuple[Config, list[str], list[str]]:
@@ -55,17 +66,23 @@ def merge_reload(old: Config, new: Config) -> tuple[Config, list[str], list[str]
     changes that wait for a restart (the running value is kept for those)."""
     sections = sorted(set(old.raw) | set(new.raw))
     changed = [s for s in sections if old.raw.get(s) != new.raw.get(s)]
-    restart = [s for s in changed if s in RESTART_SECTIONS]
+    restart = [s for s in changed if s in RESTART_SECTIONS and s != "recording"]
+    if _storage_part(old.raw.get("recording")) != _storage_part(new.raw.get("recording")):
+        restart.append("recording")  # the budgets alone apply now
     old_gw, new_gw = old.raw.get("gateway") or {}, new.raw.get("gateway") or {}
     restart += [f"gateway.{k}" for k in RESTART_GATEWAY_KEYS if old_gw.get(k) != new_gw.get(k)]
     gateway = dataclasses.replace(
         new.gateway, listen_host=old.gateway.listen_host, listen_port=old.gateway.listen_port,
-        host_keys=old.gateway.host_keys, log_format=old.gateway.log_format)
+        host_keys=old.gateway.host_keys, log_format=old.gateway.log_format,
+        proxy_protocol=old.gateway.proxy_protocol,
+        max_auth_failures=old.gateway.max_auth_failures,
+        auth_failure_window=old.gateway.auth_failure_window,
+        max_source_failures=old.gateway.max_source_failures)
     merged = dataclasses.replace(
         new, gateway=gateway, data_dir=old.data_dir, audit=old.audit,
         recording=old.recording, rdp=old.rdp, web=old.web, saml=old.saml, oidc=old.oidc,
-        admin=old.admin)
-    return merged, changed, restart
+        admin=old.admin, state=old.state)
+    return merged, sorted(changed), sorted(restart)
 
 
 def config_secrets(config: Config) -> list[str]:
@@ -112,6 +129,7 @@ class Gateway(Protocol):
     web: WebService | None
     port: int
     version: str
+    storage_events: StorageEvents
     accepting: bool
     draining: bool
 
@@ -189,7 +207,7 @@ class Operations:
     # ------------------------------------------------------------ admin endpoint
     async def start_admin(self) -> None:
         settings = self.app.config.admin
-        self.app.recorder.set_status_extra(self.status_lines)
+        self.app.recorder.set_status_extra(self.status_extra)
         if settings is None:
             return
         from gateway.admin.server import AdminServer
@@ -231,6 +249,11 @@ class Operations:
         body.update({"problem": None, "local": None, "ready": ready,
                      "draining": self.app.draining})
         return state, ready, body
+
+    def status_extra(self) -> dict[str, Any]:
+        """The gateway's part of ``status.json``: its sessions and RDP workers
+        (:class:`gateway.core.storage.StorageEvents`), then :meth:`status_lines`."""
+        return {**self.app.storage_events.status_extra(), **self.status_lines()}
 
     def status_lines(self) -> dict[str, str]:
         """The gateway's part of ``status.json`` (``bastille status`` prints it)."""

@@ -31,14 +31,18 @@ from textual import on
 from textual.app import App
 from textual.binding import Binding
 
+from player import graphics
 from player.approvals import ApprovalsScreen, Approver
 from player.archive import Archive, is_transfer_only
+from player.desktop import FrameBuilder
+from player.desktop_view import DesktopScreen
 from player.find import FindScreen
 from player.fmt import safe
 from player.replay import ReplayScreen
 from player.transfer_view import TraceScreen, TransferScreen
 from recorder.errors import RecorderError
 from recorder.settings import RecorderSettings
+from state.backend import StateBackend
 
 PARENT_CHECK = 1.0  # seconds between checks that the parent process is still there
 
@@ -53,6 +57,8 @@ class PlayerApp(App[int]):
         approver: who is using the player, and what they may do.
         audit_file: the gateway's audit log (forwards and evasion signals on the
             timeline); default ``data_dir/audit.jsonl``.
+        frame_builder: draws the desktop frames of an RDP session that has none yet
+            (registered by ``bastille player``; see :mod:`player.desktop`).
     """
 
     CSS_PATH = Path(__file__).with_name("player.tcss")
@@ -67,13 +73,16 @@ class PlayerApp(App[int]):
         clock: Callable[[], float] = time.time,
         approver: Approver | None = None,
         audit_file: Path | None = None,
+        state: StateBackend | None = None,
+        frame_builder: FrameBuilder | None = None,
     ) -> None:
         super().__init__()
+        self.frame_builder = frame_builder
         self.approver = approver or Approver(name="")
         self.settings = settings
         self.session_id = session_id
         self.clock = clock
-        self.archive = Archive(settings, audit_file=audit_file)
+        self.archive = Archive(settings, audit_file=audit_file, state=state)
         self._parent_pid = os.getppid()
 
     def on_mount(self) -> None:
@@ -112,7 +121,15 @@ class PlayerApp(App[int]):
 
     def _open(self, session_id: str, *, search: str = "", transfer_only: bool = False,
               standalone: bool = False) -> None:
-        if transfer_only:
+        try:
+            desktop = self.archive.resolve(session_id).protocol == "rdp"
+        except RecorderError:
+            desktop = False  # the replay screen shows the error
+        if desktop:
+            self.push_screen(DesktopScreen(self.archive, session_id, search=search,
+                                           standalone=standalone,
+                                           builder=self.frame_builder))
+        elif transfer_only:
             self.push_screen(TransferScreen(self.archive, session_id, standalone=standalone))
         else:
             self.push_screen(ReplayScreen(self.archive, session_id, search=search,
@@ -132,11 +149,8 @@ class PlayerApp(App[int]):
         self.push_screen(ReplayScreen(self.archive, message.session_id))
 
     def action_approvals(self) -> None:
-        from state.approvals import ApprovalStore
-
-        store = ApprovalStore(self.settings.data_dir / "approvals.sqlite3")
-        self.push_screen(ApprovalsScreen(store, self.approver, self.clock),
-                         lambda _: store.close())
+        store = self.archive.approvals()
+        self.push_screen(ApprovalsScreen(store, self.approver, self.clock))
 
 
 def check_session(settings: RecorderSettings, session_id: str) -> str | None:
@@ -155,11 +169,14 @@ def check_session(settings: RecorderSettings, session_id: str) -> str | None:
 
 
 def run_player(settings: RecorderSettings, *, session_id: str | None = None,
-               approver: Approver | None = None, audit_file: Path | None = None) -> int:
+               approver: Approver | None = None, audit_file: Path | None = None,
+               state: StateBackend | None = None,
+               frame_builder: FrameBuilder | None = None) -> int:
     """Run the player in the current terminal; returns the exit code.
 
     1 with a one-line error on stderr when ``session_id`` names no session, or when
-    there is no terminal to draw on.
+    there is no terminal to draw on. Before the app starts, the terminal is asked which
+    picture protocol it speaks (:mod:`player.graphics`, for RDP desktops).
     """
     if session_id is not None:
         problem = check_session(settings, session_id)
@@ -170,6 +187,8 @@ def run_player(settings: RecorderSettings, *, session_id: str | None = None,
         print("bastille player: error: the player needs a terminal (with ssh: ssh -t "
               "USER@BASTION player)", file=sys.stderr)
         return 1
-    app = PlayerApp(settings, session_id=session_id, approver=approver, audit_file=audit_file)
+    graphics.detect()
+    app = PlayerApp(settings, session_id=session_id, approver=approver, audit_file=audit_file,
+                    state=state, frame_builder=frame_builder)
     app.run()
     return app.return_code or 0

@@ -25,7 +25,8 @@ _LABELS = {
     "path": "path", "new_path": "new path", "size": "size", "sha256": "sha256",
     "protocol": "protocol", "op": "operation", "by": "by", "signal": "signal",
     "detail": "detail", "dropped_bytes": "bytes lost", "cols": "columns", "rows": "rows",
-    "text": "text",
+    "text": "text", "user": "user", "method": "method", "route": "route",
+    "target_user": "as (target account)", "client": "client", "desktop": "desktop",
 }
 _ORDER = list(_LABELS)
 _WALL = {"requested_at", "decided_at"}

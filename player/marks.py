@@ -39,6 +39,7 @@ LOOKS: dict[str, Look] = {
     "allowed": Look("+", "bold #5fd75f", 2, "allowed"),
     "command": Look("|", "bold #00afd7", 2, "command"),
     "rdp": Look("c", "#00afd7", 2, "clipboard"),
+    "logon": Look("L", "bold #5fd7ff", 2, "logon"),
     "resize": Look("r", "#8a8a8a", 1, "resize"),
     "exit": Look("E", "#9e9e9e", 1, "exit"),
     "marker": Look(".", "white", 1, "marker"),

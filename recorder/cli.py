@@ -30,8 +30,9 @@ from typing import Any
 from common.safetext import visible
 from common.table import render
 from recorder import events as ev
+from recorder import textmask
 from recorder.errors import FormatError, RecorderError, SinkError
-from recorder.index import Index
+from recorder.index import SessionIndex, open_index
 from recorder.reader import Recording
 from recorder.settings import RecorderSettings
 from recorder.sinks.base import Sink
@@ -68,7 +69,7 @@ class _Ctx:
     def __init__(self, settings: RecorderSettings) -> None:
         self.settings = settings
         self._sink: Sink | None = None
-        self._index: Index | None = None
+        self._index: SessionIndex | None = None
 
     @property
     def sink(self) -> Sink:
@@ -79,19 +80,19 @@ class _Ctx:
         return self._sink
 
     @property
-    def index(self) -> Index:
+    def index(self) -> SessionIndex:
         if self._index is None:
             try:
-                self._index = Index(self.settings.data_dir / "index.sqlite3")
+                self._index = open_index(self.settings, checked=False)
             except RecorderError as exc:
                 raise CliError(f"{exc} (the index is rebuilt from the recordings by "
                                "`bastille reindex`, or by the gateway at its next start)") from exc
         return self._index
 
-    def checked_index(self) -> Index:
+    def checked_index(self) -> SessionIndex:
         """The index, a damaged file moved aside and replaced by an empty one."""
         if self._index is None:
-            self._index = Index.open_checked(self.settings.data_dir / "index.sqlite3")
+            self._index = open_index(self.settings)
         return self._index
 
     def close(self) -> None:
@@ -141,16 +142,16 @@ def _run(resolve: Resolve, fn: Callable[[_Ctx, argparse.Namespace], int]) -> Cal
         try:
             settings = resolve(args)
         except (RecorderError, OSError, ValueError) as exc:
-            print(f"bastille: error: {exc}", file=sys.stderr)
+            print(f"bastille: error: {visible(exc)}", file=sys.stderr)
             return 2
         ctx = _Ctx(settings)
         try:
             return fn(ctx, args)
         except CliError as exc:
-            print(f"bastille: error: {exc}", file=sys.stderr)
+            print(f"bastille: error: {visible(exc)}", file=sys.stderr)
             return exc.code
         except RecorderError as exc:
-            print(f"bastille: error: {exc}", file=sys.stderr)
+            print(f"bastille: error: {visible(exc)}", file=sys.stderr)
             return 1
         except BrokenPipeError:
             return 0
@@ -183,11 +184,14 @@ def _cmd_list(ctx: _Ctx, a: argparse.Namespace) -> int:
 
 def _cmd_show(ctx: _Ctx, a: argparse.Namespace) -> int:
     rec = ctx.open(a.id)
-    h = rec.header
+    h = dict(rec.header)
+    if isinstance(h.get("command"), str):  # masked (recordings older than typed-line
+        h["command"] = textmask.mask(h["command"])  # masking may hold secrets)
     notable: list[dict[str, Any]] = []
     for e in rec.events():
         if e.type in ev.JSON_TYPES and e.type != ev.EXIT:
-            notable.append({"time": round(e.time, 3), "type": e.name, **e.fields()})
+            notable.append({"time": round(e.time, 3), "type": e.name,
+                            **textmask.fields(e.fields())})
     info = {
         "session_id": rec.session_id,
         "name": rec.name,
@@ -278,7 +282,7 @@ def _cmd_export(ctx: _Ctx, a: argparse.Namespace) -> int:
             raise CliError(f"cannot write {a.output}: {exc.strerror}") from exc
         print(f"wrote {n} events to {a.output}", file=sys.stderr)
     for p in rec.problems:
-        print(f"bastille: warning: {p}", file=sys.stderr)
+        print(f"bastille: warning: {visible(p)}", file=sys.stderr)
     return 0
 
 
@@ -293,7 +297,7 @@ def _cmd_verify_bundle(a: argparse.Namespace, settings: RecorderSettings | None)
     try:
         trusted = [load_public_key(Path(k)) for k in keys] if keys else None
     except RecorderError as exc:
-        print(f"bastille: error: {exc}", file=sys.stderr)
+        print(f"bastille: error: {visible(exc)}", file=sys.stderr)
         return 2
     rep = verify_bundle(Path(a.bundle), trusted=trusted)
     if a.json:
@@ -450,8 +454,8 @@ def _cmd_reindex(ctx: _Ctx, a: argparse.Namespace) -> int:
         ctx.settings, ctx.sink, index, screen=not a.no_screen, progress=progress
     )
     for p in problems:
-        print(f"bastille: warning: {p}", file=sys.stderr)
-    print(f"indexed {count} recordings into {ctx.index.path}")
+        print(f"bastille: warning: {visible(p)}", file=sys.stderr)
+    print(f"indexed {count} recordings into {getattr(index, 'path', None) or 'the shared index'}")
     return 0
 
 
@@ -482,7 +486,7 @@ def _cmd_keygen(a: argparse.Namespace) -> int:
     try:
         key, pub = generate(Path(a.output))
     except RecorderError as exc:
-        print(f"bastille: error: {exc}", file=sys.stderr)
+        print(f"bastille: error: {visible(exc)}", file=sys.stderr)
         return 1
     print(f"wrote private key {key} (mode 0600) and public key {pub}")
     print(f'set recorder signing_key = "{key}"; verify with --public-key {pub}')

@@ -37,6 +37,7 @@ def parse_recording(
     base: Path,
     reading: bool = False,
     env: Mapping[str, str] | None = None,
+    extra_keys: frozenset[str] = frozenset(),
 ) -> tuple[RecorderSettings, list[Problem]]:
     """Parse ``[recording]``.
 
@@ -47,13 +48,15 @@ def parse_recording(
         reading: for the read-only tools: problems marked ``serve_only`` (such as an
             unset write secret) are left out.
         env: environment for ``*_env`` secrets (default: ``os.environ``).
+        extra_keys: keys of ``[recording]`` that the caller reads itself (the gateway's
+            recording budgets): accepted, not parsed here.
 
     Returns:
         The settings (defaults where a value was invalid) and every problem found.
     """
     r = TableReader(table, "recording", base=base, env=env)
     storage, tables = parse_storage(r, reading=reading)
-    r.check_keys(_KEYS | tables)
+    r.check_keys(_KEYS | tables | set(extra_keys))
     signing_key = r.path_value("signing_key")
     if signing_key is not None and not signing_key.is_file():
         r.problem("signing_key",

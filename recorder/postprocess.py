@@ -22,11 +22,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from recorder import events as ev
-from recorder import keyframes
+from recorder import keyframes, textmask
 from recorder.errors import FormatError, RecorderError, SinkError
-from recorder.index import Index
+from recorder.index import SessionIndex
 from recorder.reader import Recording
 from recorder.settings import RecorderSettings
 from recorder.sinks.base import Sink
@@ -41,14 +42,16 @@ RETRY_CAP = 4096  # sessions waiting for a retry; beyond, reindex catches up
 
 
 def index_recording(
-    index: Index,
+    index: SessionIndex,
     rec: Recording,
     *,
     screen: bool = True,
     data_dir: Path | None = None,
     interval: float = 10.0,
 ) -> None:
-    """(Re)write everything the index holds about one recording, from the recording."""
+    """(Re)write everything the index holds about one recording, from the recording
+    (command lines and screen text through the registered text masker,
+    :mod:`recorder.textmask`)."""
     commands: list[tuple[float, str, str]] = []
     policy = 0
     output_bytes = 0
@@ -73,7 +76,8 @@ def index_recording(
     end = trailer.get("end_time")
     if not isinstance(end, int | float) or isinstance(end, bool):
         end = rec.start_time + last
-    index.session_opened(rec.header, rec.name, status=rec.status)
+    header, commands = _masked(rec.header, commands)
+    index.session_opened(header, rec.name, status=rec.status)
     index.session_closed(
         rec.session_id,
         end=float(end),
@@ -87,7 +91,7 @@ def index_recording(
     )
     if screen:
         kfi = keyframes.build(rec, interval)
-        index.set_screen_lines(rec.session_id, kfi.lines)
+        index.set_screen_lines(rec.session_id, textmask.lines(kfi.lines))
         if data_dir is not None and rec.finished:
             try:
                 keyframes.save(data_dir, kfi)
@@ -95,10 +99,22 @@ def index_recording(
                 log.warning("recorder: cannot cache keyframes: %s", exc)
 
 
+def _masked(header: dict[str, Any], commands: list[tuple[float, str, str]]
+            ) -> tuple[dict[str, Any], list[tuple[float, str, str]]]:
+    """The header's command and the command lines through the registered text masker."""
+    if not textmask.active():
+        return header, commands
+    header = dict(header)
+    if isinstance(header.get("command"), str):
+        header["command"] = textmask.mask(header["command"])
+    masked = textmask.texts([text for _t, text, _src in commands])
+    return header, [(t, m, src) for (t, _x, src), m in zip(commands, masked, strict=True)]
+
+
 def reindex(
     settings: RecorderSettings,
     sink: Sink,
-    index: Index,
+    index: SessionIndex,
     *,
     screen: bool = True,
     progress: Callable[[str, str], None] | None = None,
@@ -143,7 +159,7 @@ class Postprocessor:
         self,
         settings: RecorderSettings,
         sink: Sink,
-        index: Index,
+        index: SessionIndex,
         *,
         retry_first: float = RETRY_FIRST,
     ) -> None:
@@ -190,14 +206,25 @@ class Postprocessor:
 
         threading.Thread(target=run, name="recorder-reindex", daemon=True).start()
 
-    def recover_stale(self) -> None:
-        """Re-read sessions a previous process left "live" (it crashed) and fix their rows."""
+    def submit_stale(self, name: str, session_id: str) -> None:
+        """Re-read one recording a dead process left (finished by crash recovery) and
+        rewrite its row (its status becomes ``recovered``)."""
         try:
-            stale = self.index.list_sessions(status="live", limit=QUEUE_CAP)
+            self._q.put_nowait(("stale", name, session_id))
+        except queue.Full:
+            log.warning("recorder: indexing queue full; %s left for reindex", session_id)
+
+    def recover_stale(self, skip: set[str] | frozenset[str] = frozenset()) -> None:
+        """Re-read sessions a previous process left "live" (it crashed) and fix their rows
+        (``skip``: session ids already submitted)."""
+        try:
+            stale = self.index.own_live(limit=QUEUE_CAP)
         except RecorderError as exc:
             log.warning("recorder: %s", exc)
             return
         for row in stale:
+            if row.id in skip:
+                continue
             try:
                 self._q.put_nowait(("stale", row.name, row.id))
             except queue.Full:

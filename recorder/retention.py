@@ -33,7 +33,7 @@ from typing import Any
 
 from recorder import keyframes
 from recorder.errors import SinkError
-from recorder.index import Index
+from recorder.index import SessionIndex
 from recorder.settings import RecorderSettings
 from recorder.signing import load_public_key
 from recorder.sinks.base import Sink
@@ -107,7 +107,7 @@ def _judge(sink: Sink, row: Any, held: set[str], trusted: list[bytes] | None
                          f"older than the retention ({report.status})", size)
 
 
-def prune(settings: RecorderSettings, sink: Sink, index: Index, *, older_than: float,
+def prune(settings: RecorderSettings, sink: Sink, index: SessionIndex, *, older_than: float,
           held: Iterable[str] = (), dry_run: bool = False, now: float | None = None,
           on_pruned: Callable[[PruneDecision], None] | None = None) -> list[PruneDecision]:
     """Delete (or with ``dry_run`` list) the recordings retention may delete; see the

@@ -26,6 +26,11 @@ Status: :meth:`Recorder.status` (storage state, spool, paused sessions, failures
 to listeners on every change and written to ``DATA_DIR/status.json`` for
 ``bastille status`` (see :mod:`recorder.status`).
 
+Crashes: the recorder that recovers the storage gives its sink a finisher
+(:mod:`recorder.recovery`): recordings a dead process left are cut after their last
+intact chunk and given a signed recovery trailer, re-indexed as ``recovered``, and
+reported to :meth:`Recorder.add_recovery_listener` (the gateway audits them).
+
 Known limits: one writer thread serves all sessions, so one blocked sink call delays
 (and, after ``stall_timeout``, fails) every open recording, not only its own.
 """
@@ -48,9 +53,10 @@ from typing import Any
 from recorder import events as ev
 from recorder.errors import RecorderError, RecordingFailed, SinkError
 from recorder.format import v1
-from recorder.index import Index
+from recorder.index import SessionIndex, open_index
 from recorder.postprocess import Postprocessor
-from recorder.settings import RecorderSettings
+from recorder.recovery import Recovered, Recoveries
+from recorder.settings import RecorderSettings, validate_settings
 from recorder.signing import Signer, load_signer
 from recorder.sinks.base import Sink, SinkStatus
 from recorder.status import STATUS_INTERVAL, PausedSession, RecorderStatus, write_status
@@ -109,30 +115,6 @@ def header_fields(
     return meta
 
 
-def validate_settings(settings: RecorderSettings) -> None:
-    """Raise RecorderError naming the first bad setting."""
-    if not -7 <= settings.zstd_level <= 22 or settings.zstd_level == 0:
-        raise RecorderError(
-            f"recorder zstd_level must be 1..22 (or -7..-1), not {settings.zstd_level}"
-        )
-    if not 0.05 <= settings.flush_interval <= 60:
-        raise RecorderError("recorder flush_interval must be between 0.05 and 60 seconds")
-    if not 1024 <= settings.flush_bytes <= 8 * 1024 * 1024:
-        raise RecorderError("recorder flush_bytes must be between 1 KiB and 8 MiB")
-    if settings.queue_bytes < settings.flush_bytes * 2:
-        raise RecorderError("recorder queue_bytes must be at least twice flush_bytes")
-    if settings.keyframe_interval <= 0:
-        raise RecorderError("recorder keyframe_interval must be positive")
-    if settings.on_failure not in ("terminate", "continue"):
-        raise RecorderError(
-            f"recorder on_failure must be 'terminate' or 'continue', not {settings.on_failure!r}"
-        )
-    if settings.stall_timeout < 0.1 or settings.max_pause < 0 or settings.min_free_bytes < 0:
-        raise RecorderError(
-            "recorder stall_timeout must be >= 0.1 s; max_pause and min_free_bytes >= 0"
-        )
-
-
 class SessionRecording:
     """One live recording. Hot-path methods never block and never raise on failure."""
 
@@ -160,6 +142,7 @@ class SessionRecording:
         # instead of holding unbounded memory for a relay that ignores backpressure.
         self._hard_cap = 2 * st.queue_bytes
         self._dead = False  # failed or closed: calls are dropped
+        self._delivered_bytes = 0  # sent to the user, hashed into the trailer (delivered)
         self._closed = False
         self._failed: RecorderError | None = None
         self._callbacks: list[Callable[[RecorderError], None]] = []
@@ -169,6 +152,12 @@ class SessionRecording:
         state.on_failed = self._failed_threadsafe
         state.on_writable = self._writable_threadsafe
         state.on_state = self._state_threadsafe
+
+    @property
+    def bytes_recorded(self) -> int:
+        """Payload bytes handed to this recording so far, before compression (what the
+        gateway's recording budgets count)."""
+        return self._s.enqueued - self._delivered_bytes
 
     # ------------------------------------------------------------------ hot path
 
@@ -215,6 +204,7 @@ class SessionRecording:
             return
         if type(data) is not bytes:
             data = bytes(data)
+        self._delivered_bytes += len(data)  # hashed, not stored: no budget counts it
         self._put(DELIVERED, data)
 
     def input(self, data: bytes) -> None:
@@ -490,13 +480,14 @@ class Recorder:
         self._opening = threading.BoundedSemaphore(MAX_OPENING)
         self._started_threads = False
         self._open: dict[str, SessionRecording] = {}
-        self.index: Index = None  # type: ignore[assignment]
+        self.index: SessionIndex = None  # type: ignore[assignment]
         self.stall_timeout = settings.stall_timeout if stall_timeout is None else stall_timeout
         self._watchdog: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = time.time()
         self._failed = 0
         self._last_failure: str | None = None
+        self._recoveries = Recoveries()
         self._status_listeners: list[Callable[[RecorderStatus], None]] = []
         self._status_extra: Callable[[], dict[str, Any]] | None = None
         self._last_state = "ok"
@@ -535,13 +526,14 @@ class Recorder:
         sink = self._sink
         try:
             if self._recover:
+                sink.set_recovery(self._recoveries.finisher(self._signer, loop))
                 await loop.run_in_executor(None, sink.recover)
         except SinkError as exc:
             raise RecorderError(f"recording storage recovery failed: {exc}") from exc
         add_listener = getattr(sink, "add_listener", None)
         if add_listener is not None:
             add_listener(self._sink_state_threadsafe)
-        self.index = Index.open_checked(self.settings.data_dir / "index.sqlite3")
+        self.index = open_index(self.settings)
         self._writer = Writer(self.settings, sink, self._signer)
         self._writer.start()
         self._started_threads = True
@@ -550,8 +542,22 @@ class Recorder:
         if self.index.recreated is not None:  # damaged: rebuilt while serving
             self._post.rebuild_in_background()
         if self._recover:
-            self._post.recover_stale()
+            self._post.recover_stale(skip=self._recoveries.attach_index(self._post.submit_stale))
         self._watchdog = asyncio.create_task(self._watch(), name="recorder-watchdog")
+
+    # ------------------------------------------------------------------ crashes
+
+    def add_recovery_listener(self, cb: Callable[[Recovered], None]) -> None:
+        """``cb(recovered)`` on the loop thread for each recording a dead process left
+        unfinished and this recorder finished (at start, and while it runs: an RDP
+        worker that died). Register before :meth:`start` to hear of those at start."""
+        self._recoveries.add_listener(cb)
+
+    async def adopt_orphans(self) -> None:
+        """Finish now what a process sharing the storage left when it died (an RDP
+        worker); the spooled sink also does this by itself every few seconds."""
+        if self._recover and self._sink is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._sink.adopt_orphans)
 
     # ------------------------------------------------------------------ status
 

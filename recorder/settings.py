@@ -9,9 +9,15 @@ older spelling of the same thing and is still accepted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from recorder.index import SessionIndex
+
+from recorder.errors import RecorderError
 
 OnFailure = Literal["terminate", "continue"]
 
@@ -102,6 +108,10 @@ class RecorderSettings:
     retention: float = 0.0
     # public keys (PEM) of earlier signing keys: recordings they signed still verify
     trusted_keys: tuple[Path, ...] = ()
+    #: opens a shared session index (several gateways, ``[state] url``); None: the SQLite
+    #: file data_dir/index.sqlite3 (see recorder.index.open_index)
+    index_opener: Callable[[], SessionIndex] | None = field(default=None, compare=False,
+                                                             repr=False)
 
     def __post_init__(self) -> None:
         if self.storage is None and self.s3 is not None:
@@ -116,3 +126,27 @@ class RecorderSettings:
     @property
     def spool_dir(self) -> Path:
         return self.data_dir / "spool"
+
+
+def validate_settings(settings: RecorderSettings) -> None:
+    """Raise RecorderError naming the first bad setting."""
+    if not -7 <= settings.zstd_level <= 22 or settings.zstd_level == 0:
+        raise RecorderError(
+            f"recorder zstd_level must be 1..22 (or -7..-1), not {settings.zstd_level}"
+        )
+    if not 0.05 <= settings.flush_interval <= 60:
+        raise RecorderError("recorder flush_interval must be between 0.05 and 60 seconds")
+    if not 1024 <= settings.flush_bytes <= 8 * 1024 * 1024:
+        raise RecorderError("recorder flush_bytes must be between 1 KiB and 8 MiB")
+    if settings.queue_bytes < settings.flush_bytes * 2:
+        raise RecorderError("recorder queue_bytes must be at least twice flush_bytes")
+    if settings.keyframe_interval <= 0:
+        raise RecorderError("recorder keyframe_interval must be positive")
+    if settings.on_failure not in ("terminate", "continue"):
+        raise RecorderError(
+            f"recorder on_failure must be 'terminate' or 'continue', not {settings.on_failure!r}"
+        )
+    if settings.stall_timeout < 0.1 or settings.max_pause < 0 or settings.min_free_bytes < 0:
+        raise RecorderError(
+            "recorder stall_timeout must be >= 0.1 s; max_pause and min_free_bytes >= 0"
+        )

@@ -21,7 +21,7 @@ Entry kinds (``KINDS``) and what they mean:
 * ``approved`` / ``rejected`` (denied by an approver) / ``expired`` (expired or
   cancelled): the outcome of an approval request;
 * ``transfer``, ``file_op``, ``forward``, ``resize``, ``kill``, ``evasion``, ``gap``,
-  ``marker``, ``rdp`` (clipboard), ``exit``.
+  ``marker``, ``rdp`` (clipboard), ``logon`` (an RDP logon: who, how, as whom), ``exit``.
 
 Known limits: a decision is attached to the most recent undecided command with the same
 text (the gateway records the command, then its decision); a decision without one is
@@ -62,12 +62,13 @@ KINDS: dict[str, str] = {
     "gap": "recorder gap",
     "marker": "marker",
     "rdp": "rdp",
+    "logon": "logon",
     "exit": "exit",
 }
 _DECISION_KIND = {"allow": "allowed", "deny": "denied", "approve": "held"}
 _OUTCOME_KIND = {"approved": "approved", "denied": "rejected"}
 _GENERIC_KIND = {"file_op": "file_op", "forward": "forward", "evasion": "evasion",
-                 "kill": "kill", "rdp.clipboard": "rdp"}
+                 "kill": "kill", "rdp.clipboard": "rdp", "rdp.logon": "logon"}
 _GENERIC_SKIP = frozenset({"rdp.keys", "rdp.mouse"})  # also recorded as commands / noise
 
 
@@ -222,6 +223,14 @@ def summary(e: Entry) -> str:
         return f"recorder gap: {_s(f.get('reason'))} ({_s(f.get('dropped_bytes'))} bytes lost)"
     if k == "rdp":
         return f"clipboard {_s(f.get('direction'))}: {_s(f.get('text'))[:200]}"
+    if k == "logon":
+        how = ", ".join(_s(f.get(a)) for a in ("method", "route") if f.get(a))
+        text = f"logon {_s(f.get('user'))}" + (f" ({how})" if how else "")
+        if f.get("target_user"):
+            text += f" as {_s(f.get('target_user'))}"
+        if f.get("desktop"):
+            text += f", desktop {_s(f.get('desktop'))}"
+        return text
     if k == "exit":
         if f.get("signal"):
             return f"session ended by signal {_s(f.get('signal'))}"

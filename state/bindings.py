@@ -86,9 +86,10 @@ class BindingStore:
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self.clock = clock
-        self._conn = open_sqlite(path, timeout=5)
+        self._conn = open_sqlite(
+            path, timeout=5, schema=_SCHEMA, what="the single sign-on bindings database",
+            lost="keys bound by single sign-on must sign in through the browser again")
         self._lock = threading.Lock()  # one connection, used from the loop and executors
-        self._conn.execute(_SCHEMA)
 
     def close(self) -> None:
         with self._lock:

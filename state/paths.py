@@ -5,6 +5,7 @@
     approvals.sqlite3       approval requests, just-in-time grants, kill requests
     rdp_tokens.sqlite3      RDP routing tokens and one-time PINs (digests only)
     oidc_bindings.sqlite3   single sign-on key bindings
+    recording_usage.sqlite3 bytes recorded per user per day (recording budgets)
     index.sqlite3           the recordings' search index (written by the recorder)
     known_targets           trust-on-first-use host keys of SSH targets
     audit.jsonl             the audit trail (default of audit.file)
@@ -28,6 +29,7 @@ from pathlib import Path
 APPROVALS = "approvals.sqlite3"
 RDP_TOKENS = "rdp_tokens.sqlite3"
 OIDC_BINDINGS = "oidc_bindings.sqlite3"
+RECORDING_USAGE = "recording_usage.sqlite3"
 INDEX = "index.sqlite3"
 KNOWN_TARGETS = "known_targets"
 AUDIT = "audit.jsonl"
@@ -57,6 +59,10 @@ class DataDir:
     @property
     def oidc_bindings(self) -> Path:
         return self.root / OIDC_BINDINGS
+
+    @property
+    def recording_usage(self) -> Path:
+        return self.root / RECORDING_USAGE
 
     @property
     def index(self) -> Path:

@@ -42,6 +42,9 @@ from typing import Any, Protocol
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from state.errors import StateError
+from state.files import open_sqlite
+
 KINDS = ("reviewed", "note", "flag", "unflag")
 MAX_TEXT = 4000  # characters in one note or flag reason
 MAX_AUTHOR = 200
@@ -193,12 +196,12 @@ class ReviewStore:
         self._clock = clock
         _private_file(self.path)
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10,
-                                       isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise ReviewError(f"cannot open the review store {self.path}: {exc}") from exc
+            self._db = open_sqlite(
+                self.path, schema=_SCHEMA, what="the review store",
+                lost="its review records are kept in the moved file (signed: they can be "
+                     "checked there)")
+        except StateError as exc:
+            raise ReviewError(str(exc)) from exc
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -230,28 +233,41 @@ class ReviewStore:
         if self.signer is None and self.signing_required:
             raise ReviewError("reviews are signed with the recording signing key, which this "
                               "process cannot read; nothing was stored")
+
+        def build(prev: str) -> tuple[str, str, str | None, str | None]:
+            record = {
+                "v": 1, "type": RECORD_TYPE, "session": session, "kind": kind,
+                "author": author, "created": round(self._clock(), 6),
+                "at": None if at is None else round(float(at), 6), "entry": entry,
+                "ref": ref, "text": text, "recording": recording, "prev": prev,
+            }
+            payload = canonical(record)
+            sig = pub = None
+            if self.signer is not None:
+                sig = base64.b64encode(self.signer.sign(payload)).decode()
+                pub = base64.b64encode(self.signer.public_raw).decode()
+            return payload.decode(), hashlib.sha256(payload).hexdigest(), sig, pub
+
+        rid = self._append(session, build)
+        found = [r for r in self.records(session) if r.id == rid]
+        if not found:  # pragma: no cover - just written
+            raise ReviewError("the review was not stored")
+        return found[0]
+
+    def _append(self, session: str,
+                build: Callable[[str], tuple[str, str, str | None, str | None]]) -> int:
+        """Store the record ``build(digest of the session's last record)`` atomically
+        (no other record of the session in between); its id."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 row = self._db.execute(
                     "SELECT digest FROM reviews WHERE session=? ORDER BY id DESC LIMIT 1",
                     (session,)).fetchone()
-                record = {
-                    "v": 1, "type": RECORD_TYPE, "session": session, "kind": kind,
-                    "author": author, "created": round(self._clock(), 6),
-                    "at": None if at is None else round(float(at), 6), "entry": entry,
-                    "ref": ref, "text": text, "recording": recording,
-                    "prev": str(row[0]) if row else "",
-                }
-                payload = canonical(record)
-                sig = pub = None
-                if self.signer is not None:
-                    sig = base64.b64encode(self.signer.sign(payload)).decode()
-                    pub = base64.b64encode(self.signer.public_raw).decode()
+                payload, digest, sig, pub = build(str(row[0]) if row else "")
                 cur = self._db.execute(
                     "INSERT INTO reviews (session, payload, digest, signature, public_key) "
-                    "VALUES (?,?,?,?,?)",
-                    (session, payload.decode(), hashlib.sha256(payload).hexdigest(), sig, pub))
+                    "VALUES (?,?,?,?,?)", (session, payload, digest, sig, pub))
                 rid = int(cur.lastrowid or 0)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -260,10 +276,7 @@ class ReviewStore:
                 except sqlite3.Error:
                     pass
                 raise ReviewError(f"cannot store the review: {exc}") from exc
-        found = [r for r in self.records(session) if r.id == rid]
-        if not found:  # pragma: no cover - just written
-            raise ReviewError("the review was not stored")
-        return found[0]
+        return rid
 
     # ------------------------------------------------------------------ reading
 

@@ -3,15 +3,18 @@
 :class:`AuditCounter` follows the audit file (every process's events: the gateway, RDP
 workers, the CLI) from the moment the gateway starts and keeps the counters:
 sessions started and running (by protocol, kind and target), session bytes, policy
-decisions (by action and rule), approvals, logins and authentication failures, worker
-restarts, recording failures, config reloads. :class:`GatewayCollector` adds, at each
+decisions (by action and rule), approvals, logins and authentication failures, logins
+refused by the rate limits, worker restarts, recording failures, recordings finished by
+crash recovery, storage pauses, recording budgets exceeded, other gateways found dead
+(a cluster), config reloads. :class:`GatewayCollector` adds, at each
 scrape, what is true now: approvals pending and the age of the oldest, the recorder's
 status (storage state, spool bytes and oldest entry, uploads and index backlog, paused
 sessions, free disk) and the audit exporters (lag, deliveries, dead letters).
 
 Known limits: counters start at zero when the gateway starts (Prometheus handles the
-reset); session bytes are counted when a session ends; a session of a worker that
-crashed stays "running" until the gateway restarts.
+reset); session bytes are counted when a session ends; a session whose process crashed
+stays "running" until crash recovery finishes its recording (at once for an RDP
+worker, at the next start for the gateway itself).
 """
 
 from __future__ import annotations
@@ -61,6 +64,21 @@ class AuditCounter(Exporter):
                                           "failed or could not start.", registry=c)
         self.reloads = Counter("bastille_config_reloads", "Configuration reloads.",
                                ["outcome"], registry=c)
+        self.lockouts = Counter("bastille_login_lockouts", "Logins refused by the rate "
+                                "limits (failed logins per source and user, attempts or keys "
+                                "per connection).", ["protocol"], registry=c)
+        self.recovered = Counter("bastille_recordings_recovered", "Recordings a dead process "
+                                 "left unfinished, finished by crash recovery (recovered) or "
+                                 "left as found (unrecovered).", ["outcome"], registry=c)
+        self.pauses = Counter("bastille_storage_pauses", "Sessions paused by full or slow "
+                              "recording storage (paused), or going on while their output is "
+                              "dropped (dropping).", ["event"], registry=c)
+        self.budgets = Counter("bastille_recording_budget_exceeded", "Recording budgets "
+                               "exceeded (scope: session or day; action: terminate, throttle "
+                               "or refused).", ["scope", "action"], registry=c)
+        self.nodes_lost = Counter("bastille_nodes_lost", "Other gateways of the cluster that "
+                                  "missed their lease (their live sessions were ended).",
+                                  registry=c)
         self._lock = threading.Lock()
         self._live: dict[str, tuple[str, str, str]] = {}  # session id -> labels
 
@@ -109,7 +127,9 @@ class AuditCounter(Exporter):
                      detail: dict[str, Any]) -> None:
         with self._lock:
             labels = self._live.pop(str(record.get("session", "")), None)
-        protocol = labels[0] if labels else str(detail.get("protocol", "ssh"))
+        if outcome in ("recovered", "unrecovered"):
+            self.recovered.labels(outcome).inc()
+        protocol = labels[0] if labels else str(detail.get("protocol") or "ssh")
         target = str(record.get("target", ""))
         for key, direction in (("bytes_in", "in"), ("bytes_out", "out")):
             value = detail.get(key)
@@ -134,6 +154,7 @@ class AuditCounter(Exporter):
     def _rate_limited(self, record: dict[str, Any], outcome: str,
                       detail: dict[str, Any]) -> None:
         self.auth_failures.labels("rate_limited").inc()
+        self.lockouts.labels(str(detail.get("protocol") or "ssh")).inc()
 
     def _gateway(self, record: dict[str, Any], outcome: str, detail: dict[str, Any]) -> None:
         event = str(detail.get("event", ""))
@@ -141,11 +162,18 @@ class AuditCounter(Exporter):
             self.worker_restarts.labels(event.split()[0]).inc()
         elif event == "reload":
             self.reloads.labels(outcome).inc()
+        elif event == "node lost":
+            self.nodes_lost.inc()
 
     def _recording(self, record: dict[str, Any], outcome: str,
                    detail: dict[str, Any]) -> None:
         if outcome == "failed":
             self.recording_failures.inc()
+        elif outcome in ("paused", "dropping"):
+            self.pauses.labels(outcome).inc()
+        elif outcome == "budget_exceeded":
+            self.budgets.labels(str(detail.get("scope", "")), str(detail.get("action", ""))
+                                ).inc()
 
 
 _Handler = Callable[[AuditCounter, dict[str, Any], str, dict[str, Any]], None]

@@ -4,7 +4,8 @@
     bastille audit | approvals | oidc | sessions kill | player | hash-password  (manage.py)
     bastille prune | hold                                    retention (retention.py)
     bastille sessions list|show, play, export, verify, status, reindex, keygen  (recorder)
-    bastille rdp-file | rdp-pin | rdp-fingerprint | rdp-replay                  (gateway.rdp)
+    bastille rdp-file | rdp-pin | rdp-fingerprint | rdp-replay | rdp-screens    (gateway.rdp)
+    bastille state migrate | status                          shared state (state.cli)
 
 Every command that reads state takes ``-c/--config CONFIG`` or ``--data DIR``; every
 command that prints a table takes ``--json``; commands that act for a person take
@@ -64,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.rdp.cli import add_commands as add_rdp_commands
 
     add_rdp_commands(sub, add_config_args, load)
+    from state.cli import add_commands as add_state_commands
+
+    add_state_commands(sub, add_config_args, load)
 
     from gateway.rdp.cli import export_rendered
     from recorder.cli import EXPORTERS

@@ -21,6 +21,7 @@ from gateway.errors import ConfigError
 if TYPE_CHECKING:
     from gateway.config import Config
     from recorder.settings import RecorderSettings
+    from state.backend import StateBackend
 
 _INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
 
@@ -88,12 +89,13 @@ def config_path(args: argparse.Namespace) -> Path:
     fail("no config: pass -c CONFIG (or --data DIR for a demo directory)")
 
 
-def load(args: argparse.Namespace) -> Config:
-    """The configuration, or exit 2 listing every problem."""
+def load(args: argparse.Namespace, *, secrets: bool = True) -> Config:
+    """The configuration, or exit 2 listing every problem. ``secrets=False`` for tools
+    that never log into a target (they start without the target secrets' variables)."""
     from gateway.config import load_config
     from gateway.ssh.keys import check_private_key
 
-    secrets = not getattr(args, "no_target_secrets", False)
+    secrets = secrets and not getattr(args, "no_target_secrets", False)
     try:
         return load_config(config_path(args), check_key=check_private_key, secrets=secrets)
     except ConfigError as exc:
@@ -113,7 +115,13 @@ def load_reading(args: argparse.Namespace) -> Config:
 
 
 def resolve_recorder(args: argparse.Namespace) -> RecorderSettings:
-    """Recorder settings from -c CONFIG, from a demo directory, or from a bare data dir."""
+    """Recorder settings from -c CONFIG, from a demo directory, or from a bare data dir
+    (no target secrets needed); registers the text masker the recorder's tools use
+    (``sessions show``, ``reindex``: command lines stored before masking)."""
+    from gateway.config import PolicySettings
+    from gateway.core.masking import maskers_for
+    from recorder import textmask
+
     data = getattr(args, "data", None)
     if data and not getattr(args, "config", None):
         from gateway.demo import CONFIG_NAME
@@ -123,8 +131,19 @@ def resolve_recorder(args: argparse.Namespace) -> RecorderSettings:
         if not (directory / CONFIG_NAME).exists():
             if not directory.is_dir():
                 fail(f"{directory} is not a directory")
+            textmask.register(maskers_for(PolicySettings()).text_for(None))
             return RecorderSettings(data_dir=directory)
-    return load_reading(args).recording
+    config = load_reading(args)
+    textmask.register(maskers_for(config.policy).text_for(targets=config.targets.values()))
+    return config.recording
+
+
+def state_backend(config: Config) -> StateBackend:
+    """The stores of ``config``: SQLite files in the data directory, or the shared
+    PostgreSQL database (``[state] url``)."""
+    from state.backend import StateBackend
+
+    return StateBackend(config.state, config.data_dir)
 
 
 def who(args: argparse.Namespace) -> str:

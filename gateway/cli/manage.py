@@ -1,5 +1,12 @@
 """``bastille audit``, ``approvals``, ``oidc``, ``sessions kill``, ``hash-password`` and
-``player``: reading the trail and acting on the running appliance."""
+``player``: reading the trail and acting on the running appliance.
+
+Stores are opened through :class:`state.backend.StateBackend` (SQLite files, or the
+shared PostgreSQL database of a cluster). Tools that never log into a target load the
+configuration without the target secrets. Every audit event these commands write names
+the operating-system user who ran them (:mod:`gateway.operator`). Command lines shown
+(audit details, approval requests) pass through the text masker, which also covers lines
+stored before masking existed."""
 
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ from gateway.cli.base import (
     print_json,
     print_table,
     resolve_recorder,
+    state_backend,
 )
 
 
@@ -50,21 +58,33 @@ def _audit_line(record: dict[str, Any]) -> str:
     return ("  ".join(parts) + "  " + extra).rstrip()
 
 
+def _mask_detail(record: dict[str, Any], mask: Any) -> None:
+    """Mask the command and reason of ``record`` (lines written before they were)."""
+    detail = record.get("detail")
+    if isinstance(detail, dict):
+        for key in ("command", "reason"):
+            if isinstance(detail.get(key), str):
+                detail[key] = mask(detail[key])
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from gateway.audit import read_events
     from gateway.audit.ocsf import to_ocsf
+    from gateway.core.masking import maskers_for
 
-    config = load(args)
+    config = load(args, secrets=False)
     since = _parse_since(args.since) if args.since else None
     if not config.audit.file.exists():
         fail(f"no audit log yet at {config.audit.file}", 1)
+    mask = maskers_for(config.policy).text_for(targets=config.targets.values())
     fmt = "json" if args.json else args.format
     if fmt == "text":
         print("  ".join(h.ljust(w) for h, w in zip(
             ("TIME", "KIND", "OUTCOME", "USER", "TARGET", "SOURCE"), AUDIT_WIDTHS,
             strict=True)) + "  DETAIL")
     for record in read_events(config.audit.file, since=since, user=args.user, kind=args.kind):
-        if fmt == "json":
+        _mask_detail(record, mask)
+        if fmt == "json":  # ASCII: no control or bidi character left raw
             print(json.dumps(record, ensure_ascii=True))
         elif fmt == "ocsf":
             print(json.dumps(to_ocsf(record), ensure_ascii=True))
@@ -75,7 +95,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ approvals
 
-def _request_rows(requests: list[Any], now: float, everything: bool) -> list[list[object]]:
+def _request_rows(requests: list[Any], now: float, everything: bool,
+                  mask: Any = str) -> list[list[object]]:
     rows: list[list[object]] = []
     for r in requests:
         age = f"{int(now - r.created)}s"
@@ -85,44 +106,43 @@ def _request_rows(requests: list[Any], now: float, everything: bool) -> list[lis
         row += [age, r.user, r.target, r.rule or "-"]
         if everything:
             row.append(r.decided_by or "-")
-        row.append(r.command)
+        row.append(mask(r.command))
         rows.append(row)
     return rows
 
 
 def cmd_approvals_list(args: argparse.Namespace) -> int:
-    from state.approvals import ApprovalStore
-    from state.paths import DataDir
+    from gateway.core.masking import maskers_for
 
-    config = load(args)
-    store = ApprovalStore(DataDir(config.data_dir).approvals)
+    config = load(args, secrets=False)
+    store = state_backend(config).approvals()
     try:
         requests = store.list(status=None if args.all else "pending", limit=args.limit)
     finally:
         store.close()
+    mask = maskers_for(config.policy).text_for(None)  # stored masked; older ones too
     if args.json:
-        print_json([r.to_json() for r in requests])
+        print_json([{**r.to_json(), "command": mask(r.command)} for r in requests])
         return 0
     headers = ["ID", *(["STATUS"] if args.all else []), "AGE", "USER", "TARGET", "RULE",
                *(["DECIDED BY"] if args.all else []), "REQUEST"]
-    print_table(headers, _request_rows(requests, time.time(), args.all),
+    print_table(headers, _request_rows(requests, time.time(), args.all, mask),
                 right=(0, 2 if args.all else 1),
                 empty="no approval requests" if args.all else "no pending approval requests")
     return 0
 
 
 def cmd_approvals_decide(args: argparse.Namespace) -> int:
-    from gateway.audit import AuditLog
+    """approve, deny (a request) or revoke (an access grant) as ``--as NAME``."""
     from gateway.core.commands import run_approvals
-    from state.approvals import ApprovalStore
-    from state.paths import DataDir
+    from gateway.operator import OperatorAudit
 
-    config = load(args)
+    config = load(args, secrets=False)
     user = config.users.get(args.as_user)
     if user is None:
         fail(f"no user {visible(args.as_user)!r} in {config.path}")
-    store = ApprovalStore(DataDir(config.data_dir).approvals)
-    audit = AuditLog(config.audit.file)
+    store = state_backend(config).approvals()
+    audit = OperatorAudit(config)  # records who ran this, next to --as
     try:
         line = f"{args.action} {args.id} {' '.join(args.reason or [])}".strip()
         out = run_approvals(config, store, audit.emit, user.name, user.groups, line,
@@ -148,13 +168,10 @@ def _request_id(text: str) -> int:
 # ------------------------------------------------------------------ oidc
 
 def cmd_oidc_bindings(args: argparse.Namespace) -> int:
-    from state.bindings import BindingStore
-    from state.paths import DataDir
-
-    config = load(args)
+    config = load(args, secrets=False)
     if config.oidc is None and config.saml is None:
         fail(f"{config.path} has no [oidc] or [saml] section")
-    store = BindingStore(DataDir(config.data_dir).oidc_bindings)
+    store = state_backend(config).bindings()
     rows = store.list(args.user)
     store.close()
     if args.json:
@@ -170,13 +187,10 @@ def cmd_oidc_bindings(args: argparse.Namespace) -> int:
 
 
 def cmd_oidc_revoke(args: argparse.Namespace) -> int:
-    from state.bindings import BindingStore
-    from state.paths import DataDir
-
-    config = load(args)
+    config = load(args, secrets=False)
     if config.oidc is None and config.saml is None:
         fail(f"{config.path} has no [oidc] or [saml] section")
-    store = BindingStore(DataDir(config.data_dir).oidc_bindings)
+    store = state_backend(config).bindings()
     n = store.revoke(args.user)
     store.close()
     if args.json:
@@ -189,39 +203,42 @@ def cmd_oidc_revoke(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ sessions kill
 
 def cmd_sessions_kill(args: argparse.Namespace) -> int:
-    from gateway.audit import AuditEvent, AuditLog, Kind
-    from recorder.index import Index
-    from state.approvals import ApprovalStore
-    from state.paths import DataDir
+    from gateway.audit import AuditEvent, Kind
+    from gateway.operator import emit_once
+    from recorder.index import open_index
 
-    config = load(args)
-    data = DataDir(config.data_dir)
+    config = load(args, secrets=False)
     user = config.users.get(args.as_user)
     if user is None or not config.approvals.approvers.allows(user.name, user.groups):
-        fail(f"{visible(args.as_user)} is not an auditor (configured approver)")
-    index = Index(DataDir(config.recording.data_dir).index)
-    rows = [r for r in index.list_sessions(status="live", limit=100000)
-            if r.id.startswith(args.id)]
-    index.close()
+        fail(f"{visible(args.as_user)} may not end sessions (only the configured approvers "
+             "may; auditors are read-only)")
+    index = open_index(config.recording, checked=False)
+    try:
+        rows = [r for r in index.list_sessions(status="live", limit=100000)
+                if r.id.startswith(args.id)]
+    finally:
+        index.close()
     live = [r for r in rows if r.status == "live"]
     if len(live) != 1:
         fail(f"{'no live session' if not live else 'several live sessions'} matches "
              f"{visible(args.id)!r}")
     session = live[0]
-    store = ApprovalStore(data.approvals)
-    store.request_kill(session.id, by=user.name, reason=args.reason)
-    audit = AuditLog(config.audit.file)
-    audit.emit(AuditEvent(Kind.SESSION_KILL, "requested", user=user.name, source="cli",
-                          target=session.target, session=session.id,
-                          detail={"session_user": session.user, "reason": args.reason}))
-    audit.close()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if store.kill_status(session.id):
-            print(f"session {session.id} of {visible(session.user)} on "
-                  f"{visible(session.target)} terminated")
-            return 0
-        time.sleep(0.2)
+    store = state_backend(config).approvals()
+    try:
+        store.request_kill(session.id, by=user.name, reason=args.reason)
+        emit_once(config, AuditEvent(Kind.SESSION_KILL, "requested", user=user.name,
+                                     source="cli", target=session.target, session=session.id,
+                                     detail={"session_user": session.user,
+                                             "reason": args.reason}))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if store.kill_status(session.id):
+                print(f"session {session.id} of {visible(session.user)} on "
+                      f"{visible(session.target)} terminated")
+                return 0
+            time.sleep(0.2)
+    finally:
+        store.close()
     fail(f"kill of {session.id} requested; the gateway has not confirmed it "
          "(is it running?)", 1)
 
@@ -244,50 +261,64 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 
 
 def _approver(args: argparse.Namespace) -> Any:
-    """The player's approvals pane for ``--as NAME``, its actions audited."""
-    from gateway.audit import AuditEvent, AuditLog, Kind
+    """Who ``--as`` names, what they may do (approvers decide and end sessions, auditors
+    only read and review), and how their actions are audited (with the OS user)."""
+    from gateway.audit import AuditEvent, Kind
+    from gateway.operator import emit_once
     from player.approvals import Approver
 
-    config = load(args)
+    config = load(args, secrets=False)
     user = config.users.get(args.as_user)
     groups = user.groups if user is not None else frozenset()
     may = user is not None and config.approvals.approvers.allows(user.name, groups)
+    name = args.as_user
 
     def emit(event: AuditEvent) -> None:
-        log = AuditLog(config.audit.file)
-        log.emit(event)
-        log.close()
+        emit_once(config, event)
 
     def audited(request: Any, reason: str) -> None:
-        emit(AuditEvent(Kind.APPROVAL, request.status, user=args.as_user, source="player",
+        emit(AuditEvent(Kind.APPROVAL, request.status, user=name, source="player",
                         target=request.target, session=request.session,
                         detail={"request": request.id, "requester": request.user,
                                 "command": request.command, "reason": reason}))
 
     def killed(session: str, reason: str) -> None:
-        emit(AuditEvent(Kind.SESSION_KILL, "requested", user=args.as_user, source="player",
+        emit(AuditEvent(Kind.SESSION_KILL, "requested", user=name, source="player",
                         session=session, detail={"reason": reason}))
 
     def watched(session: str) -> None:
-        emit(AuditEvent(Kind.SESSION_WATCH, "ok", user=args.as_user, source="player",
+        emit(AuditEvent(Kind.SESSION_WATCH, "ok", user=name, source="player",
                         session=session))
 
     def reviewed(review: Any) -> None:
-        emit(AuditEvent(Kind.SESSION_REVIEW, review.kind, user=args.as_user, source="player",
+        emit(AuditEvent(Kind.SESSION_REVIEW, review.kind, user=name, source="player",
                         session=review.session,
                         detail={"record": review.id, "at": review.at, "entry": review.entry,
                                 "text": review.text, "signature": review.status}))
 
-    return Approver(args.as_user, groups, may, audited, killed, watched, reviewed)
+    return Approver(name, groups, may, audited, killed, watched, reviewed)
 
 
 def cmd_player(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gateway.cli.base import config_path
+    from gateway.rdp.screens import frame_builder  # RDP desktops: drawn in a child process
     from player.app import run_player
 
     approver = _approver(args) if args.as_user else None
-    audit_file = load(args).audit.file if getattr(args, "config", None) else None
-    return run_player(resolve_recorder(args), session_id=args.id, approver=approver,
-                      audit_file=audit_file)
+    audit_file = None
+    state = None
+    if getattr(args, "config", None):
+        loaded = load(args, secrets=False)
+        audit_file = loaded.audit.file
+        state = state_backend(loaded)  # SQLite files or PostgreSQL
+    settings = resolve_recorder(args)
+    bare = bool(getattr(args, "data", None) and not getattr(args, "config", None)
+                and settings.data_dir == Path(args.data))
+    return run_player(settings, session_id=args.id, approver=approver, audit_file=audit_file,
+                      state=state, frame_builder=frame_builder(
+                          None if bare else config_path(args), settings))
 
 
 # ------------------------------------------------------------------ the parsers
@@ -305,9 +336,10 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("approvals", help="list, approve or deny held commands and access "
-                       "requests", description="Approval requests of the running gateway. "
-                       "Deciding needs --as NAME: a configured approver who is not the "
-                       "requester.")
+                       "requests; revoke access grants",
+                       description="Approval requests of the running gateway. Deciding "
+                       "and revoking need --as NAME: a configured approver (not an auditor) "
+                       "who is not the requester.")
     asub = p.add_subparsers(dest="approvals_command", metavar="ACTION", required=True)
     a = asub.add_parser("list", help="pending requests (--all: every request, with its "
                         "status and who decided)")
@@ -316,12 +348,17 @@ def add_commands(sub: Any) -> None:
     a.add_argument("--limit", type=int, default=200, help="at most this many (200)")
     add_json(a)
     a.set_defaults(func=cmd_approvals_list)
-    for action, verb in (("approve", "approve"), ("deny", "deny")):
-        a = asub.add_parser(action, help=f"{verb} request ID",
-                            description=f"{verb.capitalize()} request ID as NAME (audited); "
-                            "the requester sees the reason.")
+    for action, what, description in (
+            ("approve", "approve request ID", "Approve request ID as NAME (audited); the "
+             "requester sees the reason."),
+            ("deny", "deny request ID", "Deny request ID as NAME (audited); the requester "
+             "sees the reason."),
+            ("revoke", "end access grant ID (sessions running on it end)",
+             "Revoke the access grant ID as NAME (audited): the user may no longer use the "
+             "target, and the gateway holding a session that runs on it ends it.")):
+        a = asub.add_parser(action, help=what, description=description)
         add_config_args(a)
-        a.add_argument("id", type=_request_id, help="request number (as listed)")
+        a.add_argument("id", type=_request_id, help="request or grant number (as listed)")
         a.add_argument("reason", nargs="*", default=[], help="reason shown to the requester")
         add_as(a, required=True, what="the approver you act as (a configured user)")
         add_json(a)
@@ -350,8 +387,8 @@ def add_commands(sub: Any) -> None:
                        "full-text search, and a replay view (see docs/player.md).")
     add_config_args(p)
     p.add_argument("id", nargs="?", help="open this session directly")
-    add_as(p, required=False, what="who you are, for the approvals pane (a configured "
-           "approver)")
+    add_as(p, required=False, what="who you are: a configured approver (approves, ends "
+           "sessions) or auditor (read-only); recorded with your OS user")
     p.add_argument("--no-target-secrets", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_player)
 
@@ -364,10 +401,10 @@ def add_kill(sessions_parser: argparse.ArgumentParser) -> None:
             k = action.add_parser(
                 "kill", help="end a live session (the user sees the reason)",
                 description="Ask the running gateway to end a live session within ~2 s; "
-                "the user sees the reason; audited. --as names the auditor (a configured "
-                "approver).")
+                "the user sees the reason; audited (with your OS user). --as names a "
+                "configured approver (auditors are read-only).")
             add_config_args(k)
             k.add_argument("id", help="session id (or a unique prefix)")
             k.add_argument("--reason", required=True, help="shown to the user")
-            add_as(k, required=True, what="the auditor you act as (a configured approver)")
+            add_as(k, required=True, what="the approver you act as (a configured approver)")
             k.set_defaults(func=cmd_sessions_kill)

@@ -3,7 +3,9 @@
 ``prune`` deletes the recordings older than ``[recording] retention`` (or
 ``--older-than``) that are verified and in their final storage, never a held one; see
 :mod:`recorder.retention`. ``--dry-run`` lists what it would delete and what it keeps,
-with the reasons.
+with the reasons. Holds and the index are those of the configured state backend (the
+shared PostgreSQL database of a cluster, or the data directory's SQLite files); audit
+events name the operating-system user who ran the command (:mod:`gateway.operator`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from gateway.cli.base import (
     load_reading,
     print_json,
     print_table,
+    state_backend,
     who,
 )
 
@@ -39,12 +42,12 @@ def _duration(text: str) -> float:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from gateway.audit import AuditEvent, AuditLog, Kind
+    from gateway.audit import AuditEvent, Kind
+    from gateway.operator import OperatorAudit
     from recorder.errors import RecorderError
-    from recorder.index import Index
+    from recorder.index import open_index
     from recorder.retention import PruneDecision, open_for_prune, prune
-    from state.holds import HoldStore
-    from state.paths import DataDir
+    from state.errors import StateError
 
     config = load_reading(args)
     settings = config.recording
@@ -52,10 +55,15 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if not older:
         fail(f"no retention: set [recording] retention (e.g. \"180d\") in {config.path}, or "
              "give --older-than", 2)
-    holds = HoldStore(DataDir(config.data_dir).legal_holds)
-    held = holds.held()
-    holds.close()
-    audit = AuditLog(config.audit.file) if not args.dry_run else None
+    try:
+        holds = state_backend(config).holds()
+        try:
+            held = holds.held()
+        finally:
+            holds.close()
+    except StateError as exc:  # without the holds nothing may be deleted
+        fail(f"cannot read the legal holds, nothing was deleted: {exc}", 1)
+    audit = OperatorAudit(config) if not args.dry_run else None
     actor = who(args)
 
     def pruned(d: PruneDecision) -> None:
@@ -67,13 +75,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     try:
         sink = open_for_prune(settings)
-        index = Index(DataDir(settings.data_dir).index)
-    except RecorderError as exc:
+        index = open_index(settings, checked=False)
+    except (RecorderError, StateError) as exc:
         fail(str(exc), 1)
     try:
         decisions = prune(settings, sink, index, older_than=older, held=held,
                           dry_run=args.dry_run, on_pruned=pruned)
-    except RecorderError as exc:
+    except (RecorderError, StateError) as exc:
         fail(str(exc), 1)
     finally:
         index.close()
@@ -108,10 +116,9 @@ def _report(args: argparse.Namespace, decisions: list[Any], older: float) -> Non
 
 
 def _session_id(config: Any, ident: str) -> str:
-    from recorder.index import Index
-    from state.paths import DataDir
+    from recorder.index import open_index
 
-    index = Index(DataDir(config.recording.data_dir).index)
+    index = open_index(config.recording, checked=False)
     try:
         row = index.get(ident)
         rows = [row] if row is not None else index.find(ident)
@@ -124,12 +131,20 @@ def _session_id(config: Any, ident: str) -> str:
 
 
 def cmd_hold(args: argparse.Namespace) -> int:
-    from gateway.audit import AuditEvent, AuditLog, Kind
-    from state.holds import HoldStore
-    from state.paths import DataDir
+    from state.errors import StateError
 
     config = load_reading(args)
-    store = HoldStore(DataDir(config.data_dir).legal_holds)
+    try:
+        return _hold(args, config)
+    except StateError as exc:  # the shared database is unreachable
+        fail(f"legal holds: {exc}", 1)
+
+
+def _hold(args: argparse.Namespace, config: Any) -> int:
+    from gateway.audit import AuditEvent, Kind
+    from gateway.operator import emit_once
+
+    store = state_backend(config).holds()
     try:
         if args.hold_command == "list":
             holds = store.list()
@@ -150,10 +165,8 @@ def cmd_hold(args: argparse.Namespace) -> int:
             outcome, text = "released", f"legal hold on session {session} released"
     finally:
         store.close()
-    audit = AuditLog(config.audit.file)
-    audit.emit(AuditEvent(Kind.LEGAL_HOLD, outcome, user=who(args), source="cli",
-                          session=session, detail={"reason": args.reason}))
-    audit.close()
+    emit_once(config, AuditEvent(Kind.LEGAL_HOLD, outcome, user=who(args), source="cli",
+                                 session=session, detail={"reason": args.reason}))
     if args.json:
         print_json({"session": session, "hold": outcome})
     else:

@@ -53,25 +53,38 @@ def _fair_reads() -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    return serve(load(args), log_format=args.log_format)
+    from gateway.config.perms import secret_file_warnings
+
+    config = load(args)
+    warnings = [str(w) for w in secret_file_warnings(config)]
+    return serve(config, log_format=args.log_format, warnings=warnings)
 
 
-def serve(config: Config, banner: str | None = None, *, log_format: str | None = None) -> int:
-    """Run the gateway until SIGTERM/SIGINT (SIGHUP reloads)."""
+def serve(config: Config, banner: str | None = None, *, log_format: str | None = None,
+          warnings: list[str] | None = None) -> int:
+    """Run the gateway until SIGTERM/SIGINT (SIGHUP reloads). ``warnings`` (secret files
+    others may read) are logged once logging is set up."""
     from gateway import logs
     from gateway.app import GatewayApp
 
     logs.setup(logging.getLogger().level or logging.WARNING,
                log_format or config.gateway.log_format)
+    for warning in warnings or []:
+        logging.getLogger("bastille.config").warning("%s", warning)
 
     async def main() -> None:
         from gateway.errors import BastilleError
         from recorder.errors import RecorderError
+        from state.errors import StateError
 
-        app = GatewayApp(config)
+        try:
+            app = GatewayApp(config)
+        except (StateError, RecorderError, OSError) as exc:  # a state file unusable
+            print(f"bastille: cannot start: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
         try:
             await app.start()
-        except (BastilleError, RecorderError, OSError) as exc:
+        except (BastilleError, RecorderError, StateError, OSError) as exc:
             print(f"bastille: cannot start: {exc}", file=sys.stderr)
             await app.recorder.close(timeout=5)
             await app.ops.stop()
@@ -191,21 +204,42 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     try:
         config = load_config(config_path(args), check_key=check_private_key)
     except ConfigError as exc:
-        if args.json:
-            print_json({"ok": False, "problems": [p.__dict__ for p in exc.problems]})
-            return 1
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
-        return 1
+        return _config_problems(args, [p.__dict__ for p in exc.problems],
+                                [str(p) for p in exc.problems])
+    if config.state.shared:  # the shared database: reachable, with what the index needs
+        from state.backend import StateBackend
+
+        unusable = StateBackend(config.state, config.data_dir).check()
+        if unusable is not None:
+            problem = {"file": str(config.path), "key": "state.url", "line": None,
+                       "message": unusable}
+            return _config_problems(args, [problem], [f"{config.path}: state.url: {unusable}"])
+    from gateway.config.perms import secret_file_warnings
+
+    warnings = secret_file_warnings(config)
     rdp = f", RDP on {config.rdp.listen_host}:{config.rdp.listen_port}" if config.rdp else ""
     if args.json:
         print_json({"ok": True, "config": str(config.path), "users": len(config.users),
-                    "targets": len(config.targets)})
+                    "targets": len(config.targets), "warnings": [str(w) for w in warnings]})
         return 0
+    for warning in warnings:
+        print(warning, file=sys.stderr)
+    note = f"; {len(warnings)} warning(s)" if warnings else ""
     print(f"{config.path}: OK ({len(config.users)} user(s), {len(config.targets)} target(s), "
-          f"listening on {config.gateway.listen_host}:{config.gateway.listen_port}{rdp})")
+          f"listening on {config.gateway.listen_host}:{config.gateway.listen_port}{rdp}{note})")
     return 0
+
+
+def _config_problems(args: argparse.Namespace, problems: list[dict[str, Any]],
+                     lines: list[str]) -> int:
+    """``config check`` found problems: each on stderr (or JSON), exit 1."""
+    if args.json:
+        print_json({"ok": False, "problems": problems})
+        return 1
+    for line in lines:
+        print(line, file=sys.stderr)
+    print(f"{len(lines)} problem(s) found", file=sys.stderr)
+    return 1
 
 
 def _lenient_paths(path: Path) -> tuple[Path, Path]:

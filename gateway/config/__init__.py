@@ -21,6 +21,7 @@ from pathlib import Path
 
 from gateway.config import ops as o
 from gateway.config import sections as s
+from gateway.config import state as st
 from gateway.config import web as w
 from gateway.config.model import (
     BUILTIN_TARGETS,
@@ -31,6 +32,7 @@ from gateway.config.model import (
     AdminSettings,
     ApprovalSettings,
     AuditSettings,
+    BudgetSettings,
     Config,
     GatewaySettings,
     OidcSettings,
@@ -50,7 +52,8 @@ from gateway.config.reader import KeyCheck, Reader, parse_listen
 from gateway.errors import ConfigError, ConfigProblem
 
 __all__ = ["BUILTIN_TARGETS", "NOBODY", "OIDC_ALGS", "RESERVED_TARGET_NAMES",
-           "SSO_LOGIN_TIMEOUT", "AdminSettings", "ApprovalSettings", "AuditSettings", "Config",
+           "SSO_LOGIN_TIMEOUT", "AdminSettings", "ApprovalSettings", "AuditSettings",
+           "BudgetSettings", "Config",
            "GatewaySettings", "KeyCheck", "OidcSettings", "PolicySettings", "Principals",
            "RdpSettings", "RuleConfig", "SamlSettings", "Secret", "SyslogSettings",
            "TargetConfig", "UserConfig", "WebSettings", "WebhookSettings", "load_config",
@@ -88,6 +91,7 @@ def load_config(path: str | os.PathLike[str], *, check_key: KeyCheck | None = No
     gateway, data_dir = s._gateway(r, data)
     audit = o.audit(r, data, data_dir)
     recording = s._recording(r, data, data_dir, reading or not secrets)
+    budget = s._budget(r, data)
     users = s._users(r, data)
     targets = s._targets(r, data, users)
     policy = s._policy(r, data)
@@ -98,6 +102,12 @@ def load_config(path: str | os.PathLike[str], *, check_key: KeyCheck | None = No
     rdp = s._rdp(r, data, targets, gateway)
     web = w._web(r, data, gateway, oidc)
     saml = w._saml(r, data)
+    state = st.read_state(r, data)
+    recording = st.with_shared_index(recording, state, data_dir)
+    gw_data = data.get("gateway")
+    proxies = st.read_proxy_sources(r, gw_data if isinstance(gw_data, dict) else {})
+    if proxies:
+        gateway = dataclasses.replace(gateway, proxy_protocol=proxies)
     gw_table = data.get("gateway")
     if (oidc is not None or saml is not None) and not (
             isinstance(gw_table, dict) and "login_timeout" in gw_table):
@@ -110,5 +120,5 @@ def load_config(path: str | os.PathLike[str], *, check_key: KeyCheck | None = No
         raise ConfigError(r.problems)
     return Config(path=file, data_dir=data_dir, gateway=gateway, audit=audit,
                   recording=recording, users=users, targets=targets, policy=policy,
-                  approvals=approvals, oidc=oidc, rdp=rdp, web=web, saml=saml,
-                  admin=admin, webhooks=webhooks, raw=data)
+                  approvals=approvals, budget=budget, oidc=oidc, rdp=rdp, web=web,
+                  saml=saml, state=state, admin=admin, webhooks=webhooks, raw=data)

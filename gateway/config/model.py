@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.limits import MAX_CONNECTIONS_PER_SOURCE, MAX_SESSIONS_PER_USER
 from recorder.settings import RecorderSettings
+from state.settings import StateSettings
 
 BUILTIN_TARGETS = ("local-shell",)
 RESERVED_TARGET_NAMES = ("approvals", "player", "help", "request")
@@ -57,6 +59,10 @@ class Principals:
         """True unless this is :data:`NOBODY`."""
         return self.everyone or bool(self.users) or bool(self.groups)
 
+    def __or__(self, other: Principals) -> Principals:
+        return Principals(self.everyone or other.everyone, self.users | other.users,
+                          self.groups | other.groups)
+
 
 NOBODY = Principals()
 
@@ -73,9 +79,15 @@ class GatewaySettings:
     drain_timeout: float = 30.0
     max_auth_failures: int = 5
     auth_failure_window: float = 300.0
+    max_source_failures: int = 0  # failures per source address in the window (0: 6x the above)
+    max_connections_per_source: int = MAX_CONNECTIONS_PER_SOURCE
+    max_sessions_per_user: int = MAX_SESSIONS_PER_USER  # concurrent sessions of one user
     allow_passwords: bool = False  # password logins are loopback-only unless this is true
     public_address: str = ""  # host[:port] users reach (texts that show an ssh command)
     log_format: str = "auto"  # auto (text on a terminal, else JSON) | text | json
+    #: addresses/networks (load balancers) whose PROXY protocol v2 header is trusted;
+    #: empty: no PROXY protocol (gateway/ssh/proxyproto.py)
+    proxy_protocol: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -138,6 +150,21 @@ class AdminSettings:
     listen_host: str = "127.0.0.1"
     listen_port: int = 9322
     token: Secret | None = None  # bearer token; required when listening beyond loopback
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    """Recording budgets (keys of ``[recording]``): bytes recorded (before compression)
+    per session and per user per UTC day, and what happens past them."""
+
+    session_bytes: int = 0  # max_recording_bytes (0: no limit)
+    user_day_bytes: int = 0  # max_recording_bytes_per_user_day (0: no limit)
+    action: str = "terminate"  # budget_action: "terminate" | "throttle"
+    throttle_rate: int = 64 * 1024  # throttle_rate: bytes per second once throttled
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.session_bytes or self.user_day_bytes)
 
 
 @dataclass(frozen=True)
@@ -207,10 +234,16 @@ class PolicySettings:
 
 @dataclass(frozen=True)
 class ApprovalSettings:
-    approvers: Principals = NOBODY
+    approvers: Principals = NOBODY  # approve/deny, end sessions, and everything auditors do
+    auditors: Principals = NOBODY  # read-only: find, replay, search, watch, review, list
     timeout: float = 300.0
     webhook_url: str = ""  # kept for `config check`; the webhook itself is in Config.webhooks
     webhook_format: str = "json"  # json | slack
+
+    @property
+    def readers(self) -> Principals:
+        """Who may find, replay and search sessions: approvers and auditors."""
+        return self.approvers | self.auditors
 
 
 #: gateway.login_timeout when [oidc] is set and login_timeout is not (IdP codes live ~10 min)
@@ -258,6 +291,11 @@ class RdpSettings:
     public_address: str = ""  # host[:port] written into .rdp files (default: listen)
     workers: int = 1  # worker processes (SO_REUSEPORT); RDP never runs in the SSH process
     login_timeout: float = 60.0
+    # the screen pass after each session (gateway/rdp/screens.py): desktop frames for the
+    # player and, with ocr, the screen text for search
+    ocr: bool = True  # read the screen text (Tesseract) into the session index
+    ocr_budget: float = 120.0  # CPU seconds per session for drawing and reading together
+    ocr_per_minute: int = 6  # OCR runs per minute of session time, at most
 
 
 # ----------------------------------------------------------- [web] and [saml] (docs/sso.md)
@@ -317,10 +355,12 @@ class Config:
     targets: Mapping[str, TargetConfig]
     policy: PolicySettings = PolicySettings()
     approvals: ApprovalSettings = ApprovalSettings()
+    budget: BudgetSettings = BudgetSettings()
     oidc: OidcSettings | None = None
     rdp: RdpSettings | None = None
     web: WebSettings | None = None
     saml: SamlSettings | None = None
     admin: AdminSettings | None = None
     webhooks: tuple[WebhookSettings, ...] = ()
+    state: StateSettings = field(default_factory=StateSettings)  # [state]: where state lives
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)

@@ -91,6 +91,19 @@ class Reader:
         p = Path(os.path.expanduser(value))
         return p if p.is_absolute() else (base or self.base) / p
 
+    def size(self, data: Mapping[str, Any], key: str, path: str, default: int) -> int:
+        """A byte count: an integer, or a string like ``"512K"``, ``"64M"``, ``"2G"``
+        (binary multiples; ``KiB``/``MiB``/``GiB``/``B`` suffixes accepted)."""
+        if key not in data:
+            return default
+        value = data[key]
+        parsed = parse_size(value)
+        if parsed is None:
+            self.problem(join(path, key), f"expected a size in bytes like 1048576, '512K', "
+                         f"'64M' or '2G', got {value!r}")
+            return default
+        return parsed
+
     def choice(self, data: Mapping[str, Any], key: str, path: str, choices: tuple[str, ...],
                default: str) -> str:
         value = self.get(data, key, path, str, default)
@@ -136,6 +149,24 @@ def _closest(key: str, allowed: set[str]) -> str | None:
 
     match = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.75)
     return match[0] if match else None
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(value: object) -> int | None:
+    """``1048576``, ``"512K"``, ``"64MiB"``, ``"2G"`` -> bytes; None if not a size."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if not isinstance(value, str):
+        return None
+    m = _SIZE.match(value)
+    if m is None:
+        return None
+    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
 
 
 def parse_listen(value: str) -> tuple[str, int] | None:

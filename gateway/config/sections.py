@@ -14,6 +14,7 @@ from gateway.config.model import (
     OIDC_ALGS,
     RESERVED_TARGET_NAMES,
     ApprovalSettings,
+    BudgetSettings,
     GatewaySettings,
     OidcSettings,
     PolicySettings,
@@ -24,12 +25,13 @@ from gateway.config.model import (
     UserConfig,
 )
 from gateway.config.reader import Reader, join, kind_of, parse_listen
+from gateway.limits import MAX_CONNECTIONS_PER_SOURCE, MAX_SESSIONS_PER_USER
 from recorder.settings import RecorderSettings
 
 _TOP = {"gateway", "audit", "recording", "users", "targets", "policy", "approvals", "oidc",
-        "rdp", "web", "saml", "admin", "webhooks"}
+        "rdp", "web", "saml", "state", "admin", "webhooks"}
 _RDP = {"listen", "tls_cert", "tls_key", "token_ttl", "public_address", "workers",
-        "login_timeout"}
+        "login_timeout", "ocr", "ocr_budget", "ocr_per_minute"}
 _TARGET_RDP = {"protocol", "rdp_cert_sha256", "rdp_domain", "rdp_listen_port",
                "allow_clipboard", "allow_drive_redirection"}
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -38,7 +40,10 @@ _OIDC = {"issuer", "client_id", "client_secret_env", "client_secret_file", "scop
          "http_timeout", "leeway"}
 _GATEWAY = {"listen", "host_keys", "banner", "login_timeout", "idle_timeout", "max_session",
             "drain_timeout", "max_auth_failures", "auth_failure_window", "data_dir",
-            "allow_passwords", "public_address", "log_format"}
+            "allow_passwords", "max_source_failures", "max_connections_per_source",
+            "max_sessions_per_user", "proxy_protocol", "public_address", "log_format"}
+_BUDGET_KEYS = frozenset({"max_recording_bytes", "max_recording_bytes_per_user_day",
+                          "budget_action", "throttle_rate"})  # [recording], read by _budget
 _USER = {"keys", "keys_file", "groups", "password_hash"}
 _TARGET = {"host", "port", "user", "description", "builtin", "key_file", "key_env",
            "password_file", "password_env", "host_keys", "trust_on_first_use",
@@ -87,6 +92,11 @@ def _gateway(r: Reader, data: dict[str, Any]) -> tuple[GatewaySettings, Path]:
         drain_timeout=r.duration(g, "drain_timeout", "gateway", 30.0),
         max_auth_failures=r.int_range(g, "max_auth_failures", "gateway", 1, 1000, 5),
         auth_failure_window=r.duration(g, "auth_failure_window", "gateway", 300.0),
+        max_source_failures=r.int_range(g, "max_source_failures", "gateway", 0, 100_000, 0),
+        max_connections_per_source=r.int_range(g, "max_connections_per_source", "gateway", 1,
+                                               100_000, MAX_CONNECTIONS_PER_SOURCE),
+        max_sessions_per_user=r.int_range(g, "max_sessions_per_user", "gateway", 1, 100_000,
+                                          MAX_SESSIONS_PER_USER),
         allow_passwords=r.get(g, "allow_passwords", "gateway", bool, False),
         public_address=r.get(g, "public_address", "gateway", str, ""),
         log_format=r.choice(g, "log_format", "gateway", ("auto", "text", "json"), "auto"),
@@ -125,10 +135,27 @@ def _recording(r: Reader, data: dict[str, Any], data_dir: Path,
     from recorder.config import parse_recording
 
     settings, problems = parse_recording(data.get("recording", {}), data_dir=data_dir,
-                                         base=r.base, reading=reading)
+                                         base=r.base, reading=reading,
+                                         extra_keys=_BUDGET_KEYS)
     for p in problems:
         r.problem(p.key, p.message)
     return settings
+
+
+def _budget(r: Reader, data: dict[str, Any]) -> BudgetSettings:
+    """The recording budgets (keys of ``[recording]``, see BudgetSettings)."""
+    rec = r.table(data, "recording", "recording")
+    rate = r.size(rec, "throttle_rate", "recording", 64 * 1024)
+    if rate < 1024:
+        r.problem("recording.throttle_rate", f"expected at least 1K (1024 bytes/s), got {rate}")
+        rate = 64 * 1024
+    return BudgetSettings(
+        session_bytes=r.size(rec, "max_recording_bytes", "recording", 0),
+        user_day_bytes=r.size(rec, "max_recording_bytes_per_user_day", "recording", 0),
+        action=r.choice(rec, "budget_action", "recording", ("terminate", "throttle"),
+                        "terminate"),
+        throttle_rate=rate,
+    )
 
 
 def _users(r: Reader, data: dict[str, Any]) -> dict[str, UserConfig]:
@@ -336,13 +363,25 @@ def _rdp(r: Reader, data: dict[str, Any], targets: Mapping[str, TargetConfig],
         public_address=r.get(d, "public_address", "rdp", str, ""),
         workers=r.int_range(d, "workers", "rdp", 1, 64, 1),
         login_timeout=r.duration(d, "login_timeout", "rdp", 60.0),
+        ocr=r.get(d, "ocr", "rdp", bool, True),
+        ocr_budget=_ocr_budget(r, d),
+        ocr_per_minute=r.int_range(d, "ocr_per_minute", "rdp", 1, 600, 6),
     )
+
+
+def _ocr_budget(r: Reader, d: Mapping[str, Any]) -> float:
+    budget = r.duration(d, "ocr_budget", "rdp", 120.0)
+    if budget <= 0:
+        r.problem("rdp.ocr_budget", "expected a positive CPU time per session, e.g. '2m' "
+                  "(to read no screen text at all: ocr = false)")
+        return 120.0
+    return budget
 
 
 _POLICY = {"rules", "default", "on_uncertain", "mask_live", "mask_exec", "mask_transfers",
            "mask_patterns"}
 _RULE = {"name", "match", "action", "targets", "users", "groups"}
-_APPROVALS = {"approvers", "timeout", "webhook_url", "webhook_format"}
+_APPROVALS = {"approvers", "auditors", "timeout", "webhook_url", "webhook_format"}
 
 
 def _policy(r: Reader, data: dict[str, Any]) -> PolicySettings:
@@ -430,6 +469,7 @@ def _approvals(r: Reader, data: dict[str, Any]) -> ApprovalSettings:
         r.problem("approvals.webhook_url", "expected an http:// or https:// URL")
     return ApprovalSettings(
         approvers=r.principals(a, "approvers", "approvals"),
+        auditors=r.principals(a, "auditors", "approvals"),
         timeout=r.duration(a, "timeout", "approvals", 300.0),
         webhook_url=url,
         webhook_format=r.choice(a, "webhook_format", "approvals", ("json", "slack"), "json"),

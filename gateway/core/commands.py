@@ -20,10 +20,13 @@ from common.table import render
 from gateway.audit import AuditEvent, Kind
 from gateway.config import Config
 from gateway.core.access import Access, Principal
+from gateway.core.masking import maskers_for
 from state.approvals import ApprovalError, Approvals, Request
+from state.errors import StateError
 from state.timeparse import parse_duration
 
-USAGE = "usage: approvals list | approvals approve ID [REASON] | approvals deny ID [REASON]"
+USAGE = ("usage: approvals list | approvals approve ID [REASON] | approvals deny ID [REASON]"
+         " | approvals revoke ID [REASON]")
 MAX_ACCESS = 24 * 3600.0  # the longest just-in-time access window one request may ask for
 
 #: (principal, arguments, source address) -> text to show
@@ -31,13 +34,16 @@ Command = Callable[[Principal, str, str], str]
 Audit = Callable[[AuditEvent], None]
 
 
-def format_requests(requests: list[Request], now: float) -> str:
-    """The approval queue as an aligned table (cells sanitised by common.table)."""
+def format_requests(requests: list[Request], now: float,
+                    mask: Callable[[str], str] = str) -> str:
+    """The approval queue as an aligned table (cells sanitised by common.table;
+    ``mask``: the text masker for commands; requests are stored masked, this also covers
+    ones stored before that)."""
     if not requests:
         return "no pending approval requests"
     return "\n".join(render(
         ["ID", "AGE", "USER", "TARGET", "RULE", "REQUEST"],
-        [[r.id, f"{int(now - r.created)}s", r.user, r.target, r.rule or "-", r.command]
+        [[r.id, f"{int(now - r.created)}s", r.user, r.target, r.rule or "-", mask(r.command)]
          for r in requests], right=(0, 1)))
 
 
@@ -49,12 +55,18 @@ def run_approvals(config: Config, approvals: Approvals, audit: Audit, user: str,
     except ValueError as exc:
         return f"bastille: {visible(exc)}\n{USAGE}"
     cfg = config.approvals
-    if not cfg.approvers.allows(user, groups):
+    approver = cfg.approvers.allows(user, groups)
+    if not approver and not cfg.auditors.allows(user, groups):
         return f"bastille: {visible(user)} is not an approver"
     if not words or words[0] == "list":
-        return format_requests(approvals.list(), time.time())
+        return format_requests(approvals.list(), time.time(),
+                               maskers_for(config.policy).text_for(None))
     if words[0] in ("approve", "deny") and len(words) >= 2 and words[1].lstrip("#").isdigit():
         rid = int(words[1].lstrip("#"))
+        if not approver:  # an auditor: read-only
+            audit(AuditEvent(Kind.APPROVAL, "refused", user=user, source=source,
+                             detail={"request": rid, "error": "auditors may not decide"}))
+            return f"bastille: {visible(user)} is an auditor; auditors may not decide requests"
         reason = " ".join(words[2:])
         try:
             result = approvals.decide(rid, approver=user, approver_groups=groups,
@@ -68,9 +80,29 @@ def run_approvals(config: Config, approvals: Approvals, audit: Audit, user: str,
                          target=result.target, session=result.session,
                          detail={"request": rid, "requester": result.user,
                                  "command": result.command, "reason": reason}))
+        shown = maskers_for(config.policy).text_for(None)(result.command)
         return (f"request #{rid} {result.status}: {visible(result.user)}@"
-                f"{visible(result.target)}: {visible(result.command)}")
+                f"{visible(result.target)}: {visible(shown)}")
+    if words[0] == "revoke" and len(words) >= 2 and words[1].lstrip("#").isdigit():
+        return _revoke(approvals, audit, user, int(words[1].lstrip("#")),
+                       " ".join(words[2:]), source)
     return USAGE
+
+
+def _revoke(approvals: Approvals, audit: Audit, user: str, rid: int, reason: str,
+            source: str) -> str:
+    """``approvals revoke ID [REASON]``: end an access grant; the node that holds a
+    session running on it ends that session (gateway.core.live)."""
+    try:
+        grant = approvals.revoke_grant(rid, by=user, reason=reason)
+    except ApprovalError as exc:
+        audit(AuditEvent(Kind.APPROVAL, "refused", user=user, source=source,
+                         detail={"request": rid, "error": str(exc)}))
+        return f"bastille: {visible(exc)}"
+    audit(AuditEvent(Kind.APPROVAL, "revoked", user=user, source=source, target=grant.target,
+                     detail={"request": rid, "requester": grant.user, "reason": reason}))
+    return (f"grant #{rid} revoked: {visible(grant.user)} may no longer use "
+            f"{visible(grant.target)}; sessions running on it are ended")
 
 
 class Commands:
@@ -98,7 +130,10 @@ class Commands:
     def run(self, name: str, principal: Principal, args: str, source: str) -> str:
         """Run built-in ``name``; an unknown one (or an unavailable one) shows ``help``."""
         command = self.names.get(name, self.help)
-        return command(principal, args, source)
+        try:
+            return command(principal, args, source)
+        except StateError as exc:  # the shared database is away (docs/scale-out.md)
+            return f"bastille: {visible(exc)}; try again shortly"
 
     def approvals(self, principal: Principal, args: str, source: str) -> str:
         return run_approvals(self._config, self._approvals, self._audit, principal.name,
@@ -142,8 +177,9 @@ class Commands:
         if self._access.by_config(principal, target):
             return f"bastille: {visible(principal.name)} may already use {name}"
         timeout = self._config.approvals.timeout
+        reason = maskers_for(self._config.policy).text_for(None)(" ".join(rest))
         request = self._approvals.create_access(user=principal.name, target=name,
-                                                seconds=seconds, reason=" ".join(rest),
+                                                seconds=seconds, reason=reason,
                                                 timeout=timeout)
         self._notify(request)
         return (f"access request #{request.id} for {name} ({seconds / 3600:g}h) submitted; "

@@ -3,6 +3,13 @@
 * :class:`Maskers` builds a :class:`gateway.policy.StreamMasker` per session from the
   built-in patterns, ``policy.mask_patterns`` and the target's vaulted password (masked
   if a target ever echoes it).
+* :meth:`Maskers.text_for` is the one masker for *text lines* (a typed command line, an
+  exec command, an approval request, a search snippet): the same patterns and secrets,
+  one line at a time. Wherever a command line is stored or shown (audit, recording
+  headers and command events, approvals, the index) it goes through it;
+  :meth:`Maskers.keys_for` masks the keys of one typed line the same way before they
+  are recorded. The policy decides on the real text; only what is kept and shown is
+  masked, so an approver sees the command with its secrets as ``****``.
 * :class:`RecordMasker` masks only what is recorded of a session without a PTY, per
   stream: exec output (streams 1, 2) and file transfers (``streams=(0, 1, 2)``; stream 0
   is the user's input, i.e. uploads). The user gets the exact bytes (scripts and files
@@ -16,13 +23,29 @@ do not describe is not masked (docs/policy.md).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from gateway.config import PolicySettings, TargetConfig
 from gateway.core.vault import target_password
 from gateway.errors import VaultError
 from gateway.policy import BUILTIN_PATTERNS, MaskPattern, StreamMasker
+
+#: masks one line of text (the same line when there is nothing to mask)
+TextMask = Callable[[str], str]
+
+
+def _secrets(target: TargetConfig | None) -> tuple[str, ...]:
+    """The vaulted secrets of ``target`` that masking looks for (its password, when this
+    process can read it: tools started without target secrets mask patterns only)."""
+    if target is None or target.builtin is not None:
+        return ()
+    try:
+        password = target_password(target)
+    except VaultError:
+        return ()
+    return (password,) if password else ()
 
 
 class Maskers:
@@ -35,15 +58,36 @@ class Maskers:
 
     def for_target(self, target: TargetConfig, *, binary: bool = False) -> StreamMasker:
         """A masker for one session to ``target`` (``binary``: file contents)."""
-        secrets: list[str] = []
-        if target.builtin is None:
-            try:
-                password = target_password(target)
-            except VaultError:
-                password = None
-            if password:
-                secrets.append(password)
-        return StreamMasker(self._patterns, secrets=secrets, binary=binary)
+        return StreamMasker(self._patterns, secrets=_secrets(target), binary=binary)
+
+    def _line(self, secrets: tuple[str, ...], data: bytes) -> bytes:
+        masker = StreamMasker(self._patterns, secrets=secrets)  # a line has no history
+        return masker.feed(data, 0.0) + masker.flush(0.0, end=True)
+
+    def text_for(self, target: TargetConfig | None = None, *,
+                 targets: Iterable[TargetConfig] = ()) -> TextMask:
+        """The text-line masker for sessions to ``target`` (None: patterns only);
+        ``targets``: the secrets of all of these too (tools reading every session)."""
+        secrets = (*_secrets(target), *(x for t in targets for x in _secrets(t)))
+
+        def mask(text: str) -> str:
+            if not text:
+                return text
+            data = text.encode("utf-8", "surrogateescape")
+            return self._line(secrets, data).decode("utf-8", "surrogateescape")
+
+        return mask
+
+    def keys_for(self, target: TargetConfig | None = None) -> Callable[[bytes], bytes]:
+        """Masks the keys of one typed line (escape sequences kept) before recording."""
+        secrets = _secrets(target)
+        return functools.partial(self._line, secrets)
+
+
+@functools.lru_cache(maxsize=8)
+def maskers_for(policy: PolicySettings) -> Maskers:
+    """The :class:`Maskers` of a ``[policy]`` (patterns compiled once per process)."""
+    return Maskers(policy)
 
 
 class RecordMasker:

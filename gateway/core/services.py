@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from state.approvals import Approvals, Request
     from state.bindings import Bindings
     from state.ratelimit import FailureCounter
+    from state.usage import RecordingUsage
 
 
 class SessionServices(Protocol):
@@ -47,6 +48,10 @@ class SessionServices(Protocol):
     @property
     def live(self) -> LiveSessions:
         """Recorded sessions running in this process (``sessions kill`` finds them)."""
+
+    @property
+    def usage(self) -> RecordingUsage | None:
+        """Bytes recorded per user per day; None without a daily recording budget."""
 
     def audit(self, event: AuditEvent) -> None:
         """Append one event to the audit trail."""

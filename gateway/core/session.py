@@ -11,7 +11,14 @@ It owns what every session has whatever carries its bytes:
   records the message as output the way the user saw it (a replay shows
   ``bastille: denied by policy ...``);
 * the live-session registry entry (``sessions kill``) and ending from outside
-  (:meth:`terminate`).
+  (:meth:`terminate`);
+* the recording budgets (:mod:`gateway.core.budget`): :meth:`meter` after each chunk
+  recorded ends or slows a session past its budget;
+* masking of every command line it keeps (:attr:`mask`, the text masker of
+  :mod:`gateway.core.masking`: patterns, then the target's vaulted secret once
+  :meth:`mask_for` names the target): the recording header's command, command, policy
+  and approval events, and the audit's ``session.start``, ``command``, ``exec``,
+  ``policy`` and ``approval`` events.
 
 The adapter gives it a :class:`UserPort` (how to show a message) and a terminate
 callback. Known limits: messages said before the recording opens are not recorded (there
@@ -29,7 +36,10 @@ from typing import Any, Protocol
 from common.safetext import visible
 from gateway import logs
 from gateway.audit import AuditEvent, Kind
+from gateway.config import TargetConfig
 from gateway.core.access import Principal
+from gateway.core.budget import Budget, Exceeded, human
+from gateway.core.masking import TextMask, maskers_for
 from gateway.core.services import SessionServices
 from gateway.policy import Decision
 from recorder.errors import RecorderError
@@ -39,6 +49,8 @@ from state.approvals import Request
 log = logging.getLogger("bastille.session")
 
 PREFIX = "bastille: "
+PAUSE_NOTICE_AFTER = 5.0  # seconds a storage pause lasts before the user is told
+PAUSE_NOTICE = "recording storage is full; output is paused until it has room"
 
 
 class UserPort(Protocol):
@@ -80,6 +92,26 @@ class SessionCore:
         self.gone = asyncio.Event()  # the user went away (approvals stop waiting)
         self._on_terminate: Callable[[str], None] | None = None
         self._finished = False
+        #: masks command lines before they are kept or shown (patterns only until
+        #: mask_for names the target)
+        self.mask: TextMask = maskers_for(services.config.policy).text_for(None)
+        settings = services.config.budget
+        self.budget = Budget(settings, services.usage, principal.name) \
+            if settings.enabled else None
+        self.can_throttle = False  # the adapter can slow its target down (SSH)
+        self._pause_notice: asyncio.TimerHandle | None = None  # storage pause, not told yet
+        self._resumes_audited = 0  # resumes still to audit: after a told pause, dropping
+
+    def mask_for(self, target: TargetConfig) -> None:
+        """Mask this session's command lines with ``target``'s vaulted secret too."""
+        self.mask = maskers_for(self.services.config.policy).text_for(target)
+
+    def _masked(self, detail: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``detail`` with its ``command`` masked."""
+        out = dict(detail or {})
+        if isinstance(out.get("command"), str):
+            out["command"] = self.mask(out["command"])
+        return out
 
     # ------------------------------------------------------------------ audit
     def event(self, kind: Kind, outcome: str, detail: Mapping[str, Any] | None = None
@@ -107,6 +139,10 @@ class SessionCore:
         self.session_id = services.recorder.new_session_id()
         # every log line of this session's task (and tasks it starts) names it (JSON logs)
         logs.bind(session=self.session_id, user=self.principal.name, target=self.target)
+        command = self.mask(command) if command else command
+        detail = self._masked(detail)
+        unrecorded_detail = self._masked(unrecorded_detail) \
+            if unrecorded_detail is not None else None
         header = SessionHeader(
             session_id=self.session_id, user=self.principal.name, target=self.target,
             protocol=self.protocol, kind=kind, client_addr=self.source,
@@ -125,6 +161,7 @@ class SessionCore:
                        unrecorded_detail if unrecorded_detail is not None else detail)
             return True
         self.rec.add_failure_callback(self._recording_failed)
+        self.rec.add_state_callback(self._storage_state)
         services.live.add(self)
         self.started = True
         self.audit(Kind.SESSION_START, "ok", detail)
@@ -135,6 +172,76 @@ class SessionCore:
         self.audit(Kind.RECORDING, "failed", {"error": str(exc)})
         if self.services.config.recording.on_failure == "terminate":
             self.terminate("recording failed, so the session was terminated")
+
+    # ------------------------------------------------------------------ budgets
+    def budget_refusal(self) -> str | None:
+        """Why this session may not start (the user's daily recording budget is used up
+        and the action is ``terminate``), audited; None when it may."""
+        used = self.budget.used_up() if self.budget is not None else None
+        if used is None or self._throttles():
+            return None
+        self.audit(Kind.RECORDING, "budget_exceeded", {
+            "scope": used.scope, "limit": used.limit, "action": "refused"})
+        return f"{used.text()}; try again tomorrow (UTC) or ask an administrator"
+
+    def _throttles(self) -> bool:
+        return self.services.config.budget.action == "throttle" and self.can_throttle
+
+    def meter(self) -> float:
+        """After recording a chunk: seconds the adapter should stop reading the target
+        (a throttled session), else 0. Past a budget with ``terminate`` (or an adapter
+        that cannot slow down), the session is ended here."""
+        rec, budget = self.rec, self.budget
+        if rec is None or budget is None:
+            return 0.0
+        recorded = rec.bytes_recorded
+        exceeded = budget.check(recorded)
+        if exceeded is not None:
+            self._over_budget(exceeded)
+        if budget.exceeded is None or not self._throttles():
+            return 0.0
+        return budget.pause(recorded)
+
+    def _over_budget(self, exceeded: Exceeded) -> None:
+        throttle = self._throttles()
+        action = "throttle" if throttle else "terminate"
+        self.audit(Kind.RECORDING, "budget_exceeded", {
+            "scope": exceeded.scope, "limit": exceeded.limit, "action": action})
+        self.mark(f"recording budget exceeded: {exceeded.text()} ({action})")
+        if throttle:
+            rate = human(self.services.config.budget.throttle_rate)
+            self.say(f"{exceeded.text()}: output is slowed to {rate}/s from now on",
+                     fresh_line=True)
+        else:
+            self.terminate(f"{exceeded.text()}, so the session was terminated")
+    def _storage_state(self, state: str, reason: str) -> None:
+        """Storage refuses this recording's data for now (``paused``: the adapter already
+        stopped reading from the target), or takes it again. The user is told once per
+        pause that lasts ``PAUSE_NOTICE_AFTER`` seconds; such a pause, dropping (continue
+        mode) and the resume after either are audited (after dropping, two resumes: the
+        storage's, and the recording's with the bytes it lost)."""
+        if state == "paused":
+            if self._pause_notice is None and not self._resumes_audited:
+                self._pause_notice = asyncio.get_running_loop().call_later(
+                    PAUSE_NOTICE_AFTER, self._tell_pause, reason)
+            return
+        if self._pause_notice is not None:
+            self._pause_notice.cancel()
+            self._pause_notice = None
+        if state == "dropping":
+            self._resumes_audited = 2
+            self.audit(Kind.RECORDING, "dropping", {"reason": reason})
+        elif state == "resumed" and self._resumes_audited:
+            self._resumes_audited -= 1
+            self.audit(Kind.RECORDING, "resumed", {"reason": reason})
+
+    def _tell_pause(self, reason: str) -> None:
+        self._pause_notice = None
+        if self._finished or self.rec is None:
+            return
+        self._resumes_audited = 1
+        self.audit(Kind.RECORDING, "paused", {"reason": reason})
+        self.say(PAUSE_NOTICE, fresh_line=True)
 
     # ------------------------------------------------------------------ messages
     def say(self, text: str, *, fresh_line: bool = False) -> None:
@@ -153,30 +260,42 @@ class SessionCore:
             rec.output(shown[0], shown[1])
 
     # ------------------------------------------------------------------ decisions
+    def record_command(self, text: str, *, source: str) -> None:
+        """Record and audit one command line that runs without a decision (an exec
+        request's command when there is no policy; masked)."""
+        shown = self.mask(text)
+        if self.rec is not None:
+            self.rec.command(shown, source=source)
+        self.audit(Kind.EXEC if source == "exec" else Kind.COMMAND, "ok", {"command": shown})
+
     def record_decision(self, text: str, decision: Decision, *, source: str,
                         record_command: bool = True) -> None:
-        """Record and audit one decided command line (or path, or forwarding)."""
+        """Record and audit one decided command line (or path, or forwarding), masked."""
         rec = self.rec
+        text = self.mask(text)
+        reason = self.mask(decision.reason)
         if rec is not None and record_command:
             rec.command(text, source=source)
         action = str(decision.action)
         if rec is not None and (action != "allow" or decision.rule):
-            rec.policy(command=text, action=action, rule=decision.rule, reason=decision.reason)
+            rec.policy(command=text, action=action, rule=decision.rule, reason=reason)
         if action == "allow":
             if source == "interactive":
                 self.audit(Kind.COMMAND, "ok", {"command": text})
         else:
             self.audit(Kind.POLICY, action, {"command": text, "rule": decision.rule,
-                                             "reason": decision.reason, "source": source})
+                                             "reason": reason, "source": source})
 
     def record_approval(self, request: Request) -> None:
-        """Record and audit the outcome of an approval request of this session."""
+        """Record and audit the outcome of an approval request of this session (its
+        command was masked when the request was made; masked again for old ones)."""
+        command = self.mask(request.command)
         if self.rec is not None:
-            self.rec.approval(request_id=str(request.id), command=request.command,
+            self.rec.approval(request_id=str(request.id), command=command,
                               decision=request.status, approver=request.decided_by,
                               reason=request.decision_reason or "")
         self.audit(Kind.APPROVAL, request.status, {
-            "request": request.id, "command": request.command,
+            "request": request.id, "command": command,
             "approver": request.decided_by, "reason": request.decision_reason})
 
     # ------------------------------------------------------------------ ending
@@ -207,9 +326,14 @@ class SessionCore:
         if self._finished:
             return
         self._finished = True
+        if self._pause_notice is not None:
+            self._pause_notice.cancel()
+            self._pause_notice = None
         self.gone.set()
         self.services.live.discard(self)
         rec, self.rec = self.rec, None
+        if rec is not None and self.budget is not None:
+            self.budget.close(rec.bytes_recorded)
         if rec is not None:
             try:
                 await rec.close(exit_status=exit_status, exit_signal=exit_signal)

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.audit import AuditEvent, AuditLog, Kind
+from gateway.audit import AuditEvent, Kind
 from gateway.core.access import Access, Principal, principal_for
-from state.paths import DataDir
+from gateway.operator import emit_once
 
 
 def rdp_file_text(address: str, username: str, token: str) -> str:
@@ -41,9 +41,9 @@ def _address(config: Any) -> str:
 
 def _may_use(config: Any, principal: Principal, target: Any) -> bool:
     """The one access check, with the appliance's grants."""
-    from state.approvals import ApprovalStore
+    from state.backend import StateBackend
 
-    grants = ApprovalStore(DataDir(config.data_dir).approvals)
+    grants = StateBackend(config.state, config.data_dir).approvals()
     try:
         return Access(config, grants).permits(principal, target)
     finally:
@@ -51,7 +51,7 @@ def _may_use(config: Any, principal: Principal, target: Any) -> bool:
 
 
 def cmd_rdp_file(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> int:
-    from state.tokens import TokenStore
+    from state.backend import StateBackend
 
     config = load(args)
     if config.rdp is None:
@@ -69,7 +69,7 @@ def cmd_rdp_file(args: argparse.Namespace, load: Callable[[argparse.Namespace], 
         print(f"bastille: {args.user} may not use target {args.target!r}", file=sys.stderr)
         return 1
     ttl = float(args.ttl) if args.ttl else config.rdp.token_ttl
-    store = TokenStore(DataDir(config.data_dir).rdp_tokens)
+    store = StateBackend(config.state, config.data_dir).tokens()
     try:
         token = store.issue_token(args.user, args.target, ttl)
     finally:
@@ -84,31 +84,27 @@ def cmd_rdp_file(args: argparse.Namespace, load: Callable[[argparse.Namespace], 
             fh.write(text)
         print(f"{out}: valid once, for {ttl:.0f} s (routing token for {args.user} -> "
               f"{args.target})")
-    log = AuditLog(config.audit.file)
-    log.emit(AuditEvent(Kind.GATEWAY, "ok", user=args.user, target=args.target,
-                        detail={"event": "rdp token issued", "ttl": ttl}))
-    log.close()
+    emit_once(config, AuditEvent(Kind.GATEWAY, "ok", user=args.user, target=args.target,
+                                 detail={"event": "rdp token issued", "ttl": ttl}))
     return 0
 
 
 def cmd_rdp_pin(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> int:
-    from state.tokens import TokenStore
+    from state.backend import StateBackend
 
     config = load(args)
     if config.rdp is None or args.user not in config.users:
         print("bastille: no [rdp] section or unknown user", file=sys.stderr)
         return 2
     ttl = float(args.ttl) if args.ttl else config.rdp.token_ttl
-    store = TokenStore(DataDir(config.data_dir).rdp_tokens)
+    store = StateBackend(config.state, config.data_dir).tokens()
     try:
         pin = store.issue_pin(args.user, ttl)
     finally:
         store.close()
     print(pin)
-    log = AuditLog(config.audit.file)
-    log.emit(AuditEvent(Kind.GATEWAY, "ok", user=args.user,
-                        detail={"event": "rdp pin issued", "ttl": ttl}))
-    log.close()
+    emit_once(config, AuditEvent(Kind.GATEWAY, "ok", user=args.user,
+                                 detail={"event": "rdp pin issued", "ttl": ttl}))
     return 0
 
 
@@ -121,7 +117,7 @@ def rdp_login_text(config: Any, access: Access, principal: Principal, args: str,
     over RDP. It carries the groups of this SSH login (the IdP's, for SSO), works once,
     for this user only, until ``rdp.token_ttl``. Never logged; audited as issued.
     """
-    from state.tokens import TokenStore
+    from state.backend import StateBackend
 
     if config.rdp is None:
         return "bastille: RDP is not enabled on this bastion"
@@ -135,7 +131,7 @@ def rdp_login_text(config: Any, access: Access, principal: Principal, args: str,
         return "bastille: no RDP target is available to you"
     ttl = config.rdp.token_ttl
     name, sso = principal.name, principal.sso
-    store = TokenStore(DataDir(config.data_dir).rdp_tokens)
+    store = StateBackend(config.state, config.data_dir).tokens()
     try:
         pin = store.issue_sso_pin(name, principal.groups, ttl) if sso else \
             store.issue_pin(name, ttl)
@@ -193,12 +189,12 @@ def export_rendered(recording: Any, output: str, args: argparse.Namespace) -> st
 
 
 def cmd_rdp_replay(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> int:
-    from recorder.index import Index
+    from recorder.index import open_index
     from recorder.reader import Recording
     from recorder.service import open_sink
 
     config = load(args)
-    index = Index(DataDir(config.data_dir).index)
+    index = open_index(config.recording, checked=False)
     try:
         rows = index.find(args.id)
     finally:
@@ -240,6 +236,52 @@ def cmd_rdp_replay(args: argparse.Namespace, load: Callable[[argparse.Namespace]
     return 0
 
 
+def cmd_rdp_screens(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> int:
+    """``bastille rdp-screens``: the screen pass (frames, OCR, index) of RDP sessions."""
+    from gateway.errors import RenderUnavailable
+    from gateway.rdp import screens
+    from recorder.errors import FormatError, RecorderError
+    from recorder.index import open_index
+
+    config = load(args)
+    settings = config.recording
+    ids = list(args.ids)
+    if args.missing:
+        index = open_index(settings, checked=False)  # the SQLite file or the shared index
+        try:
+            rows = [r for r in index.all_sessions() if r.protocol == "rdp" and
+                    r.status != "live"]
+        finally:
+            index.close()
+        from recorder.frames import cache_path
+
+        ids += [r.id for r in rows if not cache_path(settings.data_dir, r.id).exists()]
+    if not ids:
+        print("bastille: no session to draw (name sessions, or --missing)", file=sys.stderr)
+        return 2 if not args.missing else 0
+    rdp = config.rdp
+    opts = screens.PassOptions(
+        ocr=(rdp.ocr if rdp is not None else True) and not args.no_ocr,
+        budget=args.budget or (rdp.ocr_budget if rdp is not None else 120.0),
+        per_minute=rdp.ocr_per_minute if rdp is not None else 6)
+    audit = screens.auditor(config)
+    failed = 0
+    for sid in ids:
+        try:
+            if args.index_only:
+                count = screens.restore_index(settings, sid)
+                print(f"{sid}: {count} lines of screen text put back into the index")
+                continue
+            print(screens.summary(screens.run_pass(settings, sid, opts, audit)))
+        except RenderUnavailable as exc:
+            print(f"bastille: {exc}", file=sys.stderr)
+            return 3
+        except (RecorderError, FormatError, OSError) as exc:
+            print(f"bastille: {sid}: {exc}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
 def add_commands(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], None],
                  load: Callable[[argparse.Namespace], Any]) -> None:
     """Register the RDP subcommands on the ``bastille`` parser."""
@@ -273,6 +315,24 @@ def add_commands(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], 
     p.add_argument("--at", type=float, help="png: seconds into the session")
     p.add_argument("-o", "--output", help="file to write (default ID.FORMAT)")
     p.set_defaults(func=lambda a: cmd_rdp_replay(a, load))
+
+    p = sub.add_parser("rdp-screens", help="draw RDP sessions' desktops for the player and "
+                       "index the text on their screens (OCR)",
+                       description="Run the screen pass the RDP workers run when a session "
+                       "ends: frames for the player (DATA_DIR/frames/) and, with [rdp] ocr, "
+                       "the screen text in the session index (see docs/rdp.md). Niced; "
+                       "bounded by [rdp] ocr_budget CPU seconds per session.")
+    add_config_args(p)
+    p.add_argument("ids", nargs="*", metavar="ID", help="session ids (or unique prefixes)")
+    p.add_argument("--missing", action="store_true",
+                   help="every ended RDP session that has no frames yet")
+    p.add_argument("--no-ocr", action="store_true", help="frames only, no screen text")
+    p.add_argument("--index-only", action="store_true",
+                   help="put the screen text already read back into the index (after "
+                   "`bastille reindex`), drawing nothing")
+    p.add_argument("--budget", type=float, help="CPU seconds per session "
+                   "(default [rdp] ocr_budget)")
+    p.set_defaults(func=lambda a: cmd_rdp_screens(a, load))
 
     p = sub.add_parser("rdp-fingerprint", help="print the SHA-256 of an RDP server's TLS "
                        "certificate (for targets.NAME.rdp_cert_sha256)")

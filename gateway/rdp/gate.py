@@ -12,6 +12,10 @@ be read and tested on its own; :mod:`gateway.rdp.mitm` calls it from pyrdp's cal
    closed, by the session's :class:`gateway.core.session.SessionCore`), and the
    target's vaulted credentials are returned to replace the user's.
 3. ``on_*`` calls while the session runs: the pyrdp replay stream, typed text, clipboard.
+   Back-pressure: while the recording cannot take more (the writer lags, or storage is
+   full: spool cap, disk low-water mark), reading from both sides stops
+   (:attr:`RdpConnection.pause_reading`, set by the MITM) until it can; the session
+   pauses instead of failing its recording.
 4. :meth:`RdpConnection.closed` at the end.
 
 The user's password is only ever held in a local variable of :meth:`RdpConnection.login`;
@@ -43,8 +47,11 @@ from gateway.rdp.keys import KeyDecoder
 from gateway.rdp.routing import RouteRequest, client_user
 from recorder.service import Recorder
 from state.approvals import GrantStore
-from state.ratelimit import FailureLimiter
+from state.paths import DataDir
+from state.ratelimit import FailureCounter, FailureLimiter
+from state.registry import SessionRegistry
 from state.tokens import Tokens
+from state.usage import RecordingUsage, UsageStore
 
 if TYPE_CHECKING:
     from recorder.service import SessionRecording
@@ -84,17 +91,30 @@ class RdpGate:
     :class:`gateway.core.services.SessionServices`)."""
 
     def __init__(self, config: Config, recorder: Recorder, audit: AuditLog,
-                 tokens: Tokens, grants: GrantStore, version: str = "") -> None:
+                 tokens: Tokens, grants: GrantStore, version: str = "", *,
+                 failures: FailureCounter | None = None,
+                 registry: SessionRegistry | None = None,
+                 usage: RecordingUsage | None = None) -> None:
         self.config = config
         self.recorder = recorder
         self.audit_log = audit
         self.tokens = tokens
         self.access = Access(config, grants)
         self.version = version
-        self.live = LiveSessions()
+        self.live = LiveSessions(registry)
         gw = config.gateway
-        self.limiter = FailureLimiter(gw.max_auth_failures, gw.auth_failure_window)
+        self.limiter: FailureCounter = failures if failures is not None else \
+            FailureLimiter(gw.max_auth_failures, gw.auth_failure_window,
+                           source_limit=gw.max_source_failures or None)
         self.connections: set[RdpConnection] = set()
+        # daily recording budgets, counted with the SSH gateway's (given by the worker:
+        # the same SQLite file, WAL, or the shared database)
+        self.usage: RecordingUsage | None = usage
+        if usage is None and config.budget.user_day_bytes:
+            self.usage = UsageStore(DataDir(config.data_dir).recording_usage)
+        #: called with (session id, user, target) when a recorded session has ended
+        #: (the worker starts its screen pass: gateway.rdp.passes)
+        self.on_session_end: Callable[[str, str, str], None] | None = None
 
     def audit(self, event: AuditEvent) -> None:
         self.audit_log.emit(event)
@@ -123,7 +143,7 @@ class RdpGate:
         target = self.config.targets.get(name)
         if target is None or target.protocol != "rdp":
             raise self.refuse(source, f"unknown RDP target {name!r}", user=user, target=name)
-        if user and self.limiter.blocked(source, f"user:{user}"):
+        if user and self.limiter.blocked(source, user):
             raise self.refuse(source, "too many failed logins", user=user, target=name)
         return RdpConnection(self, target, source, user, via)
 
@@ -133,6 +153,8 @@ class RdpConnection:
 
     #: set by the MITM: drops the connection (a kill, a limit, a recording failure)
     on_terminate: Callable[[], None] | None = None
+    #: set by the MITM: stop (True) or resume (False) reading from client and target
+    pause_reading: Callable[[bool], None] | None = None
 
     def __init__(self, gate: RdpGate, target: TargetConfig, source: str, user: str,
                  via: str) -> None:
@@ -151,6 +173,7 @@ class RdpConnection:
         self.last_input = time.monotonic()
         self._closed = False
         self.end_reason = ""
+        self._held: asyncio.Task[None] | None = None  # waiting for the recorder to catch up
 
     @property
     def session_id(self) -> str:
@@ -200,14 +223,14 @@ class RdpConnection:
         if named_target and named_target != target.name:
             raise gate.refuse(src, "the Client Info target differs from the routed target",
                               user=name, target=target.name)
-        if gate.limiter.blocked(src, f"user:{name}"):
+        if gate.limiter.blocked(src, name):
             gate.audit(AuditEvent(Kind.LOGIN_RATE_LIMITED, "denied", user=name, source=src,
                                   target=target.name, detail={"protocol": "rdp"}))
             raise Refused("too many failed logins")
         principal, method = await self._check_password(name, password)
         password = ""
         if principal is None:
-            gate.limiter.record_failure(src, f"user:{name}")
+            gate.limiter.record_failure(src, name)
             gate.audit(AuditEvent(Kind.LOGIN, "failed", user=name, source=src,
                                   target=target.name,
                                   detail={"protocol": "rdp", "method": "password"}))
@@ -216,7 +239,7 @@ class RdpConnection:
             gate.access.authorize(principal, target.name, protocol="rdp")
         except TargetError as exc:
             raise gate.refuse(src, str(exc), user=name, target=target.name) from None
-        gate.limiter.reset(f"user:{name}")
+        gate.limiter.reset(src, name)
         self.user = name
         gate.audit(AuditEvent(Kind.LOGIN, "ok", user=name, source=src, target=target.name,
                               detail={"protocol": "rdp", "method": method, "route": self.via}))
@@ -224,16 +247,17 @@ class RdpConnection:
                             domain=target.rdp_domain)
         if self._closed:
             raise Refused("the client went away during login")
-        await self._open_recording(principal)
+        await self._open_recording(principal, method)
         if self._closed:  # the client left while the recording was being opened
             self._closed = False
             await self.closed("the client went away during login")
             raise Refused("the client went away during login")
         return creds
 
-    async def _open_recording(self, principal: Principal) -> None:
+    async def _open_recording(self, principal: Principal, method: str = "") -> None:
         core = SessionCore(self.gate, principal, self.source, protocol="rdp")
         core.target = self.target.name
+        core.mask_for(self.target)  # typed and pasted text is kept masked
         core.on_terminate(self._terminate)
         self.core = core
         if not await core.start(kind="desktop", start_time=self._start, detail={
@@ -241,6 +265,9 @@ class RdpConnection:
                 "drive_redirection": self.target.allow_drive_redirection}):
             raise Refused("this session cannot be recorded, so it was not started")
         if core.rec is not None:
+            core.rec.event("rdp.logon", {
+                "user": principal.name, "method": method, "route": self.via,
+                "target_user": self.target.user, "client": self.source})
             for chunk in self._early:
                 core.rec.rdp(chunk)
         self._early.clear()
@@ -282,20 +309,43 @@ class RdpConnection:
         rec = self.rec
         if rec is not None:
             rec.rdp(data)
+            if self.core is not None:
+                self.core.meter()  # past a recording budget: ended (RDP cannot be slowed)
+            if rec.congested and self._held is None:
+                self._hold(rec)
         elif self.core is None and self._early_bytes + len(data) <= EARLY_CAP:
             self._early.append(bytes(data))
             self._early_bytes += len(data)
 
+    def _hold(self, rec: SessionRecording) -> None:
+        """Back-pressure: stop reading both sides until the recording catches up."""
+        pause = self.pause_reading
+        if pause is None:
+            return
+        pause(True)
+        self._held = asyncio.get_running_loop().create_task(self._release(rec, pause),
+                                                            name="rdp recorder backpressure")
+
+    async def _release(self, rec: SessionRecording, pause: Callable[[bool], None]) -> None:
+        try:
+            await rec.wait_writable()
+        finally:
+            self._held = None
+            if not self._closed:
+                pause(False)
+
     def _line(self, text: str) -> None:
         rec = self.rec
-        if rec is not None:
+        if rec is not None and self.core is not None:
+            text = self.core.mask(text)
             rec.command(text, source="rdp-keys")
             rec.event("rdp.keys", {"text": text})
 
     def on_clipboard(self, direction: str, text: str) -> None:
         """Text copied through the clipboard (``direction``: upload to / download from)."""
         rec = self.rec
-        if rec is not None:
+        if rec is not None and self.core is not None:
+            text = self.core.mask(text[:65536])
             rec.event("rdp.clipboard", {"direction": direction, "text": text[:65536]})
             rec.command(text[:4096], source=f"rdp-clipboard-{direction}")
         self.gate.audit(self.event(Kind.FILE_TRANSFER, "ok", {
@@ -324,6 +374,8 @@ class RdpConnection:
             return
         self._closed = True
         self.gate.connections.discard(self)
+        if self._held is not None:
+            self._held.cancel()
         self.keys.flush()
         core = self.core
         if core is None:
@@ -332,3 +384,6 @@ class RdpConnection:
         if why:
             core.ending = why
         await core.finish({"protocol": "rdp", "keys": self.keys.keys})
+        ended = self.gate.on_session_end
+        if ended is not None and core.started and core.session_id:
+            ended(core.session_id, self.user, self.target.name)

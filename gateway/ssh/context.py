@@ -5,6 +5,7 @@ gateway's services come in as :class:`gateway.core.services.Services`."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,32 @@ class SshContext:
     builtin: dict[str, LocalShellTarget] = field(default_factory=dict)
     oidc: OidcClient | None = None
     connections: set[Any] = field(default_factory=set)  # live BastionServer objects
+    #: socket peer -> the client address a trusted load balancer's PROXY header gave
+    proxied: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
+    per_source: Counter[str] = field(default_factory=Counter)  # open connections by source
+    per_user: Counter[str] = field(default_factory=Counter)  # running sessions by user
+
+    def source_opened(self, source: str) -> int:
+        """A connection from ``source`` opened: how many it has open now."""
+        self.per_source[source] += 1
+        return self.per_source[source]
+
+    def source_closed(self, source: str) -> None:
+        self.per_source[source] -= 1
+        if self.per_source[source] <= 0:
+            del self.per_source[source]
+
+    def user_session(self, user: str, limit: int) -> bool:
+        """Count one more running session of ``user``; False (not counted) at ``limit``."""
+        if self.per_user[user] >= limit:
+            return False
+        self.per_user[user] += 1
+        return True
+
+    def user_session_ended(self, user: str) -> None:
+        self.per_user[user] -= 1
+        if self.per_user[user] <= 0:
+            del self.per_user[user]
 
     def endpoint(self, target: TargetConfig) -> Endpoint:
         """Where and how the bastion logs into ``target``."""
@@ -57,6 +84,7 @@ class ConnContext:
                     | asyncio.Future[asyncssh.SSHClientConnection]] = \
         field(default_factory=dict)
     sessions: set[Any] = field(default_factory=set)  # live SshSession objects
+    forwards: int = 0  # forwarding channels and remote listeners open
 
     @property
     def services(self) -> Services:

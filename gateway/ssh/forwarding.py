@@ -4,13 +4,17 @@ user (``allow_local_forwarding``/``allow_remote_forwarding``) and the policy all
 address (``forward-local HOST:PORT``/``forward-remote HOST:PORT``; a request cannot wait
 for an approval, so anything but allow is refused). Forwarded bytes are not recorded;
 the forwarding itself is audited, and so is every refusal.
+
+Bounds (:mod:`gateway.limits`): host names longer than ``MAX_FORWARD_HOST`` are refused,
+and one connection has at most ``MAX_FORWARDS_PER_CONNECTION`` forwarding channels and
+remote listeners open at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 import asyncssh
 
@@ -18,6 +22,7 @@ from gateway.audit import Kind
 from gateway.config import TargetConfig
 from gateway.core.enforce import Enforcer
 from gateway.errors import BastilleError
+from gateway.limits import MAX_FORWARD_HOST, MAX_FORWARDS_PER_CONNECTION, cut
 from gateway.ssh.context import ConnContext
 
 log = logging.getLogger("bastille.forwarding")
@@ -53,8 +58,33 @@ def _policy_refusal(ctx: ConnContext, target: TargetConfig, direction: str, host
     return refusal.message if refusal is not None else None
 
 
+def _bounded(ctx: ConnContext, channel: str, host: str) -> None:
+    """Refuse a host name out of bounds, or one forwarding too many on this connection."""
+    if len(host) > MAX_FORWARD_HOST:
+        raise refuse(ctx, channel, f"host name {cut(host, 32)!r} is longer than "
+                     f"{MAX_FORWARD_HOST} characters")
+    if ctx.forwards >= MAX_FORWARDS_PER_CONNECTION:
+        raise refuse(ctx, channel, "too many forwardings open on this connection "
+                     f"(at most {MAX_FORWARDS_PER_CONNECTION})")
+
+
+class _CountedForwarder(asyncssh.forward.SSHForwarder):
+    """The user's side of a tunnel; gives its place back when it closes."""
+
+    def __init__(self, peer: asyncssh.forward.SSHForwarder, ctx: ConnContext) -> None:
+        super().__init__(peer)
+        self._ctx: ConnContext | None = ctx
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._ctx is not None:
+            self._ctx.forwards -= 1
+            self._ctx = None
+
+
 def local(ctx: ConnContext, dest_host: str, dest_port: int) -> Any:
     """``ssh -L``/``-W``: a tunnel through the target, or a ChannelOpenError."""
+    _bounded(ctx, "direct-tcpip", dest_host)
     where = f"{dest_host}:{dest_port}"
     target = _target(ctx, "direct-tcpip", "port forwarding")
     principal = ctx.principal
@@ -71,7 +101,11 @@ def local(ctx: ConnContext, dest_host: str, dest_port: int) -> Any:
             upstream = await ctx.upstream(target)
         except BastilleError as exc:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from None
-        return await ctx.conn.forward_tunneled_connection(upstream, dest_host, dest_port)
+        # asyncssh's forward_tunneled_connection, with a forwarder that is counted
+        factory: Any = asyncssh.forward.SSHForwarder
+        _, peer = await upstream.create_connection(factory, dest_host, dest_port)
+        ctx.forwards += 1
+        return _CountedForwarder(cast(asyncssh.forward.SSHForwarder, peer), ctx)
 
     return tunnel()
 
@@ -80,6 +114,7 @@ def remote(ctx: ConnContext, listen_host: str, listen_port: int) -> Any:
     """``ssh -R``: the *target* listens; its connections come back to the user."""
     where = f"{listen_host}:{listen_port}"
     try:
+        _bounded(ctx, "tcpip-forward", listen_host)
         target = _target(ctx, "tcpip-forward", "remote forwarding")
     except asyncssh.ChannelOpenError:
         return False
@@ -122,6 +157,7 @@ async def _remote_listener(ctx: ConnContext, target: TargetConfig, listen_host: 
         log.info("remote forwarding on %s failed: %s", target.name, exc)
         return None
     bound[0] = listener.get_port()
+    ctx.forwards += 1  # a listener holds its place until the connection ends
     return listener
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.audit import Kind
-from gateway.config import TargetConfig
+from gateway.config import PolicySettings, TargetConfig
 from gateway.core.enforce import Allow, Deny, Enforcer, Gone
 from gateway.core.interactive import InteractivePolicy, Ports
 from gateway.core.masking import RecordMasker
@@ -316,6 +316,22 @@ def file_op(session: SessionCore, op: FileOp) -> None:
     session.audit(Kind.FILE_TRANSFER, "ok", detail)
 
 
+def is_transfer(command: str | None) -> bool:
+    """rsync and legacy scp: file contents, masked as binary (``mask_transfers``)."""
+    return (command or "").startswith(("rsync --server", "scp "))
+
+
+def records_masked(policy: PolicySettings, *, kind: str, command: str | None,
+                   has_pty: bool) -> bool:
+    """Will :func:`choose_pipe` mask what is recorded of this session (so that the
+    recorded output may differ from what the user receives)?"""
+    if has_pty and (kind == "shell" or (kind == "exec" and not is_transfer(command))):
+        return kind == "shell" or policy.mask_exec
+    if kind == "sftp" or is_transfer(command):
+        return policy.mask_transfers
+    return policy.mask_exec
+
+
 def choose_pipe(relay: Relay, session: SessionCore, enforcer: Enforcer,
                 target: TargetConfig, *, kind: str, command: str | None, has_pty: bool,
                 size: tuple[int, int]) -> Pipe:
@@ -323,16 +339,17 @@ def choose_pipe(relay: Relay, session: SessionCore, enforcer: Enforcer,
     services = enforcer.services
     policy = services.config.policy
     maskers = services.maskers
-    transfer = (command or "").startswith(("rsync --server", "scp "))
+    transfer = is_transfer(command)
     if has_pty and (kind == "shell" or (kind == "exec" and not transfer)):
         # a shell is decided line by line; a PTY exec (`ssh -t host -- sudo x`, the
         # player) was decided as a whole, its keys are recorded per line like a shell's
         decide = kind == "shell"
         live = maskers.for_target(target) if decide or policy.mask_exec else None
         rec = session.rec
+        mask_keys = maskers.keys_for(target)  # typed secrets are masked in the recording
         ports = Ports(to_target=relay.to_target, to_user=relay.to_user,
                       record_output=(lambda d: rec.output(d, 1)) if rec else _drop,
-                      record_input=rec.input if rec else None)
+                      record_input=(lambda keys: rec.input(mask_keys(keys))) if rec else None)
         driver = InteractivePolicy(session, enforcer, ports, live,
                                    services.policy if decide else None, size)
         return InteractivePipe(relay, session, driver)
@@ -346,9 +363,9 @@ def choose_pipe(relay: Relay, session: SessionCore, enforcer: Enforcer,
         masker = RecordMasker(lambda: maskers.for_target(target, binary=True), record,
                               streams=(0, 1, 2)) \
             if policy.mask_transfers and session.rec is not None else None
-    else:
-        masker = RecordMasker(lambda: maskers.for_target(target), record) \
-            if policy.mask_exec else None
+    else:  # stdin too: what a script pipes in is kept masked like what it prints
+        masker = RecordMasker(lambda: maskers.for_target(target), record,
+                              streams=(0, 1, 2)) if policy.mask_exec else None
     if kind == "scp" and command is not None:
         return ScpPipe(relay, session, command, masker)
     return ExecPipe(relay, session, masker)

@@ -6,6 +6,12 @@ keeps flow control end to end, and ends the user's channel with the target's exi
 (or signal) or with a reason. What happens to the bytes in between is the session's
 :class:`gateway.ssh.pipes.Pipe`, chosen once per session.
 
+Ending from the bastion's side (a kill, a limit, shutdown, a recording failure): a
+non-PTY command keeps running on an OpenSSH target when only its channel closes, so the
+target's command is sent ``TERM``, then ``KILL`` after ``TERM_GRACE`` seconds, before
+the channel is closed (OpenSSH signals the command's process group). A PTY session is
+sent ``HUP`` and closed at once: the target's terminal hangs up its processes.
+
 Flow control: when one side's write buffer fills, reading from the other side pauses
 (asyncssh ``pause_writing``/``resume_writing``); when the recording's backlog passes its
 bound, reading from the target pauses until the writer catches up; while a pipe holds
@@ -95,6 +101,9 @@ class Relay:
         self.upstream: asyncssh.SSHClientChannel[bytes] | None = None
         self.pipe: Pipe | None = None
         self.rec: SessionRecording | None = None  # for backpressure
+        # every byte written to the user, when the recording is masked (its trailer then
+        # holds the SHA-256 of what the user received: SessionRecording.delivered)
+        self.delivered: Callable[[bytes], None] | None = None
         self.user_closed = asyncio.Event()
         self.target_done = asyncio.Event()
         self.exit_status: int | None = None
@@ -108,6 +117,10 @@ class Relay:
         self._target_read_ok = True  # the user's window has room
         self._rec_ok = True  # the recording backlog is under its bound
         self._held = False  # the pipe holds the user's input (a request awaits approval)
+        self._stopper: asyncio.Task[Any] | None = None  # signalling the target's command
+        #: after recording: seconds to stop reading (a throttled recording budget), or 0
+        self.meter: Callable[[], float] | None = None
+        self._budget_ok = True  # not paused by the recording budget's throttle
 
     # ------------------------------------------------------------ writing
     def to_user(self, data: bytes, datatype: asyncssh.DataType = None) -> None:
@@ -117,6 +130,9 @@ class Relay:
             self.chan.write(data, datatype)
         except (BrokenPipeError, ConnectionError):
             self.user_closed.set()
+            return
+        if self.delivered is not None:
+            self.delivered(data)
 
     def to_target(self, data: bytes) -> None:
         if self.upstream is not None and data:
@@ -160,12 +176,24 @@ class Relay:
 
     # ------------------------------------------------------------ flow control
     def recorded(self) -> None:
-        """After recording: pause the target while the recorder catches up."""
+        """After recording: pause the target while the recorder catches up, or while a
+        throttled recording budget says so."""
         rec = self.rec
         if rec is not None and rec.congested and self._rec_ok:
             self._rec_ok = False
             self._update()
             self._spawn(self._await_recorder(rec), "recorder backpressure")
+        if self.meter is not None and self._budget_ok:
+            pause = self.meter()
+            if pause > 0:
+                self._budget_ok = False
+                self._update()
+                self._spawn(self._throttled(pause), "recording budget throttle")
+
+    async def _throttled(self, pause: float) -> None:
+        await asyncio.sleep(pause)
+        self._budget_ok = True
+        self._update()
 
     async def _await_recorder(self, rec: SessionRecording) -> None:
         await rec.wait_writable()
@@ -192,14 +220,15 @@ class Relay:
 
     def _update(self) -> None:
         up = self.upstream
+        recording_ok = self._rec_ok and self._budget_ok
         if up is not None:
-            if self._target_read_ok and self._rec_ok:
+            if self._target_read_ok and recording_ok:
                 up.resume_reading()
             else:
                 up.pause_reading()
         if self.user_closed.is_set() or self.discarding:
             return
-        if self._user_read_ok and self._rec_ok and not self._held:
+        if self._user_read_ok and recording_ok and not self._held:
             self.chan.resume_reading()
         else:
             self.chan.pause_reading()
@@ -232,10 +261,11 @@ class Relay:
 
     def end(self, reason: str | None) -> None:
         """End the user's side: with the target's exit status or signal (``reason`` None),
-        or, after the bastion said why, with status 255. A target that closed without an
-        exit status also gives 255 (the session said so)."""
-        if self.upstream is not None and reason is not None:
-            self.upstream.close()
+        or, after the bastion said why, with status 255 (the target's command is stopped,
+        see :meth:`stop_target`). A target that closed without an exit status also gives
+        255 (the session said so)."""
+        if reason is not None:
+            self.stop_target()
         if self.user_closed.is_set() or self.exited:
             return
         if reason is not None:
@@ -263,15 +293,60 @@ class Relay:
         return self.target_done.is_set()
 
     def close_target(self) -> None:
-        if self.upstream is not None:
+        """Close the target's channel (unless :meth:`stop_target` is doing it)."""
+        if self.upstream is not None and self._stopper is None:
             self.upstream.close()
+
+    def stop_target(self) -> None:
+        """End the target's side from the bastion: signal its command (see the module
+        docstring), then close its channel."""
+        up = self.upstream
+        if up is None or self._stopper is not None:
+            return
+        if self.target_done.is_set() or self.has_pty:
+            _signal(up, "HUP")
+            up.close()
+            return
+        _signal(up, "TERM")
+        self._stopper = self._spawn(self._reap_target(up), "stop target command")
+
+    async def _reap_target(self, up: asyncssh.SSHClientChannel[bytes]) -> None:
+        try:
+            for then, wait in (("KILL", TERM_GRACE), ("", KILL_GRACE)):
+                try:
+                    await asyncio.wait_for(self.target_done.wait(), wait)
+                    return
+                except TimeoutError:
+                    if then:
+                        _signal(up, then)
+        finally:
+            up.close()
+
+    @property
+    def stopping(self) -> bool:
+        """:meth:`stop_target` is still signalling the target's command."""
+        return self._stopper is not None and not self._stopper.done()
+
+    async def target_stopped(self) -> None:
+        """Until :meth:`stop_target` is done (at most TERM_GRACE + KILL_GRACE seconds)."""
+        if self._stopper is not None:
+            await asyncio.wait({self._stopper})
 
     def extra(self) -> dict[str, Any]:
         """What ``session.end`` reports of the bytes relayed."""
         return {"bytes_in": self.bytes_in, "bytes_out": self.bytes_out}
 
 
+TERM_GRACE = 2.0  # seconds a target command has to exit after TERM, before KILL
+KILL_GRACE = 1.0  # seconds to wait for the target to report it after KILL
 WATCHDOG_INTERVAL = 1.0  # seconds between idle / session-length checks
+
+
+def _signal(up: asyncssh.SSHClientChannel[bytes], name: str) -> None:
+    try:
+        up.send_signal(name)
+    except (asyncssh.Error, OSError):
+        pass  # the channel is already closing
 
 
 async def watch_limits(relay: Relay, end: Callable[[str], None], *, max_session: float,

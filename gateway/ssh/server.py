@@ -15,13 +15,22 @@
 * SAML (``[saml]`` with ``[web]``): keyboard-interactive shows a one-time URL of the
   web endpoint, which signs the user in at the IdP (:mod:`gateway.auth.saml`); keys are
   bound the same way as with OIDC.
-* Failed attempts are rate-limited per source address and per user name, and audited.
+* Failed attempts are rate-limited per source address and per (source, user) pair,
+  never per user name alone (:mod:`state.ratelimit`): a wrong password counts for both,
+  a connection whose offered keys all failed to match counts for its source only, and a
+  success forgets its pair's failures. A connection gets at most ``MAX_AUTH_ATTEMPTS``
+  password or keyboard-interactive answers and ``MAX_KEY_OFFERS`` key offers, then it
+  is cut. Every failure is audited.
+* Bounds (:mod:`gateway.limits`): login names, connections per source address (refused
+  after the key exchange with a message), session and forwarding channels per
+  connection.
 * Session channels go to :class:`gateway.ssh.session.SshSession`; forwarding requests to
   :mod:`gateway.ssh.forwarding`; tun/tap and Unix sockets are refused.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
@@ -34,10 +43,18 @@ from gateway.auth.oidc import NoGroups, OidcError, identity_for
 from gateway.auth.passwords import dummy_hash, verify_password
 from gateway.core.access import Principal, principal_for
 from gateway.errors import WebLoginError
+from gateway.limits import (
+    MAX_AUTH_ATTEMPTS,
+    MAX_KEY_OFFERS,
+    MAX_LOGIN_NAME,
+    MAX_SESSIONS_PER_CONNECTION,
+    cut,
+)
 from gateway.ssh import forwarding
 from gateway.ssh.context import ConnContext, SshContext
 from gateway.ssh.routing import Login, parse_login
 from gateway.ssh.session import SshSession
+from state.ratelimit import source_key
 
 log = logging.getLogger("bastille.server")
 
@@ -64,6 +81,11 @@ class BastionServer(asyncssh.SSHServer):
         self._offered: list[bytes] = []
         self._grant: Any = None
         self._pending: Any = None  # a SAML login waiting for the browser (gateway/web)
+        self._source = ""  # the rate limiter's and the connection counter's key
+        self._answers = 0  # password / keyboard-interactive answers on this connection
+        self._key_offers = 0
+        self._password_failed = False
+        self._refusal: str | None = None  # why this connection is refused at its login
 
     @property
     def ctx(self) -> ConnContext:
@@ -73,35 +95,71 @@ class BastionServer(asyncssh.SSHServer):
     # ------------------------------------------------------------ connection
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         peer = conn.get_extra_info("peername") or ("?", 0)
+        # behind a trusted load balancer: the client its PROXY header named
+        peer = self.ssh.proxied.get((str(peer[0]), int(peer[1])), peer)
         self._host = str(peer[0])
         self.conn_ctx = ConnContext(self.ssh, conn, f"{peer[0]}:{peer[1]}", Login("", None))
         self.ssh.connections.add(self)
+        self._source = source_key(self._host)
+        count = self.ssh.source_opened(self._source)
+        limit = self.services.config.gateway.max_connections_per_source
+        if count > limit:
+            self._refusal = f"too many connections from {self._host} (at most {limit})"
+            if count > 2 * limit:  # a flood: no key exchange for it at all
+                conn.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.ssh.connections.discard(self)
+        if self in self.ssh.connections:
+            self.ssh.connections.discard(self)
+            self.ssh.source_closed(self._source)
         ctx = self.conn_ctx
         if ctx is None:
             return
-        if not self._authenticated and self._attempted:
-            self.services.failures.record_failure(self._host, f"user:{ctx.login.user}")
+        if not self._authenticated and self._attempted and not self._password_failed:
+            # keys that merely failed to match (or too many of them): counted for the
+            # source, never the user; wrong passwords were counted as they came
+            self.services.failures.record_failure(self._host)
             ctx.audit(Kind.LOGIN, "failed", detail={"reason": "no accepted key"})
         web = self.services.web_logins
         if self._pending is not None and web is not None:
             web.cancel_ssh_login(self._pending)  # its link stops working
-        ctx.close_upstreams()
+        stopping = [s.relay for s in ctx.sessions if s.relay is not None and s.relay.stopping]
+        if stopping:  # the target connection carries their signals: close it after them
+            self.services.spawn(_close_after(ctx, stopping), "close target connections")
+        else:
+            ctx.close_upstreams()
 
     # ------------------------------------------------------------ authentication
     def begin_auth(self, username: str) -> bool:
         ctx = self.ctx
+        if len(username) > MAX_LOGIN_NAME:
+            ctx.login = Login(cut(username, 32), None)
+            self._refuse(Kind.REFUSED, f"login name longer than {MAX_LOGIN_NAME} characters",
+                         asyncssh.DISC_ILLEGAL_USER_NAME)
         ctx.login = parse_login(username)
         ctx.principal = principal_for(self.services.config, ctx.login.user) or \
             Principal(ctx.login.user)
-        if self.services.failures.blocked(self._host, f"user:{ctx.login.user}"):
-            ctx.audit(Kind.LOGIN_RATE_LIMITED, "denied")
-            raise asyncssh.DisconnectError(
-                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
-                "too many failed logins; try again later")
+        if self._refusal is not None:
+            self._refuse(Kind.REFUSED, self._refusal, asyncssh.DISC_TOO_MANY_CONNECTIONS)
+        if self.services.failures.blocked(self._host, ctx.login.user):
+            self._refuse(Kind.LOGIN_RATE_LIMITED, "too many failed logins; try again later")
         return True
+
+    def _refuse(self, kind: Kind, message: str,
+                code: int = asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE) -> NoReturn:
+        """Audit and cut this connection before it logs in, telling the client why."""
+        self._refusal = message
+        self.ctx.audit(kind, "denied", detail={"reason": message})
+        raise asyncssh.DisconnectError(code, f"bastille: {message}")
+
+    def _answered(self) -> None:
+        """One more password / keyboard-interactive answer: at most MAX_AUTH_ATTEMPTS."""
+        self._attempted = True
+        self._answers += 1
+        if self._answers > MAX_AUTH_ATTEMPTS:
+            self._refuse(Kind.LOGIN_RATE_LIMITED,
+                         f"too many authentication attempts (at most {MAX_AUTH_ATTEMPTS} "
+                         "per connection)")
 
     def public_key_auth_supported(self) -> bool:
         return True
@@ -109,6 +167,10 @@ class BastionServer(asyncssh.SSHServer):
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         ctx = self.ctx
         self._attempted = True
+        self._key_offers += 1
+        if self._key_offers > MAX_KEY_OFFERS:
+            self._refuse(Kind.LOGIN_RATE_LIMITED,
+                         f"too many keys offered (at most {MAX_KEY_OFFERS} per connection)")
         offered = key.public_data
         match = False
         for line in self.ssh.user_keys.get(ctx.principal.name, []):
@@ -132,7 +194,7 @@ class BastionServer(asyncssh.SSHServer):
 
     async def get_kbdint_challenge(self, username: str, lang: str,
                                    submethods: str) -> Any:
-        self._attempted = True
+        self._answered()
         if self.services.web_logins is not None:
             return self._saml_challenge()
         assert self.ssh.oidc is not None
@@ -228,26 +290,38 @@ class BastionServer(asyncssh.SSHServer):
     def password_auth_supported(self) -> bool:
         return self.services.config.gateway.allow_passwords or _is_loopback(self._host)
 
-    def validate_password(self, username: str, password: str) -> bool:
+    async def validate_password(self, username: str, password: str) -> bool:
         ctx = self.ctx
+        self._answered()
         user = self.services.config.users.get(ctx.principal.name)
         encoded = user.password_hash.reveal() if user is not None and user.password_hash \
             else dummy_hash()
-        ok = verify_password(password, encoded)
+        # scrypt takes ~50 ms: in a thread, so that guesses never stall other sessions
+        ok = await asyncio.get_running_loop().run_in_executor(
+            None, verify_password, password, encoded)
         if not ok:
-            self.services.failures.record_failure(self._host, f"user:{ctx.principal.name}")
+            self._password_failed = True
+            failures = self.services.failures
+            failures.record_failure(self._host, ctx.principal.name)
             ctx.audit(Kind.LOGIN, "failed", detail={"method": "password"})
+            if failures.blocked(self._host, ctx.principal.name):
+                self._refuse(Kind.LOGIN_RATE_LIMITED, "too many failed logins; try again later")
         return ok
 
     def auth_completed(self) -> None:
         ctx = self.ctx
         self._authenticated = True
+        self.services.failures.reset(self._host, ctx.login.user)
         ctx.audit(Kind.LOGIN, "ok", target=ctx.login.target or "")
 
     # ------------------------------------------------------------ channels
     def session_requested(self) -> SshSession:
-        session = SshSession(self.ctx)
-        self.ctx.sessions.add(session)
+        ctx = self.ctx
+        if len(ctx.sessions) >= MAX_SESSIONS_PER_CONNECTION:
+            raise forwarding.refuse(ctx, "session", "too many sessions on one connection "
+                                    f"(at most {MAX_SESSIONS_PER_CONNECTION})")
+        session = SshSession(ctx)
+        ctx.sessions.add(session)
         return session
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
@@ -270,3 +344,11 @@ class BastionServer(asyncssh.SSHServer):
 
     def tap_requested(self, unit: int | None) -> Any:
         raise forwarding.refuse(self.ctx, "tap", "tap devices are not allowed")
+
+
+async def _close_after(ctx: ConnContext, relays: list[Any]) -> None:
+    """Close a gone user's target connections once its ended commands are stopped."""
+    try:
+        await asyncio.gather(*(r.target_stopped() for r in relays))
+    finally:
+        ctx.close_upstreams()

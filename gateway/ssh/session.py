@@ -17,6 +17,7 @@ Data path::
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -24,17 +25,26 @@ import asyncssh
 
 from gateway.audit import Kind
 from gateway.config import TargetConfig
-from gateway.core.enforce import Allow, Deny, Enforcer, Gone
+from gateway.core.enforce import Allow, Deny, Enforcer, Gone, too_long
 from gateway.core.session import SessionCore
 from gateway.errors import TargetError, TargetRefused
-from gateway.limits import MAX_TERM_TYPE, clamp_term_size
+from gateway.limits import (
+    MAX_ENV_BYTES,
+    MAX_ENV_VARS,
+    MAX_EXEC_COMMAND,
+    MAX_SUBSYSTEM_NAME,
+    MAX_TARGET_NAME,
+    MAX_TERM_TYPE,
+    clamp_term_size,
+    cut,
+)
 from gateway.ssh.channels import ChannelRequest, open_target_channel
 from gateway.ssh.context import ConnContext
 from gateway.ssh.menu import MenuEntry, TargetMenu
-from gateway.ssh.pipes import MenuPipe, choose_pipe
+from gateway.ssh.pipes import MenuPipe, choose_pipe, records_masked
 from gateway.ssh.player import player_refusal, player_route
 from gateway.ssh.relay import Relay, watch_limits
-from gateway.ssh.routing import Route, route_request, session_kind
+from gateway.ssh.routing import Route, route_request, session_kind, valid_target_name
 
 log = logging.getLogger("bastille.session")
 
@@ -46,6 +56,7 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         self.ctx = ctx
         self.services = ctx.services
         self.core = SessionCore(ctx.services, ctx.principal, ctx.source, protocol="ssh")
+        self.core.can_throttle = True  # the relay pauses the target (recording budgets)
         self.enforcer = Enforcer(self.core, ctx.services)
         self.relay: Relay | None = None
         self.kind = "shell"
@@ -58,10 +69,14 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         self._early: list[bytes] = []
         self._user_eof = False
         self._x11 = False  # the target allows X11 forwarding for this user
+        self._refusal: str | None = None  # a request out of bounds: told, never run
+        self._started = False
+        self._counted = False  # counted in the user's running sessions
 
     # ------------------------------------------------------------ channel requests
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         chan.pause_reading()  # nothing reaches a target before it is chosen and recorded
+        _bound_environment(chan)
         self.relay = Relay(chan, self.has_pty, clock=self.services.clock,
                            spawn=self.services.spawn)
 
@@ -78,11 +93,15 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
 
     def exec_requested(self, command: str) -> bool:
         self.kind, self.command = "exec", command
+        if len(command.encode("utf-8", "surrogateescape")) > MAX_EXEC_COMMAND:
+            self.command = cut(command, 64)
+            self._refusal = f"the command is longer than {MAX_EXEC_COMMAND} bytes; not run"
         return True
 
     def subsystem_requested(self, subsystem: str) -> bool:
         if subsystem != "sftp":
-            self.ctx.audit(Kind.REFUSED, "denied", detail={"channel": f"subsystem:{subsystem}"})
+            name = cut(subsystem, MAX_SUBSYSTEM_NAME)
+            self.ctx.audit(Kind.REFUSED, "denied", detail={"channel": f"subsystem:{name}"})
             return False
         self.kind, self.subsystem = "sftp", subsystem
         return True
@@ -92,6 +111,7 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         self.relay.has_pty = self.has_pty
         self.core.port = self.relay
         self.core.on_terminate(self.end)
+        self._started = True
         self.services.spawn(self._run(), f"session {self.ctx.principal.name}")
 
     # ------------------------------------------------------------ channel events
@@ -146,6 +166,8 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
             if isinstance(self.relay.pipe, MenuPipe):
                 self.relay.pipe.quit()
         self.core.gone.set()
+        if not self._started:  # never started: nothing else forgets it
+            self.ctx.sessions.discard(self)
 
     # ------------------------------------------------------------ the session
     def fail(self, message: str, status: int = 1) -> None:
@@ -185,6 +207,12 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
     async def _serve(self) -> None:
         relay = self.relay
         assert relay is not None
+        if self._refusal is not None:
+            self.ctx.audit(Kind.REFUSED, "denied", target=self.ctx.login.target or "",
+                           detail={"reason": self._refusal,
+                                   "command": self.core.mask(self.command or "")})
+            self.fail(self._refusal, 1)
+            return
         route = route_request(self.ctx.login, self.command if self.kind == "exec" else None)
         if route.builtin is not None and route.builtin != "player":
             text = self.services.commands.run(route.builtin, self.ctx.principal,
@@ -196,10 +224,11 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         if found is None:
             return
         target, route = found
-        if not await self._admit(target, route):
-            return
+        if not await self._admit(target, route) or relay.user_closed.is_set():
+            return  # refused, or the user left while the recording opened
         conn = await self._connect(target)
-        if conn is None or not await self._open_channel(conn, route):
+        if conn is None or relay.user_closed.is_set() or \
+                not await self._open_channel(conn, route):
             return
         relay.pipe = choose_pipe(relay, self.core, self.enforcer, target, kind=self.kind,
                                  command=route.command, has_pty=self.has_pty,
@@ -222,10 +251,13 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
                 self.relay.exit_user(0)
                 return None
             route = Route(target=chosen, command=None)
+        name = route.target or ""
+        if not valid_target_name(name):  # not a name any target can have: cut short
+            name = cut(name, MAX_TARGET_NAME)
         try:
-            target = self.services.access.authorize(self.ctx.principal, route.target or "")
+            target = self.services.access.authorize(self.ctx.principal, name)
         except TargetError as exc:
-            self.ctx.audit(Kind.REFUSED, "denied", target=route.target or "",
+            self.ctx.audit(Kind.REFUSED, "denied", target=name,
                            detail={"reason": exc.audit_reason})
             self.fail(str(exc), 1)
             return None
@@ -260,6 +292,19 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         """Open the recording (fail closed) and decide the exec command."""
         core = self.core
         core.target = target.name
+        limit = self.services.config.gateway.max_sessions_per_user
+        if not self.ctx.ssh.user_session(self.ctx.principal.name, limit):
+            self.ctx.audit(Kind.REFUSED, "denied", target=target.name,
+                           detail={"reason": "too many sessions", "limit": limit})
+            self.fail(f"you have {limit} sessions running, the most allowed; "
+                      "end one and try again", 1)
+            return False
+        self._counted = True
+        core.mask_for(target)
+        refusal = core.budget_refusal()
+        if refusal is not None:
+            self.fail(refusal, 1)
+            return False
         self.kind = session_kind(route, command=self.command, subsystem=self.subsystem,
                                  login=self.ctx.login)
         detail = {"kind": self.kind, **({"command": route.command} if route.command else {})}
@@ -271,11 +316,14 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
             self.fail("this session cannot be recorded, so it was not started; "
                       "tell an administrator", 1)
             return False
+        if core.rec is not None and self.relay is not None and records_masked(
+                self.services.config.policy, kind=self.kind, command=route.command,
+                has_pty=self.has_pty):
+            # the recording is masked: its trailer proves what the user received
+            self.relay.delivered = core.rec.delivered
         if route.command is None:
             return True
-        if core.rec is not None:
-            core.rec.command(route.command, source="exec")
-        core.audit(Kind.EXEC, "ok", {"command": route.command})
+        core.record_command(route.command, source="exec")
         return await self._exec_allowed(route.command)
 
     async def _exec_allowed(self, command: str) -> bool:
@@ -283,8 +331,11 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         if engine is None:
             return True
         principal = self.ctx.principal
-        decision = engine.decide(command, user=principal.name, groups=sorted(principal.groups),
-                                 target=self.core.target)
+        decision = too_long(engine, command)
+        if decision is None:  # parsing takes up to ~0.4 s for a hostile line: off the loop
+            decision = await asyncio.to_thread(
+                functools.partial(engine.decide, command, user=principal.name,
+                                  groups=sorted(principal.groups), target=self.core.target))
         verdict = await self.enforcer.enforce(command, decision, source="exec",
                                               record_command=False)
         match verdict:
@@ -357,6 +408,8 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         relay = self.relay
         assert relay is not None and relay.upstream is not None
         relay.rec = self.core.rec
+        if self.core.budget is not None:
+            relay.meter = self.core.meter
         early, self._early = self._early, []
         for data in early:
             relay.from_user(data)
@@ -385,8 +438,37 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         if relay.pipe is not None:
             await relay.pipe.aclose()
         relay.close_target()
+        await relay.target_stopped()  # a command the bastion ended is gone on the target
         signal = relay.exit_signal[0] if relay.exit_signal else None
         await self.core.finish({"exit_status": relay.exit_status, "exit_signal": signal,
                                 **relay.extra()},
                                exit_status=relay.exit_status, exit_signal=signal)
         self.ctx.sessions.discard(self)
+        if self._counted:
+            self._counted = False
+            self.ctx.ssh.user_session_ended(self.ctx.principal.name)
+
+
+def _bound_environment(chan: asyncssh.SSHServerChannel[bytes]) -> None:
+    """At most MAX_ENV_VARS variables of MAX_ENV_BYTES together on this channel: asyncssh
+    keeps every ``env`` request a client sends (any number, each up to a packet), and has
+    no hook for it, so its handler is wrapped on this channel. A request beyond the bound
+    is answered with a failure (OpenSSH clients go on) and not kept."""
+    chan = getattr(chan, "_orig_chan", chan)  # the channel under asyncssh's line editor
+    env: dict[bytes, bytes] = chan._env  # asyncssh keeps env requests here
+    used = [0]
+
+    def process(packet: Any) -> bool:
+        key = packet.get_string()
+        value = packet.get_string()
+        packet.check_end()
+        size = len(key) + len(value)
+        if key not in env and (len(env) >= MAX_ENV_VARS or used[0] + size > MAX_ENV_BYTES):
+            return False
+        if key in env:
+            used[0] -= len(key) + len(env[key])
+        env[key] = value
+        used[0] += size
+        return True
+
+    chan._process_env_request = process  # type: ignore[method-assign]

@@ -13,6 +13,7 @@ import logging
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import asyncssh
 
@@ -48,20 +49,36 @@ class Endpoint:
 
 
 class TofuStore:
-    """``name key`` lines remembered for trust-on-first-use targets (file mode 0600)."""
+    """``name key`` lines remembered for trust-on-first-use targets (file mode 0600).
+
+    A damaged file fails closed: a target whose line cannot be read (or when the file
+    cannot be decoded at all) is refused as a host key mismatch, never trusted anew.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def get(self, target: str) -> asyncssh.SSHKey | None:
         try:
-            for line in self.path.read_text().splitlines():
-                name, _, key = line.partition(" ")
-                if name == target:
-                    return asyncssh.import_public_key(key)
+            text = self.path.read_bytes().decode()
         except FileNotFoundError:
             return None
+        except (OSError, UnicodeDecodeError) as exc:
+            self._damaged(target, f"cannot read it: {exc}")
+        for line in text.splitlines():
+            name, _, key = line.partition(" ")
+            if name == target:
+                try:
+                    return asyncssh.import_public_key(key)
+                except (asyncssh.KeyImportError, ValueError) as exc:
+                    self._damaged(target, f"the line of {target} is not a public key: {exc}")
         return None
+
+    def _damaged(self, target: str, why: str) -> NoReturn:
+        log.error("%s is damaged (%s); trust-on-first-use target %s is refused until an "
+                  "administrator repairs or removes its line", self.path, why, target)
+        raise HostKeyMismatch(f"the remembered host key of {target} cannot be read (the "
+                              "bastion's known_targets file is damaged); tell an administrator")
 
     def put(self, target: str, key: asyncssh.SSHKey) -> None:
         private_file(self.path)

@@ -21,13 +21,13 @@ from aiohttp import web
 
 from gateway.audit import AuditEvent, Kind
 from gateway.config import Config
-from gateway.policy import BUILTIN_PATTERNS, MaskPattern, StreamMasker
+from gateway.core.masking import maskers_for
 from gateway.web.pages import esc, hidden, message, page, when
 from gateway.web.state import WebSession, same
 from state.approvals import ApprovalError, Request
 
 if TYPE_CHECKING:
-    from state.approvals import ApprovalStore
+    from state.approvals import Approvals
 
 
 class Host(Protocol):
@@ -36,7 +36,7 @@ class Host(Protocol):
 
     config: Config
     prefix: str
-    approvals: ApprovalStore
+    approvals: Approvals
     audit: Callable[[AuditEvent], None]
     clock: Callable[[], float]
 
@@ -54,17 +54,9 @@ MAX_REASON = 500  # characters of an approver's reason
 
 
 def masker_for(config: Config) -> Callable[[str], str]:
-    """Mask a stored command/reason as the recordings are masked (patterns only)."""
-    patterns = (*BUILTIN_PATTERNS, *(
-        MaskPattern.from_config(f"custom-{i}", rx, prefix)
-        for i, (rx, prefix) in enumerate(config.policy.mask_patterns)))
-
-    def mask(text: str) -> str:
-        m = StreamMasker(patterns)
-        out = m.feed(text.encode("utf-8", "replace"), 0.0) + m.flush(0.0, end=True)
-        return out.decode("utf-8", "replace")
-
-    return mask
+    """Mask a stored command/reason as the recordings are masked (the gateway's one
+    text masker, :mod:`gateway.core.masking`; patterns only here)."""
+    return maskers_for(config.policy).text_for(None)
 
 
 def add_routes(app: web.Application, service: Host) -> None:

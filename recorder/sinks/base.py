@@ -8,7 +8,16 @@ Durability contract: after ``flush()`` returns, everything written before it sur
 crash of the process (kill -9): the file sink fsyncs, the S3 sink fsyncs its local spool
 and uploads in the background. ``close()`` makes the stream complete and visible to
 readers as a finished object. ``recover()`` (called once at start-up) finishes whatever a
-previous process left half done (e.g. incomplete multipart uploads from the spool).
+previous process left half done (e.g. incomplete multipart uploads from the spool), and
+``adopt_orphans()`` (called every few seconds while the gateway runs) what a process
+that shares the storage (an RDP worker) left when it died.
+
+Crash recovery: a recording its process did not close has no trailer. Before a sink
+finishes such a recording it asks the :class:`CrashRecovery` given to
+:meth:`Sink.set_recovery` (the recorder's, which holds the signing key) for the bytes
+that finish it: cut at the end of the last intact chunk (a torn last write is dropped),
+then a signed recovery trailer appended. It reports each one back with
+:meth:`CrashRecovery.finished`, so that the index and the audit trail learn of it.
 
 Errors: every failure is raised as :class:`recorder.errors.SinkError` (or a subclass).
 A transient outage of remote storage is *not* an error while the spool has room.
@@ -32,7 +41,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from recorder.errors import SinkError, SinkFullError
 
@@ -194,6 +203,61 @@ class LostRecording:
         )
 
 
+class RecordingBytes(Protocol):
+    """Random-access bytes of one stored recording (``recorder.format.v1.ByteSource``)."""
+
+    def size(self) -> int: ...
+
+    def read(self, offset: int, length: int) -> bytes: ...
+
+
+class FdSource:
+    """The bytes of an open file, for the format reader (``pread``)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def size(self) -> int:
+        return os.fstat(self._fd).st_size
+
+    def read(self, offset: int, length: int) -> bytes:
+        out = []
+        while length > 0:
+            piece = os.pread(self._fd, min(length, 1 << 20), offset)
+            if not piece:
+                break
+            out.append(piece)
+            offset += len(piece)
+            length -= len(piece)
+        return b"".join(out)
+
+
+def replace_tail(fd: int, cut: int, data: bytes) -> None:
+    """Crash recovery: truncate the file ``fd`` to ``cut`` bytes, write ``data`` after
+    them and fsync (raises OSError). Redone from the start if interrupted."""
+    os.ftruncate(fd, cut)
+    view = memoryview(data)
+    pos = cut
+    while view:
+        n = os.pwrite(fd, view, pos)
+        view = view[n:]
+        pos += n
+    os.fsync(fd)
+
+
+class CrashRecovery(Protocol):
+    """How a sink finishes a recording left without its trailer (see the module doc)."""
+
+    def tail(self, name: str, src: RecordingBytes) -> tuple[int, bytes] | None:
+        """``(cut, data)``: keep the first ``cut`` bytes and append ``data``; None when
+        the recording must stay as found (already finished, damaged, no header)."""
+
+    def finished(self, name: str, outcome: str, detail: str) -> None:
+        """Called once per recording a sink finished after a crash, from any thread:
+        ``outcome`` is ``"recovered"`` (the trailer was appended) or ``"unrecovered"``
+        (finished as found; ``detail`` says why)."""
+
+
 class SinkStream(ABC):
     """One recording being written."""
 
@@ -234,8 +298,20 @@ class Sink(ABC):
     def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         """Read ``length`` bytes (all when None) from ``offset``; SinkError if missing."""
 
+    recovery: CrashRecovery | None = None
+
+    def set_recovery(self, recovery: CrashRecovery | None) -> None:
+        """Finish crashed recordings through ``recovery`` (call before :meth:`recover`)."""
+        self.recovery = recovery
+
     def recover(self) -> list[str]:
         """Finish interrupted writes left by a crashed process; return the names handled."""
+        return []
+
+    def adopt_orphans(self) -> list[str]:
+        """Finish what processes sharing this storage left when they died while this one
+        runs (called every few seconds by the recorder that called :meth:`recover`);
+        sinks that do this on their own threads return ``[]``."""
         return []
 
     def status(self) -> SinkStatus:

@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from recorder.errors import SinkError, SinkFullError, SpoolFullError
-from recorder.sinks.base import FreeSpace, describe_os_error
+from recorder.sinks.base import FreeSpace, describe_os_error, replace_tail
 
 log = logging.getLogger(__name__)
 
@@ -553,6 +553,38 @@ class Spool:
                 raise SinkError(
                     f"cannot finish recording {entry.name} in the spool: {describe_os_error(exc)}"
                 ) from exc
+
+    def rewrite_tail(self, entry: SpoolEntry, cut: int, data: bytes) -> None:
+        """Crash recovery of an adopted entry its process did not close: keep its first
+        ``cut`` bytes (a torn last write is dropped) and append ``data`` (the recovery
+        trailer), fsynced. Bytes already uploaded are never changed.
+
+        Raises:
+            SinkError: the entry is closed, ``cut`` is outside the bytes that may change,
+                or an I/O error.
+        """
+        with entry.lock:
+            if entry.finished or entry.completed or entry._wfd is not None:
+                raise SinkError(f"recording {entry.name} is not an abandoned spool entry")
+            if not entry.uploaded <= cut <= entry.size:
+                raise SinkError(
+                    f"cannot cut recording {entry.name} at {cut}: {entry.uploaded} bytes of "
+                    f"its {entry.size} were already uploaded"
+                )
+            try:
+                fd = os.open(entry.path / DATA, os.O_WRONLY)
+                try:
+                    replace_tail(fd, cut, data)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise SinkError(
+                    f"cannot finish recording {entry.name} in the spool: {describe_os_error(exc)}"
+                ) from exc
+            delta = cut + len(data) - entry.size
+            entry.size = cut + len(data)
+        with self._lock:
+            self._backlog += delta
 
     def set_upload(self, entry: SpoolEntry, upload_id: str | None) -> None:
         """Start over with a new (or no) multipart upload; uploaded bytes become backlog.

@@ -31,7 +31,8 @@ missing or different (a bucket emptied and recreated) is uploaded again from the
 
 Several processes may share one spool (the gateway and its RDP workers): each uploads
 the recordings it writes; the one that called :meth:`recover` also adopts, every few
-seconds, entries whose owner died, and finishes them.
+seconds, entries whose owner died, and finishes them (a signed recovery trailer first:
+:mod:`recorder.sinks.crash`).
 
 Reading: ``names()/size()/read()`` see recordings still in the spool (live or waiting
 for upload) from the local bytes, and the others from the store. A read-only sink
@@ -64,6 +65,7 @@ from recorder.errors import (
     StoreUploadLost,
 )
 from recorder.sinks.base import LostRecording, Sink, SinkStatus, SinkStream, validate_name
+from recorder.sinks.crash import finish_spool_entry
 from recorder.sinks.ledger import Ledger, LedgerEntry, lost
 from recorder.sinks.spool import ReleasedError, Spool, SpoolEntry
 from recorder.sinks.store import ObjectStore
@@ -334,7 +336,7 @@ class SpooledSink(Sink):
         handled = []
         for entry in self._spool.adopt():
             if not entry.finished:
-                self._spool.finish(entry)
+                finish_spool_entry(self._spool, entry, self.recovery)
             handled.append(entry.name)
         for bad in self._spool.bad:
             log.error("spool entry not recovered (malformed): %s", bad)
@@ -523,7 +525,7 @@ class SpooledSink(Sink):
             for entry in self._spool.adopt():
                 log.warning("adopting spooled recording %s left by a stopped process", entry.name)
                 if not entry.finished:
-                    self._spool.finish(entry)
+                    finish_spool_entry(self._spool, entry, self.recovery)
         if self._next_attempt > time.monotonic():
             return
         work = [e for e in self._spool.entries() if self._workable(e)]

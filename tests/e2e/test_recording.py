@@ -152,7 +152,12 @@ def test_kill_9_mid_session_keeps_what_was_flushed(make_gateway) -> None:  # typ
     recorded = b"".join(e.data for e in rec.events() if e.is_output).decode().split()
     assert recorded == seen[:len(recorded)]
     assert len(recorded) >= len(seen) - 12  # at most ~1 s (10 lines) lost, plus slack
-    assert found[0]["status"] in ("damaged", "truncated", "ended")
+    # finished with a signed recovery trailer (tests/e2e/test_recovery.py checks the rest)
+    deadline = time.monotonic() + 15
+    while found[0]["status"] == "live" and time.monotonic() < deadline:
+        time.sleep(0.3)
+        found = [s for s in sessions(g) if s["id"] == found[0]["id"]]
+    assert found[0]["status"] == "recovered"
     g.gateway.stop()
 
 
@@ -255,6 +260,7 @@ def test_full_disk_pauses_the_session_until_space_returns(make_gateway,  # type:
     st = cli(g, "status", check=False)
     assert st.returncode == 2, st.stdout + st.stderr
     assert "paused for" in st.stdout and "low-water mark" in st.stdout
+    time.sleep(6)  # long enough for the one-line notice (after 5 s of pause)
     (small_disk / "ballast").unlink()  # space returns
     os.set_blocking(proc.stdout.fileno(), True)
     rest, err = proc.communicate(timeout=60)
@@ -262,14 +268,26 @@ def test_full_disk_pauses_the_session_until_space_returns(make_gateway,  # type:
     assert proc.returncode == 0, err
     assert b"recording failed" not in err
     assert got.endswith(marker.encode() + b"\n") and len(got) == 16_000_000 + len(marker) + 1
+    # told once (after ~5 s) on stderr, which is not the data stream; audited
+    notice = b"bastille: recording storage is full; output is paused until it has room\n"
+    assert err.count(notice) == 1, err
+    audit = [json.loads(x) for x in (g.data / "audit.jsonl").read_text().splitlines()]
+    pauses = [e["outcome"] for e in audit if e["kind"] == "recording"
+              and e["outcome"] in ("paused", "resumed")]
+    assert pauses == ["paused", "resumed"], pauses
+    states = [e["detail"]["state"] for e in audit if e["kind"] == "recording"
+              and e["outcome"] == "state"]
+    assert "failing" in states, states  # the storage's state changes are audited too
     s = find_session(g, marker)
     rec = Recording.from_sink(FileSink(small_disk), s["name"])
-    out = b"".join(e.data for e in rec.events() if e.is_output)
+    out = b"".join(e.data for e in rec.events() if e.type == ev.OUTPUT)
     assert out == bytes(got)
+    assert b"".join(e.data for e in rec.events() if e.type == ev.STDERR) == notice
     deadline = time.monotonic() + 15  # "full" is remembered for a few seconds
     while cli(g, "status", check=False).returncode != 0 and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert cli(g, "status", check=False).returncode == 0
+    st = cli(g, "status", check=False)
+    assert st.returncode == 0 and "ssh         0 session(s)" in st.stdout, st.stdout
 
 
 def test_on_failure_continue_runs_unrecorded_and_audits(make_gateway, full_disk: Path) -> None:  # type: ignore[no-untyped-def]
@@ -295,6 +313,28 @@ def test_exec_secrets_masked_in_recording(rig: Rig) -> None:
     r = subprocess.run([*rig.ssh_args("alice", tty=True), "web1", "--", cmd],
                        capture_output=True, timeout=30)
     assert marker.encode() in r.stdout and key.encode() not in r.stdout
+
+
+def test_masked_recordings_prove_what_the_user_received(rig: Rig) -> None:
+    """The recording is masked, the user gets exact bytes (exec) or masked ones (PTY): the
+    signed trailer holds the SHA-256 and size of exactly what the OpenSSH client got."""
+    for tty in (False, True):
+        marker = f"delivered{int(tty)}-{os.getpid()}"
+        cmd = f"printf '%s%s\\n' AKIA IOSFODNN7EXAMPLE; seq 1 30000; echo {marker}"
+        r = subprocess.run([*rig.ssh_args("alice", tty=tty), "web1", "--", cmd],
+                           capture_output=True, timeout=60)
+        assert r.returncode == 0 and marker.encode() in r.stdout, r.stderr
+        s = find_session(rig, marker)
+        deadline = time.monotonic() + 10
+        while (rec := recording(rig, s)).trailer is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        trailer = rec.trailer or {}
+        assert trailer.get("delivered_bytes") == len(r.stdout), (tty, trailer)
+        assert trailer.get("delivered_sha256") == hashlib.sha256(r.stdout).hexdigest()
+        if not tty:  # the user got the key, the recording has it masked
+            assert trailer["output_sha256"] != trailer["delivered_sha256"]
+    v = cli(rig, "verify", s["id"], "--require-signature")
+    assert v.returncode == 0, v.stdout
 
 
 @pytest.mark.slow

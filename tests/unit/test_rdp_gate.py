@@ -307,3 +307,50 @@ def test_just_in_time_grant_lets_a_user_in(tmp_path: Path) -> None:
 class _Anyone:
     def allows(self, user: str, groups: frozenset[str]) -> bool:
         return True
+
+
+def test_full_storage_pauses_an_rdp_session_instead_of_failing_it(tmp_path: Path) -> None:
+    """Storage refuses data (disk at its low-water mark): reading from client and target
+    stops once the recording's backlog reaches its bound, and resumes when storage takes
+    data again; the recording does not overflow and holds every byte (issue 16)."""
+    import os
+
+    from recorder.sinks.file import FileSink
+    from state.paths import DataDir
+
+    async def main() -> tuple[list[bool], int, bool]:
+        config = _config(tmp_path)
+        sink = FileSink(config.recording.file_dir, min_free_bytes=1 << 62)  # "full"
+        recorder = Recorder(config.recording, sink=sink)
+        await recorder.start()
+        data = DataDir(config.data_dir)
+        gate = RdpGate(config, recorder, AuditLog(config.audit.file),
+                       TokenStore(data.rdp_tokens), ApprovalStore(data.approvals))
+        conn = gate.route(RouteRequest(user="alice", target="win1"), "10.1.1.1:5000", None)
+        await conn.login("alice#win1", ALICE_PW, "")
+        paused: list[bool] = []
+        conn.pause_reading = paused.append
+        chunk = os.urandom(64 * 1024)
+        sent = 0
+        while not paused and sent < 32 * 1024 * 1024:  # like a transport: stops when told
+            conn.on_replay(chunk)
+            sent += len(chunk)
+            await asyncio.sleep(0)
+        await asyncio.sleep(1.0)
+        assert conn.rec is not None
+        failed = conn.rec.failed is not None
+        sink.free.min_free = 0  # space returns
+        deadline = asyncio.get_running_loop().time() + 20
+        while paused[-1:] == [True] and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 - polls a list the code under test appends to
+            await asyncio.sleep(0.05)
+        await conn.closed()
+        await recorder.close()
+        return paused, sent, failed
+
+    paused, sent, failed = asyncio.run(main())
+    assert not failed
+    assert paused == [True, False]
+    rec = Recording.from_bytes(next((tmp_path / "data" / "recordings").rglob("*.bstl"))
+                               .read_bytes())
+    assert sum(len(e.data) for e in rec.events() if e.type == ev.RDP) == sent
+    assert rec.status == "ended"

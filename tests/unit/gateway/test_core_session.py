@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
+from typing import Any
 
-from core_harness import Rig, audit, close_app, make_app, recorded_output, recording
+from core_harness import Rig, audit, close_app, make_app, recorded_output, recording, until
 
 from gateway.core.access import Principal
 from gateway.core.live import carry_out_kills
@@ -132,3 +133,74 @@ def test_kill_request_ends_the_live_session_with_its_reason(tmp_path: Path) -> N
     assert asyncio.run(main()) == ["session terminated by bob: suspicious"]
     kills = [r for r in audit(tmp_path) if r["kind"] == "session.kill"]
     assert kills[0]["detail"] == {"by": "bob", "reason": "suspicious"}
+
+
+def test_storage_pause_is_told_once_per_pause_and_audited(tmp_path: Path,
+                                                          monkeypatch: Any) -> None:
+    """Storage refuses the recording's data (disk at its low-water mark): after
+    PAUSE_NOTICE_AFTER the user is told once, and the pause and its end are audited; a
+    second pause is told again."""
+    import gateway.core.session as session_mod
+
+    monkeypatch.setattr(session_mod, "PAUSE_NOTICE_AFTER", 0.3)
+    notice = b"bastille: recording storage is full; output is paused until it has room\n"
+
+    async def main() -> bytes:
+        app = make_app(tmp_path)
+        await app.recorder.start()
+        free = app.recorder.sink.free  # type: ignore[attr-defined]
+        rig = Rig(app, pty=False)
+        await rig.start(kind="exec", command="cat big")
+        rec = rig.core.rec
+        assert rec is not None
+        for pause in range(2):
+            free.min_free = 1 << 62  # "full"
+            rec.output(b"x" * 200_000)
+            await until(lambda: rec.paused is not None, 10)
+            await until(lambda n=pause: rig.chan.err.count(notice) == n + 1, 10)
+            await asyncio.sleep(0.5)  # once per pause, not repeated
+            assert rig.chan.err.count(notice) == pause + 1
+            free.min_free = 0
+            await until(lambda: rec.paused is None, 10)
+        await rig.core.finish()
+        await close_app(app)
+        return bytes(rig.chan.err)
+
+    err = asyncio.run(main())
+    assert err == notice * 2
+    outcomes = [e["outcome"] for e in audit(tmp_path) if e["kind"] == "recording"]
+    assert [o for o in outcomes if o != "state"] == ["paused", "resumed", "paused", "resumed"]
+    assert "state" in outcomes  # the storage's own state change (failing), audited too
+    assert [e.data for e in recording(tmp_path).events([ev.STDERR])] == [notice, notice]
+
+
+def test_storage_dropping_in_continue_mode_is_audited(tmp_path: Path, monkeypatch: Any) -> None:
+    """on_failure = "continue": past max_pause the session goes on unrecorded (audited
+    "dropping"); when storage takes data again both resumes are audited, the second with
+    the bytes the recording lost."""
+    import gateway.core.session as session_mod
+
+    monkeypatch.setattr(session_mod, "PAUSE_NOTICE_AFTER", 0.3)
+
+    async def main() -> None:
+        app = make_app(tmp_path, recording='on_failure = "continue"\nmax_pause = "1s"')
+        await app.recorder.start()
+        free = app.recorder.sink.free  # type: ignore[attr-defined]
+        rig = Rig(app, pty=False)
+        await rig.start(kind="exec", command="cat big")
+        rec = rig.core.rec
+        assert rec is not None
+        free.min_free = 1 << 62
+        rec.output(b"x" * 200_000)
+        await until(lambda: not rec.congested and rec.paused is not None, 10)
+        await until(lambda: any(e["outcome"] == "dropping" for e in audit(tmp_path)), 10)
+        rec.output(b"y" * 1000)  # not recorded
+        free.min_free = 0
+        await until(lambda: rec.paused is None, 10)
+        await rig.core.finish()
+        await close_app(app)
+
+    asyncio.run(main())
+    events = [e for e in audit(tmp_path) if e["kind"] == "recording" and e["outcome"] != "state"]
+    assert [e["outcome"] for e in events] == ["paused", "dropping", "resumed", "resumed"]
+    assert "bytes were not recorded" in events[-1]["detail"]["reason"]  # (+ the notice)

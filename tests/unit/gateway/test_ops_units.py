@@ -246,3 +246,57 @@ def test_cli_ends_quietly_on_a_closed_pipe(tmp_path: Path) -> None:
                        f"{data} | head -2", shell=True, executable="/bin/bash",
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 2 and r.stderr == ""
+
+
+def test_metrics_count_recoveries_pauses_budgets_lockouts_and_lost_nodes(
+        tmp_path: Path) -> None:
+    """What crash recovery, storage pauses, recording budgets, the login rate limits and
+    a cluster's lease check write to the audit trail shows in the metrics."""
+    import time
+
+    from gateway.admin.metrics import Metrics
+    from gateway.audit import AuditEvent, AuditLog, Kind
+
+    file = tmp_path / "audit.jsonl"
+    log = AuditLog(file)
+    metrics = Metrics(file, lambda: {})
+    metrics.counter.start()
+    try:
+        for event in (
+                AuditEvent(Kind.SESSION_START, "ok", user="alice", target="web1",
+                           session="s1", detail={"protocol": "ssh", "kind": "shell"}),
+                AuditEvent(Kind.SESSION_START, "ok", user="bob", target="win1",
+                           session="s2", detail={"protocol": "rdp", "kind": "rdp"}),
+                AuditEvent(Kind.SESSION_END, "recovered", user="alice", target="web1",
+                           session="s1", detail={"protocol": "ssh", "recording": "recovered"}),
+                AuditEvent(Kind.SESSION_END, "unrecovered", user="bob", target="win1",
+                           session="s2", detail={"protocol": "rdp"}),
+                AuditEvent(Kind.RECORDING, "paused", session="s3", detail={"reason": "full"}),
+                AuditEvent(Kind.RECORDING, "dropping", session="s3", detail={"reason": "x"}),
+                AuditEvent(Kind.RECORDING, "resumed", session="s3", detail={"reason": "x"}),
+                AuditEvent(Kind.RECORDING, "budget_exceeded", session="s4", detail={
+                    "scope": "day", "limit": 10, "action": "refused"}),
+                AuditEvent(Kind.LOGIN_RATE_LIMITED, "denied", source="10.0.0.1:5",
+                           detail={"reason": "too many failed logins; try again later"}),
+                AuditEvent(Kind.LOGIN_RATE_LIMITED, "denied", user="bob",
+                           detail={"protocol": "rdp"}),
+                AuditEvent(Kind.GATEWAY, "ok", detail={"event": "node lost", "node": "b",
+                                                       "sessions": 2})):
+            log.emit(event)
+        get = metrics.registry.get_sample_value
+        deadline = time.monotonic() + 10
+        while get("bastille_nodes_lost_total") != 1.0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert get("bastille_recordings_recovered_total", {"outcome": "recovered"}) == 1
+        assert get("bastille_recordings_recovered_total", {"outcome": "unrecovered"}) == 1
+        assert get("bastille_storage_pauses_total", {"event": "paused"}) == 1
+        assert get("bastille_storage_pauses_total", {"event": "dropping"}) == 1
+        assert get("bastille_recording_budget_exceeded_total",
+                   {"scope": "day", "action": "refused"}) == 1
+        assert get("bastille_login_lockouts_total", {"protocol": "ssh"}) == 1
+        assert get("bastille_login_lockouts_total", {"protocol": "rdp"}) == 1
+        assert get("bastille_nodes_lost_total") == 1
+        assert metrics.counter.live() == {}  # recovered sessions are no longer running
+    finally:
+        metrics.counter.stop()
+        log.close()

@@ -115,7 +115,7 @@ def test_failing_sink_fires_callback_once_on_loop_thread(tmp_path: Path) -> None
         s.add_failure_callback(cb)
         for _ in range(20):
             s.output(os.urandom(4096))
-        await asyncio.wait_for(done.wait(), 5)
+        await asyncio.wait_for(done.wait(), 30)  # generous: a loaded 2-core machine
         assert len(calls) == 1
         assert isinstance(calls[0][0], RecordingFailed)
         assert "injected failure" in str(calls[0][0])
@@ -127,7 +127,11 @@ def test_failing_sink_fires_callback_once_on_loop_thread(tmp_path: Path) -> None
         s.add_failure_callback(late.append)
         await asyncio.sleep(0)
         assert late == [s.failed]
-        row = r.index.get("f1")
+        for _ in range(200):  # the index row is written off the loop
+            row = r.index.get("f1")
+            if row is not None and row.status == "failed":
+                break
+            await asyncio.sleep(0.05)
         assert row is not None and row.status == "failed"
         await r.close()
 
