@@ -98,6 +98,7 @@ def config_secrets(config: Config) -> list[str]:
         values.append(getattr(storage, attr, None))
     if config.admin is not None and config.admin.token is not None:
         values.append(config.admin.token.reveal())
+    values.append(config.state.password)  # the shared database's ([state] password_*)
     for hook in config.webhooks:
         values.append(hook.url.reveal())
         if hook.secret is not None:

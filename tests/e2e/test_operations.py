@@ -127,6 +127,11 @@ def test_prometheus_scrape_and_health(make_gateway) -> None:  # type: ignore[no-
         assert code == 200 and body["ready"] is True
         status = cli(g, "status")
         assert status.returncode == 0 and f"admin http://127.0.0.1:{admin}" in status.stdout
+        # beside the gateway's own lines, its running sessions (gateway.core.storage;
+        # status.json is written every 2 s)
+        wait_until(lambda: re.search(r"^ssh\s+1 session\(s\): alice@web1 \(",
+                                     cli(g, "status").stdout, re.M) is not None,
+                   what="the held session in `bastille status`")
         rid = json.loads(cli(g, "approvals", "list", "--json").stdout)[0]["id"]
         assert cli(g, "approvals", "deny", str(rid), "not now", "--as", "bob").returncode == 0
         held.communicate(timeout=30)

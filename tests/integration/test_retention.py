@@ -196,3 +196,61 @@ def test_signing_key_rotation_old_recordings_still_verify(tmp_path: Path) -> Non
     accepted = bastille(config, "verify", "--all")
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
     assert accepted.stdout.count("OK ") == 2
+
+
+@pytest.fixture(scope="module")
+def pg() -> Any:
+    from tests.pg_rig import PgServer, available
+
+    if not available():
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    server = PgServer()
+    server.init()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_prune_on_shared_state_respects_a_hold_set_on_another_node(tmp_path: Path,
+                                                                   pg: Any) -> None:
+    """Two gateways on one PostgreSQL database ([state] url): a legal hold set through
+    node b's config keeps the session when node a prunes; the shared index is used."""
+    from state.backend import StateBackend
+    from state.settings import StateSettings
+
+    url = pg.url(pg.new_database())
+
+    def state(node: str) -> str:
+        return (f'\n[state]\nurl = "{url}"\npassword_file = "{pg.password_file}"\n'
+                f'node = "{node}"\n')
+
+    node_a = _config(tmp_path / "a", 'storage = "file"\nretention = "7d"', state("a"))
+    node_b = _config(tmp_path / "b", 'storage = "file"\nretention = "7d"', state("b"))
+    shared = StateBackend(StateSettings(url=url, password=pg.password_file.read_text().strip(),
+                                        node="a"), tmp_path / "a" / "data")
+    settings = RecorderSettings(data_dir=tmp_path / "a" / "data",
+                                signing_key=tmp_path / "a" / "recording.key",
+                                index_opener=shared.index_opener())
+    old = time.time() - 10 * DAY
+    _record(settings, [("pg-old-0001", old), ("pg-held-0002", old)])
+    assert not (tmp_path / "a" / "data" / "index.sqlite3").exists()  # the index is shared
+
+    r = bastille(node_b, "hold", "set", "pg-held", "--reason", "case 7", "--as", "carol")
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "b" / "data" / "legal_holds.sqlite3").exists()
+    listed = json.loads(bastille(node_a, "hold", "list", "--json").stdout)
+    assert [(h["session"], h["by"]) for h in listed] == [("pg-held-0002", "carol")]
+
+    pruned = bastille(node_a, "prune", "--json")
+    assert pruned.returncode == 0, pruned.stderr
+    decided = {d["session_id"]: (d["action"], d["reason"])
+               for d in json.loads(pruned.stdout)["decisions"]}
+    assert decided == {"pg-old-0001": ("prune", decided["pg-old-0001"][1]),
+                       "pg-held-0002": ("keep", "under a legal hold")}
+    files = {p.name for p in (tmp_path / "a" / "data" / "recordings").rglob("*.bstl")}
+    assert files == {"pg-held-0002.bstl"}
+    events = _audit(tmp_path / "a", "retention")
+    assert events[0]["session"] == "pg-old-0001" and events[0]["detail"]["os_user"]
+    rows = json.loads(bastille(node_b, "sessions", "list", "--json").stdout)
+    assert {x["id"]: x["status"] for x in rows}["pg-old-0001"] == "pruned"  # seen by b

@@ -300,3 +300,46 @@ def test_metrics_count_recoveries_pauses_budgets_lockouts_and_lost_nodes(
     finally:
         metrics.counter.stop()
         log.close()
+
+
+def test_reload_applies_budgets_and_keeps_state_proxy_and_login_limits(
+        tmp_path: Path) -> None:
+    """What a reload may change now (recording budgets, per-source connection limits) and
+    what waits for a restart ([state], proxy_protocol, the failed-login limits, storage)."""
+    from gateway.ops import merge_reload
+
+    old = load_config(_config(tmp_path, '[recording]\nstorage = "file"\n'))
+    gateway = ('listen = "127.0.0.1:2222"\nproxy_protocol = ["10.0.0.5"]\n'
+               "max_auth_failures = 9\nmax_connections_per_source = 3\n")
+    path = tmp_path / "c.toml"
+    path.write_text(BASE.replace('listen = "127.0.0.1:2222"\n', gateway) + """
+[recording]
+storage = "file"
+max_recording_bytes = "1M"
+budget_action = "throttle"
+
+[state]
+node = "elsewhere"
+""")
+    new = load_config(path)
+    merged, changed, restart = merge_reload(old, new)
+    assert changed == ["gateway", "recording", "state"]
+    assert restart == ["gateway.max_auth_failures", "gateway.proxy_protocol", "state"]
+    assert (merged.budget.session_bytes, merged.budget.action) == (1024 * 1024, "throttle")
+    assert merged.gateway.max_connections_per_source == 3  # applies now
+    assert merged.gateway.proxy_protocol == () and merged.gateway.max_auth_failures == 5
+    assert merged.state == old.state and merged.recording == old.recording
+    path.write_text(path.read_text().replace('storage = "file"', 'storage = "file"\n'
+                                             'min_free_mib = 1'))
+    _, _, restart = merge_reload(old, load_config(path))
+    assert "recording" in restart  # a storage key: the running recorder keeps its own
+
+
+def test_the_shared_databases_password_is_a_registered_secret(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.ops import config_secrets
+
+    monkeypatch.setenv("PG_PASSWORD", "pg-Pa55-word")
+    config = load_config(_config(tmp_path, '[state]\nurl = "postgresql://b@db.invalid/x"\n'
+                                 'password_env = "PG_PASSWORD"\n'))
+    assert "pg-Pa55-word" in config_secrets(config)
