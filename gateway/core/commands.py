@@ -84,8 +84,12 @@ def run_approvals(config: Config, approvals: Approvals, audit: Audit, user: str,
         return (f"request #{rid} {result.status}: {visible(result.user)}@"
                 f"{visible(result.target)}: {visible(shown)}")
     if words[0] == "revoke" and len(words) >= 2 and words[1].lstrip("#").isdigit():
-        return _revoke(approvals, audit, user, int(words[1].lstrip("#")),
-                       " ".join(words[2:]), source)
+        rid = int(words[1].lstrip("#"))
+        if not approver:  # an auditor: revoking ends sessions, which auditors may not
+            audit(AuditEvent(Kind.APPROVAL, "refused", user=user, source=source,
+                             detail={"request": rid, "error": "auditors may not revoke"}))
+            return f"bastille: {visible(user)} is an auditor; auditors may not revoke grants"
+        return _revoke(approvals, audit, user, rid, " ".join(words[2:]), source)
     return USAGE
 
 
