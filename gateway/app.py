@@ -9,13 +9,27 @@ SSH listener in this process, RDP in worker processes (``gateway/rdp``). Only
 Lifecycle: ``run()`` starts everything, serves until SIGTERM/SIGINT (or ``stop()``),
 then stops accepting, lets existing sessions drain for ``gateway.drain_timeout``
 seconds, tells the ones still running that the bastion is shutting down, and finalizes
-every recording before returning.
+every recording before returning. Under systemd (``Type=notify``) it says when it is
+ready, reloading and stopping, and pings the watchdog from the event loop
+(:mod:`gateway.sdnotify`).
+
+Reload (SIGHUP, ``bastille reload``, ``systemctl reload``): :meth:`GatewayApp.reload`
+re-reads the file; an invalid one is refused (audited and logged with every problem)
+and the running configuration stays. Users, targets, policy, masking, approvals and
+webhooks take effect for what starts after the reload: a running session keeps the
+policy and masking it started with. Listeners, keys, the data directory, recording
+storage, ``[audit]``, ``[rdp]``, ``[web]``, ``[saml]``, ``[oidc]`` and ``[admin]`` need a
+restart (the reload says which changed). RDP workers are replaced one by one: their
+running sessions end on their own, under the configuration they started with.
+
+Operations (:meth:`GatewayApp.start`): the audit exporters (syslog, webhooks) follow the
+audit file, metrics count it, and ``[admin]`` serves ``/metrics``, ``/healthz``,
+``/readyz`` (see docs/operations.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import re
 import signal
@@ -23,15 +37,18 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from gateway import sdnotify
 from gateway._version import __version__
 from gateway.audit import AuditEvent, AuditLog, Kind
+from gateway.audit.export import Exporter
 from gateway.config import Config
 from gateway.core.access import Access, Principal
 from gateway.core.commands import Commands
 from gateway.core.live import LiveSessions, carry_out_kills, publish_watched
 from gateway.core.masking import maskers_for
-from gateway.core.notify import notify_webhook
 from gateway.core.storage import StorageEvents
+from gateway.errors import ConfigError
+from gateway.ops import Operations, merge_reload
 from gateway.policy import Action, PolicyEngine, Rule
 from gateway.rdp.supervisor import RdpSupervisor
 from gateway.ssh.listener import SshListener
@@ -55,9 +72,8 @@ class GatewayApp:
         self.config = config
         self.version = __version__
         self.state = StateBackend(config.state, config.data_dir)  # SQLite or PostgreSQL
-        self.audit_log = AuditLog(config.audit.file, syslog=config.audit.syslog,
-                                  syslog_address=config.audit.syslog_address,
-                                  syslog_facility=config.audit.syslog_facility)
+        self.audit_log = AuditLog(config.audit.file)  # exported by self.ops (syslog, webhooks)
+        self.ops = Operations(self)  # exporters, metrics, admin endpoint, health
         self.recorder = Recorder(config.recording)
         self.approvals = self.state.approvals()
         self.usage = self.state.usage() if config.budget.user_day_bytes else None
@@ -90,6 +106,9 @@ class GatewayApp:
         self._relay: asyncio.Task[Any] | None = None
         self._tail: LiveTail | None = None
         self._stopping = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self.accepting = False  # listening, not draining
+        self.draining = False
 
     # ------------------------------------------------------------ Services
     def clock(self) -> float:
@@ -115,16 +134,12 @@ class GatewayApp:
             log.error("task %r failed", task.get_name(), exc_info=task.exception())
 
     def notify_approvers(self, request: Request) -> None:
-        cfg = self.config.approvals
+        """Audit the new request; the webhooks that select ``approval:requested`` (and
+        ``[approvals] webhook_url``) are sent from the audit trail (gateway.audit)."""
         self.audit(AuditEvent(Kind.APPROVAL, "requested", user=request.user,
                               target=request.target, session=request.session,
                               detail={"request": request.id, "command": request.command,
-                                      "rule": request.rule}))
-        if cfg.webhook_url:
-            link = self.web.approval_url(request.id) if self.web is not None else ""
-            asyncio.get_running_loop().run_in_executor(
-                None, functools.partial(notify_webhook, cfg.webhook_url, cfg.webhook_format,
-                                        request, link=link))
+                                      "rule": request.rule, "kind": request.kind}))
 
     def _rdp_command(self, principal: Principal, args: str, source: str) -> str:
         """``ssh USER@BASTION rdp [TARGET]``: a one-time RDP password."""
@@ -135,6 +150,7 @@ class GatewayApp:
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Start the recorder, RDP workers and the SSH listener."""
+        self.ops.start_exports()
         try:
             expired = self.approvals.expire_all_pending()
         except StateError as exc:  # the database is down: its requests expire on their own
@@ -154,6 +170,7 @@ class GatewayApp:
             self.web = WebService(self.config, audit=self.audit, approvals=self.approvals)
             await self.web.start()
         self.port = await self.ssh.start()
+        await self.ops.start_admin()
         self._kills = self.spawn(carry_out_kills(
             self.approvals, self.live, access=self.access,
             interval=min(1.0, self.config.state.poll_interval) if self.state.shared else 1.0),
@@ -164,10 +181,12 @@ class GatewayApp:
             self._relay = self.spawn(publish_watched(self._tail, self.live,
                                                      self.recorder.sink.read), "watch relay")
         gw = self.config.gateway
+        self.accepting = True
         self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={
             "event": "start", "listen": f"{gw.listen_host}:{self.port}",
             "version": self.version}))
         log.info("bastille %s listening on %s:%d", self.version, gw.listen_host, self.port)
+        sdnotify.ready(f"listening on {gw.listen_host}:{self.port}")
 
     async def _close_state(self) -> None:
         await _leave(self.registry)
@@ -195,6 +214,74 @@ class GatewayApp:
     def stop(self) -> None:
         self._stopping.set()
 
+    # ------------------------------------------------------------ reload
+    def request_reload(self) -> None:
+        """SIGHUP: reload in a task (one at a time)."""
+        if not self._stopping.is_set():
+            self.spawn(self.reload(), "reload")
+
+    async def reload(self) -> bool:
+        """Re-read the configuration file (see the module docstring); False if refused."""
+        async with self._reload_lock:
+            sdnotify.reloading()
+            try:
+                return await self._reload()
+            finally:
+                sdnotify.ready()
+
+    async def _reload(self) -> bool:
+        from gateway.config import load_config
+        from gateway.ssh.keys import check_private_key
+
+        path = self.config.path
+        loop = asyncio.get_running_loop()
+        try:
+            new = await loop.run_in_executor(
+                None, lambda: load_config(path, check_key=check_private_key))
+        except ConfigError as exc:
+            problems = [str(p) for p in exc.problems]
+            log.error("reload of %s refused, the running configuration is kept: %s", path,
+                      "; ".join(problems))
+            self.audit(AuditEvent(Kind.GATEWAY, "failed", detail={
+                "event": "reload", "config": str(path), "problems": problems[:100]}))
+            self.ops.reload_result(False, problems)
+            return False
+        config, changed, restart = merge_reload(self.config, new)
+        self._apply(config)
+        self.ops.config_secrets(config)
+        await self.ops.reload_webhooks(config)
+        if self._rdp is not None and set(changed) - {"webhooks"}:
+            await self._rdp.reload(config)
+        self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={
+            "event": "reload", "config": str(path), "changed": changed,
+            "needs_restart": restart}))
+        log.info("configuration reloaded from %s (changed: %s)%s", path,
+                 ", ".join(changed) or "nothing",
+                 f"; these need a restart to take effect: {', '.join(restart)}"
+                 if restart else "")
+        self.ops.reload_result(True, [], restart)
+        return True
+
+    def _apply(self, config: Config) -> None:
+        """Swap in a reloaded configuration: what new sessions and logins use."""
+        self.config = config
+        self.access.config = config  # in place: the kill task's grant checks see it too
+        if config.budget.user_day_bytes and self.usage is None:  # a daily budget set now
+            self.usage = self.state.usage()
+        self.policy = build_engine(config)
+        self.maskers = maskers_for(config.policy)
+        self.commands = Commands(config, self.access, self.approvals, self.audit,
+                                 self.notify_approvers, self.version)
+        if config.rdp is not None:
+            self.commands.register("rdp", self._rdp_command)
+        self.ssh.reload(config)
+        if self.web is not None:
+            self.web.config = config
+
+    @property
+    def exporters(self) -> list[Exporter]:
+        return self.ops.exporters
+
     async def run(self) -> None:
         """Start, serve until a stop signal, then drain and finalize."""
         await self.start()
@@ -203,15 +290,21 @@ class GatewayApp:
     async def run_started(self) -> None:
         """Serve (after ``start()``) until a stop signal, then drain and finalize."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
+                             (signal.SIGHUP, self.request_reload)):
             try:
-                loop.add_signal_handler(sig, self.stop)
+                loop.add_signal_handler(sig, handler)
             except (NotImplementedError, RuntimeError):
                 pass
+        watchdog = self.ops.start_watchdog()
         try:
             await self._stopping.wait()
         finally:
-            await self.shutdown()
+            try:
+                await self.shutdown()
+            finally:
+                if watchdog is not None:
+                    watchdog.cancel()
 
     async def _wait_tasks(self, timeout: float) -> None:  # noqa: ASYNC109 - a drain budget
         if self._tasks:
@@ -220,6 +313,8 @@ class GatewayApp:
     async def shutdown(self) -> None:
         """Stop accepting, drain, tell and end the rest, finalize every recording."""
         gw = self.config.gateway
+        self.accepting, self.draining = False, True
+        sdnotify.stopping(f"draining sessions for up to {gw.drain_timeout:.0f} s")
         self.ssh.stop_accepting()
         if self.web is not None:  # no new browser sign-ins; waiting SSH logins fail
             await self.web.stop()
@@ -249,6 +344,7 @@ class GatewayApp:
         await self.recorder.close(timeout=max(5.0, gw.drain_timeout))
         await self._close_state()
         self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={"event": "stop"}))
+        await self.ops.stop()
         self.audit_log.close()
 
 

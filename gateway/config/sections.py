@@ -14,7 +14,6 @@ from gateway.config.model import (
     OIDC_ALGS,
     RESERVED_TARGET_NAMES,
     ApprovalSettings,
-    AuditSettings,
     BudgetSettings,
     GatewaySettings,
     OidcSettings,
@@ -30,7 +29,7 @@ from gateway.limits import MAX_CONNECTIONS_PER_SOURCE, MAX_SESSIONS_PER_USER
 from recorder.settings import RecorderSettings
 
 _TOP = {"gateway", "audit", "recording", "users", "targets", "policy", "approvals", "oidc",
-        "rdp", "web", "saml", "state"}
+        "rdp", "web", "saml", "state", "admin", "webhooks"}
 _RDP = {"listen", "tls_cert", "tls_key", "token_ttl", "public_address", "workers",
         "login_timeout", "ocr", "ocr_budget", "ocr_per_minute"}
 _TARGET_RDP = {"protocol", "rdp_cert_sha256", "rdp_domain", "rdp_listen_port",
@@ -42,8 +41,7 @@ _OIDC = {"issuer", "client_id", "client_secret_env", "client_secret_file", "scop
 _GATEWAY = {"listen", "host_keys", "banner", "login_timeout", "idle_timeout", "max_session",
             "drain_timeout", "max_auth_failures", "auth_failure_window", "data_dir",
             "allow_passwords", "max_source_failures", "max_connections_per_source",
-            "max_sessions_per_user", "proxy_protocol"}
-_AUDIT = {"file", "syslog", "syslog_address", "syslog_facility"}
+            "max_sessions_per_user", "proxy_protocol", "public_address", "log_format"}
 _BUDGET_KEYS = frozenset({"max_recording_bytes", "max_recording_bytes_per_user_day",
                           "budget_action", "throttle_rate"})  # [recording], read by _budget
 _USER = {"keys", "keys_file", "groups", "password_hash"}
@@ -100,19 +98,10 @@ def _gateway(r: Reader, data: dict[str, Any]) -> tuple[GatewaySettings, Path]:
         max_sessions_per_user=r.int_range(g, "max_sessions_per_user", "gateway", 1, 100_000,
                                           MAX_SESSIONS_PER_USER),
         allow_passwords=r.get(g, "allow_passwords", "gateway", bool, False),
+        public_address=r.get(g, "public_address", "gateway", str, ""),
+        log_format=r.choice(g, "log_format", "gateway", ("auto", "text", "json"), "auto"),
     )
     return settings, data_dir
-
-
-def _audit(r: Reader, data: dict[str, Any], data_dir: Path) -> AuditSettings:
-    a = r.table(data, "audit", "audit")
-    r.check_keys(a, "audit", _AUDIT)
-    return AuditSettings(
-        file=r.path_value(a, "file", "audit", data_dir / "audit.jsonl") or data_dir,
-        syslog=r.get(a, "syslog", "audit", bool, False),
-        syslog_address=r.get(a, "syslog_address", "audit", str, "/dev/log"),
-        syslog_facility=r.get(a, "syslog_facility", "audit", str, "auth"),
-    )
 
 
 def _secret_from(r: Reader, data: Mapping[str, Any], path: str, env_key: str,
@@ -230,7 +219,7 @@ def _targets(r: Reader, data: dict[str, Any],
             key_env=r.get(t, "key_env", path, str, "") or None,
             password_file=r.path_value(t, "password_file", path, None),
             password_env=r.get(t, "password_env", path, str, "") or None,
-            host_keys=r.str_list(t, "host_keys", path),
+            host_keys=host_key_lines(r.str_list(t, "host_keys", path)),
             trust_on_first_use=r.get(t, "trust_on_first_use", path, bool, False),
             connect_timeout=r.duration(t, "connect_timeout", path, 10.0),
             users=frozenset(r.str_list(t, "users", path)),
@@ -289,6 +278,26 @@ def _check_remote_target(r: Reader, path: str, t: TargetConfig) -> None:
     for i, key in enumerate(t.host_keys):
         if not re.match(r"^(ssh-|ecdsa-)\S+ [A-Za-z0-9+/=]+", key):
             r.problem(f"{path}.host_keys", f"key [{i}] is not an OpenSSH public key line")
+
+
+def host_key_lines(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``host_keys`` as OpenSSH key lines, accepting what ``ssh-keyscan`` prints: a
+    leading host field (``10.0.0.5 ssh-ed25519 AAAA...``, ``[host]:2222 ...``, hashed
+    ``|1|...``), ``# host:22 SSH-2.0-...`` comment lines, several lines in one string."""
+    out: list[str] = []
+    for value in values:
+        for line in value.splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            words = line.split()
+            if len(words) >= 3 and not _KEY_TYPE.match(words[0]) and _KEY_TYPE.match(words[1]):
+                words = words[1:]  # known_hosts / ssh-keyscan: HOST TYPE KEY
+            out.append(" ".join(words))
+    return tuple(out)
+
+
+_KEY_TYPE = re.compile(r"^(ssh-|ecdsa-|sk-)\S+$")
 
 
 def _normalize_fingerprint(value: str) -> str:

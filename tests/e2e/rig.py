@@ -122,9 +122,9 @@ class Gateway:
         self.log = self.config.parent / "gateway.log"
         fh = open(self.log, "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "-v", "serve", "-c",
-                                      str(self.config)], stdout=fh, stderr=subprocess.STDOUT,
-                                     env=env)
+        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "-v", "--log-format",
+                                      "text", "serve", "-c", str(self.config)], stdout=fh,
+                                     stderr=subprocess.STDOUT, env=env)
         fh.close()
         try:
             wait_port(self.port, proc=self.proc)

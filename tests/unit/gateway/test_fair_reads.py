@@ -1,5 +1,5 @@
 """The gateway caps what one socket read hands the event loop (keystroke latency of other
-sessions while one streams; see gateway/cli.py and docs/performance.md)."""
+sessions while one streams; see gateway/cli/serve.py and docs/performance.md)."""
 
 from __future__ import annotations
 

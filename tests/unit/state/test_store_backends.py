@@ -542,3 +542,23 @@ def test_leases_lost_nodes_and_a_database_outage(pg_settings: StateSettings,
     assert [r.id for r in index_b.own_live()] == ["s-on-b"]  # node b re-reads it later
     for closing in (reg_a, reg_b, index_b, approvals_b):
         closing.close()
+
+
+def test_legal_holds(backend: StateBackend) -> None:
+    """A hold set through one handle is seen by another (another node, or prune)."""
+    store, other = backend.holds(), backend.holds()
+    try:
+        assert store.list() == [] and store.held() == set()
+        store.set("s1", by="carol", reason="case 42")
+        store.set("s2", by="carol", reason="case 43")
+        store.set("s1", by="dave", reason="case 42, again")  # replaces who and why
+        assert other.held() == {"s1", "s2"}
+        assert {(h.session, h.by, h.reason) for h in other.list()} == {
+            ("s1", "dave", "case 42, again"), ("s2", "carol", "case 43")}
+        released = other.release("s2")
+        assert released is not None and released.reason == "case 43"
+        assert other.release("s2") is None
+        assert store.held() == {"s1"}
+    finally:
+        store.close()
+        other.close()
