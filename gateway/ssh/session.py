@@ -27,10 +27,8 @@ from gateway.audit import Kind
 from gateway.config import TargetConfig
 from gateway.core.enforce import Allow, Deny, Enforcer, Gone, too_long
 from gateway.core.session import SessionCore
-from gateway.errors import TargetError, TargetRefused
+from gateway.errors import TargetError
 from gateway.limits import (
-    MAX_ENV_BYTES,
-    MAX_ENV_VARS,
     MAX_EXEC_COMMAND,
     MAX_SUBSYSTEM_NAME,
     MAX_TARGET_NAME,
@@ -38,13 +36,14 @@ from gateway.limits import (
     clamp_term_size,
     cut,
 )
-from gateway.ssh.channels import ChannelRequest, open_target_channel
+from gateway.ssh.bounded_env import bound_environment
 from gateway.ssh.context import ConnContext
 from gateway.ssh.menu import MenuEntry, TargetMenu
 from gateway.ssh.pipes import MenuPipe, choose_pipe, records_masked
 from gateway.ssh.player import player_refusal, player_route
 from gateway.ssh.relay import Relay, watch_limits
 from gateway.ssh.routing import Route, route_request, session_kind, valid_target_name
+from gateway.ssh.target_leg import TargetLeg
 
 log = logging.getLogger("bastille.session")
 
@@ -68,7 +67,6 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         self.has_pty = False
         self._early: list[bytes] = []
         self._user_eof = False
-        self._x11 = False  # the target allows X11 forwarding for this user
         self._refusal: str | None = None  # a request out of bounds: told, never run
         self._started = False
         self._counted = False  # counted in the user's running sessions
@@ -76,7 +74,7 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
     # ------------------------------------------------------------ channel requests
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         chan.pause_reading()  # nothing reaches a target before it is chosen and recorded
-        _bound_environment(chan)
+        bound_environment(chan)
         self.relay = Relay(chan, self.has_pty, clock=self.services.clock,
                            spawn=self.services.spawn)
 
@@ -226,9 +224,9 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         target, route = found
         if not await self._admit(target, route) or relay.user_closed.is_set():
             return  # refused, or the user left while the recording opened
-        conn = await self._connect(target)
-        if conn is None or relay.user_closed.is_set() or \
-                not await self._open_channel(conn, route):
+        pty = (self.term_type, self.term_size, self.term_modes) if self.has_pty else None
+        if not await TargetLeg(self.ctx, self.core, relay, self.fail).open(
+                target, route, subsystem=self.subsystem, pty=pty):
             return
         relay.pipe = choose_pipe(relay, self.core, self.enforcer, target, kind=self.kind,
                                  command=route.command, has_pty=self.has_pty,
@@ -347,62 +345,6 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
             case Gone():
                 return False
 
-    def _agent_path(self, target: TargetConfig) -> str | None:
-        """The user's agent socket, if forwarded and the target allows it (else told)."""
-        assert self.relay is not None
-        agent = self.relay.chan.get_agent_path()
-        if agent is None:
-            return None
-        principal = self.ctx.principal
-        if not target.allow_agent_forwarding.allows(principal.name, principal.groups):
-            self.core.audit(Kind.REFUSED, "denied", {"channel": "agent-forwarding"})
-            self.core.say(f"agent forwarding is not allowed on {target.name}; "
-                          "continuing without it")
-            return None
-        self.core.audit(Kind.FORWARD, "ok", {"channel": "agent-forwarding"})
-        return agent
-
-    async def _connect(self, target: TargetConfig) -> asyncssh.SSHClientConnection | None:
-        principal = self.ctx.principal
-        self._x11 = target.allow_x11_forwarding.allows(principal.name, principal.groups)
-        try:
-            return await self.ctx.upstream(target, self._agent_path(target))
-        except TargetError as exc:
-            self.core.mark(f"target connection failed: {exc}")
-            self.fail(str(exc), 1)
-            return None
-
-    def _x11_display(self) -> str | None:
-        """The user's X11 display to forward, if any and the target allows it (else
-        the user is told and the session goes on without it)."""
-        assert self.relay is not None
-        display = self.relay.chan.get_x11_display()
-        if display is None:
-            return None
-        if self._x11:
-            self.core.audit(Kind.FORWARD, "ok", {"channel": "x11"})
-            return display
-        self.core.audit(Kind.REFUSED, "denied", {"channel": "x11"})
-        self.core.say(f"X11 forwarding is not allowed on {self.core.target}; "
-                      "continuing without it")
-        return None
-
-    async def _open_channel(self, conn: asyncssh.SSHClientConnection, route: Route) -> bool:
-        relay = self.relay
-        assert relay is not None
-        request = ChannelRequest(
-            command=route.command, subsystem=self.subsystem,
-            env=relay.chan.get_environment(), x11_display=self._x11_display(),
-            x11_auth=self.ctx.ssh.x11_auth,
-            pty=(self.term_type, self.term_size, self.term_modes) if self.has_pty else None)
-        try:
-            relay.upstream = await open_target_channel(conn, relay, request)
-        except TargetRefused as exc:
-            self.fail(f"target {self.core.target} refused the session: {exc}", 1)
-            return False
-        self.core.audit(Kind.TARGET_CONNECT, "ok", {})
-        return True
-
     async def _relay(self) -> None:
         """Relay until either side ends; keys typed ahead take the same path."""
         relay = self.relay
@@ -447,28 +389,3 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         if self._counted:
             self._counted = False
             self.ctx.ssh.user_session_ended(self.ctx.principal.name)
-
-
-def _bound_environment(chan: asyncssh.SSHServerChannel[bytes]) -> None:
-    """At most MAX_ENV_VARS variables of MAX_ENV_BYTES together on this channel: asyncssh
-    keeps every ``env`` request a client sends (any number, each up to a packet), and has
-    no hook for it, so its handler is wrapped on this channel. A request beyond the bound
-    is answered with a failure (OpenSSH clients go on) and not kept."""
-    chan = getattr(chan, "_orig_chan", chan)  # the channel under asyncssh's line editor
-    env: dict[bytes, bytes] = chan._env  # asyncssh keeps env requests here
-    used = [0]
-
-    def process(packet: Any) -> bool:
-        key = packet.get_string()
-        value = packet.get_string()
-        packet.check_end()
-        size = len(key) + len(value)
-        if key not in env and (len(env) >= MAX_ENV_VARS or used[0] + size > MAX_ENV_BYTES):
-            return False
-        if key in env:
-            used[0] -= len(key) + len(env[key])
-        env[key] = value
-        used[0] += size
-        return True
-
-    chan._process_env_request = process  # type: ignore[method-assign]
