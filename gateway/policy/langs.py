@@ -1,0 +1,829 @@
+"""The command-running constructs of other languages: inline code, REPL and editor lines.
+
+Each ``check_<lang>(text)`` returns a ``LangResult``: shell commands the text runs (they
+are then analysed as bash: ``:!rm -rf /`` in vim is decided like ``rm -rf /``), paths
+it writes, reasons it is uncertain, and whether the line leaves the program. Closed
+world again: a construct that is not known to be harmless is uncertain.
+
+* python: parsed with ``ast``; certain only if every call is a harmless builtin or a
+  method from an allowlist, imports are from an allowlist of modules, and no name or
+  attribute reaches the interpreter's internals (``_``-prefixed, ``eval``, ``open``...);
+* sed scripts (``e``, ``s///e``, ``w``), awk programs (``system``, pipes, redirections);
+* vi/vim ex lines, less/more/man prompt lines, nano prompts;
+* psql, mysql, sqlite3 meta-commands and SQL that runs programs;
+* gdb, ftp/sftp/telnet, ed, mail lines;
+* other interpreters (perl, ruby, node, php, lua, tcl): only trivial lines are certain.
+
+Known limits: a program's own configuration (``.vimrc`` mappings, ``.psqlrc``) is not
+read; keys that act without Enter inside a program are held by ``keys.py``.
+"""
+
+from __future__ import annotations
+
+import ast
+import codeop
+import re
+import shlex
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LangResult:
+    """What a piece of another language's code does, as far as the shell is concerned."""
+
+    shell: list[str] = field(default_factory=list)  # shell command lines it runs
+    writes: list[str] = field(default_factory=list)  # paths ("%": the program's own file)
+    uncertain: list[str] = field(default_factory=list)
+    exits: bool = False  # the line leaves the program (back to the shell)
+    incomplete: bool = False  # the program waits for more lines (a Python block)
+
+    def unsure(self, why: str) -> None:
+        if why not in self.uncertain:
+            self.uncertain.append(why)
+
+
+# --------------------------------------------------------------------------- python
+
+PY_SAFE_CALLS = frozenset(
+    "print len str int float bool list dict set tuple frozenset sorted reversed sum min max "
+    "abs round range enumerate zip map filter repr hex oct bin chr ord divmod pow any all "
+    "format isinstance issubclass hash iter next slice bytes bytearray complex ascii callable "
+    "dir id".split()
+)
+PY_DENY_NAMES = frozenset(
+    "eval exec compile open __import__ getattr setattr delattr globals locals vars breakpoint "
+    "input help exit quit memoryview type object super classmethod staticmethod property "
+    "__builtins__ __loader__ __spec__ license credits copyright".split()
+)
+PY_SAFE_METHODS = frozenset(
+    "append extend insert pop remove clear copy count index sort reverse keys values items get "
+    "update setdefault join split rsplit splitlines strip lstrip rstrip upper lower title "
+    "capitalize casefold replace startswith endswith find rfind format encode decode isdigit "
+    "isalpha isalnum isspace isupper islower zfill center ljust rjust partition rpartition "
+    "loads dumps now today utcnow isoformat strftime strptime fromtimestamp fromisoformat "
+    "timestamp date time total_seconds sqrt floor ceil log log2 log10 exp sin cos tan hypot "
+    "gcd factorial hexdigest digest sha256 sha1 md5 sha512 blake2b b64encode b64decode "
+    "urlsafe_b64encode urlsafe_b64decode b16encode b16decode hexlify unhexlify match search "
+    "fullmatch findall finditer sub subn escape group groups groupdict span start end "
+    "randint choice random shuffle sample uniform seed most_common elements appendleft "
+    "popleft rotate ip_address ip_network ip_interface hosts subnets supernet uuid4 uuid1 "
+    "mean median stdev variance mode pformat pprint dedent indent wrap fill shorten pack "
+    "unpack calcsize heappush heappop heapify bisect bisect_left bisect_right insort "
+    "deepcopy astimezone replace weekday isoweekday days seconds to_bytes from_bytes "
+    "bit_length conjugate is_integer as_integer_ratio limit_denominator quantize "
+    "normalize product permutations combinations chain groupby accumulate islice cycle "
+    "repeat reduce partial lru_cache namedtuple defaultdict OrderedDict Counter deque "
+    "Decimal Fraction timedelta datetime date time timezone ZoneInfo UUID token_hex "
+    "token_urlsafe compress decompress crc32 adler32 lower_bound read readline readlines "
+    "write flush load dump".split()
+)
+PY_SAFE_MODULES = frozenset(
+    "math cmath json re datetime time calendar collections itertools functools operator "
+    "string textwrap random statistics decimal fractions hashlib base64 binascii uuid "
+    "ipaddress pprint struct heapq bisect copy enum dataclasses typing zoneinfo secrets "
+    "zlib unicodedata numbers array sys".split()
+)
+PY_DENY_ATTRS = frozenset(
+    "os sys subprocess builtins importlib ctypes posix nt shutil pty socket modules loader "
+    "spec f_globals f_locals f_builtins gi_frame cr_frame ag_frame tb_frame func_globals "
+    "system popen spawn run call check_call check_output Popen getoutput getstatusoutput "
+    "fdopen remove unlink rmdir rmtree rename chmod chown kill execv execve execl path "
+    "meta_path path_hooks settrace setprofile addaudithook breakpointhook excepthook "
+    "displayhook unraisablehook".split()
+)
+_PY_NODES_OK = (
+    ast.Module, ast.Interactive, ast.Expr, ast.Assign, ast.AugAssign, ast.AnnAssign,
+    ast.Name, ast.Constant, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.List,
+    ast.Tuple, ast.Set, ast.Dict, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp,
+    ast.comprehension, ast.Subscript, ast.Slice, ast.Attribute, ast.Call, ast.keyword,
+    ast.JoinedStr, ast.FormattedValue, ast.IfExp, ast.Lambda, ast.arguments, ast.arg,
+    ast.For, ast.While, ast.If, ast.Break, ast.Continue, ast.Pass, ast.Import,
+    ast.ImportFrom, ast.alias, ast.FunctionDef, ast.Return, ast.Starred, ast.Try,
+    ast.ExceptHandler, ast.Raise, ast.Assert, ast.Delete, ast.Load, ast.Store, ast.Del,
+    ast.operator, ast.unaryop, ast.cmpop, ast.boolop, ast.expr_context, ast.NamedExpr,
+)
+
+
+def check_python(code: str, *, repl: bool = False) -> LangResult:
+    """Closed-world check of Python code (inline ``-c`` code or a REPL line/block)."""
+    r = LangResult()
+    stripped = code.strip()
+    if stripped in ("exit()", "quit()", "exit", "quit"):
+        r.exits = True
+        return r
+    if repl:
+        try:
+            compiled = codeop.compile_command(code, "<repl>", "single")
+        except (SyntaxError, ValueError, OverflowError):
+            r.unsure("Python that cannot be read")
+            return r
+        if compiled is None:
+            r.incomplete = True
+    try:
+        tree = ast.parse(code if not r.incomplete else code + "\n    pass\n", mode="exec")
+    except SyntaxError:
+        if r.incomplete:
+            return r  # an open block: decided when it is complete
+        r.unsure("Python that cannot be read")
+        return r
+    for node in ast.walk(tree):
+        if not isinstance(node, _PY_NODES_OK):
+            r.unsure(f"Python {type(node).__name__} is not checked")
+            continue
+        if isinstance(node, ast.Name) and (node.id in PY_DENY_NAMES or node.id.startswith("_")):
+            r.unsure(f"Python name {node.id} can run code")
+        elif isinstance(node, ast.Attribute) and (
+            node.attr.startswith("_") or node.attr in PY_DENY_ATTRS
+        ):
+            r.unsure(f"Python attribute {node.attr} can run code")
+        elif isinstance(node, ast.Call):
+            f = node.func
+            if isinstance(f, ast.Name) and f.id not in PY_SAFE_CALLS:
+                r.unsure(f"Python call {f.id}() is not known to be harmless")
+            elif isinstance(f, ast.Attribute) and f.attr not in PY_SAFE_METHODS:
+                r.unsure(f"Python call .{f.attr}() is not known to be harmless")
+            elif not isinstance(f, ast.Name | ast.Attribute):
+                r.unsure("Python call of a computed function")
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] not in PY_SAFE_MODULES:
+                    r.unsure(f"Python imports {a.name}")
+        elif isinstance(node, ast.ImportFrom):
+            if (node.module or "").split(".")[0] not in PY_SAFE_MODULES or node.level:
+                r.unsure(f"Python imports from {node.module}")
+    return r
+
+
+# --------------------------------------------------------------------------- other interpreters
+
+_TRIVIAL_WORDS = {
+    "perl": "print say my our local if else elsif unless for foreach while return sub "
+    "length join split keys values sort reverse scalar uc lc sprintf printf int abs sqrt "
+    "defined exists undef ref push pop shift unshift map grep last next",
+    "ruby": "puts print p pp if else elsif end unless while for in do return def length "
+    "size join split keys values sort reverse to_s to_i to_f upcase downcase each map "
+    "select nil true false times upto",
+    "node": "console log let const var if else for while return function length join split "
+    "keys values sort reverse toString parseInt parseFloat Math JSON stringify parse map "
+    "filter reduce forEach true false null undefined Object Array String Number Date now "
+    "toUpperCase toLowerCase floor ceil round max min abs push pop of in",
+    "php": "echo print if else elseif for foreach while return strlen implode explode "
+    "count array sort strtoupper strtolower intval floatval json_encode json_decode "
+    "var_dump print_r true false null as function",
+    "lua": "print local if then else elseif end for in do while return function pairs "
+    "ipairs tostring tonumber string format upper lower len sub math floor ceil max min "
+    "table insert concat true false nil and or not",
+    "tcl": "puts set expr if else elseif for foreach while return proc llength lindex "
+    "string length toupper tolower incr append list",
+    "bc": "scale ibase obase if else while for print quit define return sqrt length auto",
+}
+_EXITS = {"perl": ("q", "quit", "exit"), "ruby": ("exit", "quit"), "node": (".exit",),
+          "php": ("exit", "quit", "exit;"), "lua": ("os.exit()",), "tcl": ("exit",),
+          "bc": ("quit",)}
+
+
+def check_trivial(lang: str, code: str) -> LangResult:
+    """Other interpreters: certain only for lines made of harmless words and literals."""
+    r = LangResult()
+    s = code.strip()
+    if s in _EXITS.get(lang, ()):
+        r.exits = True
+        return r
+    if not s:
+        return r
+    words = set(_TRIVIAL_WORDS.get(lang, "").split())
+    if not words:
+        r.unsure(f"{lang} code is not checked")
+        return r
+    if "`" in s or re.search(r"#\{|\$\{|@\{|\$\(|%x|\bqx\b|<<", s):
+        r.unsure(f"{lang} code runs commands or interpolates code")
+        return r
+    body = re.sub(r"'(?:[^'\\]|\\.)*'", "''", s)
+    body = re.sub(r'"(?:[^"\\$@#]|\\.)*"', '""', body)
+    if re.search(r"[\"'$@]", re.sub(r"\$\w+|@\w+", "", body)):
+        r.unsure(f"{lang} code that cannot be read")
+        return r
+    for w in re.findall(r"(?<![\w$@%.])[A-Za-z_]\w*", body):
+        if w not in words:
+            r.unsure(f"{lang} code uses {w}, which is not known to be harmless")
+            break
+    return r
+
+
+# --------------------------------------------------------------------------- perl
+
+PERL_WORDS = frozenset(
+    "print printf say sprintf length substr index rindex uc lc ucfirst lcfirst join split "
+    "reverse sort keys values each exists delete defined undef scalar push pop shift "
+    "unshift splice map grep abs int sqrt sin cos atan2 exp log hex oct ord chr chomp chop "
+    "time localtime gmtime die warn last next redo return my our local if elsif else unless "
+    "while until for foreach and or not xor eq ne lt gt le ge cmp x pack unpack quotemeta "
+    "pos lc uc STDIN STDOUT STDERR ARGV ARGVOUT ENV INC BEGIN END sum max min first uniq "
+    "printf wantarray ref".split()
+)
+_PERL_QUOTE = re.compile(
+    r"""(?P<kw>\b(?:s|tr|y)\b|\b(?:m|qr|q|qq|qw)\b)\s*(?P<d>[^\w\s])"""
+)
+_PAIRS = {"{": "}", "(": ")", "[": "]", "<": ">"}
+
+
+def _perl_delimited(code: str, i: int, d: str) -> tuple[str, int]:
+    """The body after delimiter ``d`` at ``code[i]``; returns (body, index after close)."""
+    close = _PAIRS.get(d, d)
+    depth, j = 0, i + 1
+    while j < len(code):
+        c = code[j]
+        if c == "\\":
+            j += 2
+            continue
+        if d in _PAIRS and c == d:
+            depth += 1
+        elif c == close:
+            if depth == 0:
+                return code[i + 1 : j], j + 1
+            depth -= 1
+        j += 1
+    raise ValueError("unterminated")
+
+
+def check_perl(code: str) -> LangResult:
+    """Perl one-liners: certain only with harmless functions, regexes without code."""
+    r = LangResult()
+    out: list[str] = []
+    i, n = 0, len(code)
+    prev = ""
+    try:
+        while i < n:
+            c = code[i]
+            m = _PERL_QUOTE.match(code, i)
+            if m and (i == 0 or not (code[i - 1].isalnum() or code[i - 1] in "_$@%&")):
+                kw, d = m.group("kw"), m.group("d")
+                body, j = _perl_delimited(code, m.end() - 1, d)
+                parts = [body]
+                if kw in ("s", "tr", "y"):
+                    if d in _PAIRS:
+                        k = j
+                        while k < n and code[k].isspace():
+                            k += 1
+                        if k >= n:
+                            raise ValueError("unterminated")
+                        body2, j = _perl_delimited(code, k, code[k])
+                    else:
+                        body2, j = _perl_delimited(code, j - 1, d)
+                    parts.append(body2)
+                flags = re.match(r"[a-z]*", code[j:])
+                f = flags.group(0) if flags else ""
+                j += len(f)
+                if kw == "s" and "e" in f:
+                    r.unsure("perl s///e runs the replacement as code")
+                if kw in ("qq", "s", "m", "qr") and any(
+                        re.search(r"\(\?\??\{|@\{|\$\{\\", p) for p in parts):
+                    r.unsure("perl interpolates code")
+                out.append(" ")
+                i = j
+                prev = "q"
+                continue
+            if c == "/" and prev in ("", "op", "kw"):
+                body, j = _perl_delimited(code, i, "/")
+                if re.search(r"\(\?\??\{", body):
+                    r.unsure("perl regex runs code")
+                flags = re.match(r"[a-z]*", code[j:])
+                i = j + (len(flags.group(0)) if flags else 0)
+                out.append(" ")
+                prev = "q"
+                continue
+            if c == "'":
+                _body, i = _perl_delimited(code, i, "'")
+                out.append(" ")
+                prev = "q"
+                continue
+            if c == '"':
+                body, i = _perl_delimited(code, i, '"')
+                if re.search(r"@\{|\$\{\\|\$\{\s*\\", body):
+                    r.unsure("perl interpolates code")
+                out.append(" ")
+                prev = "q"
+                continue
+            if c == "`":
+                r.unsure("perl backquotes run a command")
+                return r
+            if c.isalpha() or c == "_":
+                m2 = re.match(r"[A-Za-z_]\w*(?:::\w+)*", code[i:])
+                assert m2 is not None
+                word = m2.group(0)
+                sigil = code[i - 1] if i else ""
+                if not sigil or sigil not in "$@%" or code[i - 2 : i] == "::":
+                    out.append(word)
+                i += len(word)
+                prev = "kw" if word in PERL_WORDS else "id"
+                continue
+            if c in "$@%" and i + 1 < n and not (code[i + 1].isalnum() or code[i + 1] in
+                                                   "_{:"):
+                i += 2  # a punctuation variable: $/, $_, $0, @ARGV...
+                prev = "id"
+                continue
+            if c in "0123456789":
+                prev = "id"
+            elif c in ")]}":
+                prev = "id"
+            elif not c.isspace():
+                prev = "op" if c not in "$@%&" else prev
+            i += 1
+    except ValueError:
+        r.unsure("perl code that cannot be read")
+        return r
+    for w in " ".join(out).split():
+        if w not in PERL_WORDS and not w.isupper():
+            r.unsure(f"perl {w} is not known to be harmless")
+            break
+    if "&" in code and re.search(r"&\s*[A-Za-z_]", code):
+        r.unsure("perl calls a subroutine")
+    return r
+
+
+# --------------------------------------------------------------------------- sed
+
+_SED_CMD_WITH_TEXT = "aic"
+_SED_SIMPLE = "=dDgGhHlnNpPqQxz{}!#:bt T"
+
+
+def check_sed(script: str) -> LangResult:
+    """GNU sed: the ``e`` command and ``s///e`` run commands; ``w``/``W`` write files."""
+    r = LangResult()
+    i, n = 0, len(script)
+    while i < n:
+        c = script[i]
+        if c in " \t\n;":
+            i += 1
+            continue
+        # address
+        m = re.match(r"(?:\d+|\$|/(?:[^/\\]|\\.)*/I?M?|\\(.)(?:(?!\1).)*\1)"
+                     r"(?:\s*(?:,|~)\s*(?:\d+|\$|/(?:[^/\\]|\\.)*/I?M?|\+\d+|~\d+))?\s*!?\s*",
+                     script[i:])
+        if m and m.end():
+            i += m.end()
+            if i >= n:
+                break
+            c = script[i]
+        if c == "#":
+            j = script.find("\n", i)
+            i = n if j < 0 else j + 1
+            continue
+        if c in "{}":
+            i += 1
+            continue
+        if c in "sy":
+            if i + 1 >= n:
+                r.unsure("sed script that cannot be read")
+                return r
+            d = script[i + 1]
+            j, parts = i + 2, 0
+            while j < n and parts < 2:
+                if script[j] == "\\":
+                    j += 2
+                    continue
+                if script[j] == d:
+                    parts += 1
+                j += 1
+            if parts < 2:
+                r.unsure("sed script that cannot be read")
+                return r
+            flags = re.match(r"[0-9gpIiMme]*", script[j:])
+            f = flags.group(0) if flags else ""
+            j += len(f)
+            if c == "s" and "e" in f:
+                r.unsure("sed s///e runs the pattern space as a command")
+            if c == "s" and script[j : j + 1] == "w":
+                end = script.find("\n", j)
+                end = n if end < 0 else end
+                r.writes.append(script[j + 1 : end].strip())
+                j = end
+            i = j
+            continue
+        if c == "e":
+            r.unsure("sed e runs a command")
+            end = script.find("\n", i)
+            cmd = script[i + 1 : n if end < 0 else end].strip()
+            if cmd:
+                r.shell.append(cmd)
+            i = n if end < 0 else end
+            continue
+        if c in "wW":
+            end = script.find("\n", i)
+            end = n if end < 0 else end
+            r.writes.append(script[i + 1 : end].strip())
+            i = end
+            continue
+        if c in "rRbtTv:":
+            end = re.search(r"[;\n]", script[i + 1 :]) if c in "btTv:" else None
+            nl = script.find("\n", i)
+            if c in "rR":
+                i = n if nl < 0 else nl
+            else:
+                i = n if end is None else i + 1 + end.start()
+            continue
+        if c in _SED_CMD_WITH_TEXT:
+            nl = script.find("\n", i)
+            i = n if nl < 0 else nl
+            continue
+        if c in "qQlL":
+            i += 1
+            m2 = re.match(r"\s*\d*", script[i:])
+            i += m2.end() if m2 else 0
+            continue
+        if c in _SED_SIMPLE:
+            i += 1
+            continue
+        r.unsure(f"sed command {c!r} is not checked")
+        return r
+    return r
+
+
+# --------------------------------------------------------------------------- awk
+
+
+def check_awk(program: str) -> LangResult:
+    """awk: ``system()``, pipes to and from commands, ``@load``; output redirections."""
+    r = LangResult()
+    body = re.sub(r'"(?:[^"\\]|\\.)*"', '""', program)
+    if re.search(r"\bsystem\s*\(", body):
+        r.unsure("awk system() runs a command")
+    if re.search(r"(?<!\|)\|(?!\|)", body):
+        r.unsure("awk pipes to or from a command")
+    if re.search(r"@(?:load|include)|\bextension\s*\(", body):
+        r.unsure("awk loads code")
+    if re.search(r"\bprintf?\b[^;{}]*>", body):
+        r.writes.append("?")
+    return r
+
+
+# --------------------------------------------------------------------------- vi / ex
+
+_EX_SAFE = set(
+    "w write wq x xit q quit qa qall wa wall wqa wqall xa xall up update e edit ene enew n next "
+    "N Next prev previous bn bnext bp bprevious b buffer ls buffers files bd bdelete sp split vs "
+    "vsplit new vnew tabnew tabe tabedit tabn tabnext tabp tabprevious tabc tabclose on only "
+    "clo close noh nohlsearch syn syntax colo colorscheme h help u undo red redo d delete y yank "
+    "m move t co copy j join pu put > < sor sort ret retab cd pwd reg registers marks jumps "
+    "ju undol undolist ve version mes messages dig digraphs f file sav saveas r read fo fold "
+    "foldopen foldclose nu number p print l list z k mark ma a append i insert c change "
+    "ij ijump ps psearch tj tjump ta tag tn tp changes ar args argadd diffu diffupdate "
+    "difft diffthis diffo diffoff lefta rightb bel bo to topleft botright vert vertical "
+    "filetype filet setf setfiletype nor norm normal".split()
+) - {"nor", "norm", "normal"}
+_EX_UNSAFE_SET = set(
+    "shell sh shellcmdflag shcf shellpipe sp shellredir srr shellquote shq shellxquote sxq "
+    "makeprg mp grepprg gp keywordprg kp equalprg ep formatprg fp diffexpr dex patchexpr pex "
+    "charconvert ccv printexpr pexpr cscopeprg csprg includeexpr inex indentexpr inde "
+    "foldexpr fde formatexpr fex tagfunc tfu omnifunc ofu completefunc cfu operatorfunc opfunc "
+    "statusline stl tabline tal titlestring rulerformat ruf exrc ex secure modelineexpr mle "
+    "luadll pythondll pythonthreedll rubydll perldll tcldll imactivatefunc imstatusfunc "
+    "quickfixtextfunc qftf thesaurusfunc tsrfu findfunc ffu".split()
+)
+
+
+def check_ex(line: str) -> LangResult:
+    """One vi/vim ex command line (without its leading ``:``)."""
+    r = LangResult()
+    s = line.strip()
+    while s.startswith(":"):
+        s = s[1:].lstrip()
+    if not s:
+        return r
+    m = re.match(r"(?:[%.$]|\d+|'[a-z<>]|/(?:[^/\\]|\\.)*/|\?(?:[^?\\]|\\.)*\?|[,;+-]\d*|\s)*",
+                 s)
+    rng = m.group(0) if m else ""
+    rest = s[len(rng):]
+    if rest.startswith("!"):
+        cmd = rest[1:]
+        _bang(cmd, r, "vi")
+        return r
+    m2 = re.match(r"([A-Za-z]+|[<>&~=#@]|!)(!?)\s*(.*)", rest, re.S)
+    if m2 is None:
+        if rest.strip() == "" and rng.strip():
+            return r
+        r.unsure(f"vi command {rest[:20]!r} is not checked")
+        return r
+    name, bang, arg = m2.group(1), m2.group(2), m2.group(3)
+    if name in ("r", "read", "w", "write") and arg.startswith("!"):
+        _bang(arg[1:], r, "vi")
+        return r
+    if name in ("g", "global", "v", "vglobal"):
+        gm = re.match(r"(.)(?:(?!\1).|\\.)*\1(.*)", arg, re.S)
+        if gm is None:
+            r.unsure("vi :g command that cannot be read")
+            return r
+        sub = check_ex(gm.group(2) or "p")
+        r.shell += sub.shell
+        r.uncertain += sub.uncertain
+        r.writes += sub.writes
+        return r
+    if name in ("s", "substitute", "&", "~"):
+        if "\\=" in arg:
+            r.unsure("vi substitute with an expression")
+        return r
+    if name in ("set", "se", "setlocal", "setl", "setglobal", "setg"):
+        for opt in re.findall(r"(?:no|inv)?([a-z]+)", arg):
+            if opt in _EX_UNSAFE_SET:
+                r.unsure(f"vi :set {opt} changes what runs")
+        return r
+    if name in ("q", "quit", "qa", "qall", "x", "xit", "xa", "xall", "wq", "wqa", "wqall"):
+        r.exits = True
+    if name in ("w", "write", "wq", "x", "xit", "up", "update", "sav", "saveas", "wa", "wall",
+                "wqa", "xa"):
+        target = arg.strip()
+        if target.startswith(">>"):
+            target = target[2:].strip()
+        r.writes.append(target or "%")
+        return r
+    if name in _EX_SAFE:
+        return r
+    if name in ("sh", "shell", "term", "terminal"):
+        r.unsure("vi opens a shell")
+        return r
+    r.unsure(f"vi :{name} is not checked (it may run commands)")
+    return r
+
+
+def _bang(cmd: str, r: LangResult, where: str) -> None:
+    c = cmd.strip()
+    if not c:
+        r.unsure(f"{where} opens a shell")
+        return
+    if re.search(r"(?<!\\)!", c):
+        r.unsure(f"{where} repeats an earlier command (!)")
+    r.shell.append(c)
+
+
+# --------------------------------------------------------------------------- pagers, nano
+
+
+def check_less(line: str) -> LangResult:
+    """The bottom line of less/more/man when Enter is pressed."""
+    r = LangResult()
+    s = line.strip()
+    if s.startswith("!"):
+        _bang(s[1:], r, "less")
+    elif s.startswith("|"):
+        cmd = s[2:] if len(s) > 1 else ""
+        cmd = cmd.lstrip("!").strip()
+        if not cmd:
+            r.unsure("less pipes into a shell")
+        else:
+            r.shell.append(cmd)
+    elif re.match(r"(?:log file|Log file):", s):
+        r.writes.append(s.split(":", 1)[1].strip() or "?")
+    elif s.startswith(":") and s[1:].strip() in ("q", "Q", "x", "quit"):
+        r.exits = True
+    return r
+
+
+def check_nano(line: str) -> LangResult:
+    r = LangResult()
+    m = re.match(r"\s*(?:Command to execute(?: in new buffer)?|Execute Command)\s*:\s*(.*)",
+                 line)
+    if m:
+        if m.group(1).strip():
+            r.shell.append(m.group(1).strip())
+        else:
+            r.unsure("nano runs a command")
+        return r
+    m = re.match(r"\s*File Name to (?:Write|Append to|Prepend to)[^:]*:\s*(.*)", line)
+    if m:
+        r.writes.append(m.group(1).strip() or "%")
+    return r
+
+
+# --------------------------------------------------------------------------- SQL clients
+
+_PSQL_SAFE = re.compile(
+    r"^\\(?:d\w*\+?S?|l\+?|list|c|connect|x|timing|q|quit|\?|h|help|conninfo|encoding|echo|"
+    r"qecho|warn|set|unset|pset|a|t|H|T|f|C|z|sf\+?|sv\+?|gset|gdesc|gx?|watch|prompt|"
+    r"errverbose|p|print|r|reset|if|elif|else|endif|crosstabview|bind|parse|close|"
+    r"copyright|drds|dconfig|dp|dx|dy|gexec|sendpipeline|syncpipeline|startpipeline|"
+    r"endpipeline|flushrequest|flush|getresults|lo_list|restrict|unrestrict)(?:\s|$)"
+)
+
+
+def check_psql(line: str) -> LangResult:
+    r = LangResult()
+    s = line.strip()
+    if s in ("\\q", "\\quit", "quit", "exit", "\\q;"):
+        r.exits = True
+        return r
+    for meta in re.finditer(r"\\(\S+)\s*([^\\]*)", s):
+        name, arg = meta.group(1), meta.group(2)
+        text = "\\" + name + " " + arg
+        if name == "!":
+            _bang(arg, r, "psql")
+        elif name in ("o", "out", "g", "gx", "w", "write") and arg.strip().startswith("|"):
+            cmd = arg.strip()[1:].strip()
+            r.shell.append(cmd) if cmd else r.unsure("psql pipes to a command")
+        elif name in ("o", "out", "w", "write", "g", "gx") and arg.strip():
+            r.writes.append(arg.strip().split()[0])
+        elif name == "copy":
+            pm = re.search(r"\bprogram\s+'((?:[^']|'')*)'", arg, re.I)
+            if pm:
+                r.shell.append(pm.group(1).replace("''", "'"))
+            elif re.search(r"\bprogram\b", arg, re.I):
+                r.unsure("psql \\copy program")
+        elif name in ("e", "edit", "ef", "ev"):
+            r.unsure("psql runs an editor, then the edited query")
+        elif name in ("i", "include", "ir", "include_relative"):
+            r.unsure("psql runs a file of commands")
+        elif name in ("setenv", "cd", "lo_export", "lo_import", "getenv"):
+            r.unsure(f"psql \\{name} is not checked")
+        elif not _PSQL_SAFE.match(text):
+            r.unsure(f"psql \\{name} is not checked")
+    _sql_programs(s, r)
+    return r
+
+
+def _sql_programs(s: str, r: LangResult) -> None:
+    sql = re.sub(r"\\\S+[^\\]*", " ", s)
+    pm = re.search(r"\bprogram\s+'((?:[^']|'')*)'", sql, re.I)
+    if pm:
+        r.shell.append(pm.group(1).replace("''", "'"))
+    elif re.search(r"\bcopy\b.*\bprogram\b", sql, re.I | re.S):
+        r.unsure("COPY ... PROGRAM runs a command")
+    if re.search(r"\blanguage\s+['\"]?\w*u['\"]?\b|\bplsh\b", sql, re.I):
+        r.unsure("a function in an untrusted language runs code on the server")
+    if re.search(r"\b(?:sys_exec|sys_eval|lo_export|pg_execute_server_program|load_extension"
+                 r"|edit)\s*\(", sql, re.I):
+        r.unsure("an SQL function that runs programs or writes files")
+    if re.search(r"\binto\s+(?:outfile|dumpfile)\b", sql, re.I):
+        r.writes.append("?")
+
+
+_MYSQL_SAFE = frozenset(
+    "use status help exit quit connect delimiter ego go print prompt rehash warnings nowarning "
+    "charset clear nopager notee resetconnection query_attributes ssl_session_data_print "
+    "\\g \\G \\c \\r \\u \\s \\h \\? \\q \\d \\C \\w \\W \\p \\R \\# \\n \\t".split()
+)
+
+
+def check_mysql(line: str) -> LangResult:
+    r = LangResult()
+    s = line.strip()
+    low = s.lower().rstrip(";")
+    if low in ("exit", "quit", "\\q"):
+        r.exits = True
+        return r
+    m = re.match(r"(?i)(system|\\!)\s*(.*)", s)
+    if m:
+        _bang(m.group(2), r, "mysql")
+        return r
+    m = re.match(r"(?i)(pager|\\P|edit|\\e|source|\\\.|tee|\\T)(?:\s+(.*))?$", s)
+    if m:
+        word = m.group(1).lower()
+        if word in ("tee", "\\t"):
+            r.writes.append((m.group(2) or "?").strip())
+        else:
+            r.unsure(f"mysql {m.group(1)} runs a program or a file of commands")
+        return r
+    first = low.split()[0] if low.split() else ""
+    if first.startswith("\\") and first not in _MYSQL_SAFE:
+        r.unsure(f"mysql {first} is not checked")
+    _sql_programs(s, r)
+    return r
+
+
+def check_sqlite(line: str) -> LangResult:
+    r = LangResult()
+    s = line.strip()
+    if s.startswith("."):
+        name, _, arg = s[1:].partition(" ")
+        if name in ("quit", "exit", "q"):
+            r.exits = True
+        elif name in ("shell", "system"):
+            _bang(arg, r, "sqlite3")
+        elif name in ("output", "once", "log"):
+            a = arg.strip()
+            if a.startswith("|"):
+                r.shell.append(a[1:].strip())
+            elif a.startswith("-") or not a:
+                r.unsure(f"sqlite3 .{name} {a} opens a program") if a else None
+            else:
+                r.writes.append(a)
+        elif name in ("read",):
+            r.unsure("sqlite3 .read runs a file of commands" if not arg.strip().startswith("|")
+                     else "sqlite3 .read runs a command")
+        elif name in ("load", "excel", "import", "backup", "save", "clone", "open", "restore",
+                      "archive", "ar", "cd", "dump", "recover"):
+            r.unsure(f"sqlite3 .{name} is not checked")
+        return r
+    _sql_programs(s, r)
+    return r
+
+
+# --------------------------------------------------------------------------- gdb, ftp, ed, mail
+
+_GDB_SAFE = frozenset(
+    "break b br tbreak tb delete d disable dis enable en continue c cont next n step s stepi si "
+    "nexti ni finish fin until u advance bt backtrace where frame f up down info i list l x "
+    "disassemble display undisplay watch rwatch awatch ptype whatis quit q help h detach thread "
+    "threads kill k condition ignore commands end tui layout focus refresh file symbol-file "
+    "directory dir show".split()
+)
+
+
+def check_gdb(line: str) -> LangResult:
+    r = LangResult()
+    s = line.strip()
+    if not s:
+        return r
+    m = re.match(r"(shell|!)\s*(.*)", s)
+    if m:
+        _bang(m.group(2), r, "gdb")
+        return r
+    word = re.match(r"[\w-]+|\S", s)
+    name = word.group(0) if word else ""
+    if name in ("q", "quit"):
+        r.exits = True
+        return r
+    if name in ("p", "print", "output", "set", "call", "printf", "echo", "eval") or \
+            name not in _GDB_SAFE:
+        if name in ("p", "print", "output", "set", "echo") and "(" not in s and "$_" not in s:
+            return r
+        r.unsure(f"gdb {name} may run code")
+    return r
+
+
+def check_ftp(line: str) -> LangResult:
+    """ftp, sftp, lftp, telnet: ``!cmd`` runs a local shell command."""
+    r = LangResult()
+    s = line.strip()
+    if s.startswith("!"):
+        _bang(s[1:], r, "ftp")
+    elif s in ("bye", "quit", "exit"):
+        r.exits = True
+    elif s.split(" ", 1)[0] in ("lpipe", "pipe", "local", "shell", "source"):
+        r.unsure(f"{s.split(' ', 1)[0]} runs a command")
+    return r
+
+
+def check_ed(line: str) -> LangResult:
+    r = LangResult()
+    s = line.strip()
+    m = re.match(r"[0-9.,$;+\-'a-z]*\s*([!erwW])\s*!?(.*)", s)
+    if s.startswith("!") or (m and m.group(1) in "erwW" and re.match(
+            r"[0-9.,$;+\-'a-z]*\s*[erwW]\s*!", s)):
+        cmd = s.split("!", 1)[1]
+        _bang(cmd, r, "ed")
+        return r
+    if m and m.group(1) in "wW":
+        r.writes.append(m.group(2).strip() or "%")
+    if s in ("q", "Q"):
+        r.exits = True
+    return r
+
+
+def check_mail(line: str) -> LangResult:
+    r = LangResult()
+    s = line.strip()
+    m = re.match(r"~?!\s*(.*)", s)
+    if m and (s.startswith("!") or s.startswith("~!")):
+        _bang(m.group(1), r, "mail")
+    elif s.startswith(("~|", "|", "~<!", "pipe", "~e", "~v")):
+        r.unsure("mail pipes to or starts a program")
+    return r
+
+
+def check_shell_words(text: str) -> list[str]:
+    """Split a command line the simple way (used for programs' own argv strings)."""
+    try:
+        return shlex.split(text)
+    except ValueError:
+        return []
+
+
+CHECKERS = {
+    "vi": check_ex,
+    "ex": check_ex,
+    "less": check_less,
+    "nano": check_nano,
+    "psql": check_psql,
+    "mysql": check_mysql,
+    "sqlite": check_sqlite,
+    "gdb": check_gdb,
+    "ftp": check_ftp,
+    "ed": check_ed,
+    "mail": check_mail,
+}
+
+
+def check_line(lang: str, text: str) -> LangResult:
+    """A line submitted to a program whose language is ``lang``."""
+    if lang == "python":
+        return check_python(text, repl=True)
+    if lang in CHECKERS:
+        return CHECKERS[lang](text)
+    if lang == "harmless":
+        return LangResult()
+    if lang == "perl":
+        return check_perl(text)
+    if lang in _TRIVIAL_WORDS:
+        return check_trivial(lang, text)
+    r = LangResult()
+    r.unsure(f"a line for {lang or 'a program bastille cannot read'}")
+    return r

@@ -1,0 +1,669 @@
+"""Programs: the generic handling of every catalogue kind, and the effect specs.
+
+``run(prog, name, args, ctx)`` is called for a command whose program is in the
+catalogue. For every kind it checks the catalogue's ``exec`` options and
+``exec_subcommands`` (and a dynamic argument where one of them could hide), computes the
+paths the program writes or removes (``writes``/``deletes`` specs), then:
+
+* ``plain``: records the command;
+* ``wrapper``: records it and analyses the wrapped command like a command of its own;
+* ``shell``: analyses ``-c`` strings, here-documents and static pipes as bash; a script
+  written in this session, code read from a descriptor or from the user's input is
+  uncertain; a bare interactive shell becomes the foreground;
+* ``interp``: inline code through ``langs.py``; scripts like shells; a bare interpreter
+  becomes a foreground REPL;
+* ``repl``/``screen``: the program becomes the foreground (its lines are then checked
+  as that program's language); in an exec session, where keys are not decided, it is
+  uncertain unless harmless;
+* ``opaque``: uncertain;
+* ``special``: a handler in ``tools.py``.
+
+Known limits: option parsing follows each catalogue entry's ``with_arg`` lists; an option
+the entry does not know is read as a flag.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from gateway.policy.catalogue import Program
+from gateway.policy.langs import LangResult, check_line, check_python, check_trivial
+from gateway.policy.values import AStr, Field, Hole, astr, resolve, static
+
+if TYPE_CHECKING:
+    from gateway.policy.analyze import Ctx
+
+# builtins that also exist as programs (a wrapper runs the program)
+STANDALONE = frozenset({"echo", "printf", "kill", "test", "[", "pwd", "true", "false", "time"})
+PY_MODULES_OK = frozenset(
+    "json.tool http.server venv pip ensurepip site timeit calendar zipfile tarfile py_compile "
+    "compileall platform sysconfig base64 uuid gzip tokenize ast dis this".split()
+)
+PY_MODULES_REPL = frozenset({"pdb", "code", "asyncio"})
+# where package managers and system tools write (never /dev, /proc, /sys, homes)
+SYSTEM_DIRS = ("/etc/**", "/usr/**", "/var/**", "/opt/**", "/lib/**", "/lib64/**", "/boot/**",
+               "/bin/**", "/sbin/**", "/srv/**")
+
+
+def run(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
+    from gateway.policy import tools
+
+    if prog.kind == "special":
+        handler = tools.HANDLERS.get(prog.handler)
+        if handler is None:
+            ctx.an.unsure(f"{name} is not checked")
+            record(name, args, ctx)
+            return
+        handler(prog, name, args, ctx)
+        return
+    exec_checks(prog, name, args, ctx)
+    add_effects(prog, args, ctx)
+    if prog.kind == "plain":
+        record(name, args, ctx)
+    elif prog.kind == "wrapper":
+        record(name, args, ctx)
+        inner = skip_options(prog, args)
+        if inner:
+            run_inner(inner, ctx, name)
+    elif prog.kind == "shell":
+        shell(prog, name, args, ctx)
+    elif prog.kind == "interp":
+        interp(prog, name, args, ctx)
+    elif prog.kind == "repl":
+        record(name, args, ctx)
+        stdin_code(name, prog.lang, ctx, kind="repl")
+    elif prog.kind == "screen":
+        record(name, args, ctx)
+        screen(name, prog.lang, ctx)
+    else:
+        record(name, args, ctx)
+        ctx.an.unsure(f"{name} runs code bastille cannot check" + (
+            f" ({prog.why})" if prog.why else ""))
+
+
+def record(name: str, args: Sequence[Field], ctx: Ctx) -> None:
+    ctx.an.record(name, args, ctx.texts, ctx.st, ctx.effects)
+
+
+# --------------------------------------------------------------------------- options
+
+
+def opt_matches(arg: str, opt: str) -> bool:
+    """Does ``arg`` use option ``opt`` (abbreviated long options and bundles included)?"""
+    if not opt.startswith("-"):
+        return arg == opt
+    if opt.startswith("--"):
+        name = arg.split("=", 1)[0]
+        if arg == opt or arg.startswith(opt + "="):
+            return True
+        return name.startswith("--") and len(name) >= 5 and opt.startswith(name)
+    if len(opt) == 2:
+        return arg.startswith("-") and not arg.startswith("--") and opt[1] in arg[1:] and \
+            len(arg) > 1
+    return arg == opt or arg.startswith(opt + "=") or arg.startswith(opt)
+
+
+def exec_checks(prog: Program, name: str, args: Sequence[Field], ctx: Ctx) -> bool:
+    """The catalogue's exec options and subcommands; True if one was used."""
+    flagged = False
+    for a in args:
+        t = a.text
+        if t is None:
+            if (prog.exec or prog.exec_subcommands) and a.maybe_option:
+                ctx.an.unsure(f"dynamic argument to {name}, which has options that run code")
+                flagged = True
+            continue
+        for o in prog.exec:
+            if opt_matches(t, o):
+                ctx.an.unsure(f"{name} {o} runs other code")
+                flagged = True
+    if prog.exec_subcommands:
+        ops = operands(prog, args)[0]
+        if ops and ops[0].text in prog.exec_subcommands:
+            ctx.an.unsure(f"{name} {ops[0].text} runs other code")
+            flagged = True
+        elif ops and ops[0].text is None:
+            ctx.an.unsure(f"dynamic subcommand of {name}")
+            flagged = True
+    return flagged
+
+
+def operands(prog: Program, args: Sequence[Field]) -> tuple[list[Field], dict[str, Field | None]]:
+    """Split ``args`` into operands and options (option -> its value or None)."""
+    ops: list[Field] = []
+    opts: dict[str, Field | None] = {}
+    i, n = 0, len(args)
+    after = False
+    while i < n:
+        a = args[i]
+        t = a.text
+        i += 1
+        if after or t is None or not t.startswith("-") or t == "-":
+            ops.append(a)
+            continue
+        if t == "--":
+            after = True
+            continue
+        if t.startswith("--"):
+            key, eq, val = t.partition("=")
+            if key[2:] in prog.long_with_arg and not eq:
+                opts[key] = args[i] if i < n else None
+                i += 1
+            else:
+                opts[key] = Field(astr(val)) if eq else None
+            continue
+        body = t[1:]
+        for k, c in enumerate(body):
+            if c in prog.with_arg:
+                rest = body[k + 1 :]
+                if rest:
+                    opts["-" + c] = Field(astr(rest))
+                else:
+                    opts["-" + c] = args[i] if i < n else None
+                    i += 1
+                break
+            opts["-" + c] = None
+    return ops, opts
+
+
+def skip_options(prog: Program, args: Sequence[Field]) -> list[Field]:
+    """A wrapper's options and positionals removed: the wrapped command's argv."""
+    i, n = 0, len(args)
+    while i < n:
+        t = args[i].text
+        if t is None or not t.startswith("-") or t == "-":
+            break
+        i += 1
+        if t == "--":
+            break
+        if t.startswith("--"):
+            key, eq, _ = t.partition("=")
+            if key[2:] in prog.long_with_arg and not eq:
+                i += 1
+            continue
+        for k, c in enumerate(t[1:]):
+            if c in prog.with_arg:
+                if not t[k + 2 :]:
+                    i += 1
+                break
+    return list(args[i + prog.positionals :])
+
+
+def run_inner(args: list[Field], ctx: Ctx, wrapper: str) -> None:
+    """The command a wrapper runs: a program (no function, no builtin)."""
+    head = args[0]
+    if head.text is None:
+        ctx.an.unsure(f"dynamic command run by {wrapper}")
+        return
+    prog, base = ctx.an.lookup(head.text, ctx) if head.text not in STANDALONE else (
+        None, head.text)
+    if prog is None:
+        ctx.an.record(base, args[1:], ctx.texts, ctx.st, ctx.effects)
+        return
+    run(prog, base, args[1:], ctx)
+
+
+# --------------------------------------------------------------------------- effects
+
+
+def add_effects(prog: Program, args: Sequence[Field], ctx: Ctx) -> None:
+    from gateway.policy.analyze import Effect
+
+    if not prog.writes and not prog.deletes:
+        return
+    ops, opts = operands(prog, args)
+    for kind, specs in (("write", prog.writes), ("delete", prog.deletes)):
+        for spec in specs:
+            for path, content in spec_paths(spec, ops, opts, ctx):
+                ctx.effects.append(Effect(kind, path, source=prog.name))
+                if kind == "write" and content:
+                    ctx.an.check_autorun(path, prog.name)
+                    ctx.st.wrote(path)
+
+
+def _flag_set(opts: dict[str, Field | None], flags: str) -> bool:
+    return any(f in opts for f in flags.split(","))
+
+
+def spec_paths(spec: str, ops: list[Field], opts: dict[str, Field | None], ctx: Ctx
+               ) -> list[tuple[AStr, bool]]:
+    """Paths named by one writes/deletes spec; ``(path, user_content)``.
+
+    A spec may end with ``|unless:FLAGS`` or ``|if:FLAGS`` (comma-separated options).
+    """
+    st = ctx.st
+    spec, _, cond = spec.partition("|")
+    if cond:
+        ckind, _, flags = cond.partition(":")
+        if ckind == "sub":
+            if not ops or ops[0].text not in flags.split(","):
+                return []
+        elif (ckind == "unless") == _flag_set(opts, flags):
+            return []
+        if ckind == "if" and "-q" in opts:
+            return []
+    kind, _, arg = spec.partition(":")
+
+    def p(f: Field | None) -> AStr:
+        if f is None:
+            return (Hole.ANY,)
+        return ctx.an.path(f, st)
+
+    def under(d: AStr) -> AStr:
+        return join(d, Hole.ANY)
+
+    if kind == "operands":
+        return [(p(o), True) for o in ops if o.text != "-"]
+    if kind == "operands-but-first":
+        return [(p(o), False) for o in ops[1:]]
+    if kind == "all-but-last":
+        if "-t" in opts or "--target-directory" in opts:
+            return [(p(o), False) for o in ops]
+        return [(p(o), False) for o in ops[:-1]]
+    if kind == "last":
+        if "-t" in opts or "--target-directory" in opts or len(ops) < 2:
+            return []
+        dest = p(ops[-1])
+        return [(dest, True), *((join(dest, _base(o)), True) for o in ops[:-1])]
+    if kind == "target-dir":
+        d = opts.get(arg) or opts.get("--target-directory")
+        if arg not in opts and "--target-directory" not in opts:
+            return []
+        return [(join(p(d), _base(o)), True) for o in ops]
+    if kind == "url-name":
+        out2: list[tuple[AStr, bool]] = []
+        for o in ops:
+            t = o.text
+            if t is None or "://" not in t:
+                continue
+            name = t.split("?", 1)[0].split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+            if "://" in t and t.split("://", 1)[1].count("/") == 0:
+                name = "index.html"
+            out2.append((join(st.cwd, name or Hole.SEG), True))
+        return out2
+    if kind == "first":
+        return [(p(ops[0]), True)] if ops else []
+    if kind == "first-if":
+        return [(p(ops[0]), True)] if ops and _flag_set(opts, arg) else []
+    if kind.startswith("nth"):
+        n = int(arg.rstrip("*"))
+        if len(ops) < n:
+            return []
+        path = p(ops[n - 1])
+        return [(astr(*path, Hole.SEG) if arg.endswith("*") else path, True)]
+    if kind == "opt":
+        if arg in opts:
+            return [(p(opts[arg]), True)]
+        return []
+    if kind == "prefix-opt":
+        pre = opts.get(arg)
+        base = p(pre) if pre is not None else resolve(astr("xx"), st.cwd)
+        return [(astr(*base, Hole.SEG), True)]
+    if kind == "kv":
+        out: list[tuple[AStr, bool]] = []
+        for o in ops:
+            t = o.text
+            if t is None:
+                if not o.chunks or not isinstance(o.chunks[0], str) or o.chunks[0].startswith(
+                        arg + "="):
+                    out.append(((Hole.ANY,), True))
+            elif t.startswith(arg + "="):
+                out.append((p(Field(astr(t[len(arg) + 1:]))), True))
+        return out
+    if kind == "cwd":
+        return [(under(st.cwd), True)]
+    if kind == "cwd-if":
+        return [(under(st.cwd), True)] if _flag_set(opts, arg) else []
+    if kind == "dir-opt":
+        d = opts.get(arg)
+        return [(under(p(d) if arg in opts else st.cwd), True)]
+    if kind == "ext":
+        if _flag_set(opts, "-c,--stdout,-d,--decompress,-l,-t,--list,--test"):
+            return []
+        return [(astr(*p(o), arg), True) for o in ops]
+    if kind == "strip-ext":
+        if _flag_set(opts, "-c,--stdout,-l,-t"):
+            return []
+        return [(astr(*p(o)[:-1], Hole.SEG) if p(o) else (Hole.ANY,), True) for o in ops]
+    if kind == "path":
+        return [(_glob_path(arg), False)]
+    if kind == "system":
+        return [(_glob_path(g), False) for g in SYSTEM_DIRS]
+    if kind == "unknown":
+        return [((Hole.ANY,), False)]
+    if kind == "unknown-if":
+        return [((Hole.ANY,), False)] if _flag_set(opts, arg) else []
+    if kind == "operands-unless":
+        return [] if _flag_set(opts, arg) else [(p(o), False) for o in ops]
+    if kind == "operands-if":
+        return [(p(o), False) for o in ops] if _flag_set(opts, arg) else []
+    raise ValueError(f"catalogue: unknown effect spec {spec!r}")
+
+
+def join(d: AStr, name: str | Hole | AStr) -> AStr:
+    """``d/name`` (``/`` root and holes handled)."""
+    tail = name if isinstance(name, tuple) else (name,)
+    if d == ("/",):
+        return astr("/", *tail)
+    return astr(*d, "/", *tail)
+
+
+def _base(f: Field) -> AStr:
+    """The last path component of a field (what ``cp SRC DIR`` creates in DIR)."""
+    t = f.text
+    if t is not None:
+        b = t.rstrip("/").rsplit("/", 1)[-1]
+        return (b,) if b and b not in (".", "..") else (Hole.SEG,)
+    last = f.chunks[-1] if f.chunks else Hole.ANY
+    if isinstance(last, str) and "/" in last:
+        b = last.rstrip("/").rsplit("/", 1)[-1]
+        return (b,) if b else (Hole.SEG,)
+    return (Hole.SEG,)
+
+
+def _glob_path(glob: str) -> AStr:
+    chunks: list[object] = []
+    for piece in re.split(r"(\*\*|\*)", glob):
+        if piece == "**":
+            chunks.append(Hole.ANY)
+        elif piece == "*":
+            chunks.append(Hole.SEG)
+        elif piece:
+            chunks.append(piece)
+    return astr(*chunks)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- code
+
+
+def apply_lang(r: LangResult, ctx: Ctx, where: str) -> None:
+    """What a piece of another language runs and writes, into the analysis."""
+    from gateway.policy.analyze import Effect, Stdin
+
+    for cmd in r.shell:
+        ctx.an.text(cmd, ctx.st.child(), Stdin("null"), what=f"run by {where}")
+    for w in r.writes:
+        path: AStr = (Hole.ANY,) if w in ("?", "%", "") else resolve(astr(w), ctx.st.cwd)
+        ctx.effects.append(Effect("write", path, source=where))
+        ctx.an.check_autorun(path, where)
+    for u in r.uncertain:
+        ctx.an.unsure(u)
+
+
+def code(lang: str, text: str | None, ctx: Ctx, where: str) -> None:
+    if text is None:
+        ctx.an.unsure(f"dynamic inline code for {where}")
+        return
+    if lang == "python":
+        apply_lang(check_python(text), ctx, where)
+    elif lang == "perl":
+        from gateway.policy.langs import check_perl
+
+        apply_lang(check_perl(text), ctx, where)
+    elif lang in ("ruby", "node", "php", "lua", "tcl"):
+        apply_lang(check_trivial(lang, text), ctx, where)
+    elif lang == "bash":
+        from gateway.policy.analyze import Stdin
+
+        ctx.an.text(text, ctx.st.child(), Stdin("null"), what=f"read by {where}")
+    else:
+        apply_lang(check_line(lang, text), ctx, where)
+
+
+_STDIN_WHAT = {"pipe": "pipe", "heredoc": "here-document", "herestring": "here-string",
+               "procsub": "process substitution", "coproc": "coprocess", "file": "file"}
+
+
+def stdin_code(name: str, lang: str, ctx: Ctx, *, kind: str) -> None:
+    """A program that reads its commands from standard input."""
+    from gateway.policy.analyze import Start
+
+    s = ctx.stdin
+    if s.kind == "tty":
+        if ctx.an.exec_mode:
+            ctx.an.unsure(f"{name} reads commands from the terminal; exec sessions do not "
+                          "check them")
+            return
+        ctx.an.starts.append(Start(name, "shell" if lang == "bash" else kind, lang))
+        if lang == "bash":
+            ctx.st.forget_shell()
+        return
+    if s.kind == "user":
+        ctx.an.unsure(f"{name} reads commands from the user's input, which the bastion "
+                      "does not check")
+        return
+    if s.kind == "null":
+        return
+    if s.kind == "file":
+        script_file(name, Field(s.path or (Hole.ANY,)), ctx, path_known=True)
+        return
+    if s.text is not None and s.kind in ("heredoc", "herestring", "pipe"):
+        if lang == "bash":
+            code("bash", s.text, ctx, f"{name}")
+        elif lang == "python":
+            apply_lang(check_python(s.text), ctx, name)
+        else:
+            for line in s.text.splitlines():
+                apply_lang(check_line(lang, line), ctx, name)
+        return
+    ctx.an.unsure(f"{_STDIN_WHAT.get(s.kind, 'input')} into interpreter {name}")
+
+
+def script_file(name: str, f: Field, ctx: Ctx, *, path_known: bool = False) -> None:
+    """A file of commands run by ``name`` (a script, ``source``, ``-f file``)."""
+    t = f.text
+    if path_known:
+        path = f.chunks
+        t = static(path)
+    elif t is None:
+        ctx.an.unsure(f"dynamic script for {name}")
+        return
+    else:
+        path = ctx.an.path(f, ctx.st)
+    if t is None or t in ("-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0", "/dev/tty") or (
+            t.startswith(("/dev/fd/", "/proc/")) and "/fd/" in t):
+        s = ctx.stdin
+        if t in ("-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0") and not path_known and \
+                s.text is not None and s.kind in ("heredoc", "herestring", "pipe"):
+            stdin_code(name, "bash" if name in ("sh", "bash", "source", ".") else "", ctx,
+                       kind="repl")
+            return
+        if t in ("-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0", "/dev/tty") and \
+                s.kind == "tty":
+            ctx.an.unsure(f"{name} reads code from the terminal and runs it at end of input "
+                          "(Ctrl-D), without an Enter to hold")
+            return
+        ctx.an.unsure(f"{name} reads code from a descriptor")
+        return
+    if ctx.an.written_match(path, ctx.st):
+        ctx.an.unsure(f"{name} runs {t}, a file written in this session")
+    elif ctx.st.unknown_writes:
+        ctx.an.unsure(f"{name} runs {t} after this session wrote to unknown paths")
+
+
+# --------------------------------------------------------------------------- shells, interpreters
+
+
+def shell(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
+    record(name, args, ctx)
+    i, n = 0, len(args)
+    cmd_mode = interactive = from_stdin = False
+    while i < n:
+        t = args[i].text
+        if t is None:
+            if cmd_mode:
+                break
+            if args[i].maybe_option:
+                ctx.an.unsure(f"dynamic option to {name}")
+                return
+            break
+        if t in ("--", "-"):
+            i += 1
+            if t == "-":
+                from_stdin = True
+            break
+        if t.startswith("--"):
+            if t in ("--rcfile", "--init-file"):
+                if i + 1 < n:
+                    script_file(name, args[i + 1], ctx)
+                i += 2
+                continue
+            i += 1
+            continue
+        if t.startswith(("-", "+")) and len(t) > 1:
+            letters = t[1:]
+            if "c" in letters:
+                cmd_mode = True
+            if "i" in letters:
+                interactive = True
+            if "s" in letters:
+                from_stdin = True
+            i += 1 + sum(1 for c in letters if c in "oO")
+            continue
+        break
+    rest = args[i:]
+    if interactive:
+        rc_check(name, ctx)
+    if cmd_mode:
+        if not rest:
+            ctx.an.unsure(f"{name} -c without a command")
+            return
+        text = rest[0].text
+        if text is None:
+            ctx.an.unsure(f"dynamic string passed to {name} -c")
+            return
+        child = ctx.st.child(interactive=interactive)
+        params = [a.text for a in rest[2:]]
+        child.positional = None if any(p is None for p in params) else [
+            p for p in params if p is not None]
+        ctx.an.text(text, child, ctx.stdin, what=f"in {name} -c")
+        return
+    if rest and not from_stdin:
+        script_file(name, rest[0], ctx)
+        return
+    if ctx.stdin.kind == "tty" and not ctx.an.exec_mode:
+        rc_check(name, ctx)
+    stdin_code(name, "bash", ctx, kind="shell")
+
+
+def rc_check(name: str, ctx: Ctx) -> None:
+    """A new interactive shell reads start-up files: were they written in this session?"""
+    for rc in ("~/.bashrc", "~/.bash_profile", "~/.profile", "~/.bash_login", "~/.inputrc"):
+        if ctx.an.written_match(astr(rc), ctx.st):
+            ctx.an.unsure(f"{name} reads {rc}, written in this session")
+            return
+
+
+def interp(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
+    from gateway.policy.analyze import Effect
+
+    record(name, args, ctx)
+    lang = prog.lang
+    i, n = 0, len(args)
+    short_code = {o[1] for o in prog.code if len(o) == 2}
+    had_code = in_place = False
+    takes = {"python": "WXQ", "perl": "IMmxl0F", "ruby": "IrCF", "php": "cdfz",
+             "node": "r", "lua": "l", "tcl": ""}.get(lang, "")
+    while i < n:
+        a = args[i]
+        t = a.text
+        if t is None:
+            if a.maybe_option:
+                ctx.an.unsure(f"dynamic option to {name}")
+                return
+            break
+        if t == "-":
+            if had_code:
+                break
+            stdin_code(name, lang, ctx, kind="repl")
+            return
+        if t == "--":
+            i += 1
+            break
+        if t in prog.code or any(t.startswith(o + "=") for o in prog.code if o.startswith("--")):
+            value = t.split("=", 1)[1] if "=" in t and t.startswith("--") else (
+                args[i + 1].text if i + 1 < n else "")
+            code(lang, value, ctx, name)
+            had_code = True
+            i += 1 if "=" in t else 2
+            if lang in ("perl", "ruby", "php"):
+                continue
+            return
+        if t.startswith("-") and not t.startswith("--") and len(t) > 1:
+            body = t[1:]
+            if lang in ("perl", "ruby") and "i" in body.split("e")[0]:
+                in_place = True
+            hit = next((k for k, c in enumerate(body) if c in short_code), None)
+            if hit is not None and lang != "node":
+                inline = body[hit + 1 :]
+                value = inline if inline else (args[i + 1].text if i + 1 < n else "")
+                code(lang, value, ctx, name)
+                had_code = True
+                i += 1 if inline else 2
+                if lang in ("perl", "ruby"):
+                    continue
+                return
+            if lang == "python" and body.startswith("m"):
+                module = body[1:] or (args[i + 1].text if i + 1 < n else None)
+                _py_module(name, module, ctx)
+                return
+            if lang == "php" and "a" in body:
+                stdin_code(name, lang, ctx, kind="repl")
+                return
+            if lang == "php" and body.startswith("d") and "auto_" in (body + (
+                    args[i + 1].text or "" if i + 1 < n else "")):
+                ctx.an.unsure("php -d auto_prepend_file runs another file")
+            if lang == "perl" and body.startswith("d"):
+                ctx.an.unsure("perl -d starts the perl debugger")
+            if lang == "php" and body[:1] == "f" and i + 1 < n:
+                script_file(name, args[i + 1], ctx)
+                return
+            if body[:1] in takes and len(body) == 1:
+                i += 2
+                continue
+            i += 1
+            continue
+        if t.startswith("--"):
+            if lang == "node" and t in ("--require", "--import", "--loader"):
+                i += 2
+                continue
+            if t in ("--interactive",):
+                stdin_code(name, lang, ctx, kind="repl")
+                return
+            i += 1
+            continue
+        break
+    rest = args[i:]
+    if had_code:
+        if in_place:
+            for f in rest:
+                path = ctx.an.path(f, ctx.st)
+                ctx.effects.append(Effect("write", path, source=f"{name} -i"))
+                ctx.an.check_autorun(path, f"{name} -i")
+        return
+    if rest:
+        script_file(name, rest[0], ctx)
+        return
+    stdin_code(name, lang, ctx, kind="repl")
+
+
+def _py_module(name: str, module: str | None, ctx: Ctx) -> None:
+    if module is None:
+        ctx.an.unsure(f"{name} -m with a dynamic module")
+    elif module in PY_MODULES_REPL:
+        stdin_code(name, "python", ctx, kind="repl")
+    elif module not in PY_MODULES_OK:
+        ctx.an.unsure(f"{name} -m {module} runs a module bastille does not know")
+
+
+def screen(name: str, lang: str, ctx: Ctx) -> None:
+    """A full-screen program takes the terminal."""
+    from gateway.policy.analyze import Start
+
+    if ctx.an.exec_mode:
+        if lang != "harmless":
+            ctx.an.unsure(f"{name} takes the terminal; exec sessions do not check its keys")
+        return
+    ctx.an.starts.append(Start(name, "screen", lang))
