@@ -128,11 +128,13 @@ class TargetConfig:
 @dataclass(frozen=True)
 class RuleConfig:
     name: str
-    match: str
+    match: str  # "" for a rule about effects only
     action: str  # allow | deny | approve
     targets: tuple[str, ...] = ("*",)
     users: tuple[str, ...] = ("*",)
     groups: tuple[str, ...] = ("*",)
+    writes: tuple[str, ...] = ()  # path globs the command writes
+    deletes: tuple[str, ...] = ()  # path globs the command removes
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,8 @@ class PolicySettings:
     mask_exec: bool = True  # mask the recordings of exec sessions (costs bulk throughput)
     mask_transfers: bool = True  # mask file contents (sftp/scp/rsync) in recordings
     mask_patterns: tuple[tuple[str, str | None], ...] = ()  # extra (regex, prefix) to mask
+    escapes: str = "allow"  # starting a REPL/editor/pager with its own prompt: allow | approve
+    programs: tuple[str, ...] = ()  # operator-declared plain programs (names or paths)
 
     @property
     def enabled(self) -> bool:
@@ -733,8 +737,8 @@ def _rdp(r: _Reader, data: dict[str, Any], targets: Mapping[str, TargetConfig],
 
 
 _POLICY = {"rules", "default", "on_uncertain", "mask_live", "mask_exec", "mask_transfers",
-           "mask_patterns"}
-_RULE = {"name", "match", "action", "targets", "users", "groups"}
+           "mask_patterns", "escapes", "programs"}
+_RULE = {"name", "match", "action", "targets", "users", "groups", "writes", "deletes"}
 _APPROVALS = {"approvers", "timeout", "webhook_url", "webhook_format"}
 _ACTIONS = ("allow", "deny", "approve")
 
@@ -761,9 +765,12 @@ def _policy(r: _Reader, data: dict[str, Any]) -> PolicySettings:
         elif name in seen:
             r.problem(f"{path}.name", f"duplicate rule name {name!r}")
         seen.add(name)
-        if not match:
-            r.problem(f"{path}.match", "required (a regex over the normalized command)")
-        else:
+        writes = r.str_list(rule, "writes", path)
+        deletes = r.str_list(rule, "deletes", path)
+        if not match and not writes and not deletes:
+            r.problem(f"{path}.match", "required (a regex over the normalized command), "
+                      "unless writes or deletes name the paths the rule is about")
+        elif match:
             try:
                 re.compile(match)
             except re.error as exc:
@@ -774,6 +781,7 @@ def _policy(r: _Reader, data: dict[str, Any]) -> PolicySettings:
             targets=r.str_list(rule, "targets", path) or ("*",),
             users=r.str_list(rule, "users", path) or ("*",),
             groups=r.str_list(rule, "groups", path) or ("*",),
+            writes=writes, deletes=deletes,
         ))
     patterns: list[tuple[str, str | None]] = []
     raw_patterns = p.get("mask_patterns", [])
@@ -804,6 +812,8 @@ def _policy(r: _Reader, data: dict[str, Any]) -> PolicySettings:
         mask_exec=r.get(p, "mask_exec", "policy", bool, True),
         mask_transfers=r.get(p, "mask_transfers", "policy", bool, True),
         mask_patterns=tuple(patterns),
+        escapes=r.choice(p, "escapes", "policy", ("allow", "approve"), "allow"),
+        programs=r.str_list(p, "programs", "policy"),
     )
 
 

@@ -738,7 +738,8 @@ class Analyzer:
                 continue
             assert isinstance(it, Part)
             if isinstance(it, Tilde):
-                add(it.text, False)
+                for c in _tilde(it.text, st):
+                    add(c, False)
                 produced[-1] = True
                 continue
             values = self.part_value(it, st)
@@ -931,6 +932,21 @@ _MISSING = object()
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _tilde(text: str, st: ShellState) -> AStr:
+    """``~`` (HOME, symbolic unless set in this session), ``~+`` (PWD), ``~-`` (OLDPWD),
+    ``~user`` (kept symbolic)."""
+    if text == "~":
+        if "HOME" in st.vars:
+            v = st.vars["HOME"]
+            return (v,) if v is not None else (Hole.ANY,)
+        return ("~",)
+    if text == "~+":
+        return st.cwd if "PWD" not in st.vars or st.vars["PWD"] is not None else (Hole.ANY,)
+    if text == "~-":
+        return st.oldpwd if st.oldpwd is not None else (Hole.ANY,)
+    return (text,)
 
 
 def _quoted(p: Part) -> bool:

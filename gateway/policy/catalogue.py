@@ -13,6 +13,7 @@ described here and cannot be seen.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import tomllib
 from collections.abc import Iterable
@@ -53,20 +54,31 @@ class Catalogue:
     program_vars: frozenset[str]
     prompt_vars: frozenset[str]
     autorun: tuple[str, ...]
+    patterns: tuple[str, ...] = ()  # operator-declared programs given as paths or globs
 
     def program(self, name: str) -> Program | None:
-        return self.programs.get(name)
+        prog = self.programs.get(name)
+        if prog is None and self.patterns and any(
+                fnmatch.fnmatchcase(name, p) for p in self.patterns):
+            return Program(name, why="declared by the operator ([policy] programs)")
+        return prog
 
     def builtin(self, name: str) -> str | None:
         return self.builtins.get(name)
 
     def with_plain(self, names: Iterable[str]) -> Catalogue:
-        """This catalogue plus operator-declared plain programs (``[policy] programs``)."""
-        extra = {n: Program(n) for n in names if n not in self.programs}
-        if not extra:
+        """This catalogue plus operator-declared plain programs (``[policy] programs``):
+        names (``deploy.sh``), paths (``./deploy.sh``, ``~/bin/x``) or globs of paths
+        (``/opt/app/bin/*``)."""
+        names = list(names)
+        extra = {n: Program(n, why="declared by the operator") for n in names
+                 if "/" not in n and not any(c in n for c in "*?[") and n not in self.programs}
+        patterns = tuple(n for n in names if "/" in n or any(c in n for c in "*?["))
+        if not extra and not patterns:
             return self
         return Catalogue(self.builtins, {**self.programs, **extra}, self.runs_code_vars,
-                         self.program_vars, self.prompt_vars, self.autorun)
+                         self.program_vars, self.prompt_vars, self.autorun,
+                         self.patterns + patterns)
 
 
 def _program(name: str, raw: dict[str, object]) -> Program:

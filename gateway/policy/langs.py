@@ -32,6 +32,7 @@ class LangResult:
     """What a piece of another language's code does, as far as the shell is concerned."""
 
     shell: list[str] = field(default_factory=list)  # shell command lines it runs
+    piped: list[str] = field(default_factory=list)  # ... that also get data on stdin
     writes: list[str] = field(default_factory=list)  # paths ("%": the program's own file)
     uncertain: list[str] = field(default_factory=list)
     exits: bool = False  # the line leaves the program (back to the shell)
@@ -497,6 +498,8 @@ def check_ex(line: str) -> LangResult:
     if rest.startswith("!"):
         cmd = rest[1:]
         _bang(cmd, r, "vi")
+        if rng.strip() and r.shell:  # a filter: the lines go to the command's input
+            r.piped.append(r.shell.pop())
         return r
     m2 = re.match(r"([A-Za-z]+|[<>&~=#@]|!)(!?)\s*(.*)", rest, re.S)
     if m2 is None:
@@ -507,6 +510,8 @@ def check_ex(line: str) -> LangResult:
     name, bang, arg = m2.group(1), m2.group(2), m2.group(3)
     if name in ("r", "read", "w", "write") and arg.startswith("!"):
         _bang(arg[1:], r, "vi")
+        if name in ("w", "write") and r.shell:  # the buffer goes to the command's input
+            r.piped.append(r.shell.pop())
         return r
     if name in ("g", "global", "v", "vglobal"):
         gm = re.match(r"(.)(?:(?!\1).|\\.)*\1(.*)", arg, re.S)
@@ -570,7 +575,7 @@ def check_less(line: str) -> LangResult:
         if not cmd:
             r.unsure("less pipes into a shell")
         else:
-            r.shell.append(cmd)
+            r.piped.append(cmd)
     elif re.match(r"(?:log file|Log file):", s):
         r.writes.append(s.split(":", 1)[1].strip() or "?")
     elif s.startswith(":") and s[1:].strip() in ("q", "Q", "x", "quit"):
@@ -618,13 +623,13 @@ def check_psql(line: str) -> LangResult:
             _bang(arg, r, "psql")
         elif name in ("o", "out", "g", "gx", "w", "write") and arg.strip().startswith("|"):
             cmd = arg.strip()[1:].strip()
-            r.shell.append(cmd) if cmd else r.unsure("psql pipes to a command")
+            r.piped.append(cmd) if cmd else r.unsure("psql pipes to a command")
         elif name in ("o", "out", "w", "write", "g", "gx") and arg.strip():
             r.writes.append(arg.strip().split()[0])
         elif name == "copy":
             pm = re.search(r"\bprogram\s+'((?:[^']|'')*)'", arg, re.I)
             if pm:
-                r.shell.append(pm.group(1).replace("''", "'"))
+                r.piped.append(pm.group(1).replace("''", "'"))
             elif re.search(r"\bprogram\b", arg, re.I):
                 r.unsure("psql \\copy program")
         elif name in ("e", "edit", "ef", "ev"):
@@ -643,7 +648,7 @@ def _sql_programs(s: str, r: LangResult) -> None:
     sql = re.sub(r"\\\S+[^\\]*", " ", s)
     pm = re.search(r"\bprogram\s+'((?:[^']|'')*)'", sql, re.I)
     if pm:
-        r.shell.append(pm.group(1).replace("''", "'"))
+        r.piped.append(pm.group(1).replace("''", "'"))
     elif re.search(r"\bcopy\b.*\bprogram\b", sql, re.I | re.S):
         r.unsure("COPY ... PROGRAM runs a command")
     if re.search(r"\blanguage\s+['\"]?\w*u['\"]?\b|\bplsh\b", sql, re.I):
@@ -700,7 +705,7 @@ def check_sqlite(line: str) -> LangResult:
         elif name in ("output", "once", "log"):
             a = arg.strip()
             if a.startswith("|"):
-                r.shell.append(a[1:].strip())
+                r.piped.append(a[1:].strip())
             elif a.startswith("-") or not a:
                 r.unsure(f"sqlite3 .{name} {a} opens a program") if a else None
             else:

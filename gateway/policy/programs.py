@@ -67,6 +67,8 @@ def run(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         inner = skip_options(prog, args)
         if inner:
             run_inner(inner, ctx, name)
+        elif prog.string:  # no command: the program starts a shell
+            stdin_code(name, "bash", ctx, kind="shell")
     elif prog.kind == "shell":
         shell(prog, name, args, ctx)
     elif prog.kind == "interp":
@@ -384,10 +386,13 @@ def apply_lang(r: LangResult, ctx: Ctx, where: str) -> None:
 
     for cmd in r.shell:
         ctx.an.text(cmd, ctx.st.child(), Stdin("null"), what=f"run by {where}")
+    for cmd in r.piped:
+        ctx.an.text(cmd, ctx.st.child(), Stdin("pipe"), what=f"run by {where}")
     for w in r.writes:
         path: AStr = (Hole.ANY,) if w in ("?", "%", "") else resolve(astr(w), ctx.st.cwd)
         ctx.effects.append(Effect("write", path, source=where))
         ctx.an.check_autorun(path, where)
+        ctx.st.wrote(path)
     for u in r.uncertain:
         ctx.an.unsure(u)
 
@@ -591,9 +596,14 @@ def interp(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
             if lang in ("perl", "ruby", "php"):
                 continue
             return
+        if t.startswith("-") and not t.startswith("--") and len(t) > 1 and lang == "perl":
+            i, stop, in_place2 = _perl_bundle(name, t[1:], args, i, ctx)
+            had_code = had_code or stop
+            in_place = in_place or in_place2
+            continue
         if t.startswith("-") and not t.startswith("--") and len(t) > 1:
             body = t[1:]
-            if lang in ("perl", "ruby") and "i" in body.split("e")[0]:
+            if lang == "ruby" and "i" in body.split("e")[0]:
                 in_place = True
             hit = next((k for k, c in enumerate(body) if c in short_code), None)
             if hit is not None and lang != "node":
@@ -617,6 +627,12 @@ def interp(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
                 ctx.an.unsure("php -d auto_prepend_file runs another file")
             if lang == "perl" and body.startswith("d"):
                 ctx.an.unsure("perl -d starts the perl debugger")
+            if lang == "perl" and body[:1] in ("M", "m"):
+                module = body[1:] or (args[i + 1].text if i + 1 < n else None) or ""
+                if not re.fullmatch(r"-?[\w:]+(?:=[\w,:-]*)?", module):
+                    ctx.an.unsure("perl -M with code after the module name")
+                i += 1 if body[1:] else 2
+                continue
             if lang == "php" and body[:1] == "f" and i + 1 < n:
                 script_file(name, args[i + 1], ctx)
                 return
@@ -647,6 +663,35 @@ def interp(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         script_file(name, rest[0], ctx)
         return
     stdin_code(name, lang, ctx, kind="repl")
+
+
+def _perl_bundle(name: str, body: str, args: list[Field], i: int, ctx: Ctx
+                 ) -> tuple[int, bool, bool]:
+    """One perl option bundle (``-lane``, ``-pi.bak``, ``-MPOSIX``, ``-e CODE``):
+    returns (next index, code was given, in-place editing)."""
+    n = len(args)
+    had_code = in_place = False
+    for k, c in enumerate(body):
+        rest = body[k + 1 :]
+        if c in "eE":
+            value = rest if rest else (args[i + 1].text if i + 1 < n else "")
+            code("perl", value, ctx, name)
+            return i + (1 if rest else 2), True, in_place
+        if c in "Mm":
+            module = rest or (args[i + 1].text if i + 1 < n else None) or ""
+            if not re.fullmatch(r"-?[\w:]+(?:=[\w,:-]*)?", module):
+                ctx.an.unsure("perl -M with code after the module name")
+            return i + (1 if rest else 2), had_code, in_place
+        if c == "i":
+            return i + 1, had_code, True
+        if c == "d":
+            ctx.an.unsure("perl -d starts the perl debugger")
+            return i + 1, had_code, in_place
+        if c in "IFx0lC":
+            if c == "I" and not rest:
+                return i + 2, had_code, in_place
+            return i + 1, had_code, in_place
+    return i + 1, had_code, in_place
 
 
 def _py_module(name: str, module: str | None, ctx: Ctx) -> None:

@@ -115,6 +115,22 @@ class PolicySession:
         """The line at a held key (CPU-bound: call it in a worker thread)."""
         return self.tracker.current_line(line_id)
 
+    def describe(self, snap: LineSnapshot) -> str:
+        """The line as the audit, the recording and the approvers see it (no secret: a
+        line typed without echo is never shown)."""
+        if snap.echo_off:
+            return "(typed without echo)"
+        if snap.alternate_screen:
+            line = snap.screen_bottom if snap.cursor_bottom else snap.screen_cursor
+            top = next((f.name for f in reversed(self.stack) if f.kind == "screen"), "")
+            what = f" in {top}" if top else ""
+            if snap.key != ENTER:
+                return f"(key {snap.key}{what})"
+            return f"{line.strip()} (full-screen{what})"
+        if snap.key != ENTER:
+            return f"{snap.text} (key {snap.key})"
+        return snap.text
+
     # ------------------------------------------------------------------ decisions
 
     def decide(self, snap: LineSnapshot) -> Decision:

@@ -339,6 +339,14 @@ def _tar(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
 @handler("rsync")
 def _rsync(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     texts = _t(args)
+    if "--server" in texts:  # the far end of a transfer: its flags are a protocol string
+        dest = args[-1] if args else None
+        if "--sender" not in texts and dest is not None:
+            path = ctx.an.path(dest, ctx.st)
+            _effect(ctx, "write", astr(*path, "/", Hole.ANY) if path != ("/",) else
+                    astr("/", Hole.ANY), "rsync")
+        record(name, args, ctx)
+        return
     ops: list[Field] = []
     i, n = 0, len(args)
     delete = remove = False
@@ -606,6 +614,32 @@ def _at(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
                      texts) and name == "at":
         return
     ctx.an.unsure(f"{name} schedules commands that run later")
+
+
+@handler("chroot")
+def _chroot(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
+    record(name, args, ctx)
+    inner = skip_options(prog, args)
+    if not inner:
+        return
+    ctx.an.unsure("chroot: paths in the command mean something else under the new root")
+    if len(inner) > 1:
+        ctx.an._quiet += 1
+        try:
+            run_inner(inner[1:], ctx, "chroot")
+        finally:
+            ctx.an._quiet -= 1
+    else:
+        stdin_code(name, "bash", ctx, kind="shell")
+
+
+@handler("loader")
+def _loader(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
+    record(name, args, ctx)
+    for a in args:
+        if not (a.text or "-").startswith("-"):
+            script_file(name, a, ctx)
+            break
 
 
 # --------------------------------------------------------------------------- wrappers

@@ -96,25 +96,31 @@ async def _handle(process: asyncssh.SSHServerProcess[bytes]) -> None:
                 continue
             except (asyncssh.Error, OSError):
                 return
-            if not data:
+            try:
+                if not data:
+                    if master is not None:
+                        os.write(master, b"\x04")
+                    elif proc.stdin is not None:
+                        proc.stdin.close()
+                    return
                 if master is not None:
-                    os.write(master, b"\x04")
+                    os.write(master, data)
                 elif proc.stdin is not None:
-                    proc.stdin.close()
+                    proc.stdin.write(data)
+                    await proc.stdin.drain()
+            except OSError:  # the process is gone (BrokenPipeError, EIO): stop quietly
                 return
-            if master is not None:
-                os.write(master, data)
-            elif proc.stdin is not None:
-                proc.stdin.write(data)
-                await proc.stdin.drain()
 
     async def pump_out(stream: asyncio.StreamReader | None, stderr: bool) -> None:
         if stream is None:
             return
         writer = process.stderr if stderr else process.stdout
-        while data := await stream.read(65536):
-            writer.write(data)
-            await writer.drain()
+        try:
+            while data := await stream.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (OSError, asyncssh.Error):  # the channel closed under us
+            return
 
     pty_done = asyncio.Event()
 
@@ -125,10 +131,13 @@ async def _handle(process: asyncssh.SSHServerProcess[bytes]) -> None:
         except OSError:
             data = b""
         if data:
-            process.stdout.write(data)
-        else:
-            loop.remove_reader(master)
-            pty_done.set()
+            try:
+                process.stdout.write(data)
+                return
+            except (OSError, asyncssh.Error):  # the channel closed under us
+                pass
+        loop.remove_reader(master)
+        pty_done.set()
 
     in_task = loop.create_task(pump_in())
     outs = []
@@ -151,10 +160,13 @@ async def _handle(process: asyncssh.SSHServerProcess[bytes]) -> None:
         in_task.cancel()
         if proc.returncode is None:
             kill(signal.SIGHUP)
-    if status < 0:
-        process.exit_with_signal(signal.Signals(-status).name.removeprefix("SIG"))
-    else:
-        process.exit(status)
+    try:
+        if status < 0:
+            process.exit_with_signal(signal.Signals(-status).name.removeprefix("SIG"))
+        else:
+            process.exit(status)
+    except (OSError, asyncssh.Error):  # the client went away first
+        pass
 
 
 def _set_size(fd: int, cols: int, rows: int) -> None:

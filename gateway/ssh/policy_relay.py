@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.audit import Kind
-from gateway.policy import Action, Decision, LineTracker, StreamMasker
+from gateway.policy import Action, Decision, LineTracker, PolicySession, StreamMasker
 
 if TYPE_CHECKING:
     from gateway.ssh.session import GatewaySession
@@ -48,7 +48,17 @@ class InteractivePolicy:
         self.s = session
         self.app = session.app
         cols, rows = session.term_size[:2]
-        self.tracker = LineTracker(cols or 80, rows or 24)
+        engine = self.app.policy_engine
+        # one policy session per shell: the shell model, the foreground, the held keys
+        self.policy: PolicySession | None = None
+        if decide and engine is not None:
+            self.policy = PolicySession(engine, user=session.ctx.user.name,
+                                        groups=sorted(session.ctx.user.groups),
+                                        target=session.target_name, cols=cols or 80,
+                                        rows=rows or 24)
+            self.tracker = self.policy.tracker
+        else:
+            self.tracker = LineTracker(cols or 80, rows or 24)
         self.masker = masker
         self._write_target = write_target
         self._write_user = write_user
@@ -200,14 +210,12 @@ class InteractivePolicy:
             await self._await_echo()
             snapshot = await loop.run_in_executor(None, self.tracker.current_line, line_id)
             self._store_input(keys, echo_off=_unechoed(snapshot))
-            ctx = self.s.ctx
-            decision = self.engine.decide_snapshot(
-                snapshot, user=ctx.user.name, groups=sorted(ctx.user.groups),
-                target=self.s.target_name)
+            assert self.policy is not None
+            decision = await loop.run_in_executor(None, self.policy.decide, snapshot)
             for kind, detail in self.tracker.take_signals():
                 self.app.audit(self.s.audit_event(Kind.EVASION, "flagged",
                                                   {"signal": kind, "detail": detail}))
-            text = snapshot.text if not snapshot.echo_off else "(typed without echo)"
+            text = self.policy.describe(snapshot)
             if decision.incomplete and decision.action is Action.ALLOW:
                 self.tracker.continue_line(snapshot.text)
                 self._release(enter)
@@ -215,6 +223,7 @@ class InteractivePolicy:
             self.s.record_decision(text, decision, source="interactive")
             if decision.action is Action.ALLOW:
                 self.tracker.end_line()
+                self.policy.commit(decision)
                 self._release(enter)
             elif decision.action is Action.DENY:
                 self.tracker.end_line()
@@ -268,6 +277,8 @@ class InteractivePolicy:
         if result.status == "approved":
             self._write_user(f"bastille: approved by {result.decided_by}\r\n".encode())
             self.tracker.end_line()
+            if self.policy is not None:
+                self.policy.commit(decision, approved=True)
             self._release(enter)
         else:
             why = {"denied": f"denied by {result.decided_by}", "expired": "expired",
@@ -285,7 +296,8 @@ class InteractivePolicy:
 def exec_decision(engine: Any, command: str, *, user: str, groups: frozenset[str],
                   target: str) -> Decision:
     """Decide an exec request: the command string is exact."""
-    decision: Decision = engine.decide(command, user=user, groups=sorted(groups), target=target)
+    decision: Decision = engine.decide(command, user=user, groups=sorted(groups), target=target,
+                                       interactive=False)
     return decision
 
 

@@ -525,14 +525,16 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             stderr=True)
         waiter = asyncio.ensure_future(store.wait(request.id))
         closed = asyncio.ensure_future(self._user_closed.wait())
+        gone = True
         try:
             await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
+            gone = not waiter.done()
         finally:
             closed.cancel()
-            if not waiter.done():
+            if not waiter.done():  # cancelled() stays False until the loop runs again
                 waiter.cancel()
                 store.cancel(request.id, "the user disconnected")
-        if waiter.cancelled():
+        if gone or waiter.cancelled():
             return None
         result = waiter.result()
         self.record_approval(result)
