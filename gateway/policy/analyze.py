@@ -86,6 +86,11 @@ NUMERIC_VARS = frozenset(
     "COLUMNS LINES OPTIND OPTERR ? # $ !".split()
 )
 _STD_DIRS = ("/bin/", "/sbin/", "/usr/bin/", "/usr/sbin/", "/usr/local/bin/", "/usr/local/sbin/")
+# words typed as answers to programs' questions: no such programs (command not found)
+ANSWERS = frozenset("y n Y N no NO No yes YES Yes q Q a A s S k K r R".split())
+# where unknown programs are the system's (they must be in the catalogue), or anyone's
+_SYSTEM_PREFIXES = ("/usr/", "/bin/", "/sbin/", "/lib", "/etc/", "/boot/", "/dev/", "/proc/",
+                    "/sys/", "/run/", "/var/", "/tmp/", "/snap/", "/nix/")
 _NUMBER_RE = re.compile(r"\s*-?(?:0[xX][0-9a-fA-F]+|\d+(?:#[0-9A-Za-z@_]+)?)\s*\Z")
 
 
@@ -137,6 +142,7 @@ class Stdin:
     kind: str
     path: AStr | None = None
     text: str | None = None
+    paths: tuple[AStr, str] | None = None  # a pipe of paths under a root: (root, separator)
 
 
 @dataclass(frozen=True)
@@ -151,9 +157,11 @@ class Start:
 class Analyzer:
     """Interprets lines abstractly (see the module docstring)."""
 
-    def __init__(self, catalogue: Catalogue, *, exec_mode: bool = False) -> None:
+    def __init__(self, catalogue: Catalogue, *, exec_mode: bool = False,
+                 tty: bool = True) -> None:
         self.cat = catalogue
         self.exec_mode = exec_mode
+        self.tty = tty  # the session has a terminal whose keys the relay decides
         self.commands: list[CommandInfo] = []
         self.uncertain: list[str] = []
         self.incomplete = False
@@ -161,6 +169,7 @@ class Analyzer:
         self.depth = 0
         self.count = 0
         self._quiet = 0  # >0: collect commands only (function bodies at definition)
+        self._last_shape: AStr | None = None
 
     # ------------------------------------------------------------------ entry points
 
@@ -171,8 +180,13 @@ class Analyzer:
             self.uncertain.append(reason)
 
     def line(self, text: str, st: ShellState, stdin: Stdin) -> None:
-        """Analyse a whole line (several complete commands) and update ``st``."""
-        self.text(text, st, stdin, top=True)
+        """Analyse a whole line (several complete commands) and update ``st``. Never
+        raises: an analyser failure is an uncertainty (fail closed)."""
+        try:
+            self.text(text, st, stdin, top=True)
+        except Exception:
+            self._quiet = 0
+            self.unsure("could not analyse")
 
     def text(self, text: str, st: ShellState, stdin: Stdin, *, top: bool = False,
              what: str = "") -> None:
@@ -369,15 +383,17 @@ class Analyzer:
 
     def pipeline(self, node: Pipeline, st: ShellState, stdin: Stdin) -> None:
         prev_out: str | None = None
+        prev_paths: tuple[AStr, str] | None = None
         n = len(node.cmds)
         for k, c in enumerate(node.cmds):
-            inp = stdin if k == 0 else Stdin("pipe", text=prev_out)
+            inp = stdin if k == 0 else Stdin("pipe", text=prev_out, paths=prev_paths)
             last = k == n - 1
             if last and st.options.get("lastpipe") and not st.interactive:
                 self.cmd(c, st, inp)
             else:
                 self.cmd(c, st.copy() if n > 1 else st, inp)
             prev_out = self.static_output(c, st) if not last else None
+            prev_paths = self.find_output(c, st) if not last else None
 
     def static_output(self, c: Command, st: ShellState) -> str | None:
         """What ``echo``/``printf`` with literal arguments print (for ``... | sh``)."""
@@ -394,6 +410,27 @@ class Analyzer:
         if len(args) == 1 and "%" not in args[0] and "\\" not in args[0]:
             return args[0]
         return None
+
+    def find_output(self, c: Command, st: ShellState) -> tuple[AStr, str] | None:
+        """``find ROOT ... -print0`` (or ``-print``) prints paths under ROOT, one per
+        NUL (or newline): ``xargs -0`` then passes each as one argument."""
+        if not isinstance(c, Simple) or c.redirs or len(c.words) < 2:
+            return None
+        words = [w.literal for w in c.words]
+        if any(w is None for w in words) or words[0] != "find":
+            return None
+        args = [w for w in words[1:] if w is not None]
+        roots = [a for a in args if not a.startswith(("-", "(", "!"))][:1]
+        rest = args[args.index(roots[0]) + 1 :] if roots else []
+        if len(roots) != 1 or any(r.startswith("-") for r in rest if r in (
+                "-printf", "-fprintf", "-fprint", "-fprint0", "-exec", "-execdir", "-ok")):
+            return None
+        if any(a.startswith(("-exec", "-ok", "-printf", "-fprint", "-ls", "-fls")) for a in rest):
+            return None
+        root = resolve(astr(roots[0]), st.cwd, symlinks=st.symlinks)
+        if root == (Hole.ANY,) or args.index(roots[0]) != 0:
+            return None
+        return root, "\0" if "-print0" in rest else "\n"
 
     def define_function(self, node: FuncDef, st: ShellState) -> None:
         st.functions[node.name] = node.body
@@ -477,7 +514,11 @@ class Analyzer:
             if node.words:
                 env[a.name] = value
             else:
-                st.set_var(a.name, value)
+                shaped = self._last_shape if value is None else None
+                if shaped is not None:
+                    st.set_pattern(a.name, shaped)
+                else:
+                    st.set_var(a.name, value)
                 if a.name in st.integer_vars and value is not None:
                     self.arith_text(value, st)
         if not node.words:
@@ -547,8 +588,16 @@ class Analyzer:
             if not std:
                 prog = self.cat.program(name) or (self.cat.program(p) if p else None)
                 if prog is None:
+                    prog = self.cat.program(base)  # a copy of a known program: same rules
+                if prog is not None:
+                    return prog, base
+                if p is None or p.startswith(_SYSTEM_PREFIXES):
                     self.unsure(f"runs {name}, a program bastille does not know")
-                return prog, base
+                    return None, base
+                # the target's own program (a deploy or build script): what it does is
+                # its own behaviour, like any script; copies of carriers are caught where
+                # they are made (see programs.copy_check)
+                return Program(base, why="a program of the target, outside system dirs"), base
         else:
             if st.hashed:
                 self.unsure("command lookup was changed in this session (hash -p, enable)")
@@ -558,6 +607,8 @@ class Analyzer:
                     self.unsure(f"{name} may run a file written in this session")
                     break
         prog = self.cat.program(base)
+        if prog is None and (base.isdigit() or base in ANSWERS):
+            return Program(base, why="an answer typed to a program's question"), base
         if prog is None:
             self.unsure(f"runs {base}, a program bastille does not know")
         return prog, base
@@ -593,7 +644,12 @@ class Analyzer:
             return None
         if a.value is None:
             return ""
-        value = self.expand_text(a.value, st, tilde_colon=True)
+        self._last_shape = None
+        fields = self.expand(a.value, st, split=False, glob=False, braces=False)
+        if len(fields) == 1 and fields[0].text is None and not a.append and not any(
+                c is Hole.ANY or c is Hole.OPTS for c in fields[0].chunks):
+            self._last_shape = fields[0].chunks  # partly known: "x-$(date +%F)", $((n+1))
+        value = fields[0].text if len(fields) == 1 else ("" if not fields else None)
         if a.append:
             old = st.get(a.name)
             return None if old is None or value is None else old + value
@@ -633,7 +689,8 @@ class Analyzer:
         for f in fields:
             t = f.text
             if t is None:
-                if any(c is not Hole.DIGITS and not isinstance(c, str) for c in f.chunks):
+                if any(c not in (Hole.DIGITS, Hole.NUMBER) and not isinstance(c, str)
+                       for c in f.chunks):
                     self.unsure("arithmetic on a value that is not known (it can run "
                                 "commands)")
             else:
@@ -757,7 +814,7 @@ class Analyzer:
                     add(v, quoted)
                     if quoted:
                         produced[-1] = True
-                    elif split and v is not Hole.DIGITS:
+                    elif split and v not in _NO_SPLIT:
                         split_unknown = True
                         produced[-1] = True
                     else:
@@ -797,7 +854,7 @@ class Analyzer:
             sub = st.copy()
             for c in p.body:
                 self.cmd(c, sub, Stdin("null") if self.exec_mode else Stdin("tty"))
-            return [Hole.ANY]
+            return [_output_shape(p.body)]
         if isinstance(p, ProcSub):
             sub = st.copy()
             for c in p.body:
@@ -805,7 +862,7 @@ class Analyzer:
             return ["/dev/fd/", Hole.DIGITS]
         if isinstance(p, ArithSub):
             self.arith(p.expr, st)
-            return [Hole.DIGITS]
+            return [Hole.NUMBER]
         assert isinstance(p, Param)
         return self.param(p, st)
 
@@ -871,7 +928,9 @@ class Analyzer:
             return [value]
         if p.op == "other" or value is None:
             numeric = name in NUMERIC_VARS or name in st.numeric
-            return [Hole.DIGITS] if numeric and p.op != "other" else [Hole.ANY]
+            if name in NUMERIC_VARS and p.op != "other":
+                return [Hole.DIGITS]
+            return [Hole.NUMBER] if numeric and p.op != "other" else [Hole.ANY]
         return [value]
 
     # ------------------------------------------------------------------ paths
@@ -934,6 +993,48 @@ _MISSING = object()
 # --------------------------------------------------------------------------- helpers
 
 
+_NO_SPLIT = (Hole.DIGITS, Hole.NUMBER, Hole.TOKEN, Hole.WORD)
+# what the output of a few common commands looks like (no blank: it cannot split into
+# several words or start an option); anything else is any text
+_SHAPES: dict[str, Hole] = {
+    "nproc": Hole.DIGITS, "id -u": Hole.DIGITS, "id -g": Hole.DIGITS, "date +%s": Hole.DIGITS,
+    "hostname": Hole.TOKEN, "hostname -s": Hole.TOKEN, "hostname -f": Hole.TOKEN,
+    "whoami": Hole.TOKEN, "id -un": Hole.TOKEN, "id -gn": Hole.TOKEN, "uname -r": Hole.TOKEN,
+    "uname -m": Hole.TOKEN, "uname -s": Hole.TOKEN, "uname -n": Hole.TOKEN, "arch": Hole.TOKEN,
+    "lsb_release -cs": Hole.TOKEN, "git rev-parse HEAD": Hole.TOKEN,
+    "git rev-parse --short HEAD": Hole.TOKEN, "git branch --show-current": Hole.TOKEN,
+    "pwd": Hole.WORD, "mktemp": Hole.WORD, "mktemp -d": Hole.WORD,
+    "git rev-parse --show-toplevel": Hole.WORD,
+}
+_SHAPE_PREFIX: dict[str, Hole] = {
+    "pgrep ": Hole.DIGITS, "pidof ": Hole.DIGITS, "date +": Hole.TOKEN, "dirname ": Hole.WORD,
+    "basename ": Hole.TOKEN, "which ": Hole.WORD, "command -v ": Hole.WORD,
+    "readlink -f ": Hole.WORD, "realpath ": Hole.WORD,
+}
+
+
+def _output_shape(body: tuple[Command, ...]) -> Hole:
+    cmd: Command | None = body[0] if len(body) == 1 else None
+    while isinstance(cmd, Sequence) and len(cmd.items) == 1 and not cmd.items[0][1]:
+        cmd = cmd.items[0][0]
+    if not isinstance(cmd, Simple) or cmd.assigns or cmd.redirs:
+        return Hole.ANY
+    words = [w.literal for w in cmd.words]
+    if any(w is None or " " in w or "\n" in w for w in words):
+        return Hole.ANY
+    text = " ".join(w for w in words if w is not None)
+    if text in _SHAPES:
+        return _SHAPES[text]
+    for prefix, hole in _SHAPE_PREFIX.items():
+        if not text.startswith(prefix):
+            continue
+        rest = text[len(prefix):]
+        if prefix == "date +" and any(c in rest for c in "/ ") or rest.startswith("-"):
+            return Hole.ANY
+        return hole
+    return Hole.ANY
+
+
 def _tilde(text: str, st: ShellState) -> AStr:
     """``~`` (HOME, symbolic unless set in this session), ``~+`` (PWD), ``~-`` (OLDPWD),
     ``~user`` (kept symbolic)."""
@@ -967,27 +1068,43 @@ def _dynamic_kind(w: Word) -> str:
 
 
 def _ifs_split(value: str, ifs: str) -> list[str]:
-    """Word splitting of an unquoted expansion (bash rules for whitespace and others)."""
+    """Word splitting of an unquoted expansion, bash's rules: IFS white space is trimmed
+    and runs of it separate words; every other IFS character separates exactly one."""
     if ifs == " \t\n":
         return value.split()
     ws = "".join(c for c in ifs if c in " \t\n")
     other = "".join(c for c in ifs if c not in " \t\n")
-    value = value.strip(ws) if ws else value
+    if ws:
+        value = value.strip(ws)
     if not value:
         return []
-    pattern = "[" + re.escape(ws) + "]*[" + re.escape(other) + "][" + re.escape(ws) + "]*" \
-        if other else None
     parts: list[str] = []
-    if pattern:
-        rx = re.compile(pattern + ("|[" + re.escape(ws) + "]+" if ws else ""))
-    else:
-        rx = re.compile("[" + re.escape(ws) + "]+")
-    pos = 0
-    for m in rx.finditer(value):
-        parts.append(value[pos : m.start()])
-        pos = m.end()
-    if pos < len(value):
-        parts.append(value[pos:])
+    cur: list[str] = []
+    i, n = 0, len(value)
+    while i < n:
+        c = value[i]
+        if c in other:
+            parts.append("".join(cur))
+            cur = []
+            i += 1
+            while i < n and value[i] in ws:
+                i += 1
+            continue
+        if c in ws:
+            j = i
+            while j < n and value[j] in ws:
+                j += 1
+            if j < n and value[j] in other:
+                i = j
+                continue
+            parts.append("".join(cur))
+            cur = []
+            i = j
+            continue
+        cur.append(c)
+        i += 1
+    if cur:
+        parts.append("".join(cur))
     return parts
 
 
@@ -1055,10 +1172,27 @@ def _autorun_hit(path: AStr, globs: tuple[str, ...]) -> bool:
 # --------------------------------------------------------------------------- views
 
 
+def _canon(a: Field, st: ShellState) -> Field:
+    """Absolute path arguments as the kernel resolves them (``/proc/self/root``, symlinks
+    made in this session, ``..``)."""
+    t = a.text
+    if t is None:
+        return a
+    key, eq, value = t.partition("=")
+    path = value if eq and value.startswith("/") and "/" not in key else t
+    if not path.startswith("/"):
+        return a
+    r = static(resolve(astr(path), st.cwd, symlinks=st.symlinks))
+    if r is None or r == path:
+        return a
+    return Field(astr(f"{key}={r}" if path is value and eq else r))
+
+
 def build_views(name: str, args: list[Field], redirs: list[AStr], st: ShellState
                 ) -> list[View]:
     """The texts the rules see for one command (see ``View``)."""
     views: list[View] = []
+    args = [_canon(a, st) for a in args]
     tokens, exact = _normalized(name, args)
     views.append(_view(tokens, redirs, exact, maybe=False))
     rel = [k for k, a in enumerate(args) if _relative(a)]
@@ -1112,11 +1246,28 @@ def _normalized(name: str, args: list[Field]) -> tuple[list[object], bool]:
             key = f"\x00{k}"
             sentinels[key] = a
             mapped.append(key)
+    capable = [key for key, a in sentinels.items() if a.maybe_option]
+    if len(capable) == 1:
+        # one field that may be an option word: it is either an operand (where it was
+        # typed) or one option anywhere among the options
+        as_operand = _tokens(name, mapped, sentinels)
+        without = [m for m in mapped if m != capable[0]]
+        base = _tokens(name, without, sentinels)
+        word = astr("-", Hole.WORD)
+        alts = [[*base[: k + 1], ("opt", word), *base[k + 1 :]] for k in range(len(base))]
+        return [("alt", [as_operand, *alts])], False
+    toks = _tokens(name, mapped, sentinels)
+    if capable:
+        gapped: list[object] = []
+        for t in toks:
+            gapped.extend([t, Hole.OPTS])
+        return gapped, False
+    return toks, False
+
+
+def _tokens(name: str, mapped: list[str], sentinels: dict[str, Field]) -> list[object]:
     norm = normalize_options(name, mapped)
-    option_capable = any(a.maybe_option for a in sentinels.values())
-    toks = [name]
-    if option_capable:
-        toks.append(Hole.OPTS)
+    toks: list[object] = [name]
     for x in norm:
         if x in sentinels:
             toks.append(_norm_dyn(sentinels[x]))
@@ -1126,9 +1277,7 @@ def _normalized(name: str, args: list[Field]) -> tuple[list[object], bool]:
             toks.append(_norm_dyn(sentinels[k[1]]) if k[1] in sentinels else k[1])
         else:
             toks.append(_norm_path(x))
-        if option_capable:
-            toks.append(Hole.OPTS)
-    return toks, False
+    return toks
 
 
 def _norm_path(arg: str) -> str:
@@ -1138,15 +1287,21 @@ def _norm_path(arg: str) -> str:
 
 
 def _norm_dyn(a: Field) -> object:
-    """A dynamic field as a token: paths with unknown parts may hold ``..``."""
-    chunks = a.chunks
+    """A dynamic field as a token. One argv element: its unknown parts cannot separate
+    words for the rules (``WORD``: no blank); a path with an unknown part may hold
+    ``..`` (the whole path is unknown)."""
+    chunks = tuple(Hole.WORD if c is Hole.ANY and not a.split else c for c in a.chunks)
     text_parts = "".join(c for c in chunks if isinstance(c, str))
     if "/" in text_parts and any(c in (Hole.ANY, Hole.WORD) for c in chunks):
         first = chunks[0]
         if isinstance(first, str) and "=" in first and not first.startswith("/"):
             key = first.split("=", 1)[0] + "="
-            return astr(key, Hole.ANY)
-        return (Hole.ANY,)
+            return astr(key, Hole.WORD if not a.split else Hole.ANY)
+        if a.split:
+            return (Hole.ANY,)
+        if isinstance(first, str) and first.startswith(("/", "~")):
+            return astr(first[0], Hole.WORD)  # still absolute (or under home)
+        return (Hole.WORD,)
     if a.glob:
         return ("glob", chunks)
     return chunks
@@ -1158,12 +1313,24 @@ def _view(tokens: list[object], redirs: list[AStr], exact: bool, *, maybe: bool)
         text = " ".join([*(t for t in tokens if isinstance(t, str)),
                          *(static(r) or "" for r in redirs)])
         return View(None, text, text, maybe)
+    if len(tokens) == 1 and isinstance(tokens[0], tuple) and tokens[0][:1] == ("alt",):
+        variants = [_token_nodes([t for t in v if t != ""] + list(redirs)) for v in tokens[0][1]]
+        node = P.alt(*(n for n, _ in variants))
+        return View(node, None, variants[0][1], maybe)
+    node, inst = _token_nodes([*tokens, *redirs])
+    return View(node, None, inst, maybe)
+
+
+def _token_nodes(tokens: list[object]) -> tuple[P.Node, str]:
     nodes: list[P.Node] = []
     inst: list[str] = []
     first = True
-    for t in [*tokens, *redirs]:
+    for t in tokens:
         if t is Hole.OPTS or t is Hole.ANY:
             nodes.append(P.astr_node((t,)))
+            continue
+        if isinstance(t, tuple) and len(t) == 2 and t[0] == "opt":
+            nodes.append(P.seq(P.lit(" "), P.astr_node(t[1])))
             continue
         if not first:
             nodes.append(P.lit(" "))
@@ -1179,4 +1346,4 @@ def _view(tokens: list[object], redirs: list[AStr], exact: bool, *, maybe: bool)
         else:
             nodes.append(P.astr_node(t))  # type: ignore[arg-type]
             inst.append("".join(c for c in t if isinstance(c, str)))  # type: ignore[union-attr]
-    return View(P.seq(*nodes), None, "".join(inst), maybe)
+    return P.seq(*nodes), "".join(inst)

@@ -136,8 +136,11 @@ def _cd(name: str, args: list[Field], ctx: Ctx) -> None:
     ops = [a for a in args if not (a.text or "").startswith("-") or a.text == "-"]
     old = st.cwd
     target: Field | None = ops[0] if ops else None
-    if target is None:
-        new = ("~",)
+    if "CDPATH" in ctx.env or "HOME" in ctx.env:
+        new = (Hole.WORD,)  # a prefix assignment changes where cd goes
+    elif target is None:
+        home = st.vars.get("HOME", "~") if "HOME" in st.vars else "~"
+        new = resolve(astr(home), st.cwd) if home else (Hole.WORD,)
     elif target.text == "-":
         new = st.oldpwd if st.oldpwd is not None else (Hole.WORD,)
     elif target.text is None or (st.cdpath and not (target.text or "").startswith(("/", ".",
@@ -145,7 +148,7 @@ def _cd(name: str, args: list[Field], ctx: Ctx) -> None:
         new = (Hole.WORD,)
     else:
         new = resolve(astr(target.text), st.cwd, symlinks=st.symlinks)
-    if new == (Hole.ANY,):
+    if new == (Hole.ANY,) or (target is None and "CDPATH" in ctx.env):
         new = (Hole.WORD,)
     _chdir(st, new, old)
 

@@ -177,6 +177,12 @@ _TRIVIAL_WORDS = {
     "tcl": "puts set expr if else elseif for foreach while return proc llength lindex "
     "string length toupper tolower incr append list",
     "bc": "scale ibase obase if else while for print quit define return sqrt length auto",
+    "mongo": "db stats serverStatus getCollectionNames getCollectionInfos find findOne count "
+    "countDocuments printjson print version isMaster hello getSiblingDB currentOp "
+    "getIndexes dataSize totalSize storageSize limit sort pretty toArray length show dbs "
+    "collections use it exit quit rs status conf printReplicationInfo getReplicationInfo "
+    "aggregate distinct explain hostInfo buildInfo getUsers getRoles true false null "
+    "ObjectId ISODate NumberLong Date",
 }
 _EXITS = {"perl": ("q", "quit", "exit"), "ruby": ("exit", "quit"), "node": (".exit",),
           "php": ("exit", "quit", "exit;"), "lua": ("os.exit()",), "tcl": ("exit",),

@@ -82,6 +82,7 @@ _CATS: dict[str, Callable[[str], bool]] = {
 ANY = Pred(anychar=True)
 NO_SLASH = Pred(frozenset("/"), negate=True)
 NO_BLANK = Pred(frozenset(" \t\n"), negate=True)
+NO_BLANK_SLASH = Pred(frozenset(" \t\n/"), negate=True)
 DIGIT = Pred(cats=("digit",))
 DIGIT_OR_MINUS = Pred(frozenset("-"), cats=("digit",))
 
@@ -365,9 +366,13 @@ def astr_node(a: tuple[object, ...]) -> Node:
         elif c is Hole.SEG:
             out.append(star(pred(NO_SLASH)))
         elif c is Hole.DIGITS:
+            out.append(star(pred(DIGIT)))
+        elif c is Hole.NUMBER:
             out.append(star(pred(DIGIT_OR_MINUS)))
         elif c is Hole.WORD:
             out.append(star(pred(NO_BLANK)))
+        elif c is Hole.TOKEN:
+            out.append(star(pred(NO_BLANK_SLASH)))
         elif c is Hole.OPTS:
             out.append(star(seq(lit(" -"), star(pred(NO_BLANK)))))
         else:

@@ -60,6 +60,8 @@ def run(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         return
     exec_checks(prog, name, args, ctx)
     add_effects(prog, args, ctx)
+    if name in ("cp", "install", "ln", "mv", "link"):
+        copy_check(prog, name, args, ctx)
     if prog.kind == "plain":
         record(name, args, ctx)
     elif prog.kind == "wrapper":
@@ -83,6 +85,28 @@ def run(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         record(name, args, ctx)
         ctx.an.unsure(f"{name} runs code bastille cannot check" + (
             f" ({prog.why})" if prog.why else ""))
+
+
+def copy_check(prog: Program, name: str, args: Sequence[Field], ctx: Ctx) -> None:
+    """Copying or linking a program that runs other programs under another name would
+    let a later line run it as an unknown, local program: uncertain here."""
+    ops, opts = operands(prog, args)
+    sources = ops if ("-t" in opts or "--target-directory" in opts) else ops[:-1]
+    for src in sources:
+        t = src.text
+        if t is None:
+            continue
+        base = t.rstrip("/").rsplit("/", 1)[-1]
+        where = static(ctx.an.path(src, ctx.st)) or ""
+        parent = where.rsplit("/", 1)[0]
+        if "/" in t and not (parent.endswith(("/bin", "/sbin")) or "/lib" in parent or
+                             "/libexec" in parent):
+            continue  # not a program directory (a configuration directory, data...)
+        known = ctx.an.cat.program(base)
+        if known is not None and (known.kind != "plain" or known.exec or
+                                  known.exec_subcommands):
+            ctx.an.unsure(f"{name} copies {base}, a program that runs other code, to "
+                          "another name")
 
 
 def record(name: str, args: Sequence[Field], ctx: Ctx) -> None:
@@ -218,11 +242,15 @@ def add_effects(prog: Program, args: Sequence[Field], ctx: Ctx) -> None:
     ops, opts = operands(prog, args)
     for kind, specs in (("write", prog.writes), ("delete", prog.deletes)):
         for spec in specs:
+            track = spec.split(":", 1)[0].split("|", 1)[0] not in (
+                "path", "system", "unknown", "unknown-if", "operands-but-first")
             for path, content in spec_paths(spec, ops, opts, ctx):
                 ctx.effects.append(Effect(kind, path, source=prog.name))
-                if kind == "write" and content:
-                    ctx.an.check_autorun(path, prog.name)
-                    ctx.st.wrote(path)
+                if kind == "write":
+                    if content:
+                        ctx.an.check_autorun(path, prog.name)
+                    if track:
+                        ctx.st.wrote(path)
 
 
 def _flag_set(opts: dict[str, Field | None], flags: str) -> bool:
@@ -318,9 +346,9 @@ def spec_paths(spec: str, ops: list[Field], opts: dict[str, Field | None], ctx: 
         return [(under(st.cwd), True)]
     if kind == "cwd-if":
         return [(under(st.cwd), True)] if _flag_set(opts, arg) else []
-    if kind == "dir-opt":
+    if kind == "dir-opt":  # an archive extracted: names from the archive
         d = opts.get(arg)
-        return [(under(p(d) if arg in opts else st.cwd), True)]
+        return [(under(p(d) if arg in opts else st.cwd), False)]
     if kind == "ext":
         if _flag_set(opts, "-c,--stdout,-d,--decompress,-l,-t,--list,--test"):
             return []
@@ -426,11 +454,7 @@ def stdin_code(name: str, lang: str, ctx: Ctx, *, kind: str) -> None:
     from gateway.policy.analyze import Start
 
     s = ctx.stdin
-    if s.kind == "tty":
-        if ctx.an.exec_mode:
-            ctx.an.unsure(f"{name} reads commands from the terminal; exec sessions do not "
-                          "check them")
-            return
+    if s.kind == "tty":  # keys the relay holds and decides
         ctx.an.starts.append(Start(name, "shell" if lang == "bash" else kind, lang))
         if lang == "bash":
             ctx.st.forget_shell()
@@ -568,7 +592,7 @@ def interp(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     lang = prog.lang
     i, n = 0, len(args)
     short_code = {o[1] for o in prog.code if len(o) == 2}
-    had_code = in_place = False
+    had_code = in_place = repl_after = False
     takes = {"python": "WXQ", "perl": "IMmxl0F", "ruby": "IrCF", "php": "cdfz",
              "node": "r", "lua": "l", "tcl": ""}.get(lang, "")
     while i < n:
@@ -615,6 +639,8 @@ def interp(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
                 if lang in ("perl", "ruby"):
                     continue
                 return
+            if lang == "python" and "i" in body.split("c")[0].split("m")[0]:
+                repl_after = True
             if lang == "python" and body.startswith("m"):
                 module = body[1:] or (args[i + 1].text if i + 1 < n else None)
                 _py_module(name, module, ctx)
@@ -661,7 +687,11 @@ def interp(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         return
     if rest:
         script_file(name, rest[0], ctx)
+        if repl_after:  # python -i: a REPL after the script
+            stdin_code(name, lang, ctx, kind="repl")
         return
+    if any(a.text in ("-v", "-V", "--version", "-h", "--help", "-?") for a in args):
+        return  # prints a version or help and exits
     stdin_code(name, lang, ctx, kind="repl")
 
 
@@ -707,8 +737,8 @@ def screen(name: str, lang: str, ctx: Ctx) -> None:
     """A full-screen program takes the terminal."""
     from gateway.policy.analyze import Start
 
-    if ctx.an.exec_mode:
-        if lang != "harmless":
-            ctx.an.unsure(f"{name} takes the terminal; exec sessions do not check its keys")
+    if not ctx.an.tty and lang != "harmless":
+        ctx.an.unsure(f"{name} reads its keys from the user's input, which the bastion "
+                      "does not check (no terminal)")
         return
     ctx.an.starts.append(Start(name, "screen", lang))

@@ -152,9 +152,10 @@ class PolicyEngine:
     def analyze(self, line: str, state: ShellState | None = None, *, interactive: bool = True,
                 stdin: str | None = None) -> Analyzer:
         """Run the analyser on ``line`` against a copy of ``state``."""
-        st = (state or ShellState(interactive=interactive)).copy()
-        an = Analyzer(self.catalogue, exec_mode=not interactive)
-        an.line(line, st, Stdin(stdin or ("tty" if interactive else "user")))
+        st = (state or ShellState(interactive=interactive)).copy(share_fs=False)
+        kind = stdin or ("tty" if interactive else "user")
+        an = Analyzer(self.catalogue, exec_mode=not interactive, tty=kind == "tty")
+        an.line(line, st, Stdin(kind))
         an.final_state = st  # type: ignore[attr-defined]
         return an
 
@@ -167,6 +168,7 @@ class PolicyEngine:
         target: str,
         interactive: bool = True,
         state: ShellState | None = None,
+        tty: bool = False,
     ) -> Decision:
         """Decide one complete command line.
 
@@ -178,19 +180,23 @@ class PolicyEngine:
             interactive: False for exec requests (a non-interactive shell, its input
                 is the user's data; no history expansion, no aliases).
             state: the session's shell state (interactive); None for a fresh shell.
+            tty: an exec request with a terminal (``ssh -t host -- cmd``): its input is
+                keys the relay decides (a REPL or an editor it starts is followed), not
+                data the bastion cannot see.
 
         Returns:
             The decision; an unfinished line is uncertain here (use ``decide_partial``
             for an interactive Enter).
         """
+        stdin = "tty" if interactive or tty else "user"
         if interactive and _history_expansion(command_line):
             expanded = self._expand_history(command_line, state)
             if expanded is None:
-                an = self.analyze(command_line, state, interactive=interactive)
+                an = self.analyze(command_line, state, interactive=interactive, stdin=stdin)
                 an.uncertain.insert(0, "history expansion")
                 return self._decide(an, user=user, groups=groups, target=target)
             command_line = expanded
-        an = self.analyze(command_line, state, interactive=interactive)
+        an = self.analyze(command_line, state, interactive=interactive, stdin=stdin)
         return self._decide(an, user=user, groups=groups, target=target)
 
     def decide_partial(

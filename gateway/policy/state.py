@@ -72,7 +72,7 @@ class ShellState:
     tab_runs_code: bool = False
     traps: set[str] = field(default_factory=set)
     written: list[AStr] = field(default_factory=list)  # paths written in this session
-    unknown_writes: bool = False
+    fs: dict[str, bool] = field(default_factory=dict)  # {"unknown_writes": ...} shared
     symlinks: dict[str, AStr] = field(default_factory=dict)
     history_known: bool = True
     last_line: str | None = None  # previous line of the session (for !!)
@@ -89,7 +89,10 @@ class ShellState:
             self.options["expand_aliases"] = False
             self.options["histexpand"] = False
 
-    def copy(self) -> ShellState:
+    def copy(self, *, share_fs: bool = True) -> ShellState:
+        """A copy for a subshell or a branch. Files written and symlinks made are the
+        file system's, not the shell's: shared with the copy (``share_fs``), except for
+        a whole line analysed before it is known to run."""
         c = copy.copy(self)
         c.vars = dict(self.vars)
         c.integer_vars = set(self.integer_vars)
@@ -105,8 +108,10 @@ class ShellState:
         c.options = dict(self.options)
         c.bindings = dict(self.bindings)
         c.traps = set(self.traps)
-        c.written = list(self.written)
-        c.symlinks = dict(self.symlinks)
+        if not share_fs:
+            c.written = list(self.written)
+            c.symlinks = dict(self.symlinks)
+            c.fs = dict(self.fs)
         c.prompts = dict(self.prompts)
         return c
 
@@ -120,9 +125,9 @@ class ShellState:
         c.functions = dict(self.functions)  # exported functions are inherited
         c.maybe_functions = set(self.maybe_functions)
         c.cwd, c.cwd_alts = self.cwd, self.cwd_alts
-        c.written = list(self.written)
-        c.unknown_writes = self.unknown_writes
-        c.symlinks = dict(self.symlinks)
+        c.written = self.written
+        c.fs = self.fs
+        c.symlinks = self.symlinks
         c.textdomain = self.textdomain
         c.cdpath = self.cdpath
         c.hashed = self.hashed
@@ -150,10 +155,13 @@ class ShellState:
         self.numeric.add(name)
 
     def set_pattern(self, name: str, pattern: AStr) -> None:
-        """The variable holds a file name matching a glob (``for f in *.log``)."""
+        """The variable's value is partly known (``for f in *.log``, ``y=$((x+1))``)."""
         self.vars[name] = None
         self.numeric.discard(name)
         self.patterns[name] = pattern
+        if all(c in (Hole.DIGITS, Hole.NUMBER) or (isinstance(c, str) and c.strip("-").isdigit())
+               for c in pattern):
+            self.numeric.add(name)
 
     def set_var(self, name: str, value: str | None) -> None:
         self.numeric.discard(name)
@@ -175,6 +183,14 @@ class ShellState:
         return self.get("IFS")
 
     # ------------------------------------------------------------------ files
+
+    @property
+    def unknown_writes(self) -> bool:
+        return self.fs.get("unknown_writes", False)
+
+    @unknown_writes.setter
+    def unknown_writes(self, value: bool) -> None:
+        self.fs["unknown_writes"] = value
 
     def wrote(self, path: AStr) -> None:
         if len(path) == 1 and path[0] is Hole.ANY:
@@ -231,14 +247,17 @@ class ShellState:
         self.bindings_unknown |= other.bindings_unknown
         self.tab_runs_code |= other.tab_runs_code
         self.traps |= other.traps
-        for p in other.written:
-            self.wrote(p)
-        self.unknown_writes |= other.unknown_writes
-        for k, v in other.symlinks.items():
-            if self.symlinks.get(k, v) != v:
-                self.symlinks[k] = (Hole.ANY,)
-            else:
-                self.symlinks[k] = v
+        if other.written is not self.written:
+            for p in other.written:
+                self.wrote(p)
+        if other.fs is not self.fs:
+            self.unknown_writes |= other.unknown_writes
+        if other.symlinks is not self.symlinks:
+            for k, v in other.symlinks.items():
+                if self.symlinks.get(k, v) != v:
+                    self.symlinks[k] = (Hole.ANY,)
+                else:
+                    self.symlinks[k] = v
         self.history_known &= other.history_known
         self.hashed |= other.hashed
         self.textdomain |= other.textdomain

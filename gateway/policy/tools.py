@@ -52,13 +52,32 @@ def _t(args: list[Field]) -> list[str | None]:
 
 
 def _effect(ctx: Ctx, kind: str, path: tuple[object, ...], source: str, *,
-            content: bool = True) -> None:
+            content: bool = True, track: bool = True) -> None:
+    """Record a write or removal; a write of user content to a file that runs code later
+    is uncertain (``content=False``: names from an archive, metadata only...)."""
     from gateway.policy.analyze import Effect
 
     ctx.effects.append(Effect(kind, path, source=source))  # type: ignore[arg-type]
-    if kind == "write" and content:
-        ctx.an.check_autorun(path, source)  # type: ignore[arg-type]
-        ctx.st.wrote(path)  # type: ignore[arg-type]
+    if kind == "write":
+        if content:
+            ctx.an.check_autorun(path, source)  # type: ignore[arg-type]
+        if track:  # git, make, package managers: their files are not the user's typing
+            ctx.st.wrote(path)  # type: ignore[arg-type]
+
+
+def _joined(fields: list[Field]) -> str | None:
+    """Arguments joined into one command string (``watch``, ``ssh``, ``sudo -s``): known
+    text, numbers (``$$``) as a placeholder digit; None if anything else is unknown."""
+    out: list[str] = []
+    for f in fields:
+        if f.text is not None:
+            out.append(f.text)
+            continue
+        if f.split or f.glob or any(not isinstance(c, str) and c is not Hole.DIGITS
+                                    for c in f.chunks):
+            return None
+        out.append("".join(c if isinstance(c, str) else "0" for c in f.chunks))
+    return " ".join(out)
 
 
 def _string(text: str | None, ctx: Ctx, where: str, *, remote: bool = False) -> None:
@@ -110,6 +129,9 @@ def _argv(words: list[Field], ctx: Ctx, where: str, *, remote: bool = False) -> 
 
 @handler("ln")
 def _ln(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
+    from gateway.policy.programs import copy_check
+
+    copy_check(prog, name, args, ctx)
     add_effects(prog, args, ctx)
     record(name, args, ctx)
     ops, opts = operands(prog, args)
@@ -328,7 +350,7 @@ def _tar(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
             _effect(ctx, "write", (Hole.ANY,), "tar -x")
         else:
             base = ctx.an.path(directory, st) if directory is not None else st.cwd
-            _effect(ctx, "write", astr(*base, "/", Hole.ANY), "tar -x")
+            _effect(ctx, "write", astr(*base, "/", Hole.ANY), "tar -x", content=False)
     elif mode in ("c", "r", "u", "A") and archive is not None and archive.text != "-":
         _effect(ctx, "write", ctx.an.path(archive, st), "tar")
     if remove:
@@ -476,9 +498,7 @@ def _ssh(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
                 break
     rest = args[i + 1 :]
     if rest:
-        texts = _t(rest)
-        _string(None if any(x is None for x in texts) else " ".join(x or "" for x in texts),
-                ctx, name, remote=True)
+        _string(_joined(rest), ctx, name, remote=True)
     elif not no_command:
         stdin_code(name, "bash", ctx, kind="shell")
         ctx.st.cwd, ctx.st.cwd_alts = (Hole.WORD,), ()
@@ -694,9 +714,7 @@ def _sudo(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         return
     if flags & {"-s", "--shell", "-i", "--login"}:
         if rest:
-            texts2 = _t(rest)
-            _string(None if any(x is None for x in texts2) else " ".join(x or "" for x in
-                                                                        texts2), ctx, name)
+            _string(_joined(rest), ctx, name)
         else:
             stdin_code(name, "bash", ctx, kind="shell")
             if flags & {"-i", "--login"}:
@@ -939,6 +957,14 @@ def _xargs(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         i += 2 if t in with_arg else 1
     inner = args[i:] or [Field(astr("echo"))]
     dyn = Field((Hole.ANY,), split=True)
+    shape = ctx.stdin.paths if ctx.stdin.kind == "pipe" else None
+    nul = any(t in ("-0", "--null") for t in texts[:i])
+    newline = any(t in ("-d", "--delimiter") and k + 1 < len(texts) and texts[k + 1] in
+                  ("\\n", "\n") for k, t in enumerate(texts[:i]))
+    if shape is not None and ((shape[1] == "\0" and nul) or (shape[1] == "\n" and newline)):
+        root = shape[0]
+        dyn = Field(astr(*root, "/", Hole.ANY) if root != ("/",) else astr("/", Hole.ANY),
+                    quoted_start=True)
     if replace:
         inner = [inner[0], *(Field((Hole.ANY,)) if replace in (a.text or "") else a
                              for a in inner[1:])]
@@ -967,9 +993,7 @@ def _watch(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     if argv:
         run_inner(rest, ctx, "watch")
     else:
-        t2 = _t(rest)
-        _string(None if any(x is None for x in t2) else " ".join(x or "" for x in t2), ctx,
-                "watch")
+        _string(_joined(rest), ctx, "watch")
 
 
 @handler("strace")
@@ -1256,7 +1280,8 @@ def _script(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     ops: list[Field] = []
     while i < n:
         t = texts[i]
-        if t in ("-c", "--command"):
+        if t in ("-c", "--command") or (t and t.startswith("-") and not t.startswith("--")
+                                        and t.endswith("c") and len(t) > 2):
             has, command = True, texts[i + 1] if i + 1 < n else ""
             i += 2
             continue
@@ -1298,7 +1323,8 @@ def _systemctl(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
                  "set-default"):
         ctx.an.unsure(f"systemctl {sub} changes what runs later")
     elif sub in ("enable", "disable", "mask", "unmask", "preset", "preset-all", "reenable"):
-        _effect(ctx, "write", astr("/etc/systemd/", Hole.ANY), "systemctl", content=False)
+        _effect(ctx, "write", astr("/etc/systemd/", Hole.ANY), "systemctl", content=False,
+                track=False)
 
 
 @handler("service")
@@ -1333,7 +1359,7 @@ def _apt(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         from gateway.policy.programs import SYSTEM_DIRS, _glob_path
 
         for g in SYSTEM_DIRS:
-            _effect(ctx, "write", _glob_path(g), name, content=False)
+            _effect(ctx, "write", _glob_path(g), name, content=False, track=False)
         for a in args:
             t = a.text or ""
             if t.startswith(("./", "/", "~")) and t.endswith(".deb"):
@@ -1410,10 +1436,11 @@ def _sqlclient(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
             i += 2
             continue
         elif t.startswith("-"):
-            takes = t in {"-d", "-h", "-p", "-U", "-P", "-v", "-T", "-F", "-R", "-D", "-u",
+            takes = t in {"-d", "-h", "-U", "-P", "-v", "-T", "-F", "-R", "-D", "-u",
                           "-S", "--dbname", "--host", "--port", "--username", "--set",
                           "--variable", "--pset", "--database", "--user", "--socket",
-                          "-separator", "-newline", "-nullvalue"}
+                          "-separator", "-newline", "-nullvalue"} or (
+                t == "-p" and lang == "psql")
             i += 2 if takes else 1
             continue
         elif lang == "sqlite":
@@ -1587,13 +1614,15 @@ def _git(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     if sub == "clone":
         ops = [a for a in rest if not (a.text or "-").startswith("-")]
         dest = ctx.an.path(ops[1], st) if len(ops) > 1 else astr(*st.cwd, "/", Hole.SEG)
-        _effect(ctx, "write", astr(*dest, "/", Hole.ANY), "git clone", content=False)
+        _effect(ctx, "write", astr(*dest, "/", Hole.ANY), "git clone", content=False,
+                track=False)
     elif sub == "rm":
         for a in rest:
             if not (a.text or "-").startswith("-"):
                 _effect(ctx, "delete", ctx.an.path(a, st), "git rm")
     else:
-        _effect(ctx, "write", astr(*st.cwd, "/", Hole.ANY), f"git {sub}", content=False)
+        _effect(ctx, "write", astr(*st.cwd, "/", Hole.ANY), f"git {sub}", content=False,
+                track=False)
 
 
 @handler("make")
@@ -1605,7 +1634,10 @@ def _make(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     directory: Field | None = None
     for k, t in enumerate(texts):
         if t is None:
-            ctx.an.unsure("dynamic argument to make")
+            head = args[k].chunks[0] if args[k].chunks else ""
+            if args[k].split or not isinstance(head, str) or not re.match(
+                    r"-[jlkswinBdeiqrRStv]|[^-=]*$", head) or "=" in head:
+                ctx.an.unsure("dynamic argument to make")
             continue
         if t in ("-f", "--file", "--makefile") and k + 1 < len(args):
             makefiles.append(args[k + 1])
@@ -1637,7 +1669,7 @@ def _make(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         else:
             if st.unknown_writes:
                 ctx.an.unsure("make runs a makefile after this session wrote to unknown paths")
-    _effect(ctx, "write", astr(*base, "/", Hole.ANY), "make", content=False)
+    _effect(ctx, "write", astr(*base, "/", Hole.ANY), "make", content=False, track=False)
 
 
 @handler("go")
@@ -1679,7 +1711,8 @@ def _npm(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         if ctx.an.written_match(pj, ctx.st) or ctx.st.unknown_writes:
             ctx.an.unsure(f"npm {sub} runs package.json scripts written in this session")
         if sub in ("install", "i", "ci", "add", "update", "up"):
-            _effect(ctx, "write", astr(*ctx.st.cwd, "/", Hole.ANY), "npm", content=False)
+            _effect(ctx, "write", astr(*ctx.st.cwd, "/", Hole.ANY), "npm", content=False,
+                    track=False)
     elif sub == "config" and len(ops) > 1 and ops[1] == "set":
         if any(t and "script-shell" in t for t in texts) or any(
                 t is None for t in texts):
@@ -1712,7 +1745,7 @@ def _pip(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
             from gateway.policy.programs import SYSTEM_DIRS, _glob_path
 
             for g in ("~/.local/**", *SYSTEM_DIRS):
-                _effect(ctx, "write", _glob_path(g), "pip", content=False)
+                _effect(ctx, "write", _glob_path(g), "pip", content=False, track=False)
 
 
 @handler("container")

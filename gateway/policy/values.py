@@ -31,8 +31,10 @@ class Hole(Enum):
 
     ANY = "any"
     SEG = "seg"  # no "/" (glob * and ?)
-    DIGITS = "digits"
+    DIGITS = "digits"  # [0-9]* ($$, $!, $#, $?, lengths)
+    NUMBER = "number"  # -?[0-9]* (arithmetic results, numeric variables)
     WORD = "word"  # no blank (an unknown directory path)
+    TOKEN = "token"  # no blank, no slash (a host name, a user name, a date)
     OPTS = "opts"  # zero or more " -..." option words (reordered options)
 
 
@@ -115,7 +117,7 @@ class Field:
         first = self.chunks[0] if self.chunks else ""
         if isinstance(first, str):
             return first.startswith("-") and not self.quoted_start
-        return True
+        return first is not Hole.DIGITS
 
     def show(self) -> str:
         return show(self.chunks)

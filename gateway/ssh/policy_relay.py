@@ -294,10 +294,11 @@ class InteractivePolicy:
 
 
 def exec_decision(engine: Any, command: str, *, user: str, groups: frozenset[str],
-                  target: str) -> Decision:
-    """Decide an exec request: the command string is exact."""
+                  target: str, pty: bool = False) -> Decision:
+    """Decide an exec request: the command string is exact; with a PTY the keys that
+    follow are decided by ``InteractivePolicy`` (a REPL or an editor it starts too)."""
     decision: Decision = engine.decide(command, user=user, groups=sorted(groups), target=target,
-                                       interactive=False)
+                                       interactive=False, tty=pty)
     return decision
 
 

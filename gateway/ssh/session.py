@@ -111,6 +111,7 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         self._early: list[tuple[bytes, asyncssh.DataType]] = []
         self._discard_input = False
         self._ipolicy: InteractivePolicy | None = None
+        self._exec_decision: Any = None  # the exec command's decision (PTY exec: committed)
         self._x11_allowed = False
         # exec output, or file transfers (both directions): masked for the recording only
         self._rec_masker: ExecMasker | None = None
@@ -453,7 +454,10 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
             masker = self.app.masker_for(target) if self.app.config.policy.mask_exec else None
             self._ipolicy = InteractivePolicy(
                 self, masker, self._to_target, self._to_user, self._record_output,
-                decide=False, record_input=self._record_input)
+                decide=self.app.policy_engine is not None, record_input=self._record_input)
+            if self._ipolicy.policy is not None and self._exec_decision is not None:
+                # the keys that follow go to what the command started (a REPL, an editor)
+                self._ipolicy.policy.commit(self._exec_decision, approved=True)
         elif self.kind == "exec" and not transfer and self.app.config.policy.mask_exec:
             # no PTY: secrets are masked in what is recorded; the user gets exact bytes
             self._rec_masker = ExecMasker(lambda: self.app.masker_for(target),
@@ -496,7 +500,9 @@ class GatewaySession(asyncssh.SSHServerSession[bytes]):
         if engine is None:
             return True
         decision = exec_decision(engine, command, user=self.ctx.user.name,
-                                 groups=self.ctx.user.groups, target=self.target_name)
+                                 groups=self.ctx.user.groups, target=self.target_name,
+                                 pty=self.has_pty)
+        self._exec_decision = decision
         self.record_decision(command, decision, source="exec", record_command=False)
         if decision.action == "allow":
             return True
