@@ -79,6 +79,7 @@ from gateway.policy.values import (
 )
 
 MAX_DEPTH = 12  # nested command strings and function calls
+MAX_LINE = 256 * 1024  # longer lines are not analysed: uncertain
 MAX_COMMANDS = 2000  # simple commands analysed per line
 MAX_FOR_VALUES = 16
 NUMERIC_VARS = frozenset(
@@ -182,6 +183,9 @@ class Analyzer:
     def line(self, text: str, st: ShellState, stdin: Stdin) -> None:
         """Analyse a whole line (several complete commands) and update ``st``. Never
         raises: an analyser failure is an uncertainty (fail closed)."""
+        if len(text) > MAX_LINE:
+            self.unsure("command too long to analyse")
+            return
         try:
             self.text(text, st, stdin, top=True)
         except Exception:
