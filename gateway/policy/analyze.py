@@ -128,6 +128,7 @@ class CommandInfo:
     display: str
     views: list[View]
     effects: list[Effect] = field(default_factory=list)
+    definition: bool = False  # seen in a definition (function, alias), not run now
 
 
 @dataclass(frozen=True)
@@ -766,6 +767,8 @@ class Analyzer:
         items: list[object] = []
         for p in word.parts:
             if isinstance(p, Lit):
+                if not p.text and p.quoted:
+                    items.append(("", True))  # "" or '': an empty word that exists
                 items.extend((c, p.quoted) for c in p.text)
             else:
                 items.append(p)
@@ -794,7 +797,8 @@ class Analyzer:
         for it in items:
             if isinstance(it, tuple):
                 ch, quoted = it
-                add(ch, bool(quoted))
+                if ch:
+                    add(ch, bool(quoted))
                 produced[-1] = True
                 continue
             assert isinstance(it, Part)
@@ -973,7 +977,7 @@ class Analyzer:
         views = build_views(name, list(args), list(redirs), st)
         shown = display or " ".join([name, *(a.show() for a in args), *(show(r) for r in
                                                                         redirs)]).strip()
-        info = CommandInfo(name, shown, views, list(effects))
+        info = CommandInfo(name, shown, views, list(effects), definition=self._quiet > 0)
         self.commands.append(info)
         return info
 

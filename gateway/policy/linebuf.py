@@ -181,6 +181,7 @@ class LineTracker:
         self._next_id = 1
         self._pending: list[str] = []
         self._prompt = ""
+        self._shell_prompt = ""
         self._signals: deque[tuple[str, str]] = deque(maxlen=MAX_SIGNALS)
         self._last_input_at = 0  # output offset when input was last fed
         self._chunks = 0  # input chunks fed
@@ -219,8 +220,18 @@ class LineTracker:
 
     @property
     def learned_prompt(self) -> str:
-        """The shell prompt last found by the mark heuristic."""
+        """The prompt last found by the mark heuristic (the shell's or a program's)."""
         return self._prompt
+
+    @property
+    def learned_shell_prompt(self) -> str:
+        """The last prompt of a line the session decided as a shell line."""
+        return self._shell_prompt
+
+    def shell_prompt_seen(self, prompt: str) -> None:
+        """The session decided a line as a shell line: its prompt is the shell's."""
+        if prompt.strip():
+            self._shell_prompt = prompt
 
     def output_since_input(self) -> bool:
         """True if the target has sent output since the last input was fed."""

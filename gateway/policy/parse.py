@@ -984,6 +984,7 @@ class Parser:
         acc = _Parts()
         first = True
         paren = 0
+        assignish = False  # NAME= seen: "~" after "=" and ":" is a tilde prefix
         while True:
             c = self._peek()
             if c == "":
@@ -1036,10 +1037,13 @@ class Parser:
                 self._dollar(acc, quoted=False)
             elif c == "~" and first and not assign_value:
                 self._tilde(acc)
-            elif c == "~" and assign_value and (first or _last_unquoted(acc) == ":"):
+            elif c == "~" and (assign_value or assignish) and (
+                    first or _last_unquoted(acc) in (":", "=")):
                 self._tilde(acc)
             else:
                 self._get()
+                if c == "=" and not assignish:
+                    assignish = _assignment_like(acc, "=")
                 acc.lit(c, False)
             first = False
         parts = acc.done()
@@ -1370,6 +1374,14 @@ def _last_unquoted(acc: _Parts) -> str:
     if acc._buf and not acc._quoted and acc._buf[-1]:
         return acc._buf[-1][-1]
     return "\0"
+
+
+def _assignment_like(acc: _Parts, nxt: str) -> bool:
+    """The word so far plus ``nxt`` is ``NAME=`` unquoted: bash expands ``~`` after
+    ``=`` and ``:`` in such words even when they are arguments."""
+    if acc.parts or acc._quoted or not acc._buf:
+        return False
+    return _ASSIGN_RE.fullmatch("".join(acc._buf) + nxt) is not None
 
 
 def _array_word(a: Assign) -> Word:

@@ -297,7 +297,7 @@ class PolicyEngine:
                 deciding is None and rule is not None and a is action
             ):
                 action, deciding = a, rule
-            for r in maybe:
+            for r in maybe if not cmd.definition else ():
                 if SEVERITY[r.action] > SEVERITY[a]:
                     what = cmd.name or "a command"
                     reason = f"dynamic or glob argument of {what} may match rule {r.name!r}"

@@ -32,6 +32,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from gateway.policy.analyze import ANSWERS
 from gateway.policy.keys import ENTER
 from gateway.policy.langs import LangResult, check_less, check_line, check_nano
 from gateway.policy.linebuf import InputEvent, LineSnapshot, LineTracker
@@ -65,6 +66,16 @@ PASSWORD_PROGRAMS = frozenset(
     "openssl htpasswd kinit docker podman ansible ansible-playbook ssh-keygen ssh-add ftp "
     "lftp telnet login vault sshpass curl wget chpasswd smbclient ldapsearch".split()
 )
+# programs that ask questions on the terminal (y/n, a name, a path): their answers are
+# input, not commands, while the prompt on the line is a question and not the shell's
+PROMPTING = PASSWORD_PROGRAMS | frozenset(
+    "apt apt-get aptitude dpkg dpkg-reconfigure adduser deluser addgroup delgroup certbot cp "
+    "mv rm ln npm pip pip3 docker podman ufw terraform git aws gcloud az fdisk gdisk parted "
+    "mdadm lvremove vgremove pvremove cryptsetup mkfs mkfs.ext4 mkfs.xfs mke2fs ssh-keygen "
+    "keytool chfn chsh htpasswd ssh-copy-id ansible-playbook composer yarn read".split()
+)
+_QUESTION = re.compile(r"[A-Za-z].*(?:\?|:|\]|\)|>)\s*$")
+_NOT_DATA = re.compile(r"[;&|<>$`(){}!*?\[\]'\"\\\n#~=]")
 _PAGERS = frozenset(
     "git systemctl journalctl man less more most loginctl busctl dpkg apt apt-get "
     "coredumpctl machinectl hostnamectl timedatectl psql mysql hg ansible-doc dmesg".split()
@@ -152,6 +163,12 @@ class PolicySession:
         if top is not None and top.kind == "password":
             stack = stack[:-1]
             top = stack[-1] if stack else None
+        if top is not None and top.kind == "program":
+            answer = self._decide_answer(snap, top)
+            if answer is not None:
+                return self._tag(answer, stack)
+            stack = stack[:-1]  # the shell prompt is back
+            top = stack[-1] if stack else None
         if top is not None and top.kind == "repl":
             return self._tag(self._decide_repl(snap, top, stack), stack)
         return self._tag(self._decide_shell(snap), stack)
@@ -181,10 +198,17 @@ class PolicySession:
                 elif s.kind in ("repl", "screen"):
                     trusted = approved and bool(decision.uncertain) and s.lang == "opaque"
                     stack.append(Foreground(s.name, s.kind, s.lang, trusted))
-            if meta.get("programs"):
-                names = meta["programs"] & PASSWORD_PROGRAMS  # type: ignore[operator]
+            if meta.get("programs") and not any(
+                    st.kind in ("repl", "screen", "shell") for st in decision.starts):
+                progs = meta["programs"]
+                asks = sorted(progs & PROMPTING)  # type: ignore[operator]
+                if asks and not any(f.kind == "program" for f in stack[-1:]):
+                    stack.append(Foreground(asks[0], "program", ""))
+                names = progs & PASSWORD_PROGRAMS  # type: ignore[operator]
                 if names and not any(f.kind == "password" for f in stack[-1:]):
                     stack.append(Foreground(sorted(names)[0], "password", ""))
+            if meta.get("shell_prompt"):
+                self.tracker.shell_prompt_seen(str(meta["shell_prompt"]))
             if meta.get("vi_mode") is not None:
                 self.state.options["vi"] = bool(meta["vi_mode"])
             self._last_programs = frozenset(meta.get("programs", ()))  # type: ignore[arg-type]
@@ -214,7 +238,8 @@ class PolicySession:
         commands = tuple(dict.fromkeys(c for d in decisions for c in d.commands))
         d = replace(best, commands=commands, state=d0.state, starts=d0.starts,
                     incomplete=best.incomplete and best.action is Action.ALLOW, notes={})
-        d.notes.update({"line": primary, "programs": _programs(d0)})
+        d.notes.update({"line": primary, "programs": _programs(d0), "shell_prompt":
+                        snap.prompt if not snap.prompt_guessed else ""})
         return d
 
     def _decide_hidden(self, snap: LineSnapshot, top: Foreground | None) -> Decision:
@@ -234,6 +259,34 @@ class PolicySession:
             return Decision(action, seen.rule, seen.reason, ("(typed without echo)",),
                             uncertain=reasons)
         return Decision(action, None, reasons[0], ("(typed without echo)",), uncertain=reasons)
+
+    def _decide_answer(self, snap: LineSnapshot, top: Foreground) -> Decision | None:
+        """A line typed at a program's question (``Continue? [Y/n]``, ``Full Name []:``):
+        input to that program when the prompt is a question that is not the shell's
+        prompt and the line is plain words (no shell syntax at all)."""
+        prompt = snap.prompt.rstrip("\n")
+        if snap.prompt_guessed or not prompt.strip() or not _QUESTION.search(prompt):
+            return None
+        if prompt.strip() == self.tracker.learned_shell_prompt.strip() or \
+                _SHELL_PROMPT.search(prompt):
+            return None
+        text = snap.text.strip()
+        if _NOT_DATA.search(snap.text) or len(text) > 200 or (
+                snap.typed is not None and snap.typed.strip() != text):
+            return None
+        words = text.split()
+        if words:
+            first = words[0]
+            known = (self.engine.catalogue.program(first) is not None or
+                     self.engine.catalogue.builtin(first) is not None or
+                     first in self.state.aliases or first in self.state.functions)
+            if known and first not in ANSWERS and not first.isdigit():
+                return None  # it reads as a command: decide it as one
+            if len(words) > 1 and "/" in text:
+                return None
+        d = Decision(Action.ALLOW, None, f"an answer to {top.name}'s question", ())
+        d.notes["keep_program"] = True
+        return d
 
     # ------------------------------------------------------------------ REPL lines
 
@@ -277,6 +330,10 @@ class PolicySession:
             child = self.state.child()
             parts.append(self.engine.decide(cmd, user=self.user, groups=self.groups,
                                             target=self.target, state=child))
+        for cmd in r.piped:  # these also get data on their input (a buffer, a table)
+            an = self.engine.analyze(cmd, self.state.child(), interactive=False, stdin="pipe")
+            parts.append(self.engine._decide(an, user=self.user, groups=self.groups,
+                                             target=self.target))
         writes = [w for w in r.writes if w]
         if writes and any(rule.writes for rule in self.engine.rules):
             for w in writes:

@@ -187,11 +187,9 @@ def brace_expand(items: list[tuple[str, bool] | object], limit: int = 256) -> li
     pre, post = items[:open_i], items[close_i + 1 :]
     out: list[list[object]] = []
     for alt in alts:
-        for tail in brace_expand(post, limit):
-            out.extend(brace_expand(pre + alt + tail, limit) if _find_brace(pre) else
-                       [pre + alt + tail])
-            if len(out) > limit:
-                raise ValueError("brace expansion too large")
+        out.extend(brace_expand(pre + alt + post, limit))
+        if len(out) > limit:
+            raise ValueError("brace expansion too large")
     return out
 
 
