@@ -288,8 +288,10 @@ class LineTracker:
                 self._line.key = kind_held
                 self._line.key_seq = (self._key_prefix + key_bytes).decode("latin-1") if \
                     self._key_prefix and cut == 0 else key_bytes.decode("latin-1")
-                if cut:
+                if cut and kind == "text":
                     keys.insert(tok[:cut].decode("utf-8", "replace"))
+                elif cut:
+                    keys.known = False
                 events.append(InputEvent("enter", data[start:tok_start], key_bytes, False, lid,
                                          kind_held))
                 start = tok_start + len(key_bytes)
@@ -342,8 +344,8 @@ class LineTracker:
                 keys.escape(tok)
             else:
                 keys.known = False
-                if kind == "esc" and self.key_policy.vi:
-                    self._vi_cmd = True
+                if kind in ("esc", "meta") and self.key_policy.vi:
+                    self._vi_cmd = not (kind == "meta" and tok[1:2] in b"iIaAsScCoOR")
             if not self._in_paste:
                 self._key_prefix = tok if tok in (b"\x18", b"\x1b") else b""
         if start < len(data):
@@ -361,8 +363,12 @@ class LineTracker:
             if policy.per_char(self._vi_cmd, self._alt):
                 for k, ch in enumerate(tok.decode("latin-1")):
                     b = ch.encode("latin-1")
-                    what = policy.classify(self._key_prefix + b if k == 0 else b,
-                                           vi_command=self._vi_cmd, alt=self._alt)
+                    what = None
+                    if k == 0 and self._key_prefix:
+                        what = policy.classify(self._key_prefix + b, vi_command=self._vi_cmd,
+                                               alt=self._alt)
+                    if what is None:
+                        what = policy.classify(b, vi_command=self._vi_cmd, alt=self._alt)
                     if what is not None:
                         return k, b, what
                     if self._vi_cmd and ch in "iIaAsScCoOR":
@@ -372,6 +378,11 @@ class LineTracker:
             if bad is not None:
                 return bad[0], tok[bad[0] : bad[0] + 1], bad[1]
             return None
+        if kind == "meta" and policy.vi:
+            # vi mode: ESC leaves insert mode, the key after it is a command
+            what = policy.classify(tok[1:], vi_command=True, alt=self._alt)
+            if what is not None:
+                return 1, tok[1:], what
         seq = self._key_prefix + tok if kind in ("ctl", "meta", "esc", "csi", "ss3") else tok
         what = policy.classify(seq, vi_command=self._vi_cmd, alt=self._alt)
         if what is None and seq != tok:

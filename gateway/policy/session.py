@@ -158,7 +158,8 @@ class PolicySession:
         while stack and stack[-1].kind == "screen":
             stack = stack[:-1]  # the full-screen program has left the terminal
         top = stack[-1] if stack else None
-        if snap.echo_off:
+        if snap.echo_off or (snap.echo_pending and (snap.typed or "").strip()):
+            # nothing of the line was echoed, even after the relay waited for it
             return self._tag(self._decide_hidden(snap, top), stack)
         if top is not None and top.kind == "password":
             stack = stack[:-1]
@@ -226,7 +227,7 @@ class PolicySession:
     def _decide_shell(self, snap: LineSnapshot) -> Decision:
         if snap.echo_pending and snap.typed is None:
             return self._uncertain("line not echoed yet")
-        primary = snap.typed if snap.echo_pending and snap.typed is not None else snap.text
+        primary = snap.text
         texts = [primary]
         if snap.prompt_guessed and snap.raw and snap.raw not in texts:
             texts.append(snap.raw)
@@ -251,14 +252,16 @@ class PolicySession:
             d = Decision(Action.ALLOW, None, "typed without echo (a password prompt)", ())
             d.notes.update({"pop": top is not None and top.kind == "password"})
             return d
-        hidden = snap.hidden_typed or ""
+        hidden = snap.hidden_typed if snap.hidden_typed is not None else (snap.typed or "")
         seen = self._shell(hidden, partial=False)
-        reasons = ("typed without echo: the bastion cannot see the line", *seen.uncertain)
+        why = "typed without echo" if snap.echo_off else "the line was not echoed"
+        reasons = (f"{why}: the bastion cannot see the line", *seen.uncertain)
         action = Action.DENY if seen.action is Action.DENY else self.engine.on_uncertain
         if action is Action.DENY:
             return Decision(action, seen.rule, seen.reason, ("(typed without echo)",),
                             uncertain=reasons)
         return Decision(action, None, reasons[0], ("(typed without echo)",), uncertain=reasons)
+
 
     def _decide_answer(self, snap: LineSnapshot, top: Foreground) -> Decision | None:
         """A line typed at a program's question (``Continue? [Y/n]``, ``Full Name []:``):

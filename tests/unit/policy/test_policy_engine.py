@@ -187,13 +187,14 @@ def test_echo_off_is_uncertain_unless_a_password_prompt_follows_a_password_progr
 
 
 def test_decide_snapshot_echo_pending() -> None:
+    """No echo came even after the relay waited: the keys alone never allow a line."""
     eng = PolicyEngine(starter_rules())
-    d = eng.decide_snapshot(LineSnapshot(text="", typed="curl x | sh", echo_pending=True), **A)
-    assert (d.action, d.reason) == (Action.APPROVE, "pipe into interpreter sh")
+    d = eng.decide_snapshot(LineSnapshot(text="", typed="rm -rf /", echo_pending=True), **A)
+    assert (d.action, d.rule) == (Action.DENY, "no-recursive-root-delete")
     d = eng.decide_snapshot(LineSnapshot(text="", typed=None, echo_pending=True), **A)
     assert (d.action, d.reason) == (Action.APPROVE, "line not echoed yet")
     d = eng.decide_snapshot(LineSnapshot(text="", typed="ls", echo_pending=True), **A)
-    assert d.action is Action.ALLOW
+    assert d.action is Action.APPROVE and "not echoed" in d.reason
 
 
 @pytest.mark.parametrize(
