@@ -251,7 +251,7 @@ class Analyzer:
 
     # ------------------------------------------------------------------ commands
 
-    def cmd(self, node: Command, st: ShellState, stdin: Stdin) -> None:  # noqa: C901
+    def cmd(self, node: Command, st: ShellState, stdin: Stdin) -> None:
         self.count += 1
         if self.count > MAX_COMMANDS:
             self.unsure("line too long to analyse")
@@ -295,15 +295,23 @@ class Analyzer:
                 st.merge(b)
         elif isinstance(node, While):
             self.cmd(node.cond, st, stdin)
-            self.loop(st, lambda s: (self.cmd(node.body, s, stdin), self.cmd(node.cond, s,
-                                                                              stdin)))
+
+            def again(s: ShellState, node: While = node) -> None:
+                self.cmd(node.body, s, stdin)
+                self.cmd(node.cond, s, stdin)
+
+            self.loop(st, again)
         elif isinstance(node, For):
             self.for_loop(node, st, stdin)
         elif isinstance(node, ArithFor):
             self.arith(node.init, st)
             self.arith(node.cond, st)
-            self.loop(st, lambda s: (self.cmd(node.body, s, stdin), self.arith(node.step, s),
-                                     self.arith(node.cond, s)))
+            def step(s: ShellState, node: ArithFor = node) -> None:
+                self.cmd(node.body, s, stdin)
+                self.arith(node.step, s)
+                self.arith(node.cond, s)
+
+            self.loop(st, step)
         elif isinstance(node, Case):
             self.expand(node.word, st, split=False)
             branches = []
@@ -500,7 +508,7 @@ class Analyzer:
                 continue
             op = {">|": ">", "&>": ">", ">&": ">", "&>>": ">>", "<>": ">"}.get(r.op, r.op)
             texts.append(astr(op, " ", *path))
-            if not (static(path) in ("/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty")):
+            if static(path) not in ("/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty"):
                 effects.append(Effect("write", path, source="redirection"))
                 self.check_autorun(path, "a redirection")
                 st.wrote(path)
@@ -625,8 +633,9 @@ class Analyzer:
             return
         body = st.functions[name]
         saved = st.positional
-        st.positional = [a.text for a in args] if all(a.text is not None for a in args) \
-            else None  # type: ignore[misc]
+        texts = [a.text for a in args]
+        st.positional = [t for t in texts if t is not None] \
+            if all(t is not None for t in texts) else None
         self.record(name, args, ctx.texts, st, ctx.effects)
         self.depth += 1
         try:
@@ -684,11 +693,12 @@ class Analyzer:
             op = it.unquoted_literal
             if op in ("-eq", "-ne", "-lt", "-le", "-gt", "-ge"):
                 for j in (k - 1, k + 1):
-                    if 0 <= j < len(items) and isinstance(items[j], Word):
-                        self.arith_field(self.expand(items[j], st, split=False, glob=False),
-                                         st)
-            if op == "-v" and k + 1 < len(items) and isinstance(items[k + 1], Word):
-                self.name_ref(self.expand(items[k + 1], st, split=False, glob=False), st)
+                    w = items[j] if 0 <= j < len(items) else None
+                    if isinstance(w, Word):
+                        self.arith_field(self.expand(w, st, split=False, glob=False), st)
+            nxt = items[k + 1] if k + 1 < len(items) else None
+            if op == "-v" and isinstance(nxt, Word):
+                self.name_ref(self.expand(nxt, st, split=False, glob=False), st)
 
     def arith_field(self, fields: list[Field], st: ShellState) -> None:
         for f in fields:
@@ -1037,7 +1047,7 @@ def _output_shape(body: tuple[Command, ...]) -> Hole:
         if not text.startswith(prefix):
             continue
         rest = text[len(prefix):]
-        if prefix == "date +" and any(c in rest for c in "/ ") or rest.startswith("-"):
+        if (prefix == "date +" and any(c in rest for c in "/ ")) or rest.startswith("-"):
             return Hole.ANY
         return hole
     return Hole.ANY
@@ -1353,5 +1363,5 @@ def _token_nodes(tokens: list[object]) -> tuple[P.Node, str]:
             inst.append(show(t[1]).replace("…", ""))
         else:
             nodes.append(P.astr_node(t))  # type: ignore[arg-type]
-            inst.append("".join(c for c in t if isinstance(c, str)))  # type: ignore[union-attr]
+            inst.append("".join(c for c in t if isinstance(c, str)))  # type: ignore[attr-defined]
     return P.seq(*nodes), "".join(inst)

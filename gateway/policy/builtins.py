@@ -17,10 +17,10 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from gateway.policy.values import Field, Hole, astr, resolve, static
+from gateway.policy.values import AStr, Field, Hole, astr, resolve, static
 
 if TYPE_CHECKING:
-    from gateway.policy.analyze import Ctx
+    from gateway.policy.analyze import Ctx, Effect
 
 # shopt/set -o options the analyser follows (state.options) or that are harmless
 _TRACKED = {"expand_aliases", "extglob", "noglob", "lastpipe", "histexpand", "xpg_echo",
@@ -135,6 +135,7 @@ def _cd(name: str, args: list[Field], ctx: Ctx) -> None:
     _record(name, args, ctx)
     ops = [a for a in args if not (a.text or "").startswith("-") or a.text == "-"]
     old = st.cwd
+    new: AStr
     target: Field | None = ops[0] if ops else None
     if "CDPATH" in ctx.env or "HOME" in ctx.env:
         new = (Hole.WORD,)  # a prefix assignment changes where cd goes
@@ -153,16 +154,16 @@ def _cd(name: str, args: list[Field], ctx: Ctx) -> None:
     _chdir(st, new, old)
 
 
-def _chdir(st: object, new: tuple[object, ...], old: tuple[object, ...]) -> None:
+def _chdir(st: object, new: AStr, old: AStr) -> None:
     from gateway.policy.state import MAX_CWD_ALTS, ShellState
 
     assert isinstance(st, ShellState)
-    st.oldpwd = old  # type: ignore[assignment]
+    st.oldpwd = old
     if new != old:
         alts = tuple(dict.fromkeys(a for a in (old, *st.cwd_alts) if a != new))
         st.cwd_alts = alts[:MAX_CWD_ALTS] if len(alts) <= MAX_CWD_ALTS else ((Hole.WORD,),)
-    st.cwd = new  # type: ignore[assignment]
-    st.set_var("PWD", static(new))  # type: ignore[arg-type]
+    st.cwd = new
+    st.set_var("PWD", static(new))
 
 
 def _pushd(name: str, args: list[Field], ctx: Ctx) -> None:
@@ -308,8 +309,8 @@ def _trap(name: str, args: list[Field], ctx: Ctx) -> None:
     if not rest:
         return
     action = rest[0].text
-    if action in ("-", "") or len(rest) == 1 and action is not None and (
-            action.isdigit() or action.upper().lstrip("SIG") in _SIGNALS):
+    if action in ("-", "") or (len(rest) == 1 and action is not None and (
+            action.isdigit() or action.upper().lstrip("SIG") in _SIGNALS)):
         return
     if action is None:
         ctx.an.unsure("trap with a dynamic command")
@@ -633,7 +634,7 @@ def _mapfile(name: str, args: list[Field], ctx: Ctx) -> None:
         ctx.an.unsure(f"{name} -C runs a callback command")
     ops = [t for k, t in enumerate(texts) if not (t or "").startswith("-") and not (
         k and (texts[k - 1] or "") in ("-d", "-n", "-O", "-s", "-u", "-C", "-c"))]
-    _set_names([Field(astr(ops[-1] if ops else "MAPFILE"))], ctx)
+    _set_names([Field(astr(ops[-1] or "MAPFILE" if ops else "MAPFILE"))], ctx)
 
 
 def _declare(name: str, args: list[Field], ctx: Ctx) -> None:
@@ -755,7 +756,7 @@ def _history(name: str, args: list[Field], ctx: Ctx) -> None:
         ctx.an.unsure("history -p expands history")
 
 
-def _write(ctx: Ctx, path: str) -> object:
+def _write(ctx: Ctx, path: str) -> Effect:
     from gateway.policy.analyze import Effect
 
     return Effect("write", resolve(astr(path), ctx.st.cwd, symlinks=ctx.st.symlinks),

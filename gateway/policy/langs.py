@@ -422,12 +422,12 @@ def check_sed(script: str) -> LangResult:
             i = end
             continue
         if c in "rRbtTv:":
-            end = re.search(r"[;\n]", script[i + 1 :]) if c in "btTv:" else None
+            stop = re.search(r"[;\n]", script[i + 1 :]) if c in "btTv:" else None
             nl = script.find("\n", i)
             if c in "rR":
                 i = n if nl < 0 else nl
             else:
-                i = n if end is None else i + 1 + end.start()
+                i = n if stop is None else i + 1 + stop.start()
             continue
         if c in _SED_CMD_WITH_TEXT:
             nl = script.find("\n", i)
@@ -513,7 +513,7 @@ def check_ex(line: str) -> LangResult:
             return r
         r.unsure(f"vi command {rest[:20]!r} is not checked")
         return r
-    name, bang, arg = m2.group(1), m2.group(2), m2.group(3)
+    name, arg = m2.group(1), m2.group(3)
     if name in ("r", "read", "w", "write") and arg.startswith("!"):
         _bang(arg[1:], r, "vi")
         if name in ("w", "write") and r.shell:  # the buffer goes to the command's input

@@ -34,6 +34,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pyte
@@ -181,6 +182,7 @@ class LineTracker:
         self._next_id = 1
         self._pending: list[str] = []
         self._prompt = ""
+        self._prompts: list[str] = []  # recent distinct prompts (PS1, PS2...), newest last
         self._shell_prompt = ""
         self._signals: deque[tuple[str, str]] = deque(maxlen=MAX_SIGNALS)
         self._last_input_at = 0  # output offset when input was last fed
@@ -441,6 +443,7 @@ class LineTracker:
             pending = list(self._pending)
             cols, rows = self.cols, self.rows
             learned = self._prompt
+            known = list(self._prompts)
             total = self._total
         keys = line.keys if line is not None else KeyLine()
         mark = line.mark if line is not None else None
@@ -449,7 +452,9 @@ class LineTracker:
         if alt:
             return self._screen_snapshot(tail, base, alt_at, cols, rows, key, bool(pending))
         try:
-            text, prompt, raw, search, guessed = _render(tail, base, mark, cols, rows, learned)
+            text, prompt, raw, search, guessed = _render(
+                tail, base, mark, cols, rows, learned, known,
+                keys.text if keys.known and keys.printable else "")
         except Exception:  # fail closed: never lose the line because pyte misbehaved
             self._signal("render_error", "terminal emulation failed; used stripped output")
             text = _crude_line(tail, base, mark)
@@ -457,6 +462,8 @@ class LineTracker:
         if prompt and not guessed:
             with self._lock:
                 self._prompt = prompt
+                if prompt.strip() and prompt not in self._prompts[-1:]:
+                    self._prompts = [*[p for p in self._prompts if p != prompt][-3:], prompt]
         pasted = line.pasted if line is not None else False
         # Keys all sent in one chunk and no output since: the echo has not arrived yet
         # (the relay did not wait): the screen is stale, the keystroke model decides.
@@ -574,8 +581,12 @@ def _join(screen: pyte.Screen, cols: int, first: int, first_col: int, last: int)
     return "".join(parts).rstrip()
 
 
+DEFAULT_PS2 = "> "  # bash's continuation prompt
+
+
 def _render(
-    tail: bytes, base: int, mark: int | None, cols: int, rows: int, learned: str
+    tail: bytes, base: int, mark: int | None, cols: int, rows: int, learned: str,
+    known: Sequence[str] = (), typed: str = "",
 ) -> tuple[str, str, str, bool, bool]:
     """Render the line; return (text, prompt, raw, search, prompt_guessed)."""
     mark_idx = None if mark is None else mark - base
@@ -621,6 +632,17 @@ def _render(
                 if rows_text[y].startswith(prompt):
                     text = _join(screen, cols, y, len(prompt), last)
                     return text, prompt, text, False, False
+        # Typed ahead of the shell's answer: the mark is on the previous line and the
+        # line being edited starts on a later row with a prompt seen before (PS1, or
+        # PS2 of a continuation), possibly after the terminal's own echo of the keys
+        # (typed before readline took the terminal).
+        if lstart > pr:
+            logical = _join(screen, cols, lstart, 0, last)
+            for p in sorted({*known, learned, DEFAULT_PS2}, key=len, reverse=True):
+                for echo in dict.fromkeys(("", typed)):
+                    if p.strip() and logical.startswith(echo + p):
+                        text = logical[len(echo + p):]
+                        return text, p, text, False, False
         if pr <= last:
             text = _join(screen, cols, pr, pc, last)
             return text, prompt, text, False, False

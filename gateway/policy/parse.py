@@ -532,15 +532,15 @@ class Parser:
                 self._expect_op(")")
             self._skip_space(newlines=True)
             start = self.i
-            body = self._command()
-            return FuncDef(name.literal, body, self.s[start : self.i])
+            fbody = self._command()
+            return FuncDef(name.literal, fbody, self.s[start : self.i])
         if r == "[[":
             self._eat(2)
             return self._redirected(self._cond())
         if r == "coproc":
             self._eat(6)
             self._skip_blanks()
-            name: str | None = None
+            cname: str | None = None
             w = self._peek_word_text()
             if w and w not in _RESERVED and _NAME_RE.fullmatch(w):
                 save = self.i
@@ -548,10 +548,10 @@ class Parser:
                 self._skip_blanks()
                 if self._peek_reserved() in ("{", "if", "while", "until", "for", "case", "[[") \
                         or self._peek_op() == "(":
-                    name = w
+                    cname = w
                 else:
                     self.i = save
-            return Coproc(name, self._command())
+            return Coproc(cname, self._command())
         self._fail(f"unexpected {r!r}")
         raise AssertionError  # pragma: no cover
 
@@ -1224,9 +1224,10 @@ class Parser:
         arith: list[str] = []
         if self._peek() == "[":
             self._get()
-            subscript = self._until_bracket()
-            if subscript not in ("@", "*"):
-                arith.append(subscript)
+            sub = self._until_bracket()
+            subscript = sub
+            if sub not in ("@", "*"):
+                arith.append(sub)
         c = self._peek()
         if c == "}":
             self._get()
@@ -1237,13 +1238,13 @@ class Parser:
             self._eat(2)
             return Param(name, self.s[start : self.i], quoted, "!", None, subscript)
         la = self._la(3)
-        op = next((o for o in (":-", ":=", ":+", ":?", "-", "=", "+", "?") if la.startswith(o)),
-                  None)
-        if op is not None:
-            self._eat(len(op))
+        oper = next((o for o in (":-", ":=", ":+", ":?", "-", "=", "+", "?")
+                     if la.startswith(o)), None)
+        if oper is not None:
+            self._eat(len(oper))
             word = self._brace_operand(quoted)
             inner = tuple(p for p in word.parts if not isinstance(p, Lit))
-            return Param(name, self.s[start : self.i], quoted, op if not prefix else "other",
+            return Param(name, self.s[start : self.i], quoted, oper if not prefix else "other",
                          word, subscript, tuple(arith), inner)
         transform = ""
         if c == "@":

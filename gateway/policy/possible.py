@@ -23,13 +23,14 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 try:  # Python 3.11+
     import re._constants as _c
     import re._parser as _p
 except ImportError:  # pragma: no cover
-    import sre_constants as _c  # type: ignore[no-redef]
-    import sre_parse as _p  # type: ignore[no-redef]
+    import sre_constants as _c
+    import sre_parse as _p
 
 MAX_UNROLL = 6
 MAX_PRODUCT = 200_000  # product states explored before giving up (answer: "could match")
@@ -270,25 +271,25 @@ def _convert(sub: object, flags: int) -> Node:
     return ("seq", items)
 
 
-def _op(op: object, av: object, flags: int) -> Node:  # noqa: C901
+def _op(op: object, av: Any, flags: int) -> Node:
     icase = bool(flags & re.IGNORECASE)
     if op is _c.LITERAL:
-        return pred(Pred(frozenset(chr(av)), icase=icase))  # type: ignore[arg-type]
+        return pred(Pred(frozenset(chr(av)), icase=icase))
     if op is _c.NOT_LITERAL:
-        return pred(Pred(frozenset(chr(av)), negate=True, icase=icase))  # type: ignore[arg-type]
+        return pred(Pred(frozenset(chr(av)), negate=True, icase=icase))
     if op is _c.ANY:
         return pred(Pred(anychar=True, newline=bool(flags & re.DOTALL)))
     if op is _c.IN:
-        return pred(_in(av, icase))  # type: ignore[arg-type]
+        return pred(_in(av, icase))
     if op is _c.BRANCH:
-        return alt(*(_convert(b, flags) for b in av[1]))  # type: ignore[index]
+        return alt(*(_convert(b, flags) for b in av[1]))
     if op is _c.SUBPATTERN:
-        _group, add, remove, p = av  # type: ignore[misc]
+        _group, add, remove, p = av
         return _convert(p, (flags | add) & ~remove)
     if op is _c.ATOMIC_GROUP:
         return _convert(av, flags)
     if op in (_c.MAX_REPEAT, _c.MIN_REPEAT, getattr(_c, "POSSESSIVE_REPEAT", None)):
-        lo, hi, p = av  # type: ignore[misc]
+        lo, hi, p = av
         node = _convert(p, flags)
         parts = [node] * min(lo, MAX_UNROLL)
         if lo > MAX_UNROLL or hi is _c.MAXREPEAT or hi - lo > MAX_UNROLL:
@@ -311,7 +312,7 @@ def _op(op: object, av: object, flags: int) -> Node:  # noqa: C901
     if op is _c.GROUPREF:
         return star(pred(ANY))
     if op is _c.GROUPREF_EXISTS:
-        _g, yes, no = av  # type: ignore[misc]
+        _g, yes, no = av
         return alt(_convert(yes, flags), _convert(no, flags) if no else EMPTY)
     if op is _c.CATEGORY:
         return pred(_in([(op, av)], icase))

@@ -733,10 +733,17 @@ def _py_module(name: str, module: str | None, ctx: Ctx) -> None:
         ctx.an.unsure(f"{name} -m {module} runs a module bastille does not know")
 
 
+# pagers that copy their input like cat when their output is not a terminal (less's
+# main.c, util-linux more, man-db's "no pager unless stdout is a tty")
+CAT_WITHOUT_TERMINAL = frozenset({"less", "more", "man", "zless", "zmore"})
+
+
 def screen(name: str, lang: str, ctx: Ctx) -> None:
     """A full-screen program takes the terminal."""
     from gateway.policy.analyze import Start
 
+    if not ctx.an.tty and lang == "less" and name in CAT_WITHOUT_TERMINAL:
+        return  # its output is not a terminal: it copies like cat and reads no keys
     if not ctx.an.tty and lang != "harmless":
         ctx.an.unsure(f"{name} reads its keys from the user's input, which the bastion "
                       "does not check (no terminal)")

@@ -388,7 +388,7 @@ def _glob_matches(glob: str, path: AStr) -> str:
                                             ) != "no" else "no"
         return "no"
     if isinstance(first, str) and first.startswith("~") and not glob.startswith("~"):
-        user, _, rest = first.partition("/")
+        _, _, rest = first.partition("/")
         path = astr(Hole.WORD, "/" + rest if rest or len(path) > 1 else "", *path[1:])
     if P.intersects(P.glob_nfa(glob), P.text_nfa(P.astr_node(path))):
         return "maybe"

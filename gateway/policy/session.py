@@ -182,7 +182,8 @@ class PolicySession:
             stack = list(meta.get("stack", self.stack))  # type: ignore[call-overload]
             if decision.state is not None and not decision.incomplete:
                 self.state = decision.state
-                self.state.last_line = meta.get("line", self.state.last_line)
+                line = meta.get("line", self.state.last_line)
+                self.state.last_line = line if isinstance(line, str) else None
             if meta.get("repl_block") is not None:
                 self.block = list(meta["repl_block"])  # type: ignore[call-overload]
             elif meta.get("repl"):
@@ -212,17 +213,20 @@ class PolicySession:
                 self.tracker.shell_prompt_seen(str(meta["shell_prompt"]))
             if meta.get("vi_mode") is not None:
                 self.state.options["vi"] = bool(meta["vi_mode"])
-            self._last_programs = frozenset(meta.get("programs", ()))  # type: ignore[arg-type]
+            progs = meta.get("programs", ())
+            self._last_programs = frozenset(progs) if isinstance(progs, (set, frozenset,
+                                                                        tuple)) else frozenset()
             self.stack = stack[-16:]
             self._sync_keys()
 
     # ------------------------------------------------------------------ shell lines
 
     def _shell(self, text: str, *, partial: bool = True) -> Decision:
-        kw = {"user": self.user, "groups": self.groups, "target": self.target}
         if partial:
-            return self.engine.decide_partial(text, state=self.state, **kw)
-        return self.engine.decide(text, state=self.state, **kw)
+            return self.engine.decide_partial(text, state=self.state, user=self.user,
+                                              groups=self.groups, target=self.target)
+        return self.engine.decide(text, state=self.state, user=self.user, groups=self.groups,
+                                  target=self.target)
 
     def _decide_shell(self, snap: LineSnapshot) -> Decision:
         if snap.echo_pending and snap.typed is None:
@@ -234,6 +238,15 @@ class PolicySession:
         if snap.typed is not None and snap.typed not in texts:
             texts.append(snap.typed)
         decisions = [self._shell(t) for t in texts]
+        if all(d.action is Action.ALLOW for d in decisions) and len(decisions) > 1:
+            # the screen and the keys tell different lines: both are allowed, but they
+            # must agree on whether bash runs something now and on what it changes
+            if len({d.incomplete for d in decisions}) > 1:
+                return self._uncertain("the screen and the keys typed disagree on whether "
+                                       "the command is complete")
+            if len({d.state.fingerprint() for d in decisions if d.state is not None}) > 1:
+                return self._uncertain("the screen and the keys typed disagree on what "
+                                       "this line changes in the shell")
         best = _most_severe(decisions)
         d0 = decisions[0]
         commands = tuple(dict.fromkeys(c for d in decisions for c in d.commands))
@@ -246,7 +259,7 @@ class PolicySession:
     def _decide_hidden(self, snap: LineSnapshot, top: Foreground | None) -> Decision:
         """Keys typed without echo: a password, or a line the bastion cannot see."""
         prompt = snap.prompt or snap.raw or ""
-        expected = top is not None and top.kind in ("password", "repl") or bool(
+        expected = (top is not None and top.kind in ("password", "repl")) or bool(
             self._last_programs & PASSWORD_PROGRAMS)
         if expected and _PASSWORD.search(prompt) and not self.state.echo_hidden:
             d = Decision(Action.ALLOW, None, "typed without echo (a password prompt)", ())

@@ -89,6 +89,19 @@ class ShellState:
             self.options["expand_aliases"] = False
             self.options["histexpand"] = False
 
+    def fingerprint(self) -> str:
+        """What later lines are checked against, as one comparable string."""
+        return repr((sorted(self.vars.items(), key=str), sorted(self.aliases.items()),
+                     sorted(self.functions), sorted(self.maybe_aliases),
+                     sorted(self.maybe_functions), self.cwd, self.cwd_alts, self.oldpwd,
+                     self.dirstack, sorted(self.options.items()), self.unknown_options,
+                     sorted(self.bindings.items()), self.bindings_unknown, self.tab_runs_code,
+                     sorted(self.traps), self.written, sorted(self.symlinks.items()),
+                     sorted(self.fs.items()), self.hashed, self.textdomain, self.cdpath,
+                     self.ifs_unknown, self.echo_hidden, self.path_changed,
+                     sorted(self.prompts.items(), key=str), self.positional,
+                     sorted(self.exported), sorted(self.patterns.items(), key=str)))
+
     def copy(self, *, share_fs: bool = True) -> ShellState:
         """A copy for a subshell or a branch. Files written and symlinks made are the
         file system's, not the shell's: shared with the copy (``share_fs``), except for
@@ -239,11 +252,11 @@ class ShellState:
             if self.options.get(k) != v:
                 self.options[k] = True  # the riskier reading: the option may be on
         self.unknown_options |= other.unknown_options
-        for k, v in other.bindings.items():
-            if self.bindings.get(k, v) != v:
-                self.bindings[k] = ("unknown", "")
+        for seq, bound in other.bindings.items():
+            if self.bindings.get(seq, bound) != bound:
+                self.bindings[seq] = ("unknown", "")
             else:
-                self.bindings[k] = v
+                self.bindings[seq] = bound
         self.bindings_unknown |= other.bindings_unknown
         self.tab_runs_code |= other.tab_runs_code
         self.traps |= other.traps
@@ -253,11 +266,11 @@ class ShellState:
         if other.fs is not self.fs:
             self.unknown_writes |= other.unknown_writes
         if other.symlinks is not self.symlinks:
-            for k, v in other.symlinks.items():
-                if self.symlinks.get(k, v) != v:
-                    self.symlinks[k] = (Hole.ANY,)
+            for link, dest in other.symlinks.items():
+                if self.symlinks.get(link, dest) != dest:
+                    self.symlinks[link] = (Hole.ANY,)
                 else:
-                    self.symlinks[k] = v
+                    self.symlinks[link] = dest
         self.history_known &= other.history_known
         self.hashed |= other.hashed
         self.textdomain |= other.textdomain

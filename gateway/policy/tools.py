@@ -30,10 +30,11 @@ from gateway.policy.programs import (
     skip_options,
     stdin_code,
 )
-from gateway.policy.values import Field, Hole, astr, resolve, show, static
+from gateway.policy.values import AStr, Field, Hole, astr, resolve, show, static
 
 if TYPE_CHECKING:
     from gateway.policy.analyze import Ctx
+    from gateway.policy.langs import LangResult
 
 Handler = Callable[[Program, str, list[Field], "Ctx"], None]
 HANDLERS: dict[str, Handler] = {}
@@ -138,7 +139,7 @@ def _ln(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     st = ctx.st
     tdir = opts.get("-t") or opts.get("--target-directory")
     targets = ops if tdir is not None else ops[:-1]
-    links: list[tuple[Field, tuple[object, ...]]] = []
+    links: list[tuple[Field, AStr]] = []
     if tdir is not None:
         d = ctx.an.path(tdir, st)
         for t in targets:
@@ -155,7 +156,7 @@ def _ln(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
             links.append((t, astr(*link, "/", base) if base else (Hole.ANY,)))
     symbolic = "-s" in opts or "--symbolic" in opts
     for target, link in links:
-        ls = static(link)  # type: ignore[arg-type]
+        ls = static(link)
         if ls is None:
             continue
         if target.text is None:
@@ -258,7 +259,7 @@ def _awk(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
                 program, have = None, True
             i += 1
             continue
-        if t in ("-f", "--file") or t.startswith("-f") and len(t) > 2:
+        if t in ("-f", "--file") or (t.startswith("-f") and len(t) > 2):
             f = args[i + 1] if t in ("-f", "--file") and i + 1 < n else Field(astr(t[2:]))
             script_file(name, f, ctx)
             have = True
@@ -589,7 +590,7 @@ def _ip(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
             continue
         if t in ("-b", "-batch", "--batch", "-force"):
             ctx.an.unsure("ip -batch reads commands from a file")
-        if t == "exec" and k >= 1 and texts[k - 1] in ("netns", "vrf") or (
+        if (t == "exec" and k >= 1 and texts[k - 1] in ("netns", "vrf")) or (
                 t == "exec" and k >= 2 and texts[k - 2] in ("netns", "vrf")):
             if k + 2 <= len(args):
                 run_inner(args[k + 2 :], ctx, f"ip {texts[k - 1]} exec") if k + 2 < len(
@@ -880,7 +881,7 @@ def _taskset(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     record(name, args, ctx)
     texts = _t(args)
     if any(t and t.startswith("-") and "p" in t[1:] and not t.startswith("--") for t in texts) \
-            or "--pid" in texts or "--all-tasks" in texts and "-p" in texts:
+            or "--pid" in texts or ("--all-tasks" in texts and "-p" in texts):
         return
     i = 0
     while i < len(texts) and (texts[i] or "").startswith("-"):
@@ -1146,7 +1147,7 @@ def _vi(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         screen(name, "vi", ctx)
 
 
-def _dyn() -> object:
+def _dyn() -> LangResult:
     from gateway.policy.langs import LangResult
 
     r = LangResult()
@@ -1444,8 +1445,8 @@ def _sqlclient(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
             i += 2 if takes else 1
             continue
         elif lang == "sqlite":
-            if any(x is not None for x in commands) or i > 0 and any(
-                    not (x or "-").startswith("-") for x in texts[:i]):
+            if any(x is not None for x in commands) or (i > 0 and any(
+                    not (x or "-").startswith("-") for x in texts[:i])):
                 commands.append(t)
         i += 1
     for f in files:
@@ -1559,8 +1560,8 @@ def _git(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     rtexts = texts[i + 1 :]
     for t in texts:
         if t and (t.startswith("ext::") or t.startswith(("--upload-pack", "--receive-pack",
-                                                         "--exec=")) or t == "-u" and
-                  sub in ("clone", "fetch", "pull", "ls-remote", "archive")):
+                                                         "--exec=")) or (t == "-u" and
+                  sub in ("clone", "fetch", "pull", "ls-remote", "archive"))):
             ctx.an.unsure("git runs a program for the remote (--upload-pack, ext::)")
     if sub not in _GIT_KNOWN:
         ctx.an.unsure(f"git {sub} is not a git command bastille knows (an alias or plugin "
@@ -1612,8 +1613,8 @@ def _git(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     if sub in _GIT_READONLY:
         return
     if sub == "clone":
-        ops = [a for a in rest if not (a.text or "-").startswith("-")]
-        dest = ctx.an.path(ops[1], st) if len(ops) > 1 else astr(*st.cwd, "/", Hole.SEG)
+        fops = [a for a in rest if not (a.text or "-").startswith("-")]
+        dest = ctx.an.path(fops[1], st) if len(fops) > 1 else astr(*st.cwd, "/", Hole.SEG)
         _effect(ctx, "write", astr(*dest, "/", Hole.ANY), "git clone", content=False,
                 track=False)
     elif sub == "rm":
@@ -1690,7 +1691,7 @@ def _go(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         ctx.an.unsure("dynamic go command")
 
 
-def P_go(path: tuple[object, ...]) -> bool:  # noqa: N802
+def P_go(path: tuple[object, ...]) -> bool:
     s = show(path)  # type: ignore[arg-type]
     return s.endswith((".go", "go.mod", "go.sum", ".s", ".c")) or "…" in s
 

@@ -230,7 +230,8 @@ def _find_brace(items: list[object]) -> tuple[int, list[list[object]], int] | No
     return None
 
 
-_SEQ_RE = re.compile(r"(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?$|([A-Za-z])\.\.([A-Za-z])(?:\.\.(-?\d+))?$")
+_SEQ_RE = re.compile(r"(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?$"
+                     r"|([A-Za-z])\.\.([A-Za-z])(?:\.\.(-?\d+))?$")
 
 
 def _sequence(body: list[object]) -> list[str] | None:

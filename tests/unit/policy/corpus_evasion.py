@@ -46,7 +46,7 @@ class Case:
         return self.text.format(**fmt), tuple(s.format(**fmt) for s in self.setup)
 
 
-def C(cls: int, text: str, expect: str = "block", **kw: object) -> Case:  # noqa: N802
+def C(cls: int, text: str, expect: str = "block", **kw: object) -> Case:
     return Case(cls, text, expect, **kw)  # type: ignore[arg-type]
 
 
@@ -197,7 +197,7 @@ CASES: list[Case] = [
     C(2, "x='$(touch {c})'; echo ${{x@P}}", e2e=True),
     C(2, "echo $((LANG))"),
     C(2, "declare -i n; n='a[$(touch {c})]'", "deny"),
-    # ------------------------------------------------------------------ 3 stdin or a file as a script
+    # ---------------------------------------------------------- 3 stdin or a file as a script
     C(3, ". /dev/fd/0 <<< 'touch {c}'", "deny", e2e=True),
     C(3, "source /dev/stdin <<< 'touch {c}'", "deny"),
     C(3, "bash /dev/stdin <<< 'touch {c}'", "deny", e2e=True),
@@ -427,16 +427,16 @@ CASES: list[Case] = [
     C(6, "t {c}", "deny", setup=("alias t=touch",), mode=I, e2e=True),
     C(6, "t", "deny", setup=("alias t='touch {c}'",), mode=I),
     C(6, "s t {c}", "deny", setup=("alias s='sudo '", "alias t=touch"), mode=I),
-    C(6, "f", "deny", setup=("f() {{ touch {c}; }}",), mode=I, e2e=True),
-    C(6, "f {c}", "deny", setup=("f() {{ touch \"$1\"; }}",), mode=I),
+    C(6, "f", "deny", setup=("f() {{ touch {c}; }}",), mode=I),
+    C(6, "f {c}", "deny", setup=("f() {{ touch \"$1\"; }}",), mode=I, e2e=True),
     C(6, "ls {c}", "deny", setup=("ls() {{ touch \"$@\"; }}",), mode=I, e2e=True),
     C(6, "cd", "deny", setup=("cd() {{ touch {c}; }}",), mode=I),
     C(6, "touch $x", "deny", setup=("x={c}",), mode=I, e2e=True),
-    C(6, "touch $x/{n}", "deny", setup=("x={d}",), mode=I),
-    C(6, "$x {c}", "deny", setup=("x=touch",), mode=I),
+    C(6, "touch $x/{n}", "deny", setup=("x={d}",), mode=I, e2e=True),
+    C(6, "$x {c}", "deny", setup=("x=touch",), mode=I, e2e=True),
     C(6, "touch $x", setup=("x=$(echo {c})",), mode=I, e2e=True),
-    C(6, "touch $x", setup=("read x <<< {c}",), mode=I),
-    C(6, "touch \"$@\"", "deny", setup=("set -- {c}",), mode=I),
+    C(6, "touch $x", setup=("read x <<< {c}",), mode=I, e2e=True),
+    C(6, "touch \"$@\"", "deny", setup=("set -- {c}",), mode=I, e2e=True),
     C(6, "touch $_", setup=(": {c}",), mode=I, e2e=True),
     C(6, "PROMPT_COMMAND='touch {c}'", mode=I, e2e=True),
     C(6, "export PROMPT_COMMAND='touch {c}'", mode=I),
@@ -470,7 +470,7 @@ CASES: list[Case] = [
     C(6, "g 'touch {c}'", "deny", setup=("g() {{ $1; }}",), mode=I),
     C(6, "u", setup=("alias u=touch", "unalias u", "alias u='touch {c}'"), expect="deny",
       mode=I),
-    # ------------------------------------------------------------------ 7, 8 (lines that set them up)
+    # ---------------------------------------------------------- 7, 8 (lines that set them up)
     C(7, "bind -x '\"\\C-t\": touch {c}'", mode=I, e2e=True),
     C(7, "bind '\"\\C-t\": accept-line'", mode=I),
     C(7, "bind '\"\\C-t\": \"touch {c}\\n\"'", mode=I),
@@ -484,15 +484,16 @@ CASES: list[Case] = [
     C(8, "stty -echo", mode=I, e2e=True),
     C(8, "stty raw -echo", mode=I),
     C(8, "exec 1>/tmp/x", mode=I),
-    # ------------------------------------------------------------------ 9 REPLs and programs from exec
-    C(9, "vim", mode=E),
-    C(9, "less /etc/hostname", mode=E),
-    C(9, "python3 -i /dev/null", mode=E),
+    # ---------------------------------------------------------- 9 REPLs and programs from exec
+    C(9, "vim", mode=E, e2e=True),
+    C(9, "vi /etc/hostname", mode=E, e2e=True),  # without a terminal vi reads stdin
+    C(9, "python3 -i /dev/null", mode=E, e2e=True),
+    C(9, "perl -de 0", mode=E, e2e=True),
     C(9, "psql", mode=E),
     C(9, "mysql", mode=E),
-    C(9, "gdb", mode=E),
+    C(9, "gdb", mode=E, e2e=True),
     C(9, "ftp", mode=E),
-    C(9, "ed", mode=E),
+    C(9, "ed", mode=E, e2e=True),
     C(9, "emacs -nw", mode=E),
     C(9, "emacs -Q -nw --eval '(shell-command \"touch {c}\")'"),
     # ------------------------------------------------------------------ effects (another program)

@@ -47,7 +47,10 @@ def test_evasion_interactive(cid: str, case: object, text: str,
     eng = EFFECTS if case.effect else ENGINE  # type: ignore[attr-defined]
     s = PolicySession(eng, **U)
     for line in setup:  # earlier lines ran (approved if they needed it)
-        s.commit(s.decide(LineSnapshot(text=line)), approved=True)
+        d = s.decide(LineSnapshot(text=line))
+        # through the gateway (e2e cases) a denied line never runs: its state is unreachable
+        assert not (case.e2e and d.action is Action.DENY), (line, d)  # type: ignore[attr-defined]
+        s.commit(d, approved=True)
     d = s.decide(LineSnapshot(text=text))
     _check(case.expect, d.action, (setup, text, d))  # type: ignore[attr-defined]
 
@@ -82,6 +85,18 @@ EXPECTED_HOLDS = {
 }
 
 
+# Exec requests without a terminal (``ssh host -- CMD``): what reads the user's input
+# (a shell, a REPL, an editor) reads it unchecked, so it is held as well. Pagers are not:
+# without a terminal they copy like cat and read no keys.
+NO_TERMINAL_HOLDS = {
+    "telnet mail.internal 25", "docker exec -it web sh", "docker run --rm -it alpine sh",
+    "sftp user@host", "ssh bastion", "sudo -i", "sudo su -", "su - postgres",
+    "vim /etc/hosts", "vi /etc/nginx/nginx.conf", "tmux attach -t main", "iftop -i eth0",
+    "systemd-run --scope --user screen", "systemd-run -t --send-sighup bash",
+    "kubectl exec -it api-7d9f8 -n prod -- sh",
+}
+
+
 def _holds(decide: object) -> tuple[list[str], list[str]]:
     held, denied = [], []
     for line in ORDINARY:
@@ -93,17 +108,21 @@ def _holds(decide: object) -> tuple[list[str], list[str]]:
     return held, denied
 
 
-@pytest.mark.parametrize("path", ["interactive", "exec-tty"])
+@pytest.mark.parametrize("path", ["interactive", "exec-tty", "exec"])
 def test_ordinary_commands_pass(path: str) -> None:
     assert len(ORDINARY) >= 500
+    expected = set(EXPECTED_HOLDS)
     if path == "interactive":
         held, denied = _holds(lambda line: STARTER.decide(line, **U))
     else:
-        held, denied = _holds(lambda line: STARTER.decide(line, interactive=False, tty=True,
+        tty = path == "exec-tty"
+        held, denied = _holds(lambda line: STARTER.decide(line, interactive=False, tty=tty,
                                                           **U))
+        if not tty:
+            expected |= NO_TERMINAL_HOLDS
     assert denied == []
-    assert sorted(held) == sorted(EXPECTED_HOLDS), sorted(set(held) ^ set(EXPECTED_HOLDS))
-    assert len(held) / len(ORDINARY) <= 0.01
+    assert sorted(held) == sorted(expected), sorted(set(held) ^ expected)
+    assert len(held) / len(ORDINARY) <= (0.01 if path != "exec" else 0.03)
 
 
 def test_ordinary_commands_in_one_session() -> None:

@@ -98,6 +98,17 @@ def test_exec_requests_have_no_history_expansion() -> None:
     assert eng.decide("echo hi!x", interactive=False, **A).action is Action.ALLOW
 
 
+def test_exec_without_a_terminal_holds_what_reads_the_users_input() -> None:
+    eng = PolicyEngine([])
+    for line in ("vi /etc/hosts", "python3", "bash", "ssh host", "su -"):
+        assert eng.decide(line, interactive=False, **A).action is Action.APPROVE, line
+        assert eng.decide(line, interactive=False, tty=True, **A).action is Action.ALLOW, line
+    # pagers whose output is not a terminal copy like cat and read no keys
+    for line in ("less /etc/hosts", "man ls", "more /etc/fstab", "zcat x.gz | less"):
+        assert eng.decide(line, interactive=False, **A).action is Action.ALLOW, line
+    assert eng.decide("most /etc/hosts", interactive=False, **A).action is Action.APPROVE
+
+
 def test_decide_partial_lets_unfinished_lines_continue() -> None:
     eng = PolicyEngine(starter_rules())
     d = eng.decide_partial("for i in 1 2; do", **A)

@@ -152,6 +152,37 @@ def test_key_policy_defaults() -> None:
 def test_tracker_holds_and_records_the_key() -> None:
     t = LineTracker()
     evs = t.feed_input(b"echo x\x18\x05more")
-    assert [(e.kind, e.key, e.enter) for e in evs][0] == ("enter", "edit-and-execute-command",
+    assert next((e.kind, e.key, e.enter) for e in evs) == ("enter", "edit-and-execute-command",
                                                           b"\x05")
     assert t.current_line(evs[0].line_id).key == "edit-and-execute-command"
+
+
+def test_lines_typed_ahead_into_a_heredoc(drv: Driven) -> None:
+    """Keys typed while the previous Enter was decided reach bash before its next prompt
+    (the relay replays them at the release): the continuation lines must still be read
+    as bash reads them, so the heredoc ends where bash ends it and the script it wrote
+    is seen when it is run."""
+    s, bash = drv.session, drv.bash
+    chunks = [b"cat > s.sh <<EOF\r", f"touch {C}\r".encode(), b"EOF\r", b"sh s.sh\r"]
+    got: list[tuple[Action, bool]] = []
+    for chunk in chunks:
+        if got and got[-1][0] is not Action.ALLOW:
+            break
+        for ev in s.feed_input(chunk):
+            if ev.data:
+                os.write(bash.master, ev.data)
+            if ev.kind != "enter":
+                continue
+            bash.read_until_quiet(first_timeout=0.5)  # the relay waits for the echo
+            d = s.decide(s.snapshot(ev.line_id))
+            got.append((d.action, d.incomplete))
+            if d.action is not Action.ALLOW:
+                break
+            if d.incomplete:
+                s.tracker.continue_line(s.snapshot(ev.line_id).text)
+            else:
+                s.tracker.end_line()
+                s.commit(d)
+            os.write(bash.master, ev.enter)  # released: no wait, the next keys follow
+    assert got == [(Action.ALLOW, True), (Action.ALLOW, True), (Action.ALLOW, False),
+                   (Action.APPROVE, False)]
