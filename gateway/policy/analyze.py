@@ -1218,10 +1218,14 @@ def build_views(name: str, args: list[Field], redirs: list[AStr], st: ShellState
         for cwd, maybe in [(st.cwd, False), *((c, True) for c in st.cwd_alts)]:
             resolved = list(args)
             for k in rel:
-                resolved[k] = Field(resolve(args[k].chunks, cwd, symlinks=st.symlinks),
-                                    glob=args[k].glob)
+                r = resolve(args[k].chunks, cwd, symlinks=st.symlinks)
+                canonical = bool(r) and r[0] is Hole.WORD and r != (Hole.WORD,) and all(
+                    isinstance(c, str) or c is Hole.SEG for c in r[1:])
+                resolved[k] = Field(r, glob=args[k].glob, canonical=canonical)
             t2, ex2 = _normalized(name, resolved)
-            v = _view(t2, redirs, ex2, maybe=maybe)
+            # under an unknown directory, the reading with its holes empty (cwd "/") is
+            # one possibility among others: a match there is uncertain, not certain
+            v = _view(t2, redirs, ex2, maybe=maybe or has_hole(cwd))
             if v not in views:
                 views.append(v)
     return views
@@ -1309,6 +1313,8 @@ def _norm_dyn(a: Field) -> object:
     words for the rules (``WORD``: no blank); a path with an unknown part may hold
     ``..`` (the whole path is unknown)."""
     chunks = tuple(Hole.WORD if c is Hole.ANY and not a.split else c for c in a.chunks)
+    if a.canonical:
+        return ("glob", chunks) if a.glob else chunks
     text_parts = "".join(c for c in chunks if isinstance(c, str))
     if "/" in text_parts and any(c in (Hole.ANY, Hole.WORD) for c in chunks):
         first = chunks[0]

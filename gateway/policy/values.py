@@ -97,6 +97,9 @@ class Field:
     glob: bool = False
     split: bool = False
     quoted_start: bool = False  # the first character was quoted (cannot start an option)
+    # a path resolved against an unknown working directory: it is absolute and
+    # normalized, so its holes hold no ".." and it cannot be an option
+    canonical: bool = False
 
     @property
     def text(self) -> str | None:
@@ -114,6 +117,8 @@ class Field:
         """Could this field be (or expand to) an option word?"""
         if self.split:
             return True
+        if self.canonical:
+            return False
         first = self.chunks[0] if self.chunks else ""
         if isinstance(first, str):
             return first.startswith("-") and not self.quoted_start

@@ -271,3 +271,20 @@ def test_analyser_bug_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(analyze.Analyzer, "simple", boom)
     d = PolicyEngine([]).decide("ls", **A)
     assert (d.action, d.reason) == (Action.APPROVE, "could not analyse")
+
+
+def test_an_unknown_working_directory_is_absolute() -> None:
+    """After ``cd ..`` from the (unknown) home directory, relative operands are absolute
+    paths under an unknown directory: they are no option and no rule's word, and a rule
+    that matches with the directory "/" is uncertain, not certain."""
+    eng = PolicyEngine(starter_rules())
+
+    def after(setup: str, line: str) -> Action:
+        st = eng.decide(setup, **A).state
+        return eng.decide(line, state=st, **A).action
+
+    assert after("cd ..", "sudo systemctl reload nginx") is Action.ALLOW
+    assert after("cd ..", "ls -la") is Action.ALLOW
+    assert after("cd ..", "rm -rf bin") is Action.APPROVE  # /bin if the directory is /
+    assert after("cd $x", "rm -rf *") is Action.APPROVE
+    assert after("cd /", "rm -rf etc") is Action.DENY
