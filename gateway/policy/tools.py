@@ -175,7 +175,8 @@ def _mode(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     ops, opts = operands(prog, args)
     files = ops if "--reference" in opts else ops[1:]
     for f in files:
-        _effect(ctx, "write", ctx.an.path(f, ctx.st), name, content=False)
+        # metadata only: the file's content is not the session's (not "written here")
+        _effect(ctx, "write", ctx.an.path(f, ctx.st), name, content=False, track=False)
     record(name, args, ctx)
 
 
@@ -502,7 +503,7 @@ def _ssh(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         _string(_joined(rest), ctx, name, remote=True)
     elif not no_command:
         stdin_code(name, "bash", ctx, kind="shell")
-        ctx.st.cwd, ctx.st.cwd_alts = (Hole.WORD,), ()
+        _login(ctx)
 
 
 @handler("socat")
@@ -719,7 +720,7 @@ def _sudo(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         else:
             stdin_code(name, "bash", ctx, kind="shell")
             if flags & {"-i", "--login"}:
-                ctx.st.cwd, ctx.st.cwd_alts = (Hole.WORD,), ()
+                _login(ctx)
         return
     if rest:
         if flags & {"-D", "--chdir"}:
@@ -802,7 +803,13 @@ def _su(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         return
     stdin_code(name, "bash", ctx, kind="shell")
     if login:
-        ctx.st.cwd, ctx.st.cwd_alts = (Hole.WORD,), ()
+        _login(ctx)
+
+
+def _login(ctx: Ctx) -> None:
+    """A login shell (``ssh host``, ``su -``, ``sudo -i``) starts in its user's home:
+    ``~``, as unknown (and as symbolic) as the first shell's."""
+    ctx.st.cwd, ctx.st.cwd_alts, ctx.st.oldpwd, ctx.st.dirstack = ("~",), (), None, []
 
 
 @handler("sg")

@@ -31,10 +31,12 @@ FP_USER = "bastille-fp"  # the account of the ordinary-commands corpus: runs not
 
 
 def policy_extra(*, effect: bool = False, escapes: str = "allow", timeout: str = "1m",
-                 fp_target: str = "") -> str:
+                 fp_target: str = "", canary: bool = True) -> str:
     """The config additions: the starter policy, the canary rule (and the canary effect
     rule), bob as the approver."""
-    rules = starter_toml() + f"""
+    rules = starter_toml()
+    if canary:
+        rules += f"""
 [[policy.rules]]
 name = "canary"
 match = '{CANARY_RULE}'
@@ -191,9 +193,12 @@ class Term:
     def markers(self) -> list[str]:
         return MARKERS.findall(self.history())
 
+    def _rows(self) -> list[str]:
+        return [x.rstrip() for x in self.history().splitlines() if x.strip()]
+
     def at_prompt(self) -> bool:
-        lines = [x for x in self.tmux.screen().splitlines() if x.strip()]
-        return bool(lines) and lines[-1].rstrip() == PROMPT.rstrip()
+        rows = self._rows()
+        return bool(rows) and rows[-1] == PROMPT.rstrip()
 
     def wait_prompt(self, timeout: float = 10) -> bool:
         deadline = time.monotonic() + timeout
@@ -203,55 +208,45 @@ class Term:
             time.sleep(0.05)
         return False
 
-    def run(self, text: str, *, timeout: float = 10) -> str:
-        """Type a line (and Enter); returns ``deny``, ``approve`` (the request is then
-        cancelled with Ctrl-C) or ``ran`` (the prompt came back without a refusal)."""
-        before = len(self.markers())
+    def run(self, text: str, *, timeout: float = 10, approver: str | None = None) -> str:
+        """Type a line (and Enter). Returns ``deny``; ``approve`` (held: the request is
+        cancelled with Ctrl-C, or approved by ``approver``: then ``approved``); ``ran``
+        (a new empty prompt came back without a refusal) or ``timeout`` (Ctrl-C sent)."""
+        rows = self._rows()
+        before, markers = len(rows), len(MARKERS.findall("\n".join(rows)))
         self.tmux.type(text + "\n")
         deadline = time.monotonic() + timeout
-        time.sleep(0.05)
         while time.monotonic() < deadline:
-            found = self.markers()
-            if len(found) > before:
-                new = found[before]
-                if WAITING.match(new):
-                    gone = self.history().count(NOT_RUN)
-                    self.tmux.send("C-c")
-                    end = time.monotonic() + 10
-                    while self.history().count(NOT_RUN) <= gone and time.monotonic() < end:
-                        time.sleep(0.05)
+            time.sleep(0.03)
+            rows = self._rows()
+            found = MARKERS.findall("\n".join(rows))
+            if len(found) > markers:
+                m = WAITING.match(found[markers])
+                if m is None:
                     self.wait_prompt()
-                    return "approve"
+                    return "deny"
+                done = "\n".join(rows).count(NOT_RUN)
+                if approver is not None:
+                    r = self.g.ssh(approver, "approvals", "approve", m.group(1))
+                    assert b"approved" in r.stdout, r
+                    self.tmux.wait_for(f"approved by {approver}")
+                    self.wait_prompt()
+                    return "approved"
+                self.tmux.send("C-c")
+                end = time.monotonic() + 10
+                while self.history().count(NOT_RUN) <= done and time.monotonic() < end:
+                    time.sleep(0.05)
                 self.wait_prompt()
-                return "deny"
-            if self.at_prompt() and time.monotonic() - deadline + timeout > 0.6:
-                return "ran"
-            time.sleep(0.05)
+                return "approve"
+            if any(r.startswith(PROMPT.rstrip()) for r in rows[before:]):
+                return "ran"  # a new prompt (background output may follow it on its row)
         self.tmux.send("C-c")
         self.wait_prompt()
         return "timeout"
 
     def run_approved(self, text: str, timeout: float = 15) -> str:
-        """Type a line and have bob approve it if it is held; returns the outcome."""
-        before = len(self.markers())
-        self.tmux.type(text + "\n")
-        deadline = time.monotonic() + timeout
-        time.sleep(0.05)
-        while time.monotonic() < deadline:
-            found = self.markers()
-            if len(found) > before:
-                m = WAITING.match(found[before])
-                if not m:
-                    return "deny"
-                r = self.g.ssh("bob", "approvals", "approve", m.group(1))
-                assert b"approved" in r.stdout, r
-                self.tmux.wait_for("approved by bob")
-                self.wait_prompt()
-                return "approved"
-            if self.at_prompt() and time.monotonic() - deadline + timeout > 0.6:
-                return "ran"
-            time.sleep(0.05)
-        return "timeout"
+        """Type a line and have bob approve it if it is held."""
+        return self.run(text, timeout=timeout, approver="bob")
 
     def close(self) -> None:
         self.tmux.close()

@@ -11,10 +11,10 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from corpus_evasion import CANARY_RULE, CASES, EFFECT_GLOB, rendered
+from corpus_ordinary import EXPECTED_HOLDS, NO_TERMINAL_HOLDS, ORDINARY
 
 from gateway.policy import Action, LineSnapshot, PolicyEngine, PolicySession, Rule, starter_rules
 
@@ -64,38 +64,6 @@ def test_evasion_corpus_covers_every_class() -> None:
 
 
 # --------------------------------------------------------------------------- ordinary
-
-ORDINARY = [line.replace("⏎", "\n") for line in (
-    Path(__file__).with_name("ordinary_commands.txt").read_text("utf-8").splitlines())
-    if line.strip() and not line.startswith("## ")]
-
-# Held on purpose, with why (docs/policy.md "False holds"):
-EXPECTED_HOLDS = {
-    "crontab -e": "installs commands that run later",
-    "nano ~/.bashrc": "edits a shell start-up file (runs at the next login)",
-    'echo "export LANG=fi_SE.UTF-8" >> $HOME/.bashrc': "writes a shell start-up file",
-    'echo "export LOCPATH=\\$HOME/.locale" >> $HOME/.bashrc': "writes a shell start-up file",
-    "find /tmp -name core -type f -print | xargs /bin/rm -f":
-        "file names become rm options (-print without -0)",
-    "find /tmp -name core -type f -print0 | xargs -0 /bin/rm -f":
-        "a path under /tmp may be a .bash_history (rule approve-history-wipe)",
-    "zip stuff *": "a file name may be a zip option that runs a command (-TT)",
-    "zip stuff .* *": "idem",
-    "git rebase -i HEAD~3": "the edited todo list may hold exec lines",
-}
-
-
-# Exec requests without a terminal (``ssh host -- CMD``): what reads the user's input
-# (a shell, a REPL, an editor) reads it unchecked, so it is held as well. Pagers are not:
-# without a terminal they copy like cat and read no keys.
-NO_TERMINAL_HOLDS = {
-    "telnet mail.internal 25", "docker exec -it web sh", "docker run --rm -it alpine sh",
-    "sftp user@host", "ssh bastion", "sudo -i", "sudo su -", "su - postgres",
-    "vim /etc/hosts", "vi /etc/nginx/nginx.conf", "tmux attach -t main", "iftop -i eth0",
-    "systemd-run --scope --user screen", "systemd-run -t --send-sighup bash",
-    "kubectl exec -it api-7d9f8 -n prod -- sh",
-}
-
 
 def _holds(decide: object) -> tuple[list[str], list[str]]:
     held, denied = [], []
