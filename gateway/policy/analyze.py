@@ -616,7 +616,9 @@ class Analyzer:
                 self.unsure("command lookup was changed in this session (hash -p, enable)")
             for w in st.written:
                 s = static(w)
-                if s is not None and posixpath.basename(s) == name:
+                if s is not None and posixpath.basename(s) == name and (
+                        st.path_changed or posixpath.dirname(s) in PATH_DIRS or
+                        posixpath.dirname(s).endswith(("/bin", "/sbin"))):
                     self.unsure(f"{name} may run a file written in this session")
                     break
         prog = self.cat.program(base)
@@ -1190,6 +1192,14 @@ def _autorun_hit(path: AStr, globs: tuple[str, ...]) -> bool:
 # --------------------------------------------------------------------------- views
 
 
+# the directories of a login shell's PATH on Debian/Ubuntu (/etc/profile, ~/.profile):
+# a file written there (or in any .../bin, .../sbin) shadows a program of the same name
+# (a PATH set in the session makes every directory count)
+PATH_DIRS = frozenset({"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin",
+                       "/bin", "/usr/local/games", "/usr/games", "/snap/bin", "~/bin",
+                       "~/.local/bin"})
+
+
 def _canon(a: Field, st: ShellState) -> Field:
     """Absolute path arguments as the kernel resolves them (``/proc/self/root``, symlinks
     made in this session, ``..``)."""
@@ -1219,8 +1229,10 @@ def build_views(name: str, args: list[Field], redirs: list[AStr], st: ShellState
             resolved = list(args)
             for k in rel:
                 r = resolve(args[k].chunks, cwd, symlinks=st.symlinks)
-                canonical = bool(r) and r[0] is Hole.WORD and r != (Hole.WORD,) and all(
+                canonical = bool(r) and r[0] is Hole.WORD and all(
                     isinstance(c, str) or c is Hole.SEG for c in r[1:])
+                if r == (Hole.WORD,):
+                    r = ("/", Hole.WORD)  # the unknown directory itself: "/" or "/..."
                 resolved[k] = Field(r, glob=args[k].glob, canonical=canonical)
             t2, ex2 = _normalized(name, resolved)
             # under an unknown directory, the reading with its holes empty (cwd "/") is

@@ -91,7 +91,7 @@ def _string(text: str | None, ctx: Ctx, where: str, *, remote: bool = False) -> 
     child = ctx.st.child()
     if remote:
         child.cwd, child.cwd_alts = ("~",), ()
-        child.written, child.symlinks = [], {}
+        child.written, child.symlinks, child.path_changed = [], {}, False
     before = len(ctx.an.commands)
     ctx.an.text(text, child, Stdin("null"), what=f"run by {where}")
     if remote:
@@ -113,13 +113,15 @@ def _argv(words: list[Field], ctx: Ctx, where: str, *, remote: bool = False) -> 
     if not words:
         return
     before = len(ctx.an.commands)
-    if remote:
-        saved_cwd, saved_alts = ctx.st.cwd, ctx.st.cwd_alts
-        ctx.st.cwd, ctx.st.cwd_alts = ("~",), ()
+    if remote:  # another system: its own directory, files and PATH
+        st = ctx.st
+        saved = st.cwd, st.cwd_alts, st.written, st.symlinks, st.path_changed
+        st.cwd, st.cwd_alts, st.written, st.symlinks, st.path_changed = ("~",), (), [], {}, \
+            False
         try:
             run_inner(words, ctx, where)
         finally:
-            ctx.st.cwd, ctx.st.cwd_alts = saved_cwd, saved_alts
+            st.cwd, st.cwd_alts, st.written, st.symlinks, st.path_changed = saved
         _remote_effects(ctx, before)
     else:
         run_inner(words, ctx, where)

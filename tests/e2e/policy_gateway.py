@@ -178,6 +178,7 @@ class Term:
     def __init__(self, g: Rig, target: str = "web1", *, set_prompt: bool = True,
                  extra: Sequence[str] = ()) -> None:
         self.g = g
+        self.timeouts: list[tuple[str, str]] = []  # (line, last rows) of lines that hung
         self.tmux = Tmux(g.root, [*g.ssh_args("alice", tty=True, extra=extra), target])
         subprocess.run(["tmux", "-S", self.tmux.sock, "set-option", "-g", "history-limit",
                         "50000"], check=True)
@@ -240,6 +241,7 @@ class Term:
                 return "approve"
             if any(r.startswith(PROMPT.rstrip()) for r in rows[before:]):
                 return "ran"  # a new prompt (background output may follow it on its row)
+        self.timeouts.append((text, "\n".join(self._rows()[-8:])))
         self.tmux.send("C-c")
         self.wait_prompt()
         return "timeout"

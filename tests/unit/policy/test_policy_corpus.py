@@ -98,7 +98,7 @@ def test_ordinary_commands_in_one_session() -> None:
     s = PolicySession(STARTER, **U)
     held = []
     for line in ORDINARY:
-        d = s.decide(LineSnapshot(text=line))
+        d = s.decide(LineSnapshot(text=line, prompt="$ "))  # the shell's prompt is shown
         if d.action is Action.ALLOW:
             s.commit(d)
         else:
