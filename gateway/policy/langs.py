@@ -139,6 +139,7 @@ def check_python(code: str, *, repl: bool = False) -> LangResult:
             r.unsure(f"Python attribute {node.attr} can run code")
         elif isinstance(node, ast.Call):
             f = node.func
+            _py_shell_call(node, r)
             if isinstance(f, ast.Name) and f.id not in PY_SAFE_CALLS:
                 r.unsure(f"Python call {f.id}() is not known to be harmless")
             elif isinstance(f, ast.Attribute) and f.attr not in PY_SAFE_METHODS:
@@ -153,6 +154,32 @@ def check_python(code: str, *, repl: bool = False) -> LangResult:
             if (node.module or "").split(".")[0] not in PY_SAFE_MODULES or node.level:
                 r.unsure(f"Python imports from {node.module}")
     return r
+
+
+_PY_SHELL_FUNCS = frozenset({"system", "popen", "getoutput", "getstatusoutput"})
+_PY_ARGV_FUNCS = frozenset({"run", "call", "check_call", "check_output", "Popen", "spawnlp",
+                            "execlp", "execvp"})
+
+
+def _py_shell_call(node: ast.Call, r: LangResult) -> None:
+    """A command visible in the code (``os.system('...')``, ``subprocess.run([...])``):
+    decided as a shell line too, so a rule sees it (the call stays uncertain)."""
+    f = node.func
+    name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+    if not node.args:
+        return
+    first = node.args[0]
+    shell = any(k.arg == "shell" and isinstance(k.value, ast.Constant) and k.value.value
+                for k in node.keywords)
+    if isinstance(first, ast.Constant) and isinstance(first.value, str) and (
+            name in _PY_SHELL_FUNCS or (name in _PY_ARGV_FUNCS and shell)):
+        r.shell.append(first.value)
+    elif name in _PY_ARGV_FUNCS and isinstance(first, ast.List | ast.Tuple) and all(
+            isinstance(e, ast.Constant) and isinstance(e.value, str) for e in first.elts):
+        r.shell.append(" ".join(shlex.quote(str(getattr(e, "value", ""))) for e in first.elts))
+    elif name in ("spawnlp", "execlp") and all(
+            isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.args[1:]):
+        r.shell.append(" ".join(shlex.quote(str(getattr(e, "value", ""))) for e in node.args[2:]))
 
 
 # --------------------------------------------------------------------------- other interpreters

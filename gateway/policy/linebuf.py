@@ -35,7 +35,7 @@ import re
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pyte
 
@@ -450,7 +450,9 @@ class LineTracker:
         key = line.key if line is not None else ENTER
         key_seq = line.key_seq if line is not None else ""
         if alt:
-            return self._screen_snapshot(tail, base, alt_at, cols, rows, key, bool(pending))
+            snap = self._screen_snapshot(tail, base, alt_at, cols, rows, key, bool(pending))
+            # the keys typed since the last held key (a program's command line as typed)
+            return replace(snap, typed=keys.text if keys.known else None)
         try:
             text, prompt, raw, search, guessed = _render(
                 tail, base, mark, cols, rows, learned, known,

@@ -382,15 +382,28 @@ class PolicySession:
                 return self._uncertain("vi's command-line window runs the line under the "
                                        "cursor")
             insert = bool(re.search(r"-- (?:\(\w+\) )?(?:INSERT|REPLACE|VREPLACE)", bottom))
-            if not snap.cursor_bottom or insert or not bottom.startswith(":"):
+            command = bottom if snap.cursor_bottom and bottom.startswith(":") else (
+                cursor if cursor.startswith(":") else None)
+            if insert or command is None:
+                if not insert and ":" in (snap.typed or ""):
+                    return self._uncertain("vi's command line is not where bastille reads it")
                 return Decision(Action.ALLOW, None, "editing text", ())
-            r = check_line("vi", bottom[1:])
+            r = check_line("vi", command[1:])
             d = self._lang_decision(r, "vi")
             if r.exits:
                 d.notes.update({"pop": True})
             return d
         if lang == "less" or (not lang and bottom[:1] in ("!", "|")):
-            return self._lang_decision(check_less(bottom), "less")
+            # less writes its command line after the text when the file is shorter than
+            # the screen: the cursor's row as well as the bottom one
+            rows = [r for r in dict.fromkeys((bottom, cursor)) if r.strip()]
+            d = _most_severe([self._lang_decision(check_less(r), "less") for r in rows] or
+                             [Decision(Action.ALLOW, None, "allowed", ())])
+            typed = snap.typed or ""
+            if d.action is Action.ALLOW and re.search(r"[!|]", typed) and not any(
+                    r.lstrip()[:1] in ("!", "|") for r in rows):
+                return self._uncertain("less's command line is not where bastille reads it")
+            return d
         if lang == "nano" or "Command to execute" in cursor:
             return self._lang_decision(check_nano(cursor), "nano")
         if lang == "harmless":

@@ -209,6 +209,12 @@ class InteractivePolicy:
         try:
             await self._await_echo()
             snapshot = await loop.run_in_executor(None, self.tracker.current_line, line_id)
+            deadline = time.monotonic() + ECHO_WAIT
+            while snapshot.echo_off and time.monotonic() < deadline:
+                # other output came first (keys typed ahead of the next prompt): give the
+                # echo a little longer before reading the line as typed without echo
+                await asyncio.sleep(0.02)
+                snapshot = await loop.run_in_executor(None, self.tracker.current_line, line_id)
             self._store_input(keys, echo_off=_unechoed(snapshot))
             assert self.policy is not None
             decision = await loop.run_in_executor(None, self.policy.decide, snapshot)

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,12 +176,16 @@ class Term:
     """``ssh -tt alice@gw TARGET`` in tmux, with the shell's prompt set to ``PROMPT``."""
 
     def __init__(self, g: Rig, target: str = "web1", *, set_prompt: bool = True,
-                 extra: Sequence[str] = ()) -> None:
+                 extra: Sequence[str] = (), command: Sequence[str] = ()) -> None:
         self.g = g
         self.timeouts: list[tuple[str, str]] = []  # (line, last rows) of lines that hung
-        self.tmux = Tmux(g.root, [*g.ssh_args("alice", tty=True, extra=extra), target])
+        remote = ["--", *command] if command else []
+        self.tmux = Tmux(g.root, [*g.ssh_args("alice", tty=True, extra=extra), target,
+                                  *remote])
         subprocess.run(["tmux", "-S", self.tmux.sock, "set-option", "-g", "history-limit",
                         "50000"], check=True)
+        if command:
+            return
         self.tmux.wait_re(r"[$#] ?$")
         if set_prompt:
             self.tmux.type(f"export PS1='{PROMPT}'\n")
@@ -213,9 +217,15 @@ class Term:
         """Type a line (and Enter). Returns ``deny``; ``approve`` (held: the request is
         cancelled with Ctrl-C, or approved by ``approver``: then ``approved``); ``ran``
         (a new empty prompt came back without a refusal) or ``timeout`` (Ctrl-C sent)."""
+        return self.press(lambda: self.tmux.type(text + "\n"), text, timeout=timeout,
+                          approver=approver)
+
+    def press(self, keys: Callable[[], None], text: str = "", *, timeout: float = 10,
+              approver: str | None = None) -> str:
+        """``run`` for any keys (``keys`` sends them)."""
         rows = self._rows()
         before, markers = len(rows), len(MARKERS.findall("\n".join(rows)))
-        self.tmux.type(text + "\n")
+        keys()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             time.sleep(0.03)

@@ -186,3 +186,27 @@ def test_lines_typed_ahead_into_a_heredoc(drv: Driven) -> None:
             os.write(bash.master, ev.enter)  # released: no wait, the next keys follow
     assert got == [(Action.ALLOW, True), (Action.ALLOW, True), (Action.ALLOW, False),
                    (Action.APPROVE, False)]
+
+
+def test_less_command_line_after_a_short_file() -> None:
+    """less writes its command line right after a short file, not on the bottom row:
+    the line is read where the cursor is."""
+    s = PolicySession(ENGINE, user="a", groups=[], target="t")
+    bash = BashPty(tracker=s.tracker)  # the real PATH: a real less
+    try:
+        def release(ev, snap):  # type: ignore[no-untyped-def]
+            s.commit(s.decide(snap))
+            return True
+
+        bash.keys(b"less /etc/hostname\r", on_enter=release)
+        bash.read_until_quiet(first_timeout=1.0)
+        got: list[Action] = []
+
+        def refuse(ev, snap):  # type: ignore[no-untyped-def]
+            got.append(s.decide(snap).action)
+            return False
+
+        bash.keys(f"!touch {C}\r".encode(), on_enter=refuse)
+        assert got == [Action.DENY]
+    finally:
+        bash.close()

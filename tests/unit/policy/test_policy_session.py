@@ -103,6 +103,10 @@ def test_python_repl_lines_are_python() -> None:
     assert line(s, "print(1 + 1)", prompt=">>> ") is Action.ALLOW
     assert line(s, "import os; os.system('id')", prompt=">>> ") is Action.APPROVE
     assert line(s, "__import__('os').popen('id')", prompt=">>> ") is Action.APPROVE
+    # a command visible in the code is decided as a shell line too
+    assert line(s, f"import os; os.system('touch {C}')", prompt=">>> ") is Action.DENY
+    assert line(s, f"import subprocess as p; p.run(['touch', '{C}'])",
+                prompt=">>> ") is Action.DENY
     # a block is decided whole when it closes
     d = s.decide(LineSnapshot(text="for i in range(3):", prompt=">>> "))
     assert d.action is Action.ALLOW
