@@ -99,7 +99,8 @@ class TargetHome:
     """The target account's home is shared with every other e2e test: dotfiles are put
     back and the files the corpus lines create (named in ``texts``) are removed."""
 
-    DOTFILES = (".bashrc", ".profile", ".bash_logout", ".inputrc")
+    DOTFILES = (".bashrc", ".profile", ".bash_logout", ".inputrc", ".python_history",
+                ".viminfo", ".lesshst")
 
     def __init__(self, user: str, texts: Sequence[str]) -> None:
         self.home = Path(os.path.expanduser(f"~{user}"))
@@ -118,7 +119,8 @@ class TargetHome:
                 p.unlink()
         for n in set(os.listdir(self.home)) - self.before:
             p = self.home / n
-            if n in self.words and (p.is_symlink() or p.is_file()):
+            if (n in self.words or n.startswith(self.DOTFILES)) and (
+                    p.is_symlink() or p.is_file()):
                 p.unlink()
 
 
