@@ -118,6 +118,7 @@ class View:
     text: str | None
     instance: str
     maybe: bool = False
+    head: str | None = None  # the static first word (the command's name), if any
 
 
 @dataclass
@@ -963,12 +964,13 @@ class Analyzer:
 
     def written_match(self, path: AStr, st: ShellState) -> bool:
         s = static(path)
+        affixes = P.astr_affixes(path)
         for w in st.written:
             if s is not None and static(w) == s:
                 return True
-            if s is None or has_hole(w):
+            if (s is None or has_hole(w)) and not P.affixes_clash(affixes, P.astr_affixes(w)):
                 if P.intersects(P.NFA().build(P.seq(("bol",), P.astr_node(w), ("eol",))),
-                                P.text_nfa(P.astr_node(path))):
+                                P.astr_nfa(path)):
                     return True
         return False
 
@@ -1176,6 +1178,7 @@ def _unset_is_zero(name: str, st: ShellState) -> bool:
 
 def _autorun_hit(path: AStr, globs: tuple[str, ...]) -> bool:
     s = static(path)
+    affixes = P.astr_affixes(path)
     for g in globs:
         variants = [g]
         if g.startswith("~/"):
@@ -1184,7 +1187,8 @@ def _autorun_hit(path: AStr, globs: tuple[str, ...]) -> bool:
             if s is not None:
                 if P.glob_to_regex(v).match(s):
                     return True
-            elif P.intersects(P.glob_nfa(v), P.text_nfa(P.astr_node(path))):
+            elif not P.affixes_clash(affixes, P.glob_affixes(v)) and P.intersects(
+                    P.glob_nfa(v), P.astr_nfa(path)):
                 return True
     return False
 
@@ -1352,9 +1356,11 @@ def _view(tokens: list[object], redirs: list[AStr], exact: bool, *, maybe: bool)
     if len(tokens) == 1 and isinstance(tokens[0], tuple) and tokens[0][:1] == ("alt",):
         variants = [_token_nodes([t for t in v if t != ""] + list(redirs)) for v in tokens[0][1]]
         node = P.alt(*(n for n, _ in variants))
-        return View(node, None, variants[0][1], maybe)
+        heads = {v[0] if v and isinstance(v[0], str) else None for v in tokens[0][1]}
+        return View(node, None, variants[0][1], maybe, heads.pop() if len(heads) == 1 else None)
     node, inst = _token_nodes([*tokens, *redirs])
-    return View(node, None, inst, maybe)
+    head = tokens[0] if tokens and isinstance(tokens[0], str) else None
+    return View(node, None, inst, maybe, head)
 
 
 def _token_nodes(tokens: list[object]) -> tuple[P.Node, str]:

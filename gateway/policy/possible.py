@@ -385,6 +385,45 @@ def text_nfa(node: Node) -> NFA:
     return NFA().build(node)
 
 
+@functools.lru_cache(maxsize=4096)
+def astr_nfa(a: tuple[object, ...]) -> NFA:
+    """``text_nfa(astr_node(a))``, cached (paths are checked again and again)."""
+    return NFA().build(astr_node(a))
+
+
+# --------------------------------------------------------------------------- quick checks
+
+
+def astr_affixes(a: tuple[object, ...]) -> tuple[str, str]:
+    """The literal text before the first unknown part and after the last one."""
+    holes = [k for k, c in enumerate(a) if not isinstance(c, str)]
+    if not holes:
+        s = "".join(c for c in a if isinstance(c, str))
+        return s, s
+    pre = "".join(c for c in a[: holes[0]] if isinstance(c, str))
+    suf = "".join(c for c in a[holes[-1] + 1 :] if isinstance(c, str))
+    return pre, suf
+
+
+def glob_affixes(glob: str) -> tuple[str, str]:
+    """The literal text before the first wildcard and after the last one."""
+    first = min((i for i in (glob.find(c) for c in "*?[") if i >= 0), default=-1)
+    if first < 0:
+        return glob, glob
+    if "[" in glob:
+        return glob[:first], ""
+    last = max(glob.rfind("*"), glob.rfind("?"))
+    return glob[:first], glob[last + 1 :]
+
+
+def affixes_clash(a: tuple[str, str], b: tuple[str, str]) -> bool:
+    """True when no string can have both literal prefixes and both literal suffixes
+    (a cheap test before an automaton product, for whole-string matches)."""
+    (p1, s1), (p2, s2) = a, b
+    return not (p1.startswith(p2) or p2.startswith(p1)) or not (
+        s1.endswith(s2) or s2.endswith(s1))
+
+
 # --------------------------------------------------------------------------- glob -> AST
 
 
@@ -439,6 +478,7 @@ def glob_nfa(glob: str) -> NFA:
     return NFA().build(glob_node(glob))
 
 
+@functools.lru_cache(maxsize=4096)
 def glob_to_regex(glob: str) -> re.Pattern[str]:
     """The same glob as a compiled regex (for fully known paths)."""
     out: list[str] = []

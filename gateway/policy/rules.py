@@ -16,6 +16,7 @@ Per-session state lives in ``ShellState``/``PolicySession`` (``session.py``).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -343,7 +344,9 @@ def _rule_matches(rule: Rule, cmd: CommandInfo) -> str:
                 continue
             if rule.match.search(v.instance) and not v.maybe:
                 return "yes"
-            if result == "no" and v.node is not None and _could(rule.match, v.node):
+            if result == "no" and v.node is not None and (
+                    v.head is None or _may_start(rule.match.pattern, rule.match.flags, v.head)
+            ) and _could(rule.match, v.node):
                 result = "maybe"
     for kind, globs in (("write", rule.writes), ("delete", rule.deletes)):
         if not globs:
@@ -358,6 +361,17 @@ def _rule_matches(rule: Rule, cmd: CommandInfo) -> str:
                 if m != "no":
                     result = "maybe"
     return result
+
+
+@functools.lru_cache(maxsize=8192)
+def _may_start(pattern: str, flags: int, head: str) -> bool:
+    """Could the rule match some text that starts with ``head`` (a command's name)? Most
+    rules name their commands: this prunes the full check for every other command."""
+    try:
+        nfa = P.rule_nfa(pattern, flags)
+    except (ValueError, TypeError):
+        return True
+    return P.intersects(nfa, P.astr_nfa((head, Hole.ANY)))
 
 
 def _could(rx: re.Pattern[str], node: P.Node) -> bool:
@@ -390,7 +404,8 @@ def _glob_matches(glob: str, path: AStr) -> str:
     if isinstance(first, str) and first.startswith("~") and not glob.startswith("~"):
         _, _, rest = first.partition("/")
         path = astr(Hole.WORD, "/" + rest if rest or len(path) > 1 else "", *path[1:])
-    if P.intersects(P.glob_nfa(glob), P.text_nfa(P.astr_node(path))):
+    if not P.affixes_clash(P.astr_affixes(path), P.glob_affixes(glob)) and P.intersects(
+            P.glob_nfa(glob), P.astr_nfa(path)):
         return "maybe"
     return "no"
 
