@@ -251,8 +251,13 @@ class Term:
                     time.sleep(0.05)
                 self.wait_prompt()
                 return "approve"
-            if any(r.startswith(PROMPT.rstrip()) for r in rows[before:]):
-                return "ran"  # a new prompt (background output may follow it on its row)
+            # a new prompt after the echo of the last line (a line of several commands
+            # shows a prompt after each; background output may follow it on its row)
+            last = text.split("\n")[-1].strip()
+            echo = max((k for k in range(before - 1, len(rows)) if last and last in rows[k]),
+                       default=before - 1)
+            if any(r.startswith(PROMPT.rstrip()) for r in rows[max(echo + 1, before):]):
+                return "ran"
         self.timeouts.append((text, "\n".join(self._rows()[-8:])))
         self.tmux.send("C-c")
         self.wait_prompt()

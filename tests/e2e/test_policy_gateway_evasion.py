@@ -105,7 +105,9 @@ def test_evasions_typed_in_a_terminal(gws: dict[bool, Rig]) -> None:
             outcomes[got] = outcomes.get(got, 0) + 1
             wrong = _wrong(case, got)
             if wrong or canaries():
-                failures.append((cid, text, f"{wrong} {canaries()}"))
+                t = shared.get(case.effect)
+                rows = t.history().splitlines()[-6:] if t is not None and not setup else []
+                failures.append((cid, text, f"{wrong} {canaries()} {rows}"))
                 clear_canaries()
     finally:
         for t in shared.values():
