@@ -1319,7 +1319,7 @@ def _tokens(name: str, mapped: list[str], sentinels: dict[str, Field]) -> list[o
 
 
 def _norm_path(arg: str) -> str:
-    from gateway.policy.normalize import norm_path
+    from gateway.policy.values import norm_path
 
     return norm_path(arg)
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from gateway.policy.ansi_c import decode_ansi_c
 from gateway.policy.syntax import (
     AndOr,
     Arith,
@@ -66,7 +67,6 @@ from gateway.policy.syntax import (
     While,
     Word,
 )
-from gateway.policy.words import decode_ansi_c
 
 MAX_DEPTH = 48  # nesting of substitutions and compound commands
 MAX_ALIAS_EXPANSIONS = 200  # per parser: bash guards recursion, we also guard volume

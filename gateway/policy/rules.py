@@ -233,7 +233,7 @@ class PolicyEngine:
         """Decide a file transfer: the rules see ``sftp-<op> <normalized path>``, and
         effect rules see a write (put, mkdir, rename, setstat, symlink) or a removal
         (remove, rmdir, rename) of the path."""
-        from gateway.policy.normalize import norm_path
+        from gateway.policy.values import norm_path
 
         p = norm_path(path) if path.startswith("/") else path
         text = f"sftp-{op} {p}"

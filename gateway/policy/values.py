@@ -20,6 +20,7 @@ through one is decided as written).
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -369,3 +370,15 @@ def _join(root: AStr, comps: list[AStr]) -> AStr:
 
 def is_under(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def norm_path(arg: str) -> str:
+    """Normalize an absolute path argument, or the value of ``key=/path``
+    (``/tmp/../etc`` -> ``/etc``, ``//x`` -> ``/x``)."""
+    if arg.startswith("/"):
+        p = posixpath.normpath(arg)
+        return "/" + p.lstrip("/") if p.startswith("//") else p
+    key, eq, value = arg.partition("=")
+    if eq and value.startswith("/") and key and "/" not in key:
+        return f"{key}={norm_path(value)}"
+    return arg
