@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from gateway.policy import possible as P
-from gateway.policy.analyze import Analyzer, CommandInfo, Effect, Start, Stdin, View
+from gateway.policy.analyze import Analyzer, CommandInfo, Effect, Start, Stdin
 from gateway.policy.catalogue import Catalogue, load
 from gateway.policy.state import ShellState
 from gateway.policy.values import AStr, Hole, astr, static
+from gateway.policy.views import View
 
 
 class Action(StrEnum):

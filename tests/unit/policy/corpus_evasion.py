@@ -9,14 +9,14 @@ Each case is one line (``text``), decided as an exec request (``mode="exec"``), 
 interactive line after the ``setup`` lines ran in the same session (``"interactive"``),
 or both. ``{c}`` is the canary path of the case, ``{n}`` its file name, ``{d}`` its
 directory. ``expect``: ``deny``, ``approve``, or ``block`` (either). ``e2e`` cases also
-run through the real gateway to a real bash (tests/e2e/test_policy_evasion.py), where
+run through the real gateway to a real bash (tests/e2e/test_policy_gateway_evasion.py), where
 the canary file must not exist afterwards.
 
 Classes (issue #15): 1 spelling, 2 dynamic arguments, 3 stdin or a file read as a
 script, 4 carriers, 5 path aliasing, 6 state from earlier lines, 7 execution without
 Enter (key cases live in test_policy_keys.py), 8 echo off (idem), 9 REPLs and
-full-screen programs (session cases in test_policy_session.py, e2e in
-test_policy_evasion.py).
+full-screen programs (session cases in test_policy_session.py); classes 7-9 through the
+gateway: tests/e2e/test_policy_gateway_relay.py.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Snapshots are built by hand here (what ``LineTracker`` would see); the same paths with a
 real bash under a pty are in test_policy_keys.py and, through the gateway, in
-tests/e2e/test_policy_evasion.py.
+tests/e2e/test_policy_gateway_relay.py.
 """
 
 from __future__ import annotations
