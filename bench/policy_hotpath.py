@@ -119,6 +119,25 @@ def bench_session() -> tuple[float, float, float, float]:
     return _stats(times)
 
 
+def bench_monsters() -> list[tuple[str, float]]:
+    """``PolicyEngine.decide`` on pathological lines (the analysis bounds: 32 KiB,
+    400 commands, 0.25 s of analysis and 0.25 s of rule matching)."""
+    eng = PolicyEngine(starter_rules())
+    lines = {
+        "4000 x 'echo a;' (32 KiB)": "echo a; " * 4000,
+        "3000-line script": "\n".join(f"echo {i}" for i in range(3000)),
+        "for loop, 200 cp with dynamic paths": "for i in $(seq 100); do " + "; ".join(
+            f"cp $i /tmp/d{k}/$i" for k in range(200)) + "; done",
+        "400 'rm -rf /srv/aN/*'": "; ".join(f"rm -rf /srv/a{k}/*" for k in range(400)),
+    }
+    out = []
+    for name, line in lines.items():
+        s = time.perf_counter()
+        eng.decide(line, user="alice", groups=["ops"], target="web1")
+        out.append((name, (time.perf_counter() - s) * 1e3))
+    return out
+
+
 def bench_render() -> float:
     """current_line() on a typical line with 4 KiB of output before the prompt."""
     t = LineTracker()
@@ -158,6 +177,8 @@ def main() -> None:
     print(f"PolicySession.decide:    p50 {p50:.3f} ms  p99 {p99:.3f} ms  max {worst:.3f} ms"
           f"  p99 of best-of-3 {best:.3f} ms  ({n} commands typed in one session, x 3)")
     print(f"LineTracker.current_line: {bench_render():.2f} ms per call (typical line)")
+    for name, ms in bench_monsters():
+        print(f"PolicyEngine.decide, worst case: {ms:7.1f} ms  ({name})")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ Known limits: see docs/policy.md "What cannot be seen".
 from __future__ import annotations
 
 import posixpath
+import time
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
@@ -76,8 +77,9 @@ from gateway.policy.values import (
 from gateway.policy.views import PATH_DIRS, build_views
 
 MAX_DEPTH = 12  # nested command strings and function calls
-MAX_LINE = 256 * 1024  # longer lines are not analysed: uncertain
-MAX_COMMANDS = 2000  # simple commands analysed per line
+MAX_LINE = 32 * 1024  # longer lines are not analysed: uncertain
+MAX_COMMANDS = 400  # commands analysed per line (a loop body counts twice)
+MAX_SECONDS = 0.25  # CPU budget of one line: a pasted monster must not stall the gateway
 MAX_FOR_VALUES = 16
 _STD_DIRS = ("/bin/", "/sbin/", "/usr/bin/", "/usr/sbin/", "/usr/local/bin/", "/usr/local/sbin/")
 # words typed as answers to programs' questions: no such programs (command not found)
@@ -101,6 +103,7 @@ class Analyzer(Expander):
         self.starts: list[Start] = []
         self.depth = 0
         self.count = 0
+        self.deadline = time.monotonic() + MAX_SECONDS
         self._quiet = 0  # >0: collect commands only (function bodies at definition)
         self._last_shape: AStr | None = None
 
@@ -184,7 +187,9 @@ class Analyzer(Expander):
 
     def cmd(self, node: Command, st: ShellState, stdin: Stdin) -> None:
         self.count += 1
-        if self.count > MAX_COMMANDS:
+        if self.count > MAX_COMMANDS or (self.count % 16 == 0 and
+                                         time.monotonic() > self.deadline):
+            self.count = MAX_COMMANDS + 1  # (the rest of the line is skipped quickly)
             self.unsure("line too long to analyse")
             return
         if isinstance(node, Simple):

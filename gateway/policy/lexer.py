@@ -182,8 +182,10 @@ class Lexer:
 
     def _la(self, n: int) -> str:
         """The next ``n`` logical characters (line continuations removed)."""
-        out: list[str] = []
         j, s = self.i, self.s
+        if s.find("\\\n", j, j + n + 1) < 0:
+            return s[j : j + n]  # no continuation in reach: a plain slice
+        out: list[str] = []
         while len(out) < n and j < len(s):
             if s.startswith("\\\n", j):
                 j += 2

@@ -288,3 +288,14 @@ def test_an_unknown_working_directory_is_absolute() -> None:
     assert after("cd ..", "rm -rf bin") is Action.APPROVE  # /bin if the directory is /
     assert after("cd $x", "rm -rf *") is Action.APPROVE
     assert after("cd /", "rm -rf etc") is Action.DENY
+
+
+def test_monster_lines_are_uncertain_not_analysed_forever() -> None:
+    """Analysis is bounded (commands, bytes, CPU time): past the bound the line is
+    uncertain (bench/policy_hotpath.py times the worst cases)."""
+    eng = PolicyEngine(starter_rules())
+    for line in ("echo a; " * 4000, "x" * 40000, "\n".join(f"echo {i}" for i in range(3000))):
+        d = eng.decide(line, **A)
+        assert d.action is Action.APPROVE and "too long" in d.reason, d.reason
+    d = eng.decide("echo a; " * 300 + "reboot", **A)
+    assert d.action is Action.DENY  # within the bounds every command is seen
