@@ -53,7 +53,8 @@ _STRAY_META = {0x85: "shell-expand-line", 0xA3: "insert-comment", 0x8A: "vi-edit
                0x8D: "vi-editing-mode", 0x92: "re-read-init-file"}
 _VI_CMD_RUNS = {"v": "edit-and-execute-command", "#": "insert-comment", "@": "vi-macro"}
 # keys of full-screen programs that run commands without Enter
-_SCREEN_KEYS = {"vi": {"@": "vi-register", "Q": "vi-ex-mode", "K": "vi-keywordprg"}}
+_SCREEN_KEYS = {"vi": {"@": "vi-register", "Q": "vi-ex-mode", "K": "vi-keywordprg"},
+                "less": {"v": "less-editor"}}
 _SAFE_CONTROL = frozenset({b"\x7f", b"\x08", b"\x15", b"\x0b", b"\x17", b"\x19", b"\x01",
                            b"\x05", b"\x02", b"\x06", b"\x04", b"\x03", b"\x0c"})
 

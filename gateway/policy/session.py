@@ -398,8 +398,11 @@ class PolicySession:
             # less writes its command line after the text when the file is shorter than
             # the screen: the cursor's row as well as the bottom one
             rows = [r for r in dict.fromkeys((bottom, cursor)) if r.strip()]
-            d = _most_severe([self._lang_decision(check_less(r), "less") for r in rows] or
-                             [Decision(Action.ALLOW, None, "allowed", ())])
+            ds = [self._lang_decision(check_less(r), "less") for r in rows]
+            # an editor started from the pager (v) shows its ":" line on the same rows
+            ds += [self._lang_decision(check_line("vi", r.lstrip()[1:]), "vi") for r in rows
+                   if r.lstrip().startswith(":")]
+            d = _most_severe(ds or [Decision(Action.ALLOW, None, "allowed", ())])
             typed = snap.typed or ""
             if d.action is Action.ALLOW and re.search(r"[!|]", typed) and not any(
                     r.lstrip()[:1] in ("!", "|") for r in rows):
@@ -428,6 +431,9 @@ class PolicySession:
         key = snap.key
         if snap.alternate_screen:
             if re.search(r"-- (?:\(\w+\) )?(?:INSERT|REPLACE)", snap.screen_bottom):
+                return Decision(Action.ALLOW, None, "typing text", ())
+            if key == "less-editor" and any(c in "/?!|&:#" for c in snap.typed or ""):
+                # typed into less's prompt (a search pattern, a command): just text
                 return Decision(Action.ALLOW, None, "typing text", ())
             return self._uncertain(f"a key that runs commands in the full-screen program "
                                    f"({key})")

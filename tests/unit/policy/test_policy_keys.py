@@ -210,3 +210,37 @@ def test_less_command_line_after_a_short_file() -> None:
         assert got == [Action.DENY]
     finally:
         bash.close()
+
+
+def test_less_v_starts_the_editor_and_its_lines_are_checked() -> None:
+    s = PolicySession(ENGINE, user="a", groups=[], target="t")
+    bash = BashPty(tracker=s.tracker)  # the real PATH: a real less
+    try:
+        got: list[tuple[str, Action]] = []
+
+        def decide(ev, snap):  # type: ignore[no-untyped-def]
+            d = s.decide(snap)
+            got.append((ev.key, d.action))
+            if d.action is Action.ALLOW:
+                s.commit(d)
+            return d.action is Action.ALLOW
+
+        bash.keys(b"less /etc/hostname\r", on_enter=decide)
+        bash.read_until_quiet(first_timeout=1.0)
+        got.clear()
+        bash.keys(b"v", on_enter=decide)  # less runs $VISUAL on the file
+        assert got == [("less-editor", Action.APPROVE)]
+        got.clear()
+        bash.keys(b"/v", on_enter=decide)  # a search pattern: just text
+        assert got == [("less-editor", Action.ALLOW)]
+    finally:
+        bash.close()
+
+
+def test_editor_lines_inside_a_pager_are_checked() -> None:
+    s = PolicySession(ENGINE, user="a", groups=[], target="t")
+    s.commit(s.decide(LineSnapshot(text="less /etc/hostname", prompt="$ ")))
+    line = f":!touch {C}"  # in the editor less started with v
+    snap = LineSnapshot("", alternate_screen=True, screen_bottom=line, screen_cursor=line,
+                        cursor_bottom=True, screen_text="x")
+    assert s.decide(snap).action is Action.DENY
