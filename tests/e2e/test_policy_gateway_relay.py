@@ -133,7 +133,7 @@ def test_less_shell_escape_is_checked(gw: Rig, term: Term) -> None:
 
 
 def test_repl_started_by_pty_exec_is_checked(gw: Rig) -> None:
-    t = Term(gw, extra=(), set_prompt=False, command=("python3", "-q"))
+    t = Term(gw, extra=(), set_prompt=False, command=("/usr/bin/python3", "-q"))  # on the target
     try:
         t.tmux.wait_re(r"^>>> ?$")
         t.tmux.type(f"import os; os.system('touch {C}')\n")
