@@ -28,6 +28,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "recording_size": ([], ["--smoke"]),
     "recording_seek": ([], ["--minutes", "2", "--seeks", "5"]),
     "recording_memory": ([], ["--sessions", "5"]),
+    "player_timeline": ([], ["--commands", "2000"]),
+    "policy_worst": ([], ["--smoke"]),
 }
 
 

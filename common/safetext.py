@@ -161,13 +161,22 @@ class TerminalFilter:
             data = data[:cut]
             if len(self._pending) >= MAX_PENDING:
                 self._pending = b""  # an endless sequence: drop it
-        return _fixpoint(data)
+        out = _fixpoint(data)
+        if out.endswith(b"\xc2"):
+            # what follows a dropped sequence must not complete a C1 control (\xc2\x9b)
+            # with it: the lead byte waits for the next chunk
+            self._pending = b"\xc2" + self._pending
+            out = out[:-1]
+        return out
 
     def flush(self) -> bytes:
         """End of stream: an unfinished escape sequence is dropped (a lone UTF-8 lead
         byte is kept: it cannot start anything any more)."""
         pending, self._pending = self._pending, b""
-        return b"" if pending.startswith(b"\x1b") else pending
+        lead = b""
+        if pending.startswith(b"\xc2"):
+            lead, pending = b"\xc2", pending[1:]
+        return lead + (b"" if pending.startswith(b"\x1b") else pending)
 
 
 def safe_replay(data: bytes) -> bytes:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +19,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from state.files import private_file
 
 log = logging.getLogger("bastille.audit")
 
@@ -31,6 +32,7 @@ class Kind(StrEnum):
     SESSION_END = "session.end"
     SESSION_KILL = "session.kill"
     SESSION_WATCH = "session.watch"
+    SESSION_REVIEW = "session.review"
     TARGET_CONNECT = "target.connect"
     HOST_KEY_MISMATCH = "target.host_key_mismatch"
     EXEC = "exec"
@@ -83,9 +85,8 @@ class AuditLog:
     def __init__(self, file: Path, *, syslog: bool = False, syslog_address: str = "/dev/log",
                  syslog_facility: str = "auth") -> None:
         self.file = file
-        file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._fh = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+        private_file(file)  # 0600 in a 0700 directory, whatever the umask
+        self._fh = open(file, "a", encoding="utf-8", buffering=1)
         self._lock = threading.Lock()
         self._syslog: logging.Handler | None = None
         if syslog:
@@ -109,7 +110,7 @@ class AuditLog:
             try:
                 self._syslog.emit(logging.LogRecord("bastille.audit", logging.INFO, "", 0,
                                                     line, None, None))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - syslog down must not stop the trail
                 log.warning("cannot send audit event to syslog: %s", exc)
 
     def close(self) -> None:

@@ -19,9 +19,15 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway._version import __version__
 from gateway.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gateway.config import Config
+    from player.approvals import Approver
+    from recorder.settings import RecorderSettings
 
 EPILOG = """\
 examples:
@@ -58,18 +64,27 @@ def _config_path(args: argparse.Namespace) -> Path:
     raise SystemExit("bastille: no config: pass -c CONFIG (or --data DIR for a demo directory)")
 
 
-def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _load(args: argparse.Namespace, *, secrets: bool = True) -> Config:
+    """The config of ``args``; ``secrets=False`` for tools that never log into a target
+    (they start without the target secrets' variables set)."""
     from gateway.config import load_config
+    from gateway.ssh.keys import check_private_key
 
+    secrets = secrets and not getattr(args, "no_target_secrets", False)
     try:
-        return load_config(_config_path(args))
+        return load_config(_config_path(args), check_key=check_private_key, secrets=secrets)
     except ConfigError as exc:
         print(f"bastille: invalid configuration:\n{exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
-def _resolve_recorder(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """Recorder settings from -c CONFIG, from a demo directory, or from a bare data dir."""
+def _resolve_recorder(args: argparse.Namespace) -> RecorderSettings:
+    """Recorder settings from -c CONFIG, from a demo directory, or from a bare data dir
+    (no target secrets needed); registers the text masker the recorder's tools use."""
+    from gateway.config import PolicySettings
+    from gateway.core.masking import maskers_for
+    from recorder import textmask
+
     data = getattr(args, "data", None)
     if data and not getattr(args, "config", None):
         from gateway.demo import CONFIG_NAME
@@ -79,8 +94,11 @@ def _resolve_recorder(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         if not (directory / CONFIG_NAME).exists():
             if not directory.is_dir():
                 raise SystemExit(f"bastille: {directory} is not a directory")
+            textmask.register(maskers_for(PolicySettings()).text_for(None))
             return RecorderSettings(data_dir=directory)
-    return _load(args).recording
+    config = _load(args, secrets=False)
+    textmask.register(maskers_for(config.policy).text_for(targets=config.targets.values()))
+    return config.recording
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -89,7 +107,11 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.config.perms import secret_file_warnings
+
     config = _load(args)
+    for warning in secret_file_warnings(config):
+        logging.getLogger("bastille.config").warning("%s", warning)
     return _serve(config)
 
 
@@ -113,17 +135,22 @@ def _fair_reads() -> None:
         transport.max_size = READ_CHUNK
 
 
-def _serve(config, banner: str | None = None) -> int:  # type: ignore[no-untyped-def]
+def _serve(config: Config, banner: str | None = None) -> int:
     from gateway.app import GatewayApp
 
     async def main() -> None:
         from gateway.errors import BastilleError
         from recorder.errors import RecorderError
+        from state.errors import StateError
 
-        app = GatewayApp(config)
+        try:
+            app = GatewayApp(config)
+        except (StateError, RecorderError, OSError) as exc:  # a state file unusable
+            print(f"bastille: cannot start: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
         try:
             await app.start()
-        except (BastilleError, RecorderError, OSError) as exc:
+        except (BastilleError, RecorderError, StateError, OSError) as exc:
             print(f"bastille: cannot start: {exc}", file=sys.stderr)
             await app.recorder.close(timeout=5)
             raise SystemExit(1) from None
@@ -142,6 +169,7 @@ def _serve(config, banner: str | None = None) -> int:  # type: ignore[no-untyped
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.config import load_config
     from gateway.demo import write_demo_config
+    from gateway.ssh.keys import check_private_key
 
     if args.write_config:
         directory = Path(args.write_config)
@@ -159,13 +187,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     directory = Path(args.data) if args.data else default_data_dir()
     path = write_demo_config(directory, args.port)
     try:
-        config = load_config(path)
+        config = load_config(path, check_key=check_private_key)
     except ConfigError as exc:
         print(f"bastille: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
     if config.gateway.listen_port != args.port:
         path = write_demo_config(directory, args.port, overwrite=True)
-        config = load_config(path)
+        config = load_config(path, check_key=check_private_key)
     banner = (
         f"bastille {__version__} demo gateway listening on 127.0.0.1:{{port}}\n"
         f"  data directory: {directory}\n"
@@ -186,52 +214,65 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     from gateway.config import load_config
+    from gateway.ssh.keys import check_private_key
 
     try:
-        config = load_config(_config_path(args))
+        config = load_config(_config_path(args), check_key=check_private_key)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
         return 1
+    from gateway.config.perms import secret_file_warnings
+
+    warnings = secret_file_warnings(config)
+    for warning in warnings:
+        print(warning, file=sys.stderr)
     rdp = f", RDP on {config.rdp.listen_host}:{config.rdp.listen_port}" if config.rdp else ""
+    note = f"; {len(warnings)} warning(s)" if warnings else ""
     print(f"{config.path}: OK ({len(config.users)} user(s), {len(config.targets)} target(s), "
-          f"listening on {config.gateway.listen_host}:{config.gateway.listen_port}{rdp})")
+          f"listening on {config.gateway.listen_host}:{config.gateway.listen_port}{rdp}{note})")
     return 0
 
 
 def _parse_since(value: str) -> float:
-    from datetime import datetime
+    from state.timeparse import parse_when
 
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    if value and value[-1] in units and value[:-1].isdigit():
-        return time.time() - int(value[:-1]) * units[value[-1]]
     try:
-        return datetime.fromisoformat(value).timestamp()
+        return parse_when(value)
     except ValueError:
         raise SystemExit(f"bastille: --since: expected e.g. 2h, 3d or 2026-11-24T10:00, "
                          f"got {value!r}") from None
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from common.safetext import visible
     from gateway.audit import read_events
+    from gateway.core.masking import maskers_for
 
-    config = _load(args)
+    config = _load(args, secrets=False)
     since = _parse_since(args.since) if args.since else None
     if not config.audit.file.exists():
         print(f"bastille: no audit log yet at {config.audit.file}", file=sys.stderr)
         return 1
+    mask = maskers_for(config.policy).text_for(targets=config.targets.values())
     for record in read_events(config.audit.file, since=since, user=args.user, kind=args.kind):
+        detail = record.get("detail")
+        if isinstance(detail, dict):  # lines written before commands were masked
+            for key in ("command", "reason"):
+                if isinstance(detail.get(key), str):
+                    detail[key] = mask(detail[key])
         if args.json:
-            print(json.dumps(record, ensure_ascii=False))
+            print(json.dumps(record))  # ASCII: no control or bidi character left raw
             continue
         detail = record.get("detail") or {}
-        extra = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in detail.items())
-        who = record.get("user") or "-"
-        target = record.get("target") or "-"
-        print(f"{record.get('time', '?')}  {record.get('kind', '?'):<22} "
-              f"{record.get('outcome', '?'):<8} {who:<12} {target:<12} "
-              f"{record.get('source', '')}  {extra}".rstrip())
+        extra = " ".join(f"{visible(k)}={visible(json.dumps(v, ensure_ascii=False))}"
+                         for k, v in detail.items())
+        who = visible(record.get("user") or "-")
+        target = visible(record.get("target") or "-")
+        print(f"{visible(record.get('time', '?'))}  {visible(record.get('kind', '?')):<22} "
+              f"{visible(record.get('outcome', '?')):<8} {who:<12} {target:<12} "
+              f"{visible(record.get('source', ''))}  {extra}".rstrip())
     return 0
 
 
@@ -239,19 +280,21 @@ def cmd_oidc(args: argparse.Namespace) -> int:
     """``bastille oidc bindings [USER]`` / ``bastille oidc revoke USER``."""
     import datetime
 
-    from gateway.auth.bindings import BindingStore
+    from common.safetext import visible
+    from state.bindings import BindingStore
+    from state.paths import DataDir
 
-    config = _load(args)
-    if config.oidc is None:
-        print(f"bastille: {config.path} has no [oidc] section", file=sys.stderr)
+    config = _load(args, secrets=False)
+    if config.oidc is None and config.saml is None:
+        print(f"bastille: {config.path} has no [oidc] or [saml] section", file=sys.stderr)
         return 2
-    store = BindingStore(config.data_dir / "oidc_bindings.sqlite3")
+    store = BindingStore(DataDir(config.data_dir).oidc_bindings)
     if args.action == "revoke":
         if not args.user:
             print("bastille: oidc revoke needs a USER", file=sys.stderr)
             return 2
         n = store.revoke(args.user)
-        print(f"revoked {n} live binding(s) of {args.user}")
+        print(f"revoked {n} live binding(s) of {visible(args.user)}")
         return 0
     rows = store.list(args.user)
     if args.json:
@@ -262,8 +305,8 @@ def cmd_oidc(args: argparse.Namespace) -> int:
         return 0
     for b in rows:
         until = datetime.datetime.fromtimestamp(b.expires, datetime.UTC)
-        print(f"{b.user:<16} {b.key_sha256[:16]}  until {until:%Y-%m-%dT%H:%M:%SZ}  "
-              f"groups={','.join(sorted(b.groups)) or '-'}")
+        print(f"{visible(b.user):<16} {b.key_sha256[:16]}  until {until:%Y-%m-%dT%H:%M:%SZ}  "
+              f"groups={visible(','.join(sorted(b.groups))) or '-'}")
     if not rows:
         print("no live bindings")
     return 0
@@ -287,18 +330,22 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:
-    from gateway.approvals import ApprovalStore
-    from gateway.approvals_cli import format_requests, run_approvals
-    from gateway.audit import AuditLog
+    from gateway.core.commands import format_requests, run_approvals
+    from gateway.core.masking import maskers_for
+    from gateway.operator import OperatorAudit
+    from state.approvals import ApprovalStore
+    from state.paths import DataDir
 
-    config = _load(args)
-    store = ApprovalStore(config.data_dir / "approvals.sqlite3")
+    config = _load(args, secrets=False)
+    store = ApprovalStore(DataDir(config.data_dir).approvals)
     if args.action == "list":
         requests = store.list(status=None if args.all else "pending")
+        mask = maskers_for(config.policy).text_for(None)
         if args.json:
-            print(json.dumps([r.to_json() for r in requests], indent=2))
+            print(json.dumps([{**r.to_json(), "command": mask(r.command)} for r in requests],
+                             indent=2))
         else:
-            print(format_requests(requests, time.time()))
+            print(format_requests(requests, time.time(), mask))
         return 0
     if not args.as_user:
         print("bastille: --as USER is required (the approver you act as)", file=sys.stderr)
@@ -307,17 +354,9 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     if user is None:
         print(f"bastille: no user {args.as_user!r} in the config", file=sys.stderr)
         return 2
-
-    class _Ctx:
-        pass
-
-    ctx = _Ctx()
-    ctx.config = config  # type: ignore[attr-defined]
-    ctx.approvals = store  # type: ignore[attr-defined]
-    audit = AuditLog(config.audit.file)
-    ctx.audit = audit.emit  # type: ignore[attr-defined]
+    audit = OperatorAudit(config)  # records who ran this, next to --as
     line = f"{args.action} {args.id} {' '.join(args.reason or [])}".strip()
-    out = run_approvals(ctx, user.name, user.groups, line, source="cli")
+    out = run_approvals(config, store, audit.emit, user.name, user.groups, line, source="cli")
     audit.close()
     failed = out.startswith("bastille:")
     print(out, file=sys.stderr if failed else sys.stdout)
@@ -325,17 +364,21 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 
 
 def cmd_sessions_kill(args: argparse.Namespace) -> int:
-    from gateway.approvals import ApprovalStore
-    from gateway.audit import AuditEvent, AuditLog, Kind
+    from common.safetext import visible
+    from gateway.audit import AuditEvent, Kind
+    from gateway.operator import emit_once
     from recorder.index import Index
+    from state.approvals import ApprovalStore
+    from state.paths import DataDir
 
-    config = _load(args)
+    config = _load(args, secrets=False)
+    data = DataDir(config.data_dir)
     user = config.users.get(args.as_user)
     if user is None or not config.approvals.approvers.allows(user.name, user.groups):
-        print(f"bastille: {args.as_user} is not an auditor (configured approver)",
-              file=sys.stderr)
+        print(f"bastille: {visible(args.as_user)} may not end sessions (only the configured "
+              "approvers may; auditors are read-only)", file=sys.stderr)
         return 2
-    index = Index(config.recording.data_dir / "index.sqlite3")
+    index = Index(DataDir(config.recording.data_dir).index)
     rows = [r for r in index.list_sessions(status="live", limit=100000)
             if r.id.startswith(args.id)]
     index.close()
@@ -345,17 +388,16 @@ def cmd_sessions_kill(args: argparse.Namespace) -> int:
         print(f"bastille: {what} matches {args.id!r}", file=sys.stderr)
         return 2
     session = live[0]
-    store = ApprovalStore(config.data_dir / "approvals.sqlite3")
+    store = ApprovalStore(data.approvals)
     store.request_kill(session.id, by=user.name, reason=args.reason)
-    audit = AuditLog(config.audit.file)
-    audit.emit(AuditEvent(Kind.SESSION_KILL, "requested", user=user.name, source="cli",
-                          target=session.target, session=session.id,
-                          detail={"session_user": session.user, "reason": args.reason}))
-    audit.close()
+    emit_once(config, AuditEvent(Kind.SESSION_KILL, "requested", user=user.name, source="cli",
+                                 target=session.target, session=session.id,
+                                 detail={"session_user": session.user, "reason": args.reason}))
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         if store.kill_status(session.id):
-            print(f"session {session.id} of {session.user} on {session.target} terminated")
+            print(f"session {session.id} of {visible(session.user)} on "
+                  f"{visible(session.target)} terminated")
             return 0
         time.sleep(0.2)
     print(f"bastille: kill of {session.id} requested; the gateway has not confirmed it "
@@ -365,41 +407,65 @@ def cmd_sessions_kill(args: argparse.Namespace) -> int:
 
 def cmd_player(args: argparse.Namespace) -> int:
     from player.app import run_player
+
+    approver = _player_approver(args) if args.as_user else None
+    audit_file = None
+    if getattr(args, "config", None):
+        audit_file = _load(args, secrets=False).audit.file
+    settings = _resolve_recorder(args)
+    from gateway.rdp.screens import frame_builder  # RDP desktops: drawn in a child process
+
+    bare = getattr(args, "data", None) and not getattr(args, "config", None) and \
+        settings.data_dir == Path(args.data)
+    return run_player(settings, session_id=args.id, approver=approver, audit_file=audit_file,
+                      frame_builder=frame_builder(None if bare else _config_path(args),
+                                                  settings))
+
+
+def _player_approver(args: argparse.Namespace) -> Approver:
+    """Who ``--as`` names, what they may do (approvers decide and end sessions, auditors
+    only read and review), and how their actions are audited (with the OS user)."""
+    from gateway.audit import AuditEvent, Kind
+    from gateway.operator import emit_once
     from player.approvals import Approver
 
-    approver = None
-    if args.as_user:
-        from gateway.audit import AuditEvent, AuditLog, Kind
+    config = _load(args, secrets=False)
+    user = config.users.get(args.as_user)
+    groups = user.groups if user is not None else frozenset()
+    may = user is not None and config.approvals.approvers.allows(user.name, groups)
+    who = args.as_user
 
-        config = _load(args)
-        user = config.users.get(args.as_user)
-        groups = user.groups if user is not None else frozenset()
-        may = user is not None and config.approvals.approvers.allows(user.name, groups)
+    def audited(request, reason: str) -> None:  # type: ignore[no-untyped-def]
+        emit_once(config, AuditEvent(Kind.APPROVAL, request.status, user=who,
+                                     source="player", target=request.target,
+                                     session=request.session,
+                                     detail={"request": request.id, "requester": request.user,
+                                             "command": request.command, "reason": reason}))
 
-        def audited(request, reason: str) -> None:  # type: ignore[no-untyped-def]
-            log = AuditLog(config.audit.file)
-            log.emit(AuditEvent(Kind.APPROVAL, request.status, user=args.as_user,
-                                source="player", target=request.target,
-                                session=request.session,
-                                detail={"request": request.id, "requester": request.user,
-                                        "command": request.command, "reason": reason}))
-            log.close()
+    def killed(session: str, reason: str) -> None:
+        emit_once(config, AuditEvent(Kind.SESSION_KILL, "requested", user=who,
+                                     source="player", session=session,
+                                     detail={"reason": reason}))
 
-        def killed(session: str, reason: str) -> None:
-            log = AuditLog(config.audit.file)
-            log.emit(AuditEvent(Kind.SESSION_KILL, "requested", user=args.as_user,
-                                source="player", session=session,
-                                detail={"reason": reason}))
-            log.close()
+    def watched(session: str) -> None:
+        emit_once(config, AuditEvent(Kind.SESSION_WATCH, "ok", user=who, source="player",
+                                     session=session))
 
-        def watched(session: str) -> None:
-            log = AuditLog(config.audit.file)
-            log.emit(AuditEvent(Kind.SESSION_WATCH, "ok", user=args.as_user, source="player",
-                                session=session))
-            log.close()
+    def reviewed(review) -> None:  # type: ignore[no-untyped-def]
+        emit_once(config, AuditEvent(Kind.SESSION_REVIEW, review.kind, user=who,
+                                     source="player", session=review.session,
+                                     detail={"record": review.id, "at": review.at,
+                                             "entry": review.entry, "text": review.text,
+                                             "signature": review.status}))
 
-        approver = Approver(args.as_user, groups, may, audited, killed, watched)
-    return run_player(_resolve_recorder(args), session_id=args.id, approver=approver)
+    return Approver(who, groups, may, audited, killed, watched, reviewed)
+
+
+def _export_bundle(rec, output: str, args: argparse.Namespace) -> str:  # type: ignore[no-untyped-def]
+    """``bastille export --format bundle`` (player.evidence, imported when used)."""
+    from player.evidence import exporter
+
+    return exporter(rec, output, args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -476,11 +542,13 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # pragma: no cover - recorder CLI not installed
         pass
     else:
-        add_commands(sub, _resolve_recorder)
+        from state.timeparse import parse_when
+
+        add_commands(sub, _resolve_recorder, parse_when)
         from gateway.rdp.cli import export_rendered
         from recorder.cli import EXPORTERS
 
-        EXPORTERS.update(mp4=export_rendered, png=export_rendered)
+        EXPORTERS.update(mp4=export_rendered, png=export_rendered, bundle=_export_bundle)
 
     sessions = sub.choices.get("sessions")
     if sessions is not None:
@@ -504,7 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("id", nargs="?", help="open this session directly")
     p.add_argument("--as", dest="as_user", metavar="USER",
-                   help="who you are, for the approvals pane (a configured approver)")
+                   help="who you are: a configured approver (approves, ends sessions) "
+                   "or auditor (read-only); recorded with your OS user")
+    p.add_argument("--no-target-secrets", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_player)
     return parser
 

@@ -1,5 +1,7 @@
-"""The session player (Textual): find, replay and search recorded sessions.
+"""The session player (Textual): find, replay, review and export recorded sessions.
 
 Entry point: :func:`player.app.run_player`. Textual is imported only in this package;
-it imports ``recorder``, never ``gateway``. See ``docs/player.md``.
+it imports ``recorder`` and ``state``, never ``gateway``. The modules without Textual
+(``archive``, ``cursor``, ``sources``, ``details``, ``render``, ``marks``, ``fmt``,
+``evidence``) are the model; the screens talk through messages. See ``docs/player.md``.
 """

@@ -1,28 +1,49 @@
 """The session player: a Textual app over the recorder's index and storage.
 
 ``run_player(settings)`` opens the Find screen (all sessions); with ``session_id`` it
-opens that session's replay directly (escape then quits). The player imports
-``recorder`` only, never ``gateway``; it reads the index and the recordings (local
-files or S3, as configured) and writes nothing but the keyframe cache.
+opens that session directly (escape then quits): a wrong id is a one-line error and
+exit status 1 before any screen is drawn. The player imports ``recorder`` and
+``state``, never ``gateway``; it reads the index, the recordings (local files or S3,
+as configured), the approval queue and the audit log, and writes the keyframe cache
+and review records.
+
+Screens talk through messages: the Find screen posts :class:`FindScreen.Open`, the
+transfer view :class:`TransferScreen.OpenTrace` / ``OpenReplay``; this app decides
+which screen shows them (sftp/scp/rsync sessions open as a transfer list).
 
 ``a`` opens the Approvals pane (:mod:`player.approvals`): the caller says who is using
-the player and whether they may decide (``approver``). Live sessions are followed in
-the Replay screen; terminating one is ``bastille sessions kill`` (gateway CLI).
+the player and whether they may decide (``approver``).
+
+The player ends when its terminal goes away: on SIGHUP or SIGTERM, on Ctrl-D (what an
+SSH relay writes when the client disconnects), and when its parent process is gone.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from textual import on
 from textual.app import App
+from textual.binding import Binding
 
+from player import graphics
 from player.approvals import ApprovalsScreen, Approver
-from player.data import Archive
+from player.archive import Archive, is_transfer_only
+from player.desktop import FrameBuilder
+from player.desktop_view import DesktopScreen
 from player.find import FindScreen
+from player.fmt import safe
 from player.replay import ReplayScreen
+from player.transfer_view import TraceScreen, TransferScreen
+from recorder.errors import RecorderError
 from recorder.settings import RecorderSettings
+
+PARENT_CHECK = 1.0  # seconds between checks that the parent process is still there
 
 
 class PlayerApp(App[int]):
@@ -30,12 +51,18 @@ class PlayerApp(App[int]):
 
     Args:
         settings: recorder settings (where the index and the recordings are).
-        session_id: open this session's replay directly (id or unique prefix).
+        session_id: open this session directly (id or unique prefix).
         clock: wall clock, for relative "since" filters (injected in tests).
+        approver: who is using the player, and what they may do.
+        audit_file: the gateway's audit log (forwards and evasion signals on the
+            timeline); default ``data_dir/audit.jsonl``.
+        frame_builder: draws the desktop frames of an RDP session that has none yet
+            (registered by ``bastille player``; see :mod:`player.desktop`).
     """
 
     CSS_PATH = Path(__file__).with_name("player.tcss")
     TITLE = "bastille player"
+    BINDINGS = [Binding("ctrl+d", "quit", "Quit", show=False, priority=True)]
 
     def __init__(
         self,
@@ -44,33 +71,124 @@ class PlayerApp(App[int]):
         session_id: str | None = None,
         clock: Callable[[], float] = time.time,
         approver: Approver | None = None,
+        audit_file: Path | None = None,
+        frame_builder: FrameBuilder | None = None,
     ) -> None:
         super().__init__()
+        self.frame_builder = frame_builder
         self.approver = approver or Approver(name="")
         self.settings = settings
         self.session_id = session_id
         self.clock = clock
-        self.archive = Archive(settings)
+        self.archive = Archive(settings, audit_file=audit_file)
+        self._parent_pid = os.getppid()
 
     def on_mount(self) -> None:
         self.push_screen(FindScreen(self.archive, self.clock))
         if self.session_id:
-            self.push_screen(ReplayScreen(self.archive, self.session_id, standalone=True))
+            transfer = False
+            try:
+                row = self.archive.resolve(self.session_id)
+                transfer = is_transfer_only(row.kind, row.command)
+            except RecorderError:
+                pass  # the screen shows the error
+            self._open(self.session_id, transfer_only=transfer, standalone=True)
+        if not self.is_headless:
+            self._handle_signals()
+            self.set_interval(PARENT_CHECK, self._check_parent)
+
+    def _handle_signals(self) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGHUP, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._terminal_gone)
+            except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover
+                pass
+
+    def _terminal_gone(self) -> None:
+        self.exit(0)
+
+    def _check_parent(self) -> None:
+        if os.getppid() != self._parent_pid:  # the process that started us is gone
+            self.exit(0)
 
     def on_unmount(self) -> None:
         self.archive.close()
 
+    def _open(self, session_id: str, *, search: str = "", transfer_only: bool = False,
+              standalone: bool = False) -> None:
+        try:
+            desktop = self.archive.resolve(session_id).protocol == "rdp"
+        except RecorderError:
+            desktop = False  # the replay screen shows the error
+        if desktop:
+            self.push_screen(DesktopScreen(self.archive, session_id, search=search,
+                                           standalone=standalone,
+                                           builder=self.frame_builder))
+        elif transfer_only:
+            self.push_screen(TransferScreen(self.archive, session_id, standalone=standalone))
+        else:
+            self.push_screen(ReplayScreen(self.archive, session_id, search=search,
+                                          standalone=standalone))
+
+    @on(FindScreen.Open)
+    def _find_open(self, message: FindScreen.Open) -> None:
+        self._open(message.session_id, search=message.search,
+                   transfer_only=message.transfer_only)
+
+    @on(TransferScreen.OpenTrace)
+    def _open_trace(self, message: TransferScreen.OpenTrace) -> None:
+        self.push_screen(TraceScreen(self.archive, message.session_id))
+
+    @on(TransferScreen.OpenReplay)
+    def _open_replay(self, message: TransferScreen.OpenReplay) -> None:
+        self.push_screen(ReplayScreen(self.archive, message.session_id))
+
     def action_approvals(self) -> None:
-        from recorder.approvals import ApprovalStore
+        from state.approvals import ApprovalStore
 
         store = ApprovalStore(self.settings.data_dir / "approvals.sqlite3")
         self.push_screen(ApprovalsScreen(store, self.approver, self.clock),
                          lambda _: store.close())
 
 
+def check_session(settings: RecorderSettings, session_id: str) -> str | None:
+    """None when ``session_id`` names one session; else the one-line error."""
+    try:
+        archive = Archive(settings)
+    except RecorderError as exc:
+        return str(exc)
+    try:
+        archive.resolve(session_id)
+    except RecorderError as exc:
+        return str(exc)
+    finally:
+        archive.close()
+    return None
+
+
 def run_player(settings: RecorderSettings, *, session_id: str | None = None,
-               approver: Approver | None = None) -> int:
-    """Run the player in the current terminal; returns the exit code (0, or 1 on a crash)."""
-    app = PlayerApp(settings, session_id=session_id, approver=approver)
+               approver: Approver | None = None, audit_file: Path | None = None,
+               frame_builder: FrameBuilder | None = None) -> int:
+    """Run the player in the current terminal; returns the exit code.
+
+    1 with a one-line error on stderr when ``session_id`` names no session, or when
+    there is no terminal to draw on. Before the app starts, the terminal is asked which
+    picture protocol it speaks (:mod:`player.graphics`, for RDP desktops).
+    """
+    if session_id is not None:
+        problem = check_session(settings, session_id)
+        if problem is not None:
+            print(f"bastille player: error: {safe(problem)}", file=sys.stderr)
+            return 1
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print("bastille player: error: the player needs a terminal (with ssh: ssh -t "
+              "USER@BASTION player)", file=sys.stderr)
+        return 1
+    graphics.detect()
+    app = PlayerApp(settings, session_id=session_id, approver=approver, audit_file=audit_file,
+                    frame_builder=frame_builder)
     app.run()
     return app.return_code or 0

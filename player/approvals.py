@@ -1,11 +1,13 @@
-"""The Approvals pane: pending requests (who, target, command, rule, age), live updates,
-approve or deny with a reason.
+"""The Approvals pane: pending requests (who, target, command, rule, the reason given,
+age), live updates, approve or deny with a reason.
 
-The queue is :mod:`recorder.approvals` in the gateway's data directory; the running
+The queue is :mod:`state.approvals` in the gateway's data directory; the running
 gateway sees a decision within its poll interval. Who is deciding, and whether they may,
 is told to the player by its caller (`bastille player --as NAME`, or the gateway for
 `ssh -t auditor@bastion player`): :class:`Approver`. Self-approval is refused by the
 store, whoever asks. Decisions are reported to ``on_decided`` (the gateway's audit log).
+Every user-controlled string (command, reason, names) is shown through
+``common.safetext.visible``: control characters appear as escapes, never act.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
-from recorder.approvals import ApprovalError, ApprovalStore, Request
+from player.fmt import cell, safe
+from state.approvals import ApprovalError, ApprovalStore, Request
+from state.reviews import Review
 
 REFRESH = 1.0  # seconds between reloads of the queue
 
@@ -35,6 +40,7 @@ class Approver:
     on_decided: Callable[[Request, str], None] | None = field(default=None, compare=False)
     on_kill: Callable[[str, str], None] | None = field(default=None, compare=False)
     on_watch: Callable[[str], None] | None = field(default=None, compare=False)
+    on_review: Callable[[Review], None] | None = field(default=None, compare=False)
 
     def allows(self, user: str, groups: frozenset[str]) -> bool:
         return self.may_decide and user == self.name
@@ -67,10 +73,11 @@ class ApprovalsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         who = self.approver.name or "nobody"
         role = "approver" if self.approver.may_decide else "read-only"
-        yield Static(f"approval requests — you are {who} ({role})", id="approvals-title")
-        table: DataTable[str] = DataTable(id="approvals", cursor_type="row")
-        table.add_columns("id", "age", "user", "target", "rule", "request")
+        yield Static(cell(f"approval requests — you are {who} ({role})"), id="approvals-title")
+        table: DataTable[str | Text] = DataTable(id="approvals", cursor_type="row")
+        table.add_columns("id", "age", "user", "target", "rule", "request", "reason")
         yield table
+        yield Static("", id="approvals-detail")
         box = Input(placeholder="reason (enter to confirm, escape to cancel)",
                     id="approvals-reason")
         box.display = False
@@ -86,8 +93,8 @@ class ApprovalsScreen(Screen[None]):
         try:
             requests = self.store.list()
         except Exception as exc:
-            self.app.call_from_thread(self.notify, f"cannot read approvals: {exc}",
-                                      severity="error")
+            self.app.call_from_thread(self.notify, f"cannot read approvals: {safe(exc)}",
+                                      severity="error", markup=False)
             return
         self.app.call_from_thread(self._show, requests)
 
@@ -98,15 +105,37 @@ class ApprovalsScreen(Screen[None]):
         table.clear()
         now = self.clock()
         for r in requests:
-            table.add_row(str(r.id), _age(now - r.created), r.user, r.target, r.rule or "-",
-                          r.command, key=str(r.id))
+            table.add_row(str(r.id), _age(now - r.created), cell(r.user, 40),
+                          cell(r.target, 40), cell(r.rule or "-", 40), cell(r.command, 200),
+                          cell(r.reason, 200), key=str(r.id))
         if selected is not None:
             for i, r in enumerate(requests):
                 if r.id == selected.id:
                     table.move_cursor(row=i)
+        self._describe()
         if not requests:
             self.query_one("#approvals-title", Static).update(
-                f"no pending approval requests — you are {self.approver.name or 'nobody'}")
+                cell(f"no pending approval requests — you are {self.approver.name or 'nobody'}"))
+
+    @on(DataTable.RowHighlighted, "#approvals")
+    def _highlighted(self, _event: DataTable.RowHighlighted) -> None:
+        self._describe()
+
+    def _describe(self) -> None:
+        r = self.selected()
+        detail = self.query_one("#approvals-detail", Static)
+        if r is None:
+            detail.update("")
+            return
+        text = Text()
+        text.append(f"#{r.id} ", "bold")
+        text.append(safe(f"{r.user}@{r.target}: {r.command}", 2000))
+        text.append("\nreason given: ", "bold")
+        text.append(safe(r.reason or "-", 2000))
+        if r.rule:
+            text.append("   rule: ", "bold")
+            text.append(safe(r.rule, 200))
+        detail.update(text)
 
     def selected(self) -> Request | None:
         table = self.query_one("#approvals", DataTable)
@@ -117,8 +146,8 @@ class ApprovalsScreen(Screen[None]):
 
     def action_decide(self, approve: bool) -> None:
         if not self.approver.may_decide:
-            self.notify(f"{self.approver.name or 'you'} may not decide approvals",
-                        severity="warning")
+            self.notify(f"{safe(self.approver.name or 'you')} may not decide approvals",
+                        severity="warning", markup=False)
             return
         if self.selected() is None:
             self.notify("no request selected", severity="warning")
@@ -144,7 +173,7 @@ class ApprovalsScreen(Screen[None]):
                                        approvers=self.approver, approve=approve,
                                        reason=event.value.strip())
         except ApprovalError as exc:
-            self.notify(str(exc), severity="error")
+            self.notify(safe(exc), severity="error", markup=False)
             return
         if self.approver.on_decided is not None:
             self.approver.on_decided(result, event.value.strip())

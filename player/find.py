@@ -1,20 +1,32 @@
 """The Find screen: every recorded session, filtered as you type.
 
-Filters: user, target, time (``2h``, ``3d``, ``2026-11-24T10:00``, or a range ``A..B``
-where either side may be empty; ``B`` is exclusive) and full-text search
-over commands and screen text (the recorder's FTS5 index). Index queries and integrity
-checks run in worker threads; the table is updated when they finish, so a large archive
-never blocks typing. The integrity column is filled for the first ``VERIFY_ROWS`` rows
-of a result (verifying reads the whole recording).
+Columns: start (``MM-DD HH:MM`` when every row is of this year, else ``YY-MM-DD
+HH:MM``; the line under the table has the full date), user, target, kind, duration,
+commands/policy decisions (``5/1``), status, review (``F2`` flags raised, ``ok:NAME``
+reviewed), integrity, id. They fit 80 columns up to the integrity; the id is also in the
+line under the table.
 
-Known limits: at most ``LIMIT`` sessions are listed per query (newest first); the
-user and target filters are exact matches (as in ``bastille sessions list``).
+Filters: user, target, kind (``shell``, ``exec``, ``sftp``, ``scp``, ``rsync``,
+``desktop`` for RDP, ``player``; ``transfer`` means sftp, scp and rsync; several
+separated by commas), time (``2h``, ``3d``, ``2026-11-24T10:00``, or a range ``A..B``
+where either side may be empty; ``B`` is exclusive), review state (``v`` cycles: all,
+unreviewed, flagged) and full-text search over commands and screen text (the
+recorder's FTS5 index). Index queries, review summaries and integrity checks run in
+worker threads; the table is updated when they finish, so a large archive never blocks
+typing. The integrity column is filled for the first ``VERIFY_ROWS`` rows of a result
+(verifying reads the whole recording).
+
+Opening a session posts :class:`FindScreen.Open`; the app decides which screen shows it
+(the replay, or the transfer view for sftp/scp/rsync sessions).
+
+Known limits: at most ``LIMIT`` sessions are listed per query (newest first); with a
+kind or review filter, the newest ``LIMIT * SCAN_FACTOR`` sessions matching the other
+filters are scanned. The user and target filters are exact matches (as in ``bastille
+sessions list``).
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import time
 from collections.abc import Callable
 
@@ -23,59 +35,74 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import get_current_worker
 
-from player.data import Archive, integrity_label
-from recorder.cli import parse_when
+from player.archive import Archive, integrity_label, is_transfer_only, session_kind
+from player.fmt import cell, fmt_duration, fmt_start, highlight, parse_range, safe
 from recorder.errors import RecorderError
 from recorder.index import SessionRow
+from state.reviews import Summary
 
 LIMIT = 1000  # rows per query: a screenful is ~20, more is for scrolling
+SCAN_FACTOR = 10  # with a kind or review filter, this many times LIMIT rows are scanned
 VERIFY_ROWS = 200  # integrity is computed for the first rows of a result only
-INTEGRITY_STYLE = {"verified": "green", "unsigned": "yellow"}
+INTEGRITY_STYLE = {"verified": "green", "unsigned": "yellow", "live": "bold green"}
 STATUS_STYLE = {"live": "bold green", "ended": "", "truncated": "yellow", "damaged": "bold red"}
+REVIEW_FILTERS = ("all", "unreviewed", "flagged")
+KIND_ALIASES = {"transfer": ("sftp", "scp", "rsync"), "rdp": ("desktop",), "ssh": ("shell",)}
 
 
-def fmt_start(t: float, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    """Local time of a unix time ("-" when unknown, "?" when out of range)."""
-    if not t:
-        return "-"
-    try:
-        return dt.datetime.fromtimestamp(t).strftime(fmt)
-    except (OverflowError, OSError, ValueError):
-        return "?"
+def kind_filter(text: str) -> frozenset[str]:
+    """``sftp,scp`` / ``transfer`` -> the set of kinds to keep (empty: all)."""
+    out: set[str] = set()
+    for word in text.replace(" ", ",").split(","):
+        word = word.strip().lower()
+        if word:
+            out.update(KIND_ALIASES.get(word, (word,)))
+    return frozenset(out)
 
 
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(max(seconds, 0))
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 60}m{s % 60:02d}s"
-
-
-def highlight(text: str, term: str) -> Text:
-    """``text`` with every case-insensitive occurrence of ``term`` highlighted."""
-    out = Text(text)
-    if term:
-        out.highlight_words([term], "bold black on yellow", case_sensitive=False)
+def review_cell(summary: Summary | None) -> Text:
+    """``F2 ok:bob``: flags raised, who reviewed; ``!`` when records fail their checks."""
+    out = Text(no_wrap=True)
+    if summary is None:
+        return out
+    if summary.flags:
+        out.append(f"F{summary.flags}", "bold white on blue")
+        out.append(" ")
+    if summary.reviewed_by:
+        out.append("ok:" + safe(summary.reviewed_by[-1], 12), "green")
+    if summary.problems:
+        out.append(" !", "bold red")
     return out
 
 
 class FindScreen(Screen[None]):
     """Session list with instant filters."""
 
+    class Open(Message):
+        """Open a session (``search``: jump to the first hit of this text)."""
+
+        def __init__(self, session_id: str, *, search: str = "",
+                     transfer_only: bool = False) -> None:
+            super().__init__()
+            self.session_id = session_id
+            self.search = search
+            self.transfer_only = transfer_only
+
     BINDINGS = [
         Binding("slash", "focus_filter('f-text')", "Search"),
         Binding("u", "focus_filter('f-user')", "User"),
         Binding("t", "focus_filter('f-target')", "Target"),
+        Binding("k", "focus_filter('f-kind')", "Kind"),
         Binding("s", "focus_filter('f-since')", "Since"),
+        Binding("v", "review_filter", "Reviews"),
         Binding("escape", "focus_table", "List", show=False),
-        Binding("r", "refresh", "Refresh"),
+        Binding("r", "refresh", "Refresh", show=False),
         Binding("a", "app.approvals", "Approvals"),
         Binding("q", "app.quit", "Quit"),
     ]
@@ -86,14 +113,17 @@ class FindScreen(Screen[None]):
         self.clock = clock
         self.rows: list[SessionRow] = []
         self.matches: dict[str, str] = {}
+        self.reviews: dict[str, Summary] = {}
         self._debounce: Timer | None = None
         self.text_filter = ""
+        self.review_filter = "all"
 
     def compose(self) -> ComposeResult:
         yield Static("bastille player: sessions", id="find-title")
         with Horizontal(id="filters"):
             yield Input(placeholder="user", id="f-user")
             yield Input(placeholder="target", id="f-target")
+            yield Input(placeholder="kind", id="f-kind")
             yield Input(placeholder="since: 2h, 3d, A..B", id="f-since")
             yield Input(placeholder="/ search commands + screen", id="f-text")
         yield DataTable(id="sessions", cursor_type="row", zebra_stripes=True)
@@ -102,15 +132,11 @@ class FindScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_column("start", key="start")
-        table.add_column("user", key="user")
-        table.add_column("target", key="target")
-        table.add_column("dur", key="dur")
-        table.add_column("cmds", key="cmds")
-        table.add_column("pol", key="pol")
-        table.add_column("status", key="status")
-        table.add_column("integrity", key="integrity")
-        table.add_column("id", key="id")
+        for key, label in (("start", "start"), ("user", "user"), ("target", "target"),
+                           ("kind", "kind"), ("dur", "dur"), ("cmds", "cmds"),
+                           ("status", "status"), ("review", "review"),
+                           ("integrity", "integrity"), ("id", "id")):
+            table.add_column(label, key=key)
         table.focus()
         self.reload()
 
@@ -123,6 +149,11 @@ class FindScreen(Screen[None]):
         self.query_one(DataTable).focus()
 
     def action_refresh(self) -> None:
+        self.reload()
+
+    def action_review_filter(self) -> None:
+        i = REVIEW_FILTERS.index(self.review_filter)
+        self.review_filter = REVIEW_FILTERS[(i + 1) % len(REVIEW_FILTERS)]
         self.reload()
 
     @on(Input.Changed)
@@ -141,15 +172,9 @@ class FindScreen(Screen[None]):
         target = self.query_one("#f-target", Input).value.strip()
         since_text = self.query_one("#f-since", Input).value.strip()
         text = self.query_one("#f-text", Input).value.strip()
-        since: float | None = None
-        until: float | None = None
-        first, sep, second = since_text.partition("..")
         try:
-            if first.strip():
-                since = parse_when(first.strip(), now=self.clock())
-            if sep and second.strip():
-                until = parse_when(second.strip(), now=self.clock())
-        except argparse.ArgumentTypeError as exc:
+            since, until = parse_range(since_text, self.clock())
+        except ValueError as exc:
             return str(exc)
         return {"user": user, "target": target, "since": since, "until": until, "text": text}
 
@@ -160,17 +185,27 @@ class FindScreen(Screen[None]):
             self._status(filters, error=True)
             return
         self.text_filter = str(filters["text"])
+        kinds = kind_filter(self.query_one("#f-kind", Input).value)
         self._status("searching...")
-        self._query(filters)
+        self._query(filters, kinds, self.review_filter)
 
     @work(thread=True, exclusive=True, group="find-query")
-    def _query(self, filters: dict[str, object]) -> None:
+    def _query(self, filters: dict[str, object], kinds: frozenset[str], review: str) -> None:
         worker = get_current_worker()
+        scan = LIMIT * SCAN_FACTOR if kinds or review != "all" else LIMIT
         try:
-            rows = self.archive.sessions(limit=LIMIT, **filters)  # type: ignore[arg-type]
+            rows = self.archive.sessions(limit=scan, **filters)  # type: ignore[arg-type]
         except RecorderError as exc:
             self.app.call_from_thread(self._status, str(exc), True)
             return
+        if kinds:
+            rows = [r for r in rows if r.kind in kinds or session_kind(r.kind, r.command) in kinds]
+        reviews = self.archive.review_summaries([r.id for r in rows])
+        if review == "unreviewed":
+            rows = [r for r in rows if r.id not in reviews or not reviews[r.id].reviewed]
+        elif review == "flagged":
+            rows = [r for r in rows if r.id in reviews and reviews[r.id].flags]
+        rows = rows[:LIMIT]
         matches: dict[str, str] = {}
         text = str(filters["text"])
         if text:
@@ -180,13 +215,13 @@ class FindScreen(Screen[None]):
                     matches[r.id] = f"{hit[1]} at {fmt_duration(hit[0])}: {hit[2].strip()}"
         if worker.is_cancelled:
             return
-        self.app.call_from_thread(self._show_rows, rows, matches)
+        self.app.call_from_thread(self._show_rows, rows, matches, reviews)
         batch: dict[str, str] = {}
         flushed = time.monotonic()
         for r in rows[:VERIFY_ROWS]:
             if worker.is_cancelled:
                 return
-            batch[r.id] = integrity_label(self.archive.verify(r))
+            batch[r.id] = integrity_label(self.archive.verify(r), live=r.status == "live")
             if len(batch) >= 50 or time.monotonic() - flushed > 0.25:
                 self.app.call_from_thread(self._set_integrity, batch)
                 batch, flushed = {}, time.monotonic()
@@ -195,30 +230,39 @@ class FindScreen(Screen[None]):
 
     # ------------------------------------------------------------------ table
 
-    def _show_rows(self, rows: list[SessionRow], matches: dict[str, str]) -> None:
+    def _show_rows(self, rows: list[SessionRow], matches: dict[str, str],
+                   reviews: dict[str, Summary]) -> None:
         self.rows = rows
         self.matches = matches
+        self.reviews = reviews
         table = self.query_one(DataTable)
         table.clear()
+        year = fmt_start(self.clock(), "%Y")
+        start_fmt = "%m-%d %H:%M" if all(fmt_start(r.start, "%Y") == year for r in rows) \
+            else "%y-%m-%d %H:%M"
         for r in rows:
             dur = (r.end - r.start) if r.end else None
             table.add_row(
-                fmt_start(r.start),
-                r.user,
-                r.target,
+                fmt_start(r.start, start_fmt),
+                cell(r.user, 16),
+                cell(r.target, 20),
+                cell(session_kind(r.kind, r.command), 8),
                 fmt_duration(dur),
-                str(r.commands),
-                str(r.policy_events),
+                Text(f"{r.commands}/{r.policy_events}",
+                     "bold" if r.policy_events else ""),
                 Text(r.status, STATUS_STYLE.get(r.status, "")),
+                review_cell(reviews.get(r.id)),
                 "...",
-                r.id,
+                cell(r.id, 40),
                 key=r.id,
             )
         n = len(rows)
         more = f" (first {LIMIT})" if n >= LIMIT else ""
         count = f"{n} session{'s' if n != 1 else ''}{more}"
-        self.query_one("#find-title", Static).update(f"bastille player: {count}")
-        self._status(count)
+        shown = "" if self.review_filter == "all" else f", {self.review_filter}"
+        self.query_one("#find-title", Static).update(
+            Text(f"bastille player: {count}{shown}"))
+        self._status(count + shown)
         self._describe_current()
 
     def _set_integrity(self, labels: dict[str, str]) -> None:
@@ -234,7 +278,7 @@ class FindScreen(Screen[None]):
 
     def _status(self, text: str, error: bool = False) -> None:
         widget = self.query_one("#find-status", Static)
-        widget.update(Text(text, "bold red" if error else ""))
+        widget.update(cell(text, style="bold red" if error else ""))
 
     @on(DataTable.RowHighlighted)
     def _highlighted(self, _event: DataTable.RowHighlighted) -> None:
@@ -244,12 +288,19 @@ class FindScreen(Screen[None]):
         row = self.current_row()
         if row is None:
             return
-        line = Text(f"{row.id}  {row.protocol}/{row.kind}  from {row.client}")
+        line = Text(f"{safe(row.id, 40)}  {fmt_start(row.start, '%Y-%m-%d %H:%M:%S')}  "
+                    f"{safe(row.protocol, 8)}/{safe(session_kind(row.kind, row.command), 8)}"
+                    f"  from {safe(row.client, 60)}", no_wrap=True, overflow="ellipsis")
+        summary = self.reviews.get(row.id)
+        if summary is not None and summary.reviewed_by:
+            line.append("  reviewed by " + safe(", ".join(summary.reviewed_by), 60), "green")
+        if summary is not None and summary.flags:
+            line.append(f"  {summary.flags} flag(s)", "bold white on blue")
         hit = self.matches.get(row.id)
         if hit:
-            line = Text("match ").append_text(highlight(hit, self.text_filter))
+            line = Text("match ").append_text(highlight(safe(hit, 300), self.text_filter))
         elif row.command:
-            line.append(f"  exec: {row.command}")
+            line.append(f"  exec: {safe(row.command, 200)}")
         self.query_one("#find-status", Static).update(line)
 
     def current_row(self) -> SessionRow | None:
@@ -260,8 +311,9 @@ class FindScreen(Screen[None]):
 
     @on(DataTable.RowSelected)
     def _selected(self, event: DataTable.RowSelected) -> None:
-        from player.replay import ReplayScreen
-
         key = event.row_key.value
+        row = next((r for r in self.rows if r.id == key), None)
         if key:
-            self.app.push_screen(ReplayScreen(self.archive, key, search=self.text_filter))
+            self.post_message(self.Open(
+                key, search=self.text_filter,
+                transfer_only=row is not None and is_transfer_only(row.kind, row.command)))

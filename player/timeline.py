@@ -1,8 +1,8 @@
-"""A one-line timeline of a session: position, commands, policy events, transfers, hits.
+"""A one-line timeline bar of a session: position, decisions, transfers, notes, hits.
 
 Each cell stands for ``duration / width`` seconds; when several marks fall in one cell
-the most important kind is drawn (deny > approval > transfer > hit > command > marker).
-Clicking a cell seeks there (mouse optional; the keys do the same).
+the most important kind is drawn (see :mod:`player.marks`). Clicking a cell seeks there
+(mouse optional; the keys do the same).
 """
 
 from __future__ import annotations
@@ -16,19 +16,8 @@ from textual.app import RenderResult
 from textual.message import Message
 from textual.widget import Widget
 
-from player.data import Mark
-
-# kind -> (glyph, style, priority)
-GLYPHS: dict[str, tuple[str, str, int]] = {
-    "deny": ("x", "bold white on red", 6),
-    "gap": ("!", "bold white on red", 6),
-    "approval": ("a", "bold black on green", 5),
-    "transfer": ("f", "bold black on magenta", 4),
-    "hit": ("*", "bold black on yellow", 3),
-    "command": ("|", "bold cyan", 2),
-    "allow": ("|", "cyan", 1),
-    "marker": (".", "white", 1),
-}
+from player.archive import Mark
+from player.marks import LOOKS
 
 
 def render_timeline(width: int, duration: float, position: float, marks: Sequence[Mark]) -> Text:
@@ -41,12 +30,12 @@ def render_timeline(width: int, duration: float, position: float, marks: Sequenc
         return min(width - 1, max(0, int(t / span * width)))
 
     for m in marks:
-        glyph = GLYPHS.get(m.kind)
-        if glyph is None:
+        look = LOOKS.get(m.kind)
+        if look is None:
             continue
         i = cell(m.time)
-        if glyph[2] > cells[i][2]:
-            cells[i] = glyph
+        if look.priority > cells[i][2]:
+            cells[i] = (look.glyph, look.style, look.priority)
     pos = cell(position)
     text = Text(no_wrap=True, end="")
     for i, (char, style, _prio) in enumerate(cells):
@@ -58,7 +47,7 @@ def render_timeline(width: int, duration: float, position: float, marks: Sequenc
 
 
 class Timeline(Widget):
-    """The session timeline; posts :class:`Timeline.Seek` when clicked."""
+    """The session timeline bar; posts :class:`Timeline.Seek` when clicked."""
 
     DEFAULT_CSS = "Timeline { height: 1; width: 1fr; }"
 
@@ -74,10 +63,20 @@ class Timeline(Widget):
         self.duration = 0.0
         self.position = 0.0
         self.marks: list[Mark] = []
+        self._drawn: tuple[float, int, int, int, int, int] | None = None
 
     def update_state(self, duration: float, position: float, marks: Sequence[Mark]) -> None:
+        """Redrawn only when something visible changed (called ten times a second)."""
+        width = max(self.size.width, 1)
+        span = duration if duration > 0 else 1.0
+        cell = min(width - 1, max(0, int(position / span * width)))
+        key = (duration, cell, width, len(marks), id(marks[0]) if marks else 0,
+               id(marks[-1]) if marks else 0)
         self.duration = duration
         self.position = position
+        if key == self._drawn:
+            return
+        self._drawn = key
         self.marks = list(marks)
         self.refresh()
 

@@ -1,9 +1,16 @@
-"""Command-line commands for recordings: sessions, play, export, verify, reindex, keygen.
+"""Command-line commands for recordings: sessions, play, export, verify, reindex, keygen,
+and ``status`` (the recorder's health, for monitoring).
 
 The gateway's ``bastille`` entry point calls :func:`add_commands`. Every command except
-``keygen`` takes ``-c/--config`` or ``--data`` and gets its settings from ``resolve``.
+``keygen`` takes ``-c/--config`` or ``--data`` and gets its settings from ``resolve``;
+``--since``/``--until`` are read with the ``parse_when`` it is given (the one time
+parser, ``state.timeparse``, which this library may not import).
 Exit codes: 0 success, 1 failure (bad recording, verification failed, I/O error),
-2 usage error or unknown session.
+2 usage error or unknown session. ``status``: 0 ok, 1 degraded, 2 failing.
+
+Every command here only reads recordings: the storage is opened read-only (no spool
+lock, no upload thread, the store's read credentials), so they work while a gateway
+runs and without the store's write secret.
 
 A session is named by its id, a unique prefix of it, or the path of a ``.bstl`` file.
 """
@@ -14,14 +21,15 @@ import argparse
 import datetime as dt
 import json
 import os
-import re
 import sys
-import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from common.safetext import visible
 from recorder import events as ev
+from recorder import textmask
 from recorder.errors import FormatError, RecorderError, SinkError
 from recorder.index import Index
 from recorder.reader import Recording
@@ -29,8 +37,8 @@ from recorder.settings import RecorderSettings
 from recorder.sinks.base import Sink
 
 Resolve = Callable[[argparse.Namespace], RecorderSettings]
-_REL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: text -> epoch seconds; raises ValueError with a message for the user
+ParseWhen = Callable[[str], float]
 
 
 class CliError(Exception):
@@ -39,22 +47,6 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
-
-
-def parse_when(text: str, now: float | None = None) -> float:
-    """``2h``/``30m``/``3d``/``1w``/``45s`` ago, or an ISO date/time (naive = local time)."""
-    now = time.time() if now is None else now
-    m = _REL.match(text)
-    if m:
-        return now - float(m.group(1)) * _UNITS[m.group(2)]
-    try:
-        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"invalid time {text!r}: use an ISO date such as 2026-11-24 or 2026-11-24T10:00, "
-            "or a relative age such as 30m, 2h, 3d, 1w"
-        ) from exc
-    return value.timestamp()
 
 
 class _FileSource:
@@ -81,15 +73,25 @@ class _Ctx:
     @property
     def sink(self) -> Sink:
         if self._sink is None:
-            from recorder.service import open_sink
+            from recorder.sinks import open_sink
 
-            self._sink = open_sink(self.settings)
+            self._sink = open_sink(self.settings, readonly=True)
         return self._sink
 
     @property
     def index(self) -> Index:
         if self._index is None:
-            self._index = Index(self.settings.data_dir / "index.sqlite3")
+            try:
+                self._index = Index(self.settings.data_dir / "index.sqlite3")
+            except RecorderError as exc:
+                raise CliError(f"{exc} (the index is rebuilt from the recordings by "
+                               "`bastille reindex`, or by the gateway at its next start)") from exc
+        return self._index
+
+    def checked_index(self) -> Index:
+        """The index, a damaged file moved aside and replaced by an empty one."""
+        if self._index is None:
+            self._index = Index.open_checked(self.settings.data_dir / "index.sqlite3")
         return self._index
 
     def close(self) -> None:
@@ -139,16 +141,16 @@ def _run(resolve: Resolve, fn: Callable[[_Ctx, argparse.Namespace], int]) -> Cal
         try:
             settings = resolve(args)
         except (RecorderError, OSError, ValueError) as exc:
-            print(f"bastille: error: {exc}", file=sys.stderr)
+            print(f"bastille: error: {visible(exc)}", file=sys.stderr)
             return 2
         ctx = _Ctx(settings)
         try:
             return fn(ctx, args)
         except CliError as exc:
-            print(f"bastille: error: {exc}", file=sys.stderr)
+            print(f"bastille: error: {visible(exc)}", file=sys.stderr)
             return exc.code
         except RecorderError as exc:
-            print(f"bastille: error: {exc}", file=sys.stderr)
+            print(f"bastille: error: {visible(exc)}", file=sys.stderr)
             return 1
         except BrokenPipeError:
             return 0
@@ -177,19 +179,23 @@ def _cmd_list(ctx: _Ctx, a: argparse.Namespace) -> int:
     for r in rows:
         dur = f"{(r.end - r.start):.0f}s" if r.end else "-"
         print(
-            f"{r.id:28} {_fmt_time(r.start):19} {dur:>8} {r.user[:12]:12} "
-            f"{r.target[:16]:16} {r.kind[:6]:6} {r.status:9} {r.commands}"
+            f"{visible(r.id):28} {_fmt_time(r.start):19} {dur:>8} {visible(r.user)[:12]:12} "
+            f"{visible(r.target)[:16]:16} {visible(r.kind)[:6]:6} {visible(r.status):9} "
+            f"{r.commands}"
         )
     return 0
 
 
 def _cmd_show(ctx: _Ctx, a: argparse.Namespace) -> int:
     rec = ctx.open(a.id)
-    h = rec.header
+    h = dict(rec.header)
+    if isinstance(h.get("command"), str):  # masked (recordings older than typed-line
+        h["command"] = textmask.mask(h["command"])  # masking may hold secrets)
     notable: list[dict[str, Any]] = []
     for e in rec.events():
         if e.type in ev.JSON_TYPES and e.type != ev.EXIT:
-            notable.append({"time": round(e.time, 3), "type": e.name, **e.fields()})
+            notable.append({"time": round(e.time, 3), "type": e.name,
+                            **textmask.fields(e.fields())})
     info = {
         "session_id": rec.session_id,
         "name": rec.name,
@@ -202,32 +208,33 @@ def _cmd_show(ctx: _Ctx, a: argparse.Namespace) -> int:
         "problems": rec.problems,
         "events": notable,
     }
-    if a.json:
-        print(json.dumps(info, indent=2, ensure_ascii=False))
-        return 0 if rec.status == "ended" else 1
-    print(f"session   {rec.session_id}")
+    if a.json:  # ASCII-escaped: no control or bidi character reaches a terminal
+        print(json.dumps(info, indent=2))
+        return 0 if rec.status in ("ended", "recovered") else 1
+    v = visible
+    print(f"session   {v(rec.session_id)}")
     print(
-        f"user      {h.get('user')}  ->  target {h.get('target')} ({h.get('protocol')}, "
-        f"{h.get('kind')})"
+        f"user      {v(h.get('user'))}  ->  target {v(h.get('target'))} "
+        f"({v(h.get('protocol'))}, {v(h.get('kind'))})"
     )
-    print(f"client    {h.get('client_addr')}")
+    print(f"client    {v(h.get('client_addr'))}")
     print(f"started   {_fmt_time(rec.start_time)}   duration {rec.duration:.1f}s")
     if h.get("command"):
-        print(f"command   {h.get('command')}")
+        print(f"command   {v(h.get('command'))}")
     tr = rec.trailer or {}
     print(
-        f"status    {rec.status}   exit {tr.get('exit_status', '-')}   "
-        f"signed {'yes' if rec.signature else 'no'}   stored as {rec.name}"
+        f"status    {rec.status}   exit {v(tr.get('exit_status', '-'))}   "
+        f"signed {'yes' if rec.signature else 'no'}   stored as {v(rec.name)}"
     )
     for p in rec.problems:
-        print(f"problem   {p}")
+        print(f"problem   {v(p)}")
     for item in notable:
         t, typ = item.pop("time"), item.pop("type")
         key = next((k for k in ("text", "command", "path", "kind") if item.get(k)), "")
         text = str(item.get(key, "")) if key else ""
-        extra = {k: v for k, v in item.items() if k != key and v not in (None, "")}
-        print(f"  {t:9.3f}s  {typ:13} {text}  {json.dumps(extra, ensure_ascii=False)}")
-    return 0 if rec.status == "ended" else 1
+        extra = {k: val for k, val in item.items() if k != key and val not in (None, "")}
+        print(f"  {t:9.3f}s  {v(typ):13} {v(text)}  {json.dumps(extra)}")
+    return 0 if rec.status in ("ended", "recovered") else 1
 
 
 def _cmd_play(ctx: _Ctx, a: argparse.Namespace) -> int:
@@ -235,9 +242,9 @@ def _cmd_play(ctx: _Ctx, a: argparse.Namespace) -> int:
 
     rec = ctx.open(a.id)
     speed = 0.0 if a.no_wait else a.speed
-    play(rec, sys.stdout.buffer, speed=speed, max_idle=a.max_idle)
+    play(rec, sys.stdout.buffer, speed=speed, max_idle=a.max_idle, raw=a.raw)
     for p in rec.problems:
-        print(f"\r\nbastille: warning: {p}", file=sys.stderr)
+        print(f"\r\nbastille: warning: {visible(p)}", file=sys.stderr)
     return 0
 
 
@@ -254,71 +261,183 @@ def _cmd_export(ctx: _Ctx, a: argparse.Namespace) -> int:
     if a.format != "asciicast":
         exporter = EXPORTERS.get(a.format)
         if exporter is None:
+            if a.format == "bundle":
+                raise CliError("--format bundle needs the player package (not installed)")
             raise CliError(f"--format {a.format} renders RDP sessions; it needs the "
                            "bastille[rdp] extra (pyrdp)")
         if a.output == "-":
             raise CliError(f"--format {a.format} writes a file: give -o FILE")
+        a.recorder_settings = ctx.settings  # exporters that need the data directory
         try:
             print(exporter(rec, a.output, a), file=sys.stderr)
         except (OSError, ValueError) as exc:
             raise CliError(str(exc)) from exc
         return 0
+    version = a.asciicast_version or 2
     if a.output == "-":
-        n = export_asciicast(rec, sys.stdout, include_input=a.input)
+        n = export_asciicast(rec, sys.stdout, include_input=a.input, version=version)
     else:
         tmp = Path(a.output + ".tmp")
         try:
             with open(tmp, "w", encoding="utf-8") as f:
-                n = export_asciicast(rec, f, include_input=a.input)
+                n = export_asciicast(rec, f, include_input=a.input, version=version)
             os.replace(tmp, a.output)
         except OSError as exc:
             raise CliError(f"cannot write {a.output}: {exc.strerror}") from exc
         print(f"wrote {n} events to {a.output}", file=sys.stderr)
     for p in rec.problems:
-        print(f"bastille: warning: {p}", file=sys.stderr)
+        print(f"bastille: warning: {visible(p)}", file=sys.stderr)
     return 0
 
 
-def _cmd_verify(ctx: _Ctx, a: argparse.Namespace) -> int:
+def _cmd_verify_bundle(a: argparse.Namespace, settings: RecorderSettings | None) -> int:
+    """``verify --bundle FILE``: no configuration needed (``--public-key`` to trust)."""
+    from recorder.bundle import verify_bundle
     from recorder.signing import load_public_key
-    from recorder.verify import VerifyReport, verify_recording, verify_source
 
-    trusted: list[bytes] | None = None
+    keys = list(a.public_key or [])
+    if not keys and settings is not None and settings.signing_key is not None:
+        keys = [settings.signing_key]
+    try:
+        trusted = [load_public_key(Path(k)) for k in keys] if keys else None
+    except RecorderError as exc:
+        print(f"bastille: error: {visible(exc)}", file=sys.stderr)
+        return 2
+    rep = verify_bundle(Path(a.bundle), trusted=trusted)
+    if a.json:
+        print(json.dumps(rep.to_json(), indent=2))
+    else:
+        for ok, message in rep.checks:
+            print(f"{'OK  ' if ok else 'FAIL'} {visible(message)}")
+        verdict = "verified" if rep.ok else "FAILED"
+        who = "" if rep.trusted_key or not rep.signed else \
+            " (by the key in the bundle: compare its fingerprint)"
+        print(f"bundle {visible(a.bundle)}: {verdict}{who}", file=sys.stderr)
+    return 0 if rep.ok else 1
+
+
+def _verify_runner(resolve: Resolve) -> Callable[[argparse.Namespace], int]:
+    run = _run(resolve, _cmd_verify)
+
+    def runner(args: argparse.Namespace) -> int:
+        if args.bundle and not (args.config or args.data):
+            return _cmd_verify_bundle(args, None)  # for someone without the appliance
+        return run(args)
+
+    return runner
+
+
+def _verify_keys(ctx: _Ctx, a: argparse.Namespace) -> tuple[list[bytes] | None, bool]:
+    """Trusted keys and whether a signature is required: with a configured signing key
+    (or ``--public-key``), every recording must be signed by one of them."""
+    from recorder.signing import load_public_key
+
     keys = list(a.public_key or [])
     if not keys and ctx.settings.signing_key is not None:
         keys = [ctx.settings.signing_key]
-    if keys:
-        trusted = [load_public_key(Path(k)) for k in keys]
+    if not keys:
+        return None, a.require_signature
+    trusted = [load_public_key(Path(k)) for k in keys]
+    return trusted, a.require_signature or not a.allow_unsigned
+
+
+def _verify_row(ctx: _Ctx, row: Any, names: set[str] | None, trusted: list[bytes] | None,
+                require: bool) -> Any:
+    """Verify the recording of one indexed session and bind it to the index's row."""
+    from recorder.verify import Expected, VerifyReport, check_binding, verify_recording
+
+    live_note = "still being recorded; it is verified once it ends"
+    exists = row.name in names if names is not None else _exists(ctx.sink, row.name)
+    if not exists:
+        if row.status == "live":
+            return VerifyReport(row.name, row.id, "live", True, live_note)
+        return VerifyReport(row.name, row.id, "missing", False,
+                            f"the index lists this session but its recording {row.name} is "
+                            "not in storage (deleted, or storage was emptied)")
+    rep = verify_recording(ctx.sink, row.name, trusted=trusted, require_signature=require)
+    if row.status == "live" and rep.status == "truncated":
+        return VerifyReport(row.name, row.id, "live", True, live_note, header=rep.header)
+    expected = Expected(row.id, row.user, row.target, row.start, row.name)
+    return check_binding(rep, expected)
+
+
+def _exists(sink: Sink, name: str) -> bool:
+    try:
+        sink.size(name)
+    except SinkError:
+        return False
+    return True
+
+
+def _resolve_row(ctx: _Ctx, ident: str) -> Any:
+    row = ctx.index.get(ident)
+    if row is not None:
+        return row
+    rows = ctx.index.find(ident)
+    if len(rows) > 1:
+        ids = ", ".join(r.id for r in rows)
+        raise CliError(f"session id prefix {ident!r} is ambiguous: {ids}", 2)
+    return rows[0] if rows else None
+
+
+def _cmd_verify(ctx: _Ctx, a: argparse.Namespace) -> int:
+    from recorder.verify import VerifyReport, verify_recording, verify_source
+
+    if a.bundle:
+        return _cmd_verify_bundle(a, ctx.settings)
+    trusted, require = _verify_keys(ctx, a)
+    reports: list[VerifyReport] = []
     if a.all:
-        names = ctx.sink.names()
+        names = set(ctx.sink.names())
+        rows = ctx.index.all_sessions()
+        for row in rows:
+            reports.append(_verify_row(ctx, row, names, trusted, require))
+        for name in sorted(names - {r.name for r in rows}):
+            rep = verify_recording(ctx.sink, name, trusted=trusted, require_signature=require)
+            reports.append(rep)
     elif a.id:
-        names = [a.id]
+        ident = a.id
+        if ident.endswith(".bstl") and Path(ident).is_file():
+            src = _FileSource(Path(ident))
+            reports.append(verify_source(src, ident, trusted=trusted, require_signature=require))
+        elif (row := _resolve_row(ctx, ident)) is not None:
+            reports.append(_verify_row(ctx, row, None, trusted, require))
+        else:
+            name = ctx.resolve_name(ident)
+            rep = verify_recording(ctx.sink, name, trusted=trusted, require_signature=require)
+            reports.append(rep)
     else:
         raise CliError("give a session id or --all", 2)
-    reports: list[VerifyReport] = []
-    for ident in names:
-        if not a.all and ident.endswith(".bstl") and Path(ident).is_file():
-            src = _FileSource(Path(ident))
-            rep = verify_source(src, ident, trusted=trusted, require_signature=a.require_signature)
-        else:
-            name = ident if a.all else ctx.resolve_name(ident)
-            rep = verify_recording(
-                ctx.sink, name, trusted=trusted, require_signature=a.require_signature
-            )
-        reports.append(rep)
+    # recordings the storage confirmed once and no longer has (the upload ledger), not
+    # already reported through the index
+    lost = ctx.sink.lost() if a.all else []
+    ledger = {x.name: x.describe() for x in lost}
+    reports = [replace(r, message=ledger[r.name]) if r.status == "missing" and r.name in ledger
+               else r for r in reports]
+    reported = {r.name for r in reports if r.status == "missing"}
+    lost = [x for x in lost if x.name not in reported]
     if a.json:
-        print(json.dumps([r.__dict__ for r in reports], indent=2))
+        out = [r.to_json() for r in reports]
+        out += [{"name": x.name, "session_id": None, "ok": False, "status": "missing",
+                 "message": x.describe(), "first_bad_chunk": None} for x in lost]
+        print(json.dumps(out, indent=2))
     else:
         for r in reports:
-            label = r.session_id or r.name
+            label = visible(r.session_id or r.name)
             where = ""
             if r.first_bad_chunk is not None:
                 where = f" (first bad chunk: {r.first_bad_chunk})"
-            print(f"{'OK  ' if r.ok else 'FAIL'} {label}: {r.status}: {r.message}{where}")
+            mark = "LIVE" if r.live else "OK  " if r.ok else "FAIL"
+            print(f"{mark} {label}: {r.status}: {visible(r.message)}{where}")
+        for x in lost:
+            print(f"FAIL {visible(x.name)}: missing: {visible(x.describe())}")
         if a.all:
-            bad = sum(not r.ok for r in reports)
-            print(f"{len(reports)} recordings, {bad} failed", file=sys.stderr)
-    return 0 if all(r.ok for r in reports) else 1
+            bad = sum(not r.ok for r in reports) + len(lost)
+            live = sum(r.live for r in reports)
+            done = len(reports) + len(lost) - live
+            print(f"{done} recordings, {bad} failed; {live} live (not verified yet)",
+                  file=sys.stderr)
+    return 0 if all(r.ok for r in reports) and not lost else 1
 
 
 def _cmd_reindex(ctx: _Ctx, a: argparse.Namespace) -> int:
@@ -328,13 +447,38 @@ def _cmd_reindex(ctx: _Ctx, a: argparse.Namespace) -> int:
         if a.verbose:
             print(f"{name}: {status}", file=sys.stderr)
 
+    index = ctx.checked_index()
+    if index.recreated is not None:
+        print(f"bastille: the index was damaged; moved aside as {index.recreated}",
+              file=sys.stderr)
     count, problems = reindex(
-        ctx.settings, ctx.sink, ctx.index, screen=not a.no_screen, progress=progress
+        ctx.settings, ctx.sink, index, screen=not a.no_screen, progress=progress
     )
     for p in problems:
-        print(f"bastille: warning: {p}", file=sys.stderr)
+        print(f"bastille: warning: {visible(p)}", file=sys.stderr)
     print(f"indexed {count} recordings into {ctx.index.path}")
     return 0
+
+
+def _cmd_status(ctx: _Ctx, a: argparse.Namespace) -> int:
+    from recorder.status import RANK, read_status, render_status
+
+    status, why = read_status(ctx.settings.data_dir)
+    try:
+        local = ctx.sink.status()  # what this process sees on disk (the spool)
+    except (RecorderError, OSError) as exc:
+        local = None
+        why = why or f"cannot read the storage: {exc}"
+    state, lines = render_status(status, why, local)
+    if a.json:
+        body = status.to_json() if status is not None else {}
+        body.update({"state": state, "problem": why or None,
+                     "local": local.to_json() if local is not None else None})
+        print(json.dumps(body, indent=2))
+    else:
+        for line in lines:
+            print(line)
+    return RANK.get(state, 2)
 
 
 def _cmd_keygen(a: argparse.Namespace) -> int:
@@ -343,7 +487,7 @@ def _cmd_keygen(a: argparse.Namespace) -> int:
     try:
         key, pub = generate(Path(a.output))
     except RecorderError as exc:
-        print(f"bastille: error: {exc}", file=sys.stderr)
+        print(f"bastille: error: {visible(exc)}", file=sys.stderr)
         return 1
     print(f"wrote private key {key} (mode 0600) and public key {pub}")
     print(f'set recorder signing_key = "{key}"; verify with --public-key {pub}')
@@ -359,13 +503,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data", metavar="DIR", help="data directory (e.g. of `bastille demo`)")
 
 
-def _when(text: str) -> float:
-    return parse_when(text)
-
-
-def add_commands(sub: argparse._SubParsersAction, resolve: Resolve) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], resolve: Resolve,
+                 parse_when: ParseWhen) -> None:
     """Register the recording commands on the ``bastille`` sub-parser collection."""
     fmt = argparse.RawDescriptionHelpFormatter
+
+    def _when(text: str) -> float:
+        try:
+            return parse_when(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
     sessions = sub.add_parser("sessions", help="list and inspect recorded sessions")
     ssub = sessions.add_subparsers(dest="sessions_command", metavar="{list,show}")
@@ -419,19 +566,31 @@ def add_commands(sub: argparse._SubParsersAction, resolve: Resolve) -> None:
         metavar="SECONDS",
         help="cap idle pauses at this many seconds (default 2)",
     )
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="write the recorded bytes exactly (for a file or pipe); by default window "
+        "titles, clipboard writes, report requests and mouse/keyboard modes the target sent "
+        "are dropped so that they never reach your terminal (colours are kept)",
+    )
     p.set_defaults(func=_run(resolve, _cmd_play))
 
     p = sub.add_parser(
         "export",
-        help="export a session (asciicast v2; RDP: mp4 video or a png frame)",
-        description="Export a terminal session as asciicast v2 for asciinema (output is "
-        "decoded as UTF-8; invalid bytes become U+FFFD), or an RDP session as an MP4 video "
-        "or one PNG frame (--at SECONDS), rendered offscreen; mp4/png need the "
-        "bastille[rdp-video] extra (PySide6, av).",
+        help="export a session (asciicast, an evidence bundle; RDP: mp4 video or a png frame)",
+        description="Export a terminal session as asciicast for asciinema (output is "
+        "decoded as UTF-8; invalid bytes become U+FFFD), an evidence bundle (--format "
+        "bundle: recording, signature, public key, timeline and reviews as JSON, "
+        "asciicast v3, README; signed; check it with `bastille verify --bundle FILE`), or "
+        "an RDP session as an MP4 video or one PNG frame (--at SECONDS), rendered "
+        "offscreen; mp4/png need the bastille[rdp-video] extra (PySide6, av).",
     )
     _common(p)
     p.add_argument("id", help="session id, unique prefix, or .bstl file")
-    p.add_argument("--format", choices=["asciicast", "mp4", "png"], default="asciicast")
+    p.add_argument("--format", choices=["asciicast", "bundle", "mp4", "png"],
+                   default="asciicast")
+    p.add_argument("--asciicast-version", type=int, choices=[2, 3], metavar="{2,3}",
+                   help="asciicast version (default: 2 for --format asciicast, 3 in a bundle)")
     p.add_argument("--at", type=float, metavar="SECONDS", help="png: seconds into the session")
     p.add_argument(
         "-o", "--output", required=True, metavar="FILE", help="output file, - for stdout"
@@ -441,14 +600,19 @@ def add_commands(sub: argparse._SubParsersAction, resolve: Resolve) -> None:
 
     p = sub.add_parser(
         "verify",
-        help="check hash chains and signatures",
+        help="check hash chains, signatures and that each recording is its session's",
         description="Verify recordings: hash chain (names the first bad chunk), trailer, "
-        "and the Ed25519 signature against the configured or given public key. "
-        "Exit 0 only if every recording passed.",
+        "the Ed25519 signature against the configured or given public key (required when "
+        "a key is configured), and that each recording is the one of the session the "
+        "index lists under its id (same id, user, target, start). --all also fails for "
+        "indexed sessions whose recording is gone, and lists live sessions apart. "
+        "Exit 0 only if every finished recording passed.",
     )
     _common(p)
     p.add_argument("id", nargs="?", help="session id, unique prefix, or .bstl file")
     p.add_argument("--all", action="store_true", help="every stored recording")
+    p.add_argument("--bundle", metavar="FILE", help="an evidence bundle (bastille export "
+                   "--format bundle); needs no configuration, give --public-key to trust")
     p.add_argument(
         "--public-key",
         action="append",
@@ -456,10 +620,32 @@ def add_commands(sub: argparse._SubParsersAction, resolve: Resolve) -> None:
         help="trusted public key (repeatable; default: the configured signing key)",
     )
     p.add_argument(
-        "--require-signature", action="store_true", help="treat unsigned recordings as failures"
+        "--require-signature",
+        action="store_true",
+        help="treat unsigned recordings as failures (the default when a key is configured)",
+    )
+    p.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="accept unsigned recordings even with a configured key (e.g. ones recorded "
+        "before a key was configured)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=_run(resolve, _cmd_verify))
+    p.set_defaults(func=_verify_runner(resolve))
+
+    p = sub.add_parser(
+        "status",
+        help="health of recording and storage (exit 0 ok, 1 degraded, 2 failing)",
+        formatter_class=fmt,
+        description="What the running gateway reports about recording storage: state, "
+        "spool bytes and oldest entry, uploads pending, paused sessions, last error. "
+        "For monitoring: exit 0 ok, 1 degraded (working around a problem, nothing "
+        "lost), 2 failing (an administrator must act, or no gateway is running).",
+        epilog="example:\n  bastille status -c /etc/bastille/bastille.toml || alert",
+    )
+    _common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_run(resolve, _cmd_status))
 
     p = sub.add_parser("reindex", help="rebuild the session index from the recordings")
     _common(p)

@@ -10,14 +10,20 @@ commands and screen lines; queries shorter than three characters fall back to LI
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.safefiles import private_dir, private_file
 from recorder.errors import RecorderError
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -42,6 +48,26 @@ _COLUMNS = (
     "id, user, target, protocol, kind, client, start, end, exit_status, exit_signal, status, "
     "commands, policy_events, name, signature, command, output_bytes, screen_indexed"
 )
+
+
+def _damage(path: Path) -> str | None:
+    """Why the index file at ``path`` cannot be used, or None (also for no file)."""
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error as exc:
+        return str(exc)
+    try:
+        rows = db.execute("PRAGMA quick_check").fetchall()
+        if rows != [("ok",)]:
+            return "; ".join(str(r[0]) for r in rows[:3])
+        db.execute("SELECT count(*) FROM sessions").fetchone()
+    except sqlite3.Error as exc:
+        return str(exc)
+    finally:
+        db.close()
+    return None
 
 
 @dataclass(frozen=True)
@@ -72,12 +98,41 @@ class SessionRow:
 
 
 class Index:
-    """Thread-safe handle on the index database (one connection, one lock)."""
+    """Thread-safe handle on the index database (one connection, one lock).
+
+    The index is a cache of the recordings: :meth:`open_checked` (used by the gateway at
+    start and by ``bastille reindex``) runs SQLite's ``quick_check`` and, when the file
+    is damaged (garbage, cut short, not a database), moves it aside as
+    ``index.sqlite3.corrupt-<time>`` and starts an empty one; :attr:`recreated` then
+    names the damaged file so that the caller rebuilds the index from the recordings.
+    """
+
+    recreated: Path | None = None
+
+    @classmethod
+    def open_checked(cls, path: Path) -> Index:
+        """Open the index, replacing a damaged file by an empty one (see class doc)."""
+        path = Path(path)
+        problem = _damage(path)
+        if problem is None:
+            return cls(path)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            src = path.with_name(path.name + suffix)
+            if src.exists():
+                os.replace(src, aside.with_name(aside.name + suffix))
+        log.error("recorder: the session index %s is damaged (%s); moved aside as %s and "
+                  "rebuilt from the recordings", path, problem, aside)
+        index = cls(path)
+        index.recreated = aside
+        return index
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(self.path.parent)
+            private_file(self.path)  # SQLite gives -wal and -shm the same mode
             self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -86,7 +141,7 @@ class Index:
                 "INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
             )
             self._db.commit()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise RecorderError(f"cannot open the session index {self.path}: {exc}") from exc
         self._lock = threading.Lock()
 
@@ -195,6 +250,22 @@ class Index:
             except sqlite3.Error as exc:
                 raise RecorderError(f"session index update failed: {exc}") from exc
 
+    def set_ocr_lines(self, session_id: str, lines: Iterable[tuple[float, str]]) -> None:
+        """Replace the text read off an RDP session's screen (kind ``ocr``), each line
+        with the time it appeared (``gateway.rdp.screens``)."""
+        rows = [(text, session_id, t) for t, text in lines]
+        with self._lock:
+            try:
+                self._db.execute("DELETE FROM content WHERE session=? AND kind='ocr'",
+                                 (session_id,))
+                self._db.executemany(
+                    "INSERT INTO content (text, session, offset, kind) VALUES (?,?,?,'ocr')",
+                    rows,
+                )
+                self._db.commit()
+            except sqlite3.Error as exc:
+                raise RecorderError(f"session index update failed: {exc}") from exc
+
     def clear(self) -> None:
         with self._lock:
             try:
@@ -249,6 +320,11 @@ class Index:
         sql += " ORDER BY start DESC, id DESC LIMIT ?"
         params.append(int(limit))
         return [_row(r) for r in self._query(sql, params)]
+
+    def all_sessions(self) -> list[SessionRow]:
+        """Every indexed session, oldest first."""
+        return [_row(r) for r in self._query(
+            f"SELECT {_COLUMNS} FROM sessions ORDER BY start, id")]
 
     def get(self, session_id: str) -> SessionRow | None:
         rows = self._query(f"SELECT {_COLUMNS} FROM sessions WHERE id = ?", (session_id,))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import os
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 import zstandard
 
+from common.safefiles import private_dir, read_nofollow, safe_id, write_private
 from recorder import events as ev
 from recorder.errors import FormatError
 from recorder.reader import Recording
@@ -209,24 +209,28 @@ def screen_at(rec: Recording, kfi: KeyframeIndex, t: float) -> Terminal:
 
 
 def cache_path(data_dir: Path, session_id: str) -> Path:
-    return Path(data_dir) / "keyframes" / f"{session_id}.kf"
+    """The cache file of a session; the id (read from a recording header, so untrusted)
+    must be a plain id.
+
+    Raises:
+        UnsafePath: ``session_id`` is not a plain id (e.g. ``../../x``).
+    """
+    return Path(data_dir) / "keyframes" / f"{safe_id(session_id)}.kf"
 
 
 def save(data_dir: Path, kfi: KeyframeIndex) -> Path:
+    """Write the cache file 0600 in a 0700 directory, never through a symbolic link."""
     path = cache_path(data_dir, kfi.session_id)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(kfi.to_bytes())
-    os.replace(tmp, path)
-    return path
+    private_dir(path.parent)
+    return write_private(path, kfi.to_bytes())
 
 
 def load_or_build(rec: Recording, data_dir: Path | None, interval: float = 10.0) -> KeyframeIndex:
     """Keyframes from the cache when it matches the recording, else built (and cached)."""
     if data_dir is not None and rec.session_id:
-        path = cache_path(data_dir, rec.session_id)
         try:
-            kfi = KeyframeIndex.from_bytes(path.read_bytes())
+            path = cache_path(data_dir, rec.session_id)
+            kfi = KeyframeIndex.from_bytes(read_nofollow(path))
             if kfi.source_size == rec.src.size() and kfi.session_id == rec.session_id:
                 return kfi
         except (OSError, FormatError):

@@ -5,6 +5,11 @@ recordings, off the event loop, one at a time. Its queue is bounded (``QUEUE_CAP
 when full a session is skipped and keeps ``screen_indexed = 0`` in the index: the
 player builds keyframes lazily, and ``bastille reindex`` fills the screen text in.
 
+A recording that cannot be read at that moment (its storage is down, or the index is
+busy) is tried again later: after ``RETRY_FIRST`` seconds, doubling up to
+``RETRY_MAX``, at most ``RETRY_LIMIT`` times (about a day); a malformed recording is
+not retried.
+
 ``reindex`` rebuilds the whole index from the sink alone. Run it with the gateway
 stopped: recordings still being written are indexed as "truncated" until they close.
 """
@@ -14,11 +19,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from recorder import events as ev
-from recorder import keyframes
+from recorder import keyframes, textmask
 from recorder.errors import FormatError, RecorderError, SinkError
 from recorder.index import Index
 from recorder.reader import Recording
@@ -28,6 +35,10 @@ from recorder.sinks.base import Sink
 log = logging.getLogger(__name__)
 
 QUEUE_CAP = 256  # closed sessions waiting for their screen pass; beyond, reindex catches up
+RETRY_FIRST = 5.0  # seconds before a failed pass is tried again (then doubling)
+RETRY_MAX = 600.0
+RETRY_LIMIT = 150  # ~1 day at RETRY_MAX
+RETRY_CAP = 4096  # sessions waiting for a retry; beyond, reindex catches up
 
 
 def index_recording(
@@ -38,7 +49,9 @@ def index_recording(
     data_dir: Path | None = None,
     interval: float = 10.0,
 ) -> None:
-    """(Re)write everything the index holds about one recording, from the recording."""
+    """(Re)write everything the index holds about one recording, from the recording
+    (command lines and screen text through the registered text masker,
+    :mod:`recorder.textmask`)."""
     commands: list[tuple[float, str, str]] = []
     policy = 0
     output_bytes = 0
@@ -63,7 +76,8 @@ def index_recording(
     end = trailer.get("end_time")
     if not isinstance(end, int | float) or isinstance(end, bool):
         end = rec.start_time + last
-    index.session_opened(rec.header, rec.name, status=rec.status)
+    header, commands = _masked(rec.header, commands)
+    index.session_opened(header, rec.name, status=rec.status)
     index.session_closed(
         rec.session_id,
         end=float(end),
@@ -77,12 +91,24 @@ def index_recording(
     )
     if screen:
         kfi = keyframes.build(rec, interval)
-        index.set_screen_lines(rec.session_id, kfi.lines)
+        index.set_screen_lines(rec.session_id, textmask.lines(kfi.lines))
         if data_dir is not None and rec.finished:
             try:
                 keyframes.save(data_dir, kfi)
             except OSError as exc:
                 log.warning("recorder: cannot cache keyframes: %s", exc)
+
+
+def _masked(header: dict[str, Any], commands: list[tuple[float, str, str]]
+            ) -> tuple[dict[str, Any], list[tuple[float, str, str]]]:
+    """The header's command and the command lines through the registered text masker."""
+    if not textmask.active():
+        return header, commands
+    header = dict(header)
+    if isinstance(header.get("command"), str):
+        header["command"] = textmask.mask(header["command"])
+    masked = textmask.texts([text for _t, text, _src in commands])
+    return header, [(t, m, src) for (t, _x, src), m in zip(commands, masked, strict=True)]
 
 
 def reindex(
@@ -92,9 +118,15 @@ def reindex(
     *,
     screen: bool = True,
     progress: Callable[[str, str], None] | None = None,
+    clear: bool = True,
 ) -> tuple[int, list[str]]:
-    """Rebuild the index from the sink; returns (recordings indexed, problems)."""
-    index.clear()
+    """Rebuild the index from the sink; returns (recordings indexed, problems).
+
+    ``clear=False`` adds to an index that is in use (sessions opened meanwhile keep
+    their rows).
+    """
+    if clear:
+        index.clear()
     count = 0
     problems: list[str] = []
     for name in sink.names():
@@ -123,17 +155,33 @@ def reindex(
 class Postprocessor:
     """The background thread that runs the screen pass for closed sessions."""
 
-    def __init__(self, settings: RecorderSettings, sink: Sink, index: Index) -> None:
+    def __init__(
+        self,
+        settings: RecorderSettings,
+        sink: Sink,
+        index: Index,
+        *,
+        retry_first: float = RETRY_FIRST,
+    ) -> None:
         self.settings = settings
         self.sink = sink
         self.index = index
+        self.retry_first = retry_first
         # Bounded: see QUEUE_CAP. Items are (job kind, sink name, session id).
         self._q: queue.Queue[tuple[str, str, str] | None] = queue.Queue(maxsize=QUEUE_CAP)
+        # Passes to try again: (monotonic time due, attempts, kind, name, session id).
+        self._retry: list[tuple[float, int, str, str, str]] = []
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="recorder-screen", daemon=True)
         self._stop = False
 
     def start(self) -> None:
         self._thread.start()
+
+    def pending(self) -> int:
+        """Sessions waiting for their pass (queued or waiting to be retried)."""
+        with self._lock:
+            return self._q.qsize() + len(self._retry)
 
     def submit(self, name: str, session_id: str) -> bool:
         """Queue the screen pass of a closed recording; False if the queue is full."""
@@ -144,14 +192,39 @@ class Postprocessor:
             return False
         return True
 
-    def recover_stale(self) -> None:
-        """Re-read sessions a previous process left "live" (it crashed) and fix their rows."""
+    def rebuild_in_background(self) -> None:
+        """Rebuild a recreated (empty) index from the recordings in a daemon thread."""
+
+        def run() -> None:
+            try:
+                count, problems = reindex(self.settings, self.sink, self.index, clear=False)
+            except Exception:  # a cache rebuild must not take the gateway down
+                log.exception("recorder: rebuilding the session index failed")
+                return
+            log.warning("recorder: session index rebuilt from %d recordings (%d problems)",
+                        count, len(problems))
+
+        threading.Thread(target=run, name="recorder-reindex", daemon=True).start()
+
+    def submit_stale(self, name: str, session_id: str) -> None:
+        """Re-read one recording a dead process left (finished by crash recovery) and
+        rewrite its row (its status becomes ``recovered``)."""
+        try:
+            self._q.put_nowait(("stale", name, session_id))
+        except queue.Full:
+            log.warning("recorder: indexing queue full; %s left for reindex", session_id)
+
+    def recover_stale(self, skip: set[str] | frozenset[str] = frozenset()) -> None:
+        """Re-read sessions a previous process left "live" (it crashed) and fix their rows
+        (``skip``: session ids already submitted)."""
         try:
             stale = self.index.list_sessions(status="live", limit=QUEUE_CAP)
         except RecorderError as exc:
             log.warning("recorder: %s", exc)
             return
         for row in stale:
+            if row.id in skip:
+                continue
             try:
                 self._q.put_nowait(("stale", row.name, row.id))
             except queue.Full:
@@ -165,9 +238,37 @@ class Postprocessor:
             pass
         self._thread.join(timeout)
 
+    def _next(self) -> tuple[tuple[str, str, str] | None, int]:
+        """The next job and its attempt count: a due retry first, else the queue."""
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                due = min(self._retry, default=None)
+                if due is not None and due[0] <= now:
+                    self._retry.remove(due)
+                    return (due[2], due[3], due[4]), due[1]
+                wait = None if due is None else max(0.01, due[0] - now)
+            try:
+                return self._q.get(timeout=wait), 0
+            except queue.Empty:
+                continue
+
+    def _again(self, kind: str, name: str, session_id: str, attempts: int, why: str) -> None:
+        if attempts + 1 >= RETRY_LIMIT:
+            log.error("recorder: giving up indexing %s after %d tries: %s; run bastille "
+                      "reindex", name, attempts + 1, why)
+            return
+        delay = min(self.retry_first * 2**attempts, RETRY_MAX)
+        with self._lock:
+            if len(self._retry) >= RETRY_CAP:
+                log.warning("recorder: too many index retries; %s left for reindex", name)
+                return
+            self._retry.append((time.monotonic() + delay, attempts + 1, kind, name, session_id))
+        log.warning("recorder: cannot index %s yet (%s); trying again in %.0f s", name, why, delay)
+
     def _run(self) -> None:
         while not self._stop:
-            item = self._q.get()
+            item, attempts = self._next()
             if item is None:
                 return
             kind, name, session_id = item
@@ -180,14 +281,14 @@ class Postprocessor:
                     data_dir=self.settings.data_dir,
                     interval=self.settings.keyframe_interval,
                 )
-            except (FormatError, SinkError) as exc:
+            except FormatError as exc:
                 log.warning("recorder: cannot index %s: %s", name, exc)
                 if kind == "stale":
                     try:
                         self.index.set_status(session_id, "damaged")
                     except RecorderError:
                         pass
-            except RecorderError as exc:
-                log.warning("recorder: index update for %s failed: %s", name, exc)
+            except (SinkError, RecorderError) as exc:  # storage or index down: later
+                self._again(kind, name, session_id, attempts, str(exc))
             except Exception:  # keep the thread alive for the next sessions
                 log.exception("recorder: screen pass of %s failed", name)

@@ -112,12 +112,16 @@ class Recording:
 
     @property
     def status(self) -> str:
-        """ "ended" (closed, intact), "truncated" (never closed), or "damaged"."""
+        """ "ended" (closed, intact), "recovered" (finished by crash recovery: intact but
+        the last moments before the crash are missing), "truncated" (never closed), or
+        "damaged"."""
         p = self.scan.problem
         if p is not None and p.kind != "truncated":
             return "damaged"
         if self.trailer is None:
             return "truncated"
+        if self.trailer.get("recovered"):
+            return "recovered"
         return "ended"
 
     @property

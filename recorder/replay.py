@@ -1,4 +1,9 @@
-"""Replay a recording's output in the current terminal with its original timing."""
+"""Replay a recording's output in the current terminal with its original timing.
+
+What a target sent goes through :class:`common.safetext.TerminalFilter` first (unless
+``raw``): colours and drawing are kept, but window titles, clipboard writes (OSC 52),
+report requests, mouse and keyboard modes never reach the auditor's terminal.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import IO
 
+from common.safetext import TerminalFilter
 from recorder import events as ev
 from recorder.reader import Recording
 
@@ -18,6 +24,7 @@ def play(
     max_idle: float = 2.0,
     start: float = 0.0,
     sleep: Callable[[float], None] = time.sleep,
+    raw: bool = False,
 ) -> int:
     """Write the output bytes to ``out``, sleeping between events.
 
@@ -28,12 +35,15 @@ def play(
         max_idle: longest pause in recording time (idle gaps are capped to this).
         start: skip (write without delay) everything before this session time.
         sleep: injected for tests.
+        raw: write the bytes exactly as recorded (for a file or a pipe, never a terminal
+            a person looks at).
 
     Returns:
         The number of output bytes written.
     """
     written = 0
     prev: float | None = None
+    safe = None if raw else TerminalFilter()
     for e in rec.events((ev.OUTPUT, ev.STDERR)):
         if speed > 0 and e.time >= start:
             if prev is not None:
@@ -42,7 +52,10 @@ def play(
                     out.flush()
                     sleep(gap / speed)
             prev = e.time
-        out.write(e.data)
-        written += len(e.data)
+        data = e.data if safe is None else safe.feed(e.data)
+        out.write(data)
+        written += len(data)
+    if safe is not None:
+        out.write(safe.flush())
     out.flush()
     return written

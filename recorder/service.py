@@ -5,26 +5,46 @@ framing, compression, hashing and sink writes happen on the writer thread
 (:mod:`recorder.writer`). Screen text and keyframes are built after a session closes by
 a background thread (:mod:`recorder.postprocess`).
 
-Backlog bound: ``congested`` is true above ``settings.queue_bytes`` of unwritten data
-(the relay should ``await wait_writable()``); above twice that the recording fails
-(``RecordingFailed``: under ``on_failure = "terminate"`` the gateway ends the session).
+Back-pressure before failure: ``congested`` is true above ``settings.queue_bytes`` of
+unwritten data, because the producer is faster than the writer or because storage
+refuses data for now (spool cap, disk low-water mark, disk full); the relay pauses the
+target and ``await wait_writable()``. ``paused`` says since when and why (for a notice
+to the user). A recording fails only when storage really fails: an I/O error other
+than "full", a local storage call blocked for ``stall_timeout`` seconds (a hung disk),
+or a relay that ignores back-pressure (more than twice ``queue_bytes`` unwritten).
+Under ``on_failure = "continue"`` a session paused longer than ``max_pause`` goes on
+unrecorded until storage takes data again; the recording then notes a ``gap`` and goes
+on (state callbacks: ``paused``, ``dropping``, ``resumed``).
 
-Stalled storage: a watchdog task fails every open recording when one sink call has
-been blocked for ``stall_timeout`` seconds (default 1.5 s, so that under
-``on_failure = "terminate"`` the gateway can end sessions within 2 s), and
-``open_session`` gives up after ``2 x stall_timeout`` (at least 2 s).
+Opening: ``open_session`` creates the recording and stores its header on an opener
+thread (never the writer thread, never a network call: a remote store is behind the
+local spool), within ``stall_timeout``; if that fails the object is removed (no empty
+recording is left) and the session is refused (fail closed) or, under "continue", runs
+unrecorded.
 
-Known limits: one writer thread serves all sessions, so one stalled sink call stalls
+Status: :meth:`Recorder.status` (storage state, spool, paused sessions, failures), sent
+to listeners on every change and written to ``DATA_DIR/status.json`` for
+``bastille status`` (see :mod:`recorder.status`).
+
+Crashes: the recorder that recovers the storage gives its sink a finisher
+(:mod:`recorder.recovery`): recordings a dead process left are cut after their last
+intact chunk and given a signed recovery trailer, re-indexed as ``recovered``, and
+reported to :meth:`Recorder.add_recovery_listener` (the gateway audits them).
+
+Known limits: one writer thread serves all sessions, so one blocked sink call delays
 (and, after ``stall_timeout``, fails) every open recording, not only its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import os
 import re
 import secrets
 import struct
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -35,16 +55,20 @@ from recorder.errors import RecorderError, RecordingFailed, SinkError
 from recorder.format import v1
 from recorder.index import Index
 from recorder.postprocess import Postprocessor
-from recorder.settings import RecorderSettings
+from recorder.recovery import Recovered, Recoveries
+from recorder.settings import RecorderSettings, validate_settings
 from recorder.signing import Signer, load_signer
-from recorder.sinks.base import Sink
-from recorder.writer import SessionState, Writer
+from recorder.sinks.base import Sink, SinkStatus
+from recorder.status import STATUS_INTERVAL, PausedSession, RecorderStatus, write_status
+from recorder.writer import DELIVERED, SessionState, Writer
 
 log = logging.getLogger(__name__)
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _RESIZE = struct.Struct("<HH")
+_UNRECORDED_COUNTED = frozenset({ev.OUTPUT, ev.STDERR, ev.INPUT, ev.RDP})
 WINDOW_LOG = 17  # 128 KiB zstd window: ~1.3 MiB of compressor memory per session
+MAX_OPENING = 64  # recordings opening at once (each on its own thread); beyond: refused
 
 
 @dataclass(frozen=True)
@@ -65,22 +89,13 @@ class SessionHeader:
     gateway_version: str = ""
 
 
-def open_sink(settings: RecorderSettings) -> Sink:
-    """The configured sink: ``recorder.sinks.open_sink`` when available, else a FileSink."""
-    try:
-        from recorder import sinks
+def open_sink(settings: RecorderSettings, *, readonly: bool = True) -> Sink:
+    """The configured sink, for tools (see :func:`recorder.sinks.open_sink`): read-only
+    unless asked (no spool lock, no upload thread, nothing written, the store's read
+    credentials), so they work while a gateway runs. The recorder itself writes."""
+    from recorder.sinks import open_sink as opener
 
-        opener = getattr(sinks, "open_sink", None)
-    except ImportError:  # pragma: no cover - package always present
-        opener = None
-    if opener is not None:
-        sink: Sink = opener(settings)
-        return sink
-    if settings.s3 is not None:
-        raise RecorderError("S3 storage is configured but the S3 sink is not available")
-    from recorder.sinks.file import FileSink
-
-    return FileSink(settings.file_dir)
+    return opener(settings, readonly=readonly)
 
 
 def sink_name(header: SessionHeader) -> str:
@@ -98,26 +113,6 @@ def header_fields(
     meta["keyframe_interval"] = settings.keyframe_interval
     meta["signing_key_id"] = signer.key_id if signer else None
     return meta
-
-
-def validate_settings(settings: RecorderSettings) -> None:
-    """Raise RecorderError naming the first bad setting."""
-    if not -7 <= settings.zstd_level <= 22 or settings.zstd_level == 0:
-        raise RecorderError(
-            f"recorder zstd_level must be 1..22 (or -7..-1), not {settings.zstd_level}"
-        )
-    if not 0.05 <= settings.flush_interval <= 60:
-        raise RecorderError("recorder flush_interval must be between 0.05 and 60 seconds")
-    if not 1024 <= settings.flush_bytes <= 8 * 1024 * 1024:
-        raise RecorderError("recorder flush_bytes must be between 1 KiB and 8 MiB")
-    if settings.queue_bytes < settings.flush_bytes * 2:
-        raise RecorderError("recorder queue_bytes must be at least twice flush_bytes")
-    if settings.keyframe_interval <= 0:
-        raise RecorderError("recorder keyframe_interval must be positive")
-    if settings.on_failure not in ("terminate", "continue"):
-        raise RecorderError(
-            f"recorder on_failure must be 'terminate' or 'continue', not {settings.on_failure!r}"
-        )
 
 
 class SessionRecording:
@@ -147,13 +142,22 @@ class SessionRecording:
         # instead of holding unbounded memory for a relay that ignores backpressure.
         self._hard_cap = 2 * st.queue_bytes
         self._dead = False  # failed or closed: calls are dropped
+        self._delivered_bytes = 0  # sent to the user, hashed into the trailer (delivered)
         self._closed = False
         self._failed: RecorderError | None = None
         self._callbacks: list[Callable[[RecorderError], None]] = []
+        self._state_callbacks: list[Callable[[str, str], None]] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._woken = False
         state.on_failed = self._failed_threadsafe
         state.on_writable = self._writable_threadsafe
+        state.on_state = self._state_threadsafe
+
+    @property
+    def bytes_recorded(self) -> int:
+        """Payload bytes handed to this recording so far, before compression (what the
+        gateway's recording budgets count)."""
+        return self._s.enqueued - self._delivered_bytes
 
     # ------------------------------------------------------------------ hot path
 
@@ -166,12 +170,18 @@ class SessionRecording:
 
     def _put(self, etype: int, payload: bytes) -> None:
         s = self._s
+        if s.dropping and etype != DELIVERED:
+            # continue mode, storage full: the writer will note a gap; only the hash of
+            # what the user receives must go on
+            if etype in _UNRECORDED_COUNTED:
+                s.dropped_live += len(payload)
+            return
         s.pending.append((etype, self._now_us(), payload))
         s.enqueued += len(payload)
         backlog = s.enqueued - s.written
         if backlog >= self._flush_bytes:
             self._writer.wake()
-            if backlog > self._hard_cap:
+            if backlog > self._hard_cap and not s.dropping:
                 self._overflow()
 
     def output(self, data: bytes, stream: int = 1) -> None:
@@ -181,6 +191,21 @@ class SessionRecording:
         if type(data) is not bytes:
             data = bytes(data)
         self._put(ev.STDERR if stream == 2 else ev.OUTPUT, data)
+
+    def delivered(self, data: bytes) -> None:
+        """Bytes the user was sent, when they differ from what is recorded (masking).
+
+        They are not stored: the trailer gets their size and SHA-256
+        (``delivered_bytes``, ``delivered_sha256``) so that what a user received can be
+        proved later. Call it with every byte sent to the user, in order, for sessions
+        whose recorded output is masked; never for others.
+        """
+        if self._dead or not data:
+            return
+        if type(data) is not bytes:
+            data = bytes(data)
+        self._delivered_bytes += len(data)  # hashed, not stored: no budget counts it
+        self._put(DELIVERED, data)
 
     def input(self, data: bytes) -> None:
         """User -> target bytes."""
@@ -269,10 +294,32 @@ class SessionRecording:
         else:
             self._callbacks.append(cb)
 
+    def add_state_callback(self, cb: Callable[[str, str], None]) -> None:
+        """``cb(state, reason)`` on the loop thread when storage pauses or resumes this
+        recording: ``"paused"`` (storage refuses data for now: the session should stall,
+        with a notice), ``"dropping"`` (continue mode, paused longer than ``max_pause``:
+        the session goes on and is not recorded), ``"resumed"`` (storage took data again;
+        after dropping, the reason says how much was lost)."""
+        self._state_callbacks.append(cb)
+
     @property
     def congested(self) -> bool:
+        """True while the relay should not read more from the target."""
         s = self._s
-        return not self._dead and s.enqueued - s.written > self._queue_bytes
+        if self._dead:
+            return False
+        if s.dropping:
+            return False  # continue mode: the session goes on, unrecorded
+        return s.enqueued - s.written > self._queue_bytes
+
+    @property
+    def paused(self) -> tuple[float, str] | None:
+        """(seconds, reason) while storage refuses this recording's data, else None."""
+        s = self._s
+        since, reason = s.blocked_since, s.blocked
+        if self._dead or since is None or reason is None:
+            return None
+        return time.monotonic() - since, reason
 
     async def wait_writable(self) -> None:
         """Return once the unwritten backlog is under the bound (or the recording died)."""
@@ -289,23 +336,42 @@ class SessionRecording:
             if not fut.done():
                 fut.set_result(None)
 
-    def _writable_threadsafe(self) -> None:
+    def _threadsafe(self, fn: Callable[..., None], *args: Any) -> None:
         try:
-            self._loop.call_soon_threadsafe(self._release_waiters)
+            self._loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:  # loop closed during shutdown
             pass
 
+    def _writable_threadsafe(self) -> None:
+        self._threadsafe(self._release_waiters)
+
     def _failed_threadsafe(self, err: RecorderError) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._on_failed, err)
-        except RuntimeError:  # loop closed during shutdown
-            pass
+        self._threadsafe(self._on_failed, err)
+
+    def _state_threadsafe(self, state: str, reason: str) -> None:
+        self._threadsafe(self._on_state, state, reason)
+
+    def _on_state(self, state: str, reason: str) -> None:
+        if state == "dropping":
+            self._release_waiters()  # the session goes on
+        if state == "paused":
+            log.warning("recorder: %s paused: %s", self.session_id, reason)
+        elif state == "dropping":
+            log.error("recorder: %s: %s", self.session_id, reason)
+        else:
+            log.warning("recorder: %s %s: %s", self.session_id, state, reason)
+        for cb in list(self._state_callbacks):
+            try:
+                cb(state, reason)
+            except Exception:  # a bad callback must not hide the change from the others
+                log.exception("recorder: state callback raised")
+        self._recorder._state_changed()
 
     def _overflow(self) -> None:
         self._fail(
             RecordingFailed(
                 f"recording {self.name}: more than {self._hard_cap} bytes not yet written "
-                "(storage too slow or the relay ignores backpressure)"
+                "(the relay ignores backpressure)"
             )
         )
 
@@ -314,8 +380,11 @@ class SessionRecording:
         if self._failed is not None:
             return
         self._dead = True
-        self._s.error = err
-        self._s.pending.clear()
+        writer, s = self._writer, self._s
+        try:
+            writer.call(lambda: writer.fail(s, err))
+        except RecordingFailed:
+            s.error = err
         self._on_failed(err)
 
     def _on_failed(self, err: RecorderError) -> None:
@@ -323,6 +392,7 @@ class SessionRecording:
             return
         self._failed = err
         self._dead = True
+        self._recorder._note_failure(err)
         self._release_waiters()
         callbacks, self._callbacks = self._callbacks, []
         for cb in callbacks:
@@ -334,7 +404,12 @@ class SessionRecording:
     async def close(
         self, *, exit_status: int | None = None, exit_signal: str | None = None
     ) -> None:
-        """Flush, write the trailer and signature, update the index. Idempotent."""
+        """Flush, write the trailer and signature, update the index. Idempotent.
+
+        While storage refuses data (full), this waits for it (the recording keeps what
+        was produced before the session ended); at recorder shutdown what is left is
+        closed without its trailer.
+        """
         if self._closed:
             return
         self._closed = True
@@ -347,12 +422,29 @@ class SessionRecording:
         s = self._s
         writer = self._writer
         try:
-            fut = writer.call(lambda: writer.finish(s, end, exit_status, exit_signal))
+            outer = writer.call(lambda: writer.close_session(s, end, exit_status, exit_signal))
         except RecordingFailed as exc:
             self._on_failed(exc)
             return
-        summary = await asyncio.shield(asyncio.wrap_future(fut))
+        summary = await _await_future(outer)
+        if isinstance(summary, concurrent.futures.Future):
+            summary = await _await_future(summary)
+        if summary.get("status") == "failed" and s.error is not None:
+            self._on_failed(s.error)
         rec._closed_one(self, s, summary)
+
+
+async def _await_future(fut: concurrent.futures.Future[Any]) -> Any:
+    """Await a thread future; if the awaiting task is cancelled, its outcome is still
+    retrieved (no "exception was never retrieved" at shutdown)."""
+    afut = asyncio.wrap_future(fut)
+
+    def consume(f: asyncio.Future[Any]) -> None:
+        if not f.cancelled():
+            f.exception()
+
+    afut.add_done_callback(consume)
+    return await asyncio.shield(afut)
 
 
 class Recorder:
@@ -362,6 +454,10 @@ class Recorder:
         settings: recorder settings (validated in :meth:`start`).
         clock: wall clock used for event times (injected in tests).
         sink: a sink to use instead of the configured one (tests).
+        stall_timeout: overrides ``settings.stall_timeout`` (tests).
+        recover: False in helper processes (RDP workers) that share the storage and the
+            index with a gateway process: only the gateway finishes what a crashed
+            process left, and writes the status file.
     """
 
     def __init__(
@@ -370,22 +466,34 @@ class Recorder:
         *,
         clock: Callable[[], float] = time.time,
         sink: Sink | None = None,
-        stall_timeout: float = 1.5,
+        stall_timeout: float | None = None,
         recover: bool = True,
     ) -> None:
         self.settings = settings
-        # False in helper processes (RDP workers) that share the storage and the index
-        # with a gateway process: only the gateway finishes what a crashed process left
         self._recover = recover
         self._clock = clock
         self._sink = sink
         self._signer: Signer | None = None
         self._writer: Writer | None = None
         self._post: Postprocessor | None = None
+        # opens in flight on their own daemon threads (a hung disk must not block exit)
+        self._opening = threading.BoundedSemaphore(MAX_OPENING)
+        self._started_threads = False
         self._open: dict[str, SessionRecording] = {}
         self.index: Index = None  # type: ignore[assignment]
-        self.stall_timeout = stall_timeout
+        self.stall_timeout = settings.stall_timeout if stall_timeout is None else stall_timeout
         self._watchdog: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = time.time()
+        self._failed = 0
+        self._last_failure: str | None = None
+        self._recoveries = Recoveries()
+        self._status_listeners: list[Callable[[RecorderStatus], None]] = []
+        self._status_extra: Callable[[], dict[str, Any]] | None = None
+        self._last_state = "ok"
+        self._last_detail = ""
+        self._status_due = 0.0
+        self._status_writing = False
 
     @staticmethod
     def new_session_id() -> str:
@@ -410,27 +518,145 @@ class Recorder:
                 f"cannot create data directory {self.settings.data_dir}: {exc}"
             ) from exc
         loop = asyncio.get_running_loop()
+        self._loop = loop
         if self._sink is None:
-            self._sink = await loop.run_in_executor(None, open_sink, self.settings)
+            self._sink = await loop.run_in_executor(
+                None, lambda: open_sink(self.settings, readonly=False)
+            )
         sink = self._sink
         try:
             if self._recover:
+                sink.set_recovery(self._recoveries.finisher(self._signer, loop))
                 await loop.run_in_executor(None, sink.recover)
         except SinkError as exc:
             raise RecorderError(f"recording storage recovery failed: {exc}") from exc
-        self.index = Index(self.settings.data_dir / "index.sqlite3")
+        add_listener = getattr(sink, "add_listener", None)
+        if add_listener is not None:
+            add_listener(self._sink_state_threadsafe)
+        self.index = Index.open_checked(self.settings.data_dir / "index.sqlite3")
         self._writer = Writer(self.settings, sink, self._signer)
         self._writer.start()
+        self._started_threads = True
         self._post = Postprocessor(self.settings, sink, self.index)
         self._post.start()
+        if self.index.recreated is not None:  # damaged: rebuilt while serving
+            self._post.rebuild_in_background()
         if self._recover:
-            self._post.recover_stale()
+            self._post.recover_stale(skip=self._recoveries.attach_index(self._post.submit_stale))
         self._watchdog = asyncio.create_task(self._watch(), name="recorder-watchdog")
 
+    # ------------------------------------------------------------------ crashes
+
+    def add_recovery_listener(self, cb: Callable[[Recovered], None]) -> None:
+        """``cb(recovered)`` on the loop thread for each recording a dead process left
+        unfinished and this recorder finished (at start, and while it runs: an RDP
+        worker that died). Register before :meth:`start` to hear of those at start."""
+        self._recoveries.add_listener(cb)
+
+    async def adopt_orphans(self) -> None:
+        """Finish now what a process sharing the storage left when it died (an RDP
+        worker); the spooled sink also does this by itself every few seconds."""
+        if self._recover and self._sink is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._sink.adopt_orphans)
+
+    # ------------------------------------------------------------------ status
+
+    def add_status_listener(self, cb: Callable[[RecorderStatus], None]) -> None:
+        """``cb(status)`` on the loop thread whenever the state (ok, degraded, failing) or
+        the storage's detail changes: the gateway audits it and can show it."""
+        self._status_listeners.append(cb)
+
+    def set_status_extra(self, fn: Callable[[], dict[str, Any]]) -> None:
+        """What the gateway adds to ``status.json`` (e.g. its workers), under "gateway"."""
+        self._status_extra = fn
+
+    def status(self) -> RecorderStatus:
+        """A snapshot of the recorder's health (see :mod:`recorder.status`)."""
+        sink = self._sink
+        try:
+            storage = sink.status() if sink is not None else SinkStatus(location="-")
+        except (SinkError, OSError) as exc:
+            storage = SinkStatus(location="?", state="failing", detail=str(exc))
+        paused = []
+        writer = self._writer
+        for s in writer.sessions if writer is not None else []:
+            since, reason = s.blocked_since, s.blocked
+            if since is not None and reason is not None:
+                paused.append(PausedSession(s.session_id, round(time.monotonic() - since, 1),
+                                            reason, s.dropping))
+        extra: dict[str, Any] = {}
+        if self._status_extra is not None:
+            try:
+                extra = dict(self._status_extra())
+            except Exception:  # the gateway's part must not break the recorder's
+                log.exception("recorder: status extra failed")
+        post = self._post
+        return RecorderStatus(
+            pid=os.getpid(),
+            updated=time.time(),
+            started=self._started,
+            storage=storage,
+            sessions=len(self._open),
+            paused=paused,
+            failed_recordings=self._failed,
+            last_failure=self._last_failure,
+            index_pending=post.pending() if post is not None else 0,
+            gateway=extra,
+        )
+
+    def _note_failure(self, err: RecorderError) -> None:
+        self._failed += 1
+        self._last_failure = str(err)
+        self._state_changed()
+
+    def _sink_state_threadsafe(self, _status: SinkStatus) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._state_changed)
+        except RuntimeError:  # loop closed during shutdown
+            pass
+
+    def _state_changed(self) -> None:
+        """Something changed: refresh the status (listeners, file) at the next tick."""
+        self._status_due = 0.0
+
+    async def _refresh_status(self) -> None:
+        """Compute the status off the loop (it reads the spool), tell listeners if the
+        state changed, and write the status file (the gateway's recorder only)."""
+        if self._status_writing:
+            return
+        self._status_writing = True
+        try:
+            loop = asyncio.get_running_loop()
+            st = await loop.run_in_executor(None, self.status)
+            key = (st.state, st.storage.detail)
+            if key != (self._last_state, self._last_detail):
+                self._last_state, self._last_detail = key
+                for cb in list(self._status_listeners):
+                    try:
+                        cb(st)
+                    except Exception:  # a listener must not break the recorder
+                        log.exception("recorder: status listener raised")
+            if self._recover:
+                await loop.run_in_executor(None, write_status, self.settings.data_dir, st)
+        except OSError as exc:
+            log.warning("recorder: cannot write the status file: %s", exc)
+        finally:
+            self._status_writing = False
+
+    # ------------------------------------------------------------------ watchdog
+
     async def _watch(self) -> None:
-        """Fail every open recording when the storage has been stuck too long."""
+        """Fail every open recording when local storage has been stuck too long; keep
+        the status file fresh."""
         while True:
             await asyncio.sleep(min(0.25, self.stall_timeout / 4))
+            now = time.monotonic()
+            if now >= self._status_due:
+                self._status_due = now + STATUS_INTERVAL
+                await self._refresh_status()
             writer = self._writer
             busy = writer.busy_since if writer is not None else None
             if busy is None or time.monotonic() - busy < self.stall_timeout:
@@ -443,35 +669,45 @@ class Recorder:
                     )
                 )
 
+    # ------------------------------------------------------------------ sessions
+
     async def open_session(self, header: SessionHeader) -> SessionRecording:
         """Start recording a session; returns once its header is durable in the sink.
 
         Raises:
             RecordingFailed: the recording cannot be created (fail closed).
         """
-        if self._writer is None:
+        writer = self._writer
+        if writer is None or not self._started_threads:
             raise RecordingFailed("the recorder is not started")
         if not _ID_RE.match(header.session_id):
             raise RecordingFailed(f"invalid session id {header.session_id!r}")
         meta = header_fields(header, self.settings, self._signer)
         state = SessionState(sink_name(header), meta, self.settings, WINDOW_LOG)
-        writer = self._writer
-        try:
-            fut = writer.call(lambda: writer.open(state))
-            await asyncio.wait_for(
-                asyncio.wrap_future(fut), timeout=max(2.0, 2 * self.stall_timeout)
+        if not self._opening.acquire(blocking=False):
+            raise RecordingFailed(
+                f"cannot start recording {state.name}: {MAX_OPENING} recordings are already "
+                "waiting for storage to open"
             )
+        fut = _in_thread(writer.open_stream, state, done=self._opening.release)
+        try:
+            await asyncio.wait_for(_await_future(fut), timeout=self.stall_timeout)
         except (SinkError, RecordingFailed) as exc:
             raise RecordingFailed(f"cannot start recording {state.name}: {exc}") from exc
         except TimeoutError as exc:
-            try:
-                writer.call(lambda: writer.fail(state, TimeoutError("open timed out")))
-            except RecordingFailed:
-                pass
-            msg = f"cannot start recording {state.name}: storage timed out"
+            fut.add_done_callback(lambda f: _abandon(f, state))
+            msg = (
+                f"cannot start recording {state.name}: storage did not answer within "
+                f"{self.stall_timeout:g} s"
+            )
             raise RecordingFailed(msg) from exc
         loop = asyncio.get_running_loop()
         rec = SessionRecording(self, writer, state, loop, self._clock)
+        try:
+            writer.call(lambda: writer.attach(state))  # not awaited: never waits on storage
+        except RecordingFailed:
+            _abandon(fut, state)
+            raise
         self._open[state.session_id] = rec
         try:
             self.index.session_opened(meta, state.name)
@@ -496,7 +732,7 @@ class Recorder:
             )
         except RecorderError as exc:
             log.warning("recorder: index update failed: %s", exc)
-        if status == "ended" and self._post is not None:
+        if status in ("ended", "truncated", "failed") and self._post is not None:
             self._post.submit(s.name, s.session_id)
 
     async def close(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - API contract
@@ -522,6 +758,7 @@ class Recorder:
         if self._writer is not None:
             await loop.run_in_executor(None, self._writer.stop, remaining)
             self._writer = None
+        self._started_threads = False
         if self._post is not None:
             await loop.run_in_executor(None, self._post.stop, 2.0)
             self._post = None
@@ -533,4 +770,36 @@ class Recorder:
             wait_idle = getattr(self._sink, "wait_idle", None)
             if wait_idle is not None:
                 await loop.run_in_executor(None, wait_idle, max(0.1, deadline - time.monotonic()))
+            await self._refresh_status()
             await loop.run_in_executor(None, self._sink.close)
+
+
+def _in_thread(
+    fn: Callable[[SessionState], None], state: SessionState, *, done: Callable[[], None]
+) -> concurrent.futures.Future[None]:
+    """Run ``fn(state)`` on a new daemon thread; ``done()`` runs when it returns."""
+    fut: concurrent.futures.Future[None] = concurrent.futures.Future()
+    fut.set_running_or_notify_cancel()
+
+    def run() -> None:
+        try:
+            fn(state)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
+            fut.set_exception(exc)
+        else:
+            fut.set_result(None)
+        finally:
+            done()
+
+    threading.Thread(target=run, name="recorder-open", daemon=True).start()
+    return fut
+
+
+def _abandon(fut: concurrent.futures.Future[None], state: SessionState) -> None:
+    """An open that finished after its caller gave up: remove the unused recording."""
+    if fut.cancelled() or fut.exception() is not None or state.stream is None:
+        return
+    try:
+        state.stream.abort()
+    except SinkError as exc:
+        log.warning("recorder: cannot remove abandoned recording %s: %s", state.name, exc)

@@ -1,4 +1,4 @@
-"""Integrity verification of stored recordings: hash chain, trailer and signature.
+"""Integrity verification of stored recordings: hash chain, trailer, signature, binding.
 
 Checks, in order: every chunk's header checksum, sequence number and chain digest (the
 first bad chunk is named: tampering, truncation, reordering and dropped chunks all show
@@ -6,8 +6,20 @@ there); a trailer is present; the signature chunk (when present, or announced by
 header) signs the chain head, and its key is a trusted key when trusted keys are given.
 
 An unsigned recording is reported as "unsigned" (a failure only with
-``require_signature``). Without trusted keys a signature is checked against the key
-embedded in the recording, which proves integrity but not origin: pass the public key.
+``require_signature``; the CLI requires a signature whenever a signing key is
+configured). Without trusted keys a signature is checked against the key embedded in the
+recording, which proves integrity but not origin: pass the public key.
+
+Binding (:func:`check_binding`): the header, covered by the hash chain whose head the
+signature covers together with the session id, must name the session id, user, target
+and start time that the index holds for the session, and the storage name must be that
+session's. A recording copied over another session's fails as "wrong-session".
+
+A recording finished by crash recovery ends with a recovery trailer
+(:func:`recorder.format.v1.Encoder.recovery_trailer`) and is reported "recovered": it
+passes, since what was recorded is intact (and signed), but the last moments before the
+crash (at most the flush interval) are missing. A recording with no trailer at all is
+"truncated": cut, or still being written.
 """
 
 from __future__ import annotations
@@ -15,12 +27,16 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from pathlib import PurePosixPath
+from typing import Any
 
 from recorder.errors import FormatError, SinkError
 from recorder.format import v1
 from recorder.signing import key_id, same_key, verify_signature
 from recorder.sinks.base import Sink
+
+START_TOLERANCE = 0.001  # seconds between the header's start time and the index's
 
 
 @dataclass(frozen=True)
@@ -28,11 +44,15 @@ class VerifyReport:
     """Outcome of verifying one recording.
 
     Attributes:
-        status: "ok" | "unsigned" | "truncated" | "damaged" | "bad-signature" | "wrong-key"
-            | "missing-signature" | "unreadable".
-        ok: True when the recording passed (unsigned passes unless required).
+        status: "ok" | "recovered" | "unsigned" | "truncated" | "damaged" | "bad-signature"
+            | "wrong-key" | "missing-signature" | "unreadable" | "wrong-session" |
+            "missing" | "live".
+        ok: True when the recording passed (unsigned passes unless required; a live
+            session is neither passed nor failed: ``ok`` is True and ``live`` is set).
         first_bad_chunk: the number of the first bad chunk, when one is to blame.
         message: one human-readable sentence.
+        header: the recording's header chunk (empty when unreadable).
+        recovered: the recovery trailer of a crash-recovered recording.
     """
 
     name: str
@@ -43,6 +63,29 @@ class VerifyReport:
     first_bad_chunk: int | None = None
     chunks: int = 0
     key_id: str | None = None
+    header: dict[str, Any] = field(default_factory=dict, repr=False)
+    recovered: dict[str, Any] | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.status == "live"
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "header"}
+        out["user"] = self.header.get("user")
+        out["target"] = self.header.get("target")
+        return out
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the index says about a session, to bind its recording to."""
+
+    session_id: str
+    user: str
+    target: str
+    start: float
+    name: str
 
 
 def verify_source(
@@ -52,20 +95,53 @@ def verify_source(
     trusted: list[bytes] | None = None,
     require_signature: bool = False,
 ) -> VerifyReport:
-    """Verify one recording given its bytes."""
+    """Verify one recording given its bytes (chain, trailer, signature)."""
     try:
         scan = v1.scan(src, resync=False)
     except FormatError as exc:
         return VerifyReport(name, "", "unreadable", False, str(exc), 0)
     chunks = scan.chunks
-    sid = ""
-    header: dict[str, object] = {}
+    header: dict[str, Any] = {}
     if chunks and chunks[0].type == v1.HEADER:
         try:
             header = v1.read_json(src, chunks[0])
-            sid = str(header.get("session_id", ""))
         except FormatError:
-            pass
+            header = {}
+    sid = str(header.get("session_id", ""))
+    report = _check_chain(src, name, sid, header, scan, trusted, require_signature)
+    report = replace(report, header=header)
+    trailer = next((c for c in chunks if c.type == v1.TRAILER), None)
+    if trailer is None or not report.ok:
+        return report
+    try:
+        body = v1.read_json(src, trailer)
+    except FormatError:
+        return report
+    if not body.get("recovered"):
+        return report
+    signed = "signed" if report.status == "ok" else "unsigned"
+    return replace(
+        report,
+        status="recovered",
+        recovered=body,
+        message=(
+            f"recovered after a crash ({signed}): intact up to chunk {body.get('last_chunk')}"
+            f" (recorded until {body.get('last_time_us', 0) / 1e6:.1f}s); the last moments "
+            f"before the crash are missing; recovered at {body.get('recovered_at')}"
+        ),
+    )
+
+
+def _check_chain(
+    src: v1.ByteSource,
+    name: str,
+    sid: str,
+    header: dict[str, Any],
+    scan: v1.ScanResult,
+    trusted: list[bytes] | None,
+    require_signature: bool,
+) -> VerifyReport:
+    chunks = scan.chunks
     n = len(chunks)
     p = scan.problem
     if p is not None:
@@ -80,8 +156,8 @@ def verify_source(
             sid,
             "truncated",
             False,
-            f"no trailer: the recording ends after chunk {n - 1} (truncated, crashed, or "
-            f"still being written); chunk {n} onwards is missing",
+            f"no trailer: the recording ends after chunk {n - 1} (truncated, crashed and not "
+            f"yet recovered, or still being written); chunk {n} onwards is missing",
             n,
             n,
         )
@@ -105,9 +181,19 @@ def verify_source(
                 trailer.seq + 1,
                 n,
             )
-        ok = not require_signature
+        if require_signature:
+            return VerifyReport(
+                name,
+                sid,
+                "unsigned",
+                False,
+                "hash chain intact but the recording is not signed, and a signature is "
+                "required (a signing key is configured)",
+                None,
+                n,
+            )
         return VerifyReport(
-            name, sid, "unsigned", ok, "hash chain intact; recording is not signed", None, n
+            name, sid, "unsigned", True, "hash chain intact; recording is not signed", None, n
         )
     return _check_signature(src, name, sid, trailer, sig_chunk, n, trusted)
 
@@ -158,6 +244,41 @@ def _check_signature(
     note = "" if trusted is not None else " (embedded key; no trusted key given)"
     return VerifyReport(
         name, sid, "ok", True, f"hash chain intact; signed by key {kid}{note}", None, n, kid
+    )
+
+
+def check_binding(report: VerifyReport, expected: Expected) -> VerifyReport:
+    """Fail ``report`` unless its recording is the one of session ``expected``.
+
+    Only a readable header can be bound; damaged recordings keep their own status.
+    """
+    header = report.header
+    if not header:
+        return report
+    problems = []
+    if str(header.get("session_id", "")) != expected.session_id:
+        problems.append(f"it holds session {header.get('session_id')!r}")
+    if PurePosixPath(expected.name).name != f"{expected.session_id}.bstl" or (
+        PurePosixPath(report.name).name not in ("", f"{expected.session_id}.bstl")
+    ):
+        problems.append(f"it is stored as {report.name or expected.name!r}")
+    if str(header.get("user", "")) != expected.user:
+        problems.append(f"its user is {header.get('user')!r}, the index says {expected.user!r}")
+    if str(header.get("target", "")) != expected.target:
+        problems.append(
+            f"its target is {header.get('target')!r}, the index says {expected.target!r}"
+        )
+    start = header.get("start_time")
+    if not isinstance(start, int | float) or abs(float(start) - expected.start) > START_TOLERANCE:
+        problems.append("its start time differs from the index's")
+    if not problems:
+        return report
+    return replace(
+        report,
+        status="wrong-session",
+        ok=False,
+        session_id=expected.session_id,
+        message=f"not the recording of session {expected.session_id}: " + "; ".join(problems),
     )
 
 

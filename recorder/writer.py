@@ -7,9 +7,19 @@ when a session's backlog reaches ``flush_bytes`` or ``flush_interval`` seconds a
 previous one; the sink is made durable (``flush()``) at most once per ``flush_interval``
 and at close, so a crash loses at most about one interval of data.
 
-Known limits: one writer thread for all sessions (compression of all sessions shares one
-core); a sink call that blocks (rather than failing) stalls every recording, and the
-sessions then see backpressure through ``wait_writable``.
+Back-pressure, not failure: an encoded chunk the sink refuses with
+:class:`~recorder.errors.SinkFullError` (spool cap, disk low-water mark, disk full) is
+kept in the session's *outbox* and written, in order, when the sink takes it; meanwhile
+nothing more is drained, the session's backlog grows and the producer is told to pause
+(``congested``). Under ``on_failure = "continue"`` a session paused longer than
+``max_pause`` goes on: what it produces meanwhile is dropped, and when the sink takes
+data again the recording gets a ``gap`` event (``{reason, dropped_bytes}``) and goes on.
+
+Recordings are opened (sink ``create`` and the header) by the caller's thread, not this
+one (see ``Recorder.open_session``), so a slow sink call here never delays a session
+start. Known limits: one writer thread for all sessions (compression of all sessions
+shares one core); a sink call that blocks (rather than failing) stalls every recording:
+the sessions see back-pressure, and after ``stall_timeout`` the recorder fails them.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from recorder import events as ev
-from recorder.errors import RecorderError, RecordingFailed, SinkError
+from recorder.errors import RecorderError, RecordingFailed, SinkError, SinkFullError
 from recorder.format import v1
 from recorder.settings import RecorderSettings
 from recorder.signing import Signer
@@ -36,6 +46,7 @@ T = TypeVar("T")
 
 SPLIT = 256 * 1024  # big writes are split into events of this size (<= v1.MAX_EVENT)
 MAX_COMMANDS = 10_000  # commands kept in memory per session for the index
+DELIVERED = -1  # pseudo event type: bytes the user received, hashed, never stored
 
 
 class SessionState:
@@ -66,11 +77,29 @@ class SessionState:
         self.want_writable = False  # set by the loop, cleared by the writer
         self.on_writable: Callable[[], None] = lambda: None  # thread-safe notifier
         self.on_failed: Callable[[RecorderError], None] = lambda e: None  # thread-safe
+        self.on_state: Callable[[str, str], None] = lambda state, reason: None  # thread-safe
+        # Encoded chunks the sink has not taken yet, with the raw bytes they consumed.
+        # At most one drain's worth: nothing more is encoded while it is not empty.
+        self.outbox: deque[tuple[bytes, int]] = deque()
+        self.blocked: str | None = None  # why the sink refuses (cross-thread, read-only)
+        self.blocked_since: float | None = None  # monotonic
+        self.dropping = False  # continue mode: dropping events while storage is full
+        self.dropped = 0  # bytes dropped (by the writer) since the last gap event
+        self.dropped_total = 0
+        self.dropped_live = 0  # bytes the producer did not queue while dropping (loop)
+        self.dropped_live_seen = 0  # ...of which already counted in a gap (writer)
+        self.last_t = 0
+        self.closing: tuple[float, int | None, str | None] | None = None
+        self.close_future: concurrent.futures.Future[dict[str, Any]] | None = None
+        self.trailer_posted = False
+        self.truncated = False
         # statistics for the trailer and the index
         self.counts: dict[str, int] = {}
         self.output_sha = hashlib.sha256()
         self.output_bytes = 0
         self.input_bytes = 0
+        self.delivered_sha: Any = None  # hashlib sha256 once the gateway reports any
+        self.delivered_bytes = 0
         self.commands: list[tuple[float, str, str]] = []
         self.policy_events = 0
         self.max_t = 0
@@ -93,9 +122,20 @@ class SessionState:
         elif etype in (ev.POLICY, ev.APPROVAL):
             self.policy_events += 1
 
+    def _deliver(self, payload: bytes) -> None:
+        if self.delivered_sha is None:
+            self.delivered_sha = hashlib.sha256()
+        self.delivered_sha.update(payload)
+        self.delivered_bytes += len(payload)
+
     def write_pending(self, flush_bytes: int, *, final: bool = False) -> None:
-        """Drain the deque into data chunks (writer thread). Raises SinkError."""
+        """Drain the deque into data chunks (writer thread).
+
+        Raises SinkError on a failure; a SinkFullError leaves the refused chunks in the
+        outbox (and nothing more is drained until they are written).
+        """
         assert self.stream is not None
+        self.drain_outbox()
         raw = bytearray()
         t_first = -1
         t_last = 0
@@ -107,7 +147,11 @@ class SessionState:
             except IndexError:
                 break
             consumed += len(data)
+            if etype == DELIVERED:
+                self._deliver(data)
+                continue
             self._stat(etype, data, t_us)
+            self.last_t = max(self.last_t, t_us)
             if t_first < 0:
                 t_first = t_us
             t_last = t_us
@@ -120,25 +164,91 @@ class SessionState:
                     raw += v1.EVENT_HDR.pack(etype, t_us, len(piece))
                     raw += piece
             if len(raw) >= flush_bytes:
-                self._emit(raw, t_first, t_last, final=False)
-                self.written += consumed
+                self._emit(raw, t_first, t_last, consumed, final=False)
                 consumed = 0
                 raw = bytearray()
                 t_first = -1
         if raw or (final and self.encoder.frame_open):
-            self._emit(raw, max(t_first, 0), t_last, final=final)
-        self.written += consumed
+            self._emit(raw, max(t_first, 0), t_last, consumed, final=final)
+        elif consumed:
+            self._post(b"", consumed)
+        self.drain_outbox()
 
-    def _emit(self, raw: bytearray, t_first: int, t_last: int, *, final: bool) -> None:
+    def _emit(self, raw: bytearray, t_first: int, t_last: int, consumed: int, *,
+              final: bool) -> None:
+        self._post(self.encoder.data(bytes(raw), t_first, t_last, final=final), consumed)
+
+    def _post(self, chunk: bytes, consumed: int) -> None:
+        """Queue an encoded chunk (and the raw bytes it consumed) for the sink."""
+        if self.outbox or not chunk:
+            self.outbox.append((chunk, consumed))
+            return
+        self.outbox.append((chunk, consumed))
+        self.drain_outbox()
+
+    def drain_outbox(self) -> None:
+        """Write queued chunks in order; stop (keeping the rest) at a SinkFullError."""
         assert self.stream is not None
-        self.stream.write(self.encoder.data(bytes(raw), t_first, t_last, final=final))
-        self.dirty = True
+        while self.outbox:
+            chunk, consumed = self.outbox[0]
+            if chunk:
+                try:
+                    self.stream.write(chunk)
+                except SinkFullError as exc:
+                    if self.blocked is None:
+                        self.blocked_since = time.monotonic()
+                        self.blocked = str(exc)
+                        self.on_state("paused", self.blocked)
+                    return
+                self.dirty = True
+            self.outbox.popleft()
+            self.written += consumed
+        if self.blocked is not None:
+            waited = time.monotonic() - (self.blocked_since or time.monotonic())
+            self.blocked = None
+            self.blocked_since = None
+            self.on_state("resumed", f"storage took data again after {waited:.1f} s")
 
     def sync(self, now: float) -> None:
         assert self.stream is not None
         self.stream.flush()
         self.dirty = False
         self.last_sync = now
+
+    def drop_pending(self, reason: str) -> None:
+        """Continue mode, storage still full: drop what is queued (a gap is noted later)."""
+        n = 0
+        for _ in range(len(self.pending)):
+            try:
+                etype, t_us, data = self.pending.popleft()
+            except IndexError:
+                break
+            n += len(data)
+            if etype == DELIVERED:
+                self._deliver(data)
+                continue
+            self.last_t = max(self.last_t, t_us)
+            if etype in (ev.OUTPUT, ev.STDERR, ev.INPUT, ev.RDP):
+                self.dropped += len(data)
+                self.dropped_total += len(data)
+        self.written += n
+        if not self.dropping:
+            self.dropping = True
+            self.on_state("dropping", reason)
+
+    def note_gap(self) -> None:
+        """Storage takes data again after dropping: queue the gap event first."""
+        live = self.dropped_live
+        self.dropped += live - self.dropped_live_seen
+        self.dropped_total += live - self.dropped_live_seen
+        self.dropped_live_seen = live
+        payload = ev.dumps({"reason": "recording storage was full", "dropped_bytes": self.dropped})
+        self.pending.appendleft((ev.GAP, self.last_t, payload))
+        self.enqueued += 0  # the gap event is the writer's own: not counted as the producer's
+        self.written -= len(payload)  # ...so that written stays <= enqueued after it drains
+        self.on_state("resumed", f"recording resumed; {self.dropped} bytes were not recorded")
+        self.dropped = 0
+        self.dropping = False
 
 
 class Writer:
@@ -149,8 +259,8 @@ class Writer:
         self.sink = sink
         self.signer = signer
         self._sessions: dict[str, SessionState] = {}
-        # Control operations (open/close of a recording). Capacity 1024: one entry per
-        # session starting or ending at the same instant; when full, open_session fails
+        # Control operations (attach/close of a recording). Capacity 1024: one entry per
+        # session starting or ending at the same instant; when full, the caller fails
         # closed instead of queueing without bound behind a stuck sink.
         self._ops: queue.Queue[Callable[[], None]] = queue.Queue(maxsize=1024)
         self._wake = threading.Event()
@@ -163,6 +273,10 @@ class Writer:
 
     def wake(self) -> None:
         self._wake.set()
+
+    @property
+    def sessions(self) -> list[SessionState]:
+        return list(self._sessions.values())
 
     def call(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
         """Run ``fn`` on the writer thread; the future holds its result or exception."""
@@ -205,6 +319,9 @@ class Writer:
                     break
                 op()
             if self._stop:
+                for s in list(self._sessions.values()):
+                    if s.closing is not None:
+                        self._step_closing(s, force=True)
                 return
             now = time.monotonic()
             for s in list(self._sessions.values()):
@@ -226,7 +343,20 @@ class Writer:
         if s.error is not None or s.finished:
             s.pending.clear()
             return
+        if s.closing is not None:
+            if s.outbox:
+                self._while_blocked(s, now)
+            self._step_closing(s, force=self._stop)
+            return
         st = self.settings
+        if s.outbox:  # storage refused earlier: retry the refused chunks first
+            self._guard(s, s.drain_outbox)
+            if s.outbox:
+                self._while_blocked(s, now)
+                self._notify_writable(s)
+                return
+            if s.dropping:
+                s.note_gap()
         backlog = s.enqueued - s.written
         if s.pending and (backlog >= st.flush_bytes or now - s.last_flush >= st.flush_interval):
 
@@ -239,68 +369,178 @@ class Writer:
             self._guard(s, work)
         elif s.dirty and now - s.last_sync >= st.flush_interval:
             self._guard(s, lambda: s.sync(now))
-        if s.want_writable and s.enqueued - s.written < st.queue_bytes // 2:
+        self._notify_writable(s)
+
+    def _while_blocked(self, s: SessionState, now: float) -> None:
+        st = self.settings
+        if s.dirty and now - s.last_sync >= st.flush_interval:
+            self._guard(s, lambda: s.sync(now))  # what was written stays durable
+        since = s.blocked_since
+        if st.on_failure == "continue" and since is not None and now - since >= st.max_pause:
+            s.drop_pending(
+                f"recording storage has been full for {now - since:.0f} s: the session goes "
+                f"on and what it shows is not recorded until storage takes data again"
+            )
+
+    def _notify_writable(self, s: SessionState) -> None:
+        if s.want_writable and s.enqueued - s.written < self.settings.queue_bytes // 2:
             s.want_writable = False
             s.on_writable()
 
     def fail(self, s: SessionState, exc: BaseException) -> None:
-        """Mark a recording failed (writer thread) and notify the loop."""
+        """Mark a recording failed (writer thread), close what was stored, notify the loop.
+
+        The sink stream is closed (best effort) so that what was stored is finished and,
+        for a spooled sink, uploaded now rather than at the next start.
+        """
         if s.error is not None:
             return
         s.error = RecordingFailed(f"recording {s.name} can no longer be written: {exc}")
         s.pending.clear()
+        s.outbox.clear()
         self._sessions.pop(s.session_id, None)
         log.error("recorder: %s", s.error)
+        if s.stream is not None:
+            try:
+                s.stream.close()
+            except SinkError as close_exc:
+                log.warning("recorder: cannot close failed recording %s: %s", s.name, close_exc)
         s.on_failed(s.error)
+        if s.closing is not None and s.close_future is not None and not s.close_future.done():
+            end_time, exit_status, exit_signal = s.closing
+            s.finished = True
+            s.close_future.set_result({"end_time": end_time, "exit_status": exit_status,
+                                       "exit_signal": exit_signal, "signed": False,
+                                       "status": "failed"})
 
     # ----------------------------------------------------------- open / finish
 
-    def open(self, s: SessionState) -> None:
-        """Create the sink object and make the header durable (writer thread)."""
+    def open_stream(self, s: SessionState) -> None:
+        """Create the sink object and make the header durable (any thread but this one's
+        sessions: the recording is not attached yet). Removes the object on failure."""
         stream = self.sink.create(s.name)
+        try:
+            stream.write(s.encoder.begin())
+            stream.flush()
+        except BaseException:
+            try:
+                stream.abort()
+            except SinkError as exc:
+                log.warning("recorder: cannot remove unstarted recording %s: %s", s.name, exc)
+            raise
         s.stream = stream
-        stream.write(s.encoder.begin())
-        stream.flush()
+
+    def attach(self, s: SessionState) -> None:
+        """Start serving an opened recording (writer thread)."""
         self._sessions[s.session_id] = s
+
+    def open(self, s: SessionState) -> None:
+        """``open_stream`` and ``attach`` in one (tests and tools without a loop)."""
+        self.open_stream(s)
+        self.attach(s)
 
     def finish(
         self, s: SessionState, end_time: float, exit_status: int | None, exit_signal: str | None
     ) -> dict[str, Any]:
-        """Write what is left, the trailer and the signature; close the sink stream."""
-        self._sessions.pop(s.session_id, None)
+        """Write what is left, the trailer and the signature, and close the sink stream,
+        now (writer thread, or a thread-less tool). If storage still refuses data, the
+        recording is closed without its trailer (it reads as truncated)."""
+        s.closing = (end_time, exit_status, exit_signal)
+        result = self._finish_step(s, force=True)
+        assert result is not None
+        return result
+
+    def close_session(
+        self, s: SessionState, end_time: float, exit_status: int | None, exit_signal: str | None
+    ) -> concurrent.futures.Future[dict[str, Any]]:
+        """Start closing a recording (writer thread); the future gets the summary once the
+        trailer is stored. While storage refuses data (full) it is retried every tick;
+        at :meth:`stop` what is left is closed without its trailer."""
+        fut: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
+        fut.set_running_or_notify_cancel()
+        s.closing = (end_time, exit_status, exit_signal)
+        s.close_future = fut
+        self._step_closing(s, force=self._stop)
+        return fut
+
+    def _step_closing(self, s: SessionState, *, force: bool) -> None:
+        result = self._finish_step(s, force=force)
+        fut = s.close_future
+        if result is not None and fut is not None and not fut.done():
+            fut.set_result(result)
+
+    def _finish_step(self, s: SessionState, *, force: bool) -> dict[str, Any] | None:
+        assert s.closing is not None
+        end_time, exit_status, exit_signal = s.closing
         summary: dict[str, Any] = {
             "end_time": end_time,
             "exit_status": exit_status,
             "exit_signal": exit_signal,
             "signed": False,
+            "status": "ended",
         }
-        if s.error is None and s.stream is not None:
+        if s.error is None and s.stream is not None and not s.finished:
+            done = False
 
             def work() -> None:
+                nonlocal done
                 assert s.stream is not None
+                if s.dropping and not s.outbox:
+                    s.note_gap()
                 s.write_pending(self.settings.flush_bytes, final=True)
-                info = {
-                    "end_time": end_time,
-                    "duration": s.max_t / 1e6,
-                    "exit_status": exit_status,
-                    "exit_signal": exit_signal,
-                    "counts": s.counts,
-                    "output_bytes": s.output_bytes,
-                    "output_sha256": s.output_sha.hexdigest(),
-                    "input_bytes": s.input_bytes,
-                }
-                s.stream.write(s.encoder.trailer(info))
-                if self.signer is not None:
-                    signer = self.signer
-                    s.stream.write(
-                        s.encoder.signature(signer.sign, signer.public_raw, signer.key_id)
+                if not s.outbox and not s.trailer_posted:
+                    s.trailer_posted = True
+                    s._post(s.encoder.trailer(self._trailer(s, end_time, exit_status,
+                                                            exit_signal)), 0)
+                    if self.signer is not None:
+                        signer = self.signer
+                        s._post(
+                            s.encoder.signature(signer.sign, signer.public_raw, signer.key_id), 0
+                        )
+                if s.outbox and not force:
+                    return  # still full: try again at the next tick
+                if s.outbox:
+                    log.error(
+                        "recorder: %s closed without its trailer: storage is still full (%s)",
+                        s.name, s.blocked,
                     )
-                    summary["signed"] = True
+                    s.truncated = True
                 s.stream.flush()
                 s.stream.close()
+                done = True
 
             self._guard(s, work)
+            if not done and s.error is None:
+                return None
+        self._sessions.pop(s.session_id, None)
         s.finished = True
         s.pending.clear()
-        summary["status"] = "failed" if s.error is not None else "ended"
+        s.outbox.clear()
+        if s.error is not None:
+            summary["status"] = "failed"
+        elif s.truncated:
+            summary["status"] = "truncated"
+        else:
+            summary["signed"] = self.signer is not None and s.trailer_posted
         return summary
+
+    @staticmethod
+    def _trailer(
+        s: SessionState, end_time: float, exit_status: int | None, exit_signal: str | None
+    ) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "end_time": end_time,
+            "duration": s.max_t / 1e6,
+            "exit_status": exit_status,
+            "exit_signal": exit_signal,
+            "counts": s.counts,
+            "output_bytes": s.output_bytes,
+            "output_sha256": s.output_sha.hexdigest(),
+            "input_bytes": s.input_bytes,
+        }
+        if s.delivered_sha is not None:
+            info["delivered_bytes"] = s.delivered_bytes
+            info["delivered_sha256"] = s.delivered_sha.hexdigest()
+        if s.dropped_total:
+            info["dropped_bytes"] = s.dropped_total
+        return info

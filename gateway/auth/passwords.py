@@ -34,3 +34,14 @@ def verify_password(password: str, encoded: str) -> bool:
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(digest, expected)
+
+
+_DUMMY: list[str] = []
+
+
+def dummy_hash() -> str:
+    """A hash no password matches, checked for unknown users so that their logins take
+    as long as real ones (computed once per process)."""
+    if not _DUMMY:
+        _DUMMY.append(hash_password(os.urandom(16).hex()))
+    return _DUMMY[0]

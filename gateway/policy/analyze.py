@@ -39,7 +39,8 @@ from gateway.policy.expand import (
     _known_program_word,
     _prompt_runs,
 )
-from gateway.policy.parse import Incomplete, ParseError, Parser
+from gateway.policy.lexer import Incomplete, ParseError
+from gateway.policy.parse import Parser
 from gateway.policy.records import CommandInfo, Effect, Start, Stdin
 from gateway.policy.state import ShellState
 from gateway.policy.syntax import (

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 from gateway.policy.values import AStr, Field, Hole, astr, resolve, static
 
 if TYPE_CHECKING:
-    from gateway.policy.analyze import Ctx, Effect
+    from gateway.policy.analyze import Ctx
+    from gateway.policy.records import Effect
 
 # shopt/set -o options the analyser follows (state.options) or that are harmless
 _TRACKED = {"expand_aliases", "extglob", "noglob", "lastpipe", "histexpand", "xpg_echo",
@@ -76,7 +77,7 @@ def _opaque(name: str, args: list[Field], ctx: Ctx) -> None:
 
 
 def _exit(name: str, args: list[Field], ctx: Ctx) -> None:
-    from gateway.policy.analyze import Start
+    from gateway.policy.records import Start
 
     _record(name, args, ctx)
     if ctx.st.interactive and ctx.an.depth <= 1:
@@ -757,7 +758,7 @@ def _history(name: str, args: list[Field], ctx: Ctx) -> None:
 
 
 def _write(ctx: Ctx, path: str) -> Effect:
-    from gateway.policy.analyze import Effect
+    from gateway.policy.records import Effect
 
     return Effect("write", resolve(astr(path), ctx.st.cwd, symlinks=ctx.st.symlinks),
                   source="history")

@@ -15,7 +15,8 @@ import re
 
 from gateway.policy import possible as P
 from gateway.policy.catalogue import Catalogue
-from gateway.policy.parse import ParseError, parse_arith
+from gateway.policy.lexer import ParseError
+from gateway.policy.parse import parse_arith
 from gateway.policy.records import Stdin
 from gateway.policy.state import ShellState
 from gateway.policy.syntax import (

@@ -235,7 +235,7 @@ def run_inner(args: list[Field], ctx: Ctx, wrapper: str) -> None:
 
 
 def add_effects(prog: Program, args: Sequence[Field], ctx: Ctx) -> None:
-    from gateway.policy.analyze import Effect
+    from gateway.policy.records import Effect
 
     if not prog.writes and not prog.deletes:
         return
@@ -410,7 +410,7 @@ def _glob_path(glob: str) -> AStr:
 
 def apply_lang(r: LangResult, ctx: Ctx, where: str) -> None:
     """What a piece of another language runs and writes, into the analysis."""
-    from gateway.policy.analyze import Effect, Stdin
+    from gateway.policy.records import Effect, Stdin
 
     for cmd in r.shell:
         ctx.an.text(cmd, ctx.st.child(), Stdin("null"), what=f"run by {where}")
@@ -438,7 +438,7 @@ def code(lang: str, text: str | None, ctx: Ctx, where: str) -> None:
     elif lang in ("ruby", "node", "php", "lua", "tcl"):
         apply_lang(check_trivial(lang, text), ctx, where)
     elif lang == "bash":
-        from gateway.policy.analyze import Stdin
+        from gateway.policy.records import Stdin
 
         ctx.an.text(text, ctx.st.child(), Stdin("null"), what=f"read by {where}")
     else:
@@ -451,7 +451,7 @@ _STDIN_WHAT = {"pipe": "pipe", "heredoc": "here-document", "herestring": "here-s
 
 def stdin_code(name: str, lang: str, ctx: Ctx, *, kind: str) -> None:
     """A program that reads its commands from standard input."""
-    from gateway.policy.analyze import Start
+    from gateway.policy.records import Start
 
     s = ctx.stdin
     if s.kind == "tty":  # keys the relay holds and decides
@@ -586,7 +586,7 @@ def rc_check(name: str, ctx: Ctx) -> None:
 
 
 def interp(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
-    from gateway.policy.analyze import Effect
+    from gateway.policy.records import Effect
 
     record(name, args, ctx)
     lang = prog.lang
@@ -740,7 +740,7 @@ CAT_WITHOUT_TERMINAL = frozenset({"less", "more", "man", "zless", "zmore"})
 
 def screen(name: str, lang: str, ctx: Ctx) -> None:
     """A full-screen program takes the terminal."""
-    from gateway.policy.analyze import Start
+    from gateway.policy.records import Start
 
     if not ctx.an.tty and lang == "less" and name in CAT_WITHOUT_TERMINAL:
         return  # its output is not a terminal: it copies like cat and reads no keys

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from gateway.policy import possible as P
-from gateway.policy.analyze import MAX_SECONDS, Analyzer, CommandInfo, Effect, Start, Stdin
+from gateway.policy.analyze import MAX_SECONDS, Analyzer
 from gateway.policy.catalogue import Catalogue, load
+from gateway.policy.records import CommandInfo, Effect, Start, Stdin
 from gateway.policy.state import ShellState
 from gateway.policy.values import AStr, Hole, astr, static
 from gateway.policy.views import View

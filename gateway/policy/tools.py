@@ -53,7 +53,7 @@ def _effect(ctx: Ctx, kind: str, path: tuple[object, ...], source: str, *,
             content: bool = True, track: bool = True) -> None:
     """Record a write or removal; a write of user content to a file that runs code later
     is uncertain (``content=False``: names from an archive, metadata only...)."""
-    from gateway.policy.analyze import Effect
+    from gateway.policy.records import Effect
 
     ctx.effects.append(Effect(kind, path, source=source))  # type: ignore[arg-type]
     if kind == "write":
@@ -80,7 +80,7 @@ def _joined(fields: list[Field]) -> str | None:
 
 def _string(text: str | None, ctx: Ctx, where: str, *, remote: bool = False) -> None:
     """A command string run through a shell (``-c``, ``watch``, ``ssh host CMD``)."""
-    from gateway.policy.analyze import Stdin
+    from gateway.policy.records import Stdin
 
     if text is None:
         ctx.an.unsure(f"dynamic command string for {where}")
@@ -97,7 +97,7 @@ def _string(text: str | None, ctx: Ctx, where: str, *, remote: bool = False) -> 
 
 def _remote_effects(ctx: Ctx, before: int) -> None:
     """Effects on another system (ssh, containers): their targets are unknown here."""
-    from gateway.policy.analyze import Effect
+    from gateway.policy.records import Effect
 
     for c in ctx.an.commands[before:]:
         if c.effects:

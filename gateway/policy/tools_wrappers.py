@@ -27,7 +27,7 @@ from gateway.policy.tools import _effect, _joined, _login, _string, _t, handler
 
 @handler("sudo")
 def _sudo(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
-    from gateway.policy.analyze import Start
+    from gateway.policy.records import Start
 
     record(name, args, ctx)
     texts = _t(args)
@@ -94,7 +94,7 @@ def _sudo(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
 
 @handler("su")
 def _su(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
-    from gateway.policy.analyze import Start
+    from gateway.policy.records import Start
 
     record(name, args, ctx)
     texts = _t(args)

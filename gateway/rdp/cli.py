@@ -9,7 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.audit import AuditEvent, AuditLog, Kind
+from gateway.audit import AuditEvent, Kind
+from gateway.core.access import Access, Principal, principal_for
+from gateway.operator import emit_once
+from state.paths import DataDir
 
 
 def rdp_file_text(address: str, username: str, token: str) -> str:
@@ -37,26 +40,37 @@ def _address(config: Any) -> str:
     return f"{host}:{rdp.listen_port}"
 
 
+def _may_use(config: Any, principal: Principal, target: Any) -> bool:
+    """The one access check, with the appliance's grants."""
+    from state.approvals import ApprovalStore
+
+    grants = ApprovalStore(DataDir(config.data_dir).approvals)
+    try:
+        return Access(config, grants).permits(principal, target)
+    finally:
+        grants.close()
+
+
 def cmd_rdp_file(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> int:
-    from gateway.rdp.tokens import TokenStore
+    from state.tokens import TokenStore
 
     config = load(args)
     if config.rdp is None:
         print("bastille: no [rdp] section in the config", file=sys.stderr)
         return 2
     target = config.targets.get(args.target)
-    user = config.users.get(args.user)
-    if user is None:
+    principal = principal_for(config, args.user)
+    if principal is None:
         print(f"bastille: unknown user {args.user!r}", file=sys.stderr)
         return 1
     if target is None or target.protocol != "rdp":
         print(f"bastille: unknown RDP target {args.target!r}", file=sys.stderr)
         return 1
-    if not target.permits(user):
+    if not _may_use(config, principal, target):
         print(f"bastille: {args.user} may not use target {args.target!r}", file=sys.stderr)
         return 1
     ttl = float(args.ttl) if args.ttl else config.rdp.token_ttl
-    store = TokenStore(config.data_dir / "rdp_tokens.sqlite3")
+    store = TokenStore(DataDir(config.data_dir).rdp_tokens)
     try:
         token = store.issue_token(args.user, args.target, ttl)
     finally:
@@ -71,35 +85,31 @@ def cmd_rdp_file(args: argparse.Namespace, load: Callable[[argparse.Namespace], 
             fh.write(text)
         print(f"{out}: valid once, for {ttl:.0f} s (routing token for {args.user} -> "
               f"{args.target})")
-    log = AuditLog(config.audit.file)
-    log.emit(AuditEvent(Kind.GATEWAY, "ok", user=args.user, target=args.target,
-                        detail={"event": "rdp token issued", "ttl": ttl}))
-    log.close()
+    emit_once(config, AuditEvent(Kind.GATEWAY, "ok", user=args.user, target=args.target,
+                                 detail={"event": "rdp token issued", "ttl": ttl}))
     return 0
 
 
 def cmd_rdp_pin(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> int:
-    from gateway.rdp.tokens import TokenStore
+    from state.tokens import TokenStore
 
     config = load(args)
     if config.rdp is None or args.user not in config.users:
         print("bastille: no [rdp] section or unknown user", file=sys.stderr)
         return 2
     ttl = float(args.ttl) if args.ttl else config.rdp.token_ttl
-    store = TokenStore(config.data_dir / "rdp_tokens.sqlite3")
+    store = TokenStore(DataDir(config.data_dir).rdp_tokens)
     try:
         pin = store.issue_pin(args.user, ttl)
     finally:
         store.close()
     print(pin)
-    log = AuditLog(config.audit.file)
-    log.emit(AuditEvent(Kind.GATEWAY, "ok", user=args.user,
-                        detail={"event": "rdp pin issued", "ttl": ttl}))
-    log.close()
+    emit_once(config, AuditEvent(Kind.GATEWAY, "ok", user=args.user,
+                                 detail={"event": "rdp pin issued", "ttl": ttl}))
     return 0
 
 
-def rdp_login_text(config: Any, user: Any, sso: bool, args: str, source: str,
+def rdp_login_text(config: Any, access: Access, principal: Principal, args: str, source: str,
                    audit: Callable[[Any], None]) -> str:
     """``ssh USER@BASTION rdp [TARGET]``: a one-time PIN for an RDP login, for the user
     who just authenticated over SSH (with a key, a password or single sign-on).
@@ -108,13 +118,12 @@ def rdp_login_text(config: Any, user: Any, sso: bool, args: str, source: str,
     over RDP. It carries the groups of this SSH login (the IdP's, for SSO), works once,
     for this user only, until ``rdp.token_ttl``. Never logged; audited as issued.
     """
-    from gateway.rdp.tokens import TokenStore
+    from state.tokens import TokenStore
 
     if config.rdp is None:
         return "bastille: RDP is not enabled on this bastion"
     words = args.split()
-    allowed = sorted(t.name for t in config.targets.values()
-                     if t.protocol == "rdp" and t.permits(user))
+    allowed = sorted(t.name for t in access.targets_for(principal, "rdp"))
     if len(words) > 1 or (words and words[0] not in allowed):
         wanted = words[0] if words else ""
         return (f"bastille: {wanted!r} is not an RDP target you may use; yours: "
@@ -122,20 +131,21 @@ def rdp_login_text(config: Any, user: Any, sso: bool, args: str, source: str,
     if not allowed:
         return "bastille: no RDP target is available to you"
     ttl = config.rdp.token_ttl
-    store = TokenStore(config.data_dir / "rdp_tokens.sqlite3")
+    name, sso = principal.name, principal.sso
+    store = TokenStore(DataDir(config.data_dir).rdp_tokens)
     try:
-        pin = store.issue_sso_pin(user.name, user.groups, ttl) if sso else \
-            store.issue_pin(user.name, ttl)
+        pin = store.issue_sso_pin(name, principal.groups, ttl) if sso else \
+            store.issue_pin(name, ttl)
     finally:
         store.close()
-    audit(AuditEvent(Kind.GATEWAY, "ok", user=user.name, source=source,
+    audit(AuditEvent(Kind.GATEWAY, "ok", user=name, source=source,
                      detail={"event": "rdp pin issued", "ttl": ttl, "sso": sso}))
     target = words[0] if words else allowed[0]
     minutes = max(1, round(ttl / 60))
     return "\n".join([
-        f"One-time RDP login for {user.name} (works once, for {minutes} min):",
+        f"One-time RDP login for {name} (works once, for {minutes} min):",
         f"  server:    {_address(config)}",
-        f"  user name: {user.name}#{target}",
+        f"  user name: {name}#{target}",
         f"  password:  {pin}",
         f"RDP targets you may use: {', '.join(allowed)}",
     ])
@@ -185,7 +195,7 @@ def cmd_rdp_replay(args: argparse.Namespace, load: Callable[[argparse.Namespace]
     from recorder.service import open_sink
 
     config = load(args)
-    index = Index(config.data_dir / "index.sqlite3")
+    index = Index(DataDir(config.data_dir).index)
     try:
         rows = index.find(args.id)
     finally:
@@ -227,6 +237,52 @@ def cmd_rdp_replay(args: argparse.Namespace, load: Callable[[argparse.Namespace]
     return 0
 
 
+def cmd_rdp_screens(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> int:
+    """``bastille rdp-screens``: the screen pass (frames, OCR, index) of RDP sessions."""
+    from gateway.errors import RenderUnavailable
+    from gateway.rdp import screens
+    from recorder.errors import FormatError, RecorderError
+    from recorder.index import Index
+
+    config = load(args)
+    settings = config.recording
+    ids = list(args.ids)
+    if args.missing:
+        index = Index(settings.data_dir / "index.sqlite3")
+        try:
+            rows = [r for r in index.all_sessions() if r.protocol == "rdp" and
+                    r.status != "live"]
+        finally:
+            index.close()
+        from recorder.frames import cache_path
+
+        ids += [r.id for r in rows if not cache_path(settings.data_dir, r.id).exists()]
+    if not ids:
+        print("bastille: no session to draw (name sessions, or --missing)", file=sys.stderr)
+        return 2 if not args.missing else 0
+    rdp = config.rdp
+    opts = screens.PassOptions(
+        ocr=(rdp.ocr if rdp is not None else True) and not args.no_ocr,
+        budget=args.budget or (rdp.ocr_budget if rdp is not None else 120.0),
+        per_minute=rdp.ocr_per_minute if rdp is not None else 6)
+    audit = screens.auditor(config)
+    failed = 0
+    for sid in ids:
+        try:
+            if args.index_only:
+                count = screens.restore_index(settings, sid)
+                print(f"{sid}: {count} lines of screen text put back into the index")
+                continue
+            print(screens.summary(screens.run_pass(settings, sid, opts, audit)))
+        except RenderUnavailable as exc:
+            print(f"bastille: {exc}", file=sys.stderr)
+            return 3
+        except (RecorderError, FormatError, OSError) as exc:
+            print(f"bastille: {sid}: {exc}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
 def add_commands(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], None],
                  load: Callable[[argparse.Namespace], Any]) -> None:
     """Register the RDP subcommands on the ``bastille`` parser."""
@@ -260,6 +316,24 @@ def add_commands(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], 
     p.add_argument("--at", type=float, help="png: seconds into the session")
     p.add_argument("-o", "--output", help="file to write (default ID.FORMAT)")
     p.set_defaults(func=lambda a: cmd_rdp_replay(a, load))
+
+    p = sub.add_parser("rdp-screens", help="draw RDP sessions' desktops for the player and "
+                       "index the text on their screens (OCR)",
+                       description="Run the screen pass the RDP workers run when a session "
+                       "ends: frames for the player (DATA_DIR/frames/) and, with [rdp] ocr, "
+                       "the screen text in the session index (see docs/rdp.md). Niced; "
+                       "bounded by [rdp] ocr_budget CPU seconds per session.")
+    add_config_args(p)
+    p.add_argument("ids", nargs="*", metavar="ID", help="session ids (or unique prefixes)")
+    p.add_argument("--missing", action="store_true",
+                   help="every ended RDP session that has no frames yet")
+    p.add_argument("--no-ocr", action="store_true", help="frames only, no screen text")
+    p.add_argument("--index-only", action="store_true",
+                   help="put the screen text already read back into the index (after "
+                   "`bastille reindex`), drawing nothing")
+    p.add_argument("--budget", type=float, help="CPU seconds per session "
+                   "(default [rdp] ocr_budget)")
+    p.set_defaults(func=lambda a: cmd_rdp_screens(a, load))
 
     p = sub.add_parser("rdp-fingerprint", help="print the SHA-256 of an RDP server's TLS "
                        "certificate (for targets.NAME.rdp_cert_sha256)")

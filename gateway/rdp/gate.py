@@ -6,34 +6,51 @@ be read and tested on its own; :mod:`gateway.rdp.mitm` calls it from pyrdp's cal
 1. :meth:`RdpGate.route` at the X.224 Connection Request (first packet): which target,
    from a one-time routing token, the ``mstshash`` cookie ``alice#web1``, or the port.
 2. :meth:`RdpConnection.login` at the Client Info PDU: the user's bastion password (or
-   a one-time PIN) is checked in constant time, the recording is opened (fail closed),
-   and the target's vaulted credentials are returned to replace the user's.
+   a one-time PIN) is checked in constant time, the user's access to the target is
+   checked by the one access check (:class:`gateway.core.access.Access`: users, groups,
+   IdP groups of an SSO PIN, just-in-time grants), the recording is opened (fail
+   closed, by the session's :class:`gateway.core.session.SessionCore`), and the
+   target's vaulted credentials are returned to replace the user's.
 3. ``on_*`` calls while the session runs: the pyrdp replay stream, typed text, clipboard.
+   Back-pressure: while the recording cannot take more (the writer lags, or storage is
+   full: spool cap, disk low-water mark), reading from both sides stops
+   (:attr:`RdpConnection.pause_reading`, set by the MITM) until it can; the session
+   pauses instead of failing its recording.
 4. :meth:`RdpConnection.closed` at the end.
 
 The user's password is only ever held in a local variable of :meth:`RdpConnection.login`;
 it is never logged, audited, recorded or put into an error message.
+
+:class:`RdpGate` is also the RDP worker's :class:`gateway.core.services.SessionServices`.
+Known limit: RDP has no text channel to the user, so the bastion's messages (a kill
+reason, a shutdown) are recorded as markers and audited, not shown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.audit import AuditEvent, AuditLog, Kind
-from gateway.auth.passwords import hash_password, verify_password
-from gateway.auth.ratelimit import FailureLimiter
-from gateway.config import Config, TargetConfig, UserConfig
+from gateway.auth.passwords import dummy_hash, verify_password
+from gateway.config import Config, TargetConfig
+from gateway.core.access import Access, Principal, principal_for
+from gateway.core.live import LiveSessions
+from gateway.core.session import SessionCore
+from gateway.core.vault import target_password as vaulted_password
+from gateway.errors import SessionRefused, TargetError, VaultError
 from gateway.rdp.keys import KeyDecoder
 from gateway.rdp.routing import RouteRequest, client_user
-from gateway.rdp.tokens import TokenStore
-from recorder.errors import RecorderError
-from recorder.service import Recorder, SessionHeader
+from recorder.service import Recorder
+from state.approvals import GrantStore
+from state.paths import DataDir
+from state.ratelimit import FailureLimiter
+from state.tokens import Tokens
+from state.usage import UsageStore
 
 if TYPE_CHECKING:
     from recorder.service import SessionRecording
@@ -44,8 +61,8 @@ log = logging.getLogger("bastille.rdp")
 EARLY_CAP = 4 * 1024 * 1024
 
 
-class Refused(Exception):
-    """The connection is refused; the message is safe to log (no secret)."""
+#: The connection is refused; the message is safe to log (no secret).
+Refused = SessionRefused
 
 
 @dataclass(frozen=True)
@@ -59,34 +76,38 @@ class TargetLogin:
 
 def target_password(target: TargetConfig) -> str:
     """The vaulted password of an RDP target (from its file or environment variable)."""
-    if target.password_env:
-        value = os.environ.get(target.password_env)
-        if value is None:
-            raise Refused(f"target {target.name}: its password variable is not set")
-        return value
-    if target.password_file is not None:
-        try:
-            return target.password_file.read_text().rstrip("\r\n")
-        except OSError as exc:
-            raise Refused(f"target {target.name}: cannot read its password file: "
-                          f"{exc.strerror}") from exc
-    raise Refused(f"target {target.name}: no password configured")
+    try:
+        password = vaulted_password(target)
+    except VaultError as exc:
+        raise Refused(f"target {target.name}: {exc.why}") from None
+    if password is None:
+        raise Refused(f"target {target.name}: no password configured")
+    return password
 
 
 class RdpGate:
-    """Per-process services shared by every RDP connection of a worker."""
+    """Per-process services shared by every RDP connection of a worker (its
+    :class:`gateway.core.services.SessionServices`)."""
 
     def __init__(self, config: Config, recorder: Recorder, audit: AuditLog,
-                 tokens: TokenStore, version: str = "") -> None:
+                 tokens: Tokens, grants: GrantStore, version: str = "") -> None:
         self.config = config
         self.recorder = recorder
         self.audit_log = audit
         self.tokens = tokens
+        self.access = Access(config, grants)
         self.version = version
+        self.live = LiveSessions()
         gw = config.gateway
-        self.limiter = FailureLimiter(gw.max_auth_failures, gw.auth_failure_window)
-        self.dummy_hash = hash_password("not-a-password")
+        self.limiter = FailureLimiter(gw.max_auth_failures, gw.auth_failure_window,
+                                      source_limit=gw.max_source_failures or None)
         self.connections: set[RdpConnection] = set()
+        # daily recording budgets: the same file as the SSH gateway's (WAL, shared)
+        self.usage: UsageStore | None = UsageStore(DataDir(config.data_dir).recording_usage) \
+            if config.budget.user_day_bytes else None
+        #: called with (session id, user, target) when a recorded session has ended
+        #: (the worker starts its screen pass: gateway.rdp.passes)
+        self.on_session_end: Callable[[str, str, str], None] | None = None
 
     def audit(self, event: AuditEvent) -> None:
         self.audit_log.emit(event)
@@ -115,13 +136,18 @@ class RdpGate:
         target = self.config.targets.get(name)
         if target is None or target.protocol != "rdp":
             raise self.refuse(source, f"unknown RDP target {name!r}", user=user, target=name)
-        if user and self.limiter.blocked(source, f"user:{user}"):
+        if user and self.limiter.blocked(source, user):
             raise self.refuse(source, "too many failed logins", user=user, target=name)
         return RdpConnection(self, target, source, user, via)
 
 
 class RdpConnection:
     """One RDP connection after routing: login, recording and end."""
+
+    #: set by the MITM: drops the connection (a kill, a limit, a recording failure)
+    on_terminate: Callable[[], None] | None = None
+    #: set by the MITM: stop (True) or resume (False) reading from client and target
+    pause_reading: Callable[[bool], None] | None = None
 
     def __init__(self, gate: RdpGate, target: TargetConfig, source: str, user: str,
                  via: str) -> None:
@@ -131,8 +157,7 @@ class RdpConnection:
         self.routed_user = user  # from the token or cookie ("" when routed by port)
         self.via = via
         self.user = ""
-        self.session_id = ""
-        self.rec: SessionRecording | None = None
+        self.core: SessionCore | None = None  # once logged in
         self.keys = KeyDecoder(self._line)
         self._early: list[bytes] = []
         self._early_bytes = 0
@@ -141,8 +166,40 @@ class RdpConnection:
         self.last_input = time.monotonic()
         self._closed = False
         self.end_reason = ""
+        self._held: asyncio.Task[None] | None = None  # waiting for the recorder to catch up
+
+    @property
+    def session_id(self) -> str:
+        return self.core.session_id if self.core is not None else ""
+
+    @property
+    def rec(self) -> SessionRecording | None:
+        return self.core.rec if self.core is not None else None
 
     # ------------------------------------------------------------------ login
+    async def _check_password(self, name: str, password: str) -> tuple[Principal | None, str]:
+        """(the principal, the method) if ``password`` is the user's bastion password or
+        a one-time PIN (an SSO PIN carries the IdP's groups); (None, ...) if not."""
+        gate = self.gate
+        cfg = gate.config
+        user = cfg.users.get(name)
+        encoded = user.password_hash.reveal() if user and user.password_hash else dummy_hash()
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(None, verify_password, password, encoded):
+            return (principal_for(cfg, name) if user and user.password_hash else None,
+                    "password")
+        if user is not None:
+            ok = await loop.run_in_executor(None, gate.tokens.consume_pin, name, password)
+            return (principal_for(cfg, name) if ok else None), "pin"
+        if cfg.oidc is not None:
+            # a user known only to the IdP: a one-time PIN issued after their SSO login
+            # (`ssh USER@BASTION rdp`) carries the groups the IdP gave them
+            groups = await loop.run_in_executor(None, gate.tokens.consume_sso_pin, name,
+                                                password)
+            if groups is not None:
+                return Principal(name, groups, sso=True), "sso-pin"
+        return None, "password"
+
     async def login(self, username: str, password: str, domain: str) -> TargetLogin:
         """Check the user at the Client Info PDU; open the recording; the target login.
 
@@ -150,50 +207,32 @@ class RdpConnection:
             Refused: wrong credentials, not allowed, or the session cannot be recorded.
         """
         gate = self.gate
-        cfg = gate.config
         name, named_target = client_user(username)
-        if not name:
-            name = self.routed_user
-        target = self.target
-        src = self.source
+        name = name or self.routed_user
+        target, src = self.target, self.source
         if self.routed_user and name != self.routed_user:
             raise gate.refuse(src, "the Client Info user name differs from the routed user",
                               user=name, target=target.name)
         if named_target and named_target != target.name:
             raise gate.refuse(src, "the Client Info target differs from the routed target",
                               user=name, target=target.name)
-        if gate.limiter.blocked(src, f"user:{name}"):
+        if gate.limiter.blocked(src, name):
             gate.audit(AuditEvent(Kind.LOGIN_RATE_LIMITED, "denied", user=name, source=src,
                                   target=target.name, detail={"protocol": "rdp"}))
             raise Refused("too many failed logins")
-        user = cfg.users.get(name)
-        encoded = user.password_hash.reveal() if user and user.password_hash else \
-            gate.dummy_hash
-        loop = asyncio.get_running_loop()
-        ok = await loop.run_in_executor(None, verify_password, password, encoded)
-        method = "password"
-        if not ok and user is not None:
-            ok = await loop.run_in_executor(None, gate.tokens.consume_pin, name, password)
-            method = "pin"
-        elif not ok and user is None and cfg.oidc is not None:
-            # a user known only to the IdP: a one-time PIN issued after their SSO login
-            # (`ssh USER@BASTION rdp`) carries the groups the IdP gave them
-            groups = await loop.run_in_executor(None, gate.tokens.consume_sso_pin, name,
-                                                password)
-            if groups is not None:
-                user = UserConfig(name=name, groups=groups)
-                ok, method = True, "sso-pin"
+        principal, method = await self._check_password(name, password)
         password = ""
-        if not ok or user is None or (user.password_hash is None and method == "password"):
-            gate.limiter.record_failure(src, f"user:{name}")
+        if principal is None:
+            gate.limiter.record_failure(src, name)
             gate.audit(AuditEvent(Kind.LOGIN, "failed", user=name, source=src,
                                   target=target.name,
                                   detail={"protocol": "rdp", "method": "password"}))
             raise Refused("wrong user name or password")
-        if not target.permits(user):
-            raise gate.refuse(src, f"{name} is not allowed to use target {target.name!r}",
-                              user=name, target=target.name)
-        gate.limiter.reset(f"user:{name}")
+        try:
+            gate.access.authorize(principal, target.name, protocol="rdp")
+        except TargetError as exc:
+            raise gate.refuse(src, str(exc), user=name, target=target.name) from None
+        gate.limiter.reset(src, name)
         self.user = name
         gate.audit(AuditEvent(Kind.LOGIN, "ok", user=name, source=src, target=target.name,
                               detail={"protocol": "rdp", "method": method, "route": self.via}))
@@ -201,41 +240,47 @@ class RdpConnection:
                             domain=target.rdp_domain)
         if self._closed:
             raise Refused("the client went away during login")
-        await self._open_recording()
+        await self._open_recording(principal, method)
         if self._closed:  # the client left while the recording was being opened
             self._closed = False
             await self.closed("the client went away during login")
             raise Refused("the client went away during login")
         return creds
 
-    async def _open_recording(self) -> None:
-        gate = self.gate
-        self.session_id = gate.recorder.new_session_id()
-        header = SessionHeader(
-            session_id=self.session_id, user=self.user, target=self.target.name,
-            protocol="rdp", kind="desktop", client_addr=self.source, start_time=self._start,
-            cols=0, rows=0, term="", command=None, gateway_version=gate.version)
-        try:
-            self.rec = await gate.recorder.open_session(header)
-        except RecorderError as exc:
-            gate.audit(self.event(Kind.RECORDING, "failed", {"error": str(exc)}))
-            if gate.config.recording.on_failure == "terminate":
-                raise Refused("this session cannot be recorded, so it was not started") from exc
-            self.rec = None
-        else:
+    async def _open_recording(self, principal: Principal, method: str = "") -> None:
+        core = SessionCore(self.gate, principal, self.source, protocol="rdp")
+        core.target = self.target.name
+        core.mask_for(self.target)  # typed and pasted text is kept masked
+        core.on_terminate(self._terminate)
+        self.core = core
+        if not await core.start(kind="desktop", start_time=self._start, detail={
+                "kind": "desktop", "protocol": "rdp", "clipboard": self.target.allow_clipboard,
+                "drive_redirection": self.target.allow_drive_redirection}):
+            raise Refused("this session cannot be recorded, so it was not started")
+        if core.rec is not None:
+            core.rec.event("rdp.logon", {
+                "user": principal.name, "method": method, "route": self.via,
+                "target_user": self.target.user, "client": self.source})
             for chunk in self._early:
-                self.rec.rdp(chunk)
-            self.rec.add_failure_callback(self._recording_failed)
+                core.rec.rdp(chunk)
         self._early.clear()
         self._early_bytes = 0
-        gate.connections.add(self)
-        gate.audit(self.event(Kind.SESSION_START, "ok" if self.rec else "unrecorded", {
-            "kind": "desktop", "protocol": "rdp",
-            "clipboard": self.target.allow_clipboard,
-            "drive_redirection": self.target.allow_drive_redirection}))
+        self.gate.connections.add(self)
         for channel in self._denied_early:
             self.channel_denied(channel)
         self._denied_early.clear()
+
+    def _terminate(self, reason: str) -> None:
+        """End the connection from the bastion's side (kill, limits, recording failure)."""
+        self.end_reason = reason
+        if self.core is not None:
+            self.core.say(reason)  # RDP shows no text: a marker in the recording
+        if self.on_terminate is not None:
+            self.on_terminate()
+
+    def terminate(self, reason: str) -> None:
+        """End this session with ``reason`` (audited at the end)."""
+        self._terminate(reason)
 
     def age(self) -> float:
         """Seconds since the connection was routed."""
@@ -245,55 +290,76 @@ class RdpConnection:
         """The user did something (key, mouse): for ``gateway.idle_timeout``."""
         self.last_input = time.monotonic()
 
-    def _recording_failed(self, err: RecorderError) -> None:
-        self.gate.audit(self.event(Kind.RECORDING, "failed", {"error": str(err)}))
-        if self.gate.config.recording.on_failure == "terminate" and self.on_terminate:
-            self.end_reason = "recording failed"
-            self.on_terminate()
-
-    #: set by the MITM: drops the connection (recording failure under "terminate")
-    on_terminate: Callable[[], None] | None = None
-
     def event(self, kind: Kind, outcome: str, detail: dict[str, object]) -> AuditEvent:
+        if self.core is not None:
+            return self.core.event(kind, outcome, detail)
         return AuditEvent(kind, outcome, user=self.user, source=self.source,
-                          target=self.target.name, session=self.session_id, detail=detail)
+                          target=self.target.name, detail=detail)
 
     # ------------------------------------------------------------------ session data
     def on_replay(self, data: bytes) -> None:
         """Bytes of pyrdp's replay stream (one player PDU at a time)."""
-        if self.rec is not None:
-            self.rec.rdp(data)
-        elif not self.session_id and self._early_bytes + len(data) <= EARLY_CAP:
+        rec = self.rec
+        if rec is not None:
+            rec.rdp(data)
+            if self.core is not None:
+                self.core.meter()  # past a recording budget: ended (RDP cannot be slowed)
+            if rec.congested and self._held is None:
+                self._hold(rec)
+        elif self.core is None and self._early_bytes + len(data) <= EARLY_CAP:
             self._early.append(bytes(data))
             self._early_bytes += len(data)
 
+    def _hold(self, rec: SessionRecording) -> None:
+        """Back-pressure: stop reading both sides until the recording catches up."""
+        pause = self.pause_reading
+        if pause is None:
+            return
+        pause(True)
+        self._held = asyncio.get_running_loop().create_task(self._release(rec, pause),
+                                                            name="rdp recorder backpressure")
+
+    async def _release(self, rec: SessionRecording, pause: Callable[[bool], None]) -> None:
+        try:
+            await rec.wait_writable()
+        finally:
+            self._held = None
+            if not self._closed:
+                pause(False)
+
     def _line(self, text: str) -> None:
-        if self.rec is not None:
-            self.rec.command(text, source="rdp-keys")
-            self.rec.event("rdp.keys", {"text": text})
+        rec = self.rec
+        if rec is not None and self.core is not None:
+            text = self.core.mask(text)
+            rec.command(text, source="rdp-keys")
+            rec.event("rdp.keys", {"text": text})
 
     def on_clipboard(self, direction: str, text: str) -> None:
         """Text copied through the clipboard (``direction``: upload to / download from)."""
-        if self.rec is not None:
-            self.rec.event("rdp.clipboard", {"direction": direction, "text": text[:65536]})
-            self.rec.command(text[:4096], source=f"rdp-clipboard-{direction}")
+        rec = self.rec
+        if rec is not None and self.core is not None:
+            text = self.core.mask(text[:65536])
+            rec.event("rdp.clipboard", {"direction": direction, "text": text[:65536]})
+            rec.command(text[:4096], source=f"rdp-clipboard-{direction}")
         self.gate.audit(self.event(Kind.FILE_TRANSFER, "ok", {
             "protocol": "rdp-clipboard", "direction": direction, "size": len(text)}))
 
     def channel_denied(self, channel: str) -> None:
         """A channel the target does not allow was used (reported once per channel)."""
-        if not self.session_id:  # before login: reported when the session starts
+        if self.core is None:  # before login: reported when the session starts
             self._denied_early.append(channel)
             return
-        if self.rec is not None:
-            self.rec.policy(command=f"rdp-channel {channel}", action="deny",
-                            rule="target policy", reason=f"{channel} is not allowed")
+        rec = self.rec
+        if rec is not None:
+            rec.policy(command=f"rdp-channel {channel}", action="deny",
+                       rule="target policy", reason=f"{channel} is not allowed")
         self.gate.audit(self.event(Kind.REFUSED, "denied", {
             "protocol": "rdp", "channel": channel, "reason": "not allowed by the target"}))
 
     def on_mouse_click(self, x: int, y: int, button: str) -> None:
-        if self.rec is not None:
-            self.rec.event("rdp.mouse", {"x": x, "y": y, "button": button})
+        rec = self.rec
+        if rec is not None:
+            rec.event("rdp.mouse", {"x": x, "y": y, "button": button})
 
     async def closed(self, reason: str = "") -> None:
         """The connection ended (either side). Idempotent."""
@@ -301,15 +367,16 @@ class RdpConnection:
             return
         self._closed = True
         self.gate.connections.discard(self)
+        if self._held is not None:
+            self._held.cancel()
         self.keys.flush()
-        if not self.session_id:
+        core = self.core
+        if core is None:
             return
-        rec, self.rec = self.rec, None
-        if rec is not None:
-            try:
-                await rec.close(exit_status=None)
-            except RecorderError as exc:
-                self.gate.audit(self.event(Kind.RECORDING, "failed", {"error": str(exc)}))
-        self.gate.audit(self.event(Kind.SESSION_END, "ok", {
-            "protocol": "rdp", "keys": self.keys.keys,
-            **({"reason": self.end_reason or reason} if (self.end_reason or reason) else {})}))
+        why = self.end_reason or reason
+        if why:
+            core.ending = why
+        await core.finish({"protocol": "rdp", "keys": self.keys.keys})
+        ended = self.gate.on_session_end
+        if ended is not None and core.started and core.session_id:
+            ended(core.session_id, self.user, self.target.name)

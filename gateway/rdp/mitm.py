@@ -135,6 +135,7 @@ class BastilleX224MITM(X224MITM):
             return
         state.bastille_conn = conn
         conn.on_terminate = mitm.drop
+        conn.pause_reading = mitm.pause_reading
         state.effectiveTargetHost = conn.target.host
         state.effectiveTargetPort = conn.target.port
         mitm.connect_deadline = conn.target.connect_timeout
@@ -293,6 +294,19 @@ class BastilleRDPMITM(RDPMITM):
             if side.transport is not None:
                 side.transport.abortConnection()
         self._closed()
+
+    def pause_reading(self, paused: bool) -> None:
+        """Stop (or resume) reading from the client and the target: the recording
+        cannot take more for now (back-pressure, see :mod:`gateway.rdp.gate`)."""
+        if self._dropped:
+            return
+        for side in (self.client.tcp, self.server.tcp):
+            transport = side.transport
+            if transport is not None:
+                if paused:
+                    transport.pauseProducing()
+                else:
+                    transport.resumeProducing()
 
     async def connectToServer(self) -> None:
         conn = _conn(self.state)

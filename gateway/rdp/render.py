@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import RenderUnavailable
 
-class RenderUnavailable(Exception):
-    """PySide6 / av / pyrdp are not installed."""
+__all__ = ["RenderUnavailable", "render_mp4", "render_png"]
 
 
 def _qt() -> Any:
@@ -30,6 +31,43 @@ def _qt() -> Any:
     return app
 
 
+def blank(image: Any) -> None:
+    """Paint a new ``QImage`` black: Qt leaves its memory uninitialised, and the first
+    frames would otherwise show whatever the process had there before."""
+    if image is not None:
+        image.fill(0xFF000000)
+
+
+class _BalancedRle:
+    """pyrdp's bitmap decompressor (its C extension ``rle``, 2.1.0) loses one reference
+    to ``None`` per call. On Python 3.11 ``None`` is an ordinary object: after some
+    minutes of a busy desktop its count reaches zero and the process dies ("Fatal
+    Python error: none_dealloc"). This stand-in gives the reference back."""
+
+    def __init__(self, rle: Any) -> None:
+        import ctypes
+
+        self._rle = rle
+        self._incref = ctypes.pythonapi.Py_IncRef
+        self._incref.argtypes = [ctypes.py_object]
+        self._incref.restype = None
+        self.bitmap_decompress_v1 = getattr(rle, "bitmap_decompress_v1", None)
+
+    def bitmap_decompress(self, *args: Any) -> Any:
+        try:
+            return self._rle.bitmap_decompress(*args)
+        finally:
+            self._incref(None)
+
+
+def balance_rle() -> None:
+    """Put :class:`_BalancedRle` where pyrdp's renderer calls ``rle`` (idempotent)."""
+    import pyrdp.ui.qt as qt
+
+    if sys.version_info < (3, 12) and not isinstance(qt.rle, _BalancedRle):
+        qt.rle = _BalancedRle(qt.rle)
+
+
 def _replay(data: bytes) -> Any:
     try:
         from pyrdp.player.Replay import Replay
@@ -38,6 +76,7 @@ def _replay(data: bytes) -> Any:
     from gateway.rdp import fixes
 
     fixes.install()
+    balance_rle()
     return Replay(io.BytesIO(data))
 
 
@@ -49,7 +88,12 @@ def render_mp4(data: bytes, out: Path, fps: int = 30) -> int:
         from pyrdp.convert.MP4EventHandler import MP4EventHandler
     except ImportError as exc:
         raise RenderUnavailable(f"video export needs av and qimage2ndarray: {exc}") from exc
-    handler = MP4EventHandler(str(out), fps=fps)
+    class BlankMP4(MP4EventHandler):
+        def onCapabilities(self, caps: Any) -> None:
+            super().onCapabilities(caps)
+            blank(self.imageHandler.screen)
+
+    handler = BlankMP4(str(out), fps=fps)
     count = 0
     for pdu, _ in replay:
         handler.onPDUReceived(pdu)
@@ -74,6 +118,7 @@ def render_png(data: bytes, out: Path, at: float | None = None) -> float:
         def onCapabilities(self, caps: Any) -> None:
             bmp = caps[CapabilityType.CAPSTYPE_BITMAP]
             self.imageHandler.resize(bmp.desktopWidth, bmp.desktopHeight)
+            blank(self.imageHandler.screen)
             super().onCapabilities(caps)
 
     image = MP4Image()

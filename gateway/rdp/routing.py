@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from gateway.rdp.tokens import TOKEN_PREFIX
+from state.tokens import TOKEN_PREFIX
 
 _TOKEN = re.compile(re.escape(TOKEN_PREFIX).encode() + rb"[A-Za-z0-9_-]{16,128}")
 _COOKIE = re.compile(rb"^Cookie: mstshash=(.{1,256})$", re.DOTALL)

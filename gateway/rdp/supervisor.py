@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 
 from gateway.audit import AuditEvent, Kind
 from gateway.config import Config
@@ -65,10 +66,22 @@ def check_ports_free(config: Config) -> None:
 
 
 class RdpSupervisor:
-    def __init__(self, config: Config, audit: object, verbose: bool = False) -> None:
+    """Starts, watches and stops the RDP workers.
+
+    Args:
+        config: the gateway's configuration.
+        audit: the audit log (or its ``emit``).
+        verbose: workers log at debug level.
+        on_worker_exit: awaited after a worker exited unexpectedly, before it is
+            replaced: the gateway finishes the recordings it left (crash recovery).
+    """
+
+    def __init__(self, config: Config, audit: object, verbose: bool = False, *,
+                 on_worker_exit: Callable[[], Awaitable[None]] | None = None) -> None:
         self.config = config
         self._audit = audit
         self._verbose = verbose
+        self._on_worker_exit = on_worker_exit
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -123,12 +136,21 @@ class RdpSupervisor:
         self.audit(AuditEvent(Kind.GATEWAY, "failed", detail={
             "event": "rdp worker exited", "pid": proc.pid, "status": code}))
         log.error("rdp worker %d exited with %s; starting a new one", proc.pid, code)
+        if self._on_worker_exit is not None:
+            try:
+                await self._on_worker_exit()
+            except Exception:  # the replacement worker must start anyway
+                log.exception("finishing the recordings of rdp worker %d failed", proc.pid)
         await asyncio.sleep(RESTART_DELAY)
         if not self._stopping:
             try:
                 await self._spawn(slot)
             except RdpUnavailable as exc:
                 log.error("%s", exc)
+
+    def pids(self) -> list[int]:
+        """The workers running now."""
+        return sorted(p.pid for p in self._procs.values() if p.returncode is None)
 
     async def stop(self, timeout: float) -> None:  # noqa: ASYNC109 - drain budget
         self._stopping = True

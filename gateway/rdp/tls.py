@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from gateway.config import Config
+from state.files import private_dir
 
 
 def certificate_paths(config: Config) -> tuple[Path, Path]:
@@ -36,7 +37,7 @@ def ensure_certificate(config: Config) -> tuple[Path, Path]:
     cert_path, key_path = certificate_paths(config)
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
-    cert_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(cert_path.parent)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bastille")])
     now = datetime.datetime.now(datetime.UTC)

@@ -109,11 +109,15 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     from twisted.internet.protocol import ServerFactory
 
     from gateway.audit import AuditEvent, AuditLog, Kind
+    from gateway.core.live import carry_out_kills
     from gateway.rdp.gate import RdpGate
     from gateway.rdp.mitm import BastilleRDPMITM, TLSContexts, mitm_config
+    from gateway.rdp.passes import ScreenPasses
     from gateway.rdp.tls import ensure_certificate
-    from gateway.rdp.tokens import TokenStore
     from recorder.service import Recorder
+    from state.approvals import ApprovalStore
+    from state.paths import DataDir
+    from state.tokens import TokenStore
 
     assert config.rdp is not None
     reactor: Any = _reactor
@@ -123,8 +127,13 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     audit = AuditLog(config.audit.file, syslog=config.audit.syslog,
                      syslog_address=config.audit.syslog_address,
                      syslog_facility=config.audit.syslog_facility)
-    tokens = TokenStore(config.data_dir / "rdp_tokens.sqlite3")
-    gate = RdpGate(config, recorder, audit, tokens, version=__version__)
+    data = DataDir(config.data_dir)
+    tokens = TokenStore(data.rdp_tokens)
+    approvals = ApprovalStore(data.approvals)  # grants, and kill requests
+    gate = RdpGate(config, recorder, audit, tokens, approvals, version=__version__)
+    passes = ScreenPasses(config.path, audit.emit, rdp.ocr_budget)
+    passes.start()
+    gate.on_session_end = passes.submit
     cert, key = ensure_certificate(config)
     tls = TLSContexts(str(cert), str(key))
     scratch = tempfile.mkdtemp(prefix="bastille-rdp-")  # pyrdp insists on an output dir
@@ -159,12 +168,14 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     log.info("rdp worker %d listening on %s:%d", os.getpid(), rdp.listen_host,
              rdp.listen_port)
     print("ready", flush=True)
-    kills = asyncio.get_running_loop().create_task(_watch_kills(config, gate),
-                                                   name="rdp kill requests")
+    loop = asyncio.get_running_loop()
+    kills = loop.create_task(carry_out_kills(approvals, gate.live), name="rdp kill requests")
+    limits = loop.create_task(_watch_limits(config, gate), name="rdp session limits")
     try:
         await stop.wait()
     finally:
         kills.cancel()
+        limits.cancel()
         for p in ports:
             p.stopListening()
         deadline = time.monotonic() + config.gateway.drain_timeout
@@ -177,53 +188,29 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
             mitm.drop()
         for conn in list(gate.connections):
             await conn.closed("the bastion is shutting down")
+        await passes.stop()
         await recorder.close(timeout=max(5.0, config.gateway.drain_timeout))
         tokens.close()
+        approvals.close()
         audit.emit(AuditEvent(Kind.GATEWAY, "ok", detail={"event": "rdp worker stop",
                                                            "pid": os.getpid()}))
         audit.close()
 
 
-async def _watch_kills(config: Config, gate: Any) -> None:
-    """Carry out `bastille sessions kill` requests for this worker's RDP sessions, and
-    end sessions past ``gateway.max_session`` or without input for ``idle_timeout``."""
-    from gateway.approvals import ApprovalStore
-    from gateway.audit import Kind
-
-    store = ApprovalStore(config.data_dir / "approvals.sqlite3")
-    loop = asyncio.get_running_loop()
+async def _watch_limits(config: Config, gate: Any) -> None:
+    """End sessions past ``gateway.max_session`` or without input for ``idle_timeout``
+    (``sessions kill`` requests are carried out by ``gateway.core.live``)."""
     max_session = config.gateway.max_session
     idle = config.gateway.idle_timeout
-    try:
-        while True:
-            await asyncio.sleep(1.0)
-            for conn in list(gate.connections):
-                if conn.on_terminate is None:
-                    continue
-                if max_session and conn.age() > max_session:
-                    conn.end_reason = "maximum session time reached"
-                    conn.on_terminate()
-                elif idle and time.monotonic() - conn.last_input > idle:
-                    conn.end_reason = "idle timeout (no keyboard or mouse input)"
-                    conn.on_terminate()
-            if not gate.connections:
+    while True:
+        await asyncio.sleep(1.0)
+        for conn in list(gate.connections):
+            if conn.on_terminate is None:
                 continue
-            try:
-                pending = await loop.run_in_executor(None, store.pending_kills)
-            except Exception:
-                log.exception("cannot read kill requests")
-                continue
-            live = {c.session_id: c for c in gate.connections}
-            for session_id, by, reason in pending:
-                conn = live.get(session_id)
-                if conn is None or conn.on_terminate is None:
-                    continue
-                store.kill_done(session_id)
-                gate.audit(conn.event(Kind.SESSION_KILL, "ok", {"by": by, "reason": reason}))
-                conn.end_reason = f"session terminated by {by}: {reason}"
-                conn.on_terminate()
-    finally:
-        store.close()
+            if max_session and conn.age() > max_session:
+                conn.terminate("maximum session time reached")
+            elif idle and time.monotonic() - conn.last_input > idle:
+                conn.terminate("idle timeout (no keyboard or mouse input)")
 
 
 def main(argv: list[str] | None = None) -> int:

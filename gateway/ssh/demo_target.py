@@ -4,21 +4,34 @@ It listens on a random 127.0.0.1 port with a host key and a client key generated
 memory at start-up, so the gateway reaches it exactly like a remote target (pinned host
 key, bastion-held credential) and every byte takes the same relay and recording path.
 It runs a shell (or the exec command) as the user running bastille, in a real pty when
-one was requested, and serves SFTP with asyncssh's SFTP server.
+one was requested, and serves SFTP with asyncssh's SFTP server. The ``player`` target
+is one of these that runs the player's command line directly (no shell).
 
-Limits: meant for the demo and tests; it runs commands as the bastille process's user.
+Processes get a minimal environment (:func:`minimal_env`: ``PATH``, ``HOME``, ``USER``,
+``LOGNAME``, ``SHELL``, ``LANG``/``LC_*``, ``TZ``, ``TERM``, plus the names a target is
+given explicitly), never the gateway's own (which may hold vaulted target secrets).
+Each runs in its own process group, which is hung up (SIGHUP, then SIGKILL after
+:data:`GRACE` seconds) when its channel closes or the target stops, and asks the kernel
+to kill it if the gateway process dies (``PR_SET_PDEATHSIG``, Linux).
+
+Limits: meant for the demo and the player; it runs commands as the bastille process's
+user. Grandchildren that leave the process group are not followed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import fcntl
 import logging
 import os
 import pwd
+import shlex
 import signal
 import struct
 import termios
+from collections.abc import Iterable, Mapping
 
 import asyncssh
 
@@ -29,152 +42,230 @@ log = logging.getLogger("bastille.demo_target")
 _SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "HUP": signal.SIGHUP,
             "KILL": signal.SIGKILL, "QUIT": signal.SIGQUIT, "USR1": signal.SIGUSR1,
             "USR2": signal.SIGUSR2, "WINCH": signal.SIGWINCH}
-
+BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TZ")
+CLIENT_ENV = ("LANG", "TZ")  # and LC_*: what a client may set (AcceptEnv LANG LC_* TZ)
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+GRACE = 2.0  # seconds between SIGHUP and SIGKILL of a process group that must end
+PR_SET_PDEATHSIG = 1
 
 _HOME = os.path.expanduser("~")
 
 
-def _shell() -> str:
+def _account() -> pwd.struct_passwd | None:
     try:
-        return pwd.getpwuid(os.getuid()).pw_shell or "/bin/sh"
+        return pwd.getpwuid(os.getuid())
     except KeyError:
-        return os.environ.get("SHELL", "/bin/sh")
+        return None
 
 
-async def _handle(process: asyncssh.SSHServerProcess[bytes]) -> None:
-    """Run the shell or the exec command; relay a pty or pipes; pass signals and sizes."""
-    command = process.command
-    term = process.term_type
-    env_in = process.env or {}
-    env = {**os.environ, **{k: v for k, v in env_in.items()
-                            if str(k).startswith("LC_") or k in ("LANG", "TZ")}}
+def _shell() -> str:
+    account = _account()
+    return (account.pw_shell if account else "") or os.environ.get("SHELL", "/bin/sh")
+
+
+def minimal_env(client_env: Mapping[str, str] | None, term: str | None,
+                extra: Iterable[str] = ()) -> dict[str, str]:
+    """The environment of a process of this target: the basics from the gateway's
+    environment (or the account), the client's locale and time zone, ``TERM``, and the
+    ``extra`` variables named explicitly. Nothing else of the gateway's environment."""
+    wanted = set(BASE_ENV) | set(extra)
+    env = {k: v for k, v in os.environ.items() if k in wanted or k.startswith("LC_")}
+    account = _account()
+    if account is not None:
+        env.setdefault("HOME", account.pw_dir)
+        env.setdefault("USER", account.pw_name)
+        env.setdefault("LOGNAME", account.pw_name)
+        env.setdefault("SHELL", account.pw_shell or "/bin/sh")
+    env.setdefault("PATH", DEFAULT_PATH)
+    for k, v in (client_env or {}).items():
+        key, value = str(k), str(v)
+        if key in CLIENT_ENV or key.startswith("LC_"):
+            env[key] = value
     env["TERM"] = term or "dumb"
-    env.pop("SSH_AUTH_SOCK", None)
-    shell = _shell()
-    argv = [shell, "-c", command] if command is not None else [shell, "-l"]
-    loop = asyncio.get_running_loop()
-    home = _HOME
-    master: int | None = None
-    try:
-        if term:
-            master, slave = os.openpty()
-            cols, rows = process.term_size[:2]
-            _set_size(master, cols or 80, rows or 24)
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=slave, stdout=slave, stderr=slave, env=env,
-                cwd=home, start_new_session=True,
-                preexec_fn=_make_controlling_tty)
-            os.close(slave)
-        else:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=env, cwd=home,
-                start_new_session=True)
-    except OSError as exc:
-        process.stderr.write(f"cannot start {shell}: {exc.strerror}\n".encode())
-        process.exit(127)
-        return
+    return env
 
-    def kill(sig: int) -> None:
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
 
-    async def pump_in() -> None:
-        while True:
-            try:
-                data = await process.stdin.read(65536)
-            except asyncssh.TerminalSizeChanged as exc:
-                if master is not None:
-                    _set_size(master, exc.width, exc.height)
-                continue
-            except asyncssh.SignalReceived as exc:
-                kill(_SIGNALS.get(exc.signal, signal.SIGTERM))
-                continue
-            except asyncssh.BreakReceived:
-                continue
-            except (asyncssh.Error, OSError):
-                return
-            try:
-                if not data:
-                    if master is not None:
-                        os.write(master, b"\x04")
-                    elif proc.stdin is not None:
-                        proc.stdin.close()
-                    return
-                if master is not None:
-                    os.write(master, data)
-                elif proc.stdin is not None:
-                    proc.stdin.write(data)
-                    await proc.stdin.drain()
-            except OSError:  # the process is gone (BrokenPipeError, EIO): stop quietly
-                return
+def _die_with_gateway() -> None:
+    """In the child: be killed when the gateway process dies (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
-    async def pump_out(stream: asyncio.StreamReader | None, stderr: bool) -> None:
-        if stream is None:
-            return
-        writer = process.stderr if stderr else process.stdout
-        try:
-            while data := await stream.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (OSError, asyncssh.Error):  # the channel closed under us
-            return
 
-    pty_done = asyncio.Event()
-
-    def pty_readable() -> None:
-        assert master is not None
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            data = b""
-        if data:
-            try:
-                process.stdout.write(data)
-                return
-            except (OSError, asyncssh.Error):  # the channel closed under us
-                pass
-        loop.remove_reader(master)
-        pty_done.set()
-
-    in_task = loop.create_task(pump_in())
-    outs = []
-    if master is not None:
-        loop.add_reader(master, pty_readable)
-    else:
-        outs = [loop.create_task(pump_out(proc.stdout, False)),
-                loop.create_task(pump_out(proc.stderr, True))]
-    try:
-        status = await proc.wait()
-        if master is not None:
-            try:
-                await asyncio.wait_for(pty_done.wait(), 1.0)
-            except TimeoutError:
-                loop.remove_reader(master)
-            os.close(master)
-        else:
-            await asyncio.gather(*outs, return_exceptions=True)
-    finally:
-        in_task.cancel()
-        if proc.returncode is None:
-            kill(signal.SIGHUP)
-    try:
-        if status < 0:
-            process.exit_with_signal(signal.Signals(-status).name.removeprefix("SIG"))
-        else:
-            process.exit(status)
-    except (OSError, asyncssh.Error):  # the client went away first
-        pass
+def _child_with_tty() -> None:
+    _die_with_gateway()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def _set_size(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-def _make_controlling_tty() -> None:
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+async def hang_up(proc: asyncio.subprocess.Process, grace: float = GRACE) -> None:
+    """End ``proc``'s process group: SIGHUP, then SIGKILL if it is still there."""
+    if proc.returncode is not None:
+        _signal_group(proc.pid, signal.SIGHUP)  # what it left running in its group
+        return
+    _signal_group(proc.pid, signal.SIGHUP)
+    try:
+        await asyncio.wait_for(asyncio.shield(proc.wait()), grace)
+    except TimeoutError:
+        _signal_group(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
+
+class _Run:
+    """One process of the target and the pumps between it and its SSH channel."""
+
+    def __init__(self, process: asyncssh.SSHServerProcess[bytes], argv: list[str],
+                 env: dict[str, str]) -> None:
+        self.process = process
+        self.argv = argv
+        self.env = env
+        self.master: int | None = None
+        self.proc: asyncio.subprocess.Process | None = None
+        self.pty_done = asyncio.Event()
+
+    async def start(self) -> bool:
+        process = self.process
+        try:
+            if process.term_type:
+                master, slave = os.openpty()
+                self.master = master
+                cols, rows = process.term_size[:2]
+                _set_size(master, cols or 80, rows or 24)
+                self.proc = await asyncio.create_subprocess_exec(
+                    *self.argv, stdin=slave, stdout=slave, stderr=slave, env=self.env,
+                    cwd=_HOME, start_new_session=True, preexec_fn=_child_with_tty)
+                os.close(slave)
+            else:
+                pipe = asyncio.subprocess.PIPE
+                self.proc = await asyncio.create_subprocess_exec(
+                    *self.argv, stdin=pipe, stdout=pipe, stderr=pipe, env=self.env, cwd=_HOME,
+                    start_new_session=True, preexec_fn=_die_with_gateway)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                process.stderr.write(f"cannot start {self.argv[0]}: {exc.strerror}\n".encode())
+                process.exit(127)
+            return False
+        return True
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None:
+            _signal_group(self.proc.pid, sig)
+
+    def _write_in(self, data: bytes) -> bool:
+        """Keys/stdin for the process; False once it cannot take more."""
+        try:
+            if self.master is not None:
+                os.write(self.master, data)
+            elif self.proc is not None and self.proc.stdin is not None:
+                self.proc.stdin.write(data)
+        except OSError:
+            return False
+        return True
+
+    async def _read_in(self) -> bytes | None:
+        """The next input from the channel (b"" at its end, None when it broke); window
+        changes and signals are applied on the way."""
+        while True:
+            try:
+                return await self.process.stdin.read(65536)
+            except asyncssh.TerminalSizeChanged as exc:
+                if self.master is not None:
+                    _set_size(self.master, exc.width, exc.height)
+            except asyncssh.SignalReceived as exc:
+                self.signal(_SIGNALS.get(exc.signal, signal.SIGTERM))
+            except asyncssh.BreakReceived:
+                pass
+            except (asyncssh.Error, OSError):
+                return None
+
+    async def pump_in(self) -> None:
+        while True:
+            data = await self._read_in()
+            if data is None:
+                return
+            if not data:
+                self._end_input()
+                return
+            if not self._write_in(data):
+                return
+            if self.master is None and self.proc is not None and self.proc.stdin is not None:
+                try:
+                    await self.proc.stdin.drain()
+                except OSError:
+                    return
+
+    def _end_input(self) -> None:
+        if self.master is not None:
+            self._write_in(b"\x04")
+        elif self.proc is not None and self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+
+    async def pump_out(self, stream: asyncio.StreamReader | None, stderr: bool) -> None:
+        if stream is None:
+            return
+        writer = self.process.stderr if stderr else self.process.stdout
+        try:
+            while data := await stream.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (OSError, asyncssh.Error):
+            return  # the channel closed: the process is hung up by run()
+
+    def pty_readable(self) -> None:
+        assert self.master is not None
+        try:
+            data = os.read(self.master, 65536)
+        except OSError:
+            data = b""
+        if data:
+            try:
+                self.process.stdout.write(data)
+                return
+            except (OSError, asyncssh.Error):
+                pass  # the channel closed under us: stop reading, run() hangs up
+        asyncio.get_running_loop().remove_reader(self.master)
+        self.pty_done.set()
+
+    async def run(self) -> int:
+        """Relay until the process ends or the channel closes; its exit status."""
+        assert self.proc is not None
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(self.pump_in())]
+        if self.master is not None:
+            loop.add_reader(self.master, self.pty_readable)
+        else:
+            tasks += [loop.create_task(self.pump_out(self.proc.stdout, False)),
+                      loop.create_task(self.pump_out(self.proc.stderr, True))]
+        closed = loop.create_task(self.process.wait_closed())
+        exited = loop.create_task(self.proc.wait())
+        try:
+            await asyncio.wait({closed, exited}, return_when=asyncio.FIRST_COMPLETED)
+            if closed.done():
+                await hang_up(self.proc)  # the client went away: so does the process
+            status = await exited
+            if self.master is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.pty_done.wait(), 1.0)
+            else:
+                await asyncio.wait(tasks[1:], timeout=1.0)
+        finally:
+            if self.master is not None:
+                loop.remove_reader(self.master)
+                os.close(self.master)
+            for task in (*tasks, closed):
+                task.cancel()
+            await asyncio.gather(*tasks, closed, return_exceptions=True)
+            if self.proc.returncode is None:
+                await hang_up(self.proc)
+        return status
 
 
 class _DemoServer(asyncssh.SSHServer):
@@ -192,29 +283,68 @@ class _DemoServer(asyncssh.SSHServer):
 
 
 class LocalShellTarget:
-    """Starts the in-process target; ``endpoint`` is how the gateway logs into it."""
+    """Starts the in-process target; ``endpoint`` is how the gateway logs into it.
 
-    def __init__(self) -> None:
+    Args:
+        env: names of further variables of the gateway's environment its processes get.
+        use_shell: run exec commands with the account's shell (``-c``); False runs the
+            command line split into words, without a shell (the player).
+    """
+
+    def __init__(self, *, env: Iterable[str] = (), use_shell: bool = True) -> None:
         self._host_key = asyncssh.generate_private_key("ssh-ed25519")
         self._client_key = asyncssh.generate_private_key("ssh-ed25519")
         self._server: asyncssh.SSHAcceptor | None = None
+        self._env = tuple(env)
+        self._use_shell = use_shell
+        self._runs: set[_Run] = set()
         self.port = 0
 
     async def start(self) -> None:
         self._server = await asyncssh.create_server(
             lambda: _DemoServer(self._client_key), "127.0.0.1", 0,
-            server_host_keys=[self._host_key], process_factory=_handle,
+            server_host_keys=[self._host_key], process_factory=self._handle,
             sftp_factory=True, allow_scp=False, encoding=None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
+    def _argv(self, command: str | None) -> list[str]:
+        shell = _shell()
+        if command is None:
+            return [shell, "-l"]
+        if self._use_shell:
+            return [shell, "-c", command]
+        return shlex.split(command)
+
+    async def _handle(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        """Run the shell or the exec command; relay a pty or pipes; pass signals, sizes."""
+        argv = self._argv(process.command)
+        run = _Run(process, argv, minimal_env(process.env, process.term_type, self._env))
+        if not argv or not await run.start():
+            return
+        self._runs.add(run)
+        try:
+            status = await run.run()
+        finally:
+            self._runs.discard(run)
+        with contextlib.suppress(OSError, asyncssh.Error):
+            if status < 0:
+                process.exit_with_signal(signal.Signals(-status).name.removeprefix("SIG"))
+            else:
+                process.exit(status)
+
     def endpoint(self) -> Endpoint:
+        account = _account()
         return Endpoint(
-            host="127.0.0.1", port=self.port, username=pwd.getpwuid(os.getuid()).pw_name,
+            host="127.0.0.1", port=self.port,
+            username=account.pw_name if account else str(os.getuid()),
             client_keys=(self._client_key,), host_keys=(self._host_key.convert_to_public(),),
         )
 
     async def close(self) -> None:
+        """Stop listening and hang up every process still running."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        procs = [r.proc for r in self._runs if r.proc is not None]
+        await asyncio.gather(*(hang_up(p) for p in procs), return_exceptions=True)

@@ -1,37 +1,106 @@
-"""The user-facing SSH listener of a :class:`gateway.app.GatewayApp`."""
+"""The SSH side of the gateway: :class:`SshListener` (the user-facing listener, the
+built-in targets, and the sessions it serves).
+
+It is given the gateway's :class:`gateway.core.services.Services` by the composition
+root and never reaches back into the application.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
 
 import asyncssh
 
+from gateway.core.services import Services
 from gateway.errors import BastilleError
 from gateway.ssh.algorithms import SERVER_ALGORITHMS
+from gateway.ssh.context import SshContext
+from gateway.ssh.demo_target import LocalShellTarget
+from gateway.ssh.keys import public_key_blob
+from gateway.ssh.player import PLAYER_TARGET, player_env_names
 from gateway.ssh.server import BastionServer
+from gateway.ssh.upstream import TofuStore
+from state.files import private_dir, private_file
+from state.paths import DataDir
 
-if TYPE_CHECKING:
-    from gateway.app import GatewayApp
-
-Listener = asyncssh.SSHAcceptor
+log = logging.getLogger("bastille.ssh")
 
 
-async def start_listener(app: GatewayApp) -> Listener:
-    """Listen on ``gateway.listen``; raises BastilleError with a message for the operator."""
-    gw = app.config.gateway
-    try:
-        return await asyncssh.create_server(
-            lambda: BastionServer(app), gw.listen_host, gw.listen_port,
-            server_host_keys=[str(p) for p in gw.host_keys],
-            login_timeout=gw.login_timeout, encoding=None,
-            agent_forwarding=True, x11_forwarding=True, x11_auth_path=str(app.x11_auth_path),
-            allow_scp=False,
-            keepalive_interval=60, keepalive_count_max=3,
-            server_version=f"bastille_{app.version}",
-            **SERVER_ALGORITHMS,
-        )
-    except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
-        raise BastilleError(f"cannot load the gateway host keys: {exc}") from None
-    except OSError as exc:
-        raise BastilleError(f"cannot listen on {gw.listen_host}:{gw.listen_port}: "
-                            f"{exc.strerror or exc}") from None
+class SshListener:
+    """Listens on ``gateway.listen``; serves sessions until closed."""
+
+    def __init__(self, services: Services) -> None:
+        config = services.config
+        data = DataDir(config.data_dir)
+        oidc = None
+        if config.oidc is not None:
+            from gateway.auth.oidc import OidcClient
+
+            oidc = OidcClient(config.oidc)
+        self.ctx = SshContext(
+            services=services, tofu=TofuStore(data.known_targets), x11_auth=data.x11_auth,
+            user_keys={name: [public_key_blob(k) for k in user.keys]
+                       for name, user in config.users.items()},
+            oidc=oidc)
+        self._server: asyncssh.SSHAcceptor | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        """Start the built-in targets and listen; the port. Raises BastilleError with a
+        message for the operator."""
+        services = self.ctx.services
+        config = services.config
+        for t in config.targets.values():
+            if t.builtin == "local-shell":
+                await self._builtin(t.name, LocalShellTarget())
+        if config.approvals.readers.allows_anyone():
+            # serves `ssh -t auditor@bastion player`: the player's command line, no shell
+            extra = (*player_env_names(config), "PYTHONPATH")
+            await self._builtin(PLAYER_TARGET, LocalShellTarget(env=extra, use_shell=False))
+        private_dir(self.ctx.x11_auth.parent)
+        private_file(self.ctx.x11_auth)
+        gw = config.gateway
+        try:
+            self._server = await asyncssh.create_server(
+                lambda: BastionServer(self.ctx), gw.listen_host, gw.listen_port,
+                server_host_keys=[str(p) for p in gw.host_keys],
+                login_timeout=gw.login_timeout, encoding=None,
+                agent_forwarding=True, x11_forwarding=True,
+                x11_auth_path=str(self.ctx.x11_auth), allow_scp=False,
+                keepalive_interval=60, keepalive_count_max=3,
+                server_version=f"bastille_{services.version}",
+                **SERVER_ALGORITHMS,
+            )
+        except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
+            raise BastilleError(f"cannot load the gateway host keys: {exc}") from None
+        except OSError as exc:
+            raise BastilleError(f"cannot listen on {gw.listen_host}:{gw.listen_port}: "
+                                f"{exc.strerror or exc}") from None
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self.port
+
+    async def _builtin(self, name: str, target: LocalShellTarget) -> None:
+        await target.start()
+        self.ctx.builtin[name] = target
+
+    def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def terminate_all(self, reason: str) -> None:
+        """Tell every running session ``reason`` and end it."""
+        for server in list(self.ctx.connections):
+            for session in list(server.conn_ctx.sessions if server.conn_ctx else ()):
+                session.terminate(reason)
+
+    async def aclose(self) -> None:
+        """Close every user connection and the built-in targets (their processes end)."""
+        for server in list(self.ctx.connections):
+            if server.conn_ctx is not None:
+                server.conn_ctx.conn.close()
+        for target in self.ctx.builtin.values():
+            await target.close()
+        self.ctx.builtin.clear()
+
+

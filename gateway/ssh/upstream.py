@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import asyncssh
 
 from gateway.config import TargetConfig
-from gateway.errors import HostKeyMismatch, TargetAuthFailed, TargetError, TargetUnreachable
+from gateway.core.vault import target_key_text, target_password
+from gateway.errors import (
+    HostKeyMismatch,
+    TargetAuthFailed,
+    TargetUnreachable,
+    VaultError,
+)
 from gateway.ssh.algorithms import CLIENT_ALGORITHMS
+from state.files import private_file
 
 log = logging.getLogger("bastille.upstream")
 
@@ -42,45 +49,59 @@ class Endpoint:
 
 
 class TofuStore:
-    """``name key`` lines remembered for trust-on-first-use targets (file mode 0600)."""
+    """``name key`` lines remembered for trust-on-first-use targets (file mode 0600).
+
+    A damaged file fails closed: a target whose line cannot be read (or when the file
+    cannot be decoded at all) is refused as a host key mismatch, never trusted anew.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def get(self, target: str) -> asyncssh.SSHKey | None:
         try:
-            for line in self.path.read_text().splitlines():
-                name, _, key = line.partition(" ")
-                if name == target:
-                    return asyncssh.import_public_key(key)
+            text = self.path.read_bytes().decode()
         except FileNotFoundError:
             return None
+        except (OSError, UnicodeDecodeError) as exc:
+            self._damaged(target, f"cannot read it: {exc}")
+        for line in text.splitlines():
+            name, _, key = line.partition(" ")
+            if name == target:
+                try:
+                    return asyncssh.import_public_key(key)
+                except (asyncssh.KeyImportError, ValueError) as exc:
+                    self._damaged(target, f"the line of {target} is not a public key: {exc}")
         return None
 
+    def _damaged(self, target: str, why: str) -> NoReturn:
+        log.error("%s is damaged (%s); trust-on-first-use target %s is refused until an "
+                  "administrator repairs or removes its line", self.path, why, target)
+        raise HostKeyMismatch(f"the remembered host key of {target} cannot be read (the "
+                              "bastion's known_targets file is damaged); tell an administrator")
+
     def put(self, target: str, key: asyncssh.SSHKey) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "a") as fh:
+        private_file(self.path)
+        with open(self.path, "a") as fh:
             fh.write(f"{target} {key.export_public_key().decode().strip()}\n")
 
 
 def endpoint_for(target: TargetConfig, tofu: TofuStore) -> Endpoint:
     """Build the endpoint of a configured (non-builtin) target, loading its secret."""
     keys: list[asyncssh.SSHKey] = []
-    password = None
     try:
+        key_text = target_key_text(target)
         if target.key_file is not None:
             keys.append(asyncssh.read_private_key(str(target.key_file)))
-        elif target.key_env:
-            keys.append(asyncssh.import_private_key(os.environ[target.key_env]))
-        elif target.password_file is not None:
-            password = target.password_file.read_text().rstrip("\n")
-        elif target.password_env:
-            password = os.environ[target.password_env]
-    except (OSError, KeyError, asyncssh.KeyImportError) as exc:
+        elif key_text is not None:
+            keys.append(asyncssh.import_private_key(key_text))
+        password = target_password(target)
+    except VaultError as exc:
+        log.error("target %s: cannot load its credential (%s)", target.name, exc.why)
+        raise
+    except (OSError, asyncssh.KeyImportError) as exc:
         log.error("target %s: cannot load its credential (%s)", target.name, type(exc).__name__)
-        raise TargetError(f"target {target.name} is misconfigured on the bastion "
-                          "(its credential cannot be loaded); tell an administrator") from None
+        raise VaultError(target.name, type(exc).__name__) from None
     pinned = [asyncssh.import_public_key(k) for k in target.host_keys]
     if not pinned and target.trust_on_first_use:
         known = tofu.get(target.name)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -174,6 +175,28 @@ class Encoder:
         body = dict(info)
         body["parts"] = self.parts
         return out + self._chunk(TRAILER, ev.dumps(body))
+
+    @classmethod
+    def resume(cls, header: dict[str, Any], chunks: list[Chunk]) -> Encoder:
+        """An encoder that continues the hash chain after ``chunks`` (verified, in order),
+        to append a trailer to a recording left unfinished. No frame is open: a frame
+        the crashed writer left unterminated stays so (readers decode its flushed
+        blocks)."""
+        enc = cls(header)
+        last = chunks[-1]
+        enc.seq = last.seq + 1
+        enc.head = last.digest
+        enc.offset = last.end
+        enc.part = max((c.part for c in chunks if c.type == DATA), default=-1)
+        enc.parts = [[c.seq, c.offset, c.t_first] for c in chunks
+                     if c.type == DATA and c.flags & FRAME_START]
+        return enc
+
+    def recovery_trailer(self, info: dict[str, Any]) -> bytes:
+        """A trailer saying the recording was finished by crash recovery (``recovered``
+        is set; readers and ``verify`` report the recording as recovered)."""
+        body = {**info, "recovered": True, "parts": self.parts}
+        return self._chunk(TRAILER, ev.dumps(body))
 
     def signature(self, sign: Callable[[bytes], bytes], public_key: bytes, key_id: str) -> bytes:
         """Signature chunk over the current chain head (call right after ``trailer``)."""
@@ -407,6 +430,59 @@ def _resync(src: ByteSource, start: int, size: int, window: int = 1 << 20) -> li
     return found
 
 
+@dataclass(frozen=True)
+class RecoveryTail:
+    """How to finish a recording a crash left without a trailer: cut it at ``cut`` (the
+    end of its last intact chunk; a torn last write is dropped) and append ``data``."""
+
+    cut: int
+    data: bytes
+    last_chunk: int
+    last_time_us: int
+
+
+def recovery_tail(
+    src: ByteSource,
+    *,
+    recovered_at: float,
+    sign: Callable[[bytes], bytes] | None = None,
+    public_key: bytes = b"",
+    key_id: str = "",
+) -> RecoveryTail | None:
+    """The bytes that finish a crashed recording: a recovery trailer that continues its
+    hash chain, and a signature over it when a key is given.
+
+    Returns None when there is nothing to do: the recording already has a trailer, has
+    no intact header chunk, or is damaged before its end (then it must stay as found, so
+    that ``verify`` names the damage).
+    """
+    scan_result = scan(src, resync=False)
+    chunks = scan_result.chunks
+    if not chunks or chunks[0].type != HEADER or scan_result.finished:
+        return None
+    if scan_result.problem is not None and scan_result.problem.kind != "truncated":
+        return None
+    header = read_json(src, chunks[0])
+    last_t = max((c.t_last for c in chunks if c.type == DATA), default=0)
+    enc = Encoder.resume(header, chunks)
+    info = {
+        "recovered_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(recovered_at)),
+        "recovered_at_ts": recovered_at,
+        "last_chunk": chunks[-1].seq,
+        "last_time_us": last_t,
+        "duration": last_t / 1e6,
+        "end_time": float(header.get("start_time", 0.0) or 0.0) + last_t / 1e6,
+        "exit_status": None,
+        "exit_signal": None,
+        "reason": "the gateway stopped without closing the recording (crash, kill -9 or "
+        "power loss); recovered at the next start",
+    }
+    data = enc.recovery_trailer(info)
+    if sign is not None:
+        data += enc.signature(sign, public_key, key_id)
+    return RecoveryTail(chunks[-1].end, data, chunks[-1].seq, last_t)
+
+
 def read_json(src: ByteSource, chunk: Chunk) -> dict[str, Any]:
     """Decode a JSON chunk payload (header, trailer, signature)."""
     try:
@@ -517,4 +593,4 @@ def decode_run(
     except zstandard.ZstdError as exc:
         on_problem(f"part {run[0].part} (chunk {run[0].seq}): zstd error: {exc}")
     finally:
-        reader.close()
+        reader.close()  # type: ignore[no-untyped-call]  # zstandard stubs

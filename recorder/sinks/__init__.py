@@ -1,98 +1,85 @@
 """Where recordings are stored: :func:`open_sink` picks the sink the settings ask for.
 
 * :class:`FileSink`: a local directory (the embedded default).
-* :class:`S3Sink`: an S3 bucket, spooled locally first (needs the ``bastille[s3]`` extra;
-  boto3 is imported only when an S3 sink is created).
+* :class:`SpooledSink`: a remote object store (:mod:`recorder.sinks.store`), spooled
+  locally first; S3 is :mod:`recorder.sinks.s3` (needs the ``bastille[s3]`` extra; boto3
+  is imported only when an S3 store is created). Store types register a URL scheme in
+  :mod:`recorder.sinks.registry`.
 * :class:`MemorySink`: tests only.
 """
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
-from recorder.errors import SinkError
 from recorder.settings import RecorderSettings
-from recorder.sinks.base import Sink, SinkStream, validate_name
+from recorder.sinks.base import LostRecording, Sink, SinkStatus, SinkStream, validate_name
 from recorder.sinks.file import FileSink
+from recorder.sinks.ledger import LEDGER_FILE, Ledger
 from recorder.sinks.memory import MemorySink
+from recorder.sinks.spooled import SpooledSink
 
 if TYPE_CHECKING:
     from recorder.sinks.s3 import S3Sink
 
 
 def __getattr__(name: str) -> Any:
-    # S3Sink is loaded on first use: recorder.spool imports recorder.sinks.base, and
-    # recorder.sinks.s3 imports recorder.spool, so an eager import here would be a cycle.
+    # The S3 module registers itself and imports the registry and the spooled sink; it
+    # is loaded on first use so that importing the recorder never needs boto3.
     if name == "S3Sink":
         from recorder.sinks.s3 import S3Sink
 
         return S3Sink
+    if name == "parse_s3_url":
+        from recorder.sinks.s3 import parse_s3_url
+
+        return parse_s3_url
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
     "FileSink",
+    "LostRecording",
     "MemorySink",
     "S3Sink",
     "Sink",
+    "SinkStatus",
     "SinkStream",
+    "SpooledSink",
     "open_sink",
     "parse_s3_url",
     "validate_name",
 ]
 
-# S3's rules for new buckets: 3-63 characters, lowercase letters, digits, dots and
-# hyphens, starting and ending with a letter or digit.
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
-
-def parse_s3_url(url: str) -> tuple[str, str]:
-    """Split ``s3://bucket/prefix`` into the bucket and a prefix.
+def open_sink(settings: RecorderSettings, *, readonly: bool = False) -> Sink:
+    """The sink the settings ask for: a spooled object store when ``settings.storage`` is
+    set, else a directory.
 
     Args:
-        url: ``s3://bucket`` or ``s3://bucket/some/prefix`` (a trailing ``/`` is optional).
+        settings: recorder settings.
+        readonly: for tools that only read (``sessions``, ``play``, ``export``,
+            ``verify``, the player): no spool lock, no upload thread, nothing written,
+            the store's read credentials. Works while a gateway runs.
 
-    Returns:
-        ``(bucket, prefix)``; the prefix is ``""`` or ends with ``/`` (keys are
-        ``prefix + name``).
-
-    Raises:
-        SinkError: not an ``s3://`` URL, an invalid bucket name, or a bad prefix.
-    """
-    if not isinstance(url, str) or not url.startswith("s3://"):
-        raise SinkError(f"invalid S3 URL {url!r}: expected s3://bucket/prefix")
-    bucket, _, prefix = url[len("s3://") :].partition("/")
-    if not bucket:
-        raise SinkError(f"invalid S3 URL {url!r}: the bucket name is missing")
-    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
-        raise SinkError(
-            f"invalid S3 URL {url!r}: bucket {bucket!r} must be 3-63 lowercase letters, "
-            "digits, dots or hyphens, starting and ending with a letter or digit"
-        )
-    if "?" in prefix or "#" in prefix:
-        raise SinkError(f"invalid S3 URL {url!r}: no query or fragment allowed")
-    prefix = prefix.strip("/")
-    if prefix:
-        parts = prefix.split("/")
-        if any(p in ("", ".", "..") for p in parts):
-            raise SinkError(f"invalid S3 URL {url!r}: empty, '.' or '..' prefix component")
-        prefix += "/"
-    return bucket, prefix
-
-
-def open_sink(settings: RecorderSettings) -> Sink:
-    """The sink the settings ask for: S3 when ``settings.s3`` is set, else a directory.
-
-    The S3 spool is ``settings.data_dir / "spool"``. The caller should call
-    ``recover()`` once at start-up and ``close()`` at shutdown.
+    The spool is ``settings.data_dir / "spool"`` and the upload ledger
+    ``settings.data_dir / LEDGER_FILE``. A writing caller should call ``recover()``
+    once at start-up and ``close()`` at shutdown.
 
     Raises:
-        SinkError: the directory or spool cannot be created, invalid S3 settings, or
-            boto3 is missing.
+        SinkError: the directory or spool cannot be created, invalid store settings, or
+            the store's client library is missing.
     """
-    if settings.s3 is None:
-        return FileSink(settings.file_dir)
-    from recorder.sinks.s3 import S3Sink
+    store_settings = settings.storage
+    if store_settings is None:
+        return FileSink(settings.file_dir, 0 if readonly else settings.min_free_bytes)
+    from recorder.sinks.registry import open_store
 
-    return S3Sink(settings.s3, settings.data_dir / "spool")
+    store = open_store(store_settings, reading=readonly)
+    return SpooledSink(
+        store,
+        settings.spool_dir,
+        ledger=Ledger(settings.data_dir / LEDGER_FILE),
+        min_free_bytes=settings.min_free_bytes,
+        readonly=readonly,
+    )

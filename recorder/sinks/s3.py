@@ -1,102 +1,261 @@
-"""S3 sink: recordings streamed to S3 (or MinIO, Ceph...) as multipart uploads.
+"""S3 (or MinIO, Ceph, any S3-compatible store): the ``s3://`` object store.
 
-Writes go to the local write-ahead spool (:mod:`recorder.spool`) and never wait for the
-network. One uploader thread per sink sends each full ``part_size`` slice of a recording
-as a multipart part while the session runs, and on ``close()`` the last (short) part and
-CompleteMultipartUpload; a recording smaller than one part is a single PutObject. Then
-the spool entry is deleted.
+This module is the only one importing boto3 (lazily: the ``bastille[s3]`` extra). It has
+three parts: settings parsing and validation for ``storage = "s3://bucket/prefix"`` and
+``[recording.s3]`` (registered under the ``s3`` scheme), :class:`S3Store` (the
+:class:`~recorder.sinks.store.ObjectStore` calls), and :class:`S3Sink`, the spooled sink
+over it. Spooling, retries, outages, confirmation and recovery are not S3-specific and
+live in :mod:`recorder.sinks.spooled`.
 
-Failures:
+Error mapping: connection errors, timeouts, 5xx, throttling and a missing bucket
+(``NoSuchBucket``: deleted, or recreated later) are outages; ``AccessDenied``,
+``InvalidAccessKeyId``, ``SignatureDoesNotMatch``, a wrong region, missing credentials and
+other 4xx are configuration errors; ``NoSuchUpload`` is a lost upload.
 
-* S3 unreachable (connection refused/reset, timeouts, 5xx, throttling): the data stays
-  in the spool, the uploader retries after ``retry_interval`` seconds, doubling up to
-  ``max_retry_interval``; one warning per outage and one line when it ends. Writes go on
-  until the spool backlog reaches ``spool_cap_bytes`` (then :class:`SpoolFullError`).
-* Permanent errors (403 AccessDenied, InvalidAccessKeyId, NoSuchBucket, ...): later
-  ``write``/``flush``/``create`` raise SinkError naming the bucket and the S3 error code.
-  The uploader keeps retrying at the slowest rate, so fixing the policy or credentials
-  resumes the uploads without losing the spooled bytes.
-* S3 lost an upload (NoSuchUpload, e.g. a lifecycle rule aborted it): it is restarted
-  from the spooled bytes.
+Confirmation: the ETag of an object S3 assembled from parts is the MD5 of the parts' MD5
+digests, ``-N``; of a single put, its MD5. With SSE-KMS the ETag is not an MD5, so only
+the size is confirmed. Every part and put carries Content-MD5.
 
-``close()`` of a stream never waits for S3: it marks the recording finished in the spool.
-``recover()`` at start-up finishes what a crashed process left: it reconciles each entry
-with ListParts (checking sizes and, without SSE-KMS, the MD5 ETags) and completes it.
-
-Reading: ``names()/size()/read()`` see recordings still in the spool (live or waiting for
-upload) from the local bytes, and finished ones from S3 (ranged GET).
-
-boto3 is imported lazily, here only: it is the optional extra ``bastille[s3]``.
-
-Known limits: one uploader thread per sink, so uploads go one part at a time (ample for
-compressed terminal recordings); Content-MD5 protects every part and PutObject, but no
-whole-object checksum is stored. ``create()`` checks that the key is free with one
-HeadObject; the check is best effort (skipped during a known outage, and a stalled network
-can hold that one call for up to 2 x (connect_timeout + read_timeout)). A permanent
-error is found by the uploader, so writes right after it happens are still spooled (and
-kept). ``names()`` and reads of finished recordings need S3 (SinkError while it is down);
-recordings still in the spool stay readable. Call ``recover()`` at start-up: until then
-entries left by an earlier process are readable but not uploaded (and count in the cap).
+Permissions the gateway's credentials need: ``s3:PutObject``, ``s3:GetObject`` (HEAD to
+confirm each upload), ``s3:ListBucket`` (the health probe, ``verify --all``),
+``s3:AbortMultipartUpload``, ``s3:ListMultipartUploadParts``. The read-only tools need
+``s3:GetObject`` and ``s3:ListBucket`` (``read_access_key_id`` and its secret).
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
-import logging
-import threading
-import time
+import ipaddress
+import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from recorder.errors import SinkError
-from recorder.settings import S3Settings
-from recorder.sinks.base import Sink, SinkStream, validate_name
-from recorder.spool import Spool, SpoolEntry
+from recorder.errors import (
+    SinkError,
+    StoreBucketMissing,
+    StoreDenied,
+    StoreError,
+    StoreNotFound,
+    StoreUnavailable,
+    StoreUploadLost,
+)
+from recorder.settings import MIB, S3Settings, StoreSettings
+from recorder.sinks.ledger import Ledger
+from recorder.sinks.registry import Problem, StoreType, TableReader, register
+from recorder.sinks.spooled import SpooledSink
+from recorder.sinks.store import ObjectInfo
 
-log = logging.getLogger(__name__)
-
-MIN_PART_SIZE = 5 * 1024 * 1024  # S3's minimum for every part but the last
-MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
-MAX_PARTS = 10_000
+MIN_PART_SIZE = 5 * MIB  # S3's minimum for every part but the last
+MAX_PART_SIZE = 5 * 1024 * MIB
 
 TRANSIENT_CODES = frozenset(
     {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "RequestThrottled",
-        "RequestLimitExceeded",
-        "RequestTimeout",
-        "InternalError",
-        "ServiceUnavailable",
-        "503",
-        "500",
+        "SlowDown", "Throttling", "ThrottlingException", "RequestThrottled",
+        "RequestLimitExceeded", "RequestTimeout", "InternalError", "ServiceUnavailable",
+        "BadDigest", "XAmzContentSHA256Mismatch", "IncompleteBody", "OperationAborted",
+        "503", "500",
     }
 )
 LOST_UPLOAD_CODES = frozenset({"NoSuchUpload", "InvalidPart", "InvalidPartOrder"})
 MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+MISSING_BUCKET_CODES = frozenset({"NoSuchBucket"})
 # HEAD responses carry no error body, so botocore reports the bare status as the code.
 BARE_STATUS_CODES = {"400": "BadRequest", "403": "AccessDenied", "404": "NotFound"}
+SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
+LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+
+# S3's rules for new buckets: 3-63 characters, lowercase letters, digits, dots and
+# hyphens, starting and ending with a letter or digit.
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_PREFIX_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+=,-]*")
 
 
-class _Transient(Exception):
-    def __init__(self, what: str) -> None:
-        super().__init__(what)
-        self.what = what
+# -- settings ---------------------------------------------------------------------------
 
 
-class _Permanent(Exception):
-    def __init__(self, code: str, status: int | None) -> None:
-        super().__init__(code)
-        self.code = code
-        self.status = status
+def bucket_problem(bucket: str) -> str | None:
+    """Why ``bucket`` is not a valid S3 bucket name, or None."""
+    if not bucket:
+        return "the bucket name is missing: s3://bucket/prefix"
+    if not _BUCKET.fullmatch(bucket):
+        return (
+            f"bucket {bucket!r} must be 3-63 lowercase letters, digits, dots or hyphens, "
+            "starting and ending with a letter or digit"
+        )
+    if ".." in bucket or ".-" in bucket or "-." in bucket:
+        return f"bucket {bucket!r} may not contain '..', '.-' or '-.'"
+    try:
+        ipaddress.IPv4Address(bucket)
+    except ValueError:
+        pass
+    else:
+        return f"bucket {bucket!r} may not look like an IP address"
+    if bucket.startswith(("xn--", "sthree-")) or bucket.endswith(("-s3alias", "--ol-s3")):
+        return f"bucket {bucket!r} uses a prefix or suffix S3 reserves"
+    return None
 
 
-class _LostUpload(Exception):
-    pass
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """Split ``s3://bucket/prefix`` into the bucket and a prefix.
+
+    Returns:
+        ``(bucket, prefix)``; the prefix is ``""`` or ends with ``/`` (keys are
+        ``prefix + name``).
+
+    Raises:
+        SinkError: not an ``s3://`` URL, an invalid bucket name, or a bad prefix.
+    """
+    problems = url_problems(url)
+    if problems:
+        raise SinkError(f"invalid S3 URL {url!r}: {problems[0]}")
+    bucket, _, prefix = url[len("s3://") :].partition("/")
+    prefix = prefix.strip("/")
+    return bucket, f"{prefix}/" if prefix else ""
+
+
+def url_problems(url: str) -> list[str]:
+    if not isinstance(url, str) or not url.startswith("s3://"):
+        return ["expected s3://bucket/prefix"]
+    bucket, _, prefix = url[len("s3://") :].partition("/")
+    out = []
+    why = bucket_problem(bucket)
+    if why:
+        out.append(why)
+    if "?" in prefix or "#" in prefix:
+        out.append("no query or fragment allowed")
+    prefix = prefix.strip("/")
+    if prefix:
+        parts = prefix.split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            out.append("empty, '.' or '..' prefix component")
+        elif not all(_PREFIX_PART.fullmatch(p) for p in parts):
+            out.append(f"prefix {prefix!r}: each part must match [A-Za-z0-9_][A-Za-z0-9._@+=,-]*")
+        elif len(prefix) > 256:
+            out.append("prefix longer than 256 characters")
+    return out
+
+
+def settings_problems(s: S3Settings) -> list[tuple[str, str]]:
+    """Every value S3 would refuse later, as (key in [recording.s3], message)."""
+    out: list[tuple[str, str]] = []
+    why = bucket_problem(s.bucket)
+    if why:
+        out.append(("bucket", why))
+    if not MIN_PART_SIZE <= s.part_size <= MAX_PART_SIZE:
+        out.append(("part_size_mib", f"part_size {s.part_size} must be between "
+                    f"{MIN_PART_SIZE} (5 MiB, the S3 minimum) and {MAX_PART_SIZE} bytes"))
+    if s.spool_cap_bytes < s.part_size:
+        out.append(("spool_cap_mib", f"spool_cap_bytes {s.spool_cap_bytes} must be at least "
+                    f"part_size {s.part_size}, or no part could ever fill"))
+    if s.retry_interval <= 0:
+        out.append(("retry_interval", "retry_interval must be > 0"))
+    if s.max_retry_interval < s.retry_interval:
+        out.append(("max_retry_interval", "max_retry_interval must be >= retry_interval"))
+    for key in ("connect_timeout", "read_timeout", "call_timeout"):
+        if getattr(s, key) <= 0:
+            out.append((key, f"{key} must be > 0"))
+    if s.sse not in (None, *SSE_MODES):
+        out.append(("sse", f"S3 sse {s.sse!r} must be AES256, aws:kms or aws:kms:dsse"))
+    if s.sse_kms_key_id and not (s.sse or "").startswith("aws:kms"):
+        out.append(("sse_kms_key_id", "S3 sse_kms_key_id needs sse = 'aws:kms'"))
+    if s.object_lock_mode not in (None, *LOCK_MODES):
+        out.append(("object_lock_mode", f"S3 object_lock_mode {s.object_lock_mode!r} must be "
+                    "GOVERNANCE or COMPLIANCE"))
+    if s.object_lock_mode and not (s.object_lock_retain_days or 0) > 0:
+        out.append(("object_lock_retain_days",
+                    "S3 object_lock_mode needs object_lock_retain_days > 0"))
+    if s.object_lock_retain_days and not s.object_lock_mode:
+        out.append(("object_lock_retain_days", "needs object_lock_mode"))
+    if s.endpoint_url is not None:
+        parts = urlsplit(s.endpoint_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            out.append(("endpoint_url", f"expected http(s)://host[:port], got "
+                        f"{_safe_endpoint(s.endpoint_url)!r}"))
+        elif parts.username or parts.password:
+            out.append(("endpoint_url", "put no credentials in the URL (use access_key_id "
+                        "and secret_access_key_env)"))
+    if s.region is not None and not _REGION.fullmatch(s.region):
+        out.append(("region", f"expected a region name such as eu-west-1, got {s.region!r}"))
+    return out
+
+
+def validate_settings(settings: S3Settings) -> None:
+    """Raise SinkError naming the first invalid setting (for programmatic settings)."""
+    problems = settings_problems(settings)
+    if problems:
+        raise SinkError(problems[0][1])
+
+
+_KEYS = {
+    "endpoint_url", "region", "access_key_id", "secret_access_key_env",
+    "secret_access_key_file", "read_access_key_id", "read_secret_access_key_env",
+    "read_secret_access_key_file", "sse", "sse_kms_key_id", "object_lock_mode",
+    "object_lock_retain_days", "part_size_mib", "spool_cap_mib", "retry_interval",
+    "max_retry_interval", "connect_timeout", "read_timeout", "call_timeout",
+}
+
+
+def parse(url: str, t: TableReader, reading: bool) -> S3Settings | None:
+    """``storage = "s3://..."`` and ``[recording.s3]`` -> S3Settings; problems into ``t``."""
+    storage_key = t.path.rsplit(".", 1)[0] + ".storage"
+    bad_url = url_problems(url)
+    for why in bad_url:
+        t.problems.append(Problem(storage_key, f"invalid S3 URL {url!r}: {why}"))
+    t.check_keys(_KEYS)
+    bucket, _, prefix = url[len("s3://") :].partition("/")
+    key_id = t.text("access_key_id")
+    secret = t.secret("secret_access_key_env", "secret_access_key_file", serve_only=True)
+    has_secret_source = any(k in t.table for k in ("secret_access_key_env",
+                                                    "secret_access_key_file"))
+    if key_id and not has_secret_source:
+        t.problem("access_key_id", "needs secret_access_key_env or secret_access_key_file")
+    if has_secret_source and not key_id:
+        t.problem("secret_access_key_env", "a secret without access_key_id")
+    read_id = t.text("read_access_key_id")
+    read_secret = t.secret("read_secret_access_key_env", "read_secret_access_key_file",
+                           serve_only=False)
+    has_read_source = any(k in t.table for k in ("read_secret_access_key_env",
+                                                  "read_secret_access_key_file"))
+    if bool(read_id) != has_read_source:
+        t.problem("read_access_key_id", "set read_access_key_id together with "
+                  "read_secret_access_key_env or read_secret_access_key_file")
+    part = t.int_range("part_size_mib", 5, 5120, 8)
+    cap = t.int_range("spool_cap_mib", 16, 10**7, 1024)
+    retry = t.duration("retry_interval", 2.0, lo=0.01, hi=3600)
+    settings = S3Settings(
+        bucket=bucket,
+        prefix=prefix.strip("/"),
+        endpoint_url=t.text("endpoint_url"),
+        region=t.text("region"),
+        access_key_id=key_id,
+        secret_access_key=secret,
+        read_access_key_id=read_id,
+        read_secret_access_key=read_secret,
+        sse=t.choice("sse", SSE_MODES, None),
+        sse_kms_key_id=t.text("sse_kms_key_id"),
+        object_lock_mode=t.choice("object_lock_mode", LOCK_MODES, None),
+        object_lock_retain_days=t.int_range("object_lock_retain_days", 0, 36500, 0) or None,
+        part_size=part * MIB,
+        spool_cap_bytes=cap * MIB,
+        retry_interval=retry,
+        max_retry_interval=t.duration("max_retry_interval", max(30.0, retry), lo=0.01, hi=86400),
+        connect_timeout=t.duration("connect_timeout", 2.0, lo=0.1, hi=600),
+        read_timeout=t.duration("read_timeout", 10.0, lo=0.1, hi=3600),
+        call_timeout=t.duration("call_timeout", 60.0, lo=1.0, hi=86400),
+    )
+    reported = {p.key for p in t.problems}
+    for key, why in settings_problems(settings):
+        full = storage_key if key == "bucket" else t.key(key)
+        if full not in reported:  # already said by the typed reader
+            t.problems.append(Problem(full, why))
+    return None if bad_url else settings
+
+
+# -- the store --------------------------------------------------------------------------
 
 
 def _load_boto3() -> tuple[Any, Any, Any]:
@@ -115,100 +274,42 @@ def _safe_endpoint(url: str | None) -> str:
         return "AWS"
     parts = urlsplit(url)
     host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
     return f"{parts.scheme}://{host}{port}"
 
 
-def _md5_b64(data: bytes) -> str:
-    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
-
-
-def validate_settings(settings: S3Settings) -> None:
-    """Reject settings S3 would refuse later, with a message naming the setting.
-
-    Raises:
-        SinkError: an invalid value.
-    """
-    if not settings.bucket:
-        raise SinkError("S3 bucket name is empty")
-    if not MIN_PART_SIZE <= settings.part_size <= MAX_PART_SIZE:
-        raise SinkError(
-            f"S3 part_size {settings.part_size} must be between {MIN_PART_SIZE} (5 MiB, the "
-            f"S3 minimum) and {MAX_PART_SIZE} bytes"
-        )
-    if settings.spool_cap_bytes < settings.part_size:
-        raise SinkError(
-            f"spool_cap_bytes {settings.spool_cap_bytes} must be at least part_size "
-            f"{settings.part_size}, or no part could ever fill"
-        )
-    if settings.retry_interval <= 0 or settings.max_retry_interval < settings.retry_interval:
-        raise SinkError("retry_interval must be > 0 and <= max_retry_interval")
-    if settings.sse not in (None, "AES256", "aws:kms", "aws:kms:dsse"):
-        raise SinkError(f"S3 sse {settings.sse!r} must be AES256, aws:kms or aws:kms:dsse")
-    if settings.sse_kms_key_id and not (settings.sse or "").startswith("aws:kms"):
-        raise SinkError("S3 sse_kms_key_id needs sse = 'aws:kms'")
-    if settings.object_lock_mode not in (None, "GOVERNANCE", "COMPLIANCE"):
-        raise SinkError(
-            f"S3 object_lock_mode {settings.object_lock_mode!r} must be GOVERNANCE or COMPLIANCE"
-        )
-    if settings.object_lock_mode and not (settings.object_lock_retain_days or 0) > 0:
-        raise SinkError("S3 object_lock_mode needs object_lock_retain_days > 0")
-
-
-class _S3Stream(SinkStream):
-    def __init__(self, sink: S3Sink, entry: SpoolEntry) -> None:
-        self._sink = sink
-        self._entry = entry
-        self._closed = False
-
-    def write(self, data: bytes) -> None:
-        if self._closed:
-            raise SinkError(f"recording {self._entry.name} is closed")
-        self._sink._raise_if_fatal()
-        self._sink._spool.append(self._entry, data)
-        if self._entry.backlog >= self._entry.part_size:
-            self._sink._wake()
-
-    def flush(self) -> None:
-        if self._closed:
-            return
-        self._sink._raise_if_fatal()
-        self._sink._spool.sync(self._entry)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._sink._spool.finish(self._entry)
-        self._sink._wake()
-
-
-class S3Sink(Sink):
-    """Recordings in an S3 bucket, spooled locally first.
+class S3Store:
+    """The :class:`~recorder.sinks.store.ObjectStore` calls, for one bucket and prefix.
 
     Args:
-        settings: bucket, prefix, endpoint, credentials, SSE, Object Lock, part size,
-            spool cap and retry timing.
-        spool_dir: the local write-ahead spool (created 0700).
+        settings: bucket, prefix, endpoint, credentials, SSE, Object Lock, timeouts.
+        reading: use the read credentials (``read_access_key_id``) when they are set.
 
     Raises:
-        SinkError: invalid settings, boto3 missing, or the spool cannot be opened.
+        SinkError: invalid settings or boto3 missing.
     """
 
-    def __init__(self, settings: S3Settings, spool_dir: Path) -> None:
+    def __init__(self, settings: S3Settings, *, reading: bool = False) -> None:
         validate_settings(settings)
         boto3, config_cls, self._exc = _load_boto3()
-        self.settings = settings
+        self.settings: StoreSettings = settings
+        self.s3 = settings
         self.bucket = settings.bucket
         prefix = settings.prefix.strip("/")
         self.prefix = f"{prefix}/" if prefix else ""
+        key_id, secret = settings.access_key_id, settings.secret_access_key
+        if reading and settings.read_access_key_id:
+            key_id, secret = settings.read_access_key_id, settings.read_secret_access_key
+        elif secret is None:
+            key_id = None  # no write secret here: the standard chain, if anything
         session = boto3.session.Session(
-            aws_access_key_id=settings.access_key_id,
-            aws_secret_access_key=settings.secret_access_key,
-            region_name=settings.region,
+            aws_access_key_id=key_id, aws_secret_access_key=secret, region_name=settings.region
         )
         config = config_cls(
-            retries={"max_attempts": 2, "mode": "standard"},
+            retries={"max_attempts": 1, "mode": "standard"},  # SpooledSink retries
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
             # We send Content-MD5 ourselves; "when_required" keeps botocore from adding
@@ -217,63 +318,50 @@ class S3Sink(Sink):
             response_checksum_validation="when_required",
         )
         self._client = session.client("s3", endpoint_url=settings.endpoint_url, config=config)
-        self._spool = Spool(spool_dir, settings.spool_cap_bytes)
-        self._cond = threading.Condition()
-        self._stop = False
-        self._busy = False
-        self._outage_since: float | None = None
-        self._failures = 0
-        self._next_attempt = 0.0
-        self._fatal: SinkError | None = None
-        self._scheduled: set[str] = set()  # names the uploader may work on
-        self._thread = threading.Thread(target=self._run, name="s3-uploader", daemon=True)
-        self._thread.start()
 
-    # -- helpers -----------------------------------------------------------------
+    def describe(self) -> str:
+        return f"{self.s3.location()} at {_safe_endpoint(self.s3.endpoint_url)}"
 
     def key(self, name: str) -> str:
-        """The S3 key of a recording."""
         return self.prefix + name
 
-    def _wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
-
-    def _raise_if_fatal(self) -> None:
-        fatal = self._fatal
-        if fatal is not None:
-            raise SinkError(str(fatal))
-
-    def _classify(self, exc: Exception) -> Exception:
-        """Map a botocore/OS error to _Transient, _Permanent or _LostUpload."""
-        client_error = self._exc.ClientError
-        if isinstance(exc, client_error):
+    def _map(self, exc: Exception) -> Exception:
+        """A botocore/OS error as the store error it means (or ``exc`` if unknown)."""
+        if isinstance(exc, self._exc.ClientError):
             err = exc.response.get("Error", {})
             code = str(err.get("Code") or "Unknown")
             code = BARE_STATUS_CODES.get(code, code)
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            what = f"{code} (HTTP {status})" if status else code
             if code in LOST_UPLOAD_CODES:
-                return _LostUpload(code)
+                return StoreUploadLost(what)
+            if code in MISSING_BUCKET_CODES:
+                return StoreBucketMissing(f"bucket {self.bucket!r} does not exist ({code})")
+            if code in MISSING_CODES:
+                return StoreNotFound(what)
             if code in TRANSIENT_CODES or status == 429 or (status or 0) >= 500:
-                return _Transient(f"{code} (HTTP {status})")
-            return _Permanent(code, status)
+                return StoreUnavailable(what)
+            return StoreDenied(f"S3 refused access to bucket {self.bucket!r}: {what}", code)
         if isinstance(exc, self._exc.NoCredentialsError | self._exc.PartialCredentialsError):
-            return _Permanent("NoCredentials", None)
+            return StoreDenied(
+                f"S3 bucket {self.bucket!r}: no credentials (set access_key_id and "
+                "secret_access_key_env)", "NoCredentials"
+            )
         if isinstance(exc, self._exc.BotoCoreError | OSError):
-            return _Transient(type(exc).__name__)
+            return StoreUnavailable(type(exc).__name__)
         return exc
 
-    def _call(self, op: str, **kwargs: Any) -> Any:
+    def _do(self, op: str, **kwargs: Any) -> Any:
         try:
             return getattr(self._client, op)(**kwargs)
         except Exception as exc:
-            mapped = self._classify(exc)
+            mapped = self._map(exc)
             if mapped is exc:
                 raise
-            raise mapped from exc
+            raise mapped from None
 
     def _object_args(self) -> dict[str, Any]:
-        s = self.settings
+        s = self.s3
         args: dict[str, Any] = {"ContentType": "application/octet-stream"}
         if s.sse:
             args["ServerSideEncryption"] = s.sse
@@ -286,395 +374,144 @@ class S3Sink(Sink):
             )
         return args
 
-    def _fatal_error(self, exc: _Permanent) -> SinkError:
-        status = f" (HTTP {exc.status})" if exc.status else ""
-        return SinkError(
-            f"S3 refused access to bucket {self.bucket!r}: {exc.code}{status}; recordings "
-            f"are kept in the local spool {self._spool.directory} until this is fixed"
-        )
-
-    # -- Sink API ----------------------------------------------------------------
-
     def check(self) -> None:
-        """Ask S3 whether the bucket is usable (HeadBucket); for start-up diagnostics.
-
-        Raises:
-            SinkError: naming the bucket and the S3 error code, or "unreachable".
-        """
         try:
-            self._call("head_bucket", Bucket=self.bucket)
-        except _Permanent as exc:
-            if exc.code == "NotFound":
-                exc.code = "NoSuchBucket"
-            raise self._fatal_error(exc) from None
-        except (_Transient, _LostUpload) as exc:
-            raise SinkError(f"S3 bucket {self.bucket!r} is unreachable: {exc}") from None
+            self._do("head_bucket", Bucket=self.bucket)
+        except StoreNotFound:
+            raise StoreBucketMissing(f"bucket {self.bucket!r} does not exist (NoSuchBucket)"
+                                     ) from None
 
-    def create(self, name: str) -> SinkStream:
-        validate_name(name)
-        self._raise_if_fatal()
-        if self._spool.get(name) is not None:
-            raise SinkError(f"recording {name} already exists")
-        if self._outage_since is None and self._exists_in_s3(name):
-            raise SinkError(f"recording {name} already exists in bucket {self.bucket!r}")
-        entry = self._spool.create(name, self.settings.part_size)
-        with self._cond:
-            self._scheduled.add(name)
-        return _S3Stream(self, entry)
+    def put(self, name: str, data: bytes, md5: bytes) -> None:
+        import base64
 
-    def _exists_in_s3(self, name: str) -> bool:
-        try:
-            self._call("head_object", Bucket=self.bucket, Key=self.key(name))
-        except _Permanent as exc:
-            if exc.code in MISSING_CODES:
-                return False
-            return False  # e.g. a write-only policy: the uploader reports real refusals
-        except _Transient as exc:
-            self._outage(exc)  # later creates skip the check until S3 answers again
-            return False  # best effort: never block a session start on the network
-        except _LostUpload:
-            return False
-        return True
+        self._do("put_object", Bucket=self.bucket, Key=self.key(name), Body=data,
+                 ContentMD5=base64.b64encode(md5).decode(), **self._object_args())
 
-    def names(self) -> list[str]:
-        out = {e.name for e in self._spool.entries() if not e.completed}
-        try:
-            paginator = self._client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
-                for obj in page.get("Contents", []):
-                    out.add(obj["Key"][len(self.prefix) :])
-        except Exception as exc:
-            raise self._read_error("list", exc) from None
-        return sorted(out)
+    def begin(self, name: str) -> str:
+        resp = self._do("create_multipart_upload", Bucket=self.bucket, Key=self.key(name),
+                        **self._object_args())
+        return str(resp["UploadId"])
 
-    def _read_error(self, what: str, exc: Exception, name: str | None = None) -> SinkError:
-        mapped = self._classify(exc)
-        if isinstance(mapped, _Permanent):
-            if name is not None and mapped.code in MISSING_CODES:
-                return SinkError(f"no recording named {name}")
-            return SinkError(f"cannot {what} in S3 bucket {self.bucket!r}: {mapped.code}")
-        if isinstance(mapped, _Transient | _LostUpload):
-            return SinkError(f"cannot {what} in S3 bucket {self.bucket!r}: unreachable ({mapped})")
-        return SinkError(f"cannot {what} in S3 bucket {self.bucket!r}: {type(exc).__name__}")
+    def put_part(self, name: str, upload_id: str, number: int, data: bytes, md5: bytes) -> str:
+        import base64
 
-    def size(self, name: str) -> int:
-        validate_name(name)
-        entry = self._spool.get(name)
-        if entry is not None and not entry.completed:
-            return entry.size
-        try:
-            head = self._client.head_object(Bucket=self.bucket, Key=self.key(name))
-        except Exception as exc:
-            raise self._read_error(f"get the size of {name}", exc, name) from None
-        return int(head["ContentLength"])
+        resp = self._do("upload_part", Bucket=self.bucket, Key=self.key(name),
+                        UploadId=upload_id, PartNumber=number, Body=data,
+                        ContentMD5=base64.b64encode(md5).decode())
+        return str(resp["ETag"])
 
-    def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
-        validate_name(name)
-        if offset < 0 or (length is not None and length < 0):
-            raise SinkError(f"invalid range {offset}+{length} for recording {name}")
-        entry = self._spool.get(name)
-        if entry is not None and not entry.completed:
-            try:
-                return entry.read(offset, length)
-            except FileNotFoundError:
-                pass  # uploaded and removed meanwhile: read it from S3
-            except OSError as exc:
-                raise SinkError(f"cannot read spooled recording {name}: {exc.strerror}") from exc
-        if length == 0:
-            return b""
+    def list_parts(self, name: str, upload_id: str) -> dict[int, tuple[str, int]]:
+        have: dict[int, tuple[str, int]] = {}
+        marker = 0
+        while True:
+            resp = self._do("list_parts", Bucket=self.bucket, Key=self.key(name),
+                            UploadId=upload_id, PartNumberMarker=marker)
+            for p in resp.get("Parts", []):
+                have[int(p["PartNumber"])] = (str(p["ETag"]), int(p["Size"]))
+            if not resp.get("IsTruncated"):
+                return have
+            marker = int(resp["NextPartNumberMarker"])
+
+    def _kms(self) -> bool:
+        return (self.s3.sse or "").startswith("aws:kms")
+
+    def part_matches(self, tag: str, md5: bytes) -> bool | None:
+        if self._kms():
+            return None
+        return tag.strip('"') == md5.hex()
+
+    def complete(self, name: str, upload_id: str, parts: Sequence[tuple[int, str]]) -> None:
+        self._do("complete_multipart_upload", Bucket=self.bucket, Key=self.key(name),
+                 UploadId=upload_id,
+                 MultipartUpload={"Parts": [{"PartNumber": n, "ETag": t} for n, t in parts]})
+
+    def abort(self, name: str, upload_id: str) -> None:
+        self._do("abort_multipart_upload", Bucket=self.bucket, Key=self.key(name),
+                 UploadId=upload_id)
+
+    def head(self, name: str) -> ObjectInfo:
+        resp = self._do("head_object", Bucket=self.bucket, Key=self.key(name))
+        return ObjectInfo(name, int(resp["ContentLength"]), str(resp.get("ETag", "")).strip('"'))
+
+    def expected_etag(self, part_md5s: Sequence[bytes], multipart: bool) -> str | None:
+        if self._kms():
+            return None
+        if not multipart:
+            return part_md5s[0].hex() if part_md5s else hashlib.md5(b"").hexdigest()
+        joined = hashlib.md5(b"".join(part_md5s), usedforsecurity=False).hexdigest()
+        return f"{joined}-{len(part_md5s)}"
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key(name)}
         if length is not None:
             args["Range"] = f"bytes={offset}-{offset + length - 1}"
         elif offset:
             args["Range"] = f"bytes={offset}-"
         try:
-            resp = self._client.get_object(**args)
-            return bytes(resp["Body"].read())
-        except Exception as exc:
-            mapped = self._classify(exc)
-            if isinstance(mapped, _Permanent) and mapped.code == "InvalidRange":
-                if self.size(name) <= offset:
-                    return b""
-            raise self._read_error(f"read {name}", exc, name) from None
+            resp = self._do("get_object", **args)
+        except StoreDenied as exc:
+            if exc.code == "InvalidRange" and self.head(name).size <= offset:
+                return b""
+            raise
+        return bytes(resp["Body"].read())
 
-    def recover(self) -> list[str]:
-        """Schedule every spool entry left by an earlier process for completion.
-
-        Entries not closed by that process are marked finished (their session is over).
-        Returns at once; the uploader does the work (see :meth:`wait_idle`).
-        """
-        handled = []
-        for entry in self._spool.entries():
-            with self._cond:
-                if entry.name in self._scheduled:
-                    continue
-            if not entry.finished:
-                self._spool.finish(entry)
-            handled.append(entry.name)
-            with self._cond:
-                self._scheduled.add(entry.name)
-                self._next_attempt = 0.0
-                self._cond.notify_all()
-        for bad in self._spool.bad:
-            log.error("spool entry not recovered (malformed): %s", bad)
-        return sorted(handled)
-
-    def problems(self) -> list[str]:
-        """Spool entries that could not be loaded (malformed), with the reason."""
-        return list(self._spool.bad)
-
-    def pending(self) -> list[str]:
-        """Names of recordings still in the spool (open, or not fully uploaded)."""
-        return sorted(e.name for e in self._spool.entries())
-
-    @property
-    def backlog_bytes(self) -> int:
-        """Bytes in the spool waiting for upload (what ``spool_cap_bytes`` bounds)."""
-        return self._spool.backlog_bytes
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait until no upload work is left (every closed recording is in S3).
-
-        Returns:
-            True when idle, False on timeout (e.g. S3 still down).
-        """
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._busy or self._has_work():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.05))
-            return True
-
-    def close(self, timeout: float = 30.0) -> None:
-        """Stop the uploader (after its current S3 call) and release the spool.
-
-        Unfinished work stays in the spool for :meth:`recover` on the next start; call
-        :meth:`wait_idle` first to drain.
-        """
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-        self._thread.join(timeout)
-        if not self._thread.is_alive():
-            self._spool.close()
-
-    # -- the uploader ------------------------------------------------------------
-
-    def _work_entries(self) -> list[SpoolEntry]:
-        out = []
-        for entry in self._spool.entries():
-            if entry.name not in self._scheduled:
-                continue
-            if entry.completed or entry.finished or entry.backlog >= entry.part_size:
-                out.append(entry)
-        return out
-
-    def _has_work(self) -> bool:
-        return bool(self._work_entries())
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stop:
-                    wait = self._next_attempt - time.monotonic()
-                    if wait <= 0 and self._has_work():
-                        break
-                    self._cond.wait(wait if wait > 0 else None)
-                if self._stop:
-                    return
-                self._busy = True
-            try:
-                self._round()
-            except Exception:  # a bug must not kill the uploader silently
-                log.exception("S3 uploader error; retrying")
-                self._backoff()
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
-
-    def _round(self) -> None:
-        """One step (at most one part) for every entry with work, round-robin."""
-        for entry in self._work_entries():
-            if self._stop:
-                return
-            try:
-                self._advance(entry)
-            except _Transient as exc:
-                self._outage(exc)
-                return
-            except _Permanent as exc:
-                self._refused(exc)
-                return
-            except SinkError as exc:  # local spool I/O; keep the entry, try again later
-                log.error("S3 upload of %s: %s", entry.name, exc)
-                self._backoff()
-                return
-            self._healthy()
-
-    def _advance(self, entry: SpoolEntry) -> None:
-        if entry.completed:
-            self._remove(entry)
-            return
+    def list(self) -> Iterator[ObjectInfo]:
         try:
-            if entry.recovered:
-                self._reconcile(entry)
-                entry.recovered = False
-            if entry.upload_id is None:
-                if entry.finished and entry.size < entry.part_size:
-                    self._put_whole(entry)
-                    return
-                created = self._call(
-                    "create_multipart_upload",
-                    Bucket=self.bucket,
-                    Key=self.key(entry.name),
-                    **self._object_args(),
-                )
-                self._spool.set_upload(entry, str(created["UploadId"]))
-            if entry.backlog >= entry.part_size:
-                self._upload_part(entry, entry.part_size)
-            elif entry.finished:
-                if entry.backlog > 0:
-                    self._upload_part(entry, entry.backlog)
-                self._complete(entry)
-        except _LostUpload as exc:
-            log.warning(
-                "S3 lost the multipart upload of %s (%s); restarting it from the spool",
-                entry.name,
-                exc,
-            )
-            self._spool.set_upload(entry, None)
+            paginator = self._client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for obj in page.get("Contents", []):
+                    yield ObjectInfo(obj["Key"][len(self.prefix) :], int(obj["Size"]),
+                                     str(obj.get("ETag", "")).strip('"'))
+        except StoreError:
+            raise
+        except Exception as exc:
+            mapped = self._map(exc)
+            if mapped is exc:
+                raise
+            raise mapped from None
 
-    def _upload_part(self, entry: SpoolEntry, nbytes: int) -> None:
-        if len(entry.parts) >= MAX_PARTS:
-            raise _Permanent("TooManyParts", None)
-        number = len(entry.parts) + 1
-        data = entry.read(entry.uploaded, nbytes)
-        if len(data) != nbytes:
-            raise SinkError(f"spool of {entry.name} is shorter than recorded")
-        resp = self._call(
-            "upload_part",
-            Bucket=self.bucket,
-            Key=self.key(entry.name),
-            UploadId=entry.upload_id,
-            PartNumber=number,
-            Body=data,
-            ContentMD5=_md5_b64(data),
+    def close(self) -> None:
+        close = getattr(self._client, "close", None)
+        if close is not None:
+            close()
+
+
+class S3Sink(SpooledSink):
+    """Recordings in an S3 bucket, spooled locally first (a :class:`SpooledSink` over
+    :class:`S3Store`).
+
+    Args:
+        settings: bucket, prefix, endpoint, credentials, SSE, Object Lock, part size,
+            spool cap, retry timing and deadlines.
+        spool_dir: the local write-ahead spool (created 0700).
+        ledger: the upload ledger (default: none).
+        min_free_bytes: low-water mark of the spool's filesystem.
+        readonly: a reader's view (no lock, no upload thread, read credentials).
+    """
+
+    def __init__(
+        self,
+        settings: S3Settings,
+        spool_dir: Path,
+        *,
+        ledger: Ledger | None = None,
+        min_free_bytes: int = 0,
+        readonly: bool = False,
+    ) -> None:
+        super().__init__(
+            S3Store(settings, reading=readonly),
+            spool_dir,
+            ledger=ledger,
+            min_free_bytes=min_free_bytes,
+            readonly=readonly,
         )
-        self._spool.add_part(entry, number, str(resp["ETag"]), nbytes)
+        self.bucket = settings.bucket
 
-    def _complete(self, entry: SpoolEntry) -> None:
-        parts = [{"PartNumber": n, "ETag": etag} for n, etag in entry.parts]
-        self._call(
-            "complete_multipart_upload",
-            Bucket=self.bucket,
-            Key=self.key(entry.name),
-            UploadId=entry.upload_id,
-            MultipartUpload={"Parts": parts},
-        )
-        self._spool.mark_completed(entry)
-        self._remove(entry)
 
-    def _put_whole(self, entry: SpoolEntry) -> None:
-        data = entry.read(0, entry.size)
-        self._call(
-            "put_object",
-            Bucket=self.bucket,
-            Key=self.key(entry.name),
-            Body=data,
-            ContentMD5=_md5_b64(data),
-            **self._object_args(),
-        )
-        self._spool.mark_completed(entry)
-        self._remove(entry)
+def _open(settings: StoreSettings, reading: bool) -> S3Store:
+    assert isinstance(settings, S3Settings)
+    return S3Store(settings, reading=reading)
 
-    def _remove(self, entry: SpoolEntry) -> None:
-        self._spool.remove(entry)
-        with self._cond:
-            self._scheduled.discard(entry.name)
-        log.info("recording %s stored in s3://%s/%s", entry.name, self.bucket, self.key(entry.name))
 
-    def _reconcile(self, entry: SpoolEntry) -> None:
-        """Trust only the parts S3 really has, in order, with the right size (and MD5)."""
-        if entry.upload_id is None:
-            return
-        have: dict[int, tuple[str, int]] = {}
-        marker = 0
-        while True:
-            resp = self._call(
-                "list_parts",
-                Bucket=self.bucket,
-                Key=self.key(entry.name),
-                UploadId=entry.upload_id,
-                PartNumberMarker=marker,
-            )
-            for p in resp.get("Parts", []):
-                have[int(p["PartNumber"])] = (str(p["ETag"]), int(p["Size"]))
-            if not resp.get("IsTruncated"):
-                break
-            marker = int(resp["NextPartNumberMarker"])
-        check_md5 = not (self.settings.sse or "").startswith("aws:kms")
-        parts: list[tuple[int, str]] = []
-        offset = 0
-        while offset + entry.part_size <= entry.size:
-            got = have.get(len(parts) + 1)
-            if got is None or got[1] != entry.part_size:
-                break
-            if check_md5:
-                local = hashlib.md5(
-                    entry.read(offset, entry.part_size), usedforsecurity=False
-                ).hexdigest()
-                if got[0].strip('"') != local:
-                    break
-            parts.append((len(parts) + 1, got[0]))
-            offset += entry.part_size
-        self._spool.set_parts(entry, parts, offset)
-
-    # -- outage bookkeeping --------------------------------------------------------
-
-    def _backoff(self) -> None:
-        s = self.settings
-        delay = min(s.retry_interval * (2 ** min(self._failures, 16)), s.max_retry_interval)
-        self._failures += 1
-        with self._cond:
-            self._next_attempt = time.monotonic() + delay
-
-    def _outage(self, exc: _Transient) -> None:
-        if self._outage_since is None:
-            self._outage_since = time.monotonic()
-            log.warning(
-                "S3 unreachable (bucket %r, endpoint %s): %s; spooling locally in %s and "
-                "retrying every %.1f-%.1f s",
-                self.bucket,
-                _safe_endpoint(self.settings.endpoint_url),
-                exc.what,
-                self._spool.directory,
-                self.settings.retry_interval,
-                self.settings.max_retry_interval,
-            )
-        self._backoff()
-
-    def _refused(self, exc: _Permanent) -> None:
-        fatal = self._fatal_error(exc)
-        if self._fatal is None or str(self._fatal) != str(fatal):
-            log.error("%s", fatal)
-        self._fatal = fatal
-        with self._cond:
-            self._failures = 16
-            self._next_attempt = time.monotonic() + self.settings.max_retry_interval
-
-    def _healthy(self) -> None:
-        if self._outage_since is not None:
-            log.warning(
-                "S3 reachable again after %.1f s; uploading %d spooled bytes",
-                time.monotonic() - self._outage_since,
-                self._spool.backlog_bytes,
-            )
-            self._outage_since = None
-        if self._fatal is not None:
-            log.warning("S3 accepts uploads to bucket %r again", self.bucket)
-            self._fatal = None
-        self._failures = 0
-        self._next_attempt = 0.0
+register(StoreType(scheme="s3", table="s3", parse=parse, open=_open,
+                   example="s3://bucket/prefix"))

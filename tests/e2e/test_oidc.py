@@ -225,7 +225,7 @@ def test_sso_user_gets_a_one_time_rdp_password(make_gateway: Any, idp: Provider,
     him a one-time RDP password carrying his IdP groups (the RDP gate accepts it for users
     not in [users]; tests/unit/test_rdp_gate.py drives that login)."""
     pytest.importorskip("pyrdp", reason="the RDP extra is not installed")
-    from gateway.rdp.tokens import TokenStore
+    from state.tokens import TokenStore
 
     monkeypatch.setenv(SECRET_ENV, "bastille-test-secret")
     (tmp_path / "win1.pw").write_text("Target-Pw-9\n")

@@ -546,6 +546,40 @@ def test_rdp_worker_crash_does_not_touch_ssh_and_is_replaced(rdp_rig: RdpRig) ->
     rdp_rig.wait_audit(kind="session.end", session=start["session"])
 
 
+def test_rdp_worker_killed_mid_session_is_recovered(rdp_rig: RdpRig) -> None:
+    """A worker killed with SIGKILL mid-session: the gateway finishes its recording with
+    a signed recovery trailer (``verify`` says recovered, exit 0) and audits the
+    session's end as recovered (issue 16, item 7)."""
+    before = len(rdp_rig.audit(kind="session.start", protocol="rdp"))
+    client = rdp_rig.client(f"/v:127.0.0.1:{rdp_rig.rdp_port}", "/u:alice#rdp1",
+                            f"/p:{ALICE_PW}")
+    try:
+        start = rdp_rig.wait_audit(kind="session.start", protocol="rdp", after=before)
+        time.sleep(3)  # the desktop is drawn, recorded and flushed
+        (worker,) = _worker_pids(rdp_rig)
+        os.kill(worker, signal.SIGKILL)
+        end = rdp_rig.wait_audit(kind="session.end", session=start["session"], timeout=60)
+    finally:
+        client.stop()
+    assert end["outcome"] == "recovered", end
+    assert (end["user"], end["target"]) == ("alice", "rdp1")
+    assert end["detail"]["recording"] == "recovered" and end["detail"]["protocol"] == "rdp"
+    verify = rdp_rig.bastille("verify", start["session"])  # (this rig signs nothing)
+    assert verify.returncode == 0 and ": recovered" in verify.stdout, verify.stdout
+    deadline = time.monotonic() + 30
+    status = ""
+    while status != "recovered" and time.monotonic() < deadline:
+        rows = json.loads(rdp_rig.bastille("sessions", "list", "--json").stdout or "[]")
+        status = next((r["status"] for r in rows if r["id"] == start["session"]), "")
+        time.sleep(0.3)
+    assert status == "recovered"
+    deadline = time.monotonic() + 30  # the next tests need the replacement worker
+    while not [p for p in _worker_pids(rdp_rig) if p != worker]:
+        assert time.monotonic() < deadline, "no new RDP worker"
+        time.sleep(0.2)
+    wait_port(rdp_rig.rdp_port, timeout=30)
+
+
 def test_idle_rdp_session_is_ended(rdp_rig: RdpRig) -> None:
     """gateway.idle_timeout applies to RDP: no keyboard or mouse input ends the session."""
     text = rdp_rig.config.read_text()
@@ -571,6 +605,69 @@ def test_idle_rdp_session_is_ended(rdp_rig: RdpRig) -> None:
         gateway.stop()
 
 
+def test_full_recording_storage_pauses_an_rdp_session(rdp_rig: RdpRig,
+                                                      tmp_path: Path) -> None:
+    """Recording storage reaches its low-water mark (a small tmpfs) while the remote
+    desktop scrolls without end: the session pauses (the bastion stops reading both
+    sides) instead of overflowing and failing its recording; when space returns it goes
+    on, a typed command runs, and the recording is intact (issue 16)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    gateway = None
+    client = None
+    try:
+        text = rdp_rig.config.read_text()
+        ssh_port, rdp_port, fixed_port = free_port(), free_port(), free_port()
+        text = (text.replace(f"127.0.0.1:{rdp_rig.gateway.port}", f"127.0.0.1:{ssh_port}")
+                .replace(f"127.0.0.1:{rdp_rig.rdp_port}", f"127.0.0.1:{rdp_port}")
+                .replace(f"rdp_listen_port = {rdp_rig.fixed_port}",
+                         f"rdp_listen_port = {fixed_port}")
+                .replace('data_dir = "data"', 'data_dir = "data-full"')
+                .replace("[rdp]\n", f'[recording]\ndir = "{disk}/rec"\nmin_free_mib = 1\n'
+                         'queue_kib = 256\n\n[rdp]\n', 1))
+        config = rdp_rig.root / "full.toml"
+        config.write_text(text)
+        gateway = Gateway(config, ssh_port)
+        gateway.start()
+        full = RdpRig(rdp_rig.root, rdp_rig.xrdp, rdp_rig.xvfb, gateway, config, rdp_port,
+                      fixed_port)
+        client = full.client(f"/v:127.0.0.1:{rdp_port}", "/u:alice#rdp1", f"/p:{ALICE_PW}")
+        start = full.wait_audit(kind="session.start", protocol="rdp")
+        deadline = time.monotonic() + 60
+        while not user_has_process(RDP_USER, "bash"):
+            assert time.monotonic() < deadline, f"no session on the target: {client.output()}"
+            time.sleep(0.3)
+        time.sleep(1.5)
+        client.type_line("yes bastille-flood-bastille-flood")  # the screen never rests
+        time.sleep(2)
+        st = os.statvfs(disk)  # storage fills up: 4 KiB above the 1 MiB low-water mark
+        (disk / "ballast").write_bytes(b"\0" * (st.f_bavail * st.f_frsize - 1028 * 1024))
+        full.wait_audit(kind="recording", outcome="paused", session=start["session"],
+                        timeout=60)  # after 5 s of pause (RDP: a marker, no text channel)
+        time.sleep(3)  # the desktop still scrolls on the target meanwhile
+        assert not full.audit(kind="recording", outcome="failed"), full.audit(kind="recording")
+        assert client.proc is not None and client.proc.poll() is None, client.output()
+        (disk / "ballast").unlink()  # space returns: the session goes on
+        full.wait_audit(kind="recording", outcome="resumed", session=start["session"])
+        client.xdotool("key", "ctrl+c")
+        time.sleep(1)
+        marker = f"rdpfull{secrets.token_hex(4)}"
+        end = _run_typed_session(full, client, marker, start["session"])
+        assert end["outcome"] == "ok" and "reason" not in end["detail"], end
+        assert not full.audit(kind="recording", outcome="failed")
+        verify = full.bastille("verify", start["session"])  # (this rig signs nothing)
+        assert verify.returncode == 0 and "OK " in verify.stdout, verify.stdout
+    finally:
+        if client is not None:
+            client.stop()
+        if gateway is not None:
+            gateway.stop()
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
 def test_rdp_fingerprint_reads_the_target_certificate(rdp_rig: RdpRig) -> None:
     from gateway.rdp.tls import file_fingerprint
 
@@ -584,3 +681,24 @@ def test_rdp_fingerprint_reads_the_target_certificate(rdp_rig: RdpRig) -> None:
                           f"127.0.0.1:{free_port()}"], capture_output=True, text=True,
                          timeout=30)
     assert bad.returncode == 1 and bad.stderr.startswith("bastille: ")
+
+
+def test_just_in_time_grant_lets_a_user_in_over_rdp(rdp_rig: RdpRig) -> None:
+    """bob's group may not use rdp1; an approved access request (a grant, the same one
+    `ssh bob@bastion request rdp1` makes) lets him in, over RDP too."""
+    from state.approvals import ApprovalStore
+    from state.paths import DataDir
+
+    store = ApprovalStore(DataDir(rdp_rig.data).approvals)
+    try:
+        request = store.create_access(user="bob", target="rdp1", seconds=600,
+                                      reason="incident 7", timeout=60)
+    finally:
+        store.close()
+    approved = rdp_rig.bastille("approvals", "approve", str(request.id), "--as", "carol")
+    assert approved.returncode == 0 and "approved" in approved.stdout, approved.stderr
+    before = len(rdp_rig.audit(kind="session.start", protocol="rdp"))
+    client = rdp_rig.client(f"/v:127.0.0.1:{rdp_rig.rdp_port}", "/u:bob#rdp1", f"/p:{BOB_PW}")
+    start = rdp_rig.wait_audit(kind="session.start", protocol="rdp", after=before)
+    assert start["user"] == "bob" and start["target"] == "rdp1"
+    _run_typed_session(rdp_rig, client, f"rdpgrant{secrets.token_hex(4)}", start["session"])

@@ -11,6 +11,8 @@ and because moto does not verify credentials, so it cannot produce a real 403. M
 * ``pass``: forward bytes both ways.
 * ``refuse``: close the listening socket (connection refused) and drop open connections.
 * ``stall``: accept connections and never answer (the client's read timeout fires).
+* ``slow``: forward, but at most ``rate`` bytes per second each way (a trickle that
+  never trips a read timeout).
 * ``deny403``: answer every request with a canned S3 ``403 AccessDenied`` XML error.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -48,6 +51,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+MOTO_PROCESSES: dict[str, subprocess.Popen[bytes]] = {}  # endpoint -> its moto_server
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
     """Start ``moto_server`` on a free loopback port; yield its endpoint URL."""
@@ -71,9 +77,12 @@ def moto_server() -> Iterator[str]:
                 proc.kill()
                 pytest.fail(f"moto_server did not start on port {port}")
             time.sleep(0.05)
+    MOTO_PROCESSES[url] = proc
     try:
         yield url
     finally:
+        MOTO_PROCESSES.pop(url, None)
+        proc.send_signal(signal.SIGCONT)  # in case a test left it stopped
         proc.terminate()
         try:
             proc.wait(10)
@@ -111,6 +120,7 @@ class FaultProxy:
         self.target_port = target_port
         self.port = free_port()
         self.mode = "pass"
+        self.rate = 20_000  # bytes per second each way in "slow" mode
         self.denied = 0  # requests answered with the canned 403
         # Header blocks of requests forwarded in "pass" mode (request line + headers), so
         # tests can see what was sent where moto does not keep it (bounded: last 1000).
@@ -154,9 +164,11 @@ class FaultProxy:
                 c.shutdown(socket.SHUT_RDWR)
             c.close()
 
-    def set_mode(self, mode: str) -> None:
+    def set_mode(self, mode: str, rate: int | None = None) -> None:
         """Switch mode; open connections are dropped so the change is immediate."""
-        assert mode in ("pass", "refuse", "stall", "deny403"), mode
+        assert mode in ("pass", "refuse", "stall", "deny403", "slow"), mode
+        if rate is not None:
+            self.rate = rate
         if mode == self.mode:
             return
         if mode == "refuse":
@@ -186,7 +198,7 @@ class FaultProxy:
             conn.settimeout(None)
             self._track(conn)
             mode = self.mode
-            if mode == "pass":
+            if mode in ("pass", "slow"):
                 threading.Thread(target=self._forward, args=(conn,), daemon=True).start()
             elif mode == "deny403":
                 threading.Thread(target=self._deny, args=(conn,), daemon=True).start()
@@ -200,9 +212,14 @@ class FaultProxy:
             return
         self._track(up)
 
+        def throttle(n: int) -> None:
+            if self.mode == "slow" and n:
+                time.sleep(n / max(1, self.rate))
+
         def pump(src: socket.socket, dst: socket.socket) -> None:
             try:
-                while data := src.recv(65536):
+                while data := src.recv(4096 if self.mode == "slow" else 65536):
+                    throttle(len(data))
                     dst.sendall(data)
             except OSError:
                 pass
@@ -213,7 +230,8 @@ class FaultProxy:
 
         def pump_requests(src: socket.socket, dst: socket.socket) -> None:
             try:
-                while data := src.recv(65536):
+                while data := src.recv(4096 if self.mode == "slow" else 65536):
+                    throttle(len(data))
                     if data[:8].split(b" ", 1)[0] in (b"GET", b"PUT", b"POST", b"HEAD", b"DELETE"):
                         head = data.partition(b"\r\n\r\n")[0].decode("latin-1")
                         with self._lock:

@@ -23,8 +23,8 @@ import pytest
 
 from recorder.errors import SinkError, SpoolFullError
 from recorder.settings import RecorderSettings
-from recorder.sinks import FileSink, S3Sink, open_sink, parse_s3_url
-from recorder.sinks.s3 import validate_settings
+from recorder.sinks import FileSink, S3Sink, SpooledSink, open_sink, parse_s3_url
+from recorder.sinks.s3 import S3Store, validate_settings
 
 MIB = 1024 * 1024
 PART = 5 * MIB
@@ -105,7 +105,7 @@ def test_open_sink_picks_the_backend(tmp_path: Path, s3_settings: Any) -> None:
         RecorderSettings(data_dir=tmp_path, s3=s3_settings("http://127.0.0.1:9", "bucket"))
     )
     try:
-        assert isinstance(s3sink, S3Sink)
+        assert isinstance(s3sink, SpooledSink) and isinstance(s3sink.store, S3Store)
         assert (tmp_path / "spool").is_dir()
         assert (tmp_path / "spool").stat().st_mode & 0o777 == 0o700
     finally:
@@ -123,7 +123,7 @@ def test_missing_boto3_is_a_clear_error(
 def test_package_imports_without_boto3() -> None:
     code = (
         "import sys; sys.modules['boto3'] = None; sys.modules['botocore'] = None\n"
-        "import recorder.spool, recorder.sinks\n"  # spool first: no import cycle
+        "import recorder.sinks.spool, recorder.sinks, recorder.service\n"
         "from recorder.sinks import S3Sink, open_sink\n"
         "print(sorted(m for m in sys.modules if m.startswith('boto')))"
     )
@@ -131,14 +131,32 @@ def test_package_imports_without_boto3() -> None:
     assert out.stdout.strip() == "['boto3', 'botocore']"  # only our None placeholders
 
 
-def test_second_process_cannot_share_the_spool(tmp_path: Path, s3_settings: Any) -> None:
+def test_two_writers_share_a_spool_each_owning_its_entries(
+    tmp_path: Path, s3_settings: Any
+) -> None:
+    """The gateway and an RDP worker write into one spool; a reader sees both, read-only."""
     settings = s3_settings("http://127.0.0.1:9", "bucket")
     first = S3Sink(settings, tmp_path / "sp")
+    second = S3Sink(settings, tmp_path / "sp")
+    reader = S3Sink(settings, tmp_path / "sp", readonly=True)
     try:
-        with pytest.raises(SinkError, match="in use by another process"):
-            S3Sink(settings, tmp_path / "sp")
+        a = first.create("a.bstl")
+        b = second.create("b.bstl")
+        a.write(b"from the gateway")
+        b.write(b"from a worker")
+        with pytest.raises(SinkError, match="already exists"):
+            second.create("a.bstl")
+        assert second.recover() == []  # a live process owns a.bstl: not adopted
+        assert reader.pending() == ["a.bstl", "b.bstl"]
+        assert reader.read("a.bstl") == b"from the gateway"
+        assert reader.read("b.bstl", 5, 6) == b"a work"
+        with pytest.raises(SinkError, match="read-only"):
+            reader.create("c.bstl")
     finally:
         first.close()
+        second.close()
+        reader.close()
+    assert not any(p.name.endswith(".tmp") for p in (tmp_path / "sp").iterdir())
 
 
 # -- against moto ------------------------------------------------------------------------
@@ -219,7 +237,7 @@ def test_s3_down_for_a_while_loses_nothing(
         assert sink.pending() == [] and sink.backlog_bytes == 0
     finally:
         sink.close()
-    outage_logs = [r for r in caplog.records if "S3 unreachable" in r.getMessage()]
+    outage_logs = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(outage_logs) == 1, "one warning per outage"
     assert any("reachable again" in r.getMessage() for r in caplog.records)
     assert MOTO_SK not in caplog.text
@@ -264,7 +282,7 @@ def test_spool_cap_reached_raises_spool_full(
 
 
 @s3
-def test_403_access_denied_is_a_sink_error_naming_the_code(
+def test_403_access_denied_is_loud_and_loses_nothing(
     moto_server: str,
     s3_client: Any,
     bucket: str,
@@ -273,47 +291,47 @@ def test_403_access_denied_is_a_sink_error_naming_the_code(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """S3 answers 403: write/flush/create fail with the bucket and code, never the secret.
-
-    The spooled bytes are kept: once access is restored, the recording is uploaded whole.
-    """
+    """S3 answers 403: a configuration error. It is logged as an error once, the status
+    is "failing" naming the bucket and the code (never the secret) and the listener is
+    told; sessions go on into the spool, and once access is restored the recording is
+    uploaded whole, without a restart."""
     caplog.set_level(logging.INFO, logger="recorder")
     sink = S3Sink(s3_settings(fault_proxy.url, bucket), tmp_path / "sp")
+    told: list[Any] = []
+    sink.add_listener(told.append)
     try:
         fault_proxy.set_mode("deny403")
         st = sink.create("denied.bstl")
         data = data_of(PART + 1000)
         write_all(st, data)  # a full part: the uploader tries, and gets 403
         deadline = time.monotonic() + 20
-        with pytest.raises(SinkError) as err:
-            while time.monotonic() < deadline:
-                st.flush()
-                time.sleep(0.05)
-        msg = str(err.value)
-        assert "AccessDenied" in msg and repr(bucket) in msg
-        assert MOTO_SK not in msg
-        with pytest.raises(SinkError, match="AccessDenied"):
-            st.write(b"more")
-        with pytest.raises(SinkError, match="AccessDenied"):
-            sink.create("next.bstl")
+        while sink.status().state != "failing" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status = sink.status()
+        assert status.state == "failing", status
+        assert "AccessDenied" in status.detail and repr(bucket) in status.detail
+        assert MOTO_SK not in status.detail + str(status.last_error)
+        assert told and told[-1].state == "failing"
+        st.write(b"more")  # writes go on: the spool keeps them
+        st.flush()
+        second = sink.create("next.bstl")  # and sessions still start
+        second.write(b"next")
+        second.close()
         assert fault_proxy.denied >= 1
-        assert sink.pending() == ["denied.bstl"]
+        assert sink.pending() == ["denied.bstl", "next.bstl"]
 
         fault_proxy.set_mode("pass")  # the policy is fixed
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                st.flush()
-                break
-            except SinkError:
-                time.sleep(0.05)
         st.close()
-        assert sink.wait_idle(30)
-        assert get(s3_client, bucket, "denied.bstl") == data
+        assert sink.wait_idle(60)
+        assert get(s3_client, bucket, "denied.bstl") == data + b"more"
+        assert get(s3_client, bucket, "next.bstl") == b"next"
+        assert sink.status().state == "ok"
+        assert told[-1].state == "ok"
     finally:
         sink.close()
     assert MOTO_SK not in caplog.text
-    assert sum("AccessDenied" in r.getMessage() for r in caplog.records) == 1
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert sum("AccessDenied" in r.getMessage() for r in errors) == 1
 
 
 CRASHER = r"""
@@ -338,7 +356,7 @@ time.sleep(120)
 def run_and_kill(settings: Any, spool: Path, name: str, size: int, wait_uploaded: int) -> bytes:
     """Write through S3Sink in a child process, flush, then kill -9 it; return the bytes."""
     cfg = {
-        "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
+        "settings": {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)},
         "spool": str(spool),
         "seed": 11,
         "size": size,
@@ -392,6 +410,7 @@ def test_kill_9_mid_upload_then_recover(
     assert entry.stat().st_mode & 0o777 == 0o700
     assert {f.name: f.stat().st_mode & 0o777 for f in entry.iterdir()} == {
         "data": 0o600,
+        "lock": 0o600,
         "state.json": 0o600,
     }
     assert (entry / "data").read_bytes() == data  # the flushed bytes survived kill -9
@@ -510,7 +529,7 @@ except SinkError as exc:
 sink.close()
 """
     cfg = {
-        "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
+        "settings": {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)},
         "spool": str(tmp_path / "sp"),
     }
     out = subprocess.run(
@@ -527,22 +546,33 @@ sink.close()
 
 
 @s3
-def test_missing_bucket_is_reported_with_its_code(
-    moto_server: str, s3_settings: Any, tmp_path: Path
+def test_missing_bucket_is_an_outage_and_catches_up_when_created(
+    moto_server: str, s3_client: Any, s3_settings: Any, tmp_path: Path
 ) -> None:
-    """A real moto answer (no proxy): NoSuchBucket stops writes with a clear error."""
-    sink = S3Sink(s3_settings(moto_server, "no-such-bucket-here"), tmp_path / "sp")
+    """A real moto answer (no proxy): NoSuchBucket is an outage, not a reason to end
+    sessions (issue 16 item 3); recordings wait in the spool and go up once the bucket
+    exists."""
+    name = f"later-{os.urandom(4).hex()}"
+    sink = S3Sink(s3_settings(moto_server, name), tmp_path / "sp")
     try:
-        with pytest.raises(SinkError, match=r"'no-such-bucket-here': NoSuchBucket"):
+        with pytest.raises(SinkError, match=f"'{name}' does not exist"):
             sink.check()
         st = sink.create("x.bstl")
-        write_all(st, data_of(PART))
+        data = data_of(PART + 10)
+        write_all(st, data)
+        st.flush()
         deadline = time.monotonic() + 20
-        with pytest.raises(SinkError, match=r"bucket 'no-such-bucket-here': NoSuchBucket"):
-            while time.monotonic() < deadline:
-                st.flush()
-                time.sleep(0.05)
+        while sink.status().state != "degraded" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status = sink.status()
+        assert status.state == "degraded" and "does not exist" in status.detail
+        st.write(b"still recording")
+        st.close()
         assert sink.pending() == ["x.bstl"]  # kept locally
+        s3_client.create_bucket(Bucket=name)
+        assert sink.wait_idle(30)
+        assert get(s3_client, name, "x.bstl") == data + b"still recording"
+        assert sink.status().state == "ok"
     finally:
         sink.close()
 

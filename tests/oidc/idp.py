@@ -42,15 +42,18 @@ def npm_ci() -> None:
 class Provider:
     """One oidc-provider process on a loopback port."""
 
-    def __init__(self, port: int, device_code_ttl: int = 600) -> None:
+    def __init__(self, port: int, device_code_ttl: int = 600,
+                 redirect_uris: tuple[str, ...] = ()) -> None:
         self.port = port
         self.issuer = f"http://127.0.0.1:{port}"
         self.device_code_ttl = device_code_ttl
+        self.redirect_uris = redirect_uris  # also allow the code flow to these (web sign-in)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {**os.environ, "PORT": str(self.port),
-               "DEVICE_CODE_TTL": str(self.device_code_ttl)}
+               "DEVICE_CODE_TTL": str(self.device_code_ttl),
+               "REDIRECT_URIS": " ".join(self.redirect_uris)}
         self.proc = subprocess.Popen(["node", str(HERE / "provider.mjs")], cwd=HERE, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         assert self.proc.stdout is not None

@@ -8,6 +8,9 @@ import Provider from 'oidc-provider';
 const port = Number(process.env.PORT || 0);
 const issuer = `http://127.0.0.1:${port}`;
 const ttl = Number(process.env.DEVICE_CODE_TTL || 600);
+// REDIRECT_URIS (space-separated): also allow the authorization code flow for 'bastille'
+// (the web endpoint's approver sign-in, PUBLIC_URL/oidc/callback)
+const redirects = (process.env.REDIRECT_URIS || '').split(' ').filter(Boolean);
 
 const USERS = {
   bob: { groups: ['eng'] },
@@ -24,7 +27,8 @@ const configuration = {
   clients: [
     {
       client_id: 'bastille', client_secret: 'bastille-test-secret',
-      grant_types: [deviceGrant], response_types: [], redirect_uris: [],
+      grant_types: redirects.length ? [deviceGrant, 'authorization_code'] : [deviceGrant],
+      response_types: redirects.length ? ['code'] : [], redirect_uris: redirects,
       token_endpoint_auth_method: 'client_secret_post',
     },
     {

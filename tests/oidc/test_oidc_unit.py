@@ -16,7 +16,6 @@ from typing import Any
 import authlib.deprecate  # noqa: F401  # its 'always' filter first; ours wins
 import pytest
 
-from gateway.auth.bindings import BindingStore
 from gateway.auth.oidc import (
     AccessDenied,
     CodeExpired,
@@ -30,6 +29,7 @@ from gateway.auth.oidc import (
 from gateway.config import OidcSettings, load_config
 from gateway.errors import ConfigError
 from gateway.ssh.keys import generate_host_key
+from state.bindings import BindingStore
 
 with warnings.catch_warnings():  # authlib 1.x marks authlib.jose deprecated (-> joserfc)
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -14,11 +14,13 @@ from gateway.auth.passwords import hash_password
 from gateway.config import Config, load_config
 from gateway.rdp.gate import RdpGate, Refused
 from gateway.rdp.routing import RouteRequest
-from gateway.rdp.tokens import TokenStore
 from gateway.ssh.keys import generate_host_key
 from recorder import events as ev
 from recorder.reader import Recording
 from recorder.service import Recorder
+from state.approvals import ApprovalStore
+from state.paths import DataDir
+from state.tokens import TokenStore
 
 ALICE_PW = "alice-Pw-secret-1"
 TARGET_PW = "Target-Pw-secret-2"
@@ -70,8 +72,9 @@ async def _gate(tmp_path: Path, *, oidc: bool = False) -> tuple[RdpGate, Recorde
         assert config.oidc is not None
     recorder = Recorder(config.recording)
     await recorder.start()
-    gate = RdpGate(config, recorder, AuditLog(config.audit.file),
-                   TokenStore(config.data_dir / "rdp_tokens.sqlite3"))
+    data = DataDir(config.data_dir)
+    gate = RdpGate(config, recorder, AuditLog(config.audit.file), TokenStore(data.rdp_tokens),
+                   ApprovalStore(data.approvals))
     return gate, recorder
 
 
@@ -270,3 +273,84 @@ def test_token_store_from_before_sso_pins_is_upgraded(tmp_path: Path) -> None:
         assert store.consume_pin("carol", store.issue_pin("carol", 60))
     finally:
         store.close()
+
+
+def test_just_in_time_grant_lets_a_user_in(tmp_path: Path) -> None:
+    """bob's groups do not allow win1; an approved access request does (the one check)."""
+    from gateway.core.access import Principal
+    from gateway.rdp.cli import rdp_login_text
+
+    async def main() -> None:
+        gate, recorder = await _gate(tmp_path)
+        conn = gate.route(RouteRequest(user="bob", target="win1"), "10.1.1.1:5000", None)
+        with pytest.raises(Refused, match="not allowed"):
+            await conn.login("bob#win1", "bob-pw", "")
+        grants = gate.access.grants
+        request = grants.create_access(user="bob", target="win1", seconds=600,  # type: ignore[attr-defined]
+                                       reason="incident", timeout=60)
+        grants.decide(request.id, approver="alice", approver_groups=frozenset(),  # type: ignore[attr-defined]
+                      approvers=_Anyone(), approve=True)
+        conn = gate.route(RouteRequest(user="bob", target="win1"), "10.1.1.1:5001", None)
+        creds = await conn.login("bob#win1", "bob-pw", "")
+        assert creds.user == "Administrator"
+        await conn.closed()
+        text = rdp_login_text(gate.config, gate.access, Principal("bob"), "", "ssh",
+                              gate.audit)
+        assert "bob#win1" in text and "RDP targets you may use: win1" in text
+        await recorder.close()
+
+    asyncio.run(main())
+    starts = [r for r in _audit(tmp_path) if r["kind"] == "session.start"]
+    assert [r["user"] for r in starts] == ["bob"]
+
+
+class _Anyone:
+    def allows(self, user: str, groups: frozenset[str]) -> bool:
+        return True
+
+
+def test_full_storage_pauses_an_rdp_session_instead_of_failing_it(tmp_path: Path) -> None:
+    """Storage refuses data (disk at its low-water mark): reading from client and target
+    stops once the recording's backlog reaches its bound, and resumes when storage takes
+    data again; the recording does not overflow and holds every byte (issue 16)."""
+    import os
+
+    from recorder.sinks.file import FileSink
+    from state.paths import DataDir
+
+    async def main() -> tuple[list[bool], int, bool]:
+        config = _config(tmp_path)
+        sink = FileSink(config.recording.file_dir, min_free_bytes=1 << 62)  # "full"
+        recorder = Recorder(config.recording, sink=sink)
+        await recorder.start()
+        data = DataDir(config.data_dir)
+        gate = RdpGate(config, recorder, AuditLog(config.audit.file),
+                       TokenStore(data.rdp_tokens), ApprovalStore(data.approvals))
+        conn = gate.route(RouteRequest(user="alice", target="win1"), "10.1.1.1:5000", None)
+        await conn.login("alice#win1", ALICE_PW, "")
+        paused: list[bool] = []
+        conn.pause_reading = paused.append
+        chunk = os.urandom(64 * 1024)
+        sent = 0
+        while not paused and sent < 32 * 1024 * 1024:  # like a transport: stops when told
+            conn.on_replay(chunk)
+            sent += len(chunk)
+            await asyncio.sleep(0)
+        await asyncio.sleep(1.0)
+        assert conn.rec is not None
+        failed = conn.rec.failed is not None
+        sink.free.min_free = 0  # space returns
+        deadline = asyncio.get_running_loop().time() + 20
+        while paused[-1:] == [True] and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 - polls a list the code under test appends to
+            await asyncio.sleep(0.05)
+        await conn.closed()
+        await recorder.close()
+        return paused, sent, failed
+
+    paused, sent, failed = asyncio.run(main())
+    assert not failed
+    assert paused == [True, False]
+    rec = Recording.from_bytes(next((tmp_path / "data" / "recordings").rglob("*.bstl"))
+                               .read_bytes())
+    assert sum(len(e.data) for e in rec.events() if e.type == ev.RDP) == sent
+    assert rec.status == "ended"

@@ -12,8 +12,8 @@ from gateway.errors import ConfigError
 from gateway.rdp.cli import rdp_file_text
 from gateway.rdp.keys import KeyDecoder
 from gateway.rdp.routing import RouteRequest, client_user, parse_cookie
-from gateway.rdp.tokens import TokenStore
 from gateway.ssh.keys import generate_host_key
+from state.tokens import TokenStore
 
 # ------------------------------------------------------------------ routing
 
@@ -290,7 +290,7 @@ def test_ssh_gateway_never_loads_pyrdp_or_twisted() -> None:
     import sys
 
     code = ("import sys, gateway.app, gateway.cli, gateway.rdp.supervisor, gateway.rdp.gate, "
-            "gateway.rdp.cli, gateway.rdp.tls, gateway.rdp.tokens; "
+            "gateway.rdp.cli, gateway.rdp.tls, state.tokens; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyrdp', 'twisted'}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)

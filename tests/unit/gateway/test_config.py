@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_config, parse_duration
+from gateway.config import load_config
 from gateway.errors import ConfigError
 from gateway.ssh.keys import generate_host_key
+from state.timeparse import parse_duration
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGd1c3Rvbm9tZXRoaW5nZWxzZWhlcmUxMjM0NTY3ODk0 a@b"
 
@@ -51,7 +52,7 @@ def test_good_config(tmp_path: Path) -> None:
     assert c.audit.file == tmp_path / "data" / "audit.jsonl"
     t = c.targets["web1"]
     assert t.port == 22 and t.key_file == tmp_path / "tk"
-    assert t.permits(c.users["alice"])
+    assert t.groups == frozenset({"ops"})
     assert t.allow_local_forwarding.allows("alice", frozenset({"ops"}))
     assert t.allow_local_forwarding.allows("bob", frozenset())
     assert not t.allow_agent_forwarding.allows("alice", frozenset({"ops"}))
@@ -134,3 +135,21 @@ part_size_mib = 5
                                                 (True, None)])
 def test_durations(value: object, seconds: float | None) -> None:
     assert parse_duration(value) == seconds
+
+
+def test_rdp_screen_pass_settings(tmp_path: Path) -> None:
+    """``[rdp] ocr``, ``ocr_budget``, ``ocr_per_minute``: defaults, values, errors."""
+    c = load_config(_write(tmp_path, GOOD + '\n[rdp]\nlisten = "127.0.0.1:3389"\n'))
+    assert c.rdp is not None
+    assert (c.rdp.ocr, c.rdp.ocr_budget, c.rdp.ocr_per_minute) == (True, 120.0, 6)
+    c = load_config(_write(tmp_path, GOOD + '\n[rdp]\nlisten = "127.0.0.1:3389"\nocr = false\n'
+                           'ocr_budget = "5m"\nocr_per_minute = 30\n'))
+    assert c.rdp is not None
+    assert (c.rdp.ocr, c.rdp.ocr_budget, c.rdp.ocr_per_minute) == (False, 300.0, 30)
+    problems = _problems(tmp_path, GOOD + '\n[rdp]\nlisten = "127.0.0.1:3389"\nocr = "yes"\n'
+                         'ocr_budget = 0\nocr_per_minute = 0\nocr_budjet = "1m"\n')
+    text = "\n".join(problems)
+    assert "rdp.ocr: expected true or false, got a string" in text
+    assert "rdp.ocr_budget: expected a positive CPU time per session" in text
+    assert "rdp.ocr_per_minute: expected an integer 1-600, got 0" in text
+    assert "rdp.ocr_budjet: unknown key (did you mean 'ocr_budget'?)" in text

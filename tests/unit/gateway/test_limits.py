@@ -41,3 +41,80 @@ def test_line_tracker_renders_fast_at_any_size(cols: int, rows: int) -> None:
             assert time.monotonic() - started < 1.0
             if tracker.cols >= 20:  # a narrower terminal wraps the prompt and line
                 assert snap.text == "echo hello"
+
+
+# ------------------------------------------------------------------ requests and counts
+class _Packet:
+    def __init__(self, key: bytes, value: bytes) -> None:
+        self._items = [key, value]
+
+    def get_string(self) -> bytes:
+        return self._items.pop(0)
+
+    def check_end(self) -> None:
+        assert not self._items
+
+
+class _Channel:
+    def __init__(self) -> None:
+        self._env: dict[bytes, bytes] = {}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.binary(max_size=12), st.binary(max_size=3000)), max_size=300))
+def test_environment_requests_stay_bounded(requests: list[tuple[bytes, bytes]]) -> None:
+    from gateway.limits import MAX_ENV_BYTES, MAX_ENV_VARS
+    from gateway.ssh.session import _bound_environment
+
+    chan = _Channel()
+    _bound_environment(chan)  # type: ignore[arg-type]
+    for key, value in requests:
+        accepted = chan._process_env_request(_Packet(key, value))  # type: ignore[attr-defined]
+        if accepted:
+            assert chan._env[key] == value
+    env = chan._env
+    assert len(env) <= MAX_ENV_VARS
+    assert sum(len(k) + len(v) for k, v in env.items()) <= MAX_ENV_BYTES
+
+
+@given(st.text(max_size=5000), st.integers(min_value=1, max_value=200))
+def test_cut_bounds_any_text(text: str, limit: int) -> None:
+    from gateway.limits import cut
+
+    out = cut(text, limit)
+    assert len(out) <= limit + 20
+    assert out == text or out.startswith(text[:limit])
+
+
+ADDRESSES = st.sampled_from(["10.0.0.1", "10.0.0.2:22", "[2001:db8::1]:22", "2001:db8::2",
+                             "192.0.2.7"])
+NAMES = st.sampled_from(["alice", "bob", "carol", None])
+
+
+@given(st.lists(st.tuples(ADDRESSES, NAMES), max_size=200), NAMES)
+def test_failures_never_block_a_user_from_elsewhere(failures: list[tuple[str, str | None]],
+                                                    user: str | None) -> None:
+    """Whatever fails from other addresses, a user is never refused from an address that
+    failed nothing (the limiter has no per-user-name bucket)."""
+    from state.ratelimit import FailureLimiter
+
+    lim = FailureLimiter(1, 300, source_limit=1)
+    for source, name in failures:
+        lim.record_failure(source, name)
+    assert not lim.blocked("198.51.100.9", user)
+    assert not lim.blocked("[2001:db9::1]:22", user)
+
+
+def test_lines_past_the_policy_bound_are_uncertain_without_parsing() -> None:
+    import re
+
+    from gateway.core.enforce import too_long
+    from gateway.limits import MAX_POLICY_LINE
+    from gateway.policy import Action, PolicyEngine, Rule
+
+    engine = PolicyEngine([Rule(name="r", match=re.compile("^rm "), action=Action.DENY)],
+                          on_uncertain=Action.APPROVE)
+    assert too_long(engine, "a|" * (MAX_POLICY_LINE // 2)) is None  # at the bound: parsed
+    decision = too_long(engine, None, "ok", "a|" * MAX_POLICY_LINE)
+    assert decision is not None and decision.action is Action.APPROVE
+    assert "too long to check" in decision.reason and decision.rule is None

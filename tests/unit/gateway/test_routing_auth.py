@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gateway.auth.passwords import hash_password, verify_password
-from gateway.auth.ratelimit import FailureLimiter
-from gateway.routing import Login, Route, parse_login, route_request
 from gateway.ssh.menu import QUIT, MenuEntry, TargetMenu
+from gateway.ssh.routing import Login, Route, parse_login, route_request
+from state.ratelimit import FailureLimiter, source_key
 
 
 @pytest.mark.parametrize(("username", "login"), [
@@ -37,20 +37,44 @@ def test_route_request(login: Login, command: str | None, route: Route) -> None:
 
 def test_rate_limiter_window() -> None:
     now = [0.0]
-    lim = FailureLimiter(3, 60, clock=lambda: now[0])
+    lim = FailureLimiter(3, 60, source_limit=5, clock=lambda: now[0])
     for _ in range(3):
-        assert not lim.blocked("1.2.3.4")
-        lim.record_failure("1.2.3.4", "user:a")
-    assert lim.blocked("1.2.3.4") and lim.blocked("9.9.9.9", "user:a")
-    assert not lim.blocked("9.9.9.9")
+        assert not lim.blocked("1.2.3.4", "a")
+        lim.record_failure("1.2.3.4", "a")
+    assert lim.blocked("1.2.3.4", "a")  # the pair
+    assert not lim.blocked("9.9.9.9", "a")  # never the user name alone
+    assert not lim.blocked("1.2.3.4", "b") and not lim.blocked("1.2.3.4")
+    lim.record_failure("1.2.3.4", "b")
+    lim.record_failure("1.2.3.4")  # a key-only failure: the source only
+    assert lim.blocked("1.2.3.4") and lim.blocked("1.2.3.4", "c")  # 5 for the source
     now[0] = 61
-    assert not lim.blocked("1.2.3.4")
+    assert not lim.blocked("1.2.3.4", "a")
+
+
+def test_rate_limiter_success_resets_the_pair_only() -> None:
+    lim = FailureLimiter(2, 60, source_limit=3)
+    lim.record_failure("10.0.0.1:5000", "a")  # the port is not part of the source
+    lim.record_failure("10.0.0.1:5001", "a")
+    assert lim.blocked("10.0.0.1", "a")
+    lim.reset("10.0.0.1", "a")
+    assert not lim.blocked("10.0.0.1", "a")
+    lim.record_failure("10.0.0.1", "b")
+    assert lim.blocked("10.0.0.1", "z")  # the source's 3 failures were not forgotten
+
+
+def test_rate_limiter_source_keys() -> None:
+    assert source_key("10.1.2.3:22") == "10.1.2.3"
+    assert source_key("[2001:db8:1:2::5]:22") == "2001:db8:1:2::/64"
+    assert source_key("2001:db8:1:2:aaaa::9") == "2001:db8:1:2::/64"
+    assert source_key("::ffff:10.1.2.3") == "10.1.2.3"
+    assert source_key("fe80::1%eth0") == "fe80::/64"
+    assert source_key("not-an-address") == "not-an-address"
 
 
 def test_rate_limiter_memory_bounded() -> None:
     lim = FailureLimiter(1, 60, max_keys=100)
     for i in range(1000):
-        lim.record_failure(f"10.0.{i // 256}.{i % 256}")
+        lim.record_failure(f"10.0.{i // 256}.{i % 256}", "u")
     assert len(lim._failures) <= 100
 
 

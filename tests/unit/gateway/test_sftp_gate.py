@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from gateway.transfers import Hold, SftpTap
+from gateway.ssh.transfers import Hold, SftpTap
 
 _OPEN, _STAT, _STATUS = 3, 17, 101
 

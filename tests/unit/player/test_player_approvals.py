@@ -10,8 +10,8 @@ from textual.widgets import DataTable
 
 from player.app import PlayerApp
 from player.approvals import ApprovalsScreen, Approver
-from recorder.approvals import ApprovalStore, Request
 from recorder.settings import RecorderSettings
+from state.approvals import ApprovalStore, Request
 
 
 async def _wait_rows(app: PlayerApp, pilot, n: int) -> DataTable:  # type: ignore[no-untyped-def, type-arg]
@@ -38,7 +38,8 @@ async def test_approve_with_reason_and_self_approval_refused(settings: RecorderS
         await pilot.pause()
         await pilot.press("a")
         table = await _wait_rows(app, pilot, 1)
-        assert "systemctl stop pg" in str(table.get_row_at(0))
+        row = [getattr(c, "plain", c) for c in table.get_row_at(0)]
+        assert row[2:] == ["alice", "db1", "approve-service-stop", "systemctl stop pg", "r"]
         await pilot.press("y")
         await pilot.press(*"looks fine")
         await pilot.press("enter")
@@ -107,7 +108,7 @@ async def test_auditor_terminates_a_live_session_from_the_replay(tmp_path: Path)
                         break
                 await pilot.press("k")
                 await pilot.pause()
-                box = app.screen.query_one("#replay-kill")
+                box = app.screen.query_one("#kill-reason")
                 assert bool(box.display) is allowed
                 if allowed:
                     await pilot.press(*"data exfiltration", "enter")

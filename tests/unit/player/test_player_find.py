@@ -37,9 +37,11 @@ async def test_lists_sessions_with_status_and_integrity(settings: RecorderSettin
         assert _col(app, "id") == ids
         assert _col(app, "user") == ["dave", "carol", "bob", "alice"]
         assert _col(app, "status") == ["live", "ended", "ended", "ended"]
-        assert _col(app, "integrity") == ["truncated@2", "tampered@1", "verified", "verified"]
-        assert _col(app, "cmds") == ["0", "1", "1", "5"]  # a live session's count comes at close
-        assert _col(app, "pol") == ["0", "0", "0", "1"]
+        # a live session is "live" (its chain intact so far), not "truncated"
+        assert _col(app, "integrity") == ["live", "tampered@1", "verified", "verified"]
+        assert _col(app, "kind") == ["shell"] * 4
+        # a live session's count comes at close; commands/policy decisions
+        assert _col(app, "cmds") == ["0/0", "1/0", "1/0", "5/1"]
         assert _col(app, "dur") == ["-", "0m02s", "0m02s", "0m40s"]
         title = str(app.screen.query_one("#find-title", Static).render())
         assert title == "bastille player: 4 sessions"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from player.data import Mark
-from player.replay import parse_time
-from player.terminal_view import render_screen
+from player.archive import Mark
+from player.fmt import parse_time
+from player.render import render_screen
 from player.timeline import render_timeline
 from recorder.screen import Terminal
 
@@ -48,7 +48,7 @@ def test_cursor_and_highlight() -> None:
 
 
 def test_timeline_marks_and_position() -> None:
-    marks = [Mark(0.0, "command", "ls"), Mark(5.0, "deny", "rm"), Mark(5.1, "command", "x")]
+    marks = [Mark(0.0, "command", "ls"), Mark(5.0, "denied", "rm"), Mark(5.1, "command", "x")]
     text = render_timeline(10, 10.0, 9.9, marks)
     assert text.plain == "|----x--- "  # deny wins over a command in the same cell
     assert "reverse" in str(text.spans[-1].style)

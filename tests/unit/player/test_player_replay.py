@@ -47,11 +47,11 @@ async def test_opens_with_title_integrity_and_timeline_marks(settings: RecorderS
         await settle(pilot)
         scr = _screen(app)
         title = str(scr.query_one("#replay-title", Static).render())
-        assert "alice@web1 ssh 2025-11-23 12:13:20" in title and "verified" in title
+        assert "alice@web1 ssh/shell 2025-11-23 12:13:20  ended  verified" in title
         assert "0:00:00/0:00:40 paused 1x skip-idle" in _status(app)
         kinds = [(m.kind, m.time) for m in scr.query_one(Timeline).marks]
-        assert ("transfer", 8.5) in kinds and ("deny", 9.5) in kinds
-        assert [t for k, t in kinds if k == "command"] == [1.0, 3.0, 8.5, 9.5, 39.5]
+        assert ("transfer", 8.5) in kinds and ("denied", 9.5) in kinds
+        assert [t for k, t in kinds if k == "command"] == [1.0, 3.0, 8.5, 39.5]
         assert _text(app) == "Welcome to web1\nalice@web1:~$\n"
         line = str(scr.query_one(Timeline).render())
         assert len(line) == 80 and "x" in line and "f" in line and "|" in line
@@ -239,8 +239,8 @@ async def test_live_session_shows_what_was_recorded_so_far(settings: RecorderSet
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         title = str(app.screen.query_one("#replay-title", Static).render())
-        assert "dave@db1" in title and "live (recorded so far)" in title
-        assert "truncated@2" in title and "no trailer" in title
+        assert "dave@db1 ssh/shell 2025-11-23 15:13:20  live  chain intact so far" in title
+        assert "truncated" not in title and "no trailer" not in title
         await pilot.press("end")
         await settle(pilot)
         assert "cron[1]: ok" in _text(app)
@@ -289,7 +289,7 @@ async def test_copy_refuses_a_shared_copy_directory(
 
 @sync
 async def test_corrupt_keyframe_cache_is_reported_not_a_crash(settings: RecorderSettings) -> None:
-    from player.data import Archive
+    from player.archive import Archive
     from recorder import keyframes
 
     archive = Archive(settings)

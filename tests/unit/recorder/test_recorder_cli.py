@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 from recorder_helpers import FakeClock, make_header, wait_until
 
-from recorder.cli import add_commands, parse_when
+from recorder.cli import add_commands
 from recorder.format import v1
 from recorder.reader import Recording
 from recorder.service import Recorder
 from recorder.settings import RecorderSettings
 from recorder.sinks.file import FileSink
+from state.timeparse import parse_when
 
 OUTPUT = [
     b"\x1b[1;34mbob@db1\x1b[0m:~$ ",
@@ -38,7 +39,7 @@ def _resolve(args: argparse.Namespace) -> RecorderSettings:
 def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bastille")
     sub = parser.add_subparsers(dest="command", required=True)
-    add_commands(sub, _resolve)
+    add_commands(sub, _resolve, parse_when)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
@@ -96,8 +97,40 @@ def test_sessions_show(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_play_writes_the_exact_bytes(
     data: Path, capsysbinary: pytest.CaptureFixture[bytes]
 ) -> None:
-    assert _main(["play", "--data", str(data), "cli-one-0001", "--no-wait"]) == 0
+    assert _main(["play", "--data", str(data), "cli-one-0001", "--no-wait", "--raw"]) == 0
     assert capsysbinary.readouterr().out == b"".join(OUTPUT) + b"bye\r\n"
+    # to a terminal (the default): colours and text as recorded, the bell dropped
+    assert _main(["play", "--data", str(data), "cli-one-0001", "--no-wait"]) == 0
+    assert capsysbinary.readouterr().out == b"".join(OUTPUT).replace(b"\x07", b"") + b"bye\r\n"
+
+
+def test_play_and_show_keep_escapes_from_the_terminal(
+    tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    data = tmp_path / "data"
+    hostile = b"\x1b]52;c;ZXZpbA==\x07\x1b]0;owned\x07\x1b[6n\x1b[?1000h\x1b[31mred\x1b[0m\r\n"
+
+    async def main() -> None:
+        r = Recorder(RecorderSettings(data_dir=data))
+        await r.start()
+        s = await r.open_session(make_header("evil-0001", user="mal\x1b]0;x\x07lory"))
+        s.output(hostile)
+        s.command("echo \x1b]52;c;ZXZpbA==\x07 \r\x1b[2Kfake", source="interactive")
+        await s.close(exit_status=0)
+        await r.close()
+
+    asyncio.run(main())
+    assert _main(["play", "--data", str(data), "evil-0001", "--no-wait"]) == 0
+    out = capsysbinary.readouterr().out
+    assert out == b"\x1b[31mred\x1b[0m\r\n"
+    assert _main(["sessions", "show", "--data", str(data), "evil-0001"]) == 0
+    shown = capsysbinary.readouterr().out
+    assert b"\x1b" not in shown and b"\x07" not in shown, shown
+    assert b"echo \\x1b]52;c;ZXZpbA==\\x07 \\r\\x1b[2Kfake" in shown
+    assert b"mal\\x1b]0;x\\x07lory" in shown
+    assert _main(["sessions", "list", "--data", str(data)]) == 0
+    listed = capsysbinary.readouterr().out
+    assert b"\x1b" not in listed and b"mal\\x1b]0;x" in listed, listed
 
 
 def test_play_caps_idle_gaps(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,1 @@
+"""The protocol-free core of the gateway (see docs/architecture.md)."""

@@ -1,0 +1,182 @@
+"""Carrying out policy decisions: :class:`Enforcer`, one per session.
+
+Every decided request (an exec command, an interactive line, an SFTP path, a forwarding
+request) goes through :meth:`Enforcer.immediate` or :meth:`Enforcer.enforce`, whose
+dispatch over :class:`gateway.policy.Action` is exhaustive (``match`` and
+``assert_never``): a new action fails the type check here instead of silently meaning
+"approve" in one place and "deny" in another.
+
+The approval wait is written once (:meth:`Enforcer.approval`): create the request,
+notify approvers, tell the user ``waiting for approval #ID (expires in Nm)``, wait for a
+decision, an expiry, a Ctrl-C (:meth:`Enforcer.cancel_pending`) or the user leaving
+(``SessionCore.gone``: the request is then cancelled), record and audit the outcome.
+
+Known limit: the wait polls the store (see :mod:`state.approvals`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import assert_never
+
+from gateway.core.services import Services
+from gateway.core.session import SessionCore
+from gateway.limits import MAX_POLICY_LINE
+from gateway.policy import Action, Decision, PolicyEngine
+from state.approvals import Request
+
+
+@dataclass(frozen=True)
+class Allow:
+    """Go on: forward the request."""
+
+
+@dataclass(frozen=True)
+class Deny:
+    """Refuse the request; ``message`` is what the user is told (after ``bastille: ``)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Gone:
+    """The user left while the request waited for approval (it was cancelled)."""
+
+
+Verdict = Allow | Deny | Gone
+ALLOW = Allow()
+
+
+def too_long(engine: PolicyEngine, *texts: str | None) -> Decision | None:
+    """The decision for a line longer than ``MAX_POLICY_LINE`` (the engine's
+    ``on_uncertain``; parsing it would cost the event loop too much), or None when every
+    one of ``texts`` is short enough to be decided."""
+    longest = max((len(t) for t in texts if t), default=0)
+    if longest <= MAX_POLICY_LINE:
+        return None
+    return Decision(engine.on_uncertain, None,
+                    f"line too long to check ({longest} characters, at most "
+                    f"{MAX_POLICY_LINE})", ())
+
+
+def outcome_text(result: Request) -> str:
+    """``request #ID denied by carol: not now`` / ``... expired`` / ``... cancelled``."""
+    status = result.status
+    why = {"denied": f"denied by {result.decided_by}", "expired": "expired",
+           "cancelled": "cancelled"}.get(status, status)
+    if result.decision_reason and status == "denied":
+        why += f": {result.decision_reason}"
+    return f"request #{result.id} {why}"
+
+
+class Enforcer:
+    """Turns decisions into verdicts for one session (records and audits them)."""
+
+    def __init__(self, session: SessionCore, services: Services) -> None:
+        self.session = session
+        self.services = services
+        self._pending: int | None = None  # the request being waited for
+
+    def immediate(self, decision: Decision) -> Allow | Deny | None:
+        """The verdict that needs no wait; None for ``approve`` (see :meth:`approval`)."""
+        action = decision.action
+        match action:
+            case Action.ALLOW:
+                return ALLOW
+            case Action.DENY:
+                return Deny(f"denied by policy: {decision.reason}")
+            case Action.APPROVE:
+                return None
+            case _:
+                assert_never(action)
+
+    @staticmethod
+    def refuse_unless_allowed(decision: Decision) -> Deny | None:
+        """For requests that cannot wait for a human (port forwarding): anything but
+        ``allow`` is refused, with the decision's reason."""
+        action = decision.action
+        match action:
+            case Action.ALLOW:
+                return None
+            case Action.DENY | Action.APPROVE:
+                return Deny(decision.reason)
+            case _:
+                assert_never(action)
+
+    async def enforce(self, text: str, decision: Decision, *, source: str,
+                      record_command: bool = True, what: str = "command",
+                      cancel_hint: bool = False) -> Verdict:
+        """Record ``decision`` for ``text`` and carry it out (waiting for approval if the
+        policy says so). ``what`` names the request in messages ("command", "file
+        operation")."""
+        self.session.record_decision(text, decision, source=source,
+                                     record_command=record_command)
+        verdict = self.immediate(decision)
+        if verdict is not None:
+            return verdict
+        return await self.approval(text, decision, what=what, cancel_hint=cancel_hint)
+
+    async def approval(self, text: str, decision: Decision, *, what: str = "command",
+                       cancel_hint: bool = False) -> Verdict:
+        """Ask the approvers about ``text`` and wait; the user sees each step."""
+        session = self.session
+        services = self.services
+        timeout = services.config.approvals.timeout
+        store = services.approvals
+        # approvers see the command with its secrets masked (what runs is the real one)
+        request = store.create(user=session.principal.name, target=session.target,
+                               session=session.session_id, command=session.mask(text),
+                               rule=decision.rule, reason=session.mask(decision.reason),
+                               timeout=timeout)
+        services.notify_approvers(request)
+        minutes = max(1, round(timeout / 60))
+        hint = "; Ctrl-C cancels" if cancel_hint else ""
+        session.say(decision.reason, fresh_line=True)
+        session.say(f"waiting for approval #{request.id} (expires in {minutes}m{hint})")
+        self._pending = request.id
+        try:
+            result = await self._wait(request)
+        finally:
+            self._pending = None
+        if result is None:
+            return Gone()
+        session.record_approval(result)
+        if result.status == "approved":
+            session.say(f"approved by {result.decided_by}")
+            return ALLOW
+        return Deny(f"{outcome_text(result)}; the {what} was not run")
+
+    async def _wait(self, request: Request) -> Request | None:
+        """The decided request, or None when the user left first (then it is cancelled).
+
+        The wait for the store is a task of its own; when it has to be abandoned it is
+        cancelled *and awaited*, so its result is never read before the cancellation
+        has landed (``Future.cancelled()`` only turns true once the loop has run).
+        """
+        store = self.services.approvals
+        waiter = asyncio.ensure_future(store.wait(request.id))
+        gone = asyncio.ensure_future(self.session.gone.wait())
+        try:
+            await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not waiter.done():
+                waiter.cancel()
+                store.cancel(request.id, "the user disconnected")
+                await asyncio.wait({waiter})
+        if waiter.cancelled():
+            return None
+        return waiter.result()
+
+    def cancel_pending(self, why: str = "cancelled by the user") -> bool:
+        """Cancel the request being waited for (Ctrl-C); False if there is none."""
+        if self._pending is None:
+            return False
+        self.services.approvals.cancel(self._pending, why)
+        return True
+
+    @property
+    def waiting(self) -> bool:
+        """A request of this session is waiting for approval."""
+        return self._pending is not None

@@ -1,0 +1,20 @@
+"""Local state of a bastille appliance: one home for what the gateway, the RDP workers,
+the CLI and the player share on disk.
+
+* :mod:`state.paths`: the data directory's file names (never hard-code one elsewhere).
+* :mod:`state.files`: private directories (0700), files (0600) and SQLite connections
+  (WAL), whatever the umask.
+* :mod:`state.timeparse`: the one parser for durations (``30s``, ``5m``, ``8h``) and
+  points in time (``2h`` ago, ISO dates).
+* Stores, each a small :class:`typing.Protocol` plus its SQLite implementation, so that
+  a shared database (PostgreSQL, issue #20) can implement the same interface:
+  :mod:`state.approvals` (approval requests, just-in-time access grants, kill requests),
+  :mod:`state.tokens` (RDP routing tokens and one-time PINs), :mod:`state.bindings`
+  (single sign-on key bindings), :mod:`state.ratelimit` (failed-login counters, kept in
+  memory per process today), :mod:`state.reviews` (auditors' signed, append-only
+  reviews of recorded sessions).
+
+Layering (enforced by import-linter, see pyproject.toml): ``gateway`` and ``player``
+import ``state``; ``state`` imports only the standard library, ``recorder`` and
+``common``; nothing here knows SSH, RDP or Textual.
+"""
