@@ -151,6 +151,7 @@ class TerminalFilter:
 
     def __init__(self) -> None:
         self._pending = b""
+        self._after_c2 = False  # the last byte written was a UTF-8 lead byte \xc2
 
     def feed(self, data: bytes) -> bytes:
         data = self._pending + data
@@ -167,6 +168,12 @@ class TerminalFilter:
             # with it: the lead byte waits for the next chunk
             self._pending = b"\xc2" + self._pending
             out = out[:-1]
+        # the output so far may end with a lead byte that was followed by a dropped
+        # sequence: a continuation byte now must not complete a C1 control with it
+        while self._after_c2 and out[:1] and 0x80 <= out[0] <= 0x9F:
+            out = out[1:]
+        if out:
+            self._after_c2 = out.endswith(b"\xc2")
         return out
 
     def flush(self) -> bytes:

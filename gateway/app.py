@@ -28,7 +28,7 @@ from gateway.audit import AuditEvent, AuditLog, Kind
 from gateway.config import Config
 from gateway.core.access import Access, Principal
 from gateway.core.commands import Commands
-from gateway.core.live import LiveSessions, carry_out_kills
+from gateway.core.live import LiveSessions, carry_out_kills, publish_watched
 from gateway.core.masking import maskers_for
 from gateway.core.notify import notify_webhook
 from gateway.core.storage import StorageEvents
@@ -36,15 +36,14 @@ from gateway.policy import Action, PolicyEngine, Rule
 from gateway.rdp.supervisor import RdpSupervisor
 from gateway.ssh.listener import SshListener
 from recorder.service import Recorder
-from state.approvals import ApprovalStore, Request
-from state.bindings import BindingStore
-from state.paths import DataDir
-from state.ratelimit import FailureLimiter
-from state.usage import UsageStore
+from state.approvals import Request
+from state.backend import StateBackend
+from state.errors import StateError
 
 if TYPE_CHECKING:
     from gateway.core.weblogin import WebLogins
     from gateway.web.server import WebService
+    from state.pg.livetail import LiveTail
 
 log = logging.getLogger("bastille.app")
 
@@ -55,28 +54,28 @@ class GatewayApp:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.version = __version__
-        data = DataDir(config.data_dir)
+        self.state = StateBackend(config.state, config.data_dir)  # SQLite or PostgreSQL
         self.audit_log = AuditLog(config.audit.file, syslog=config.audit.syslog,
                                   syslog_address=config.audit.syslog_address,
                                   syslog_facility=config.audit.syslog_facility)
         self.recorder = Recorder(config.recording)
-        self.approvals = ApprovalStore(data.approvals)
-        self.usage = UsageStore(data.recording_usage) \
-            if config.budget.user_day_bytes else None
-        self.bindings = BindingStore(data.oidc_bindings) \
+        self.approvals = self.state.approvals()
+        self.usage = self.state.usage() if config.budget.user_day_bytes else None
+        self.bindings = self.state.bindings() \
             if config.oidc is not None or config.saml is not None else None
         self.access = Access(config, self.approvals)
         self.policy = build_engine(config)
         self.maskers = maskers_for(config.policy)
-        self.live = LiveSessions()
+        self.registry = self.state.registry()  # which node holds which live session
+        self.live = LiveSessions(self.registry)
         # crash recoveries and storage state -> audit; sessions and workers -> status
         self.storage_events = StorageEvents(
             self.recorder, self.audit, sessions=self.live,
             workers=(lambda: self._rdp.pids() if self._rdp is not None else [])
             if config.rdp is not None else None)
-        self.failures = FailureLimiter(config.gateway.max_auth_failures,
-                                       config.gateway.auth_failure_window,
-                                       source_limit=config.gateway.max_source_failures or None)
+        self.failures = self.state.failures(
+            config.gateway.max_auth_failures, config.gateway.auth_failure_window,
+            source_limit=config.gateway.max_source_failures or None)
         self.commands = Commands(config, self.access, self.approvals, self.audit,
                                  self.notify_approvers, self.version)
         if config.rdp is not None:
@@ -87,6 +86,9 @@ class GatewayApp:
         self.web: WebService | None = None  # the HTTPS endpoint ([web]: SAML, approvals)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._kills: asyncio.Task[Any] | None = None
+        self._lease: asyncio.Task[Any] | None = None
+        self._relay: asyncio.Task[Any] | None = None
+        self._tail: LiveTail | None = None
         self._stopping = asyncio.Event()
 
     # ------------------------------------------------------------ Services
@@ -133,7 +135,11 @@ class GatewayApp:
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Start the recorder, RDP workers and the SSH listener."""
-        expired = self.approvals.expire_all_pending()
+        try:
+            expired = self.approvals.expire_all_pending()
+        except StateError as exc:  # the database is down: its requests expire on their own
+            log.warning("cannot expire this node's old approval requests: %s", exc)
+            expired = 0
         if expired:
             log.warning("%d approval request(s) left pending by a previous run expired", expired)
         await self.recorder.start()
@@ -148,12 +154,43 @@ class GatewayApp:
             self.web = WebService(self.config, audit=self.audit, approvals=self.approvals)
             await self.web.start()
         self.port = await self.ssh.start()
-        self._kills = self.spawn(carry_out_kills(self.approvals, self.live), "kill requests")
+        self._kills = self.spawn(carry_out_kills(
+            self.approvals, self.live, access=self.access,
+            interval=min(1.0, self.config.state.poll_interval) if self.state.shared else 1.0),
+            "kill requests")
+        self._lease = self.spawn(self.registry.keep_alive(self._node_lost), "node lease")
+        self._tail = self.state.live_tail()  # watched live sessions, for other nodes
+        if self._tail is not None:
+            self._relay = self.spawn(publish_watched(self._tail, self.live,
+                                                     self.recorder.sink.read), "watch relay")
         gw = self.config.gateway
         self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={
             "event": "start", "listen": f"{gw.listen_host}:{self.port}",
             "version": self.version}))
         log.info("bastille %s listening on %s:%d", self.version, gw.listen_host, self.port)
+
+    async def _close_state(self) -> None:
+        await _leave(self.registry)
+        if self._tail is not None:
+            self._tail.close()
+        self.registry.close()
+        self.approvals.close()
+        if self.usage is not None:
+            self.usage.close()
+        if self.bindings is not None:
+            self.bindings.close()
+        close = getattr(self.failures, "close", None)
+        if close is not None:
+            close()
+
+    def _node_lost(self, node: str, sessions: list[tuple[str, str, str]]) -> None:
+        """Another gateway missed its lease: its live sessions were marked ended."""
+        self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={
+            "event": "node lost", "node": node, "sessions": len(sessions)}))
+        for session, user, target in sessions:
+            self.audit(AuditEvent(Kind.SESSION_END, "node lost", user=user, target=target,
+                                  session=session, detail={"node": node,
+                                                           "noticed_by": self.registry.node}))
 
     def stop(self) -> None:
         self._stopping.set()
@@ -193,8 +230,13 @@ class GatewayApp:
                 self._rdp.stop(gw.drain_timeout + 15))
         if self._kills is not None:
             self._kills.cancel()
+        for task in (self._lease, self._relay):
+            if task is not None:
+                task.cancel()
         log.info("draining %d task(s) of sessions for up to %.0f s",
-                 len([t for t in self._tasks if t is not self._kills]), gw.drain_timeout)
+                 len([t for t in self._tasks
+                      if t not in (self._kills, self._lease, self._relay)]),
+                 gw.drain_timeout)
         await self._wait_tasks(gw.drain_timeout)
         self.ssh.terminate_all("the bastion is shutting down")
         await self._wait_tasks(5)
@@ -205,13 +247,20 @@ class GatewayApp:
         if rdp_stop is not None:
             await rdp_stop
         await self.recorder.close(timeout=max(5.0, gw.drain_timeout))
-        self.approvals.close()
-        if self.usage is not None:
-            self.usage.close()
-        if self.bindings is not None:
-            self.bindings.close()
+        await self._close_state()
         self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={"event": "stop"}))
         self.audit_log.close()
+
+
+async def _leave(registry: object) -> None:
+    """At a clean stop: give this node's lease back (nothing for another node to take)."""
+    leave = getattr(registry, "leave", None)
+    if leave is None:
+        return
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, leave)
+    except StateError as exc:
+        log.warning("cannot give this node's lease back: %s", exc)
 
 
 def build_engine(config: Config) -> PolicyEngine | None:

@@ -223,6 +223,14 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
         return 1
+    if config.state.shared:  # the shared database: reachable, with what the index needs
+        from state.backend import StateBackend
+
+        unusable = StateBackend(config.state, config.data_dir).check()
+        if unusable is not None:
+            print(f"{config.path}: state.url: {unusable}", file=sys.stderr)
+            print("1 problem(s) found", file=sys.stderr)
+            return 1
     from gateway.config.perms import secret_file_warnings
 
     warnings = secret_file_warnings(config)
@@ -281,14 +289,13 @@ def cmd_oidc(args: argparse.Namespace) -> int:
     import datetime
 
     from common.safetext import visible
-    from state.bindings import BindingStore
-    from state.paths import DataDir
+    from state.backend import StateBackend
 
     config = _load(args, secrets=False)
     if config.oidc is None and config.saml is None:
         print(f"bastille: {config.path} has no [oidc] or [saml] section", file=sys.stderr)
         return 2
-    store = BindingStore(DataDir(config.data_dir).oidc_bindings)
+    store = StateBackend(config.state, config.data_dir).bindings()
     if args.action == "revoke":
         if not args.user:
             print("bastille: oidc revoke needs a USER", file=sys.stderr)
@@ -333,11 +340,10 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     from gateway.core.commands import format_requests, run_approvals
     from gateway.core.masking import maskers_for
     from gateway.operator import OperatorAudit
-    from state.approvals import ApprovalStore
-    from state.paths import DataDir
+    from state.backend import StateBackend
 
     config = _load(args, secrets=False)
-    store = ApprovalStore(DataDir(config.data_dir).approvals)
+    store = StateBackend(config.state, config.data_dir).approvals()
     if args.action == "list":
         requests = store.list(status=None if args.all else "pending")
         mask = maskers_for(config.policy).text_for(None)
@@ -367,18 +373,17 @@ def cmd_sessions_kill(args: argparse.Namespace) -> int:
     from common.safetext import visible
     from gateway.audit import AuditEvent, Kind
     from gateway.operator import emit_once
-    from recorder.index import Index
-    from state.approvals import ApprovalStore
-    from state.paths import DataDir
+    from recorder.index import open_index
+    from state.backend import StateBackend
 
     config = _load(args, secrets=False)
-    data = DataDir(config.data_dir)
+    state = StateBackend(config.state, config.data_dir)
     user = config.users.get(args.as_user)
     if user is None or not config.approvals.approvers.allows(user.name, user.groups):
         print(f"bastille: {visible(args.as_user)} may not end sessions (only the configured "
               "approvers may; auditors are read-only)", file=sys.stderr)
         return 2
-    index = Index(DataDir(config.recording.data_dir).index)
+    index = open_index(config.recording, checked=False)
     rows = [r for r in index.list_sessions(status="live", limit=100000)
             if r.id.startswith(args.id)]
     index.close()
@@ -388,7 +393,7 @@ def cmd_sessions_kill(args: argparse.Namespace) -> int:
         print(f"bastille: {what} matches {args.id!r}", file=sys.stderr)
         return 2
     session = live[0]
-    store = ApprovalStore(data.approvals)
+    store = state.approvals()
     store.request_kill(session.id, by=user.name, reason=args.reason)
     emit_once(config, AuditEvent(Kind.SESSION_KILL, "requested", user=user.name, source="cli",
                                  target=session.target, session=session.id,
@@ -410,16 +415,21 @@ def cmd_player(args: argparse.Namespace) -> int:
 
     approver = _player_approver(args) if args.as_user else None
     audit_file = None
+    state = None
     if getattr(args, "config", None):
-        audit_file = _load(args, secrets=False).audit.file
+        from state.backend import StateBackend
+
+        loaded = _load(args, secrets=False)
+        audit_file = loaded.audit.file
+        state = StateBackend(loaded.state, loaded.data_dir)  # SQLite files or PostgreSQL
     settings = _resolve_recorder(args)
     from gateway.rdp.screens import frame_builder  # RDP desktops: drawn in a child process
 
     bare = getattr(args, "data", None) and not getattr(args, "config", None) and \
         settings.data_dir == Path(args.data)
     return run_player(settings, session_id=args.id, approver=approver, audit_file=audit_file,
-                      frame_builder=frame_builder(None if bare else _config_path(args),
-                                                  settings))
+                      state=state, frame_builder=frame_builder(
+                          None if bare else _config_path(args), settings))
 
 
 def _player_approver(args: argparse.Namespace) -> Approver:
@@ -512,8 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "denying needs --as USER, a configured approver who is not the "
                        "requester.")
     _add_config_args(p)
-    p.add_argument("action", choices=["list", "approve", "deny"])
-    p.add_argument("id", nargs="?", help="request number (approve/deny)")
+    p.add_argument("action", choices=["list", "approve", "deny", "revoke"])
+    p.add_argument("id", nargs="?", help="request number (approve/deny), or the access "
+                   "grant to revoke (revoke: sessions running on it end)")
     p.add_argument("reason", nargs="*", help="reason shown to the requester")
     p.add_argument("--as", dest="as_user", metavar="USER", help="the approver you act as")
     p.add_argument("--all", action="store_true", help="list: also decided requests")
@@ -534,8 +545,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_hash_password)
 
     from gateway.rdp.cli import add_commands as add_rdp_commands
+    from state.cli import add_commands as add_state_commands
 
     add_rdp_commands(sub, _add_config_args, _load)
+    add_state_commands(sub, _add_config_args, _load)
 
     try:
         from recorder.cli import add_commands

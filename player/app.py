@@ -42,6 +42,7 @@ from player.replay import ReplayScreen
 from player.transfer_view import TraceScreen, TransferScreen
 from recorder.errors import RecorderError
 from recorder.settings import RecorderSettings
+from state.backend import StateBackend
 
 PARENT_CHECK = 1.0  # seconds between checks that the parent process is still there
 
@@ -72,6 +73,7 @@ class PlayerApp(App[int]):
         clock: Callable[[], float] = time.time,
         approver: Approver | None = None,
         audit_file: Path | None = None,
+        state: StateBackend | None = None,
         frame_builder: FrameBuilder | None = None,
     ) -> None:
         super().__init__()
@@ -80,7 +82,7 @@ class PlayerApp(App[int]):
         self.settings = settings
         self.session_id = session_id
         self.clock = clock
-        self.archive = Archive(settings, audit_file=audit_file)
+        self.archive = Archive(settings, audit_file=audit_file, state=state)
         self._parent_pid = os.getppid()
 
     def on_mount(self) -> None:
@@ -147,11 +149,8 @@ class PlayerApp(App[int]):
         self.push_screen(ReplayScreen(self.archive, message.session_id))
 
     def action_approvals(self) -> None:
-        from state.approvals import ApprovalStore
-
-        store = ApprovalStore(self.settings.data_dir / "approvals.sqlite3")
-        self.push_screen(ApprovalsScreen(store, self.approver, self.clock),
-                         lambda _: store.close())
+        store = self.archive.approvals()
+        self.push_screen(ApprovalsScreen(store, self.approver, self.clock))
 
 
 def check_session(settings: RecorderSettings, session_id: str) -> str | None:
@@ -171,6 +170,7 @@ def check_session(settings: RecorderSettings, session_id: str) -> str | None:
 
 def run_player(settings: RecorderSettings, *, session_id: str | None = None,
                approver: Approver | None = None, audit_file: Path | None = None,
+               state: StateBackend | None = None,
                frame_builder: FrameBuilder | None = None) -> int:
     """Run the player in the current terminal; returns the exit code.
 
@@ -189,6 +189,6 @@ def run_player(settings: RecorderSettings, *, session_id: str | None = None,
         return 1
     graphics.detect()
     app = PlayerApp(settings, session_id=session_id, approver=approver, audit_file=audit_file,
-                    frame_builder=frame_builder)
+                    state=state, frame_builder=frame_builder)
     app.run()
     return app.return_code or 0

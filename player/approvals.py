@@ -24,7 +24,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from player.fmt import cell, safe
-from state.approvals import ApprovalError, ApprovalStore, Request
+from state.approvals import ApprovalError, Approvals, Request
 from state.reviews import Review
 
 REFRESH = 1.0  # seconds between reloads of the queue
@@ -61,7 +61,7 @@ class ApprovalsScreen(Screen[None]):
         Binding("escape,q", "back", "Back"),
     ]
 
-    def __init__(self, store: ApprovalStore, approver: Approver,
+    def __init__(self, store: Approvals, approver: Approver,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.store = store

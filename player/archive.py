@@ -18,9 +18,11 @@ import bisect
 import getpass
 import re
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from player import sources
 from player.cursor import appeared_at
@@ -34,7 +36,13 @@ from recorder.reader import Recording
 from recorder.settings import RecorderSettings
 from recorder.sinks.base import Sink
 from recorder.verify import VerifyReport, verify_recording
+from state.approvals import Approvals
+from state.backend import StateBackend
 from state.reviews import Review, ReviewError, ReviewStore, Summary, summarize
+from state.settings import StateSettings
+
+if TYPE_CHECKING:
+    from state.pg.livetail import LiveTail
 
 TRANSFER_KINDS = frozenset({"sftp", "scp"})
 _TRANSFER_EXEC = re.compile(r"^\s*(scp\s|rsync\s+--server|\S*sftp-server)")
@@ -196,14 +204,20 @@ class Archive:
             for forwards and evasion signals.
     """
 
-    def __init__(self, settings: RecorderSettings, *, audit_file: Path | None = None) -> None:
-        from recorder.index import Index
+    def __init__(self, settings: RecorderSettings, *, audit_file: Path | None = None,
+                 state: StateBackend | None = None) -> None:
+        from recorder.index import open_index
         from recorder.service import open_sink
 
         self.settings = settings
+        # the stores: the data directory's SQLite files, or the shared database
+        self.state = state or StateBackend(StateSettings(), settings.data_dir)
         self.audit_file = audit_file or settings.data_dir / "audit.jsonl"
         self._audit = sources.AuditReader(self.audit_file)
-        self.index = Index(settings.data_dir / "index.sqlite3")
+        self.index = open_index(settings, checked=False)
+        self._approvals: Approvals | None = None
+        self._tail: LiveTail | None = None  # live sessions of other nodes (shared state)
+        self._relays: dict[str, bytes] = {}  # name -> relayed bytes, last read
         self._sink: Sink | None = None
         self._open_sink = open_sink
         self._lock = threading.Lock()
@@ -252,11 +266,22 @@ class Archive:
                 signer = load_signer(key)
             except (RecorderError, OSError) as exc:
                 self.review_error = f"reviews cannot be signed: {exc}"
-        return ReviewStore(self.settings.data_dir / "reviews.sqlite3", signer=signer,
-                           trusted=self._trusted, signing_required=key is not None)
+        return self.state.reviews(signer=signer, trusted=self._trusted,
+                                  signing_required=key is not None)
+
+    def approvals(self) -> Approvals:
+        """The approval store (kill requests, the approvals pane); opened once."""
+        with self._lock:
+            if self._approvals is None:
+                self._approvals = self.state.approvals()
+            return self._approvals
 
     def close(self) -> None:
         self.index.close()
+        if self._approvals is not None:
+            self._approvals.close()
+        if self._tail is not None:
+            self._tail.close()
         with self._lock:
             if self._sink is not None:
                 self._sink.close()
@@ -298,12 +323,59 @@ class Archive:
         hits = self.index.matches(session_id, text, limit=1)
         return hits[0] if hits else None
 
+    def _recording(self, row: SessionRow) -> Recording:
+        """The recording of ``row``: from the storage, or, for a session live on another
+        gateway (its recording is still in that node's spool), the bytes that node relays
+        while it is watched (``state.pg.livetail``)."""
+        try:
+            return Recording.from_sink(self.sink, row.name)
+        except SinkError:
+            data = self._relayed(row)
+            if data is None:
+                raise
+            return Recording.from_bytes(data, row.name)
+
+    def _relayed(self, row: SessionRow, wait: float = 3.0) -> bytes | None:
+        """The relayed bytes of a live session held by another node; None if there is no
+        such relay (one gateway, or the session is not live)."""
+        from state.errors import StateError
+
+        if row.status != "live" or not self.state.shared:
+            return None
+        with self._lock:
+            if self._tail is None:
+                self._tail = self.state.live_tail()
+            tail = self._tail
+        if tail is None:
+            return None
+        try:
+            tail.watch(row.id)  # renewed at every reload of the live view
+            deadline = time.monotonic() + wait
+            data = tail.read(row.id)
+            while not data and time.monotonic() < deadline:
+                time.sleep(0.1)
+                data = tail.read(row.id)
+        except StateError:
+            return None
+        if not data:
+            return None
+        self._relays[row.name] = data
+        return data
+
     def verify(self, row: SessionRow) -> VerifyReport:
         """Integrity of one recording (cached by name and size; blocking)."""
         try:
             size = self.sink.size(row.name)
         except SinkError as exc:
-            return VerifyReport(row.name, row.id, "unreadable", False, str(exc))
+            relayed = self._relays.get(row.name)
+            if relayed is None:
+                return VerifyReport(row.name, row.id, "unreadable", False, str(exc))
+            from recorder.sinks.memory import MemorySink
+
+            memory = MemorySink()
+            stream = memory.create(row.name)
+            stream.write(relayed)
+            return verify_recording(memory, row.name, trusted=self._trusted)
         key = (row.name, size)
         if key not in self._verified:
             self._verified[key] = verify_recording(self.sink, row.name, trusted=self._trusted)
@@ -330,7 +402,7 @@ class Archive:
         """Open a session for replay (RecorderError with a clear message when it cannot)."""
         row = self.resolve(session_id)
         try:
-            rec = Recording.from_sink(self.sink, row.name)
+            rec = self._recording(row)
         except (FormatError, SinkError) as exc:
             raise RecorderError(f"session {row.id}: cannot read the recording: {exc}") from exc
         interval = float(rec.header.get("keyframe_interval") or 10.0)
@@ -350,7 +422,8 @@ class Archive:
             builder.add(e)
         data.output_times = times
         data.duration = max(rec.duration, last_t)
-        context = sources.gather(self.settings.data_dir, self._audit, row, row.id)
+        context = sources.gather(self.settings.data_dir, self._audit, row, row.id,
+                                 self.approvals() if self.state.shared else None)
         data.entries = builder.finish(context, data.duration)
         data.reviews = self.reviews_of(row.id)
         return data

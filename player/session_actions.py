@@ -190,7 +190,7 @@ class SessionScreen(Screen[None]):
 
     @on(Input.Submitted, "#kill-reason")
     def _kill_submitted(self, event: Input.Submitted) -> None:
-        from state.approvals import ApprovalStore
+        from state.errors import StateError
 
         box = self.query_one("#kill-reason", Input)
         box.display = False
@@ -205,12 +205,8 @@ class SessionScreen(Screen[None]):
         if d is None or d.row is None:
             return
         try:
-            store = ApprovalStore(self.archive.settings.data_dir / "approvals.sqlite3")
-            try:
-                store.request_kill(d.row.id, by=approver.name, reason=reason)
-            finally:
-                store.close()
-        except (RecorderError, OSError, sqlite3.Error) as exc:
+            self.archive.approvals().request_kill(d.row.id, by=approver.name, reason=reason)
+        except (RecorderError, OSError, sqlite3.Error, StateError) as exc:
             self.notify(f"cannot request the termination: {safe(exc)}",
                         severity="error")
             return

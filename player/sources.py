@@ -20,10 +20,19 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from recorder.index import SessionRow
 from recorder.timeline import ApprovalInfo, AuditInfo, Context, KillInfo
+from state.approvals import Request
+
+
+class ApprovalsReader(Protocol):
+    """What the timeline reads of an approval store."""
+
+    def for_session(self, session: str, limit: int = 10_000) -> list[Request]: ...
+
+    def kill_request(self, session: str) -> tuple[str, str, float, float | None] | None: ...
 
 MAX_AUDIT_BYTES = 256 * 1024 * 1024  # read at most this much of the end of the audit log
 MAX_LINE = 64 * 1024
@@ -69,6 +78,25 @@ def approvals_context(path: Path, session_id: str) -> tuple[dict[str, ApprovalIn
         pass  # an older or foreign schema: no context
     finally:
         db.close()
+    return requests, kill
+
+
+def store_context(store: ApprovalsReader, session_id: str
+                  ) -> tuple[dict[str, ApprovalInfo], KillInfo | None]:
+    """:func:`approvals_context` from an open store (the shared database of several
+    gateways); empty when it cannot be read."""
+    from state.errors import StateError
+
+    try:
+        found = store.for_session(session_id)
+        kill_row = store.kill_request(session_id)
+    except StateError:
+        return {}, None
+    requests = {str(r.id): ApprovalInfo(
+        request_id=str(r.id), user=r.user, command=r.command, rule=r.rule, reason=r.reason,
+        status=r.status, created=r.created, decided_by=r.decided_by, decided_at=r.decided_at,
+        decision_reason=r.decision_reason) for r in found}
+    kill = KillInfo(*kill_row) if kill_row is not None else None
     return requests, kill
 
 
@@ -173,8 +201,12 @@ def _json(line: bytes) -> dict[str, Any] | None:
 
 
 def gather(data_dir: Path, audit: AuditReader, row: SessionRow | None,
-           session_id: str) -> Context:
-    """The context of one session (empty parts where a source is missing)."""
-    requests, kill = approvals_context(data_dir / "approvals.sqlite3", session_id)
+           session_id: str, store: ApprovalsReader | None = None) -> Context:
+    """The context of one session (empty parts where a source is missing); ``store``:
+    the shared approval store instead of the data directory's file."""
+    if store is not None:
+        requests, kill = store_context(store, session_id)
+    else:
+        requests, kill = approvals_context(data_dir / "approvals.sqlite3", session_id)
     records = audit.records(row) if row is not None else []
     return Context(approvals=requests, kill=kill, audit=records)

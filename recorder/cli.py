@@ -31,7 +31,7 @@ from common.safetext import visible
 from recorder import events as ev
 from recorder import textmask
 from recorder.errors import FormatError, RecorderError, SinkError
-from recorder.index import Index
+from recorder.index import SessionIndex, open_index
 from recorder.reader import Recording
 from recorder.settings import RecorderSettings
 from recorder.sinks.base import Sink
@@ -68,7 +68,7 @@ class _Ctx:
     def __init__(self, settings: RecorderSettings) -> None:
         self.settings = settings
         self._sink: Sink | None = None
-        self._index: Index | None = None
+        self._index: SessionIndex | None = None
 
     @property
     def sink(self) -> Sink:
@@ -79,19 +79,19 @@ class _Ctx:
         return self._sink
 
     @property
-    def index(self) -> Index:
+    def index(self) -> SessionIndex:
         if self._index is None:
             try:
-                self._index = Index(self.settings.data_dir / "index.sqlite3")
+                self._index = open_index(self.settings, checked=False)
             except RecorderError as exc:
                 raise CliError(f"{exc} (the index is rebuilt from the recordings by "
                                "`bastille reindex`, or by the gateway at its next start)") from exc
         return self._index
 
-    def checked_index(self) -> Index:
+    def checked_index(self) -> SessionIndex:
         """The index, a damaged file moved aside and replaced by an empty one."""
         if self._index is None:
-            self._index = Index.open_checked(self.settings.data_dir / "index.sqlite3")
+            self._index = open_index(self.settings)
         return self._index
 
     def close(self) -> None:
@@ -456,7 +456,7 @@ def _cmd_reindex(ctx: _Ctx, a: argparse.Namespace) -> int:
     )
     for p in problems:
         print(f"bastille: warning: {visible(p)}", file=sys.stderr)
-    print(f"indexed {count} recordings into {ctx.index.path}")
+    print(f"indexed {count} recordings into {getattr(index, 'path', None) or 'the shared index'}")
     return 0
 
 

@@ -1,8 +1,16 @@
-"""SQLite (FTS5) index of sessions, commands and rendered screen text.
+"""The session index: :class:`SessionIndex` (the interface every backend implements) and
+:class:`Index`, its SQLite (FTS5) implementation over sessions, commands and rendered
+screen text.
 
-One file, ``data_dir/index.sqlite3`` (WAL mode). Updated when sessions open and close
-and when the background screen pass finishes, never per byte. Everything in it can be
-rebuilt from the recordings alone (:func:`recorder.postprocess.reindex`).
+Backends: :class:`Index` (one file, the default) and the shared PostgreSQL index of
+several gateways (``state.pg.index.PgIndex``, pg_trgm), given to the recorder by
+``RecorderSettings.index_opener`` (:func:`open_index`). Both answer the same queries
+with the same results: ``text`` is a case-insensitive substring of a command or a
+screen line, whatever its length.
+
+The SQLite index is one file, ``data_dir/index.sqlite3`` (WAL mode). Updated when
+sessions open and close and when the background screen pass finishes, never per byte.
+Everything in it can be rebuilt from the recordings alone (:func:`recorder.postprocess.reindex`).
 
 Text search uses an FTS5 trigram table (substring matches, case-insensitive) over
 commands and screen lines; queries shorter than three characters fall back to LIKE.
@@ -18,7 +26,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from common.safefiles import private_dir, private_file
 from recorder.errors import RecorderError
@@ -95,6 +103,81 @@ class SessionRow:
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+class SessionIndex(Protocol):
+    """What the recorder, the CLI and the player use of an index (every backend).
+
+    ``recreated`` names a damaged index that was replaced by an empty one (the caller
+    rebuilds it from the recordings); None otherwise.
+    """
+
+    recreated: Path | None
+
+    def close(self) -> None: ...
+
+    def session_opened(self, header: dict[str, Any], name: str, status: str = "live") -> None:
+        ...
+
+    def session_closed(self, session_id: str, *, end: float | None, exit_status: int | None,
+                       exit_signal: str | None, status: str,
+                       commands: Iterable[tuple[float, str, str]], policy_events: int,
+                       signature: str | None, output_bytes: int) -> None: ...
+
+    def set_status(self, session_id: str, status: str) -> None: ...
+
+    def set_screen_lines(self, session_id: str, lines: Iterable[tuple[float, str]]) -> None:
+        ...
+
+    def set_ocr_lines(self, session_id: str, lines: Iterable[tuple[float, str]]) -> None:
+        """Replace the text read off an RDP session's screen (kind ``ocr``)."""
+        ...
+
+    def clear(self) -> None: ...
+
+    def list_sessions(self, *, user: str | None = None, target: str | None = None,
+                      since: float | None = None, until: float | None = None,
+                      text: str | None = None, status: str | None = None,
+                      limit: int = 1000) -> list[SessionRow]:
+        """Sessions matching every given filter, newest first."""
+        ...
+
+    def all_sessions(self) -> list[SessionRow]: ...
+
+    def get(self, session_id: str) -> SessionRow | None: ...
+
+    def find(self, prefix: str) -> list[SessionRow]: ...
+
+    def commands(self, session_id: str) -> list[tuple[float, str, str]]: ...
+
+    def matches(self, session_id: str, text: str, limit: int = 50
+                ) -> list[tuple[float, str, str]]: ...
+
+    def screen_lines(self, session_id: str) -> list[tuple[float, str]]: ...
+
+    def own_live(self, limit: int = 1000) -> list[SessionRow]:
+        """Sessions this recorder left ``live`` (a crash): with a shared index, only this
+        node's, never a live session of another gateway."""
+        ...
+
+
+class _Where(Protocol):
+    """What :func:`open_index` reads of ``RecorderSettings`` (no import: no cycle)."""
+
+    @property
+    def data_dir(self) -> Path: ...
+
+
+def open_index(settings: _Where, *, checked: bool = True) -> SessionIndex:
+    """The index the settings name: ``settings.index_opener()`` (a shared index), else
+    the SQLite file ``data_dir/index.sqlite3`` (``checked``: a damaged file is moved
+    aside and replaced, see :meth:`Index.open_checked`)."""
+    opener = getattr(settings, "index_opener", None)
+    if opener is not None:
+        index: SessionIndex = opener()
+        return index
+    path = settings.data_dir / "index.sqlite3"
+    return Index.open_checked(path) if checked else Index(path)
 
 
 class Index:
@@ -367,6 +450,10 @@ class Index:
             (session_id,),
         )
         return [(float(t or 0), str(x)) for t, x in rows]
+
+    def own_live(self, limit: int = 1000) -> list[SessionRow]:
+        """Sessions left ``live`` (one file belongs to one gateway: all of them)."""
+        return self.list_sessions(status="live", limit=limit)
 
 
 def _like(text: str) -> str:

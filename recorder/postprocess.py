@@ -27,7 +27,7 @@ from typing import Any
 from recorder import events as ev
 from recorder import keyframes, textmask
 from recorder.errors import FormatError, RecorderError, SinkError
-from recorder.index import Index
+from recorder.index import SessionIndex
 from recorder.reader import Recording
 from recorder.settings import RecorderSettings
 from recorder.sinks.base import Sink
@@ -42,7 +42,7 @@ RETRY_CAP = 4096  # sessions waiting for a retry; beyond, reindex catches up
 
 
 def index_recording(
-    index: Index,
+    index: SessionIndex,
     rec: Recording,
     *,
     screen: bool = True,
@@ -114,7 +114,7 @@ def _masked(header: dict[str, Any], commands: list[tuple[float, str, str]]
 def reindex(
     settings: RecorderSettings,
     sink: Sink,
-    index: Index,
+    index: SessionIndex,
     *,
     screen: bool = True,
     progress: Callable[[str, str], None] | None = None,
@@ -159,7 +159,7 @@ class Postprocessor:
         self,
         settings: RecorderSettings,
         sink: Sink,
-        index: Index,
+        index: SessionIndex,
         *,
         retry_first: float = RETRY_FIRST,
     ) -> None:
@@ -218,7 +218,7 @@ class Postprocessor:
         """Re-read sessions a previous process left "live" (it crashed) and fix their rows
         (``skip``: session ids already submitted)."""
         try:
-            stale = self.index.list_sessions(status="live", limit=QUEUE_CAP)
+            stale = self.index.own_live(limit=QUEUE_CAP)
         except RecorderError as exc:
             log.warning("recorder: %s", exc)
             return

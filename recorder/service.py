@@ -53,7 +53,7 @@ from typing import Any
 from recorder import events as ev
 from recorder.errors import RecorderError, RecordingFailed, SinkError
 from recorder.format import v1
-from recorder.index import Index
+from recorder.index import SessionIndex, open_index
 from recorder.postprocess import Postprocessor
 from recorder.recovery import Recovered, Recoveries
 from recorder.settings import RecorderSettings, validate_settings
@@ -480,7 +480,7 @@ class Recorder:
         self._opening = threading.BoundedSemaphore(MAX_OPENING)
         self._started_threads = False
         self._open: dict[str, SessionRecording] = {}
-        self.index: Index = None  # type: ignore[assignment]
+        self.index: SessionIndex = None  # type: ignore[assignment]
         self.stall_timeout = settings.stall_timeout if stall_timeout is None else stall_timeout
         self._watchdog: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -533,7 +533,7 @@ class Recorder:
         add_listener = getattr(sink, "add_listener", None)
         if add_listener is not None:
             add_listener(self._sink_state_threadsafe)
-        self.index = Index.open_checked(self.settings.data_dir / "index.sqlite3")
+        self.index = open_index(self.settings)
         self._writer = Writer(self.settings, sink, self._signer)
         self._writer.start()
         self._started_threads = True

@@ -9,9 +9,13 @@ older spelling of the same thing and is still accepted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from recorder.index import SessionIndex
 
 from recorder.errors import RecorderError
 
@@ -99,6 +103,10 @@ class RecorderSettings:
     # on_failure = "continue": a session paused this long by full storage goes on; what
     # it produces meanwhile is dropped and the recording notes a gap (resumes after).
     max_pause: float = 10.0
+    #: opens a shared session index (several gateways, ``[state] url``); None: the SQLite
+    #: file data_dir/index.sqlite3 (see recorder.index.open_index)
+    index_opener: Callable[[], SessionIndex] | None = field(default=None, compare=False,
+                                                             repr=False)
 
     def __post_init__(self) -> None:
         if self.storage is None and self.s3 is not None:

@@ -17,7 +17,8 @@ Interfaces: :class:`ApprovalQueue` (command approvals), :class:`GrantStore` (acc
 requests and the grants they become), :class:`KillQueue` (``sessions kill``), and
 :class:`Approvals`, all three. :class:`ApprovalStore` implements them on one SQLite file
 (``DATA_DIR/approvals.sqlite3``, WAL, mode 0600). A shared-database implementation
-(issue #20) implements :class:`Approvals` the same way.
+(issue #20) implements :class:`Approvals` the same way: :class:`state.pg.approvals.
+PgApprovals`, which notifies waiters across nodes.
 
 Known limit: :meth:`ApprovalStore.wait` polls (0.2 s by default), it is not notified.
 """
@@ -59,7 +60,7 @@ class Request:
     command: str
     rule: str | None
     reason: str
-    status: str  # pending | approved | denied | expired | cancelled
+    status: str  # pending | approved | denied | expired | cancelled | revoked (grants)
     decided_by: str | None
     decided_at: float | None
     decision_reason: str | None
@@ -80,12 +81,24 @@ class ApprovalQueue(Protocol):
 
     def list(self, *, status: str | None = "pending", limit: int = 200) -> list[Request]: ...
 
+    def for_session(self, session: str, limit: int = 10_000) -> builtins.list[Request]:
+        """The requests made in ``session``, oldest first (the player's timeline)."""
+        ...
+
     def decide(self, rid: int, *, approver: str, approver_groups: frozenset[str],
                approvers: Approvers, approve: bool, reason: str = "") -> Request: ...
 
     def cancel(self, rid: int, why: str) -> None: ...
 
-    async def wait(self, rid: int, *, poll_interval: float = 0.2) -> Request: ...
+    def expire_overdue(self) -> None:
+        """Mark pending requests past their expiry ``expired``."""
+        ...
+
+    async def wait(self, rid: int, *, poll_interval: float = 0.2,
+                   notice: Callable[[str], None] | None = None) -> Request:
+        """Until the request is decided, expired or cancelled; ``notice`` tells the user
+        when the store is unreachable meanwhile (the wait goes on)."""
+        ...
 
     def expire_all_pending(self, why: str = "gateway restarted") -> int: ...
 
@@ -99,6 +112,20 @@ class GrantStore(Protocol):
 
     def active_grant(self, user: str, target: str) -> Request | None: ...
 
+    def latest_grant(self, user: str, target: str) -> Request | None:
+        """The most recently decided approved or revoked access request of ``user`` for
+        ``target`` (expired grants count: it says how the last grant ended)."""
+        ...
+
+    def revoke_grant(self, rid: int, *, by: str, reason: str) -> Request:
+        """End an approved grant now (status ``revoked``); sessions that ran on it are
+        ended by the node that holds them (:mod:`gateway.core.live`)."""
+        ...
+
+    async def grant_signal(self, timeout: float) -> None:  # noqa: ASYNC109 - a poll bound
+        """Return when a grant may have been revoked, or after ``timeout`` seconds."""
+        ...
+
 
 class KillQueue(Protocol):
     """``bastille sessions kill``: requests to end a live session, carried out by the
@@ -111,6 +138,14 @@ class KillQueue(Protocol):
     def kill_done(self, session: str) -> None: ...
 
     def kill_status(self, session: str) -> float | None: ...
+
+    def kill_request(self, session: str) -> tuple[str, str, float, float | None] | None:
+        """(requested_by, reason, created, done) of the session's kill request."""
+        ...
+
+    async def kill_signal(self, timeout: float) -> None:  # noqa: ASYNC109 - a poll bound
+        """Return when a kill request may have arrived, or after ``timeout`` seconds."""
+        ...
 
 
 class Approvals(ApprovalQueue, GrantStore, KillQueue, Protocol):
@@ -199,6 +234,12 @@ class ApprovalStore:
             rows = self._db.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
         return [Request(*r) for r in rows]
 
+    def for_session(self, session: str, limit: int = 10_000) -> builtins.list[Request]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM requests WHERE session = ? ORDER BY id "
+                                    "LIMIT ?", (session, limit)).fetchall()
+        return [Request(*r) for r in rows]
+
     def expire_overdue(self) -> None:
         now = self._clock()
         with self._lock:
@@ -243,8 +284,10 @@ class ApprovalStore:
         assert result is not None
         return result
 
-    async def wait(self, rid: int, *, poll_interval: float = 0.2) -> Request:
-        """Wait until the request is no longer pending (expiry counts as a decision)."""
+    async def wait(self, rid: int, *, poll_interval: float = 0.2,
+                   notice: Callable[[str], None] | None = None) -> Request:
+        """Wait until the request is no longer pending (expiry counts as a decision).
+        ``notice`` is unused: a local file is always reachable."""
         while True:
             self.expire_overdue()
             request = self.get(rid)
@@ -275,6 +318,31 @@ class ApprovalStore:
                 "ORDER BY decided_at DESC LIMIT 1", (user, target, self._clock())).fetchone()
         return self._row(row)
 
+    def latest_grant(self, user: str, target: str) -> Request | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM requests WHERE kind = 'access' AND status IN ('approved', "
+                "'revoked') AND user = ? AND target = ? ORDER BY decided_at DESC, id DESC "
+                "LIMIT 1", (user, target)).fetchone()
+        return self._row(row)
+
+    def revoke_grant(self, rid: int, *, by: str, reason: str) -> Request:
+        """End an approved access grant now (status ``revoked``)."""
+        why = f"revoked by {by}" + (f": {reason}" if reason else "")
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE requests SET status = 'revoked', decision_reason = ? WHERE id = ? "
+                "AND kind = 'access' AND status = 'approved'", (why, rid))
+        current = self.get(rid)
+        if current is None or current.kind != "access":
+            raise ApprovalError(f"no access grant #{rid}")
+        if cur.rowcount != 1:
+            raise ApprovalError(f"grant #{rid} is {current.status}, not approved")
+        return current
+
+    async def grant_signal(self, timeout: float) -> None:  # noqa: ASYNC109 - a poll bound
+        await asyncio.sleep(timeout)
+
     # ------------------------------------------------------------ KillQueue
     def request_kill(self, session: str, *, by: str, reason: str) -> None:
         """Ask the process that runs ``session`` to end it (picked up within ~1 s)."""
@@ -299,3 +367,15 @@ class ApprovalStore:
             row = self._db.execute("SELECT done FROM kills WHERE session = ?",
                                    (session,)).fetchone()
         return float(row[0]) if row and row[0] is not None else None
+
+    def kill_request(self, session: str) -> tuple[str, str, float, float | None] | None:
+        with self._lock:
+            row = self._db.execute("SELECT requested_by, reason, created, done FROM kills "
+                                   "WHERE session = ?", (session,)).fetchone()
+        if row is None:
+            return None
+        return (str(row[0]), str(row[1]), float(row[2]),
+                None if row[3] is None else float(row[3]))
+
+    async def kill_signal(self, timeout: float) -> None:  # noqa: ASYNC109 - a poll bound
+        await asyncio.sleep(timeout)

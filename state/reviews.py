@@ -233,28 +233,41 @@ class ReviewStore:
         if self.signer is None and self.signing_required:
             raise ReviewError("reviews are signed with the recording signing key, which this "
                               "process cannot read; nothing was stored")
+
+        def build(prev: str) -> tuple[str, str, str | None, str | None]:
+            record = {
+                "v": 1, "type": RECORD_TYPE, "session": session, "kind": kind,
+                "author": author, "created": round(self._clock(), 6),
+                "at": None if at is None else round(float(at), 6), "entry": entry,
+                "ref": ref, "text": text, "recording": recording, "prev": prev,
+            }
+            payload = canonical(record)
+            sig = pub = None
+            if self.signer is not None:
+                sig = base64.b64encode(self.signer.sign(payload)).decode()
+                pub = base64.b64encode(self.signer.public_raw).decode()
+            return payload.decode(), hashlib.sha256(payload).hexdigest(), sig, pub
+
+        rid = self._append(session, build)
+        found = [r for r in self.records(session) if r.id == rid]
+        if not found:  # pragma: no cover - just written
+            raise ReviewError("the review was not stored")
+        return found[0]
+
+    def _append(self, session: str,
+                build: Callable[[str], tuple[str, str, str | None, str | None]]) -> int:
+        """Store the record ``build(digest of the session's last record)`` atomically
+        (no other record of the session in between); its id."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 row = self._db.execute(
                     "SELECT digest FROM reviews WHERE session=? ORDER BY id DESC LIMIT 1",
                     (session,)).fetchone()
-                record = {
-                    "v": 1, "type": RECORD_TYPE, "session": session, "kind": kind,
-                    "author": author, "created": round(self._clock(), 6),
-                    "at": None if at is None else round(float(at), 6), "entry": entry,
-                    "ref": ref, "text": text, "recording": recording,
-                    "prev": str(row[0]) if row else "",
-                }
-                payload = canonical(record)
-                sig = pub = None
-                if self.signer is not None:
-                    sig = base64.b64encode(self.signer.sign(payload)).decode()
-                    pub = base64.b64encode(self.signer.public_raw).decode()
+                payload, digest, sig, pub = build(str(row[0]) if row else "")
                 cur = self._db.execute(
                     "INSERT INTO reviews (session, payload, digest, signature, public_key) "
-                    "VALUES (?,?,?,?,?)",
-                    (session, payload.decode(), hashlib.sha256(payload).hexdigest(), sig, pub))
+                    "VALUES (?,?,?,?,?)", (session, payload, digest, sig, pub))
                 rid = int(cur.lastrowid or 0)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -263,10 +276,7 @@ class ReviewStore:
                 except sqlite3.Error:
                     pass
                 raise ReviewError(f"cannot store the review: {exc}") from exc
-        found = [r for r in self.records(session) if r.id == rid]
-        if not found:  # pragma: no cover - just written
-            raise ReviewError("the review was not stored")
-        return found[0]
+        return rid
 
     # ------------------------------------------------------------------ reading
 

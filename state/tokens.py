@@ -67,7 +67,7 @@ class Tokens(Protocol):
     def close(self) -> None: ...
 
 
-def _digest(value: str) -> str:
+def digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
@@ -98,7 +98,7 @@ class TokenStore:
             self._db.execute(
                 "INSERT INTO tokens (digest, kind, user, target, created, expires, used, groups)"
                 " VALUES (?,?,?,?,?,?,NULL,?)",
-                (_digest(value), kind, user, target, now, now + ttl, groups))
+                (digest(value), kind, user, target, now, now + ttl, groups))
 
     def issue_token(self, user: str, target: str, ttl: float) -> str:
         """A new routing token for ``user`` to reach ``target`` once within ``ttl`` s."""
@@ -122,11 +122,11 @@ class TokenStore:
 
     def _consume(self, value: str, kind: str) -> Grant | None:
         now = self._clock()
-        digest = _digest(value)
+        hashed = digest(value)
         with self._lock:
             cur = self._db.execute(
                 "UPDATE tokens SET used=? WHERE digest=? AND kind=? AND used IS NULL "
-                "AND expires>=? RETURNING user, target, groups", (now, digest, kind, now))
+                "AND expires>=? RETURNING user, target, groups", (now, hashed, kind, now))
             row = cur.fetchone()
             cur.close()
         if not row:

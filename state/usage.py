@@ -2,9 +2,10 @@
 
 Interface: :class:`RecordingUsage`. :class:`UsageStore` keeps the counts in a SQLite file
 of the data directory (``recording_usage.sqlite3``, WAL, 0600), so that every gateway
-process on the host (the SSH gateway, RDP workers) and a restart see the same totals; a
-shared database (issue #20) implements the same interface for several hosts. Days are
-UTC dates (``2026-11-24``); rows older than ``KEEP_DAYS`` are dropped as new days begin.
+process on the host (the SSH gateway, RDP workers) and a restart see the same totals; the
+shared database of several gateways (``state.pg.usage.PgUsage``) implements the same
+interface. Days are UTC dates (``2026-11-24``); rows older than ``KEEP_DAYS`` are dropped
+as new days begin.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class RecordingUsage(Protocol):
 
     def used(self, user: str, day: str) -> int:
         """``user``'s total for ``day`` (0 if none)."""
+
+    def close(self) -> None: ...
 
 
 class UsageStore:

@@ -20,6 +20,7 @@ import tomllib
 from pathlib import Path
 
 from gateway.config import sections as s
+from gateway.config import state as st
 from gateway.config import web as w
 from gateway.config.model import (
     BUILTIN_TARGETS,
@@ -93,6 +94,12 @@ def load_config(path: str | os.PathLike[str], *, check_key: KeyCheck | None = No
     rdp = s._rdp(r, data, targets, gateway)
     web = w._web(r, data, gateway, oidc)
     saml = w._saml(r, data)
+    state = st.read_state(r, data)
+    recording = st.with_shared_index(recording, state, data_dir)
+    gw_data = data.get("gateway")
+    proxies = st.read_proxy_sources(r, gw_data if isinstance(gw_data, dict) else {})
+    if proxies:
+        gateway = dataclasses.replace(gateway, proxy_protocol=proxies)
     gw_table = data.get("gateway")
     if (oidc is not None or saml is not None) and not (
             isinstance(gw_table, dict) and "login_timeout" in gw_table):
@@ -106,4 +113,4 @@ def load_config(path: str | os.PathLike[str], *, check_key: KeyCheck | None = No
     return Config(path=file, data_dir=data_dir, gateway=gateway, audit=audit,
                   recording=recording, users=users, targets=targets, policy=policy,
                   approvals=approvals, budget=budget, oidc=oidc, rdp=rdp, web=web,
-                  saml=saml, raw=data)
+                  saml=saml, state=state, raw=data)

@@ -10,6 +10,7 @@ from typing import Any
 
 from gateway.limits import MAX_CONNECTIONS_PER_SOURCE, MAX_SESSIONS_PER_USER
 from recorder.settings import RecorderSettings
+from state.settings import StateSettings
 
 BUILTIN_TARGETS = ("local-shell",)
 RESERVED_TARGET_NAMES = ("approvals", "player", "help", "request")
@@ -73,6 +74,9 @@ class GatewaySettings:
     max_connections_per_source: int = MAX_CONNECTIONS_PER_SOURCE
     max_sessions_per_user: int = MAX_SESSIONS_PER_USER  # concurrent sessions of one user
     allow_passwords: bool = False  # password logins are loopback-only unless this is true
+    #: addresses/networks (load balancers) whose PROXY protocol v2 header is trusted;
+    #: empty: no PROXY protocol (gateway/ssh/proxyproto.py)
+    proxy_protocol: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -295,4 +299,5 @@ class Config:
     rdp: RdpSettings | None = None
     web: WebSettings | None = None
     saml: SamlSettings | None = None
+    state: StateSettings = field(default_factory=StateSettings)  # [state]: where state lives
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)

@@ -30,7 +30,7 @@ from gateway.limits import MAX_CONNECTIONS_PER_SOURCE, MAX_SESSIONS_PER_USER
 from recorder.settings import RecorderSettings
 
 _TOP = {"gateway", "audit", "recording", "users", "targets", "policy", "approvals", "oidc",
-        "rdp", "web", "saml"}
+        "rdp", "web", "saml", "state"}
 _RDP = {"listen", "tls_cert", "tls_key", "token_ttl", "public_address", "workers",
         "login_timeout", "ocr", "ocr_budget", "ocr_per_minute"}
 _TARGET_RDP = {"protocol", "rdp_cert_sha256", "rdp_domain", "rdp_listen_port",
@@ -42,7 +42,7 @@ _OIDC = {"issuer", "client_id", "client_secret_env", "client_secret_file", "scop
 _GATEWAY = {"listen", "host_keys", "banner", "login_timeout", "idle_timeout", "max_session",
             "drain_timeout", "max_auth_failures", "auth_failure_window", "data_dir",
             "allow_passwords", "max_source_failures", "max_connections_per_source",
-            "max_sessions_per_user"}
+            "max_sessions_per_user", "proxy_protocol"}
 _AUDIT = {"file", "syslog", "syslog_address", "syslog_facility"}
 _BUDGET_KEYS = frozenset({"max_recording_bytes", "max_recording_bytes_per_user_day",
                           "budget_action", "throttle_rate"})  # [recording], read by _budget

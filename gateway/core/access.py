@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from gateway.config import Config, TargetConfig
 from gateway.errors import TargetDenied, UnknownTarget
-from state.approvals import GrantStore
+from state.approvals import GrantStore, Request
+from state.errors import StateError
 
 PROTOCOLS = ("ssh", "rdp")
 
@@ -56,7 +57,22 @@ class Access:
         """True if ``principal`` may use ``target`` now (config or a running grant)."""
         if principal.name in target.users or target.groups & principal.groups:
             return True
-        return self.grants.active_grant(principal.name, target.name) is not None
+        try:
+            return self.grants.active_grant(principal.name, target.name) is not None
+        except StateError as exc:  # the shared database is away: no grant can be seen
+            raise TargetDenied(f"cannot check the access grants of {principal.name} for "
+                               f"{target.name!r} now: {exc}; try again shortly") from exc
+
+    def revoked_grant(self, principal: Principal, target: str) -> Request | None:
+        """The revoked grant a running session of ``principal`` on ``target`` depended on:
+        not allowed by the config, no active grant, and the latest grant revoked."""
+        config = self.config.targets.get(target)
+        if config is not None and self.by_config(principal, config):
+            return None
+        if self.grants.active_grant(principal.name, target) is not None:
+            return None
+        latest = self.grants.latest_grant(principal.name, target)
+        return latest if latest is not None and latest.status == "revoked" else None
 
     def by_config(self, principal: Principal, target: TargetConfig) -> bool:
         """True if the config alone lets ``principal`` use ``target`` (no grant needed)."""
@@ -94,4 +110,12 @@ class Access:
         if principal is None:
             return []
         return [t for t in self.config.targets.values()
-                if t.protocol == protocol and self.permits(principal, t)]
+                if t.protocol == protocol and self._permits_quietly(principal, t)]
+
+    def _permits_quietly(self, principal: Principal, target: TargetConfig) -> bool:
+        """:meth:`permits`, a target reached only by a grant left out while grants
+        cannot be read (lists: the menu, ``help``)."""
+        try:
+            return self.permits(principal, target)
+        except TargetDenied:
+            return False

@@ -21,9 +21,11 @@ from gateway.config import Config
 from gateway.core.access import Access, Principal
 from gateway.core.masking import maskers_for
 from state.approvals import ApprovalError, Approvals, Request
+from state.errors import StateError
 from state.timeparse import parse_duration
 
-USAGE = "usage: approvals list | approvals approve ID [REASON] | approvals deny ID [REASON]"
+USAGE = ("usage: approvals list | approvals approve ID [REASON] | approvals deny ID [REASON]"
+         " | approvals revoke ID [REASON]")
 MAX_ACCESS = 24 * 3600.0  # the longest just-in-time access window one request may ask for
 
 #: (principal, arguments, source address) -> text to show
@@ -81,7 +83,26 @@ def run_approvals(config: Config, approvals: Approvals, audit: Audit, user: str,
         shown = maskers_for(config.policy).text_for(None)(result.command)
         return (f"request #{rid} {result.status}: {visible(result.user)}@"
                 f"{visible(result.target)}: {visible(shown)}")
+    if words[0] == "revoke" and len(words) >= 2 and words[1].lstrip("#").isdigit():
+        return _revoke(approvals, audit, user, int(words[1].lstrip("#")),
+                       " ".join(words[2:]), source)
     return USAGE
+
+
+def _revoke(approvals: Approvals, audit: Audit, user: str, rid: int, reason: str,
+            source: str) -> str:
+    """``approvals revoke ID [REASON]``: end an access grant; the node that holds a
+    session running on it ends that session (gateway.core.live)."""
+    try:
+        grant = approvals.revoke_grant(rid, by=user, reason=reason)
+    except ApprovalError as exc:
+        audit(AuditEvent(Kind.APPROVAL, "refused", user=user, source=source,
+                         detail={"request": rid, "error": str(exc)}))
+        return f"bastille: {visible(exc)}"
+    audit(AuditEvent(Kind.APPROVAL, "revoked", user=user, source=source, target=grant.target,
+                     detail={"request": rid, "requester": grant.user, "reason": reason}))
+    return (f"grant #{rid} revoked: {visible(grant.user)} may no longer use "
+            f"{visible(grant.target)}; sessions running on it are ended")
 
 
 class Commands:
@@ -109,7 +130,10 @@ class Commands:
     def run(self, name: str, principal: Principal, args: str, source: str) -> str:
         """Run built-in ``name``; an unknown one (or an unavailable one) shows ``help``."""
         command = self.names.get(name, self.help)
-        return command(principal, args, source)
+        try:
+            return command(principal, args, source)
+        except StateError as exc:  # the shared database is away (docs/scale-out.md)
+            return f"bastille: {visible(exc)}; try again shortly"
 
     def approvals(self, principal: Principal, args: str, source: str) -> str:
         return run_approvals(self._config, self._approvals, self._audit, principal.name,

@@ -11,12 +11,18 @@ notify approvers, tell the user ``waiting for approval #ID (expires in Nm)``, wa
 decision, an expiry, a Ctrl-C (:meth:`Enforcer.cancel_pending`) or the user leaving
 (``SessionCore.gone``: the request is then cancelled), record and audit the outcome.
 
-Known limit: the wait polls the store (see :mod:`state.approvals`).
+With a shared database (several gateways) the request may be decided on another node:
+the wait is woken by the database's notification. While the database is unreachable
+the request waits with a notice to the user (``the bastion's database is unreachable``)
+and resumes when it returns.
+
+Known limit: with SQLite the wait polls the store (see :mod:`state.approvals`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 from typing import assert_never
 
@@ -25,6 +31,7 @@ from gateway.core.session import SessionCore
 from gateway.limits import MAX_POLICY_LINE
 from gateway.policy import Action, Decision, PolicyEngine
 from state.approvals import Request
+from state.errors import StateError, StateUnavailable
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,8 @@ class Enforcer:
         self.session = session
         self.services = services
         self._pending: int | None = None  # the request being waited for
+        self._creating = False  # waiting for an unreachable database to take a request
+        self._abandon = asyncio.Event()  # Ctrl-C meanwhile
 
     def immediate(self, decision: Decision) -> Allow | Deny | None:
         """The verdict that needs no wait; None for ``approve`` (see :meth:`approval`)."""
@@ -123,12 +132,13 @@ class Enforcer:
         session = self.session
         services = self.services
         timeout = services.config.approvals.timeout
-        store = services.approvals
-        # approvers see the command with its secrets masked (what runs is the real one)
-        request = store.create(user=session.principal.name, target=session.target,
-                               session=session.session_id, command=session.mask(text),
-                               rule=decision.rule, reason=session.mask(decision.reason),
-                               timeout=timeout)
+        request = await self._create(text, decision, timeout)
+        if request is None:
+            if session.gone.is_set():
+                return Gone()
+            if self._abandon.is_set():
+                return Deny(f"cancelled by the user; the {what} was not run")
+            return Deny(f"the bastion's database stayed unreachable; the {what} was not run")
         services.notify_approvers(request)
         minutes = max(1, round(timeout / 60))
         hint = "; Ctrl-C cancels" if cancel_hint else ""
@@ -147,6 +157,51 @@ class Enforcer:
             return ALLOW
         return Deny(f"{outcome_text(result)}; the {what} was not run")
 
+    async def _create(self, text: str, decision: Decision,
+                      timeout: float) -> Request | None:  # noqa: ASYNC109 - approval timeout
+        """The new request; while the store is unreachable (a shared database
+        restarting) the user is told once and the request is retried every second, for
+        at most the approval timeout. None: the user left or pressed Ctrl-C, or the store
+        never came back.
+        """
+        session = self.session
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._abandon.clear()
+        self._creating = True
+        try:
+            told = False
+            while True:
+                try:
+                    return await loop.run_in_executor(None, functools.partial(
+                        self.services.approvals.create, user=session.principal.name,
+                        target=session.target, session=session.session_id,
+                        # approvers see the command with its secrets masked (what runs
+                        # is the real one)
+                        command=session.mask(text), rule=decision.rule,
+                        reason=session.mask(decision.reason), timeout=timeout))
+                except StateUnavailable:
+                    if not told:
+                        session.say("the bastion's database is unreachable; waiting for it "
+                                    "to ask for approval", fresh_line=True)
+                        told = True
+                if session.gone.is_set() or self._abandon.is_set() or loop.time() >= deadline:
+                    return None
+                await self._pause(1.0)
+        finally:
+            self._creating = False
+
+    async def _pause(self, seconds: float) -> None:
+        """Up to ``seconds``, less if the user leaves or presses Ctrl-C."""
+        waits = {asyncio.ensure_future(self.session.gone.wait()),
+                 asyncio.ensure_future(self._abandon.wait())}
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+            await asyncio.wait(waits)
+
     async def _wait(self, request: Request) -> Request | None:
         """The decided request, or None when the user left first (then it is cancelled).
 
@@ -155,7 +210,7 @@ class Enforcer:
         has landed (``Future.cancelled()`` only turns true once the loop has run).
         """
         store = self.services.approvals
-        waiter = asyncio.ensure_future(store.wait(request.id))
+        waiter = asyncio.ensure_future(store.wait(request.id, notice=self.session.say))
         gone = asyncio.ensure_future(self.session.gone.wait())
         try:
             await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -163,7 +218,10 @@ class Enforcer:
             gone.cancel()
             if not waiter.done():
                 waiter.cancel()
-                store.cancel(request.id, "the user disconnected")
+                try:
+                    store.cancel(request.id, "the user disconnected")
+                except StateError:  # unreachable: the request expires on its own
+                    pass
                 await asyncio.wait({waiter})
         if waiter.cancelled():
             return None
@@ -172,11 +230,15 @@ class Enforcer:
     def cancel_pending(self, why: str = "cancelled by the user") -> bool:
         """Cancel the request being waited for (Ctrl-C); False if there is none."""
         if self._pending is None:
+            if self._creating:  # still waiting for the database to take the request
+                self._abandon.set()
+                return True
             return False
         self.services.approvals.cancel(self._pending, why)
         return True
 
     @property
     def waiting(self) -> bool:
-        """A request of this session is waiting for approval."""
-        return self._pending is not None
+        """A request of this session is waiting for approval (or for the database to
+        take it)."""
+        return self._pending is not None or self._creating

@@ -12,7 +12,6 @@ from typing import Any
 from gateway.audit import AuditEvent, Kind
 from gateway.core.access import Access, Principal, principal_for
 from gateway.operator import emit_once
-from state.paths import DataDir
 
 
 def rdp_file_text(address: str, username: str, token: str) -> str:
@@ -42,9 +41,9 @@ def _address(config: Any) -> str:
 
 def _may_use(config: Any, principal: Principal, target: Any) -> bool:
     """The one access check, with the appliance's grants."""
-    from state.approvals import ApprovalStore
+    from state.backend import StateBackend
 
-    grants = ApprovalStore(DataDir(config.data_dir).approvals)
+    grants = StateBackend(config.state, config.data_dir).approvals()
     try:
         return Access(config, grants).permits(principal, target)
     finally:
@@ -52,7 +51,7 @@ def _may_use(config: Any, principal: Principal, target: Any) -> bool:
 
 
 def cmd_rdp_file(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> int:
-    from state.tokens import TokenStore
+    from state.backend import StateBackend
 
     config = load(args)
     if config.rdp is None:
@@ -70,7 +69,7 @@ def cmd_rdp_file(args: argparse.Namespace, load: Callable[[argparse.Namespace], 
         print(f"bastille: {args.user} may not use target {args.target!r}", file=sys.stderr)
         return 1
     ttl = float(args.ttl) if args.ttl else config.rdp.token_ttl
-    store = TokenStore(DataDir(config.data_dir).rdp_tokens)
+    store = StateBackend(config.state, config.data_dir).tokens()
     try:
         token = store.issue_token(args.user, args.target, ttl)
     finally:
@@ -91,14 +90,14 @@ def cmd_rdp_file(args: argparse.Namespace, load: Callable[[argparse.Namespace], 
 
 
 def cmd_rdp_pin(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> int:
-    from state.tokens import TokenStore
+    from state.backend import StateBackend
 
     config = load(args)
     if config.rdp is None or args.user not in config.users:
         print("bastille: no [rdp] section or unknown user", file=sys.stderr)
         return 2
     ttl = float(args.ttl) if args.ttl else config.rdp.token_ttl
-    store = TokenStore(DataDir(config.data_dir).rdp_tokens)
+    store = StateBackend(config.state, config.data_dir).tokens()
     try:
         pin = store.issue_pin(args.user, ttl)
     finally:
@@ -118,7 +117,7 @@ def rdp_login_text(config: Any, access: Access, principal: Principal, args: str,
     over RDP. It carries the groups of this SSH login (the IdP's, for SSO), works once,
     for this user only, until ``rdp.token_ttl``. Never logged; audited as issued.
     """
-    from state.tokens import TokenStore
+    from state.backend import StateBackend
 
     if config.rdp is None:
         return "bastille: RDP is not enabled on this bastion"
@@ -132,7 +131,7 @@ def rdp_login_text(config: Any, access: Access, principal: Principal, args: str,
         return "bastille: no RDP target is available to you"
     ttl = config.rdp.token_ttl
     name, sso = principal.name, principal.sso
-    store = TokenStore(DataDir(config.data_dir).rdp_tokens)
+    store = StateBackend(config.state, config.data_dir).tokens()
     try:
         pin = store.issue_sso_pin(name, principal.groups, ttl) if sso else \
             store.issue_pin(name, ttl)
@@ -190,12 +189,12 @@ def export_rendered(recording: Any, output: str, args: argparse.Namespace) -> st
 
 
 def cmd_rdp_replay(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> int:
-    from recorder.index import Index
+    from recorder.index import open_index
     from recorder.reader import Recording
     from recorder.service import open_sink
 
     config = load(args)
-    index = Index(DataDir(config.data_dir).index)
+    index = open_index(config.recording, checked=False)
     try:
         rows = index.find(args.id)
     finally:
@@ -242,13 +241,13 @@ def cmd_rdp_screens(args: argparse.Namespace, load: Callable[[argparse.Namespace
     from gateway.errors import RenderUnavailable
     from gateway.rdp import screens
     from recorder.errors import FormatError, RecorderError
-    from recorder.index import Index
+    from recorder.index import open_index
 
     config = load(args)
     settings = config.recording
     ids = list(args.ids)
     if args.missing:
-        index = Index(settings.data_dir / "index.sqlite3")
+        index = open_index(settings, checked=False)  # the SQLite file or the shared index
         try:
             rows = [r for r in index.all_sessions() if r.protocol == "rdp" and
                     r.status != "live"]

@@ -48,9 +48,10 @@ from gateway.rdp.routing import RouteRequest, client_user
 from recorder.service import Recorder
 from state.approvals import GrantStore
 from state.paths import DataDir
-from state.ratelimit import FailureLimiter
+from state.ratelimit import FailureCounter, FailureLimiter
+from state.registry import SessionRegistry
 from state.tokens import Tokens
-from state.usage import UsageStore
+from state.usage import RecordingUsage, UsageStore
 
 if TYPE_CHECKING:
     from recorder.service import SessionRecording
@@ -90,21 +91,27 @@ class RdpGate:
     :class:`gateway.core.services.SessionServices`)."""
 
     def __init__(self, config: Config, recorder: Recorder, audit: AuditLog,
-                 tokens: Tokens, grants: GrantStore, version: str = "") -> None:
+                 tokens: Tokens, grants: GrantStore, version: str = "", *,
+                 failures: FailureCounter | None = None,
+                 registry: SessionRegistry | None = None,
+                 usage: RecordingUsage | None = None) -> None:
         self.config = config
         self.recorder = recorder
         self.audit_log = audit
         self.tokens = tokens
         self.access = Access(config, grants)
         self.version = version
-        self.live = LiveSessions()
+        self.live = LiveSessions(registry)
         gw = config.gateway
-        self.limiter = FailureLimiter(gw.max_auth_failures, gw.auth_failure_window,
-                                      source_limit=gw.max_source_failures or None)
+        self.limiter: FailureCounter = failures if failures is not None else \
+            FailureLimiter(gw.max_auth_failures, gw.auth_failure_window,
+                           source_limit=gw.max_source_failures or None)
         self.connections: set[RdpConnection] = set()
-        # daily recording budgets: the same file as the SSH gateway's (WAL, shared)
-        self.usage: UsageStore | None = UsageStore(DataDir(config.data_dir).recording_usage) \
-            if config.budget.user_day_bytes else None
+        # daily recording budgets, counted with the SSH gateway's (given by the worker:
+        # the same SQLite file, WAL, or the shared database)
+        self.usage: RecordingUsage | None = usage
+        if usage is None and config.budget.user_day_bytes:
+            self.usage = UsageStore(DataDir(config.data_dir).recording_usage)
         #: called with (session id, user, target) when a recorded session has ended
         #: (the worker starts its screen pass: gateway.rdp.passes)
         self.on_session_end: Callable[[str, str, str], None] | None = None

@@ -101,10 +101,10 @@ def read_recording(settings: RecorderSettings, session_id: str,
                    wait: float = WAIT_RECORDING) -> Recording:
     """The recording of ``session_id``; waits up to ``wait`` s for its trailer (a file
     still being uploaded). RecorderError when it cannot be found or read."""
-    from recorder.index import Index
+    from recorder.index import open_index
     from recorder.service import open_sink
 
-    index = Index(settings.data_dir / "index.sqlite3")
+    index = open_index(settings, checked=False)  # the SQLite file or the shared index
     try:
         row = index.get(session_id)
         rows = [row] if row is not None else index.find(session_id)
@@ -224,9 +224,9 @@ def draw(rec: Recording, data_dir: Path, opts: PassOptions) -> PassResult:
 
 def index_lines(settings: RecorderSettings, session_id: str, lines: list[fc.OcrLine]) -> None:
     """Write OCR lines into the session index (kind ``ocr``)."""
-    from recorder.index import Index
+    from recorder.index import open_index
 
-    index = Index(settings.data_dir / "index.sqlite3")
+    index = open_index(settings, checked=False)  # the SQLite file or the shared index
     try:
         index.set_ocr_lines(session_id, [(line.time, line.text) for line in lines])
     finally:

@@ -32,10 +32,17 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from gateway._version import __version__
 from gateway.config import Config, load_config
+
+if TYPE_CHECKING:
+    from gateway.audit import AuditLog
+    from gateway.rdp.gate import RdpGate
+    from recorder.service import Recorder
+    from state.approvals import Approvals
 
 log = logging.getLogger("bastille.rdp")
 
@@ -102,6 +109,36 @@ class _Watchdog:
                 os._exit(EXIT_STUCK)
 
 
+def _open_gate(config: Config, recorder: Recorder, audit: AuditLog
+               ) -> tuple[RdpGate, Approvals, Callable[[], None]]:
+    """The worker's :class:`gateway.rdp.gate.RdpGate` over the stores of the configured
+    backend (SQLite files or the shared database), its approval store (grants and kill
+    requests), and the function that closes those stores."""
+    from gateway.rdp.gate import RdpGate
+    from state.backend import StateBackend
+
+    backend = StateBackend(config.state, config.data_dir)
+    tokens = backend.tokens()
+    approvals = backend.approvals()
+    gw = config.gateway
+    registry = backend.registry() if backend.shared else None  # the gateway holds the lease
+    failures = backend.failures(gw.max_auth_failures, gw.auth_failure_window,
+                                source_limit=gw.max_source_failures or None)
+    usage = backend.usage() if config.budget.user_day_bytes else None  # shared with SSH
+    gate = RdpGate(config, recorder, audit, tokens, approvals, version=__version__,
+                   failures=failures, registry=registry, usage=usage)
+
+    def close() -> None:
+        tokens.close()
+        approvals.close()
+        for store in (registry, usage, failures):
+            closer = getattr(store, "close", None)
+            if closer is not None:
+                closer()
+
+    return gate, approvals, close
+
+
 async def serve(config: Config, stop: asyncio.Event) -> None:
     """Listen and serve RDP until ``stop`` is set; then drain and finalize."""
     from pyrdp.logging.adapters import SessionLogger
@@ -110,14 +147,10 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
 
     from gateway.audit import AuditEvent, AuditLog, Kind
     from gateway.core.live import carry_out_kills
-    from gateway.rdp.gate import RdpGate
     from gateway.rdp.mitm import BastilleRDPMITM, TLSContexts, mitm_config
     from gateway.rdp.passes import ScreenPasses
     from gateway.rdp.tls import ensure_certificate
     from recorder.service import Recorder
-    from state.approvals import ApprovalStore
-    from state.paths import DataDir
-    from state.tokens import TokenStore
 
     assert config.rdp is not None
     reactor: Any = _reactor
@@ -127,10 +160,7 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     audit = AuditLog(config.audit.file, syslog=config.audit.syslog,
                      syslog_address=config.audit.syslog_address,
                      syslog_facility=config.audit.syslog_facility)
-    data = DataDir(config.data_dir)
-    tokens = TokenStore(data.rdp_tokens)
-    approvals = ApprovalStore(data.approvals)  # grants, and kill requests
-    gate = RdpGate(config, recorder, audit, tokens, approvals, version=__version__)
+    gate, approvals, close_state = _open_gate(config, recorder, audit)
     passes = ScreenPasses(config.path, audit.emit, rdp.ocr_budget)
     passes.start()
     gate.on_session_end = passes.submit
@@ -169,7 +199,8 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
              rdp.listen_port)
     print("ready", flush=True)
     loop = asyncio.get_running_loop()
-    kills = loop.create_task(carry_out_kills(approvals, gate.live), name="rdp kill requests")
+    kills = loop.create_task(carry_out_kills(approvals, gate.live, access=gate.access),
+                             name="rdp kill requests")
     limits = loop.create_task(_watch_limits(config, gate), name="rdp session limits")
     try:
         await stop.wait()
@@ -190,8 +221,7 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
             await conn.closed("the bastion is shutting down")
         await passes.stop()
         await recorder.close(timeout=max(5.0, config.gateway.drain_timeout))
-        tokens.close()
-        approvals.close()
+        close_state()
         audit.emit(AuditEvent(Kind.GATEWAY, "ok", detail={"event": "rdp worker stop",
                                                            "pid": os.getpid()}))
         audit.close()

@@ -36,6 +36,8 @@ class SshContext:
     builtin: dict[str, LocalShellTarget] = field(default_factory=dict)
     oidc: OidcClient | None = None
     connections: set[Any] = field(default_factory=set)  # live BastionServer objects
+    #: socket peer -> the client address a trusted load balancer's PROXY header gave
+    proxied: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
     per_source: Counter[str] = field(default_factory=Counter)  # open connections by source
     per_user: Counter[str] = field(default_factory=Counter)  # running sessions by user
 

@@ -18,6 +18,7 @@ from gateway.ssh.context import SshContext
 from gateway.ssh.demo_target import LocalShellTarget
 from gateway.ssh.keys import public_key_blob
 from gateway.ssh.player import PLAYER_TARGET, player_env_names
+from gateway.ssh.proxied import ProxiedListener
 from gateway.ssh.server import BastionServer
 from gateway.ssh.upstream import TofuStore
 from state.files import private_dir, private_file
@@ -43,6 +44,7 @@ class SshListener:
                        for name, user in config.users.items()},
             oidc=oidc)
         self._server: asyncssh.SSHAcceptor | None = None
+        self._proxied: ProxiedListener | None = None
         self.port = 0
 
     async def start(self) -> int:
@@ -60,17 +62,22 @@ class SshListener:
         private_dir(self.ctx.x11_auth.parent)
         private_file(self.ctx.x11_auth)
         gw = config.gateway
+        options = dict(
+            server_host_keys=[str(p) for p in gw.host_keys],
+            login_timeout=gw.login_timeout, encoding=None,
+            agent_forwarding=True, x11_forwarding=True,
+            x11_auth_path=str(self.ctx.x11_auth), allow_scp=False,
+            keepalive_interval=60, keepalive_count_max=3,
+            server_version=f"bastille_{services.version}",
+            **SERVER_ALGORITHMS,
+        )
         try:
+            if gw.proxy_protocol:  # behind a load balancer: read its PROXY headers first
+                self._proxied = ProxiedListener(self.ctx, gw.proxy_protocol, options)
+                self.port = await self._proxied.start(gw.listen_host, gw.listen_port)
+                return self.port
             self._server = await asyncssh.create_server(
-                lambda: BastionServer(self.ctx), gw.listen_host, gw.listen_port,
-                server_host_keys=[str(p) for p in gw.host_keys],
-                login_timeout=gw.login_timeout, encoding=None,
-                agent_forwarding=True, x11_forwarding=True,
-                x11_auth_path=str(self.ctx.x11_auth), allow_scp=False,
-                keepalive_interval=60, keepalive_count_max=3,
-                server_version=f"bastille_{services.version}",
-                **SERVER_ALGORITHMS,
-            )
+                lambda: BastionServer(self.ctx), gw.listen_host, gw.listen_port, **options)
         except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
             raise BastilleError(f"cannot load the gateway host keys: {exc}") from None
         except OSError as exc:
@@ -87,6 +94,9 @@ class SshListener:
         if self._server is not None:
             self._server.close()
             self._server = None
+        if self._proxied is not None:
+            self._proxied.close()
+            self._proxied = None
 
     def terminate_all(self, reason: str) -> None:
         """Tell every running session ``reason`` and end it."""

@@ -5,7 +5,8 @@ The player runs as a process of the built-in ``player`` target (a
 same relay, recording and audit path as any target. It is started with the config it
 needs and ``--as USER`` (the approvals pane), with a minimal environment (see
 ``demo_target.minimal_env``) plus, when recordings are stored in S3, what reading them
-needs: the variable named by ``secret_access_key_env`` and boto3's ``AWS_*`` settings.
+needs: the variable named by ``secret_access_key_env`` and boto3's ``AWS_*`` settings,
+and with a shared database the variable named by ``state.password_env``.
 Vaulted target secrets (``targets.*.key_env``/``password_env``) are never passed: the
 player loads the config with ``--no-target-secrets``. It ends with the client (its
 process group is hung up) and never outlives the gateway.
@@ -37,13 +38,17 @@ AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "A
 
 
 def player_env_names(config: Config) -> tuple[str, ...]:
-    """Environment variables the player needs beyond the minimal environment."""
+    """Environment variables the player needs beyond the minimal environment (S3, and
+    the shared database's password variable, ``state.password_env``)."""
+    state = config.raw.get("state")
+    pg_env = state.get("password_env") if isinstance(state, dict) else None
+    pg = (pg_env,) if isinstance(pg_env, str) and pg_env and config.state.shared else ()
     if config.recording.s3 is None:
-        return ()
+        return pg
     recording = config.raw.get("recording")
     s3 = recording.get("s3") if isinstance(recording, dict) else None
     name = s3.get("secret_access_key_env") if isinstance(s3, dict) else None
-    return (*AWS_ENV, *((name,) if isinstance(name, str) and name else ()))
+    return (*AWS_ENV, *((name,) if isinstance(name, str) and name else ()), *pg)
 
 
 def player_route(config: Config, user: str) -> tuple[TargetConfig, Route]:

@@ -95,6 +95,8 @@ class BastionServer(asyncssh.SSHServer):
     # ------------------------------------------------------------ connection
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         peer = conn.get_extra_info("peername") or ("?", 0)
+        # behind a trusted load balancer: the client its PROXY header named
+        peer = self.ssh.proxied.get((str(peer[0]), int(peer[1])), peer)
         self._host = str(peer[0])
         self.conn_ctx = ConnContext(self.ssh, conn, f"{peer[0]}:{peer[1]}", Login("", None))
         self.ssh.connections.add(self)

@@ -27,7 +27,7 @@ from gateway.web.state import WebSession, same
 from state.approvals import ApprovalError, Request
 
 if TYPE_CHECKING:
-    from state.approvals import ApprovalStore
+    from state.approvals import Approvals
 
 
 class Host(Protocol):
@@ -36,7 +36,7 @@ class Host(Protocol):
 
     config: Config
     prefix: str
-    approvals: ApprovalStore
+    approvals: Approvals
     audit: Callable[[AuditEvent], None]
     clock: Callable[[], float]
 

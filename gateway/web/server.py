@@ -72,7 +72,7 @@ from gateway.web.state import (
     token,
 )
 from gateway.web.tls import ensure_self_signed, server_context
-from state.approvals import ApprovalStore
+from state.approvals import Approvals
 
 log = logging.getLogger("bastille.web")
 
@@ -104,7 +104,7 @@ class WebService:
     """
 
     def __init__(self, config: Config, *, audit: Callable[[AuditEvent], None],
-                 approvals: ApprovalStore, clock: Callable[[], float] = time.time) -> None:
+                 approvals: Approvals, clock: Callable[[], float] = time.time) -> None:
         assert config.web is not None
         self.config = config
         self.settings = config.web

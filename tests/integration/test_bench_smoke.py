@@ -93,3 +93,12 @@ def test_recording_size_smoke_compares_with_gzipped_asciicast() -> None:
     for name in ("corpus", "commands"):
         out_mib, stored_mib, gz_mib = (float(x) for x in table[name][1:4])
         assert out_mib > 0 and stored_mib > 0 and gz_mib > 0, table[name]
+
+
+@pytest.mark.slow  # three gateways and a PostgreSQL server: ~15 s
+def test_scale_out_smoke_prints_every_figure() -> None:
+    out = run_bench("scale_out", "--smoke")
+    for label in ("setup rate", "index write, enqueue -> commit", "approval round-trip",
+                  "in the shared index, ended"):
+        assert label in out, out
+    assert "12 / 0" in out and "a=4 b=4 c=4" in out, out

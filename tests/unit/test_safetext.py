@@ -70,3 +70,10 @@ def test_visible_shows_what_was_sent() -> None:
     assert visible("a\u202eb") == "a\\u202eb"
     assert visible(b"x\x1b]52;c;aGk=\x07") == "x\\x1b]52;c;aGk=\\x07"
     assert visible("two\nlines\x1b[31m", newlines=True) == "two\nlines\\x1b[31m"
+
+
+def test_c1_built_across_chunks_from_lead_bytes_is_dropped() -> None:
+    for data in (b"\xc2\xc2\x1b\x9b\x9b", b"\xc2\x1b\x9b", b"\xc2\xc2\xc2\x1b[6n\x9b\x9b"):
+        f = TerminalFilter()
+        out = b"".join(f.feed(data[i:i + 1]) for i in range(len(data))) + f.flush()
+        assert not FORBIDDEN.search(out), (data, out)
