@@ -31,6 +31,7 @@ is read as a double-quoted string; bash's POSIX mode differences are not modelle
 from __future__ import annotations
 
 import re
+from typing import Self
 
 from gateway.policy.lexer import (  # the parser extends the lexer
     _ALIAS_CHARS,
@@ -45,13 +46,13 @@ from gateway.policy.lexer import (  # the parser extends the lexer
     MAX_ALIAS_EXPANSIONS,
     MAX_DEPTH,
     Incomplete,
-    Lexer,
     ParseError,
     _array_word,
     _heredoc_delimiter,
     _Parts,
     _split_top,
 )
+from gateway.policy.lexwords import WordLexer
 from gateway.policy.syntax import (
     AndOr,
     Arith,
@@ -80,9 +81,14 @@ from gateway.policy.syntax import (
     Word,
 )
 
+# operators that can start a command (a subshell, or a redirection before the words)
+_COMMAND_START_OPS = frozenset({"(", "<", ">", ">>", "<<", "<<-", "<<<", "&>", "&>>", "<>",
+                                ">|", "<&", ">&"})
 
-class Parser(Lexer):
+
+class Parser(WordLexer):
     """Reads complete commands from ``text`` (see the module docstring)."""
+
     def next(self) -> Parsed | None:
         """Read the next complete command; None at the end of the text."""
         self._skip_blanks()
@@ -124,22 +130,8 @@ class Parser(Lexer):
         while True:
             if not top:
                 self._skip_space(newlines=True)
-            op = self._peek_op()
-            if op == "":
-                if top:
-                    break
-                raise Incomplete("unfinished compound command")
-            if op == "\n":
-                if top:
-                    self._newline()
-                    break
-            if op is None and self._peek_reserved() in terminators:
+            if self._list_ends(terminators, top):
                 break
-            if op is not None and op in terminators:
-                break
-            if op is not None and op not in ("(", "<", ">", ">>", "<<", "<<-", "<<<", "&>",
-                                             "&>>", "<>", ">|", "<&", ">&"):
-                self._fail(f"unexpected {op!r}")
             cmd = self._and_or()
             op = self._peek_op()
             if op in (";", "&"):
@@ -147,23 +139,47 @@ class Parser(Lexer):
                 items.append((cmd, op == "&"))
                 continue
             items.append((cmd, False))
-            if op == "\n":
-                if top:
-                    self._newline()
-                    break
-                continue
-            if op == "" and top:
+            if self._list_ends_after(op, terminators, top):
                 break
-            if op == "":
-                raise Incomplete("unfinished compound command")
-            if op is None and self._peek_reserved() in terminators:
-                break
-            if op is not None and op in terminators:
-                break
-            self._fail("unexpected token")
         if not items and not top and not empty_ok:
             self._fail("empty command list")
         return Sequence(tuple(items))
+
+    def _at_terminator(self, op: str | None, terminators: frozenset[str]) -> bool:
+        if op is None:
+            return self._peek_reserved() in terminators
+        return op in terminators
+
+    def _list_ends(self, terminators: frozenset[str], top: bool) -> bool:
+        """Before a command of a list: whether the list ends here."""
+        op = self._peek_op()
+        if op == "":
+            if top:
+                return True
+            raise Incomplete("unfinished compound command")
+        if op == "\n" and top:
+            self._newline()
+            return True
+        if self._at_terminator(op, terminators):
+            return True
+        if op is not None and op not in _COMMAND_START_OPS:
+            self._fail(f"unexpected {op!r}")
+        return False
+
+    def _list_ends_after(self, op: str | None, terminators: frozenset[str], top: bool) -> bool:
+        """After a command of a list (not ended by ``;`` or ``&``): whether the list ends."""
+        if op == "\n":
+            if top:
+                self._newline()
+                return True
+            return False
+        if op == "":
+            if top:
+                return True
+            raise Incomplete("unfinished compound command")
+        if self._at_terminator(op, terminators):
+            return True
+        self._fail("unexpected token")
 
     def _and_or(self) -> Command:
         first = self._pipeline()
@@ -254,52 +270,61 @@ class Parser(Lexer):
         if r == "if":
             return self._redirected(self._if())
         if r in ("while", "until"):
-            self._eat(len(r))
-            cond = self._sequence(frozenset({"do"}))
-            self._expect_reserved("do")
-            body = self._sequence(frozenset({"done"}))
-            self._expect_reserved("done")
-            return self._redirected(While(cond, body, r == "until"))
+            return self._redirected(self._while(r))
         if r in ("for", "select"):
             return self._redirected(self._for(r))
         if r == "case":
             return self._redirected(self._case())
         if r == "function":
-            self._eat(8)
-            self._skip_blanks()
-            name = self._read_word()
-            if name is None or name.literal is None:
-                self._fail("bad function name")
-            assert name is not None and name.literal is not None
-            self._skip_blanks()
-            if self._la(1) == "(":
-                self._eat(1)
-                self._skip_blanks()
-                self._expect_op(")")
-            self._skip_space(newlines=True)
-            start = self.i
-            fbody = self._command()
-            return FuncDef(name.literal, fbody, self.s[start : self.i])
+            return self._function()
         if r == "[[":
             self._eat(2)
             return self._redirected(self._cond())
         if r == "coproc":
-            self._eat(6)
-            self._skip_blanks()
-            cname: str | None = None
-            w = self._peek_word_text()
-            if w and w not in _RESERVED and _NAME_RE.fullmatch(w):
-                save = self.i
-                self._eat(len(w))
-                self._skip_blanks()
-                if self._peek_reserved() in ("{", "if", "while", "until", "for", "case", "[[") \
-                        or self._peek_op() == "(":
-                    cname = w
-                else:
-                    self.i = save
-            return Coproc(cname, self._command())
+            return self._coproc()
         self._fail(f"unexpected {r!r}")
-        raise AssertionError  # pragma: no cover
+
+    def _while(self, r: str) -> While:
+        self._eat(len(r))
+        cond = self._sequence(frozenset({"do"}))
+        self._expect_reserved("do")
+        body = self._sequence(frozenset({"done"}))
+        self._expect_reserved("done")
+        return While(cond, body, r == "until")
+
+    def _function(self) -> FuncDef:
+        """``function name [()] body``."""
+        self._eat(8)
+        self._skip_blanks()
+        name = self._read_word()
+        if name is None or name.literal is None:
+            self._fail("bad function name")
+        self._skip_blanks()
+        if self._la(1) == "(":
+            self._eat(1)
+            self._skip_blanks()
+            self._expect_op(")")
+        self._skip_space(newlines=True)
+        start = self.i
+        fbody = self._command()
+        return FuncDef(name.literal, fbody, self.s[start : self.i])
+
+    def _coproc(self) -> Coproc:
+        """``coproc [NAME] command`` (a name only before a compound command)."""
+        self._eat(6)
+        self._skip_blanks()
+        cname: str | None = None
+        w = self._peek_word_text()
+        if w and w not in _RESERVED and _NAME_RE.fullmatch(w):
+            save = self.i
+            self._eat(len(w))
+            self._skip_blanks()
+            if self._peek_reserved() in ("{", "if", "while", "until", "for", "case", "[[") \
+                    or self._peek_op() == "(":
+                cname = w
+            else:
+                self.i = save
+        return Coproc(cname, self._command())
 
     def _if(self) -> If:
         self._eat(2)
@@ -325,18 +350,7 @@ class Parser(Lexer):
         self._eat(len(kw))
         self._skip_blanks()
         if kw == "for" and self._la(2) == "((":
-            self._eat(2)
-            text = self._balanced_arith()
-            parts = _split_top(text, ";")
-            if len(parts) != 3:
-                raise ParseError("bad for (( ))")
-            exprs = [parse_arith(p, self) for p in parts]
-            self._skip_blanks()
-            if self._peek_op() == ";":
-                self._eat(1)
-            self._skip_space(newlines=True)
-            body = self._loop_body()
-            return ArithFor(exprs[0], exprs[1], exprs[2], body)
+            return self._arith_for()
         name = self._peek_word_text()
         if not name or not _NAME_RE.fullmatch(name):
             self._fail(f"bad {kw} variable")
@@ -349,27 +363,44 @@ class Parser(Lexer):
         self._skip_space(newlines=True)
         if self._peek_reserved() == "in":
             self._eat(2)
-            items: list[Word] = []
-            while True:
-                self._skip_blanks()
-                op = self._peek_op()
-                if op in (";", "\n"):
-                    if op == ";":
-                        self._eat(1)
-                    break
-                if op == "":
-                    raise Incomplete("unfinished for")
-                if op is not None:
-                    self._fail("unexpected token in word list")
-                w = self._read_word()
-                if w is None:
-                    self._fail("bad word")
-                assert w is not None
-                items.append(w)
-            words = tuple(items)
+            words = self._for_words()
             self._skip_space(newlines=True)
         body = self._loop_body()
         return For(name, words, body, kw == "select")
+
+    def _arith_for(self) -> ArithFor:
+        """``for (( init; test; step ))`` and its body."""
+        self._eat(2)
+        text = self._balanced_arith()
+        parts = _split_top(text, ";")
+        if len(parts) != 3:
+            raise ParseError("bad for (( ))")
+        exprs = [parse_arith(p, self) for p in parts]
+        self._skip_blanks()
+        if self._peek_op() == ";":
+            self._eat(1)
+        self._skip_space(newlines=True)
+        body = self._loop_body()
+        return ArithFor(exprs[0], exprs[1], exprs[2], body)
+
+    def _for_words(self) -> tuple[Word, ...]:
+        """The words after ``for NAME in``, up to ``;`` or a newline."""
+        items: list[Word] = []
+        while True:
+            self._skip_blanks()
+            op = self._peek_op()
+            if op in (";", "\n"):
+                if op == ";":
+                    self._eat(1)
+                return tuple(items)
+            if op == "":
+                raise Incomplete("unfinished for")
+            if op is not None:
+                self._fail("unexpected token in word list")
+            w = self._read_word()
+            if w is None:
+                self._fail("bad word")
+            items.append(w)
 
     def _loop_body(self) -> Sequence:
         self._skip_space(newlines=True)
@@ -390,7 +421,6 @@ class Parser(Lexer):
         word = self._read_word()
         if word is None:
             self._fail("case without a word")
-        assert word is not None
         self._skip_space(newlines=True)
         self._expect_reserved("in")
         items: list[CaseItem] = []
@@ -399,25 +429,7 @@ class Parser(Lexer):
             if self._peek_reserved() == "esac":
                 self._eat(4)
                 return Case(word, tuple(items))
-            if self._peek_op() == "(":
-                self._eat(1)
-            patterns: list[Word] = []
-            while True:
-                self._skip_blanks()
-                w = self._read_word()
-                if w is None:
-                    self._fail("bad case pattern")
-                assert w is not None
-                patterns.append(w)
-                self._skip_blanks()
-                op = self._peek_op()
-                if op == "|":
-                    self._eat(1)
-                    continue
-                if op == ")":
-                    self._eat(1)
-                    break
-                self._fail("bad case pattern")
+            patterns = self._case_patterns()
             self._skip_space(newlines=True)
             body: Sequence | None = None
             op = self._peek_op()
@@ -427,12 +439,33 @@ class Parser(Lexer):
             if op in (";;", ";&", ";;&"):
                 assert op is not None
                 self._eat(len(op))
-                items.append(CaseItem(tuple(patterns), body, op))
+                items.append(CaseItem(patterns, body, op))
                 continue
-            items.append(CaseItem(tuple(patterns), body, ""))
+            items.append(CaseItem(patterns, body, ""))
             self._skip_space(newlines=True)
             self._expect_reserved("esac")
             return Case(word, tuple(items))
+
+    def _case_patterns(self) -> tuple[Word, ...]:
+        """``[(] pattern [| pattern]... )`` of a case item."""
+        if self._peek_op() == "(":
+            self._eat(1)
+        patterns: list[Word] = []
+        while True:
+            self._skip_blanks()
+            w = self._read_word()
+            if w is None:
+                self._fail("bad case pattern")
+            patterns.append(w)
+            self._skip_blanks()
+            op = self._peek_op()
+            if op == "|":
+                self._eat(1)
+                continue
+            if op == ")":
+                self._eat(1)
+                return tuple(patterns)
+            self._fail("bad case pattern")
 
     def _cond(self) -> Cond:
         items: list[Word | str] = []
@@ -524,51 +557,62 @@ class Parser(Lexer):
             if r is not None:
                 redirs.append(r)
                 continue
-            op = self._peek_op()
-            if op is not None:
+            if self._peek_op() is not None:
                 break
-            if words and self._alias_next and self.i >= self._alias_next_at:
-                self._alias_next = False
-                if self._try_alias():
-                    continue
-            if not words or words[0].unquoted_literal in _DECLARATION:
-                arr = self._try_array_assign()
-                if arr is not None:
-                    if words:
-                        words.append(_array_word(arr))
-                    else:
-                        assigns.append(arr)
-                    continue
+            if words and self._alias_again():
+                continue
+            if self._array_item(assigns, words):
+                continue
             start = self.i
-            w = self._read_word()
-            if w is None:
-                self._fail("unexpected character")
-            assert w is not None
+            w = self._read_word() or self._fail("unexpected character")
             if not words:
                 a = self._as_assign(w, self.s[start : self.i])
                 if a is not None:
                     assigns.append(a)
                     continue
-                if self._peek_op() == "(" and w.literal is not None and not words:
-                    # name () compound-command
-                    save = self.i
-                    self._eat(1)
-                    self._skip_blanks()
-                    if self._peek_op() == ")":
-                        self._eat(1)
-                        self._skip_space(newlines=True)
-                        body_start = self.i
-                        body = self._command()
-                        if assigns or redirs:
-                            raise ParseError("assignment before a function definition")
-                        return FuncDef(w.literal, body, self.s[body_start : self.i])
-                    self.i = save
-                    self._fail("unexpected '('")
+                if self._peek_op() == "(" and w.literal is not None:
+                    return self._funcdef(w.literal, bool(assigns or redirs))
             words.append(w)
         if not words and not assigns and not redirs:
             self._fail("empty command")
         self._alias_next = False
         return Simple(tuple(assigns), tuple(words), tuple(redirs))
+
+    def _alias_again(self) -> bool:
+        """After an alias whose value ends with a blank: expand the next word too."""
+        if self._alias_next and self.i >= self._alias_next_at:
+            self._alias_next = False
+            return self._try_alias()
+        return False
+
+    def _array_item(self, assigns: list[Assign], words: list[Word]) -> bool:
+        """``NAME=(...)`` before the command word or after a declaration builtin."""
+        if words and words[0].unquoted_literal not in _DECLARATION:
+            return False
+        arr = self._try_array_assign()
+        if arr is None:
+            return False
+        if words:
+            words.append(_array_word(arr))
+        else:
+            assigns.append(arr)
+        return True
+
+    def _funcdef(self, name: str, prefixed: bool) -> FuncDef:
+        """``name () compound-command``, at the ``(``."""
+        save = self.i
+        self._eat(1)
+        self._skip_blanks()
+        if self._peek_op() != ")":
+            self.i = save
+            self._fail("unexpected '('")
+        self._eat(1)
+        self._skip_space(newlines=True)
+        body_start = self.i
+        body = self._command()
+        if prefixed:
+            raise ParseError("assignment before a function definition")
+        return FuncDef(name, body, self.s[body_start : self.i])
 
     def _as_assign(self, w: Word, raw: str) -> Assign | None:
         """``NAME=value`` (name unquoted) -> Assign, else None."""
@@ -642,8 +686,8 @@ class Parser(Lexer):
             return h
         return Redir(fd, op, w)
 
-    def _child(self, text: str, **kw: object) -> Parser:
-        return Parser(text, **kw)  # type: ignore[arg-type]
+    def _child(self, text: str, **kw: object) -> Self:
+        return type(self)(text, **kw)  # type: ignore[arg-type]
 
     def _arith(self, text: str) -> Arith:
         return parse_arith(text, self)
