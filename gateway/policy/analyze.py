@@ -28,10 +28,11 @@ import posixpath
 import time
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
-from dataclasses import dataclass
 
+from gateway.policy import builtins, handlers
 from gateway.policy import possible as P
 from gateway.policy.catalogue import Catalogue, Program
+from gateway.policy.ctx import Ctx
 from gateway.policy.expand import (
     Expander,
     _autorun_hit,
@@ -105,13 +106,13 @@ class Analyzer(Expander):
         self.depth = 0
         self.count = 0
         self.deadline = time.monotonic() + MAX_SECONDS
-        self._quiet = 0  # >0: collect commands only (function bodies at definition)
+        self.quiet = 0  # >0: collect commands only (function bodies at definition)
         self._last_shape: AStr | None = None
 
     # ------------------------------------------------------------------ entry points
 
     def unsure(self, reason: str) -> None:
-        if self._quiet:
+        if self.quiet:
             return
         if reason not in self.uncertain:
             self.uncertain.append(reason)
@@ -125,7 +126,7 @@ class Analyzer(Expander):
         try:
             self.text(text, st, stdin, top=True)
         except Exception:
-            self._quiet = 0
+            self.quiet = 0
             self.unsure("could not analyse")
 
     def text(self, text: str, st: ShellState, stdin: Stdin, *, top: bool = False,
@@ -171,18 +172,18 @@ class Analyzer(Expander):
     def _salvage(self, exc: ParseError, st: ShellState, stdin: Stdin) -> None:
         """bash refuses the whole line, but a rule that matches what was read before the
         error still applies (a user who typed ``rm -rf / )`` is told why)."""
-        if exc.pos <= 0 or not exc.text or self._quiet:
+        if exc.pos <= 0 or not exc.text or self.quiet:
             return
         prefix = exc.text[: exc.pos].rstrip()
         while prefix and prefix[-1] in ";&|(":
             prefix = prefix[:-1].rstrip()
         if not prefix:
             return
-        self._quiet += 1
+        self.quiet += 1
         try:
             self.text(prefix, st.copy(), stdin)
         finally:
-            self._quiet -= 1
+            self.quiet -= 1
 
     # ------------------------------------------------------------------ commands
 
@@ -391,11 +392,11 @@ class Analyzer(Expander):
         # its rule matches count: its uncertainty is decided at each call.
         sub = st.copy()
         sub.positional = None
-        self._quiet += 1
+        self.quiet += 1
         try:
             self.cmd(node.body, sub, Stdin("tty" if st.interactive else "user"))
         finally:
-            self._quiet -= 1
+            self.quiet -= 1
 
     # ------------------------------------------------------------------ redirections
 
@@ -454,8 +455,6 @@ class Analyzer(Expander):
     # ------------------------------------------------------------------ simple commands
 
     def simple(self, node: Simple, st: ShellState, stdin: Stdin) -> None:
-        from gateway.policy import builtins, programs
-
         stdin, effects, texts = self.redirects(node.redirs, st, stdin)
         env: dict[str, str | None] = {}
         for a in node.assigns:
@@ -487,7 +486,7 @@ class Analyzer(Expander):
         name = head.text
         if name is None:
             what = _dynamic_kind(node.words[0])
-            if not self._quiet:
+            if not self.quiet:
                 reason = f"{what} in command position"
                 if reason in self.uncertain:
                     self.uncertain.remove(reason)
@@ -497,11 +496,10 @@ class Analyzer(Expander):
         if raw0 is not None and raw0 in st.maybe_aliases:
             self.unsure(f"{raw0} may be an alias defined earlier")
         ctx = Ctx(self, st, stdin, env, texts, effects, bool(node.redirs))
-        self.dispatch(name, fields[1:], ctx, builtins, programs)
+        self.dispatch(name, fields[1:], ctx)
 
-    def dispatch(self, name: str, args: list[Field], ctx: Ctx, builtins: object,
-                 programs: object, *, functions: bool = True, only_builtin: bool = False
-                 ) -> None:
+    def dispatch(self, name: str, args: list[Field], ctx: Ctx, *, functions: bool = True,
+                 only_builtin: bool = False) -> None:
         """Run ``name args`` the way bash looks commands up."""
         st = ctx.st
         if "/" not in name and not only_builtin:
@@ -512,7 +510,7 @@ class Analyzer(Expander):
                 return
         handler = self.cat.builtin(name) if "/" not in name else None
         if handler is not None:
-            builtins.run(handler, name, args, ctx)  # type: ignore[attr-defined]
+            builtins.run(handler, name, args, ctx)
             return
         if only_builtin:
             self.unsure(f"{name} is not a shell builtin")
@@ -521,7 +519,11 @@ class Analyzer(Expander):
         if prog is None:
             self.record(base, args, ctx.texts, st, ctx.effects)
             return
-        programs.run(prog, base, args, ctx)  # type: ignore[attr-defined]
+        self.run_program(prog, base, args, ctx)
+
+    def run_program(self, prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
+        """Run a catalogue program's handler (``handlers.run``)."""
+        handlers.run(prog, name, args, ctx)
 
     def lookup(self, name: str, ctx: Ctx) -> tuple[Program | None, str]:
         st = ctx.st
@@ -658,22 +660,9 @@ class Analyzer(Expander):
         views = build_views(name, list(args), list(redirs), st)
         shown = display or " ".join([name, *(a.show() for a in args), *(show(r) for r in
                                                                         redirs)]).strip()
-        info = CommandInfo(name, shown, views, list(effects), definition=self._quiet > 0)
+        info = CommandInfo(name, shown, views, list(effects), definition=self.quiet > 0)
         self.commands.append(info)
         return info
-
-
-@dataclass
-class Ctx:
-    """What a handler needs: the analyser, the state, stdin, the command's environment."""
-
-    an: Analyzer
-    st: ShellState
-    stdin: Stdin
-    env: dict[str, str | None]
-    texts: list[AStr]
-    effects: list[Effect]
-    redirected: bool = False
 
 
 _MISSING = object()

@@ -17,10 +17,10 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from gateway.policy.ctx import Ctx
 from gateway.policy.values import AStr, Field, Hole, astr, resolve, static
 
 if TYPE_CHECKING:
-    from gateway.policy.analyze import Ctx
     from gateway.policy.records import Effect
 
 # shopt/set -o options the analyser follows (state.options) or that are harmless
@@ -228,8 +228,6 @@ def _source(name: str, args: list[Field], ctx: Ctx) -> None:
 
 
 def _exec(name: str, args: list[Field], ctx: Ctx) -> None:
-    from gateway.policy import programs
-
     _record(name, args, ctx)
     i = 0
     while i < len(args) and (args[i].text or "").startswith("-") and args[i].text != "--":
@@ -255,15 +253,12 @@ def _exec(name: str, args: list[Field], ctx: Ctx) -> None:
         else:
             ctx.an.record(base, rest[1:], ctx.texts, ctx.st, ctx.effects)
         return
-    programs.run(prog, base, rest[1:], ctx)
+    ctx.an.run_program(prog, base, rest[1:], ctx)
     if ctx.st.interactive and prog.kind == "shell":
         ctx.st.forget_shell()
 
 
 def _command(name: str, args: list[Field], ctx: Ctx) -> None:
-    from gateway.policy import builtins as me
-    from gateway.policy import programs
-
     i = 0
     lookup_only = False
     while i < len(args) and (args[i].text or "").startswith("-") and args[i].text != "--":
@@ -283,21 +278,17 @@ def _command(name: str, args: list[Field], ctx: Ctx) -> None:
         ctx.an.unsure("dynamic command word after command")
         return
     _record(name, args, ctx)
-    ctx.an.dispatch(head.text, rest[1:], ctx, me, programs, functions=False)
+    ctx.an.dispatch(head.text, rest[1:], ctx, functions=False)
 
 
 def _builtin(name: str, args: list[Field], ctx: Ctx) -> None:
-    from gateway.policy import builtins as me
-    from gateway.policy import programs
-
     _record(name, args, ctx)
     if not args:
         return
     if args[0].text is None:
         ctx.an.unsure("dynamic command word after builtin")
         return
-    ctx.an.dispatch(args[0].text, args[1:], ctx, me, programs, functions=False,
-                    only_builtin=True)
+    ctx.an.dispatch(args[0].text, args[1:], ctx, functions=False, only_builtin=True)
 
 
 def _trap(name: str, args: list[Field], ctx: Ctx) -> None:
@@ -464,11 +455,11 @@ def _alias(name: str, args: list[Field], ctx: Ctx) -> None:
         st.maybe_aliases.discard(aname)
         # the body is checked now too, so a rule applies to the definition
         sub = st.copy()
-        ctx.an._quiet += 1
+        ctx.an.quiet += 1
         try:
             ctx.an.text(value, sub, ctx.stdin, what="in alias")
         finally:
-            ctx.an._quiet -= 1
+            ctx.an.quiet -= 1
 
 
 def _unalias(name: str, args: list[Field], ctx: Ctx) -> None:

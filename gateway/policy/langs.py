@@ -381,22 +381,3 @@ def check_shell_words(text: str) -> list[str]:
         return shlex.split(text)
     except ValueError:
         return []
-
-
-def check_line(lang: str, text: str) -> LangResult:
-    """A line submitted to a program whose language is ``lang``."""
-    if lang == "python":
-        return check_python(text, repl=True)
-    from gateway.policy.program_langs import CHECKERS
-
-    if lang in CHECKERS:
-        return CHECKERS[lang](text)
-    if lang == "harmless":
-        return LangResult()
-    if lang == "perl":
-        return check_perl(text)
-    if lang in _TRIVIAL_WORDS:
-        return check_trivial(lang, text)
-    r = LangResult()
-    r.unsure(f"a line for {lang or 'a program bastille cannot read'}")
-    return r

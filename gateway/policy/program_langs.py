@@ -1,14 +1,22 @@
 """The command lines of programs that run commands: sed scripts (``e``, ``s///e``,
 ``w``), awk programs (``system``, pipes), vi/ex lines, less/more/man and nano prompts,
 psql/mysql/sqlite3 meta-commands, gdb, ftp/sftp/telnet, ed and mail lines. Each
-``check_<lang>(text)`` returns a ``langs.LangResult`` (see ``langs.py``).
+``check_<lang>(text)`` returns a ``langs.LangResult`` (see ``langs.py``);
+``check_line(lang, text)`` picks the checker of a program's language (these, and the
+interpreters of ``langs.py``).
 """
 
 from __future__ import annotations
 
 import re
 
-from gateway.policy.langs import LangResult
+from gateway.policy.langs import (
+    _TRIVIAL_WORDS,
+    LangResult,
+    check_perl,
+    check_python,
+    check_trivial,
+)
 
 # --------------------------------------------------------------------------- sed
 
@@ -475,3 +483,20 @@ CHECKERS = {
     "ed": check_ed,
     "mail": check_mail,
 }
+
+
+def check_line(lang: str, text: str) -> LangResult:
+    """A line submitted to a program whose language is ``lang``."""
+    if lang == "python":
+        return check_python(text, repl=True)
+    if lang in CHECKERS:
+        return CHECKERS[lang](text)
+    if lang == "harmless":
+        return LangResult()
+    if lang == "perl":
+        return check_perl(text)
+    if lang in _TRIVIAL_WORDS:
+        return check_trivial(lang, text)
+    r = LangResult()
+    r.unsure(f"a line for {lang or 'a program bastille cannot read'}")
+    return r

@@ -16,7 +16,7 @@ paths the program writes or removes (``writes``/``deletes`` specs), then:
   as that program's language); in an exec session, where keys are not decided, it is
   uncertain unless harmless;
 * ``opaque``: uncertain;
-* ``special``: a handler in ``tools.py``.
+* ``special``: a handler in ``tools*.py`` (``handlers.run`` picks it).
 
 Known limits: option parsing follows each catalogue entry's ``with_arg`` lists; an option
 the entry does not know is read as a flag.
@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from gateway.policy.catalogue import Program
-from gateway.policy.langs import LangResult, check_line, check_python, check_trivial
+from gateway.policy.ctx import Ctx
+from gateway.policy.langs import LangResult, check_python, check_trivial
+from gateway.policy.program_langs import check_line
 from gateway.policy.values import AStr, Field, Hole, astr, resolve, static
-
-if TYPE_CHECKING:
-    from gateway.policy.analyze import Ctx
 
 # builtins that also exist as programs (a wrapper runs the program)
 STANDALONE = frozenset({"echo", "printf", "kill", "test", "[", "pwd", "true", "false", "time"})
@@ -48,16 +46,8 @@ SYSTEM_DIRS = ("/etc/**", "/usr/**", "/var/**", "/opt/**", "/lib/**", "/lib64/**
 
 
 def run(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
-    from gateway.policy import tools
-
-    if prog.kind == "special":
-        handler = tools.HANDLERS.get(prog.handler)
-        if handler is None:
-            ctx.an.unsure(f"{name} is not checked")
-            record(name, args, ctx)
-            return
-        handler(prog, name, args, ctx)
-        return
+    """The generic handling of a catalogue program of any kind but ``special`` (whose
+    handlers are in ``tools*.py``; ``handlers.run`` picks)."""
     exec_checks(prog, name, args, ctx)
     add_effects(prog, args, ctx)
     if name in ("cp", "install", "ln", "mv", "link"):
@@ -228,7 +218,7 @@ def run_inner(args: list[Field], ctx: Ctx, wrapper: str) -> None:
     if prog is None:
         ctx.an.record(base, args[1:], ctx.texts, ctx.st, ctx.effects)
         return
-    run(prog, base, args[1:], ctx)
+    ctx.an.run_program(prog, base, args[1:], ctx)
 
 
 # --------------------------------------------------------------------------- effects

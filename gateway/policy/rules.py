@@ -257,14 +257,6 @@ class PolicyEngine:
         cmd = CommandInfo(f"forward-{kind}", text, [View(None, text, text)])
         return self._decide_commands([cmd], [], user=user, groups=groups, target=target)
 
-    def decide_snapshot(self, snapshot: object, *, user: str, groups: Sequence[str],
-                        target: str) -> Decision:
-        """Decide an interactive snapshot in a fresh session (see ``PolicySession``)."""
-        from gateway.policy.session import decide_snapshot
-
-        return decide_snapshot(self, snapshot, user=user, groups=groups,  # type: ignore[arg-type]
-                               target=target)
-
     # ------------------------------------------------------------------ internals
 
     def _expand_history(self, line: str, state: ShellState | None) -> str | None:

@@ -34,9 +34,9 @@ from dataclasses import dataclass, replace
 
 from gateway.policy.analyze import ANSWERS
 from gateway.policy.keys import ENTER
-from gateway.policy.langs import LangResult, check_line
+from gateway.policy.langs import LangResult
 from gateway.policy.linebuf import InputEvent, LineSnapshot, LineTracker
-from gateway.policy.program_langs import check_less, check_nano
+from gateway.policy.program_langs import check_less, check_line, check_nano
 from gateway.policy.rules import SEVERITY, Action, Decision, PolicyEngine
 
 REPL_PROMPTS = {

@@ -4,19 +4,19 @@ kubectl, ansible (see ``tools.py``)."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from gateway.policy.catalogue import Program
+from gateway.policy.ctx import Ctx
 from gateway.policy.programs import (
     record,
     script_file,
     stdin_code,
 )
+from gateway.policy.tools_common import Handlers, _argv, _effect, _string, _t
 from gateway.policy.values import Field, Hole, astr, show
 
-if TYPE_CHECKING:
-    from gateway.policy.analyze import Ctx
-from gateway.policy.tools import _argv, _effect, _string, _t, handler
+HANDLERS = Handlers()
+handler = HANDLERS.register
 
 # --------------------------------------------------------------------------- developer tools
 

@@ -5,11 +5,11 @@ multiplexers, service managers, package managers, SQL clients and debuggers (see
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from gateway.policy.catalogue import Program
-from gateway.policy.langs import check_line
-from gateway.policy.program_langs import check_ex, check_gdb
+from gateway.policy.ctx import Ctx
+from gateway.policy.langs import LangResult
+from gateway.policy.program_langs import check_ex, check_gdb, check_line
 from gateway.policy.programs import (
     add_effects,
     apply_lang,
@@ -19,12 +19,11 @@ from gateway.policy.programs import (
     script_file,
     stdin_code,
 )
+from gateway.policy.tools_common import Handlers, _effect, _string, _t
 from gateway.policy.values import Field, Hole, astr, show
 
-if TYPE_CHECKING:
-    from gateway.policy.analyze import Ctx
-    from gateway.policy.langs import LangResult
-from gateway.policy.tools import _effect, _string, _t, handler
+HANDLERS = Handlers()
+handler = HANDLERS.register
 
 # --------------------------------------------------------------------------- editors, pagers
 
@@ -94,8 +93,6 @@ def _vi(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
 
 
 def _dyn() -> LangResult:
-    from gateway.policy.langs import LangResult
-
     r = LangResult()
     r.unsure("dynamic editor command")
     return r

@@ -5,9 +5,9 @@ strace...): the wrapped command is analysed like a command of the line (see
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from gateway.policy.catalogue import Program
+from gateway.policy.ctx import Ctx
 from gateway.policy.programs import (
     record,
     run_inner,
@@ -16,11 +16,11 @@ from gateway.policy.programs import (
     skip_options,
     stdin_code,
 )
+from gateway.policy.tools_common import Handlers, _effect, _joined, _login, _string, _t
 from gateway.policy.values import Field, Hole, astr
 
-if TYPE_CHECKING:
-    from gateway.policy.analyze import Ctx
-from gateway.policy.tools import _effect, _joined, _login, _string, _t, handler
+HANDLERS = Handlers()
+handler = HANDLERS.register
 
 # --------------------------------------------------------------------------- wrappers
 

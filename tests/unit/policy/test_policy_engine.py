@@ -8,7 +8,15 @@ import tomllib
 
 import pytest
 
-from gateway.policy import Action, LineSnapshot, PolicyEngine, Rule, starter_rules, starter_toml
+from gateway.policy import (
+    Action,
+    LineSnapshot,
+    PolicyEngine,
+    Rule,
+    decide_snapshot,
+    starter_rules,
+    starter_toml,
+)
 from gateway.policy.options import normalize_options
 
 A = {"user": "alice", "groups": ["ops"], "target": "web1"}
@@ -164,12 +172,12 @@ def test_decide_path_and_forward() -> None:
 
 def test_decide_snapshot_checks_screen_raw_and_keys() -> None:
     eng = PolicyEngine(starter_rules())
-    d = eng.decide_snapshot(LineSnapshot(text="ls", typed="rm -rf /"), **A)
+    d = decide_snapshot(eng, LineSnapshot(text="ls", typed="rm -rf /"), **A)
     assert d.action is Action.DENY
     guessed = LineSnapshot(text="reboot", raw="host$ reboot", prompt_guessed=True)
-    d = eng.decide_snapshot(guessed, **A)
+    d = decide_snapshot(eng, guessed, **A)
     assert d.action is Action.DENY and "reboot" in d.commands
-    assert eng.decide_snapshot(LineSnapshot(text="ls", raw="ls", typed="ls"), **A).action is (
+    assert decide_snapshot(eng, LineSnapshot(text="ls", raw="ls", typed="ls"), **A).action is (
         Action.ALLOW
     )
 
@@ -200,11 +208,11 @@ def test_echo_off_is_uncertain_unless_a_password_prompt_follows_a_password_progr
 def test_decide_snapshot_echo_pending() -> None:
     """No echo came even after the relay waited: the keys alone never allow a line."""
     eng = PolicyEngine(starter_rules())
-    d = eng.decide_snapshot(LineSnapshot(text="", typed="rm -rf /", echo_pending=True), **A)
+    d = decide_snapshot(eng, LineSnapshot(text="", typed="rm -rf /", echo_pending=True), **A)
     assert (d.action, d.rule) == (Action.DENY, "no-recursive-root-delete")
-    d = eng.decide_snapshot(LineSnapshot(text="", typed=None, echo_pending=True), **A)
+    d = decide_snapshot(eng, LineSnapshot(text="", typed=None, echo_pending=True), **A)
     assert (d.action, d.reason) == (Action.APPROVE, "line not echoed yet")
-    d = eng.decide_snapshot(LineSnapshot(text="", typed="ls", echo_pending=True), **A)
+    d = decide_snapshot(eng, LineSnapshot(text="", typed="ls", echo_pending=True), **A)
     assert d.action is Action.APPROVE and "not echoed" in d.reason
 
 

@@ -3,7 +3,7 @@
 Each case asserts the action the user sees (deny or approve) and, where it matters,
 the rule or uncertainty reason. Line cases go through ``PolicyEngine.decide``; key
 cases type into a real bash under a pty, through ``LineTracker`` and
-``PolicyEngine.decide_snapshot`` (the Enter is never released: bash runs nothing).
+``decide_snapshot`` (the Enter is never released: bash runs nothing).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import tempfile
 import pytest
 from policy_bashpty import BashPty
 
-from gateway.policy import Action, PolicyEngine, starter_rules
+from gateway.policy import Action, PolicyEngine, decide_snapshot, starter_rules
 
 ENGINE = PolicyEngine(starter_rules())
 DENY, APPROVE = Action.DENY, Action.APPROVE
@@ -268,7 +268,7 @@ def test_evasion_keys(setup: list[str], keys: bytes, expected: Action, why: str 
     decisions = []
 
     def refuse(ev, snap):  # type: ignore[no-untyped-def]
-        decisions.append(ENGINE.decide_snapshot(snap, user="a", groups=[], target="t"))
+        decisions.append(decide_snapshot(ENGINE, snap, user="a", groups=[], target="t"))
         return False
 
     # PATH is an empty directory: even a wrongly released line could run nothing.
@@ -278,7 +278,7 @@ def test_evasion_keys(setup: list[str], keys: bytes, expected: Action, why: str 
         if keys == b"echo \\":
             # Continuation: "echo \" Enter (unfinished: released), then "; rm -rf /".
             def cont(ev, snap):  # type: ignore[no-untyped-def]
-                d = ENGINE.decide_snapshot(snap, user="a", groups=[], target="t")
+                d = decide_snapshot(ENGINE, snap, user="a", groups=[], target="t")
                 decisions.append(d)
                 if d.incomplete:
                     b.tracker.continue_line(snap.text)
