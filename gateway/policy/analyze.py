@@ -57,6 +57,7 @@ from gateway.policy.syntax import (
     Group,
     If,
     Lit,
+    Parsed,
     Pipeline,
     ProcSub,
     Redir,
@@ -125,7 +126,7 @@ class Analyzer(Expander):
             return
         try:
             self.text(text, st, stdin, top=True)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a bug in the analyser must fail closed
             self.quiet = 0
             self.unsure("could not analyse")
 
@@ -141,22 +142,7 @@ class Analyzer(Expander):
             self.unsure("comments are off: '#' is not read as a comment")
         self.depth += 1
         try:
-            while True:
-                try:
-                    parsed = parser.next()
-                except Incomplete as exc:
-                    if top and not self.exec_mode:
-                        self.incomplete = True
-                        self.unsure("incomplete command")
-                    else:
-                        self.unsure(f"could not parse{' ' + what if what else ''}: {exc}")
-                    return
-                except ParseError as exc:
-                    self.unsure(f"could not parse{' ' + what if what else ''}: {exc}")
-                    self._salvage(exc, st, stdin)
-                    return
-                if parsed is None:
-                    return
+            while (parsed := self._next(parser, st, stdin, top=top, what=what)) is not None:
                 if parser.translated and st.textdomain:
                     self.unsure('$"..." strings are translated with a catalogue set in '
                                 "this session")
@@ -168,6 +154,23 @@ class Analyzer(Expander):
             self.unsure("command too deeply nested")
         finally:
             self.depth -= 1
+
+    def _next(self, parser: Parser, st: ShellState, stdin: Stdin, *, top: bool, what: str
+              ) -> Parsed | None:
+        """The next complete command; None at the end, or where the rest cannot be read
+        (uncertain then)."""
+        try:
+            return parser.next()
+        except Incomplete as exc:
+            if top and not self.exec_mode:
+                self.incomplete = True
+                self.unsure("incomplete command")
+            else:
+                self.unsure(f"could not parse{' ' + what if what else ''}: {exc}")
+        except ParseError as exc:
+            self.unsure(f"could not parse{' ' + what if what else ''}: {exc}")
+            self._salvage(exc, st, stdin)
+        return None
 
     def _salvage(self, exc: ParseError, st: ShellState, stdin: Stdin) -> None:
         """bash refuses the whole line, but a rule that matches what was read before the
@@ -210,59 +213,31 @@ class Analyzer(Expander):
                 st.merge(branch)
         elif isinstance(node, Pipeline):
             self.pipeline(node, st, stdin)
-        elif isinstance(node, Subshell):
+        else:
+            self._compound(node, st, stdin)
+
+    def _compound(self, node: Command, st: ShellState, stdin: Stdin) -> None:
+        """Compound commands: groups, branches and loops."""
+        if isinstance(node, Subshell):
             self.cmd(node.body, st.copy(), stdin)
         elif isinstance(node, Group):
             self.cmd(node.body, st, stdin)
         elif isinstance(node, If):
-            self.cmd(node.clauses[0][0], st, stdin)
-            branches: list[ShellState] = []
-            b = st.copy()
-            self.cmd(node.clauses[0][1], b, stdin)
-            branches.append(b)
-            for cond, body in node.clauses[1:]:
-                b = st.copy()
-                self.cmd(cond, b, stdin)
-                self.cmd(body, b, stdin)
-                branches.append(b)
-            if node.else_ is not None:
-                b = st.copy()
-                self.cmd(node.else_, b, stdin)
-                branches.append(b)
-            for b in branches:
-                st.merge(b)
+            self.if_(node, st, stdin)
         elif isinstance(node, While):
-            self.cmd(node.cond, st, stdin)
-
-            def again(s: ShellState, node: While = node) -> None:
-                self.cmd(node.body, s, stdin)
-                self.cmd(node.cond, s, stdin)
-
-            self.loop(st, again)
+            self.while_(node, st, stdin)
         elif isinstance(node, For):
             self.for_loop(node, st, stdin)
         elif isinstance(node, ArithFor):
-            self.arith(node.init, st)
-            self.arith(node.cond, st)
-            def step(s: ShellState, node: ArithFor = node) -> None:
-                self.cmd(node.body, s, stdin)
-                self.arith(node.step, s)
-                self.arith(node.cond, s)
-
-            self.loop(st, step)
+            self.arith_for(node, st, stdin)
         elif isinstance(node, Case):
-            self.expand(node.word, st, split=False)
-            branches = []
-            for item in node.items:
-                b = st.copy()
-                for pat in item.patterns:
-                    self.expand(pat, b, split=False, glob=False)
-                if item.body is not None:
-                    self.cmd(item.body, b, stdin)
-                branches.append(b)
-            for b in branches:
-                st.merge(b)
-        elif isinstance(node, FuncDef):
+            self.case(node, st, stdin)
+        else:
+            self._other(node, st, stdin)
+
+    def _other(self, node: Command, st: ShellState, stdin: Stdin) -> None:
+        """Definitions, tests, arithmetic, coprocesses, redirected compound commands."""
+        if isinstance(node, FuncDef):
             self.define_function(node, st)
         elif isinstance(node, Cond):
             self.cond(node, st)
@@ -280,6 +255,57 @@ class Analyzer(Expander):
             self.cmd(node.body, st, new_stdin)
         else:  # pragma: no cover - the parser builds nothing else
             self.unsure(f"unsupported construct {type(node).__name__}")
+
+    def if_(self, node: If, st: ShellState, stdin: Stdin) -> None:
+        self.cmd(node.clauses[0][0], st, stdin)
+        branches: list[ShellState] = []
+        b = st.copy()
+        self.cmd(node.clauses[0][1], b, stdin)
+        branches.append(b)
+        for cond, body in node.clauses[1:]:
+            b = st.copy()
+            self.cmd(cond, b, stdin)
+            self.cmd(body, b, stdin)
+            branches.append(b)
+        if node.else_ is not None:
+            b = st.copy()
+            self.cmd(node.else_, b, stdin)
+            branches.append(b)
+        for b in branches:
+            st.merge(b)
+
+    def while_(self, node: While, st: ShellState, stdin: Stdin) -> None:
+        self.cmd(node.cond, st, stdin)
+
+        def again(s: ShellState) -> None:
+            self.cmd(node.body, s, stdin)
+            self.cmd(node.cond, s, stdin)
+
+        self.loop(st, again)
+
+    def arith_for(self, node: ArithFor, st: ShellState, stdin: Stdin) -> None:
+        self.arith(node.init, st)
+        self.arith(node.cond, st)
+
+        def step(s: ShellState) -> None:
+            self.cmd(node.body, s, stdin)
+            self.arith(node.step, s)
+            self.arith(node.cond, s)
+
+        self.loop(st, step)
+
+    def case(self, node: Case, st: ShellState, stdin: Stdin) -> None:
+        self.expand(node.word, st, split=False)
+        branches = []
+        for item in node.items:
+            b = st.copy()
+            for pat in item.patterns:
+                self.expand(pat, b, split=False, glob=False)
+            if item.body is not None:
+                self.cmd(item.body, b, stdin)
+            branches.append(b)
+        for b in branches:
+            st.merge(b)
 
     def loop(self, st: ShellState, once: Callable[[ShellState], object]) -> None:
         """A loop body that may run zero or more times (interpreted twice)."""
@@ -402,74 +428,63 @@ class Analyzer(Expander):
 
     def redirects(self, redirs: Seq[Redir], st: ShellState, stdin: Stdin
                   ) -> tuple[Stdin, list[Effect], list[AStr]]:
+        """Redirections: the command's stdin, the paths written, the texts the rules
+        see (``> /path``)."""
         effects: list[Effect] = []
         texts: list[AStr] = []
         for r in redirs:
-            fd = r.fd
-            if fd.startswith("{"):
-                st.set_var(fd[1:-1], None)
-            if r.op in ("<<", "<<-"):
-                h = r.heredoc
-                assert h is not None
-                text: str | None = h.body
-                if h.word is not None:
-                    text = self.expand_text(h.word, st)
-                if fd in ("", "0"):
-                    stdin = Stdin("heredoc", text=text)
-                continue
-            assert r.target is not None
-            if r.op == "<<<":
-                value = self.expand_text(r.target, st)
-                if fd in ("", "0"):
-                    stdin = Stdin("herestring", text=None if value is None else value + "\n")
-                continue
-            fields = self.expand(r.target, st)
-            target = fields[0] if len(fields) == 1 else Field((Hole.ANY,), split=True)
-            if any(isinstance(p, ProcSub) for p in r.target.parts):
-                if r.op == "<" and fd in ("", "0"):
-                    stdin = Stdin("procsub")
-                continue
-            tt = target.text
-            if r.op in ("<&", ">&") and (tt is None or tt == "-" or tt.isdigit()):
-                if tt is None and r.op == ">&" and fd == "":
-                    texts.append(astr("> ", Hole.ANY))
-                    effects.append(Effect("write", (Hole.ANY,), source="redirection"))
-                    self.check_autorun((Hole.ANY,), "a redirection")
-                    st.wrote((Hole.ANY,))
-                continue
-            path = self.path(target, st)
-            if r.op == "<":
-                if fd in ("", "0"):
-                    stdin = Stdin("file", path=path)
-                continue
-            if r.op == "<&":
-                continue
+            if r.fd.startswith("{"):
+                st.set_var(r.fd[1:-1], None)
+            stdin = self._redirect(r, st, stdin, effects, texts)
+        return stdin, effects, texts
+
+    def _redirect(self, r: Redir, st: ShellState, stdin: Stdin, effects: list[Effect],
+                  texts: list[AStr]) -> Stdin:
+        """One redirection: the stdin after it; what it writes added to the lists."""
+        reads_stdin = r.fd in ("", "0")
+        if r.op in ("<<", "<<-", "<<<"):
+            here = self._here(r, st)
+            return here if reads_stdin else stdin
+        assert r.target is not None
+        fields = self.expand(r.target, st)
+        target = fields[0] if len(fields) == 1 else Field((Hole.ANY,), split=True)
+        if any(isinstance(p, ProcSub) for p in r.target.parts):
+            return Stdin("procsub") if r.op == "<" and reads_stdin else stdin
+        tt = target.text
+        if r.op in ("<&", ">&") and (tt is None or tt == "-" or tt.isdigit()):
+            if tt is None and r.op == ">&" and r.fd == "":
+                texts.append(astr("> ", Hole.ANY))
+                self._write(st, (Hole.ANY,), effects)
+            return stdin
+        path = self.path(target, st)
+        if r.op == "<":
+            return Stdin("file", path=path) if reads_stdin else stdin
+        if r.op != "<&":
             op = {">|": ">", "&>": ">", ">&": ">", "&>>": ">>", "<>": ">"}.get(r.op, r.op)
             texts.append(astr(op, " ", *path))
             if static(path) not in ("/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty"):
-                effects.append(Effect("write", path, source="redirection"))
-                self.check_autorun(path, "a redirection")
-                st.wrote(path)
-        return stdin, effects, texts
+                self._write(st, path, effects)
+        return stdin
 
-    # ------------------------------------------------------------------ simple commands
+    def _here(self, r: Redir, st: ShellState) -> Stdin:
+        """A here-document or here-string, as the stdin it gives."""
+        if r.op == "<<<":
+            assert r.target is not None
+            value = self.expand_text(r.target, st)
+            return Stdin("herestring", text=None if value is None else value + "\n")
+        h = r.heredoc
+        assert h is not None
+        text = h.body if h.word is None else self.expand_text(h.word, st)
+        return Stdin("heredoc", text=text)
+
+    def _write(self, st: ShellState, path: AStr, effects: list[Effect]) -> None:
+        effects.append(Effect("write", path, source="redirection"))
+        self.check_autorun(path, "a redirection")
+        st.wrote(path)
 
     def simple(self, node: Simple, st: ShellState, stdin: Stdin) -> None:
         stdin, effects, texts = self.redirects(node.redirs, st, stdin)
-        env: dict[str, str | None] = {}
-        for a in node.assigns:
-            value = self.assign_value(a, st)
-            self.check_assignment(a.name, value, st, prefix=bool(node.words))
-            if node.words:
-                env[a.name] = value
-            else:
-                shaped = self._last_shape if value is None else None
-                if shaped is not None:
-                    st.set_pattern(a.name, shaped)
-                else:
-                    st.set_var(a.name, value)
-                if a.name in st.integer_vars and value is not None:
-                    self.arith_text(value, st)
+        env = self._assignments(node, st)
         if not node.words:
             if texts or effects:
                 self.record("", [], texts, st, effects, display=" ".join(show(t) for t in
@@ -482,21 +497,43 @@ class Analyzer(Expander):
             if any(not isinstance(p, Lit) for w in node.words for p in w.parts):
                 self.unsure("the command word expands to nothing or to something unknown")
             return
-        head = fields[0]
-        name = head.text
+        name = fields[0].text
         if name is None:
-            what = _dynamic_kind(node.words[0])
-            if not self.quiet:
-                reason = f"{what} in command position"
-                if reason in self.uncertain:
-                    self.uncertain.remove(reason)
-                self.uncertain.insert(0, reason)
+            self._dynamic_command(node)
             return
         raw0 = node.words[0].unquoted_literal
         if raw0 is not None and raw0 in st.maybe_aliases:
             self.unsure(f"{raw0} may be an alias defined earlier")
         ctx = Ctx(self, st, stdin, env, texts, effects, bool(node.redirs))
         self.dispatch(name, fields[1:], ctx)
+
+    def _assignments(self, node: Simple, st: ShellState) -> dict[str, str | None]:
+        """The assignments of a simple command: its environment when it has a command
+        word, else shell variables set."""
+        env: dict[str, str | None] = {}
+        for a in node.assigns:
+            value = self.assign_value(a, st)
+            self.check_assignment(a.name, value, st, prefix=bool(node.words))
+            if node.words:
+                env[a.name] = value
+                continue
+            shaped = self._last_shape if value is None else None
+            if shaped is not None:
+                st.set_pattern(a.name, shaped)
+            else:
+                st.set_var(a.name, value)
+            if a.name in st.integer_vars and value is not None:
+                self.arith_text(value, st)
+        return env
+
+    def _dynamic_command(self, node: Simple) -> None:
+        """The command word is not known: the first reason given."""
+        if self.quiet:
+            return
+        reason = f"{_dynamic_kind(node.words[0])} in command position"
+        if reason in self.uncertain:
+            self.uncertain.remove(reason)
+        self.uncertain.insert(0, reason)
 
     def dispatch(self, name: str, args: list[Field], ctx: Ctx, *, functions: bool = True,
                  only_builtin: bool = False) -> None:
@@ -529,43 +566,53 @@ class Analyzer(Expander):
         st = ctx.st
         base = posixpath.basename(name) if "/" in name else name
         if "/" in name:
-            path = resolve(astr(name), st.cwd, symlinks=st.symlinks)
-            p = static(path)
-            if self.written_match(path, st):
-                self.unsure(f"runs {name}, a file written in this session")
-            elif st.unknown_writes:
-                self.unsure(f"runs {name} after this session wrote to unknown paths")
-            std = p is not None and any(p.startswith(d) and "/" not in p[len(d):]
-                                        for d in _STD_DIRS)
-            if not std:
-                prog = self.cat.program(name) or (self.cat.program(p) if p else None)
-                if prog is None:
-                    prog = self.cat.program(base)  # a copy of a known program: same rules
-                if prog is not None:
-                    return prog, base
-                if p is None or p.startswith(_SYSTEM_PREFIXES):
-                    self.unsure(f"runs {name}, a program bastille does not know")
-                    return None, base
-                # the target's own program (a deploy or build script): what it does is
-                # its own behaviour, like any script; copies of carriers are caught where
-                # they are made (see programs.copy_check)
-                return Program(base, why="a program of the target, outside system dirs"), base
+            found = self._lookup_path(name, base, st)
+            if found is not None:
+                return found
         else:
-            if st.hashed:
-                self.unsure("command lookup was changed in this session (hash -p, enable)")
-            for w in st.written:
-                s = static(w)
-                if s is not None and posixpath.basename(s) == name and (
-                        st.path_changed or posixpath.dirname(s) in PATH_DIRS or
-                        posixpath.dirname(s).endswith(("/bin", "/sbin"))):
-                    self.unsure(f"{name} may run a file written in this session")
-                    break
+            self._check_path_lookup(name, st)
         prog = self.cat.program(base)
         if prog is None and (base.isdigit() or base in ANSWERS):
             return Program(base, why="an answer typed to a program's question"), base
         if prog is None:
             self.unsure(f"runs {base}, a program bastille does not know")
         return prog, base
+
+    def _lookup_path(self, name: str, base: str, st: ShellState
+                     ) -> tuple[Program | None, str] | None:
+        """A command word with a slash: its program, or None to look ``base`` up."""
+        path = resolve(astr(name), st.cwd, symlinks=st.symlinks)
+        p = static(path)
+        if self.written_match(path, st):
+            self.unsure(f"runs {name}, a file written in this session")
+        elif st.unknown_writes:
+            self.unsure(f"runs {name} after this session wrote to unknown paths")
+        if p is not None and any(p.startswith(d) and "/" not in p[len(d):] for d in _STD_DIRS):
+            return None
+        prog = self.cat.program(name) or (self.cat.program(p) if p else None)
+        if prog is None:
+            prog = self.cat.program(base)  # a copy of a known program: same rules
+        if prog is not None:
+            return prog, base
+        if p is None or p.startswith(_SYSTEM_PREFIXES):
+            self.unsure(f"runs {name}, a program bastille does not know")
+            return None, base
+        # the target's own program (a deploy or build script): what it does is its own
+        # behaviour, like any script; copies of carriers are caught where they are made
+        # (see programs.copy_check)
+        return Program(base, why="a program of the target, outside system dirs"), base
+
+    def _check_path_lookup(self, name: str, st: ShellState) -> None:
+        """A command found through PATH: uncertain if it may be a file written here."""
+        if st.hashed:
+            self.unsure("command lookup was changed in this session (hash -p, enable)")
+        for w in st.written:
+            s = static(w)
+            if s is not None and posixpath.basename(s) == name and (
+                    st.path_changed or posixpath.dirname(s) in PATH_DIRS or
+                    posixpath.dirname(s).endswith(("/bin", "/sbin"))):
+                self.unsure(f"{name} may run a file written in this session")
+                break
 
     def call_function(self, name: str, args: list[Field], ctx: Ctx) -> None:
         st = ctx.st
