@@ -7,8 +7,7 @@ uncertain; builtins that change how later input is read or run (``alias``, ``set
 ``shopt``, ``bind``, ``cd``, ``hash``, ``complete``...) update the state, and the ones
 whose effect cannot be followed are uncertain.
 
-Known limits: ``set``/``shopt`` options are modelled where they matter to the analyser
-(see ``state.DEFAULT_OPTIONS``); the others are accepted or uncertain as listed below.
+The builtins that change how later input is read and run are in ``builtins_input.py``.
 """
 
 from __future__ import annotations
@@ -17,35 +16,23 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from gateway.policy.builtins_input import (
+    _alias,
+    _bind,
+    _compgen,
+    _complete,
+    _fc,
+    _hash,
+    _history,
+    _set,
+    _shopt,
+    _unalias,
+)
 from gateway.policy.ctx import Ctx
 from gateway.policy.values import AStr, Field, Hole, astr, resolve, static
 
 if TYPE_CHECKING:
-    from gateway.policy.records import Effect
-
-# shopt/set -o options the analyser follows (state.options) or that are harmless
-_TRACKED = {"expand_aliases", "extglob", "noglob", "lastpipe", "histexpand", "xpg_echo",
-            "promptvars", "vi", "emacs", "interactive_comments"}
-_HARMLESS = set(
-    "errexit nounset pipefail xtrace verbose noclobber ignoreeof history monitor notify "
-    "allexport hashall braceexpand physical noexec nolog checkwinsize cmdhist lithist "
-    "histappend histreedit histverify nullglob failglob dotglob globstar nocaseglob "
-    "nocasematch globasciiranges globskipdots checkhash checkjobs direxpand "
-    "extquote force_fignore gnu_errfmt huponexit inherit_errexit localvar_inherit "
-    "localvar_unset login_shell mailwarn no_empty_cmd_completion progcomp progcomp_alias "
-    "shift_verbose sourcepath assoc_expand_once complete_fullquote hostcomplete "
-    "patsub_replacement varredir_close noexpand_translation array_expand_once "
-    "bash_source_fullpath errtrace functrace".split()
-)
-_CD_CHANGERS = {"cdspell", "dirspell", "autocd", "cdable_vars"}
-_SET_LETTERS = {"f": "noglob", "H": "histexpand", "e": "errexit", "u": "nounset",
-                "x": "xtrace", "v": "verbose", "C": "noclobber", "m": "monitor",
-                "b": "notify", "a": "allexport", "h": "hashall", "B": "braceexpand",
-                "P": "physical", "n": "noexec", "T": "functrace", "E": "errtrace"}
-_RUNS_LINE = {"accept-line", "operate-and-get-next", "edit-and-execute-command",
-              "shell-expand-line", "insert-comment", "vi-insert-comment",
-              "re-read-init-file", "call-last-kbd-macro", "execute-named-command"}
-
+    pass
 
 def run(handler: str, name: str, args: list[Field], ctx: Ctx) -> None:
     fn = _HANDLERS.get(handler)
@@ -320,273 +307,6 @@ _SIGNALS = set(
 )
 
 
-def _bind(name: str, args: list[Field], ctx: Ctx) -> None:
-    st = ctx.st
-    _record(name, args, ctx)
-    texts = _texts(args)
-    if any(t is None for t in texts):
-        ctx.an.unsure("bind with a dynamic argument")
-        st.bindings_unknown = True
-        return
-    i = 0
-    changed = False
-    while i < len(texts):
-        t = texts[i] or ""
-        if t in ("-l", "-p", "-P", "-v", "-V", "-s", "-S", "-X"):
-            i += 1
-            continue
-        if t in ("-q", "-u", "-m"):
-            i += 2
-            continue
-        if t == "-r":
-            if i + 1 < len(texts):
-                st.bindings.pop(_keyseq(texts[i + 1] or ""), None)
-            i += 2
-            continue
-        if t == "-f":
-            st.bindings_unknown = True
-            ctx.an.unsure("bind -f reads key bindings from a file")
-            return
-        if t == "-x":
-            spec = texts[i + 1] if i + 1 < len(texts) else ""
-            key, cmd = _split_binding(spec or "")
-            st.bindings[_keyseq(key)] = ("exec", _unquote(cmd))
-            ctx.an.text(_unquote(cmd), st.copy(), ctx.stdin, what="in bind -x")
-            changed = True
-            i += 2
-            continue
-        if t.startswith("-"):
-            st.bindings_unknown = True
-            changed = True
-            i += 1
-            continue
-        if t.startswith("set "):
-            parts = t.split()
-            if len(parts) >= 3 and parts[1] == "editing-mode":
-                st.options["vi"] = parts[2] == "vi"
-                st.options["emacs"] = parts[2] != "vi"
-            elif len(parts) >= 2 and parts[1] in ("keymap", "convert-meta", "input-meta",
-                                                  "keyseq-timeout", "enable-keypad"):
-                st.bindings_unknown = True
-            changed = True
-            i += 1
-            continue
-        key, fn = _split_binding(t)
-        fn = fn.strip()
-        if fn.startswith(('"', "'")):
-            st.bindings[_keyseq(key)] = ("macro", _unquote(fn))
-        elif fn in _RUNS_LINE:
-            st.bindings[_keyseq(key)] = ("run", fn)
-        else:
-            st.bindings[_keyseq(key)] = ("func", fn)
-        changed = True
-        i += 1
-    if changed:
-        ctx.an.unsure("bind changes what keys do")
-
-
-def _split_binding(spec: str) -> tuple[str, str]:
-    m = re.match(r'\s*("(?:[^"\\]|\\.)*"|[^:\s]+)\s*:\s*(.*)', spec, re.S)
-    if m is None:
-        return spec, ""
-    return m.group(1), m.group(2)
-
-
-def _unquote(s: str) -> str:
-    s = s.strip()
-    if len(s) >= 2 and s[0] == s[-1] and s[0] in "\"'":
-        return s[1:-1]
-    return s
-
-
-def _keyseq(key: str) -> str:
-    """A readline key sequence (``"\\C-t"``, ``"\\ex"``, ``Control-t``) as text bytes."""
-    k = _unquote(key)
-    names = {"control-": "\\C-", "c-": "\\C-", "meta-": "\\M-", "m-": "\\M-"}
-    low = k.lower()
-    for prefix, rep in names.items():
-        if low.startswith(prefix):
-            k = rep + k[len(prefix):]
-            break
-    out: list[str] = []
-    i = 0
-    while i < len(k):
-        if k.startswith("\\C-", i) and i + 3 < len(k):
-            out.append(chr(ord(k[i + 3].lower()) & 0x1F) if k[i + 3] != "?" else "\x7f")
-            i += 4
-        elif k.startswith("\\M-", i) and i + 3 < len(k):
-            out.append("\x1b")
-            i += 3
-        elif k.startswith("\\e", i):
-            out.append("\x1b")
-            i += 2
-        elif k.startswith("\\", i) and i + 1 < len(k):
-            c = k[i + 1]
-            out.append({"n": "\n", "r": "\r", "t": "\t", "a": "\a", "\\": "\\", '"': '"',
-                        "'": "'"}.get(c, c))
-            i += 2
-        else:
-            out.append(k[i])
-            i += 1
-    return "".join(out)
-
-
-# --------------------------------------------------------------------------- aliases, options
-
-
-def _alias(name: str, args: list[Field], ctx: Ctx) -> None:
-    st = ctx.st
-    _record(name, args, ctx)
-    for a in args:
-        t = a.text
-        if t is None:
-            ctx.an.unsure("alias with a dynamic definition")
-            head = static(a.chunks[:1]) if a.chunks and isinstance(a.chunks[0], str) else None
-            if head and "=" in head:
-                st.maybe_aliases.add(head.split("=", 1)[0])
-            else:
-                st.bindings_unknown = st.bindings_unknown  # nothing known: any name
-                ctx.an.unsure("an alias whose name is not known")
-            continue
-        if t == "-p" or "=" not in t:
-            continue
-        aname, _, value = t.partition("=")
-        st.aliases[aname] = value
-        st.maybe_aliases.discard(aname)
-        # the body is checked now too, so a rule applies to the definition
-        sub = st.copy()
-        ctx.an.quiet += 1
-        try:
-            ctx.an.text(value, sub, ctx.stdin, what="in alias")
-        finally:
-            ctx.an.quiet -= 1
-
-
-def _unalias(name: str, args: list[Field], ctx: Ctx) -> None:
-    st = ctx.st
-    _record(name, args, ctx)
-    for a in args:
-        if a.text == "-a":
-            st.maybe_aliases |= set()  # all gone: nothing may exist any more
-            st.aliases.clear()
-            st.maybe_aliases.clear()
-        elif a.text is not None:
-            st.aliases.pop(a.text, None)
-            st.maybe_aliases.discard(a.text)
-        else:
-            ctx.an.unsure("unalias of a dynamic name")
-
-
-def _option(ctx: Ctx, opt: str, on: bool, via: str) -> None:
-    st = ctx.st
-    if opt in ("vi", "emacs"):
-        st.options["vi"] = on if opt == "vi" else not on
-        st.options["emacs"] = not st.options["vi"]
-    elif opt in _TRACKED:
-        st.options[opt] = on
-        if opt == "interactive_comments" and not on:
-            ctx.an.unsure("turns comments off: '#' is no longer a comment")
-    elif opt in _CD_CHANGERS:
-        st.cdpath = True
-    elif opt in _HARMLESS:
-        pass
-    elif opt in ("posix", "extdebug", "keyword", "onecmd", "privileged", "restricted",
-                 "execfail", "restricted_shell") or opt.startswith("compat"):
-        ctx.an.unsure(f"{via} {opt} changes how the shell reads or runs commands")
-    else:
-        ctx.an.unsure(f"{via} {opt} is not checked")
-
-
-def _set(name: str, args: list[Field], ctx: Ctx) -> None:
-    st = ctx.st
-    _record(name, args, ctx)
-    texts = _texts(args)
-    i = 0
-    while i < len(texts):
-        t = texts[i]
-        if t is None:
-            ctx.an.unsure("set with a dynamic argument")
-            st.positional = None
-            return
-        if t in ("--", "-"):
-            st.positional = [x or "" for x in texts[i + 1:]] if all(
-                x is not None for x in texts[i + 1:]) else None
-            return
-        if t in ("-o", "+o"):
-            if i + 1 < len(texts) and texts[i + 1] is not None:
-                _option(ctx, texts[i + 1] or "", t == "-o", "set -o")
-                i += 2
-                continue
-            i += 1
-            continue
-        if t.startswith(("-", "+")) and len(t) > 1:
-            for c in t[1:]:
-                opt = _SET_LETTERS.get(c)
-                if opt is None:
-                    if c in "kpt":
-                        ctx.an.unsure(f"set {t[0]}{c} changes how commands run")
-                    continue
-                _option(ctx, opt, t[0] == "-", "set")
-            i += 1
-            continue
-        st.positional = [x or "" for x in texts[i:]] if all(x is not None for x in texts[i:]) \
-            else None
-        return
-
-
-def _shopt(name: str, args: list[Field], ctx: Ctx) -> None:
-    _record(name, args, ctx)
-    texts = _texts(args)
-    mode: bool | None = None
-    via_o = False
-    for t in texts:
-        if t is None:
-            ctx.an.unsure("shopt with a dynamic argument")
-            return
-        if t.startswith("-"):
-            if "s" in t:
-                mode = True
-            if "u" in t:
-                mode = False
-            if "o" in t:
-                via_o = True
-            continue
-        if mode is not None:
-            _option(ctx, t, mode, "set -o" if via_o else "shopt")
-
-
-def _hash(name: str, args: list[Field], ctx: Ctx) -> None:
-    _record(name, args, ctx)
-    if any((a.text or "-p").startswith("-p") or not a.known for a in args if
-           (a.text or "-").startswith("-")):
-        ctx.st.hashed = True
-        ctx.an.unsure("hash -p changes which program a name runs")
-
-
-def _complete(name: str, args: list[Field], ctx: Ctx) -> None:
-    _record(name, args, ctx)
-    texts = _texts(args)
-    if all(t in ("-p", "-r") or (t and not t.startswith("-")) for t in texts) and (
-            not texts or "-p" in texts or "-r" in texts):
-        return
-    for k, t in enumerate(texts):
-        if t is None or t in ("-C", "-F") or (t == "-W" and k + 1 < len(texts) and (
-                texts[k + 1] is None or re.search(r"[$`]", texts[k + 1] or ""))):
-            ctx.st.tab_runs_code = True
-            ctx.an.unsure("completion that runs code when Tab is pressed")
-            return
-
-
-def _compgen(name: str, args: list[Field], ctx: Ctx) -> None:
-    _record(name, args, ctx)
-    texts = _texts(args)
-    for k, t in enumerate(texts):
-        if t is None or t in ("-C", "-F") or (t == "-W" and k + 1 < len(texts) and (
-                texts[k + 1] is None or re.search(r"[$`]", texts[k + 1] or ""))):
-            ctx.an.unsure("compgen runs code")
-            return
-
-
 def _read(name: str, args: list[Field], ctx: Ctx) -> None:
     _record(name, args, ctx)
     names: list[Field] = []
@@ -630,61 +350,79 @@ def _mapfile(name: str, args: list[Field], ctx: Ctx) -> None:
 
 
 def _declare(name: str, args: list[Field], ctx: Ctx) -> None:
-    st = ctx.st
     _record(name, args, ctx)
-    flags = set()
+    flags: set[str] = set()
     for a in args:
         t = a.text
         if t is not None and t.startswith(("-", "+")) and len(t) > 1 and "=" not in t:
             flags |= set(t[1:]) if t[0] == "-" else set()
             continue
-        if t is None and not (a.chunks and isinstance(a.chunks[0], str) and
-                              re.match(r"[A-Za-z_]\w*(\[[^\]]*\])?\+?=", a.chunks[0])):
-            ctx.an.unsure(f"{name} with a dynamic argument")
-            continue
-        head = t if t is not None else a.chunks[0]
-        assert isinstance(head, str)
-        m = re.match(r"([A-Za-z_]\w*)(\[[^\]]*\])?(\+?=)?", head)
-        if m is None:
-            if "f" not in flags and "F" not in flags:
-                ctx.an.unsure(f"{name} {head!r} is not a variable name")
-            continue
-        var = m.group(1)
-        if m.group(2):
-            ctx.an.arith_text(m.group(2)[1:-1], st)
-        if "f" in flags or "F" in flags:
-            if name == "export" or "x" in flags:
-                st.exported.add(var)
-            continue
-        value: str | None
-        if m.group(3):
-            value = t[m.end():] if t is not None else None
-            if value is not None and value.startswith("(") and value.endswith(")"):
-                value = None
-            ctx.an.check_assignment(var, value, st, prefix=False)
-            if "n" in flags:
-                if value is None:
-                    ctx.an.unsure(f"{name} -n with a dynamic reference")
-                else:
-                    ctx.an.name_ref([Field(astr(value))], st)
-                value = None
-            if "i" in flags or var in st.integer_vars:
-                if value is None:
-                    ctx.an.unsure("integer variable given a value that is not known")
-                else:
-                    ctx.an.arith_text(value, st)
-                st.set_numeric(var)
-            else:
-                st.set_var(var, value)
-        elif "n" in flags:
-            st.set_var(var, None)
-        if "i" in flags:
-            st.integer_vars.add(var)
+        _declare_one(name, a, flags, ctx)
+
+
+def _declare_one(name: str, a: Field, flags: set[str], ctx: Ctx) -> None:
+    """One ``NAME[=value]`` operand of a declaration builtin."""
+    st = ctx.st
+    t = a.text
+    if t is None and not (a.chunks and isinstance(a.chunks[0], str) and
+                          re.match(r"[A-Za-z_]\w*(\[[^\]]*\])?\+?=", a.chunks[0])):
+        ctx.an.unsure(f"{name} with a dynamic argument")
+        return
+    head = t if t is not None else a.chunks[0]
+    assert isinstance(head, str)
+    m = re.match(r"([A-Za-z_]\w*)(\[[^\]]*\])?(\+?=)?", head)
+    functions = "f" in flags or "F" in flags
+    if m is None:
+        if not functions:
+            ctx.an.unsure(f"{name} {head!r} is not a variable name")
+        return
+    var = m.group(1)
+    if m.group(2):
+        ctx.an.arith_text(m.group(2)[1:-1], st)
+    if functions:
         if name == "export" or "x" in flags:
             st.exported.add(var)
-            if not m.group(3):
-                ctx.an.check_assignment(var, st.get(var), st, prefix=False) if \
-                    var in ctx.an.cat.runs_code_vars else None
+        return
+    if m.group(3):
+        _declare_value(name, var, t[m.end():] if t is not None else None, flags, ctx)
+    elif "n" in flags:
+        st.set_var(var, None)
+    _declare_attributes(name, var, flags, bool(m.group(3)), ctx)
+
+
+def _declare_value(name: str, var: str, value: str | None, flags: set[str], ctx: Ctx
+                   ) -> None:
+    """``declare [-n|-i] NAME=value``."""
+    st = ctx.st
+    if value is not None and value.startswith("(") and value.endswith(")"):
+        value = None
+    ctx.an.check_assignment(var, value, st, prefix=False)
+    if "n" in flags:
+        if value is None:
+            ctx.an.unsure(f"{name} -n with a dynamic reference")
+        else:
+            ctx.an.name_ref([Field(astr(value))], st)
+        value = None
+    if "i" in flags or var in st.integer_vars:
+        if value is None:
+            ctx.an.unsure("integer variable given a value that is not known")
+        else:
+            ctx.an.arith_text(value, st)
+        st.set_numeric(var)
+    else:
+        st.set_var(var, value)
+
+
+def _declare_attributes(name: str, var: str, flags: set[str], assigned: bool, ctx: Ctx
+                        ) -> None:
+    """``-i`` and export (an exported variable that runs code is checked again)."""
+    st = ctx.st
+    if "i" in flags:
+        st.integer_vars.add(var)
+    if name == "export" or "x" in flags:
+        st.exported.add(var)
+        if not assigned and var in ctx.an.cat.runs_code_vars:
+            ctx.an.check_assignment(var, st.get(var), st, prefix=False)
 
 
 def _unset(name: str, args: list[Field], ctx: Ctx) -> None:
@@ -718,41 +456,6 @@ def _let(name: str, args: list[Field], ctx: Ctx) -> None:
             m = re.match(r"\s*([A-Za-z_]\w*)\s*[-+*/%&|^<>]*=", a.text)
             if m:
                 ctx.st.set_numeric(m.group(1))
-
-
-def _fc(name: str, args: list[Field], ctx: Ctx) -> None:
-    _record(name, args, ctx)
-    texts = _texts(args)
-    if texts and all(t is not None and (t.startswith("-l") or t in ("-n", "-r", "-ln", "-nl")
-                                        or re.match(r"-?\d+$", t or "")) for t in texts) and \
-            any((t or "").startswith("-l") or "l" in (t or "") for t in texts):
-        return
-    ctx.an.unsure("fc re-runs commands from history")
-
-
-def _history(name: str, args: list[Field], ctx: Ctx) -> None:
-    _record(name, args, ctx)
-    texts = _texts(args)
-    if any(t is None for t in texts):
-        ctx.an.unsure("history with a dynamic argument")
-        ctx.st.history_known = False
-        return
-    opts = "".join((t or "")[1:] for t in texts if (t or "").startswith("-"))
-    if set(opts) & set("rnsc"):
-        ctx.st.history_known = False
-    if "w" in opts or "a" in opts:
-        ops = [t for t in texts if t and not t.startswith("-")]
-        for o in ops:
-            ctx.effects.append(_write(ctx, o))
-    if "p" in opts:
-        ctx.an.unsure("history -p expands history")
-
-
-def _write(ctx: Ctx, path: str) -> Effect:
-    from gateway.policy.records import Effect
-
-    return Effect("write", resolve(astr(path), ctx.st.cwd, symlinks=ctx.st.symlinks),
-                  source="history")
 
 
 _HANDLERS: dict[str, Callable[[str, list[Field], Ctx], None]] = {

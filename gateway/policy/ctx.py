@@ -83,3 +83,7 @@ class Ctx:
     texts: list[AStr]
     effects: list[Effect]
     redirected: bool = False
+
+    def record(self, name: str, args: Sequence[Field]) -> None:
+        """Record the command for the rules, with its redirections and effects."""
+        self.an.record(name, args, self.texts, self.st, self.effects)
