@@ -176,75 +176,27 @@ class Expander:
 
     def _fields(self, items: list[object], st: ShellState, *, split: bool, glob: bool
                 ) -> list[Field]:
-        ifs = st.ifs if split else ""
-        fields: list[list[tuple[object, bool]]] = [[]]
-        produced = [False]  # a field exists even if empty (quoted "")
-        split_unknown = False
-
-        def add(chunk: object, quoted: bool) -> None:
-            fields[-1].append((chunk, quoted))
-
+        b = _Fields(st.ifs if split else "", split)
         for it in items:
             if isinstance(it, tuple):
                 ch, quoted = it
                 if ch:
-                    add(ch, bool(quoted))
-                produced[-1] = True
+                    b.add(ch, bool(quoted))
+                b.produced[-1] = True
                 continue
             assert isinstance(it, Part)
             if isinstance(it, Tilde):
                 for c in _tilde(it.text, st):
-                    add(c, False)
-                produced[-1] = True
+                    b.add(c, False)
+                b.produced[-1] = True
                 continue
             values = self.part_value(it, st)
             quoted = _quoted(it)
             for k, v in enumerate(values):
                 if k:  # "$@" in quotes: one field per positional parameter
-                    fields.append([])
-                    produced.append(True)
-                if isinstance(v, tuple):  # a glob-matched file name: literal parts and holes
-                    for c in v:
-                        add(c, True)
-                    produced[-1] = True
-                    continue
-                if isinstance(v, Hole):
-                    add(v, quoted)
-                    if quoted:
-                        produced[-1] = True
-                    elif split and v not in _NO_SPLIT:
-                        split_unknown = True
-                        produced[-1] = True
-                    else:
-                        produced[-1] = True
-                    continue
-                if quoted or not split or ifs == "":
-                    add(v, True)
-                    if quoted:
-                        produced[-1] = True
-                    elif v:
-                        produced[-1] = True
-                    continue
-                if ifs is None:
-                    add(Hole.ANY, False)
-                    split_unknown = True
-                    produced[-1] = True
-                    continue
-                pieces = _ifs_split(v, ifs)
-                for j, piece in enumerate(pieces):
-                    if j:
-                        fields.append([])
-                        produced.append(False)
-                    if piece:
-                        add(piece, False)
-                        produced[-1] = True
-        out: list[Field] = []
-        for segs, made in zip(fields, produced, strict=True):
-            if not made and not segs:
-                continue
-            out.append(_make_field(segs, glob and not st.options.get("noglob"),
-                                   split_unknown))
-        return out
+                    b.new(True)
+                b.value(v, quoted)
+        return b.done(glob and not st.options.get("noglob"))
 
     def part_value(self, p: Part, st: ShellState) -> list[str | Hole]:  # or AStr items
         """The value(s) of one expansion; its side effects are analysed."""
@@ -273,6 +225,24 @@ class Expander:
             self.part_effects(inner, st)
         for a in p.arith:
             self.arith_text(a, st)
+        special = self._param_special(p, st)
+        if special is not None:
+            return special
+        value = self._param_value(p, st)
+        if isinstance(value, list):
+            return value
+        if p.op in (":-", "-", ":=", "=", ":+", "+", ":?", "?"):
+            return self._param_operator(p, value, st)
+        if p.op == "other" or value is None:
+            name = p.name
+            numeric = name in NUMERIC_VARS or name in st.numeric
+            if name in NUMERIC_VARS and p.op != "other":
+                return [Hole.DIGITS]
+            return [Hole.NUMBER] if numeric and p.op != "other" else [Hole.ANY]
+        return [value]
+
+    def _param_special(self, p: Param, st: ShellState) -> list[str | Hole] | None:
+        """``${x@P}``, ``${!x}``, ``${#x}``, ``$@``/``$*``; None for the others."""
         name = p.name
         if p.transform == "P":
             v = st.get(name)
@@ -295,40 +265,42 @@ class Expander:
             if name == "@" and p.quoted:
                 return list(st.positional) if st.positional else []
             return [" ".join(st.positional)]
+        return None
+
+    def _param_value(self, p: Param, st: ShellState) -> str | list[str | Hole] | None:
+        """The parameter's value (None: unknown), or already its expansion (a list)."""
+        name = p.name
         if name.isdigit():
             n = int(name)
             if n == 0 or st.positional is None:
                 return [Hole.ANY]
-            value: str | None = st.positional[n - 1] if n - 1 < len(st.positional) else ""
-        elif name in ("?", "#", "$", "!"):
+            return st.positional[n - 1] if n - 1 < len(st.positional) else ""
+        if name in ("?", "#", "$", "!"):
             return [Hole.DIGITS]
-        elif name in ("-", "_"):
+        if name in ("-", "_"):
             return [Hole.ANY]
-        else:
-            value = st.get(name)
-            if p.subscript is not None:
-                value = None
-            elif value is None and name in st.patterns and p.op == "":
-                return [st.patterns[name]]  # type: ignore[list-item]
-        if p.op in (":-", "-", ":=", "=", ":+", "+", ":?", "?"):
-            operand = self.expand_text(p.word, st) if p.word is not None else ""
-            if p.op in (":=", "="):
-                if value is None or (p.op == ":=" and value == ""):
-                    st.set_var(name, operand if value is not None else None)
-            if value is None:
-                return [Hole.ANY]
-            if p.op in (":-", ":=") and value == "":
-                return [operand if operand is not None else Hole.ANY]
-            if p.op in (":+",):
-                return [operand if operand is not None else Hole.ANY] if value else [""]
-            if p.op == "+":
-                return [operand if operand is not None else Hole.ANY]
-            return [value]
-        if p.op == "other" or value is None:
-            numeric = name in NUMERIC_VARS or name in st.numeric
-            if name in NUMERIC_VARS and p.op != "other":
-                return [Hole.DIGITS]
-            return [Hole.NUMBER] if numeric and p.op != "other" else [Hole.ANY]
+        value = st.get(name)
+        if p.subscript is not None:
+            return None
+        if value is None and name in st.patterns and p.op == "":
+            return [st.patterns[name]]  # type: ignore[list-item]
+        return value
+
+    def _param_operator(self, p: Param, value: str | None, st: ShellState
+                        ) -> list[str | Hole]:
+        """``${x:-w}``, ``${x:=w}``, ``${x:+w}``, ``${x:?w}`` and their forms without ':'."""
+        operand = self.expand_text(p.word, st) if p.word is not None else ""
+        if p.op in (":=", "=") and (value is None or (p.op == ":=" and value == "")):
+            st.set_var(p.name, operand if value is not None else None)
+        if value is None:
+            return [Hole.ANY]
+        given: str | Hole = operand if operand is not None else Hole.ANY
+        if p.op in (":-", ":=") and value == "":
+            return [given]
+        if p.op == ":+":
+            return [given] if value else [""]
+        if p.op == "+":
+            return [given]
         return [value]
 
     # ------------------------------------------------------------------ paths
@@ -430,14 +402,10 @@ def _ifs_split(value: str, ifs: str) -> list[str]:
         if c in other:
             parts.append("".join(cur))
             cur = []
-            i += 1
-            while i < n and value[i] in ws:
-                i += 1
+            i = _skip(value, i + 1, ws)
             continue
         if c in ws:
-            j = i
-            while j < n and value[j] in ws:
-                j += 1
+            j = _skip(value, i, ws)
             if j < n and value[j] in other:
                 i = j
                 continue
@@ -450,6 +418,69 @@ def _ifs_split(value: str, ifs: str) -> list[str]:
     if cur:
         parts.append("".join(cur))
     return parts
+
+
+def _skip(value: str, i: int, chars: str) -> int:
+    """The first index from ``i`` whose character is not in ``chars``."""
+    while i < len(value) and value[i] in chars:
+        i += 1
+    return i
+
+
+class _Fields:
+    """The fields one word becomes, while they are built: their pieces ``(text or
+    Hole, quoted)`` and whether each exists (a quoted "" exists, an empty $x does not)."""
+
+    def __init__(self, ifs: str | None, split: bool) -> None:
+        self.ifs = ifs  # None: IFS is not known
+        self.split = split
+        self.fields: list[list[tuple[object, bool]]] = [[]]
+        self.produced = [False]
+        self.split_unknown = False
+
+    def add(self, chunk: object, quoted: bool) -> None:
+        self.fields[-1].append((chunk, quoted))
+        self.produced[-1] = True
+
+    def new(self, made: bool) -> None:
+        self.fields.append([])
+        self.produced.append(made)
+
+    def value(self, v: str | Hole | tuple[object, ...], quoted: bool) -> None:
+        """One value of an expansion: text, a hole, or a glob-matched name (a tuple)."""
+        if isinstance(v, tuple):  # a glob-matched file name: literal parts and holes
+            for c in v:
+                self.add(c, True)
+            self.produced[-1] = True
+            return
+        if isinstance(v, Hole):
+            self.add(v, quoted)
+            if not quoted and self.split and v not in _NO_SPLIT:
+                self.split_unknown = True
+            return
+        if quoted or not self.split or self.ifs == "":
+            self.fields[-1].append((v, True))
+            if quoted or v:
+                self.produced[-1] = True
+            return
+        if self.ifs is None:
+            self.add(Hole.ANY, False)
+            self.split_unknown = True
+            return
+        self._split(v, self.ifs)
+
+    def _split(self, v: str, ifs: str) -> None:
+        """Unquoted text: split on IFS into this field and new ones."""
+        for j, piece in enumerate(_ifs_split(v, ifs)):
+            if j:
+                self.new(False)
+            if piece:
+                self.add(piece, False)
+
+    def done(self, glob: bool) -> list[Field]:
+        return [_make_field(segs, glob, self.split_unknown)
+                for segs, made in zip(self.fields, self.produced, strict=True)
+                if made or segs]
 
 
 def _make_field(segs: list[tuple[object, bool]], glob: bool, split: bool) -> Field:
