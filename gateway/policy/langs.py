@@ -112,48 +112,64 @@ def check_python(code: str, *, repl: bool = False) -> LangResult:
     if stripped in ("exit()", "quit()", "exit", "quit"):
         r.exits = True
         return r
+    tree = _py_parse(code, repl, r)
+    if tree is None:
+        return r
+    for node in ast.walk(tree):
+        _py_node(node, r)
+    return r
+
+
+def _py_node(node: ast.AST, r: LangResult) -> None:
+    if not isinstance(node, _PY_NODES_OK):
+        r.unsure(f"Python {type(node).__name__} is not checked")
+    elif isinstance(node, ast.Name) and (node.id in PY_DENY_NAMES or node.id.startswith("_")):
+        r.unsure(f"Python name {node.id} can run code")
+    elif isinstance(node, ast.Attribute) and (
+        node.attr.startswith("_") or node.attr in PY_DENY_ATTRS
+    ):
+        r.unsure(f"Python attribute {node.attr} can run code")
+    elif isinstance(node, ast.Call):
+        _py_call(node, r)
+    elif isinstance(node, ast.Import):
+        for a in node.names:
+            if a.name.split(".")[0] not in PY_SAFE_MODULES:
+                r.unsure(f"Python imports {a.name}")
+    elif isinstance(node, ast.ImportFrom) and (
+            (node.module or "").split(".")[0] not in PY_SAFE_MODULES or node.level):
+        r.unsure(f"Python imports from {node.module}")
+
+
+def _py_parse(code: str, repl: bool, r: LangResult) -> ast.AST | None:
+    """The syntax tree of the code (an open block in a REPL is completed with ``pass``);
+    None when it cannot be read (uncertain) or is an open block (decided when complete)."""
     if repl:
         try:
             compiled = codeop.compile_command(code, "<repl>", "single")
         except (SyntaxError, ValueError, OverflowError):
             r.unsure("Python that cannot be read")
-            return r
+            return None
         if compiled is None:
             r.incomplete = True
     try:
-        tree = ast.parse(code if not r.incomplete else code + "\n    pass\n", mode="exec")
+        return ast.parse(code if not r.incomplete else code + "\n    pass\n", mode="exec")
     except SyntaxError:
-        if r.incomplete:
-            return r  # an open block: decided when it is complete
-        r.unsure("Python that cannot be read")
-        return r
-    for node in ast.walk(tree):
-        if not isinstance(node, _PY_NODES_OK):
-            r.unsure(f"Python {type(node).__name__} is not checked")
-            continue
-        if isinstance(node, ast.Name) and (node.id in PY_DENY_NAMES or node.id.startswith("_")):
-            r.unsure(f"Python name {node.id} can run code")
-        elif isinstance(node, ast.Attribute) and (
-            node.attr.startswith("_") or node.attr in PY_DENY_ATTRS
-        ):
-            r.unsure(f"Python attribute {node.attr} can run code")
-        elif isinstance(node, ast.Call):
-            f = node.func
-            _py_shell_call(node, r)
-            if isinstance(f, ast.Name) and f.id not in PY_SAFE_CALLS:
-                r.unsure(f"Python call {f.id}() is not known to be harmless")
-            elif isinstance(f, ast.Attribute) and f.attr not in PY_SAFE_METHODS:
-                r.unsure(f"Python call .{f.attr}() is not known to be harmless")
-            elif not isinstance(f, ast.Name | ast.Attribute):
-                r.unsure("Python call of a computed function")
-        elif isinstance(node, ast.Import):
-            for a in node.names:
-                if a.name.split(".")[0] not in PY_SAFE_MODULES:
-                    r.unsure(f"Python imports {a.name}")
-        elif isinstance(node, ast.ImportFrom):
-            if (node.module or "").split(".")[0] not in PY_SAFE_MODULES or node.level:
-                r.unsure(f"Python imports from {node.module}")
-    return r
+        if not r.incomplete:
+            r.unsure("Python that cannot be read")
+        return None
+
+
+def _py_call(node: ast.Call, r: LangResult) -> None:
+    """A call: a visible command is decided as a shell line; only harmless functions and
+    methods are certain."""
+    f = node.func
+    _py_shell_call(node, r)
+    if isinstance(f, ast.Name) and f.id not in PY_SAFE_CALLS:
+        r.unsure(f"Python call {f.id}() is not known to be harmless")
+    elif isinstance(f, ast.Attribute) and f.attr not in PY_SAFE_METHODS:
+        r.unsure(f"Python call .{f.attr}() is not known to be harmless")
+    elif not isinstance(f, ast.Name | ast.Attribute):
+        r.unsure("Python call of a computed function")
 
 
 _PY_SHELL_FUNCS = frozenset({"system", "popen", "getoutput", "getstatusoutput"})
@@ -283,96 +299,130 @@ def _perl_delimited(code: str, i: int, d: str) -> tuple[str, int]:
 def check_perl(code: str) -> LangResult:
     """Perl one-liners: certain only with harmless functions, regexes without code."""
     r = LangResult()
-    out: list[str] = []
-    i, n = 0, len(code)
-    prev = ""
+    scan = _PerlScan(code, r)
     try:
-        while i < n:
-            c = code[i]
-            m = _PERL_QUOTE.match(code, i)
-            if m and (i == 0 or not (code[i - 1].isalnum() or code[i - 1] in "_$@%&")):
-                kw, d = m.group("kw"), m.group("d")
-                body, j = _perl_delimited(code, m.end() - 1, d)
-                parts = [body]
-                if kw in ("s", "tr", "y"):
-                    if d in _PAIRS:
-                        k = j
-                        while k < n and code[k].isspace():
-                            k += 1
-                        if k >= n:
-                            raise ValueError("unterminated")
-                        body2, j = _perl_delimited(code, k, code[k])
-                    else:
-                        body2, j = _perl_delimited(code, j - 1, d)
-                    parts.append(body2)
-                flags = re.match(r"[a-z]*", code[j:])
-                f = flags.group(0) if flags else ""
-                j += len(f)
-                if kw == "s" and "e" in f:
-                    r.unsure("perl s///e runs the replacement as code")
-                if kw in ("qq", "s", "m", "qr") and any(
-                        re.search(r"\(\?\??\{|@\{|\$\{\\", p) for p in parts):
-                    r.unsure("perl interpolates code")
-                out.append(" ")
-                i = j
-                prev = "q"
-                continue
-            if c == "/" and prev in ("", "op", "kw"):
-                body, j = _perl_delimited(code, i, "/")
-                if re.search(r"\(\?\??\{", body):
-                    r.unsure("perl regex runs code")
-                flags = re.match(r"[a-z]*", code[j:])
-                i = j + (len(flags.group(0)) if flags else 0)
-                out.append(" ")
-                prev = "q"
-                continue
-            if c == "'":
-                _body, i = _perl_delimited(code, i, "'")
-                out.append(" ")
-                prev = "q"
-                continue
-            if c == '"':
-                body, i = _perl_delimited(code, i, '"')
-                if re.search(r"@\{|\$\{\\|\$\{\s*\\", body):
-                    r.unsure("perl interpolates code")
-                out.append(" ")
-                prev = "q"
-                continue
-            if c == "`":
-                r.unsure("perl backquotes run a command")
-                return r
-            if c.isalpha() or c == "_":
-                m2 = re.match(r"[A-Za-z_]\w*(?:::\w+)*", code[i:])
-                assert m2 is not None
-                word = m2.group(0)
-                sigil = code[i - 1] if i else ""
-                if not sigil or sigil not in "$@%" or code[i - 2 : i] == "::":
-                    out.append(word)
-                i += len(word)
-                prev = "kw" if word in PERL_WORDS else "id"
-                continue
-            if c in "$@%" and i + 1 < n and not (code[i + 1].isalnum() or code[i + 1] in
-                                                   "_{:"):
-                i += 2  # a punctuation variable: $/, $_, $0, @ARGV...
-                prev = "id"
-                continue
-            if c in "0123456789":
-                prev = "id"
-            elif c in ")]}":
-                prev = "id"
-            elif not c.isspace():
-                prev = "op" if c not in "$@%&" else prev
-            i += 1
+        if not scan.run():
+            return r
     except ValueError:
         r.unsure("perl code that cannot be read")
         return r
-    for w in " ".join(out).split():
+    for w in " ".join(scan.out).split():
         if w not in PERL_WORDS and not w.isupper():
             r.unsure(f"perl {w} is not known to be harmless")
             break
     if "&" in code and re.search(r"&\s*[A-Za-z_]", code):
         r.unsure("perl calls a subroutine")
     return r
+
+
+class _PerlScan:
+    """One pass over Perl code: quoted bodies and regexes are checked for code and
+    replaced by a blank in ``out``; words are kept (``out``) to be checked after."""
+
+    def __init__(self, code: str, r: LangResult) -> None:
+        self.code = code
+        self.n = len(code)
+        self.i = 0
+        self.prev = ""  # what came before: "", "op", "kw", "id" or "q" (a quoted body)
+        self.out: list[str] = []
+        self.r = r
+
+    def run(self) -> bool:
+        """Scan it all; False when a construct decided the check (backquotes). Raises
+        ValueError for an unterminated construct."""
+        while self.i < self.n:
+            if not self._step():
+                return False
+        return True
+
+    def _step(self) -> bool:
+        code, i = self.code, self.i
+        c = code[i]
+        m = _PERL_QUOTE.match(code, i)
+        if m and (i == 0 or not (code[i - 1].isalnum() or code[i - 1] in "_$@%&")):
+            self._quote_op(m)
+        elif c == "/" and self.prev in ("", "op", "kw"):
+            body, j = _perl_delimited(code, i, "/")
+            if re.search(r"\(\?\??\{", body):
+                self.r.unsure("perl regex runs code")
+            self._quoted(_perl_flags(code, j)[1])
+        elif c in "'\"":
+            body, j = _perl_delimited(code, i, c)
+            if c == '"' and re.search(r"@\{|\$\{\\|\$\{\s*\\", body):
+                self.r.unsure("perl interpolates code")
+            self._quoted(j)
+        elif c == "`":
+            self.r.unsure("perl backquotes run a command")
+            return False
+        elif c.isalpha() or c == "_":
+            self._word()
+        elif c in "$@%" and i + 1 < self.n and not (code[i + 1].isalnum() or
+                                                    code[i + 1] in "_{:"):
+            self.i += 2  # a punctuation variable: $/, $_, $0, @ARGV...
+            self.prev = "id"
+        else:
+            self._other(c)
+        return True
+
+    def _other(self, c: str) -> None:
+        if c in "0123456789" or c in ")]}":
+            self.prev = "id"
+        elif not c.isspace():
+            self.prev = "op" if c not in "$@%&" else self.prev
+        self.i += 1
+
+    def _quoted(self, j: int) -> None:
+        """A quoted body or regex ended before ``j``."""
+        self.out.append(" ")
+        self.i = j
+        self.prev = "q"
+
+    def _quote_op(self, m: re.Match[str]) -> None:
+        """``s///``, ``tr///``, ``y///``, ``m//``, ``qr//``, ``q()``, ``qq{}``, ``qw<>``."""
+        code = self.code
+        kw, d = m.group("kw"), m.group("d")
+        body, j = _perl_delimited(code, m.end() - 1, d)
+        parts = [body]
+        if kw in ("s", "tr", "y"):
+            body2, j = self._replacement(j, d)
+            parts.append(body2)
+        f, j = _perl_flags(code, j)
+        if kw == "s" and "e" in f:
+            self.r.unsure("perl s///e runs the replacement as code")
+        if kw in ("qq", "s", "m", "qr") and any(
+                re.search(r"\(\?\??\{|@\{|\$\{\\", p) for p in parts):
+            self.r.unsure("perl interpolates code")
+        self._quoted(j)
+
+    def _replacement(self, j: int, d: str) -> tuple[str, int]:
+        """The second part of ``s{..}{..}`` (its own delimiters) or ``s/../../``."""
+        code, n = self.code, self.n
+        if d not in _PAIRS:
+            return _perl_delimited(code, j - 1, d)
+        k = j
+        while k < n and code[k].isspace():
+            k += 1
+        if k >= n:
+            raise ValueError("unterminated")
+        return _perl_delimited(code, k, code[k])
+
+    def _word(self) -> None:
+        code, i = self.code, self.i
+        m2 = re.match(r"[A-Za-z_]\w*(?:::\w+)*", code[i:])
+        assert m2 is not None
+        word = m2.group(0)
+        sigil = code[i - 1] if i else ""
+        if not sigil or sigil not in "$@%" or code[i - 2 : i] == "::":
+            self.out.append(word)
+        self.i += len(word)
+        self.prev = "kw" if word in PERL_WORDS else "id"
+
+
+def _perl_flags(code: str, j: int) -> tuple[str, int]:
+    """The modifier letters after a quote-like operator at ``j``, and the index after."""
+    m = re.match(r"[a-z]*", code[j:])
+    f = m.group(0) if m else ""
+    return f, j + len(f)
 
 
 def check_shell_words(text: str) -> list[str]:
