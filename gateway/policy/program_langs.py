@@ -29,91 +29,108 @@ def check_sed(script: str) -> LangResult:
     r = LangResult()
     i, n = 0, len(script)
     while i < n:
-        c = script[i]
-        if c in " \t\n;":
+        if script[i] in " \t\n;":
             i += 1
             continue
-        # address
-        m = re.match(r"(?:\d+|\$|/(?:[^/\\]|\\.)*/I?M?|\\(.)(?:(?!\1).)*\1)"
-                     r"(?:\s*(?:,|~)\s*(?:\d+|\$|/(?:[^/\\]|\\.)*/I?M?|\+\d+|~\d+))?\s*!?\s*",
-                     script[i:])
-        if m and m.end():
-            i += m.end()
-            if i >= n:
-                break
-            c = script[i]
-        if c == "#":
-            j = script.find("\n", i)
-            i = n if j < 0 else j + 1
-            continue
-        if c in "{}":
-            i += 1
-            continue
-        if c in "sy":
-            if i + 1 >= n:
-                r.unsure("sed script that cannot be read")
-                return r
-            d = script[i + 1]
-            j, parts = i + 2, 0
-            while j < n and parts < 2:
-                if script[j] == "\\":
-                    j += 2
-                    continue
-                if script[j] == d:
-                    parts += 1
-                j += 1
-            if parts < 2:
-                r.unsure("sed script that cannot be read")
-                return r
-            flags = re.match(r"[0-9gpIiMme]*", script[j:])
-            f = flags.group(0) if flags else ""
-            j += len(f)
-            if c == "s" and "e" in f:
-                r.unsure("sed s///e runs the pattern space as a command")
-            if c == "s" and script[j : j + 1] == "w":
-                end = script.find("\n", j)
-                end = n if end < 0 else end
-                r.writes.append(script[j + 1 : end].strip())
-                j = end
-            i = j
-            continue
-        if c == "e":
-            r.unsure("sed e runs a command")
-            end = script.find("\n", i)
-            cmd = script[i + 1 : n if end < 0 else end].strip()
-            if cmd:
-                r.shell.append(cmd)
-            i = n if end < 0 else end
-            continue
-        if c in "wW":
-            end = script.find("\n", i)
-            end = n if end < 0 else end
-            r.writes.append(script[i + 1 : end].strip())
-            i = end
-            continue
-        if c in "rRbtTv:":
-            stop = re.search(r"[;\n]", script[i + 1 :]) if c in "btTv:" else None
-            nl = script.find("\n", i)
-            if c in "rR":
-                i = n if nl < 0 else nl
-            else:
-                i = n if stop is None else i + 1 + stop.start()
-            continue
-        if c in _SED_CMD_WITH_TEXT:
-            nl = script.find("\n", i)
-            i = n if nl < 0 else nl
-            continue
-        if c in "qQlL":
-            i += 1
-            m2 = re.match(r"\s*\d*", script[i:])
-            i += m2.end() if m2 else 0
-            continue
-        if c in _SED_SIMPLE:
-            i += 1
-            continue
-        r.unsure(f"sed command {c!r} is not checked")
-        return r
+        i = _sed_address(script, i)
+        if i >= n:
+            break
+        nxt = _sed_command(script, i, r)
+        if nxt is None:
+            return r
+        i = nxt
     return r
+
+
+_SED_ADDRESS = re.compile(
+    r"(?:\d+|\$|/(?:[^/\\]|\\.)*/I?M?|\\(.)(?:(?!\1).)*\1)"
+    r"(?:\s*(?:,|~)\s*(?:\d+|\$|/(?:[^/\\]|\\.)*/I?M?|\+\d+|~\d+))?\s*!?\s*")
+
+
+def _sed_address(script: str, i: int) -> int:
+    """After the address (and ``!``) of a sed command at ``i``."""
+    m = _SED_ADDRESS.match(script[i:])
+    return i + m.end() if m else i
+
+
+def _eol(text: str, i: int) -> int:
+    """The index of the end of the line at ``i`` (its newline, or the end)."""
+    end = text.find("\n", i)
+    return len(text) if end < 0 else end
+
+
+def _sed_command(script: str, i: int, r: LangResult) -> int | None:
+    """The sed command at ``i``: where the next one starts; None when the script cannot
+    be read further (uncertain)."""
+    c = script[i]
+    if c in "sy":
+        return _sed_subst(script, i, r)
+    if c == "e":
+        r.unsure("sed e runs a command")
+        end = _eol(script, i)
+        cmd = script[i + 1 : end].strip()
+        if cmd:
+            r.shell.append(cmd)
+        return end
+    if c in "wW":
+        end = _eol(script, i)
+        r.writes.append(script[i + 1 : end].strip())
+        return end
+    nxt = _sed_skip(script, i)
+    if nxt is None:
+        r.unsure(f"sed command {c!r} is not checked")
+    return nxt
+
+
+def _sed_skip(script: str, i: int) -> int | None:
+    """After a sed command that runs and writes nothing; None if it is not one."""
+    c, n = script[i], len(script)
+    if c == "#":
+        j = script.find("\n", i)
+        return n if j < 0 else j + 1
+    if c in "rRbtTv:":
+        if c in "rR":
+            return _eol(script, i)
+        stop = re.search(r"[;\n]", script[i + 1 :])
+        return n if stop is None else i + 1 + stop.start()
+    if c in _SED_CMD_WITH_TEXT:
+        return _eol(script, i)
+    if c in "qQlL":
+        m = re.match(r"\s*\d*", script[i + 1 :])
+        return i + 1 + (m.end() if m else 0)
+    if c in _SED_SIMPLE:
+        return i + 1
+    return None
+
+
+def _sed_subst(script: str, i: int, r: LangResult) -> int | None:
+    """``s/re/text/flags`` or ``y/abc/xyz/`` at ``i``."""
+    c, n = script[i], len(script)
+    if i + 1 >= n:
+        r.unsure("sed script that cannot be read")
+        return None
+    d = script[i + 1]
+    j, parts = i + 2, 0
+    while j < n and parts < 2:
+        if script[j] == "\\":
+            j += 2
+            continue
+        if script[j] == d:
+            parts += 1
+        j += 1
+    if parts < 2:
+        r.unsure("sed script that cannot be read")
+        return None
+    flags = re.match(r"[0-9gpIiMme]*", script[j:])
+    f = flags.group(0) if flags else ""
+    j += len(f)
+    if c == "s" and "e" in f:
+        r.unsure("sed s///e runs the pattern space as a command")
+    if c == "s" and script[j : j + 1] == "w":
+        end = _eol(script, j)
+        r.writes.append(script[j + 1 : end].strip())
+        j = end
+    return j
 
 
 # --------------------------------------------------------------------------- awk
@@ -179,51 +196,70 @@ def check_ex(line: str) -> LangResult:
         return r
     m2 = re.match(r"([A-Za-z]+|[<>&~=#@]|!)(!?)\s*(.*)", rest, re.S)
     if m2 is None:
-        if rest.strip() == "" and rng.strip():
-            return r
-        r.unsure(f"vi command {rest[:20]!r} is not checked")
+        if not (rest.strip() == "" and rng.strip()):
+            r.unsure(f"vi command {rest[:20]!r} is not checked")
         return r
-    name, arg = m2.group(1), m2.group(3)
+    _ex_command(m2.group(1), m2.group(3), r)
+    return r
+
+
+def _ex_command(name: str, arg: str, r: LangResult) -> None:
     if name in ("r", "read", "w", "write") and arg.startswith("!"):
         _bang(arg[1:], r, "vi")
         if name in ("w", "write") and r.shell:  # the buffer goes to the command's input
             r.piped.append(r.shell.pop())
-        return r
+        return
     if name in ("g", "global", "v", "vglobal"):
-        gm = re.match(r"(.)(?:(?!\1).|\\.)*\1(.*)", arg, re.S)
-        if gm is None:
-            r.unsure("vi :g command that cannot be read")
-            return r
-        sub = check_ex(gm.group(2) or "p")
-        r.shell += sub.shell
-        r.uncertain += sub.uncertain
-        r.writes += sub.writes
-        return r
+        _ex_global(arg, r)
+        return
     if name in ("s", "substitute", "&", "~"):
         if "\\=" in arg:
             r.unsure("vi substitute with an expression")
-        return r
+        return
     if name in ("set", "se", "setlocal", "setl", "setglobal", "setg"):
-        for opt in re.findall(r"(?:no|inv)?([a-z]+)", arg):
-            if opt in _EX_UNSAFE_SET:
-                r.unsure(f"vi :set {opt} changes what runs")
-        return r
-    if name in ("q", "quit", "qa", "qall", "x", "xit", "xa", "xall", "wq", "wqa", "wqall"):
-        r.exits = True
-    if name in ("w", "write", "wq", "x", "xit", "up", "update", "sav", "saveas", "wa", "wall",
-                "wqa", "xa"):
-        target = arg.strip()
-        if target.startswith(">>"):
-            target = target[2:].strip()
-        r.writes.append(target or "%")
-        return r
+        _ex_set(arg, r)
+        return
+    if _ex_quit_or_write(name, arg, r):
+        return
     if name in _EX_SAFE:
-        return r
+        return
     if name in ("sh", "shell", "term", "terminal"):
         r.unsure("vi opens a shell")
-        return r
+        return
     r.unsure(f"vi :{name} is not checked (it may run commands)")
-    return r
+
+
+def _ex_quit_or_write(name: str, arg: str, r: LangResult) -> bool:
+    """``:q``, ``:x``, ``:w [file]``...: whether it leaves, and the file it writes (True
+    for a write)."""
+    if name in ("q", "quit", "qa", "qall", "x", "xit", "xa", "xall", "wq", "wqa", "wqall"):
+        r.exits = True
+    if name not in ("w", "write", "wq", "x", "xit", "up", "update", "sav", "saveas", "wa",
+                    "wall", "wqa", "xa"):
+        return False
+    target = arg.strip()
+    if target.startswith(">>"):
+        target = target[2:].strip()
+    r.writes.append(target or "%")
+    return True
+
+
+def _ex_global(arg: str, r: LangResult) -> None:
+    """``:g/pattern/command``: the command is checked."""
+    gm = re.match(r"(.)(?:(?!\1).|\\.)*\1(.*)", arg, re.S)
+    if gm is None:
+        r.unsure("vi :g command that cannot be read")
+        return
+    sub = check_ex(gm.group(2) or "p")
+    r.shell += sub.shell
+    r.uncertain += sub.uncertain
+    r.writes += sub.writes
+
+
+def _ex_set(arg: str, r: LangResult) -> None:
+    for opt in re.findall(r"(?:no|inv)?([a-z]+)", arg):
+        if opt in _EX_UNSAFE_SET:
+            r.unsure(f"vi :set {opt} changes what runs")
 
 
 def _bang(cmd: str, r: LangResult, where: str) -> None:
@@ -293,31 +329,34 @@ def check_psql(line: str) -> LangResult:
         r.exits = True
         return r
     for meta in re.finditer(r"\\(\S+)\s*([^\\]*)", s):
-        name, arg = meta.group(1), meta.group(2)
-        text = "\\" + name + " " + arg
-        if name == "!":
-            _bang(arg, r, "psql")
-        elif name in ("o", "out", "g", "gx", "w", "write") and arg.strip().startswith("|"):
-            cmd = arg.strip()[1:].strip()
-            r.piped.append(cmd) if cmd else r.unsure("psql pipes to a command")
-        elif name in ("o", "out", "w", "write", "g", "gx") and arg.strip():
-            r.writes.append(arg.strip().split()[0])
-        elif name == "copy":
-            pm = re.search(r"\bprogram\s+'((?:[^']|'')*)'", arg, re.I)
-            if pm:
-                r.piped.append(pm.group(1).replace("''", "'"))
-            elif re.search(r"\bprogram\b", arg, re.I):
-                r.unsure("psql \\copy program")
-        elif name in ("e", "edit", "ef", "ev"):
-            r.unsure("psql runs an editor, then the edited query")
-        elif name in ("i", "include", "ir", "include_relative"):
-            r.unsure("psql runs a file of commands")
-        elif name in ("setenv", "cd", "lo_export", "lo_import", "getenv"):
-            r.unsure(f"psql \\{name} is not checked")
-        elif not _PSQL_SAFE.match(text):
-            r.unsure(f"psql \\{name} is not checked")
+        _psql_meta(meta.group(1), meta.group(2), r)
     _sql_programs(s, r)
     return r
+
+
+def _psql_meta(name: str, arg: str, r: LangResult) -> None:
+    """One backslash command of psql."""
+    text = "\\" + name + " " + arg
+    if name == "!":
+        _bang(arg, r, "psql")
+    elif name in ("o", "out", "g", "gx", "w", "write") and arg.strip().startswith("|"):
+        cmd = arg.strip()[1:].strip()
+        r.piped.append(cmd) if cmd else r.unsure("psql pipes to a command")
+    elif name in ("o", "out", "w", "write", "g", "gx") and arg.strip():
+        r.writes.append(arg.strip().split()[0])
+    elif name == "copy":
+        pm = re.search(r"\bprogram\s+'((?:[^']|'')*)'", arg, re.I)
+        if pm:
+            r.piped.append(pm.group(1).replace("''", "'"))
+        elif re.search(r"\bprogram\b", arg, re.I):
+            r.unsure("psql \\copy program")
+    elif name in ("e", "edit", "ef", "ev"):
+        r.unsure("psql runs an editor, then the edited query")
+    elif name in ("i", "include", "ir", "include_relative"):
+        r.unsure("psql runs a file of commands")
+    elif name in ("setenv", "cd", "lo_export", "lo_import", "getenv") or not _PSQL_SAFE.match(
+            text):
+        r.unsure(f"psql \\{name} is not checked")
 
 
 def _sql_programs(s: str, r: LangResult) -> None:
