@@ -1,9 +1,10 @@
-"""Programs: the generic handling of every catalogue kind, and the effect specs.
+"""Programs: the generic handling of every catalogue kind.
 
 ``run(prog, name, args, ctx)`` is called for a command whose program is in the
 catalogue. For every kind it checks the catalogue's ``exec`` options and
-``exec_subcommands`` (and a dynamic argument where one of them could hide), computes the
-paths the program writes or removes (``writes``/``deletes`` specs), then:
+``exec_subcommands`` (and a dynamic argument where one of them could hide; ``argv.py``),
+computes the paths the program writes or removes (``writes``/``deletes`` specs;
+``effects.py``), then:
 
 * ``plain``: records the command;
 * ``wrapper``: records it and analyses the wrapped command like a command of its own;
@@ -18,8 +19,8 @@ paths the program writes or removes (``writes``/``deletes`` specs), then:
 * ``opaque``: uncertain;
 * ``special``: a handler in ``tools*.py`` (``handlers.run`` picks it).
 
-Known limits: option parsing follows each catalogue entry's ``with_arg`` lists; an option
-the entry does not know is read as a flag.
+Known limits: option parsing (``argv.py``) follows each catalogue entry's ``with_arg``
+lists; an option the entry does not know is read as a flag.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from gateway.policy.argv import exec_checks, operands, skip_options
 from gateway.policy.catalogue import Program
 from gateway.policy.ctx import Ctx
+from gateway.policy.effects import add_effects
 from gateway.policy.langs import LangResult, check_python, check_trivial
 from gateway.policy.program_langs import check_line
 from gateway.policy.values import AStr, Field, Hole, astr, resolve, static
@@ -40,10 +43,6 @@ PY_MODULES_OK = frozenset(
     "compileall platform sysconfig base64 uuid gzip tokenize ast dis this".split()
 )
 PY_MODULES_REPL = frozenset({"pdb", "code", "asyncio"})
-# where package managers and system tools write (never /dev, /proc, /sys, homes)
-SYSTEM_DIRS = ("/etc/**", "/usr/**", "/var/**", "/opt/**", "/lib/**", "/lib64/**", "/boot/**",
-               "/bin/**", "/sbin/**", "/srv/**")
-
 
 def run(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     """The generic handling of a catalogue program of any kind but ``special`` (whose
@@ -103,110 +102,6 @@ def record(name: str, args: Sequence[Field], ctx: Ctx) -> None:
     ctx.an.record(name, args, ctx.texts, ctx.st, ctx.effects)
 
 
-# --------------------------------------------------------------------------- options
-
-
-def opt_matches(arg: str, opt: str) -> bool:
-    """Does ``arg`` use option ``opt`` (abbreviated long options and bundles included)?"""
-    if not opt.startswith("-"):
-        return arg == opt
-    if opt.startswith("--"):
-        name = arg.split("=", 1)[0]
-        if arg == opt or arg.startswith(opt + "="):
-            return True
-        return name.startswith("--") and len(name) >= 5 and opt.startswith(name)
-    if len(opt) == 2:
-        return arg.startswith("-") and not arg.startswith("--") and opt[1] in arg[1:] and \
-            len(arg) > 1
-    return arg == opt or arg.startswith(opt + "=") or arg.startswith(opt)
-
-
-def exec_checks(prog: Program, name: str, args: Sequence[Field], ctx: Ctx) -> bool:
-    """The catalogue's exec options and subcommands; True if one was used."""
-    flagged = False
-    for a in args:
-        t = a.text
-        if t is None:
-            if (prog.exec or prog.exec_subcommands) and a.maybe_option:
-                ctx.an.unsure(f"dynamic argument to {name}, which has options that run code")
-                flagged = True
-            continue
-        for o in prog.exec:
-            if opt_matches(t, o):
-                ctx.an.unsure(f"{name} {o} runs other code")
-                flagged = True
-    if prog.exec_subcommands:
-        ops = operands(prog, args)[0]
-        if ops and ops[0].text in prog.exec_subcommands:
-            ctx.an.unsure(f"{name} {ops[0].text} runs other code")
-            flagged = True
-        elif ops and ops[0].text is None:
-            ctx.an.unsure(f"dynamic subcommand of {name}")
-            flagged = True
-    return flagged
-
-
-def operands(prog: Program, args: Sequence[Field]) -> tuple[list[Field], dict[str, Field | None]]:
-    """Split ``args`` into operands and options (option -> its value or None)."""
-    ops: list[Field] = []
-    opts: dict[str, Field | None] = {}
-    i, n = 0, len(args)
-    after = False
-    while i < n:
-        a = args[i]
-        t = a.text
-        i += 1
-        if after or t is None or not t.startswith("-") or t == "-":
-            ops.append(a)
-            continue
-        if t == "--":
-            after = True
-            continue
-        if t.startswith("--"):
-            key, eq, val = t.partition("=")
-            if key[2:] in prog.long_with_arg and not eq:
-                opts[key] = args[i] if i < n else None
-                i += 1
-            else:
-                opts[key] = Field(astr(val)) if eq else None
-            continue
-        body = t[1:]
-        for k, c in enumerate(body):
-            if c in prog.with_arg:
-                rest = body[k + 1 :]
-                if rest:
-                    opts["-" + c] = Field(astr(rest))
-                else:
-                    opts["-" + c] = args[i] if i < n else None
-                    i += 1
-                break
-            opts["-" + c] = None
-    return ops, opts
-
-
-def skip_options(prog: Program, args: Sequence[Field]) -> list[Field]:
-    """A wrapper's options and positionals removed: the wrapped command's argv."""
-    i, n = 0, len(args)
-    while i < n:
-        t = args[i].text
-        if t is None or not t.startswith("-") or t == "-":
-            break
-        i += 1
-        if t == "--":
-            break
-        if t.startswith("--"):
-            key, eq, _ = t.partition("=")
-            if key[2:] in prog.long_with_arg and not eq:
-                i += 1
-            continue
-        for k, c in enumerate(t[1:]):
-            if c in prog.with_arg:
-                if not t[k + 2 :]:
-                    i += 1
-                break
-    return list(args[i + prog.positionals :])
-
-
 def run_inner(args: list[Field], ctx: Ctx, wrapper: str) -> None:
     """The command a wrapper runs: a program (no function, no builtin)."""
     head = args[0]
@@ -219,180 +114,6 @@ def run_inner(args: list[Field], ctx: Ctx, wrapper: str) -> None:
         ctx.an.record(base, args[1:], ctx.texts, ctx.st, ctx.effects)
         return
     ctx.an.run_program(prog, base, args[1:], ctx)
-
-
-# --------------------------------------------------------------------------- effects
-
-
-def add_effects(prog: Program, args: Sequence[Field], ctx: Ctx) -> None:
-    from gateway.policy.records import Effect
-
-    if not prog.writes and not prog.deletes:
-        return
-    ops, opts = operands(prog, args)
-    for kind, specs in (("write", prog.writes), ("delete", prog.deletes)):
-        for spec in specs:
-            track = spec.split(":", 1)[0].split("|", 1)[0] not in (
-                "path", "system", "unknown", "unknown-if", "operands-but-first")
-            for path, content in spec_paths(spec, ops, opts, ctx):
-                ctx.effects.append(Effect(kind, path, source=prog.name))
-                if kind == "write":
-                    if content:
-                        ctx.an.check_autorun(path, prog.name)
-                    if track:
-                        ctx.st.wrote(path)
-
-
-def _flag_set(opts: dict[str, Field | None], flags: str) -> bool:
-    return any(f in opts for f in flags.split(","))
-
-
-def spec_paths(spec: str, ops: list[Field], opts: dict[str, Field | None], ctx: Ctx
-               ) -> list[tuple[AStr, bool]]:
-    """Paths named by one writes/deletes spec; ``(path, user_content)``.
-
-    A spec may end with ``|unless:FLAGS`` or ``|if:FLAGS`` (comma-separated options).
-    """
-    st = ctx.st
-    spec, _, cond = spec.partition("|")
-    if cond:
-        ckind, _, flags = cond.partition(":")
-        if ckind == "sub":
-            if not ops or ops[0].text not in flags.split(","):
-                return []
-        elif (ckind == "unless") == _flag_set(opts, flags):
-            return []
-        if ckind == "if" and "-q" in opts:
-            return []
-    kind, _, arg = spec.partition(":")
-
-    def p(f: Field | None) -> AStr:
-        if f is None:
-            return (Hole.ANY,)
-        return ctx.an.path(f, st)
-
-    def under(d: AStr) -> AStr:
-        return join(d, Hole.ANY)
-
-    if kind == "operands":
-        return [(p(o), True) for o in ops if o.text != "-"]
-    if kind == "operands-but-first":
-        return [(p(o), False) for o in ops[1:]]
-    if kind == "all-but-last":
-        if "-t" in opts or "--target-directory" in opts:
-            return [(p(o), False) for o in ops]
-        return [(p(o), False) for o in ops[:-1]]
-    if kind == "last":
-        if "-t" in opts or "--target-directory" in opts or len(ops) < 2:
-            return []
-        dest = p(ops[-1])
-        return [(dest, True), *((join(dest, _base(o)), True) for o in ops[:-1])]
-    if kind == "target-dir":
-        d = opts.get(arg) or opts.get("--target-directory")
-        if arg not in opts and "--target-directory" not in opts:
-            return []
-        return [(join(p(d), _base(o)), True) for o in ops]
-    if kind == "url-name":
-        out2: list[tuple[AStr, bool]] = []
-        for o in ops:
-            t = o.text
-            if t is None or "://" not in t:
-                continue
-            name = t.split("?", 1)[0].split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-            if "://" in t and t.split("://", 1)[1].count("/") == 0:
-                name = "index.html"
-            out2.append((join(st.cwd, name or Hole.SEG), True))
-        return out2
-    if kind == "first":
-        return [(p(ops[0]), True)] if ops else []
-    if kind == "first-if":
-        return [(p(ops[0]), True)] if ops and _flag_set(opts, arg) else []
-    if kind.startswith("nth"):
-        n = int(arg.rstrip("*"))
-        if len(ops) < n:
-            return []
-        path = p(ops[n - 1])
-        return [(astr(*path, Hole.SEG) if arg.endswith("*") else path, True)]
-    if kind == "opt":
-        if arg in opts:
-            return [(p(opts[arg]), True)]
-        return []
-    if kind == "prefix-opt":
-        pre = opts.get(arg)
-        base = p(pre) if pre is not None else resolve(astr("xx"), st.cwd)
-        return [(astr(*base, Hole.SEG), True)]
-    if kind == "kv":
-        out: list[tuple[AStr, bool]] = []
-        for o in ops:
-            t = o.text
-            if t is None:
-                if not o.chunks or not isinstance(o.chunks[0], str) or o.chunks[0].startswith(
-                        arg + "="):
-                    out.append(((Hole.ANY,), True))
-            elif t.startswith(arg + "="):
-                out.append((p(Field(astr(t[len(arg) + 1:]))), True))
-        return out
-    if kind == "cwd":
-        return [(under(st.cwd), True)]
-    if kind == "cwd-if":
-        return [(under(st.cwd), True)] if _flag_set(opts, arg) else []
-    if kind == "dir-opt":  # an archive extracted: names from the archive
-        d = opts.get(arg)
-        return [(under(p(d) if arg in opts else st.cwd), False)]
-    if kind == "ext":
-        if _flag_set(opts, "-c,--stdout,-d,--decompress,-l,-t,--list,--test"):
-            return []
-        return [(astr(*p(o), arg), True) for o in ops]
-    if kind == "strip-ext":
-        if _flag_set(opts, "-c,--stdout,-l,-t"):
-            return []
-        return [(astr(*p(o)[:-1], Hole.SEG) if p(o) else (Hole.ANY,), True) for o in ops]
-    if kind == "path":
-        return [(_glob_path(arg), False)]
-    if kind == "system":
-        return [(_glob_path(g), False) for g in SYSTEM_DIRS]
-    if kind == "unknown":
-        return [((Hole.ANY,), False)]
-    if kind == "unknown-if":
-        return [((Hole.ANY,), False)] if _flag_set(opts, arg) else []
-    if kind == "operands-unless":
-        return [] if _flag_set(opts, arg) else [(p(o), False) for o in ops]
-    if kind == "operands-if":
-        return [(p(o), False) for o in ops] if _flag_set(opts, arg) else []
-    raise ValueError(f"catalogue: unknown effect spec {spec!r}")
-
-
-def join(d: AStr, name: str | Hole | AStr) -> AStr:
-    """``d/name`` (``/`` root and holes handled)."""
-    tail = name if isinstance(name, tuple) else (name,)
-    if d == ("/",):
-        return astr("/", *tail)
-    return astr(*d, "/", *tail)
-
-
-def _base(f: Field) -> AStr:
-    """The last path component of a field (what ``cp SRC DIR`` creates in DIR)."""
-    t = f.text
-    if t is not None:
-        b = t.rstrip("/").rsplit("/", 1)[-1]
-        return (b,) if b and b not in (".", "..") else (Hole.SEG,)
-    last = f.chunks[-1] if f.chunks else Hole.ANY
-    if isinstance(last, str) and "/" in last:
-        b = last.rstrip("/").rsplit("/", 1)[-1]
-        return (b,) if b else (Hole.SEG,)
-    return (Hole.SEG,)
-
-
-def _glob_path(glob: str) -> AStr:
-    chunks: list[object] = []
-    for piece in re.split(r"(\*\*|\*)", glob):
-        if piece == "**":
-            chunks.append(Hole.ANY)
-        elif piece == "*":
-            chunks.append(Hole.SEG)
-        elif piece:
-            chunks.append(piece)
-    return astr(*chunks)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- code

@@ -13,18 +13,16 @@ from __future__ import annotations
 import re
 import shlex
 
+from gateway.policy.argv import exec_checks, operands, skip_options
 from gateway.policy.catalogue import Program
 from gateway.policy.ctx import Ctx
+from gateway.policy.effects import add_effects
 from gateway.policy.program_langs import check_awk, check_sed
 from gateway.policy.programs import (
-    add_effects,
     apply_lang,
-    exec_checks,
-    operands,
     record,
     run_inner,
     script_file,
-    skip_options,
     stdin_code,
 )
 from gateway.policy.tools_common import (

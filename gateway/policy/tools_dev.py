@@ -7,6 +7,7 @@ import re
 
 from gateway.policy.catalogue import Program
 from gateway.policy.ctx import Ctx
+from gateway.policy.effects import SYSTEM_DIRS, _glob_path
 from gateway.policy.programs import (
     record,
     script_file,
@@ -269,7 +270,6 @@ def _pip(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
                 ctx.an.unsure(f"pip {sub} builds code written in this session")
                 break
         if sub == "install":
-            from gateway.policy.programs import SYSTEM_DIRS, _glob_path
 
             for g in ("~/.local/**", *SYSTEM_DIRS):
                 _effect(ctx, "write", _glob_path(g), "pip", content=False, track=False)

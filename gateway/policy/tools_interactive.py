@@ -8,10 +8,10 @@ import re
 
 from gateway.policy.catalogue import Program
 from gateway.policy.ctx import Ctx
+from gateway.policy.effects import SYSTEM_DIRS, _glob_path, add_effects
 from gateway.policy.langs import LangResult
 from gateway.policy.program_langs import check_ex, check_gdb, check_line
 from gateway.policy.programs import (
-    add_effects,
     apply_lang,
     record,
     run_inner,
@@ -300,7 +300,6 @@ def _apt(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     sub = ops[0] if ops else ""
     if sub in ("install", "remove", "purge", "upgrade", "dist-upgrade", "full-upgrade",
                "autoremove", "reinstall", "build-dep", "autopurge"):
-        from gateway.policy.programs import SYSTEM_DIRS, _glob_path
 
         for g in SYSTEM_DIRS:
             _effect(ctx, "write", _glob_path(g), name, content=False, track=False)

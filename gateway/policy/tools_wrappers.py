@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+from gateway.policy.argv import skip_options
 from gateway.policy.catalogue import Program
 from gateway.policy.ctx import Ctx
 from gateway.policy.programs import (
@@ -13,7 +14,6 @@ from gateway.policy.programs import (
     run_inner,
     screen,
     shell,
-    skip_options,
     stdin_code,
 )
 from gateway.policy.tools_common import Handlers, _effect, _joined, _login, _string, _t
