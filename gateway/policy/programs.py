@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from gateway.policy.argv import exec_checks, operands, skip_options
 from gateway.policy.catalogue import Program
@@ -34,6 +35,7 @@ from gateway.policy.ctx import Ctx
 from gateway.policy.effects import add_effects
 from gateway.policy.langs import LangResult, check_python, check_trivial
 from gateway.policy.program_langs import check_line
+from gateway.policy.records import Effect, Start, Stdin
 from gateway.policy.values import AStr, Field, Hole, astr, resolve, static
 
 # builtins that also exist as programs (a wrapper runs the program)
@@ -121,8 +123,6 @@ def run_inner(args: list[Field], ctx: Ctx, wrapper: str) -> None:
 
 def apply_lang(r: LangResult, ctx: Ctx, where: str) -> None:
     """What a piece of another language runs and writes, into the analysis."""
-    from gateway.policy.records import Effect, Stdin
-
     for cmd in r.shell:
         ctx.an.text(cmd, ctx.st.child(), Stdin("null"), what=f"run by {where}")
     for cmd in r.piped:
@@ -149,8 +149,6 @@ def code(lang: str, text: str | None, ctx: Ctx, where: str) -> None:
     elif lang in ("ruby", "node", "php", "lua", "tcl"):
         apply_lang(check_trivial(lang, text), ctx, where)
     elif lang == "bash":
-        from gateway.policy.records import Stdin
-
         ctx.an.text(text, ctx.st.child(), Stdin("null"), what=f"read by {where}")
     else:
         apply_lang(check_line(lang, text), ctx, where)
@@ -162,8 +160,6 @@ _STDIN_WHAT = {"pipe": "pipe", "heredoc": "here-document", "herestring": "here-s
 
 def stdin_code(name: str, lang: str, ctx: Ctx, *, kind: str) -> None:
     """A program that reads its commands from standard input."""
-    from gateway.policy.records import Start
-
     s = ctx.stdin
     if s.kind == "tty":  # keys the relay holds and decides
         ctx.an.starts.append(Start(name, "shell" if lang == "bash" else kind, lang))
@@ -228,64 +224,75 @@ def script_file(name: str, f: Field, ctx: Ctx, *, path_known: bool = False) -> N
 
 def shell(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     record(name, args, ctx)
-    i, n = 0, len(args)
-    cmd_mode = interactive = from_stdin = False
-    while i < n:
-        t = args[i].text
-        if t is None:
-            if cmd_mode:
-                break
-            if args[i].maybe_option:
-                ctx.an.unsure(f"dynamic option to {name}")
-                return
-            break
-        if t in ("--", "-"):
-            i += 1
-            if t == "-":
-                from_stdin = True
-            break
-        if t.startswith("--"):
-            if t in ("--rcfile", "--init-file"):
-                if i + 1 < n:
-                    script_file(name, args[i + 1], ctx)
-                i += 2
-                continue
-            i += 1
-            continue
-        if t.startswith(("-", "+")) and len(t) > 1:
-            letters = t[1:]
-            if "c" in letters:
-                cmd_mode = True
-            if "i" in letters:
-                interactive = True
-            if "s" in letters:
-                from_stdin = True
-            i += 1 + sum(1 for c in letters if c in "oO")
-            continue
-        break
-    rest = args[i:]
-    if interactive:
-        rc_check(name, ctx)
-    if cmd_mode:
-        if not rest:
-            ctx.an.unsure(f"{name} -c without a command")
-            return
-        text = rest[0].text
-        if text is None:
-            ctx.an.unsure(f"dynamic string passed to {name} -c")
-            return
-        child = ctx.st.child(interactive=interactive)
-        params = [a.text for a in rest[2:]]
-        child.positional = None if any(p is None for p in params) else [
-            p for p in params if p is not None]
-        ctx.an.text(text, child, ctx.stdin, what=f"in {name} -c")
+    opts = _shell_options(name, args, ctx)
+    if opts is None:
         return
-    if rest and not from_stdin:
+    rest = args[opts.i:]
+    if opts.interactive:
+        rc_check(name, ctx)
+    if opts.cmd_mode:
+        _shell_command(name, rest, opts.interactive, ctx)
+        return
+    if rest and not opts.from_stdin:
         script_file(name, rest[0], ctx)
         return
     if ctx.stdin.kind == "tty" and not ctx.an.exec_mode:
         rc_check(name, ctx)
     stdin_code(name, "bash", ctx, kind="shell")
+
+
+@dataclass
+class _ShellOptions:
+    i: int = 0  # the first argument after the options
+    cmd_mode: bool = False  # -c
+    interactive: bool = False  # -i
+    from_stdin: bool = False  # -s or -
+
+
+def _shell_options(name: str, args: list[Field], ctx: Ctx) -> _ShellOptions | None:
+    """A shell's options; None when a dynamic one hides what the shell does."""
+    o = _ShellOptions()
+    n = len(args)
+    while o.i < n:
+        t = args[o.i].text
+        if t is None:
+            if not o.cmd_mode and args[o.i].maybe_option:
+                ctx.an.unsure(f"dynamic option to {name}")
+                return None
+            break
+        if t in ("--", "-"):
+            o.i += 1
+            o.from_stdin = o.from_stdin or t == "-"
+            break
+        if t.startswith("--"):
+            if t in ("--rcfile", "--init-file") and o.i + 1 < n:
+                script_file(name, args[o.i + 1], ctx)
+            o.i += 2 if t in ("--rcfile", "--init-file") else 1
+            continue
+        if not (t.startswith(("-", "+")) and len(t) > 1):
+            break
+        letters = t[1:]
+        o.cmd_mode = o.cmd_mode or "c" in letters
+        o.interactive = o.interactive or "i" in letters
+        o.from_stdin = o.from_stdin or "s" in letters
+        o.i += 1 + sum(1 for c in letters if c in "oO")
+    return o
+
+
+def _shell_command(name: str, rest: list[Field], interactive: bool, ctx: Ctx) -> None:
+    """``sh -c STRING [NAME [ARGS...]]``."""
+    if not rest:
+        ctx.an.unsure(f"{name} -c without a command")
+        return
+    text = rest[0].text
+    if text is None:
+        ctx.an.unsure(f"dynamic string passed to {name} -c")
+        return
+    child = ctx.st.child(interactive=interactive)
+    params = [a.text for a in rest[2:]]
+    child.positional = None if any(p is None for p in params) else [
+        p for p in params if p is not None]
+    ctx.an.text(text, child, ctx.stdin, what=f"in {name} -c")
 
 
 def rc_check(name: str, ctx: Ctx) -> None:
@@ -297,100 +304,13 @@ def rc_check(name: str, ctx: Ctx) -> None:
 
 
 def interp(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
-    from gateway.policy.records import Effect
-
     record(name, args, ctx)
-    lang = prog.lang
-    i, n = 0, len(args)
-    short_code = {o[1] for o in prog.code if len(o) == 2}
-    had_code = in_place = repl_after = False
-    takes = {"python": "WXQ", "perl": "IMmxl0F", "ruby": "IrCF", "php": "cdfz",
-             "node": "r", "lua": "l", "tcl": ""}.get(lang, "")
-    while i < n:
-        a = args[i]
-        t = a.text
-        if t is None:
-            if a.maybe_option:
-                ctx.an.unsure(f"dynamic option to {name}")
-                return
-            break
-        if t == "-":
-            if had_code:
-                break
-            stdin_code(name, lang, ctx, kind="repl")
-            return
-        if t == "--":
-            i += 1
-            break
-        if t in prog.code or any(t.startswith(o + "=") for o in prog.code if o.startswith("--")):
-            value = t.split("=", 1)[1] if "=" in t and t.startswith("--") else (
-                args[i + 1].text if i + 1 < n else "")
-            code(lang, value, ctx, name)
-            had_code = True
-            i += 1 if "=" in t else 2
-            if lang in ("perl", "ruby", "php"):
-                continue
-            return
-        if t.startswith("-") and not t.startswith("--") and len(t) > 1 and lang == "perl":
-            i, stop, in_place2 = _perl_bundle(name, t[1:], args, i, ctx)
-            had_code = had_code or stop
-            in_place = in_place or in_place2
-            continue
-        if t.startswith("-") and not t.startswith("--") and len(t) > 1:
-            body = t[1:]
-            if lang == "ruby" and "i" in body.split("e")[0]:
-                in_place = True
-            hit = next((k for k, c in enumerate(body) if c in short_code), None)
-            if hit is not None and lang != "node":
-                inline = body[hit + 1 :]
-                value = inline if inline else (args[i + 1].text if i + 1 < n else "")
-                code(lang, value, ctx, name)
-                had_code = True
-                i += 1 if inline else 2
-                if lang in ("perl", "ruby"):
-                    continue
-                return
-            if lang == "python" and "i" in body.split("c")[0].split("m")[0]:
-                repl_after = True
-            if lang == "python" and body.startswith("m"):
-                module = body[1:] or (args[i + 1].text if i + 1 < n else None)
-                _py_module(name, module, ctx)
-                return
-            if lang == "php" and "a" in body:
-                stdin_code(name, lang, ctx, kind="repl")
-                return
-            if lang == "php" and body.startswith("d") and "auto_" in (body + (
-                    args[i + 1].text or "" if i + 1 < n else "")):
-                ctx.an.unsure("php -d auto_prepend_file runs another file")
-            if lang == "perl" and body.startswith("d"):
-                ctx.an.unsure("perl -d starts the perl debugger")
-            if lang == "perl" and body[:1] in ("M", "m"):
-                module = body[1:] or (args[i + 1].text if i + 1 < n else None) or ""
-                if not re.fullmatch(r"-?[\w:]+(?:=[\w,:-]*)?", module):
-                    ctx.an.unsure("perl -M with code after the module name")
-                i += 1 if body[1:] else 2
-                continue
-            if lang == "php" and body[:1] == "f" and i + 1 < n:
-                script_file(name, args[i + 1], ctx)
-                return
-            if body[:1] in takes and len(body) == 1:
-                i += 2
-                continue
-            i += 1
-            continue
-        if t.startswith("--"):
-            if lang == "node" and t in ("--require", "--import", "--loader"):
-                i += 2
-                continue
-            if t in ("--interactive",):
-                stdin_code(name, lang, ctx, kind="repl")
-                return
-            i += 1
-            continue
-        break
-    rest = args[i:]
-    if had_code:
-        if in_place:
+    s = _InterpOptions(prog, name, args, ctx)
+    if not s.read():
+        return
+    rest = args[s.i:]
+    if s.had_code:
+        if s.in_place:
             for f in rest:
                 path = ctx.an.path(f, ctx.st)
                 ctx.effects.append(Effect("write", path, source=f"{name} -i"))
@@ -398,12 +318,134 @@ def interp(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         return
     if rest:
         script_file(name, rest[0], ctx)
-        if repl_after:  # python -i: a REPL after the script
-            stdin_code(name, lang, ctx, kind="repl")
+        if s.repl_after:  # python -i: a REPL after the script
+            stdin_code(name, prog.lang, ctx, kind="repl")
         return
     if any(a.text in ("-v", "-V", "--version", "-h", "--help", "-?") for a in args):
         return  # prints a version or help and exits
-    stdin_code(name, lang, ctx, kind="repl")
+    stdin_code(name, prog.lang, ctx, kind="repl")
+
+
+# what an interpreter's option step did: read on, stop reading options (operands
+# follow), or the command is decided (code checked, a REPL started...)
+_NEXT, _STOP, _DONE = "next", "stop", "done"
+_TAKES_VALUE = {"python": "WXQ", "perl": "IMmxl0F", "ruby": "IrCF", "php": "cdfz",
+                "node": "r", "lua": "l", "tcl": ""}
+
+
+class _InterpOptions:
+    """An interpreter's options, read one at a time (``read``)."""
+
+    def __init__(self, prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
+        self.prog, self.name, self.args, self.ctx = prog, name, args, ctx
+        self.lang = prog.lang
+        self.i = 0
+        self.had_code = self.in_place = self.repl_after = False
+        self.short_code = {o[1] for o in prog.code if len(o) == 2}
+
+    def read(self) -> bool:
+        """Read the options; False when one decided the command."""
+        while self.i < len(self.args):
+            step = self._option(self.args[self.i])
+            if step == _DONE:
+                return False
+            if step == _STOP:
+                break
+        return True
+
+    def _next_text(self) -> str | None:
+        """The text of the argument after the current one ('' if there is none)."""
+        return self.args[self.i + 1].text if self.i + 1 < len(self.args) else ""
+
+    def _option(self, a: Field) -> str:
+        t = a.text
+        if t is None:
+            if a.maybe_option:
+                self.ctx.an.unsure(f"dynamic option to {self.name}")
+                return _DONE
+            return _STOP
+        if t == "-":
+            if self.had_code:
+                return _STOP
+            stdin_code(self.name, self.lang, self.ctx, kind="repl")
+            return _DONE
+        if t == "--":
+            self.i += 1
+            return _STOP
+        if t in self.prog.code or any(t.startswith(o + "=") for o in self.prog.code
+                                      if o.startswith("--")):
+            value = t.split("=", 1)[1] if "=" in t and t.startswith("--") else \
+                self._next_text()
+            return self._code(value, 1 if "=" in t else 2, ("perl", "ruby", "php"))
+        if t.startswith("-") and not t.startswith("--") and len(t) > 1:
+            return self._short(t[1:])
+        if t.startswith("--"):
+            return self._long(t)
+        return _STOP
+
+    def _code(self, value: str | None, used: int, more: tuple[str, ...]) -> str:
+        """Inline code given: it is checked; more options may follow in ``more``."""
+        code(self.lang, value, self.ctx, self.name)
+        self.had_code = True
+        self.i += used
+        return _NEXT if self.lang in more else _DONE
+
+    def _short(self, body: str) -> str:
+        """A bundle of short options (``-c CODE``, ``-i``, ``-m MOD``...)."""
+        if self.lang == "perl":
+            self.i, stop, in_place = _perl_bundle(self.name, body, self.args, self.i, self.ctx)
+            self.had_code = self.had_code or stop
+            self.in_place = self.in_place or in_place
+            return _NEXT
+        if self.lang == "ruby" and "i" in body.split("e")[0]:
+            self.in_place = True
+        hit = next((k for k, c in enumerate(body) if c in self.short_code), None)
+        if hit is not None and self.lang != "node":
+            inline = body[hit + 1 :]
+            return self._code(inline if inline else self._next_text(), 1 if inline else 2,
+                              ("perl", "ruby"))
+        step = self._python(body) if self.lang == "python" else \
+            self._php(body) if self.lang == "php" else None
+        if step is not None:
+            return step
+        takes = _TAKES_VALUE.get(self.lang, "")
+        self.i += 2 if body[:1] in takes and len(body) == 1 else 1
+        return _NEXT
+
+    def _python(self, body: str) -> str | None:
+        """``python -i`` (a REPL after the script), ``python -m MODULE``."""
+        if "i" in body.split("c")[0].split("m")[0]:
+            self.repl_after = True
+        if body.startswith("m"):
+            module = body[1:] or (self.args[self.i + 1].text if self.i + 1 < len(self.args)
+                                  else None)
+            _py_module(self.name, module, self.ctx)
+            return _DONE
+        return None
+
+    def _php(self, body: str) -> str | None:
+        """``php -a`` (a REPL), ``php -d auto_prepend_file=...``, ``php -f FILE``."""
+        i, n = self.i, len(self.args)
+        if "a" in body:
+            stdin_code(self.name, self.lang, self.ctx, kind="repl")
+            return _DONE
+        if body.startswith("d") and "auto_" in (body + (
+                self.args[i + 1].text or "" if i + 1 < n else "")):
+            self.ctx.an.unsure("php -d auto_prepend_file runs another file")
+        if body[:1] == "f" and i + 1 < n:
+            script_file(self.name, self.args[i + 1], self.ctx)
+            return _DONE
+        return None
+
+    def _long(self, t: str) -> str:
+        if self.lang == "node" and t in ("--require", "--import", "--loader"):
+            self.i += 2
+            return _NEXT
+        if t in ("--interactive",):
+            stdin_code(self.name, self.lang, self.ctx, kind="repl")
+            return _DONE
+        self.i += 1
+        return _NEXT
 
 
 def _perl_bundle(name: str, body: str, args: list[Field], i: int, ctx: Ctx
@@ -451,8 +493,6 @@ CAT_WITHOUT_TERMINAL = frozenset({"less", "more", "man", "zless", "zmore"})
 
 def screen(name: str, lang: str, ctx: Ctx) -> None:
     """A full-screen program takes the terminal."""
-    from gateway.policy.records import Start
-
     if not ctx.an.tty and lang == "less" and name in CAT_WITHOUT_TERMINAL:
         return  # its output is not a terminal: it copies like cat and reads no keys
     if not ctx.an.tty and lang != "harmless":
