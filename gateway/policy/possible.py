@@ -209,31 +209,46 @@ def intersects(rule: NFA, text: NFA, *, limit: int = MAX_PRODUCT) -> bool:
     while queue:
         if len(seen) > limit:
             return True  # fail closed: "could match"
-        r, t, at_start, ended = queue.popleft()
-        nxt: list[tuple[int, int, bool, bool]] = []
-        for r2 in rule.closure[r]:
-            if r2 == rule.accept:
-                if not ended or t in t_final:
-                    return True
-            for kind, r3 in rule.asserts[r2]:
-                if kind == "bol" and at_start:
-                    nxt.append((r3, t, at_start, ended))
-                elif kind == "eol" and _can_end(text, t, t_final):
-                    nxt.append((r3, t, at_start, True))
-            if ended:
-                continue
-            for t2 in text.closure[t]:
-                if t2 != t:
-                    nxt.append((r2, t2, at_start, ended))
-                for tp, t3 in text.chars[t2]:
-                    for rp, r3 in rule.chars[r2]:
-                        if _meet(rp, tp):
-                            nxt.append((r3, t3, False, False))
+        nxt = _successors(rule, text, t_final, queue.popleft())
+        if nxt is None:
+            return True
         for st in nxt:
             if st not in seen:
                 seen.add(st)
                 queue.append(st)
     return False
+
+
+_State = tuple[int, int, bool, bool]  # rule state, text state, at the start, text ended
+
+
+def _successors(rule: NFA, text: NFA, t_final: set[int], state: _State) -> list[_State] | None:
+    """The product states after ``state``; None when the rule has matched."""
+    r, t, at_start, ended = state
+    nxt: list[_State] = []
+    for r2 in rule.closure[r]:
+        if r2 == rule.accept and (not ended or t in t_final):
+            return None
+        for kind, r3 in rule.asserts[r2]:
+            if kind == "bol" and at_start:
+                nxt.append((r3, t, at_start, ended))
+            elif kind == "eol" and _can_end(text, t, t_final):
+                nxt.append((r3, t, at_start, True))
+        if not ended:
+            _char_steps(rule, text, r2, t, at_start, nxt)
+    return nxt
+
+
+def _char_steps(rule: NFA, text: NFA, r2: int, t: int, at_start: bool,
+                nxt: list[_State]) -> None:
+    """Steps of the text (epsilon moves), and of both on a character they share."""
+    for t2 in text.closure[t]:
+        if t2 != t:
+            nxt.append((r2, t2, at_start, False))
+        for tp, t3 in text.chars[t2]:
+            for rp, r3 in rule.chars[r2]:
+                if _meet(rp, tp):
+                    nxt.append((r3, t3, False, False))
 
 
 def _finals(text: NFA) -> set[int]:
@@ -289,24 +304,25 @@ def _op(op: object, av: Any, flags: int) -> Node:
     if op is _c.ATOMIC_GROUP:
         return _convert(av, flags)
     if op in (_c.MAX_REPEAT, _c.MIN_REPEAT, getattr(_c, "POSSESSIVE_REPEAT", None)):
-        lo, hi, p = av
-        node = _convert(p, flags)
-        parts = [node] * min(lo, MAX_UNROLL)
-        if lo > MAX_UNROLL or hi is _c.MAXREPEAT or hi - lo > MAX_UNROLL:
-            parts.append(star(node))
-        else:
-            parts.extend(alt(node, EMPTY) for _ in range(hi - lo))
-        return ("seq", parts)
+        return _repeat(av, flags)
+    return _op_other(op, av, flags, icase)
+
+
+def _repeat(av: Any, flags: int) -> Node:
+    lo, hi, p = av
+    node = _convert(p, flags)
+    parts = [node] * min(lo, MAX_UNROLL)
+    if lo > MAX_UNROLL or hi is _c.MAXREPEAT or hi - lo > MAX_UNROLL:
+        parts.append(star(node))
+    else:
+        parts.extend(alt(node, EMPTY) for _ in range(hi - lo))
+    return ("seq", parts)
+
+
+def _op_other(op: object, av: Any, flags: int, icase: bool) -> Node:
+    """Anchors, look-arounds, back-references, categories."""
     if op is _c.AT:
-        if av in (_c.AT_BEGINNING, _c.AT_BEGINNING_STRING):
-            if av is _c.AT_BEGINNING and flags & re.MULTILINE:
-                return EMPTY
-            return ("bol",)
-        if av in (_c.AT_END, _c.AT_END_STRING):
-            if av is _c.AT_END and flags & re.MULTILINE:
-                return EMPTY
-            return ("eol",)
-        return EMPTY  # \b, \B: over-approximated
+        return _anchor(av, flags)
     if op in (_c.ASSERT, _c.ASSERT_NOT):
         return EMPTY  # look-around: over-approximated
     if op is _c.GROUPREF:
@@ -317,6 +333,18 @@ def _op(op: object, av: Any, flags: int) -> Node:
     if op is _c.CATEGORY:
         return pred(_in([(op, av)], icase))
     raise ValueError(f"unsupported regex construct {op}")
+
+
+def _anchor(av: Any, flags: int) -> Node:
+    if av in (_c.AT_BEGINNING, _c.AT_BEGINNING_STRING):
+        if av is _c.AT_BEGINNING and flags & re.MULTILINE:
+            return EMPTY
+        return ("bol",)
+    if av in (_c.AT_END, _c.AT_END_STRING):
+        if av is _c.AT_END and flags & re.MULTILINE:
+            return EMPTY
+        return ("eol",)
+    return EMPTY  # \b, \B: over-approximated
 
 
 _CAT_NAMES = {
@@ -445,32 +473,32 @@ def glob_node(glob: str) -> Node:
             out.append(star(pred(NO_SLASH)))
         elif c == "?":
             out.append(pred(NO_SLASH))
-        elif c == "[":
-            j = glob.find("]", i + 2)
-            if j < 0:
-                out.append(lit(c))
-            else:
-                body = glob[i + 1 : j]
-                neg = body[:1] in ("!", "^")
-                if neg:
-                    body = body[1:]
-                chars: set[str] = set()
-                ranges: list[tuple[int, int]] = []
-                k = 0
-                while k < len(body):
-                    if k + 2 < len(body) and body[k + 1] == "-":
-                        ranges.append((ord(body[k]), ord(body[k + 2])))
-                        k += 3
-                    else:
-                        chars.add(body[k])
-                        k += 1
-                out.append(pred(Pred(frozenset(chars), tuple(ranges), negate=neg)))
-                i = j
+        elif c == "[" and (j := glob.find("]", i + 2)) >= 0:
+            out.append(pred(_glob_class(glob[i + 1 : j])))
+            i = j
         else:
             out.append(lit(c))
         i += 1
     out.append(("eol",))
     return ("seq", out)
+
+
+def _glob_class(body: str) -> Pred:
+    """The inside of a glob's ``[...]``."""
+    neg = body[:1] in ("!", "^")
+    if neg:
+        body = body[1:]
+    chars: set[str] = set()
+    ranges: list[tuple[int, int]] = []
+    k = 0
+    while k < len(body):
+        if k + 2 < len(body) and body[k + 1] == "-":
+            ranges.append((ord(body[k]), ord(body[k + 2])))
+            k += 3
+        else:
+            chars.add(body[k])
+            k += 1
+    return Pred(frozenset(chars), tuple(ranges), negate=neg)
 
 
 @functools.lru_cache(maxsize=1024)
