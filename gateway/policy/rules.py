@@ -332,21 +332,37 @@ class PolicyEngine:
 
 def _rule_matches(rule: Rule, cmd: CommandInfo) -> str:
     """``"yes"``, ``"maybe"`` (some value of the unknown parts would match) or ``"no"``."""
+    views = _views_match(rule.match, cmd) if rule.match is not None else "no"
+    if views == "yes":
+        return "yes"
+    effects = _effects_match(rule, cmd)
+    if effects == "yes":
+        return "yes"
+    return "maybe" if "maybe" in (views, effects) else "no"
+
+
+def _views_match(rx: re.Pattern[str], cmd: CommandInfo) -> str:
+    """The rule's regex against the texts of a command."""
     result = "no"
-    if rule.match is not None:
-        for v in cmd.views:
-            if v.text is not None:
-                if rule.match.search(v.text):
-                    if not v.maybe:
-                        return "yes"
-                    result = "maybe"
-                continue
-            if rule.match.search(v.instance) and not v.maybe:
-                return "yes"
-            if result == "no" and v.node is not None and (
-                    v.head is None or _may_start(rule.match.pattern, rule.match.flags, v.head)
-            ) and _could(rule.match, v.node):
+    for v in cmd.views:
+        if v.text is not None:
+            if rx.search(v.text):
+                if not v.maybe:
+                    return "yes"
                 result = "maybe"
+            continue
+        if rx.search(v.instance) and not v.maybe:
+            return "yes"
+        if result == "no" and v.node is not None and (
+                v.head is None or _may_start(rx.pattern, rx.flags, v.head)
+        ) and _could(rx, v.node):
+            result = "maybe"
+    return result
+
+
+def _effects_match(rule: Rule, cmd: CommandInfo) -> str:
+    """The rule's ``writes``/``deletes`` globs against the paths a command changes."""
+    result = "no"
     for kind, globs in (("write", rule.writes), ("delete", rule.deletes)):
         if not globs:
             continue

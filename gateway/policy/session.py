@@ -38,6 +38,7 @@ from gateway.policy.langs import LangResult
 from gateway.policy.linebuf import InputEvent, LineSnapshot, LineTracker
 from gateway.policy.program_langs import check_less, check_line, check_nano
 from gateway.policy.rules import SEVERITY, Action, Decision, PolicyEngine
+from gateway.policy.values import astr
 
 REPL_PROMPTS = {
     "python": re.compile(r"^(?:>>>|\.\.\.) ?$|^In \[\d+\]: $|^\s+\.\.\.: $"),
@@ -191,25 +192,8 @@ class PolicySession:
                 self.block = []
             if meta.get("pop"):
                 stack = stack[:-1]
-            for s in decision.starts:
-                if s.kind == "exit":
-                    while stack and stack[-1].kind != "shell":
-                        stack.pop()
-                    continue
-                if s.kind == "password":
-                    stack.append(Foreground(s.name, "password", ""))
-                elif s.kind in ("repl", "screen"):
-                    trusted = approved and bool(decision.uncertain) and s.lang == "opaque"
-                    stack.append(Foreground(s.name, s.kind, s.lang, trusted))
-            if meta.get("programs") and not any(
-                    st.kind in ("repl", "screen", "shell") for st in decision.starts):
-                progs = meta["programs"]
-                asks = sorted(progs & PROMPTING)  # type: ignore[operator]
-                if asks and not any(f.kind == "program" for f in stack[-1:]):
-                    stack.append(Foreground(asks[0], "program", ""))
-                names = progs & PASSWORD_PROGRAMS  # type: ignore[operator]
-                if names and not any(f.kind == "password" for f in stack[-1:]):
-                    stack.append(Foreground(sorted(names)[0], "password", ""))
+            _apply_starts(decision, stack, approved)
+            _programs_in_front(decision, stack)
             if meta.get("shell_prompt"):
                 self.tracker.shell_prompt_seen(str(meta["shell_prompt"]))
             if meta.get("vi_mode") is not None:
@@ -379,79 +363,76 @@ class PolicySession:
         if top is not None and top.trusted:
             return Decision(Action.ALLOW, None, f"{top.name} was approved", ())
         if lang == "vi" or (not lang and bottom.startswith(":")):
-            if "[Command Line]" in snap.screen_text:
-                return self._uncertain("vi's command-line window runs the line under the "
-                                       "cursor")
-            insert = bool(re.search(r"-- (?:\(\w+\) )?(?:INSERT|REPLACE|VREPLACE)", bottom))
-            command = bottom if snap.cursor_bottom and bottom.startswith(":") else (
-                cursor if cursor.startswith(":") else None)
-            if insert or command is None:
-                if not insert and ":" in (snap.typed or ""):
-                    return self._uncertain("vi's command line is not where bastille reads it")
-                return Decision(Action.ALLOW, None, "editing text", ())
-            r = check_line("vi", command[1:])
-            d = self._lang_decision(r, "vi")
-            if r.exits:
-                d.notes.update({"pop": True})
-            return d
+            return self._screen_vi(snap)
         if lang == "less" or (not lang and bottom[:1] in ("!", "|")):
-            # less writes its command line after the text when the file is shorter than
-            # the screen: the cursor's row as well as the bottom one
-            rows = [r for r in dict.fromkeys((bottom, cursor)) if r.strip()]
-            ds = [self._lang_decision(check_less(r), "less") for r in rows]
-            # an editor started from the pager (v) shows its ":" line on the same rows
-            ds += [self._lang_decision(check_line("vi", r.lstrip()[1:]), "vi") for r in rows
-                   if r.lstrip().startswith(":")]
-            d = _most_severe(ds or [Decision(Action.ALLOW, None, "allowed", ())])
-            typed = snap.typed or ""
-            if d.action is Action.ALLOW and re.search(r"[!|]", typed) and not any(
-                    r.lstrip()[:1] in ("!", "|") for r in rows):
-                return self._uncertain("less's command line is not where bastille reads it")
-            return d
+            return self._screen_less(snap)
         if lang == "nano" or "Command to execute" in cursor:
             return self._lang_decision(check_nano(cursor), "nano")
         if lang == "harmless":
             return Decision(Action.ALLOW, None, "allowed", ())
         if lang == "shell-screen":
-            m = re.search(r"(?:^|.*?[$#%>] )(.*)$", cursor)
-            line = (m.group(1) if m else cursor).strip()
-            if not line:
-                return Decision(Action.ALLOW, None, "allowed", ())
-            return self.engine.decide(line, user=self.user, groups=self.groups,
-                                      target=self.target, state=self.state.child(
-                                          interactive=True))
+            return self._screen_shell(cursor)
         if not lang and self._last_programs & _PAGERS:
             return Decision(Action.ALLOW, None, "allowed", ())
         return self._uncertain(f"Enter in {top.name if top else 'a full-screen program'}, "
                                "whose lines bastille cannot read")
+
+    def _screen_vi(self, snap: LineSnapshot) -> Decision:
+        """Enter in vi: an ex command line is checked, typing text is not."""
+        bottom, cursor = snap.screen_bottom, snap.screen_cursor
+        if "[Command Line]" in snap.screen_text:
+            return self._uncertain("vi's command-line window runs the line under the cursor")
+        insert = bool(re.search(r"-- (?:\(\w+\) )?(?:INSERT|REPLACE|VREPLACE)", bottom))
+        command = bottom if snap.cursor_bottom and bottom.startswith(":") else (
+            cursor if cursor.startswith(":") else None)
+        if insert or command is None:
+            if not insert and ":" in (snap.typed or ""):
+                return self._uncertain("vi's command line is not where bastille reads it")
+            return Decision(Action.ALLOW, None, "editing text", ())
+        r = check_line("vi", command[1:])
+        d = self._lang_decision(r, "vi")
+        if r.exits:
+            d.notes.update({"pop": True})
+        return d
+
+    def _screen_less(self, snap: LineSnapshot) -> Decision:
+        """Enter in less/more/man: its ``!``/``|`` command line is checked."""
+        bottom, cursor = snap.screen_bottom, snap.screen_cursor
+        # less writes its command line after the text when the file is shorter than the
+        # screen: the cursor's row as well as the bottom one
+        rows = [r for r in dict.fromkeys((bottom, cursor)) if r.strip()]
+        ds = [self._lang_decision(check_less(r), "less") for r in rows]
+        # an editor started from the pager (v) shows its ":" line on the same rows
+        ds += [self._lang_decision(check_line("vi", r.lstrip()[1:]), "vi") for r in rows
+               if r.lstrip().startswith(":")]
+        d = _most_severe(ds or [Decision(Action.ALLOW, None, "allowed", ())])
+        typed = snap.typed or ""
+        if d.action is Action.ALLOW and re.search(r"[!|]", typed) and not any(
+                r.lstrip()[:1] in ("!", "|") for r in rows):
+            return self._uncertain("less's command line is not where bastille reads it")
+        return d
+
+    def _screen_shell(self, cursor: str) -> Decision:
+        """A shell inside a full-screen program (tmux, screen): the line at the cursor."""
+        m = re.search(r"(?:^|.*?[$#%>] )(.*)$", cursor)
+        line = (m.group(1) if m else cursor).strip()
+        if not line:
+            return Decision(Action.ALLOW, None, "allowed", ())
+        return self.engine.decide(line, user=self.user, groups=self.groups,
+                                  target=self.target, state=self.state.child(
+                                      interactive=True))
 
     # ------------------------------------------------------------------ other keys
 
     def _decide_key(self, snap: LineSnapshot, stack: list[Foreground]) -> Decision:
         key = snap.key
         if snap.alternate_screen:
-            if re.search(r"-- (?:\(\w+\) )?(?:INSERT|REPLACE)", snap.screen_bottom):
-                return Decision(Action.ALLOW, None, "typing text", ())
-            if key == "less-editor" and any(c in "/?!|&:#" for c in snap.typed or ""):
-                # typed into less's prompt (a search pattern, a command): just text
-                return Decision(Action.ALLOW, None, "typing text", ())
-            return self._uncertain(f"a key that runs commands in the full-screen program "
-                                   f"({key})")
-        if key in ("edit-and-execute-command", "vi-macro", "completion", "unknown-binding",
-                   "bound-macro", "bound-unknown", "vi-editing-mode-unknown"):
+            return self._key_in_screen(snap)
+        if key in _KEY_REASONS:
             line = self._decide_shell(snap) if snap.text.strip() else None
-            reason = {
-                "edit-and-execute-command": "the key opens the line in an editor and runs "
-                "what comes back",
-                "vi-macro": "a vi-mode macro key",
-                "completion": "completion that runs code",
-                "unknown-binding": "a key whose binding is not known",
-                "bound-macro": "a key bound to a macro",
-                "bound-unknown": "a key whose binding is not known",
-            }.get(key, key)
             if line is not None and line.action is Action.DENY:
                 return line
-            return self._uncertain(reason)
+            return self._uncertain(_KEY_REASONS[key] or key)
         if key == "insert-comment":
             text = snap.text
             variants = [text, text[1:] if text.startswith("#") else text]
@@ -460,22 +441,38 @@ class PolicySession:
         if key == "shell-expand-line":
             return self._decide_shell(snap)
         if key == "re-read-init-file":
-            from gateway.policy.values import astr
-
-            an = self.engine.analyze(":", self.state)
-            if an.written_match(astr("~/.inputrc"), self.state) or self.state.unknown_writes:
-                return self._uncertain("re-reads key bindings written in this session")
-            return Decision(Action.ALLOW, None, "allowed", ())
+            return self._key_reread()
         if key == "vi-editing-mode":
             d = Decision(Action.ALLOW, None, "allowed", ())
             d.notes.update({"vi_mode": True})
             return d
         if key == "bound-exec":
-            bound = self.state.bindings.get(snap.key_seq)
-            if bound is None or bound[0] != "exec":
-                return self._uncertain("a key bound to a command")
-            return replace(self._shell(bound[1], partial=False), state=None, notes={})
+            return self._key_bound_exec(snap)
         return self._uncertain(f"a key that runs something ({key})")
+
+    def _key_reread(self) -> Decision:
+        """readline re-reads ~/.inputrc: uncertain if this session may have written it."""
+        an = self.engine.analyze(":", self.state)
+        if an.written_match(astr("~/.inputrc"), self.state) or self.state.unknown_writes:
+            return self._uncertain("re-reads key bindings written in this session")
+        return Decision(Action.ALLOW, None, "allowed", ())
+
+    def _key_bound_exec(self, snap: LineSnapshot) -> Decision:
+        """A key bound with ``bind -x``: its command is decided."""
+        bound = self.state.bindings.get(snap.key_seq)
+        if bound is None or bound[0] != "exec":
+            return self._uncertain("a key bound to a command")
+        return replace(self._shell(bound[1], partial=False), state=None, notes={})
+
+    def _key_in_screen(self, snap: LineSnapshot) -> Decision:
+        """A held key in a full-screen program."""
+        key = snap.key
+        if re.search(r"-- (?:\(\w+\) )?(?:INSERT|REPLACE)", snap.screen_bottom):
+            return Decision(Action.ALLOW, None, "typing text", ())
+        if key == "less-editor" and any(c in "/?!|&:#" for c in snap.typed or ""):
+            # typed into less's prompt (a search pattern, a command): just text
+            return Decision(Action.ALLOW, None, "typing text", ())
+        return self._uncertain(f"a key that runs commands in the full-screen program ({key})")
 
     # ------------------------------------------------------------------ helpers
 
@@ -495,6 +492,45 @@ class PolicySession:
         k.tab_runs_code = st.tab_runs_code
         screen = next((f for f in reversed(self.stack) if f.kind == "screen"), None)
         k.screen = screen.lang if screen is not None else None
+
+
+# keys that run what bastille cannot follow: why (a line that is denied anyway is denied)
+_KEY_REASONS = {
+    "edit-and-execute-command": "the key opens the line in an editor and runs what comes back",
+    "vi-macro": "a vi-mode macro key",
+    "completion": "completion that runs code",
+    "unknown-binding": "a key whose binding is not known",
+    "bound-macro": "a key bound to a macro",
+    "bound-unknown": "a key whose binding is not known",
+    "vi-editing-mode-unknown": "",
+}
+
+
+def _apply_starts(decision: Decision, stack: list[Foreground], approved: bool) -> None:
+    """Programs the line started take the foreground; ``exit`` goes back to the shell."""
+    for s in decision.starts:
+        if s.kind == "exit":
+            while stack and stack[-1].kind != "shell":
+                stack.pop()
+        elif s.kind == "password":
+            stack.append(Foreground(s.name, "password", ""))
+        elif s.kind in ("repl", "screen"):
+            trusted = approved and bool(decision.uncertain) and s.lang == "opaque"
+            stack.append(Foreground(s.name, s.kind, s.lang, trusted))
+
+
+def _programs_in_front(decision: Decision, stack: list[Foreground]) -> None:
+    """A program that asks questions or a password is in the foreground after the line
+    (its answers are not shell lines)."""
+    progs = decision.notes.get("programs")
+    if not progs or any(st.kind in ("repl", "screen", "shell") for st in decision.starts):
+        return
+    asks = sorted(progs & PROMPTING)  # type: ignore[operator]
+    if asks and not any(f.kind == "program" for f in stack[-1:]):
+        stack.append(Foreground(asks[0], "program", ""))
+    names = progs & PASSWORD_PROGRAMS  # type: ignore[operator]
+    if names and not any(f.kind == "password" for f in stack[-1:]):
+        stack.append(Foreground(sorted(names)[0], "password", ""))
 
 
 def _programs(d: Decision) -> frozenset[str]:
