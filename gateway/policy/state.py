@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from gateway.policy.values import AStr, Hole
 
@@ -219,6 +219,35 @@ class ShellState:
 
     def merge(self, other: ShellState) -> None:
         """This state becomes "either this or ``other``" (a branch that may have run)."""
+        self._merge_values(other)
+        self._merge_definitions(other)
+        if self.cwd != other.cwd or self.cwd_alts != other.cwd_alts:
+            alts = [a for a in (*self.cwd_alts, other.cwd, *other.cwd_alts) if a != self.cwd]
+            self.cwd_alts = tuple(dict.fromkeys(alts))
+            if len(self.cwd_alts) > MAX_CWD_ALTS:
+                self.cwd_alts = ((Hole.WORD,),)
+        if self.oldpwd != other.oldpwd:
+            self.oldpwd = None
+        for k, v in other.options.items():
+            if self.options.get(k) != v:
+                self.options[k] = True  # the riskier reading: the option may be on
+        self.unknown_options |= other.unknown_options
+        _merge_map(self.bindings, other.bindings, ("unknown", ""))
+        self._merge_files(other)
+        self.bindings_unknown |= other.bindings_unknown
+        self.tab_runs_code |= other.tab_runs_code
+        self.traps |= other.traps
+        self.history_known &= other.history_known
+        self.hashed |= other.hashed
+        self.textdomain |= other.textdomain
+        self.cdpath |= other.cdpath
+        self.ifs_unknown |= other.ifs_unknown
+        self.echo_hidden |= other.echo_hidden
+        self.path_changed |= other.path_changed
+        _merge_map(self.prompts, other.prompts, None)
+
+    def _merge_values(self, other: ShellState) -> None:
+        """Variables, their attributes and the positional parameters."""
         for k in set(self.vars) | set(other.vars):
             a, b = self.vars.get(k, _MISSING), other.vars.get(k, _MISSING)
             if a != b:
@@ -231,6 +260,9 @@ class ShellState:
         self.exported |= other.exported
         if self.positional != other.positional:
             self.positional = None
+
+    def _merge_definitions(self, other: ShellState) -> None:
+        """Aliases and functions: one defined differently on two branches may be either."""
         for k in set(self.aliases) | set(other.aliases):
             if self.aliases.get(k) != other.aliases.get(k):
                 self.aliases.pop(k, None)
@@ -241,48 +273,16 @@ class ShellState:
                 self.functions.pop(k, None)
                 self.maybe_functions.add(k)
         self.maybe_functions |= other.maybe_functions
-        if self.cwd != other.cwd or self.cwd_alts != other.cwd_alts:
-            alts = [a for a in (*self.cwd_alts, other.cwd, *other.cwd_alts) if a != self.cwd]
-            self.cwd_alts = tuple(dict.fromkeys(alts))
-            if len(self.cwd_alts) > MAX_CWD_ALTS:
-                self.cwd_alts = ((Hole.WORD,),)
-        if self.oldpwd != other.oldpwd:
-            self.oldpwd = None
-        for k, v in other.options.items():
-            if self.options.get(k) != v:
-                self.options[k] = True  # the riskier reading: the option may be on
-        self.unknown_options |= other.unknown_options
-        for seq, bound in other.bindings.items():
-            if self.bindings.get(seq, bound) != bound:
-                self.bindings[seq] = ("unknown", "")
-            else:
-                self.bindings[seq] = bound
-        self.bindings_unknown |= other.bindings_unknown
-        self.tab_runs_code |= other.tab_runs_code
-        self.traps |= other.traps
+
+    def _merge_files(self, other: ShellState) -> None:
+        """Files written and symlinks made (shared with a child state: nothing to do)."""
         if other.written is not self.written:
             for p in other.written:
                 self.wrote(p)
         if other.fs is not self.fs:
             self.unknown_writes |= other.unknown_writes
         if other.symlinks is not self.symlinks:
-            for link, dest in other.symlinks.items():
-                if self.symlinks.get(link, dest) != dest:
-                    self.symlinks[link] = (Hole.ANY,)
-                else:
-                    self.symlinks[link] = dest
-        self.history_known &= other.history_known
-        self.hashed |= other.hashed
-        self.textdomain |= other.textdomain
-        self.cdpath |= other.cdpath
-        self.ifs_unknown |= other.ifs_unknown
-        self.echo_hidden |= other.echo_hidden
-        self.path_changed |= other.path_changed
-        for k, v2 in other.prompts.items():
-            if self.prompts.get(k, v2) != v2:
-                self.prompts[k] = None
-            else:
-                self.prompts[k] = v2
+            _merge_map(self.symlinks, other.symlinks, (Hole.ANY,))
 
     def forget_shell(self) -> None:
         """A new interactive shell took over (``bash``, ``su -``, ``exec bash``...): what
@@ -292,6 +292,16 @@ class ShellState:
         self.maybe_functions |= set(self.functions)
         self.functions = {}
         self.vars = {k: (v if k in self.exported else None) for k, v in self.vars.items()}
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _merge_map(mine: dict[K, V], theirs: dict[K, V], unknown: V) -> None:
+    """Entries of ``theirs`` into ``mine``; a key with two different values: ``unknown``."""
+    for k, v in theirs.items():
+        mine[k] = unknown if mine.get(k, v) != v else v
 
 
 _MISSING = object()
