@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from dataclasses import dataclass, field
 
 from gateway.policy.argv import exec_checks, operands, skip_options
 from gateway.policy.catalogue import Program
@@ -97,182 +98,216 @@ def _mode(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
 
 @handler("sed")
 def _sed(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
-    scripts: list[str | None] = []
-    files: list[Field] = []
-    in_place = sandbox = False
-    i, n = 0, len(args)
-    while i < n:
-        t = args[i].text
-        if t is None:
-            if args[i].maybe_option:
-                ctx.an.unsure("dynamic option to sed")
-            files.append(args[i])
-            i += 1
-            continue
-        if t in ("-e", "--expression"):
-            scripts.append(args[i + 1].text if i + 1 < n else "")
-            i += 2
-            continue
-        if t.startswith("--expression="):
-            scripts.append(t.split("=", 1)[1])
-        elif t in ("-f", "--file") or t.startswith("--file="):
-            f = args[i + 1] if t in ("-f", "--file") and i + 1 < n else Field(astr(t[7:]))
-            script_file(name, f, ctx)
-            scripts.append("")
-            i += 2 if t in ("-f", "--file") else 1
-            continue
-        elif t.startswith("--in-place") or (t.startswith("-i") and not t.startswith("--")):
-            in_place = True
-        elif t == "--sandbox":
-            sandbox = True
-        elif t.startswith("-") and not t.startswith("--") and len(t) > 1:
-            body = t[1:]
-            if "i" in body:
-                in_place = True
-            if "e" in body or "f" in body:
-                k = max(body.find("e"), body.find("f"))
-                rest = body[k + 1 :]
-                value = rest or (args[i + 1].text if i + 1 < n else "")
-                if body[k] == "f":
-                    script_file(name, Field(astr(value or "")), ctx)
-                    value = ""
-                scripts.append(value)
-                i += 1 if rest else 2
-                continue
-        elif t.startswith("--"):
-            pass
-        else:
-            files.append(args[i])
-        i += 1
-    if not scripts and files:
-        first = files.pop(0)
-        scripts.append(first.text)
-    for s in scripts:
+    o = _SedOptions()
+    i = 0
+    while i < len(args):
+        i = _sed_arg(o, args, i, name, ctx)
+    if not o.scripts and o.files:
+        first = o.files.pop(0)
+        o.scripts.append(first.text)
+    for s in o.scripts:
         if s is None:
-            if not sandbox:
+            if not o.sandbox:
                 ctx.an.unsure("dynamic sed script")
             continue
         r = check_sed(s)
-        if sandbox:
+        if o.sandbox:
             r.uncertain = [u for u in r.uncertain if "runs" not in u]
             r.shell = []
         apply_lang(r, ctx, "sed")
-    if in_place:
-        for f in files:
+    if o.in_place:
+        for f in o.files:
             _effect(ctx, "write", ctx.an.path(f, ctx.st), "sed -i")
     record(name, args, ctx)
 
 
+@dataclass
+class _SedOptions:
+    scripts: list[str | None] = field(default_factory=list)
+    files: list[Field] = field(default_factory=list)
+    in_place: bool = False
+    sandbox: bool = False
+
+
+def _sed_arg(o: _SedOptions, args: list[Field], i: int, name: str, ctx: Ctx) -> int:
+    """The argument of sed at ``i``; the index of the next one."""
+    t = args[i].text
+    n = len(args)
+    if t is None:
+        if args[i].maybe_option:
+            ctx.an.unsure("dynamic option to sed")
+        o.files.append(args[i])
+        return i + 1
+    if t in ("-e", "--expression"):
+        o.scripts.append(args[i + 1].text if i + 1 < n else "")
+        return i + 2
+    if t.startswith("--expression="):
+        o.scripts.append(t.split("=", 1)[1])
+    elif t in ("-f", "--file") or t.startswith("--file="):
+        f = args[i + 1] if t in ("-f", "--file") and i + 1 < n else Field(astr(t[7:]))
+        script_file(name, f, ctx)
+        o.scripts.append("")
+        return i + (2 if t in ("-f", "--file") else 1)
+    elif t.startswith("--in-place") or (t.startswith("-i") and not t.startswith("--")):
+        o.in_place = True
+    elif t == "--sandbox":
+        o.sandbox = True
+    elif t.startswith("-") and not t.startswith("--") and len(t) > 1:
+        return _sed_short(o, t[1:], args, i, name, ctx)
+    elif not t.startswith("--"):
+        o.files.append(args[i])
+    return i + 1
+
+
+def _sed_short(o: _SedOptions, body: str, args: list[Field], i: int, name: str, ctx: Ctx
+               ) -> int:
+    """A bundle of sed's short options (``-ne SCRIPT``, ``-nf FILE``, ``-ni``)."""
+    if "i" in body:
+        o.in_place = True
+    if "e" not in body and "f" not in body:
+        return i + 1
+    k = max(body.find("e"), body.find("f"))
+    rest = body[k + 1 :]
+    value = rest or (args[i + 1].text if i + 1 < len(args) else "")
+    if body[k] == "f":
+        script_file(name, Field(astr(value or "")), ctx)
+        value = ""
+    o.scripts.append(value)
+    return i + (1 if rest else 2)
+
+
 @handler("awk")
 def _awk(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
-    program: str | None = ""
-    have = False
-    i, n = 0, len(args)
-    while i < n:
-        t = args[i].text
-        if t is None:
-            if not have:
-                program, have = None, True
-            i += 1
-            continue
-        if t in ("-f", "--file") or (t.startswith("-f") and len(t) > 2):
-            f = args[i + 1] if t in ("-f", "--file") and i + 1 < n else Field(astr(t[2:]))
-            script_file(name, f, ctx)
-            have = True
-            i += 2 if t in ("-f", "--file") else 1
-            continue
-        if t in ("-v", "-F", "--assign", "--field-separator"):
-            i += 2
-            continue
-        if t in ("-e", "--source"):
-            program = (program or "") + "\n" + (args[i + 1].text or "") if i + 1 < n and \
-                args[i + 1].text is not None else None
-            have = True
-            i += 2
-            continue
-        if t in ("-i", "--include", "-l", "--load", "-E", "--exec") or t.startswith(
-                ("--include=", "--load=", "--exec=")):
-            ctx.an.unsure(f"{name} {t} loads code")
-            i += 2 if "=" not in t else 1
-            continue
-        if t.startswith("-") and t != "-" and not have:
-            i += 1
-            continue
-        if not have:
-            program, have = t, True
-        i += 1
-    if program is None:
+    o = _AwkProgram()
+    i = 0
+    while i < len(args):
+        i = _awk_arg(o, args, i, name, ctx)
+    if o.text is None:
         ctx.an.unsure(f"dynamic {name} program")
-    elif program:
-        apply_lang(check_awk(program), ctx, name)
+    elif o.text:
+        apply_lang(check_awk(o.text), ctx, name)
     record(name, args, ctx)
+
+
+@dataclass
+class _AwkProgram:
+    text: str | None = ""  # None: not known
+    have: bool = False  # the program was given (inline, -e or -f)
+
+
+def _awk_arg(o: _AwkProgram, args: list[Field], i: int, name: str, ctx: Ctx) -> int:
+    """The argument of awk at ``i``; the index of the next one."""
+    t = args[i].text
+    n = len(args)
+    if t is None:
+        if not o.have:
+            o.text, o.have = None, True
+        return i + 1
+    if t in ("-f", "--file") or (t.startswith("-f") and len(t) > 2):
+        f = args[i + 1] if t in ("-f", "--file") and i + 1 < n else Field(astr(t[2:]))
+        script_file(name, f, ctx)
+        o.have = True
+        return i + (2 if t in ("-f", "--file") else 1)
+    if t in ("-v", "-F", "--assign", "--field-separator"):
+        return i + 2
+    if t in ("-e", "--source"):
+        o.text = (o.text or "") + "\n" + (args[i + 1].text or "") if i + 1 < n and \
+            args[i + 1].text is not None else None
+        o.have = True
+        return i + 2
+    if t in ("-i", "--include", "-l", "--load", "-E", "--exec") or t.startswith(
+            ("--include=", "--load=", "--exec=")):
+        ctx.an.unsure(f"{name} {t} loads code")
+        return i + (2 if "=" not in t else 1)
+    if not (t.startswith("-") and t != "-") and not o.have:
+        o.text, o.have = t, True
+    return i + 1
 
 
 @handler("tar")
 def _tar(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     exec_checks(prog, name, args, ctx)
-    texts = _t(args)
-    mode = ""
-    archive: Field | None = None
-    directory: Field | None = None
-    absolute = remove = False
-    queue: list[str] = []  # short options waiting for their value
-    with_arg = set("bCfFgHIKLNTVX")
-    for k, (a, t) in enumerate(zip(args, texts, strict=True)):
-        if queue:
-            opt = queue.pop(0)
-            if opt == "f":
-                archive = a
-            elif opt == "C":
-                directory = a
-            continue
-        if t is None:
-            continue
-        bundle = t[1:] if t.startswith("-") and not t.startswith("--") else (
-            t if k == 0 and not t.startswith("-") else None)
-        if bundle is not None:
-            for j, c in enumerate(bundle):
-                if c in "cxtrudA":
-                    mode = mode or c
-                if c == "P":
-                    absolute = True
-                if c in with_arg:
-                    rest = bundle[j + 1 :]
-                    if rest and t.startswith("-"):
-                        if c == "f":
-                            archive = Field(astr(rest))
-                        elif c == "C":
-                            directory = Field(astr(rest))
-                        break
-                    queue.append(c)
-            continue
-        key, _, value = t.partition("=")
-        if key in ("--create", "--append", "--update", "--concatenate", "--catenate"):
-            mode = "c"
-        elif key in ("--extract", "--get"):
-            mode = "x"
-        elif key == "--delete":
-            mode = "r"
-        elif key == "--absolute-names":
-            absolute = True
-        elif key == "--remove-files":
-            remove = True
-        elif key == "--file":
-            archive = Field(astr(value)) if value else None
-        elif key == "--directory":
-            directory = Field(astr(value)) if value else None
+    o = _TarOptions()
+    o.read(args)
     st = ctx.st
-    if mode == "x":
-        if absolute:
+    if o.mode == "x":
+        if o.absolute:
             _effect(ctx, "write", (Hole.ANY,), "tar -x")
         else:
-            base = ctx.an.path(directory, st) if directory is not None else st.cwd
+            base = ctx.an.path(o.directory, st) if o.directory is not None else st.cwd
             _effect(ctx, "write", astr(*base, "/", Hole.ANY), "tar -x", content=False)
-    elif mode in ("c", "r", "u", "A") and archive is not None and archive.text != "-":
-        _effect(ctx, "write", ctx.an.path(archive, st), "tar")
-    if remove:
+    elif o.mode in ("c", "r", "u", "A") and o.archive is not None and o.archive.text != "-":
+        _effect(ctx, "write", ctx.an.path(o.archive, st), "tar")
+    if o.remove:
         _effect(ctx, "delete", (Hole.ANY,), "tar --remove-files")
     record(name, args, ctx)
+
+
+_TAR_WITH_ARG = set("bCfFgHIKLNTVX")
+_TAR_MODES = {"--create": "c", "--append": "c", "--update": "c", "--concatenate": "c",
+              "--catenate": "c", "--extract": "x", "--get": "x", "--delete": "r"}
+
+
+@dataclass
+class _TarOptions:
+    """What tar's options say: its mode, the archive, the directory, what it removes."""
+
+    mode: str = ""
+    archive: Field | None = None
+    directory: Field | None = None
+    absolute: bool = False
+    remove: bool = False
+
+    def read(self, args: list[Field]) -> None:
+        queue: list[str] = []  # short options waiting for their value
+        for k, a in enumerate(args):
+            t = a.text
+            if queue:
+                self._value(queue.pop(0), a)
+                continue
+            if t is None:
+                continue
+            bundle = t[1:] if t.startswith("-") and not t.startswith("--") else (
+                t if k == 0 and not t.startswith("-") else None)
+            if bundle is not None:
+                queue.extend(self._bundle(bundle, t.startswith("-")))
+            else:
+                self._long(t)
+
+    def _value(self, opt: str, a: Field) -> None:
+        if opt == "f":
+            self.archive = a
+        elif opt == "C":
+            self.directory = a
+
+    def _bundle(self, bundle: str, dashed: bool) -> list[str]:
+        """Short options (``-czf``, or ``czf`` first); those waiting for a value."""
+        queued: list[str] = []
+        for j, c in enumerate(bundle):
+            if c in "cxtrudA":
+                self.mode = self.mode or c
+            if c == "P":
+                self.absolute = True
+            if c in _TAR_WITH_ARG:
+                rest = bundle[j + 1 :]
+                if rest and dashed:
+                    self._value(c, Field(astr(rest)))
+                    break
+                queued.append(c)
+        return queued
+
+    def _long(self, t: str) -> None:
+        key, _, value = t.partition("=")
+        if key in _TAR_MODES:
+            self.mode = _TAR_MODES[key]
+        elif key == "--absolute-names":
+            self.absolute = True
+        elif key == "--remove-files":
+            self.remove = True
+        elif key == "--file":
+            self.archive = Field(astr(value)) if value else None
+        elif key == "--directory":
+            self.directory = Field(astr(value)) if value else None
 
 
 @handler("rsync")
@@ -286,60 +321,71 @@ def _rsync(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
                     astr("/", Hole.ANY), "rsync")
         record(name, args, ctx)
         return
-    ops: list[Field] = []
-    i, n = 0, len(args)
-    delete = remove = False
-    while i < n:
-        t = texts[i]
-        if t is None:
-            if args[i].maybe_option:
-                ctx.an.unsure("dynamic option to rsync")
-            ops.append(args[i])
-            i += 1
-            continue
-        if t in ("-e", "--rsh") or t.startswith("--rsh="):
-            value = texts[i + 1] if "=" not in t and i + 1 < n else t.partition("=")[2]
-            words = shlex.split(value) if value else []
-            _argv([Field(astr(w)) for w in words], ctx, "rsync -e") if value is not None \
-                else ctx.an.unsure("dynamic rsync -e")
-            i += 2 if "=" not in t else 1
-            continue
-        if t.startswith("-") and not t.startswith("--") and "e" in t[1:]:
-            value = t[t.index("e", 1) + 1 :] or (texts[i + 1] if i + 1 < n else None)
-            if value is None:
-                ctx.an.unsure("dynamic rsync -e")
-            else:
-                _argv([Field(astr(w)) for w in shlex.split(value)], ctx, "rsync -e")
-            i += 1 if t[t.index("e", 1) + 1 :] else 2
-            continue
-        if t.startswith("--rsync-path"):
-            value = t.partition("=")[2] if "=" in t else (texts[i + 1] if i + 1 < n else None)
-            _string(value, ctx, "rsync --rsync-path", remote=True)
-            i += 1 if "=" in t else 2
-            continue
-        if t.startswith("--delete"):
-            delete = True
-        elif t == "--remove-source-files":
-            remove = True
-        elif t in ("--log-file", "--files-from", "--exclude-from", "--include-from",
-                   "--password-file", "--filter", "-f", "--exclude", "--include"):
-            i += 2
-            continue
-        elif not t.startswith("-"):
-            ops.append(args[i])
-        i += 1
-    if len(ops) >= 2:
-        dest = ops[-1]
+    o = _RsyncOptions()
+    i = 0
+    while i < len(args):
+        i = _rsync_arg(o, args, texts, i, ctx)
+    if len(o.ops) >= 2:
+        dest = o.ops[-1]
         dt = dest.text
         if dt is None or not re.match(r"^[^/]*:", dt):
             path = ctx.an.path(dest, ctx.st)
             _effect(ctx, "write", astr(*path, "/", Hole.ANY) if path != (Hole.ANY,) else path,
                     "rsync")
-            if delete:
+            if o.delete:
                 _effect(ctx, "delete", astr(*path, "/", Hole.ANY), "rsync --delete")
-        if remove:
+        if o.remove:
             _effect(ctx, "delete", (Hole.ANY,), "rsync --remove-source-files")
     record(name, args, ctx)
+
+
+@dataclass
+class _RsyncOptions:
+    ops: list[Field] = field(default_factory=list)
+    delete: bool = False
+    remove: bool = False
+
+
+def _rsync_arg(o: _RsyncOptions, args: list[Field], texts: list[str | None], i: int,
+               ctx: Ctx) -> int:
+    """The argument of rsync at ``i``; the index of the next one."""
+    t = texts[i]
+    n = len(args)
+    if t is None:
+        if args[i].maybe_option:
+            ctx.an.unsure("dynamic option to rsync")
+        o.ops.append(args[i])
+        return i + 1
+    if t in ("-e", "--rsh") or t.startswith("--rsh="):
+        value = texts[i + 1] if "=" not in t and i + 1 < n else t.partition("=")[2]
+        _rsync_rsh(value, ctx)
+        return i + (2 if "=" not in t else 1)
+    if t.startswith("-") and not t.startswith("--") and "e" in t[1:]:
+        inline = t[t.index("e", 1) + 1 :]
+        _rsync_rsh(inline or (texts[i + 1] if i + 1 < n else None), ctx)
+        return i + (1 if inline else 2)
+    if t.startswith("--rsync-path"):
+        value = t.partition("=")[2] if "=" in t else (texts[i + 1] if i + 1 < n else None)
+        _string(value, ctx, "rsync --rsync-path", remote=True)
+        return i + (1 if "=" in t else 2)
+    if t.startswith("--delete"):
+        o.delete = True
+    elif t == "--remove-source-files":
+        o.remove = True
+    elif t in ("--log-file", "--files-from", "--exclude-from", "--include-from",
+               "--password-file", "--filter", "-f", "--exclude", "--include"):
+        return i + 2
+    elif not t.startswith("-"):
+        o.ops.append(args[i])
+    return i + 1
+
+
+def _rsync_rsh(value: str | None, ctx: Ctx) -> None:
+    """``rsync -e COMMAND``: the program rsync runs to reach the other side."""
+    if value is None:
+        ctx.an.unsure("dynamic rsync -e")
+    else:
+        _argv([Field(astr(w)) for w in shlex.split(value)] if value else [], ctx, "rsync -e")
 
 
 _SSH_BAD_OPTIONS = re.compile(
@@ -392,6 +438,18 @@ def _ssh_opts(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
 def _ssh(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     _ssh_options(name, args, ctx)
     record(name, args, ctx)
+    i, no_command = _ssh_host(prog, name, args, ctx)
+    rest = args[i + 1 :]
+    if rest:
+        _string(_joined(rest), ctx, name, remote=True)
+    elif not no_command:
+        stdin_code(name, "bash", ctx, kind="shell")
+        _login(ctx)
+
+
+def _ssh_host(prog: Program, name: str, args: list[Field], ctx: Ctx
+              ) -> tuple[int, bool]:
+    """Where the host is in ssh's arguments, and whether ``-N`` (no command) was given."""
     i, n = 0, len(args)
     no_command = False
     while i < n:
@@ -413,12 +471,7 @@ def _ssh(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
                 if not t[k + 2 :]:
                     i += 1
                 break
-    rest = args[i + 1 :]
-    if rest:
-        _string(_joined(rest), ctx, name, remote=True)
-    elif not no_command:
-        stdin_code(name, "bash", ctx, kind="shell")
-        _login(ctx)
+    return i, no_command
 
 
 @handler("socat")
@@ -442,6 +495,31 @@ def _socat(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
 def _find(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     texts = _t(args)
     st = ctx.st
+    starts, i = _find_starts(args, texts, ctx)
+    roots = [ctx.an.path(f, st) for f in starts] or [st.cwd]
+    under = [astr(*r, "/", Hole.ANY) if r != ("/",) else astr("/", Hole.ANY) for r in roots]
+    n = len(args)
+    while i < n:
+        t = texts[i]
+        if t is None:
+            ctx.an.unsure("dynamic find expression (it may be -exec)")
+        elif t in ("-exec", "-execdir", "-ok", "-okdir"):
+            i = _find_exec(t, args, texts, i, roots, ctx)
+            continue
+        elif t == "-delete":
+            for u in under:
+                _effect(ctx, "delete", u, "find -delete")
+        elif t in ("-fprint", "-fprint0", "-fls", "-fprintf") and i + 1 < n:
+            _effect(ctx, "write", ctx.an.path(args[i + 1], st), f"find {t}")
+            i += 3 if t == "-fprintf" else 2
+            continue
+        i += 1
+    record(name, args, ctx)
+
+
+def _find_starts(args: list[Field], texts: list[str | None], ctx: Ctx
+                 ) -> tuple[list[Field], int]:
+    """find's starting points (after -H/-L/-P/-O/-D), and where the expression starts."""
     starts: list[Field] = []
     i, n = 0, len(args)
     while i < n and texts[i] in ("-H", "-L", "-P", "-O0", "-O1", "-O2", "-O3", "-D"):
@@ -451,48 +529,34 @@ def _find(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         if t is None:
             if args[i].maybe_option:
                 ctx.an.unsure("dynamic argument to find (it may be -exec)")
-            starts.append(args[i])
-            i += 1
-            continue
-        if t.startswith("-") or t in ("(", "!", ")", ","):
+        elif t.startswith("-") or t in ("(", "!", ")", ","):
             break
         starts.append(args[i])
         i += 1
-    roots = [ctx.an.path(f, st) for f in starts] or [st.cwd]
-    under = [astr(*r, "/", Hole.ANY) if r != ("/",) else astr("/", Hole.ANY) for r in roots]
-    while i < n:
-        t = texts[i]
-        if t is None:
-            ctx.an.unsure("dynamic find expression (it may be -exec)")
-            i += 1
-            continue
-        if t in ("-exec", "-execdir", "-ok", "-okdir"):
-            j = i + 1
-            while j < n and texts[j] not in (";", "+"):
-                j += 1
-            found = [Field(astr(*r, "/", Hole.ANY) if r != ("/",) else astr("/", Hole.ANY),
-                           quoted_start=True) for r in roots] if len(roots) == 1 else [
-                Field((Hole.ANY,))]
-            inner = [found[0] if (a.text or "").find("{}") >= 0 else a for a in args[i + 1 : j]]
-            if inner:
-                saved = st.cwd
-                if t in ("-execdir", "-okdir"):
-                    st.cwd = (Hole.WORD,)
-                try:
-                    run_inner(inner, ctx, f"find {t}")
-                finally:
-                    st.cwd = saved
-            i = j + 1
-            continue
-        if t == "-delete":
-            for u in under:
-                _effect(ctx, "delete", u, "find -delete")
-        elif t in ("-fprint", "-fprint0", "-fls", "-fprintf") and i + 1 < n:
-            _effect(ctx, "write", ctx.an.path(args[i + 1], st), f"find {t}")
-            i += 3 if t == "-fprintf" else 2
-            continue
-        i += 1
-    record(name, args, ctx)
+    return starts, i
+
+
+def _find_exec(t: str, args: list[Field], texts: list[str | None], i: int,
+               roots: list[AStr], ctx: Ctx) -> int:
+    """``-exec CMD {} ;`` and the like: CMD runs with ``{}`` a path under the roots;
+    the index after its terminator."""
+    st = ctx.st
+    j = i + 1
+    while j < len(args) and texts[j] not in (";", "+"):
+        j += 1
+    found = [Field(astr(*r, "/", Hole.ANY) if r != ("/",) else astr("/", Hole.ANY),
+                   quoted_start=True) for r in roots] if len(roots) == 1 else [
+        Field((Hole.ANY,))]
+    inner = [found[0] if (a.text or "").find("{}") >= 0 else a for a in args[i + 1 : j]]
+    if inner:
+        saved = st.cwd
+        if t in ("-execdir", "-okdir"):
+            st.cwd = (Hole.WORD,)
+        try:
+            run_inner(inner, ctx, f"find {t}")
+        finally:
+            st.cwd = saved
+    return j + 1
 
 
 @handler("ip")
