@@ -14,7 +14,7 @@ from gateway.policy.programs import (
     stdin_code,
 )
 from gateway.policy.tools_common import Handlers, _argv, _effect, _string, _t
-from gateway.policy.values import Field, Hole, astr, show
+from gateway.policy.values import AStr, Field, Hole, astr, show
 
 HANDLERS = Handlers()
 handler = HANDLERS.register
@@ -56,89 +56,23 @@ _GIT_READONLY = frozenset(
 def _git(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     texts = _t(args)
     record(name, args, ctx)
-    i, n = 0, len(args)
-    while i < n:
-        t = texts[i]
-        if t is None:
-            ctx.an.unsure("dynamic argument to git")
-            return
-        if not t.startswith("-"):
-            break
-        if t == "-c" and i + 1 < n:
-            kv = texts[i + 1]
-            if kv is None or _GIT_BAD_KEY.match(kv.split("=", 1)[0]):
-                ctx.an.unsure(f"git -c {(kv or '?').split('=')[0]} runs other programs")
-            i += 2
-            continue
-        if t.startswith("--config-env"):
-            ctx.an.unsure("git --config-env sets configuration from the environment")
-        if t.startswith("--exec-path") and "=" in t:
-            ctx.an.unsure("git --exec-path runs programs from another directory")
-        if t in ("-C", "--git-dir", "--work-tree", "--namespace", "--super-prefix"):
-            if t in ("--git-dir", "--work-tree"):
-                ctx.an.unsure(f"git {t} points at another repository (its hooks and config)")
-            i += 2
-            continue
-        i += 1
-    if i >= n:
+    i = _git_globals(texts, ctx)
+    if i is None or i >= len(args):
         return
     sub = texts[i] or ""
     rest = args[i + 1 :]
     rtexts = texts[i + 1 :]
-    for t in texts:
-        if t and (t.startswith("ext::") or t.startswith(("--upload-pack", "--receive-pack",
-                                                         "--exec=")) or (t == "-u" and
-                  sub in ("clone", "fetch", "pull", "ls-remote", "archive"))):
-            ctx.an.unsure("git runs a program for the remote (--upload-pack, ext::)")
+    _git_remote_programs(texts, sub, ctx)
     if sub not in _GIT_KNOWN:
         ctx.an.unsure(f"git {sub} is not a git command bastille knows (an alias or plugin "
                       "may run anything)")
         return
-    st = ctx.st
     if sub == "config":
-        ops = [t for t in rtexts if t is None or not t.startswith("-")]
-        if any(t in ("-e", "--edit") for t in rtexts):
-            ctx.an.unsure("git config --edit")
-        if ops and ops[0] in ("set", "unset", "get", "list", "edit", "rename-section",
-                              "remove-section"):
-            if ops[0] == "edit":
-                ctx.an.unsure("git config edit")
-            ops = ops[1:]
-        if len(ops) >= 2 or any(t in ("--add", "--replace-all") for t in rtexts):
-            key = ops[0] if ops else None
-            if key is None or _GIT_BAD_KEY.match(key):
-                ctx.an.unsure(f"git config {key or '?'} makes git run other programs")
+        _git_config(rtexts, ctx)
         return
-    if sub == "bisect" and rtexts[:1] == ["run"]:
-        _argv(rest[1:], ctx, "git bisect run")
+    if _git_runs(sub, rest, rtexts, ctx) or sub in _GIT_READONLY:
         return
-    if sub == "submodule" and "foreach" in rtexts:
-        k = rtexts.index("foreach")
-        tail = [t for t in rtexts[k + 1 :] if t not in ("--recursive", "-q", "--quiet")]
-        _string(None if any(x is None for x in tail) else " ".join(x or "" for x in tail), ctx,
-                "git submodule foreach")
-        return
-    if sub == "rebase":
-        for k, t in enumerate(rtexts):
-            if t in ("-x", "--exec") and k + 1 < len(rtexts):
-                _string(rtexts[k + 1], ctx, "git rebase --exec")
-            elif t and t.startswith("--exec="):
-                _string(t.split("=", 1)[1], ctx, "git rebase --exec")
-            elif t in ("-i", "--interactive"):
-                ctx.an.unsure("git rebase -i runs the edited todo list (exec lines)")
-    if sub == "filter-branch":
-        ctx.an.unsure("git filter-branch runs shell snippets")
-    if sub in ("difftool", "mergetool"):
-        for k, t in enumerate(rtexts):
-            if t in ("-x", "--extcmd") or (t or "").startswith("--extcmd="):
-                v = t.split("=", 1)[1] if t and "=" in t else (
-                    rtexts[k + 1] if k + 1 < len(rtexts) else "")
-                _string(v, ctx, f"git {sub}")
-    if sub == "grep" and any((t or "").startswith(("-O", "--open-files-in-pager")) for t in
-                             rtexts):
-        ctx.an.unsure("git grep -O runs a pager command")
-    if sub in _GIT_READONLY:
-        return
+    st = ctx.st
     if sub == "clone":
         fops = [a for a in rest if not (a.text or "-").startswith("-")]
         dest = ctx.an.path(fops[1], st) if len(fops) > 1 else astr(*st.cwd, "/", Hole.SEG)
@@ -153,6 +87,97 @@ def _git(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
                 track=False)
 
 
+def _git_remote_programs(texts: list[str | None], sub: str, ctx: Ctx) -> None:
+    """Options that make git run a program for the remote side."""
+    for t in texts:
+        if t and (t.startswith("ext::") or t.startswith(("--upload-pack", "--receive-pack",
+                                                         "--exec=")) or (t == "-u" and
+                  sub in ("clone", "fetch", "pull", "ls-remote", "archive"))):
+            ctx.an.unsure("git runs a program for the remote (--upload-pack, ext::)")
+
+
+def _git_globals(texts: list[str | None], ctx: Ctx) -> int | None:
+    """git's own options (``-c``, ``-C``, ``--git-dir``...): where the subcommand is;
+    None after a dynamic one (uncertain)."""
+    i, n = 0, len(texts)
+    while i < n:
+        t = texts[i]
+        if t is None:
+            ctx.an.unsure("dynamic argument to git")
+            return None
+        if not t.startswith("-"):
+            break
+        if t == "-c" and i + 1 < n:
+            kv = texts[i + 1]
+            if kv is None or _GIT_BAD_KEY.match(kv.split("=", 1)[0]):
+                ctx.an.unsure(f"git -c {(kv or '?').split('=')[0]} runs other programs")
+            i += 2
+            continue
+        if t.startswith("--config-env"):
+            ctx.an.unsure("git --config-env sets configuration from the environment")
+        if t.startswith("--exec-path") and "=" in t:
+            ctx.an.unsure("git --exec-path runs programs from another directory")
+        if t in ("--git-dir", "--work-tree"):
+            ctx.an.unsure(f"git {t} points at another repository (its hooks and config)")
+        i += 2 if t in ("-C", "--git-dir", "--work-tree", "--namespace", "--super-prefix") \
+            else 1
+    return i
+
+
+def _git_config(rtexts: list[str | None], ctx: Ctx) -> None:
+    """``git config``: setting a key that makes git run programs is uncertain."""
+    ops = [t for t in rtexts if t is None or not t.startswith("-")]
+    if any(t in ("-e", "--edit") for t in rtexts):
+        ctx.an.unsure("git config --edit")
+    if ops and ops[0] in ("set", "unset", "get", "list", "edit", "rename-section",
+                          "remove-section"):
+        if ops[0] == "edit":
+            ctx.an.unsure("git config edit")
+        ops = ops[1:]
+    if len(ops) >= 2 or any(t in ("--add", "--replace-all") for t in rtexts):
+        key = ops[0] if ops else None
+        if key is None or _GIT_BAD_KEY.match(key):
+            ctx.an.unsure(f"git config {key or '?'} makes git run other programs")
+
+
+def _git_runs(sub: str, rest: list[Field], rtexts: list[str | None], ctx: Ctx) -> bool:
+    """Subcommands that run commands (checked); True when nothing else is to be done."""
+    if sub == "bisect" and rtexts[:1] == ["run"]:
+        _argv(rest[1:], ctx, "git bisect run")
+        return True
+    if sub == "submodule" and "foreach" in rtexts:
+        k = rtexts.index("foreach")
+        tail = [t for t in rtexts[k + 1 :] if t not in ("--recursive", "-q", "--quiet")]
+        _string(None if any(x is None for x in tail) else " ".join(x or "" for x in tail), ctx,
+                "git submodule foreach")
+        return True
+    if sub == "rebase":
+        _git_rebase(rtexts, ctx)
+    elif sub == "filter-branch":
+        ctx.an.unsure("git filter-branch runs shell snippets")
+    elif sub in ("difftool", "mergetool"):
+        for k, t in enumerate(rtexts):
+            if t in ("-x", "--extcmd") or (t or "").startswith("--extcmd="):
+                v = t.split("=", 1)[1] if t and "=" in t else (
+                    rtexts[k + 1] if k + 1 < len(rtexts) else "")
+                _string(v, ctx, f"git {sub}")
+    elif sub == "grep" and any((t or "").startswith(("-O", "--open-files-in-pager")) for t in
+                               rtexts):
+        ctx.an.unsure("git grep -O runs a pager command")
+    return False
+
+
+def _git_rebase(rtexts: list[str | None], ctx: Ctx) -> None:
+    """``git rebase --exec CMD`` (checked), ``-i`` (its todo list may hold exec lines)."""
+    for k, t in enumerate(rtexts):
+        if t in ("-x", "--exec") and k + 1 < len(rtexts):
+            _string(rtexts[k + 1], ctx, "git rebase --exec")
+        elif t and t.startswith("--exec="):
+            _string(t.split("=", 1)[1], ctx, "git rebase --exec")
+        elif t in ("-i", "--interactive"):
+            ctx.an.unsure("git rebase -i runs the edited todo list (exec lines)")
+
+
 @handler("make")
 def _make(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     texts = _t(args)
@@ -162,12 +187,8 @@ def _make(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     directory: Field | None = None
     for k, t in enumerate(texts):
         if t is None:
-            head = args[k].chunks[0] if args[k].chunks else ""
-            if args[k].split or not isinstance(head, str) or not re.match(
-                    r"-[jlkswinBdeiqrRStv]|[^-=]*$", head) or "=" in head:
-                ctx.an.unsure("dynamic argument to make")
-            continue
-        if t in ("-f", "--file", "--makefile") and k + 1 < len(args):
+            _make_dynamic(args[k], ctx)
+        elif t in ("-f", "--file", "--makefile") and k + 1 < len(args):
             makefiles.append(args[k + 1])
         elif t.startswith(("--file=", "--makefile=")):
             makefiles.append(Field(astr(t.split("=", 1)[1])))
@@ -178,26 +199,45 @@ def _make(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         elif t in ("-C", "--directory") and k + 1 < len(args):
             directory = args[k + 1]
         elif re.match(r"[A-Za-z_][A-Za-z0-9_]*:?=", t):
-            var, _, value = t.partition("=")
-            if var.rstrip(":") in ("SHELL", ".SHELLFLAGS", "MAKEFLAGS", "MAKEFILES") or \
-                    re.search(r"[;&|`$()<>\s]", value):
-                ctx.an.unsure(f"make {var.rstrip(':')}=... can change what recipes run")
+            _make_variable(t, ctx)
+    base = ctx.an.path(directory, st) if directory is not None else st.cwd
+    _makefiles(makefiles, base, ctx)
+    _effect(ctx, "write", astr(*base, "/", Hole.ANY), "make", content=False, track=False)
+
+
+def _make_dynamic(a: Field, ctx: Ctx) -> None:
+    """A dynamic argument of make: fine as a target or a known flag, else uncertain."""
+    head = a.chunks[0] if a.chunks else ""
+    if a.split or not isinstance(head, str) or not re.match(
+            r"-[jlkswinBdeiqrRStv]|[^-=]*$", head) or "=" in head:
+        ctx.an.unsure("dynamic argument to make")
+
+
+def _make_variable(t: str, ctx: Ctx) -> None:
+    """``make VAR=value``: variables that change what recipes run are uncertain."""
+    var, _, value = t.partition("=")
+    if var.rstrip(":") in ("SHELL", ".SHELLFLAGS", "MAKEFLAGS", "MAKEFILES") or \
+            re.search(r"[;&|`$()<>\s]", value):
+        ctx.an.unsure(f"make {var.rstrip(':')}=... can change what recipes run")
+
+
+def _makefiles(makefiles: list[Field], base: AStr, ctx: Ctx) -> None:
+    """The makefiles given are checked as scripts; the default one: was it written in
+    this session?"""
     for f in makefiles:
         if f.text == "-":
             ctx.an.unsure("make reads a makefile from its input")
         else:
             script_file("make -f", f, ctx)
-    base = ctx.an.path(directory, st) if directory is not None else st.cwd
-    if not makefiles:
-        for mf in ("GNUmakefile", "makefile", "Makefile"):
-            path = astr(*base, "/", mf)
-            if ctx.an.written_match(path, st):
-                ctx.an.unsure(f"make runs {mf}, written in this session")
-                break
-        else:
-            if st.unknown_writes:
-                ctx.an.unsure("make runs a makefile after this session wrote to unknown paths")
-    _effect(ctx, "write", astr(*base, "/", Hole.ANY), "make", content=False, track=False)
+    if makefiles:
+        return
+    st = ctx.st
+    for mf in ("GNUmakefile", "makefile", "Makefile"):
+        if ctx.an.written_match(astr(*base, "/", mf), st):
+            ctx.an.unsure(f"make runs {mf}, written in this session")
+            return
+    if st.unknown_writes:
+        ctx.an.unsure("make runs a makefile after this session wrote to unknown paths")
 
 
 @handler("go")
@@ -279,68 +319,83 @@ def _pip(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
 def _container(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     texts = _t(args)
     record(name, args, ctx)
-    i = 0
-    while i < len(texts) and (texts[i] or "").startswith("-"):
-        t = texts[i] or ""
-        i += 2 if t in ("-H", "--host", "--context", "-c", "--config", "-l", "--log-level",
-                        "-f", "--file", "-p", "--project-name", "--profile", "--env-file",
-                        "--project-directory") else 1
+    i = _skip_options(texts, 0, _CONTAINER_GLOBAL_TAKES)
     if i >= len(texts):
         return
     sub = texts[i]
     if sub == "compose" or name == "docker-compose":
-        j = i + 1 if sub == "compose" else i
-        while j < len(texts) and (texts[j] or "").startswith("-"):
-            j += 2 if texts[j] in ("-f", "--file", "-p", "--project-name", "--profile",
-                                   "--env-file") else 1
-        csub = texts[j] if j < len(texts) else None
-        if csub in ("run", "exec"):
-            k = j + 1
-            while k < len(texts) and (texts[k] or "").startswith("-"):
-                k += 2 if texts[k] in ("-e", "--env", "-u", "--user", "-w", "--workdir",
-                                       "-v", "--volume", "-p", "--publish", "--name",
-                                       "--entrypoint", "-l", "--label", "--index") else 1
-            _container_cmd(args[k + 1 :], ctx, f"{name} compose {csub}")
-        elif csub is None:
-            ctx.an.unsure("dynamic docker compose command")
+        _compose(name, args, texts, i + 1 if sub == "compose" else i, ctx)
         return
-    if sub in ("run", "exec", "create", "container"):
-        if sub == "container":
-            if i + 1 < len(texts) and texts[i + 1] in ("run", "exec", "create"):
-                i += 1
-                sub = texts[i]
-            else:
-                return
-        k = i + 1
-        takes = {"-e", "--env", "-u", "--user", "-w", "--workdir", "-v", "--volume", "-p",
-                 "--publish", "--name", "--entrypoint", "-l", "--label", "--network",
-                 "--net", "-h", "--hostname", "--mount", "--env-file", "--cap-add",
-                 "--cap-drop", "--device", "--restart", "-m", "--memory", "--cpus",
-                 "--platform", "--pull", "--add-host", "--dns", "--ulimit", "--security-opt",
-                 "--tmpfs", "--log-driver", "--log-opt", "--gpus", "--pid", "--ipc",
-                 "--userns", "--shm-size", "--stop-signal", "--health-cmd", "--detach-keys",
-                 "-a", "--attach", "--cidfile", "--group-add", "--label-file", "--runtime"}
-        while k < len(texts) and (texts[k] or "").startswith("-"):
-            t = texts[k] or ""
-            if t in ("--entrypoint",) or t.startswith("--entrypoint="):
-                ctx.an.unsure(f"{name} --entrypoint runs another program in the container")
-            if t.startswith("--health-cmd"):
-                ctx.an.unsure(f"{name} --health-cmd runs a command")
-            k += 2 if t in takes else 1
+    if sub == "container":
+        if not (i + 1 < len(texts) and texts[i + 1] in ("run", "exec", "create")):
+            return
+        i += 1
+        sub = texts[i]
+    if sub in ("run", "exec", "create"):
+        k = _container_run_options(name, texts, i + 1, ctx)
         _container_cmd(args[k + 1 :], ctx, f"{name} {sub}")
-        return
-    plain = {"ps", "images", "image", "pull", "push", "logs", "inspect", "stats", "top", "stop",
-             "start", "restart", "kill", "rm", "rmi", "network", "volume", "system", "info",
-             "version", "tag", "login", "logout", "save", "load", "build", "buildx", "cp",
-             "port", "pause", "unpause", "wait", "events", "history", "diff", "commit",
-             "export", "import", "search", "rename", "update", "context", "manifest", "pod",
-             "ls", "builder", "node", "service", "stack", "swarm", "secret", "config",
-             "plugin", "trust", "scout", "init", "attach", "machine", "generate", "play"}
-    if sub is None or sub not in plain:
+    elif sub is None or sub not in _CONTAINER_PLAIN:
         ctx.an.unsure(f"{name} {sub} is not a command bastille knows (a plugin may run "
                       "anything)")
     elif sub == "plugin" or sub == "attach":
         ctx.an.unsure(f"{name} {sub} is not checked")
+
+
+_CONTAINER_GLOBAL_TAKES = frozenset({
+    "-H", "--host", "--context", "-c", "--config", "-l", "--log-level", "-f", "--file", "-p",
+    "--project-name", "--profile", "--env-file", "--project-directory"})
+_COMPOSE_TAKES = frozenset({"-f", "--file", "-p", "--project-name", "--profile",
+                            "--env-file"})
+_COMPOSE_RUN_TAKES = frozenset({
+    "-e", "--env", "-u", "--user", "-w", "--workdir", "-v", "--volume", "-p", "--publish",
+    "--name", "--entrypoint", "-l", "--label", "--index"})
+_CONTAINER_RUN_TAKES = frozenset({
+    "-e", "--env", "-u", "--user", "-w", "--workdir", "-v", "--volume", "-p", "--publish",
+    "--name", "--entrypoint", "-l", "--label", "--network", "--net", "-h", "--hostname",
+    "--mount", "--env-file", "--cap-add", "--cap-drop", "--device", "--restart", "-m",
+    "--memory", "--cpus", "--platform", "--pull", "--add-host", "--dns", "--ulimit",
+    "--security-opt", "--tmpfs", "--log-driver", "--log-opt", "--gpus", "--pid", "--ipc",
+    "--userns", "--shm-size", "--stop-signal", "--health-cmd", "--detach-keys", "-a",
+    "--attach", "--cidfile", "--group-add", "--label-file", "--runtime"})
+_CONTAINER_PLAIN = frozenset({
+    "ps", "images", "image", "pull", "push", "logs", "inspect", "stats", "top", "stop",
+    "start", "restart", "kill", "rm", "rmi", "network", "volume", "system", "info", "version",
+    "tag", "login", "logout", "save", "load", "build", "buildx", "cp", "port", "pause",
+    "unpause", "wait", "events", "history", "diff", "commit", "export", "import", "search",
+    "rename", "update", "context", "manifest", "pod", "ls", "builder", "node", "service",
+    "stack", "swarm", "secret", "config", "plugin", "trust", "scout", "init", "attach",
+    "machine", "generate", "play"})
+
+
+def _skip_options(texts: list[str | None], i: int, takes: frozenset[str]) -> int:
+    """After the options from ``i`` (``takes``: those followed by a value)."""
+    while i < len(texts) and (texts[i] or "").startswith("-"):
+        i += 2 if (texts[i] or "") in takes else 1
+    return i
+
+
+def _container_run_options(name: str, texts: list[str | None], k: int, ctx: Ctx) -> int:
+    """The options of ``docker run|exec|create`` from ``k``: after them."""
+    while k < len(texts) and (texts[k] or "").startswith("-"):
+        t = texts[k] or ""
+        if t in ("--entrypoint",) or t.startswith("--entrypoint="):
+            ctx.an.unsure(f"{name} --entrypoint runs another program in the container")
+        if t.startswith("--health-cmd"):
+            ctx.an.unsure(f"{name} --health-cmd runs a command")
+        k += 2 if t in _CONTAINER_RUN_TAKES else 1
+    return k
+
+
+def _compose(name: str, args: list[Field], texts: list[str | None], j: int, ctx: Ctx
+             ) -> None:
+    """``docker compose [options] run|exec [options] SERVICE [COMMAND...]``."""
+    j = _skip_options(texts, j, _COMPOSE_TAKES)
+    csub = texts[j] if j < len(texts) else None
+    if csub in ("run", "exec"):
+        k = _skip_options(texts, j + 1, _COMPOSE_RUN_TAKES)
+        _container_cmd(args[k + 1 :], ctx, f"{name} compose {csub}")
+    elif csub is None:
+        ctx.an.unsure("dynamic docker compose command")
 
 
 def _container_cmd(words: list[Field], ctx: Ctx, where: str) -> None:
