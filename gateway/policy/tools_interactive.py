@@ -5,6 +5,7 @@ multiplexers, service managers, package managers, SQL clients and debuggers (see
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 from gateway.policy.catalogue import Program
 from gateway.policy.ctx import Ctx
@@ -30,66 +31,69 @@ handler = HANDLERS.register
 
 @handler("vi")
 def _vi(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
-    texts = _t(args)
-    i, n = 0, len(args)
-    files: list[Field] = []
-    ex_mode = False
-    while i < n:
-        t = texts[i]
-        if t is None:
-            files.append(args[i])
-            if args[i].maybe_option:
-                ctx.an.unsure(f"dynamic argument to {name}")
-            i += 1
-            continue
-        if t in ("-c", "--cmd") and i + 1 < n:
-            v = texts[i + 1]
-            apply_lang(check_ex(v) if v is not None else _dyn(), ctx, name)
-            i += 2
-            continue
-        if t.startswith("+"):
-            v = t[1:]
-            if v and not v.isdigit() and not v.startswith(("/", "?")):
-                apply_lang(check_ex(v), ctx, name)
-            i += 1
-            continue
-        if t in ("-S", "-u", "-U", "-s", "-i") and i + 1 < n:
-            if texts[i + 1] not in ("NONE", "NORC"):
-                script_file(f"{name} {t}", args[i + 1], ctx)
-            i += 2
-            continue
-        if t in ("-w", "-W", "--startuptime") and i + 1 < n:
-            _effect(ctx, "write", ctx.an.path(args[i + 1], ctx.st), name)
-            i += 2
-            continue
-        if t.startswith("--remote") or t.startswith("--servername"):
-            ctx.an.unsure(f"{name} {t} talks to another editor")
-            i += 2
-            continue
-        if t in ("-e", "-E", "-es", "-Es", "-s") or (t.startswith("-") and "s" in t[1:] and
-                                                     "e" in t[1:]):
-            ex_mode = True
-            i += 1
-            continue
-        if t in ("-t", "-q", "-T", "-r", "-L") and i + 1 < n:
-            i += 2
-            continue
-        if t == "--":
-            files.extend(args[i + 1 :])
-            break
-        if t.startswith("-") and t != "-":
-            i += 1
-            continue
-        files.append(args[i])
-        i += 1
-    for f in files:
+    o = _ViOptions()
+    i: int | None = 0
+    while i is not None and i < len(args):
+        i = _vi_arg(o, name, args, i, ctx)
+    for f in o.files:
         if f.text != "-":
             _effect(ctx, "write", ctx.an.path(f, ctx.st), name)
     record(name, args, ctx)
-    if ex_mode:
+    if o.ex_mode:
         stdin_code(name, "ex", ctx, kind="repl")
     else:
         screen(name, "vi", ctx)
+
+
+@dataclass
+class _ViOptions:
+    files: list[Field] = field(default_factory=list)
+    ex_mode: bool = False
+
+
+def _vi_arg(o: _ViOptions, name: str, args: list[Field], i: int, ctx: Ctx) -> int | None:
+    """The argument of vi at ``i``: the index of the next one (None: no more options)."""
+    t = args[i].text
+    if t is None:
+        o.files.append(args[i])
+        if args[i].maybe_option:
+            ctx.an.unsure(f"dynamic argument to {name}")
+        return i + 1
+    if t.startswith("--remote") or t.startswith("--servername"):
+        ctx.an.unsure(f"{name} {t} talks to another editor")
+        return i + 2
+    nxt = _vi_option_value(name, t, args, i, ctx) if i + 1 < len(args) else None
+    if nxt is not None:
+        return nxt
+    if t.startswith("+"):
+        v = t[1:]
+        if v and not v.isdigit() and not v.startswith(("/", "?")):
+            apply_lang(check_ex(v), ctx, name)
+    elif t in ("-e", "-E", "-es", "-Es", "-s") or (t.startswith("-") and "s" in t[1:] and
+                                                   "e" in t[1:]):
+        o.ex_mode = True
+    elif t == "--":
+        o.files.extend(args[i + 1 :])
+        return None
+    elif not (t.startswith("-") and t != "-"):
+        o.files.append(args[i])
+    return i + 1
+
+
+def _vi_option_value(name: str, t: str, args: list[Field], i: int, ctx: Ctx) -> int | None:
+    """An option of vi followed by a value (there is one): the index after the value;
+    None if ``t`` is not such an option."""
+    v = args[i + 1].text
+    if t in ("-c", "--cmd"):
+        apply_lang(check_ex(v) if v is not None else _dyn(), ctx, name)
+    elif t in ("-S", "-u", "-U", "-s", "-i"):
+        if v not in ("NONE", "NORC"):
+            script_file(f"{name} {t}", args[i + 1], ctx)
+    elif t in ("-w", "-W", "--startuptime"):
+        _effect(ctx, "write", ctx.an.path(args[i + 1], ctx.st), name)
+    elif t not in ("-t", "-q", "-T", "-r", "-L"):
+        return None
+    return i + 2
 
 
 def _dyn() -> LangResult:
@@ -147,51 +151,47 @@ def _tmux(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     i = 0
     while i < len(texts) and (texts[i] or "").startswith("-"):
         t = texts[i] or ""
-        if t in ("-f", "-L", "-S", "-c", "-T"):
-            if t == "-c":
-                _string(texts[i + 1] if i + 1 < len(texts) else "", ctx, "tmux -c")
-                return
-            if t == "-f" and i + 1 < len(args):
-                script_file("tmux -f", args[i + 1], ctx)
-            i += 2
-            continue
-        i += 1
+        if t == "-c":
+            _string(texts[i + 1] if i + 1 < len(texts) else "", ctx, "tmux -c")
+            return
+        if t == "-f" and i + 1 < len(args):
+            script_file("tmux -f", args[i + 1], ctx)
+        i += 2 if t in ("-f", "-L", "-S", "-T") else 1
     sub = texts[i] if i < len(texts) else None
-    safe = {"ls", "list-sessions", "list-windows", "lsw", "list-panes", "lsp", "kill-session",
-            "kill-server", "kill-window", "kill-pane", "killp", "detach", "detach-client",
-            "has-session", "has", "list-clients", "lsc", "list-keys", "lsk", "list-commands",
-            "lscm", "show-options", "show", "show-messages", "info", "display-message",
-            "display", "capture-pane", "capturep", "rename-session", "rename-window",
-            "select-window", "selectw", "select-pane", "selectp", "resize-pane", "resizep",
-            "list-buffers", "lsb", "show-buffer", "showb", "start-server", "start",
-            "server-info", "switch-client", "switchc"}
-    starts = {None, "new", "new-session", "attach", "attach-session", "a", "at",
-              "new-window", "neww", "split-window", "splitw"}
-    if sub in safe:
+    if sub in _TMUX_SAFE:
         return
-    if sub in starts:
-        tail = args[i + 1 :]
-        cmd = [a for a in tail if not (a.text or "").startswith("-")]
-        texts2 = _t(tail)
-        j, words = 0, []
-        while j < len(texts2):
-            t = texts2[j] or ""
-            if t in ("-s", "-n", "-t", "-c", "-x", "-y", "-F", "-e", "-f", "-l", "-p", "-w"):
-                j += 2
-                continue
-            if t.startswith("-"):
-                j += 1
-                continue
-            words = tail[j:]
-            break
-        del cmd
-        if words:
-            t3 = _t(words)
-            _string(None if any(x is None for x in t3) else " ".join(x or "" for x in t3),
-                    ctx, "tmux")
+    if sub in _TMUX_STARTS:
+        _tmux_start(args[i + 1 :], ctx)
         screen(name, "shell-screen", ctx)
         return
     ctx.an.unsure(f"tmux {sub} is not checked (it can send keys or run commands)")
+
+
+_TMUX_SAFE = frozenset({
+    "ls", "list-sessions", "list-windows", "lsw", "list-panes", "lsp", "kill-session",
+    "kill-server", "kill-window", "kill-pane", "killp", "detach", "detach-client",
+    "has-session", "has", "list-clients", "lsc", "list-keys", "lsk", "list-commands", "lscm",
+    "show-options", "show", "show-messages", "info", "display-message", "display",
+    "capture-pane", "capturep", "rename-session", "rename-window", "select-window", "selectw",
+    "select-pane", "selectp", "resize-pane", "resizep", "list-buffers", "lsb", "show-buffer",
+    "showb", "start-server", "start", "server-info", "switch-client", "switchc"})
+_TMUX_STARTS = frozenset({None, "new", "new-session", "attach", "attach-session", "a", "at",
+                          "new-window", "neww", "split-window", "splitw"})
+
+
+def _tmux_start(tail: list[Field], ctx: Ctx) -> None:
+    """``tmux new [options] [COMMAND]``: the command, run by a shell."""
+    texts = _t(tail)
+    j = 0
+    while j < len(texts):
+        t = texts[j] or ""
+        if not t.startswith("-"):
+            words = _t(tail[j:])
+            _string(None if any(x is None for x in words) else " ".join(x or "" for x in words),
+                    ctx, "tmux")
+            return
+        j += 2 if t in ("-s", "-n", "-t", "-c", "-x", "-y", "-F", "-e", "-f", "-l", "-p",
+                        "-w") else 1
 
 
 @handler("screen")
@@ -286,16 +286,8 @@ def _apt(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
             if args[k].maybe_option:
                 ctx.an.unsure(f"dynamic option to {name}")
             continue
-        value = None
-        if t in ("-o", "--option") and k + 1 < len(texts):
-            value = texts[k + 1] or "?"
-        elif t.startswith(("-o", "--option=")) and t not in ("-o", "--option"):
-            value = t.split("=", 1)[1] if t.startswith("--") else t[2:]
-        if value is not None and re.search(r"(?i)invoke|pre-install|::tools|pager|"
-                                           r"post-install|script|::exec|\?", value):
-            ctx.an.unsure(f"{name} -o {value.split('=')[0]} runs a command")
-        if t in ("-c", "--config-file") or t.startswith("--config-file="):
-            ctx.an.unsure(f"{name} {t.split('=')[0]} reads options from a file")
+        _apt_option(name, t, texts[k + 1] if k + 1 < len(texts) else None, k + 1 < len(texts),
+                    ctx)
     ops = [t for t in texts if t and not t.startswith("-")]
     sub = ops[0] if ops else ""
     if sub in ("install", "remove", "purge", "upgrade", "dist-upgrade", "full-upgrade",
@@ -308,6 +300,20 @@ def _apt(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
             if t.startswith(("./", "/", "~")) and t.endswith(".deb"):
                 script_file(f"{name} install", a, ctx)
     record(name, args, ctx)
+
+
+def _apt_option(name: str, t: str, nxt: str | None, has_next: bool, ctx: Ctx) -> None:
+    """apt's ``-o KEY=VALUE`` that runs commands, and configuration files."""
+    value = None
+    if t in ("-o", "--option") and has_next:
+        value = nxt or "?"
+    elif t.startswith(("-o", "--option=")) and t not in ("-o", "--option"):
+        value = t.split("=", 1)[1] if t.startswith("--") else t[2:]
+    if value is not None and re.search(r"(?i)invoke|pre-install|::tools|pager|"
+                                       r"post-install|script|::exec|\?", value):
+        ctx.an.unsure(f"{name} -o {value.split('=')[0]} runs a command")
+    if t in ("-c", "--config-file") or t.startswith("--config-file="):
+        ctx.an.unsure(f"{name} {t.split('=')[0]} reads options from a file")
 
 
 @handler("crontab")
@@ -329,74 +335,16 @@ def _crontab(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
 def _sqlclient(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     lang = prog.lang
     texts = _t(args)
-    commands: list[str | None] = []
-    files: list[Field] = []
-    i, n = 0, len(args)
-    while i < n:
-        t = texts[i]
-        if t is None:
-            if args[i].maybe_option:
-                ctx.an.unsure(f"dynamic option to {name}")
-            i += 1
-            continue
-        if lang == "psql" and t in ("-c", "--command"):
-            commands.append(texts[i + 1] if i + 1 < n else "")
-            i += 2
-            continue
-        if lang == "psql" and t.startswith("--command="):
-            commands.append(t.split("=", 1)[1])
-        elif lang == "psql" and (t in ("-f", "--file") or t.startswith("--file=")):
-            f = args[i + 1] if "=" not in t and i + 1 < n else Field(astr(t.split("=", 1)[1]))
-            files.append(f)
-            i += 2 if "=" not in t else 1
-            continue
-        elif lang == "psql" and t in ("-o", "--output", "-L", "--log-file"):
-            v = texts[i + 1] if i + 1 < n else ""
-            if v is None or v.startswith("|"):
-                ctx.an.unsure(f"psql {t} pipes to a command")
-            elif i + 1 < n:
-                _effect(ctx, "write", ctx.an.path(args[i + 1], ctx.st), "psql")
-            i += 2
-            continue
-        elif lang == "mysql" and (t in ("-e", "--execute") or t.startswith("--execute=")):
-            commands.append(t.split("=", 1)[1] if "=" in t else (texts[i + 1] if i + 1 < n
-                                                                 else ""))
-            i += 2 if "=" not in t else 1
-            continue
-        elif lang == "mysql" and t.startswith(("--pager", "--init-command", "--system-command")):
-            if t.startswith("--init-command"):
-                commands.append(t.split("=", 1)[1] if "=" in t else (texts[i + 1] if i + 1 < n
-                                                                     else ""))
-            else:
-                ctx.an.unsure(f"mysql {t.split('=')[0]} runs a command")
-        elif lang == "sqlite" and t in ("-cmd",):
-            commands.append(texts[i + 1] if i + 1 < n else "")
-            i += 2
-            continue
-        elif lang == "sqlite" and t in ("-init",):
-            if i + 1 < n:
-                files.append(args[i + 1])
-            i += 2
-            continue
-        elif t.startswith("-"):
-            takes = t in {"-d", "-h", "-U", "-P", "-v", "-T", "-F", "-R", "-D", "-u",
-                          "-S", "--dbname", "--host", "--port", "--username", "--set",
-                          "--variable", "--pset", "--database", "--user", "--socket",
-                          "-separator", "-newline", "-nullvalue"} or (
-                t == "-p" and lang == "psql")
-            i += 2 if takes else 1
-            continue
-        elif lang == "sqlite":
-            if any(x is not None for x in commands) or (i > 0 and any(
-                    not (x or "-").startswith("-") for x in texts[:i])):
-                commands.append(t)
-        i += 1
-    for f in files:
+    o = _SqlArgs()
+    i = 0
+    while i < len(args):
+        i = _sql_arg(o, lang, name, args, texts, i, ctx)
+    for f in o.files:
         if f.text == "-":
             stdin_code(name, lang, ctx, kind="repl")
         else:
             script_file(name, f, ctx)
-    for c in commands:
+    for c in o.commands:
         if c is None:
             ctx.an.unsure(f"dynamic {name} command")
             continue
@@ -404,8 +352,97 @@ def _sqlclient(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
             if line.strip():
                 apply_lang(check_line(lang, line), ctx, name)
     record(name, args, ctx)
-    if not commands and not files:
+    if not o.commands and not o.files:
         stdin_code(name, lang, ctx, kind="repl")
+
+
+@dataclass
+class _SqlArgs:
+    """What a SQL client is told to run: command strings and files of commands."""
+
+    commands: list[str | None] = field(default_factory=list)
+    files: list[Field] = field(default_factory=list)
+
+
+_SQL_TAKES = frozenset({
+    "-d", "-h", "-U", "-P", "-v", "-T", "-F", "-R", "-D", "-u", "-S", "--dbname", "--host",
+    "--port", "--username", "--set", "--variable", "--pset", "--database", "--user",
+    "--socket", "-separator", "-newline", "-nullvalue"})
+
+
+def _sql_arg(o: _SqlArgs, lang: str, name: str, args: list[Field], texts: list[str | None],
+             i: int, ctx: Ctx) -> int:
+    """The argument of a SQL client at ``i``; the index of the next one."""
+    t = texts[i]
+    if t is None:
+        if args[i].maybe_option:
+            ctx.an.unsure(f"dynamic option to {name}")
+        return i + 1
+    step = _SQL_OPTIONS[lang](o, t, args, texts, i, ctx) if lang in _SQL_OPTIONS else None
+    if step is not None:
+        return step
+    if t.startswith("-"):
+        takes = t in _SQL_TAKES or (t == "-p" and lang == "psql")
+        return i + (2 if takes else 1)
+    if lang == "sqlite" and (any(x is not None for x in o.commands) or (i > 0 and any(
+            not (x or "-").startswith("-") for x in texts[:i]))):
+        o.commands.append(t)
+    return i + 1
+
+
+def _psql_option(o: _SqlArgs, t: str, args: list[Field], texts: list[str | None], i: int,
+                 ctx: Ctx) -> int | None:
+    n = len(args)
+    if t in ("-c", "--command"):
+        o.commands.append(texts[i + 1] if i + 1 < n else "")
+        return i + 2
+    if t.startswith("--command="):
+        o.commands.append(t.split("=", 1)[1])
+        return i + 1
+    if t in ("-f", "--file") or t.startswith("--file="):
+        o.files.append(args[i + 1] if "=" not in t and i + 1 < n else
+                       Field(astr(t.split("=", 1)[1])))
+        return i + (2 if "=" not in t else 1)
+    if t in ("-o", "--output", "-L", "--log-file"):
+        v = texts[i + 1] if i + 1 < n else ""
+        if v is None or v.startswith("|"):
+            ctx.an.unsure(f"psql {t} pipes to a command")
+        elif i + 1 < n:
+            _effect(ctx, "write", ctx.an.path(args[i + 1], ctx.st), "psql")
+        return i + 2
+    return None
+
+
+def _mysql_option(o: _SqlArgs, t: str, args: list[Field], texts: list[str | None], i: int,
+                  ctx: Ctx) -> int | None:
+    n = len(args)
+    if t in ("-e", "--execute") or t.startswith("--execute="):
+        o.commands.append(t.split("=", 1)[1] if "=" in t else (texts[i + 1] if i + 1 < n
+                                                               else ""))
+        return i + (2 if "=" not in t else 1)
+    if t.startswith("--init-command"):
+        o.commands.append(t.split("=", 1)[1] if "=" in t else (texts[i + 1] if i + 1 < n
+                                                               else ""))
+        return i + 1
+    if t.startswith(("--pager", "--system-command")):
+        ctx.an.unsure(f"mysql {t.split('=')[0]} runs a command")
+        return i + 1
+    return None
+
+
+def _sqlite_option(o: _SqlArgs, t: str, args: list[Field], texts: list[str | None], i: int,
+                   ctx: Ctx) -> int | None:
+    if t == "-cmd":
+        o.commands.append(texts[i + 1] if i + 1 < len(args) else "")
+        return i + 2
+    if t == "-init":
+        if i + 1 < len(args):
+            o.files.append(args[i + 1])
+        return i + 2
+    return None
+
+
+_SQL_OPTIONS = {"psql": _psql_option, "mysql": _mysql_option, "sqlite": _sqlite_option}
 
 
 @handler("gdb")
