@@ -5,6 +5,7 @@ strace...): the wrapped command is analysed like a command of the line (see
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from gateway.policy.argv import skip_options
 from gateway.policy.catalogue import Program
@@ -16,6 +17,7 @@ from gateway.policy.programs import (
     shell,
     stdin_code,
 )
+from gateway.policy.records import Start
 from gateway.policy.tools_common import Handlers, _effect, _joined, _login, _string, _t
 from gateway.policy.values import Field, Hole, astr
 
@@ -27,18 +29,52 @@ handler = HANDLERS.register
 
 @handler("sudo")
 def _sudo(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
-    from gateway.policy.records import Start
-
     record(name, args, ctx)
-    texts = _t(args)
+    opts = _sudo_options(prog, name, args, ctx)
+    if opts is None:
+        return
+    i, flags = opts
+    if not ctx.an.exec_mode:
+        ctx.an.starts.append(Start(name, "password", ""))
+    rest = _assignments(args[i:], ctx)
+    if flags & {"-e", "--edit"} or name == "sudoedit":
+        for f in rest:
+            _effect(ctx, "write", ctx.an.path(f, ctx.st), "sudoedit")
+        screen("sudoedit", "vi", ctx)
+    elif flags & {"-l", "--list", "-v", "--validate", "-k", "-K", "-V", "-h", "--help"}:
+        return
+    elif flags & {"-s", "--shell", "-i", "--login"}:
+        if rest:
+            _string(_joined(rest), ctx, name)
+        else:
+            stdin_code(name, "bash", ctx, kind="shell")
+            if flags & {"-i", "--login"}:
+                _login(ctx)
+    elif rest:
+        _run_elsewhere(rest, ctx, name, chdir=bool(flags & {"-D", "--chdir"}))
+
+
+def _assignments(rest: list[Field], ctx: Ctx) -> list[Field]:
+    """``VAR=value`` before the command (checked like assignments): the command after."""
+    while rest and rest[0].text and re.match(r"[A-Za-z_]\w*=", rest[0].text):
+        var, _, value = (rest[0].text or "").partition("=")
+        ctx.an.check_assignment(var, value, ctx.st, prefix=True)
+        rest = rest[1:]
+    return rest
+
+
+def _sudo_options(prog: Program, name: str, args: list[Field], ctx: Ctx
+                  ) -> tuple[int, set[str]] | None:
+    """sudo's options: where the command starts, and the options given; None after a
+    dynamic option (uncertain)."""
     i, n = 0, len(args)
     flags: set[str] = set()
     while i < n:
-        t = texts[i]
+        t = args[i].text
         if t is None:
             if args[i].maybe_option:
                 ctx.an.unsure(f"dynamic option to {name}")
-                return
+                return None
             break
         if t == "--":
             i += 1
@@ -52,116 +88,124 @@ def _sudo(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
             if key[2:] in prog.long_with_arg and not eq:
                 i += 1
             continue
-        for k, c in enumerate(t[1:]):
-            flags.add("-" + c)
-            if c in prog.with_arg:
-                if not t[k + 2 :]:
-                    i += 1
-                break
-    if not ctx.an.exec_mode:
-        ctx.an.starts.append(Start(name, "password", ""))
-    rest = args[i:]
-    while rest and rest[0].text and re.match(r"[A-Za-z_]\w*=", rest[0].text):
-        var, _, value = (rest[0].text or "").partition("=")
-        ctx.an.check_assignment(var, value, ctx.st, prefix=True)
-        rest = rest[1:]
-    if flags & {"-e", "--edit"} or name == "sudoedit":
-        for f in rest:
-            _effect(ctx, "write", ctx.an.path(f, ctx.st), "sudoedit")
-        screen("sudoedit", "vi", ctx)
+        i += _short_flags(prog, t, flags)
+    return i, flags
+
+
+def _short_flags(prog: Program, t: str, flags: set[str]) -> int:
+    """A bundle of short options added to ``flags``: 1 if its last one takes the next
+    argument as its value, else 0."""
+    for k, c in enumerate(t[1:]):
+        flags.add("-" + c)
+        if c in prog.with_arg:
+            return 0 if t[k + 2 :] else 1
+    return 0
+
+
+def _run_elsewhere(rest: list[Field], ctx: Ctx, where: str, *, chdir: bool) -> None:
+    """Run a wrapped command; in a directory that is not known when ``chdir``."""
+    if not chdir:
+        run_inner(rest, ctx, where)
         return
-    if flags & {"-l", "--list", "-v", "--validate", "-k", "-K", "-V", "-h", "--help"}:
-        return
-    if flags & {"-s", "--shell", "-i", "--login"}:
-        if rest:
-            _string(_joined(rest), ctx, name)
-        else:
-            stdin_code(name, "bash", ctx, kind="shell")
-            if flags & {"-i", "--login"}:
-                _login(ctx)
-        return
-    if rest:
-        if flags & {"-D", "--chdir"}:
-            saved = ctx.st.cwd
-            ctx.st.cwd = (Hole.WORD,)
-            try:
-                run_inner(rest, ctx, name)
-            finally:
-                ctx.st.cwd = saved
-        else:
-            run_inner(rest, ctx, name)
+    saved = ctx.st.cwd
+    ctx.st.cwd = (Hole.WORD,)
+    try:
+        run_inner(rest, ctx, where)
+    finally:
+        ctx.st.cwd = saved
 
 
 @handler("su")
 def _su(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
-    from gateway.policy.records import Start
-
     record(name, args, ctx)
     texts = _t(args)
     if any(t is None and a.maybe_option for t, a in zip(texts, args, strict=True)):
         ctx.an.unsure(f"dynamic option to {name}")
         return
-    command: str | None = None
-    has_command = False
-    shell_prog: str | None = None
-    login = False
-    i, n = 0, len(texts)
-    user_seen = False
-    argv_start: int | None = None
-    while i < n:
-        t = texts[i] or ""
-        if t == "--":
-            argv_start = i + 1
-            break
-        if t in ("-c", "--command", "--session-command"):
-            has_command, command = True, texts[i + 1] if i + 1 < n else ""
-            i += 2
-            continue
-        if t.startswith(("--command=", "--session-command=")):
-            has_command, command = True, t.split("=", 1)[1]
-        elif t in ("-s", "--shell"):
-            shell_prog = texts[i + 1] if i + 1 < n else None
-            i += 2
-            continue
-        elif t.startswith("--shell="):
-            shell_prog = t.split("=", 1)[1]
-        elif t in ("-", "-l", "--login"):
-            login = True
-        elif t in ("-u", "--user", "-g", "--group", "-G", "--supp-group", "-w",
-                   "--whitelist-environment"):
-            i += 2
-            continue
-        elif t.startswith("-") and not t.startswith("--"):
-            if "c" in t[1:]:
-                rest = t[t.index("c", 1) + 1 :]
-                has_command = True
-                command = rest if rest else (texts[i + 1] if i + 1 < n else "")
-                i += 1 if rest else 2
-                continue
-            if "l" in t[1:]:
-                login = True
-        elif not t.startswith("-"):
-            if name == "runuser" and user_seen is False and "-u" not in texts:
-                user_seen = True
-            elif name == "runuser" and "-u" in texts:
-                argv_start = i
-                break
-            else:
-                user_seen = True
-        i += 1
+    o = _SuOptions()
+    i: int | None = 0
+    while i is not None and i < len(texts):
+        i = _su_arg(o, name, texts, i)
     if not ctx.an.exec_mode and name == "su":
         ctx.an.starts.append(Start(name, "password", ""))
-    if shell_prog is not None and shell_prog.rsplit("/", 1)[-1] not in ("sh", "bash", "dash"):
-        ctx.an.unsure(f"{name} --shell {shell_prog} is not checked")
-    if has_command:
-        _string(command, ctx, f"{name} -c")
+    if o.shell is not None and o.shell.rsplit("/", 1)[-1] not in ("sh", "bash", "dash"):
+        ctx.an.unsure(f"{name} --shell {o.shell} is not checked")
+    if o.has_command:
+        _string(o.command, ctx, f"{name} -c")
         return
-    if argv_start is not None and argv_start < n:
-        run_inner(args[argv_start:], ctx, name)
+    if o.argv_start is not None and o.argv_start < len(texts):
+        run_inner(args[o.argv_start:], ctx, name)
         return
     stdin_code(name, "bash", ctx, kind="shell")
-    if login:
+    if o.login:
         _login(ctx)
+
+
+@dataclass
+class _SuOptions:
+    command: str | None = None  # -c COMMAND (None: not known)
+    has_command: bool = False
+    shell: str | None = None  # -s SHELL
+    login: bool = False
+    user_seen: bool = False
+    argv_start: int | None = None  # runuser -u USER -- ARGV, su USER -- ARGS
+
+
+def _su_arg(o: _SuOptions, name: str, texts: list[str | None], i: int) -> int | None:
+    """The argument of su/runuser at ``i``: the index of the next one (None: the rest is
+    the command's)."""
+    t = texts[i] or ""
+    n = len(texts)
+    if t == "--":
+        o.argv_start = i + 1
+        return None
+    if t in ("-c", "--command", "--session-command") or t.startswith(
+            ("--command=", "--session-command=")):
+        o.has_command = True
+        if "=" in t:
+            o.command = t.split("=", 1)[1]
+            return i + 1
+        o.command = texts[i + 1] if i + 1 < n else ""
+        return i + 2
+    if t in ("-s", "--shell"):
+        o.shell = texts[i + 1] if i + 1 < n else None
+        return i + 2
+    if t.startswith("--shell="):
+        o.shell = t.split("=", 1)[1]
+    elif t in ("-", "-l", "--login"):
+        o.login = True
+    elif t in ("-u", "--user", "-g", "--group", "-G", "--supp-group", "-w",
+               "--whitelist-environment"):
+        return i + 2
+    elif t.startswith("-") and not t.startswith("--"):
+        return _su_short(o, t, texts, i)
+    elif not t.startswith("-"):
+        return _su_operand(o, name, texts, i)
+    return i + 1
+
+
+def _su_short(o: _SuOptions, t: str, texts: list[str | None], i: int) -> int:
+    """A bundle of short options (``-lc CMD``, ``-c CMD``)."""
+    if "c" in t[1:]:
+        rest = t[t.index("c", 1) + 1 :]
+        o.has_command = True
+        o.command = rest if rest else (texts[i + 1] if i + 1 < len(texts) else "")
+        return i + (1 if rest else 2)
+    if "l" in t[1:]:
+        o.login = True
+    return i + 1
+
+
+def _su_operand(o: _SuOptions, name: str, texts: list[str | None], i: int) -> int | None:
+    """The user (``su USER``), or the command of ``runuser -u USER COMMAND``."""
+    if name == "runuser" and o.user_seen is False and "-u" not in texts:
+        o.user_seen = True
+    elif name == "runuser" and "-u" in texts:
+        o.argv_start = i
+        return None
+    else:
+        o.user_seen = True
+    return i + 1
 
 
 @handler("sg")
@@ -183,38 +227,11 @@ def _sg(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
 def _env(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     record(name, args, ctx)
     texts = _t(args)
-    i, n = 0, len(args)
-    chdir = False
-    while i < n:
-        t = texts[i]
-        if t is None:
-            if args[i].maybe_option:
-                ctx.an.unsure("dynamic option to env")
-                return
-            break
-        if t == "--":
-            i += 1
-            break
-        if t in ("-u", "--unset", "-C", "--chdir"):
-            chdir |= t in ("-C", "--chdir")
-            i += 2
-            continue
-        if t.startswith(("-S", "--split-string")):
-            value = t[2:] if t.startswith("-S") and len(t) > 2 else (
-                t.split("=", 1)[1] if "=" in t else (texts[i + 1] if i + 1 < n else ""))
-            rest = texts[i + (1 if (len(t) > 2 and t.startswith("-S")) or "=" in t else 2):]
-            if value is None or any(x is None for x in rest):
-                ctx.an.unsure("dynamic env -S")
-                return
-            _string(" ".join([value, *(x or "" for x in rest)]), ctx, "env -S")
-            return
-        if t.startswith("-") and t != "-":
-            i += 1
-            continue
-        if t == "-":
-            i += 1
-            continue
-        break
+    opts = _env_options(args, texts, ctx)
+    if opts is None:
+        return
+    i, chdir = opts
+    n = len(args)
     while i < n and texts[i] and re.match(r"[A-Za-z_][A-Za-z0-9_]*=", texts[i] or ""):
         var, _, value = (texts[i] or "").partition("=")
         ctx.an.check_assignment(var, value, ctx.st, prefix=True)
@@ -224,15 +241,48 @@ def _env(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         ctx.an.unsure("env with a dynamic assignment")
         i += 1
     if i < n:
-        if chdir:
-            saved = ctx.st.cwd
-            ctx.st.cwd = (Hole.WORD,)
-            try:
-                run_inner(args[i:], ctx, "env")
-            finally:
-                ctx.st.cwd = saved
-        else:
-            run_inner(args[i:], ctx, "env")
+        _run_elsewhere(args[i:], ctx, "env", chdir=chdir)
+
+
+def _env_options(args: list[Field], texts: list[str | None], ctx: Ctx
+                 ) -> tuple[int, bool] | None:
+    """env's options: where the assignments start and whether ``-C`` changes the
+    directory; None when the command was decided (``-S``, a dynamic option)."""
+    i, n = 0, len(args)
+    chdir = False
+    while i < n:
+        t = texts[i]
+        if t is None:
+            if args[i].maybe_option:
+                ctx.an.unsure("dynamic option to env")
+                return None
+            break
+        if t == "--":
+            i += 1
+            break
+        if t in ("-u", "--unset", "-C", "--chdir"):
+            chdir |= t in ("-C", "--chdir")
+            i += 2
+            continue
+        if t.startswith(("-S", "--split-string")):
+            _env_split_string(t, texts, i, ctx)
+            return None
+        if not t.startswith("-"):
+            break
+        i += 1
+    return i, chdir
+
+
+def _env_split_string(t: str, texts: list[str | None], i: int, ctx: Ctx) -> None:
+    """``env -S 'STRING' ARGS``: the string is split into a command line."""
+    n = len(texts)
+    value = t[2:] if t.startswith("-S") and len(t) > 2 else (
+        t.split("=", 1)[1] if "=" in t else (texts[i + 1] if i + 1 < n else ""))
+    rest = texts[i + (1 if (len(t) > 2 and t.startswith("-S")) or "=" in t else 2):]
+    if value is None or any(x is None for x in rest):
+        ctx.an.unsure("dynamic env -S")
+        return
+    _string(" ".join([value, *(x or "" for x in rest)]), ctx, "env -S")
 
 
 @handler("taskset")
@@ -291,17 +341,36 @@ def _flock(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
 def _xargs(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     record(name, args, ctx)
     texts = _t(args)
+    opts = _xargs_options(args, texts, ctx)
+    if opts is None:
+        return
+    i, replace = opts
+    inner = args[i:] or [Field(astr("echo"))]
+    if replace:
+        inner = [inner[0], *(Field((Hole.ANY,)) if replace in (a.text or "") else a
+                             for a in inner[1:])]
+    else:
+        inner = [*inner, _xargs_input(texts[:i], ctx)]
+    run_inner(inner, ctx, "xargs")
+
+
+_XARGS_TAKES = frozenset({
+    "-a", "-E", "-d", "-I", "-L", "-n", "-P", "-s", "--arg-file", "--delimiter", "--eof",
+    "--max-lines", "--max-args", "--max-procs", "--max-chars", "--process-slot-var"})
+
+
+def _xargs_options(args: list[Field], texts: list[str | None], ctx: Ctx
+                   ) -> tuple[int, str | None] | None:
+    """xargs's options: where the command starts and the ``-I`` placeholder; None after
+    a dynamic option (uncertain)."""
     i, n = 0, len(args)
     replace: str | None = None
-    with_arg = {"-a", "-E", "-d", "-I", "-L", "-n", "-P", "-s", "--arg-file", "--delimiter",
-                "--eof", "--max-lines", "--max-args", "--max-procs", "--max-chars",
-                "--process-slot-var"}
     while i < n:
         t = texts[i]
         if t is None:
             if args[i].maybe_option:
                 ctx.an.unsure("dynamic option to xargs")
-                return
+                return None
             break
         if not t.startswith("-") or t == "-":
             break
@@ -314,23 +383,22 @@ def _xargs(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
             replace = t[2:]
         elif t.startswith(("-i", "--replace")):
             replace = t.split("=", 1)[1] if "=" in t else (t[2:] or "{}")
-        i += 2 if t in with_arg else 1
-    inner = args[i:] or [Field(astr("echo"))]
-    dyn = Field((Hole.ANY,), split=True)
+        i += 2 if t in _XARGS_TAKES else 1
+    return i, replace
+
+
+def _xargs_input(opts: list[str | None], ctx: Ctx) -> Field:
+    """The arguments xargs adds: unknown words, or paths under a root when ``find ROOT
+    -print0 | xargs -0`` (or newline-separated with ``-d '\\n'``) feeds it."""
     shape = ctx.stdin.paths if ctx.stdin.kind == "pipe" else None
-    nul = any(t in ("-0", "--null") for t in texts[:i])
-    newline = any(t in ("-d", "--delimiter") and k + 1 < len(texts) and texts[k + 1] in
-                  ("\\n", "\n") for k, t in enumerate(texts[:i]))
+    nul = any(t in ("-0", "--null") for t in opts)
+    newline = any(t in ("-d", "--delimiter") and k + 1 < len(opts) and opts[k + 1] in
+                  ("\\n", "\n") for k, t in enumerate(opts))
     if shape is not None and ((shape[1] == "\0" and nul) or (shape[1] == "\n" and newline)):
         root = shape[0]
-        dyn = Field(astr(*root, "/", Hole.ANY) if root != ("/",) else astr("/", Hole.ANY),
-                    quoted_start=True)
-    if replace:
-        inner = [inner[0], *(Field((Hole.ANY,)) if replace in (a.text or "") else a
-                             for a in inner[1:])]
-    else:
-        inner = [*inner, dyn]
-    run_inner(inner, ctx, "xargs")
+        return Field(astr(*root, "/", Hole.ANY) if root != ("/",) else astr("/", Hole.ANY),
+                     quoted_start=True)
+    return Field((Hole.ANY,), split=True)
 
 
 @handler("watch")
