@@ -205,34 +205,44 @@ def _is(item: object, ch: str) -> bool:
 
 def _find_brace(items: list[object]) -> tuple[int, list[list[object]], int] | None:
     """The first valid brace expression: (open index, alternatives, close index)."""
-    n = len(items)
-    for i in range(n):
-        if not _is(items[i], "{"):
+    for i in range(len(items)):
+        if not _is(items[i], "{") or (i > 0 and _is(items[i - 1], "$")):
             continue
-        if i > 0 and _is(items[i - 1], "$"):
-            continue
-        depth = 0
-        commas: list[int] = []
-        for j in range(i + 1, n):
-            if _is(items[j], "{"):
-                depth += 1
-            elif _is(items[j], "}"):
-                if depth == 0:
-                    body = items[i + 1 : j]
-                    if commas:
-                        alts: list[list[object]] = []
-                        prev = i + 1
-                        for c in [*commas, j]:
-                            alts.append(items[prev:c])
-                            prev = c + 1
-                        return i, alts, j
-                    seq = _sequence(body)
-                    if seq is not None:
-                        return i, [[(ch, True) for ch in s] for s in seq], j
-                    break
-                depth -= 1
-            elif _is(items[j], ",") and depth == 0:
-                commas.append(j)
+        found = _brace_at(items, i)
+        if found is not None:
+            return found
+    return None
+
+
+def _brace_at(items: list[object], i: int) -> tuple[int, list[list[object]], int] | None:
+    """The brace expression opened at ``i``, if it is a valid one."""
+    depth = 0
+    commas: list[int] = []
+    for j in range(i + 1, len(items)):
+        if _is(items[j], "{"):
+            depth += 1
+        elif _is(items[j], "}"):
+            if depth == 0:
+                return _brace_alternatives(items, i, j, commas)
+            depth -= 1
+        elif _is(items[j], ",") and depth == 0:
+            commas.append(j)
+    return None
+
+
+def _brace_alternatives(items: list[object], i: int, j: int, commas: list[int]
+                        ) -> tuple[int, list[list[object]], int] | None:
+    """``{a,b}`` or ``{1..3}`` between ``i`` and ``j``; None if it is neither."""
+    if commas:
+        alts: list[list[object]] = []
+        prev = i + 1
+        for c in [*commas, j]:
+            alts.append(items[prev:c])
+            prev = c + 1
+        return i, alts, j
+    seq = _sequence(items[i + 1 : j])
+    if seq is not None:
+        return i, [[(ch, True) for ch in s] for s in seq], j
     return None
 
 
@@ -291,18 +301,10 @@ def resolve(
     symlinks: Mapping[str, AStr] | None = None,
 ) -> AStr:
     """``a`` as an absolute normalized path (see the module docstring)."""
-    first = a[0] if a else ""
-    if isinstance(first, str) and first.startswith("/"):
-        root: AStr = ("/",)
-        comps = _components(a)
-    elif isinstance(first, str) and first.startswith("~"):
-        user, _, tail = first.partition("/")
-        root, comps = (user,), _components(astr(tail, *a[1:]))
-    elif not isinstance(first, str) and first in (Hole.ANY, Hole.WORD):
+    start = _start(a, cwd)
+    if start is None:
         return (Hole.ANY,)  # may be absolute or relative, may hold ".."
-    else:
-        root, base = _split_root(cwd)
-        comps = [*base, *_components(a)]
+    root, comps = start
     out: list[AStr] = []
     for comp in comps:
         t = static(comp)
@@ -317,17 +319,38 @@ def resolve(
         if t is None and any(c is Hole.ANY or c is Hole.WORD for c in comp):
             return (Hole.ANY,)  # an unknown part may hold "../": the path is unknown
         out.append(comp)
-        js = static(_join(root, out))
-        if js is None:
-            continue
-        alias = _proc_alias(js, cwd)
-        if alias is None and symlinks and js in symlinks:
-            alias = symlinks[js]
+        alias = _alias(_join(root, out), cwd, symlinks)
         if alias is not None:
             if alias == (Hole.ANY,):
                 return alias
             root, out = _split_root(alias)
     return _join(root, out)
+
+
+def _start(a: AStr, cwd: AStr) -> tuple[AStr, list[AStr]] | None:
+    """Where a path starts (``/``, ``~user``, or the working directory) and its
+    components; None when that is not known."""
+    first = a[0] if a else ""
+    if isinstance(first, str) and first.startswith("/"):
+        return ("/",), _components(a)
+    if isinstance(first, str) and first.startswith("~"):
+        user, _, tail = first.partition("/")
+        return (user,), _components(astr(tail, *a[1:]))
+    if not isinstance(first, str) and first in (Hole.ANY, Hole.WORD):
+        return None
+    root, base = _split_root(cwd)
+    return root, [*base, *_components(a)]
+
+
+def _alias(path: AStr, cwd: AStr, symlinks: Mapping[str, AStr] | None) -> AStr | None:
+    """What a known path stands for: ``/proc/self/cwd``... or a symlink made here."""
+    js = static(path)
+    if js is None:
+        return None
+    alias = _proc_alias(js, cwd)
+    if alias is None and symlinks and js in symlinks:
+        alias = symlinks[js]
+    return alias
 
 
 def _proc_alias(path: str, cwd: AStr) -> AStr | None:

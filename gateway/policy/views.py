@@ -109,17 +109,28 @@ def _normalized(name: str, args: list[Field]) -> tuple[list[object], bool]:
     if all(a.text is not None for a in args):
         out = normalize_options(name, [a.text or "" for a in args])
         return [name, *(_norm_path(x) for x in out)], True
-    splits = any(a.split for a in args)
+    if any(a.split for a in args):
+        return _split_tokens(name, args), False
+    return _dynamic_tokens(name, args), False
+
+
+def _split_tokens(name: str, args: list[Field]) -> list[object]:
+    """An argument splits into words that are not known: any text between the known
+    ones, in any order."""
     statics = [a.text for a in args if a.text is not None]
-    if splits:
-        norm = normalize_options(name, [s for s in statics if s is not None])
-        toks: list[object] = [name, Hole.ANY]
-        for x in norm:
-            toks.extend([_norm_path(x), Hole.ANY])
-        for a in args:
-            if a.text is None and not a.split:
-                toks.extend([_norm_dyn(a), Hole.ANY])
-        return toks, False
+    norm = normalize_options(name, [s for s in statics if s is not None])
+    toks: list[object] = [name, Hole.ANY]
+    for x in norm:
+        toks.extend([_norm_path(x), Hole.ANY])
+    for a in args:
+        if a.text is None and not a.split:
+            toks.extend([_norm_dyn(a), Hole.ANY])
+    return toks
+
+
+def _dynamic_tokens(name: str, args: list[Field]) -> list[object]:
+    """Arguments partly unknown, each one word: an unknown one that may be an option can
+    sit among the options."""
     sentinels: dict[str, Field] = {}
     mapped: list[str] = []
     for k, a in enumerate(args):
@@ -138,14 +149,14 @@ def _normalized(name: str, args: list[Field]) -> tuple[list[object], bool]:
         base = _tokens(name, without, sentinels)
         word = astr("-", Hole.WORD)
         alts = [[*base[: k + 1], ("opt", word), *base[k + 1 :]] for k in range(len(base))]
-        return [("alt", [as_operand, *alts])], False
+        return [("alt", [as_operand, *alts])]
     toks = _tokens(name, mapped, sentinels)
     if capable:
         gapped: list[object] = []
         for t in toks:
             gapped.extend([t, Hole.OPTS])
-        return gapped, False
-    return toks, False
+        return gapped
+    return toks
 
 
 def _tokens(name: str, mapped: list[str], sentinels: dict[str, Field]) -> list[object]:
