@@ -18,7 +18,9 @@ PTY shell, or a PTY exec), talking to its adapter only through :class:`Ports`.
   A PTY exec starts with its exec decision committed, so the keys typed into the
   program it started (``ssh -t host -- python3``) are decided as that program's lines.
 * Deny: the line is cancelled on the target (Ctrl-C: the shell drops the whole line,
-  continuation lines included) and the user sees the rule. Approve: the user sees
+  continuation lines included) and the user sees the rule; keys typed right after wait
+  for the shell's new prompt (at most ``INTERRUPT_WAIT``), or the shell would drop them
+  with the line. Approve: the user sees
   ``waiting for approval #ID (expires in 5m; Ctrl-C cancels)``; Ctrl-C cancels; on
   approval the held Enter is released, so what runs is exactly the line that was
   approved. Decisions go through the session's :class:`Enforcer`.
@@ -55,6 +57,7 @@ MAX_QUEUED_INPUT = 64 * 1024  # keys typed while a decision is pending (bounded)
 MAX_LINE_INPUT = 4096  # input kept until its Enter; longer lines are recorded as they go
 ECHO_WAIT = 0.3  # seconds to wait for the echo of pasted keys before deciding
 ECHO_RETRY = 0.02  # while a line looks typed without echo, read it again this often
+INTERRUPT_WAIT = 0.5  # after the Ctrl-C of a refused line: at most this long for the shell
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,7 @@ class InteractivePolicy:
         self._line_input = bytearray()  # typed since the last Enter, recorded at the Enter
         self._recording: set[asyncio.Task[Any]] = set()  # lines still being classified
         self._last_output = 0.0
+        self._outputs = 0  # output chunks from the target so far
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[Any]:
         return self.enforcer.services.spawn(coro, name)
@@ -124,6 +128,7 @@ class InteractivePolicy:
     def output(self, data: bytes) -> None:
         """Bytes from the target."""
         self._last_output = time.monotonic()
+        self._outputs += 1
         self.tracker.feed_output(data)
         if self.masker is None:
             self.ports.record_output(data)
@@ -296,7 +301,7 @@ class InteractivePolicy:
                     policy.commit(decision, approved=now is None)
                     self._release(enter)
                 case Deny(message):
-                    self._refuse(message)
+                    await self._refuse(message)
                 case Gone():
                     self._queued.clear()
         except asyncio.CancelledError:
@@ -304,7 +309,7 @@ class InteractivePolicy:
         except Exception:
             log.exception("policy decision failed")
             self.tracker.end_line()
-            self._refuse("the policy could not decide this command; it was not run")
+            await self._refuse("the policy could not decide this command; it was not run")
 
     def _release(self, enter: bytes) -> None:
         self.ports.to_target(enter)
@@ -316,11 +321,23 @@ class InteractivePolicy:
         if queued:
             self.input(queued)
 
-    def _refuse(self, message: str) -> None:
+    async def _refuse(self, message: str) -> None:
         self.session.say(message, fresh_line=True)
         self._queued.clear()
+        answered = self._outputs
         self.ports.to_target(b"\x03")  # the shell drops the whole line and prompts again
+        await self._await_answer(answered)
         self._resume()
+
+    async def _await_answer(self, outputs: int) -> None:
+        """Keys typed after a refusal wait until the shell has answered its Ctrl-C (output
+        after the ``outputs``-th chunk, then ~10 ms of quiet), at most INTERRUPT_WAIT:
+        bash drops the keys it read before it handled the interrupt, with the line."""
+        deadline = time.monotonic() + INTERRUPT_WAIT
+        while time.monotonic() < deadline:
+            if self._outputs > outputs and time.monotonic() - self._last_output >= 0.01:
+                return
+            await asyncio.sleep(0.005)
 
 
 def _hide_printable(data: bytes) -> bytes:
