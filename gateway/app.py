@@ -364,7 +364,9 @@ def build_engine(config: Config) -> PolicyEngine | None:
     policy = config.policy
     if not policy.enabled:
         return None
-    rules = [Rule(name=r.name, match=re.compile(r.match), action=Action(r.action),
-                  targets=r.targets, users=r.users, groups=r.groups) for r in policy.rules]
+    rules = [Rule(name=r.name, match=re.compile(r.match) if r.match else None,
+                  action=Action(r.action), targets=r.targets, users=r.users, groups=r.groups,
+                  writes=r.writes, deletes=r.deletes) for r in policy.rules]
     return PolicyEngine(rules, default=Action(policy.default),
-                        on_uncertain=Action(policy.on_uncertain))
+                        on_uncertain=Action(policy.on_uncertain),
+                        escapes=Action(policy.escapes), programs=policy.programs)

@@ -208,11 +208,13 @@ class TargetConfig:
 @dataclass(frozen=True)
 class RuleConfig:
     name: str
-    match: str
+    match: str  # "" for a rule about effects only (writes/deletes)
     action: str  # allow | deny | approve
     targets: tuple[str, ...] = ("*",)
     users: tuple[str, ...] = ("*",)
     groups: tuple[str, ...] = ("*",)
+    writes: tuple[str, ...] = ()  # path globs the command writes
+    deletes: tuple[str, ...] = ()  # path globs the command removes
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,8 @@ class PolicySettings:
     mask_exec: bool = True  # mask the recordings of exec sessions (costs bulk throughput)
     mask_transfers: bool = True  # mask file contents (sftp/scp/rsync) in recordings
     mask_patterns: tuple[tuple[str, str | None], ...] = ()  # extra (regex, prefix) to mask
+    escapes: str = "allow"  # starting a REPL/editor/pager with its own prompt: allow | approve
+    programs: tuple[str, ...] = ()  # operator-declared plain programs (names, paths, globs)
 
     @property
     def enabled(self) -> bool:

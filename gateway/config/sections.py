@@ -379,8 +379,8 @@ def _ocr_budget(r: Reader, d: Mapping[str, Any]) -> float:
 
 
 _POLICY = {"rules", "default", "on_uncertain", "mask_live", "mask_exec", "mask_transfers",
-           "mask_patterns"}
-_RULE = {"name", "match", "action", "targets", "users", "groups"}
+           "mask_patterns", "escapes", "programs"}
+_RULE = {"name", "match", "action", "targets", "users", "groups", "writes", "deletes"}
 _APPROVALS = {"approvers", "auditors", "timeout", "webhook_url", "webhook_format"}
 
 
@@ -411,6 +411,8 @@ def _policy(r: Reader, data: dict[str, Any]) -> PolicySettings:
         mask_exec=r.get(p, "mask_exec", "policy", bool, True),
         mask_transfers=r.get(p, "mask_transfers", "policy", bool, True),
         mask_patterns=tuple(patterns),
+        escapes=r.choice(p, "escapes", "policy", ("allow", "approve"), "allow"),
+        programs=r.str_list(p, "programs", "policy"),
     )
 
 
@@ -427,9 +429,12 @@ def _rule(r: Reader, rule: object, path: str, actions: tuple[str, ...],
     elif name in seen:
         r.problem(f"{path}.name", f"duplicate rule name {name!r}")
     seen.add(name)
-    if not match:
-        r.problem(f"{path}.match", "required (a regex over the normalized command)")
-    else:
+    writes = r.str_list(rule, "writes", path)
+    deletes = r.str_list(rule, "deletes", path)
+    if not match and not writes and not deletes:
+        r.problem(f"{path}.match", "required (a regex over the normalized command), "
+                  "unless writes or deletes name the paths the rule is about")
+    elif match:
         try:
             re.compile(match)
         except re.error as exc:
@@ -440,6 +445,7 @@ def _rule(r: Reader, rule: object, path: str, actions: tuple[str, ...],
         targets=r.str_list(rule, "targets", path) or ("*",),
         users=r.str_list(rule, "users", path) or ("*",),
         groups=r.str_list(rule, "groups", path) or ("*",),
+        writes=writes, deletes=deletes,
     )
 
 

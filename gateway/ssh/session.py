@@ -36,10 +36,11 @@ from gateway.limits import (
     clamp_term_size,
     cut,
 )
+from gateway.policy import Decision
 from gateway.ssh.bounded_env import bound_environment
 from gateway.ssh.context import ConnContext
 from gateway.ssh.menu import MenuEntry, TargetMenu
-from gateway.ssh.pipes import MenuPipe, choose_pipe, records_masked
+from gateway.ssh.pipes import MenuPipe, choose_pipe, records_masked, run_menu
 from gateway.ssh.player import player_refusal, player_route
 from gateway.ssh.relay import Relay, watch_limits
 from gateway.ssh.routing import Route, route_request, session_kind, valid_target_name
@@ -70,6 +71,7 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         self._refusal: str | None = None  # a request out of bounds: told, never run
         self._started = False
         self._counted = False  # counted in the user's running sessions
+        self._exec_decision: Decision | None = None  # the exec command's, if decided
 
     # ------------------------------------------------------------ channel requests
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
@@ -230,7 +232,7 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
             return
         relay.pipe = choose_pipe(relay, self.core, self.enforcer, target, kind=self.kind,
                                  command=route.command, has_pty=self.has_pty,
-                                 size=self.term_size[:2])
+                                 size=self.term_size[:2], exec_decision=self._exec_decision)
         await self._relay()
 
     async def _target(self, route: Route) -> tuple[TargetConfig, Route] | None:
@@ -275,16 +277,10 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         assert relay is not None
         entries = [MenuEntry(t.name, t.description)
                    for t in self.services.access.targets_for(self.ctx.principal)]
-        relay.pipe = menu = MenuPipe(relay, TargetMenu(self.ctx.principal.name, entries))
+        menu = TargetMenu(self.ctx.principal.name, entries)
         early, self._early = self._early, []
-        try:
-            return await menu.choose(early, self.services.config.gateway.login_timeout)
-        except TimeoutError:
-            self.core.say("no choice made; bye", fresh_line=True)
-            return None
-        finally:
-            relay.pipe = None
-            relay.stop_reading()
+        return await run_menu(relay, self.core, menu, early,
+                              self.services.config.gateway.login_timeout)
 
     async def _admit(self, target: TargetConfig, route: Route) -> bool:
         """Open the recording (fail closed) and decide the exec command."""
@@ -322,6 +318,8 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         if route.command is None:
             return True
         core.record_command(route.command, source="exec")
+        if route.builtin == "player":  # the bastion's own program, for approvers only
+            return True
         return await self._exec_allowed(route.command)
 
     async def _exec_allowed(self, command: str) -> bool:
@@ -330,10 +328,14 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
             return True
         principal = self.ctx.principal
         decision = too_long(engine, command)
-        if decision is None:  # parsing takes up to ~0.4 s for a hostile line: off the loop
+        if decision is None:  # analysis is bounded but costs CPU: off the loop
+            # a non-interactive shell runs it; with a PTY, the keys that follow are
+            # decided by the interactive driver (a REPL or an editor it starts too)
             decision = await asyncio.to_thread(
                 functools.partial(engine.decide, command, user=principal.name,
-                                  groups=sorted(principal.groups), target=self.core.target))
+                                  groups=sorted(principal.groups), target=self.core.target,
+                                  interactive=False, tty=self.has_pty))
+        self._exec_decision = decision
         verdict = await self.enforcer.enforce(command, decision, source="exec",
                                               record_command=False)
         match verdict:
