@@ -119,7 +119,7 @@ class Gateway:
     log: Path | None = None
 
     def start(self) -> None:
-        self.log = self.config.parent / "gateway.log"
+        self.log = self.config.parent / f"gateway-{self.config.stem}.log"  # one per gateway
         fh = open(self.log, "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "-v", "--log-format",
