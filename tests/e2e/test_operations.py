@@ -161,6 +161,7 @@ def test_reload_under_live_sessions(make_gateway, tmp_path: Path) -> None:  # ty
     assert g.ssh("mallory", "web1", "--", "true").returncode == 255  # not a user yet
     t = Tmux(tmp_path, [*g.ssh_args("alice", tty=True), "web1"])
     try:
+        t.wait_re(r"[$#] ?$")  # the shell's prompt: a line typed earlier mixes with the motd
         t.type("export PS1='LIVE$ '\n")
         t.wait_re(r"^LIVE\$")
         mallory = (g.root / "mallory_key.pub").read_text().strip()
