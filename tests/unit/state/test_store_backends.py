@@ -562,3 +562,40 @@ def test_legal_holds(backend: StateBackend) -> None:
     finally:
         store.close()
         other.close()
+
+
+def test_a_reindexed_row_is_never_seen_half_written(backend: StateBackend,
+                                                    tmp_path: Path) -> None:
+    """Re-reading a finished recording rewrites its whole row; a reader (``bastille
+    list``, a test waiting for the signature) must see the old row or the new one, never
+    the state between (status ended, no signature, no commands). CI caught that gap once."""
+    index = _open_index(backend, tmp_path)
+    header = _header("s-rw", "alice", "web1", 1000.0)
+    closed = {"end": 1010.0, "exit_status": 0, "exit_signal": None, "status": "ended",
+              "commands": [(1.0, "whoami", "interactive")], "policy_events": 1,
+              "signature": "signed", "output_bytes": 6}
+    index.session_indexed(header, "a/s-rw.bstl", **closed)  # type: ignore[arg-type]
+    flush = getattr(index, "flush", None)
+    if flush is not None:
+        assert flush(10)
+    stop = threading.Event()
+    half: list[SessionRow] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            row = index.get("s-rw")
+            if row is None or row.signature is None or row.commands != 1:
+                half.append(row)  # type: ignore[arg-type]
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(300):
+            index.session_indexed(header, "a/s-rw.bstl", **closed)  # type: ignore[arg-type]
+        if flush is not None:
+            assert flush(20)
+    finally:
+        stop.set()
+        reader.join()
+    assert half == []
+    index.close()
