@@ -289,7 +289,13 @@ class InteractivePolicy:
             now = self.enforcer.immediate(decision)
             if decision.incomplete and isinstance(now, Allow):
                 self.tracker.continue_line(snapshot.text)  # the shell asks for more
-                self._release(enter)
+                # the keys that follow wait for its continuation prompt (at most
+                # INTERRUPT_WAIT): sent while bash is out of readline, the tty echoes
+                # them and readline again, and the screen shows a line bash never reads
+                answered = self._outputs
+                self.ports.to_target(enter)
+                await self._await_answer(answered)
+                self._resume()
                 return
             if now is None:
                 self._queued.clear()  # keys typed before an approval wait are dropped
@@ -330,9 +336,10 @@ class InteractivePolicy:
         self._resume()
 
     async def _await_answer(self, outputs: int) -> None:
-        """Keys typed after a refusal wait until the shell has answered its Ctrl-C (output
-        after the ``outputs``-th chunk, then ~10 ms of quiet), at most INTERRUPT_WAIT:
-        bash drops the keys it read before it handled the interrupt, with the line."""
+        """Keys typed after a refusal (or an unfinished line) wait until the shell has
+        answered its Ctrl-C (its Enter): output after the ``outputs``-th chunk, then ~10 ms
+        of quiet, at most INTERRUPT_WAIT. Bash drops the keys it read before it handled
+        the interrupt, with the line."""
         deadline = time.monotonic() + INTERRUPT_WAIT
         while time.monotonic() < deadline:
             if self._outputs > outputs and time.monotonic() - self._last_output >= 0.01:

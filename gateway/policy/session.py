@@ -233,6 +233,14 @@ class PolicySession:
                 return self._uncertain("the screen and the keys typed disagree on what "
                                        "this line changes in the shell")
         best = _most_severe(decisions)
+        if best.action is Action.ALLOW and best.incomplete and snap.typed is None:
+            # The Enter of an unfinished line goes to bash, which runs the line if it is in
+            # fact complete. The screen alone is not certain enough for that: keys sent
+            # while bash is between two readline calls are echoed twice (by the tty, then
+            # by readline), so the screen can show a line bash never reads. Only the keys
+            # typed (when every one is understood) confirm it; else approval.
+            return self._uncertain("an unfinished line whose keys cannot be read (Tab, "
+                                   "history or editing keys): the shell may run it as it is")
         d0 = decisions[0]
         commands = tuple(dict.fromkeys(c for d in decisions for c in d.commands))
         d = replace(best, commands=commands, state=d0.state, starts=d0.starts,

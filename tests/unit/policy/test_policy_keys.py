@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -186,6 +187,44 @@ def test_lines_typed_ahead_into_a_heredoc(drv: Driven) -> None:
             os.write(bash.master, ev.enter)  # released: no wait, the next keys follow
     assert got == [(Action.ALLOW, True), (Action.ALLOW, True), (Action.ALLOW, False),
                    (Action.APPROVE, False)]
+
+
+def test_a_tab_typed_ahead_into_a_continuation_line_is_not_let_through(drv: Driven) -> None:
+    """Keys sent right behind the Enter of an unfinished line reach the tty before bash is
+    back in readline: the kernel echoes them (a Tab as spaces), then readline shows them
+    again after ``> ``. The screen then holds a line bash never sees (here with an odd
+    number of quotes: "unfinished"), and the Tab makes the keys unreadable, so nothing
+    tells the bastion what bash will run. An unfinished line is let through only when the
+    keys agree; this one goes to approval (CI once ran ``make`` through this gap)."""
+    s, bash = drv.session, drv.bash
+    chunks = [b"echo 'x:\r", f"\ttouch {C}' > Makefile; make\r".encode()]
+    got: list[tuple[Action, bool]] = []
+    # a busy target: bash takes 0.3 s to come back to readline after the first Enter
+    os.write(bash.master, b"PS2='$(/bin/sleep 0.3)> '\r")
+    bash.read_until_quiet(first_timeout=0.5)
+    s.tracker.end_line()
+    for chunk in chunks:
+        for ev in s.feed_input(chunk):
+            if ev.data:
+                os.write(bash.master, ev.data)
+            if ev.kind != "enter":
+                continue
+            time.sleep(0.5)  # a slow decision: readline's redisplay is on screen too
+            bash.read_until_quiet(first_timeout=0.5)
+            d = s.decide(s.snapshot(ev.line_id))
+            got.append((d.action, d.incomplete))
+            if d.action is not Action.ALLOW:
+                break
+            if d.incomplete:
+                s.tracker.continue_line(s.snapshot(ev.line_id).text)
+            else:
+                s.tracker.end_line()
+                s.commit(d)
+            os.write(bash.master, ev.enter)  # released: the next keys follow
+            time.sleep(0.1)  # ... while bash expands PS2, out of readline: the tty echoes
+    assert got[0] == (Action.ALLOW, True)
+    assert got[1][0] is not Action.ALLOW
+    bash.keys(b"\x03")
 
 
 def test_less_command_line_after_a_short_file() -> None:
