@@ -4,9 +4,10 @@ A pty owned by the benchmark runs the real `ssh -tt` into an interactive bash (d
 through a gateway without rules, and through a gateway with the starter policy plus
 ``on_uncertain = "approve"``). For each ordinary command the client types the line, waits
 for its echo, then times Enter -> the next prompt. With rules, the gateway holds the
-Enter key, reconstructs the line (pyte, in a worker thread), parses it (tree-sitter) and
-decides before it lets the Enter through; without rules it forwards the Enter at once.
-The difference of the two gateway columns is the policy's cost on that path.
+Enter key, reconstructs the line (pyte, in a worker thread), analyses it (bastille's bash
+parser and the session's shell model) and decides before it lets the Enter through;
+without rules it forwards the Enter at once. The difference of the two gateway columns
+is the policy's cost on that path.
 
 Known limits: Enter -> prompt includes running the command and the prompt's way back
 (the same in every column); one gateway process per column on a shared 2-core machine.

@@ -11,31 +11,50 @@ build the same app in their worker role (``gateway/workers.py``,
 Lifecycle: ``run()`` starts everything, serves until SIGTERM/SIGINT (or ``stop()``),
 then stops accepting, lets existing sessions drain for ``gateway.drain_timeout``
 seconds, tells the ones still running that the bastion is shutting down, and finalizes
-every recording before returning.
+every recording before returning. Under systemd (``Type=notify``) it says when it is
+ready, reloading and stopping, and pings the watchdog from the event loop
+(:mod:`gateway.sdnotify`).
+
+Reload (SIGHUP, ``bastille reload``, ``systemctl reload``): :meth:`GatewayApp.reload`
+re-reads the file; an invalid one is refused (audited and logged with every problem)
+and the running configuration stays. Users, targets, policy, masking, approvals and
+webhooks take effect for what starts after the reload: a running session keeps the
+policy and masking it started with. Listeners, keys, the data directory, recording
+storage, ``[audit]``, ``[rdp]``, ``[web]``, ``[saml]``, ``[oidc]`` and ``[admin]`` need a
+restart (the reload says which changed), and so do ``[gateway] workers`` and
+``event_loop``. RDP workers are replaced one by one: their running sessions end on their
+own, under the configuration they started with. SSH worker processes are told (SIGHUP)
+after the gateway process reloaded, and each re-reads the file for its new sessions.
+
+Operations (:meth:`GatewayApp.start`): the audit exporters (syslog, webhooks) follow the
+audit file, metrics count it, and ``[admin]`` serves ``/metrics``, ``/healthz``,
+``/readyz`` (see docs/operations.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import re
 import signal
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from gateway import sdnotify
 from gateway._version import __version__
 from gateway.audit import AuditEvent, AuditLog, Kind
+from gateway.audit.export import Exporter
 from gateway.config import Config
 from gateway.core.access import Access, Principal
 from gateway.core.commands import Commands
 from gateway.core.live import LiveSessions, carry_out_kills, publish_watched
 from gateway.core.masking import maskers_for
-from gateway.core.notify import notify_webhook
 from gateway.core.storage import StorageEvents
+from gateway.errors import ConfigError
+from gateway.ops import Operations, merge_reload
 from gateway.policy import Action, PolicyEngine, Rule
 from gateway.rdp.supervisor import RdpSupervisor
 from gateway.ssh.listener import SshListener
@@ -77,9 +96,9 @@ class GatewayApp:
         self.ssh_workers = serving_processes(config)  # 1: this process serves SSH itself
         # SQLite or PostgreSQL; with SQLite and SSH workers, failed logins in a shared file
         self.state = StateBackend(config.state, config.data_dir, workers=self.ssh_workers)
-        self.audit_log = AuditLog(config.audit.file, syslog=config.audit.syslog,
-                                  syslog_address=config.audit.syslog_address,
-                                  syslog_facility=config.audit.syslog_facility)
+        self.audit_log = AuditLog(config.audit.file)  # exported by self.ops (syslog, webhooks)
+        # exporters, metrics, admin endpoint, health: started by the gateway process only
+        self.ops = Operations(self)
         # crash recovery and the status file: the gateway process; a worker writes its own
         self.recorder = Recorder(config.recording, recover=not worker,
                                  status_name=worker_status_name(os.getpid()))
@@ -112,6 +131,8 @@ class GatewayApp:
         self.port = 0
         self._rdp: RdpSupervisor | None = None
         self._ssh_workers: SshWorkers | None = None
+        #: an SSH worker: tells the gateway process how a reload went (gateway.workers)
+        self.on_worker_reload: Callable[[bool], None] | None = None
         self.web: WebService | None = None  # the HTTPS endpoint ([web]: SAML, approvals)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._kills: asyncio.Task[Any] | None = None
@@ -119,6 +140,9 @@ class GatewayApp:
         self._relay: asyncio.Task[Any] | None = None
         self._tail: LiveTail | None = None
         self._stopping = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self.accepting = False  # listening, not draining
+        self.draining = False
 
     # ------------------------------------------------------------ Services
     def clock(self) -> float:
@@ -144,18 +168,12 @@ class GatewayApp:
             log.error("task %r failed", task.get_name(), exc_info=task.exception())
 
     def notify_approvers(self, request: Request) -> None:
-        cfg = self.config.approvals
+        """Audit the new request; the webhooks that select ``approval:requested`` (and
+        ``[approvals] webhook_url``) are sent from the audit trail (gateway.audit)."""
         self.audit(AuditEvent(Kind.APPROVAL, "requested", user=request.user,
                               target=request.target, session=request.session,
                               detail={"request": request.id, "command": request.command,
-                                      "rule": request.rule}))
-        if cfg.webhook_url:
-            link = self.web.approval_url(request.id) if self.web is not None else ""
-            if not link and self.config.web is not None:  # an SSH worker: the gateway's
-                link = f"{self.config.web.base_url}/approvals/{request.id}"
-            asyncio.get_running_loop().run_in_executor(
-                None, functools.partial(notify_webhook, cfg.webhook_url, cfg.webhook_format,
-                                        request, link=link))
+                                      "rule": request.rule, "kind": request.kind}))
 
     def _rdp_command(self, principal: Principal, args: str, source: str) -> str:
         """``ssh USER@BASTION rdp [TARGET]``: a one-time RDP password."""
@@ -169,6 +187,7 @@ class GatewayApp:
         if self.worker_socket is not None:
             await self._start_worker(self.worker_socket)
             return
+        self.ops.start_exports()
         try:
             expired = self.approvals.expire_all_pending()
         except StateError as exc:  # the database is down: its requests expire on their own
@@ -198,20 +217,25 @@ class GatewayApp:
         else:
             self.port = await self.ssh.start()
             self._serve_sessions()
+        await self.ops.start_admin()
         gw = self.config.gateway
+        self.accepting = True
         self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={
             "event": "start", "listen": f"{gw.listen_host}:{self.port}",
             "version": self.version, "ssh_workers": workers}))
         log.info("bastille %s listening on %s:%d (%s)", self.version, gw.listen_host, self.port,
                  f"{workers} SSH worker processes" if workers > 1 else "one process")
+        sdnotify.ready(f"listening on {gw.listen_host}:{self.port}")
 
     async def _start_worker(self, sock: socket.socket) -> None:
         """An SSH worker process: the recorder (no recovery), the listener on its
         socket, what its own sessions need (kill requests, revoked grants, watchers on
-        other nodes). The node's lease stays with the gateway process."""
+        other nodes). The node's lease, the audit exporters, metrics, the admin endpoint
+        and systemd notifications stay with the gateway process."""
         await self.recorder.start()
         self.port = await self.ssh.start(sock=sock)
         self._serve_sessions()
+        self.accepting = True
         log.info("ssh worker %d serving %s:%d", os.getpid(), self.config.gateway.listen_host,
                  self.port)
 
@@ -253,6 +277,115 @@ class GatewayApp:
     def stop(self) -> None:
         self._stopping.set()
 
+    # ------------------------------------------------------------ reload
+    def request_reload(self) -> None:
+        """SIGHUP: reload in a task (one at a time)."""
+        if not self._stopping.is_set():
+            self.spawn(self.reload(), "reload")
+
+    async def reload(self) -> bool:
+        """Re-read the configuration file (see the module docstring); False if refused."""
+        async with self._reload_lock:
+            if self.worker_socket is not None:  # told by the gateway process
+                return await self._reload_worker()
+            sdnotify.reloading()
+            try:
+                return await self._reload()
+            finally:
+                sdnotify.ready()
+
+    async def _reload(self) -> bool:
+        from gateway.config import load_config
+        from gateway.ssh.keys import check_private_key
+
+        path = self.config.path
+        loop = asyncio.get_running_loop()
+        try:
+            new = await loop.run_in_executor(
+                None, lambda: load_config(path, check_key=check_private_key))
+        except ConfigError as exc:
+            problems = [str(p) for p in exc.problems]
+            log.error("reload of %s refused, the running configuration is kept: %s", path,
+                      "; ".join(problems))
+            self.audit(AuditEvent(Kind.GATEWAY, "failed", detail={
+                "event": "reload", "config": str(path), "problems": problems[:100]}))
+            self.ops.reload_result(False, problems)
+            return False
+        config, changed, restart = merge_reload(self.config, new)
+        self._apply(config)
+        self.ops.config_secrets(config)
+        await self.ops.reload_webhooks(config)
+        if self._rdp is not None and set(changed) - {"webhooks"}:
+            await self._rdp.reload(config)
+        workers: list[str] = []  # SSH workers that did not take it
+        if self._ssh_workers is not None and set(changed) - {"webhooks"}:
+            workers = await self._ssh_workers.reload(config)  # each re-reads the file
+            for problem in workers:
+                log.error("reload: %s", problem)
+        self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={
+            "event": "reload", "config": str(path), "changed": changed,
+            "needs_restart": restart, **({"ssh_workers": workers} if workers else {})}))
+        log.info("configuration reloaded from %s (changed: %s)%s", path,
+                 ", ".join(changed) or "nothing",
+                 f"; these need a restart to take effect: {', '.join(restart)}"
+                 if restart else "")
+        self.ops.reload_result(True, [], restart)
+        return True
+
+    async def _reload_worker(self) -> bool:
+        """An SSH worker (SIGHUP from the gateway process, which reloaded first): the
+        same file, applied to what this worker's new sessions and logins use. Audit
+        export, webhooks and what needs a restart are the gateway process's; a refusal
+        here (the file changed in between) is audited, the worker keeps its config."""
+        from gateway.config import load_config
+        from gateway.ssh.keys import check_private_key
+
+        path = self.config.path
+        try:
+            new = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: load_config(path, check_key=check_private_key))
+        except ConfigError as exc:
+            problems = [str(p) for p in exc.problems]
+            log.error("ssh worker %d: reload of %s refused, the running configuration is "
+                      "kept: %s", os.getpid(), path, "; ".join(problems))
+            self.audit(AuditEvent(Kind.GATEWAY, "failed", detail={
+                "event": "ssh worker reload", "pid": os.getpid(), "config": str(path),
+                "problems": problems[:100]}))
+            self._answer_reload(False)
+            return False
+        config, changed, _ = merge_reload(self.config, new)
+        self._apply(config)
+        self.ops.config_secrets(config)
+        log.info("ssh worker %d: configuration reloaded from %s (changed: %s)", os.getpid(),
+                 path, ", ".join(changed) or "nothing")
+        self._answer_reload(True)
+        return True
+
+    def _answer_reload(self, ok: bool) -> None:
+        if self.on_worker_reload is not None:
+            self.on_worker_reload(ok)
+
+    def _apply(self, config: Config) -> None:
+        """Swap in a reloaded configuration: what new sessions and logins use."""
+        self.config = config
+        self.access.config = config  # in place: the kill task's grant checks see it too
+        if config.budget.user_day_bytes and self.usage is None:  # a daily budget set now
+            self.usage = self.state.usage()
+        self.policy = build_engine(config)
+        self.maskers = maskers_for(config.policy)
+        self.commands = Commands(config, self.access, self.approvals, self.audit,
+                                 self.notify_approvers, self.version)
+        if config.rdp is not None:
+            self.commands.register("rdp", self._rdp_command)
+        if self._ssh_workers is None:  # this process serves SSH (else its workers do)
+            self.ssh.reload(config)
+        if self.web is not None:
+            self.web.config = config
+
+    @property
+    def exporters(self) -> list[Exporter]:
+        return self.ops.exporters
+
     async def run(self) -> None:
         """Start, serve until a stop signal, then drain and finalize."""
         await self.start()
@@ -261,15 +394,21 @@ class GatewayApp:
     async def run_started(self) -> None:
         """Serve (after ``start()``) until a stop signal, then drain and finalize."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
+                             (signal.SIGHUP, self.request_reload)):
             try:
-                loop.add_signal_handler(sig, self.stop)
+                loop.add_signal_handler(sig, handler)
             except (NotImplementedError, RuntimeError):
                 pass
+        watchdog = self.ops.start_watchdog()
         try:
             await self._stopping.wait()
         finally:
-            await self.shutdown()
+            try:
+                await self.shutdown()
+            finally:
+                if watchdog is not None:
+                    watchdog.cancel()
 
     async def _wait_tasks(self, timeout: float) -> None:  # noqa: ASYNC109 - a drain budget
         if self._tasks:
@@ -278,6 +417,8 @@ class GatewayApp:
     async def shutdown(self) -> None:
         """Stop accepting, drain, tell and end the rest, finalize every recording."""
         gw = self.config.gateway
+        self.accepting, self.draining = False, True
+        sdnotify.stopping(f"draining sessions for up to {gw.drain_timeout:.0f} s")
         self.ssh.stop_accepting()
         if self.web is not None:  # no new browser sign-ins; waiting SSH logins fail
             await self.web.stop()
@@ -315,6 +456,7 @@ class GatewayApp:
         self.audit(AuditEvent(Kind.GATEWAY, "ok", detail={
             "event": "stop" if self.worker_socket is None else "ssh worker stop",
             **({"pid": os.getpid()} if self.worker_socket is not None else {})}))
+        await self.ops.stop()
         self.audit_log.close()
 
 
@@ -334,7 +476,9 @@ def build_engine(config: Config) -> PolicyEngine | None:
     policy = config.policy
     if not policy.enabled:
         return None
-    rules = [Rule(name=r.name, match=re.compile(r.match), action=Action(r.action),
-                  targets=r.targets, users=r.users, groups=r.groups) for r in policy.rules]
+    rules = [Rule(name=r.name, match=re.compile(r.match) if r.match else None,
+                  action=Action(r.action), targets=r.targets, users=r.users, groups=r.groups,
+                  writes=r.writes, deletes=r.deletes) for r in policy.rules]
     return PolicyEngine(rules, default=Action(policy.default),
-                        on_uncertain=Action(policy.on_uncertain))
+                        on_uncertain=Action(policy.on_uncertain),
+                        escapes=Action(policy.escapes), programs=policy.programs)

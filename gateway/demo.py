@@ -4,20 +4,30 @@
 ``bastille demo --write-config DIR`` writes the same files to DIR for editing:
 
     DIR/bastille.toml            the config (gateway on 127.0.0.1:PORT, user demo/demo,
-                                 target demo = a local shell served by bastille itself)
+                                 approver auditor, target demo = a local shell served
+                                 by bastille itself, metrics on a free loopback port)
+    DIR/auditor.password         the auditor's password (0600; the banner shows it)
     DIR/ssh_host_ed25519_key     the gateway's host key
     DIR/recording.key(.pub)      the Ed25519 key that signs recordings
     DIR/data/                    recordings, index, audit log
+
+An existing ``bastille.toml`` is never replaced (except by ``--write-config --force``).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.auth.passwords import hash_password
 
+if TYPE_CHECKING:
+    from gateway.config import Config
+
 CONFIG_NAME = "bastille.toml"
+AUDITOR_PASSWORD = "auditor.password"
 
 _TEMPLATE = """\
 # bastille demo configuration (written by `bastille demo`).
@@ -48,7 +58,12 @@ on_failure = "terminate"
 # Add your key to log in without a password:  keys = ["ssh-ed25519 AAAA... you@laptop"]
 [users.demo]
 password_hash = "{password_hash}"
-groups = ["demo", "approvers"]
+groups = ["demo"]
+
+# An approver (nobody approves their own request): its password is in auditor.password.
+[users.auditor]
+password_hash = "{auditor_hash}"
+groups = ["approvers"]
 
 # A local shell for the user running bastille, served by the bastille process itself.
 [targets.demo]
@@ -69,6 +84,11 @@ mask_live = true
 [approvals]
 approvers = ["group:approvers"]
 timeout = "5m"
+
+# Prometheus metrics and health checks; port 0: a free port, shown when it starts and by
+# `bastille status` (set one for Prometheus to scrape: "127.0.0.1:9322")
+[admin]
+listen = "127.0.0.1:0"
 
 # A real target looks like this:
 # [targets.web1]
@@ -101,10 +121,24 @@ def write_demo_config(directory: Path, port: int = 2222, *, overwrite: bool = Fa
     (directory / "data").mkdir(exist_ok=True, mode=0o700)
     from gateway.policy import starter_toml
 
+    auditor = secrets.token_urlsafe(12)
+    _write_private(directory / AUDITOR_PASSWORD, (auditor + "\n").encode())
     text = _TEMPLATE.format(port=port, password_hash=hash_password("demo"), config=config,
+                            auditor_hash=hash_password(auditor),
                             starter_policy=starter_toml())
     _write_private(config, text.encode())
     return config
+
+
+def demo_users(directory: Path, config: Config) -> list[tuple[str, str, str]]:
+    """(name, password, role) of the demo's users, for the banner."""
+    out = []
+    if "demo" in config.users:
+        out.append(("demo", "demo", "uses target demo"))
+    pw_file = directory / AUDITOR_PASSWORD
+    if "auditor" in config.users and pw_file.exists():
+        out.append(("auditor", pw_file.read_text().strip(), "approves, replays (player)"))
+    return out
 
 
 def _write_private(path: Path, data: bytes) -> None:

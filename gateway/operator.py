@@ -34,14 +34,12 @@ def operator() -> dict[str, str]:
 
 
 class OperatorAudit:
-    """The audit trail as the appliance CLI writes it (file and syslog, as configured);
-    every event carries :func:`operator`."""
+    """The audit trail as the appliance CLI writes it (the file, which the gateway exports
+    to syslog and webhooks); every event carries :func:`operator`."""
 
     def __init__(self, config: Config) -> None:
         settings = config.audit
-        self._log = AuditLog(settings.file, syslog=settings.syslog,
-                             syslog_address=settings.syslog_address,
-                             syslog_facility=settings.syslog_facility)
+        self._log = AuditLog(settings.file)  # exported (syslog, webhooks) by the gateway
         self._who = operator()
 
     def emit(self, event: AuditEvent) -> None:

@@ -8,7 +8,9 @@ recorder thread writing into the shared storage and index (crash recovery and th
 status file stay with the gateway process), the shared ``state/`` stores, its own
 kill-request carrier. No RDP, no web endpoint (the gateway process runs those).
 
-Protocol with the supervisor: one line ``ready`` on stdout once listening. It stops
+Protocol with the supervisor: one line ``ready`` on stdout once listening; SIGHUP
+re-reads the configuration (the gateway process reloaded it), answered by one line
+``reloaded`` or ``refused``. It stops
 (drains its sessions, finalizes recordings) on SIGTERM; it is killed with the gateway
 (``PR_SET_PDEATHSIG`` SIGKILL, plus a parent check every second), so a gateway killed
 with SIGKILL leaves what one process would: unfinished recordings, which crash recovery
@@ -57,6 +59,7 @@ async def serve(config_path: str, fd: int, parent: int | None, slot: int = 0) ->
 
     config = load_config(config_path, check_key=check_private_key)
     app = GatewayApp(config, worker_socket=socket.socket(fileno=fd), worker_slot=slot)
+    app.on_worker_reload = _answer_reload
     await app.start()
     print("ready", flush=True)
     check = asyncio.get_running_loop().create_task(_parent_check(app, parent),
@@ -65,6 +68,11 @@ async def serve(config_path: str, fd: int, parent: int | None, slot: int = 0) ->
         await app.run_started()
     finally:
         check.cancel()
+
+
+def _answer_reload(ok: bool) -> None:
+    """The answer to the gateway's SIGHUP (``gateway.ssh.supervisor.RELOAD_ANSWERS``)."""
+    print("reloaded" if ok else "refused", flush=True)
 
 
 async def _parent_check(app: GatewayApp, parent: int | None) -> None:
@@ -88,16 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.parent is not None:
         die_with_parent(args.parent)
-    logging.basicConfig(
-        level=args.log_level,
-        format=f"%(asctime)s bastille-ssh[{args.slot}:%(process)d] %(levelname)s %(name)s: "
-               "%(message)s")
-    logging.getLogger("asyncssh").setLevel(max(logging.WARNING, args.log_level))
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"bastille-ssh: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
+    from gateway import logs
+
+    # the gateway's format (text or JSON) and secret redaction, each line naming the worker
+    logs.setup(args.log_level, os.environ.get(logs.ENV) or config.gateway.log_format)
+    logs.bind(worker=f"ssh-{args.slot}")
+    logging.getLogger("asyncssh").setLevel(max(logging.WARNING, args.log_level))
     try:
         eventloop.run(serve(args.config, args.fd, args.parent, args.slot),
                       config.gateway.event_loop)

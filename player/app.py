@@ -15,7 +15,9 @@ which screen shows them (sftp/scp/rsync sessions open as a transfer list).
 the player and whether they may decide (``approver``).
 
 The player ends when its terminal goes away: on SIGHUP or SIGTERM, on Ctrl-D (what an
-SSH relay writes when the client disconnects), and when its parent process is gone.
+SSH relay writes when the client disconnects), and when its parent process is gone; a
+:class:`player.lifeline.Lifeline` thread ends the process if that clean exit blocks
+(a terminal nobody reads) or the terminal is hung up.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from player.desktop import FrameBuilder
 from player.desktop_view import DesktopScreen
 from player.find import FindScreen
 from player.fmt import safe
+from player.lifeline import Lifeline
 from player.replay import ReplayScreen
 from player.transfer_view import TraceScreen, TransferScreen
 from recorder.errors import RecorderError
@@ -84,6 +87,7 @@ class PlayerApp(App[int]):
         self.clock = clock
         self.archive = Archive(settings, audit_file=audit_file, state=state)
         self._parent_pid = os.getppid()
+        self._lifeline = Lifeline()
 
     def on_mount(self) -> None:
         self.push_screen(FindScreen(self.archive, self.clock))
@@ -98,6 +102,7 @@ class PlayerApp(App[int]):
         if not self.is_headless:
             self._handle_signals()
             self.set_interval(PARENT_CHECK, self._check_parent)
+            self._lifeline.start()
 
     def _handle_signals(self) -> None:
         import asyncio
@@ -106,15 +111,22 @@ class PlayerApp(App[int]):
         for sig in (signal.SIGHUP, signal.SIGTERM):
             try:
                 loop.add_signal_handler(sig, self._terminal_gone)
+                # the C handler still wakes the loop; this Python-level one also runs
+                # when the loop cannot (a write blocked on a terminal nobody reads)
+                signal.signal(sig, self._signalled)
             except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover
                 pass
 
+    def _signalled(self, _signum: int, _frame: object) -> None:
+        self._lifeline.leaving()
+
     def _terminal_gone(self) -> None:
+        self._lifeline.leaving()  # a clean exit, or the lifeline ends the process
         self.exit(0)
 
     def _check_parent(self) -> None:
         if os.getppid() != self._parent_pid:  # the process that started us is gone
-            self.exit(0)
+            self._terminal_gone()
 
     def on_unmount(self) -> None:
         self.archive.close()

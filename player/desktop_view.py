@@ -40,13 +40,13 @@ from player.archive import Archive, Mark, SessionData, integrity_label
 from player.desktop import ZOOMS, Desktop, DesktopUnavailable, FrameBuilder, Rendered, render
 from player.events_panel import EventsPanel
 from player.fmt import cell, fmt_clock, fmt_start, safe
+from player.playback import PlaybackScreen
 from player.replay import GotoScreen
 from player.session_actions import SessionScreen
 from player.timeline import Timeline
 from recorder import frames as fc
 from recorder.errors import RecorderError
 
-SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 TICK = 0.1  # seconds between playback steps
 LIVE_REFRESH = 5.0  # seconds between reloads of a live session (frames are redrawn)
 IDLE_LIMIT = 1.0  # with idle skipping, a still screen longer than this is cut short
@@ -116,7 +116,7 @@ class DesktopView(Widget):
         return Strip(self._lines[y])
 
 
-class DesktopScreen(SessionScreen):
+class DesktopScreen(PlaybackScreen):
     """Plays one RDP session (``standalone``: opened from the command line)."""
 
     AUTO_FOCUS = ""
@@ -158,10 +158,7 @@ class DesktopScreen(SessionScreen):
         self.standalone = standalone
         self.desktop = Desktop(archive.settings.data_dir, session_id, builder)
         self.cache: fc.FrameCache | None = None
-        self.playing = False
         self.following = False
-        self.speed_index = SPEEDS.index(1.0)
-        self.skip_idle = True
         self.zoom_index = 0
         self.center: tuple[float, float] | None = None
         self.search_text = search
@@ -175,10 +172,6 @@ class DesktopScreen(SessionScreen):
         self._last_picture = 0.0
         self._reloading = False
         self.panel_visible: bool | None = None
-
-    @property
-    def speed(self) -> float:
-        return SPEEDS[self.speed_index]
 
     @property
     def zoom(self) -> int:
@@ -481,46 +474,9 @@ class DesktopScreen(SessionScreen):
         self._last_tick = time.monotonic()
         self._update_status()
 
-    def action_seek(self, delta: float) -> None:
-        self._goto(self.position + float(delta))
-
-    def action_jump(self, where: int) -> None:
-        if self.data is not None:
-            self._goto(self.data.duration if where else 0.0)
-
-    def action_speed(self, step: int) -> None:
-        self.speed_index = min(max(self.speed_index + int(step), 0), len(SPEEDS) - 1)
-        self._update_status()
-
-    def action_toggle_idle(self) -> None:
-        self.skip_idle = not self.skip_idle
-        self._update_status()
-
-    def _step(self, times: list[float], direction: int, what: str) -> None:
-        if not times:
-            self.notify(f"no {what} in this session", severity="warning")
-            return
-        eps = 1e-3
-        if direction > 0:
-            i = bisect.bisect_right(times, self.position + eps)
-            target = times[i] if i < len(times) else None
-        else:
-            i = bisect.bisect_left(times, self.position - eps)
-            target = times[i - 1] if i > 0 else None
-        if target is None:
-            self.notify(f"no {'next' if direction > 0 else 'previous'} {what}")
-            return
-        self.playing = False
-        self._goto(target)
-
     def action_command(self, direction: int) -> None:
         if self.data is not None:
             self._step([m.time for m in self.data.commands], int(direction), "typed line")
-
-    def action_event(self, direction: int) -> None:
-        if self.data is not None:
-            self._step(sorted(m.time for m in self.data.marks), int(direction),
-                       "timeline event")
 
     def action_chunk(self, direction: int) -> None:
         self._step(self.cache.times if self.cache is not None else [], int(direction),

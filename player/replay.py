@@ -47,13 +47,13 @@ from player.archive import Archive, Mark, SessionData, integrity_label
 from player.cursor import Cursor, scrollback
 from player.events_panel import EventsPanel
 from player.fmt import cell, fmt_clock, fmt_start, parse_time, safe
+from player.playback import PlaybackScreen
 from player.render import Frame, make_frame
 from player.session_actions import SessionScreen
 from player.terminal_view import TerminalView
 from player.timeline import Timeline
 from recorder.errors import RecorderError
 
-SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 TICK = 0.1  # seconds between playback frames (10 fps is plenty for a terminal)
 LIVE_REFRESH = 1.5  # seconds between reloads of a live session
 IDLE_LIMIT = 1.0  # with idle skipping, a pause longer than this is cut short
@@ -109,7 +109,7 @@ class GotoScreen(ModalScreen[float | None]):
         self.dismiss(None)
 
 
-class ReplayScreen(SessionScreen):
+class ReplayScreen(PlaybackScreen):
     """Plays one session (``standalone``: opened from the command line, back quits)."""
 
     AUTO_FOCUS = ""  # keys go to the screen's bindings, not to a widget
@@ -153,9 +153,6 @@ class ReplayScreen(SessionScreen):
         super().__init__(archive, session_id)
         self.standalone = standalone
         self.cursor: Cursor | None = None
-        self.playing = False
-        self.speed_index = SPEEDS.index(1.0)
-        self.skip_idle = True
         self.search_text = search
         self.hits: list[Mark] = []
         self.integrity = "..."
@@ -168,10 +165,6 @@ class ReplayScreen(SessionScreen):
         self._reloading = False
         self.in_scrollback = False
         self.panel_visible: bool | None = None  # None: decided when the session is loaded
-
-    @property
-    def speed(self) -> float:
-        return SPEEDS[self.speed_index]
 
     def compose(self) -> ComposeResult:
         yield Static("loading...", id="replay-title")
@@ -498,46 +491,9 @@ class ReplayScreen(SessionScreen):
         self._last_tick = time.monotonic()
         self._update_status()
 
-    def action_seek(self, delta: float) -> None:
-        self._goto(self.position + float(delta))
-
-    def action_jump(self, where: int) -> None:
-        if self.data is not None:
-            self._goto(self.data.duration if where else 0.0)
-
-    def action_speed(self, step: int) -> None:
-        self.speed_index = min(max(self.speed_index + int(step), 0), len(SPEEDS) - 1)
-        self._update_status()
-
-    def action_toggle_idle(self) -> None:
-        self.skip_idle = not self.skip_idle
-        self._update_status()
-
-    def _step(self, times: list[float], direction: int, what: str) -> None:
-        if not times:
-            self.notify(f"no {what} in this session", severity="warning")
-            return
-        eps = 1e-3
-        if direction > 0:
-            nxt = [t for t in times if t > self.position + eps]
-            target = nxt[0] if nxt else None
-        else:
-            prev = [t for t in times if t < self.position - eps]
-            target = prev[-1] if prev else None
-        if target is None:
-            self.notify(f"no {'next' if direction > 0 else 'previous'} {what}")
-            return
-        self.playing = False
-        self._goto(target)
-
     def action_command(self, direction: int) -> None:
         if self.data is not None:
             self._step([m.time for m in self.data.commands], int(direction), "command")
-
-    def action_event(self, direction: int) -> None:
-        if self.data is not None:
-            self._step(sorted(m.time for m in self.data.marks), int(direction),
-                       "timeline event")
 
     def action_chunk(self, direction: int) -> None:
         d = self.data

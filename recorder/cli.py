@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from common.safetext import visible
+from common.table import render
 from recorder import events as ev
 from recorder import textmask
 from recorder.errors import FormatError, RecorderError, SinkError
@@ -173,16 +174,11 @@ def _cmd_list(ctx: _Ctx, a: argparse.Namespace) -> int:
     if not rows:
         print("no sessions", file=sys.stderr)
         return 0
-    print(
-        f"{'ID':28} {'START':19} {'DUR':>8} {'USER':12} {'TARGET':16} {'KIND':6} {'STATUS':9} CMDS"
-    )
-    for r in rows:
-        dur = f"{(r.end - r.start):.0f}s" if r.end else "-"
-        print(
-            f"{visible(r.id):28} {_fmt_time(r.start):19} {dur:>8} {visible(r.user)[:12]:12} "
-            f"{visible(r.target)[:16]:16} {visible(r.kind)[:6]:6} {visible(r.status):9} "
-            f"{r.commands}"
-        )
+    table = [[r.id, _fmt_time(r.start), f"{(r.end - r.start):.0f}s" if r.end else "-",
+              r.user, r.target, r.kind, r.status, r.commands] for r in rows]
+    lines = render(["ID", "START", "DUR", "USER", "TARGET", "KIND", "STATUS", "CMDS"], table,
+                   right=(2, 7), limit={3: 24, 4: 24})
+    print("\n".join(lines))
     return 0
 
 
@@ -297,7 +293,7 @@ def _cmd_verify_bundle(a: argparse.Namespace, settings: RecorderSettings | None)
 
     keys = list(a.public_key or [])
     if not keys and settings is not None and settings.signing_key is not None:
-        keys = [settings.signing_key]
+        keys = [settings.signing_key, *settings.trusted_keys]
     try:
         trusted = [load_public_key(Path(k)) for k in keys] if keys else None
     except RecorderError as exc:
@@ -334,7 +330,7 @@ def _verify_keys(ctx: _Ctx, a: argparse.Namespace) -> tuple[list[bytes] | None, 
 
     keys = list(a.public_key or [])
     if not keys and ctx.settings.signing_key is not None:
-        keys = [ctx.settings.signing_key]
+        keys = [ctx.settings.signing_key, *ctx.settings.trusted_keys]  # old keys still verify
     if not keys:
         return None, a.require_signature
     trusted = [load_public_key(Path(k)) for k in keys]
@@ -347,6 +343,9 @@ def _verify_row(ctx: _Ctx, row: Any, names: set[str] | None, trusted: list[bytes
     from recorder.verify import Expected, VerifyReport, check_binding, verify_recording
 
     live_note = "still being recorded; it is verified once it ends"
+    if row.status == "pruned":
+        return VerifyReport(row.name, row.id, "pruned", True, "deleted by retention "
+                            "(bastille prune; see the audit trail)")
     exists = row.name in names if names is not None else _exists(ctx.sink, row.name)
     if not exists:
         if row.status == "live":
@@ -498,8 +497,9 @@ def _cmd_keygen(a: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    """The same options as every other command: -c/--config CONFIG or --data DIR."""
     g = p.add_mutually_exclusive_group()
-    g.add_argument("-c", "--config", metavar="PATH", help="gateway configuration file")
+    g.add_argument("-c", "--config", metavar="CONFIG", help="config file (TOML)")
     g.add_argument("--data", metavar="DIR", help="data directory (e.g. of `bastille demo`)")
 
 

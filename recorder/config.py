@@ -10,7 +10,8 @@ Keys (README "Configuration reference" is the user's copy of this list):
 
 ``storage``, ``dir``, ``zstd_level``, ``flush_interval``, ``keyframe_interval``,
 ``signing_key``, ``on_failure``, ``queue_kib``, ``min_free_mib``, ``stall_timeout``,
-``max_pause``, and the store's sub-table (``[recording.s3]``).
+``max_pause``, ``retention``, ``trusted_keys``, and the store's sub-table
+(``[recording.s3]``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from recorder.sinks.registry import Problem, TableReader, parse_storage
 
 _KEYS = {
     "storage", "dir", "zstd_level", "flush_interval", "keyframe_interval", "signing_key",
-    "on_failure", "queue_kib", "min_free_mib", "stall_timeout", "max_pause",
+    "on_failure", "queue_kib", "min_free_mib", "stall_timeout", "max_pause", "retention",
+    "trusted_keys",
 }
 
 
@@ -81,9 +83,32 @@ def parse_recording(
         min_free_bytes=r.int_range("min_free_mib", 0, 10**7, 64) * MIB,
         stall_timeout=r.duration("stall_timeout", 30.0, lo=1.0, hi=3600),
         max_pause=r.duration("max_pause", 10.0, lo=0.0, hi=86400),
+        retention=r.duration("retention", 0.0, lo=0.0),
+        trusted_keys=_trusted_keys(r),
     )
     problems = [p for p in r.problems if not (reading and p.serve_only)]
     return settings, problems
+
+
+def _trusted_keys(r: TableReader) -> tuple[Path, ...]:
+    """``trusted_keys``: public keys of earlier signing keys (key rotation)."""
+    from recorder.signing import load_public_key
+
+    raw = r.get("trusted_keys", list, [])
+    keys: list[Path] = []
+    for i, item in enumerate(raw):
+        path = Path(item).expanduser() if isinstance(item, str) else None
+        if path is None:
+            r.problem("trusted_keys", f"[{i}]: expected the path of a public key (PEM)")
+            continue
+        path = path if path.is_absolute() else r.base / path
+        try:
+            load_public_key(path)
+        except RecorderError as exc:
+            r.problem("trusted_keys", f"[{i}]: {exc}")
+            continue
+        keys.append(path)
+    return tuple(keys)
 
 
 def _on_failure(value: str | None) -> OnFailure:

@@ -124,6 +124,14 @@ class SessionIndex(Protocol):
                        commands: Iterable[tuple[float, str, str]], policy_events: int,
                        signature: str | None, output_bytes: int) -> None: ...
 
+    def session_indexed(self, header: dict[str, Any], name: str, *, end: float | None,
+                        exit_status: int | None, exit_signal: str | None, status: str,
+                        commands: Iterable[tuple[float, str, str]], policy_events: int,
+                        signature: str | None, output_bytes: int) -> None:
+        """The whole row of a finished recording at once (``session_opened`` then
+        ``session_closed`` in one transaction)."""
+        ...
+
     def set_status(self, session_id: str, status: str) -> None: ...
 
     def set_screen_lines(self, session_id: str, lines: Iterable[tuple[float, str]]) -> None:
@@ -250,7 +258,46 @@ class Index:
     # ------------------------------------------------------------------ updates
 
     def session_opened(self, header: dict[str, Any], name: str, status: str = "live") -> None:
-        self._write(
+        with self._lock:
+            try:
+                self._opened(header, name, status)
+                self._db.commit()
+            except sqlite3.Error as exc:
+                raise RecorderError(f"session index update failed: {exc}") from exc
+
+    def session_closed(self, session_id: str, *, end: float | None, exit_status: int | None,
+                       exit_signal: str | None, status: str,
+                       commands: Iterable[tuple[float, str, str]], policy_events: int,
+                       signature: str | None, output_bytes: int) -> None:
+        with self._lock:
+            try:
+                self._closed(session_id, end=end, exit_status=exit_status,
+                             exit_signal=exit_signal, status=status, commands=commands,
+                             policy_events=policy_events, signature=signature,
+                             output_bytes=output_bytes)
+                self._db.commit()
+            except sqlite3.Error as exc:
+                raise RecorderError(f"session index update failed: {exc}") from exc
+
+    def session_indexed(self, header: dict[str, Any], name: str, *, end: float | None,
+                        exit_status: int | None, exit_signal: str | None, status: str,
+                        commands: Iterable[tuple[float, str, str]], policy_events: int,
+                        signature: str | None, output_bytes: int) -> None:
+        """``session_opened`` and ``session_closed`` in one transaction: a reader never
+        sees the row between the two (ended, but without its signature and commands)."""
+        with self._lock:
+            try:
+                self._opened(header, name, status)
+                self._closed(str(header.get("session_id", "")), end=end,
+                             exit_status=exit_status, exit_signal=exit_signal, status=status,
+                             commands=commands, policy_events=policy_events,
+                             signature=signature, output_bytes=output_bytes)
+                self._db.commit()
+            except sqlite3.Error as exc:
+                raise RecorderError(f"session index update failed: {exc}") from exc
+
+    def _opened(self, header: dict[str, Any], name: str, status: str) -> None:
+        self._db.execute(
             "INSERT OR REPLACE INTO sessions (id, user, target, protocol, kind, client, start, "
             "status, name, command) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
@@ -267,7 +314,7 @@ class Index:
             ),
         )
 
-    def session_closed(
+    def _closed(
         self,
         session_id: str,
         *,
@@ -281,38 +328,31 @@ class Index:
         output_bytes: int,
     ) -> None:
         cmds = list(commands)
-        with self._lock:
-            try:
-                self._db.execute(
-                    "UPDATE sessions SET end=?, exit_status=?, exit_signal=?, status=?, "
-                    "commands=?, policy_events=?, signature=?, output_bytes=? WHERE id=?",
-                    (
-                        end,
-                        exit_status if isinstance(exit_status, int) else None,
-                        exit_signal if isinstance(exit_signal, str) else None,
-                        status,
-                        len(cmds),
-                        policy_events,
-                        signature,
-                        output_bytes,
-                        session_id,
-                    ),
-                )
-                self._db.execute("DELETE FROM commands WHERE session=?", (session_id,))
-                self._db.execute(
-                    "DELETE FROM content WHERE session=? AND kind='command'", (session_id,)
-                )
-                self._db.executemany(
-                    "INSERT INTO commands VALUES (?,?,?,?)",
-                    [(session_id, t, text, src) for t, text, src in cmds],
-                )
-                self._db.executemany(
-                    "INSERT INTO content (text, session, offset, kind) VALUES (?,?,?,'command')",
-                    [(text, session_id, t) for t, text, _src in cmds],
-                )
-                self._db.commit()
-            except sqlite3.Error as exc:
-                raise RecorderError(f"session index update failed: {exc}") from exc
+        self._db.execute(
+            "UPDATE sessions SET end=?, exit_status=?, exit_signal=?, status=?, "
+            "commands=?, policy_events=?, signature=?, output_bytes=? WHERE id=?",
+            (
+                end,
+                exit_status if isinstance(exit_status, int) else None,
+                exit_signal if isinstance(exit_signal, str) else None,
+                status,
+                len(cmds),
+                policy_events,
+                signature,
+                output_bytes,
+                session_id,
+            ),
+        )
+        self._db.execute("DELETE FROM commands WHERE session=?", (session_id,))
+        self._db.execute("DELETE FROM content WHERE session=? AND kind='command'", (session_id,))
+        self._db.executemany(
+            "INSERT INTO commands VALUES (?,?,?,?)",
+            [(session_id, t, text, src) for t, text, src in cmds],
+        )
+        self._db.executemany(
+            "INSERT INTO content (text, session, offset, kind) VALUES (?,?,?,'command')",
+            [(text, session_id, t) for t, text, _src in cmds],
+        )
 
     def set_status(self, session_id: str, status: str) -> None:
         self._write("UPDATE sessions SET status=? WHERE id=?", (status, session_id))

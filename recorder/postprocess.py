@@ -77,9 +77,9 @@ def index_recording(
     if not isinstance(end, int | float) or isinstance(end, bool):
         end = rec.start_time + last
     header, commands = _masked(rec.header, commands)
-    index.session_opened(header, rec.name, status=rec.status)
-    index.session_closed(
-        rec.session_id,
+    index.session_indexed(
+        header,
+        rec.name,
         end=float(end),
         exit_status=exit_status,
         exit_signal=exit_signal,

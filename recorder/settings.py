@@ -103,6 +103,11 @@ class RecorderSettings:
     # on_failure = "continue": a session paused this long by full storage goes on; what
     # it produces meanwhile is dropped and the recording notes a gap (resumes after).
     max_pause: float = 10.0
+    # `bastille prune`: recordings older than this (seconds) are deleted once verified and
+    # stored; 0 keeps them forever. Sessions under a legal hold are never pruned.
+    retention: float = 0.0
+    # public keys (PEM) of earlier signing keys: recordings they signed still verify
+    trusted_keys: tuple[Path, ...] = ()
     #: opens a shared session index (several gateways, ``[state] url``); None: the SQLite
     #: file data_dir/index.sqlite3 (see recorder.index.open_index)
     index_opener: Callable[[], SessionIndex] | None = field(default=None, compare=False,

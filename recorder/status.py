@@ -129,7 +129,7 @@ def read_status(data_dir: Path) -> tuple[RecorderStatus | None, str]:
         return None, f"no gateway has run with this data directory ({path} is missing)"
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return None, f"cannot read {path}: {exc}"
-    _add_workers(data_dir, status)
+    add_worker_status(data_dir, status)
     age = time.time() - status.updated
     if not _alive(status.pid):
         return status, f"the gateway (pid {status.pid}) is not running"
@@ -138,8 +138,9 @@ def read_status(data_dir: Path) -> tuple[RecorderStatus | None, str]:
     return status, ""
 
 
-def _add_workers(data_dir: Path, status: RecorderStatus) -> None:
-    """Add the sessions of the gateway's live SSH workers (their own status files)."""
+def add_worker_status(data_dir: Path, status: RecorderStatus) -> None:
+    """Add the sessions of the gateway's live SSH workers (their own status files); a
+    status without SSH workers is left as it is."""
     if SSH_WORKERS_KEY not in status.gateway:
         return
     now = time.time()

@@ -11,6 +11,7 @@ The SQLite classes and the PostgreSQL ones implement the same protocols
 (:class:`state.approvals.Approvals`, :class:`state.tokens.Tokens`,
 :class:`state.bindings.Bindings`, :class:`state.ratelimit.FailureCounter`,
 :class:`state.usage.RecordingUsage`, :class:`state.reviews.ReviewStore`,
+:class:`state.holds.LegalHolds`,
 :class:`recorder.index.SessionIndex`, :class:`state.registry.SessionRegistry`). psycopg is
 imported only when a database is configured.
 """
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from state.approvals import Approvals, ApprovalStore
 from state.bindings import Bindings, BindingStore
+from state.holds import HoldStore, LegalHolds
 from state.paths import DataDir
 from state.ratelimit import FailureCounter, FailureLimiter
 from state.registry import LocalRegistry, SessionRegistry
@@ -129,6 +131,15 @@ class StateBackend:
         from state.pg.usage import PgUsage
 
         store: RecordingUsage = self._pg(PgUsage)
+        return store
+
+    def holds(self) -> LegalHolds:
+        """Legal holds (sessions ``bastille prune`` never deletes)."""
+        if not self.shared:
+            return HoldStore(self.data.legal_holds)
+        from state.pg.holds import PgHolds
+
+        store: LegalHolds = self._pg(PgHolds)
         return store
 
     def reviews(self, **kwargs: Any) -> ReviewStore:

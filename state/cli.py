@@ -2,7 +2,7 @@
 
     bastille state migrate --from sqlite:DIR --to postgresql://USER@HOST:PORT/DB
                            [--password-file F | --password-env VAR] [--dry-run]
-    bastille state status [-c CONFIG]      backend, nodes and their leases, live sessions
+    bastille state status [-c CONFIG] [--json]  backend, nodes and leases, live sessions
 
 ``migrate`` needs no config (the source is a data directory, the target a URL whose
 password comes from a file, a variable, or libpq's ``PGPASSWORD``/``~/.pgpass``); with
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -47,6 +48,7 @@ def add_commands(sub: Any, add_config_args: AddConfigArgs, load: Load) -> None:
     m.set_defaults(func=lambda a: cmd_migrate(a, load))
     s = ssub.add_parser("status", help="the backend, the nodes and their live sessions")
     add_config_args(s)
+    s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=lambda a: cmd_status(a, load))
 
 
@@ -113,7 +115,12 @@ def cmd_status(args: argparse.Namespace, load: Load) -> int:
 
     config = load(args)
     state: StateSettings = config.state
+    as_json = bool(getattr(args, "json", False))
     if not state.shared:
+        if as_json:
+            print(json.dumps({"backend": "sqlite", "data_dir": str(config.data_dir),
+                              "node": state.node}, indent=2))
+            return 0
         print(f"state: SQLite files in {config.data_dir} (one gateway; node {state.node})")
         return 0
     backend = StateBackend(dataclasses.replace(state, connect_timeout=3.0), config.data_dir)
@@ -126,6 +133,13 @@ def cmd_status(args: argparse.Namespace, load: Load) -> int:
         return 1
     finally:
         registry.close()
+    if as_json:  # ASCII: no control or bidi character left raw
+        print(json.dumps({"backend": "postgresql", "url": state.redacted_url(),
+                          "lease": state.lease,
+                          "nodes": [{**dataclasses.asdict(n), "lease_expired": n.age > state.lease}
+                                    for n in nodes],
+                          "sessions": [dataclasses.asdict(e) for e in entries]}, indent=2))
+        return 0
     print(f"state: PostgreSQL {visible(state.redacted_url())} (lease {state.lease:g}s)")
     now = time.time()
     for n in nodes:

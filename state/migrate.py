@@ -9,6 +9,7 @@ What moves (each file is optional; a missing one counts zero):
 ``oidc_bindings...``   single sign-on key bindings
 ``reviews.sqlite3``    review records (payloads, signatures: byte for byte)
 ``recording_usage...`` bytes recorded per user per day (recording budgets)
+``legal_holds...``     legal holds (sessions retention never deletes)
 ``index.sqlite3``      the session index (sessions, commands, screen and OCR text)
 =====================  ===========================================================
 
@@ -101,6 +102,9 @@ class Migration:
             self._simple(conn, "recording usage", self.data.recording_usage,
                          "SELECT user, day, bytes FROM usage", "recording_usage",
                          ('"user"', "day", "bytes"), ('"user"', "day"))
+            self._simple(conn, "legal holds", self.data.legal_holds,
+                         "SELECT session, by, reason, created FROM holds", "legal_holds",
+                         ("session", "by_user", "reason", "created"), ("session",))
             self._reviews(conn)
             self._index(conn)
         return self.counts

@@ -16,6 +16,9 @@
     spool/                  the S3 sink's write-ahead spool
     x11/Xauthority          the X11 cookie file shared by the relayed X11 channels
     rdp/                    the RDP listener's self-signed certificate
+    export/                 where each audit exporter (syslog, webhooks) stopped reading
+    webhooks-dead-letter.jsonl   webhook events that could not be delivered
+    legal_holds.sqlite3     sessions under a legal hold (never pruned)
 
 The recorder names its own files (``index.sqlite3``, ``recordings/``, ``spool/``) from
 its settings; they are listed here so that gateway and player code never spells them.
@@ -39,6 +42,9 @@ RECORDINGS = "recordings"
 SPOOL = "spool"
 X11_AUTH = "x11/Xauthority"
 RDP_DIR = "rdp"
+EXPORT_DIR = "export"
+WEBHOOK_DEAD_LETTER = "webhooks-dead-letter.jsonl"
+LEGAL_HOLDS = "legal_holds.sqlite3"
 
 
 @dataclass(frozen=True)
@@ -94,3 +100,15 @@ class DataDir:
     @property
     def rdp(self) -> Path:
         return self.root / RDP_DIR
+
+    @property
+    def export(self) -> Path:
+        return self.root / EXPORT_DIR
+
+    @property
+    def webhook_dead_letter(self) -> Path:
+        return self.root / WEBHOOK_DEAD_LETTER
+
+    @property
+    def legal_holds(self) -> Path:
+        return self.root / LEGAL_HOLDS

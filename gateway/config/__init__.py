@@ -19,6 +19,7 @@ import re
 import tomllib
 from pathlib import Path
 
+from gateway.config import ops as o
 from gateway.config import sections as s
 from gateway.config import state as st
 from gateway.config import web as w
@@ -28,6 +29,7 @@ from gateway.config.model import (
     OIDC_ALGS,
     RESERVED_TARGET_NAMES,
     SSO_LOGIN_TIMEOUT,
+    AdminSettings,
     ApprovalSettings,
     AuditSettings,
     BudgetSettings,
@@ -40,18 +42,22 @@ from gateway.config.model import (
     RuleConfig,
     SamlSettings,
     Secret,
+    SyslogSettings,
     TargetConfig,
     UserConfig,
+    WebhookSettings,
     WebSettings,
 )
 from gateway.config.reader import KeyCheck, Reader, parse_listen
 from gateway.errors import ConfigError, ConfigProblem
 
 __all__ = ["BUILTIN_TARGETS", "NOBODY", "OIDC_ALGS", "RESERVED_TARGET_NAMES",
-           "SSO_LOGIN_TIMEOUT", "ApprovalSettings", "AuditSettings", "BudgetSettings", "Config",
+           "SSO_LOGIN_TIMEOUT", "AdminSettings", "ApprovalSettings", "AuditSettings",
+           "BudgetSettings", "Config",
            "GatewaySettings", "KeyCheck", "OidcSettings", "PolicySettings", "Principals",
-           "RdpSettings", "RuleConfig", "SamlSettings", "Secret", "TargetConfig", "UserConfig",
-           "WebSettings", "load_config", "parse_listen"]
+           "RdpSettings", "RuleConfig", "SamlSettings", "Secret", "SyslogSettings",
+           "TargetConfig", "UserConfig", "WebSettings", "WebhookSettings", "load_config",
+           "parse_listen"]
 
 
 def load_config(path: str | os.PathLike[str], *, check_key: KeyCheck | None = None,
@@ -83,13 +89,15 @@ def load_config(path: str | os.PathLike[str], *, check_key: KeyCheck | None = No
     r = Reader(file, text, check_key=check_key, secrets=secrets)
     r.check_keys(data, "", s._TOP)
     gateway, data_dir = s._gateway(r, data)
-    audit = s._audit(r, data, data_dir)
+    audit = o.audit(r, data, data_dir)
     recording = s._recording(r, data, data_dir, reading or not secrets)
     budget = s._budget(r, data)
     users = s._users(r, data)
     targets = s._targets(r, data, users)
     policy = s._policy(r, data)
     approvals = s._approvals(r, data)
+    webhooks = o.webhooks(r, data, approvals)
+    admin = o.admin(r, data)
     oidc = s._oidc(r, data)
     rdp = s._rdp(r, data, targets, gateway)
     web = w._web(r, data, gateway, oidc)
@@ -113,4 +121,4 @@ def load_config(path: str | os.PathLike[str], *, check_key: KeyCheck | None = No
     return Config(path=file, data_dir=data_dir, gateway=gateway, audit=audit,
                   recording=recording, users=users, targets=targets, policy=policy,
                   approvals=approvals, budget=budget, oidc=oidc, rdp=rdp, web=web,
-                  saml=saml, state=state, raw=data)
+                  saml=saml, state=state, admin=admin, webhooks=webhooks, raw=data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,14 @@ class Secret:
         return "Secret('********')"
 
     __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:  # constant time: reload compares configs
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(Secret)
 
 
 @dataclass(frozen=True)
@@ -78,17 +87,73 @@ class GatewaySettings:
     # "asyncio" (fair reads: keystrokes stay fast beside a bulk session), "uvloop" (faster
     # bulk, coarser reads) or "auto" (uvloop when installed); gateway/eventloop.py
     event_loop: str = "asyncio"
+    public_address: str = ""  # host[:port] users reach (texts that show an ssh command)
+    log_format: str = "auto"  # auto (text on a terminal, else JSON) | text | json
     #: addresses/networks (load balancers) whose PROXY protocol v2 header is trusted;
     #: empty: no PROXY protocol (gateway/ssh/proxyproto.py)
     proxy_protocol: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
+class SyslogSettings:
+    """``[audit] syslog*``: where the gateway sends each audit event (docs/operations.md).
+
+    ``transport``: ``unix`` (a datagram socket such as /dev/log), ``udp``, ``tcp`` or
+    ``tls`` (RFC 5424, octet-counted framing over TCP, RFC 6587 / RFC 5425).
+    """
+
+    transport: str = "unix"
+    path: str = "/dev/log"  # unix
+    host: str = ""  # udp, tcp, tls
+    port: int = 514
+    facility: str = "auth"
+    format: str = "json"  # json (the audit record) | ocsf (an OCSF-shaped record)
+    hostname: str = ""  # the HOSTNAME field; "" = this host's name
+    tls_ca: Path | None = None  # CA bundle that signs the collector's certificate
+    tls_cert: Path | None = None  # client certificate (mutual TLS), with tls_key
+    tls_key: Path | None = None
+    tls_server_name: str = ""  # the name in the collector's certificate ("" = host)
+    buffer: int = 10000  # events sent and not yet acknowledged by TCP, at most
+
+    def describe(self) -> str:
+        """Where events go (never a secret)."""
+        if self.transport == "unix":
+            return f"unix:{self.path}"
+        return f"{self.transport}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class AuditSettings:
     file: Path
-    syslog: bool = False
-    syslog_address: str = "/dev/log"
-    syslog_facility: str = "auth"
+    syslog: SyslogSettings | None = None
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """``[webhooks.NAME]`` (and ``[approvals] webhook_url``, named ``approvals``).
+
+    The URL is treated as a secret (a Slack URL is its own credential): it is never
+    logged, audited or written to the dead-letter file; messages name the webhook.
+    """
+
+    name: str
+    url: Secret
+    format: str = "json"  # json | slack | ocsf
+    secret: Secret | None = None  # HMAC-SHA256 key: X-Bastille-Signature
+    events: tuple[str, ...] = ("approval:requested",)  # KIND or KIND:OUTCOME, fnmatch
+    timeout: float = 5.0
+    max_attempts: int = 6
+    retry_interval: float = 1.0  # first wait between attempts, doubled each time
+    max_retry_interval: float = 60.0
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    """``[admin]``: the admin listener (Prometheus ``/metrics``, ``/healthz``, ``/readyz``)."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 9322
+    token: Secret | None = None  # bearer token; required when listening beyond loopback
 
 
 @dataclass(frozen=True)
@@ -147,11 +212,13 @@ class TargetConfig:
 @dataclass(frozen=True)
 class RuleConfig:
     name: str
-    match: str
+    match: str  # "" for a rule about effects only (writes/deletes)
     action: str  # allow | deny | approve
     targets: tuple[str, ...] = ("*",)
     users: tuple[str, ...] = ("*",)
     groups: tuple[str, ...] = ("*",)
+    writes: tuple[str, ...] = ()  # path globs the command writes
+    deletes: tuple[str, ...] = ()  # path globs the command removes
 
 
 @dataclass(frozen=True)
@@ -165,6 +232,8 @@ class PolicySettings:
     mask_exec: bool = True  # mask the recordings of exec sessions (costs bulk throughput)
     mask_transfers: bool = True  # mask file contents (sftp/scp/rsync) in recordings
     mask_patterns: tuple[tuple[str, str | None], ...] = ()  # extra (regex, prefix) to mask
+    escapes: str = "allow"  # starting a REPL/editor/pager with its own prompt: allow | approve
+    programs: tuple[str, ...] = ()  # operator-declared plain programs (names, paths, globs)
 
     @property
     def enabled(self) -> bool:
@@ -176,7 +245,7 @@ class ApprovalSettings:
     approvers: Principals = NOBODY  # approve/deny, end sessions, and everything auditors do
     auditors: Principals = NOBODY  # read-only: find, replay, search, watch, review, list
     timeout: float = 300.0
-    webhook_url: str = ""
+    webhook_url: str = ""  # kept for `config check`; the webhook itself is in Config.webhooks
     webhook_format: str = "json"  # json | slack
 
     @property
@@ -299,5 +368,7 @@ class Config:
     rdp: RdpSettings | None = None
     web: WebSettings | None = None
     saml: SamlSettings | None = None
+    admin: AdminSettings | None = None
+    webhooks: tuple[WebhookSettings, ...] = ()
     state: StateSettings = field(default_factory=StateSettings)  # [state]: where state lives
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)

@@ -14,7 +14,6 @@ from gateway.config.model import (
     OIDC_ALGS,
     RESERVED_TARGET_NAMES,
     ApprovalSettings,
-    AuditSettings,
     BudgetSettings,
     GatewaySettings,
     OidcSettings,
@@ -30,7 +29,7 @@ from gateway.limits import MAX_CONNECTIONS_PER_SOURCE, MAX_SESSIONS_PER_USER
 from recorder.settings import RecorderSettings
 
 _TOP = {"gateway", "audit", "recording", "users", "targets", "policy", "approvals", "oidc",
-        "rdp", "web", "saml", "state"}
+        "rdp", "web", "saml", "state", "admin", "webhooks"}
 _RDP = {"listen", "tls_cert", "tls_key", "token_ttl", "public_address", "workers",
         "login_timeout", "ocr", "ocr_budget", "ocr_per_minute"}
 _TARGET_RDP = {"protocol", "rdp_cert_sha256", "rdp_domain", "rdp_listen_port",
@@ -42,9 +41,9 @@ _OIDC = {"issuer", "client_id", "client_secret_env", "client_secret_file", "scop
 _GATEWAY = {"listen", "host_keys", "banner", "login_timeout", "idle_timeout", "max_session",
             "drain_timeout", "max_auth_failures", "auth_failure_window", "data_dir",
             "allow_passwords", "max_source_failures", "max_connections_per_source",
-            "max_sessions_per_user", "proxy_protocol", "workers", "event_loop"}
+            "max_sessions_per_user", "proxy_protocol", "public_address", "log_format",
+            "workers", "event_loop"}
 _EVENT_LOOPS = ("auto", "uvloop", "asyncio")
-_AUDIT = {"file", "syslog", "syslog_address", "syslog_facility"}
 _BUDGET_KEYS = frozenset({"max_recording_bytes", "max_recording_bytes_per_user_day",
                           "budget_action", "throttle_rate"})  # [recording], read by _budget
 _USER = {"keys", "keys_file", "groups", "password_hash"}
@@ -101,6 +100,8 @@ def _gateway(r: Reader, data: dict[str, Any]) -> tuple[GatewaySettings, Path]:
         max_sessions_per_user=r.int_range(g, "max_sessions_per_user", "gateway", 1, 100_000,
                                           MAX_SESSIONS_PER_USER),
         allow_passwords=r.get(g, "allow_passwords", "gateway", bool, False),
+        public_address=r.get(g, "public_address", "gateway", str, ""),
+        log_format=r.choice(g, "log_format", "gateway", ("auto", "text", "json"), "auto"),
         workers=r.int_range(g, "workers", "gateway", 1, 256, os.cpu_count() or 1),
         event_loop=_event_loop(r, g),
     )
@@ -120,17 +121,6 @@ def _event_loop(r: Reader, g: Mapping[str, Any]) -> str:
             r.problem("gateway.event_loop", "uvloop is not installed "
                       "(pip install 'bastille[speed]')")
     return value
-
-
-def _audit(r: Reader, data: dict[str, Any], data_dir: Path) -> AuditSettings:
-    a = r.table(data, "audit", "audit")
-    r.check_keys(a, "audit", _AUDIT)
-    return AuditSettings(
-        file=r.path_value(a, "file", "audit", data_dir / "audit.jsonl") or data_dir,
-        syslog=r.get(a, "syslog", "audit", bool, False),
-        syslog_address=r.get(a, "syslog_address", "audit", str, "/dev/log"),
-        syslog_facility=r.get(a, "syslog_facility", "audit", str, "auth"),
-    )
 
 
 def _secret_from(r: Reader, data: Mapping[str, Any], path: str, env_key: str,
@@ -248,7 +238,7 @@ def _targets(r: Reader, data: dict[str, Any],
             key_env=r.get(t, "key_env", path, str, "") or None,
             password_file=r.path_value(t, "password_file", path, None),
             password_env=r.get(t, "password_env", path, str, "") or None,
-            host_keys=r.str_list(t, "host_keys", path),
+            host_keys=host_key_lines(r.str_list(t, "host_keys", path)),
             trust_on_first_use=r.get(t, "trust_on_first_use", path, bool, False),
             connect_timeout=r.duration(t, "connect_timeout", path, 10.0),
             users=frozenset(r.str_list(t, "users", path)),
@@ -307,6 +297,26 @@ def _check_remote_target(r: Reader, path: str, t: TargetConfig) -> None:
     for i, key in enumerate(t.host_keys):
         if not re.match(r"^(ssh-|ecdsa-)\S+ [A-Za-z0-9+/=]+", key):
             r.problem(f"{path}.host_keys", f"key [{i}] is not an OpenSSH public key line")
+
+
+def host_key_lines(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``host_keys`` as OpenSSH key lines, accepting what ``ssh-keyscan`` prints: a
+    leading host field (``10.0.0.5 ssh-ed25519 AAAA...``, ``[host]:2222 ...``, hashed
+    ``|1|...``), ``# host:22 SSH-2.0-...`` comment lines, several lines in one string."""
+    out: list[str] = []
+    for value in values:
+        for line in value.splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            words = line.split()
+            if len(words) >= 3 and not _KEY_TYPE.match(words[0]) and _KEY_TYPE.match(words[1]):
+                words = words[1:]  # known_hosts / ssh-keyscan: HOST TYPE KEY
+            out.append(" ".join(words))
+    return tuple(out)
+
+
+_KEY_TYPE = re.compile(r"^(ssh-|ecdsa-|sk-)\S+$")
 
 
 def _normalize_fingerprint(value: str) -> str:
@@ -388,8 +398,8 @@ def _ocr_budget(r: Reader, d: Mapping[str, Any]) -> float:
 
 
 _POLICY = {"rules", "default", "on_uncertain", "mask_live", "mask_exec", "mask_transfers",
-           "mask_patterns"}
-_RULE = {"name", "match", "action", "targets", "users", "groups"}
+           "mask_patterns", "escapes", "programs"}
+_RULE = {"name", "match", "action", "targets", "users", "groups", "writes", "deletes"}
 _APPROVALS = {"approvers", "auditors", "timeout", "webhook_url", "webhook_format"}
 
 
@@ -420,6 +430,8 @@ def _policy(r: Reader, data: dict[str, Any]) -> PolicySettings:
         mask_exec=r.get(p, "mask_exec", "policy", bool, True),
         mask_transfers=r.get(p, "mask_transfers", "policy", bool, True),
         mask_patterns=tuple(patterns),
+        escapes=r.choice(p, "escapes", "policy", ("allow", "approve"), "allow"),
+        programs=r.str_list(p, "programs", "policy"),
     )
 
 
@@ -436,9 +448,12 @@ def _rule(r: Reader, rule: object, path: str, actions: tuple[str, ...],
     elif name in seen:
         r.problem(f"{path}.name", f"duplicate rule name {name!r}")
     seen.add(name)
-    if not match:
-        r.problem(f"{path}.match", "required (a regex over the normalized command)")
-    else:
+    writes = r.str_list(rule, "writes", path)
+    deletes = r.str_list(rule, "deletes", path)
+    if not match and not writes and not deletes:
+        r.problem(f"{path}.match", "required (a regex over the normalized command), "
+                  "unless writes or deletes name the paths the rule is about")
+    elif match:
         try:
             re.compile(match)
         except re.error as exc:
@@ -449,6 +464,7 @@ def _rule(r: Reader, rule: object, path: str, actions: tuple[str, ...],
         targets=r.str_list(rule, "targets", path) or ("*",),
         users=r.str_list(rule, "users", path) or ("*",),
         groups=r.str_list(rule, "groups", path) or ("*",),
+        writes=writes, deletes=deletes,
     )
 
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from common.safetext import visible
+from common.table import render
 from gateway.audit import AuditEvent, Kind
 from gateway.config import Config
 from gateway.core.access import Access, Principal
@@ -35,16 +36,15 @@ Audit = Callable[[AuditEvent], None]
 
 def format_requests(requests: list[Request], now: float,
                     mask: Callable[[str], str] = str) -> str:
-    """The approval queue as a table (``mask``: the text masker for commands; requests
-    are stored masked, this also covers ones stored before that)."""
+    """The approval queue as an aligned table (cells sanitised by common.table;
+    ``mask``: the text masker for commands; requests are stored masked, this also covers
+    ones stored before that)."""
     if not requests:
         return "no pending approval requests"
-    lines = [f"{'ID':>4}  {'AGE':>6}  {'USER':<12} {'TARGET':<12} {'RULE':<20} REQUEST"]
-    for r in requests:
-        age = f"{int(now - r.created)}s"
-        lines.append(f"{r.id:>4}  {age:>6}  {visible(r.user):<12} {visible(r.target):<12} "
-                     f"{visible(r.rule or '-'):<20} {visible(mask(r.command))}")
-    return "\n".join(lines)
+    return "\n".join(render(
+        ["ID", "AGE", "USER", "TARGET", "RULE", "REQUEST"],
+        [[r.id, f"{int(now - r.created)}s", r.user, r.target, r.rule or "-", mask(r.command)]
+         for r in requests], right=(0, 1)))
 
 
 def run_approvals(config: Config, approvals: Approvals, audit: Audit, user: str,
@@ -84,8 +84,12 @@ def run_approvals(config: Config, approvals: Approvals, audit: Audit, user: str,
         return (f"request #{rid} {result.status}: {visible(result.user)}@"
                 f"{visible(result.target)}: {visible(shown)}")
     if words[0] == "revoke" and len(words) >= 2 and words[1].lstrip("#").isdigit():
-        return _revoke(approvals, audit, user, int(words[1].lstrip("#")),
-                       " ".join(words[2:]), source)
+        rid = int(words[1].lstrip("#"))
+        if not approver:  # an auditor: revoking ends sessions, which auditors may not
+            audit(AuditEvent(Kind.APPROVAL, "refused", user=user, source=source,
+                             detail={"request": rid, "error": "auditors may not revoke"}))
+            return f"bastille: {visible(user)} is an auditor; auditors may not revoke grants"
+        return _revoke(approvals, audit, user, rid, " ".join(words[2:]), source)
     return USAGE
 
 

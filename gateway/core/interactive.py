@@ -7,11 +7,20 @@ PTY shell, or a PTY exec), talking to its adapter only through :class:`Ports`.
 * Input is recorded per line, at its Enter: a line typed with echo off (a password
   prompt) is recorded with its printable keys replaced by ``*``. Keystroke timing inside
   a line is therefore not kept in recordings.
-* Input: split by the tracker; the Enter key is held while the line is reconstructed
-  (pyte, in a worker thread) and decided. Keys typed meanwhile are queued (bounded) and
-  replayed after an allow; discarded while an approval is pending.
+* Input: split by the tracker; the Enter key (and every other key that can run a line,
+  see ``gateway.policy.keys``) is held while the line is reconstructed (pyte, in a
+  worker thread) and decided by the session's :class:`PolicySession` (the shell model,
+  the program in the foreground), in a worker thread too. Keys typed meanwhile are
+  queued (bounded) and replayed after an allow; discarded while an approval is pending.
+* A line that runs (allowed, or approved) is committed to the :class:`PolicySession`
+  before its key is released: its effects on the shell (aliases, variables, cwd, files
+  written...) and on the foreground (a REPL, an editor started) apply to the next line.
+  A PTY exec starts with its exec decision committed, so the keys typed into the
+  program it started (``ssh -t host -- python3``) are decided as that program's lines.
 * Deny: the line is cancelled on the target (Ctrl-C: the shell drops the whole line,
-  continuation lines included) and the user sees the rule. Approve: the user sees
+  continuation lines included) and the user sees the rule; keys typed right after wait
+  for the shell's new prompt (at most ``INTERRUPT_WAIT``), or the shell would drop them
+  with the line. Approve: the user sees
   ``waiting for approval #ID (expires in 5m; Ctrl-C cancels)``; Ctrl-C cancels; on
   approval the held Enter is released, so what runs is exactly the line that was
   approved. Decisions go through the session's :class:`Enforcer`.
@@ -24,7 +33,6 @@ byte-exact, only their recordings are masked (:class:`gateway.core.masking.Recor
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -34,13 +42,22 @@ from typing import Any
 from gateway.audit import Kind
 from gateway.core.enforce import Allow, Deny, Enforcer, Gone, too_long
 from gateway.core.session import SessionCore
-from gateway.policy import LineSnapshot, LineTracker, PolicyEngine, StreamMasker
+from gateway.policy import (
+    Decision,
+    LineSnapshot,
+    LineTracker,
+    PolicyEngine,
+    PolicySession,
+    StreamMasker,
+)
 
 log = logging.getLogger("bastille.policy")
 
 MAX_QUEUED_INPUT = 64 * 1024  # keys typed while a decision is pending (bounded)
 MAX_LINE_INPUT = 4096  # input kept until its Enter; longer lines are recorded as they go
 ECHO_WAIT = 0.3  # seconds to wait for the echo of pasted keys before deciding
+ECHO_RETRY = 0.02  # while a line looks typed without echo, read it again this often
+INTERRUPT_WAIT = 0.5  # after the Ctrl-C of a refused line: at most this long for the shell
 
 
 @dataclass(frozen=True)
@@ -70,24 +87,39 @@ class InteractivePolicy:
         masker: masks secrets in the output (None: nothing is masked).
         engine: decides each line; None records lines without deciding them.
         size: the terminal's (columns, rows).
+        started: a PTY exec's decision of its command (committed at once: the keys
+            that follow go to the program it started).
     """
 
     def __init__(self, session: SessionCore, enforcer: Enforcer, ports: Ports,
                  masker: StreamMasker | None, engine: PolicyEngine | None,
-                 size: tuple[int, int]) -> None:
+                 size: tuple[int, int], *, started: Decision | None = None) -> None:
         self.session = session
         self.enforcer = enforcer
         self.ports = ports
         self.masker = masker
         self.engine = engine
         self.mask_live = enforcer.services.config.policy.mask_live
-        self.tracker = LineTracker(size[0] or 80, size[1] or 24)
+        cols, rows = size[0] or 80, size[1] or 24
+        # one policy session per terminal: the shell model, the foreground, the held keys
+        self.policy: PolicySession | None = None
+        if engine is not None:
+            principal = session.principal
+            self.policy = PolicySession(engine, user=principal.name,
+                                        groups=sorted(principal.groups),
+                                        target=session.target, cols=cols, rows=rows)
+            if started is not None:
+                self.policy.commit(started, approved=True)
+            self.tracker = self.policy.tracker
+        else:
+            self.tracker = LineTracker(cols, rows)
         self._deciding = False
         self._queued = bytearray()
         self._flush_handle: asyncio.TimerHandle | None = None
         self._line_input = bytearray()  # typed since the last Enter, recorded at the Enter
         self._recording: set[asyncio.Task[Any]] = set()  # lines still being classified
         self._last_output = 0.0
+        self._outputs = 0  # output chunks from the target so far
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[Any]:
         return self.enforcer.services.spawn(coro, name)
@@ -96,6 +128,7 @@ class InteractivePolicy:
     def output(self, data: bytes) -> None:
         """Bytes from the target."""
         self._last_output = time.monotonic()
+        self._outputs += 1
         self.tracker.feed_output(data)
         if self.masker is None:
             self.ports.record_output(data)
@@ -224,29 +257,45 @@ class InteractivePolicy:
                     time.monotonic() - self._last_output >= 0.01:
                 return
 
+    async def _read_line(self, line_id: int) -> LineSnapshot:
+        """The line of a held key (pyte, off the loop). While it looks typed without echo,
+        it is read again for up to ECHO_WAIT: other output may have come first (keys
+        typed ahead of the next prompt) and the echo a little later."""
+        loop = asyncio.get_running_loop()
+        snapshot = await loop.run_in_executor(None, self.tracker.current_line, line_id)
+        deadline = time.monotonic() + ECHO_WAIT
+        while snapshot.echo_off and time.monotonic() < deadline:
+            await asyncio.sleep(ECHO_RETRY)
+            snapshot = await loop.run_in_executor(None, self.tracker.current_line, line_id)
+        return snapshot
+
     async def _decide(self, enter: bytes, line_id: int, keys: bytes = b"") -> None:
-        assert self.engine is not None
+        policy = self.policy
+        assert policy is not None
         session = self.session
         loop = asyncio.get_running_loop()
         try:
             await self._await_echo()
-            snapshot = await loop.run_in_executor(None, self.tracker.current_line, line_id)
+            snapshot = await self._read_line(line_id)
             self._store_input(keys, echo_off=_unechoed(snapshot))
-            principal = session.principal
             shell_line = not (snapshot.alternate_screen or snapshot.echo_off)
-            decision = too_long(self.engine, snapshot.text, snapshot.raw, snapshot.typed) \
+            decision = too_long(policy.engine, snapshot.text, snapshot.raw, snapshot.typed) \
                 if shell_line else None
-            if decision is None:  # off the loop: a hostile line costs up to ~0.4 s
-                decision = await loop.run_in_executor(None, functools.partial(
-                    self.engine.decide_snapshot, snapshot, user=principal.name,
-                    groups=sorted(principal.groups), target=session.target))
+            if decision is None:  # off the loop: analysis is bounded but costs CPU
+                decision = await loop.run_in_executor(None, policy.decide, snapshot)
             for kind, detail in self.tracker.take_signals():
                 session.audit(Kind.EVASION, "flagged", {"signal": kind, "detail": detail})
-            text = snapshot.text if not snapshot.echo_off else "(typed without echo)"
+            text = policy.describe(snapshot)  # never the keys of a line typed without echo
             now = self.enforcer.immediate(decision)
             if decision.incomplete and isinstance(now, Allow):
                 self.tracker.continue_line(snapshot.text)  # the shell asks for more
-                self._release(enter)
+                # the keys that follow wait for its continuation prompt (at most
+                # INTERRUPT_WAIT): sent while bash is out of readline, the tty echoes
+                # them and readline again, and the screen shows a line bash never reads
+                answered = self._outputs
+                self.ports.to_target(enter)
+                await self._await_answer(answered)
+                self._resume()
                 return
             if now is None:
                 self._queued.clear()  # keys typed before an approval wait are dropped
@@ -254,10 +303,11 @@ class InteractivePolicy:
                                                   cancel_hint=True)
             self.tracker.end_line()
             match verdict:
-                case Allow():
+                case Allow():  # the line runs: its effects apply to the next one
+                    policy.commit(decision, approved=now is None)
                     self._release(enter)
                 case Deny(message):
-                    self._refuse(message)
+                    await self._refuse(message)
                 case Gone():
                     self._queued.clear()
         except asyncio.CancelledError:
@@ -265,7 +315,7 @@ class InteractivePolicy:
         except Exception:
             log.exception("policy decision failed")
             self.tracker.end_line()
-            self._refuse("the policy could not decide this command; it was not run")
+            await self._refuse("the policy could not decide this command; it was not run")
 
     def _release(self, enter: bytes) -> None:
         self.ports.to_target(enter)
@@ -277,11 +327,24 @@ class InteractivePolicy:
         if queued:
             self.input(queued)
 
-    def _refuse(self, message: str) -> None:
+    async def _refuse(self, message: str) -> None:
         self.session.say(message, fresh_line=True)
         self._queued.clear()
+        answered = self._outputs
         self.ports.to_target(b"\x03")  # the shell drops the whole line and prompts again
+        await self._await_answer(answered)
         self._resume()
+
+    async def _await_answer(self, outputs: int) -> None:
+        """Keys typed after a refusal (or an unfinished line) wait until the shell has
+        answered its Ctrl-C (its Enter): output after the ``outputs``-th chunk, then ~10 ms
+        of quiet, at most INTERRUPT_WAIT. Bash drops the keys it read before it handled
+        the interrupt, with the line."""
+        deadline = time.monotonic() + INTERRUPT_WAIT
+        while time.monotonic() < deadline:
+            if self._outputs > outputs and time.monotonic() - self._last_output >= 0.01:
+                return
+            await asyncio.sleep(0.005)
 
 
 def _hide_printable(data: bytes) -> bytes:

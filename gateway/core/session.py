@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from common.safetext import visible
+from gateway import logs
 from gateway.audit import AuditEvent, Kind
 from gateway.config import TargetConfig
 from gateway.core.access import Principal
@@ -136,6 +137,8 @@ class SessionCore:
         services = self.services
         self.kind = kind
         self.session_id = services.recorder.new_session_id()
+        # every log line of this session's task (and tasks it starts) names it (JSON logs)
+        logs.bind(session=self.session_id, user=self.principal.name, target=self.target)
         command = self.mask(command) if command else command
         detail = self._masked(detail)
         unrecorded_detail = self._masked(unrecorded_detail) \
@@ -162,6 +165,7 @@ class SessionCore:
         services.live.add(self)
         self.started = True
         self.audit(Kind.SESSION_START, "ok", detail)
+        log.info("%s session started from %s", kind, self.source)
         return True
 
     def _recording_failed(self, exc: RecorderError) -> None:

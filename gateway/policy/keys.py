@@ -1,4 +1,20 @@
-"""A model of the line editor driven by the user's keystrokes alone.
+"""Keys: which ones run a line (``KeyPolicy``), and a model of the line they type.
+
+``KeyPolicy.classify`` says whether a key sequence runs something in the shell or the
+foreground program, given what the session knows (readline's defaults in emacs or vi
+mode, keys bound earlier in the session, completion that runs code, the full-screen
+program in the foreground). The relay holds every such key until the policy decides,
+exactly like Enter. What cannot be known is held: after ``bind -f`` or an unknown
+binding, every control and meta key is.
+
+Readline keys that run a line or code without Enter (emacs mode): C-m, C-j (accept-line),
+C-o (operate-and-get-next), C-x C-e (edit-and-execute-command), M-C-e
+(shell-expand-line: runs command substitutions), M-# (insert-comment: with an argument
+it uncomments and runs), C-x C-r (re-read-init-file), M-C-j (switch to vi mode). Vi
+command mode: ``v`` (edit-and-execute), ``#`` (insert-comment), ``@`` (macros). In a
+non-UTF-8 locale a byte with the high bit set is a meta key: stray such bytes are held.
+
+
 
 ``KeyLine`` applies the keys every line editor agrees on (printable text, backspace,
 Ctrl-U/K/W/Y, Ctrl-A/E/B/F/D, arrows left/right, Home/End/Delete, bracketed paste) and
@@ -16,7 +32,103 @@ shows as a *mismatch* signal, never as an allow (the screen text is decided too)
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 _WORD_SEP = " \t"
+ENTER = "enter"
+
+# readline (emacs mode) key sequences that run a line or code, as raw bytes
+_EMACS_RUNS = {
+    b"\x18\x05": "edit-and-execute-command",
+    b"\x18\x1b\x05": "edit-and-execute-command",
+    b"\x1b\x05": "shell-expand-line",
+    b"\x1b#": "insert-comment",
+    b"\x18\x12": "re-read-init-file",
+    b"\x1b\n": "vi-editing-mode",
+    b"\x1b\r": "vi-editing-mode",
+    b"\x18\x18\x05": "edit-and-execute-command",
+}
+# high-bit "meta" bytes readline reads as ESC+key when the locale is not UTF-8
+_STRAY_META = {0x85: "shell-expand-line", 0xA3: "insert-comment", 0x8A: "vi-editing-mode",
+               0x8D: "vi-editing-mode", 0x92: "re-read-init-file"}
+_VI_CMD_RUNS = {"v": "edit-and-execute-command", "#": "insert-comment", "@": "vi-macro"}
+# keys of full-screen programs that run commands without Enter
+_SCREEN_KEYS = {"vi": {"@": "vi-register", "Q": "vi-ex-mode", "K": "vi-keywordprg"},
+                "less": {"v": "less-editor"}}
+_SAFE_CONTROL = frozenset({b"\x7f", b"\x08", b"\x15", b"\x0b", b"\x17", b"\x19", b"\x01",
+                           b"\x05", b"\x02", b"\x06", b"\x04", b"\x03", b"\x0c"})
+
+
+@dataclass
+class KeyPolicy:
+    """Which keys run a line, given the session's state (see the module docstring).
+
+    Attributes:
+        bindings: key sequence (as text, one char per byte) -> (kind, argument) from
+            ``bind`` in this session (kinds: exec, run, macro, func, unknown).
+        bindings_unknown: key bindings were changed in a way that cannot be followed.
+        vi: readline is in vi mode.
+        tab_runs_code: completion runs code (``complete -C/-F``).
+        screen: the language of the full-screen program in the foreground, if any.
+    """
+
+    bindings: dict[str, tuple[str, str]] = field(default_factory=dict)
+    bindings_unknown: bool = False
+    vi: bool = False
+    tab_runs_code: bool = False
+    screen: str | None = None
+
+    def per_char(self, vi_command: bool, alt: bool) -> bool:
+        """Must printable text be looked at key by key?"""
+        if alt:
+            return self.screen in _SCREEN_KEYS
+        return vi_command or any(len(k) == 1 and k.isprintable() for k in self.bindings)
+
+    def classify(self, seq: bytes, *, vi_command: bool, alt: bool) -> str | None:
+        """The kind of a held key, or None if the key does not run anything."""
+        text = seq.decode("latin-1")
+        bound = self.bindings.get(text)
+        if bound is not None:
+            kind, arg = bound
+            if kind == "run":
+                return ENTER if arg in ("accept-line", "operate-and-get-next") else arg
+            if kind in ("exec", "macro", "unknown"):
+                return "bound-" + kind
+        if seq in (b"\r", b"\n", b"\r\n", b"\x0f"):
+            return ENTER
+        if alt:
+            keys = _SCREEN_KEYS.get(self.screen or "", {})
+            return keys.get(text)
+        if seq in _EMACS_RUNS:
+            return _EMACS_RUNS[seq]
+        if self.tab_runs_code and seq == b"\t":
+            return "completion"
+        if vi_command and text in _VI_CMD_RUNS:
+            return _VI_CMD_RUNS[text]
+        if self.bindings_unknown and (seq[:1] == b"\x1b" or (len(seq) == 1 and seq[0] < 0x20)) \
+                and seq not in _SAFE_CONTROL:
+            return "unknown-binding"
+        return None
+
+    def stray_meta(self, data: bytes) -> tuple[int, str] | None:
+        """A high-bit byte that is not part of valid UTF-8 and would be a meta key."""
+        if not any(b >= 0x80 for b in data):
+            return None
+        i, n = 0, len(data)
+        while i < n:
+            b = data[i]
+            if b < 0x80:
+                i += 1
+                continue
+            width = 2 if 0xC2 <= b <= 0xDF else 3 if 0xE0 <= b <= 0xEF else 4 if \
+                0xF0 <= b <= 0xF4 else 0
+            if width and i + width <= n and all(0x80 <= c <= 0xBF for c in data[i + 1 : i + width]):
+                i += width
+                continue
+            if b in _STRAY_META:
+                return i, _STRAY_META[b]
+            i += 1
+        return None
 
 
 class KeyLine:

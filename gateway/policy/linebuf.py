@@ -34,11 +34,12 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import pyte
 
-from gateway.policy.keys import KeyLine
+from gateway.policy.keys import ENTER, KeyLine, KeyPolicy
 from gateway.policy.sanitize import sanitize, strip_escapes
 
 TAIL_CAP = 64 * 1024  # output kept for line reconstruction; older output never matters
@@ -73,6 +74,8 @@ class InputEvent:
         enter: the held Enter bytes (``\\r``, ``\\n``, ``\\r\\n`` or Ctrl-O).
         in_paste: the Enter is a newline inside a bracketed paste.
         line_id: pass it to ``current_line`` for this Enter.
+        key: what the held key does: ``"enter"`` (runs the line), or another kind from
+            ``keys.KeyPolicy`` (edit-and-execute, a bound key, a program's key...).
     """
 
     kind: str
@@ -80,6 +83,7 @@ class InputEvent:
     enter: bytes = b""
     in_paste: bool = False
     line_id: int = 0
+    key: str = ENTER
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,14 @@ class LineSnapshot:
             early); ``typed`` is then the only view of the line.
         hidden_typed: the keystroke model when echo was off (may be a password:
             never log it; only match rules against it).
+        key: the held key that asked for this decision (``"enter"`` or a kind from
+            ``keys.KeyPolicy``).
+        screen_bottom: in the alternate screen, the bottom row (where vi, less and
+            friends read their command lines).
+        screen_cursor: in the alternate screen, the cursor's row.
+        cursor_bottom: the cursor is on the bottom row.
+        screen_text: in the alternate screen, every row (for markers such as vim's
+            command-line window).
     """
 
     text: str
@@ -120,6 +132,12 @@ class LineSnapshot:
     prompt_guessed: bool = False
     echo_pending: bool = False
     hidden_typed: str | None = field(default=None, repr=False)
+    key: str = ENTER
+    key_seq: str = ""
+    screen_bottom: str = ""
+    screen_cursor: str = ""
+    cursor_bottom: bool = False
+    screen_text: str = field(default="", repr=False)
 
 
 @dataclass
@@ -131,13 +149,24 @@ class _Line:
     chunk: int = -1  # last input chunk that touched this line
     input_at: int = 0  # output offset when that chunk was fed
     printable_before: int = 0  # printable keys typed in earlier chunks
+    key: str = ENTER  # the held key that ended this line
+    key_seq: str = ""  # its bytes (latin-1 text)
 
 
 class LineTracker:
     """Per interactive session: reconstructs the command line at each Enter."""
 
-    def __init__(self, cols: int = 80, rows: int = 24) -> None:
-        """Create a tracker for a terminal of ``cols`` x ``rows`` (clamped to the caps)."""
+    def __init__(self, cols: int = 80, rows: int = 24, keys: KeyPolicy | None = None) -> None:
+        """Create a tracker for a terminal of ``cols`` x ``rows`` (clamped to the caps).
+
+        ``keys`` says which keys run a line (default: readline's in emacs mode); the
+        session updates it as bindings, modes and foreground programs change.
+        """
+        self.key_policy = keys or KeyPolicy()
+        self._key_prefix = b""  # C-x or ESC forwarded: the next key completes a sequence
+        self._vi_cmd = False  # vi editing mode, command mode (after ESC)
+        self.eof_count = 0  # Ctrl-D typed on an empty line (a shell or REPL exits)
+        self._alt_at = 0  # output offset where the alternate screen started
         self.cols = min(MAX_COLS, max(2, int(cols)))
         self.rows = min(MAX_ROWS, max(2, int(rows)))
         self._lock = threading.Lock()  # feed_* on the loop thread, current_line in a worker
@@ -153,6 +182,8 @@ class LineTracker:
         self._next_id = 1
         self._pending: list[str] = []
         self._prompt = ""
+        self._prompts: list[str] = []  # recent distinct prompts (PS1, PS2...), newest last
+        self._shell_prompt = ""
         self._signals: deque[tuple[str, str]] = deque(maxlen=MAX_SIGNALS)
         self._last_input_at = 0  # output offset when input was last fed
         self._chunks = 0  # input chunks fed
@@ -166,10 +197,10 @@ class LineTracker:
         with self._lock:
             if self._carry:  # a mode sequence may straddle the previous chunk
                 for m in _ALT_RE.finditer(self._carry + data[:8]):
-                    self._set_alt(m.group(1) == b"h")
+                    self._set_alt(m.group(1) == b"h", self._total)
             if b"\x1b[?" in data:
                 for m in _ALT_RE.finditer(data):
-                    self._set_alt(m.group(1) == b"h")
+                    self._set_alt(m.group(1) == b"h", self._total + m.start())
             end = data[-7:]
             esc = end.rfind(b"\x1b")
             self._carry = end[esc:] if esc >= 0 else b""
@@ -180,13 +211,29 @@ class LineTracker:
                 del self._tail[:cut]
                 self._base += cut
 
-    def _set_alt(self, on: bool) -> None:
+    def _set_alt(self, on: bool, at: int = 0) -> None:
         if on and not self._alt:
             self._signal("alternate_screen", "a full-screen program took the terminal")
+            self._alt_at = at
         self._alt = on
 
     def _signal(self, kind: str, detail: str) -> None:
         self._signals.append((kind, detail))
+
+    @property
+    def learned_prompt(self) -> str:
+        """The prompt last found by the mark heuristic (the shell's or a program's)."""
+        return self._prompt
+
+    @property
+    def learned_shell_prompt(self) -> str:
+        """The last prompt of a line the session decided as a shell line."""
+        return self._shell_prompt
+
+    def shell_prompt_seen(self, prompt: str) -> None:
+        """The session decided a line as a shell line: its prompt is the shell's."""
+        if prompt.strip():
+            self._shell_prompt = prompt
 
     def output_since_input(self) -> bool:
         """True if the target has sent output since the last input was fed."""
@@ -235,6 +282,33 @@ class LineTracker:
                 self._line.input_at = self._total
                 self._line.printable_before = keys.printable
             tok = m.group(0)
+            held = None if self._in_paste or kind in ("ps", "pe") else self._held(kind, tok)
+            if held is not None:
+                cut, key_bytes, kind_held = held
+                tok_start = m.start() + cut
+                lid = self._line.id
+                self._line.key = kind_held
+                self._line.key_seq = (self._key_prefix + key_bytes).decode("latin-1") if \
+                    self._key_prefix and cut == 0 else key_bytes.decode("latin-1")
+                if cut and kind == "text":
+                    keys.insert(tok[:cut].decode("utf-8", "replace"))
+                elif cut:
+                    keys.known = False
+                events.append(InputEvent("enter", data[start:tok_start], key_bytes, False, lid,
+                                         kind_held))
+                start = tok_start + len(key_bytes)
+                self._records[lid] = self._line
+                while len(self._records) > MAX_RECORDS:
+                    self._records.popitem(last=False)
+                self._line = None
+                self._key_prefix = b""
+                self._vi_cmd = False
+                entered = True
+                rest = tok[cut + len(key_bytes):]
+                if rest:  # text after a held key in the same token: a new line
+                    self._line = self._new_line(None)
+                    self._line.keys.insert(rest.decode("utf-8", "replace"))
+                continue
             if kind == "ps":
                 self._in_paste = True
                 self._line.pasted = True
@@ -254,22 +328,68 @@ class LineTracker:
                         self._records.popitem(last=False)
                     self._line = None
                     entered = True
+                    self._vi_cmd = False
             elif kind == "text":
                 keys.insert(tok.decode("utf-8", "replace"))
+                if self._vi_cmd and re.search(rb"[iIaAsScCoOR]", tok):
+                    self._vi_cmd = False
             elif kind == "ctl":
                 if self._in_paste and tok in (b"\t",):
                     keys.insert("\t")
                 elif tok == b"\x03":
                     self._line = None  # the shell abandons the line and prints a prompt
                 else:
+                    if tok == b"\x04" and not keys.chars:
+                        self.eof_count += 1
                     keys.control(tok[0])
             elif kind in ("csi", "ss3"):
                 keys.escape(tok)
             else:
                 keys.known = False
+                if kind in ("esc", "meta") and self.key_policy.vi:
+                    self._vi_cmd = not (kind == "meta" and tok[1:2] in b"iIaAsScCoOR")
+            if not self._in_paste:
+                self._key_prefix = tok if tok in (b"\x18", b"\x1b") else b""
         if start < len(data):
             events.append(InputEvent("data", data[start:]))
         return events
+
+    def _held(self, kind: str | None, tok: bytes) -> tuple[int, bytes, str] | None:
+        """Does this token (completing a C-x/ESC prefix) run a line? ``(offset in the
+        token, the held bytes, the key's kind)``."""
+        policy = self.key_policy
+        if kind == "enter":
+            what = policy.classify(tok, vi_command=False, alt=self._alt)
+            return (0, tok, what) if what is not None and what != ENTER else None
+        if kind == "text":
+            if policy.per_char(self._vi_cmd, self._alt):
+                for k, ch in enumerate(tok.decode("latin-1")):
+                    b = ch.encode("latin-1")
+                    what = None
+                    if k == 0 and self._key_prefix:
+                        what = policy.classify(self._key_prefix + b, vi_command=self._vi_cmd,
+                                               alt=self._alt)
+                    if what is None:
+                        what = policy.classify(b, vi_command=self._vi_cmd, alt=self._alt)
+                    if what is not None:
+                        return k, b, what
+                    if self._vi_cmd and ch in "iIaAsScCoOR":
+                        return None
+                return None
+            bad = policy.stray_meta(tok)
+            if bad is not None:
+                return bad[0], tok[bad[0] : bad[0] + 1], bad[1]
+            return None
+        if kind == "meta" and policy.vi:
+            # vi mode: ESC leaves insert mode, the key after it is a command
+            what = policy.classify(tok[1:], vi_command=True, alt=self._alt)
+            if what is not None:
+                return 1, tok[1:], what
+        seq = self._key_prefix + tok if kind in ("ctl", "meta", "esc", "csi", "ss3") else tok
+        what = policy.classify(seq, vi_command=self._vi_cmd, alt=self._alt)
+        if what is None and seq != tok:
+            what = policy.classify(tok, vi_command=self._vi_cmd, alt=self._alt)
+        return (0, tok, what) if what is not None else None
 
     def _new_line(self, mark: int | None) -> _Line:
         line = _Line(self._next_id, mark)
@@ -317,18 +437,26 @@ class LineTracker:
             else:
                 line = next(reversed(self._records.values()), None) if self._records else None
             alt = self._alt
+            alt_at = self._alt_at
             tail = bytes(self._tail)
             base = self._base
             pending = list(self._pending)
             cols, rows = self.cols, self.rows
             learned = self._prompt
+            known = list(self._prompts)
             total = self._total
         keys = line.keys if line is not None else KeyLine()
         mark = line.mark if line is not None else None
+        key = line.key if line is not None else ENTER
+        key_seq = line.key_seq if line is not None else ""
         if alt:
-            return LineSnapshot("", alternate_screen=True, continuation=bool(pending))
+            snap = self._screen_snapshot(tail, base, alt_at, cols, rows, key, bool(pending))
+            # the keys typed since the last held key (a program's command line as typed)
+            return replace(snap, typed=keys.text if keys.known else None)
         try:
-            text, prompt, raw, search, guessed = _render(tail, base, mark, cols, rows, learned)
+            text, prompt, raw, search, guessed = _render(
+                tail, base, mark, cols, rows, learned, known,
+                keys.text if keys.known and keys.printable else "")
         except Exception:  # fail closed: never lose the line because pyte misbehaved
             self._signal("render_error", "terminal emulation failed; used stripped output")
             text = _crude_line(tail, base, mark)
@@ -336,6 +464,8 @@ class LineTracker:
         if prompt and not guessed:
             with self._lock:
                 self._prompt = prompt
+                if prompt.strip() and prompt not in self._prompts[-1:]:
+                    self._prompts = [*[p for p in self._prompts if p != prompt][-3:], prompt]
         pasted = line.pasted if line is not None else False
         # Keys all sent in one chunk and no output since: the echo has not arrived yet
         # (the relay did not wait): the screen is stale, the keystroke model decides.
@@ -384,6 +514,33 @@ class LineTracker:
             prompt_guessed=guessed,
             echo_pending=echo_pending,
             hidden_typed=keys.text if echo_off else None,
+            key=key,
+            key_seq=key_seq,
+        )
+
+    def _screen_snapshot(self, tail: bytes, base: int, alt_at: int, cols: int, rows: int,
+                         key: str, pending: bool) -> LineSnapshot:
+        """A full-screen program: the rows where programs read their command lines."""
+        start = max(0, alt_at - base)
+        data = tail[start:][-RENDER_CAP:]
+        try:
+            screen = pyte.Screen(cols, rows)
+            pyte.Stream(screen).feed(sanitize(data).decode("utf-8", "replace"))
+            rows_text = _screen_rows(screen, cols)
+            cy = min(max(screen.cursor.y, 0), rows - 1)
+        except Exception:  # fail closed: an unreadable screen is an empty, guessed one
+            self._signal("render_error", "terminal emulation failed in a full-screen program")
+            rows_text, cy = [""] * rows, rows - 1
+        bottom = rows_text[-1].rstrip() if rows_text else ""
+        return LineSnapshot(
+            "",
+            alternate_screen=True,
+            continuation=pending,
+            key=key,
+            screen_bottom=bottom,
+            screen_cursor=rows_text[cy].rstrip() if rows_text else "",
+            cursor_bottom=cy >= rows - 1,
+            screen_text="\n".join(r.rstrip() for r in rows_text),
         )
 
 
@@ -426,8 +583,12 @@ def _join(screen: pyte.Screen, cols: int, first: int, first_col: int, last: int)
     return "".join(parts).rstrip()
 
 
+DEFAULT_PS2 = "> "  # bash's continuation prompt
+
+
 def _render(
-    tail: bytes, base: int, mark: int | None, cols: int, rows: int, learned: str
+    tail: bytes, base: int, mark: int | None, cols: int, rows: int, learned: str,
+    known: Sequence[str] = (), typed: str = "",
 ) -> tuple[str, str, str, bool, bool]:
     """Render the line; return (text, prompt, raw, search, prompt_guessed)."""
     mark_idx = None if mark is None else mark - base
@@ -473,6 +634,17 @@ def _render(
                 if rows_text[y].startswith(prompt):
                     text = _join(screen, cols, y, len(prompt), last)
                     return text, prompt, text, False, False
+        # Typed ahead of the shell's answer: the mark is on the previous line and the
+        # line being edited starts on a later row with a prompt seen before (PS1, or
+        # PS2 of a continuation), possibly after the terminal's own echo of the keys
+        # (typed before readline took the terminal).
+        if lstart > pr:
+            logical = _join(screen, cols, lstart, 0, last)
+            for p in sorted({*known, learned, DEFAULT_PS2}, key=len, reverse=True):
+                for echo in dict.fromkeys(("", typed)):
+                    if p.strip() and logical.startswith(echo + p):
+                        text = logical[len(echo + p):]
+                        return text, p, text, False, False
         if pr <= last:
             text = _join(screen, cols, pr, pc, last)
             return text, prompt, text, False, False

@@ -19,8 +19,10 @@ from gateway.policy.rules import Action, Rule
 
 _SYSTEM_DIRS = r"(?:bin|boot|dev|etc|home|lib|lib32|lib64|opt|proc|root|sbin|srv|sys|usr|var)"
 _DISKS = r"(?:sd[a-z]|hd[a-z]|vd[a-z]|xvd[a-z]|nvme\d|mmcblk\d|dm-\d|md\d|mapper/|disk/)"
+DISK_GLOBS = ("/dev/sd*", "/dev/hd*", "/dev/vd*", "/dev/xvd*", "/dev/nvme*", "/dev/mmcblk*",
+              "/dev/dm-*", "/dev/md*", "/dev/mapper/**", "/dev/disk/**")
 
-# (name, regex, action, why) in evaluation order.
+# (name, regex, action, why) in evaluation order; effect rules in STARTER_EFFECTS.
 STARTER_RULES: tuple[tuple[str, str, str, str], ...] = (
     (
         "no-recursive-root-delete",
@@ -42,10 +44,9 @@ STARTER_RULES: tuple[tuple[str, str, str, str], ...] = (
     ),
     (
         "no-raw-disk-write",
-        r"^(?:dd(?: \S+)* of=/dev/" + _DISKS + r"|shred(?: \S+)* /dev/" + _DISKS + r")"
-        r"|(?:^| )>>? /dev/" + _DISKS,
+        r"^(?:dd(?: \S+)* of=/dev/" + _DISKS + r"|shred(?: \S+)* /dev/" + _DISKS + r")",
         "deny",
-        "writing to a block device",
+        "writing to a block device (any program, any redirection: see writes)",
     ),
     (
         "no-power-off",
@@ -126,9 +127,19 @@ STARTER_RULES: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
+# rule name -> (writes, deletes): effect globs added to that rule
+STARTER_EFFECTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "no-raw-disk-write": (DISK_GLOBS, ()),
+}
+
+
 def starter_rules() -> list[Rule]:
     """The starter rules, compiled."""
-    return [Rule(name, re.compile(rx), Action(action)) for name, rx, action, _ in STARTER_RULES]
+    out: list[Rule] = []
+    for name, rx, action, _ in STARTER_RULES:
+        writes, deletes = STARTER_EFFECTS.get(name, ((), ()))
+        out.append(Rule(name, re.compile(rx), Action(action), writes=writes, deletes=deletes))
+    return out
 
 
 def starter_toml() -> str:
@@ -136,7 +147,11 @@ def starter_toml() -> str:
     out: list[str] = []
     for name, rx, action, why in STARTER_RULES:
         assert "'" not in rx and "\n" not in rx
-        out.append(
-            f'# {why}\n[[policy.rules]]\nname = "{name}"\nmatch = \'{rx}\'\naction = "{action}"\n'
-        )
+        text = f'# {why}\n[[policy.rules]]\nname = "{name}"\nmatch = \'{rx}\'\n'
+        writes, deletes = STARTER_EFFECTS.get(name, ((), ()))
+        if writes:
+            text += "writes = [" + ", ".join(f'"{g}"' for g in writes) + "]\n"
+        if deletes:
+            text += "deletes = [" + ", ".join(f'"{g}"' for g in deletes) + "]\n"
+        out.append(text + f'action = "{action}"\n')
     return "\n".join(out)

@@ -304,9 +304,7 @@ def auditor(config: Any) -> Callable[[str, PassResult], None] | None:
     from gateway.audit import AuditEvent, AuditLog, Kind
 
     def audit(user: str, result: PassResult) -> None:
-        log = AuditLog(config.audit.file, syslog=config.audit.syslog,
-                       syslog_address=config.audit.syslog_address,
-                       syslog_facility=config.audit.syslog_facility)
+        log = AuditLog(config.audit.file)  # exported (syslog, webhooks) by the gateway
         try:
             log.emit(AuditEvent(Kind.RECORDING, result.outcome, user=user,
                                 session=result.session_id, detail=result.detail()))

@@ -83,6 +83,7 @@ class RdpSupervisor:
         self._verbose = verbose
         self._on_worker_exit = on_worker_exit
         self._procs: dict[int, asyncio.subprocess.Process] = {}
+        self._retiring: dict[int, asyncio.subprocess.Process] = {}  # pid -> replaced worker
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
 
@@ -131,16 +132,17 @@ class RdpSupervisor:
         while await proc.stdout.readline():
             pass
         code = await proc.wait()
+        retired = self._retiring.pop(proc.pid, None) is not None  # replaced by a reload
         if self._stopping:
+            return
+        if retired:
+            if code != 0:  # it did not drain cleanly: finish what it left
+                await self._finish_recordings(proc.pid)
             return
         self.audit(AuditEvent(Kind.GATEWAY, "failed", detail={
             "event": "rdp worker exited", "pid": proc.pid, "status": code}))
         log.error("rdp worker %d exited with %s; starting a new one", proc.pid, code)
-        if self._on_worker_exit is not None:
-            try:
-                await self._on_worker_exit()
-            except Exception:  # the replacement worker must start anyway
-                log.exception("finishing the recordings of rdp worker %d failed", proc.pid)
+        await self._finish_recordings(proc.pid)
         await asyncio.sleep(RESTART_DELAY)
         if not self._stopping:
             try:
@@ -148,13 +150,37 @@ class RdpSupervisor:
             except RdpUnavailable as exc:
                 log.error("%s", exc)
 
+    async def _finish_recordings(self, pid: int) -> None:
+        if self._on_worker_exit is not None:
+            try:
+                await self._on_worker_exit()
+            except Exception:  # the replacement worker must start anyway
+                log.exception("finishing the recordings of rdp worker %d failed", pid)
+
+    async def reload(self, config: Config) -> None:
+        """A reloaded configuration: each worker is replaced by a new one (which reads
+        the file again and listens beside it, ``SO_REUSEPORT``); the old one stops
+        listening and ends when its sessions have (within ``drain_timeout``)."""
+        self.config = config
+        for slot, old in list(self._procs.items()):
+            self._retiring[old.pid] = old
+            try:
+                await self._spawn(slot)
+            except RdpUnavailable as exc:
+                self._retiring.pop(old.pid, None)
+                log.error("reload: %s; the running RDP worker %d is kept", exc, old.pid)
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                old.send_signal(signal.SIGTERM)
+
     def pids(self) -> list[int]:
-        """The workers running now."""
-        return sorted(p.pid for p in self._procs.values() if p.returncode is None)
+        """The workers running now (with those a reload replaced, still draining)."""
+        procs = [*self._procs.values(), *self._retiring.values()]
+        return sorted(p.pid for p in procs if p.returncode is None)
 
     async def stop(self, timeout: float) -> None:  # noqa: ASYNC109 - drain budget
         self._stopping = True
-        procs = list(self._procs.values())
+        procs = list(self._procs.values()) + list(self._retiring.values())
         for proc in procs:
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):

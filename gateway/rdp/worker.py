@@ -157,9 +157,7 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     rdp = config.rdp
     recorder = Recorder(config.recording, recover=False)
     await recorder.start()
-    audit = AuditLog(config.audit.file, syslog=config.audit.syslog,
-                     syslog_address=config.audit.syslog_address,
-                     syslog_facility=config.audit.syslog_facility)
+    audit = AuditLog(config.audit.file)  # exported (syslog, webhooks) by the gateway
     gate, approvals, close_state = _open_gate(config, recorder, audit)
     passes = ScreenPasses(config.path, audit.emit, rdp.ocr_budget)
     passes.start()
@@ -252,9 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.parent is not None:
         die_with_parent(args.parent)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="bastille-rdp[%(process)d] %(levelname)s %(message)s")
     config = load_config(args.config)
+    from gateway import logs
+
+    logs.setup(logging.DEBUG if args.verbose else logging.INFO,
+               os.environ.get(logs.ENV) or config.gateway.log_format)
+    logs.bind(worker=f"rdp-{os.getpid()}")
     if config.rdp is None:
         print("bastille-rdp: the config has no [rdp] section", file=sys.stderr)
         return 2

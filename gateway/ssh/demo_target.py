@@ -290,6 +290,15 @@ class _Run:
         return status
 
 
+class _SftpServer(asyncssh.SFTPServer):
+    """asyncssh's SFTP server, ending its channel with exit status 0 as OpenSSH's
+    ``sftp-server`` does (without one, ``scp`` and ``sftp`` report a failure)."""
+
+    def exit(self) -> None:
+        with contextlib.suppress(OSError, asyncssh.Error):
+            self.channel.exit(0)
+
+
 class _DemoServer(asyncssh.SSHServer):
     def __init__(self, client_key: asyncssh.SSHKey) -> None:
         self._client_key = client_key
@@ -326,7 +335,7 @@ class LocalShellTarget:
         self._server = await asyncssh.create_server(
             lambda: _DemoServer(self._client_key), "127.0.0.1", 0,
             server_host_keys=[self._host_key], process_factory=self._handle,
-            sftp_factory=True, allow_scp=False, encoding=None,
+            sftp_factory=_SftpServer, allow_scp=False, encoding=None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 

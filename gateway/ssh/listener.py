@@ -12,6 +12,7 @@ import socket
 
 import asyncssh
 
+from gateway.config import Config
 from gateway.core.services import Services
 from gateway.errors import BastilleError
 from gateway.ssh.algorithms import SERVER_ALGORITHMS, prefer_gcm_for_clients
@@ -44,9 +45,8 @@ class SshListener:
             oidc = OidcClient(config.oidc)
         self.ctx = SshContext(
             services=services, tofu=TofuStore(data.known_targets), x11_auth=data.x11_auth,
-            user_keys={name: [public_key_blob(k) for k in user.keys]
-                       for name, user in config.users.items()},
-            oidc=oidc, tallies=tallies if tallies is not None else LocalTallies())
+            user_keys=_user_keys(config), oidc=oidc,
+            tallies=tallies if tallies is not None else LocalTallies())
         self._server: asyncssh.SSHAcceptor | None = None
         self._proxied: ProxiedListener | None = None
         self.port = 0
@@ -97,6 +97,15 @@ class SshListener:
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
+    def reload(self, config: Config) -> None:
+        """A reloaded configuration: the users' keys now; built-in targets that are new
+        start in the background (sessions to them fail until they listen)."""
+        self.ctx.user_keys = _user_keys(config)
+        for t in config.targets.values():
+            if t.builtin == "local-shell" and t.name not in self.ctx.builtin:
+                self.ctx.services.spawn(self._builtin(t.name, LocalShellTarget()),
+                                        f"built-in target {t.name}")
+
     async def _builtin(self, name: str, target: LocalShellTarget) -> None:
         await target.start()
         self.ctx.builtin[name] = target
@@ -125,3 +134,7 @@ class SshListener:
         self.ctx.builtin.clear()
 
 
+
+
+def _user_keys(config: Config) -> dict[str, list[bytes]]:
+    return {name: [public_key_blob(k) for k in user.keys] for name, user in config.users.items()}

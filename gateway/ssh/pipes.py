@@ -4,8 +4,10 @@ The session chooses one pipe, once, when it knows what was asked for:
 
 ============================  ===================================================
 :class:`InteractivePipe`      a PTY shell, or a PTY exec: the interactive policy
-                              driver (``gateway.core.interactive``) decides lines,
-                              masks output live and records keys per line
+                              driver (``gateway.core.interactive``) decides lines
+                              (a PTY exec's: the lines typed into the program its
+                              command started), masks output live and records
+                              keys per line
 :class:`ExecPipe`             exec without a PTY, rsync, the player: exact bytes to
                               the user; the recording masked (``mask_exec`` /
                               ``mask_transfers``) or raw
@@ -465,24 +467,31 @@ def records_masked(policy: PolicySettings, *, kind: str, command: str | None,
 
 def choose_pipe(relay: Relay, session: SessionCore, enforcer: Enforcer,
                 target: TargetConfig, *, kind: str, command: str | None, has_pty: bool,
-                size: tuple[int, int]) -> Pipe:
-    """The one pipe of a session, from what it asked for and the policy settings."""
+                size: tuple[int, int], exec_decision: Decision | None = None) -> Pipe:
+    """The one pipe of a session, from what it asked for and the policy settings.
+
+    ``exec_decision``: the policy's decision of the exec command (None: not decided, as
+    for the player, or no policy); a PTY exec with one decides the keys that follow.
+    The policy engine is the one of this moment: the pipe keeps it for the session.
+    """
     services = enforcer.services
     policy = services.config.policy
     maskers = services.maskers
     transfer = is_transfer(command)
     if has_pty and (kind == "shell" or (kind == "exec" and not transfer)):
-        # a shell is decided line by line; a PTY exec (`ssh -t host -- sudo x`, the
-        # player) was decided as a whole, its keys are recorded per line like a shell's
-        decide = kind == "shell"
-        live = maskers.for_target(target) if decide or policy.mask_exec else None
+        # a shell is decided line by line; a PTY exec (`ssh -t host -- python3`) was
+        # decided as a whole, and the keys typed into what it started are decided as that
+        # program's lines; the player's keys are only recorded per line like a shell's
+        shell = kind == "shell"
+        engine = services.policy if shell or exec_decision is not None else None
+        live = maskers.for_target(target) if shell or policy.mask_exec else None
         rec = session.rec
         mask_keys = maskers.keys_for(target)  # typed secrets are masked in the recording
         ports = Ports(to_target=relay.to_target, to_user=relay.to_user,
                       record_output=(lambda d: rec.output(d, 1)) if rec else _drop,
                       record_input=(lambda keys: rec.input(mask_keys(keys))) if rec else None)
-        driver = InteractivePolicy(session, enforcer, ports, live,
-                                   services.policy if decide else None, size)
+        driver = InteractivePolicy(session, enforcer, ports, live, engine, size,
+                                   started=None if shell else exec_decision)
         return InteractivePipe(relay, session, driver)
     record = _recorder_of(session)
     if kind == "sftp":
@@ -516,3 +525,19 @@ def _recorder_of(session: SessionCore) -> Callable[[bytes, int], None]:
             else:
                 rec.output(data, stream)
     return record
+
+
+async def run_menu(relay: Relay, core: SessionCore, menu: TargetMenu, early: list[bytes],
+                   timeout: float) -> str | None:  # noqa: ASYNC109 - the login timeout
+    """Show ``menu`` on ``relay`` until the user chooses (``early``: keys typed before
+    it was shown); None when no choice came in ``timeout`` seconds (the user is told)
+    or the user quit."""
+    relay.pipe = pipe = MenuPipe(relay, menu)
+    try:
+        return await pipe.choose(early, timeout)
+    except TimeoutError:
+        core.say("no choice made; bye", fresh_line=True)
+        return None
+    finally:
+        relay.pipe = None
+        relay.stop_reading()

@@ -158,8 +158,12 @@ class Relay:
             self.pipe.flush()
 
     def to_target(self, data: bytes) -> None:
-        if self.upstream is not None and data:
+        if self.upstream is None or not data:
+            return
+        try:
             self.upstream.write(data)
+        except (BrokenPipeError, ConnectionError):
+            return  # the target's channel closed (a key released after it): nothing to do
 
     def show(self, text: str, *, fresh_line: bool = False) -> tuple[bytes, int] | None:
         """A bastion message: a line of its own on the terminal, or on stderr."""

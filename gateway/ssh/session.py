@@ -27,10 +27,8 @@ from gateway.audit import Kind
 from gateway.config import TargetConfig
 from gateway.core.enforce import Allow, Deny, Enforcer, Gone, too_long
 from gateway.core.session import SessionCore
-from gateway.errors import TargetError, TargetRefused
+from gateway.errors import TargetError
 from gateway.limits import (
-    MAX_ENV_BYTES,
-    MAX_ENV_VARS,
     MAX_EXEC_COMMAND,
     MAX_SUBSYSTEM_NAME,
     MAX_TARGET_NAME,
@@ -38,13 +36,15 @@ from gateway.limits import (
     clamp_term_size,
     cut,
 )
-from gateway.ssh.channels import ChannelRequest, open_target_channel
+from gateway.policy import Decision
+from gateway.ssh.bounded_env import bound_environment
 from gateway.ssh.context import ConnContext
 from gateway.ssh.menu import MenuEntry, TargetMenu
-from gateway.ssh.pipes import MenuPipe, choose_pipe, records_masked
+from gateway.ssh.pipes import MenuPipe, choose_pipe, records_masked, run_menu
 from gateway.ssh.player import player_refusal, player_route
 from gateway.ssh.relay import Relay, watch_limits
 from gateway.ssh.routing import Route, route_request, session_kind, valid_target_name
+from gateway.ssh.target_leg import TargetLeg
 
 log = logging.getLogger("bastille.session")
 
@@ -68,15 +68,15 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         self.has_pty = False
         self._early: list[bytes] = []
         self._user_eof = False
-        self._x11 = False  # the target allows X11 forwarding for this user
         self._refusal: str | None = None  # a request out of bounds: told, never run
         self._started = False
         self._counted = False  # counted in the user's running sessions
+        self._exec_decision: Decision | None = None  # the exec command's, if decided
 
     # ------------------------------------------------------------ channel requests
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         chan.pause_reading()  # nothing reaches a target before it is chosen and recorded
-        _bound_environment(chan)
+        bound_environment(chan)
         self.relay = Relay(chan, self.has_pty, clock=self.services.clock,
                            spawn=self.services.spawn)
 
@@ -226,13 +226,13 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         target, route = found
         if not await self._admit(target, route) or relay.user_closed.is_set():
             return  # refused, or the user left while the recording opened
-        conn = await self._connect(target)
-        if conn is None or relay.user_closed.is_set() or \
-                not await self._open_channel(conn, route):
+        pty = (self.term_type, self.term_size, self.term_modes) if self.has_pty else None
+        if not await TargetLeg(self.ctx, self.core, relay, self.fail).open(
+                target, route, subsystem=self.subsystem, pty=pty):
             return
         relay.pipe = choose_pipe(relay, self.core, self.enforcer, target, kind=self.kind,
                                  command=route.command, has_pty=self.has_pty,
-                                 size=self.term_size[:2])
+                                 size=self.term_size[:2], exec_decision=self._exec_decision)
         await self._relay()
 
     async def _target(self, route: Route) -> tuple[TargetConfig, Route] | None:
@@ -277,16 +277,10 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         assert relay is not None
         entries = [MenuEntry(t.name, t.description)
                    for t in self.services.access.targets_for(self.ctx.principal)]
-        relay.pipe = menu = MenuPipe(relay, TargetMenu(self.ctx.principal.name, entries))
+        menu = TargetMenu(self.ctx.principal.name, entries)
         early, self._early = self._early, []
-        try:
-            return await menu.choose(early, self.services.config.gateway.login_timeout)
-        except TimeoutError:
-            self.core.say("no choice made; bye", fresh_line=True)
-            return None
-        finally:
-            relay.pipe = None
-            relay.stop_reading()
+        return await run_menu(relay, self.core, menu, early,
+                              self.services.config.gateway.login_timeout)
 
     async def _admit(self, target: TargetConfig, route: Route) -> bool:
         """Open the recording (fail closed) and decide the exec command."""
@@ -324,6 +318,8 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         if route.command is None:
             return True
         core.record_command(route.command, source="exec")
+        if route.builtin == "player":  # the bastion's own program, for approvers only
+            return True
         return await self._exec_allowed(route.command)
 
     async def _exec_allowed(self, command: str) -> bool:
@@ -332,10 +328,14 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
             return True
         principal = self.ctx.principal
         decision = too_long(engine, command)
-        if decision is None:  # parsing takes up to ~0.4 s for a hostile line: off the loop
+        if decision is None:  # analysis is bounded but costs CPU: off the loop
+            # a non-interactive shell runs it; with a PTY, the keys that follow are
+            # decided by the interactive driver (a REPL or an editor it starts too)
             decision = await asyncio.to_thread(
                 functools.partial(engine.decide, command, user=principal.name,
-                                  groups=sorted(principal.groups), target=self.core.target))
+                                  groups=sorted(principal.groups), target=self.core.target,
+                                  interactive=False, tty=self.has_pty))
+        self._exec_decision = decision
         verdict = await self.enforcer.enforce(command, decision, source="exec",
                                               record_command=False)
         match verdict:
@@ -346,62 +346,6 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
                 return False
             case Gone():
                 return False
-
-    def _agent_path(self, target: TargetConfig) -> str | None:
-        """The user's agent socket, if forwarded and the target allows it (else told)."""
-        assert self.relay is not None
-        agent = self.relay.chan.get_agent_path()
-        if agent is None:
-            return None
-        principal = self.ctx.principal
-        if not target.allow_agent_forwarding.allows(principal.name, principal.groups):
-            self.core.audit(Kind.REFUSED, "denied", {"channel": "agent-forwarding"})
-            self.core.say(f"agent forwarding is not allowed on {target.name}; "
-                          "continuing without it")
-            return None
-        self.core.audit(Kind.FORWARD, "ok", {"channel": "agent-forwarding"})
-        return agent
-
-    async def _connect(self, target: TargetConfig) -> asyncssh.SSHClientConnection | None:
-        principal = self.ctx.principal
-        self._x11 = target.allow_x11_forwarding.allows(principal.name, principal.groups)
-        try:
-            return await self.ctx.upstream(target, self._agent_path(target))
-        except TargetError as exc:
-            self.core.mark(f"target connection failed: {exc}")
-            self.fail(str(exc), 1)
-            return None
-
-    def _x11_display(self) -> str | None:
-        """The user's X11 display to forward, if any and the target allows it (else
-        the user is told and the session goes on without it)."""
-        assert self.relay is not None
-        display = self.relay.chan.get_x11_display()
-        if display is None:
-            return None
-        if self._x11:
-            self.core.audit(Kind.FORWARD, "ok", {"channel": "x11"})
-            return display
-        self.core.audit(Kind.REFUSED, "denied", {"channel": "x11"})
-        self.core.say(f"X11 forwarding is not allowed on {self.core.target}; "
-                      "continuing without it")
-        return None
-
-    async def _open_channel(self, conn: asyncssh.SSHClientConnection, route: Route) -> bool:
-        relay = self.relay
-        assert relay is not None
-        request = ChannelRequest(
-            command=route.command, subsystem=self.subsystem,
-            env=relay.chan.get_environment(), x11_display=self._x11_display(),
-            x11_auth=self.ctx.ssh.x11_auth,
-            pty=(self.term_type, self.term_size, self.term_modes) if self.has_pty else None)
-        try:
-            relay.upstream = await open_target_channel(conn, relay, request)
-        except TargetRefused as exc:
-            self.fail(f"target {self.core.target} refused the session: {exc}", 1)
-            return False
-        self.core.audit(Kind.TARGET_CONNECT, "ok", {})
-        return True
 
     async def _relay(self) -> None:
         """Relay until either side ends; keys typed ahead take the same path."""
@@ -448,28 +392,3 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         if self._counted:
             self._counted = False
             self.ctx.ssh.user_session_ended(self.ctx.principal.name)
-
-
-def _bound_environment(chan: asyncssh.SSHServerChannel[bytes]) -> None:
-    """At most MAX_ENV_VARS variables of MAX_ENV_BYTES together on this channel: asyncssh
-    keeps every ``env`` request a client sends (any number, each up to a packet), and has
-    no hook for it, so its handler is wrapped on this channel. A request beyond the bound
-    is answered with a failure (OpenSSH clients go on) and not kept."""
-    chan = getattr(chan, "_orig_chan", chan)  # the channel under asyncssh's line editor
-    env: dict[bytes, bytes] = chan._env  # asyncssh keeps env requests here
-    used = [0]
-
-    def process(packet: Any) -> bool:
-        key = packet.get_string()
-        value = packet.get_string()
-        packet.check_end()
-        size = len(key) + len(value)
-        if key not in env and (len(env) >= MAX_ENV_VARS or used[0] + size > MAX_ENV_BYTES):
-            return False
-        if key in env:
-            used[0] -= len(key) + len(env[key])
-        env[key] = value
-        used[0] += size
-        return True
-
-    chan._process_env_request = process  # type: ignore[method-assign]

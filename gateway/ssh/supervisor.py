@@ -52,6 +52,8 @@ log = logging.getLogger("bastille.workers")
 
 START_TIMEOUT = 30.0
 RESTART_DELAY = 1.0
+RELOAD_TIMEOUT = 10.0  # seconds for every worker to re-read the configuration
+RELOAD_ANSWERS = (b"reloaded", b"refused")  # a worker's answer to SIGHUP (gateway.workers)
 LISTEN_BACKLOG = 128  # connections the kernel queues per worker socket
 
 
@@ -139,6 +141,7 @@ class SshWorkers:
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._reloads: dict[int, asyncio.Future[bool]] = {}  # slot -> its answer to SIGHUP
 
     @property
     def pids(self) -> list[int]:
@@ -176,7 +179,7 @@ class SshWorkers:
                "--log-level", str(self._log_level)]
         proc = await asyncio.create_subprocess_exec(
             *cmd, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}, pass_fds=(sock.fileno(),))
+            env=_worker_env(), pass_fds=(sock.fileno(),))
         assert proc.stdout is not None
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
@@ -196,9 +199,14 @@ class SshWorkers:
 
     async def _watch(self, slot: int, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
-        while await proc.stdout.readline():
-            pass
+        while line := await proc.stdout.readline():
+            answer = self._reloads.get(slot)
+            if answer is not None and not answer.done() and line.strip() in RELOAD_ANSWERS:
+                answer.set_result(line.strip() == b"reloaded")
         code = await proc.wait()
+        answer = self._reloads.get(slot)
+        if answer is not None and not answer.done():  # its replacement reads the file
+            answer.set_result(True)
         if self._stopping:
             return
         self.audit(AuditEvent(Kind.GATEWAY, "failed", detail={
@@ -217,6 +225,40 @@ class SshWorkers:
                 await self._spawn(slot)
             except WorkersUnavailable as exc:
                 log.error("%s", exc)
+
+    async def reload(self, config: Config, timeout: float = RELOAD_TIMEOUT) -> list[str]:  # noqa: ASYNC109 - a bound on the answers
+        """The gateway process reloaded ``config``: each running worker re-reads the
+        file (SIGHUP) for its new sessions and answers ``reloaded`` or ``refused`` on
+        stdout; returns once all have (a worker started later reads the file anyway).
+        Returns the problems: workers that refused (the file changed in between) or did
+        not answer within ``timeout`` seconds."""
+        self.config = config
+        loop = asyncio.get_running_loop()
+        asked: dict[int, tuple[int, asyncio.Future[bool]]] = {}
+        for slot, proc in self._procs.items():
+            if proc.returncode is not None:
+                continue
+            answer = self._reloads[slot] = loop.create_future()
+            try:
+                proc.send_signal(signal.SIGHUP)
+            except ProcessLookupError:
+                continue
+            asked[slot] = (proc.pid, answer)
+        try:
+            if asked:
+                await asyncio.wait([a for _, a in asked.values()], timeout=timeout)
+        finally:
+            for slot in asked:
+                self._reloads.pop(slot, None)
+        problems = []
+        for pid, answer in asked.values():
+            if not answer.done():
+                answer.cancel()
+                problems.append(f"ssh worker {pid} did not answer within {timeout:g} s")
+            elif not answer.result():
+                problems.append(f"ssh worker {pid} refused it and keeps its configuration "
+                                "(see the log)")
+        return problems
 
     async def stop(self, timeout: float) -> None:  # noqa: ASYNC109 - drain budget
         """SIGTERM every worker (each drains its sessions), wait up to ``timeout``."""
@@ -238,3 +280,13 @@ class SshWorkers:
         for sock in self._socks:
             sock.close()
         self._socks = []
+
+
+#: systemd talks to the gateway process only (readiness, reload, stop, watchdog)
+_SYSTEMD_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+def _worker_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _SYSTEMD_ENV}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

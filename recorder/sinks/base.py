@@ -322,5 +322,16 @@ class Sink(ABC):
         """Recordings this storage confirmed once and no longer has (see verify --all)."""
         return []
 
+    def stored(self, name: str) -> bool:
+        """True when ``name`` is finished and safely in its final storage (closed; for an
+        object store: uploaded and confirmed, no longer in the spool). Retention deletes
+        only such recordings."""
+        return False
+
+    def delete(self, name: str) -> None:
+        """Delete a stored recording on purpose (retention). Raises SinkError if it is
+        not :meth:`stored` or cannot be deleted."""
+        raise SinkError(f"{type(self).__name__} cannot delete recordings")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (threads, clients)."""

@@ -275,6 +275,30 @@ class FileSink(Sink):
         """True when the recording was closed (its final file exists)."""
         return self._path(name).exists()
 
+    def stored(self, name: str) -> bool:
+        with self._lock:
+            if name in self._open:
+                return False
+        return self.is_finished(name)
+
+    def delete(self, name: str) -> None:
+        """Remove a finished recording (and directories it leaves empty)."""
+        if not self.stored(name):
+            raise SinkError(f"recording {name} is not finished: not deleted")
+        path = self._path(name)
+        try:
+            path.unlink()
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            raise SinkError(f"cannot delete {name}: {describe_os_error(exc)}") from exc
+        parent = path.parent
+        while parent != self.directory and parent.is_relative_to(self.directory):
+            try:
+                parent.rmdir()  # only when empty
+            except OSError:
+                break
+            parent = parent.parent
+
     def recover(self) -> list[str]:
         """Finish recordings that dead processes left as ``.part`` (none holds its lock):
         cut after the last intact chunk and given a signed recovery trailer when a

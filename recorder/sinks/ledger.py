@@ -11,9 +11,11 @@ deleted) is detectable: :func:`lost` compares the ledger with what the store lis
 ``bastille verify --all`` reports each one. The file is append-only (0600, under the
 data directory); several processes may append (one ``write`` per line, ``O_APPEND``).
 
-Known limits: objects removed on purpose (a retention rule) are reported too; delete
-their lines (or the file) after such a clean-up. A malformed line is skipped (and
-counted in :attr:`Ledger.bad_lines`).
+Objects deleted on purpose by ``bastille prune`` get a line ``{"name": ..., "location":
+..., "deleted_at": ...}`` (:meth:`Ledger.forget`), after which they are no longer
+expected. Known limits: objects removed another way (a bucket lifecycle rule) are
+reported; delete their lines (or the file) after such a clean-up. A malformed line is
+skipped (and counted in :attr:`Ledger.bad_lines`).
 """
 
 from __future__ import annotations
@@ -57,9 +59,14 @@ class Ledger:
         self.bad_lines = 0
         self._lock = threading.Lock()
 
+    def forget(self, name: str, location: str) -> None:
+        """Note that ``name`` was deleted on purpose (retention): no longer expected."""
+        self._append(json.dumps({"name": name, "location": location,
+                                 "deleted_at": time.time()}, sort_keys=True))
+
     def record(self, entry: LedgerEntry) -> None:
         """Append one confirmed upload, durably (raises SinkError on I/O errors)."""
-        line = json.dumps(
+        self._append(json.dumps(
             {
                 "name": entry.name,
                 "size": entry.size,
@@ -69,7 +76,9 @@ class Ledger:
                 "confirmed_at": entry.confirmed_at,
             },
             sort_keys=True,
-        )
+        ))
+
+    def _append(self, line: str) -> None:
         data = (line + "\n").encode()
         with self._lock:
             try:
@@ -102,6 +111,10 @@ class Ledger:
                 continue
             try:
                 raw = json.loads(line)
+                if raw.get("deleted_at") is not None:
+                    if location is None or raw.get("location") == location:
+                        out.pop(str(raw["name"]), None)
+                    continue
                 e = LedgerEntry(
                     name=str(raw["name"]),
                     size=int(raw["size"]),

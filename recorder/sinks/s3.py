@@ -455,6 +455,9 @@ class S3Store:
             raise
         return bytes(resp["Body"].read())
 
+    def delete(self, name: str) -> None:
+        self._do("delete_object", Bucket=self.bucket, Key=self.key(name))
+
     def list(self) -> Iterator[ObjectInfo]:
         try:
             paginator = self._client.get_paginator("list_objects_v2")

@@ -361,6 +361,29 @@ class SpooledSink(Sink):
         return [x for x in lost(ledger, ((o.name, o.size) for o in stored))
                 if x.name not in spooled]
 
+    def stored(self, name: str) -> bool:
+        """Uploaded and confirmed: no longer in the spool, and the store has it."""
+        if self._spool.view(name) is not None:
+            return False
+        try:
+            self._call("head", lambda: self.store.head(name))
+        except StoreError:
+            return False
+        return True
+
+    def delete(self, name: str) -> None:
+        """Delete a confirmed object (retention) and note it in the upload ledger, so
+        that ``verify --all`` does not report it lost."""
+        validate_name(name)
+        if self._spool.view(name) is not None:
+            raise SinkError(f"recording {name} is still in the spool: not deleted")
+        try:
+            self._call("delete", lambda: self.store.delete(name))
+        except StoreError as exc:
+            raise SinkError(f"cannot delete {name} from {self.location}: {exc}") from None
+        if self._ledger is not None:
+            self._ledger.forget(name, self.location)
+
     def problems(self) -> list[str]:
         """Spool entries that could not be loaded (malformed), with the reason."""
         return list(self._spool.bad)

@@ -96,6 +96,11 @@ class ObjectStore(Protocol):
         """Every stored object under this store's prefix."""
         ...
 
+    def delete(self, name: str) -> None:
+        """Delete an object (retention); :class:`StoreDenied` when the store forbids it
+        (S3 Object Lock, a policy without s3:DeleteObject)."""
+        ...
+
     def close(self) -> None:
         """Release clients and connections."""
         ...

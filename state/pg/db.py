@@ -148,6 +148,12 @@ CREATE TABLE IF NOT EXISTS watches (
     session TEXT PRIMARY KEY,
     until DOUBLE PRECISION NOT NULL
 );
+CREATE TABLE IF NOT EXISTS legal_holds (
+    session TEXT PRIMARY KEY,
+    by_user TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    created DOUBLE PRECISION NOT NULL
+);
 CREATE TABLE IF NOT EXISTS live_tail (
     session TEXT NOT NULL,
     "offset" BIGINT NOT NULL,

@@ -88,6 +88,34 @@ class PgIndex:
 
     # ------------------------------------------------------------------ updates
     def session_opened(self, header: dict[str, Any], name: str, status: str = "live") -> None:
+        self._submit(self._opened(header, name, status))
+
+    def session_closed(self, session_id: str, *, end: float | None, exit_status: int | None,
+                       exit_signal: str | None, status: str,
+                       commands: Iterable[tuple[float, str, str]], policy_events: int,
+                       signature: str | None, output_bytes: int) -> None:
+        self._submit(self._closed(session_id, end=end, exit_status=exit_status,
+                                  exit_signal=exit_signal, status=status, commands=commands,
+                                  policy_events=policy_events, signature=signature,
+                                  output_bytes=output_bytes))
+
+    def session_indexed(self, header: dict[str, Any], name: str, *, end: float | None,
+                        exit_status: int | None, exit_signal: str | None, status: str,
+                        commands: Iterable[tuple[float, str, str]], policy_events: int,
+                        signature: str | None, output_bytes: int) -> None:
+        opened = self._opened(header, name, status)
+        closed = self._closed(str(header.get("session_id", "")), end=end,
+                              exit_status=exit_status, exit_signal=exit_signal, status=status,
+                              commands=commands, policy_events=policy_events,
+                              signature=signature, output_bytes=output_bytes)
+
+        def op(conn: Conn) -> None:  # one operation: one transaction
+            opened(conn)
+            closed(conn)
+
+        self._submit(op)
+
+    def _opened(self, header: dict[str, Any], name: str, status: str) -> Op:
         command = header.get("command") if isinstance(header.get("command"), str) else None
         values = (str(header.get("session_id", "")), str(header.get("user", "")),
                   str(header.get("target", "")), str(header.get("protocol", "")),
@@ -102,12 +130,13 @@ class PgIndex:
                 "status, name, command, node) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                 values)
 
-        self._submit(op)
+        return op
 
-    def session_closed(self, session_id: str, *, end: float | None, exit_status: int | None,
-                       exit_signal: str | None, status: str,
-                       commands: Iterable[tuple[float, str, str]], policy_events: int,
-                       signature: str | None, output_bytes: int) -> None:
+    @staticmethod
+    def _closed(session_id: str, *, end: float | None, exit_status: int | None,
+                exit_signal: str | None, status: str,
+                commands: Iterable[tuple[float, str, str]], policy_events: int,
+                signature: str | None, output_bytes: int) -> Op:
         cmds = list(commands)
         values = (end, exit_status if isinstance(exit_status, int) else None,
                   exit_signal if isinstance(exit_signal, str) else None, status, len(cmds),
@@ -130,7 +159,7 @@ class PgIndex:
                                 "VALUES (%s,%s,'command',%s)",
                                 [(session_id, t, text) for t, text, _src in cmds])
 
-        self._submit(op)
+        return op
 
     def set_status(self, session_id: str, status: str) -> None:
         def op(conn: Conn) -> None:

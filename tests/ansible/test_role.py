@@ -2,8 +2,10 @@
 
 What is real: ``debootstrap`` builds a Debian bookworm root from the mirror this machine's
 apt uses (cached per day under /var/cache/bastille-test/); ``ansible-playbook`` runs
-``ansible/roles/bastille`` against it; bastille is installed from this repository into a
-venv inside the root with the root's own Python and pip; ``bastille config check`` and
+``ansible/roles/bastille`` against it; bastille is installed into a venv inside the root
+with the root's own Python and pip, from a wheel the role builds on the controller from
+this repository (the default), from a private index (a PEP 503 directory), and with the
+RDP extra; ``bastille config check`` and
 ``systemd-analyze verify`` check what the role wrote; the second run must report
 ``changed=0``.
 
@@ -163,32 +165,27 @@ def _debian_root() -> Path:
     return _locked_build(target, build)
 
 
+PYRDP = "pyrdp-mitm==2.1.0"
+
+
 def _wheelhouse(source: Path) -> Path:
-    key = hashlib.sha256((source / "pyproject.toml").read_bytes()).hexdigest()[:8]
+    """bastille's dependencies (with the rdp extra), pyrdp-mitm, setuptools and wheel."""
+    key = hashlib.sha256((source / "pyproject.toml").read_bytes() + PYRDP.encode()
+                         ).hexdigest()[:8]
     target = CACHE / f"wheels-{key}-{dt.date.today():%Y%m%d}"
 
     def build(tmp: Path) -> None:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "-q",
-                "--disable-pip-version-check",
-                "-d",
-                str(tmp),
-                str(source),
-                "setuptools>=68",
-                "wheel",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if proc.returncode != 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            pytest.fail(f"pip download failed:\n{proc.stderr[-3000:]}")
+        for extra in ([f"{source}[rdp]", "setuptools>=68", "wheel"],
+                      ["--no-deps", PYRDP]):
+            proc = subprocess.run(
+                [sys.executable, "-m", "pip", "download", "-q",
+                 "--disable-pip-version-check", "-d", str(tmp), *extra],
+                capture_output=True, text=True, timeout=600)
+            if proc.returncode != 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+                pytest.fail(f"pip download failed:\n{proc.stderr[-3000:]}")
+        for built in tmp.glob("bastille-*"):  # the index test publishes its own build
+            built.unlink()
 
     return _locked_build(target, build)
 
@@ -311,8 +308,11 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     )
     pub = (work / "target_key.pub").read_text().split()
     base: dict[str, object] = {
-        "bastille_install_source": str(source),
+        "bastille_install_from": "wheel",  # the default; built from this snapshot
+        "bastille_source_dir": str(source),
         "bastille_pip_extra_args": "--no-index --find-links /srv/wheels",
+        "bastille_recording": {"retention": "180d"},
+        "bastille_admin": {"listen": "127.0.0.1:9322"},
         "bastille_manage_service": False,
         "bastille_listen": "0.0.0.0:22",
         "bastille_gateway": {"idle_timeout": "30m", "login_timeout": "1m"},
@@ -364,6 +364,10 @@ def test_first_run_provisions_a_checked_config(rig: Rig) -> None:
     assert "1 user(s), 1 target(s), listening on 0.0.0.0:22" in check.stdout
 
     config = (rig.root / "etc/bastille/bastille.toml").read_text()
+    assert 'retention = "180d"' in config and '[admin]\nlisten = "127.0.0.1:9322"' in config
+    assert "Build the wheel from the checkout" in rig.first.stdout
+    assert list((rig.root / "opt/bastille/dist").glob("bastille-*-py3-none-any.whl"))
+    assert os.readlink(rig.root / "usr/local/bin/bastille") == "/opt/bastille/venv/bin/bastille"
     assert config.count("[[policy.rules]]") == 2
     assert 'key_file = "/etc/bastille/targets/web1.key"' in config
     assert 'description = "web \\"one\\""' in config
@@ -408,22 +412,27 @@ def test_unit_is_enabled_hardened_and_verifies(rig: Rig) -> None:
         # listen is port 22: exactly the one capability to bind it
         "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
         "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        # readiness, reload and the watchdog (gateway/sdnotify.py), and limits
+        "Type=notify",
+        "NotifyAccess=main",
+        "WatchdogSec=30s",
+        "ExecReload=/opt/bastille/venv/bin/bastille reload -c /etc/bastille/bastille.toml",
+        "MemoryMax=2G",
+        "TasksMax=4096",
     ):
         assert line in text.splitlines(), line
-    verify = subprocess.run(
-        [
-            _tool("systemd-analyze") or "systemd-analyze",
-            "verify",
-            f"--root={rig.root}",
-            "/etc/systemd/system/bastille.service",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    output = verify.stdout + verify.stderr
-    assert verify.returncode == 0, output
-    assert "bastille.service" not in output, output  # no warning about our unit
+    timer = "etc/systemd/system/timers.target.wants/bastille-prune.timer"
+    assert os.readlink(rig.root / timer) == "/etc/systemd/system/bastille-prune.timer"
+    prune = (rig.root / "etc/systemd/system/bastille-prune.service").read_text()
+    assert "bastille prune -c /etc/bastille/bastille.toml" in prune
+    for unit_name in ("bastille.service", "bastille-prune.service", "bastille-prune.timer"):
+        verify = subprocess.run(
+            [_tool("systemd-analyze") or "systemd-analyze", "verify", f"--root={rig.root}",
+             f"/etc/systemd/system/{unit_name}"],
+            capture_output=True, text=True, timeout=60)
+        output = verify.stdout + verify.stderr
+        assert verify.returncode == 0, output
+        assert unit_name not in output, output  # no warning about our unit
     rotate = rig.chroot("logrotate", "--debug", "/etc/logrotate.d/bastille")
     assert rotate.returncode == 0, rotate.stdout + rotate.stderr
     assert "/var/lib/bastille/audit.jsonl" in rotate.stderr + rotate.stdout
@@ -471,32 +480,37 @@ def test_config_bastille_rejects_never_replaces_the_running_one(rig: Rig) -> Non
     assert (rig.root / "etc/bastille/bastille.toml").read_bytes() == before
 
 
-def test_installs_from_an_index_spec_idempotently(rig: Rig) -> None:
-    # An offline "index": the wheelhouse plus a bastille wheel built from the snapshot.
+def _simple_index(rig: Rig) -> str:
+    """A private index (PEP 503 layout in a directory) with a bastille wheel built from the
+    snapshot and every dependency: what an organisation's index serves."""
+    wheels = rig.root / "srv/wheels"
     build = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-index",
-            "--find-links",
-            str(rig.root / "srv/wheels"),
-            "-w",
-            str(rig.root / "srv/wheels"),
-            str(rig.work / "src"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(rig.work / "dist"),
+         str(rig.work / "src")],
+        capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr[-3000:]
-    spec = {"bastille_install_source": "bastille", "bastille_venv": "/opt/bastille/venv-index"}
+    simple = rig.root / "srv/simple"
+    projects: dict[str, list[str]] = {}
+    for wheel in [*wheels.iterdir(), *(rig.work / "dist").glob("*.whl")]:
+        project = re.sub(r"[-_.]+", "-", wheel.name.split("-")[0]).lower()
+        (simple / project).mkdir(parents=True, exist_ok=True)
+        shutil.copy(wheel, simple / project / wheel.name)
+        projects.setdefault(project, []).append(wheel.name)
+    for project, files in projects.items():  # the PEP 503 pages an index serves
+        links = "".join(f'<a href="{f}">{f}</a>\n' for f in sorted(files))
+        (simple / project / "index.html").write_text(f"<html><body>\n{links}</body></html>\n")
+    links = "".join(f'<a href="{p}/">{p}</a>\n' for p in sorted(projects))
+    (simple / "index.html").write_text(f"<html><body>\n{links}</body></html>\n")
+    return "file:///srv/simple"
+
+
+def test_installs_from_a_private_index_idempotently(rig: Rig) -> None:
+    spec = {"bastille_install_from": "index", "bastille_index_url": _simple_index(rig),
+            "bastille_version": "0.1.0", "bastille_pip_extra_args": "",
+            "bastille_venv": "/opt/bastille/venv-index"}
     first = rig.play(spec)
     assert recap(first)["failed"] == 0, first.stdout[-4000:]
-    assert "Install bastille from PyPI" in first.stdout
+    assert "Install bastille from the private index" in first.stdout
     check = rig.chroot(
         "/opt/bastille/venv-index/bin/bastille",
         "config",
@@ -505,6 +519,23 @@ def test_installs_from_an_index_spec_idempotently(rig: Rig) -> None:
         "/etc/bastille/bastille.toml",
     )
     assert check.returncode == 0, check.stdout + check.stderr
+    again = rig.play(spec)
+    assert recap(again)["changed"] == 0, again.stdout[-6000:]
+
+
+def test_rdp_when_asked(rig: Rig) -> None:
+    spec = {"bastille_rdp": {"listen": "0.0.0.0:3389", "workers": 2},
+            "bastille_venv": "/opt/bastille/venv-rdp"}
+    first = rig.play(spec)
+    assert recap(first)["failed"] == 0, first.stdout[-4000:]
+    config = (rig.root / "etc/bastille/bastille.toml").read_text()
+    assert '[rdp]\nlisten = "0.0.0.0:3389"\nworkers = 2' in config
+    imports = rig.chroot("/opt/bastille/venv-rdp/bin/python", "-c",
+                         "import pyrdp, twisted, OpenSSL; print('rdp ok')")
+    assert imports.stdout.strip() == "rdp ok", imports.stderr
+    check = rig.chroot("/opt/bastille/venv-rdp/bin/bastille", "config", "check", "-c",
+                       "/etc/bastille/bastille.toml")
+    assert check.returncode == 0 and "RDP on 0.0.0.0:3389" in check.stdout, check.stderr
     again = rig.play(spec)
     assert recap(again)["changed"] == 0, again.stdout[-6000:]
 

@@ -166,6 +166,15 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     shutil.rmtree(sshd_root, ignore_errors=True)
 
 
+def wait_audit_events(rig: Rig, timeout: float = 15, **match: Any) -> list[dict[str, Any]]:
+    """:func:`audit_events`, waiting up to ``timeout`` seconds for at least one (a
+    session's end is written after its recording closes, after the client exited)."""
+    deadline = time.monotonic() + timeout
+    while not (found := audit_events(rig, **match)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found
+
+
 def audit_events(rig: Rig, **match: Any) -> list[dict[str, Any]]:
     """Audit records whose fields (or detail fields) equal every ``match`` item."""
     path = rig.data / "audit.jsonl"

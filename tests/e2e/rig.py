@@ -119,13 +119,13 @@ class Gateway:
     log: Path | None = None
 
     def start(self) -> None:
-        self.log = self.config.parent / "gateway.log"
+        self.log = self.config.parent / f"gateway-{self.config.stem}.log"  # one per gateway
         fh = open(self.log, "ab")
         offset = fh.tell()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "-v", "serve", "-c",
-                                      str(self.config)], stdout=fh, stderr=subprocess.STDOUT,
-                                     env=env)
+        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "-v", "--log-format",
+                                      "text", "serve", "-c", str(self.config)], stdout=fh,
+                                     stderr=subprocess.STDOUT, env=env)
         fh.close()
         try:
             wait_port(self.port, proc=self.proc)

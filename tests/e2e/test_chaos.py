@@ -305,7 +305,9 @@ def test_kill_9_at_random_points(
             s.wait(60)
         all_streams += streams
         g.gateway.start()  # recovery: finishes and uploads the dead process's recordings
-    catch_up = wait_caught_up(g, s3_client, bucket, n=len(all_streams))
+    # a stream that printed a line was recorded (the recording opens before the target);
+    # under load a client may not have been admitted before a kill: nothing to record
+    catch_up = wait_caught_up(g, s3_client, bucket, n=sum(1 for s in all_streams if s.lines))
     recorded = recorded_lines(s3_client, bucket)
     for s in all_streams:
         got = set(recorded.get(s.tag, ([], ""))[0])

@@ -14,6 +14,7 @@ them behind HAProxy (PROXY protocol v2).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -121,6 +122,11 @@ def test_approved_on_b_found_on_b_killed_from_c(cluster: Cluster) -> None:
             c.cli("state", "status")))
         assert re.search(r"node a .* 1 live session", status), status
         assert all(f"node {n} " in status for n in "abc") and "alice@web1 on a" in status
+        shown = json.loads(c.cli("state", "status", "--json").stdout)
+        assert shown["backend"] == "postgresql" and "password" not in json.dumps(shown)
+        assert {n["node"] for n in shown["nodes"]} == {"a", "b", "c"}
+        assert {(e["session"], e["node"], e["user"]) for e in shown["sessions"]} >= {
+            (session, "a", "alice")}
         t.type("echo approve-me-$((6*7))\n")
         t.wait_for("waiting for approval #")
         rid = _pending(c)  # every node lists the request

@@ -267,3 +267,40 @@ groups = ["ops"]
     path = g.data / "login_failures.sqlite3"
     assert path.stat().st_mode & 0o777 == 0o600
     assert b"carol" not in path.read_bytes()  # buckets are digests, not user names
+
+
+def test_reload_reaches_every_worker(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    """``bastille reload`` with SSH workers: it returns once every worker has re-read the
+    file, so the next session takes the new users and policy whichever worker serves it;
+    a change of ``workers`` itself waits for a restart."""
+    g: Rig = make_gateway(gateway_extra="workers = 2", extra='\n[policy]\ndefault = "allow"\n')
+    assert g.gateway.proc is not None
+    workers = _workers(g.gateway.proc.pid)
+    config = g.gateway.config
+    assert g.ssh("mallory", "web1", "--", "true").returncode == 255  # not a user yet
+    mallory = (g.root / "mallory_key.pub").read_text().strip()
+    text = config.read_text().replace("[targets.web1]\n", '[targets.web1]\nusers = ["mallory"]\n')
+    text = text.replace("workers = 2", "workers = 3")
+    config.write_text(text + f"""
+[users.mallory]
+keys = ["{mallory}"]
+
+[[policy.rules]]
+name = "no-echo-forbidden"
+match = '^echo forbidden-now'
+action = "deny"
+""")
+    r = subprocess.run([sys.executable, "-m", "gateway", "reload", "-c", str(config)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "users" in r.stdout, (r.stdout, r.stderr)
+    assert "gateway.workers" in r.stdout  # needs a restart
+    for i in range(6):  # the kernel spreads these over both workers
+        hi = g.ssh("mallory", "web1", "--", "echo", f"hi{i}")
+        assert hi.stdout == f"hi{i}\n".encode(), hi.stderr
+        denied = g.ssh("alice", "web1", "--", "echo forbidden-now")
+        assert denied.returncode == 1 and b"no-echo-forbidden" in denied.stderr
+    assert _workers(g.gateway.proc.pid) == workers  # the same two, reloaded in place
+    reloads = [e for e in _audit(g) if e["kind"] == "gateway"
+               and e["detail"].get("event") in ("reload", "ssh worker reload")]
+    assert [(e["outcome"], e["detail"]["event"]) for e in reloads] == [("ok", "reload")]
+    assert "ssh_workers" not in reloads[0]["detail"]  # every worker answered "reloaded"

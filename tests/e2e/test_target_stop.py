@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import audit_events
+from tests.e2e.conftest import audit_events, wait_audit_events
 from tests.e2e.rig import TARGET_USER, Rig
 
 pytestmark = pytest.mark.e2e
@@ -89,7 +89,7 @@ def test_kill_ends_a_command_that_ignores_term(make_gateway: Any, marker: str) -
     assert b"session terminated by bob: stop it" in err and b"survived" not in out
     assert _gone(marker), f"sleep {marker} still runs on the target"
     assert time.monotonic() - started < 10
-    end = audit_events(g, kind="session.end", session=session)
+    end = wait_audit_events(g, kind="session.end", session=session)
     assert end and end[0]["detail"]["reason"] == "session terminated by bob: stop it"
 
 

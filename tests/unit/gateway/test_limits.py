@@ -64,10 +64,10 @@ class _Channel:
 @given(st.lists(st.tuples(st.binary(max_size=12), st.binary(max_size=3000)), max_size=300))
 def test_environment_requests_stay_bounded(requests: list[tuple[bytes, bytes]]) -> None:
     from gateway.limits import MAX_ENV_BYTES, MAX_ENV_VARS
-    from gateway.ssh.session import _bound_environment
+    from gateway.ssh.bounded_env import bound_environment
 
     chan = _Channel()
-    _bound_environment(chan)  # type: ignore[arg-type]
+    bound_environment(chan)  # type: ignore[arg-type]
     for key, value in requests:
         accepted = chan._process_env_request(_Packet(key, value))  # type: ignore[attr-defined]
         if accepted:

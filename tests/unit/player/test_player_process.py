@@ -172,3 +172,24 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def _wait_undrained(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def test_sighup_ends_the_player_even_when_nobody_reads_its_terminal(player: Pty) -> None:
+    """The relay stopped reading (its client is gone) while the player had a screen to
+    draw: the terminal's buffer fills, Textual's writes block, and a clean exit would
+    wait forever; the lifeline thread ends the process."""
+    for cols, rows in ((250, 90), (240, 80), (251, 91), (239, 79)) * 4:
+        fcntl.ioctl(player.master, termios.TIOCSWINSZ,
+                    rows.to_bytes(2, "little") + cols.to_bytes(2, "little") + bytes(4))
+        os.killpg(player.proc.pid, signal.SIGWINCH)
+        time.sleep(0.15)
+    time.sleep(1.0)
+    os.kill(player.proc.pid, signal.SIGHUP)
+    assert _wait_undrained(player.proc, 15) is not None, "the player hung on exit"

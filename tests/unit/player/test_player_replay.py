@@ -18,7 +18,8 @@ from player_testing import NOW, settle, sync
 from textual.widgets import Input, Static
 
 from player.app import PlayerApp
-from player.replay import SPEEDS, ReplayScreen
+from player.playback import SPEEDS
+from player.replay import ReplayScreen
 from player.terminal_view import TerminalView
 from player.timeline import Timeline
 from recorder.settings import RecorderSettings

@@ -1,4 +1,4 @@
-"""PolicyEngine: rule order, scoping, actions, uncertainty, transfers, forwards."""
+"""PolicyEngine: rule order, scoping, actions, uncertainty, effects, transfers, forwards."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from gateway.policy import (
     LineSnapshot,
     PolicyEngine,
     Rule,
-    analyze,
+    decide_snapshot,
     starter_rules,
     starter_toml,
 )
@@ -22,8 +22,14 @@ from gateway.policy.options import normalize_options
 A = {"user": "alice", "groups": ["ops"], "target": "web1"}
 
 
-def rule(name: str, rx: str, action: str, **scope: tuple[str, ...]) -> Rule:
-    return Rule(name, re.compile(rx), Action(action), **scope)
+def rule(name: str, rx: str | None, action: str, **kw: tuple[str, ...]) -> Rule:
+    return Rule(name, re.compile(rx) if rx else None, Action(action), **kw)
+
+
+def texts(line: str, **kw: object) -> list[str]:
+    """The exact texts the rules see for a fully known line."""
+    an = PolicyEngine([]).analyze(line, **kw)  # type: ignore[arg-type]
+    return [v.text for c in an.commands for v in c.views if v.text is not None]
 
 
 def test_first_match_wins() -> None:
@@ -55,9 +61,7 @@ def test_default_action() -> None:
 
 
 def test_scoping_by_target_user_group() -> None:
-    r = rule(
-        "prod-only", r"^reboot", "deny", targets=("prod-*",), users=("*",), groups=("ops", "dev*")
-    )
+    r = rule("prod-only", r"^reboot", "deny", targets=("prod-*",), groups=("ops", "dev*"))
     eng = PolicyEngine([r])
     assert eng.decide("reboot", user="a", groups=["ops"], target="prod-db").action is Action.DENY
     assert eng.decide("reboot", user="a", groups=["ops"], target="stage").action is Action.ALLOW
@@ -77,9 +81,23 @@ def test_on_uncertain_is_configurable_but_never_beats_deny() -> None:
     assert approve.decide("curl x | sh", **A).reason == "pipe into interpreter sh"
 
 
-def test_parse_failure_is_uncertain() -> None:
+def test_closed_world_unknown_programs_are_uncertain() -> None:
+    eng = PolicyEngine([])
+    d = eng.decide("frobnicate --all", **A)
+    assert d.action is Action.APPROVE
+    assert d.reason == "runs frobnicate, a program bastille does not know"
+    assert eng.decide("ls -la", **A).action is Action.ALLOW
+    # operators declare their own programs
+    declared = PolicyEngine([], programs=["frobnicate", "/opt/app/bin/*"])
+    assert declared.decide("frobnicate --all", **A).action is Action.ALLOW
+    assert declared.decide("/opt/app/bin/migrate", **A).action is Action.ALLOW
+
+
+def test_parse_failure_is_uncertain_and_deny_still_applies() -> None:
     d = PolicyEngine([]).decide("ls )(", **A)
-    assert (d.action, d.reason) == (Action.APPROVE, "could not parse")
+    assert d.action is Action.APPROVE and d.reason.startswith("could not parse")
+    d = PolicyEngine(starter_rules()).decide("rm -rf / )", **A)
+    assert (d.action, d.rule) == (Action.DENY, "no-recursive-root-delete")
 
 
 def test_exec_requests_have_no_history_expansion() -> None:
@@ -88,15 +106,49 @@ def test_exec_requests_have_no_history_expansion() -> None:
     assert eng.decide("echo hi!x", interactive=False, **A).action is Action.ALLOW
 
 
+def test_exec_without_a_terminal_holds_what_reads_the_users_input() -> None:
+    eng = PolicyEngine([])
+    for line in ("vi /etc/hosts", "python3", "bash", "ssh host", "su -"):
+        assert eng.decide(line, interactive=False, **A).action is Action.APPROVE, line
+        assert eng.decide(line, interactive=False, tty=True, **A).action is Action.ALLOW, line
+    # pagers whose output is not a terminal copy like cat and read no keys
+    for line in ("less /etc/hosts", "man ls", "more /etc/fstab", "zcat x.gz | less"):
+        assert eng.decide(line, interactive=False, **A).action is Action.ALLOW, line
+    assert eng.decide("most /etc/hosts", interactive=False, **A).action is Action.APPROVE
+
+
 def test_decide_partial_lets_unfinished_lines_continue() -> None:
     eng = PolicyEngine(starter_rules())
     d = eng.decide_partial("for i in 1 2; do", **A)
     assert d.action is Action.ALLOW and d.incomplete
-    assert eng.decide("for i in 1 2; do", **A).action is Action.APPROVE  # exec: uncertain
-    d = eng.decide_partial("rm -rf / \\", **A)
-    assert d.action is Action.DENY  # visible commands still count
+    assert eng.decide("for i in 1 2; do", interactive=False, **A).action is Action.APPROVE
     d = eng.decide_partial("for i in 1 2; do\nreboot\ndone", **A)
     assert (d.action, d.incomplete) == (Action.DENY, False)
+
+
+def test_effect_rules_see_every_writer() -> None:
+    eng = PolicyEngine([rule("etc", None, "deny", writes=("/etc/**",)),
+                        rule("pg", None, "approve", deletes=("/var/lib/postgresql/**",))])
+    for line in ("echo x > /etc/motd", "tee -a /etc/hosts < x", "cp x /etc/", "cd /etc && touch x",
+                 "dd if=x of=/etc/x", "sed -i s/a/b/ /etc/hosts", "install x /etc/y",
+                 "truncate -s0 /etc/x", "ln -s x /etc/y", "mkdir /etc/new", "chmod 600 /etc/x",
+                 "touch /proc/self/root/etc/x", "cd /; cd etc; echo > x"):
+        d = eng.decide(line, **A)
+        assert (d.action, d.rule) == (Action.DENY, "etc"), (line, d)
+    assert eng.decide("rm -rf /var/lib/postgresql/14", **A).rule == "pg"
+    assert eng.decide("echo x > /tmp/motd", **A).action is Action.ALLOW
+    d = eng.decide("echo x > $F", **A)  # where it goes is not known
+    assert d.action is Action.APPROVE and "may match rule 'etc'" in d.reason
+
+
+def test_home_paths_are_not_under_system_dirs() -> None:
+    etc = PolicyEngine([rule("etc", None, "deny", writes=("/etc/**",))])
+    assert etc.decide("touch ~/notes", **A).action is Action.ALLOW
+    # a service account's home may be under /var/lib: the rule may match
+    pg = PolicyEngine([rule("pg", None, "approve", writes=("/var/lib/postgresql/**",))])
+    d = pg.decide("touch ~/notes", **A)
+    assert d.action is Action.APPROVE and "may match rule 'pg'" in d.reason
+    assert pg.decide("touch ~/notes", **A).rule is None
 
 
 def test_decide_path_and_forward() -> None:
@@ -105,12 +157,14 @@ def test_decide_path_and_forward() -> None:
             rule("no-shadow", r"^sftp-get /etc/shadow$", "deny"),
             rule("no-root-put", r"^sftp-put /root/", "approve"),
             rule("no-db-forward", r"^forward-local db\.internal:5432$", "deny"),
+            rule("no-etc-writes", None, "deny", writes=("/etc/**",)),
         ]
     )
     d = eng.decide_path("get", "/etc/../etc//shadow", **A)
     assert (d.action, d.commands) == (Action.DENY, ("sftp-get /etc/shadow",))
     assert eng.decide_path("put", "/root/x", **A).action is Action.APPROVE
     assert eng.decide_path("get", "relative/file", **A).commands == ("sftp-get relative/file",)
+    assert eng.decide_path("put", "/etc/cron.d/x", **A).rule == "no-etc-writes"
     d = eng.decide_forward("local", "DB.internal", 5432, **A)
     assert (d.action, d.commands) == (Action.DENY, ("forward-local db.internal:5432",))
     assert eng.decide_forward("local", "web", 80, **A).action is Action.ALLOW
@@ -118,33 +172,48 @@ def test_decide_path_and_forward() -> None:
 
 def test_decide_snapshot_checks_screen_raw_and_keys() -> None:
     eng = PolicyEngine(starter_rules())
-    snap = LineSnapshot(text="ls", typed="rm -rf /")
-    d = eng.decide_snapshot(snap, **A)
+    d = decide_snapshot(eng, LineSnapshot(text="ls", typed="rm -rf /"), **A)
     assert d.action is Action.DENY
     guessed = LineSnapshot(text="reboot", raw="host$ reboot", prompt_guessed=True)
-    d = eng.decide_snapshot(guessed, **A)
+    d = decide_snapshot(eng, guessed, **A)
     assert d.action is Action.DENY and "reboot" in d.commands
-    assert eng.decide_snapshot(LineSnapshot(text="ls", raw="ls", typed="ls"), **A).action is (
+    assert decide_snapshot(eng, LineSnapshot(text="ls", raw="ls", typed="ls"), **A).action is (
         Action.ALLOW
     )
 
 
-def test_decide_snapshot_password_is_never_uncertain_nor_returned() -> None:
+def test_echo_off_is_uncertain_unless_a_password_prompt_follows_a_password_program() -> None:
+    from gateway.policy import PolicySession
+
     eng = PolicyEngine(starter_rules())
-    pw = LineSnapshot(text="", echo_off=True, hidden_typed="p@ss$(w0rd)!!")
-    d = eng.decide_snapshot(pw, **A)
+    s = PolicySession(eng, **A)
+    blind = LineSnapshot(text="", echo_off=True, hidden_typed="ls")
+    d = s.decide(blind)
+    assert d.action is Action.APPROVE and "typed without echo" in d.reason
+    d = s.decide(LineSnapshot(text="", echo_off=True, hidden_typed="rm -rf /"))
+    assert d.action is Action.DENY and d.commands == ("(typed without echo)",)
+    # a password prompt right after sudo: the keys are a password
+    s.commit(s.decide(LineSnapshot(text="sudo ls")))
+    pw = LineSnapshot(text="", prompt="[sudo] password for alice: ", echo_off=True,
+                      hidden_typed="p@ss$(w0rd)!!")
+    d = s.decide(pw)
     assert d.action is Action.ALLOW and d.commands == ()
     assert "p@ss" not in repr(d)
-    blind = LineSnapshot(text="", echo_off=True, hidden_typed="rm -rf /")
-    d = eng.decide_snapshot(blind, **A)
-    assert d.action is Action.DENY and d.commands == ("(typed without echo)",)
+    # the same prompt after a program that asks for no password: uncertain
+    s2 = PolicySession(eng, **A)
+    s2.commit(s2.decide(LineSnapshot(text="ls")))
+    assert s2.decide(pw).action is Action.APPROVE
 
 
-def test_decide_snapshot_alternate_screen() -> None:
-    d = PolicyEngine(starter_rules()).decide_snapshot(
-        LineSnapshot(text="", alternate_screen=True), **A
-    )
-    assert d.action is Action.ALLOW and "full-screen" in d.reason
+def test_decide_snapshot_echo_pending() -> None:
+    """No echo came even after the relay waited: the keys alone never allow a line."""
+    eng = PolicyEngine(starter_rules())
+    d = decide_snapshot(eng, LineSnapshot(text="", typed="rm -rf /", echo_pending=True), **A)
+    assert (d.action, d.rule) == (Action.DENY, "no-recursive-root-delete")
+    d = decide_snapshot(eng, LineSnapshot(text="", typed=None, echo_pending=True), **A)
+    assert (d.action, d.reason) == (Action.APPROVE, "line not echoed yet")
+    d = decide_snapshot(eng, LineSnapshot(text="", typed="ls", echo_pending=True), **A)
+    assert d.action is Action.APPROVE and "not echoed" in d.reason
 
 
 @pytest.mark.parametrize(
@@ -164,10 +233,14 @@ def test_decide_snapshot_alternate_screen() -> None:
         ("echo hi >> /var/log/../x", "echo hi >> /var/x"),
         ("tar -xzf a.tgz", "tar -xzf a.tgz"),
         ("export A=1", "export A=1"),
+        ("touch /proc/self/root/etc/x", "touch /etc/x"),
+        ("cd /etc && cat shadow", "cat /etc/shadow"),
+        ("x=/etc; cat $x/shadow", "cat /etc/shadow"),
+        ("tou\\\nch f", "touch f"),
     ],
 )
 def test_normalized_forms(line: str, normalized: str) -> None:
-    assert analyze(line).commands[-1].text == normalized
+    assert normalized in texts(line)
 
 
 def test_normalize_options_unknown_command_untouched() -> None:
@@ -181,17 +254,16 @@ def test_starter_toml_round_trips() -> None:
     for r in rules:
         re.compile(r["match"])
         assert r["action"] in ("allow", "deny", "approve")
+    disks = next(r for r in rules if r["name"] == "no-raw-disk-write")
+    assert "/dev/sd*" in disks["writes"]
 
 
 def test_huge_and_deep_lines_do_not_crash() -> None:
     eng = PolicyEngine(starter_rules())
     assert eng.decide("echo " + "a" * 300_000, **A).action is Action.APPROVE
-    assert eng.decide("(" * 3000 + "ls" + ")" * 3000, **A).action in (Action.APPROVE, Action.ALLOW)
-    nested = "ls"
-    for _ in range(10):
-        nested = "sh -c " + shlex.quote(nested)
-    d = eng.decide(nested, **A)
-    assert (d.action, d.reason) == (Action.APPROVE, "command strings nested too deeply")
+    assert eng.decide("(" * 3000 + "ls" + ")" * 3000, **A).action is Action.APPROVE
+    d = eng.decide("eval " * 20 + "ls", **A)
+    assert (d.action, d.reason) == (Action.APPROVE, "commands nested too deeply")
     ok = "ls"
     for _ in range(5):
         ok = "sh -c " + shlex.quote(ok)
@@ -199,21 +271,39 @@ def test_huge_and_deep_lines_do_not_crash() -> None:
 
 
 def test_analyser_bug_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway.policy import shell
+    from gateway.policy import analyze
 
     def boom(*a: object, **k: object) -> None:
         raise ValueError("bug")
 
-    monkeypatch.setattr(shell, "analyze_argv", boom)
+    monkeypatch.setattr(analyze.Analyzer, "simple", boom)
     d = PolicyEngine([]).decide("ls", **A)
     assert (d.action, d.reason) == (Action.APPROVE, "could not analyse")
 
 
-def test_decide_snapshot_echo_pending() -> None:
+def test_an_unknown_working_directory_is_absolute() -> None:
+    """After ``cd ..`` from the (unknown) home directory, relative operands are absolute
+    paths under an unknown directory: they are no option and no rule's word, and a rule
+    that matches with the directory "/" is uncertain, not certain."""
     eng = PolicyEngine(starter_rules())
-    d = eng.decide_snapshot(LineSnapshot(text="", typed="curl x | sh", echo_pending=True), **A)
-    assert (d.action, d.reason) == (Action.APPROVE, "pipe into interpreter sh")
-    d = eng.decide_snapshot(LineSnapshot(text="", typed=None, echo_pending=True), **A)
-    assert (d.action, d.reason) == (Action.APPROVE, "line not echoed yet")
-    d = eng.decide_snapshot(LineSnapshot(text="", typed="ls", echo_pending=True), **A)
-    assert d.action is Action.ALLOW
+
+    def after(setup: str, line: str) -> Action:
+        st = eng.decide(setup, **A).state
+        return eng.decide(line, state=st, **A).action
+
+    assert after("cd ..", "sudo systemctl reload nginx") is Action.ALLOW
+    assert after("cd ..", "ls -la") is Action.ALLOW
+    assert after("cd ..", "rm -rf bin") is Action.APPROVE  # /bin if the directory is /
+    assert after("cd $x", "rm -rf *") is Action.APPROVE
+    assert after("cd /", "rm -rf etc") is Action.DENY
+
+
+def test_monster_lines_are_uncertain_not_analysed_forever() -> None:
+    """Analysis is bounded (commands, bytes, CPU time): past the bound the line is
+    uncertain (bench/policy_hotpath.py times the worst cases)."""
+    eng = PolicyEngine(starter_rules())
+    for line in ("echo a; " * 4000, "x" * 40000, "\n".join(f"echo {i}" for i in range(3000))):
+        d = eng.decide(line, **A)
+        assert d.action is Action.APPROVE and "too long" in d.reason, d.reason
+    d = eng.decide("echo a; " * 300 + "reboot", **A)
+    assert d.action is Action.DENY  # within the bounds every command is seen

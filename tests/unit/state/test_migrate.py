@@ -14,6 +14,7 @@ from recorder.signing import generate, load_signer
 from state.approvals import ApprovalStore
 from state.backend import StateBackend
 from state.bindings import BindingStore
+from state.holds import HoldStore
 from state.reviews import ReviewStore
 from state.settings import StateSettings
 from state.tokens import TokenStore
@@ -62,6 +63,9 @@ def _appliance(data: Path, key: Path) -> dict[str, str]:
     usage = UsageStore(data / "recording_usage.sqlite3")
     usage.add("alice", "2026-03-01", 123_456)
     usage.close()
+    holds = HoldStore(data / "legal_holds.sqlite3")
+    holds.set("s1", by="carol", reason="case 42")
+    holds.close()
     return {"token": token, "grant": str(grant.id), "request": str(req.id)}
 
 
@@ -101,6 +105,7 @@ def test_migrate_dry_run_counts_then_copies_once(pg_server: PgServer, tmp_path: 
     assert counts["indexed sessions"] == (1, 1, 0)
     assert counts["index commands and screen lines"] == (4, 4, 0)
     assert counts["recording usage"] == (1, 1, 0)
+    assert counts["legal holds"] == (1, 1, 0)
     assert pg_server.psql("SELECT count(*) FROM requests", url.rsplit("/", 1)[1]).strip() == "0"
 
     real = _migrate(pg_server, data, url)
@@ -145,6 +150,9 @@ def test_migrate_dry_run_counts_then_copies_once(pg_server: PgServer, tmp_path: 
     usage = backend.usage()
     assert usage.used("alice", "2026-03-01") == 123_456  # today's budget carries over
     usage.close()
+    holds = backend.holds()
+    assert [(h.session, h.by, h.reason) for h in holds.list()] == [("s1", "carol", "case 42")]
+    holds.close()
 
 
 def test_migrate_reports_conflicts_and_refuses_inline_passwords(pg_server: PgServer,

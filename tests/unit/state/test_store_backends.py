@@ -561,3 +561,60 @@ def test_leases_lost_nodes_and_a_database_outage(pg_settings: StateSettings,
     assert [r.id for r in index_b.own_live()] == ["s-on-b"]  # node b re-reads it later
     for closing in (reg_a, reg_b, index_b, approvals_b):
         closing.close()
+
+
+def test_legal_holds(backend: StateBackend) -> None:
+    """A hold set through one handle is seen by another (another node, or prune)."""
+    store, other = backend.holds(), backend.holds()
+    try:
+        assert store.list() == [] and store.held() == set()
+        store.set("s1", by="carol", reason="case 42")
+        store.set("s2", by="carol", reason="case 43")
+        store.set("s1", by="dave", reason="case 42, again")  # replaces who and why
+        assert other.held() == {"s1", "s2"}
+        assert {(h.session, h.by, h.reason) for h in other.list()} == {
+            ("s1", "dave", "case 42, again"), ("s2", "carol", "case 43")}
+        released = other.release("s2")
+        assert released is not None and released.reason == "case 43"
+        assert other.release("s2") is None
+        assert store.held() == {"s1"}
+    finally:
+        store.close()
+        other.close()
+
+
+def test_a_reindexed_row_is_never_seen_half_written(backend: StateBackend,
+                                                    tmp_path: Path) -> None:
+    """Re-reading a finished recording rewrites its whole row; a reader (``bastille
+    list``, a test waiting for the signature) must see the old row or the new one, never
+    the state between (status ended, no signature, no commands). CI caught that gap once."""
+    index = _open_index(backend, tmp_path)
+    header = _header("s-rw", "alice", "web1", 1000.0)
+    closed = {"end": 1010.0, "exit_status": 0, "exit_signal": None, "status": "ended",
+              "commands": [(1.0, "whoami", "interactive")], "policy_events": 1,
+              "signature": "signed", "output_bytes": 6}
+    index.session_indexed(header, "a/s-rw.bstl", **closed)  # type: ignore[arg-type]
+    flush = getattr(index, "flush", None)
+    if flush is not None:
+        assert flush(10)
+    stop = threading.Event()
+    half: list[SessionRow] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            row = index.get("s-rw")
+            if row is None or row.signature is None or row.commands != 1:
+                half.append(row)  # type: ignore[arg-type]
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(300):
+            index.session_indexed(header, "a/s-rw.bstl", **closed)  # type: ignore[arg-type]
+        if flush is not None:
+            assert flush(20)
+    finally:
+        stop.set()
+        reader.join()
+    assert half == []
+    index.close()

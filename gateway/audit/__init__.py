@@ -1,17 +1,25 @@
-"""Typed audit events written as JSON lines (and optionally to syslog for a SIEM).
+"""Typed audit events written as JSON lines: the audit trail every process appends to.
 
 Every login attempt, session start/end, target connection, exec command, reconstructed
 command, policy decision, approval, file transfer and refusal is one :class:`AuditEvent`.
 Events carry no secret: callers pass user names, addresses, targets, commands (already
 masked by the policy layer) and outcomes only. Lines are appended with one ``write`` each
-and flushed, so a crash loses at most the line being written.
+and flushed, so a crash loses at most the line being written. Each event has an ``id``
+(unique, sorts by time) so that a receiver can drop a duplicate.
+
+The file is the one source: the gateway follows it (:mod:`gateway.audit.follow`) and
+exports what every process wrote (the gateway, RDP workers, the CLI, the player) to
+syslog (:mod:`gateway.audit.syslog`, RFC 5424 over UDP, TCP or TLS, JSON or OCSF) and
+webhooks (:mod:`gateway.audit.webhooks`), and counts it for metrics. A writer notices
+when the file was renamed by log rotation and reopens it (no copytruncate needed).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import logging.handlers
+import os
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -45,6 +53,13 @@ class Kind(StrEnum):
     RECORDING = "recording"
     EVASION = "evasion"
     GATEWAY = "gateway"
+    RETENTION = "retention"
+    LEGAL_HOLD = "legal_hold"
+
+
+def new_event_id() -> str:
+    """12 hex digits of milliseconds (sorts by time) and 12 random hex digits."""
+    return f"{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,7 @@ class AuditEvent:
     session: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
     time: float = field(default_factory=time.time)
+    id: str = field(default_factory=new_event_id)
 
     def to_json(self) -> str:
         record = {
@@ -71,6 +87,7 @@ class AuditEvent:
             "target": self.target,
             "session": self.session,
             **({"detail": self.detail} if self.detail else {}),
+            "id": self.id,
         }
         return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
 
@@ -80,44 +97,43 @@ def _iso(ts: float) -> str:
 
 
 class AuditLog:
-    """Appends audit events to a JSON-lines file and, optionally, syslog."""
+    """Appends audit events to a JSON-lines file (0600).
 
-    def __init__(self, file: Path, *, syslog: bool = False, syslog_address: str = "/dev/log",
-                 syslog_facility: str = "auth") -> None:
+    Export to syslog and webhooks is done by the gateway from the file (see the module
+    docstring), so every process writes the file only.
+    """
+
+    def __init__(self, file: Path) -> None:
         self.file = file
-        private_file(file)  # 0600 in a 0700 directory, whatever the umask
-        self._fh = open(file, "a", encoding="utf-8", buffering=1)
         self._lock = threading.Lock()
-        self._syslog: logging.Handler | None = None
-        if syslog:
-            address: str | tuple[str, int] = syslog_address
-            if ":" in syslog_address and not syslog_address.startswith("/"):
-                host, _, port = syslog_address.rpartition(":")
-                address = (host, int(port))
-            facility = logging.handlers.SysLogHandler.facility_names.get(
-                syslog_facility, logging.handlers.SysLogHandler.LOG_AUTH)
-            self._syslog = logging.handlers.SysLogHandler(address=address, facility=facility)
-            self._syslog.setFormatter(logging.Formatter("bastille: %(message)s"))
+        self._fh = self._open()
+
+    def _open(self) -> Any:
+        private_file(self.file)  # 0600 in a 0700 directory, whatever the umask
+        return open(self.file, "a", encoding="utf-8", buffering=1)
+
+    def _rotated(self) -> bool:
+        """The file at our path is not the one we hold (renamed by log rotation)."""
+        try:
+            return os.stat(self.file).st_ino != os.fstat(self._fh.fileno()).st_ino
+        except OSError:
+            return True
 
     def emit(self, event: AuditEvent) -> None:
         line = event.to_json()
         with self._lock:
             try:
+                if self._rotated():
+                    self._fh.close()
+                    self._fh = self._open()
                 self._fh.write(line + "\n")
-            except OSError as exc:  # the audit trail failing is loud, never silent
-                log.error("cannot write audit log %s: %s", self.file, exc.strerror)
-        if self._syslog is not None:
-            try:
-                self._syslog.emit(logging.LogRecord("bastille.audit", logging.INFO, "", 0,
-                                                    line, None, None))
-            except Exception as exc:  # noqa: BLE001 - syslog down must not stop the trail
-                log.warning("cannot send audit event to syslog: %s", exc)
+            except (OSError, ValueError) as exc:  # the audit trail failing is loud
+                log.error("cannot write audit log %s: %s", self.file,
+                          getattr(exc, "strerror", None) or exc)
 
     def close(self) -> None:
         with self._lock:
             self._fh.close()
-        if self._syslog is not None:
-            self._syslog.close()
 
 
 def read_events(file: Path, *, since: float | None = None, user: str | None = None,
