@@ -399,10 +399,13 @@ def _psql_option(o: _SqlArgs, t: str, args: list[Field], texts: list[str | None]
     if t.startswith("--command="):
         o.commands.append(t.split("=", 1)[1])
         return i + 1
-    if t in ("-f", "--file") or t.startswith("--file="):
-        o.files.append(args[i + 1] if "=" not in t and i + 1 < n else
-                       Field(astr(t.split("=", 1)[1])))
-        return i + (2 if "=" not in t else 1)
+    if t in ("-f", "--file"):
+        if i + 1 < n:  # without its file, psql refuses to start
+            o.files.append(args[i + 1])
+        return i + 2
+    if t.startswith("--file="):
+        o.files.append(Field(astr(t.split("=", 1)[1])))
+        return i + 1
     if t in ("-o", "--output", "-L", "--log-file"):
         v = texts[i + 1] if i + 1 < n else ""
         if v is None or v.startswith("|"):

@@ -245,6 +245,8 @@ def test_sql_clients_shell_escapes() -> None:
     assert decide(f"mysql -e 'system touch {CANARY}'").action is Action.DENY  # type: ignore[attr-defined]
     assert decide(f"sqlite3 x '.shell touch {CANARY}'").action is Action.DENY  # type: ignore[attr-defined]
     assert decide("psql -c 'select 1'").action is Action.ALLOW  # type: ignore[attr-defined]
+    for line in ("psql -f", "psql -d db -f", "psql --file=x.sql"):  # read, not a crash
+        assert "could not analyse" not in decide(line).reason, line  # type: ignore[attr-defined]
 
 
 BUILTIN = {
