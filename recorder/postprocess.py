@@ -48,10 +48,12 @@ def index_recording(
     screen: bool = True,
     data_dir: Path | None = None,
     interval: float = 10.0,
+    status: str | None = None,
 ) -> None:
     """(Re)write everything the index holds about one recording, from the recording
     (command lines and screen text through the registered text masker,
-    :mod:`recorder.textmask`)."""
+    :mod:`recorder.textmask`). ``status``: what the recorder knows and the file cannot
+    say (``failed``); default the recording's own status."""
     commands: list[tuple[float, str, str]] = []
     policy = 0
     output_bytes = 0
@@ -83,7 +85,7 @@ def index_recording(
         end=float(end),
         exit_status=exit_status,
         exit_signal=exit_signal,
-        status=rec.status,
+        status=status or rec.status,
         commands=commands,
         policy_events=policy,
         signature="signed" if rec.signature else "unsigned",
@@ -183,10 +185,12 @@ class Postprocessor:
         with self._lock:
             return self._q.qsize() + len(self._retry)
 
-    def submit(self, name: str, session_id: str) -> bool:
-        """Queue the screen pass of a closed recording; False if the queue is full."""
+    def submit(self, name: str, session_id: str, *, failed: bool = False) -> bool:
+        """Queue the screen pass of a closed recording; False if the queue is full.
+        ``failed``: the recording failed; its row keeps that status (read alone, its file
+        only looks truncated)."""
         try:
-            self._q.put_nowait(("screen", name, session_id))
+            self._q.put_nowait(("failed" if failed else "screen", name, session_id))
         except queue.Full:
             log.warning("recorder: screen indexing queue full; %s left for reindex", session_id)
             return False
@@ -280,6 +284,7 @@ class Postprocessor:
                     screen=True,
                     data_dir=self.settings.data_dir,
                     interval=self.settings.keyframe_interval,
+                    status="failed" if kind == "failed" else None,
                 )
             except FormatError as exc:
                 log.warning("recorder: cannot index %s: %s", name, exc)

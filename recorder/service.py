@@ -747,7 +747,7 @@ class Recorder:
         except RecorderError as exc:
             log.warning("recorder: index update failed: %s", exc)
         if status in ("ended", "truncated", "failed") and self._post is not None:
-            self._post.submit(s.name, s.session_id)
+            self._post.submit(s.name, s.session_id, failed=status == "failed")
 
     async def close(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - API contract
         """Finalise every open recording within ``timeout`` seconds, then stop threads."""
