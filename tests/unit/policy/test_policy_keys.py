@@ -158,13 +158,13 @@ def test_tracker_holds_and_records_the_key() -> None:
     assert t.current_line(evs[0].line_id).key == "edit-and-execute-command"
 
 
-def test_lines_typed_ahead_into_a_heredoc(drv: Driven) -> None:
-    """Keys typed while the previous Enter was decided reach bash before its next prompt
-    (the relay replays them at the release): the continuation lines must still be read
-    as bash reads them, so the heredoc ends where bash ends it and the script it wrote
-    is seen when it is run."""
+def _typed_ahead(drv: Driven, chunks: list[bytes], *, decide_after: float = 0.0,
+                 gap: float = 0.0) -> list[tuple[Action, bool]]:
+    """Send ``chunks`` the way the relay does: each Enter held and decided (after bash's
+    echo, and ``decide_after`` seconds), released when allowed, the next keys ``gap``
+    seconds after the release. Returns (action, unfinished) per Enter, up to the first
+    that is not allowed."""
     s, bash = drv.session, drv.bash
-    chunks = [b"cat > s.sh <<EOF\r", f"touch {C}\r".encode(), b"EOF\r", b"sh s.sh\r"]
     got: list[tuple[Action, bool]] = []
     for chunk in chunks:
         if got and got[-1][0] is not Action.ALLOW:
@@ -174,6 +174,7 @@ def test_lines_typed_ahead_into_a_heredoc(drv: Driven) -> None:
                 os.write(bash.master, ev.data)
             if ev.kind != "enter":
                 continue
+            time.sleep(decide_after)
             bash.read_until_quiet(first_timeout=0.5)  # the relay waits for the echo
             d = s.decide(s.snapshot(ev.line_id))
             got.append((d.action, d.incomplete))
@@ -184,9 +185,19 @@ def test_lines_typed_ahead_into_a_heredoc(drv: Driven) -> None:
             else:
                 s.tracker.end_line()
                 s.commit(d)
-            os.write(bash.master, ev.enter)  # released: no wait, the next keys follow
-    assert got == [(Action.ALLOW, True), (Action.ALLOW, True), (Action.ALLOW, False),
-                   (Action.APPROVE, False)]
+            os.write(bash.master, ev.enter)  # released: the next keys follow
+            time.sleep(gap)
+    return got
+
+
+def test_lines_typed_ahead_into_a_heredoc(drv: Driven) -> None:
+    """Keys typed while the previous Enter was decided reach bash before its next prompt
+    (the relay replays them at the release): the continuation lines must still be read
+    as bash reads them, so the heredoc ends where bash ends it and the script it wrote
+    is seen when it is run."""
+    chunks = [b"cat > s.sh <<EOF\r", f"touch {C}\r".encode(), b"EOF\r", b"sh s.sh\r"]
+    assert _typed_ahead(drv, chunks) == [(Action.ALLOW, True), (Action.ALLOW, True),
+                                         (Action.ALLOW, False), (Action.APPROVE, False)]
 
 
 def test_a_tab_typed_ahead_into_a_continuation_line_is_not_let_through(drv: Driven) -> None:
@@ -196,35 +207,17 @@ def test_a_tab_typed_ahead_into_a_continuation_line_is_not_let_through(drv: Driv
     number of quotes: "unfinished"), and the Tab makes the keys unreadable, so nothing
     tells the bastion what bash will run. An unfinished line is let through only when the
     keys agree; this one goes to approval (CI once ran ``make`` through this gap)."""
-    s, bash = drv.session, drv.bash
-    chunks = [b"echo 'x:\r", f"\ttouch {C}' > Makefile; make\r".encode()]
-    got: list[tuple[Action, bool]] = []
     # a busy target: bash takes 0.3 s to come back to readline after the first Enter
-    os.write(bash.master, b"PS2='$(/bin/sleep 0.3)> '\r")
-    bash.read_until_quiet(first_timeout=0.5)
-    s.tracker.end_line()
-    for chunk in chunks:
-        for ev in s.feed_input(chunk):
-            if ev.data:
-                os.write(bash.master, ev.data)
-            if ev.kind != "enter":
-                continue
-            time.sleep(0.5)  # a slow decision: readline's redisplay is on screen too
-            bash.read_until_quiet(first_timeout=0.5)
-            d = s.decide(s.snapshot(ev.line_id))
-            got.append((d.action, d.incomplete))
-            if d.action is not Action.ALLOW:
-                break
-            if d.incomplete:
-                s.tracker.continue_line(s.snapshot(ev.line_id).text)
-            else:
-                s.tracker.end_line()
-                s.commit(d)
-            os.write(bash.master, ev.enter)  # released: the next keys follow
-            time.sleep(0.1)  # ... while bash expands PS2, out of readline: the tty echoes
+    os.write(drv.bash.master, b"PS2='$(/bin/sleep 0.3)> '\r")
+    drv.bash.read_until_quiet(first_timeout=0.5)
+    drv.session.tracker.end_line()
+    chunks = [b"echo 'x:\r", f"\ttouch {C}' > Makefile; make\r".encode()]
+    # decided late (readline's redisplay is on screen too); the next keys sent 0.1 s
+    # after the release, while bash expands PS2 out of readline: the tty echoes them
+    got = _typed_ahead(drv, chunks, decide_after=0.5, gap=0.1)
     assert got[0] == (Action.ALLOW, True)
     assert got[1][0] is not Action.ALLOW
-    bash.keys(b"\x03")
+    drv.bash.keys(b"\x03")
 
 
 def test_less_command_line_after_a_short_file() -> None:
