@@ -24,14 +24,11 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 
-from gateway.audit import AuditEvent, Kind
 from gateway.config import Config
+from gateway.core.worker_pool import WorkerCommand, WorkerPool
 from gateway.errors import BastilleError
 
 log = logging.getLogger("bastille.rdp")
-
-START_TIMEOUT = 30.0
-RESTART_DELAY = 1.0
 
 
 class RdpUnavailable(BastilleError):
@@ -65,7 +62,7 @@ def check_ports_free(config: Config) -> None:
                     f"(ss -ltnp 'sport = :{port}')") from None
 
 
-class RdpSupervisor:
+class RdpSupervisor(WorkerPool):
     """Starts, watches and stops the RDP workers.
 
     Args:
@@ -76,20 +73,14 @@ class RdpSupervisor:
             replaced: the gateway finishes the recordings it left (crash recovery).
     """
 
+    kind = "rdp worker"
+
     def __init__(self, config: Config, audit: object, verbose: bool = False, *,
                  on_worker_exit: Callable[[], Awaitable[None]] | None = None) -> None:
+        super().__init__(audit, on_worker_exit)
         self.config = config
-        self._audit = audit
         self._verbose = verbose
-        self._on_worker_exit = on_worker_exit
-        self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._retiring: dict[int, asyncio.subprocess.Process] = {}  # pid -> replaced worker
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._stopping = False
-
-    def audit(self, event: AuditEvent) -> None:
-        emit = getattr(self._audit, "emit", None) or self._audit
-        emit(event)  # type: ignore[operator]
 
     async def start(self) -> None:
         from gateway.rdp.tls import ensure_certificate
@@ -101,61 +92,25 @@ class RdpSupervisor:
         for slot in range(self.config.rdp.workers):
             await self._spawn(slot)
 
-    async def _spawn(self, slot: int) -> None:
+    def _command(self, slot: int) -> WorkerCommand:
         cmd = [sys.executable, "-m", "gateway.rdp.worker", "-c", str(self.config.path),
                "--parent", str(os.getpid())]
         if self._verbose:
             cmd.append("-v")
-        proc = await asyncio.create_subprocess_exec(
-            *cmd, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        assert proc.stdout is not None
-        try:
-            line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
-        except TimeoutError:
-            line = b""
-        if line.strip() != b"ready":
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            code = await proc.wait()
-            hint = " (pyrdp is not installed: pip install 'bastille[rdp]')" \
-                if code == 3 else ""
-            raise RdpUnavailable(f"the RDP worker did not start (exit {code}){hint}")
-        self._procs[slot] = proc
-        task = asyncio.get_running_loop().create_task(self._watch(slot, proc),
-                                                      name=f"rdp worker {slot}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        return WorkerCommand(cmd, {**os.environ, "PYTHONUNBUFFERED": "1"})
 
-    async def _watch(self, slot: int, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        while await proc.stdout.readline():
-            pass
-        code = await proc.wait()
+    def _start_failed(self, slot: int, code: int) -> BastilleError:
+        hint = " (pyrdp is not installed: pip install 'bastille[rdp]')" if code == 3 else ""
+        return RdpUnavailable(f"the RDP worker did not start (exit {code}){hint}")
+
+    async def _exited(self, slot: int, proc: asyncio.subprocess.Process, code: int) -> bool:
         retired = self._retiring.pop(proc.pid, None) is not None  # replaced by a reload
-        if self._stopping:
-            return
-        if retired:
-            if code != 0:  # it did not drain cleanly: finish what it left
-                await self._finish_recordings(proc.pid)
-            return
-        self.audit(AuditEvent(Kind.GATEWAY, "failed", detail={
-            "event": "rdp worker exited", "pid": proc.pid, "status": code}))
-        log.error("rdp worker %d exited with %s; starting a new one", proc.pid, code)
-        await self._finish_recordings(proc.pid)
-        await asyncio.sleep(RESTART_DELAY)
-        if not self._stopping:
-            try:
-                await self._spawn(slot)
-            except RdpUnavailable as exc:
-                log.error("%s", exc)
+        if retired and not self._stopping and code != 0:
+            await self._finish_recordings(proc.pid)  # it did not drain cleanly
+        return retired
 
-    async def _finish_recordings(self, pid: int) -> None:
-        if self._on_worker_exit is not None:
-            try:
-                await self._on_worker_exit()
-            except Exception:  # the replacement worker must start anyway
-                log.exception("finishing the recordings of rdp worker %d failed", pid)
+    def _running(self) -> list[asyncio.subprocess.Process]:
+        return [*self._procs.values(), *self._retiring.values()]
 
     async def reload(self, config: Config) -> None:
         """A reloaded configuration: each worker is replaced by a new one (which reads
@@ -177,20 +132,3 @@ class RdpSupervisor:
         """The workers running now (with those a reload replaced, still draining)."""
         procs = [*self._procs.values(), *self._retiring.values()]
         return sorted(p.pid for p in procs if p.returncode is None)
-
-    async def stop(self, timeout: float) -> None:  # noqa: ASYNC109 - drain budget
-        self._stopping = True
-        procs = list(self._procs.values()) + list(self._retiring.values())
-        for proc in procs:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                await asyncio.wait_for(proc.wait(), timeout)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-        for task in list(self._tasks):
-            task.cancel()

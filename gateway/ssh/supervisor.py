@@ -10,8 +10,8 @@ goes through the ``state/`` stores (approvals and grants, kill requests: every w
 carries out the kill requests of its own sessions) and the recordings themselves
 (watching a live session reads its recording).
 
-Supervision, as for the RDP workers: each worker prints ``ready`` once listening; one
-that exits unexpectedly is audited and replaced after :data:`RESTART_DELAY`; on stop
+Supervision is the RDP workers' too: each worker prints ``ready`` once listening; one
+that exits unexpectedly is audited and replaced (:mod:`gateway.core.worker_pool`); on stop
 each gets SIGTERM and drains its sessions (``gateway.drain_timeout``). A worker never
 outlives the gateway (``PR_SET_PDEATHSIG`` and a parent check): killed with it, it leaves
 what one process would (recordings that crash recovery finishes at the next start).
@@ -33,7 +33,6 @@ stays with the worker that accepted it: one busy session is served by one core.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -42,16 +41,14 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
-from gateway.audit import AuditEvent, Kind
 from gateway.config import Config
+from gateway.core.worker_pool import WorkerCommand, WorkerPool
 from gateway.errors import BastilleError
 from state.paths import DataDir
 from state.tallies import SharedTallies
 
 log = logging.getLogger("bastille.workers")
 
-START_TIMEOUT = 30.0
-RESTART_DELAY = 1.0
 RELOAD_TIMEOUT = 10.0  # seconds for every worker to re-read the configuration
 RELOAD_ANSWERS = (b"reloaded", b"refused")  # a worker's answer to SIGHUP (gateway.workers)
 LISTEN_BACKLOG = 128  # connections the kernel queues per worker socket
@@ -115,7 +112,7 @@ def listen_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     return socks
 
 
-class SshWorkers:
+class SshWorkers(WorkerPool):
     """Starts, watches and stops the SSH worker processes (in the gateway process).
 
     Args:
@@ -127,29 +124,23 @@ class SshWorkers:
             replaced (the gateway's recorder finishes the recordings it left).
     """
 
+    kind = "ssh worker"
+
     def __init__(self, config: Config, audit: object, count: int,
                  log_level: int = logging.WARNING,
                  on_worker_exit: Callable[[], Awaitable[None]] | None = None) -> None:
+        super().__init__(audit, on_worker_exit)
         self.config = config
-        self._audit = audit
-        self._on_worker_exit = on_worker_exit
         self.count = count
         self._log_level = log_level
         self.port = 0
         self._socks: list[socket.socket] = []  # one per slot, kept across restarts
         self._tallies: SharedTallies | None = None
-        self._procs: dict[int, asyncio.subprocess.Process] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._stopping = False
         self._reloads: dict[int, asyncio.Future[bool]] = {}  # slot -> its answer to SIGHUP
 
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self._procs.values() if p.returncode is None]
-
-    def audit(self, event: AuditEvent) -> None:
-        emit = getattr(self._audit, "emit", None) or self._audit
-        emit(event)  # type: ignore[operator]
 
     async def start(self) -> int:
         """Start every worker and wait until each listens; returns the port."""
@@ -172,59 +163,32 @@ class SshWorkers:
                 raise result
         return self.port
 
-    async def _spawn(self, slot: int) -> None:
+    def _command(self, slot: int) -> WorkerCommand:
         sock = self._socks[slot]
-        cmd = [sys.executable, "-m", "gateway.workers", "-c", str(self.config.path),
-               "--parent", str(os.getpid()), "--fd", str(sock.fileno()), "--slot", str(slot),
-               "--log-level", str(self._log_level)]
-        proc = await asyncio.create_subprocess_exec(
-            *cmd, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
-            env=_worker_env(), pass_fds=(sock.fileno(),))
-        assert proc.stdout is not None
-        try:
-            line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
-        except TimeoutError:
-            line = b""
-        if line.strip() != b"ready":
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            code = await proc.wait()
-            raise WorkersUnavailable(f"SSH worker {slot} did not start (exit {code}); "
-                                     "its error is in the gateway's log")
-        self._procs[slot] = proc
-        task = asyncio.get_running_loop().create_task(self._watch(slot, proc),
-                                                      name=f"ssh worker {slot}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        return WorkerCommand(
+            [sys.executable, "-m", "gateway.workers", "-c", str(self.config.path),
+             "--parent", str(os.getpid()), "--fd", str(sock.fileno()), "--slot", str(slot),
+             "--log-level", str(self._log_level)],
+            _worker_env(), (sock.fileno(),))
 
-    async def _watch(self, slot: int, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        while line := await proc.stdout.readline():
-            answer = self._reloads.get(slot)
-            if answer is not None and not answer.done() and line.strip() in RELOAD_ANSWERS:
-                answer.set_result(line.strip() == b"reloaded")
-        code = await proc.wait()
+    def _start_failed(self, slot: int, code: int) -> BastilleError:
+        return WorkersUnavailable(f"SSH worker {slot} did not start (exit {code}); "
+                                  "its error is in the gateway's log")
+
+    def _line(self, slot: int, line: bytes) -> None:
+        answer = self._reloads.get(slot)
+        if answer is not None and not answer.done() and line.strip() in RELOAD_ANSWERS:
+            answer.set_result(line.strip() == b"reloaded")
+
+    async def _exited(self, slot: int, proc: asyncio.subprocess.Process, code: int) -> bool:
         answer = self._reloads.get(slot)
         if answer is not None and not answer.done():  # its replacement reads the file
             answer.set_result(True)
-        if self._stopping:
-            return
-        self.audit(AuditEvent(Kind.GATEWAY, "failed", detail={
-            "event": "ssh worker exited", "pid": proc.pid, "status": code}))
-        log.error("ssh worker %d exited with %s; starting a new one", proc.pid, code)
+        return False
+
+    def _lost(self, slot: int) -> None:
         if self._tallies is not None:  # its connections and sessions are gone with it
             self._tallies.forget_slot(slot)
-        if self._on_worker_exit is not None:
-            try:
-                await self._on_worker_exit()
-            except Exception:  # the replacement worker must start all the same
-                log.exception("finishing the recordings of ssh worker %d failed", proc.pid)
-        await asyncio.sleep(RESTART_DELAY)
-        if not self._stopping:
-            try:
-                await self._spawn(slot)
-            except WorkersUnavailable as exc:
-                log.error("%s", exc)
 
     async def reload(self, config: Config, timeout: float = RELOAD_TIMEOUT) -> list[str]:  # noqa: ASYNC109 - a bound on the answers
         """The gateway process reloaded ``config``: each running worker re-reads the
@@ -260,23 +224,7 @@ class SshWorkers:
                                 "(see the log)")
         return problems
 
-    async def stop(self, timeout: float) -> None:  # noqa: ASYNC109 - drain budget
-        """SIGTERM every worker (each drains its sessions), wait up to ``timeout``."""
-        self._stopping = True
-        procs = list(self._procs.values())
-        for proc in procs:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                await asyncio.wait_for(proc.wait(), timeout)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-        for task in list(self._tasks):
-            task.cancel()
+    def _stopped(self) -> None:
         for sock in self._socks:
             sock.close()
         self._socks = []
