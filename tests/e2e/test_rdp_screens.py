@@ -41,10 +41,11 @@ Invoice 2026-0815 was approved by finance; payment scheduled for next Tuesday.
 The firewall rule allowing port 8443 from the partner network expires tomorrow.
 Kernel upgrade pending: reboot required on hosts db02, db03 and cache04.
 """
-# the unique word: "zanzibar" + two of these, chosen at random (real words: OCR of the
-# xterm's 6x13 font confuses random letters such as c/e, v/y, u/w)
-WORDS = ("pelican", "tundra", "marble", "harbor", "copper", "meadow", "falcon", "summit",
-         "canyon", "walnut", "ember", "glacier", "lantern", "orchard", "saffron", "thunder")
+# the unique word: "zanzibar" + one of these, chosen at random. Real words without the
+# letters Tesseract confuses in the xterm's 6x13 font (c/e, v/y, u/w: "meadow" came back
+# as "meadou"), and short: a long invented word is sometimes read with a space inside.
+WORDS = ("harbor", "dragon", "tornado", "diamond", "orbit", "piano", "rabbit", "spirit",
+         "bamboo", "kimono", "robot", "pagoda", "marathon", "hobbit", "domino", "safari")
 
 
 def _words(text: str) -> list[str]:
@@ -126,8 +127,7 @@ async def _player_lands_on(rig: RdpRig, session: str, word: str) -> tuple[float,
 
 
 def test_screen_text_found_and_player_lands_on_it(rdp_rig: RdpRig) -> None:
-    first = secrets.choice(WORDS)
-    word = "zanzibar" + first + secrets.choice([w for w in WORDS if w != first])
+    word = "zanzibar" + secrets.choice(WORDS)
     typed = word[:5] + '""' + word[5:]  # the keystrokes never hold the word whole
     words_file = Path(f"/tmp/bastille-ocr-{secrets.token_hex(4)}.txt")
     marker = Path(f"/tmp/bastille-ocr-done-{secrets.token_hex(4)}")
@@ -155,7 +155,8 @@ def test_screen_text_found_and_player_lands_on_it(rdp_rig: RdpRig) -> None:
     assert not any(word in line for line in _recorded_keys(rdp_rig, session))
     found = rdp_rig.bastille("sessions", "list", "--text", word, "--json")
     assert found.returncode == 0, found.stderr
-    assert session in found.stdout, (word, _ocr_lines(rdp_rig, session))
+    assert session in found.stdout, (word, [x for x in _ocr_lines(rdp_rig, session)
+                                            if "zan" in x[1].lower() or "echo" in x[1]])
 
     # the player's search lands within 2 s of the moment the word appeared
     appeared = _typed_line_time(rdp_rig, session, "sleep 2") + 2.0
