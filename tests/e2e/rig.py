@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +43,18 @@ def wait_port(port: int, timeout: float = 15.0,
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listening on port {port}")
+
+
+def wait_until(cond: Callable[[], object], timeout: float = 15.0,
+               what: object = "") -> None:
+    """Poll ``cond`` every 0.1 s until it is true; fail after ``timeout`` seconds, saying
+    ``what`` (called if callable: the state at the time of failure)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out: {what() if callable(what) else what}")
 
 
 def keygen(path: Path, comment: str = "") -> str:

@@ -23,7 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import audit_events
-from tests.e2e.rig import TARGET_PASSWORD, Rig, Tmux, free_port, wait_port
+from tests.e2e.rig import TARGET_PASSWORD, Rig, Tmux, free_port, wait_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -78,15 +78,6 @@ def get(port: int, path: str) -> tuple[int, dict[str, Any]]:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
-
-
-def wait_until(cond, timeout: float = 15.0, what: str = "") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out: {what}")
 
 
 def test_prometheus_scrape_and_health(make_gateway) -> None:  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from tests.e2e.rig import Rig
+from tests.e2e.rig import Rig, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -56,15 +56,6 @@ def _session_pids(rig: Rig) -> set[int]:
     return pids
 
 
-def _wait(cond, timeout: float = 15.0, what: object = "") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met in time {what() if callable(what) else what}")
-
-
 def test_workers_share_the_port_and_serve_sessions_in_parallel(make_gateway) -> None:  # type: ignore[no-untyped-def]
     g: Rig = make_gateway(gateway_extra="workers = 2")
     assert g.gateway.proc is not None
@@ -80,7 +71,7 @@ def test_workers_share_the_port_and_serve_sessions_in_parallel(make_gateway) -> 
     assert serving == set(workers)  # the kernel spread 8 connections over both
     start = [e for e in _audit(g) if e["kind"] == "gateway" and e["detail"]["event"] == "start"]
     assert start[-1]["detail"]["ssh_workers"] == 2
-    _wait(lambda: sum(e["kind"] == "session.end" for e in _audit(g)) == 8)
+    wait_until(lambda: sum(e["kind"] == "session.end" for e in _audit(g)) == 8)
     ends = [e for e in _audit(g) if e["kind"] == "session.end"]
     assert all(e["detail"]["exit_status"] == 0 for e in ends)
 
@@ -104,7 +95,7 @@ def test_status_lists_the_sessions_of_every_worker(make_gateway) -> None:  # typ
             and "ssh workers 2 worker(s) running (pid " in r.stdout  # rewritten every 2 s
 
     try:
-        _wait(listed, 20, what=seen)
+        wait_until(listed, 20, what=seen)
         assert all(str(w) in seen[0] for w in workers), (workers, seen[0])
         assert seen[0].count("alice@web1") == 6
     finally:
@@ -118,7 +109,7 @@ def test_a_worker_that_dies_is_replaced_and_audited(make_gateway) -> None:  # ty
     first = _workers(g.gateway.proc.pid)
     assert len(first) == 2
     os.kill(first[0], signal.SIGKILL)
-    _wait(lambda: len(_workers(g.gateway.proc.pid)) == 2  # type: ignore[union-attr]
+    wait_until(lambda: len(_workers(g.gateway.proc.pid)) == 2  # type: ignore[union-attr]
           and first[0] not in _workers(g.gateway.proc.pid),  # type: ignore[union-attr]
           what=lambda: (first, _workers(g.gateway.proc.pid), g.gateway.logs()[-2000:]))  # type: ignore[union-attr]
     for i in range(4):  # whichever worker the kernel picks, it serves
@@ -140,7 +131,7 @@ def test_sigkill_of_the_gateway_takes_its_workers_along(make_gateway) -> None:  
         return not any(Path(f"/proc/{w}").exists() and
                        Path(f"/proc/{w}/stat").read_text().split()[2] != "Z" for w in workers)
 
-    _wait(gone, 10)
+    wait_until(gone, 10)
     r = g.ssh("alice", "web1", "--", "true")
     assert r.returncode == 255  # nothing listens any more
 
@@ -205,7 +196,7 @@ approvers = ["bob"]
         r = g.ssh("bob", "approvals", "list")
         return [int(x) for x in re.findall(rb"^\s*(\d+)\s", r.stdout, re.M)]
 
-    _wait(lambda: len(pending()) == 4, 30)
+    wait_until(lambda: len(pending()) == 4, 30)
     for rid in pending():  # requests of both workers, each decided by a session of bob's
         r = g.ssh("bob", "approvals", "approve", str(rid), "ok")
         assert b"approved" in r.stdout, r
