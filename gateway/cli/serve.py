@@ -241,14 +241,21 @@ def _lenient_paths(path: Path) -> tuple[Path, Path]:
     return data_dir, (base / os.path.expanduser(str(file))) if file else data_dir / "audit.jsonl"
 
 
-def _reload_event(audit_file: Path, since: float) -> dict[str, Any] | None:
+def _reload_events(audit_file: Path, since: float) -> list[dict[str, Any]]:
     from gateway.audit import read_events
 
     if not audit_file.exists():
-        return None
-    for record in read_events(audit_file, since=since, kind="gateway"):
-        detail = record.get("detail") or {}
-        if isinstance(detail, dict) and detail.get("event") == "reload":
+        return []
+    return [r for r in read_events(audit_file, since=since, kind="gateway")
+            if isinstance(r.get("detail"), dict) and r["detail"].get("event") == "reload"]
+
+
+def _reload_event(audit_file: Path, since: float, seen: list[dict[str, Any]]
+                  ) -> dict[str, Any] | None:
+    """The first reload event after ``since`` that is not one of ``seen`` (those written
+    before our signal: an earlier reload's answer is never taken for this one's)."""
+    for record in _reload_events(audit_file, since):
+        if record not in seen:
             return record
     return None
 
@@ -263,12 +270,13 @@ def cmd_reload(args: argparse.Namespace) -> int:
     if status is None or problem:
         fail(f"no running gateway for {path}: {problem}", 2)
     since = time.time() - 0.5
+    seen = _reload_events(audit_file, since)
     try:
         os.kill(status.pid, signal.SIGHUP)
     except OSError as exc:
         fail(f"cannot signal the gateway (pid {status.pid}): {exc.strerror}", 2)
     deadline = time.monotonic() + args.timeout
-    while (record := _reload_event(audit_file, since)) is None:
+    while (record := _reload_event(audit_file, since, seen)) is None:
         if time.monotonic() > deadline:
             fail(f"the gateway (pid {status.pid}) did not report a reload within "
                  f"{args.timeout:g} s; see its log", 1)
