@@ -8,11 +8,15 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from typing import Any
 
 import pytest
 
 from tests.e2e.rig import Rig, Tmux
+
+# target paths are on this machine's /tmp, which outlives a run: a name no earlier run used
+RUN = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 pytestmark = pytest.mark.e2e
 
@@ -59,7 +63,7 @@ def _exists(g: Rig, path: str) -> bool:
 
 
 def test_exec_denied_never_reaches_target(pol: Rig) -> None:
-    path = f"/tmp/forbidden-{os.getpid()}-a"
+    path = f"/tmp/forbidden-{RUN}-a"
     r = pol.ssh("alice", "web1", "--", "touch", path)
     assert r.returncode == 1
     assert b"denied by policy" in r.stderr and b"no-forbidden-files" in r.stderr
@@ -72,14 +76,14 @@ def test_exec_denied_never_reaches_target(pol: Rig) -> None:
     "true; touch {p}", "env touch {p}", "sudo -n touch {p}", "$'\\x74ouch' {p}",
 ])
 def test_exec_evasions_denied(pol: Rig, evasion: str) -> None:
-    path = f"/tmp/forbidden-{os.getpid()}-{abs(hash(evasion)) % 10000}"
+    path = f"/tmp/forbidden-{RUN}-{abs(hash(evasion)) % 10000}"
     r = pol.ssh("alice", "web1", "--", evasion.format(p=path))
     assert r.returncode == 1 and b"denied by policy" in r.stderr, r.stderr
     assert not _exists(pol, path)
 
 
 def test_exec_dynamic_command_needs_approval_and_is_denied(pol: Rig) -> None:
-    path = f"/tmp/dyn-{os.getpid()}"
+    path = f"/tmp/dyn-{RUN}"
     proc = subprocess.Popen([*pol.ssh_args("alice"), "web1", "--", f"$(echo touch) {path}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     rid = _wait_request(pol)
@@ -111,7 +115,7 @@ def _term(g: Rig) -> Tmux:
 
 def test_type_ahead_goes_through_policy(pol: Rig) -> None:
     """Keys typed before the target session is ready are decided like any other."""
-    path = f"/tmp/forbidden-{os.getpid()}-ahead"
+    path = f"/tmp/forbidden-{RUN}-ahead"
     t = Tmux(pol.root, [*pol.ssh_args("alice", tty=True), "web1"])
     try:
         t.type(f"touch {path}\n")
@@ -122,7 +126,7 @@ def test_type_ahead_goes_through_policy(pol: Rig) -> None:
 
 
 def test_interactive_deny_and_shell_still_usable(pol: Rig) -> None:
-    path = f"/tmp/forbidden-{os.getpid()}-i"
+    path = f"/tmp/forbidden-{RUN}-i"
     t = _term(pol)
     try:
         t.type(f"touch {path}\n")
@@ -136,7 +140,7 @@ def test_interactive_deny_and_shell_still_usable(pol: Rig) -> None:
 
 
 def test_interactive_edit_keys_cannot_sneak_a_command(pol: Rig) -> None:
-    path = f"/tmp/forbidden-{os.getpid()}-e"
+    path = f"/tmp/forbidden-{RUN}-e"
     t = _term(pol)
     try:
         t.type(f"tXuch {path}")
@@ -260,7 +264,7 @@ def test_sftp_request_waits_for_approval(make_gateway, tmp_path, verdict: str) -
     g: Rig = make_gateway(extra=SFTP_APPROVAL)
     local = tmp_path / "payload"
     local.write_bytes(b"held upload " * 1000)
-    remote = f"/tmp/held-{os.getpid()}-{verdict}"
+    remote = f"/tmp/held-{RUN}-{verdict}"
     batch = tmp_path / "batch"
     # the get after the put must wait too: requests keep their order
     batch.write_text(f"put {local} {remote}\nget /etc/os-release {tmp_path}/after\n")
@@ -286,6 +290,7 @@ def test_sftp_request_waits_for_approval(make_gateway, tmp_path, verdict: str) -
         assert b"approved by bob" in err
         cat = g.ssh("alice", "web1", "--", "cat", remote)
         assert cat.stdout == local.read_bytes()
+        g.ssh("alice", "web1", "--", "rm", "-f", remote)
         assert (tmp_path / "after").exists()
     else:
         assert proc.returncode != 0
