@@ -102,6 +102,9 @@ class Analyzer(Expander):
         self.tty = tty  # the session has a terminal whose keys the relay decides
         self.commands: list[CommandInfo] = []
         self.uncertain: list[str] = []
+        # programs that read code or keys from the user's own input (an exec without a
+        # terminal: `ssh host -- sudo -i`): that input is held for approval, not the line
+        self.input_readers: list[str] = []
         self.incomplete = False
         self.starts: list[Start] = []
         self.depth = 0
@@ -117,6 +120,13 @@ class Analyzer(Expander):
             return
         if reason not in self.uncertain:
             self.uncertain.append(reason)
+
+    def reads_input(self, reason: str) -> None:
+        """A program reads commands or keys from the user's input, unchecked: the line
+        may run, but any input the user sends waits for approval (an exec without a
+        terminal; ``Decision.input_gate``)."""
+        if not self.quiet and reason not in self.input_readers:
+            self.input_readers.append(reason)
 
     def line(self, text: str, st: ShellState, stdin: Stdin) -> None:
         """Analyse a whole line (several complete commands) and update ``st``. Never

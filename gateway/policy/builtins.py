@@ -202,6 +202,7 @@ def _source(name: str, args: list[Field], ctx: Ctx) -> None:
     if not ops:
         ctx.an.unsure(f"{name} without a file")
         return
+    before = len(ctx.an.uncertain)
     script_file(name, ops[0], ctx)
     st = ctx.st
     # a sourced file can change anything: what we knew may have changed
@@ -209,7 +210,12 @@ def _source(name: str, args: list[Field], ctx: Ctx) -> None:
         st.vars[k] = None
     st.maybe_aliases |= set(st.aliases)
     st.maybe_functions |= set(st.functions)
-    if (Hole.WORD,) not in st.cwd_alts:
+    # ... and the directory, unless the file is the target's own (a static path this
+    # session did not write: ~/.bashrc, a venv's activate): what the target's own code does
+    # once it runs is not visible to the policy anyway (docs/policy.md "What it cannot
+    # see"), as for `./deploy.sh`; only a file this session could have written is
+    # uncertain (script_file said so), and then the directory is unknown too
+    if len(ctx.an.uncertain) != before and (Hole.WORD,) not in st.cwd_alts:
         st.cwd_alts = (*st.cwd_alts, (Hole.WORD,))
     st.prompts["PS1"] = None
 

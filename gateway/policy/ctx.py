@@ -29,9 +29,13 @@ class Interpreter(Protocol):
     quiet: int  # >0: commands are collected, uncertainty is not (definitions)
     commands: list[CommandInfo]
     starts: list[Start]
+    uncertain: list[str]
 
     def unsure(self, reason: str) -> None:
         """The line is uncertain, for this reason."""
+
+    def reads_input(self, reason: str) -> None:
+        """A program reads commands or keys from the user's input (exec, no terminal)."""
 
     def text(self, text: str, st: ShellState, stdin: Stdin, *, top: bool = False,
              what: str = "") -> None:

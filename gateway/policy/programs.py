@@ -167,8 +167,8 @@ def stdin_code(name: str, lang: str, ctx: Ctx, *, kind: str) -> None:
             ctx.st.forget_shell()
         return
     if s.kind == "user":
-        ctx.an.unsure(f"{name} reads commands from the user's input, which the bastion "
-                      "does not check")
+        ctx.an.reads_input(f"{name} reads commands from the user's input, which the "
+                           "bastion does not check")
         return
     if s.kind == "null":
         return
@@ -496,7 +496,11 @@ def screen(name: str, lang: str, ctx: Ctx) -> None:
     if not ctx.an.tty and lang == "less" and name in CAT_WITHOUT_TERMINAL:
         return  # its output is not a terminal: it copies like cat and reads no keys
     if not ctx.an.tty and lang != "harmless":
-        ctx.an.unsure(f"{name} reads its keys from the user's input, which the bastion "
-                      "does not check (no terminal)")
+        reason = (f"{name} reads its keys from the user's input, which the bastion does "
+                  "not check (no terminal)")
+        if ctx.stdin.kind == "user":
+            ctx.an.reads_input(reason)
+        else:
+            ctx.an.unsure(reason)
         return
     ctx.an.starts.append(Start(name, "screen", lang))

@@ -97,6 +97,10 @@ class Decision:
         uncertain: every reason the line is uncertain (the first is ``reason``).
         state: the shell state after the line, if it runs (``PolicySession.commit``).
         starts: programs the line leaves in the foreground.
+        input_gate: an exec without a terminal that may start, but one of its programs
+            reads commands or keys from the user's input unchecked (``ssh host -- sudo
+            -i``): the first byte of input the user sends waits for approval (why).
+            Only on an allowed decision; otherwise it is one of the ``uncertain``.
     """
 
     action: Action
@@ -108,6 +112,7 @@ class Decision:
     state: ShellState | None = field(default=None, repr=False, compare=False)
     starts: tuple[Start, ...] = ()
     notes: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
+    input_gate: str | None = None
 
 
 class PolicyEngine:
@@ -277,8 +282,16 @@ class PolicyEngine:
                 escapes.append(f"starts {s.name}, which has its own command prompt")
         d = self._decide_commands(an.commands, uncertain, user=user, groups=groups,
                                   target=target, escapes=escapes)
+        gate = None
+        more = tuple(r for r in an.input_readers if r not in d.uncertain)
+        if more and d.action is Action.ALLOW:
+            gate = more[0]
+        elif more and d.action is Action.APPROVE:  # the approver sees every reason
+            d = Decision(d.action, d.rule, d.reason, d.commands, uncertain=(*d.uncertain,
+                                                                            *more))
         return Decision(d.action, d.rule, d.reason, d.commands, an.incomplete, d.uncertain,
-                        getattr(an, "final_state", None), tuple(an.starts))
+                        getattr(an, "final_state", None), tuple(an.starts),
+                        input_gate=gate)
 
     def _decide_commands(self, commands: Sequence[CommandInfo], uncertain: list[str], *,
                          user: str, groups: Sequence[str], target: str,

@@ -42,7 +42,7 @@ from gateway.core.enforce import Allow, Deny, Enforcer, Gone
 from gateway.core.interactive import InteractivePolicy, Ports
 from gateway.core.masking import RecordMasker
 from gateway.core.session import SessionCore
-from gateway.policy import Decision, PolicyEngine
+from gateway.policy import Action, Decision, PolicyEngine
 from gateway.ssh.menu import QUIT, TargetMenu
 from gateway.ssh.relay import STDERR, Relay
 from gateway.ssh.transfers import FileOp, Hold, ScpTap, SftpTap, Transfer
@@ -130,6 +130,11 @@ class Pipe:
     def resize(self, cols: int, rows: int) -> None:
         """The user's terminal changed size."""
 
+    def user_eof(self) -> bool:
+        """The user's input ended: may the target be told now (False: the pipe holds
+        input that the EOF must follow, and sends it itself)?"""
+        return True
+
     async def aclose(self) -> None:
         """The session ends: flush what is held."""
 
@@ -181,6 +186,72 @@ class ExecPipe(Pipe):
         self.batch.flush()
         if self.masker is not None:
             self.masker.close()
+
+
+class GatedExecPipe(ExecPipe):
+    """An exec without a terminal whose command may run, but one of whose programs reads
+    commands or keys from the user's input unchecked (``ssh host -- sudo -i``; the
+    policy's ``Decision.input_gate``): the user's first byte of input waits for approval.
+    Until an approver allows it, the user is not read and nothing reaches the target, not
+    even an end of input that follows it; refused, the session ends. Without input (an
+    EOF at once) the program runs and ends as it would.
+    """
+
+    kind = "exec"
+
+    def __init__(self, relay: Relay, session: SessionCore, masker: RecordMasker | None,
+                 enforcer: Enforcer, command: str, decision: Decision,
+                 mask: Callable[[str], str]) -> None:
+        super().__init__(relay, session, masker)
+        self.enforcer = enforcer
+        self.command = command
+        self.decision = decision
+        self.mask = mask  # the approvers see the input's first line masked
+        self.state = "closed"  # -> "asking" at the first byte -> "open" or "refused"
+        self._held: list[bytes] = []
+        self._eof = False
+
+    def from_user(self, data: bytes) -> None:
+        if self.state == "open":
+            super().from_user(data)
+            return
+        if not data or self.state == "refused":
+            return
+        self._held.append(data)  # bounded: the user is not read while a request waits
+        if self.state == "closed":
+            self.state = "asking"
+            self.relay.hold_user(True)
+            self.enforcer.services.spawn(self._approval(), "input approval")
+
+    def user_eof(self) -> bool:
+        if self.state in ("closed", "open"):
+            return True  # nothing held: an end of input alone runs nothing
+        self._eof = True  # it follows the held input, if that is approved
+        return False
+
+    async def _approval(self) -> None:
+        first = b"".join(self._held)[:512].split(b"\n", 1)[0]
+        preview = self.mask(first.decode("utf-8", "replace"))[:120]
+        reason = self.decision.input_gate or "the program reads the user's input"
+        decision = Decision(Action.APPROVE, None, reason, self.decision.commands,
+                            uncertain=(reason,))
+        verdict = await self.enforcer.approval(f"input to `{self.command}`: {preview}",
+                                               decision, what="input")
+        match verdict:
+            case Gone():
+                return
+            case Allow():
+                self.state = "open"
+                held, self._held = self._held, []
+                for data in held:
+                    super().from_user(data)
+                if self._eof and self.relay.upstream is not None:
+                    self.relay.upstream.write_eof()
+                self.relay.hold_user(False)
+            case Deny(message):
+                self.state = "refused"
+                self._held = []
+                self.session.terminate(message)
 
 
 class ScpPipe(ExecPipe):
@@ -508,6 +579,9 @@ def choose_pipe(relay: Relay, session: SessionCore, enforcer: Enforcer,
                               streams=(0, 1, 2)) if policy.mask_exec else None
     if kind == "scp" and command is not None:
         return ScpPipe(relay, session, command, masker)
+    if exec_decision is not None and exec_decision.input_gate and command is not None:
+        return GatedExecPipe(relay, session, masker, enforcer, command, exec_decision,
+                             maskers.text_for(target))
     return ExecPipe(relay, session, masker)
 
 

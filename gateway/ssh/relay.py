@@ -42,6 +42,10 @@ class Pipe(Protocol):
 
     def resize(self, cols: int, rows: int) -> None: ...
 
+    def user_eof(self) -> bool:
+        """May the user's end of input go to the target now?"""
+        ...
+
     def flush(self) -> None:
         """Hand over what is gathered (before an EOF, an exit status, a message)."""
         ...

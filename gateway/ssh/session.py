@@ -127,7 +127,8 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         self._user_eof = True
         relay = self.relay
         if relay is not None and relay.upstream is not None:
-            relay.upstream.write_eof()
+            if relay.pipe is None or relay.pipe.user_eof():
+                relay.upstream.write_eof()
         elif relay is not None and isinstance(relay.pipe, MenuPipe):
             relay.pipe.quit()
         return True
@@ -357,7 +358,7 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
         early, self._early = self._early, []
         for data in early:
             relay.from_user(data)
-        if self._user_eof:
+        if self._user_eof and (relay.pipe is None or relay.pipe.user_eof()):
             relay.upstream.write_eof()
         relay.start_reading()
         gw = self.services.config.gateway

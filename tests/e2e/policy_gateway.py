@@ -133,12 +133,18 @@ class ExecResult:
 
 
 def exec_line(g: Rig, target: str, text: str, *, tty: bool = False,
-              timeout: float = 30) -> ExecResult:
-    """``ssh alice@gw TARGET -- TEXT``; a request for approval is abandoned (the client
-    goes away: the gateway cancels the request and runs nothing)."""
+              timeout: float = 30, stdin: bytes = b"") -> ExecResult:
+    """``ssh alice@gw TARGET -- TEXT`` with ``stdin`` as its input; a request for approval
+    is abandoned (the client goes away: the gateway cancels the request and runs
+    nothing)."""
     args = [*g.ssh_args("alice", tty=tty), target, "--", text]
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if stdin:
+        assert proc.stdin is not None
+        proc.stdin.write(stdin)  # small: the pipe's buffer holds it
+        proc.stdin.close()
+        proc.stdin = None  # communicate() below must not flush it again
     assert proc.stderr is not None
     err = b""
     deadline = time.monotonic() + timeout

@@ -369,3 +369,63 @@ def test_just_in_time_access_request(pol: Rig) -> None:
     r = pol.ssh("bob", "web1", "--", "echo", "jit-ok")
     assert (r.returncode, r.stdout) == (0, b"jit-ok\n")
     assert pol.ssh("bob", "secret", "--", "true").returncode == 1  # only the granted target
+
+
+INPUT_GATE = """
+[policy]
+default = "allow"
+
+[[policy.rules]]
+name = "no-forbidden-files"
+match = '^touch /tmp/forbidden'
+action = "deny"
+
+[approvals]
+approvers = ["bob"]
+timeout = "30s"
+"""
+
+
+def test_a_shell_without_a_terminal_runs_but_its_input_waits_for_approval(  # type: ignore[no-untyped-def]
+        make_gateway) -> None:
+    """``ssh host -- bash`` (no terminal): bash would run whatever the user sends, and the
+    bastion does not check that input. Without input it runs and ends as it would; the
+    first byte of input waits for an approver, and nothing reaches the target before."""
+    g: Rig = make_gateway(extra=INPUT_GATE)
+    r = g.ssh("alice", "web1", "--", "bash", input=b"")
+    assert r.returncode == 0 and b"approval" not in r.stderr, r.stderr
+    for verdict in ("approve", "deny"):
+        path = f"/tmp/gated-{RUN}-{verdict}"
+        proc = subprocess.Popen([*g.ssh_args("alice"), "web1", "--", "bash"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(f"touch {path}\necho ran-$((40+2))\n".encode())
+            proc.stdin.close()  # the end of input must wait too
+            rid = _wait_request(g)
+            time.sleep(0.5)
+            assert proc.poll() is None, "bash ended before the approver decided"
+            assert not _exists(g, path)
+            listed = g.ssh("bob", "approvals", "list").stdout
+            assert b"input to `bash`: touch " + path.encode() in listed, listed
+            decided = g.ssh("bob", "approvals", verdict, str(rid), "checked")
+            assert decided.returncode == 0, decided.stdout + decided.stderr
+            proc.wait(timeout=30)
+            assert proc.stdout is not None and proc.stderr is not None
+            out, err = proc.stdout.read(), proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert b"bash reads commands from the user's input" in err, err
+        assert b"waiting for approval #%d" % rid in err
+        if verdict == "approve":
+            assert proc.returncode == 0, err
+            assert out == b"ran-42\n"
+            assert _exists(g, path)
+            g.ssh("alice", "web1", "--", "rm", "-f", path)
+        else:
+            assert proc.returncode != 0
+            assert out == b""
+            assert b"request #%d denied" % rid in err, err
+            assert not _exists(g, path)

@@ -68,7 +68,9 @@ def test_evasions_as_exec_requests(gws: dict[bool, Rig]) -> None:
     rows = _cases("exec")
 
     def one(row: Row) -> tuple[Row, str, str]:
-        r = exec_line(gws[row[1].effect], "web1", row[2])
+        n = int(row[0].split("-")[1])  # the payload on its input, if any
+        r = exec_line(gws[row[1].effect], "web1", row[2],
+                      stdin=row[1].render_stdin(n).encode())
         return row, r.outcome, r.stderr
 
     with ThreadPoolExecutor(3) as pool:

@@ -38,12 +38,19 @@ class Case:
     setup: tuple[str, ...] = ()
     e2e: bool = False
     effect: bool = False
+    stdin: str = ""  # exec: the payload comes on the user's input (read by the program)
 
     def render(self, n: int) -> tuple[str, tuple[str, ...]]:
-        name = f"{CANARY_PREFIX}{n}"
-        c = f"{CANARY_DIR}/{name}"
-        fmt = {"c": c, "n": name, "d": CANARY_DIR}
+        fmt = self._fmt(n)
         return self.text.format(**fmt), tuple(s.format(**fmt) for s in self.setup)
+
+    def render_stdin(self, n: int) -> str:
+        return self.stdin.format(**self._fmt(n))
+
+    @staticmethod
+    def _fmt(n: int) -> dict[str, str]:
+        name = f"{CANARY_PREFIX}{n}"
+        return {"c": f"{CANARY_DIR}/{name}", "n": name, "d": CANARY_DIR}
 
 
 def C(cls: int, text: str, expect: str = "block", **kw: object) -> Case:
@@ -242,9 +249,9 @@ CASES: list[Case] = [
     C(3, "python3 - <<< 'import os; os.system(\"touch {c}\")'", e2e=True),
     C(3, "python3 < /dev/stdin <<< 'import os'"),
     C(3, "perl <<< 'system(\"touch {c}\")'", e2e=True),
-    C(3, "bash", mode=E, e2e=True),
-    C(3, "python3", mode=E),
-    C(3, "sh -s", mode=E),
+    C(3, "bash", mode=E, e2e=True, stdin="touch {c}\n"),
+    C(3, "python3", mode=E, stdin="import os; os.system('touch {c}')\n"),
+    C(3, "sh -s", mode=E, stdin="touch {c}\n"),
     C(3, "cat | sh", mode=E, e2e=True),
     C(3, "while read l; do $l; done", mode=E, e2e=True),
     C(3, "read x; eval \"$x\"", mode=E),
@@ -485,15 +492,17 @@ CASES: list[Case] = [
     C(8, "stty raw -echo", mode=I),
     C(8, "exec 1>/tmp/x", mode=I),
     # ---------------------------------------------------------- 9 REPLs and programs from exec
-    C(9, "vim", mode=E, e2e=True),
-    C(9, "vi /etc/hostname", mode=E, e2e=True),  # without a terminal vi reads stdin
-    C(9, "python3 -i /dev/null", mode=E, e2e=True),
+    C(9, "vim", mode=E, e2e=True, stdin=":!touch {c}\n:q!\n"),
+    # without a terminal vi reads its keys from stdin
+    C(9, "vi /etc/hostname", mode=E, e2e=True, stdin=":!touch {c}\n:q!\n"),
+    C(9, "python3 -i /dev/null", mode=E, e2e=True,
+      stdin="import os; os.system('touch {c}')\n"),
     C(9, "perl -de 0", mode=E, e2e=True),
-    C(9, "psql", mode=E),
-    C(9, "mysql", mode=E),
-    C(9, "gdb", mode=E, e2e=True),
-    C(9, "ftp", mode=E),
-    C(9, "ed", mode=E, e2e=True),
+    C(9, "psql", mode=E, stdin="\\! touch {c}\n"),
+    C(9, "mysql", mode=E, stdin="system touch {c}\n"),
+    C(9, "gdb", mode=E, e2e=True, stdin="shell touch {c}\n"),
+    C(9, "ftp", mode=E, stdin="!touch {c}\n"),
+    C(9, "ed", mode=E, e2e=True, stdin="!touch {c}\nq\n"),
     C(9, "emacs -nw", mode=E),
     C(9, "emacs -Q -nw --eval '(shell-command \"touch {c}\")'"),
     # ------------------------------------------------------------------ effects (another program)

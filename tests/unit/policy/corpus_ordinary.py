@@ -31,9 +31,11 @@ EXPECTED_HOLDS = {
 
 
 # Exec requests without a terminal (``ssh host -- CMD``): what reads the user's input
-# (a shell, a REPL, an editor) reads it unchecked, so it is held as well. Pagers are not:
-# without a terminal they copy like cat and read no keys.
-NO_TERMINAL_HOLDS = {
+# (a shell, a REPL, an editor) would read it unchecked, so these run but the first byte
+# of input the user sends waits for approval (``Decision.input_gate``; without input they
+# run and end as they would: not a hold). Pagers are not gated: without a terminal they
+# copy like cat and read no keys.
+NO_TERMINAL_INPUT_HELD = {
     "telnet mail.internal 25", "docker exec -it web sh", "docker run --rm -it alpine sh",
     "sftp user@host", "ssh bastion", "sudo -i", "sudo su -", "su - postgres",
     "vim /etc/hosts", "vi /etc/nginx/nginx.conf", "tmux attach -t main", "iftop -i eth0",

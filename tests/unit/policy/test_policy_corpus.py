@@ -14,7 +14,7 @@ import re
 
 import pytest
 from corpus_evasion import CANARY_RULE, CASES, EFFECT_GLOB, rendered
-from corpus_ordinary import EXPECTED_HOLDS, NO_TERMINAL_HOLDS, ORDINARY
+from corpus_ordinary import EXPECTED_HOLDS, NO_TERMINAL_INPUT_HELD, ORDINARY
 
 from gateway.policy import Action, LineSnapshot, PolicyEngine, PolicySession, Rule, starter_rules
 
@@ -37,6 +37,10 @@ def _check(case_expect: str, action: Action, detail: object) -> None:
 def test_evasion_exec(cid: str, case: object, text: str, setup: tuple[str, ...]) -> None:
     eng = EFFECTS if case.effect else ENGINE  # type: ignore[attr-defined]
     d = eng.decide(text, interactive=False, **U)
+    if case.stdin and d.action is Action.ALLOW:  # type: ignore[attr-defined]
+        # its payload comes on the user's input: that input must wait for approval
+        assert d.input_gate and case.expect in ("block", "approve"), (text, d)  # type: ignore[attr-defined]
+        return
     _check(case.expect, d.action, (text, d))  # type: ignore[attr-defined]
 
 
@@ -65,7 +69,7 @@ def test_evasion_corpus_covers_every_class() -> None:
 
 # --------------------------------------------------------------------------- ordinary
 
-def _holds(decide: object) -> tuple[list[str], list[str]]:
+def _holds(decide: object, gated: list[str] | None = None) -> tuple[list[str], list[str]]:
     held, denied = [], []
     for line in ORDINARY:
         d = decide(line)  # type: ignore[operator]
@@ -73,6 +77,8 @@ def _holds(decide: object) -> tuple[list[str], list[str]]:
             denied.append(line)
         elif d.action is Action.APPROVE:
             held.append(line)
+        elif d.input_gate is not None and gated is not None:
+            gated.append(line)
     return held, denied
 
 
@@ -82,15 +88,16 @@ def test_ordinary_commands_pass(path: str) -> None:
     expected = set(EXPECTED_HOLDS)
     if path == "interactive":
         held, denied = _holds(lambda line: STARTER.decide(line, **U))
-    else:
+    gated: list[str] = []
+    if path != "interactive":
         tty = path == "exec-tty"
         held, denied = _holds(lambda line: STARTER.decide(line, interactive=False, tty=tty,
-                                                          **U))
-        if not tty:
-            expected |= NO_TERMINAL_HOLDS
+                                                          **U), gated)
     assert denied == []
     assert sorted(held) == sorted(expected), sorted(set(held) ^ expected)
-    assert len(held) / len(ORDINARY) <= (0.01 if path != "exec" else 0.03)
+    assert len(held) / len(ORDINARY) <= 0.01
+    # without a terminal, what reads the user's input runs; its input is what waits
+    assert set(gated) == (NO_TERMINAL_INPUT_HELD if path == "exec" else set())
 
 
 def test_ordinary_commands_in_one_session() -> None:

@@ -107,14 +107,30 @@ def test_exec_requests_have_no_history_expansion() -> None:
 
 
 def test_exec_without_a_terminal_holds_what_reads_the_users_input() -> None:
+    """The program may start; the user's input waits for approval (input_gate)."""
     eng = PolicyEngine([])
-    for line in ("vi /etc/hosts", "python3", "bash", "ssh host", "su -"):
-        assert eng.decide(line, interactive=False, **A).action is Action.APPROVE, line
-        assert eng.decide(line, interactive=False, tty=True, **A).action is Action.ALLOW, line
+    for line in ("vi /etc/hosts", "python3", "bash", "ssh host", "su -", "sudo -i"):
+        d = eng.decide(line, interactive=False, **A)
+        assert d.action is Action.ALLOW and d.input_gate, (line, d)
+        assert "from the user's input" in d.input_gate
+        d = eng.decide(line, interactive=False, tty=True, **A)
+        assert d.action is Action.ALLOW and d.input_gate is None, line
     # pagers whose output is not a terminal copy like cat and read no keys
     for line in ("less /etc/hosts", "man ls", "more /etc/fstab", "zcat x.gz | less"):
-        assert eng.decide(line, interactive=False, **A).action is Action.ALLOW, line
-    assert eng.decide("most /etc/hosts", interactive=False, **A).action is Action.APPROVE
+        d = eng.decide(line, interactive=False, **A)
+        assert d.action is Action.ALLOW and d.input_gate is None, line
+    d = eng.decide("most /etc/hosts", interactive=False, **A)
+    assert d.action is Action.ALLOW and d.input_gate
+    # input that is not the user's: decided as before (no gate to hold it at)
+    assert eng.decide("vi /etc/hosts < /dev/null", interactive=False,
+                      **A).action is Action.APPROVE
+    # held for another reason too: one approval at the start, and the approver sees both
+    d = eng.decide("bash; $(cat x)", interactive=False, **A)
+    assert d.action is Action.APPROVE and d.input_gate is None
+    assert any("from the user's input" in u for u in d.uncertain), d
+    # a rule still decides the command itself
+    deny = PolicyEngine([Rule("no-su", re.compile("^su\\b"), Action.DENY)])
+    assert deny.decide("su -", interactive=False, **A).action is Action.DENY
 
 
 def test_decide_partial_lets_unfinished_lines_continue() -> None:
