@@ -129,7 +129,10 @@ class InteractivePolicy:
         """Bytes from the target."""
         self._last_output = time.monotonic()
         self._outputs += 1
-        self.tracker.feed_output(data)
+        if self.policy is not None:
+            self.policy.feed_output(data)  # the screen, and what follows a cd
+        else:
+            self.tracker.feed_output(data)
         if self.masker is None:
             self.ports.record_output(data)
             self.ports.to_user(data)

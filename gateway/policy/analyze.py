@@ -688,10 +688,15 @@ class Analyzer(Expander):
             return (Hole.ANY,)
         return resolve(f.chunks, st.cwd, symlinks=st.symlinks)
 
-    def written_match(self, path: AStr, st: ShellState) -> bool:
+    def written_match(self, path: AStr, st: ShellState,
+                      only: Callable[[AStr], bool] | None = None) -> bool:
+        """Could ``path`` be one this session wrote (``only``: of those it wrote, the
+        ones that matter)?"""
         s = static(path)
         affixes = P.astr_affixes(path)
         for w in st.written:
+            if only is not None and not only(w):
+                continue
             if s is not None and static(w) == s:
                 return True
             if (s is None or has_hole(w)) and not P.affixes_clash(affixes, P.astr_affixes(w)):

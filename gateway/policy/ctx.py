@@ -9,7 +9,7 @@ this module only, so the analyser can import them without an import cycle.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -59,8 +59,10 @@ class Interpreter(Protocol):
     def path(self, f: Field, st: ShellState) -> AStr:
         """A field used as a path: absolute and normalized."""
 
-    def written_match(self, path: AStr, st: ShellState) -> bool:
-        """Whether ``path`` may be a file written earlier in this session."""
+    def written_match(self, path: AStr, st: ShellState,
+                      only: Callable[[AStr], bool] | None = None) -> bool:
+        """Whether ``path`` may be a file written earlier in this session (``only``: of
+        the written files, those for which it is true)."""
 
     def check_autorun(self, path: AStr, where: str) -> None:
         """A write to a file that makes code run later is uncertain."""

@@ -14,7 +14,7 @@ from gateway.policy.programs import (
     stdin_code,
 )
 from gateway.policy.tools_common import Handlers, _argv, _effect, _string, _t
-from gateway.policy.values import AStr, Field, Hole, astr, show
+from gateway.policy.values import AStr, Field, Hole, astr, has_hole, show
 
 HANDLERS = Handlers()
 handler = HANDLERS.register
@@ -251,16 +251,48 @@ def _go(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         ctx.an.unsure("go env -w changes how later builds run")
     if any(t and (t.startswith(("-exec", "-toolexec", "-overlay"))) for t in texts):
         ctx.an.unsure("go -exec/-toolexec runs another program")
-    if sub in ("run", "test", "build", "install", "vet") and (
-            ctx.st.unknown_writes or any(P_go(w) for w in ctx.st.written)):
+    if sub in ("run", "test", "build", "install", "vet") and _go_code_written(args[1:], ctx):
         ctx.an.unsure(f"go {sub} builds code written in this session")
     if texts and texts[0] is None:
         ctx.an.unsure("dynamic go command")
 
 
-def P_go(path: tuple[object, ...]) -> bool:
-    s = show(path)  # type: ignore[arg-type]
-    return s.endswith((".go", "go.mod", "go.sum", ".s", ".c")) or "…" in s
+# where go finds code besides the packages it is given: the module cache, the toolchain
+GO_TREES = ("~/go/**", "/usr/local/go/**", "/usr/lib/go/**", "/usr/lib/go-*/**",
+            "~/sdk/**", "~/.cache/go-build/**")
+
+
+def _go_code_written(args: list[Field], ctx: Ctx) -> bool:
+    """Could the code this go command builds (and, for run/test, runs) have been written in
+    this session? The packages are under the current directory (every directory it may
+    be) or the paths named; a go.mod/go.work written anywhere may point anywhere; the
+    module cache and the toolchain count too. A dynamic argument could be any path."""
+    st = ctx.st
+    if st.unknown_writes:
+        return True
+    roots: list[AStr] = [st.cwd, *st.cwd_alts]
+    for a in args:
+        if a.text is None:
+            return True
+        if not a.text.startswith("-") and (a.text.startswith((".", "/", "~")) or
+                                           a.text.endswith(".go")):
+            roots.append(ctx.an.path(a, st))
+    if any(show(w).endswith(("go.mod", "go.work", "go.sum")) for w in st.written):
+        return True
+    return any(ctx.an.written_match(root, st, _go_file) or
+               ctx.an.written_match(astr(*root, "/", Hole.ANY), st, _go_file)
+               for root in roots) or \
+        any(ctx.an.written_match(_glob_path(t), st) for t in GO_TREES)
+
+
+GO_SOURCES = (".go", ".s", ".S", ".c", ".h", ".cc", ".cpp", ".hh", ".hpp", ".m", ".f",
+              ".F", ".for", ".f90", ".swig", ".swigcxx", ".syso", "go.mod", "go.sum",
+              "go.work")
+
+
+def _go_file(path: AStr) -> bool:
+    """A file the go tool compiles or reads for a build (or a path not fully known)."""
+    return has_hole(path) or show(path).endswith(GO_SOURCES)
 
 
 @handler("npm")

@@ -11,6 +11,9 @@ The session chooses one pipe, once, when it knows what was asked for:
 :class:`ExecPipe`             exec without a PTY, rsync, the player: exact bytes to
                               the user; the recording masked (``mask_exec`` /
                               ``mask_transfers``) or raw
+:class:`GatedExecPipe`        exec without a PTY whose program reads commands from the
+                              user's input (``sudo -i``): an :class:`ExecPipe` whose
+                              first byte of input waits for approval
 :class:`ScpPipe`              legacy ``scp -t``/``-f`` (an :class:`ExecPipe` that also
                               reports each file transferred)
 :class:`SftpPipe`             the SFTP subsystem: every file request decided by the

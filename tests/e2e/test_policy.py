@@ -429,3 +429,44 @@ def test_a_shell_without_a_terminal_runs_but_its_input_waits_for_approval(  # ty
             assert out == b""
             assert b"request #%d denied" % rid in err, err
             assert not _exists(g, path)
+
+
+CD_RULES = """
+[policy]
+default = "allow"
+
+[[policy.rules]]
+name = "no-log-removal"
+match = '^rm( -\\S+)* /tmp/bastille-cd-[0-9a-f-]+/logs/'
+action = "deny"
+
+[approvals]
+approvers = ["bob"]
+timeout = "30s"
+"""
+
+
+def test_where_a_cd_led_is_read_from_the_shells_answer(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    """A relative path after `cd DIR` is under DIR only if the cd worked: bash prints
+    `cd: DIR: ...` before its next prompt when it did not. A cd that worked moves the
+    model; after one that failed the shell may still be where it was."""
+    g: Rig = make_gateway(extra=CD_RULES)
+    base = f"/tmp/bastille-cd-{RUN}"
+    g.ssh("alice", "web1", "--", "mkdir", "-p", f"{base}/logs", f"{base}/app")
+    t = _term(g)
+    try:
+        for n, (cd, held) in enumerate(((f"{base}/app", False), (f"{base}/gone", True))):
+            t.type(f"cd {base}/logs\n")
+            t.wait_re(rf"cd {base}/logs\s*\nPROMPT\$\s*\Z")  # its answer: the prompt
+            t.type(f"cd {cd}\n")
+            t.wait_re(rf"cd {cd}\s*\n(.*No such file or directory\s*\n)?PROMPT\$\s*\Z")
+            t.type(f"rm -f x; echo removed-{n}-$((6*7))\n")
+            if held:
+                t.wait_for("waiting for approval")
+                t.send("C-c")
+                t.wait_for("not run")
+            else:
+                t.wait_for(f"removed-{n}-42")
+    finally:
+        t.close()
+        g.ssh("alice", "web1", "--", "rm", "-rf", base)

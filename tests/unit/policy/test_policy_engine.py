@@ -323,3 +323,21 @@ def test_monster_lines_are_uncertain_not_analysed_forever() -> None:
         assert d.action is Action.APPROVE and "too long" in d.reason, d.reason
     d = eng.decide("echo a; " * 300 + "reboot", **A)
     assert d.action is Action.DENY  # within the bounds every command is seen
+
+
+@pytest.mark.parametrize(("line", "held"), [
+    ("printf 'package main' > main.go; go run .", True),
+    ("printf 'package main' > main.go; go test ./...", True),
+    ("printf 'package main' > /tmp/x/evil.go; cd ~/src && go run /tmp/x/evil.go", True),
+    ("cd /srv/app && echo 'replace a => /tmp/b' >> go.mod; go build ./...", True),
+    ("tar -C /usr/local -xzf go1.22.linux-amd64.tar.gz; cd ~/src && go build ./...", True),
+    ("cd ~/src && tar -xzf vendor.tgz; go build ./...", True),  # the archive's names: any
+    ("cd ~/src; go run $PROG", True),
+    # what this session wrote elsewhere, or wrote that the go tool does not read
+    ("cd ~/src && tar -xzf release.tar.gz -C /opt/app; go build ./...", False),
+    ("cd ~/src && echo flask > requirements.txt; go test ./...", False),
+    ("go vet ./...", False),
+])
+def test_go_builds_code_written_in_this_session_only(line: str, held: bool) -> None:
+    d = PolicyEngine([]).decide(line, interactive=False, tty=True, **A)
+    assert (d.action is Action.APPROVE) == held, d

@@ -32,7 +32,20 @@ ALPHABET = "rm -f/etchsadowtuxkil19 ~*.\n"
 def test_exact_on_known_text(rx: str, text: str) -> None:
     expected = re.search(rx, text) is not None
     got = P.intersects(P.rule_nfa(rx), P.text_nfa(P.lit(text)))
-    assert got == expected, (rx, text)
+    if _APPROXIMATED.search(rx):  # documented over-approximation: sound, not exact
+        assert got or not expected, (rx, text)
+    else:
+        assert got == expected, (rx, text)
+
+
+# word boundaries, lookarounds and back-references are taken as "anything goes"
+# (possible.py's docstring): hypothesis found `(?i)^RM\b` "possible" on "rm1"
+_APPROXIMATED = re.compile(r"\\[bB]|\(\?[=!<]|\\[1-9]|\(\?P=")
+
+
+def test_over_approximated_constructs_are_only_sound() -> None:
+    assert P.intersects(P.rule_nfa(r"(?i)^RM\b"), P.text_nfa(P.lit("rm1")))
+    assert not P.intersects(P.rule_nfa(r"(?i)^RM\b"), P.text_nfa(P.lit("ls")))
 
 
 FILL = {

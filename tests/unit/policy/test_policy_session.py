@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from gateway.policy import Action, LineSnapshot, PolicyEngine, PolicySession, Rule, starter_rules
 
 C = "/tmp/bastille-canary-s"
@@ -223,3 +225,69 @@ def test_describe_never_shows_hidden_keys() -> None:
     assert s.describe(snap) == "(typed without echo)"
     vi = LineSnapshot("", alternate_screen=True, screen_bottom=":!id", cursor_bottom=True)
     assert ":!id" in s.describe(vi)
+
+
+LOGS = PolicyEngine([Rule("no-log-removal", re.compile(r"^rm( -\S+)* /var/log/"),
+                          Action.DENY)])
+
+
+def _logs_session(cd: str, answer: bytes) -> PolicySession:
+    """In /var/log (seen to succeed), then ``cd`` elsewhere, answered by ``answer``."""
+    s = PolicySession(LOGS, **U)
+    for line, out in (("cd /var/log", b"\r\n$ "), (cd, answer)):
+        d = s.decide(LineSnapshot(text=line, prompt="$ "))
+        assert d.action is Action.ALLOW, d
+        s.commit(d)
+        s.feed_output(out)
+    return s
+
+
+def _rm(s: PolicySession) -> Action:
+    return s.decide(LineSnapshot(text="rm -f syslog", prompt="$ ")).action
+
+
+def test_a_cd_seen_to_succeed_moves_the_model() -> None:
+    """After `cd /srv/app` the shell may still be in /var/log if the cd failed; the prompt
+    back with no `cd:` error before it shows it did not."""
+    assert _rm(_logs_session("cd /srv/app", b"\r\n$ ")) is Action.ALLOW
+    assert _rm(_logs_session("cd /srv/app", b"\r\n\x1b[01;32mme@web1\x1b[0m:/srv/app$ ")) \
+        is Action.ALLOW
+
+
+@pytest.mark.parametrize(("cd", "answer"), [
+    ("cd /srv/app", b"\r\nbash: cd: /srv/app: No such file or directory\r\n$ "),
+    ("cd /srv/app", b"\r\nsh: 1: cd: can't cd to /srv/app\r\n$ "),
+    ("cd /srv/app", b""),  # keys typed ahead: the shell has not answered yet
+    ("cd /srv/app", b"\r\n"),
+    ("cd /srv/app 2>/dev/null", b"\r\n$ "),  # its error would not be seen
+    ("cd /srv/app || true", b"\r\n$ "),
+    ("cd ../../srv", b"\r\n$ "),  # relative: where it leads depends on where it was
+])
+def test_a_cd_that_may_have_failed_keeps_the_old_directory(cd: str, answer: bytes) -> None:
+    assert _rm(_logs_session(cd, answer)) is Action.APPROVE
+
+
+def test_a_cd_redefined_earlier_is_not_read_from_the_screen() -> None:
+    s = PolicySession(LOGS, **U)
+    for line in ("cd /var/log", "cd() { builtin cd \"$@\" 2>/dev/null; }", "cd /srv/app"):
+        d = s.decide(LineSnapshot(text=line, prompt="$ "))
+        s.commit(d, approved=True)
+        s.feed_output(b"\r\n$ ")
+    assert _rm(s) is Action.APPROVE
+
+
+@pytest.mark.parametrize(("lines", "action"), [
+    # the target's own file (a venv's activate, ~/.bashrc): the model keeps its directory
+    ((". venv/bin/activate",), Action.ALLOW),
+    (("source ~/.bashrc",), Action.ALLOW),
+    # a file this session wrote may `cd` anywhere: approved, it leaves the directory open
+    (("echo 'cd /var/log' > env.sh", ". ./env.sh"), Action.APPROVE),
+])
+def test_a_sourced_file_moves_the_shell_only_if_written_here(lines: tuple[str, ...],
+                                                            action: Action) -> None:
+    s = _logs_session("cd /srv/app", b"\r\n$ ")
+    for line in lines:
+        d = s.decide(LineSnapshot(text=line, prompt="$ "))
+        s.commit(d, approved=True)
+        s.feed_output(b"\r\n$ ")
+    assert _rm(s) is action
