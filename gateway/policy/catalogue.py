@@ -41,6 +41,8 @@ class Program:
     code: tuple[str, ...] = ()
     positionals: int = 0
     string: bool = False
+    project: tuple[str, ...] = ()
+    scripts: tuple[str, ...] = ()  # ("*",): always; else the options that make it so
     why: str = ""
 
 
@@ -106,6 +108,8 @@ def _program(name: str, raw: dict[str, object]) -> Program:
         code=strs("code"),
         positionals=int(raw.get("positionals", 0)),  # type: ignore[call-overload]
         string=bool(raw.get("string", False)),
+        project=strs("project"),
+        scripts=("*",) if raw.get("scripts") is True else strs("scripts"),
         why=str(raw.get("why", "")),
     )
 

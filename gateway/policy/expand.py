@@ -533,6 +533,8 @@ def _autorun_hit(path: AStr, globs: tuple[str, ...]) -> bool:
     s = static(path)
     affixes = P.astr_affixes(path)
     for g in globs:
+        if g.startswith("**/") and s is None:
+            continue  # a tree copied under unknown names (rsync, tar): its own files
         variants = [g]
         if g.startswith("~/"):
             variants += ["/home/*/" + g[2:], "/root/" + g[2:]]

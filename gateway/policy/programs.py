@@ -25,6 +25,7 @@ lists; an option the entry does not know is read as a flag.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from gateway.policy.effects import add_effects
 from gateway.policy.langs import LangResult, check_python, check_trivial
 from gateway.policy.program_langs import check_line
 from gateway.policy.records import Effect, Start, Stdin
-from gateway.policy.values import AStr, Field, Hole, astr, resolve, static
+from gateway.policy.values import AStr, Field, Hole, astr, has_hole, resolve, show, static
 
 # builtins that also exist as programs (a wrapper runs the program)
 STANDALONE = frozenset({"echo", "printf", "kill", "test", "[", "pwd", "true", "false", "time"})
@@ -51,6 +52,7 @@ def run(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     handlers are in ``tools*.py``; ``handlers.run`` picks)."""
     exec_checks(prog, name, args, ctx)
     add_effects(prog, args, ctx)
+    project_checks(prog, name, args, ctx)
     if name in ("cp", "install", "ln", "mv", "link"):
         copy_check(prog, name, args, ctx)
     if prog.kind == "plain":
@@ -76,6 +78,76 @@ def run(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         record(name, args, ctx)
         ctx.an.unsure(f"{name} runs code bastille cannot check" + (
             f" ({prog.why})" if prog.why else ""))
+
+
+def project_checks(prog: Program, name: str, args: Sequence[Field], ctx: Ctx) -> None:
+    """``scripts``: each operand (and option value) is a file of code it runs;
+    ``project``: it runs code from the directory it works in (the current one, or a path
+    operand): uncertain if this session may have written there (catalogue.toml)."""
+    if prog.scripts and _scripts_apply(prog.scripts, args):
+        wrote = bool(ctx.st.written) or ctx.st.unknown_writes
+        for f in args:
+            # a dynamic one may name a file written here; else it is one of the target's
+            if (f.text is None and wrote) or not (f.text or "-").startswith("-"):
+                script_file(name, f, ctx)
+    if prog.project:
+        project_written(name, args, ctx, files=prog.project)
+
+
+def project_written(name: str, args: Sequence[Field], ctx: Ctx, *, here: bool = True,
+                    files: Sequence[str] = ("*",)) -> None:
+    """Uncertain if this session may have written one of ``files`` (name globs; a file
+    whose name is not known counts) under the directory ``name`` takes its code from: the
+    current one (every one it may be; not if ``here`` is False) or a path it is given;
+    or the path itself."""
+    st = ctx.st
+    if not st.written and not st.unknown_writes:
+        return
+    if st.unknown_writes:
+        ctx.an.unsure(f"{name} runs code from its project after this session wrote to "
+                      "unknown paths")
+        return
+    named = _path_args(args, ctx)
+    pats = tuple("*/" + f for f in files)
+
+    def matters(w: AStr) -> bool:
+        return has_hole(w) or any(fnmatch.fnmatchcase(show(w), p) for p in pats)
+
+    for root in [*((st.cwd, *st.cwd_alts) if here else ()), *named]:
+        if ctx.an.written_match(astr(*root, "/", Hole.ANY), st, matters) or (
+                root in named and ctx.an.written_match(root, st)):
+            ctx.an.unsure(f"{name} runs code from {show(root)}, which this session "
+                          "wrote to")
+            return
+
+
+def _scripts_apply(opts: tuple[str, ...], args: Sequence[Field]) -> bool:
+    """``scripts`` always ("*") or when one of its options (or subcommands) is given
+    (``-i`` also inside a bundle such as ``-ivh``)."""
+    if "*" in opts:
+        return True
+    for a in args:
+        t = a.text or ""
+        if t in opts or any(len(o) == 2 and o[0] == "-" and t[:1] == "-" and
+                            t[1:2] != "-" and o[1] in t[1:] for o in opts):
+            return True
+    return False
+
+
+def _path_args(args: Sequence[Field], ctx: Ctx) -> list[AStr]:
+    """The paths a command line may name: every operand and option value, ``--opt=PATH``;
+    a dynamic one: any."""
+    out: list[AStr] = []
+    for a in args:
+        t = a.text
+        if t is None:
+            out.append((Hole.ANY,))
+        elif not t.startswith("-"):  # a relative name too: `compose -f x.yml`
+            out.append(ctx.an.path(a, ctx.st))
+        elif "=" in t and t.split("=", 1)[1].startswith(
+                (".", "/", "~")):  # --project-dir=DIR, -DCMAKE_...=/path
+            out.append(ctx.an.path(Field(astr(t.split("=", 1)[1])), ctx.st))
+    return out
 
 
 def copy_check(prog: Program, name: str, args: Sequence[Field], ctx: Ctx) -> None:

@@ -9,6 +9,7 @@ from gateway.policy.catalogue import Program
 from gateway.policy.ctx import Ctx
 from gateway.policy.effects import SYSTEM_DIRS, _glob_path
 from gateway.policy.programs import (
+    project_written,
     record,
     script_file,
     stdin_code,
@@ -310,6 +311,8 @@ def _npm(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         pj = astr(*ctx.st.cwd, "/package.json")
         if ctx.an.written_match(pj, ctx.st) or ctx.st.unknown_writes:
             ctx.an.unsure(f"npm {sub} runs package.json scripts written in this session")
+        elif sub in ("install", "i", "ci", "add"):  # a local package: its install scripts
+            project_written(f"npm {sub}", args[1:], ctx, here=False)
         if sub in ("install", "i", "ci", "add", "update", "up"):
             _effect(ctx, "write", astr(*ctx.st.cwd, "/", Hole.ANY), "npm", content=False,
                     track=False)
@@ -356,8 +359,11 @@ def _container(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         return
     sub = texts[i]
     if sub == "compose" or name == "docker-compose":
+        project_written(f"{name} compose", args, ctx, files=COMPOSE_FILES)
         _compose(name, args, texts, i + 1 if sub == "compose" else i, ctx)
         return
+    if sub == "stack":
+        project_written(f"{name} stack", args, ctx, files=COMPOSE_FILES)
     if sub == "container":
         if not (i + 1 < len(texts) and texts[i + 1] in ("run", "exec", "create")):
             return
@@ -373,6 +379,10 @@ def _container(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         ctx.an.unsure(f"{name} {sub} is not checked")
 
 
+# a compose file's services mount and run what it says; .env sets its variables
+COMPOSE_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml",
+                 "compose.*.yaml", "compose.*.yml", "docker-compose.*.yml",
+                 "docker-compose.*.yaml", ".env")
 _CONTAINER_GLOBAL_TAKES = frozenset({
     "-H", "--host", "--context", "-c", "--config", "-l", "--log-level", "-f", "--file", "-p",
     "--project-name", "--profile", "--env-file", "--project-directory"})

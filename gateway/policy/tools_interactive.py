@@ -86,8 +86,8 @@ def _vi_option_value(name: str, t: str, args: list[Field], i: int, ctx: Ctx) -> 
     v = args[i + 1].text
     if t in ("-c", "--cmd"):
         apply_lang(check_ex(v) if v is not None else _dyn(), ctx, name)
-    elif t in ("-S", "-u", "-U", "-s", "-i"):
-        if v not in ("NONE", "NORC"):
+    elif t in ("-S", "-u", "-U", "-s", "-i") or (t == "-l" and name == "nvim"):
+        if v not in ("NONE", "NORC"):  # nvim -l: a Lua script (vim's -l: lisp mode)
             script_file(f"{name} {t}", args[i + 1], ctx)
     elif t in ("-w", "-W", "--startuptime"):
         _effect(ctx, "write", ctx.an.path(args[i + 1], ctx.st), name)
@@ -267,6 +267,8 @@ def _systemctl(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
                  "set-default"):
         ctx.an.unsure(f"systemctl {sub} changes what runs later")
     elif sub in ("enable", "disable", "mask", "unmask", "preset", "preset-all", "reenable"):
+        if sub in ("enable", "reenable") and any("/" in (a.text or "") for a in ops[1:]):
+            ctx.an.unsure(f"systemctl {sub} installs a unit file from a path (it runs later)")
         _effect(ctx, "write", astr("/etc/systemd/", Hole.ANY), "systemctl", content=False,
                 track=False)
 

@@ -341,3 +341,20 @@ def test_monster_lines_are_uncertain_not_analysed_forever() -> None:
 def test_go_builds_code_written_in_this_session_only(line: str, held: bool) -> None:
     d = PolicyEngine([]).decide(line, interactive=False, tty=True, **A)
     assert (d.action is Action.APPROVE) == held, d
+
+
+@pytest.mark.parametrize("line", [
+    "echo notes > README.md; cmake -S . -B build",
+    "echo notes > README.md; java -version",
+    "echo notes > README.md; docker compose ps",
+    "echo notes > README.md; terraform plan",
+    "echo notes > /tmp/x.txt; cargo build --release",
+    "cmake --build build", "ansible-playbook -i inventory site.yml",
+    "dpkg -l nginx", "dpkg --merge-avail \"$avail\"", "rpm -qi bash", "npm install",
+    "systemctl enable --now nginx", "rsync -a src/ dst/", "gem list",
+])
+def test_project_tools_hold_only_what_this_session_wrote_for_them(line: str) -> None:
+    """The other side of the corpus's class-3 build/deploy cases: a project tool in a
+    directory where this session wrote nothing it reads is certain."""
+    d = PolicyEngine([]).decide(line, interactive=False, tty=True, **A)
+    assert d.action is Action.ALLOW, d
