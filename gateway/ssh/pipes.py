@@ -253,7 +253,9 @@ class GatedExecPipe(ExecPipe):
                 self.relay.hold_user(False)
             case Deny(message):
                 self.state = "refused"
-                self._held = []
+                held, self._held = self._held, []
+                for data in held:  # recorded as what the user sent; the target got none
+                    self.batch.add(data, 0)
                 self.session.terminate(message)
 
 

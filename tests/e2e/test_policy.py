@@ -429,6 +429,16 @@ def test_a_shell_without_a_terminal_runs_but_its_input_waits_for_approval(  # ty
             assert out == b""
             assert b"request #%d denied" % rid in err, err
             assert not _exists(g, path)
+            # the refused input is in the recording, as what the user sent
+            listed = json.loads(_bastille(g, "sessions", "list", "--json").stdout)
+            texts = []
+            for x in listed:
+                if x.get("command") == "bash":
+                    cast = g.root / f"gated-{x['id']}.cast"
+                    made = _bastille(g, "export", x["id"], "--input", "-o", str(cast))
+                    assert made.returncode == 0, made.stderr
+                    texts.append(cast.read_text())
+            assert len(texts) == 3 and any(f"touch {path}" in t for t in texts), texts
 
 
 CD_RULES = """
