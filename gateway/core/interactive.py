@@ -129,10 +129,7 @@ class InteractivePolicy:
         """Bytes from the target."""
         self._last_output = time.monotonic()
         self._outputs += 1
-        if self.policy is not None:
-            self.policy.feed_output(data)  # the screen, and what follows a cd
-        else:
-            self.tracker.feed_output(data)
+        self.tracker.feed_output(data)
         if self.masker is None:
             self.ports.record_output(data)
             self.ports.to_user(data)

@@ -29,6 +29,33 @@ Paths = list[tuple[AStr, bool]]  # (path, the user's content is written there)
 Opts = dict[str, Field | None]
 
 
+def own_content(sources: Sequence[Field | None], ctx: Ctx) -> bool:
+    """Is what is copied, extracted or decompressed from ``sources`` the target's own
+    content: every one a known local path this session did not write (nor under it)?
+    Then the files made from it are not tracked as written in this session (running or
+    building them is like running any of the target's files). A remote source (``host:``,
+    a URL), the user's input, a dynamic name or a file written here holds content the
+    user chose."""
+    st = ctx.st
+    if st.unknown_writes or not sources:
+        return False
+    for f in sources:
+        t = f.text if f is not None else None
+        if t is None or t == "-" or "://" in t or re.match(r"^[^/]*:", t):
+            return False
+        path = ctx.an.path(f, st)  # type: ignore[arg-type]
+        if ctx.an.written_match(path, st) or ctx.an.written_match(astr(*path, "/", Hole.ANY),
+                                                                   st):
+            return False
+    return True
+
+
+# the specs whose files are made from the command's other operands (copied, extracted,
+# decompressed): tracked as written only when those hold the user's content
+_FROM_SOURCES = {"last": slice(0, -1), "target-dir": slice(None), "ext": slice(None),
+                 "strip-ext": slice(None), "dir-opt": slice(None)}
+
+
 def add_effects(prog: Program, args: Sequence[Field], ctx: Ctx) -> None:
     """Record what ``prog args`` writes and removes (its catalogue specs)."""
     if not prog.writes and not prog.deletes:
@@ -36,8 +63,13 @@ def add_effects(prog: Program, args: Sequence[Field], ctx: Ctx) -> None:
     ops, opts = operands(prog, args)
     for kind, specs in (("write", prog.writes), ("delete", prog.deletes)):
         for spec in specs:
-            track = spec.split(":", 1)[0].split("|", 1)[0] not in (
+            name = spec.split(":", 1)[0].split("|", 1)[0]
+            track = name not in (
                 "path", "system", "unknown", "unknown-if", "operands-but-first")
+            if track and name in _FROM_SOURCES:
+                sources = ops if name == "target-dir" or "-t" in opts or \
+                    "--target-directory" in opts else ops[_FROM_SOURCES[name]]
+                track = not own_content(sources, ctx)
             for path, content in spec_paths(spec, ops, opts, ctx):
                 ctx.effects.append(Effect(kind, path, source=prog.name))
                 if kind == "write":

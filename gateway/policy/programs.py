@@ -30,6 +30,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gateway.policy import possible as P
 from gateway.policy.argv import exec_checks, operands, skip_options
 from gateway.policy.catalogue import Program
 from gateway.policy.ctx import Ctx
@@ -37,7 +38,7 @@ from gateway.policy.effects import add_effects
 from gateway.policy.langs import LangResult, check_python, check_trivial
 from gateway.policy.program_langs import check_line
 from gateway.policy.records import Effect, Start, Stdin
-from gateway.policy.values import AStr, Field, Hole, astr, has_hole, resolve, show, static
+from gateway.policy.values import AStr, Field, Hole, astr, resolve, show, static
 
 # builtins that also exist as programs (a wrapper runs the program)
 STANDALONE = frozenset({"echo", "printf", "kill", "test", "[", "pwd", "true", "false", "time"})
@@ -108,10 +109,9 @@ def project_written(name: str, args: Sequence[Field], ctx: Ctx, *, here: bool = 
                       "unknown paths")
         return
     named = _path_args(args, ctx)
-    pats = tuple("*/" + f for f in files)
 
     def matters(w: AStr) -> bool:
-        return has_hole(w) or any(fnmatch.fnmatchcase(show(w), p) for p in pats)
+        return may_be_named(w, files)
 
     for root in [*((st.cwd, *st.cwd_alts) if here else ()), *named]:
         if ctx.an.written_match(astr(*root, "/", Hole.ANY), st, matters) or (
@@ -119,6 +119,20 @@ def project_written(name: str, args: Sequence[Field], ctx: Ctx, *, here: bool = 
             ctx.an.unsure(f"{name} runs code from {show(root)}, which this session "
                           "wrote to")
             return
+
+
+def may_be_named(path: AStr, names: Sequence[str]) -> bool:
+    """Could ``path`` (parts unknown) end in one of ``names`` (file name globs; "dir/*"
+    for anything in a tree)?"""
+    s = static(path)
+    for n in names:
+        glob = "**/" + n
+        if s is not None:
+            if fnmatch.fnmatchcase(s, "*/" + n):
+                return True
+        elif P.intersects(P.glob_nfa(glob), P.astr_nfa(path)):
+            return True
+    return False
 
 
 def _scripts_apply(opts: tuple[str, ...], args: Sequence[Field]) -> bool:

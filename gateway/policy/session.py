@@ -38,7 +38,6 @@ from gateway.policy.langs import LangResult
 from gateway.policy.linebuf import InputEvent, LineSnapshot, LineTracker
 from gateway.policy.program_langs import check_less, check_line, check_nano
 from gateway.policy.rules import SEVERITY, Action, Decision, PolicyEngine
-from gateway.policy.sanitize import strip_escapes
 from gateway.policy.values import astr
 
 REPL_PROMPTS = {
@@ -60,10 +59,6 @@ REPL_PROMPTS = {
     "ex": re.compile(r"^:?$"),
 }
 _SHELL_PROMPT = re.compile(r"[$#%] ?$")
-# `cd`, `cd ~...` or `cd /...` alone on a line, with a plain argument (no quoting,
-# expansion, redirection or second command): its success can be read from the screen
-_PLAIN_CD = re.compile(r"[ \t]*cd(?:[ \t]+(?:--[ \t]+)?[~/][^\s;&|<>()$`\\'\"*?\[\]{}!#]*)?[ \t]*")
-CD_ANSWER_BYTES = 4096  # the output after a cd that is kept to look for its error
 _PASSWORD = re.compile(
     r"(?i)(?:pass(?:word|phrase)|\bpin\b|passcode|token|otp|verification code|secret|"
     r"\[sudo\])[^\n]*[:?]\s*$"
@@ -119,18 +114,12 @@ class PolicySession:
         self._eof_seen = 0
         self._lock = threading.Lock()
         self._last_programs: frozenset[str] = frozenset()
-        # a `cd` whose success decides where later paths are: the target's output after it
-        self._cd_pending = False
-        self._since_cd = bytearray()
         self._sync_keys()
 
     # ------------------------------------------------------------------ data path
 
     def feed_output(self, data: bytes) -> None:
         self.tracker.feed_output(data)
-        if self._cd_pending and len(self._since_cd) < CD_ANSWER_BYTES:
-            with self._lock:
-                self._since_cd += data[:CD_ANSWER_BYTES - len(self._since_cd)]
 
     def feed_input(self, data: bytes) -> list[InputEvent]:
         return self.tracker.feed_input(data)
@@ -185,7 +174,6 @@ class PolicySession:
             top = stack[-1] if stack else None
         if top is not None and top.kind == "repl":
             return self._tag(self._decide_repl(snap, top, stack), stack)
-        self._cd_answered(snap)
         return self._tag(self._decide_shell(snap), stack)
 
     def commit(self, decision: Decision, *, approved: bool = False) -> None:
@@ -215,34 +203,6 @@ class PolicySession:
                                                                         tuple)) else frozenset()
             self.stack = stack[-16:]
             self._sync_keys()
-            line = self.state.last_line
-            st = self.state
-            self._cd_pending = bool(
-                decision.state is not None and not decision.incomplete and
-                st.cwd_alts and isinstance(line, str) and _PLAIN_CD.fullmatch(line) and
-                not st.echo_hidden and not st.textdomain and not ({"cd", "builtin"} & (
-                    set(st.aliases) | st.maybe_aliases | set(st.functions) |
-                    st.maybe_functions)))
-            self._since_cd = bytearray()
-
-    def _cd_answered(self, snap: LineSnapshot) -> None:
-        """The shell prompt is back after a plain ``cd DIR`` (an absolute or ``~`` path):
-        had it failed, bash (dash, zsh) would have printed ``cd: DIR: ...`` before the
-        prompt. No such line, so the directory is DIR, not one of the places the shell
-        might have stayed in (``ShellState.cwd_alts``). Output the relay has not seen yet,
-        a prompt it cannot find, or a ``cd:`` anywhere before it: nothing is learnt."""
-        with self._lock:
-            prompt = snap.prompt.strip()
-            if not self._cd_pending or not prompt or snap.echo_off:
-                return
-            seen = strip_escapes(bytes(self._since_cd)).decode("utf-8", "replace")
-            first = seen.find("\n")
-            at = seen.find(prompt, first + 1) if first >= 0 else -1
-            if at < 0:
-                return  # the shell has not answered yet (keys typed ahead)
-            self._cd_pending = False
-            if "cd:" not in seen[:at]:
-                self.state.cwd_alts = ()
 
     # ------------------------------------------------------------------ shell lines
 

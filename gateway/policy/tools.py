@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from gateway.policy.argv import exec_checks, operands, skip_options
 from gateway.policy.catalogue import Program
 from gateway.policy.ctx import Ctx
-from gateway.policy.effects import add_effects
+from gateway.policy.effects import add_effects, own_content
 from gateway.policy.program_langs import check_awk, check_sed
 from gateway.policy.programs import (
     apply_lang,
@@ -231,11 +231,17 @@ def _tar(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
     o.read(args)
     st = ctx.st
     if o.mode == "x":
+        # the files of an archive this session could not have written are the target's
+        # own: they are not tracked as written here (building or running them is like
+        # running any of the target's files); an archive from the user's input, a
+        # dynamic name or a file written here holds the user's content
+        own = own_content([o.archive], ctx) if o.archive is not None else False
         if o.absolute:
-            _effect(ctx, "write", (Hole.ANY,), "tar -x")
+            _effect(ctx, "write", (Hole.ANY,), "tar -x", track=not own)
         else:
             base = ctx.an.path(o.directory, st) if o.directory is not None else st.cwd
-            _effect(ctx, "write", astr(*base, "/", Hole.ANY), "tar -x", content=False)
+            _effect(ctx, "write", astr(*base, "/", Hole.ANY), "tar -x", content=False,
+                    track=not own)
     elif o.mode in ("c", "r", "u", "A") and o.archive is not None and o.archive.text != "-":
         _effect(ctx, "write", ctx.an.path(o.archive, st), "tar")
     if o.remove:
@@ -331,7 +337,7 @@ def _rsync(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         if dt is None or not re.match(r"^[^/]*:", dt):
             path = ctx.an.path(dest, ctx.st)
             _effect(ctx, "write", astr(*path, "/", Hole.ANY) if path != (Hole.ANY,) else path,
-                    "rsync")
+                    "rsync", track=not own_content(o.ops[:-1], ctx))
             if o.delete:
                 _effect(ctx, "delete", astr(*path, "/", Hole.ANY), "rsync --delete")
         if o.remove:

@@ -9,13 +9,14 @@ from gateway.policy.catalogue import Program
 from gateway.policy.ctx import Ctx
 from gateway.policy.effects import SYSTEM_DIRS, _glob_path
 from gateway.policy.programs import (
+    may_be_named,
     project_written,
     record,
     script_file,
     stdin_code,
 )
 from gateway.policy.tools_common import Handlers, _argv, _effect, _string, _t
-from gateway.policy.values import AStr, Field, Hole, astr, has_hole, show
+from gateway.policy.values import AStr, Field, Hole, astr, show
 
 HANDLERS = Handlers()
 handler = HANDLERS.register
@@ -292,8 +293,8 @@ GO_SOURCES = (".go", ".s", ".S", ".c", ".h", ".cc", ".cpp", ".hh", ".hpp", ".m",
 
 
 def _go_file(path: AStr) -> bool:
-    """A file the go tool compiles or reads for a build (or a path not fully known)."""
-    return has_hole(path) or show(path).endswith(GO_SOURCES)
+    """A file the go tool compiles or reads for a build (or may be one)."""
+    return may_be_named(path, tuple("*" + s for s in GO_SOURCES))
 
 
 @handler("npm")

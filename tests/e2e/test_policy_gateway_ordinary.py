@@ -88,7 +88,7 @@ def _pure_session(lines: list[str]) -> dict[str, str]:
         d = s.decide(LineSnapshot(text=line, prompt=PROMPT))  # as the terminal shows it
         if d.action is Action.ALLOW:
             s.commit(d)
-            # what the account's bash answers (no builtin, no PATH): a cd fails there too
+            # what the account's bash answers (no builtin, no PATH)
             word = (line.split() or [""])[0]
             s.feed_output(f"\r\nbash: {word}: command not found\r\n{PROMPT}".encode())
         out[line] = {"allow": "ran"}.get(d.action.value, d.action.value)
@@ -125,5 +125,5 @@ def test_ordinary_commands_typed_in_one_session(fp: Rig) -> None:
     by_design = [x for x in held if x in EXPECTED_HOLDS]
     print(f"terminal: held {len(held)} ({len(by_design)} by design), "
           f"{100 * len(held) / len(LINES):.2f}%")
-    if FULL:  # every cd fails in this account, so the model keeps the old directory too
-        assert len(held) <= 0.015 * len(LINES)
+    if FULL:  # tests/unit/policy/corpus_ordinary.py LONG_SESSION_HOLDS says which, why
+        assert len(held) <= 0.02 * len(LINES)

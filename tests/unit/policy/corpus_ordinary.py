@@ -30,6 +30,25 @@ EXPECTED_HOLDS = {
 }
 
 
+# Typed one after the other in one session (the corpus is not one admin's session: it
+# goes from directory to directory), these are held as well, with why:
+LONG_SESSION_HOLDS = {
+    # `cd ..` from the home directory leads to an unknown directory (the home may be
+    # anywhere: for root, `cd ~/..; rm -rf etc` is /etc); every later `cd` may have
+    # failed (bastille does not read success from the screen: docs/policy.md), so the
+    # shell may still be there, and a relative path under it may be under /var/log
+    "rm -f hello.c": "may be a log file (rule approve-history-wipe)",
+    "rm goodbye.c": "idem",
+    # `rsync -aiv rhost:/tmp/{file1,file2}.c ~/src/` brought files chosen on another host
+    # under ~/src, and the shell may be in any directory (above): the tool may read them
+    "terraform init": "may read a *.tf file copied from another host",
+    "terraform validate": "idem", "terraform output": "idem",
+    "docker compose restart api": "may read a compose file copied from another host",
+    "go build ./...": "may build Go code copied from another host",
+    "go test ./...": "may run Go tests copied from another host",
+}
+
+
 # Exec requests without a terminal (``ssh host -- CMD``): what reads the user's input
 # (a shell, a REPL, an editor) would read it unchecked, so these run but the first byte
 # of input the user sends waits for approval (``Decision.input_gate``; without input they

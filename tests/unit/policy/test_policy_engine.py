@@ -330,8 +330,14 @@ def test_monster_lines_are_uncertain_not_analysed_forever() -> None:
     ("printf 'package main' > main.go; go test ./...", True),
     ("printf 'package main' > /tmp/x/evil.go; cd ~/src && go run /tmp/x/evil.go", True),
     ("cd /srv/app && echo 'replace a => /tmp/b' >> go.mod; go build ./...", True),
-    ("tar -C /usr/local -xzf go1.22.linux-amd64.tar.gz; cd ~/src && go build ./...", True),
-    ("cd ~/src && tar -xzf vendor.tgz; go build ./...", True),  # the archive's names: any
+    # an archive the user chose (downloaded, piped in): its files are the user's
+    ("curl -o go.tgz https://go.dev/dl/go.tgz; tar -C /usr/local -xzf go.tgz; "
+     "cd ~/src && go build ./...", True),
+    ("cd ~/src && curl -sL https://x.example/v.tgz | tar -xz; go build ./...", True),
+    ("cd ~/src && rsync -a build@ci:src/ .; go test ./...", True),
+    # the target's own archive or files: like running the target's own code
+    ("cd ~/src && tar -xzf vendor.tgz; go build ./...", False),
+    ("cd ~/src && cp -r /srv/shared/lib .; go build ./...", False),
     ("cd ~/src; go run $PROG", True),
     # what this session wrote elsewhere, or wrote that the go tool does not read
     ("cd ~/src && tar -xzf release.tar.gz -C /opt/app; go build ./...", False),

@@ -227,18 +227,18 @@ def test_describe_never_shows_hidden_keys() -> None:
     assert ":!id" in s.describe(vi)
 
 
+
 LOGS = PolicyEngine([Rule("no-log-removal", re.compile(r"^rm( -\S+)* /var/log/"),
                           Action.DENY)])
 
 
-def _logs_session(cd: str, answer: bytes) -> PolicySession:
-    """In /var/log (seen to succeed), then ``cd`` elsewhere, answered by ``answer``."""
+def _logs_session(*lines: str) -> PolicySession:
+    """Each line committed, then answered by the shell's prompt."""
     s = PolicySession(LOGS, **U)
-    for line, out in (("cd /var/log", b"\r\n$ "), (cd, answer)):
+    for line in lines:
         d = s.decide(LineSnapshot(text=line, prompt="$ "))
-        assert d.action is Action.ALLOW, d
-        s.commit(d)
-        s.feed_output(out)
+        s.commit(d, approved=True)
+        s.feed_output(b"\r\n$ ")
     return s
 
 
@@ -246,34 +246,14 @@ def _rm(s: PolicySession) -> Action:
     return s.decide(LineSnapshot(text="rm -f syslog", prompt="$ ")).action
 
 
-def test_a_cd_seen_to_succeed_moves_the_model() -> None:
-    """After `cd /srv/app` the shell may still be in /var/log if the cd failed; the prompt
-    back with no `cd:` error before it shows it did not."""
-    assert _rm(_logs_session("cd /srv/app", b"\r\n$ ")) is Action.ALLOW
-    assert _rm(_logs_session("cd /srv/app", b"\r\n\x1b[01;32mme@web1\x1b[0m:/srv/app$ ")) \
-        is Action.ALLOW
-
-
-@pytest.mark.parametrize(("cd", "answer"), [
-    ("cd /srv/app", b"\r\nbash: cd: /srv/app: No such file or directory\r\n$ "),
-    ("cd /srv/app", b"\r\nsh: 1: cd: can't cd to /srv/app\r\n$ "),
-    ("cd /srv/app", b""),  # keys typed ahead: the shell has not answered yet
-    ("cd /srv/app", b"\r\n"),
-    ("cd /srv/app 2>/dev/null", b"\r\n$ "),  # its error would not be seen
-    ("cd /srv/app || true", b"\r\n$ "),
-    ("cd ../../srv", b"\r\n$ "),  # relative: where it leads depends on where it was
-])
-def test_a_cd_that_may_have_failed_keeps_the_old_directory(cd: str, answer: bytes) -> None:
-    assert _rm(_logs_session(cd, answer)) is Action.APPROVE
-
-
-def test_a_cd_redefined_earlier_is_not_read_from_the_screen() -> None:
-    s = PolicySession(LOGS, **U)
-    for line in ("cd /var/log", "cd() { builtin cd \"$@\" 2>/dev/null; }", "cd /srv/app"):
-        d = s.decide(LineSnapshot(text=line, prompt="$ "))
-        s.commit(d, approved=True)
-        s.feed_output(b"\r\n$ ")
-    assert _rm(s) is Action.APPROVE
+def test_where_a_cd_led_is_not_read_from_the_screen() -> None:
+    """`cd /srv/app` may have failed, leaving the shell in /var/log. The screen cannot say:
+    an earlier background job or another session writing to the same terminal can print
+    a prompt before bash prints `cd: ...: No such file or directory`. So the old
+    directory stays possible, and `rm -f syslog` may be /var/log/syslog."""
+    assert _rm(_logs_session("cd /var/log", "cd /srv/app")) is Action.APPROVE
+    assert _rm(_logs_session("cd /srv/app")) is Action.ALLOW  # ~ or /srv/app
+    assert _rm(_logs_session("cd /var/log")) is Action.DENY
 
 
 @pytest.mark.parametrize(("lines", "action"), [
@@ -285,9 +265,4 @@ def test_a_cd_redefined_earlier_is_not_read_from_the_screen() -> None:
 ])
 def test_a_sourced_file_moves_the_shell_only_if_written_here(lines: tuple[str, ...],
                                                             action: Action) -> None:
-    s = _logs_session("cd /srv/app", b"\r\n$ ")
-    for line in lines:
-        d = s.decide(LineSnapshot(text=line, prompt="$ "))
-        s.commit(d, approved=True)
-        s.feed_output(b"\r\n$ ")
-    assert _rm(s) is action
+    assert _rm(_logs_session("cd /srv/app", *lines)) is action
