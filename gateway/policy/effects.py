@@ -19,7 +19,7 @@ from gateway.policy.argv import operands
 from gateway.policy.catalogue import Program
 from gateway.policy.ctx import Ctx
 from gateway.policy.records import Effect
-from gateway.policy.values import AStr, Field, Hole, astr, resolve
+from gateway.policy.values import AStr, Field, Hole, astr, resolve, static
 
 # where package managers and system tools write (never /dev, /proc, /sys, homes)
 SYSTEM_DIRS = ("/etc/**", "/usr/**", "/var/**", "/opt/**", "/lib/**", "/lib64/**", "/boot/**",
@@ -35,7 +35,8 @@ def own_content(sources: Sequence[Field | None], ctx: Ctx) -> bool:
     Then the files made from it are not tracked as written in this session (running or
     building them is like running any of the target's files). A remote source (``host:``,
     a URL), the user's input, a dynamic name or a file written here holds content the
-    user chose."""
+    user chose, and so does a device or a descriptor (``/dev/stdin``, ``/proc/self/fd/0``,
+    a terminal, a FIFO under ``/run/user``) or a path not fully known."""
     st = ctx.st
     if st.unknown_writes or not sources:
         return False
@@ -44,7 +45,9 @@ def own_content(sources: Sequence[Field | None], ctx: Ctx) -> bool:
         if t is None or t == "-" or "://" in t or re.match(r"^[^/]*:", t):
             return False
         path = ctx.an.path(f, st)  # type: ignore[arg-type]
-        if ctx.an.written_match(path, st) or ctx.an.written_match(astr(*path, "/", Hole.ANY),
+        where = static(path)
+        if where is None or where.startswith(("/dev/", "/proc/", "/sys/", "/run/user/")) or \
+                ctx.an.written_match(path, st) or ctx.an.written_match(astr(*path, "/", Hole.ANY),
                                                                    st):
             return False
     return True
@@ -195,8 +198,17 @@ def _strip_ext(arg: str, ops: list[Field], opts: Opts, ctx: Ctx) -> Paths:
     out: Paths = []
     for o in ops:
         p = _p(o, ctx)
+        s = static(p)
+        if s is not None and "/" in s:  # the file without its compression suffix
+            m = _COMPRESSED.search(s)
+            base = s[:m.start()] + (".tar" if m.group(1).startswith("t") else "") if m else s
+            out.append((astr(base), True))
+            continue
         out.append((astr(*p[:-1], Hole.SEG) if p else (Hole.ANY,), True))
     return out
+
+
+_COMPRESSED = re.compile(r"\.(gz|z|Z|bz2|xz|zst|lz|lzma|lz4|br|tgz|taz|tbz|tbz2|txz|tzst)$")
 
 
 def _if_flag(arg: str, paths: Callable[[], Paths], opts: Opts) -> Paths:

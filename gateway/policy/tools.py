@@ -336,8 +336,11 @@ def _rsync(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         dt = dest.text
         if dt is None or not re.match(r"^[^/]*:", dt):
             path = ctx.an.path(dest, ctx.st)
+            own = own_content(o.ops[:-1], ctx)
+            if path != (Hole.ANY,):  # a file named as the destination: `rsync a b.sh`
+                _effect(ctx, "write", path, "rsync", track=not own)
             _effect(ctx, "write", astr(*path, "/", Hole.ANY) if path != (Hole.ANY,) else path,
-                    "rsync", track=not own_content(o.ops[:-1], ctx))
+                    "rsync", track=not own)
             if o.delete:
                 _effect(ctx, "delete", astr(*path, "/", Hole.ANY), "rsync --delete")
         if o.remove:
