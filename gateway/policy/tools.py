@@ -26,6 +26,7 @@ from gateway.policy.programs import (
     script_file,
     stdin_code,
 )
+from gateway.policy.records import Stdin
 from gateway.policy.tools_common import (
     Handlers,
     _argv,
@@ -375,7 +376,7 @@ def _rsync_arg(o: _RsyncOptions, args: list[Field], texts: list[str | None], i: 
         return i + (1 if inline else 2)
     if t.startswith("--rsync-path"):
         value = t.partition("=")[2] if "=" in t else (texts[i + 1] if i + 1 < n else None)
-        _string(value, ctx, "rsync --rsync-path", remote=True)
+        _string(value, ctx, "rsync --rsync-path", remote=True, stdin=Stdin("null"))
         return i + (1 if "=" in t else 2)
     if t.startswith("--delete"):
         o.delete = True

@@ -59,8 +59,11 @@ def _joined(fields: list[Field]) -> str | None:
     return " ".join(out)
 
 
-def _string(text: str | None, ctx: Ctx, where: str, *, remote: bool = False) -> None:
-    """A command string run through a shell (``-c``, ``watch``, ``ssh host CMD``)."""
+def _string(text: str | None, ctx: Ctx, where: str, *, remote: bool = False,
+            stdin: Stdin | None = None) -> None:
+    """A command string run through a shell (``-c``, ``watch``, ``ssh host CMD``). Its
+    input is the command's own (``su -c bash``, ``script -c bash``, ``ssh host bash``
+    read the user's), unless ``stdin`` says otherwise (a protocol stream, nothing)."""
     if text is None:
         ctx.an.unsure(f"dynamic command string for {where}")
         return
@@ -69,7 +72,8 @@ def _string(text: str | None, ctx: Ctx, where: str, *, remote: bool = False) -> 
         child.cwd, child.cwd_alts = ("~",), ()
         child.written, child.symlinks, child.path_changed = [], {}, False
     before = len(ctx.an.commands)
-    ctx.an.text(text, child, Stdin("null"), what=f"run by {where}")
+    ctx.an.text(text, child, stdin if stdin is not None else ctx.stdin,
+                what=f"run by {where}")
     if remote:
         _remote_effects(ctx, before)
 

@@ -15,6 +15,7 @@ from gateway.policy.programs import (
     script_file,
     stdin_code,
 )
+from gateway.policy.records import Stdin
 from gateway.policy.tools_common import Handlers, _argv, _effect, _string, _t
 from gateway.policy.values import AStr, Field, Hole, astr, show
 
@@ -489,6 +490,6 @@ def _ansible(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
                 return
     if module.rsplit(".", 1)[-1] in ("command", "shell", "raw"):
         if margs is not None:
-            _string(margs, ctx, f"ansible -m {module}", remote=True)
+            _string(margs, ctx, f"ansible -m {module}", remote=True, stdin=Stdin("null"))
     elif module.rsplit(".", 1)[-1] in ("script", "expect", "win_shell", "win_command"):
         ctx.an.unsure(f"ansible -m {module} runs a script")
