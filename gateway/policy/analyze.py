@@ -598,7 +598,15 @@ class Analyzer(Expander):
         elif st.unknown_writes:
             self.unsure(f"runs {name} after this session wrote to unknown paths")
         if p is not None and any(p.startswith(d) and "/" not in p[len(d):] for d in _STD_DIRS):
-            return None
+            real = posixpath.basename(p)
+            if real == base:
+                return None
+            # a link made in this session to a program under another name (`ln -s
+            # /usr/bin/touch ./ls; ./ls`): what runs is that program, with its rules
+            prog = self.cat.program(real)
+            if prog is None:
+                self.unsure(f"runs {name}, a link to {real}, a program bastille does not know")
+            return prog, real
         prog = self.cat.program(name) or (self.cat.program(p) if p else None)
         if prog is None:
             prog = self.cat.program(base)  # a copy of a known program: same rules

@@ -53,10 +53,12 @@ def own_content(sources: Sequence[Field | None], ctx: Ctx) -> bool:
     return True
 
 
-# the specs whose files are made from the command's other operands (copied, extracted,
-# decompressed): tracked as written only when those hold the user's content
-_FROM_SOURCES = {"last": slice(0, -1), "target-dir": slice(None), "ext": slice(None),
-                 "strip-ext": slice(None), "dir-opt": slice(None)}
+# the specs whose files are made from the command's operands (extracted, decompressed):
+# tracked as written only when those hold the user's content. Not copies, moves, links
+# or installs: a program copied under another name (`cp /usr/bin/touch ./ls`) would
+# defeat the rules on its name, so those stay "written in this session" whatever their
+# source
+_FROM_SOURCES = {"ext": slice(None), "strip-ext": slice(None), "dir-opt": slice(None)}
 
 
 def add_effects(prog: Program, args: Sequence[Field], ctx: Ctx) -> None:
@@ -70,9 +72,7 @@ def add_effects(prog: Program, args: Sequence[Field], ctx: Ctx) -> None:
             track = name not in (
                 "path", "system", "unknown", "unknown-if", "operands-but-first")
             if track and name in _FROM_SOURCES:
-                sources = ops if name == "target-dir" or "-t" in opts or \
-                    "--target-directory" in opts else ops[_FROM_SOURCES[name]]
-                track = not own_content(sources, ctx)
+                track = not own_content(ops[_FROM_SOURCES[name]], ctx)
             for path, content in spec_paths(spec, ops, opts, ctx):
                 ctx.effects.append(Effect(kind, path, source=prog.name))
                 if kind == "write":

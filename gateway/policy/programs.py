@@ -382,10 +382,20 @@ def _shell_command(name: str, rest: list[Field], interactive: bool, ctx: Ctx) ->
 
 
 def rc_check(name: str, ctx: Ctx) -> None:
-    """A new interactive shell reads start-up files: were they written in this session?"""
-    for rc in ("~/.bashrc", "~/.bash_profile", "~/.profile", "~/.bash_login", "~/.inputrc"):
-        if ctx.an.written_match(astr(rc), ctx.st):
-            ctx.an.unsure(f"{name} reads {rc}, written in this session")
+    """A new interactive shell reads start-up files: were they written in this session?
+    They are under ``$HOME``, which a prefix (``HOME=/tmp bash -i``) or an earlier
+    assignment may have moved."""
+    home = "~"
+    if "HOME" in ctx.env or "HOME" in ctx.st.vars:
+        value = ctx.env["HOME"] if "HOME" in ctx.env else ctx.st.vars["HOME"]
+        if value is None:
+            ctx.an.unsure(f"{name} reads its start-up files from a HOME that is not known")
+            return
+        home = value.rstrip("/") or "/"
+    for rc in (".bashrc", ".bash_profile", ".profile", ".bash_login", ".inputrc"):
+        path = resolve(astr(f"{home}/{rc}"), ctx.st.cwd) if home != "~" else astr(f"~/{rc}")
+        if ctx.an.written_match(path, ctx.st):
+            ctx.an.unsure(f"{name} reads {home}/{rc}, written in this session")
             return
 
 

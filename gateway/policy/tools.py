@@ -236,7 +236,10 @@ def _tar(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         # own: they are not tracked as written here (building or running them is like
         # running any of the target's files); an archive from the user's input, a
         # dynamic name or a file written here holds the user's content
-        own = own_content([o.archive], ctx) if o.archive is not None else False
+        # renaming while extracting (--transform) could give a program another name
+        own = own_content([o.archive], ctx) if o.archive is not None and not any(
+            (a.text or "-").startswith(("--transform", "--xform")) or a.text is None
+            for a in args) else False
         if o.absolute:
             _effect(ctx, "write", (Hole.ANY,), "tar -x", track=not own)
         else:
@@ -337,11 +340,10 @@ def _rsync(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         dt = dest.text
         if dt is None or not re.match(r"^[^/]*:", dt):
             path = ctx.an.path(dest, ctx.st)
-            own = own_content(o.ops[:-1], ctx)
             if path != (Hole.ANY,):  # a file named as the destination: `rsync a b.sh`
-                _effect(ctx, "write", path, "rsync", track=not own)
+                _effect(ctx, "write", path, "rsync")
             _effect(ctx, "write", astr(*path, "/", Hole.ANY) if path != (Hole.ANY,) else path,
-                    "rsync", track=not own)
+                    "rsync")
             if o.delete:
                 _effect(ctx, "delete", astr(*path, "/", Hole.ANY), "rsync --delete")
         if o.remove:
