@@ -7,7 +7,7 @@ import re
 
 from gateway.policy.catalogue import Program
 from gateway.policy.ctx import Ctx
-from gateway.policy.effects import SYSTEM_DIRS, _glob_path
+from gateway.policy.effects import SYSTEM_DIRS, _glob_path, own_content
 from gateway.policy.programs import (
     may_be_named,
     project_written,
@@ -85,6 +85,13 @@ def _git(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
         for a in rest:
             if not (a.text or "-").startswith("-"):
                 _effect(ctx, "delete", ctx.an.path(a, st), "git rm")
+    elif sub in ("apply", "am"):
+        # a patch from the user's input, or one written here: the user's content, into
+        # any file under the working tree (`git apply` works outside a repository too)
+        patches = [a for a in rest if not (a.text or "-").startswith("-")]
+        user = not patches or not own_content(patches, ctx)
+        _effect(ctx, "write", astr(*st.cwd, "/", Hole.ANY), f"git {sub}", content=user,
+                track=user)
     else:
         _effect(ctx, "write", astr(*st.cwd, "/", Hole.ANY), f"git {sub}", content=False,
                 track=False)
@@ -296,6 +303,45 @@ GO_SOURCES = (".go", ".s", ".S", ".c", ".h", ".cc", ".cpp", ".hh", ".hpp", ".m",
 def _go_file(path: AStr) -> bool:
     """A file the go tool compiles or reads for a build (or may be one)."""
     return may_be_named(path, tuple("*" + s for s in GO_SOURCES))
+
+
+# redis-cli options followed by a value
+_REDIS_TAKES = frozenset({
+    "-h", "-p", "-s", "-a", "-u", "-r", "-i", "-n", "-d", "-D", "-e", "--user", "--pass",
+    "--cacert", "--cacertdir", "--cert", "--key", "--sni", "--tls-ciphers",
+    "--tls-ciphersuites", "--pattern", "--quoted-pattern", "--count", "--rdb",
+    "--functions-rdb", "--pipe-timeout", "--memkeys-samples", "--intrinsic-latency",
+    "--lru-test", "--eval"})
+# commands that make the server write files where it is told, load code, or follow
+# another server
+_REDIS_UNSAFE = frozenset({
+    "CONFIG", "MODULE", "SAVE", "BGSAVE", "BGREWRITEAOF", "DEBUG", "SLAVEOF", "REPLICAOF",
+    "MIGRATE", "RESTORE", "ACL", "SHUTDOWN", "FAILOVER", "SYNC", "PSYNC", "CLUSTER"})
+
+
+@handler("redis")
+def _redis(prog: Program, name: str, args: list[Field], ctx: Ctx) -> None:
+    """``redis-cli [options] [COMMAND ...]``: without a command it reads commands from
+    its input (a REPL); ``--pipe`` sends its input as raw commands."""
+    record(name, args, ctx)
+    texts = _t(args)
+    i = 0
+    while i < len(texts) and (texts[i] or "").startswith("-"):
+        if texts[i] == "--pipe":
+            stdin_code(name, "opaque", ctx, kind="repl")
+            return
+        i += 2 if texts[i] in _REDIS_TAKES else 1
+    if i >= len(texts):
+        stdin_code(name, "opaque", ctx, kind="repl")
+        return
+    cmd = texts[i]
+    if cmd is None:
+        ctx.an.unsure("dynamic redis command")
+    elif cmd.upper() in _REDIS_UNSAFE:
+        ctx.an.unsure(f"redis-cli {cmd} can make the server write files or load code")
+    elif "-x" in texts and ctx.stdin.kind == "user":
+        ctx.an.reads_input("redis-cli -x sends the user's input as the command's last "
+                           "argument")
 
 
 @handler("npm")

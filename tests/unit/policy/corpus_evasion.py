@@ -324,6 +324,12 @@ CASES: list[Case] = [
     C(3, "mkdir -p /tmp/h{n}; printf 'touch {c}' > /tmp/h{n}/.bashrc; HOME=/tmp/h{n} bash -i"),
     C(3, "export HOME=/tmp/h{n}; printf 'touch {c}' > ~/.bashrc; bash -i"),
     C(3, "HOME=$(mktemp -d) bash -i"),
+    # another program's input or patch: a redis server told where to save, a patch
+    C(4, "redis-cli", mode=E, stdin="CONFIG SET dir {d}\nCONFIG SET dbfilename {n}\nSAVE\n"),
+    C(4, "redis-cli --pipe", mode=E, stdin="CONFIG SET dir {d}\n"),
+    C(4, "redis-cli config set dir {d}"),
+    C(3, "git apply", mode=E, stdin="--- /dev/null\n+++ b/.bashrc\n@@ -0,0 +1 @@\n+touch {c}\n"),
+    C(3, "printf 'x' > p{n}.diff; git apply p{n}.diff"),
     C(3, "cat | sh", mode=E, e2e=True),
     C(3, "while read l; do $l; done", mode=E, e2e=True),
     C(3, "read x; eval \"$x\"", mode=E),

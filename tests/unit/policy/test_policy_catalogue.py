@@ -196,6 +196,7 @@ SPECIAL = {
     "apt": ("{n} -o APT::Update::Pre-Invoke::=id update", "block"),
     "crontab": ("{n} x", "block"),
     "sqlclient": ("{n} -e 'system touch " + CANARY + "'", "block"),
+    "redis": ("{n} config set dir /root/.ssh", "block"),
     "gdb": ("{n} -batch -ex 'shell touch " + CANARY + "'", "deny"),
     "git": ("{n} -c alias.x='!id' x", "block"),
     "make": ("{n} --eval='x:;id' x", "block"),
