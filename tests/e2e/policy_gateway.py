@@ -188,10 +188,9 @@ class Term:
         self.g = g
         self.timeouts: list[tuple[str, str]] = []  # (line, last rows) of lines that hung
         remote = ["--", *command] if command else []
+        # the whole session stays readable (a run of 963 lines makes ~3,000 rows)
         self.tmux = Tmux(g.root, [*g.ssh_args("alice", tty=True, extra=extra), target,
-                                  *remote])
-        subprocess.run(["tmux", "-S", self.tmux.sock, "set-option", "-g", "history-limit",
-                        "50000"], check=True)
+                                  *remote], history=50000)
         if command:
             return
         self.tmux.wait_re(r"[$#] ?$")

@@ -225,7 +225,7 @@ class Tmux:
     """An interactive terminal: tmux running a command; send keys, read the screen."""
 
     def __init__(self, root: Path, command: Sequence[str], cols: int = 120, rows: int = 40,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, history: int = 2000) -> None:
         self.sock = str(root / f"tmux-{os.getpid()}-{time.monotonic_ns()}")
         import shlex
 
@@ -234,8 +234,11 @@ class Tmux:
         # client exits quickly); the pane then stays open so its last screen can be read
         cmd = " ".join(shlex.quote(c) for c in command)
         wrapped = f"{cmd}; echo $? > {shlex.quote(str(self.status_file))}; sleep 600"
-        subprocess.run(["tmux", "-S", self.sock, "new-session", "-d", "-x", str(cols), "-y",
-                        str(rows), wrapped], check=True, env={**os.environ, **(env or {})})
+        # the scrollback is a property of the pane: set before the pane exists
+        subprocess.run(["tmux", "-S", self.sock, "start-server", ";", "set-option", "-g",
+                        "history-limit", str(history), ";", "new-session", "-d", "-x",
+                        str(cols), "-y", str(rows), wrapped], check=True,
+                       env={**os.environ, **(env or {})})
 
     def send(self, *keys: str, literal: bool = False) -> None:
         subprocess.run(["tmux", "-S", self.sock, "send-keys", *(["-l"] if literal else []),
