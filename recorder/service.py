@@ -215,6 +215,13 @@ class SessionRecording:
         self._delivered_bytes += len(data)  # hashed, not stored: no budget counts it
         self._put(DELIVERED, data)
 
+    def deliveries_follow(self) -> None:
+        """This session will report what it delivers (:meth:`delivered`). Said before
+        the first output, it lets the writer hash the two streams in one pass while they
+        are the same bytes (``recorder.digests``); later, it changes nothing."""
+        if not self._dead:
+            self._put(DELIVERED, b"")
+
     def input(self, data: bytes) -> None:
         """User -> target bytes."""
         if self._dead or not data:

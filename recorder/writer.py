@@ -25,7 +25,6 @@ the sessions see back-pressure, and after ``stall_timeout`` the recorder fails t
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import logging
 import queue
 import threading
@@ -35,6 +34,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from recorder import events as ev
+from recorder.digests import OutputDigests
 from recorder.errors import RecorderError, RecordingFailed, SinkError, SinkFullError
 from recorder.format import v1
 from recorder.settings import RecorderSettings
@@ -98,10 +98,9 @@ class SessionState:
         self.truncated = False
         # statistics for the trailer and the index
         self.counts: dict[str, int] = {}
-        self.output_sha = hashlib.sha256()
+        self.digests = OutputDigests()  # output_sha256, delivered_sha256
         self.output_bytes = 0
         self.input_bytes = 0
-        self.delivered_sha: Any = None  # hashlib sha256 once the gateway reports any
         self.delivered_bytes = 0
         self.commands: list[tuple[float, str, str]] = []
         self.policy_events = 0
@@ -113,7 +112,7 @@ class SessionState:
             self.max_t = t_us
         self.counts[name] = self.counts.get(name, 0) + 1
         if etype in (ev.OUTPUT, ev.STDERR):
-            self.output_sha.update(payload)
+            self.digests.output(payload)
             self.output_bytes += len(payload)
         elif etype == ev.INPUT:
             self.input_bytes += len(payload)
@@ -126,9 +125,10 @@ class SessionState:
             self.policy_events += 1
 
     def _deliver(self, payload: bytes) -> None:
-        if self.delivered_sha is None:
-            self.delivered_sha = hashlib.sha256()
-        self.delivered_sha.update(payload)
+        if not payload:  # the session will report what it delivers (before any output)
+            self.digests.pair()
+            return
+        self.digests.delivered(payload)
         self.delivered_bytes += len(payload)
 
     def write_pending(self, flush_bytes: int, *, final: bool = False) -> None:
@@ -539,12 +539,13 @@ class Writer:
             "exit_signal": exit_signal,
             "counts": s.counts,
             "output_bytes": s.output_bytes,
-            "output_sha256": s.output_sha.hexdigest(),
+            "output_sha256": s.digests.output_hex(),
             "input_bytes": s.input_bytes,
         }
-        if s.delivered_sha is not None:
+        delivered = s.digests.delivered_hex()
+        if delivered is not None:
             info["delivered_bytes"] = s.delivered_bytes
-            info["delivered_sha256"] = s.delivered_sha.hexdigest()
+            info["delivered_sha256"] = delivered
         if s.dropped_total:
             info["dropped_bytes"] = s.dropped_total
         return info

@@ -18,6 +18,8 @@ import asyncssh.kex
 import asyncssh.mac
 import asyncssh.packet
 
+from gateway.ssh.wire import FewerWrites, fewer_writes_to_targets
+
 _KEX = ["mlkem768x25519-sha256", "curve25519-sha256", "curve25519-sha256@libssh.org",
         "ecdh-sha2-nistp521", "ecdh-sha2-nistp384", "ecdh-sha2-nistp256",
         "diffie-hellman-group-exchange-sha256", "diffie-hellman-group16-sha512",
@@ -65,9 +67,10 @@ def gcm_choice(server_algs: Sequence[bytes], client_cs: Sequence[bytes],
     return gcm or list(server_algs)
 
 
-class GcmFirstServerConnection(asyncssh.connection.SSHServerConnection):
+class GcmFirstServerConnection(FewerWrites, asyncssh.connection.SSHServerConnection):
     """An asyncssh server connection that answers the client's first KEXINIT with an
-    AES-GCM-only offer when the client allows it (see above)."""
+    AES-GCM-only offer when the client allows it (see above), and writes less
+    (``gateway.ssh.wire``)."""
 
     _deferred = False
     _kexinit_timer: asyncio.TimerHandle | None = None
@@ -110,5 +113,7 @@ class GcmFirstServerConnection(asyncssh.connection.SSHServerConnection):
 
 
 def prefer_gcm_for_clients() -> None:
-    """Make asyncssh servers of this process use :class:`GcmFirstServerConnection`."""
+    """Make asyncssh servers of this process use :class:`GcmFirstServerConnection`, and
+    its clients (the target legs) write less too (``gateway.ssh.wire``)."""
     asyncssh.connection.SSHServerConnection = GcmFirstServerConnection  # type: ignore[misc]
+    fewer_writes_to_targets()

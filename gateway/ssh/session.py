@@ -316,6 +316,7 @@ class SshSession(asyncssh.SSHServerSession[bytes]):
                 has_pty=self.has_pty):
             # the recording is masked: its trailer proves what the user received
             self.relay.delivered = core.rec.delivered
+            core.rec.deliveries_follow()
         if route.command is None:
             return True
         core.record_command(route.command, source="exec")

@@ -124,7 +124,10 @@ class Encoder:
             CHUNK_MAGIC, ctype, flags, 0, self.seq, part, len(payload), raw_len, t_first, t_last
         )
         hdr = body + _CRC.pack(zlib.crc32(body))
-        digest = hashlib.sha256(self.head + hdr + payload).digest()
+        h = hashlib.sha256(self.head)
+        h.update(hdr)
+        h.update(payload)
+        digest = h.digest()
         self.head = digest
         self.seq += 1
         out = hdr + payload + digest

@@ -50,3 +50,14 @@ def test_a_client_without_aes128_gcm_gets_what_it_allows(rig: Rig, ciphers: str)
                 extra=["-v", "-o", "LogLevel=DEBUG1", "-o", f"Ciphers={ciphers}"])
     assert r.returncode == 0 and r.stdout == b"ok\n", r.stderr
     assert _ciphers(r.stderr.decode()) == {ciphers}
+
+
+def test_no_padding_packets_reach_the_client(rig: Rig) -> None:
+    """asyncssh sends an empty SSH_MSG_IGNORE before every packet (a CBC countermeasure);
+    the gateway negotiates no CBC, so its client receives none (gateway/ssh/wire.py)."""
+    r = rig.ssh("alice", "web1", "--", "seq", "1", "200000",
+                extra=["-vvv", "-o", "LogLevel=DEBUG3"])
+    assert r.returncode == 0 and r.stdout.endswith(b"\n199999\n200000\n"), r.stderr[-2000:]
+    log = r.stderr.decode(errors="replace")
+    assert "debug3:" in log  # the client logs every SSH_MSG_IGNORE it receives at DEBUG3
+    assert log.count("Received SSH2_MSG_IGNORE") == 0, log.count("Received SSH2_MSG_IGNORE")
