@@ -93,11 +93,7 @@ class OutputDigests:
             return
         ahead = self._ahead
         if not ahead or self._ahead_kind == kind:
-            ahead.append(data)
-            self._ahead_kind = kind
-            self._ahead_len += len(data)
-            if self._ahead_len > MAX_LAG:
-                self._split()
+            self._keep(data, kind)
             return
         pos = 0
         size = len(data)
@@ -119,12 +115,15 @@ class OutputDigests:
                 ahead[0] = head[n:]
             pos += n
         if pos < size:  # this stream is ahead now
-            rest = data[pos:] if pos else data
-            ahead.append(rest)
-            self._ahead_kind = kind
-            self._ahead_len = len(rest)
-            if self._ahead_len > MAX_LAG:
-                self._split()
+            self._keep(data[pos:] if pos else data, kind)
+
+    def _keep(self, data: bytes, kind: int) -> None:
+        """``data`` of stream ``kind`` waits for the other stream (which is not ahead)."""
+        self._ahead.append(data)
+        self._ahead_kind = kind
+        self._ahead_len += len(data)
+        if self._ahead_len > MAX_LAG:
+            self._split()
 
     def _split(self, pending: tuple[bytes, int] | None = None) -> None:
         """The streams differ: each goes on with its own hash from the common prefix."""
