@@ -21,7 +21,7 @@ from collections import deque
 from typing import Any
 
 #: bytes one stream may run ahead of the other while they are paired (then: split)
-MAX_LAG = 4 * 1024 * 1024
+MAX_LAG = 1024 * 1024
 
 _OUT = 1
 _DEL = 2
