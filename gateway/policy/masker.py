@@ -36,11 +36,13 @@ CONTEXT = 256  # visible bytes of already-emitted text kept for matches that str
 MAX_HOLD = 8192  # never hold more than this; beyond it the held part is masked and sent
 MIN_SECRET = 4  # shorter vaulted secrets are ignored (documented)
 KEY_MAX = 16 * 1024  # a private-key block with no END line stops masking after this much
+# CSI, OSC, DCS/SOS/PM/APC, and two-byte escapes; the common ESC is factored out so that
+# the regex engine scans for it at C speed (a quarter faster on random bytes).
 _ESC_RE = re.compile(
-    rb"\x1b\[[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]"
-    rb"|\x1b\][^\x07\x1b]{0,4096}(?:\x07|\x1b\\)"
-    rb"|\x1b[PX^_][^\x1b]{0,4096}\x1b\\"
-    rb"|\x1b[\x20-\x2f]*[\x30-\x4f\x51-\x57\x59\x5a\x5c\x60-\x7e]"  # not [ ] P X ^ _
+    rb"\x1b(?:\[[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]"
+    rb"|\][^\x07\x1b]{0,4096}(?:\x07|\x1b\\)"
+    rb"|[PX^_][^\x1b]{0,4096}\x1b\\"
+    rb"|[\x20-\x2f]*[\x30-\x4f\x51-\x57\x59\x5a\x5c\x60-\x7e])"  # not [ ] P X ^ _
 )
 # An escape sequence that is still incomplete at the end of the data.
 _PARTIAL_ESC_RE = re.compile(
@@ -76,6 +78,9 @@ class MaskPattern:
         shapes: every match contains one of these strings in the digit-class
             translation of the text (digits -> ``0``, space and ``-`` kept, every
             other byte -> ``.``). Tested first, at C speed (see ``_DIGIT_CLASS``).
+        prefix_starts: every match of ``prefix`` starts with one of these bytes (empty:
+            no such promise). The hold point looks for ``prefix`` only where one of
+            them occurs in the window (a C-speed ``find``), not at every position.
 
     A prefix must not match a partial ending in a line break (the masker skips the
     prefix checks when the text ends with one).
@@ -95,6 +100,7 @@ class MaskPattern:
     word_run: int = 0  # every match has this long a run of [A-Za-z0-9_-] (0: no promise)
     shapes: tuple[bytes, ...] = ()  # one of these is in the digit-class translation
     hs_gate: bytes | None = None  # Hyperscan expression every match contains (None: derived)
+    prefix_starts: bytes = b""  # every ``prefix`` match starts with one of these bytes
 
     def gate_expression(self) -> tuple[bytes, bool] | None:
         """``(expression, caseless)`` for the Hyperscan prefilter: a necessary
@@ -170,6 +176,7 @@ def _token(name: str, starts: Sequence[str], body: bytes, lo: int, hi: int) -> M
         spaceless=True,
         word_run=min(len(x) for x in starts) + lo,
         hs_gate=lits + body + b"{%d}" % lo,
+        prefix_starts=bytes(sorted({ord(x[0]) for x in starts})),
     )
 
 
@@ -196,6 +203,7 @@ BUILTIN_PATTERNS: tuple[MaskPattern, ...] = (
         lower=True,
         window=100,
         hs_gate=b"secret_?access",
+        prefix_starts=b"AaSs",
     ),
     _token("github-token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), rb"[A-Za-z0-9]", 36, 255),
     _token("github-fine-grained-token", ("github_pat_",), rb"[A-Za-z0-9_]", 22, 255),
@@ -218,6 +226,7 @@ BUILTIN_PATTERNS: tuple[MaskPattern, ...] = (
         min_mask=6,
         luhn=True,
         window=40,
+        prefix_starts=b"23456",
         gate=(
             rb"[2-6][0-9]{3}(?:[0-9]{9}|[ -][0-9]{4}[ -][0-9]{4}[ -][0-9]"
             rb"|[ -][0-9]{6}[ -][0-9]{4})"
@@ -608,12 +617,19 @@ class StreamMasker:
             start = max(0, n - p.window)
             if p.spaceless or p.prefix is None:
                 start = max(start, run)
+            if p.prefix_starts and p.prefix is not None:
+                found = [i for c in p.prefix_starts if (i := text.find(c, start)) >= 0]
+                if not found:
+                    continue  # no byte a partial match could start with
+                start = min(found)
             m = px.search(text, start)
             if m is not None:
                 hold = min(hold, m.start())
-        m = (_KEY_END_PREFIX_RE if in_key else _KEY_PREFIX_RE).search(text, max(0, n - 96))
-        if m is not None:
-            hold = min(hold, m.start())
+        key_from = text.find(b"-", max(0, n - 96))  # both key prefixes start with "-"
+        if key_from >= 0:
+            m = (_KEY_END_PREFIX_RE if in_key else _KEY_PREFIX_RE).search(text, key_from)
+            if m is not None:
+                hold = min(hold, m.start())
         for sec in self._secrets:
             k = _secret_partial(text, sec)
             if k:

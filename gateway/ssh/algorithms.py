@@ -18,7 +18,8 @@ import asyncssh.kex
 import asyncssh.mac
 import asyncssh.packet
 
-from gateway.ssh.wire import FewerWrites, fewer_writes_to_targets
+from gateway.ssh.gcm import faster_gcm
+from gateway.ssh.wire import FewerWrites, fewer_writes_to_targets, quiet_packet_logs
 
 _KEX = ["mlkem768x25519-sha256", "curve25519-sha256", "curve25519-sha256@libssh.org",
         "ecdh-sha2-nistp521", "ecdh-sha2-nistp384", "ecdh-sha2-nistp256",
@@ -117,3 +118,5 @@ def prefer_gcm_for_clients() -> None:
     its clients (the target legs) write less too (``gateway.ssh.wire``)."""
     asyncssh.connection.SSHServerConnection = GcmFirstServerConnection  # type: ignore[misc]
     fewer_writes_to_targets()
+    quiet_packet_logs()
+    faster_gcm()

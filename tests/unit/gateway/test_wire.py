@@ -6,11 +6,16 @@ tests/e2e/test_algorithms.py; this pins the mechanism on asyncssh's internals.""
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import asyncssh.connection
+import asyncssh.logging
+import asyncssh.packet
 from asyncssh.constants import MSG_CHANNEL_DATA, MSG_IGNORE
 from asyncssh.packet import String
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.ssh import wire
 
@@ -95,3 +100,212 @@ def test_a_replaced_transport_gets_its_own_bytes() -> None:
     first, second = asyncio.run(main())
     assert first == [bytes([MSG_CHANNEL_DATA]) + b"a"]
     assert second == [bytes([MSG_CHANNEL_DATA]) + b"b"]
+
+
+# ---------------------------------------------------------------- keepalive, packet logs
+
+
+class _KeepaliveBase:
+    """asyncssh's keepalive timer methods, as in asyncssh 2.24 (connection.py)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self._loop = loop
+        self._auth_complete = True
+        self._keepalive_interval = interval
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+        self.timers_set = 0
+        self.asked: list[float] = []
+
+    def _cancel_keepalive_timer(self) -> None:
+        if self._keepalive_timer:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
+
+    def _set_keepalive_timer(self) -> None:
+        if self._keepalive_interval:
+            self.timers_set += 1
+            self._keepalive_timer = self._loop.call_later(
+                self._keepalive_interval, self._keepalive_timer_callback)
+
+    def _reset_keepalive_timer(self) -> None:
+        if self._auth_complete:
+            self._cancel_keepalive_timer()
+            self._set_keepalive_timer()
+
+    def _keepalive_timer_callback(self) -> None:
+        self.asked.append(self._loop.time())  # asyncssh sends a keepalive request here
+        self._set_keepalive_timer()
+
+
+class _KeepaliveConn(wire.FewerWrites, _KeepaliveBase):
+    pass
+
+
+def test_reads_do_not_make_a_timer_each_and_silence_still_counts_from_the_last() -> None:
+    async def main() -> tuple[int, list[float], float, float]:
+        loop = asyncio.get_running_loop()
+        conn = _KeepaliveConn(loop, 0.2)
+        start = loop.time()
+        for _ in range(40):  # 0.4 s of reads, one every 10 ms
+            conn._reset_keepalive_timer()
+            await asyncio.sleep(0.01)
+        last = loop.time()
+        assert conn.asked == []  # never silent for 0.2 s
+        await asyncio.sleep(0.35)
+        return conn.timers_set, conn.asked, start, last
+
+    timers, asked, _start, last = asyncio.run(main())
+    assert timers <= 4  # asyncssh alone: one per read (40)
+    assert len(asked) == 1 and 0.19 <= asked[0] - last <= 0.3  # 0.2 s after the last read
+
+
+def test_keepalives_turned_off_cancel_the_timer() -> None:
+    async def main() -> list[float]:
+        conn = _KeepaliveConn(asyncio.get_running_loop(), 0.05)
+        conn._reset_keepalive_timer()
+        conn._keepalive_interval = 0
+        conn._reset_keepalive_timer()  # what asyncssh's set_keepalive(0) calls
+        await asyncio.sleep(0.15)
+        return conn.asked
+
+    assert asyncio.run(main()) == []
+
+
+def test_packet_log_lines_are_built_only_at_debug_level_3(caplog: Any) -> None:
+    wire.quiet_packet_logs()
+    built: list[int] = []
+
+    class Handler(asyncssh.packet.SSHPacketLogger):
+        _handler_names = {MSG_CHANNEL_DATA: "MSG_CHANNEL_DATA"}
+
+        def _log_packet(self, *args: Any) -> None:  # type: ignore[override]
+            built.append(args[1])
+
+    h = Handler()
+    level = asyncssh.logging.SSHLogger._debug_level
+    try:
+        asyncssh.set_debug_level(2)
+        h.log_received_packet(MSG_CHANNEL_DATA, 1, b"x" * 100)
+        h.log_sent_packet(MSG_CHANNEL_DATA, 2, b"y")
+        assert built == []
+        asyncssh.set_debug_level(3)
+        h.log_received_packet(MSG_CHANNEL_DATA, 3, b"x")
+        h.log_sent_packet(MSG_CHANNEL_DATA, 4, b"y")
+        assert built == [MSG_CHANNEL_DATA, MSG_CHANNEL_DATA]
+    finally:
+        asyncssh.set_debug_level(level)
+
+
+def test_the_keepalive_and_logging_internals_exist_in_asyncssh() -> None:
+    conn = asyncssh.connection.SSHConnection
+    for name in ("_reset_keepalive_timer", "_set_keepalive_timer", "_cancel_keepalive_timer",
+                 "_keepalive_timer_callback", "_recv_data"):
+        assert callable(getattr(conn, name))
+    assert "_reset_keepalive_timer" in conn._recv_data.__code__.co_names
+    init_names = conn.__init__.__code__.co_names
+    for attr in ("_keepalive_timer", "_keepalive_interval", "_auth_complete",
+                 "_send_encryption"):
+        assert attr in init_names
+    logger = asyncssh.packet.SSHPacketLogger
+    assert callable(logger._log_packet)
+    assert isinstance(asyncssh.logging.SSHLogger._debug_level, int)
+
+
+def test_a_real_asyncssh_target_leg_still_drops_a_silent_server() -> None:
+    """asyncssh server and the gateway's client connection class, in this process: a
+    server that stops answering is dropped after about interval x (count_max + 1)."""
+    wire.fewer_writes_to_targets()
+
+    async def main() -> tuple[float, str]:
+        servers: list[asyncssh.SSHServerConnection] = []
+
+        class Server(asyncssh.SSHServer):
+            def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+                servers.append(conn)
+
+            def begin_auth(self, username: str) -> bool:
+                return False  # no authentication
+
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        acceptor = await asyncssh.listen("127.0.0.1", 0, server_host_keys=[key],
+                                         server_factory=Server)
+        port = acceptor.sockets[0].getsockname()[1]
+        conn = await asyncssh.connect("127.0.0.1", port, known_hosts=None, username="u",
+                                      keepalive_interval=0.2, keepalive_count_max=1)
+        assert isinstance(conn, wire.FewerWritesClientConnection)
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(0.7)  # idle: asked 3 times, answered, not dropped
+        assert not conn._close_event.is_set()  # type: ignore[attr-defined]
+        servers[0]._transport.pause_reading()  # type: ignore[attr-defined]  # silent now
+        start = loop.time()
+        await asyncio.wait_for(conn.wait_closed(), 5)
+        took = loop.time() - start
+        acceptor.close()
+        return took, str(conn._close_event.is_set())  # type: ignore[attr-defined]
+
+    took, closed = asyncio.run(main())
+    assert closed == "True" and 0.2 <= took <= 1.5  # asked at 0.2 s or less, then 0.2 s
+
+
+# ---------------------------------------------------------------- receive buffer
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["append", "drop", "slice", "find"]),
+                          st.binary(max_size=40), st.integers(0, 50), st.integers(0, 50)),
+                max_size=40))
+def test_the_receive_buffer_reads_as_asyncssh_bytes_would(
+        ops: list[tuple[str, bytes, int, int]]) -> None:
+    model, buf = b"", wire.RecvBuffer()
+    for op, data, a, b in ops:
+        if op == "append":
+            model += data
+            buf.append(data)
+        elif op == "drop":
+            model = model[a:]
+            assert buf[a:] is buf
+        elif op == "slice":
+            assert buf[a:b] == model[a:b] and type(buf[a:b]) is bytes
+            assert buf[:b] == model[:b]
+        else:
+            sub = data[:2] or b"\n"
+            assert buf.find(sub, a, b) == model.find(sub, a, b)
+            assert buf.find(sub) == model.find(sub)
+        assert len(buf) == len(model) and bool(buf) == bool(model)
+        assert bytes(buf) == model
+
+
+def test_a_real_asyncssh_connection_receives_bulk_data_exactly() -> None:
+    """8 MiB from an asyncssh server to the gateway's client connection class (the
+    target leg), read through RecvBuffer: every byte, in order."""
+    wire.fewer_writes_to_targets()
+    payload = os.urandom(8 << 20)
+
+    async def main() -> bytes:
+        class Server(asyncssh.SSHServer):
+            def begin_auth(self, username: str) -> bool:
+                return False
+
+        async def serve(process: asyncssh.SSHServerProcess[bytes]) -> None:
+            for i in range(0, len(payload), 300_000):  # writes that straddle packets
+                process.stdout.write(payload[i:i + 300_000])
+                await process.stdout.drain()
+            process.exit(0)
+
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        acceptor = await asyncssh.listen("127.0.0.1", 0, server_host_keys=[key],
+                                         server_factory=Server, process_factory=serve,
+                                         encoding=None)
+        port = acceptor.sockets[0].getsockname()[1]
+        async with asyncssh.connect("127.0.0.1", port, known_hosts=None,
+                                    username="u") as conn:
+            assert isinstance(conn, wire.FewerWritesClientConnection)
+            result = await conn.run("send", encoding=None, check=True)
+            assert type(conn._inpbuf) is wire.RecvBuffer  # type: ignore[attr-defined]
+        acceptor.close()
+        out = result.stdout
+        assert isinstance(out, bytes)
+        return out
+
+    got = asyncio.run(main())
+    assert len(got) == len(payload) and got == payload

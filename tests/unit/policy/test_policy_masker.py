@@ -240,3 +240,50 @@ def test_binary_mode_keeps_length_and_masks(
     for w in which:
         assert CORE[w].encode() not in out
     assert "密码secret".encode() not in out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    parts=st.lists(st.sampled_from([*SECRETS.values(), *SGR, "AK", "gh", "xox", "4111 ",
+                                    "aws_", "AWS_SECRET_ACCESS_KEY=", "-----BEGIN ", "  ",
+                                    "\x00\x00", "zz", "A", "S", "2", "6"]),
+                    min_size=1, max_size=10).map("".join),
+    cut=st.integers(0, 400),
+)
+def test_prefix_starts_shortcut_holds_exactly_what_a_full_search_holds(
+    parts: str, cut: int
+) -> None:
+    """``MaskPattern.prefix_starts`` only skips positions where no partial match can
+    start: every hold point (so every output) equals that of a search at every position."""
+    data = parts.encode()
+    promised = [p for p in BUILTIN_PATTERNS if p.prefix_starts]
+    assert len(promised) == len(BUILTIN_PATTERNS)  # every built-in pattern makes the promise
+    plain = tuple(MaskPattern(**{**p.__dict__, "prefix_starts": b""}) for p in BUILTIN_PATTERNS)
+    for end in range(1, len(data) + 1):
+        text = data[:end]
+        for in_key in (False, True):
+            fast = StreamMasker(BUILTIN_PATTERNS, secrets=[VAULTED])._hold_point(text, 0, in_key)
+            full = StreamMasker(plain, secrets=[VAULTED])._hold_point(text, 0, in_key)
+            assert fast == full, (text, in_key)
+    cuts = [cut % (len(data) + 1)]
+    assert run(StreamMasker(BUILTIN_PATTERNS, secrets=[VAULTED]), data, cuts) == run(
+        StreamMasker(plain, secrets=[VAULTED]), data, cuts)
+
+
+_UNFACTORED_ESC = re.compile(
+    rb"\x1b\[[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]"
+    rb"|\x1b\][^\x07\x1b]{0,4096}(?:\x07|\x1b\\)"
+    rb"|\x1b[PX^_][^\x1b]{0,4096}\x1b\\"
+    rb"|\x1b[\x20-\x2f]*[\x30-\x4f\x51-\x57\x59\x5a\x5c\x60-\x7e]"
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([b"\x1b", b"[", b"]", b"P", b"X", b"^", b"_", b"\\", b"\x07",
+                                 b"0", b";", b"m", b" ", b"(", b"B", b"a", b"\xff", b"\x00"]),
+                max_size=60).map(b"".join))
+def test_the_escape_regex_finds_exactly_what_the_unfactored_one_does(data: bytes) -> None:
+    from gateway.policy.masker import _ESC_RE
+
+    assert [m.span() for m in _ESC_RE.finditer(data)] == [
+        m.span() for m in _UNFACTORED_ESC.finditer(data)]
