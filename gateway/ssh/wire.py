@@ -41,11 +41,10 @@ And less work per packet, for the same behaviour:
   looked up once per new key, not for every packet.
 
 Known limits: these are overrides of asyncssh internals (``_send``, ``send_packet`` and
-the connection state it reads,
-``data_received`` and the slicing of ``_inpbuf``,
-the keepalive timer's three methods, ``SSHPacketLogger``'s two log methods),
-pinned by ``tests/unit/gateway/test_wire.py`` and the e2e suite; a new asyncssh release
-that renames them fails those tests rather than silently losing the change.
+the connection state it reads, ``data_received`` and the slicing of ``_inpbuf``, the
+keepalive timer's three methods, ``SSHPacketLogger``'s two log methods), pinned by
+``tests/unit/gateway/test_wire.py`` and the e2e suite; a new asyncssh release that
+renames them fails those tests rather than silently losing the change.
 """
 
 from __future__ import annotations
@@ -199,7 +198,7 @@ class FewerWrites:
             logger.log_sent_packet(pkttype, seq, bytes((pkttype,)) + b"".join(args))
 
     def _sends_cbc(self) -> bool:
-        enc = getattr(self, "_send_encryption", None)  # a new object for each new key
+        enc = self._send_encryption  # a new object for each new key
         cached = self._cbc
         if cached is not None and enc is not None and cached[0] is enc:
             return cached[1]

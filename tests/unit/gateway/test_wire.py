@@ -146,17 +146,18 @@ def test_reads_do_not_make_a_timer_each_and_silence_still_counts_from_the_last()
         loop = asyncio.get_running_loop()
         conn = _KeepaliveConn(loop, 0.2)
         start = loop.time()
+        last = start
         for _ in range(40):  # 0.4 s of reads, one every 10 ms
+            last = loop.time()
             conn._reset_keepalive_timer()
             await asyncio.sleep(0.01)
-        last = loop.time()
         assert conn.asked == []  # never silent for 0.2 s
         await asyncio.sleep(0.35)
         return conn.timers_set, conn.asked, start, last
 
     timers, asked, _start, last = asyncio.run(main())
     assert timers <= 4  # asyncssh alone: one per read (40)
-    assert len(asked) == 1 and 0.19 <= asked[0] - last <= 0.3  # 0.2 s after the last read
+    assert len(asked) == 1 and 0.199 <= asked[0] - last <= 0.45  # 0.2 s after the last read
 
 
 def test_keepalives_turned_off_cancel_the_timer() -> None:
@@ -231,7 +232,7 @@ def test_a_real_asyncssh_target_leg_still_drops_a_silent_server() -> None:
                                          server_factory=Server)
         port = acceptor.sockets[0].getsockname()[1]
         conn = await asyncssh.connect("127.0.0.1", port, known_hosts=None, username="u",
-                                      keepalive_interval=0.2, keepalive_count_max=1)
+                                      keepalive_interval=0.2, keepalive_count_max=2)
         assert isinstance(conn, wire.FewerWritesClientConnection)
         loop = asyncio.get_running_loop()
         await asyncio.sleep(0.7)  # idle: asked 3 times, answered, not dropped
@@ -244,7 +245,7 @@ def test_a_real_asyncssh_target_leg_still_drops_a_silent_server() -> None:
         return took, str(conn._close_event.is_set())  # type: ignore[attr-defined]
 
     took, closed = asyncio.run(main())
-    assert closed == "True" and 0.2 <= took <= 1.5  # asked at 0.2 s or less, then 0.2 s
+    assert closed == "True" and 0.35 <= took <= 2.5  # asked at 0.2 s or less, then twice more
 
 
 # ---------------------------------------------------------------- receive buffer
