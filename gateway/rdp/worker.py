@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -220,6 +221,7 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
         await passes.stop()
         await recorder.close(timeout=max(5.0, config.gateway.drain_timeout))
         close_state()
+        shutil.rmtree(scratch, ignore_errors=True)
         audit.emit(AuditEvent(Kind.GATEWAY, "ok", detail={"event": "rdp worker stop",
                                                            "pid": os.getpid()}))
         audit.close()

@@ -287,6 +287,7 @@ code=20
         for proc in reversed(self.procs):
             _group_kill(proc)
         self.procs.clear()
+        shutil.rmtree(self.root, ignore_errors=True)  # its configuration, logs and keys
 
 
 @dataclass

@@ -129,12 +129,13 @@ class Gateway:
     port: int
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    env: dict[str, str] | None = None  # added to the environment
 
     def start(self) -> None:
         self.log = self.config.parent / f"gateway-{self.config.stem}.log"  # one per gateway
         fh = open(self.log, "ab")
         offset = fh.tell()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})}
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "-v", "--log-format",
                                       "text", "serve", "-c", str(self.config)], stdout=fh,
                                      stderr=subprocess.STDOUT, env=env)

@@ -99,6 +99,26 @@ def test_workers_end_when_the_gateway_is_killed(tmp_path: Path) -> None:
         gw.stop()
 
 
+def test_stopped_workers_leave_no_scratch_directory(tmp_path: Path) -> None:
+    """pyrdp wants an output directory; each worker makes one in TMPDIR and removes it
+    when it stops (an appliance restarting workers must not fill /tmp)."""
+    config, ssh_port, _ = _config(tmp_path)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    gw = Gateway(config, ssh_port, env={"TMPDIR": str(tmp)})
+    gw.start()
+    try:
+        assert gw.proc is not None
+        deadline = time.monotonic() + 30
+        while len(_workers_of(gw.proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        scratch = sorted(p.name for p in tmp.iterdir() if p.name.startswith("bastille-rdp-"))
+        assert len(scratch) == 2, (scratch, gw.logs())
+    finally:
+        assert gw.stop() == 0, gw.logs()
+    assert [p.name for p in tmp.iterdir() if p.name.startswith("bastille-rdp-")] == []
+
+
 def test_gateway_refuses_an_rdp_port_already_in_use(tmp_path: Path) -> None:
     config, _, rdp_port = _config(tmp_path)
     with socket.socket() as squatter:  # what an orphaned worker looks like to the kernel

@@ -9,7 +9,7 @@ cases type into a real bash under a pty, through ``LineTracker`` and
 from __future__ import annotations
 
 import os
-import tempfile
+from pathlib import Path
 
 import pytest
 from policy_bashpty import BashPty
@@ -262,9 +262,12 @@ KEY_CASES: list[tuple[list[str], bytes, Action, str | None]] = [
     KEY_CASES,
     ids=[f"keys-{i:02d}" for i in range(len(KEY_CASES))],
 )
-def test_evasion_keys(setup: list[str], keys: bytes, expected: Action, why: str | None) -> None:
+def test_evasion_keys(
+    setup: list[str], keys: bytes, expected: Action, why: str | None, tmp_path: Path
+) -> None:
     """Keys typed into a real bash; the Enter is never released (Ctrl-C instead)."""
-    empty = tempfile.mkdtemp(prefix="bastille-nopath-")
+    empty = tmp_path / "nopath"
+    empty.mkdir()
     decisions = []
 
     def refuse(ev, snap):  # type: ignore[no-untyped-def]
@@ -272,7 +275,7 @@ def test_evasion_keys(setup: list[str], keys: bytes, expected: Action, why: str 
         return False
 
     # PATH is an empty directory: even a wrongly released line could run nothing.
-    with BashPty(path=empty) as b:
+    with BashPty(path=str(empty)) as b:
         for cmd in setup:
             b.run(cmd)
         if keys == b"echo \\":

@@ -6,7 +6,6 @@ Hand-written byte sequences are used only for the pyte guards and input splittin
 
 from __future__ import annotations
 
-import tempfile
 import time
 
 import pytest
@@ -17,9 +16,10 @@ from gateway.policy.sanitize import sanitize
 
 
 @pytest.fixture
-def bash():  # type: ignore[no-untyped-def]
-    empty = tempfile.mkdtemp(prefix="bastille-nopath-")
-    with BashPty(path=empty) as b:
+def bash(tmp_path):  # type: ignore[no-untyped-def]
+    empty = tmp_path / "nopath"
+    empty.mkdir()
+    with BashPty(path=str(empty)) as b:
         yield b
 
 
