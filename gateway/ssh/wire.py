@@ -44,7 +44,8 @@ Known limits: these are overrides of asyncssh internals (``_send``, ``send_packe
 the connection state it reads, ``data_received`` and the slicing of ``_inpbuf``, the
 keepalive timer's three methods, ``SSHPacketLogger``'s two log methods), pinned by
 ``tests/unit/gateway/test_wire.py`` and the e2e suite; a new asyncssh release that
-renames them fails those tests rather than silently losing the change.
+renames them fails those tests rather than silently losing the change; ``pyproject.toml``
+accepts the 2.24 releases only, so an install never picks an untested one.
 """
 
 from __future__ import annotations
