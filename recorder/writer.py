@@ -179,7 +179,7 @@ class SessionState:
 
     def _emit(self, raw: bytearray, t_first: int, t_last: int, consumed: int, *,
               final: bool) -> None:
-        self._post(self.encoder.data(bytes(raw), t_first, t_last, final=final), consumed)
+        self._post(self.encoder.data(raw, t_first, t_last, final=final), consumed)
 
     def _post(self, chunk: bytes, consumed: int) -> None:
         """Queue an encoded chunk (and the raw bytes it consumed) for the sink."""

@@ -114,23 +114,29 @@ class Encoder:
         ctype: int,
         payload: bytes,
         *,
+        more: bytes = b"",
         flags: int = 0,
         part: int = 0,
         raw_len: int = 0,
         t_first: int = 0,
         t_last: int = 0,
     ) -> bytes:
+        """One chunk whose payload is ``payload`` then ``more`` (joined once, here: a
+        data chunk's payload is copied once, not per concatenation)."""
+        size = len(payload) + len(more)
         body = _HDR_BODY.pack(
-            CHUNK_MAGIC, ctype, flags, 0, self.seq, part, len(payload), raw_len, t_first, t_last
+            CHUNK_MAGIC, ctype, flags, 0, self.seq, part, size, raw_len, t_first, t_last
         )
         hdr = body + _CRC.pack(zlib.crc32(body))
         h = hashlib.sha256(self.head)
         h.update(hdr)
         h.update(payload)
+        if more:
+            h.update(more)
         digest = h.digest()
         self.head = digest
         self.seq += 1
-        out = hdr + payload + digest
+        out = b"".join((hdr, payload, more, digest))
         self.offset += len(out)
         return out
 
@@ -139,7 +145,8 @@ class Encoder:
         self.offset = len(FILE_HEADER)
         return FILE_HEADER + self._chunk(HEADER, ev.dumps(self.header))
 
-    def data(self, raw: bytes, t_first: int, t_last: int, *, final: bool = False) -> bytes:
+    def data(self, raw: bytes | bytearray, t_first: int, t_last: int, *,
+             final: bool = False) -> bytes:
         """One data chunk holding ``raw`` (whole encoded events); ends the part if due."""
         flags = 0
         if self._cobj is None:
@@ -151,14 +158,15 @@ class Encoder:
         self._part_raw += len(raw)
         payload = self._cobj.compress(raw) if raw else b""
         if final or self._part_raw >= self._part_raw_bytes:
-            payload += self._cobj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
+            tail = self._cobj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
             self._cobj = None
             flags |= FRAME_END
         else:
-            payload += self._cobj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+            tail = self._cobj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
         return self._chunk(
             DATA,
             payload,
+            more=tail,
             flags=flags,
             part=self.part,
             raw_len=len(raw),

@@ -72,6 +72,15 @@ def test_a_real_connection_with_aes_gcm_both_ways(monkeypatch: pytest.MonkeyPatc
         send_gcm(self, enc, pkttype, args, handler)
 
     monkeypatch.setattr(wire.FewerWrites, "_send_gcm", counting)
+    paddings: list[bytes] = []
+    encrypt = gcm.FastGcmEncryption.encrypt_packet
+
+    def keeping_padding(self: gcm.FastGcmEncryption, seq: int, header: bytes,
+                        packet: bytes) -> tuple[bytes, bytes]:
+        paddings.append(packet[len(packet) - packet[0]:])  # body: padlen, type, payload, pad
+        return encrypt(self, seq, header, packet)
+
+    monkeypatch.setattr(gcm.FastGcmEncryption, "encrypt_packet", keeping_padding)
     payload = os.urandom(3 << 20)
 
     async def main() -> tuple[bytes, str]:
@@ -102,3 +111,7 @@ def test_a_real_connection_with_aes_gcm_both_ways(monkeypatch: pytest.MonkeyPatc
     out, cipher = asyncio.run(main())
     assert cipher == "aes256-gcm@openssh.com" and out == payload[::-1]
     assert built.count(94) >= len(payload) // 32768  # MSG_CHANNEL_DATA, the fast way
+    # the random padding (RFC 4253 6): 4 bytes at least, and no two packets share theirs
+    # (a block of os.urandom per connection, each byte used once)
+    assert len(paddings) >= len(built) and all(len(p) >= 4 for p in paddings)
+    assert len(set(paddings)) == len(paddings)

@@ -310,3 +310,38 @@ def test_a_real_asyncssh_connection_receives_bulk_data_exactly() -> None:
 
     got = asyncio.run(main())
     assert len(got) == len(payload) and got == payload
+
+
+class _CountingUrandom:
+    """``os.urandom`` stand-in: a stream of distinct bytes (a counter), so that reuse of
+    any byte shows."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self.made = bytearray()
+
+    def __call__(self, n: int) -> bytes:
+        self.calls.append(n)
+        start = len(self.made)
+        out = b"".join((start + i).to_bytes(4, "big") for i in range(0, n, 4))[:n]
+        self.made += out
+        return out
+
+
+def test_random_padding_uses_each_kernel_byte_once_a_block_at_a_time(
+        monkeypatch: Any) -> None:
+    fake = _CountingUrandom()
+    monkeypatch.setattr(wire.os, "urandom", fake)
+    pool = wire.RandomPadding()
+    sizes = [4 + (i * 7) % 16 for i in range(2000)] + [5000, 4]  # and one above a block
+    taken = [pool.take(n) for n in sizes]
+    assert [len(t) for t in taken] == sizes
+    # in order, from the kernel's bytes, never the same byte twice (the tail of a block
+    # too short for the next request is dropped)
+    pos = 0
+    for t in taken:
+        at = fake.made.find(t, pos)
+        assert at >= pos, "a padding byte was not fresh"
+        pos = at + len(t)
+    assert len(fake.calls) <= sum(sizes) // wire.RandomPadding.BLOCK + 3
+    assert all(n >= wire.RandomPadding.BLOCK for n in fake.calls)
