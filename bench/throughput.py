@@ -27,8 +27,12 @@ cell the gateway is left to go idle, so one cell's background work does not slow
 next. The load average before and after the run is printed: figures taken while other
 work runs on the machine are noise.
 
-Known limits: one run per cell by default (``--repeat`` takes the best of N); loopback
-only, so the client, gateway and sshd share the machine's cores.
+``--repeat N`` takes the best of N runs per cell, and runs the paths in turn (direct,
+relay, bastille, bare, then again), so that a change in the machine's load during the
+run spreads over every path instead of falling on one of them.
+
+Known limits: one run per cell by default; loopback only, so the client, gateway and
+sshd share the machine's cores.
 
 Run: python bench/throughput.py [--size-mib 2048] [--file-mib 512] [--pty-mib 200]
      python bench/throughput.py --smoke
@@ -110,21 +114,40 @@ def workloads(
 
 
 def measure(rig: BenchRig, run: Callable[[str | None], float], via: str | None,
-            repeat: int, window: float) -> tuple[float, float]:
-    """Best of ``repeat`` runs through ``via``: (seconds, CPU seconds of the path's own
-    processes for that run: the gateway's tree, or the relay's; 0 for direct)."""
-    best, cpu = float("inf"), 0.0
+            window: float) -> tuple[float, float]:
+    """One run through ``via``: (seconds, CPU seconds of the path's own processes for
+    that run: the gateway's tree, or the relay's; 0 for direct)."""
+    for gw in rig.gws.values():
+        gw.settle(window=window)
+    meter = _meter(rig, via)
+    with meter:
+        dt = run(via)
+        if via in rig.gws:
+            rig.gws[via].settle(window=window)  # the recording's after-close work
+    return dt, meter.seconds
+
+
+def measure_paths(rig: BenchRig, run: Callable[[str | None], float],
+                  paths: list[str | None], repeat: int, window: float,
+                  failures: list[str], name: str) -> list[tuple[float, float] | None]:
+    """Best of ``repeat`` runs per path, the paths taken in turn each round; a path that
+    fails once is reported and not run again."""
+    best: list[tuple[float, float] | None] = [None] * len(paths)
+    failed = [False] * len(paths)
     for _ in range(repeat):
-        for gw in rig.gws.values():
-            gw.settle(window=window)
-        meter = _meter(rig, via)
-        with meter:
-            dt = run(via)
-            if via in rig.gws:
-                rig.gws[via].settle(window=window)  # the recording's after-close work
-        if dt < best:
-            best, cpu = dt, meter.seconds
-    return best, cpu
+        for i, via in enumerate(paths):
+            if failed[i]:
+                continue
+            try:
+                cell = measure(rig, run, via, window)
+            except RuntimeError as exc:  # a failed cell is a result: report it
+                failures.append(f"{name} via {via or 'direct'}: {exc}")
+                failed[i], best[i] = True, None
+                continue
+            prev = best[i]
+            if prev is None or cell[0] < prev[0]:
+                best[i] = cell
+    return best
 
 
 def _meter(rig: BenchRig, via: str | None) -> TreeMeter | contextlib.nullcontext[None]:
@@ -189,13 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             nbytes, run = work[name]
             mib = nbytes / MIB
-            cells: list[tuple[float, float] | None] = []
-            for via in paths:
-                try:
-                    cells.append(measure(rig, run, via, a.repeat, window))
-                except RuntimeError as exc:  # a failed cell is a result: report it
-                    failures.append(f"{name} via {via or 'direct'}: {exc}")
-                    cells.append(None)
+            cells = measure_paths(rig, run, paths, a.repeat, window, failures, name)
             print(_row(name, mib, cells), flush=True)
         for f in failures:
             print(f"# FAILED {' '.join(f.split())[:300]}")
