@@ -30,10 +30,10 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway._version import __version__
@@ -140,6 +140,32 @@ def _open_gate(config: Config, recorder: Recorder, audit: AuditLog
     return gate, approvals, close
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _scratch_dir(data_dir: Path) -> str:
+    """This worker's directory for pyrdp (which insists on one; every pyrdp feature that
+    would write there is off): ``DATA_DIR/rdp-scratch/PID``. The directories of workers
+    that are gone (killed before they could remove theirs) are removed first, so that
+    restarts never pile them up."""
+    root = data_dir / "rdp-scratch"
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    for old in root.iterdir():
+        if old.name.isdigit() and not _pid_alive(int(old.name)):
+            shutil.rmtree(old, ignore_errors=True)
+    path = root / str(os.getpid())
+    path.mkdir(mode=0o700, exist_ok=True)
+    return str(path)
+
+
 async def serve(config: Config, stop: asyncio.Event) -> None:
     """Listen and serve RDP until ``stop`` is set; then drain and finalize."""
     from pyrdp.logging.adapters import SessionLogger
@@ -165,7 +191,7 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     gate.on_session_end = passes.submit
     cert, key = ensure_certificate(config)
     tls = TLSContexts(str(cert), str(key))
-    scratch = tempfile.mkdtemp(prefix="bastille-rdp-")  # pyrdp insists on an output dir
+    scratch = _scratch_dir(config.data_dir)  # pyrdp insists on an output dir
     mitms: set[Any] = set()
 
     class Factory(ServerFactory):

@@ -99,10 +99,14 @@ def test_workers_end_when_the_gateway_is_killed(tmp_path: Path) -> None:
         gw.stop()
 
 
-def test_stopped_workers_leave_no_scratch_directory(tmp_path: Path) -> None:
-    """pyrdp wants an output directory; each worker makes one in TMPDIR and removes it
-    when it stops (an appliance restarting workers must not fill /tmp)."""
+def test_workers_leave_no_scratch_directories(tmp_path: Path) -> None:
+    """pyrdp wants an output directory: each worker has DATA_DIR/rdp-scratch/PID, removes
+    it when it stops, and a worker's that was killed is removed at the next start (an
+    appliance restarting workers must not pile them up; nothing goes to /tmp)."""
     config, ssh_port, _ = _config(tmp_path)
+    scratch = tmp_path / "data" / "rdp-scratch"
+    (scratch / "999999999").mkdir(parents=True)  # a worker killed earlier (no such pid)
+    (scratch / "999999999" / "certs").mkdir()
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     gw = Gateway(config, ssh_port, env={"TMPDIR": str(tmp)})
@@ -110,13 +114,19 @@ def test_stopped_workers_leave_no_scratch_directory(tmp_path: Path) -> None:
     try:
         assert gw.proc is not None
         deadline = time.monotonic() + 30
-        while len(_workers_of(gw.proc.pid)) < 2 and time.monotonic() < deadline:
+        while len(workers := _workers_of(gw.proc.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
-        scratch = sorted(p.name for p in tmp.iterdir() if p.name.startswith("bastille-rdp-"))
-        assert len(scratch) == 2, (scratch, gw.logs())
+        deadline = time.monotonic() + 10
+        while (sorted(p.name for p in scratch.iterdir()) != sorted(map(str, workers))
+               and time.monotonic() < deadline):
+            time.sleep(0.2)
+        assert sorted(p.name for p in scratch.iterdir()) == sorted(map(str, workers)), \
+            gw.logs()
+        assert (scratch.stat().st_mode & 0o777) == 0o700
     finally:
         assert gw.stop() == 0, gw.logs()
-    assert [p.name for p in tmp.iterdir() if p.name.startswith("bastille-rdp-")] == []
+    assert list(scratch.iterdir()) == []
+    assert list(tmp.iterdir()) == []
 
 
 def test_gateway_refuses_an_rdp_port_already_in_use(tmp_path: Path) -> None:
