@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.processes import pid_alive
 from recorder.sinks.base import SinkStatus
 
 STATUS_FILE = "status.json"
@@ -131,7 +132,7 @@ def read_status(data_dir: Path) -> tuple[RecorderStatus | None, str]:
         return None, f"cannot read {path}: {exc}"
     add_worker_status(data_dir, status)
     age = time.time() - status.updated
-    if not _alive(status.pid):
+    if not pid_alive(status.pid):
         return status, f"the gateway (pid {status.pid}) is not running"
     if age > STALE_AFTER:
         return status, f"the gateway (pid {status.pid}) has not updated its status for {age:.0f} s"
@@ -150,7 +151,7 @@ def add_worker_status(data_dir: Path, status: RecorderStatus) -> None:
             worker = RecorderStatus.from_json(json.loads(path.read_text()))
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if not _alive(worker.pid) or now - worker.updated > STALE_AFTER:
+        if not pid_alive(worker.pid) or now - worker.updated > STALE_AFTER:
             continue  # a worker that is gone: its sessions ended with it
         status.sessions += worker.sessions
         status.paused.extend(worker.paused)
@@ -160,16 +161,6 @@ def add_worker_status(data_dir: Path, status: RecorderStatus) -> None:
             status.storage.state, 0) else status.storage
         named += [str(n) for n in worker.gateway.get(SESSIONS_KEY, [])]
     status.gateway["ssh"] = sessions_line(named)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _mib(n: int | None) -> str:

@@ -36,6 +36,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common.processes import pid_alive
+from common.safefiles import private_dir
 from gateway._version import __version__
 from gateway.config import Config, load_config
 
@@ -140,30 +142,16 @@ def _open_gate(config: Config, recorder: Recorder, audit: AuditLog
     return gate, approvals, close
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _scratch_dir(data_dir: Path) -> str:
     """This worker's directory for pyrdp (which insists on one; every pyrdp feature that
     would write there is off): ``DATA_DIR/rdp-scratch/PID``. The directories of workers
     that are gone (killed before they could remove theirs) are removed first, so that
     restarts never pile them up."""
-    root = data_dir / "rdp-scratch"
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(root, 0o700)
+    root = private_dir(data_dir / "rdp-scratch")
     for old in root.iterdir():
-        if old.name.isdigit() and not _pid_alive(int(old.name)):
+        if old.name.isdigit() and not pid_alive(int(old.name)):
             shutil.rmtree(old, ignore_errors=True)
-    path = root / str(os.getpid())
-    path.mkdir(mode=0o700, exist_ok=True)
-    return str(path)
+    return str(private_dir(root / str(os.getpid())))
 
 
 async def serve(config: Config, stop: asyncio.Event) -> None:

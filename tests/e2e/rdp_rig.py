@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.processes import pid_alive
 from tests.e2e.rig import free_port, wait_port
 
 RDP_USER = "bastille-rdp1"
@@ -110,16 +111,6 @@ DISPLAY_OFFSET = 40  # sesman's X11DisplayOffset; it uses OFFSET .. OFFSET + Max
 MAX_SESSIONS = 20
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale_displays() -> None:
     """Remove X sockets and locks of the rig's display range whose server is gone (a
     killed Xorg leaves them, and sesman then counts the display as taken)."""
@@ -129,7 +120,7 @@ def clean_stale_displays() -> None:
             pid = int(lock.read_text().strip())
         except (OSError, ValueError):
             pid = 0
-        if pid and _alive(pid):
+        if pid and pid_alive(pid):
             continue
         for path in (lock, Path(f"/tmp/.X11-unix/X{n}")):
             path.unlink(missing_ok=True)
@@ -145,9 +136,9 @@ def end_user_sessions(user: str) -> None:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
             time.sleep(0.1)
-        pids = [p for p in pids if _alive(p)]
+        pids = [p for p in pids if pid_alive(p)]
         if not pids:
             break
     clean_stale_displays()

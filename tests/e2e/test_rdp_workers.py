@@ -77,15 +77,21 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _two_workers(gw: Gateway) -> list[int]:
+    """The gateway's RDP worker pids, once both are running (or what there is after 30 s)."""
+    assert gw.proc is not None
+    deadline = time.monotonic() + 30
+    while len(workers := _workers_of(gw.proc.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return workers
+
+
 def test_workers_end_when_the_gateway_is_killed(tmp_path: Path) -> None:
     config, ssh_port, rdp_port = _config(tmp_path)
     gw = Gateway(config, ssh_port)
     gw.start()
     try:
-        assert gw.proc is not None
-        deadline = time.monotonic() + 30
-        while len(workers := _workers_of(gw.proc.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        workers = _two_workers(gw)
         assert len(workers) == 2, gw.logs()
         gw.proc.send_signal(signal.SIGKILL)
         gw.proc.wait()
@@ -112,10 +118,7 @@ def test_workers_leave_no_scratch_directories(tmp_path: Path) -> None:
     gw = Gateway(config, ssh_port, env={"TMPDIR": str(tmp)})
     gw.start()
     try:
-        assert gw.proc is not None
-        deadline = time.monotonic() + 30
-        while len(workers := _workers_of(gw.proc.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        workers = _two_workers(gw)
         deadline = time.monotonic() + 10
         while (sorted(p.name for p in scratch.iterdir()) != sorted(map(str, workers))
                and time.monotonic() < deadline):
