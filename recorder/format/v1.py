@@ -26,7 +26,7 @@ import json
 import struct
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -74,6 +74,36 @@ def signed_message(session_id: str, trailer_seq: int, head: bytes) -> bytes:
 # --------------------------------------------------------------------------- encoding
 
 
+# Raw-block frames (incompressible data, see ``Encoder``): the zstd frame format's own
+# stored blocks (RFC 8878 3.1.1): magic, a descriptor with no content size, checksum or
+# dictionary, a 128 KiB window; blocks of at most 128 KiB, each with a 3-byte header.
+STORE_RATIO = 0.97  # a chunk compressed to at least this share of its size is not worth it
+STORE_MIN = 16 * 1024  # chunks below this are always compressed (interactive output)
+SAMPLE = 4 * 1024  # bytes of a stored chunk compressed to see whether it still pays
+RAW_BLOCK_MAX = 128 * 1024
+RAW_FRAME_HEADER = b"\x28\xb5\x2f\xfd\x00\x38"  # magic, FHD 0, window 2**17
+
+
+def _raw_blocks(raw: bytes | bytearray, *, start: bool, last: bool) -> list[bytes | bytearray]:
+    """``raw`` as zstd raw blocks (with the frame header first when ``start``); the last
+    block carries the frame's Last_Block flag when ``last`` (an empty one if no data)."""
+    out: list[bytes | bytearray] = [RAW_FRAME_HEADER] if start else []
+    n = len(raw)
+    if n == 0:
+        if last:
+            out.append(b"\x01\x00\x00")  # an empty raw block that ends the frame
+        return out
+    view = memoryview(raw)
+    pos = 0
+    while pos < n:
+        size = min(RAW_BLOCK_MAX, n - pos)
+        flag = 1 if last and pos + size == n else 0
+        out.append((flag | (size << 3)).to_bytes(3, "little"))
+        out.append(raw if size == n else bytes(view[pos : pos + size]))
+        pos += size
+    return out
+
+
 def encode_event(etype: int, t_us: int, payload: bytes) -> bytes:
     """Frame one event (inside the decompressed stream)."""
     return EVENT_HDR.pack(etype, t_us, len(payload)) + payload
@@ -87,6 +117,14 @@ class Encoder:
         level: zstd level.
         window_log: zstd window log (17 = 128 KiB window, ~1.3 MiB of compressor memory).
         part_raw_bytes: start a new zstd frame after this much decoded data.
+
+    Incompressible data (random bytes, compressed archives, encrypted files) is stored
+    in zstd *raw blocks* instead of being run through the compressor, which on such data
+    spends ~1 ms/MiB to save nothing: a part whose first chunk did not shrink below
+    :data:`STORE_RATIO` of its size ends there, and the next parts are raw-block frames
+    while a sample of each chunk (:data:`SAMPLE` bytes, zstd level 1) stays
+    incompressible. Any zstd decoder reads them; nothing in the format changes. At most
+    one chunk of compressible data is stored uncompressed when the data changes kind.
     """
 
     def __init__(
@@ -101,6 +139,9 @@ class Encoder:
         params = zstandard.ZstdCompressionParameters.from_level(level, window_log=window_log)
         self._cctx = zstandard.ZstdCompressor(compression_params=params)
         self._cobj: Any = None
+        self._stored = False  # the open part is a raw-block frame
+        self._store_next = False  # the next part starts as a raw-block frame
+        self._sampler = zstandard.ZstdCompressor(level=1)
         self._part_raw_bytes = part_raw_bytes
         self._part_raw = 0
         self.seq = 0
@@ -114,16 +155,16 @@ class Encoder:
         ctype: int,
         payload: bytes,
         *,
-        more: bytes = b"",
+        more: Sequence[bytes | bytearray] = (),
         flags: int = 0,
         part: int = 0,
         raw_len: int = 0,
         t_first: int = 0,
         t_last: int = 0,
     ) -> bytes:
-        """One chunk whose payload is ``payload`` then ``more`` (joined once, here: a
-        data chunk's payload is copied once, not per concatenation)."""
-        size = len(payload) + len(more)
+        """One chunk whose payload is ``payload`` then the pieces of ``more`` (joined
+        once, here: a data chunk's payload is copied once, not per concatenation)."""
+        size = len(payload) + sum(len(x) for x in more)
         body = _HDR_BODY.pack(
             CHUNK_MAGIC, ctype, flags, 0, self.seq, part, size, raw_len, t_first, t_last
         )
@@ -131,12 +172,12 @@ class Encoder:
         h = hashlib.sha256(self.head)
         h.update(hdr)
         h.update(payload)
-        if more:
-            h.update(more)
+        for piece in more:
+            h.update(piece)
         digest = h.digest()
         self.head = digest
         self.seq += 1
-        out = b"".join((hdr, payload, more, digest))
+        out = b"".join((hdr, payload, *more, digest))
         self.offset += len(out)
         return out
 
@@ -149,24 +190,60 @@ class Encoder:
              final: bool = False) -> bytes:
         """One data chunk holding ``raw`` (whole encoded events); ends the part if due."""
         flags = 0
-        if self._cobj is None:
-            self._cobj = self._cctx.compressobj()
+        start = not self.frame_open
+        if start:
+            self._stored = self._store_next and len(raw) >= STORE_MIN
+            if not self._stored:
+                self._cobj = self._cctx.compressobj()
             self.part += 1
             self._part_raw = 0
             flags |= FRAME_START
             self.parts.append([self.seq, self.offset, t_first])
         self._part_raw += len(raw)
+        end = final or self._part_raw >= self._part_raw_bytes
+        if self._stored:
+            if not final and not self._incompressible(raw):
+                end = True  # the data changed kind: the next part is compressed again
+                self._store_next = False
+            blocks = _raw_blocks(raw, start=start, last=end)
+            if end:
+                self._stored = False
+            return self._data_chunk(blocks, flags | (FRAME_END if end else 0), raw, t_first,
+                                    t_last)
+        if start:
+            self._store_next = False
         payload = self._cobj.compress(raw) if raw else b""
-        if final or self._part_raw >= self._part_raw_bytes:
+        if end:
             tail = self._cobj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
             self._cobj = None
+            return self._data_chunk((payload, tail), flags | FRAME_END, raw, t_first, t_last)
+        tail = self._cobj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+        pieces: tuple[bytes, ...] = (payload, tail)
+        if start and len(raw) >= STORE_MIN and (
+            len(payload) + len(tail) >= STORE_RATIO * len(raw)
+        ):
+            # the first chunk of a part did not shrink: end the frame here, and store the
+            # next parts while the data stays incompressible
+            self._store_next = True
+            pieces += (self._cobj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH),)
+            self._cobj = None
             flags |= FRAME_END
-        else:
-            tail = self._cobj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+        return self._data_chunk(pieces, flags, raw, t_first, t_last)
+
+    def _incompressible(self, raw: bytes | bytearray) -> bool:
+        """A sample of ``raw`` does not shrink at zstd level 1 (a few microseconds)."""
+        if len(raw) < STORE_MIN:
+            return False
+        mid = len(raw) // 2
+        sample = bytes(raw[mid : mid + SAMPLE])
+        return len(self._sampler.compress(sample)) >= STORE_RATIO * len(sample)
+
+    def _data_chunk(self, pieces: Sequence[bytes | bytearray], flags: int,
+                    raw: bytes | bytearray, t_first: int, t_last: int) -> bytes:
         return self._chunk(
             DATA,
-            payload,
-            more=tail,
+            b"",
+            more=pieces,
             flags=flags,
             part=self.part,
             raw_len=len(raw),
@@ -176,12 +253,12 @@ class Encoder:
 
     @property
     def frame_open(self) -> bool:
-        return self._cobj is not None
+        return self._cobj is not None or self._stored
 
     def trailer(self, info: dict[str, Any]) -> bytes:
         """The trailer chunk (closes an open frame first with an empty final data chunk)."""
         out = b""
-        if self._cobj is not None:
+        if self.frame_open:
             out = self.data(b"", 0, 0, final=True)
         body = dict(info)
         body["parts"] = self.parts
