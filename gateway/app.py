@@ -140,6 +140,8 @@ class GatewayApp:
         self._relay: asyncio.Task[Any] | None = None
         self._tail: LiveTail | None = None
         self._stopping = asyncio.Event()
+        self._starting = False  # in start(): a SIGHUP waits for it to finish
+        self._reload_requested = False
         self._reload_lock = asyncio.Lock()
         self.accepting = False  # listening, not draining
         self.draining = False
@@ -182,8 +184,32 @@ class GatewayApp:
         return rdp_login_text(self.config, self.access, principal, args, source, self.audit)
 
     # ------------------------------------------------------------ lifecycle
+    def _install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop, SIGHUP reloads. Installed before anything listens: a stop
+        signal that arrives while the gateway is still starting (its listener may already
+        serve sessions) is a graceful stop once the start is done, not a kill."""
+        loop = asyncio.get_running_loop()
+        for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
+                             (signal.SIGHUP, self.request_reload)):
+            try:
+                loop.add_signal_handler(sig, handler)
+            except (NotImplementedError, RuntimeError):
+                pass
+
     async def start(self) -> None:
         """Start the recorder, RDP workers and the SSH listener (or SSH workers)."""
+        self._install_signal_handlers()
+        self._starting = True
+        try:
+            await self._start()
+        finally:
+            self._starting = False
+        if self._reload_requested and not self._stopping.is_set():
+            self._reload_requested = False
+            log.info("reloading the configuration, as requested (SIGHUP) while starting")
+            self.spawn(self.reload(), "reload")
+
+    async def _start(self) -> None:
         if self.worker_socket is not None:
             await self._start_worker(self.worker_socket)
             return
@@ -279,8 +305,10 @@ class GatewayApp:
 
     # ------------------------------------------------------------ reload
     def request_reload(self) -> None:
-        """SIGHUP: reload in a task (one at a time)."""
-        if not self._stopping.is_set():
+        """SIGHUP: reload in a task (one at a time); while starting, once started."""
+        if self._starting:
+            self._reload_requested = True
+        elif not self._stopping.is_set():
             self.spawn(self.reload(), "reload")
 
     async def reload(self) -> bool:
@@ -393,13 +421,7 @@ class GatewayApp:
 
     async def run_started(self) -> None:
         """Serve (after ``start()``) until a stop signal, then drain and finalize."""
-        loop = asyncio.get_running_loop()
-        for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
-                             (signal.SIGHUP, self.request_reload)):
-            try:
-                loop.add_signal_handler(sig, handler)
-            except (NotImplementedError, RuntimeError):
-                pass
+        self._install_signal_handlers()
         watchdog = self.ops.start_watchdog()
         try:
             await self._stopping.wait()

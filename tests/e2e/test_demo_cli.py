@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -118,6 +120,42 @@ def test_write_config_then_check_then_serve(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(20) == 0
+
+
+@pytest.mark.parametrize("first", ["SIGTERM", "SIGHUP"])
+def test_a_signal_while_starting_does_not_kill_the_gateway(tmp_path: Path, first: str) -> None:
+    """The SSH workers listen before the gateway process has finished starting (admin
+    endpoint, audit): a signal that arrives as soon as the port answers used to find no
+    handler yet and kill the process (SIGTERM: no drain, no finalized recordings; SIGHUP:
+    the default action, termination). It is now a graceful stop, or a reload once
+    started."""
+    out = tmp_path / "cfg"
+    port = free_port()
+    subprocess.run([*BASTILLE, "demo", "--write-config", str(out), "--port", str(port)],
+                   capture_output=True, check=True, timeout=30)
+    for _ in range(4):  # the window is short: try it a few times
+        proc = subprocess.Popen([*BASTILLE, "serve", "-c", str(out / "bastille.toml")],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:  # as soon as anything answers, without waiting for a banner
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.005)
+            proc.send_signal(getattr(signal, first))
+            if first == "SIGHUP":
+                time.sleep(1.0)
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else b""
+                proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(30)
+            output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert rc == 0, output[-2000:]
 
 
 def test_config_check_reports_file_key_line(tmp_path: Path) -> None:
