@@ -420,8 +420,8 @@ class GatewayApp:
         await self.run_started()
 
     async def run_started(self) -> None:
-        """Serve (after ``start()``) until a stop signal, then drain and finalize."""
-        self._install_signal_handlers()
+        """Serve (after ``start()``, which handles the signals) until a stop signal, then
+        drain and finalize."""
         watchdog = self.ops.start_watchdog()
         try:
             await self._stopping.wait()

@@ -84,10 +84,13 @@ RAW_BLOCK_MAX = 128 * 1024
 RAW_FRAME_HEADER = b"\x28\xb5\x2f\xfd\x00\x38"  # magic, FHD 0, window 2**17
 
 
-def _raw_blocks(raw: bytes | bytearray, *, start: bool, last: bool) -> list[bytes | bytearray]:
+Piece = bytes | bytearray | memoryview  # what a chunk's payload is joined from
+
+
+def _raw_blocks(raw: bytes | bytearray, *, start: bool, last: bool) -> list[Piece]:
     """``raw`` as zstd raw blocks (with the frame header first when ``start``); the last
     block carries the frame's Last_Block flag when ``last`` (an empty one if no data)."""
-    out: list[bytes | bytearray] = [RAW_FRAME_HEADER] if start else []
+    out: list[Piece] = [RAW_FRAME_HEADER] if start else []
     n = len(raw)
     if n == 0:
         if last:
@@ -99,7 +102,7 @@ def _raw_blocks(raw: bytes | bytearray, *, start: bool, last: bool) -> list[byte
         size = min(RAW_BLOCK_MAX, n - pos)
         flag = 1 if last and pos + size == n else 0
         out.append((flag | (size << 3)).to_bytes(3, "little"))
-        out.append(raw if size == n else bytes(view[pos : pos + size]))
+        out.append(raw if size == n else view[pos : pos + size])  # joined once, later
         pos += size
     return out
 
@@ -155,7 +158,7 @@ class Encoder:
         ctype: int,
         payload: bytes,
         *,
-        more: Sequence[bytes | bytearray] = (),
+        more: Sequence[Piece] = (),
         flags: int = 0,
         part: int = 0,
         raw_len: int = 0,
@@ -218,7 +221,7 @@ class Encoder:
             self._cobj = None
             return self._data_chunk((payload, tail), flags | FRAME_END, raw, t_first, t_last)
         tail = self._cobj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
-        pieces: tuple[bytes, ...] = (payload, tail)
+        pieces: tuple[Piece, ...] = (payload, tail)
         if start and len(raw) >= STORE_MIN and (
             len(payload) + len(tail) >= STORE_RATIO * len(raw)
         ):
@@ -235,10 +238,10 @@ class Encoder:
         if len(raw) < STORE_MIN:
             return False
         mid = len(raw) // 2
-        sample = bytes(raw[mid : mid + SAMPLE])
+        sample = memoryview(raw)[mid : mid + SAMPLE]
         return len(self._sampler.compress(sample)) >= STORE_RATIO * len(sample)
 
-    def _data_chunk(self, pieces: Sequence[bytes | bytearray], flags: int,
+    def _data_chunk(self, pieces: Sequence[Piece], flags: int,
                     raw: bytes | bytearray, t_first: int, t_last: int) -> bytes:
         return self._chunk(
             DATA,
