@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import threading
+import time
 import tomllib
 
 import pytest
@@ -323,6 +325,34 @@ def test_monster_lines_are_uncertain_not_analysed_forever() -> None:
         assert d.action is Action.APPROVE and "too long" in d.reason, d.reason
     d = eng.decide("echo a; " * 300 + "reboot", **A)
     assert d.action is Action.DENY  # within the bounds every command is seen
+
+
+def test_a_busy_gateway_does_not_make_an_ordinary_line_uncertain() -> None:
+    """The analysis budget is the analysing thread's CPU time, not the clock: threads
+    that hold the GIL (sessions, the recording writer) slow the analysis down in wall
+    time, and the same line must get the same decision."""
+    eng = PolicyEngine(starter_rules())
+    line = "echo a; " * 300 + "reboot"
+    assert eng.decide(line, **A).action is Action.DENY
+    stop = threading.Event()
+
+    def hog() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+
+    hogs = [threading.Thread(target=hog, daemon=True) for _ in range(12)]
+    for t in hogs:
+        t.start()
+    try:
+        t0 = time.monotonic()
+        d = eng.decide(line, **A)
+        wall = time.monotonic() - t0
+    finally:
+        stop.set()
+        for t in hogs:
+            t.join()
+    assert d.action is Action.DENY, (d.reason, wall)
 
 
 @pytest.mark.parametrize(("line", "held"), [
