@@ -40,9 +40,10 @@ accepted so that a session can start; it then waits for room like the others.
 Known limits: bytes already uploaded stay in ``data`` until the object is confirmed (so
 a live recording stays readable and an upload the store lost can be restarted from
 local bytes): that disk use is the size of the recordings still open, like the file
-sink, and is not counted in the cap. Other processes' backlog is re-read at most twice a
-second, so the cap can be passed by what they wrote meanwhile. A malformed entry is
-reported in :attr:`Spool.bad` and left on disk untouched.
+sink, and is not counted in the cap (their pages leave the page cache once uploaded:
+``POSIX_FADV_DONTNEED``, as the file sink does after each fsync). Other processes'
+backlog is re-read at most twice a second, so the cap can be passed by what they wrote
+meanwhile. A malformed entry is reported in :attr:`Spool.bad` and left on disk untouched.
 """
 
 from __future__ import annotations
@@ -633,6 +634,10 @@ class Spool:
                 entry.md5s[number] = md5
             entry.uploaded += nbytes
             self.save(entry)
+            if entry._wfd is not None:  # uploaded: its pages leave the page cache (advice)
+                with contextlib.suppress(OSError):
+                    os.posix_fadvise(entry._wfd, 0, entry.uploaded & ~4095,
+                                     os.POSIX_FADV_DONTNEED)
         with self._lock:
             self._backlog -= nbytes
 
