@@ -23,6 +23,7 @@ import bisect
 import json
 import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,8 +138,11 @@ class KeyframeIndex:
         return self.keyframes[i] if i >= 0 else None
 
 
-def build(rec: Recording, interval: float = 10.0, *, lines: bool = True) -> KeyframeIndex:
-    """One pass over the recording: keyframes every ``interval`` s and screen lines."""
+def build(rec: Recording, interval: float = 10.0, *, lines: bool = True,
+          observe: Callable[[ev.Event], None] | None = None) -> KeyframeIndex:
+    """One pass over the recording: keyframes every ``interval`` s and screen lines.
+    ``observe`` sees every event of that pass, in order (the index's own summary reads
+    the recording once instead of twice)."""
     cols, rows = rec.size
     term = Terminal(cols, rows)
     feeder = Feeder(term)
@@ -162,6 +166,8 @@ def build(rec: Recording, interval: float = 10.0, *, lines: bool = True) -> Keyf
     first = True
     for chunk, events in rec.iter_chunk_events():
         for i, e in enumerate(events):
+            if observe is not None:
+                observe(e)
             if first:
                 kfi.keyframes.append(Keyframe(0.0, chunk.seq, i, term.snapshot()))
                 first = False
@@ -172,12 +178,19 @@ def build(rec: Recording, interval: float = 10.0, *, lines: bool = True) -> Keyf
                 feeder.approx = False
                 while next_kf <= e.time:
                     next_kf += interval
-            if e.type in (ev.OUTPUT, ev.STDERR) and lines:
-                if _CLEAR_RE.search(e.data) is not None:
-                    capture(e.time)
-                    newlines = 0
+            out = lines and e.type in (ev.OUTPUT, ev.STDERR)
+            # output past the burst cap is held back, not fed: the screen stays as it
+            # is until the drain, so it is captured now and the held bytes are not
+            # scanned (a bulk transfer's after-close pass: ~1.2 ms per MiB saved)
+            held = out and feeder.fed + len(e.data) > feeder.cap
+            if held:
+                capture(e.time)
+                newlines = 0
+            elif out and _CLEAR_RE.search(e.data) is not None:
+                capture(e.time)
+                newlines = 0
             feeder.apply(e)
-            if e.type in (ev.OUTPUT, ev.STDERR) and lines:
+            if out and not held:
                 newlines += e.data.count(b"\n")
                 if newlines >= rows - 1:
                     capture(e.time)

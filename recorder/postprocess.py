@@ -54,51 +54,70 @@ def index_recording(
     (command lines and screen text through the registered text masker,
     :mod:`recorder.textmask`). ``status``: what the recorder knows and the file cannot
     say (``failed``); default the recording's own status."""
-    commands: list[tuple[float, str, str]] = []
-    policy = 0
-    output_bytes = 0
-    exit_status: int | None = None
-    exit_signal: str | None = None
-    last = 0.0
-    for e in rec.events():
-        last = e.time
-        if e.type in (ev.OUTPUT, ev.STDERR):
-            output_bytes += len(e.data)
-        elif e.type == ev.COMMAND:
-            f = e.fields()
-            commands.append((e.time, str(f.get("text", "")), str(f.get("source", ""))))
-        elif e.type in (ev.POLICY, ev.APPROVAL):
-            policy += 1
-        elif e.type == ev.EXIT:
-            f = e.fields()
-            st, sig = f.get("status"), f.get("signal")
-            exit_status = st if isinstance(st, int) and not isinstance(st, bool) else None
-            exit_signal = sig if isinstance(sig, str) else None
+    summary = _Summary()
+    kfi: keyframes.KeyframeIndex | None = None
+    if screen:  # one pass: the keyframes' pass shows the summary every event
+        try:
+            kfi = keyframes.build(rec, interval, observe=summary.see)
+        except (FormatError, SinkError, RecorderError):
+            raise  # storage or format: the caller retries or reports
+        except Exception:  # a bug of the screen pass: the session is still indexed
+            log.exception("recorder: screen pass of %s failed", rec.name)
+            summary, kfi = _Summary(), None
+    if kfi is None:
+        for e in rec.events():
+            summary.see(e)
     trailer = rec.trailer or {}
     end = trailer.get("end_time")
     if not isinstance(end, int | float) or isinstance(end, bool):
-        end = rec.start_time + last
-    header, commands = _masked(rec.header, commands)
+        end = rec.start_time + summary.last
+    header, commands = _masked(rec.header, summary.commands)
     index.session_indexed(
         header,
         rec.name,
         end=float(end),
-        exit_status=exit_status,
-        exit_signal=exit_signal,
+        exit_status=summary.exit_status,
+        exit_signal=summary.exit_signal,
         status=status or rec.status,
         commands=commands,
-        policy_events=policy,
+        policy_events=summary.policy,
         signature="signed" if rec.signature else "unsigned",
-        output_bytes=output_bytes,
+        output_bytes=summary.output_bytes,
     )
-    if screen:
-        kfi = keyframes.build(rec, interval)
+    if kfi is not None:
         index.set_screen_lines(rec.session_id, textmask.lines(kfi.lines))
         if data_dir is not None and rec.finished:
             try:
                 keyframes.save(data_dir, kfi)
             except OSError as exc:
                 log.warning("recorder: cannot cache keyframes: %s", exc)
+
+
+class _Summary:
+    """What the index holds of a recording's events (commands, counts, exit)."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[float, str, str]] = []
+        self.policy = 0
+        self.output_bytes = 0
+        self.exit_status: int | None = None
+        self.exit_signal: str | None = None
+        self.last = 0.0
+
+    def see(self, e: ev.Event) -> None:
+        self.last = e.time
+        if e.type in (ev.OUTPUT, ev.STDERR):
+            self.output_bytes += len(e.data)
+        elif e.type == ev.COMMAND:
+            f = e.fields()
+            self.commands.append((e.time, str(f.get("text", "")), str(f.get("source", ""))))
+        elif e.type in (ev.POLICY, ev.APPROVAL):
+            self.policy += 1
+        elif e.type == ev.EXIT:
+            f = e.fields()
+            st, sig = f.get("status"), f.get("signal")
+            self.exit_status = st if isinstance(st, int) and not isinstance(st, bool) else None
+            self.exit_signal = sig if isinstance(sig, str) else None
 
 
 def _masked(header: dict[str, Any], commands: list[tuple[float, str, str]]

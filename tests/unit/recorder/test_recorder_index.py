@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from recorder_helpers import FakeClock, make_header, wait_until
 
+from recorder import keyframes
 from recorder.index import Index, SessionRow
 from recorder.postprocess import reindex
 from recorder.service import Recorder
@@ -127,3 +129,27 @@ def test_stale_live_rows_are_fixed_at_start(tmp_path: Path) -> None:
         await r.close()
 
     asyncio.run(main())
+
+
+def test_a_failing_screen_pass_still_indexes_the_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The index's summary rides on the screen pass (one read of the recording): a bug
+    in the screen pass must not lose the session's row, commands or exit status."""
+    settings = _record(tmp_path)
+    (settings.data_dir / "index.sqlite3").unlink()
+    for p in settings.data_dir.glob("index.sqlite3-*"):
+        p.unlink()
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise RuntimeError("screen pass bug")
+
+    monkeypatch.setattr(keyframes, "build", broken)
+    index = Index(settings.data_dir / "index.sqlite3")
+    count, problems = reindex(settings, FileSink(settings.file_dir), index)
+    assert (count, problems) == (3, [])
+    row = index.get("s-alice-1")
+    assert row is not None and (row.commands, row.exit_status, row.status) == (1, 0, "ended")
+    assert index.commands("s-alice-1") == [(0.5, "ls -la", "interactive")]
+    assert "screen pass of" in caplog.text
+    index.close()

@@ -112,6 +112,22 @@ def test_bulk_output_is_sampled_and_seek_still_agrees_with_itself() -> None:
     assert keyframes.screen_at(rec, kfi, 20.0).text_lines()[-1] == "after"
 
 
+def test_the_screen_a_burst_starts_on_is_searchable() -> None:
+    """Output past the burst cap is held back (not drawn) until the interval ends: the
+    screen it started on is captured then, so a line scrolled off by what is drawn
+    after the burst is still in the screen text (it was missed before)."""
+    burst = b"x" * (keyframes.BURST_CAP + 1)  # no newline, no clear: held back whole
+    data, _ = build_recording(
+        [[(1.0, ev.OUTPUT, b"alpha on screen\r\n"), (1.1, ev.OUTPUT, burst),
+          (1.2, ev.OUTPUT, b"\r\n" * 30 + b"omega\r\n")]],
+        header=make_header("burst001"),
+    )
+    kfi = keyframes.build(Recording.from_bytes(data), interval=10.0)
+    texts = [x for _t, x in kfi.lines]
+    assert "alpha on screen" in texts
+    assert "omega" in texts
+
+
 def test_pyte_guards() -> None:
     assert sanitize("a\x1b[>4;2mb") == "ab"
     assert sanitize("a\x1b[" + "1" * 5000 + "mb") == "ab"
