@@ -465,6 +465,19 @@ groups = ["ops"]
             str(self.root / key),
         ]
 
+    def log_tail(self, via: str | None, lines: int = 15) -> str:
+        """The last lines of the log of the relay ``via`` (bastille or the bare relay),
+        for a failed cell's report ("" for direct or the OpenSSH relay)."""
+        if via is None or (via != BARE and via not in self.gws):
+            return ""
+        gw = self._gateway(via)
+        log = gw.config.parent / f"{gw.name}.log"
+        try:
+            text = log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
     def _gateway(self, via: str) -> GatewayProc:
         if via == BARE:
             assert self.bare_relay is not None, "BenchRig(bare=True) starts the bare relay"

@@ -141,7 +141,9 @@ def measure_paths(rig: BenchRig, run: Callable[[str | None], float],
             try:
                 cell = measure(rig, run, via, window)
             except RuntimeError as exc:  # a failed cell is a result: report it
-                failures.append(f"{name} via {via or 'direct'}: {exc}")
+                tail = rig.log_tail(via)
+                failures.append(f"{name} via {via or 'direct'}: {exc}"
+                                + (f"\n  its log ends:\n{tail}" if tail else ""))
                 failed[i], best[i] = True, None
                 continue
             prev = best[i]
