@@ -41,6 +41,10 @@ class _Rig:
     gws: dict[str, Any] = {}
     openssh_relay = _Relay()
     bare_relay = _Relay()
+    logs: dict[str | None, str] = {}
+
+    def log_tail(self, via: str | None) -> str:
+        return self.logs.get(via, "")
 
 
 def test_paths_take_turns_and_the_best_run_of_each_is_kept() -> None:
@@ -75,3 +79,19 @@ def test_a_failing_path_is_reported_once_and_skipped_after() -> None:
     assert order == [None, tp.RELAY, None, None]
     assert best[1] is None and best[0] is not None
     assert failures == [f"w via {tp.RELAY}: sshd refused"]
+
+
+def test_a_failed_relay_cell_reports_the_end_of_its_log() -> None:
+    tp = _throughput()
+
+    def run(via: str | None) -> float:
+        if via == tp.BARE:
+            raise RuntimeError("ssh ... exited 255: ")
+        return 1.0
+
+    rig = _Rig()
+    rig.logs = {tp.BARE: "Traceback\nConnectionResetError: peer"}
+    failures: list[str] = []
+    tp.measure_paths(rig, run, [None, tp.BARE], 2, 0.0, failures, "exec-zero")
+    assert failures == [f"exec-zero via {tp.BARE}: ssh ... exited 255: \n  its log ends:\n"
+                        "Traceback\nConnectionResetError: peer"]
