@@ -54,9 +54,14 @@ class Feeder:
         self.tail_bytes = 0
         self.approx = False
 
+    def holds(self, e: ev.Event) -> bool:
+        """Is this output event held back (past the burst cap: not drawn until the
+        drain) rather than fed?"""
+        return e.type in (ev.OUTPUT, ev.STDERR) and self.fed + len(e.data) > self.cap
+
     def apply(self, e: ev.Event) -> None:
         if e.type in (ev.OUTPUT, ev.STDERR):
-            if self.fed + len(e.data) <= self.cap:
+            if not self.holds(e):
                 self.fed += len(e.data)
                 self.term.feed(e.data)
                 return
@@ -182,7 +187,7 @@ def build(rec: Recording, interval: float = 10.0, *, lines: bool = True,
             # output past the burst cap is held back, not fed: the screen stays as it
             # is until the drain, so it is captured now and the held bytes are not
             # scanned (a bulk transfer's after-close pass: ~1.2 ms per MiB saved)
-            held = out and feeder.fed + len(e.data) > feeder.cap
+            held = out and feeder.holds(e)
             if held:
                 capture(e.time)
                 newlines = 0

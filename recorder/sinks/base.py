@@ -232,6 +232,27 @@ class FdSource:
         return b"".join(out)
 
 
+CACHE_PAGE = 4096  # what the page-cache advice is aligned to
+
+
+def drop_cached(fd: int, start: int, end: int) -> int:
+    """Drop the whole pages of ``[start, end)`` of a file from the page cache (advice,
+    ``POSIX_FADV_DONTNEED``: bytes written once and made durable or uploaded, so that
+    recordings neither push the rest of the machine out of the cache nor make each write
+    take cold pages; docs/performance.md). ``start`` is rounded down to its page, so the
+    partial page a previous call left is dropped once whole. Returns where the pages
+    still cached begin (the caller's next ``start``). A kernel or file system that
+    refuses the advice changes nothing."""
+    start &= ~(CACHE_PAGE - 1)
+    if end - start < CACHE_PAGE:
+        return start
+    try:
+        os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_DONTNEED)
+    except (OSError, AttributeError):  # AttributeError: no posix_fadvise on this OS
+        return start
+    return end & ~(CACHE_PAGE - 1)
+
+
 def replace_tail(fd: int, cut: int, data: bytes) -> None:
     """Crash recovery: truncate the file ``fd`` to ``cut`` bytes, write ``data`` after
     them and fsync (raises OSError). Redone from the start if interrupted."""

@@ -51,6 +51,7 @@ from recorder.sinks.base import (
     SinkStatus,
     SinkStream,
     describe_os_error,
+    drop_cached,
     replace_tail,
     validate_name,
 )
@@ -59,7 +60,6 @@ log = logging.getLogger(__name__)
 
 PART_SUFFIX = RESERVED_SUFFIX
 FRESH_SECONDS = 10.0  # an empty .part this young may be a create in progress
-CACHE_PAGE = 4096  # what the page-cache advice is aligned to
 
 
 def _fsync_dir(path: Path) -> None:
@@ -134,17 +134,7 @@ class _FileStream(SinkStream):
                 raise SinkError(
                     f"cannot flush recording {self._path}: {describe_os_error(exc)}"
                 ) from exc
-            self._drop_cached()
-
-    def _drop_cached(self) -> None:
-        """Drop the durable pages (all of them: the fsync just returned) from the page
-        cache. Advice only: a kernel or file system that refuses it changes nothing."""
-        start = self._uncached & ~(CACHE_PAGE - 1)
-        if self._size - start < CACHE_PAGE:
-            return
-        with contextlib.suppress(OSError, AttributeError):
-            os.posix_fadvise(self._fd, start, self._size - start, os.POSIX_FADV_DONTNEED)
-            self._uncached = self._size & ~(CACHE_PAGE - 1)  # a partial page stays cached
+            self._uncached = drop_cached(self._fd, self._uncached, self._size)  # durable
 
     def close(self) -> None:
         with self._lock:

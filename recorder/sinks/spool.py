@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from recorder.errors import SinkError, SinkFullError, SpoolFullError
-from recorder.sinks.base import FreeSpace, describe_os_error, replace_tail
+from recorder.sinks.base import FreeSpace, describe_os_error, drop_cached, replace_tail
 
 log = logging.getLogger(__name__)
 
@@ -634,10 +634,8 @@ class Spool:
                 entry.md5s[number] = md5
             entry.uploaded += nbytes
             self.save(entry)
-            if entry._wfd is not None:  # uploaded: its pages leave the page cache (advice)
-                with contextlib.suppress(OSError):
-                    os.posix_fadvise(entry._wfd, 0, entry.uploaded & ~4095,
-                                     os.POSIX_FADV_DONTNEED)
+            if entry._wfd is not None:  # uploaded: its pages leave the page cache
+                drop_cached(entry._wfd, entry.uploaded - nbytes, entry.uploaded)
         with self._lock:
             self._backlog -= nbytes
 
