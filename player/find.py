@@ -267,11 +267,16 @@ class FindScreen(Screen[None]):
 
     def _set_integrity(self, labels: dict[str, str]) -> None:
         table = self.query_one(DataTable)
-        for i, (session_id, label) in enumerate(labels.items()):
+        # The column is resized once per batch, on the widest label: resizing on any
+        # other would leave it narrower than a label of this batch (and the width would
+        # depend on how verification happened to be split into batches).
+        widest = max(labels, key=lambda k: len(labels[k]), default=None)
+        for session_id, label in labels.items():
             style = INTEGRITY_STYLE.get(label, "bold red")
             try:
                 table.update_cell(
-                    session_id, "integrity", Text(label, style), update_width=i == len(labels) - 1
+                    session_id, "integrity", Text(label, style),
+                    update_width=session_id == widest,
                 )
             except Exception:  # the row is gone (a newer query replaced the table)
                 continue

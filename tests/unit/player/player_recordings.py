@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from recorder import events as ev
+from recorder.reader import Recording
 from recorder.service import Recorder, SessionHeader
 from recorder.settings import RecorderSettings
 from recorder.signing import generate
@@ -130,11 +132,7 @@ async def _record(data: Path) -> None:
     clock.now += 1.0
     await s.close(exit_status=0)
 
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if all(x.screen_indexed for x in r.index.list_sessions()):
-            break
-        await asyncio.sleep(0.02)
+    await _indexed(r)
     await r.close()
 
     # tamper with carol's recording: flip one byte of the first data chunk's payload
@@ -145,6 +143,25 @@ async def _record(data: Path) -> None:
     path.write_bytes(bytes(raw))
     for kf in (data / "keyframes").glob("*.kf"):
         kf.unlink()  # derived data: the player rebuilds it
+
+
+async def _indexed(r: Recorder) -> None:
+    """Wait until the after-close pass has indexed every session (screens included)."""
+    deadline = time.monotonic() + 120
+    while not all(x.screen_indexed for x in r.index.list_sessions()):
+        assert time.monotonic() < deadline, "the archive's sessions were never indexed"
+        await asyncio.sleep(0.02)
+
+
+def _has_command(data: Path, session_id: str) -> bool:
+    """Whether the recording file of ``session_id`` holds a command event yet."""
+    for path in (data / "recordings").rglob(f"{session_id}*"):
+        try:
+            rec = Recording.from_bytes(path.read_bytes())
+            return any(e.type == ev.COMMAND for e in rec.events())
+        except Exception:  # noqa: BLE001 - not readable yet: keep waiting
+            return False
+    return False
 
 
 async def _record_live(data: Path) -> None:
@@ -160,7 +177,12 @@ async def _record_live(data: Path) -> None:
     clock.now += 1.0
     s.command("tail -f /var/log/syslog", source="interactive")
     s.output(b"dave@db1$ tail -f /var/log/syslog\r\nNov 23 15:13:21 db1 cron[1]: ok\r\n")
-    await asyncio.sleep(0.6)  # several flush intervals: the chunk is durable
+    # the chunk is in the file before the parent kills this process (a slow machine
+    # can take longer than a few flush intervals)
+    deadline = time.monotonic() + 60
+    while not _has_command(data, "play-dave-0004"):
+        assert time.monotonic() < deadline, "the live session's chunk never reached the file"
+        await asyncio.sleep(0.05)
     print("ready", flush=True)
     await asyncio.sleep(60)
 
@@ -263,11 +285,7 @@ async def _record_audit(data: Path) -> None:
     clock.now += 1.0
     await f.close(exit_status=0)
     store.close()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if all(x.screen_indexed for x in r.index.list_sessions()):
-            break
-        await asyncio.sleep(0.02)
+    await _indexed(r)
     await r.close()
     lines = [
         {"ts": AUDIT_START + 3.0, "kind": "forward", "outcome": "ok", "user": "erin",

@@ -117,3 +117,32 @@ async def test_enter_opens_replay_and_escape_returns(settings: RecorderSettings)
         await pilot.press("escape")
         await pilot.pause()
         assert isinstance(app.screen, FindScreen)
+
+
+@sync
+async def test_the_integrity_column_fits_its_widest_label_however_it_is_batched(
+    settings: RecorderSettings,
+) -> None:
+    """Labels arrive in batches (every 0.25 s on a slow machine): the column is as wide
+    as its widest label whatever the split and order, so no label is cut."""
+    app = PlayerApp(settings, clock=lambda: NOW)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, FindScreen)
+        table = screen.query_one(DataTable)
+        ids = _col(app, "id")
+        # the widest label first, then one wider than the header but narrower than it
+        labels = dict(zip(ids, ["truncated@1234", "unreadable", "verified", "live"],
+                          strict=True))
+        widths = []
+        for split in ([ids], [ids[2:], ids[:2]], [[k] for k in ids], [list(reversed(ids))]):
+            for key in ids:  # back to the placeholder shown before verification
+                table.update_cell(key, "integrity", "...", update_width=True)
+            await pilot.pause()
+            for part in split:  # each batch is drawn before the next arrives
+                screen._set_integrity({k: labels[k] for k in part})
+                await pilot.pause()
+            widths.append(table.columns["integrity"].content_width)  # type: ignore[index]
+            assert _col(app, "integrity") == list(labels.values())
+        assert widths == [len("truncated@1234")] * 4
