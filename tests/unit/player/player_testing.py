@@ -9,7 +9,10 @@ from typing import Any, ParamSpec
 
 from player_recordings import START
 from textual.pilot import Pilot
+from textual.screen import Screen
+from textual.widgets import DataTable
 
+from player.find import FindScreen
 from player.replay import ReplayScreen
 
 P = ParamSpec("P")
@@ -31,8 +34,29 @@ async def settle(pilot: Pilot[object]) -> None:
         if any(not w.is_finished for w in pilot.app.workers):
             await asyncio.sleep(0.01)
             continue
+        if not _tables_drawn(scr):
+            await asyncio.sleep(0.01)
+            continue
         return
     raise AssertionError("the player did not settle")
+
+
+def _tables_drawn(scr: object) -> bool:
+    """Whether every table on the screen has applied its new column widths (a table
+    computes them when idle: a screenshot taken before would show the old ones) and the
+    Find screen's integrity column is filled in."""
+    if not isinstance(scr, Screen):
+        return True
+    for table in scr.query(DataTable):
+        if table._require_update_dimensions:
+            return False
+    if isinstance(scr, FindScreen):
+        table = scr.query_one(DataTable)
+        if "integrity" in table.columns:  # type: ignore[comparison-overlap]
+            cells = table.get_column("integrity")
+            if any(str(c) == "..." for c in cells):
+                return False
+    return True
 
 
 def sync(fn: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
