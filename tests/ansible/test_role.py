@@ -63,6 +63,7 @@ SOURCE_IGNORE = shutil.ignore_patterns(
     ".*",
     "__pycache__",
     "*.pyc",
+    "*.so",
     "*.egg-info",
     "build",
     "dist",

@@ -7,7 +7,9 @@ The tree (without EXCLUDES, comma-separated fnmatch patterns) is packed with
 pack_source.py's reproducible archive; when its bytes differ from the last build's (or
 no wheel is there) ``pip wheel --no-deps`` builds it with ``SOURCE_DATE_EPOCH`` set, so
 the same sources always give the same wheel bytes and Ansible copies and installs it
-only when the sources changed. Prints one JSON line: {"changed": bool, "wheel": PATH}.
+only when the sources changed. The wheel is pure Python (``BASTILLE_PURE_WHEEL``: the
+masker's C projection is left out, since the controller may not be the hosts'
+platform). Prints one JSON line: {"changed": bool, "wheel": PATH}.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def main(argv: list[str]) -> int:
         src = Path(tmp) / "bastille-src.tar.gz"
         src.write_bytes(archive)
         built = Path(tmp) / "dist"
-        env = {**os.environ, "SOURCE_DATE_EPOCH": EPOCH}
+        # a pure wheel: the controller's platform may not be the hosts' (setup.py)
+        env = {**os.environ, "SOURCE_DATE_EPOCH": EPOCH, "BASTILLE_PURE_WHEEL": "1"}
         proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
                                "--disable-pip-version-check", "-w", str(built), *argv[4:],
                                str(src)], capture_output=True, text=True, env=env)
