@@ -1,8 +1,9 @@
-"""The one compiled part of bastille: the masker's escape-sequence projection in C
-(``gateway/policy/_escapes.c``). Everything else is in pyproject.toml.
+"""The compiled parts of bastille: two scans of the masker in C, its escape-sequence
+projection (``gateway/policy/_escapes.c``) and its digit-shape gate
+(``gateway/policy/_shapes.c``). Everything else is in pyproject.toml.
 
-The extension is optional: where no C compiler or Python headers exist the install goes
-on, and the masker uses its pure-Python projection (the same bytes, slower; see
+The extensions are optional: where no C compiler or Python headers exist the install goes
+on, and the masker uses its pure-Python paths (the same bytes, slower; see
 docs/performance.md). ``BASTILLE_PURE_WHEEL=1`` leaves it out on purpose, for a wheel
 that installs on any platform (the Ansible role builds its wheel on the controller,
 which may not be the hosts' platform).
@@ -19,10 +20,11 @@ setup(
     if PURE
     else [
         Extension(
-            "gateway.policy._escapes",
-            sources=["gateway/policy/_escapes.c"],
+            f"gateway.policy.{name}",
+            sources=[f"gateway/policy/{name}.c"],
             optional=True,
             extra_compile_args=["-O2"],
         )
+        for name in ("_escapes", "_shapes")
     ]
 )

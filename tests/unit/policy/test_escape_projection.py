@@ -102,18 +102,20 @@ def test_the_c_projection_is_built_where_a_compiler_is() -> None:
     assert _project_c is not None, "gateway/policy/_escapes.c was not built (see setup.py)"
 
 
-def test_an_operator_can_turn_the_c_projection_off() -> None:
-    """``BASTILLE_NO_C_PROJECTION=1`` makes the masker use the regex (to rule the C module
-    out when diagnosing a masking question)."""
+def test_an_operator_can_turn_the_c_modules_off() -> None:
+    """``BASTILLE_NO_C_MASKER=1`` makes the masker use the regex projection and the
+    translated shape gate (to rule the C modules out when diagnosing a masking
+    question)."""
     import os
     import subprocess
 
-    probe = "import gateway.policy.masker as m; print(m.project is m._project_py)"
-    env = {**os.environ, "BASTILLE_NO_C_PROJECTION": "1"}
+    probe = ("import gateway.policy.masker as m; "
+             "print(m.project is m._project_py and not m.StreamMasker()._shape_c)")
+    env = {**os.environ, "BASTILLE_NO_C_MASKER": "1"}
     off = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
                          text=True, check=True, timeout=60)
     assert off.stdout.strip() == "True"
-    env.pop("BASTILLE_NO_C_PROJECTION")
+    env.pop("BASTILLE_NO_C_MASKER")
     on = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
                         text=True, check=True, timeout=60)
     assert on.stdout.strip() == ("False" if _project_c is not None else "True")

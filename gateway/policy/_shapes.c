@@ -1,0 +1,119 @@
+/* The masker's digit-shape gate in C: whether a text contains one of a pattern's
+ * "shapes", exactly ``any(s in data.translate(_DIGIT_CLASS) for s in shapes)`` of
+ * gateway/policy/masker.py (the pure-Python path, used where this module is not built).
+ * The digit class maps 0-9 to '0', keeps ' ' and '-', and maps every other byte to '.';
+ * a shape is made of '0', ' ' and '-' and starts with at least one '0'.
+ *
+ * Every occurrence of a shape starts on a run of L digits (L: the shortest run of '0'
+ * any shape starts with), so the scan probes one byte in L and only looks closer where
+ * the probe is a digit: on output with few digits (random bytes: 10 in 256) it reads a
+ * fraction of the text. The credit-card pattern's shapes have L = 4.
+ *
+ * The scan keeps the GIL (microseconds for a batch; see _escapes.c).
+ * tests/unit/policy/test_digit_shapes.py compares it with the translation.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+#define MAX_SHAPES 16
+
+static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+
+static int same_class(unsigned char c, unsigned char shape) {
+    return shape == '0' ? is_digit(c) : c == shape;
+}
+
+static int shape_at(const unsigned char *in, Py_ssize_t n, Py_ssize_t s,
+                    const unsigned char *shape, Py_ssize_t len) {
+    Py_ssize_t k;
+    if (s + len > n)
+        return 0;
+    for (k = 0; k < len; k++)
+        if (!same_class(in[s + k], shape[k]))
+            return 0;
+    return 1;
+}
+
+static int scan(const unsigned char *in, Py_ssize_t n, const unsigned char **shapes,
+                const Py_ssize_t *lens, Py_ssize_t m, Py_ssize_t lead) {
+    Py_ssize_t p = lead - 1, lo = 0, s, e, start, i;
+    while (p < n) {
+        if (!is_digit(in[p])) {
+            p += lead;
+            continue;
+        }
+        s = p;
+        while (s > lo && is_digit(in[s - 1]))
+            s--;
+        e = p + 1;
+        while (e < n && is_digit(in[e]))
+            e++;
+        for (start = s; start + lead <= e; start++)
+            for (i = 0; i < m; i++)
+                if (shape_at(in, n, start, shapes[i], lens[i]))
+                    return 1;
+        lo = e + 1;
+        p = e + lead;
+    }
+    return 0;
+}
+
+static PyObject *has_shape(PyObject *self, PyObject *args) {
+    PyObject *data, *seq, *item;
+    const unsigned char *shapes[MAX_SHAPES];
+    Py_ssize_t lens[MAX_SHAPES], m, i, k, lead = PY_SSIZE_T_MAX, run;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "SO!:has_shape", &data, &PyTuple_Type, &seq))
+        return NULL;
+    if (!PyBytes_CheckExact(data)) {
+        PyErr_SetString(PyExc_TypeError, "has_shape() takes bytes");
+        return NULL;
+    }
+    m = PyTuple_GET_SIZE(seq);
+    if (m < 1 || m > MAX_SHAPES) {
+        PyErr_SetString(PyExc_ValueError, "has_shape() takes 1 to 16 shapes");
+        return NULL;
+    }
+    for (i = 0; i < m; i++) {
+        item = PyTuple_GET_ITEM(seq, i);
+        if (!PyBytes_CheckExact(item)) {
+            PyErr_SetString(PyExc_TypeError, "a shape is bytes");
+            return NULL;
+        }
+        shapes[i] = (const unsigned char *)PyBytes_AS_STRING(item);
+        lens[i] = PyBytes_GET_SIZE(item);
+        for (k = 0; k < lens[i]; k++)
+            if (shapes[i][k] != '0' && shapes[i][k] != ' ' && shapes[i][k] != '-') {
+                PyErr_SetString(PyExc_ValueError, "a shape is made of '0', ' ' and '-'");
+                return NULL;
+            }
+        for (run = 0; run < lens[i] && shapes[i][run] == '0'; run++)
+            ;
+        if (run == 0) {
+            PyErr_SetString(PyExc_ValueError, "a shape starts with '0'");
+            return NULL;
+        }
+        if (run < lead)
+            lead = run;
+    }
+    if (scan((const unsigned char *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), shapes,
+             lens, m, lead))
+        Py_RETURN_TRUE;
+    Py_RETURN_FALSE;
+}
+
+static PyMethodDef methods[] = {
+    {"has_shape", has_shape, METH_VARARGS,
+     "has_shape(data: bytes, shapes: tuple[bytes, ...]) -> bool: whether a shape is in "
+     "the digit-class translation of data."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "gateway.policy._shapes",
+    "The masker's digit-shape gate in C (see masker.py).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__shapes(void) { return PyModule_Create(&module); }

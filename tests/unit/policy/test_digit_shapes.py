@@ -1,0 +1,116 @@
+"""The masker's digit-shape gate in C (gateway/policy/_shapes.c) against the translation
+it replaces (``any(shape in text.translate(_DIGIT_CLASS) for shape in shapes)``): the
+same answer on every input, so a card number is found (and masked) the same way with or
+without the compiled module, and with or without Hyperscan."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gateway.policy.masker as masker_mod
+from gateway.policy import StreamMasker
+from gateway.policy.masker import _DIGIT_CLASS, BUILTIN_PATTERNS, c_shape_gate
+
+_has_shape = masker_mod._has_shape_c
+needs_c = pytest.mark.skipif(_has_shape is None, reason="the C shape gate is not built here")
+CARD = next(p for p in BUILTIN_PATTERNS if p.name == "credit-card")
+SHAPES = CARD.shapes
+
+
+def _reference(data: bytes, shapes: tuple[bytes, ...] = SHAPES) -> bool:
+    digits = data.translate(_DIGIT_CLASS)
+    return any(shape in digits for shape in shapes)
+
+
+# digits, both separators, and bytes next to them in the table (the class edges)
+_PIECES = [b"0", b"1", b"4", b"9", b" ", b"-", b"/", b":", b"\x00", b"\xff", b"x", b"\n",
+           b"4111", b"1111 ", b"-1111", b"411111111111", b"4111 111111 1111"]
+
+
+@needs_c
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=40))
+def test_same_answer_as_the_translation_on_generated_text(pieces: list[bytes]) -> None:
+    assert _has_shape is not None
+    data = b"".join(pieces)
+    assert _has_shape(data, SHAPES) == _reference(data)
+
+
+@needs_c
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(st.text(alphabet="0 -", min_size=1, max_size=12).map(lambda t: "0" + t),
+             min_size=1, max_size=5),
+    st.binary(max_size=60).map(lambda b: b.translate(_DIGIT_CLASS).replace(b".", b"7")),
+)
+def test_same_answer_for_any_shapes(shapes: list[str], data: bytes) -> None:
+    """Shapes other than the card's (other leading runs, so other probe strides)."""
+    assert _has_shape is not None
+    tup = tuple(s.encode() for s in shapes)
+    assert _has_shape(data, tup) == _reference(data, tup)
+
+
+@needs_c
+def test_same_answer_on_random_bytes_and_at_every_offset() -> None:
+    assert _has_shape is not None
+    rnd = random.Random(20261204)
+    for size in (0, 1, 3, 4, 12, 13, 4096, 262144):
+        for _ in range(5):
+            data = rnd.randbytes(size)
+            assert _has_shape(data, SHAPES) == _reference(data)
+    alphabet = b"0123456789 -x"
+    for _ in range(3000):
+        data = bytes(rnd.choice(alphabet) for _ in range(rnd.randrange(1, 50)))
+        assert _has_shape(data, SHAPES) == _reference(data)
+    # one card number at every offset (every phase of the probe) in filler
+    for shape in (b"4111111111111", b"4111 1111 1111 1", b"4111-111111-1111"):
+        for pad in range(9):
+            data = b"x" * pad + shape + b"y" * pad
+            assert _has_shape(data, SHAPES)
+            assert not _has_shape(data[:-1 - pad], SHAPES)  # one digit short
+
+
+@needs_c
+def test_it_refuses_what_it_cannot_test() -> None:
+    assert _has_shape is not None
+    with pytest.raises(TypeError):
+        _has_shape(bytearray(b"4111111111111"), SHAPES)  # type: ignore[arg-type]
+    for bad in ((), (b"",), (b" 0000",), (b"00a0",), (b"0",) * 17):
+        with pytest.raises(ValueError):
+            _has_shape(b"0000", bad)
+    assert c_shape_gate((b" 0000",)) is None  # the masker keeps the translation for these
+    assert c_shape_gate(()) is None
+
+
+@pytest.mark.parametrize("use_c", [False, True])
+@pytest.mark.parametrize("accelerate", [False, True])
+def test_a_card_number_is_masked_with_either_gate(
+    use_c: bool, accelerate: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if use_c and _has_shape is None:
+        pytest.skip("the C shape gate is not built here")
+    monkeypatch.setattr(masker_mod, "_has_shape_c", _has_shape if use_c else None)
+    m = StreamMasker(BUILTIN_PATTERNS, accelerate=accelerate)
+    assert bool(m._shape_c) == use_c
+    out = b""
+    # split across chunks, with random bytes around (the gate sees each chunk's text)
+    noise = random.Random(7).randbytes(70000).replace(b"\x1b", b".")
+    for part in (noise, b"card 4111 1111 ", b"1111 1111 ok\r\n", noise, b"4111111111111111\n"):
+        out += m.feed(part, 0.0)
+    out += m.flush(0.0, end=True)
+    assert b"card " + b"*" * 19 + b" ok\r\n" in out
+    assert out.endswith(b"*" * 16 + b"\n")
+    assert b"4111" not in out.replace(noise, b"")
+
+
+def test_the_c_shape_gate_is_built_where_a_compiler_is() -> None:
+    if sys.platform != "linux" or shutil.which("cc") is None:
+        pytest.skip("no C compiler here: the translation is used")
+    assert _has_shape is not None, "gateway/policy/_shapes.c was not built (see setup.py)"
+    assert StreamMasker(BUILTIN_PATTERNS)._shape_c, "the card pattern does not use it"
