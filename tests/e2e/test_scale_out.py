@@ -108,16 +108,25 @@ def _verified(node: Node, session: str, timeout: float = 30) -> None:
         raise AssertionError(f"verify on node {node.name}: {last}") from None
 
 
-def _live_session(node: Node, user: str) -> str:
+def _ids(node: Node, user: str = "alice") -> set[str]:
+    """The sessions of ``user`` in the index before a test opens its own."""
+    return {str(s["id"]) for s in node.sessions(user=user)}
+
+
+def _live_session(node: Node, user: str, known: set[str]) -> str:
+    """The session the test just opened, once the index shows it live: an earlier
+    test's session may still read "live" for a moment (its end is written behind), so
+    the ones ``known`` before are not it."""
     return str(until(lambda: next((s["id"] for s in node.sessions(user=user)
-                                   if s["status"] == "live"), None)))
+                                   if s["status"] == "live" and s["id"] not in known), None)))
 
 
 def test_approved_on_b_found_on_b_killed_from_c(cluster: Cluster) -> None:
     a, b, c = (cluster.nodes[n] for n in "abc")
+    known = _ids(b)
     t = _term(a)
     try:
-        session = _live_session(b, "alice")  # node B's index sees node A's live session
+        session = _live_session(b, "alice", known)  # node B's index sees node A's live session
         status = until(lambda: (lambda r: r.stdout if session in r.stdout else None)(
             c.cli("state", "status")))
         assert re.search(r"node a .* 1 live session", status), status
@@ -213,9 +222,10 @@ def test_haproxy_passes_the_real_client_address(cluster: Cluster) -> None:
 
 def test_postgresql_restart_mid_session(cluster: Cluster) -> None:
     a, b = cluster.nodes["a"], cluster.nodes["b"]
+    known = _ids(a)
     t = _term(a)
     try:
-        session = _live_session(a, "alice")
+        session = _live_session(a, "alice", known)
         cluster.pg.stop()
         try:
             t.type("echo still-$((20+1))\n")
@@ -236,8 +246,18 @@ def test_postgresql_restart_mid_session(cluster: Cluster) -> None:
             cluster.pg.start()
         t.wait_for("waiting for approval #", timeout=20)  # asked once the database is back
         rid = _pending(b)
-        ok = b.rig.ssh("bob", "approvals", "approve", str(rid))
-        assert ok.returncode == 0, ok.stdout + ok.stderr
+        # node B's gateway may still hold off its database for RETRY_AFTER (3 s) after
+        # its last failed call: it says so, and bob tries again shortly, as told
+        tries: list[bytes] = []
+
+        def approved() -> bool:
+            r = b.rig.ssh("bob", "approvals", "approve", str(rid))
+            tries.append(r.stdout + r.stderr)
+            if r.returncode != 0:
+                assert b"database is unavailable; try again shortly" in tries[-1], tries
+            return r.returncode == 0
+
+        until(approved, timeout=15, every=1.0)
         t.wait_for("approved by bob", timeout=5)
         t.wait_for("approve-me-6")
         cluster.pg.stop()  # again; this time the user gives up with Ctrl-C
@@ -253,17 +273,28 @@ def test_postgresql_restart_mid_session(cluster: Cluster) -> None:
     finally:
         t.close()
     _verified(b, session)
-    # the index update queued on node A lands once its breaker lets it through (3 s)
-    row = until(lambda: next((s for s in b.sessions(user="alice") if s["id"] == session
-                              and s["status"] != "live"), None), timeout=15)
-    assert row["status"] == "ended" and row["commands"] >= 3
+    # the index updates queued on node A land once its breaker lets them through (3 s):
+    # first the session's end, then what the after-close index pass read (commands), as
+    # two updates, so a read between them sees "ended" with no command yet
+    last: list[object] = []
+
+    def indexed() -> bool:
+        row = next((s for s in b.sessions(user="alice") if s["id"] == session), None)
+        last[:] = [row]
+        return row is not None and row["status"] == "ended" and row["commands"] >= 3
+
+    try:
+        until(indexed, timeout=30, every=0.5)
+    except AssertionError:
+        raise AssertionError(f"the index on node B: {last}") from None
 
 
 def test_node_killed_its_session_ended_by_another(cluster: Cluster) -> None:
     a, b, c = (cluster.nodes[n] for n in "abc")
+    known = _ids(a)
     t = _term(c)
     try:
-        session = _live_session(a, "alice")
+        session = _live_session(a, "alice", known)
         t.type("echo before-the-crash\n")
         t.wait_for("before-the-crash\n")
         time.sleep(1.5)  # recording.flush_interval (1 s): what a crash may lose at most
@@ -328,11 +359,12 @@ def test_player_on_b_watches_a_live_session_on_a(cluster: Cluster) -> None:
     """The recording of a live session is in node A's spool until it ends: node B's
     player gets it relayed through the database while it watches."""
     a, b = cluster.nodes["a"], cluster.nodes["b"]
+    known = _ids(b)
     t = _term(a)
     env = {k: v for k, v in os.environ.items() if k.startswith("BASTILLE_")}
     p: Tmux | None = None
     try:
-        session = _live_session(b, "alice")
+        session = _live_session(b, "alice", known)
         t.type("echo before-the-watch\n")
         t.wait_for("before-the-watch\n")
         p = Tmux(cluster.root, [sys.executable, "-m", "gateway", "player", session, "-c",
