@@ -4,7 +4,7 @@ projection (``gateway/policy/_escapes.c``) and its digit-shape gate
 
 The extensions are optional: where no C compiler or Python headers exist the install goes
 on, and the masker uses its pure-Python paths (the same bytes, slower; see
-docs/performance.md). ``BASTILLE_PURE_WHEEL=1`` leaves it out on purpose, for a wheel
+docs/performance.md). ``BASTILLE_PURE_WHEEL=1`` leaves them out on purpose, for a wheel
 that installs on any platform (the Ansible role builds its wheel on the controller,
 which may not be the hosts' platform).
 """
