@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SPLIT = 256 * 1024  # big writes are split into events of this size (<= v1.MAX_EVENT)
+BIG_PIECE = 4096  # events at least this big go to the sink as they are, not copied
 MAX_COMMANDS = 10_000  # commands kept in memory per session for the index
 DELIVERED = -1  # pseudo event type: bytes the user received, hashed, never stored
 
@@ -83,7 +84,7 @@ class SessionState:
         self.on_state: Callable[[str, str], None] = lambda state, reason: None  # thread-safe
         # Encoded chunks the sink has not taken yet, with the raw bytes they consumed.
         # At most one drain's worth: nothing more is encoded while it is not empty.
-        self.outbox: deque[tuple[bytes, int]] = deque()
+        self.outbox: deque[tuple[bytes | list[v1.Piece], int]] = deque()
         self.blocked: str | None = None  # why the sink refuses (cross-thread, read-only)
         self.blocked_since: float | None = None  # monotonic
         self.dropping = False  # continue mode: dropping events while storage is full
@@ -139,7 +140,9 @@ class SessionState:
         """
         assert self.stream is not None
         self.drain_outbox()
-        raw = bytearray()
+        parts: list[v1.Piece] = []  # event headers and small events (copied), big data
+        run = bytearray()  # headers and small events, gathered (big ones are not copied)
+        size = 0
         t_first = -1
         t_last = 0
         pending = self.pending
@@ -158,30 +161,39 @@ class SessionState:
             if t_first < 0:
                 t_first = t_us
             t_last = t_us
-            if len(data) <= SPLIT:
-                raw += v1.EVENT_HDR.pack(etype, t_us, len(data))
-                raw += data
-            else:
-                for i in range(0, len(data), SPLIT):
-                    piece = data[i : i + SPLIT]
-                    raw += v1.EVENT_HDR.pack(etype, t_us, len(piece))
-                    raw += piece
-            if len(raw) >= flush_bytes:
-                self._emit(raw, t_first, t_last, consumed, final=False)
+            view = memoryview(data)
+            for i in range(0, max(len(data), 1), SPLIT):
+                piece = view[i : i + SPLIT]
+                run += v1.EVENT_HDR.pack(etype, t_us, len(piece))
+                if len(piece) < BIG_PIECE:
+                    run += piece
+                else:
+                    parts.append(bytes(run))
+                    run.clear()
+                    parts.append(piece)
+                size += v1.EVENT_HDR.size + len(piece)
+            if size >= flush_bytes:
+                if run:
+                    parts.append(bytes(run))
+                    run.clear()
+                self._emit(parts, t_first, t_last, consumed, final=False)
                 consumed = 0
-                raw = bytearray()
+                parts = []
+                size = 0
                 t_first = -1
-        if raw or (final and self.encoder.frame_open):
-            self._emit(raw, max(t_first, 0), t_last, consumed, final=final)
+        if run:
+            parts.append(bytes(run))
+        if parts or (final and self.encoder.frame_open):
+            self._emit(parts, max(t_first, 0), t_last, consumed, final=final)
         elif consumed:
             self._post(b"", consumed)
         self.drain_outbox()
 
-    def _emit(self, raw: bytearray, t_first: int, t_last: int, consumed: int, *,
+    def _emit(self, parts: list[v1.Piece], t_first: int, t_last: int, consumed: int, *,
               final: bool) -> None:
-        self._post(self.encoder.data(raw, t_first, t_last, final=final), consumed)
+        self._post(self.encoder.data_parts(parts, t_first, t_last, final=final), consumed)
 
-    def _post(self, chunk: bytes, consumed: int) -> None:
+    def _post(self, chunk: bytes | list[v1.Piece], consumed: int) -> None:
         """Queue an encoded chunk (and the raw bytes it consumed) for the sink."""
         if self.outbox or not chunk:
             self.outbox.append((chunk, consumed))
@@ -196,7 +208,7 @@ class SessionState:
             chunk, consumed = self.outbox[0]
             if chunk:
                 try:
-                    self.stream.write(chunk)
+                    self.stream.write_parts([chunk] if isinstance(chunk, bytes) else chunk)
                 except SinkFullError as exc:
                     if self.blocked is None:
                         self.blocked_since = time.monotonic()

@@ -78,8 +78,9 @@ def signed_message(session_id: str, trailer_seq: int, head: bytes) -> bytes:
 # stored blocks (RFC 8878 3.1.1): magic, a descriptor with no content size, checksum or
 # dictionary, a 128 KiB window; blocks of at most 128 KiB, each with a 3-byte header.
 STORE_RATIO = 0.97  # a chunk compressed to at least this share of its size is not worth it
-STORE_MIN = 16 * 1024  # chunks below this are always compressed (interactive output)
-SAMPLE = 4 * 1024  # bytes of a stored chunk compressed to see whether it still pays
+STORE_MIN = 16 * 1024  # chunks below this never start a stored part (interactive output)
+DECIDE_MIN = 512  # chunks below this say nothing of the data's kind (an event or two)
+SAMPLE = 4 * 1024  # bytes of a chunk compressed to see whether compressing it pays
 RAW_BLOCK_MAX = 128 * 1024
 RAW_FRAME_HEADER = b"\x28\xb5\x2f\xfd\x00\x38"  # magic, FHD 0, window 2**17
 
@@ -87,23 +88,30 @@ RAW_FRAME_HEADER = b"\x28\xb5\x2f\xfd\x00\x38"  # magic, FHD 0, window 2**17
 Piece = bytes | bytearray | memoryview  # what a chunk's payload is joined from
 
 
-def _raw_blocks(raw: bytes | bytearray, *, start: bool, last: bool) -> list[Piece]:
-    """``raw`` as zstd raw blocks (with the frame header first when ``start``); the last
-    block carries the frame's Last_Block flag when ``last`` (an empty one if no data)."""
+def _raw_blocks(parts: Sequence[Piece], n: int, *, start: bool, last: bool) -> list[Piece]:
+    """``parts`` (``n`` bytes in all) as zstd raw blocks (with the frame header first
+    when ``start``); the last block carries the frame's Last_Block flag when ``last``
+    (an empty one if no data). The blocks are views of ``parts``: nothing is copied."""
     out: list[Piece] = [RAW_FRAME_HEADER] if start else []
-    n = len(raw)
     if n == 0:
         if last:
             out.append(b"\x01\x00\x00")  # an empty raw block that ends the frame
         return out
-    view = memoryview(raw)
-    pos = 0
-    while pos < n:
-        size = min(RAW_BLOCK_MAX, n - pos)
-        flag = 1 if last and pos + size == n else 0
-        out.append((flag | (size << 3)).to_bytes(3, "little"))
-        out.append(raw if size == n else view[pos : pos + size])  # joined once, later
-        pos += size
+    pos = 0  # bytes of the data in blocks so far
+    block_left = 0  # bytes the current block still takes
+    for part in parts:
+        view = memoryview(part)
+        at, size = 0, len(view)
+        while at < size:
+            if not block_left:
+                block_left = min(RAW_BLOCK_MAX, n - pos)
+                flag = 1 if last and pos + block_left == n else 0
+                out.append((flag | (block_left << 3)).to_bytes(3, "little"))
+            take = min(block_left, size - at)
+            out.append(part if take == size else view[at : at + take])
+            at += take
+            pos += take
+            block_left -= take
     return out
 
 
@@ -123,10 +131,13 @@ class Encoder:
 
     Incompressible data (random bytes, compressed archives, encrypted files) is stored
     in zstd *raw blocks* instead of being run through the compressor, which on such data
-    spends ~1 ms/MiB to save nothing: a part whose first chunk did not shrink below
-    :data:`STORE_RATIO` of its size ends there, and the next parts are raw-block frames
-    while a sample of each chunk (:data:`SAMPLE` bytes, zstd level 1) stays
-    incompressible. Any zstd decoder reads them; nothing in the format changes. At most
+    spends ~2 ms/MiB to save nothing. Each chunk of at least :data:`DECIDE_MIN` bytes is
+    judged by a sample (:data:`SAMPLE` bytes, zstd level 1): a part starts as a raw-block
+    frame when its first chunk (of at least :data:`STORE_MIN` bytes) looks
+    incompressible; a stored part ends after a chunk that looks compressible; a
+    compressed part that meets an incompressible chunk is ended by an empty chunk and
+    the chunk starts a stored part. Smaller chunks (a lone event between bulk data) keep
+    the part's kind. Any zstd decoder reads them; nothing in the format changes. At most
     one chunk of compressible data is stored uncompressed when the data changes kind.
     """
 
@@ -143,7 +154,6 @@ class Encoder:
         self._cctx = zstandard.ZstdCompressor(compression_params=params)
         self._cobj: Any = None
         self._stored = False  # the open part is a raw-block frame
-        self._store_next = False  # the next part starts as a raw-block frame
         self._sampler = zstandard.ZstdCompressor(level=1)
         self._part_raw_bytes = part_raw_bytes
         self._part_raw = 0
@@ -153,36 +163,38 @@ class Encoder:
         self.head = CHAIN_SEED
         self.parts: list[list[int]] = []  # [first data seq, byte offset, t_first_us]
 
-    def _chunk(
+    def _chunk(self, ctype: int, payload: bytes) -> bytes:
+        """One chunk (header, trailer, signature) as bytes."""
+        return b"".join(self._chunk_parts(ctype, (payload,)))
+
+    def _chunk_parts(
         self,
         ctype: int,
-        payload: bytes,
+        pieces: Sequence[Piece],
         *,
-        more: Sequence[Piece] = (),
         flags: int = 0,
         part: int = 0,
         raw_len: int = 0,
         t_first: int = 0,
         t_last: int = 0,
-    ) -> bytes:
-        """One chunk whose payload is ``payload`` then the pieces of ``more`` (joined
-        once, here: a data chunk's payload is copied once, not per concatenation)."""
-        size = len(payload) + sum(len(x) for x in more)
+    ) -> list[Piece]:
+        """One chunk whose payload is ``pieces`` in order, as its pieces (header, the
+        payload's pieces, digest): the sink writes them with one call, and a data
+        chunk's bytes are not copied on their way there."""
+        size = sum(map(len, pieces))
         body = _HDR_BODY.pack(
             CHUNK_MAGIC, ctype, flags, 0, self.seq, part, size, raw_len, t_first, t_last
         )
         hdr = body + _CRC.pack(zlib.crc32(body))
         h = hashlib.sha256(self.head)
         h.update(hdr)
-        h.update(payload)
-        for piece in more:
+        for piece in pieces:
             h.update(piece)
         digest = h.digest()
         self.head = digest
         self.seq += 1
-        out = b"".join((hdr, payload, *more, digest))
-        self.offset += len(out)
-        return out
+        self.offset += len(hdr) + size + len(digest)
+        return [hdr, *pieces, digest]
 
     def begin(self) -> bytes:
         """File header plus the header chunk."""
@@ -191,68 +203,80 @@ class Encoder:
 
     def data(self, raw: bytes | bytearray, t_first: int, t_last: int, *,
              final: bool = False) -> bytes:
-        """One data chunk holding ``raw`` (whole encoded events); ends the part if due."""
+        """One data chunk holding ``raw`` (whole encoded events), as bytes (see
+        :meth:`data_parts`)."""
+        return b"".join(self.data_parts((raw,) if raw else (), t_first, t_last, final=final))
+
+    def data_parts(self, parts: Sequence[Piece], t_first: int, t_last: int, *,
+                   final: bool = False) -> list[Piece]:
+        """One data chunk holding ``parts`` joined (whole encoded events), as pieces to
+        write in order; ends the part if due.
+
+        Where the data is incompressible and a compressed part is open, two chunks: an
+        empty one that ends the compressed frame, then the data starting a stored part.
+        """
+        n = sum(map(len, parts))
+        kind = None if final else self._kind(parts, n)
+        if kind and not self._stored and self._cobj is not None and n >= STORE_MIN:
+            closing = self.data_parts((), t_first, t_first, final=True)  # ends the frame
+            return closing + self.data_parts(parts, t_first, t_last)
         flags = 0
         start = not self.frame_open
         if start:
-            self._stored = self._store_next and len(raw) >= STORE_MIN
+            self._stored = bool(kind) and n >= STORE_MIN
             if not self._stored:
                 self._cobj = self._cctx.compressobj()
             self.part += 1
             self._part_raw = 0
             flags |= FRAME_START
             self.parts.append([self.seq, self.offset, t_first])
-        self._part_raw += len(raw)
+        self._part_raw += n
         end = final or self._part_raw >= self._part_raw_bytes
         if self._stored:
-            if not final and not self._incompressible(raw):
-                end = True  # the data changed kind: the next part is compressed again
-                self._store_next = False
-            blocks = _raw_blocks(raw, start=start, last=end)
+            if kind is False:
+                end = True  # the data changed kind: the next part decides afresh
+            blocks = _raw_blocks(parts, n, start=start, last=end)
             if end:
                 self._stored = False
-            return self._data_chunk(blocks, flags | (FRAME_END if end else 0), raw, t_first,
+            return self._data_chunk(blocks, flags | (FRAME_END if end else 0), n, t_first,
                                     t_last)
-        if start:
-            self._store_next = False
-        payload = self._cobj.compress(raw) if raw else b""
+        raw = parts[0] if len(parts) == 1 else b"".join(parts)
+        payload = self._cobj.compress(raw) if n else b""
         if end:
             tail = self._cobj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
             self._cobj = None
-            return self._data_chunk((payload, tail), flags | FRAME_END, raw, t_first, t_last)
+            return self._data_chunk((payload, tail), flags | FRAME_END, n, t_first, t_last)
         tail = self._cobj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
-        pieces: tuple[Piece, ...] = (payload, tail)
-        if start and len(raw) >= STORE_MIN and (
-            len(payload) + len(tail) >= STORE_RATIO * len(raw)
-        ):
-            # the first chunk of a part did not shrink: end the frame here, and store the
-            # next parts while the data stays incompressible
-            self._store_next = True
-            pieces += (self._cobj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH),)
-            self._cobj = None
-            flags |= FRAME_END
-        return self._data_chunk(pieces, flags, raw, t_first, t_last)
+        return self._data_chunk((payload, tail), flags, n, t_first, t_last)
 
-    def _incompressible(self, raw: bytes | bytearray) -> bool:
-        """A sample of ``raw`` does not shrink at zstd level 1 (a few microseconds)."""
-        if len(raw) < STORE_MIN:
-            return False
-        mid = len(raw) // 2
-        sample = memoryview(raw)[mid : mid + SAMPLE]
-        return len(self._sampler.compress(sample)) >= STORE_RATIO * len(sample)
+    def _kind(self, parts: Sequence[Piece], n: int) -> bool | None:
+        """Whether the data looks incompressible: a sample of it (its middle
+        :data:`SAMPLE` bytes, or all of a shorter chunk) does not shrink below
+        :data:`STORE_RATIO` at zstd level 1 (a few microseconds). None for chunks too
+        small to tell."""
+        if n < DECIDE_MIN:
+            return None
+        mid = max(0, n // 2 - SAMPLE // 2)
+        sample: list[Piece] = []
+        want = min(SAMPLE, n)
+        for part in parts:
+            size = len(part)
+            if mid >= size:
+                mid -= size
+                continue
+            piece = memoryview(part)[mid : mid + want]
+            sample.append(piece)
+            want -= len(piece)
+            mid = 0
+            if not want:
+                break
+        data = sample[0] if len(sample) == 1 else b"".join(sample)
+        return len(self._sampler.compress(data)) >= STORE_RATIO * len(data)
 
-    def _data_chunk(self, pieces: Sequence[Piece], flags: int,
-                    raw: bytes | bytearray, t_first: int, t_last: int) -> bytes:
-        return self._chunk(
-            DATA,
-            b"",
-            more=pieces,
-            flags=flags,
-            part=self.part,
-            raw_len=len(raw),
-            t_first=t_first,
-            t_last=t_last,
-        )
+    def _data_chunk(self, pieces: Sequence[Piece], flags: int, raw_len: int,
+                    t_first: int, t_last: int) -> list[Piece]:
+        return self._chunk_parts(DATA, pieces, flags=flags, part=self.part,
+                                 raw_len=raw_len, t_first=t_first, t_last=t_last)
 
     @property
     def frame_open(self) -> bool:

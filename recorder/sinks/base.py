@@ -39,6 +39,7 @@ import re
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -235,6 +236,31 @@ class FdSource:
 CACHE_PAGE = 4096  # what the page-cache advice is aligned to
 
 
+IOV_MAX = 1024  # buffers per writev call (POSIX guarantees at least 16; Linux takes 1024)
+
+
+def write_parts(fd: int, parts: Sequence[bytes | bytearray | memoryview], done: list[int]
+                ) -> None:
+    """Write ``parts`` in order to ``fd`` with ``os.writev`` (one system call for a
+    chunk's header, data and digest: nothing is joined first), resuming after short
+    writes. ``done[0]`` counts the bytes written, for an undo after an ``OSError``."""
+    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    i = 0
+    while i < len(views):
+        n = os.writev(fd, views[i : i + IOV_MAX])
+        if n <= 0:
+            raise OSError(errno.EIO, "write returned no progress")
+        done[0] += n
+        while n:
+            size = len(views[i])
+            if n >= size:
+                n -= size
+                i += 1
+            else:
+                views[i] = views[i][n:]
+                n = 0
+
+
 def drop_cached(fd: int, start: int, end: int) -> int:
     """Drop the whole pages of ``[start, end)`` of a file from the page cache (advice,
     ``POSIX_FADV_DONTNEED``: bytes written once and made durable or uploaded, so that
@@ -285,6 +311,12 @@ class SinkStream(ABC):
     @abstractmethod
     def write(self, data: bytes) -> None:
         """Append bytes. May buffer; raises SinkError if the data cannot be accepted."""
+
+    def write_parts(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        """Append ``parts`` in order, all or nothing, like ``write`` of their join.
+        Default: that join; sinks that write files override it to write them as
+        they are."""
+        self.write(b"".join(parts))
 
     @abstractmethod
     def flush(self) -> None:

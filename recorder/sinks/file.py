@@ -40,6 +40,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from recorder.errors import SinkError, SinkFullError
@@ -54,6 +55,7 @@ from recorder.sinks.base import (
     drop_cached,
     replace_tail,
     validate_name,
+    write_parts,
 )
 
 log = logging.getLogger(__name__)
@@ -91,19 +93,21 @@ class _FileStream(SinkStream):
         self._lock = threading.Lock()
 
     def write(self, data: bytes) -> None:
+        self.write_parts((data,))
+
+    def write_parts(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        size = sum(map(len, parts))
         with self._lock:
             if self._closed:
                 raise SinkError(f"recording {self._name} is closed")
             if self._size:  # the header always goes in: the session may start
-                self._sink.free.check(len(data), f"the recordings directory {self._sink.directory}")
-            view = memoryview(data)
+                self._sink.free.check(size, f"the recordings directory {self._sink.directory}")
+            done = [0]
             try:
-                while view:
-                    n = os.write(self._fd, view)
-                    view = view[n:]
-                    self._size += n
+                write_parts(self._fd, parts, done)
             except OSError as exc:
-                self._undo_partial(len(data) - len(view))
+                self._size += done[0]
+                self._undo_partial(done[0])
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     self._sink.free.full()
                     raise SinkFullError(
@@ -113,7 +117,8 @@ class _FileStream(SinkStream):
                 raise SinkError(
                     f"cannot write recording {self._path}: {describe_os_error(exc)}"
                 ) from exc
-            self._sink.free.used(len(data))
+            self._size += size
+            self._sink.free.used(size)
 
     def _undo_partial(self, written: int) -> None:
         if not written:

@@ -58,12 +58,19 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from recorder.errors import SinkError, SinkFullError, SpoolFullError
-from recorder.sinks.base import FreeSpace, describe_os_error, drop_cached, replace_tail
+from recorder.sinks.base import (
+    FreeSpace,
+    describe_os_error,
+    drop_cached,
+    replace_tail,
+    write_parts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -468,7 +475,13 @@ class Spool:
         return entry
 
     def append(self, entry: SpoolEntry, data: bytes) -> None:
-        """Append bytes to an open entry, within the cap and the low-water mark.
+        """Append bytes to an open entry (see :meth:`append_parts`)."""
+        self.append_parts(entry, (data,))
+
+    def append_parts(self, entry: SpoolEntry,
+                     parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        """Append ``parts`` (in order) to an open entry, within the cap and the
+        low-water mark.
 
         Raises:
             SpoolFullError: the backlog would exceed the cap; nothing was written.
@@ -476,7 +489,7 @@ class Spool:
                 written.
             SinkError: another I/O error; nothing was written.
         """
-        n = len(data)
+        n = sum(map(len, parts))
         first = entry.size == 0  # the header: always accepted so the session can start
         with self._lock:
             over = self._backlog + self._foreign + n > self.cap_bytes
@@ -493,24 +506,22 @@ class Spool:
         try:
             if not first:
                 self._free.check(n, f"the spool {self.directory}")
-            self._write(entry, data)
+            self._write(entry, parts, n)
         except BaseException:
             with self._lock:
                 self._backlog -= n
             raise
 
-    def _write(self, entry: SpoolEntry, data: bytes) -> None:
-        n = len(data)
+    def _write(self, entry: SpoolEntry, parts: Sequence[bytes | bytearray | memoryview],
+               n: int) -> None:
         with entry.lock:
             if entry._wfd is None or entry.finished:
                 raise SinkError(f"recording {entry.name} is closed")
-            view = memoryview(data)
-            written = 0
+            done = [0]
             try:
-                while written < n:
-                    written += os.write(entry._wfd, view[written:])
+                write_parts(entry._wfd, parts, done)
             except OSError as exc:
-                if written:
+                if done[0]:
                     with contextlib.suppress(OSError):
                         os.ftruncate(entry._wfd, entry.size)
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -50,7 +50,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -136,10 +136,13 @@ class _SpooledStream(SinkStream):
         self._closed = False
 
     def write(self, data: bytes) -> None:
+        self.write_parts((data,))
+
+    def write_parts(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
         if self._closed:
             raise SinkError(f"recording {self._entry.name} is closed")
         try:
-            self._sink._spool.append(self._entry, data)
+            self._sink._spool.append_parts(self._entry, parts)
         except SinkFullError:
             self._sink._note_full()
             raise

@@ -92,7 +92,8 @@ def _forged_chunk(payload: bytes, raw_len: int, length: int | None = None) -> by
     """A recording whose chain is valid but whose data chunk lies about its sizes."""
     enc = v1.Encoder({"session_id": "bomb"})
     out = enc.begin()
-    out += enc._chunk(v1.DATA, payload, flags=v1.FRAME_START | v1.FRAME_END, raw_len=raw_len)
+    out += b"".join(enc._chunk_parts(v1.DATA, (payload,), flags=v1.FRAME_START | v1.FRAME_END,
+                                     raw_len=raw_len))
     if length is not None:  # patch the length field (and header checksum) after the fact
         import zlib
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from recorder_helpers import make_header
 
@@ -51,15 +52,15 @@ def test_running_recorder_is_ok_then_paused_sessions_are_failing(tmp_path: Path)
 
         stream = s._s.stream
         assert stream is not None
-        real_write = stream.write
+        real_write = stream.write_parts
         gate = threading.Event()
 
-        def full(data: bytes) -> None:
+        def full(parts: Any) -> None:
             if not gate.is_set():
                 raise SinkFullError("disk full (no space left on device); it waits for space")
-            real_write(data)
+            real_write(parts)
 
-        stream.write = full  # type: ignore[method-assign]
+        stream.write_parts = full  # type: ignore[method-assign]
         s.output(os.urandom(300_000))
         await asyncio.sleep(6.5)  # paused for more than 5 s: failing
         results["paused"] = await loop.run_in_executor(None, _status, data)
