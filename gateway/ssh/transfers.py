@@ -88,16 +88,70 @@ class Hold:
 Gate = Callable[[str, str], "str | Hold | None"]
 
 
+def _whole_data(h: _Handle, offset: int, p: memoryview, pos: int, direction: str) -> None:
+    """The data string at ``pos`` of a whole packet, for ``h``; a string that does not fit
+    its packet makes the file's digest unknown (the size still counts what came)."""
+    (n,) = struct.unpack_from(">I", p, pos)
+    if pos + 4 + n != len(p):
+        h.in_order = False
+        n = max(0, min(n, len(p) - pos - 4))
+    h.add(offset, p[pos + 4:pos + 4 + n], direction)
+
+
+class _Forward:
+    """What a call forwards: ranges of the caller's buffer (contiguous ones merged), and
+    bytes kept from earlier calls. One range covering the whole buffer is the buffer
+    itself: the bulk of an upload is forwarded without a copy."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self._parts: list[bytes | memoryview] = []
+        self._a = self._b = -1
+
+    def span(self, a: int, b: int) -> None:
+        if a == self._b:
+            self._b = b
+            return
+        self._close()
+        self._a, self._b = a, b
+
+    def extra(self, blob: bytes) -> None:
+        if blob:
+            self._close()
+            self._parts.append(blob)
+
+    def _close(self) -> None:
+        if self._b > self._a:
+            self._parts.append(memoryview(self.data)[self._a:self._b])
+        self._a = self._b = -1
+
+    def result(self) -> bytes:
+        if not self._parts and self._a == 0 and self._b == len(self.data):
+            return self.data
+        self._close()
+        return b"".join(self._parts)
+
+
+_BULK = ((_WRITE,), (_DATA,))  # per side (client, server): packets whose data is streamed
+_MAX_HANDLE = 256  # SFTP handles are at most 256 bytes (draft-ietf-secsh-filexfer-02 3)
+
+
 class SftpTap:
     """Watches an SFTP session; calls ``on_transfer``/``on_op`` as files complete.
 
     With a ``gate``, client requests that name a path (open, remove, rename, mkdir...) are
     decided before they reach the target: a refused request is dropped and answered with
     ``SSH_FX_PERMISSION_DENIED`` and the reason. Use :meth:`filter_client` then, which
-    returns the bytes to forward (whole packets only) and the replies for the client.
+    returns the bytes to forward and the replies for the client. A request the gate
+    decides is forwarded only whole, once decided; other packets are forwarded as their
+    bytes arrive (their kind, in their first five bytes, says they need no decision).
     A request the gate holds (:class:`Hold`) stops the stream: it and every later client
     byte stay in the tap (``held`` is set) until :meth:`release` says yes or no, so the
     order of requests is kept. The caller stops reading from the client meanwhile.
+
+    File data (client ``WRITE``, server ``DATA``) is not copied: only packet headers and
+    small packets are gathered; the data goes from the caller's buffer to the file's
+    digest.
     """
 
     def __init__(self, on_transfer: Callable[[Transfer], None],
@@ -106,8 +160,13 @@ class SftpTap:
         self._on_transfer = on_transfer
         self._on_op = on_op
         self._gate = gate
-        self._pending = bytearray()  # client bytes not yet forming a whole packet
-        self._bufs = (bytearray(), bytearray())  # client->server, server->client
+        self._head = (bytearray(), bytearray())  # per side: the packet (or header) so far
+        self._need = [5, 5]  # per side: bytes of the head to gather before the next step
+        self._left = [0, 0]  # per side: bytes of streamed file data still to come
+        self._into: list[_Handle | None] = [None, None]  # per side: whose data it is
+        self._at = [0, 0]  # per side: the file offset of the next streamed byte
+        self._passing = False  # client side: its current packet is forwarded as it comes
+        self._queued = bytearray()  # client bytes behind a held request
         self._opens: dict[int, str] = {}
         self._reads: dict[int, tuple[bytes, int]] = {}
         self._handles: dict[bytes, _Handle] = {}
@@ -115,37 +174,27 @@ class SftpTap:
         self.held: Hold | None = None  # a request waiting for a decision
 
     def from_client(self, data: bytes) -> None:
-        self._feed(0, data)
+        if not self.broken:
+            self._feed(0, data, None)
+
+    def from_server(self, data: bytes) -> None:
+        if not self.broken:
+            self._feed(1, data, None)
 
     def filter_client(self, data: bytes) -> tuple[bytes, bytes]:
-        """Gate whole client packets: return (bytes for the target, replies for the user)."""
+        """Gate client packets: return (bytes for the target, replies for the user)."""
         if self._gate is None or self.broken:
-            self._feed(0, data)
+            self.from_client(data)
             return data, b""
-        buf = self._pending
-        buf += data
-        forward = bytearray()
+        if self.held is not None:
+            self._queued += data
+            return b"", b""
+        out = _Forward(data)
         replies = bytearray()
-        while len(buf) >= 4 and self.held is None:
-            (length,) = struct.unpack_from(">I", buf, 0)
-            if length < 1 or length > MAX_PACKET:
-                self.broken = True  # not SFTP as we know it: fail closed, forward nothing
-                buf.clear()
-                raise ValueError("unparseable SFTP stream")
-            if len(buf) < 4 + length:
-                break
-            packet = bytes(buf[:4 + length])
-            refusal = self._check(packet)
-            if isinstance(refusal, Hold):
-                self.held = refusal  # the packet stays first in the buffer
-                break
-            del buf[:4 + length]
-            if refusal is None:
-                forward += packet
-                self._feed(0, packet)
-            else:
-                replies += _status(packet, refusal)
-        return bytes(forward), bytes(replies)
+        rest = self._feed(0, data, out, replies)
+        if rest < len(data):  # a request is held: the bytes after it wait
+            self._queued += memoryview(data)[rest:]
+        return out.result(), bytes(replies)
 
     def release(self, refusal: str | None) -> tuple[bytes, bytes]:
         """Decide the held request (None: forward it; else refuse it with this message)
@@ -154,17 +203,163 @@ class SftpTap:
         if self.held is None:
             return b"", b""
         self.held = None
-        buf = self._pending
-        (length,) = struct.unpack_from(">I", buf, 0)
-        packet = bytes(buf[:4 + length])
-        del buf[:4 + length]
+        packet = bytes(self._head[0])
+        self._reset(0)
         if refusal is None:
-            self._feed(0, packet)
+            self._packet(0, packet)
             head, tail = packet, b""
         else:
             head, tail = b"", _status(packet, refusal)
-        forward, replies = self.filter_client(b"")
+        queued, self._queued = bytes(self._queued), bytearray()
+        forward, replies = self.filter_client(queued)
         return head + forward, tail + replies
+
+    def close(self) -> None:
+        """End of session: report files left open (a client that vanished mid-transfer)."""
+        for handle in list(self._handles):
+            self._finish(handle)
+
+    # ------------------------------------------------------------------ parsing
+
+    def _reset(self, side: int) -> None:
+        self._head[side].clear()
+        self._need[side] = 5
+        if side == 0:
+            self._passing = False
+
+    def _feed(self, side: int, data: bytes, out: _Forward | None,
+              replies: bytearray | None = None) -> int:
+        """Parse ``data`` (one side); with ``out``, decide and forward client packets.
+        Returns how far it got: ``len(data)``, or where a held request stopped it."""
+        view = memoryview(data)
+        head = self._head[side]
+        n = len(view)
+        pos = 0
+        while pos < n:
+            if self._left[side]:
+                pos = self._file_data(side, view, pos, out)
+                continue
+            take = min(self._need[side] - len(head), n - pos)
+            head += view[pos:pos + take]
+            if out is not None and self._passing:  # (out: the client side)
+                out.span(pos, pos + take)
+            pos += take
+            if len(head) < self._need[side]:
+                break
+            try:
+                done = self._step(side, head, out, pos, take)
+            except ValueError:
+                self.broken = True
+                head.clear()
+                if out is not None:
+                    raise ValueError("unparseable SFTP stream") from None
+                return n
+            if done and out is not None and replies is not None:
+                if not self._decide(out, replies):
+                    return pos  # held: the request stays in the head
+        return n
+
+    def _file_data(self, side: int, view: memoryview, pos: int, out: _Forward | None) -> int:
+        """File data of a WRITE or DATA: from the buffer to the file's digest (and the
+        target), no copy. Returns the position after it."""
+        left = self._left[side]
+        take = min(left, len(view) - pos)
+        h = self._into[side]
+        if h is not None:
+            h.add(self._at[side], view[pos:pos + take], "upload" if side == 0 else "download")
+            self._at[side] += take
+        if out is not None:
+            out.span(pos, pos + take)
+        self._left[side] = left - take
+        if take == left:
+            self._into[side] = None
+        return pos + take
+
+    def _step(self, side: int, head: bytearray, out: _Forward | None, pos: int,
+              take: int) -> bool:
+        """The head holds ``need`` bytes: go on. True when it holds a whole packet that
+        waits for the gate's decision (client side, with ``out``)."""
+        if len(head) == 5:
+            (length,) = struct.unpack_from(">I", head, 0)
+            if length < 1 or length > MAX_PACKET:
+                raise ValueError("bad packet length")
+            kind = head[4]
+            bulk = kind in _BULK[side] and length > 9
+            self._need[side] = 13 if bulk else 4 + length
+            if out is not None and _POLICY_OPS.get(kind) is None:
+                self._passing = True  # no decision needed: forward it as it comes
+                out.extra(bytes(head[:5 - take]))  # its first bytes came in an earlier call
+                out.span(pos - take, pos)
+            if self._need[side] > 5:
+                return False
+        (length,) = struct.unpack_from(">I", head, 0)
+        kind = head[4]
+        if len(head) < 4 + length and kind in _BULK[side]:
+            if self._bulk_header(side, head, length):
+                return False
+        if len(head) < 4 + length:  # not streamable after all: gather it whole
+            self._need[side] = 4 + length
+            return False
+        if out is not None and not self._passing:
+            return True  # a whole request for the gate
+        self._packet(side, head)
+        self._reset(side)
+        return False
+
+    def _bulk_header(self, side: int, head: bytearray, length: int) -> bool:
+        """A WRITE/DATA header is in: stream the rest. False: gather the packet whole."""
+        (req,) = struct.unpack_from(">I", head, 5)
+        (n,) = struct.unpack_from(">I", head, 9)
+        if side == 1:  # DATA: id, data
+            if 9 + n != length:
+                return False
+            read = self._reads.pop(req, None)
+            h = self._handles.get(read[0]) if read is not None else None
+            at = read[1] if read is not None else 0
+        else:  # WRITE: id, handle, offset, data
+            if n > _MAX_HANDLE or 25 + n > 4 + length:
+                return False
+            if len(head) < 25 + n:
+                self._need[side] = 25 + n
+                return True
+            handle = bytes(head[13:13 + n])
+            (at,) = struct.unpack_from(">Q", head, 13 + n)
+            (size,) = struct.unpack_from(">I", head, 21 + n)
+            if 21 + n + size != length:
+                return False
+            h = self._handles.get(handle)
+            n = size
+        self._into[side] = h
+        self._at[side] = at
+        self._left[side] = n
+        if n == 0 and h is not None:
+            h.add(at, b"", "upload" if side == 0 else "download")
+        self._reset(side)
+        return True
+
+    def _decide(self, out: _Forward, replies: bytearray) -> bool:
+        """The client's head is a whole request the gate decides; False if it holds."""
+        packet = bytes(self._head[0])
+        refusal = self._check(packet)
+        if isinstance(refusal, Hold):
+            self.held = refusal  # the packet stays in the head
+            return False
+        self._reset(0)
+        if refusal is None:
+            out.extra(packet)
+            self._packet(0, packet)
+        else:
+            replies += _status(packet, refusal)
+        return True
+
+    def _packet(self, side: int, head: bytes | bytearray) -> None:
+        packet = memoryview(head)[4:]
+        try:
+            (self._client_packet if side == 0 else self._server_packet)(packet)
+        except (ValueError, struct.error):
+            pass  # one odd packet must not stop the session; skip it
+        finally:
+            packet.release()
 
     def _check(self, packet: bytes) -> str | Hold | None:
         assert self._gate is not None
@@ -185,36 +380,6 @@ class SftpTap:
             op = "put" if pflags & _FXF_WRITE else "get"
         return self._gate(op, text)
 
-    def from_server(self, data: bytes) -> None:
-        self._feed(1, data)
-
-    def close(self) -> None:
-        """End of session: report files left open (a client that vanished mid-transfer)."""
-        for handle in list(self._handles):
-            self._finish(handle)
-
-    def _feed(self, side: int, data: bytes) -> None:
-        if self.broken:
-            return
-        buf = self._bufs[side]
-        buf += data
-        while len(buf) >= 4:
-            (length,) = struct.unpack_from(">I", buf, 0)
-            if length < 1 or length > MAX_PACKET:
-                self.broken = True
-                buf.clear()
-                return
-            if len(buf) < 4 + length:
-                return
-            packet = memoryview(buf)[4:4 + length]
-            try:
-                (self._client_packet if side == 0 else self._server_packet)(packet)
-            except (ValueError, struct.error):
-                pass  # one odd packet must not stop the session; skip it
-            finally:
-                packet.release()
-            del buf[:4 + length]
-
     def _client_packet(self, p: memoryview) -> None:
         kind = p[0]
         if kind == _INIT:
@@ -223,13 +388,12 @@ class SftpTap:
         if kind == _OPEN:
             path, _ = _string(p, 5)
             self._opens[req] = path.decode("utf-8", "replace")
-        elif kind == _WRITE:
+        elif kind == _WRITE:  # a small or odd WRITE, gathered whole
             handle, pos = _string(p, 5)
             (offset,) = struct.unpack_from(">Q", p, pos)
-            (n,) = struct.unpack_from(">I", p, pos + 8)
             h = self._handles.get(handle)
             if h is not None:
-                h.add(offset, p[pos + 12:pos + 12 + n], "upload")
+                _whole_data(h, offset, p, pos + 8, "upload")
         elif kind == _READ:
             handle, pos = _string(p, 5)
             (offset,) = struct.unpack_from(">Q", p, pos)
@@ -255,13 +419,11 @@ class SftpTap:
             if path is not None and len(self._handles) < 1024:
                 handle, _ = _string(p, 5)
                 self._handles[handle] = _Handle(path)
-        elif kind == _DATA:
+        elif kind == _DATA:  # a small or odd DATA, gathered whole
             read = self._reads.pop(req, None)
-            if read is not None:
-                h = self._handles.get(read[0])
-                if h is not None:
-                    (n,) = struct.unpack_from(">I", p, 5)
-                    h.add(read[1], p[9:9 + n], "download")
+            h = self._handles.get(read[0]) if read is not None else None
+            if h is not None and read is not None:
+                _whole_data(h, read[1], p, 5, "download")
         else:
             self._opens.pop(req, None)
             self._reads.pop(req, None)
@@ -294,12 +456,14 @@ class ScpTap:
     def feed(self, data: bytes) -> None:
         """Feed the direction that carries file data (client for -t, server for -f)."""
         view = memoryview(data)
-        while view:
+        pos, n = 0, len(data)
+        while pos < n:
             if self._remaining > 0 and self._current is not None:
-                take = view[:self._remaining]
-                self._current.add(self._current.next_offset, take, self.direction)
-                self._remaining -= len(take)
-                view = view[len(take):]
+                take = min(self._remaining, n - pos)
+                self._current.add(self._current.next_offset, view[pos:pos + take],
+                                  self.direction)
+                self._remaining -= take
+                pos += take
                 if self._remaining == 0:
                     h, self._current = self._current, None
                     self._on_transfer(Transfer(h.path, self.direction, h.size,
@@ -308,15 +472,16 @@ class ScpTap:
                 continue
             if self._skip_ack:  # the \0 after file content
                 self._skip_ack = False
-                view = view[1:]
+                pos += 1
                 continue
-            nl = bytes(view).find(b"\n")
+            nl = data.find(b"\n", pos)
             if nl < 0:
                 if len(self._line) < 4096:
-                    self._line += view
+                    self._line += view[pos:pos + 4096 - len(self._line)]
                 return
-            self._line += view[:nl]
-            view = view[nl + 1:]
+            if len(self._line) < 4096:
+                self._line += view[pos:min(nl, pos + 4096 - len(self._line))]
+            pos = nl + 1
             self._header(self._line.decode("utf-8", "replace"))
             self._line.clear()
 
