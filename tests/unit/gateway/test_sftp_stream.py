@@ -5,7 +5,8 @@ small packets are. These tests build random SFTP conversations (uploads, downloa
 of order reads, odd packets, refused and held requests), feed them cut at random points
 (inside length fields, headers, handles and data), and check what a user of the tap sees:
 the transfers reported (path, direction, size, sha256), the bytes forwarded to the target
-and the replies, the same as when each packet arrives whole.
+and the replies, the same as when each packet arrives whole. The legacy scp tap
+(``scp -O``) is cut the same way.
 """
 
 from __future__ import annotations
@@ -235,3 +236,47 @@ def test_held_request_keeps_the_upload_behind_it() -> None:
     assert tap.filter_client(write[20000:]) == (b"", b"")
     f, r = tap.release(None)
     assert f == op + write and r == b"" and tap.held is None
+
+
+def _legacy_stream(rng: random.Random) -> tuple[bytes, list[tuple[str, int, str]]]:
+    """An ``scp -r -t /srv/in`` upload: directories, files (some empty), acks."""
+    out, want, dirs = bytearray(), [], []
+    for i in range(rng.randint(1, 6)):
+        if rng.random() < 0.3:
+            d = f"d{i}"
+            dirs.append(d)
+            out += f"D0755 0 {d}\n".encode()
+        content = rng.randbytes(rng.choice([0, 1, 10, 5000, 70000]))
+        name = f"f{i} with space.bin"
+        out += f"C0644 {len(content)} {name}\n".encode() + content + b"\0"
+        # (the tap's naming: into a directory sent with -r, else the target itself)
+        path = "/".join(["/srv/in", *dirs, name]) if dirs else "/srv/in"
+        want.append((path, len(content), hashlib.sha256(content).hexdigest()))
+        if dirs and rng.random() < 0.5:
+            dirs.pop()
+            out += b"E\n"
+    return bytes(out), want
+
+
+def test_legacy_scp_cut_anywhere() -> None:
+    from gateway.ssh.transfers import ScpTap
+
+    for seed in range(200):
+        rng = random.Random(seed)
+        stream, want = _legacy_stream(rng)
+        seen: list[Transfer] = []
+        tap = ScpTap("scp -r -t /srv/in", seen.append)
+        for piece in _cuts(rng, stream):
+            tap.feed(piece)
+        assert [(t.path, t.size, t.sha256) for t in seen] == want, seed
+        assert all(t.direction == "upload" and t.protocol == "scp" for t in seen)
+
+
+def test_legacy_scp_overlong_header_is_bounded() -> None:
+    """A header line with no newline for megabytes is not gathered past 4 KiB."""
+    from gateway.ssh.transfers import ScpTap
+
+    tap = ScpTap("scp -t /srv/x", lambda t: None)
+    for _ in range(100):
+        tap.feed(b"C" * 100_000)
+    assert len(tap._line) <= 4096
