@@ -17,6 +17,7 @@ import struct
 from dataclasses import dataclass, field
 
 import pytest
+from test_sftp_gate import _status_ids
 
 from gateway.ssh.transfers import MAX_PACKET, FileOp, Hold, SftpTap, Transfer
 
@@ -171,13 +172,7 @@ def test_random_conversations_cut_anywhere(gated: bool) -> None:
             kept = b"".join(d for s, d in c.steps if s == 0 and not (
                 d[4] == _OPEN and struct.unpack_from(">I", d, 5)[0] in c.denied))
             assert forward == kept, seed
-            ids = []
-            while replies:
-                (n,) = struct.unpack_from(">I", replies)
-                assert replies[4] == _STATUS
-                ids.append(struct.unpack_from(">I", replies, 5)[0])
-                replies = replies[4 + n:]
-            assert set(ids) == c.denied, seed
+            assert set(_status_ids(replies)) == c.denied, seed
 
 
 def test_file_data_is_forwarded_without_a_copy() -> None:
