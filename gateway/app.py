@@ -74,6 +74,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bastille.app")
 
+#: at the end of a stop, how long clients whose sessions ended get to close by themselves
+CLIENTS_LEAVE_S = 2.0
+
 
 class GatewayApp:
     """The gateway process; implements :class:`gateway.core.services.Services`.
@@ -433,8 +436,11 @@ class GatewayApp:
                     watchdog.cancel()
 
     async def _wait_tasks(self, timeout: float) -> None:  # noqa: ASYNC109 - a drain budget
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
+        """Wait up to ``timeout`` for every task, those spawned meanwhile too (a session
+        whose login was under way when the drain began starts after it)."""
+        deadline = self.clock() + timeout
+        while self._tasks and (left := deadline - self.clock()) > 0:
+            await asyncio.wait(set(self._tasks), timeout=left)
 
     async def shutdown(self) -> None:
         """Stop accepting, drain, tell and end the rest, finalize every recording."""
@@ -468,6 +474,9 @@ class GatewayApp:
         for task in list(self._tasks):
             task.cancel()
         await self._wait_tasks(5)
+        # a client leaves once its exit status came; cutting the connection first can reach
+        # it in the same read and turn that status into ssh's 255 "Disconnected"
+        await self.ssh.let_clients_leave(CLIENTS_LEAVE_S)
         await self.ssh.aclose()
         if rdp_stop is not None:
             await rdp_stop

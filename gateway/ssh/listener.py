@@ -7,6 +7,7 @@ root and never reaches back into the application.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 
@@ -123,6 +124,16 @@ class SshListener:
         for server in list(self.ctx.connections):
             for session in list(server.conn_ctx.sessions if server.conn_ctx else ()):
                 session.terminate(reason)
+
+    async def let_clients_leave(self, timeout: float) -> None:  # noqa: ASYNC109 - a budget
+        """Wait up to ``timeout`` for the users' connections to close by themselves (an
+        ssh client closes its connection when its last channel has ended)."""
+        closing = [asyncio.ensure_future(server.conn_ctx.conn.wait_closed())
+                   for server in self.ctx.connections if server.conn_ctx is not None]
+        if closing:
+            _, pending = await asyncio.wait(closing, timeout=timeout)
+            for waiter in pending:
+                waiter.cancel()
 
     async def aclose(self) -> None:
         """Close every user connection and the built-in targets (their processes end)."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import time
 
+import asyncssh
 import pytest
 
 from tests.e2e.rig import Rig
@@ -48,6 +50,38 @@ def test_sigterm_drains_running_sessions(make_gateway) -> None:  # type: ignore[
     events = _audit(g)
     assert any(e["kind"] == "session.end" and e["detail"].get("exit_status") == 0 for e in events)
     assert events[-1]["kind"] == "gateway" and events[-1]["detail"]["event"] == "stop"
+
+
+def test_drain_lets_a_client_leave_before_cutting_its_connection(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    """The stop does not cut a connection the moment its last session has ended: its
+    client gets a moment to close it. (OpenSSH turns a disconnect that comes in the same
+    read as the exit status into "Disconnected by application" and exit 255.) Here the
+    client stays 1 s after its exit status and then leaves; the gateway still stops at
+    once after it, without the 5 s drain budget."""
+    g: Rig = make_gateway()
+    assert g.gateway.proc is not None
+    proc = g.gateway.proc
+
+    async def client() -> tuple[int | None, str, bool, float]:
+        async with asyncssh.connect("127.0.0.1", g.gateway.port, username="alice",
+                                    known_hosts=None, client_keys=[str(g.keys["alice"])],
+                                    agent_path=None) as conn:
+            running = await conn.create_process("web1 -- sleep 1; echo drained")
+            await asyncio.sleep(0.5)
+            proc.terminate()
+            done = await running.wait(check=False, timeout=20)
+            ended = time.monotonic()
+            try:  # the connection stays open for us
+                await asyncio.wait_for(conn.wait_closed(), 1.0)
+                cut = True
+            except TimeoutError:
+                cut = False
+        return done.exit_status, str(done.stdout), cut, ended
+
+    status, out, cut, ended = asyncio.run(client())
+    assert (status, out, cut) == (0, "drained\n", False)
+    assert proc.wait(20) == 0
+    assert time.monotonic() - ended < 4.5  # left at once after the client closed
 
 
 def test_sessions_past_drain_timeout_are_told(make_gateway) -> None:  # type: ignore[no-untyped-def]
