@@ -46,7 +46,12 @@ class FastGcmEncryption(asyncssh.encryption.GCMEncryption):
         return nonce
 
     def encrypt_packet(self, seq: int, header: bytes, packet: bytes) -> tuple[bytes, bytes]:
-        return header + self._aead.encrypt(self._nonce(), packet, header), b""
+        return header + self.seal(header, packet), b""
+
+    def seal(self, header: bytes, packet: bytes) -> bytes:
+        """The ciphertext and tag of the next packet (what follows ``header`` on the
+        wire): a caller that writes the header apart saves copying the packet."""
+        return self._aead.encrypt(self._nonce(), packet, header)
 
     def decrypt_packet(self, seq: int, first: bytes, rest: bytes, header_len: int,
                        mac: bytes) -> bytes | None:

@@ -36,7 +36,9 @@ And less work per packet, for the same behaviour:
   concatenations (type, payload, padding); on a keyed, authenticated AES-GCM connection
   with nothing due (no rekey, no compression) the gateway's connections build the same
   packet (same padding rule, random padding, sequence numbers, rekey byte count) with
-  one, and encrypt it with ``gateway.ssh.gcm``. Anything else goes through asyncssh.
+  one, and encrypt it with ``gateway.ssh.gcm``; its 4-byte length header and its
+  ciphertext go to the turn's write as two pieces (no copy of the packet to put the
+  header in front). Anything else goes through asyncssh.
 * **Random padding is drawn a block at a time.** asyncssh calls ``os.urandom`` (a
   ``getrandom`` system call) for the 4-19 padding bytes of every packet; the AES-GCM
   path above takes them from a 4 KiB block of ``os.urandom`` per connection
@@ -219,8 +221,10 @@ class FewerWrites:
             padding = self._padding = RandomPadding()
         body = b"".join((bytes((padlen, pkttype)), *args, padding.take(padlen)))
         seq = self._send_seq
-        packet, _ = enc.encrypt_packet(seq, len(body).to_bytes(4, "big"), body)
-        self._send(packet)
+        header = len(body).to_bytes(4, "big")
+        sealed = enc.seal(header, body)
+        self._send(header)  # two pieces of one write: no copy to prefix the header
+        self._send(sealed)
         self._send_seq = (seq + 1) & 0xFFFFFFFF
         self._rekey_bytes_sent += len(body)
         if _SSHLogger._debug_level >= 3:
