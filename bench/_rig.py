@@ -132,6 +132,11 @@ class TreeMeter:
         """CPU used since the meter started (processes alive then: from that point)."""
         return sum(last - first for first, last in self._seen.values())
 
+    def now(self) -> float:
+        """:attr:`seconds` as of now (a sample taken at once, while the meter runs)."""
+        self._sample()
+        return self.seconds
+
 
 def tree_cpu_seconds(root: int) -> float:
     """CPU time of a process tree: every live process below ``root`` (its worker and

@@ -21,8 +21,9 @@ Columns: MiB/s for each path; bastille's ratio to direct and to the OpenSSH rela
 CPU milliseconds per MiB moved of the relaying processes: for the relay, its sshd and
 every process under it (per-connection sshd, the ssh client), for bastille the gateway's
 whole process tree (the serving process, SSH workers, the recording writer), counted
-until the gateway is idle again, so it includes the recording's after-close work. The
-client, the target's sshd and the command are not counted for either. Before each timed
+until the gateway is idle again, so it includes the recording's after-close work
+(gw-ms/MiB); gw-live is the part of it used while the transfer ran (before that work).
+The client, the target's sshd and the command are not counted for either. Before each timed
 cell the gateway is left to go idle, so one cell's background work does not slow the
 next. The load average before and after the run is printed: figures taken while other
 work runs on the machine are noise.
@@ -64,6 +65,9 @@ from bench._rig import (
 )
 
 GATEWAY = "bastion"
+#: one measured run of a path: (seconds, CPU seconds counted until idle, CPU seconds
+#: while the transfer ran)
+Cell = tuple[float, float, float]
 
 
 def workloads(
@@ -114,25 +118,27 @@ def workloads(
 
 
 def measure(rig: BenchRig, run: Callable[[str | None], float], via: str | None,
-            window: float) -> tuple[float, float]:
+            window: float) -> Cell:
     """One run through ``via``: (seconds, CPU seconds of the path's own processes for
-    that run: the gateway's tree, or the relay's; 0 for direct)."""
+    that run: the gateway's tree, or the relay's; 0 for direct; and of those, the CPU
+    seconds used while the transfer ran, before the recording's after-close work)."""
     for gw in rig.gws.values():
         gw.settle(window=window)
     meter = _meter(rig, via)
     with meter:
         dt = run(via)
+        during = meter.now()
         if via in rig.gws:
             rig.gws[via].settle(window=window)  # the recording's after-close work
-    return dt, meter.seconds
+    return dt, meter.seconds, during
 
 
 def measure_paths(rig: BenchRig, run: Callable[[str | None], float],
                   paths: list[str | None], repeat: int, window: float,
-                  failures: list[str], name: str) -> list[tuple[float, float] | None]:
+                  failures: list[str], name: str) -> list[Cell | None]:
     """Best of ``repeat`` runs per path, the paths taken in turn each round; a path that
     fails once is reported and not run again."""
-    best: list[tuple[float, float] | None] = [None] * len(paths)
+    best: list[Cell | None] = [None] * len(paths)
     failed = [False] * len(paths)
     for _ in range(repeat):
         for i, via in enumerate(paths):
@@ -166,6 +172,9 @@ def _meter(rig: BenchRig, via: str | None) -> TreeMeter | contextlib.nullcontext
 
 class _NoMeter(contextlib.nullcontext[None]):
     seconds = 0.0
+
+    def now(self) -> float:
+        return 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         names = [n for n in work if not a.only or n in a.only.split(",")]
         paths: list[str | None] = [None, RELAY, GATEWAY] + ([BARE] if a.bare else [])
         print(f"{'workload':<10} {'direct':>8} {'ossh-relay':>10} {'relay-ms/MiB':>12} "
-              f"{'bastille':>9} {'/direct':>7} {'/relay':>7} {'gw-ms/MiB':>9}"
+              f"{'bastille':>9} {'/direct':>7} {'/relay':>7} {'gw-ms/MiB':>9} {'gw-live':>9}"
               + (f" {'bare':>8} {'bare-ms/MiB':>11}" if a.bare else ""))
         failures: list[str] = []
         for name in names:
@@ -225,21 +234,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if not failures else 1
 
 
-def _row(name: str, mib: float, cells: list[tuple[float, float] | None]) -> str:
+def _row(name: str, mib: float, cells: list[Cell | None]) -> str:
     direct, relay, gw = cells[:3]
 
-    def rate(c: tuple[float, float] | None) -> str:
+    def rate(c: Cell | None) -> str:
         return f"{mib / c[0]:.1f}" if c else "FAILED"
 
-    def cpu(c: tuple[float, float] | None) -> str:
-        return f"{c[1] * 1000 / mib:.2f}" if c else "-"
+    def cpu(c: Cell | None, during: bool = False) -> str:
+        return f"{c[2 if during else 1] * 1000 / mib:.2f}" if c else "-"
 
-    def ratio(c: tuple[float, float] | None, base: tuple[float, float] | None) -> str:
+    def ratio(c: Cell | None, base: Cell | None) -> str:
         return f"{base[0] / c[0]:.2f}" if c and base else "-"
 
     bare = f" {rate(cells[3]):>8} {cpu(cells[3]):>11}" if len(cells) > 3 else ""
     return (f"{name:<10} {rate(direct):>8} {rate(relay):>10} {cpu(relay):>12} "
-            f"{rate(gw):>9} {ratio(gw, direct):>7} {ratio(gw, relay):>7} {cpu(gw):>9}{bare}")
+            f"{rate(gw):>9} {ratio(gw, direct):>7} {ratio(gw, relay):>7} {cpu(gw):>9} "
+            f"{cpu(gw, during=True):>9}{bare}")
 
 
 def load_average() -> str:

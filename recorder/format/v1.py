@@ -429,7 +429,10 @@ def _check_chunk(src: ByteSource, offset: int, prev: bytes, size: int) -> Chunk 
     digest = src.read(offset + HEADER_LEN + length, DIGEST_LEN)
     if len(payload) != length or len(digest) != DIGEST_LEN:
         return "truncated:short read"
-    if hashlib.sha256(prev + hdr + payload).digest() != digest:
+    chain = hashlib.sha256(prev)
+    chain.update(hdr)
+    chain.update(payload)  # not prev + hdr + payload: a copy of every payload
+    if chain.digest() != digest:
         return f"hash:{seq}"
     return Chunk(seq, ctype, flags, part, offset, length, raw_len, t_first, t_last, digest)
 

@@ -55,13 +55,14 @@ def test_throughput_smoke_prints_every_workload_with_ratios() -> None:
         "pty-cat",
     ]
     assert table[0][1:] == ["direct", "ossh-relay", "relay-ms/MiB", "bastille", "/direct",
-                            "/relay", "gw-ms/MiB"]
+                            "/relay", "gw-ms/MiB", "gw-live"]
     for r in table[1:]:
         # direct, the OpenSSH relay (MiB/s, CPU ms/MiB), bastille (MiB/s, its ratio to
-        # direct and to the relay, CPU ms/MiB)
-        assert len(r) == 8, r
+        # direct and to the relay, CPU ms/MiB until idle, and while the transfer ran)
+        assert len(r) == 9, r
         assert all(float(x) >= 0 for x in r[1:]), r
         assert float(r[1]) > 0 and float(r[2]) > 0 and float(r[4]) > 0, r
+        assert float(r[8]) <= float(r[7]), r  # a part of the whole
 
 
 @pytest.mark.slow  # three gateways (direct reference, 1 and 2 workers), ~20 s

@@ -25,6 +25,9 @@ def _throughput() -> Any:
 class _Meter:
     seconds = 0.25
 
+    def now(self) -> float:  # the CPU used while the transfer ran: part of ``seconds``
+        return 0.2
+
     def __enter__(self) -> _Meter:
         return self
 
@@ -61,6 +64,7 @@ def test_paths_take_turns_and_the_best_run_of_each_is_kept() -> None:
     best = tp.measure_paths(_Rig(), run, paths, 3, 0.0, failures, "w")
     assert order == paths * 3
     assert [b[0] if b else None for b in best] == [2.0, 1.5, 1.0]
+    assert [b[1:] if b else None for b in best] == [(0.0, 0.0), (0.25, 0.2), (0.25, 0.2)]
     assert failures == []
 
 
