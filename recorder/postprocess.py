@@ -296,7 +296,10 @@ class Postprocessor:
                 return
             kind, name, session_id = item
             try:
-                rec = Recording.from_sink(self.sink, name)
+                # a recording this process's writer has just closed: its chain was computed
+                # a moment ago, so it is not hashed again here (the after-close pass cost
+                # ~0.65 ms of CPU per MiB for it); a failed or stale one is checked whole
+                rec = Recording.from_sink(self.sink, name, chain=kind != "screen")
                 index_recording(
                     self.index,
                     rec,

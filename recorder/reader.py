@@ -56,10 +56,11 @@ class Recording:
         problems: human-readable reports of truncation and damage, in file order.
     """
 
-    def __init__(self, src: v1.ByteSource, name: str = "") -> None:
+    def __init__(self, src: v1.ByteSource, name: str = "", *, chain: bool = True) -> None:
+        """``chain`` False: the chain digests are not checked (see :func:`v1.scan`)."""
         self.name = name
         self.src = src
-        self.scan = v1.scan(src)
+        self.scan = v1.scan(src, chain=chain)
         chunks = self.scan.chunks
         if not chunks or chunks[0].type != v1.HEADER:
             raise FormatError(self._first_problem() or "recording has no header chunk")
@@ -87,10 +88,11 @@ class Recording:
         return self.scan.problem.message if self.scan.problem else None
 
     @classmethod
-    def from_sink(cls, sink: Sink, name: str) -> Recording:
-        """Open a recording stored in ``sink`` (SinkError if missing, FormatError if bad)."""
+    def from_sink(cls, sink: Sink, name: str, *, chain: bool = True) -> Recording:
+        """Open a recording stored in ``sink`` (SinkError if missing, FormatError if bad).
+        ``chain`` False: without checking the chain digests (see :func:`v1.scan`)."""
         try:
-            return cls(SinkSource(sink, name), name)
+            return cls(SinkSource(sink, name), name, chain=chain)
         except SinkError:
             raise
         except (ValueError, OverflowError, MemoryError) as exc:  # pragma: no cover - defensive

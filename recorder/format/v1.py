@@ -411,8 +411,11 @@ def _parse_header(hdr: bytes) -> tuple[int, ...] | None:
     return _HDR_BODY.unpack(body)[1:]
 
 
-def _check_chunk(src: ByteSource, offset: int, prev: bytes, size: int) -> Chunk | str:
-    """Chunk at ``offset`` or a reason string ("truncated:..." / "corrupt:..." / "hash")."""
+def _check_chunk(src: ByteSource, offset: int, prev: bytes, size: int,
+                 chain: bool = True) -> Chunk | str:
+    """Chunk at ``offset`` or a reason string ("truncated:..." / "corrupt:..." / "hash").
+    ``chain`` False: the payload is neither read nor hashed (the stored digest is taken
+    as it is; see :func:`scan`)."""
     hdr = src.read(offset, HEADER_LEN)
     if len(hdr) < HEADER_LEN:
         return "truncated:recording ends inside a chunk header"
@@ -425,25 +428,33 @@ def _check_chunk(src: ByteSource, offset: int, prev: bytes, size: int) -> Chunk 
     end = offset + HEADER_LEN + length + DIGEST_LEN
     if end > size:
         return f"truncated:recording ends inside chunk {seq} (needs {end - size} more bytes)"
-    payload = src.read(offset + HEADER_LEN, length)
     digest = src.read(offset + HEADER_LEN + length, DIGEST_LEN)
+    if not chain:
+        if len(digest) != DIGEST_LEN:
+            return "truncated:short read"
+        return Chunk(seq, ctype, flags, part, offset, length, raw_len, t_first, t_last, digest)
+    payload = src.read(offset + HEADER_LEN, length)
     if len(payload) != length or len(digest) != DIGEST_LEN:
         return "truncated:short read"
-    chain = hashlib.sha256(prev)
-    chain.update(hdr)
-    chain.update(payload)  # not prev + hdr + payload: a copy of every payload
-    if chain.digest() != digest:
+    h = hashlib.sha256(prev)
+    h.update(hdr)
+    h.update(payload)  # not prev + hdr + payload: a copy of every payload
+    if h.digest() != digest:
         return f"hash:{seq}"
     return Chunk(seq, ctype, flags, part, offset, length, raw_len, t_first, t_last, digest)
 
 
-def scan(src: ByteSource, *, resync: bool = True) -> ScanResult:
+def scan(src: ByteSource, *, resync: bool = True, chain: bool = True) -> ScanResult:
     """Walk the chunk sequence, verifying every header checksum and chain digest.
 
     Args:
         src: the recording bytes.
         resync: after damage, search forward for the next intact chunk (for readers that
             want to show what survived); verification only needs the first problem.
+        chain: False: check the headers (magic, checksum, sizes, order) but not the
+            chain digests, so payloads are not hashed here (the index pass of a
+            recording its own writer has just closed; verify, the player and reindex
+            always check the chain).
 
     Raises:
         FormatError: not a v1 recording (bad magic or unsupported major version).
@@ -459,7 +470,7 @@ def scan(src: ByteSource, *, resync: bool = True) -> ScanResult:
     prev = CHAIN_SEED
     expected = 0
     while offset < size:
-        got = _check_chunk(src, offset, prev, size)
+        got = _check_chunk(src, offset, prev, size, chain)
         if isinstance(got, Chunk) and got.seq == expected:
             result.chunks.append(got)
             prev = got.digest
