@@ -9,6 +9,12 @@
  * the probe is a digit: on output with few digits (random bytes: 10 in 256) it reads a
  * fraction of the text. The credit-card pattern's shapes have L = 4.
  *
+ * Two optional conditions make it a sharper gate for a pattern that promises them (the
+ * card pattern: every match it keeps starts with an issuer digit 2-6 that is not
+ * preceded by a letter, digit or '_'): ``first``, the bytes an occurrence may start
+ * with, and ``edge``, that the byte before it is none of [A-Za-z0-9_]. Log lines with
+ * millisecond timestamps (13-digit runs starting with 1) then pass no more.
+ *
  * The scan keeps the GIL (microseconds for a batch; see _escapes.c).
  * tests/unit/policy/test_digit_shapes.py compares it with the translation.
  */
@@ -19,6 +25,10 @@
 #define MAX_SHAPES 16
 
 static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+
+static int is_word(unsigned char c) {
+    return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
 
 static int same_class(unsigned char c, unsigned char shape) {
     return shape == '0' ? is_digit(c) : c == shape;
@@ -36,7 +46,8 @@ static int shape_at(const unsigned char *in, Py_ssize_t n, Py_ssize_t s,
 }
 
 static int scan(const unsigned char *in, Py_ssize_t n, const unsigned char **shapes,
-                const Py_ssize_t *lens, Py_ssize_t m, Py_ssize_t lead) {
+                const Py_ssize_t *lens, Py_ssize_t m, Py_ssize_t lead,
+                const unsigned char *first, Py_ssize_t nfirst, int edge) {
     Py_ssize_t p = lead - 1, lo = 0, s, e, start, i;
     while (p < n) {
         if (!is_digit(in[p])) {
@@ -49,10 +60,15 @@ static int scan(const unsigned char *in, Py_ssize_t n, const unsigned char **sha
         e = p + 1;
         while (e < n && is_digit(in[e]))
             e++;
-        for (start = s; start + lead <= e; start++)
+        for (start = s; start + lead <= e; start++) {
+            if (edge && start > 0 && is_word(in[start - 1]))
+                continue; /* inside the run: only its start can be an edge */
+            if (nfirst && memchr(first, in[start], (size_t)nfirst) == NULL)
+                continue;
             for (i = 0; i < m; i++)
                 if (shape_at(in, n, start, shapes[i], lens[i]))
                     return 1;
+        }
         lo = e + 1;
         p = e + lead;
     }
@@ -62,9 +78,12 @@ static int scan(const unsigned char *in, Py_ssize_t n, const unsigned char **sha
 static PyObject *has_shape(PyObject *self, PyObject *args) {
     PyObject *data, *seq, *item;
     const unsigned char *shapes[MAX_SHAPES];
-    Py_ssize_t lens[MAX_SHAPES], m, i, k, lead = PY_SSIZE_T_MAX, run;
+    const char *first = "";
+    Py_ssize_t lens[MAX_SHAPES], m, i, k, lead = PY_SSIZE_T_MAX, run, nfirst = 0;
+    int edge = 0;
     (void)self;
-    if (!PyArg_ParseTuple(args, "SO!:has_shape", &data, &PyTuple_Type, &seq))
+    if (!PyArg_ParseTuple(args, "SO!|y#p:has_shape", &data, &PyTuple_Type, &seq, &first,
+                          &nfirst, &edge))
         return NULL;
     if (!PyBytes_CheckExact(data)) {
         PyErr_SetString(PyExc_TypeError, "has_shape() takes bytes");
@@ -98,15 +117,16 @@ static PyObject *has_shape(PyObject *self, PyObject *args) {
             lead = run;
     }
     if (scan((const unsigned char *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), shapes,
-             lens, m, lead))
+             lens, m, lead, (const unsigned char *)first, nfirst, edge))
         Py_RETURN_TRUE;
     Py_RETURN_FALSE;
 }
 
 static PyMethodDef methods[] = {
     {"has_shape", has_shape, METH_VARARGS,
-     "has_shape(data: bytes, shapes: tuple[bytes, ...]) -> bool: whether a shape is in "
-     "the digit-class translation of data."},
+     "has_shape(data: bytes, shapes: tuple[bytes, ...], first: bytes = b'', edge: bool = "
+     "False) -> bool: whether a shape is in the digit-class translation of data (starting "
+     "with a byte of first, when given; not after [A-Za-z0-9_], with edge)."},
     {NULL, NULL, 0, NULL},
 };
 

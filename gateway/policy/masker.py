@@ -61,7 +61,7 @@ def _project_py(data: bytes) -> bytes:
 NO_C_ENV = "BASTILLE_NO_C_MASKER"  # set to 1 to use the pure-Python paths anyway
 _C_OFF = os.environ.get(NO_C_ENV, "") in ("1", "true", "yes")
 _project_c: Callable[[bytes], bytes] | None
-_has_shape_c: Callable[[bytes, tuple[bytes, ...]], bool] | None
+_has_shape_c: Callable[..., bool] | None  # has_shape(data, shapes[, first, edge])
 try:
     from gateway.policy._escapes import project as _project_c
 except ImportError:
@@ -111,6 +111,10 @@ class MaskPattern:
         prefix_starts: every match of ``prefix`` starts with one of these bytes (empty:
             no such promise). The hold point looks for ``prefix`` only where one of
             them occurs in the window (a C-speed ``find``), not at every position.
+        shape_first, shape_edge: sharper conditions for the C shape gate: every match the
+            masker keeps starts at a shape occurrence whose first byte is one of
+            ``shape_first`` and (``shape_edge``) is not preceded by ``[A-Za-z0-9_]``
+            (the translation's gate, where the C module is not built, ignores them).
         lead: every match starts at most this many bytes before a trigger it contains
             (None: no such promise). The regex is then tried only there, at each of
             the triggers' occurrences, instead of at every byte of the text (a keyword
@@ -138,6 +142,8 @@ class MaskPattern:
     hs_gate: bytes | None = None  # Hyperscan expression every match contains (None: derived)
     prefix_starts: bytes = b""  # every ``prefix`` match starts with one of these bytes
     lead: int | None = None  # a match starts at most this far before a trigger it holds
+    shape_first: bytes = b""  # a kept match's shape occurrence starts with one of these
+    shape_edge: bool = False  # ... and is not preceded by [A-Za-z0-9_]
 
     def gate_expression(self) -> tuple[bytes, bool] | None:
         """``(expression, caseless)`` for the Hyperscan prefilter: a necessary
@@ -197,12 +203,14 @@ _DIGIT_CLASS = bytes(
 )
 
 
-def c_shape_gate(shapes: tuple[bytes, ...]) -> Callable[[bytes], bool] | None:
+def c_shape_gate(shapes: tuple[bytes, ...], first: bytes = b"",
+                 edge: bool = False) -> Callable[[bytes], bool] | None:
     """The C scan for ``shapes`` (the same answer as the digit-class translation, and
     cheaper than Hyperscan's gate for the card pattern: it probes one byte in four on
-    text with few digits). None where the module is not built, is turned off, or the
-    shapes are not ones it takes (1 to 16, of ``0``, space and ``-``, starting with
-    ``0``)."""
+    text with few digits); with ``first`` / ``edge``, only occurrences that start with
+    one of those bytes / not after ``[A-Za-z0-9_]`` count. None where the module is not
+    built, is turned off, or the shapes are not ones it takes (1 to 16, of ``0``, space
+    and ``-``, starting with ``0``)."""
     c = _has_shape_c
     if (
         c is None
@@ -211,7 +219,9 @@ def c_shape_gate(shapes: tuple[bytes, ...]) -> Callable[[bytes], bool] | None:
         or not all(sh[:1] == b"0" and not sh.strip(b"0 -") for sh in shapes)
     ):
         return None
-    return lambda text: c(text, shapes)
+    if not first and not edge:
+        return lambda text: c(text, shapes)
+    return lambda text: c(text, shapes, first, edge)
 
 
 def _token(name: str, starts: Sequence[str], body: bytes, lo: int, hi: int) -> MaskPattern:
@@ -283,6 +293,10 @@ BUILTIN_PATTERNS: tuple[MaskPattern, ...] = (
         luhn=True,
         window=40,
         prefix_starts=b"23456",
+        # kept matches start with the issuer digit, not inside a word or a longer number
+        # (the left-edge check in _match_ranges): 13-digit timestamps do not pass
+        shape_first=b"23456",
+        shape_edge=True,
         gate=(
             rb"[2-6][0-9]{3}(?:[0-9]{9}|[ -][0-9]{4}[ -][0-9]{4}[ -][0-9]"
             rb"|[ -][0-9]{6}[ -][0-9]{4})"
@@ -458,7 +472,7 @@ class StreamMasker:
         # patterns whose shapes the C scan tests (instead of Hyperscan or a translation)
         self._shape_c: dict[int, Callable[[bytes], bool]] = {}
         for i, p in enumerate(self.patterns):
-            gate = c_shape_gate(p.shapes) if p.shapes else None
+            gate = c_shape_gate(p.shapes, p.shape_first, p.shape_edge) if p.shapes else None
             if gate is not None:
                 self._shape_c[i] = gate
         self._covered: frozenset[object] = frozenset()

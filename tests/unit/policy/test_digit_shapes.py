@@ -114,3 +114,75 @@ def test_the_c_shape_gate_is_built_where_a_compiler_is() -> None:
         pytest.skip("no C compiler here: the translation is used")
     assert _has_shape is not None, "gateway/policy/_shapes.c was not built (see setup.py)"
     assert StreamMasker(BUILTIN_PATTERNS)._shape_c, "the card pattern does not use it"
+
+
+def _word(c: int) -> bool:
+    return chr(c).isascii() and (chr(c).isalnum() or c == 95)
+
+
+def _reference_sharp(data: bytes, shapes: tuple[bytes, ...], first: bytes,
+                     edge: bool) -> bool:
+    """An occurrence of a shape at s that starts with a byte of ``first`` (any, when
+    empty) and, with ``edge``, is not preceded by [A-Za-z0-9_]."""
+    digits = data.translate(_DIGIT_CLASS)
+    for shape in shapes:
+        s = digits.find(shape)
+        while s >= 0:
+            if (not first or data[s] in first) and not (edge and s > 0 and _word(data[s - 1])):
+                return True
+            s = digits.find(shape, s + 1)
+    return False
+
+
+_SHARP_PIECES = [*_PIECES, b"_", b"a", b"Z", b"1733333333333", b" 4111111111111",
+                 b"x4111111111111", b"_5500 0000 0000 0004", b"7", b"2", b"6", b"3"]
+
+
+@needs_c
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(_SHARP_PIECES), max_size=40),
+       st.sampled_from([b"", b"23456", b"4", b"0123456789"]), st.booleans())
+def test_the_sharper_gate_is_its_definition(pieces: list[bytes], first: bytes,
+                                            edge: bool) -> None:
+    assert _has_shape is not None
+    data = b"".join(pieces)
+    assert _has_shape(data, SHAPES, first, edge) == _reference_sharp(data, SHAPES, first, edge)
+    assert _has_shape(data, SHAPES, b"", False) == _reference(data)
+
+
+def _texts(seed: int, n: int) -> list[bytes]:
+    rnd = random.Random(seed)
+    parts = [b"4111 1111 1111 1111", b"5500-0000-0000-0004", b"378282246310005",
+             b"4111111111111111", b"1733333333333", b"2026-12-04T17:21:06.123Z", b"id=",
+             b"x", b"_", b" ", b"-", b"\n", b"card ", b"0", b"9", b"41111", b"11111111",
+             b"6011111111111117", b"30569309025904", b"4012888888881881"]
+    return [b"".join(rnd.choice(parts) for _ in range(rnd.randrange(1, 30))) for _ in range(n)]
+
+
+@needs_c
+def test_the_sharper_gate_masks_exactly_what_the_translation_gate_masks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The card pattern's C gate with its issuer digit and left edge skips text the
+    translation's gate lets through (timestamps), and never a number it would mask."""
+    masked = 0
+    for text in _texts(20261204, 3000):
+        outs = []
+        for c in (_has_shape, None):
+            monkeypatch.setattr(masker_mod, "_has_shape_c", c)
+            m = StreamMasker(BUILTIN_PATTERNS, accelerate=False)
+            outs.append(m.feed(text, 0.0) + m.flush(0.0, end=True))
+        assert outs[0] == outs[1], text
+        masked += outs[0] != text
+    assert masked > 500  # the texts hold card numbers that get masked
+
+
+@needs_c
+def test_timestamps_do_not_pass_the_card_gate() -> None:
+    gate = StreamMasker(BUILTIN_PATTERNS)._shape_c
+    assert gate
+    (card,) = gate.values()
+    log = b"2026-12-04T17:21:06.123Z 1733333333333 INFO id=12345 took 35ms\n" * 1000
+    assert not card(log)  # the translation's gate passes it (a 13-digit run)
+    assert _reference(log)
+    assert card(log + b"paid with 4111 1111 1111 1111\n")
