@@ -219,8 +219,6 @@ def c_shape_gate(shapes: tuple[bytes, ...], first: bytes = b"",
         or not all(sh[:1] == b"0" and not sh.strip(b"0 -") for sh in shapes)
     ):
         return None
-    if not first and not edge:
-        return lambda text: c(text, shapes)
     return lambda text: c(text, shapes, first, edge)
 
 
@@ -348,12 +346,12 @@ def _near_triggers(rx: re.Pattern[bytes], text: bytes, hay: bytes,
     of ``triggers`` (found in ``hay``: ``text`` or its lower-cased copy) and starts at
     most ``lead`` bytes before it: the regex is tried only at those starts, left to
     right. Many occurrences: the plain ``finditer`` (bounded work either way)."""
-    if sum(hay.count(t) for t in triggers) > NEAR_TRIGGERS_MAX:
-        return rx.finditer(text)
     at: set[int] = set()
     for t in triggers:
         i = hay.find(t)
         while i >= 0:
+            if len(at) >= NEAR_TRIGGERS_MAX:
+                return rx.finditer(text)
             at.add(i)
             i = hay.find(t, i + 1)
     found: list[re.Match[bytes]] = []
