@@ -1,10 +1,11 @@
 """The compiled parts of bastille: two scans of the masker in C, its escape-sequence
 projection (``gateway/policy/_escapes.c``) and its digit-shape gate
-(``gateway/policy/_shapes.c``). Everything else is in pyproject.toml.
+(``gateway/policy/_shapes.c``); and SHA-256 with the x86 SHA extensions, two streams at
+once, for the recorder (``common/_sha2x.c``). Everything else is in pyproject.toml.
 
 The extensions are optional: where no C compiler or Python headers exist the install goes
-on, and the masker uses its pure-Python paths (the same bytes, slower; see
-docs/performance.md). ``BASTILLE_PURE_WHEEL=1`` leaves them out on purpose, for a wheel
+on, the masker uses its pure-Python paths and the recorder hashlib (the same bytes,
+slower; see docs/performance.md). ``BASTILLE_PURE_WHEEL=1`` leaves them out on purpose, for a wheel
 that installs on any platform (the Ansible role builds its wheel on the controller,
 which may not be the hosts' platform).
 """
@@ -26,5 +27,13 @@ setup(
             extra_compile_args=["-O2"],
         )
         for name in ("_escapes", "_shapes")
+    ]
+    + [
+        Extension(
+            "common._sha2x",
+            sources=["common/_sha2x.c"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        )
     ]
 )

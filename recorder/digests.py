@@ -12,13 +12,18 @@ is compared with it byte for byte as it arrives, and only the common prefix is h
 At the first difference (a mask, an order that differs, a lag above the bound) the hash
 of the common prefix is copied and each stream goes on with its own: both digests are
 always exactly SHA-256 of their own stream; the pairing only saves a pass.
+
+The output hash defers its data (:func:`common.sha256.new`): the writer's encoder hashes
+it together with the chunk that holds the same events (:attr:`partner`), the two streams'
+rounds interleaved on one core.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections import deque
 from typing import Any
+
+from common import sha256
 
 #: bytes one stream may run ahead of the other while they are paired (then: split)
 MAX_LAG = 1024 * 1024
@@ -35,7 +40,7 @@ class OutputDigests:
     """
 
     def __init__(self) -> None:
-        self._out = hashlib.sha256()  # while paired: the hash of the common prefix
+        self._out = sha256.new()  # while paired: the hash of the common prefix
         self._del: Any = None  # its own hash, once apart
         self._paired = False
         self._started = False
@@ -43,6 +48,11 @@ class OutputDigests:
         self._ahead: deque[bytes] = deque()  # bytes of one stream not yet matched
         self._ahead_kind = 0
         self._ahead_len = 0
+
+    @property
+    def partner(self) -> sha256.Hash:
+        """The hash whose deferred data waits for a partner stream (``settle``)."""
+        return self._out
 
     @property
     def paired(self) -> bool:
@@ -58,7 +68,7 @@ class OutputDigests:
         if self._paired:
             self._take(data, _OUT)
         else:
-            self._out.update(data)
+            self._out.defer(data)
 
     def delivered(self, data: bytes) -> None:
         self._started = True
@@ -67,7 +77,7 @@ class OutputDigests:
             self._take(data, _DEL)
         else:
             if self._del is None:
-                self._del = hashlib.sha256()
+                self._del = sha256.new()
             self._del.update(data)
 
     def output_hex(self) -> str:
@@ -107,7 +117,7 @@ class OutputDigests:
             if not same:
                 self._split(pending=(data[pos:], kind))
                 return
-            self._out.update(memoryview(data)[pos : pos + n])
+            self._out.defer(data, pos, pos + n)
             self._ahead_len -= n
             if n == len(head):
                 ahead.popleft()

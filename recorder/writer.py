@@ -100,6 +100,8 @@ class SessionState:
         # statistics for the trailer and the index
         self.counts: dict[str, int] = {}
         self.digests = OutputDigests()  # output_sha256, delivered_sha256
+        # each chunk's chain hash and the output it holds: one pass for both (two streams)
+        self.encoder.hash_partner = self.digests.partner
         self.output_bytes = 0
         self.input_bytes = 0
         self.delivered_bytes = 0

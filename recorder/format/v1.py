@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import zstandard
 
+from common import sha256
 from recorder import events as ev
 from recorder.errors import FormatError
 
@@ -162,6 +163,9 @@ class Encoder:
         self.offset = 0
         self.head = CHAIN_SEED
         self.parts: list[list[int]] = []  # [first data seq, byte offset, t_first_us]
+        # A hash whose deferred data is hashed together with each chunk's (the writer's
+        # output digest: two streams at once, see common/sha256.py); None: alone.
+        self.hash_partner: sha256.Hash | None = None
 
     def _chunk(self, ctype: int, payload: bytes) -> bytes:
         """One chunk (header, trailer, signature) as bytes."""
@@ -186,10 +190,12 @@ class Encoder:
             CHUNK_MAGIC, ctype, flags, 0, self.seq, part, size, raw_len, t_first, t_last
         )
         hdr = body + _CRC.pack(zlib.crc32(body))
-        h = hashlib.sha256(self.head)
+        h = sha256.new(self.head)
         h.update(hdr)
         for piece in pieces:
-            h.update(piece)
+            h.defer(piece)
+        if self.hash_partner is not None:
+            sha256.settle(h, self.hash_partner)
         digest = h.digest()
         self.head = digest
         self.seq += 1
