@@ -5,9 +5,10 @@
  * a shape is made of '0', ' ' and '-' and starts with at least one '0'.
  *
  * Every occurrence of a shape starts on a run of L digits (L: the shortest run of '0'
- * any shape starts with), so the scan probes one byte in L and only looks closer where
- * the probe is a digit: on output with few digits (random bytes: 10 in 256) it reads a
- * fraction of the text. The credit-card pattern's shapes have L = 4.
+ * any shape starts with), so the scan looks only at such runs: with SSE2 (every x86-64)
+ * it finds them 16 positions at a time from the digit mask of 32 bytes, elsewhere digit
+ * by digit. On output with few such runs (random bytes: one in ~2.3 million positions)
+ * it barely stops. The credit-card pattern's shapes have L = 4.
  *
  * Two optional conditions make it a sharper gate for a pattern that promises them (the
  * card pattern: every match it keeps starts with an issuer digit 2-6 that is not
@@ -20,6 +21,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
 
 #define MAX_SHAPES 16
@@ -45,19 +47,71 @@ static int shape_at(const unsigned char *in, Py_ssize_t n, Py_ssize_t s,
     return 1;
 }
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+
+/* bit i set: in[i] is a digit (0 <= i < 16) */
+static inline unsigned digit_bits(const unsigned char *in) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)in);
+    const __m128i ge0 = _mm_cmpgt_epi8(v, _mm_set1_epi8('0' - 1));
+    const __m128i le9 = _mm_cmplt_epi8(v, _mm_set1_epi8('9' + 1));
+    return (unsigned)_mm_movemask_epi8(_mm_and_si128(ge0, le9));
+}
+#endif
+
+/* The start of the first run of at least ``lead`` digits at or after ``from`` (``from``
+ * is 0 or follows a non-digit, so no such run begins before it and reaches it), or n.
+ * With SSE2, 16 positions at a time: a run of ``lead`` digits starts at bit i when bits
+ * i .. i+lead-1 of the digit mask of 32 bytes are set. */
+static Py_ssize_t next_run(const unsigned char *in, Py_ssize_t n, Py_ssize_t from,
+                           Py_ssize_t lead) {
+    Py_ssize_t q = from;
+#if defined(__SSE2__)
+    if (lead <= 16 && q + 32 <= n) {
+        uint32_t lo = digit_bits(in + q), hi, m, r;
+        Py_ssize_t have;
+        for (; q + 32 <= n; q += 16) {
+            hi = digit_bits(in + q + 16);
+            m = lo | (hi << 16);
+            lo = hi;
+            if (lead == 4) { /* the card pattern's */
+                r = m & (m >> 1);
+                r &= r >> 2;
+            } else {
+                r = m; /* bit i: in[q+i .. q+i+have-1] are digits */
+                for (have = 1; have * 2 <= lead; have *= 2)
+                    r &= r >> have;
+                if (have < lead)
+                    r &= r >> (lead - have);
+            }
+            r &= 0xFFFFu;
+            if (r) /* the first run of lead digits starting in this block: a run that
+                    * began before q was found by the last block */
+                return q + __builtin_ctz(r);
+        }
+    }
+#endif
+    while (q < n) { /* the rest (or no SSE2): digit by digit */
+        if (!is_digit(in[q])) {
+            q++;
+            continue;
+        }
+        Py_ssize_t e = q;
+        while (e < n && is_digit(in[e]))
+            e++;
+        if (e - q >= lead)
+            return q;
+        q = e;
+    }
+    return n;
+}
+
 static int scan(const unsigned char *in, Py_ssize_t n, const unsigned char **shapes,
                 const Py_ssize_t *lens, Py_ssize_t m, Py_ssize_t lead,
                 const unsigned char *first, Py_ssize_t nfirst, int edge) {
-    Py_ssize_t p = lead - 1, lo = 0, s, e, start, i;
-    while (p < n) {
-        if (!is_digit(in[p])) {
-            p += lead;
-            continue;
-        }
-        s = p;
-        while (s > lo && is_digit(in[s - 1]))
-            s--;
-        e = p + 1;
+    Py_ssize_t s = 0, e, start, i;
+    while ((s = next_run(in, n, s, lead)) < n) {
+        e = s;
         while (e < n && is_digit(in[e]))
             e++;
         for (start = s; start + lead <= e; start++) {
@@ -69,8 +123,7 @@ static int scan(const unsigned char *in, Py_ssize_t n, const unsigned char **sha
                 if (shape_at(in, n, start, shapes[i], lens[i]))
                     return 1;
         }
-        lo = e + 1;
-        p = e + lead;
+        s = e; /* in[e] is not a digit (or e == n) */
     }
     return 0;
 }
