@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncssh
 
+from gateway.ssh.wire import write_data
+
 if TYPE_CHECKING:
     from recorder.service import SessionRecording
 
@@ -137,7 +139,10 @@ class Relay:
         if not data or self.user_closed.is_set():
             return
         try:
-            self.chan.write(data, datatype)
+            if datatype is None:
+                write_data(self.chan, data)  # fewer copies (gateway.ssh.wire)
+            else:
+                self.chan.write(data, datatype)
         except (BrokenPipeError, ConnectionError):
             self.user_closed.set()
             return
@@ -165,7 +170,7 @@ class Relay:
         if self.upstream is None or not data:
             return
         try:
-            self.upstream.write(data)
+            write_data(self.upstream, data)
         except (BrokenPipeError, ConnectionError):
             return  # the target's channel closed (a key released after it): nothing to do
 

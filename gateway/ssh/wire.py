@@ -39,6 +39,13 @@ And less work per packet, for the same behaviour:
   one, and encrypt it with ``gateway.ssh.gcm``; its 4-byte length header and its
   ciphertext go to the turn's write as two pieces (no copy of the packet to put the
   header in front). Anything else goes through asyncssh.
+* **Relayed data is copied once on its way out.** asyncssh's ``SSHChannel.write``
+  copies the data into its send buffer, slices each packet off it and prefixes the
+  length and the channel number: three copies before the packet's own join.
+  :func:`write_data` (what the relay writes with) builds the same
+  ``SSH_MSG_CHANNEL_DATA`` packets from views of the data when nothing is buffered and
+  the peer's window takes it all, and counts the window down as asyncssh does; anything
+  else is ``chan.write``.
 * **Random padding is drawn a block at a time.** asyncssh calls ``os.urandom`` (a
   ``getrandom`` system call) for the 4-19 padding bytes of every packet; the AES-GCM
   path above takes them from a 4 KiB block of ``os.urandom`` per connection
@@ -47,7 +54,8 @@ And less work per packet, for the same behaviour:
   looked up once per new key, not for every packet.
 
 Known limits: these are overrides of asyncssh internals (``_send``, ``send_packet`` and
-the connection state it reads, ``data_received`` and the slicing of ``_inpbuf``, the
+the connection state it reads, a channel's send buffer, window, packet size, state and
+number for :func:`write_data`, ``data_received`` and the slicing of ``_inpbuf``, the
 keepalive timer's three methods, ``SSHPacketLogger``'s two log methods), pinned by
 ``tests/unit/gateway/test_wire.py`` and the e2e suite; a new asyncssh release that
 renames them fails those tests rather than silently losing the change; ``pyproject.toml``
@@ -64,8 +72,8 @@ from typing import Any
 import asyncssh.connection
 import asyncssh.logging
 import asyncssh.packet
-from asyncssh.constants import MSG_IGNORE, MSG_USERAUTH_LAST
-from asyncssh.packet import String
+from asyncssh.constants import MSG_CHANNEL_DATA, MSG_IGNORE, MSG_USERAUTH_LAST
+from asyncssh.packet import String, UInt32
 
 from gateway.ssh.gcm import FastGcmEncryption
 
@@ -199,17 +207,24 @@ class FewerWrites:
     def send_packet(self, pkttype: int, *args: bytes, handler: Any = None) -> None:
         if pkttype == MSG_IGNORE and args == _EMPTY and not self._sends_cbc():
             return  # asyncssh's padding packet (see the module doc)
-        enc = self._send_encryption
-        if (type(enc) is FastGcmEncryption and pkttype > MSG_USERAUTH_LAST
-                and self._kex_complete and self._auth_complete and self._compressor is None
-                and self._rekey_bytes_sent < self._rekey_bytes
-                and not (self._rekey_seconds and time.monotonic() >= self._rekey_time)):
+        enc = self.gcm_ready() if pkttype > MSG_USERAUTH_LAST else None
+        if enc is not None:
             self._send_gcm(enc, pkttype, args, handler)
             return
         super().send_packet(pkttype, *args, handler=handler)  # type: ignore[misc]
 
-    def _send_gcm(self, enc: FastGcmEncryption, pkttype: int, args: tuple[bytes, ...],
-                  handler: Any) -> None:
+    def gcm_ready(self) -> FastGcmEncryption | None:
+        """The send cipher, when the next (non-auth) packet can take the AES-GCM path:
+        keyed and authenticated, no compression, no rekey due."""
+        enc = self._send_encryption
+        if (type(enc) is FastGcmEncryption and self._kex_complete and self._auth_complete
+                and self._compressor is None and self._rekey_bytes_sent < self._rekey_bytes
+                and not (self._rekey_seconds and time.monotonic() >= self._rekey_time)):
+            return enc
+        return None
+
+    def _send_gcm(self, enc: FastGcmEncryption, pkttype: int,
+                  args: tuple[bytes | memoryview, ...], handler: Any) -> None:
         """asyncssh's ``send_packet`` for a keyed, authenticated AES-GCM connection with
         nothing due (no rekey, no compression): the same packet, built with one join."""
         size = 1 + sum(map(len, args))
@@ -286,6 +301,42 @@ def quiet_packet_logs() -> None:
     logger = asyncssh.packet.SSHPacketLogger
     logger.log_received_packet = _log_received_if_logged  # type: ignore[method-assign]
     logger.log_sent_packet = _log_sent_if_logged  # type: ignore[method-assign]
+
+
+def write_data(chan: Any, data: bytes | memoryview) -> None:
+    """``chan.write(data)`` on an asyncssh channel of the gateway's connections: the same
+    ``SSH_MSG_CHANNEL_DATA`` packets, built from ``data`` with one copy.
+
+    asyncssh copies written data into its send buffer, slices each packet off it, then
+    prefixes the length and the channel number (three copies before the packet's own
+    join). When nothing is buffered and the send window takes all of ``data``, the
+    packets are made here, ``data`` sliced by views, and the window counted down as
+    asyncssh does. Otherwise (buffered data, a short window, a channel with an encoding,
+    no AES-GCM or a rekey due: before any packet) it is ``chan.write``; the rest of a
+    write that a rekey interrupts goes there too, in order. Raises ``BrokenPipeError``
+    as ``chan.write`` does when the channel is not open for sending.
+    """
+    conn = getattr(chan, "_conn", None)
+    size = len(data)
+    if (not isinstance(conn, FewerWrites) or chan._send_state != "open"
+            or chan._send_buf or chan._encoding or chan._send_chan is None
+            or size > chan._send_window or not size):
+        chan.write(data)
+        return
+    view = memoryview(data)
+    step = chan._send_pktsize
+    head = UInt32(chan._send_chan)
+    pos = 0
+    while pos < size:
+        enc = conn.gcm_ready()
+        if enc is None:
+            break
+        piece = view[pos : pos + step]
+        conn._send_gcm(enc, MSG_CHANNEL_DATA, (head, UInt32(len(piece)), piece), chan)
+        chan._send_window -= len(piece)
+        pos += len(piece)
+    if pos < size:
+        chan.write(bytes(view[pos:]))
 
 
 def fewer_writes_to_targets() -> None:

@@ -345,3 +345,100 @@ def test_random_padding_uses_each_kernel_byte_once_a_block_at_a_time(
         pos = at + len(t)
     assert len(fake.calls) <= sum(sizes) // wire.RandomPadding.BLOCK + 3
     assert all(n >= wire.RandomPadding.BLOCK for n in fake.calls)
+
+
+async def _write_in_pieces(chan: Any, payload: bytes, sizes: list[int]) -> None:
+    """``payload`` by ``write_data`` in pieces of ``sizes`` (in turn); every 4th piece,
+    as the relay does, waits until asyncssh has sent what it buffered."""
+    pos = i = 0
+    while pos < len(payload):
+        n = sizes[i % len(sizes)]
+        wire.write_data(chan, payload[pos:pos + n])
+        pos += n
+        i += 1
+        if i % 4 == 0:
+            for _ in range(100_000):
+                if not chan.get_write_buffer_size():
+                    break
+                await asyncio.sleep(0.001)
+
+
+def test_write_data_sends_exactly_what_chan_write_would_through_windows_and_rekeys(
+        monkeypatch: Any) -> None:
+    """The gateway's target-leg connection class writes 12 MiB with ``write_data`` in
+    pieces of odd sizes (some larger than the peer's window, so asyncssh's buffer takes
+    them) to a plain asyncssh server on AES-GCM that rekeys every 2 MiB: the server reads
+    every byte in order, and much of it took the one-copy path (the rest: writes larger
+    than the window, and what came while asyncssh still held some)."""
+    from gateway.ssh import gcm
+
+    gcm.faster_gcm()
+    wire.fewer_writes_to_targets()
+    fast: list[int] = []
+    send_gcm = wire.FewerWrites._send_gcm
+
+    def counting(self: wire.FewerWrites, enc: Any, pkttype: int, args: tuple[Any, ...],
+                 handler: Any) -> None:
+        if pkttype == MSG_CHANNEL_DATA and isinstance(args[-1], memoryview):
+            fast.append(len(args[-1]))
+        send_gcm(self, enc, pkttype, args, handler)
+
+    monkeypatch.setattr(wire.FewerWrites, "_send_gcm", counting)
+    payload = os.urandom(12 << 20)
+    sizes = [1, 31, 32768, 32769, 100_000, 300_001, 2_500_000, 7]
+
+    async def main() -> bytes:
+        got = bytearray()
+
+        class Server(asyncssh.SSHServer):
+            def begin_auth(self, username: str) -> bool:
+                return False
+
+        async def serve(process: asyncssh.SSHServerProcess[bytes]) -> None:
+            while len(got) < len(payload):
+                chunk = await process.stdin.read(1 << 20)
+                if not chunk:
+                    break
+                got.extend(chunk)
+            process.stdout.write(b"done")
+            process.exit(0)
+
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        acceptor = await asyncssh.listen("127.0.0.1", 0, server_host_keys=[key],
+                                         server_factory=Server, process_factory=serve,
+                                         encoding=None, rekey_bytes=2 << 20,
+                                         encryption_algs=["aes128-gcm@openssh.com"])
+        port = acceptor.sockets[0].getsockname()[1]
+        async with asyncssh.connect("127.0.0.1", port, known_hosts=None, username="u",
+                                    rekey_bytes=2 << 20,
+                                    encryption_algs=["aes128-gcm@openssh.com"]) as conn:
+            chan, _session = await conn.create_session(asyncssh.SSHClientSession, "recv",
+                                                       encoding=None)
+            await _write_in_pieces(chan, payload, sizes)
+            chan.write_eof()
+            await chan.wait_closed()
+        acceptor.close()
+        return bytes(got)
+
+    got = asyncio.run(main())
+    assert got == payload
+    assert sum(fast) > len(payload) // 20  # and not all: the fallbacks were taken too
+    assert sum(fast) < len(payload)
+
+
+def test_write_data_on_a_closed_channel_raises_as_write_does() -> None:
+    class _Chan:
+        _conn = None
+
+        def __init__(self) -> None:
+            self.calls: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            raise BrokenPipeError("Channel not open for sending")
+
+    try:
+        wire.write_data(_Chan(), b"x")
+    except BrokenPipeError:
+        pass
+    else:  # pragma: no cover
+        raise AssertionError("no BrokenPipeError")
