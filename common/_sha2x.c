@@ -345,23 +345,24 @@ done:
 }
 
 /* the bytes object behind obj when obj is bytes or a read-only contiguous memoryview
- * of bytes: then its data cannot change while a reference is held */
-static int immutable_view(PyObject *obj, const uint8_t **data, Py_ssize_t *len) {
+ * of bytes: its data cannot change, and a reference to that bytes object (not to the
+ * memoryview, which its owner may release) keeps the data alive */
+static PyObject *immutable_view(PyObject *obj, const uint8_t **data, Py_ssize_t *len) {
     if (PyBytes_CheckExact(obj)) {
         *data = (const uint8_t *)PyBytes_AS_STRING(obj);
         *len = PyBytes_GET_SIZE(obj);
-        return 1;
+        return obj;
     }
     if (PyMemoryView_Check(obj)) {
         Py_buffer *b = PyMemoryView_GET_BUFFER(obj);
-        if (b->obj && PyBytes_CheckExact(b->obj) && b->readonly &&
+        if (b->obj && PyBytes_CheckExact(b->obj) && b->readonly && b->buf &&
             PyBuffer_IsContiguous(b, 'C') && b->itemsize == 1) {
             *data = (const uint8_t *)b->buf;
             *len = b->len;
-            return 1;
+            return b->obj;
         }
     }
-    return 0;
+    return NULL;
 }
 
 static PyObject *Sha256_update(Sha256 *self, PyObject *obj) {
@@ -384,7 +385,8 @@ static PyObject *Sha256_defer(Sha256 *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     const uint8_t *data;
     Py_ssize_t len;
-    if (!accelerated || !immutable_view(obj, &data, &len)) {
+    PyObject *owner = accelerated ? immutable_view(obj, &data, &len) : NULL;
+    if (owner == NULL) {
         if (hash_now(self, obj, start, end) < 0) /* mutable data is hashed at once */
             return NULL;
         Py_RETURN_NONE;
@@ -401,7 +403,7 @@ static PyObject *Sha256_defer(Sha256 *self, PyObject *const *args, Py_ssize_t na
         Py_RETURN_NONE;
     if (self->deferred + (end - start) > MAX_DEFERRED && settle_pair(self, NULL) < 0)
         return NULL;
-    if (push(self, obj, data, start, end) < 0)
+    if (push(self, owner, data, start, end) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
