@@ -432,11 +432,12 @@ def _clipboard_session(rig: RdpRig, target: str, text: str) -> tuple[str, str]:
             time.sleep(0.3)
         time.sleep(1.5)
         pasted = ""
-        # Copied up to three times, as a user copies again: on a loaded machine the
+        # Copied up to five times, as a user copies again: on a loaded machine the
         # session's clipboard channel may not be up yet when the first copy is
-        # announced, and that announcement is then gone (seen once in a full CI run).
-        # A denied clipboard gets the same three chances to leak.
-        for _ in range(3):
+        # announced, and that announcement is then gone (seen in full CI runs: once
+        # with one copy, once with three). A denied clipboard gets the same five
+        # chances to leak.
+        for _ in range(5):
             if owner is not None:
                 owner.kill()
                 owner.wait()
