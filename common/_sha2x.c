@@ -494,7 +494,7 @@ static PyObject *Sha256_get_deferred(Sha256 *self, void *closure) {
 static PyMethodDef Sha256_methods[] = {
     {"update", (PyCFunction)Sha256_update, METH_O, "Hash data (after what was deferred)."},
     {"defer", (PyCFunction)(void (*)(void))Sha256_defer, METH_FASTCALL,
-     "defer(data, start=0, end=len(data)): hash data[start:end] at the next settle. "
+     "defer(data, start=0, end=None): hash data[start:end] at the next settle. "
      "Only bytes (or a read-only memoryview of bytes) wait; other data is hashed now."},
     {"copy", (PyCFunction)Sha256_copy, METH_NOARGS, "A copy of the hash state."},
     {"digest", (PyCFunction)Sha256_digest, METH_NOARGS, "The 32-byte digest so far."},
