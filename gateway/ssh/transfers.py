@@ -13,10 +13,11 @@ command line and byte counts.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from common.shared_sha256 import SharedSha256
 
 MAX_PACKET = 256 * 1024 + 1024  # OpenSSH sftp-server's own limit; larger ones stop the tap
 
@@ -49,12 +50,12 @@ class _Handle:
     size: int = 0
     next_offset: int = 0
     in_order: bool = True
-    digest: hashlib._Hash = field(default_factory=hashlib.sha256)
+    digest: SharedSha256 = field(default_factory=SharedSha256)
 
     def add(self, offset: int, data: bytes | memoryview, direction: str) -> None:
         self.direction = self.direction or direction
         if offset == self.next_offset and self.in_order:
-            self.digest.update(data)
+            self.digest.add(data)
             self.next_offset += len(data)
         else:
             self.in_order = False

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import zstandard
 
-from common import sha256
+from common import sha256, shared_sha256
 from recorder import events as ev
 from recorder.errors import FormatError
 
@@ -164,7 +164,8 @@ class Encoder:
         self.head = CHAIN_SEED
         self.parts: list[list[int]] = []  # [first data seq, byte offset, t_first_us]
         # A hash whose deferred data is hashed together with each chunk's (the writer's
-        # output digest: two streams at once, see common/sha256.py); None: alone.
+        # output digest: two streams at once, see common/sha256.py); None: alone. An
+        # open transfer's file hash waiting for a partner goes first (shared_sha256).
         self.hash_partner: sha256.Hash | None = None
 
     def _chunk(self, ctype: int, payload: bytes) -> bytes:
@@ -194,8 +195,8 @@ class Encoder:
         h.update(hdr)
         for piece in pieces:
             h.defer(piece)
-        if self.hash_partner is not None:
-            sha256.settle(h, self.hash_partner)
+        # with an open file's hash if one waits (gateway transfers), else the partner
+        shared_sha256.settle_chunk(h, self.hash_partner)
         digest = h.digest()
         self.head = digest
         self.seq += 1
