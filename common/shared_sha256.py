@@ -15,7 +15,10 @@ the writer take the file's bytes as the second stream of its chunk hashes:
 * the loop hashes what waits itself when more than :data:`LIMIT` bytes wait, and when it
   asks for the digest. The digest never waits for the writer (a recorder stalled on
   storage does not delay a transfer's audit line), and at most ``LIMIT`` bytes (plus
-  what arrives while the writer holds the lock for one settle) are kept per file.
+  what arrives while the writer holds the lock for one settle) are kept per file;
+* at most :data:`MAX_OPEN` hashes share at once in a process; a file started while
+  they are taken is hashed on the loop as it comes (as before), so what waits is
+  bounded per process whatever a client opens, and whether or not the writer runs.
 
 Whoever hashes, the digest is exactly SHA-256 of the bytes added, in order: the lock
 serialises the two threads, and bytes added while the writer holds it queue behind
@@ -34,7 +37,12 @@ from typing import Any
 from common import sha256
 
 #: bytes a shared hash keeps for the writer before its owner hashes them itself
-LIMIT = 1024 * 1024
+LIMIT = 2 * 1024 * 1024
+#: shared hashes open at once in a process (more are hashed by their owner at once):
+#: with LIMIT, what waits for the writer is bounded per process, not per file, whatever
+#: a client opens (a session may have 1,024 files open) and whether or not the writer
+#: runs (storage full, continue mode: no chunks are written to pair with)
+MAX_OPEN = 8
 #: fewer bytes waiting than this are not worth pairing with
 MIN_PAIR = 16 * 1024
 
@@ -44,6 +52,16 @@ _open: dict[int, weakref.ref[SharedSha256]] = {}
 
 def _immutable(view: memoryview) -> bool:
     return view.readonly and isinstance(view.obj, bytes) and view.contiguous
+
+
+def _kept(data: sha256.Data) -> bytes | memoryview:
+    """``data`` as it can wait to be hashed: bytes, a view of bytes of its own (the
+    caller may release theirs), or a copy (mutable data may change before)."""
+    if isinstance(data, memoryview) and _immutable(data):
+        return memoryview(data)
+    if isinstance(data, bytes):
+        return data
+    return bytes(data)
 
 
 def _size(piece: bytes | memoryview) -> int:
@@ -64,7 +82,8 @@ class SharedSha256:
     (:func:`settle_chunk`). ``add`` and ``hexdigest`` are the owner's; they are not for
     two owners at once."""
 
-    __slots__ = ("__weakref__", "_added", "_h", "_lock", "_moved", "_registered", "_side")
+    __slots__ = ("__weakref__", "_added", "_eager", "_h", "_lock", "_moved", "_registered",
+                 "_side")
 
     def __init__(self) -> None:
         self._h: Any = sha256.new()
@@ -72,7 +91,8 @@ class SharedSha256:
         self._side: deque[bytes | memoryview] = deque()  # added while the lock was taken
         self._added = 0  # bytes put in _side (owner only)
         self._moved = 0  # bytes moved from _side into _h (holder of the lock only)
-        self._registered = False
+        self._registered = False  # a candidate for the writer (in _open)
+        self._eager = False  # no room in _open when it started: hashed at once
 
     def waiting(self) -> int:
         """Bytes added and not hashed yet (a hint: read without the lock)."""
@@ -85,27 +105,32 @@ class SharedSha256:
             return
         if not len(data):
             return
-        piece: bytes | memoryview
-        if isinstance(data, memoryview) and _immutable(data):
-            piece = memoryview(data)  # a view of its own: the caller may release theirs
-        elif isinstance(data, bytes):
-            piece = data
-        else:
-            piece = bytes(data)  # it may change before it is hashed
+        if not self._registered and not self._eager:
+            self._enlist()
+        piece = data if self._eager else _kept(data)
         if self._lock.acquire(blocking=False):
             try:
                 self._take_side()
-                self._h.defer(piece)
-                if self._h.deferred >= LIMIT:
-                    sha256.settle(self._h, self._h)  # the writer did not keep up
+                if self._eager:
+                    self._h.update(piece)
+                else:
+                    self._h.defer(piece)
+                    if self._h.deferred >= LIMIT:
+                        sha256.settle(self._h, self._h)  # the writer did not keep up
             finally:
                 self._lock.release()
         else:  # the writer is hashing: queue behind its bytes
+            piece = _kept(piece)  # (eager: not kept yet)
             self._side.append(piece)
             self._added += _size(piece)
-        if not self._registered:
+
+    def _enlist(self) -> None:
+        """Become a candidate for the writer, or (no room) a hash done at once."""
+        if len(_open) < MAX_OPEN:
             self._registered = True
             _open[id(self)] = weakref.ref(self, _forget(id(self)))
+        else:  # enough hashes wait for the writer already
+            self._eager = True
 
     def hexdigest(self) -> str:
         """The digest of everything added (hashed here what still waits)."""
@@ -117,6 +142,7 @@ class SharedSha256:
         if self._registered:
             self._registered = False
             _open.pop(id(self), None)
+        self._eager = False
         return out
 
     def _take_side(self) -> None:

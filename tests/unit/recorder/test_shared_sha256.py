@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from common import sha256, shared_sha256
-from common.shared_sha256 import LIMIT, SharedSha256, settle_chunk
+from common.shared_sha256 import LIMIT, MAX_OPEN, SharedSha256, settle_chunk
 from recorder.format import v1
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -134,6 +134,28 @@ def test_without_a_writer_the_loop_hashes_past_the_limit_and_keeps_no_more() -> 
     assert sys.getrefcount(data) - before <= LIMIT // len(data)
     assert s.hexdigest() == ref.hexdigest()
     assert sys.getrefcount(data) == before  # the digest released every reference
+
+
+@needs_ext
+def test_what_waits_is_bounded_per_process_whatever_a_client_opens() -> None:
+    """A session may hold 1,024 files open, and with storage full no chunk is written
+    to pair with: only MAX_OPEN hashes keep bytes for the writer, the rest hash now."""
+    files = [SharedSha256() for _ in range(MAX_OPEN * 4)]
+    refs = [hashlib.sha256() for _ in files]
+    data = os.urandom(LIMIT // 2 + 1000)
+    for s, ref in zip(files, refs, strict=True):
+        s.add(data)
+        ref.update(data)
+    waiting = [s.waiting() for s in files]
+    assert sum(waiting) <= MAX_OPEN * LIMIT
+    assert waiting.count(0) == len(files) - MAX_OPEN
+    assert len(shared_sha256._open) == MAX_OPEN
+    assert [s.hexdigest() for s in files] == [r.hexdigest() for r in refs]
+    assert not shared_sha256._open
+    again = SharedSha256()  # room again: the next file shares
+    again.add(data)
+    assert again.waiting() == len(data)
+    assert again.hexdigest() == hashlib.sha256(data).hexdigest()
 
 
 @needs_ext
