@@ -679,7 +679,7 @@ class Recorder:
                 self._status_due = now + STATUS_INTERVAL
                 await self._refresh_status()
             writer = self._writer
-            busy = writer.busy_since if writer is not None else None
+            busy = writer.stalled_since if writer is not None else None
             if busy is None or time.monotonic() - busy < self.stall_timeout:
                 continue
             for rec in list(self._open.values()):

@@ -3,7 +3,9 @@
 The relay feeds every byte in each direction; the taps parse packets incrementally and
 report ``Transfer(path, direction, size, sha256)`` when a file handle is closed.
 Modern OpenSSH ``scp`` speaks SFTP, so the SFTP tap covers scp too; ``scp -O`` (the old
-protocol) is covered by :class:`ScpTap`.
+protocol) is covered by :class:`ScpTap`. The file's SHA-256 keeps references to its
+bytes for the recorder's writer to hash alongside its own (:mod:`common.shared_sha256`);
+it is complete when the handle closes, whatever the writer did.
 
 Known limits: the sha256 is of the bytes in offset order; if a client reads or writes a
 file out of order (seeks), the digest is reported as ``""`` (size still reported).

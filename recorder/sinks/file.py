@@ -130,16 +130,25 @@ class _FileStream(SinkStream):
             self._size -= written
 
     def flush(self) -> None:
+        # The fsync runs outside the lock: the recorder's syncer thread calls this while
+        # its writer thread goes on appending (only what was written before is dropped
+        # from the cache after). A close meanwhile makes everything durable itself.
         with self._lock:
             if self._closed:
                 return
-            try:
-                os.fsync(self._fd)
-            except OSError as exc:
-                raise SinkError(
-                    f"cannot flush recording {self._path}: {describe_os_error(exc)}"
-                ) from exc
-            self._uncached = drop_cached(self._fd, self._uncached, self._size)  # durable
+            fd, size = self._fd, self._size
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            with self._lock:
+                if self._closed:
+                    return
+            raise SinkError(
+                f"cannot flush recording {self._path}: {describe_os_error(exc)}"
+            ) from exc
+        with self._lock:
+            if not self._closed:
+                self._uncached = drop_cached(fd, self._uncached, size)  # durable
 
     def close(self) -> None:
         with self._lock:

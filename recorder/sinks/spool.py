@@ -538,16 +538,22 @@ class Spool:
             self._free.used(n)
 
     def sync(self, entry: SpoolEntry) -> None:
-        """fsync the entry's data (the durability point of ``flush()``)."""
+        """fsync the entry's data (the durability point of ``flush()``). Outside the
+        entry's lock: the recorder's syncer thread calls this while its writer appends
+        and the uploader reads; a finish meanwhile makes everything durable itself."""
         with entry.lock:
-            if entry._wfd is None:
+            fd = entry._wfd
+            if fd is None:
                 return
-            try:
-                os.fsync(entry._wfd)
-            except OSError as exc:
-                raise SinkError(
-                    f"cannot flush recording {entry.name} in the spool: {describe_os_error(exc)}"
-                ) from exc
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            with entry.lock:
+                if entry._wfd is None:
+                    return
+            raise SinkError(
+                f"cannot flush recording {entry.name} in the spool: {describe_os_error(exc)}"
+            ) from exc
 
     def finish(self, entry: SpoolEntry) -> None:
         """Mark the entry closed (no more bytes) and persist that."""
