@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -11,6 +14,19 @@ from recorder.settings import RecorderSettings
 from recorder.signing import Signer
 from recorder.sinks.memory import MemorySink
 from recorder.writer import SessionState, Writer
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def run_without_sha_ext(code: str) -> None:
+    """Run ``code`` in a fresh interpreter with ``BASTILLE_NO_SHA_EXT=1`` (hashlib, not
+    common._sha2x); it must print ``ok``."""
+    env = dict(os.environ, BASTILLE_NO_SHA_EXT="1")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
 
 START = 1_763_900_000.0  # a fixed wall-clock start (2025-11-23)
 

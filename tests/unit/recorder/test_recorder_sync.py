@@ -19,7 +19,7 @@ from recorder_helpers import make_header
 from recorder import events as ev
 from recorder.errors import RecorderError, SinkError
 from recorder.reader import Recording
-from recorder.service import Recorder
+from recorder.service import Recorder, SessionRecording
 from recorder.settings import RecorderSettings
 from recorder.sinks.base import SinkStream
 from recorder.sinks.file import FileSink
@@ -70,6 +70,13 @@ class _HeldFlushSink(MemorySink):
 
 def _settings(tmp_path: Path, **kw: object) -> RecorderSettings:
     return RecorderSettings(data_dir=tmp_path / "data", **kw)  # type: ignore[arg-type]
+
+
+def _first_failure(s: SessionRecording) -> asyncio.Future[RecorderError]:
+    """The first failure reported to ``s``'s failure callbacks (on the loop)."""
+    fut: asyncio.Future[RecorderError] = asyncio.get_running_loop().create_future()
+    s.add_failure_callback(lambda err: fut.done() or fut.set_result(err))
+    return fut
 
 
 def test_the_writer_goes_on_writing_while_an_fsync_waits(tmp_path: Path) -> None:
@@ -135,17 +142,9 @@ def test_a_failed_fsync_fails_that_recording(tmp_path: Path) -> None:
         r = Recorder(_settings(tmp_path, flush_interval=0.05), sink=sink)
         await r.start()
         s = await r.open_session(make_header("sync3"))
-        failed = asyncio.Event()
-        errors: list[RecorderError] = []
-
-        def on_failure(err: RecorderError) -> None:
-            errors.append(err)
-            failed.set()
-
-        s.add_failure_callback(on_failure)
+        failure = _first_failure(s)
         s.output(b"data" * 1000)
-        await asyncio.wait_for(failed.wait(), 10)
-        assert "injected fsync failure" in str(errors[0])
+        assert "injected fsync failure" in str(await asyncio.wait_for(failure, 10))
         assert r.status().failed_recordings == 1
         await s.close()
         await r.close()
@@ -160,18 +159,10 @@ def test_a_hung_fsync_fails_the_recordings_after_stall_timeout(tmp_path: Path) -
         r = Recorder(_settings(tmp_path, flush_interval=0.05, stall_timeout=1.0), sink=sink)
         await r.start()
         s = await r.open_session(make_header("sync4"))
-        failed = asyncio.Event()
-        errors: list[RecorderError] = []
-
-        def on_failure(err: RecorderError) -> None:
-            errors.append(err)
-            failed.set()
-
-        s.add_failure_callback(on_failure)
+        failure = _first_failure(s)
         s.output(b"data" * 1000)
         assert await asyncio.to_thread(sink.flushing.wait, 10)
-        await asyncio.wait_for(failed.wait(), 10)
-        assert "storage has not answered" in str(errors[0])
+        assert "storage has not answered" in str(await asyncio.wait_for(failure, 10))
         sink.release.set()
         await s.close()
         await r.close()

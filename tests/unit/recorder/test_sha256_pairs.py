@@ -9,17 +9,15 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from recorder_helpers import run_without_sha_ext
 
 from common import sha256
 from recorder.digests import OutputDigests
 from recorder.format import v1
 
-ROOT = Path(__file__).resolve().parents[3]
 needs_ext = pytest.mark.skipif(
     not sha256.ACCELERATED, reason="common._sha2x not built or this CPU has no SHA extensions")
 
@@ -124,11 +122,7 @@ def test_without_the_extension_it_is_hashlib_and_the_same_digests() -> None:
         "assert b.hexdigest() == hashlib.sha256(b'q' * 99).hexdigest()\n"
         "print('ok')\n"
     )
-    env = dict(os.environ, BASTILLE_NO_SHA_EXT="1")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    run_without_sha_ext(code)
 
 
 def _recording(partner: bool, chunks: list[bytes]) -> tuple[bytes, str]:

@@ -12,19 +12,17 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
+from recorder_helpers import run_without_sha_ext
 
 from common import sha256, shared_sha256
 from common.shared_sha256 import LIMIT, MAX_OPEN, SharedSha256, settle_chunk
 from recorder.format import v1
 
-ROOT = Path(__file__).resolve().parents[3]
 needs_ext = pytest.mark.skipif(
     not sha256.ACCELERATED, reason="common._sha2x not built or this CPU has no SHA extensions")
 
@@ -184,8 +182,4 @@ def test_without_the_extension_it_hashes_at_once_with_hashlib() -> None:
         "assert h.hexdigest() == hashlib.sha256((b'abc' * 999)[5:] + b'q').hexdigest()\n"
         "print('ok')\n"
     )
-    env = dict(os.environ, BASTILLE_NO_SHA_EXT="1")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    run_without_sha_ext(code)
